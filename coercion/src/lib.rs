@@ -1,0 +1,107 @@
+//! # coercion
+//!
+//! Operational workflows — deploys, rollouts, migrations — written as compile-checked Rust.
+//!
+//! A [`Plan`] runs [`Block`]s one after another; each block runs [`Sequence`]s concurrently up
+//! to a limit, with a failure budget; each sequence runs [`Action`]s in order; each action calls
+//! a typed [`Plugin`] with a per-attempt timeout and the plugin's [`RetryPolicy`]. Plans and
+//! blocks carry checks (bypass, pre, continuous, post, deferred) that only side-effect-free
+//! *check plugins* may fill — a rule the compiler enforces.
+//!
+//! ```
+//! use coercion::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! pub struct PingReq { pub addr: String }
+//!
+//! /// A side-effect-free check plugin.
+//! #[coercion::plugin(check, name = "example.com/ping")]
+//! #[derive(Default)]
+//! pub struct Ping;
+//!
+//! impl Plugin for Ping {
+//!     type Request = PingReq;
+//!     type Response = ();
+//!     async fn execute(&self, _ctx: &Context, req: PingReq) -> Result<(), PluginError> {
+//!         if req.addr.is_empty() { Err(PluginError::permanent("no address")) } else { Ok(()) }
+//!     }
+//! }
+//!
+//! #[derive(Serialize, Deserialize)]
+//! pub struct RestartReq { pub host: String }
+//!
+//! /// An action plugin: it may change the world, so it may only run in sequences.
+//! #[coercion::plugin(name = "example.com/restart")]
+//! #[derive(Default)]
+//! pub struct Restart;
+//!
+//! impl Plugin for Restart {
+//!     type Request = RestartReq;
+//!     type Response = String;
+//!     async fn execute(&self, _ctx: &Context, req: RestartReq) -> Result<String, PluginError> {
+//!         Ok(format!("restarted {}", req.host))
+//!     }
+//! }
+//!
+//! let hosts = ["web-1", "web-2"];
+//! let plan = Plan::builder("Restart web")
+//!     .pre_checks(Checks::builder().action(CheckSpec::new::<Ping>("lb up", PingReq { addr: "lb:80".into() })))
+//!     .block(Block::builder("web").concurrency(2).sequences(hosts.map(|h| {
+//!         Sequence::builder(h).action(ActionSpec::new::<Restart>("restart", RestartReq { host: h.into() }))
+//!     })))
+//!     .build();
+//!
+//! let registry = Registry::from_inventory().unwrap();
+//! coercion::workflow::validate_plan(&plan, &registry).unwrap();
+//! ```
+//!
+//! Putting the check plugin in a sequence does not compile:
+//!
+//! ```compile_fail,E0277
+//! # use coercion::prelude::*;
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Serialize, Deserialize)] pub struct PingReq { pub addr: String }
+//! # #[coercion::plugin(check)] #[derive(Default)] pub struct Ping;
+//! # impl Plugin for Ping {
+//! #     type Request = PingReq; type Response = ();
+//! #     async fn execute(&self, _: &Context, _: PingReq) -> Result<(), PluginError> { Ok(()) }
+//! # }
+//! let seq = Sequence::builder("web-1")
+//!     .action(ActionSpec::new::<Ping>("ping", PingReq { addr: "web-1".into() }));
+//! ```
+#![warn(missing_docs)]
+
+extern crate self as coercion;
+
+pub mod builder;
+pub mod plugin;
+pub mod registry;
+mod secret;
+pub mod testing;
+pub mod workflow;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use builder::{ActionSpec, BatchBuilder, BlockBuilder, CheckSpec, ChecksBuilder, PlanBuilder, SequenceBuilder};
+pub use coercion_macros::plugin;
+pub use plugin::{
+    ActionPlugin, CheckPlugin, Context, InitError, Plugin, PluginError, PluginKind, PluginMeta, RetryPolicy,
+    ValidationError,
+};
+pub use registry::Registry;
+pub use workflow::{
+    Action, Attempt, Block, Checks, DeferredBatch, Plan, PlanId, Reason, Sequence, State, Status, Tolerance, When,
+};
+
+/// The names most programs need: `use coercion::prelude::*;`.
+pub mod prelude {
+    pub use crate::builder::{ActionSpec, CheckSpec};
+    pub use crate::plugin::{Context, Plugin, PluginError, RetryPolicy, ValidationError};
+    pub use crate::registry::Registry;
+    pub use crate::workflow::{
+        Action, Block, Checks, DeferredBatch, Plan, PlanId, Reason, Sequence, Status, Tolerance, When,
+    };
+}

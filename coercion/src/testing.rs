@@ -1,0 +1,252 @@
+//! Test kit: scriptable fake plugins, so plans can be tested without touching the world.
+//!
+//! [`FakeAction`] (an action plugin) and [`FakeCheck`] (a check plugin) do what their
+//! [`FakeReq`] says: succeed, fail a number of times then succeed, fail permanently, take time,
+//! panic, or wait to be cancelled. Every call is recorded in the instance's [`CallLog`], so a test
+//! can assert which actions ran, in which order, how often, and how many ran at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::plugin::{Context, Plugin, PluginError, RetryPolicy};
+use crate::workflow::PlanId;
+
+/// What a fake plugin does on each attempt.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FakeReq {
+    /// A label recorded with every call and echoed in the response.
+    #[serde(default)]
+    pub tag: String,
+    /// The first `fail_times` attempts fail (retryably, unless `permanent`).
+    #[serde(default)]
+    pub fail_times: u32,
+    /// Fail on every attempt.
+    #[serde(default)]
+    pub always_fail: bool,
+    /// Failures are permanent (no retry).
+    #[serde(default)]
+    pub permanent: bool,
+    /// Sleep this long before answering (tokio's clock, so paused-clock tests cost nothing).
+    #[serde(default, with = "humantime_serde")]
+    pub sleep: Option<Duration>,
+    /// Panic instead of answering.
+    #[serde(default)]
+    pub panic: bool,
+    /// Wait until the plan is stopped, then fail with "cancelled".
+    #[serde(default)]
+    pub wait_for_cancel: bool,
+}
+
+impl FakeReq {
+    /// Succeeds at once.
+    pub fn ok() -> FakeReq {
+        FakeReq::default()
+    }
+    /// Fails retryably on every attempt.
+    pub fn fail() -> FakeReq {
+        FakeReq { always_fail: true, ..FakeReq::default() }
+    }
+    /// Fails retryably `n` times, then succeeds.
+    pub fn fail_times(n: u32) -> FakeReq {
+        FakeReq { fail_times: n, ..FakeReq::default() }
+    }
+    /// Fails permanently on the first attempt.
+    pub fn fail_permanently() -> FakeReq {
+        FakeReq { always_fail: true, permanent: true, ..FakeReq::default() }
+    }
+    /// Panics.
+    pub fn panic() -> FakeReq {
+        FakeReq { panic: true, ..FakeReq::default() }
+    }
+    /// Waits until the plan is stopped.
+    pub fn wait_for_cancel() -> FakeReq {
+        FakeReq { wait_for_cancel: true, ..FakeReq::default() }
+    }
+    /// Succeeds after `d`.
+    pub fn sleep(d: Duration) -> FakeReq {
+        FakeReq { sleep: Some(d), ..FakeReq::default() }
+    }
+    /// Sets the tag.
+    pub fn tag(mut self, tag: impl Into<String>) -> FakeReq {
+        self.tag = tag.into();
+        self
+    }
+    /// Also sleeps `d` before answering.
+    pub fn after(mut self, d: Duration) -> FakeReq {
+        self.sleep = Some(d);
+        self
+    }
+}
+
+/// What a fake plugin answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FakeResp {
+    /// The request's tag.
+    pub tag: String,
+    /// The attempt that answered.
+    pub attempt: u32,
+    /// The plan id the context carried.
+    pub plan_id: PlanId,
+    /// The action id the context carried.
+    pub action_id: Uuid,
+}
+
+/// One recorded call of a fake plugin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    /// The request's tag.
+    pub tag: String,
+    /// The attempt number.
+    pub attempt: u32,
+    /// The plan.
+    pub plan_id: PlanId,
+    /// The action.
+    pub action_id: Uuid,
+}
+
+#[derive(Default)]
+struct LogInner {
+    calls: Vec<Call>,
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+/// The calls a fake plugin instance received, shared between the instance and the test.
+#[derive(Clone, Default)]
+pub struct CallLog(Arc<Mutex<LogInner>>);
+
+impl CallLog {
+    /// Every call so far, in the order they started.
+    pub fn calls(&self) -> Vec<Call> {
+        self.0.lock().calls.clone()
+    }
+    /// The tags of every call, in the order they started.
+    pub fn tags(&self) -> Vec<String> {
+        self.0.lock().calls.iter().map(|c| c.tag.clone()).collect()
+    }
+    /// How many calls carried `tag`.
+    pub fn count(&self, tag: &str) -> usize {
+        self.0.lock().calls.iter().filter(|c| c.tag == tag).count()
+    }
+    /// The number of calls.
+    pub fn len(&self) -> usize {
+        self.0.lock().calls.len()
+    }
+    /// Whether there was no call.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The most calls that were running at the same time.
+    pub fn max_concurrency(&self) -> usize {
+        self.0.lock().max_in_flight
+    }
+}
+
+struct InFlight<'a>(&'a CallLog);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.0.lock().in_flight -= 1;
+    }
+}
+
+async fn run_fake(log: &CallLog, ctx: &Context, req: FakeReq) -> Result<FakeResp, PluginError> {
+    {
+        let mut l = log.0.lock();
+        l.calls.push(Call {
+            tag: req.tag.clone(),
+            attempt: ctx.attempt(),
+            plan_id: ctx.plan_id(),
+            action_id: ctx.action_id(),
+        });
+        l.in_flight += 1;
+        l.max_in_flight = l.max_in_flight.max(l.in_flight);
+    }
+    let _guard = InFlight(log);
+    if let Some(d) = req.sleep {
+        tokio::time::sleep(d).await;
+    }
+    if req.panic {
+        panic!("fake plugin panicked as scripted (tag {:?})", req.tag);
+    }
+    if req.wait_for_cancel {
+        ctx.cancelled().await;
+        return Err(PluginError::permanent(format!("{}: cancelled", req.tag)));
+    }
+    if req.always_fail || ctx.attempt() <= req.fail_times {
+        let msg = format!("{}: scripted failure on attempt {}", req.tag, ctx.attempt());
+        return Err(PluginError::new(msg).set_permanent(req.permanent));
+    }
+    Ok(FakeResp { tag: req.tag, attempt: ctx.attempt(), plan_id: ctx.plan_id(), action_id: ctx.action_id() })
+}
+
+/// A scriptable action plugin (for sequences and deferred batches), registered as
+/// `coercion.testing/action`. Its retry policy is [`RetryPolicy::fast`].
+#[crate::plugin(name = "coercion.testing/action")]
+#[derive(Clone, Default)]
+pub struct FakeAction {
+    log: CallLog,
+}
+
+impl FakeAction {
+    /// The calls this instance received.
+    pub fn log(&self) -> &CallLog {
+        &self.log
+    }
+}
+
+impl Plugin for FakeAction {
+    type Request = FakeReq;
+    type Response = FakeResp;
+    async fn execute(&self, ctx: &Context, req: FakeReq) -> Result<FakeResp, PluginError> {
+        run_fake(&self.log, ctx, req).await
+    }
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::fast()
+    }
+}
+
+/// A scriptable check plugin (for check sections), registered as `coercion.testing/check`.
+#[crate::plugin(check, name = "coercion.testing/check")]
+#[derive(Clone, Default)]
+pub struct FakeCheck {
+    log: CallLog,
+}
+
+impl FakeCheck {
+    /// The calls this instance received.
+    pub fn log(&self) -> &CallLog {
+        &self.log
+    }
+}
+
+impl Plugin for FakeCheck {
+    type Request = FakeReq;
+    type Response = FakeResp;
+    async fn execute(&self, ctx: &Context, req: FakeReq) -> Result<FakeResp, PluginError> {
+        run_fake(&self.log, ctx, req).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fake_follows_its_script() {
+        let p = FakeAction::default();
+        let mut ctx = Context::detached(Duration::from_secs(1));
+        assert!(p.execute(&ctx, FakeReq::fail_times(1).tag("a")).await.is_err());
+        ctx.attempt = 2;
+        let resp = p.execute(&ctx, FakeReq::fail_times(1).tag("a")).await.unwrap();
+        assert_eq!(resp.attempt, 2);
+        let err = p.execute(&ctx, FakeReq::fail_permanently().tag("b")).await.unwrap_err();
+        assert!(err.permanent);
+        assert_eq!(p.log().tags(), ["a", "a", "b"]);
+        assert_eq!(p.log().max_concurrency(), 1);
+    }
+}

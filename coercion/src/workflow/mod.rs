@@ -1,0 +1,990 @@
+//! The object model: a [`Plan`] of [`Block`]s of [`Sequence`]s of [`Action`]s, with [`Checks`]
+//! and [`DeferredBatch`]es.
+//!
+//! Objects are built with the typed builder ([`crate::builder`]) or the `plan!{}` macro, which
+//! only accept plugins of the right kind, and are read through accessor methods. Their state is
+//! owned by the engine: nothing here lets user code change an object's status or attempts.
+
+mod path;
+mod validate;
+mod walk;
+
+pub use path::{Loc, ObjectPath, Parent, PathSegment};
+pub use validate::{Problem, validate_plan};
+pub use walk::{ObjectRef, Walk};
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::plugin::{Plugin, PluginError, PluginKind, PluginMeta};
+
+/// A point in time, in UTC.
+pub type Timestamp = DateTime<Utc>;
+
+/// The version of the JSON form of a [`Plan`]. Bumped whenever that form changes incompatibly;
+/// reading a plan written with another version fails with a clear error instead of guessing.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The default per-attempt timeout of an action.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default pause between two runs of continuous checks (as the Go README documents).
+pub const DEFAULT_CONT_DELAY: Duration = Duration::from_secs(30);
+
+/// The identifier of a submitted plan (a UUIDv7, assigned by `submit`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PlanId(pub Uuid);
+
+impl PlanId {
+    /// The nil id every plan carries before it is submitted.
+    pub const NIL: PlanId = PlanId(Uuid::nil());
+
+    /// A fresh time-ordered id.
+    pub fn new_v7() -> PlanId {
+        PlanId(Uuid::now_v7())
+    }
+
+    /// Whether this is the nil id of a plan that was never submitted.
+    pub fn is_nil(&self) -> bool {
+        self.0.is_nil()
+    }
+}
+
+impl fmt::Display for PlanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for PlanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PlanId({})", self.0)
+    }
+}
+
+impl FromStr for PlanId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(PlanId)
+    }
+}
+
+impl From<Uuid> for PlanId {
+    fn from(id: Uuid) -> Self {
+        PlanId(id)
+    }
+}
+
+/// Where an object is in its life.
+///
+/// Objects that never ran — because of a bypass, a failure or a stop — stay `NotStarted`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub enum Status {
+    /// Not run (yet, or ever).
+    #[default]
+    NotStarted,
+    /// Running now (or, in storage, when the process stopped).
+    Running,
+    /// Finished successfully.
+    Completed,
+    /// Finished with a failure.
+    Failed,
+    /// Stopped by an operator before it finished.
+    Stopped,
+}
+
+impl Status {
+    /// `Completed`, `Failed` or `Stopped`.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Completed | Status::Failed | Status::Stopped)
+    }
+
+    /// The name of the status, as written in JSON and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::NotStarted => "NotStarted",
+            Status::Running => "Running",
+            Status::Completed => "Completed",
+            Status::Failed => "Failed",
+            Status::Stopped => "Stopped",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "NotStarted" | "not_started" | "notstarted" => Status::NotStarted,
+            "Running" | "running" => Status::Running,
+            "Completed" | "completed" => Status::Completed,
+            "Failed" | "failed" => Status::Failed,
+            "Stopped" | "stopped" => Status::Stopped,
+            other => {
+                return Err(format!(
+                    "unknown status `{other}` (expected NotStarted, Running, Completed, Failed or Stopped)"
+                ));
+            }
+        })
+    }
+}
+
+/// The status of an object with the times it started and ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct State {
+    /// Where the object is in its life.
+    pub status: Status,
+    /// When it started running; `None` if it never did.
+    #[serde(default)]
+    pub start: Option<Timestamp>,
+    /// When it reached its terminal status; `None` until then.
+    #[serde(default)]
+    pub end: Option<Timestamp>,
+}
+
+impl State {
+    /// How long the object ran: `end - start`, or `None` if it has not both started and ended.
+    pub fn duration(&self) -> Option<Duration> {
+        match (self.start, self.end) {
+            (Some(s), Some(e)) => (e - s).to_std().ok(),
+            _ => None,
+        }
+    }
+}
+
+/// Why a plan failed: the **first** phase that failed, in time order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum Reason {
+    /// The plan did not fail (or has not finished).
+    #[default]
+    None,
+    /// The plan's pre-checks failed.
+    PreCheck,
+    /// The plan's continuous checks failed.
+    ContCheck,
+    /// A block failed.
+    Block,
+    /// The plan's post-checks failed.
+    PostCheck,
+    /// A deferred batch marked `fail_plan` failed.
+    DeferredAction,
+    /// The plan's deferred checks failed.
+    DeferredCheck,
+    /// An operator stopped the plan.
+    Stopped,
+    /// The process running the plan died and the plan was too stale to resume.
+    ExceedRecovery,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Reason::None => "None",
+            Reason::PreCheck => "PreCheck",
+            Reason::ContCheck => "ContCheck",
+            Reason::Block => "Block",
+            Reason::PostCheck => "PostCheck",
+            Reason::DeferredAction => "DeferredAction",
+            Reason::DeferredCheck => "DeferredCheck",
+            Reason::Stopped => "Stopped",
+            Reason::ExceedRecovery => "ExceedRecovery",
+        })
+    }
+}
+
+/// How many failed sequences a block tolerates before it fails.
+///
+/// A block fails when its failed sequences are **strictly more** than the tolerance allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tolerance {
+    /// At most this many failed sequences (`0`: the first failure fails the block).
+    Count(u32),
+    /// At most this percentage of the block's sequences (Ansible's `max_fail_percentage`):
+    /// the block fails when `failed / total * 100 > percent`. Must be at most 100.
+    Percent(u8),
+    /// Never fail the block because of failed sequences.
+    Unlimited,
+}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Tolerance::Count(0)
+    }
+}
+
+impl From<u32> for Tolerance {
+    fn from(n: u32) -> Self {
+        Tolerance::Count(n)
+    }
+}
+
+impl Tolerance {
+    /// Whether `failed` failed sequences out of `total` exceed this tolerance.
+    pub fn is_exceeded(self, failed: usize, total: usize) -> bool {
+        match self {
+            Tolerance::Count(n) => failed > n as usize,
+            Tolerance::Percent(p) => failed * 100 > total * p as usize,
+            Tolerance::Unlimited => false,
+        }
+    }
+}
+
+impl fmt::Display for Tolerance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Tolerance::Count(n) => write!(f, "{n}"),
+            Tolerance::Percent(p) => write!(f, "{p}%"),
+            Tolerance::Unlimited => f.write_str("unlimited"),
+        }
+    }
+}
+
+/// When a deferred batch runs, depending on how the plan went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum When {
+    /// Only when nothing before it failed.
+    OnSuccess,
+    /// Only when something before it failed or the plan was stopped.
+    OnFailure,
+    /// In both cases.
+    Always,
+}
+
+impl When {
+    /// Whether a batch with this `when` runs after a run that `failed` (or not).
+    pub fn selects(self, failed: bool) -> bool {
+        match self {
+            When::OnSuccess => !failed,
+            When::OnFailure => failed,
+            When::Always => true,
+        }
+    }
+}
+
+impl fmt::Display for When {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The five check slots of a plan or a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum CheckSlot {
+    /// Checks whose success skips the plan or block entirely.
+    Bypass,
+    /// Checks that must pass before any work starts.
+    Pre,
+    /// Checks that run every `delay` while the work runs.
+    Cont,
+    /// Checks that must pass after the work.
+    Post,
+    /// Checks that run last, on success and on failure.
+    Deferred,
+}
+
+impl CheckSlot {
+    /// Every slot, in the order they are walked.
+    pub const ALL: [CheckSlot; 5] = [
+        CheckSlot::Bypass,
+        CheckSlot::Pre,
+        CheckSlot::Cont,
+        CheckSlot::Post,
+        CheckSlot::Deferred,
+    ];
+
+    /// The name of the slot as written in `plan!` (`pre_checks`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckSlot::Bypass => "bypass_checks",
+            CheckSlot::Pre => "pre_checks",
+            CheckSlot::Cont => "cont_checks",
+            CheckSlot::Post => "post_checks",
+            CheckSlot::Deferred => "deferred_checks",
+        }
+    }
+}
+
+impl fmt::Display for CheckSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A JSON document kept as text: requests and responses at rest.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Json(Box<RawValue>);
+
+impl Json {
+    /// Serializes `value`.
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Json, serde_json::Error> {
+        serde_json::value::to_raw_value(value).map(Json)
+    }
+
+    /// Decodes the document into `T`.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
+
+    /// Parses JSON text (validating it).
+    pub fn from_text(text: &str) -> Result<Json, serde_json::Error> {
+        RawValue::from_string(text.to_owned()).map(Json)
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    pub(crate) fn null() -> Json {
+        Json(RawValue::from_string("null".to_owned()).expect("`null` is valid JSON"))
+    }
+}
+
+impl PartialEq for Json {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl fmt::Debug for Json {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.get())
+    }
+}
+
+/// One call of a plugin by an action.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// When the attempt started.
+    pub start: Timestamp,
+    /// When it ended; `None` while it runs.
+    #[serde(default)]
+    pub end: Option<Timestamp>,
+    /// What it gave: the plugin's response, or its error.
+    #[serde(default)]
+    pub outcome: Option<Outcome>,
+}
+
+impl Attempt {
+    /// Whether the attempt finished with a response.
+    pub fn succeeded(&self) -> bool {
+        matches!(self.outcome, Some(Outcome::Response(_)))
+    }
+
+    /// The error of a failed attempt.
+    pub fn error(&self) -> Option<&PluginError> {
+        match &self.outcome {
+            Some(Outcome::Error(e)) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// How a finished attempt ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The plugin's response, as JSON.
+    Response(Json),
+    /// The plugin's error (a timeout, a panic and a cancellation are errors too).
+    Error(PluginError),
+}
+
+/// One call of a plugin, the leaf of a plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    #[serde(default)]
+    pub(crate) id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) key: Option<String>,
+    pub(crate) name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) descr: String,
+    pub(crate) plugin: String,
+    pub(crate) kind: PluginKind,
+    pub(crate) request: Json,
+    #[serde(with = "humantime_serde")]
+    pub(crate) timeout: Duration,
+    #[serde(default)]
+    pub(crate) retries: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) attempts: Vec<Attempt>,
+    #[serde(default)]
+    pub(crate) state: State,
+    /// Problems found while building (e.g. a request that does not serialize), reported at submit.
+    #[serde(skip)]
+    pub(crate) defects: Vec<String>,
+}
+
+impl Action {
+    /// The object's id (nil before submit).
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+    /// The user's key, unique across the plan.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+    /// The action's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The action's description (may be empty).
+    pub fn descr(&self) -> &str {
+        &self.descr
+    }
+    /// The registered name of the plugin the action calls.
+    pub fn plugin(&self) -> &str {
+        &self.plugin
+    }
+    /// Whether the plugin is a check or an action plugin.
+    pub fn kind(&self) -> PluginKind {
+        self.kind
+    }
+    /// The request, as JSON.
+    pub fn request_json(&self) -> &Json {
+        &self.request
+    }
+    /// The timeout of each attempt.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+    /// How many extra attempts after the first one may run.
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+    /// The finished (and, while running, current) attempts, oldest first.
+    pub fn attempts(&self) -> &[Attempt] {
+        &self.attempts
+    }
+    /// The status and times.
+    pub fn state(&self) -> State {
+        self.state
+    }
+    /// The status.
+    pub fn status(&self) -> Status {
+        self.state.status
+    }
+
+    /// The request decoded as plugin `P`'s request type.
+    pub fn request<P: Plugin + PluginMeta>(&self) -> Result<P::Request, TypedAccessError> {
+        self.check_plugin::<P>()?;
+        self.request.decode().map_err(|e| TypedAccessError::Decode(e.to_string()))
+    }
+
+    /// The response of the last successful attempt, decoded as plugin `P`'s response type.
+    pub fn response<P: Plugin + PluginMeta>(&self) -> Result<P::Response, TypedAccessError> {
+        self.check_plugin::<P>()?;
+        match self.attempts.last().and_then(|a| a.outcome.as_ref()) {
+            Some(Outcome::Response(json)) => {
+                json.decode().map_err(|e| TypedAccessError::Decode(e.to_string()))
+            }
+            _ => Err(TypedAccessError::NoResponse),
+        }
+    }
+
+    /// The error of the last attempt, if it failed.
+    pub fn last_error(&self) -> Option<&PluginError> {
+        self.attempts.last().and_then(Attempt::error)
+    }
+
+    fn check_plugin<P: PluginMeta>(&self) -> Result<(), TypedAccessError> {
+        if self.plugin == P::NAME {
+            Ok(())
+        } else {
+            Err(TypedAccessError::WrongPlugin { asked: P::NAME, actual: self.plugin.clone() })
+        }
+    }
+}
+
+/// Why a typed read of an action's request or response failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TypedAccessError {
+    /// The action calls another plugin.
+    #[error("the action calls plugin \"{actual}\", not \"{asked}\"")]
+    WrongPlugin {
+        /// The plugin asked for.
+        asked: &'static str,
+        /// The plugin the action calls.
+        actual: String,
+    },
+    /// The action has no successful attempt (yet).
+    #[error("the action has no response: its last attempt did not succeed")]
+    NoResponse,
+    /// The stored JSON does not decode into the plugin's type.
+    #[error("the stored JSON does not decode into the plugin's type: {0}")]
+    Decode(String),
+}
+
+/// A set of check actions that run concurrently; a check section of a plan or a block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checks {
+    #[serde(default)]
+    pub(crate) id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) key: Option<String>,
+    #[serde(with = "humantime_serde", default = "default_cont_delay")]
+    pub(crate) delay: Duration,
+    pub(crate) actions: Vec<Action>,
+    #[serde(default)]
+    pub(crate) state: State,
+}
+
+fn default_cont_delay() -> Duration {
+    DEFAULT_CONT_DELAY
+}
+
+impl Checks {
+    /// The object's id (nil before submit).
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+    /// The user's key.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+    /// For continuous checks: the pause between two runs.
+    pub fn delay(&self) -> Duration {
+        self.delay
+    }
+    /// The check actions (run concurrently).
+    pub fn actions(&self) -> &[Action] {
+        &self.actions
+    }
+    /// The status and times.
+    pub fn state(&self) -> State {
+        self.state
+    }
+    /// The status.
+    pub fn status(&self) -> Status {
+        self.state.status
+    }
+}
+
+/// The five check sections of a plan or a block.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckSet {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) bypass: Option<Checks>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) pre: Option<Checks>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cont: Option<Checks>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) post: Option<Checks>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) deferred: Option<Checks>,
+}
+
+impl CheckSet {
+    /// Whether no section is present.
+    pub fn is_empty(&self) -> bool {
+        CheckSlot::ALL.iter().all(|s| self.get(*s).is_none())
+    }
+
+    /// The checks in `slot`, if any.
+    pub fn get(&self, slot: CheckSlot) -> Option<&Checks> {
+        match slot {
+            CheckSlot::Bypass => self.bypass.as_ref(),
+            CheckSlot::Pre => self.pre.as_ref(),
+            CheckSlot::Cont => self.cont.as_ref(),
+            CheckSlot::Post => self.post.as_ref(),
+            CheckSlot::Deferred => self.deferred.as_ref(),
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self, slot: CheckSlot) -> Option<&mut Checks> {
+        match slot {
+            CheckSlot::Bypass => self.bypass.as_mut(),
+            CheckSlot::Pre => self.pre.as_mut(),
+            CheckSlot::Cont => self.cont.as_mut(),
+            CheckSlot::Post => self.post.as_mut(),
+            CheckSlot::Deferred => self.deferred.as_mut(),
+        }
+    }
+
+    pub(crate) fn slot_mut(&mut self, slot: CheckSlot) -> &mut Option<Checks> {
+        match slot {
+            CheckSlot::Bypass => &mut self.bypass,
+            CheckSlot::Pre => &mut self.pre,
+            CheckSlot::Cont => &mut self.cont,
+            CheckSlot::Post => &mut self.post,
+            CheckSlot::Deferred => &mut self.deferred,
+        }
+    }
+
+    /// Every present section with its slot, in walk order.
+    pub fn iter(&self) -> impl Iterator<Item = (CheckSlot, &Checks)> {
+        CheckSlot::ALL.into_iter().filter_map(|s| self.get(s).map(|c| (s, c)))
+    }
+}
+
+/// Actions run one after another; the unit of concurrency inside a block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sequence {
+    #[serde(default)]
+    pub(crate) id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) key: Option<String>,
+    pub(crate) name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) descr: String,
+    pub(crate) actions: Vec<Action>,
+    #[serde(default)]
+    pub(crate) state: State,
+}
+
+impl Sequence {
+    /// The object's id (nil before submit).
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+    /// The user's key.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+    /// The sequence's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The description (may be empty).
+    pub fn descr(&self) -> &str {
+        &self.descr
+    }
+    /// The actions, in the order they run.
+    pub fn actions(&self) -> &[Action] {
+        &self.actions
+    }
+    /// The status and times.
+    pub fn state(&self) -> State {
+        self.state
+    }
+    /// The status.
+    pub fn status(&self) -> Status {
+        self.state.status
+    }
+}
+
+/// Sequences run concurrently up to a limit, with a failure budget; blocks run one at a time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Block {
+    #[serde(default)]
+    pub(crate) id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) key: Option<String>,
+    pub(crate) name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) descr: String,
+    #[serde(with = "humantime_serde", default)]
+    pub(crate) entrance_delay: Duration,
+    #[serde(with = "humantime_serde", default)]
+    pub(crate) exit_delay: Duration,
+    #[serde(default, skip_serializing_if = "CheckSet::is_empty")]
+    pub(crate) checks: CheckSet,
+    pub(crate) sequences: Vec<Sequence>,
+    pub(crate) concurrency: NonZeroUsize,
+    #[serde(default)]
+    pub(crate) tolerated_failures: Tolerance,
+    #[serde(default)]
+    pub(crate) state: State,
+    /// Problems found while building (e.g. `concurrency(0)`), reported at submit.
+    #[serde(skip)]
+    pub(crate) defects: Vec<String>,
+}
+
+impl Block {
+    /// The object's id (nil before submit).
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+    /// The user's key.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+    /// The block's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The description (may be empty).
+    pub fn descr(&self) -> &str {
+        &self.descr
+    }
+    /// The pause before the block starts.
+    pub fn entrance_delay(&self) -> Duration {
+        self.entrance_delay
+    }
+    /// The pause after the block succeeded, before the next one starts.
+    pub fn exit_delay(&self) -> Duration {
+        self.exit_delay
+    }
+    /// The block's checks.
+    pub fn checks(&self) -> &CheckSet {
+        &self.checks
+    }
+    /// The sequences.
+    pub fn sequences(&self) -> &[Sequence] {
+        &self.sequences
+    }
+    /// How many sequences may run at the same time.
+    pub fn concurrency(&self) -> NonZeroUsize {
+        self.concurrency
+    }
+    /// How many failed sequences the block tolerates.
+    pub fn tolerated_failures(&self) -> Tolerance {
+        self.tolerated_failures
+    }
+    /// The status and times.
+    pub fn state(&self) -> State {
+        self.state
+    }
+    /// The status.
+    pub fn status(&self) -> Status {
+        self.state.status
+    }
+}
+
+/// Actions that run after the blocks, selected by how the plan went.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeferredBatch {
+    #[serde(default)]
+    pub(crate) id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) key: Option<String>,
+    pub(crate) name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) descr: String,
+    pub(crate) when: When,
+    #[serde(default)]
+    pub(crate) fail_plan: bool,
+    pub(crate) actions: Vec<Action>,
+    #[serde(default)]
+    pub(crate) state: State,
+}
+
+impl DeferredBatch {
+    /// The object's id (nil before submit).
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+    /// The user's key.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+    /// The batch's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The description (may be empty).
+    pub fn descr(&self) -> &str {
+        &self.descr
+    }
+    /// When the batch runs.
+    pub fn when(&self) -> When {
+        self.when
+    }
+    /// Whether the batch failing fails the plan (Go's `FailElement`).
+    pub fn fail_plan(&self) -> bool {
+        self.fail_plan
+    }
+    /// The actions, in the order they run.
+    pub fn actions(&self) -> &[Action] {
+        &self.actions
+    }
+    /// The status and times.
+    pub fn state(&self) -> State {
+        self.state
+    }
+    /// The status.
+    pub fn status(&self) -> Status {
+        self.state.status
+    }
+}
+
+/// A whole workflow: blocks run one after another, with checks and deferred work.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub(crate) schema_version: SchemaVersion,
+    #[serde(default)]
+    pub(crate) id: PlanId,
+    pub(crate) name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) descr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) group_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "base64_bytes")]
+    pub(crate) meta: Vec<u8>,
+    #[serde(default, skip_serializing_if = "CheckSet::is_empty")]
+    pub(crate) checks: CheckSet,
+    pub(crate) blocks: Vec<Block>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) deferred: Vec<DeferredBatch>,
+    #[serde(default)]
+    pub(crate) submit_time: Option<Timestamp>,
+    #[serde(default)]
+    pub(crate) state: State,
+    #[serde(default)]
+    pub(crate) reason: Reason,
+    /// Persisted while the plan runs, so recovery can tell a stale plan from a live one.
+    #[serde(default)]
+    pub(crate) heartbeat: Option<Timestamp>,
+    #[serde(default)]
+    pub(crate) paused: bool,
+}
+
+impl Plan {
+    /// The plan's id (nil before submit).
+    pub fn id(&self) -> PlanId {
+        self.id
+    }
+    /// The plan's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The description (may be empty; Go requires one, coercion does not).
+    pub fn descr(&self) -> &str {
+        &self.descr
+    }
+    /// Ties a retry to its original plan.
+    pub fn group_id(&self) -> Option<Uuid> {
+        self.group_id
+    }
+    /// Opaque bytes of the user's.
+    pub fn meta(&self) -> &[u8] {
+        &self.meta
+    }
+    /// The plan's checks.
+    pub fn checks(&self) -> &CheckSet {
+        &self.checks
+    }
+    /// The blocks, in the order they run.
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+    /// The deferred batches, in the order they run.
+    pub fn deferred(&self) -> &[DeferredBatch] {
+        &self.deferred
+    }
+    /// When the plan was submitted.
+    pub fn submit_time(&self) -> Option<Timestamp> {
+        self.submit_time
+    }
+    /// The status and times.
+    pub fn state(&self) -> State {
+        self.state
+    }
+    /// The status.
+    pub fn status(&self) -> Status {
+        self.state.status
+    }
+    /// Why the plan failed (the first failing phase).
+    pub fn reason(&self) -> Reason {
+        self.reason
+    }
+    /// The last heartbeat of the process that runs (or ran) the plan.
+    pub fn heartbeat(&self) -> Option<Timestamp> {
+        self.heartbeat
+    }
+    /// Whether an operator paused the plan.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Every object of the plan with its path, in a fixed order (Go's `walk`).
+    pub fn walk(&self) -> Walk<'_> {
+        Walk::new(self)
+    }
+
+    /// The number of actions in the plan (checks and deferred batches included).
+    pub fn action_count(&self) -> usize {
+        self.walk().filter(|(_, o)| matches!(o, ObjectRef::Action(_))).count()
+    }
+
+    /// The plan as pretty-printed JSON (the export format).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a plan always serializes")
+    }
+
+    /// Reads a plan from its JSON form. Fails with a clear message on malformed JSON, a missing
+    /// field, or a schema version this build does not understand. The plan is not validated
+    /// against any registry here: `submit` does that.
+    pub fn from_json(text: &str) -> Result<Plan, ImportError> {
+        serde_json::from_str(text).map_err(|e| ImportError(e.to_string()))
+    }
+
+    pub(crate) fn empty(name: String) -> Plan {
+        Plan {
+            schema_version: SchemaVersion,
+            id: PlanId::NIL,
+            name,
+            descr: String::new(),
+            group_id: None,
+            meta: Vec::new(),
+            checks: CheckSet::default(),
+            blocks: Vec::new(),
+            deferred: Vec::new(),
+            submit_time: None,
+            state: State::default(),
+            reason: Reason::None,
+            heartbeat: None,
+            paused: false,
+        }
+    }
+}
+
+/// A plan's JSON could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid plan JSON: {0}")]
+pub struct ImportError(pub String);
+
+/// The schema version of a serialized plan; deserializing any other version fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SchemaVersion;
+
+impl Serialize for SchemaVersion {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(SCHEMA_VERSION)
+    }
+}
+
+impl<'de> Deserialize<'de> for SchemaVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u32::deserialize(d)?;
+        if v == SCHEMA_VERSION {
+            Ok(SchemaVersion)
+        } else {
+            Err(serde::de::Error::custom(format_args!(
+                "schema_version {v} is not supported by this build of coercion (it reads version {SCHEMA_VERSION})"
+            )))
+        }
+    }
+}
+
+mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,305 @@
+//! Addresses of objects inside a plan: [`Loc`] (indices, cheap to copy) and [`ObjectPath`]
+//! (indices with names, for people).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Action, Block, CheckSlot, Checks, DeferredBatch, Plan, Sequence};
+
+/// The container of an action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Parent {
+    /// A check section of the plan (`block: None`) or of a block.
+    Checks {
+        /// The block's index, or `None` for the plan's own checks.
+        block: Option<usize>,
+        /// Which section.
+        slot: CheckSlot,
+    },
+    /// A sequence of a block.
+    Sequence {
+        /// The block's index.
+        block: usize,
+        /// The sequence's index in the block.
+        seq: usize,
+    },
+    /// A deferred batch of the plan.
+    Batch(usize),
+}
+
+/// Where an object is in its plan, by indices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loc {
+    /// The plan itself.
+    Plan,
+    /// A check section of the plan (`block: None`) or of a block.
+    Checks {
+        /// The block's index, or `None` for the plan's own checks.
+        block: Option<usize>,
+        /// Which section.
+        slot: CheckSlot,
+    },
+    /// A block.
+    Block(usize),
+    /// A sequence.
+    Sequence {
+        /// The block's index.
+        block: usize,
+        /// The sequence's index in the block.
+        seq: usize,
+    },
+    /// A deferred batch.
+    Batch(usize),
+    /// An action.
+    Action {
+        /// Its container.
+        parent: Parent,
+        /// Its index in the container.
+        index: usize,
+    },
+}
+
+impl Parent {
+    /// The location of the container itself.
+    pub fn loc(self) -> Loc {
+        match self {
+            Parent::Checks { block, slot } => Loc::Checks { block, slot },
+            Parent::Sequence { block, seq } => Loc::Sequence { block, seq },
+            Parent::Batch(i) => Loc::Batch(i),
+        }
+    }
+}
+
+/// One step of an [`ObjectPath`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathSegment {
+    /// A check section.
+    Checks(CheckSlot),
+    /// A block, by index and name.
+    Block {
+        /// Its index in the plan.
+        index: usize,
+        /// Its name.
+        name: String,
+    },
+    /// A sequence, by index and name.
+    Sequence {
+        /// Its index in the block.
+        index: usize,
+        /// Its name.
+        name: String,
+    },
+    /// A deferred batch, by index and name.
+    Batch {
+        /// Its index in the plan.
+        index: usize,
+        /// Its name.
+        name: String,
+    },
+    /// An action, by index and name.
+    Action {
+        /// Its index in its container.
+        index: usize,
+        /// Its name.
+        name: String,
+    },
+}
+
+impl fmt::Display for PathSegment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PathSegment::Checks(slot) => write!(f, "{slot}"),
+            PathSegment::Block { index, name } => write!(f, "block[{index}] {name:?}"),
+            PathSegment::Sequence { index, name } => write!(f, "sequence[{index}] {name:?}"),
+            PathSegment::Batch { index, name } => write!(f, "deferred batch[{index}] {name:?}"),
+            PathSegment::Action { index, name } => write!(f, "action[{index}] {name:?}"),
+        }
+    }
+}
+
+/// Where an object is, for people: `block[1] "rest" / sequence[3] "host-4" / action[0] "copy"`.
+/// The plan itself has the empty path, shown as `plan`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ObjectPath(pub Vec<PathSegment>);
+
+impl ObjectPath {
+    /// The segments, outermost first.
+    pub fn segments(&self) -> &[PathSegment] {
+        &self.0
+    }
+
+    /// How deep the object is (0 for the plan).
+    pub fn depth(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl fmt::Display for ObjectPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("plan");
+        }
+        for (i, seg) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" / ")?;
+            }
+            write!(f, "{seg}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Plan {
+    /// The human path of the object at `loc`. Indices out of range are shown without a name.
+    pub fn path(&self, loc: Loc) -> ObjectPath {
+        let mut segs = Vec::with_capacity(4);
+        self.push_path(loc, &mut segs);
+        ObjectPath(segs)
+    }
+
+    fn push_block(&self, block: Option<usize>, segs: &mut Vec<PathSegment>) {
+        if let Some(b) = block {
+            let name = self.blocks.get(b).map(|b| b.name.clone()).unwrap_or_default();
+            segs.push(PathSegment::Block { index: b, name });
+        }
+    }
+
+    fn push_path(&self, loc: Loc, segs: &mut Vec<PathSegment>) {
+        match loc {
+            Loc::Plan => {}
+            Loc::Checks { block, slot } => {
+                self.push_block(block, segs);
+                segs.push(PathSegment::Checks(slot));
+            }
+            Loc::Block(b) => self.push_block(Some(b), segs),
+            Loc::Sequence { block, seq } => {
+                self.push_block(Some(block), segs);
+                let name = self
+                    .blocks
+                    .get(block)
+                    .and_then(|b| b.sequences.get(seq))
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default();
+                segs.push(PathSegment::Sequence { index: seq, name });
+            }
+            Loc::Batch(i) => {
+                let name = self.deferred.get(i).map(|b| b.name.clone()).unwrap_or_default();
+                segs.push(PathSegment::Batch { index: i, name });
+            }
+            Loc::Action { parent, index } => {
+                self.push_path(parent.loc(), segs);
+                let name = self.action(loc).map(|a| a.name.clone()).unwrap_or_default();
+                segs.push(PathSegment::Action { index, name });
+            }
+        }
+    }
+
+    /// The check section at `block`/`slot`.
+    pub fn checks_at(&self, block: Option<usize>, slot: CheckSlot) -> Option<&Checks> {
+        match block {
+            None => self.checks.get(slot),
+            Some(b) => self.blocks.get(b)?.checks.get(slot),
+        }
+    }
+
+    pub(crate) fn checks_at_mut(&mut self, block: Option<usize>, slot: CheckSlot) -> Option<&mut Checks> {
+        match block {
+            None => self.checks.get_mut(slot),
+            Some(b) => self.blocks.get_mut(b)?.checks.get_mut(slot),
+        }
+    }
+
+    /// The block at `loc`, if `loc` is a block.
+    pub fn block_at(&self, loc: Loc) -> Option<&Block> {
+        match loc {
+            Loc::Block(b) => self.blocks.get(b),
+            _ => None,
+        }
+    }
+
+    /// The sequence at `loc`, if `loc` is a sequence.
+    pub fn sequence_at(&self, loc: Loc) -> Option<&Sequence> {
+        match loc {
+            Loc::Sequence { block, seq } => self.blocks.get(block)?.sequences.get(seq),
+            _ => None,
+        }
+    }
+
+    /// The batch at `loc`, if `loc` is a deferred batch.
+    pub fn batch_at(&self, loc: Loc) -> Option<&DeferredBatch> {
+        match loc {
+            Loc::Batch(i) => self.deferred.get(i),
+            _ => None,
+        }
+    }
+
+    /// The action at `loc`, if `loc` is an action.
+    pub fn action(&self, loc: Loc) -> Option<&Action> {
+        let Loc::Action { parent, index } = loc else { return None };
+        self.actions_of(parent)?.get(index)
+    }
+
+    pub(crate) fn action_mut(&mut self, loc: Loc) -> Option<&mut Action> {
+        let Loc::Action { parent, index } = loc else { return None };
+        self.actions_of_mut(parent)?.get_mut(index)
+    }
+
+    /// The actions of a container.
+    pub fn actions_of(&self, parent: Parent) -> Option<&[Action]> {
+        match parent {
+            Parent::Checks { block, slot } => Some(&self.checks_at(block, slot)?.actions),
+            Parent::Sequence { block, seq } => Some(&self.blocks.get(block)?.sequences.get(seq)?.actions),
+            Parent::Batch(i) => Some(&self.deferred.get(i)?.actions),
+        }
+    }
+
+    pub(crate) fn actions_of_mut(&mut self, parent: Parent) -> Option<&mut Vec<Action>> {
+        match parent {
+            Parent::Checks { block, slot } => Some(&mut self.checks_at_mut(block, slot)?.actions),
+            Parent::Sequence { block, seq } => {
+                Some(&mut self.blocks.get_mut(block)?.sequences.get_mut(seq)?.actions)
+            }
+            Parent::Batch(i) => Some(&mut self.deferred.get_mut(i)?.actions),
+        }
+    }
+
+    /// The state of the object at `loc`.
+    pub fn state_at(&self, loc: Loc) -> Option<super::State> {
+        Some(match loc {
+            Loc::Plan => self.state,
+            Loc::Checks { block, slot } => self.checks_at(block, slot)?.state,
+            Loc::Block(b) => self.blocks.get(b)?.state,
+            Loc::Sequence { .. } => self.sequence_at(loc)?.state,
+            Loc::Batch(i) => self.deferred.get(i)?.state,
+            Loc::Action { .. } => self.action(loc)?.state,
+        })
+    }
+
+    pub(crate) fn state_at_mut(&mut self, loc: Loc) -> Option<&mut super::State> {
+        Some(match loc {
+            Loc::Plan => &mut self.state,
+            Loc::Checks { block, slot } => &mut self.checks_at_mut(block, slot)?.state,
+            Loc::Block(b) => &mut self.blocks.get_mut(b)?.state,
+            Loc::Sequence { block, seq } => &mut self.blocks.get_mut(block)?.sequences.get_mut(seq)?.state,
+            Loc::Batch(i) => &mut self.deferred.get_mut(i)?.state,
+            Loc::Action { .. } => &mut self.action_mut(loc)?.state,
+        })
+    }
+
+    /// The id of the object at `loc` (the plan's id for [`Loc::Plan`]).
+    pub fn id_at(&self, loc: Loc) -> Option<uuid::Uuid> {
+        Some(match loc {
+            Loc::Plan => self.id.0,
+            Loc::Checks { block, slot } => self.checks_at(block, slot)?.id,
+            Loc::Block(b) => self.blocks.get(b)?.id,
+            Loc::Sequence { .. } => self.sequence_at(loc)?.id,
+            Loc::Batch(i) => self.deferred.get(i)?.id,
+            Loc::Action { .. } => self.action(loc)?.id,
+        })
+    }
+}

@@ -1,0 +1,179 @@
+//! Submit-time validation: every problem of a plan, each with its path.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::path::Loc;
+use super::walk::ObjectRef;
+use super::{CheckSlot, ObjectPath, Plan, Status, Tolerance};
+use crate::plugin::PluginKind;
+use crate::registry::Registry;
+
+/// One thing wrong with a plan, and where.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// Where the problem is.
+    pub path: ObjectPath,
+    /// What is wrong, for people.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+struct Problems<'p> {
+    plan: &'p Plan,
+    out: Vec<Problem>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, loc: Loc, message: impl Into<String>) {
+        self.out.push(Problem { path: self.plan.path(loc), message: message.into() });
+    }
+}
+
+fn blank(s: &str) -> bool {
+    s.trim().is_empty()
+}
+
+/// Checks the whole plan against `registry` and returns **every** problem: names, non-empty
+/// lists, key uniqueness, plugins registered and of the right kind, each request accepted by its
+/// plugin's `validate`, sane durations and tolerances, and that nothing has run yet.
+pub fn validate_plan(plan: &Plan, registry: &Registry) -> Result<(), Vec<Problem>> {
+    let mut p = Problems { plan, out: Vec::new() };
+    let mut keys: HashMap<&str, Loc> = HashMap::new();
+
+    if !plan.id.is_nil() || plan.submit_time.is_some() {
+        p.add(
+            Loc::Plan,
+            "the plan was already submitted (it has an id); submit a clone made with `Plan::clone_for_resubmit`",
+        );
+    }
+    if blank(&plan.name) {
+        p.add(Loc::Plan, "name is blank");
+    }
+    if plan.blocks.is_empty() {
+        p.add(Loc::Plan, "the plan has no blocks");
+    }
+    if plan.reason != super::Reason::None {
+        p.add(Loc::Plan, format!("reason must be None before the plan runs, found {}", plan.reason));
+    }
+
+    for (loc, obj) in plan.walk() {
+        let state = obj.state();
+        if state.status != Status::NotStarted || state.start.is_some() || state.end.is_some() {
+            p.add(loc, format!("state must be NotStarted with no times before the plan runs, found {}", state.status));
+        }
+        if !matches!(obj, ObjectRef::Plan(_)) && !obj.id().is_nil() {
+            p.add(loc, "the object already has an id; ids are assigned at submit");
+        }
+        if let Some(key) = obj.key() {
+            if blank(key) {
+                p.add(loc, "key is blank");
+            } else if let Some(first) = keys.get(key) {
+                let first = plan.path(*first);
+                p.add(loc, format!("key {key:?} is already used by {first}; keys must be unique across the plan"));
+            } else {
+                keys.insert(key, loc);
+            }
+        }
+        match obj {
+            ObjectRef::Plan(_) => {}
+            ObjectRef::Checks(c) => {
+                if c.actions.is_empty() {
+                    p.add(loc, "the check section has no actions");
+                }
+                if let Loc::Checks { slot: CheckSlot::Cont, .. } = loc {
+                    if c.delay.is_zero() {
+                        p.add(loc, "delay between continuous check runs must be greater than zero");
+                    }
+                }
+            }
+            ObjectRef::Block(b) => {
+                if blank(&b.name) {
+                    p.add(loc, "name is blank");
+                }
+                if b.sequences.is_empty() {
+                    p.add(loc, "the block has no sequences");
+                }
+                if let Tolerance::Percent(pct) = b.tolerated_failures {
+                    if pct > 100 {
+                        p.add(loc, format!("tolerated_failures is {pct}%, more than 100%"));
+                    }
+                }
+                for d in &b.defects {
+                    p.add(loc, d.clone());
+                }
+            }
+            ObjectRef::Sequence(s) => {
+                if blank(&s.name) {
+                    p.add(loc, "name is blank");
+                }
+                if s.actions.is_empty() {
+                    p.add(loc, "the sequence has no actions");
+                }
+            }
+            ObjectRef::Batch(b) => {
+                if blank(&b.name) {
+                    p.add(loc, "name is blank");
+                }
+                if b.actions.is_empty() {
+                    p.add(loc, "the deferred batch has no actions");
+                }
+            }
+            ObjectRef::Action(a) => {
+                if blank(&a.name) {
+                    p.add(loc, "name is blank");
+                }
+                if a.timeout.is_zero() {
+                    p.add(loc, "timeout must be greater than zero");
+                }
+                if !a.attempts.is_empty() {
+                    p.add(loc, "the action already has attempts");
+                }
+                for d in &a.defects {
+                    p.add(loc, d.clone());
+                }
+                let in_checks = matches!(loc, Loc::Action { parent: super::Parent::Checks { .. }, .. });
+                let wanted = if in_checks { PluginKind::Check } else { PluginKind::Action };
+                if a.kind != wanted {
+                    p.add(
+                        loc,
+                        format!(
+                            "plugin {:?} is recorded as a {} plugin, but only {} plugins may be used here",
+                            a.plugin, a.kind, wanted
+                        ),
+                    );
+                }
+                if blank(&a.plugin) {
+                    p.add(loc, "plugin name is blank");
+                    continue;
+                }
+                match registry.get(&a.plugin) {
+                    None => p.add(loc, format!("plugin {:?} is not registered", a.plugin)),
+                    Some(plugin) => {
+                        if plugin.kind() != wanted {
+                            let place = if in_checks { "a check section" } else { "a sequence or deferred batch" };
+                            p.add(
+                                loc,
+                                format!(
+                                    "plugin {:?} is a {} plugin and cannot be used in {place}",
+                                    a.plugin,
+                                    plugin.kind()
+                                ),
+                            );
+                        } else if let Err(e) = plugin.validate_json(&a.request) {
+                            p.add(loc, format!("plugin {:?} rejected the request: {e}", a.plugin));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if p.out.is_empty() { Ok(()) } else { Err(p.out) }
+}

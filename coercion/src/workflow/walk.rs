@@ -1,0 +1,134 @@
+//! [`Plan::walk`]: every object of a plan in a fixed order.
+
+use super::path::{Loc, Parent};
+use super::{Action, Block, CheckSet, Checks, DeferredBatch, Plan, Sequence};
+
+/// A reference to any object of a plan.
+#[derive(Clone, Copy, Debug)]
+pub enum ObjectRef<'a> {
+    /// The plan.
+    Plan(&'a Plan),
+    /// A check section.
+    Checks(&'a Checks),
+    /// A block.
+    Block(&'a Block),
+    /// A sequence.
+    Sequence(&'a Sequence),
+    /// A deferred batch.
+    Batch(&'a DeferredBatch),
+    /// An action.
+    Action(&'a Action),
+}
+
+impl<'a> ObjectRef<'a> {
+    /// The object's state.
+    pub fn state(&self) -> super::State {
+        match self {
+            ObjectRef::Plan(o) => o.state,
+            ObjectRef::Checks(o) => o.state,
+            ObjectRef::Block(o) => o.state,
+            ObjectRef::Sequence(o) => o.state,
+            ObjectRef::Batch(o) => o.state,
+            ObjectRef::Action(o) => o.state,
+        }
+    }
+
+    /// The object's id.
+    pub fn id(&self) -> uuid::Uuid {
+        match self {
+            ObjectRef::Plan(o) => o.id.0,
+            ObjectRef::Checks(o) => o.id,
+            ObjectRef::Block(o) => o.id,
+            ObjectRef::Sequence(o) => o.id,
+            ObjectRef::Batch(o) => o.id,
+            ObjectRef::Action(o) => o.id,
+        }
+    }
+
+    /// The object's key, if it has one.
+    pub fn key(&self) -> Option<&'a str> {
+        match self {
+            ObjectRef::Plan(_) => None,
+            ObjectRef::Checks(o) => o.key.as_deref(),
+            ObjectRef::Block(o) => o.key.as_deref(),
+            ObjectRef::Sequence(o) => o.key.as_deref(),
+            ObjectRef::Batch(o) => o.key.as_deref(),
+            ObjectRef::Action(o) => o.key.as_deref(),
+        }
+    }
+
+    /// What kind of object this is, in one word (`plan`, `checks`, `block`, …).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            ObjectRef::Plan(_) => "plan",
+            ObjectRef::Checks(_) => "checks",
+            ObjectRef::Block(_) => "block",
+            ObjectRef::Sequence(_) => "sequence",
+            ObjectRef::Batch(_) => "deferred batch",
+            ObjectRef::Action(_) => "action",
+        }
+    }
+}
+
+/// The iterator of [`Plan::walk`]: `(location, object)` pairs in this order — the plan; its
+/// bypass, pre and continuous checks (each followed by its actions); each block (the block, its
+/// bypass, pre and continuous checks, each sequence followed by its actions, its post and
+/// deferred checks); the plan's post checks; each deferred batch followed by its actions; the
+/// plan's deferred checks. Use [`Plan::path`] to turn a location into a path for people.
+pub struct Walk<'a> {
+    items: std::vec::IntoIter<(Loc, ObjectRef<'a>)>,
+}
+
+impl<'a> Walk<'a> {
+    pub(crate) fn new(plan: &'a Plan) -> Walk<'a> {
+        let mut items = Vec::new();
+        items.push((Loc::Plan, ObjectRef::Plan(plan)));
+        let push_checks = |items: &mut Vec<(Loc, ObjectRef<'a>)>,
+                           set: &'a CheckSet,
+                           block: Option<usize>,
+                           slots: &[super::CheckSlot]| {
+            for &slot in slots {
+                if let Some(c) = set.get(slot) {
+                    items.push((Loc::Checks { block, slot }, ObjectRef::Checks(c)));
+                    push_actions(items, &c.actions, Parent::Checks { block, slot });
+                }
+            }
+        };
+        use super::CheckSlot::*;
+        push_checks(&mut items, &plan.checks, None, &[Bypass, Pre, Cont]);
+        for (b, block) in plan.blocks.iter().enumerate() {
+            items.push((Loc::Block(b), ObjectRef::Block(block)));
+            push_checks(&mut items, &block.checks, Some(b), &[Bypass, Pre, Cont]);
+            for (s, seq) in block.sequences.iter().enumerate() {
+                items.push((Loc::Sequence { block: b, seq: s }, ObjectRef::Sequence(seq)));
+                push_actions(&mut items, &seq.actions, Parent::Sequence { block: b, seq: s });
+            }
+            push_checks(&mut items, &block.checks, Some(b), &[Post, Deferred]);
+        }
+        push_checks(&mut items, &plan.checks, None, &[Post]);
+        for (i, batch) in plan.deferred.iter().enumerate() {
+            items.push((Loc::Batch(i), ObjectRef::Batch(batch)));
+            push_actions(&mut items, &batch.actions, Parent::Batch(i));
+        }
+        push_checks(&mut items, &plan.checks, None, &[Deferred]);
+        Walk { items: items.into_iter() }
+    }
+}
+
+fn push_actions<'a>(items: &mut Vec<(Loc, ObjectRef<'a>)>, actions: &'a [Action], parent: Parent) {
+    for (index, a) in actions.iter().enumerate() {
+        items.push((Loc::Action { parent, index }, ObjectRef::Action(a)));
+    }
+}
+
+impl<'a> Iterator for Walk<'a> {
+    type Item = (Loc, ObjectRef<'a>);
+    fn next(&mut self) -> Option<Self::Item> {
+        self.items.next()
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.items.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Walk<'_> {}
