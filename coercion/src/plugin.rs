@@ -179,8 +179,12 @@ impl PluginError {
         self
     }
 
-    /// Converts any error (with its chain of sources) into a retryable plugin error.
+    /// Converts any error (with its chain of sources) into a retryable plugin error. A
+    /// `PluginError` in the chain is kept as it is, code and all.
     pub fn from_error(err: &(dyn std::error::Error + 'static)) -> Self {
+        if let Some(plugin_error) = err.downcast_ref::<PluginError>() {
+            return PluginError { permanent: false, ..plugin_error.clone() };
+        }
         let mut e = PluginError::new(err.to_string());
         if let Some(src) = err.source() {
             e.source = Some(Box::new(PluginError::from_error(src)));

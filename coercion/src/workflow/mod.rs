@@ -205,6 +205,28 @@ impl fmt::Display for Reason {
     }
 }
 
+impl FromStr for Reason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "None" => Reason::None,
+            "PreCheck" => Reason::PreCheck,
+            "ContCheck" => Reason::ContCheck,
+            "Block" => Reason::Block,
+            "PostCheck" => Reason::PostCheck,
+            "DeferredAction" => Reason::DeferredAction,
+            "DeferredCheck" => Reason::DeferredCheck,
+            "Stopped" => Reason::Stopped,
+            "ExceedRecovery" => Reason::ExceedRecovery,
+            other => {
+                return Err(format!(
+                    "unknown reason `{other}` (expected None, PreCheck, ContCheck, Block, PostCheck, DeferredAction, DeferredCheck, Stopped or ExceedRecovery)"
+                ));
+            }
+        })
+    }
+}
+
 /// How many failed sequences a block tolerates before it fails.
 ///
 /// A block fails when its failed sequences are **strictly more** than the tolerance allows.
@@ -988,3 +1010,6 @@ mod base64_bytes {
         STANDARD.decode(text).map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -67,7 +67,11 @@ pub fn validate_plan(plan: &Plan, registry: &Registry) -> Result<(), Vec<Problem
     for (loc, obj) in plan.walk() {
         let state = obj.state();
         if state.status != Status::NotStarted || state.start.is_some() || state.end.is_some() {
-            p.add(loc, format!("state must be NotStarted with no times before the plan runs, found {}", state.status));
+            let times = if state.start.is_some() || state.end.is_some() { " with times set" } else { "" };
+            p.add(
+                loc,
+                format!("state must be NotStarted with no times before the plan runs, found {}{times}", state.status),
+            );
         }
         if !matches!(obj, ObjectRef::Plan(_)) && !obj.id().is_nil() {
             p.add(loc, "the object already has an id; ids are assigned at submit");
