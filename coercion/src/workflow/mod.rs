@@ -1007,7 +1007,9 @@ mod base64_bytes {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(d)?;
-        STANDARD.decode(text).map_err(serde::de::Error::custom)
+        STANDARD
+            .decode(text)
+            .map_err(|e| serde::de::Error::custom(format_args!("`meta` is not valid base64: {e}")))
     }
 }
 
