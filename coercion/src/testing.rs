@@ -250,3 +250,64 @@ mod tests {
         assert_eq!(p.log().max_concurrency(), 1);
     }
 }
+
+/// One [`FakeAction`] and one [`FakeCheck`] whose call logs the test keeps.
+#[derive(Clone, Default)]
+pub struct Fakes {
+    /// The action plugin.
+    pub action: FakeAction,
+    /// The check plugin.
+    pub check: FakeCheck,
+}
+
+impl Fakes {
+    /// Fresh fakes with empty logs.
+    pub fn new() -> Fakes {
+        Fakes::default()
+    }
+
+    /// A registry holding these two instances (and nothing else).
+    pub fn registry(&self) -> crate::Registry {
+        let mut r = crate::Registry::new();
+        r.register(self.action.clone()).expect("fresh registry");
+        r.register(self.check.clone()).expect("fresh registry");
+        r
+    }
+}
+
+/// Runs `plan` to its end in a fresh in-memory workstream over `registry`. Inside
+/// `#[tokio::test(start_paused = true)]` retries, backoff and sleeps cost no wall time.
+pub async fn run_in_memory(registry: crate::Registry, plan: crate::Plan) -> Result<crate::Plan, crate::Error> {
+    let ws = crate::Workstream::in_memory(registry).await?;
+    ws.run(plan).await
+}
+
+/// Runs `plan` to its end in memory on a current-thread runtime with tokio's clock paused, so
+/// retries and backoff cost no wall time. For tests that are not async themselves.
+pub fn run_paused(registry: crate::Registry, plan: crate::Plan) -> Result<crate::Plan, crate::Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime builds");
+    rt.block_on(run_in_memory(registry, plan))
+}
+
+/// The whole tree as text, one object per line, indented by depth:
+/// `sequence[0] "web-1": Completed` and, for actions, `(attempts: 2)`. Assert on it to check
+/// every object's status at once.
+pub fn outline(plan: &crate::Plan) -> String {
+    use crate::workflow::ObjectRef;
+    let mut out = format!("plan {:?}: {} ({})\n", plan.name(), plan.status(), plan.reason());
+    for (loc, obj) in plan.walk().skip(1) {
+        let path = plan.path(loc);
+        let indent = "  ".repeat(path.depth());
+        let last = path.segments().last().map(|s| s.to_string()).unwrap_or_default();
+        let extra = match obj {
+            ObjectRef::Action(a) => format!(" (attempts: {})", a.attempts().len()),
+            _ => String::new(),
+        };
+        out.push_str(&format!("{indent}{last}: {}{extra}\n", obj.state().status));
+    }
+    out
+}

@@ -1,0 +1,220 @@
+//! One action: up to `retries + 1` attempts, each with its own timeout, backoff between them.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt as _;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use super::{Run, RunError, now};
+use crate::plugin::{Context, PluginError, codes};
+use crate::storage::Change;
+use crate::workflow::{Attempt, Loc, Outcome, Status};
+
+/// How an action ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    Completed,
+    Failed,
+    Stopped,
+}
+
+impl Ended {
+    pub(crate) fn status(self) -> Status {
+        match self {
+            Ended::Completed => Status::Completed,
+            Ended::Failed => Status::Failed,
+            Ended::Stopped => Status::Stopped,
+        }
+    }
+}
+
+/// Runs (or resumes) the action at `loc`. Completed, failed and stopped actions are not run
+/// again; finished attempts stored by an earlier process count against the retries.
+pub(crate) async fn run_action(run: &Arc<Run>, loc: Loc, stop: &CancellationToken) -> Result<Ended, RunError> {
+    let (status, id, plugin_name, request, timeout, retries, mut next, last, path, name) = {
+        let plan = run.plan.lock();
+        let a = plan.action(loc).expect("the engine only runs actions of its plan");
+        let finished: Vec<&Attempt> = a.attempts.iter().filter(|t| t.end.is_some()).collect();
+        (
+            a.state.status,
+            a.id,
+            a.plugin.clone(),
+            a.request.clone(),
+            a.timeout,
+            a.retries,
+            finished.len() as u32,
+            finished.last().map(|t| (t.succeeded(), t.error().is_some_and(|e| e.permanent))),
+            plan.path(loc),
+            a.name.clone(),
+        )
+    };
+    match status {
+        Status::Completed => return Ok(Ended::Completed),
+        Status::Failed => return Ok(Ended::Failed),
+        Status::Stopped => return Ok(Ended::Stopped),
+        Status::NotStarted | Status::Running => {}
+    }
+    if stop.is_cancelled() || run.abort.is_cancelled() {
+        return Ok(Ended::Stopped);
+    }
+    // A resumed action whose last finished attempt decided it.
+    if let Some((succeeded, permanent)) = last {
+        if succeeded {
+            run.set_status(loc, Status::Completed).await?;
+            return Ok(Ended::Completed);
+        }
+        if permanent || next > retries {
+            run.set_status(loc, Status::Failed).await?;
+            return Ok(Ended::Failed);
+        }
+    }
+    let span = tracing::info_span!("action", plan = %run.id, action = %name, plugin = %plugin_name);
+    let Some(plugin) = run.registry.get(&plugin_name).cloned() else {
+        let start = now();
+        let err = PluginError::engine(
+            codes::NOT_REGISTERED,
+            format!("plugin {plugin_name:?} is not registered in this workstream's registry"),
+            true,
+        );
+        let attempt = Attempt { start, end: Some(start), outcome: Some(Outcome::Error(err)) };
+        let mut changes = vec![Change::Attempt { loc, id, index: next, attempt }];
+        changes.push(run.status_change(loc, Status::Failed));
+        run.commit(changes).await?;
+        return Ok(Ended::Failed);
+    };
+    let path = Arc::new(path);
+    let mut delays = plugin.retry_policy().delays();
+    // Skip the pauses that preceded attempts already made.
+    for _ in 1..next.max(1) {
+        delays.next();
+    }
+    let mut changes = Vec::with_capacity(2);
+    if status != Status::Running {
+        changes.push(run.status_change(loc, Status::Running));
+    }
+    loop {
+        let start = now();
+        changes.push(Change::Attempt { loc, id, index: next, attempt: Attempt { start, end: None, outcome: None } });
+        run.commit(std::mem::take(&mut changes)).await?;
+
+        let ctx = Context {
+            plan_id: run.id,
+            action_id: id,
+            path: path.clone(),
+            attempt: next + 1,
+            deadline: Instant::now() + timeout,
+            cancel: stop.child_token(),
+            span: span.clone(),
+        };
+        let (result, stopped) = attempt_once(run, stop, &*plugin, &ctx, &request).instrument(span.clone()).await;
+        let end = now();
+        let retryable = matches!(&result, Err(e) if !e.permanent);
+        let outcome = match result {
+            Ok(resp) => Outcome::Response(resp),
+            Err(e) => Outcome::Error(e),
+        };
+        let succeeded = matches!(outcome, Outcome::Response(_));
+        changes.push(Change::Attempt { loc, id, index: next, attempt: Attempt { start, end: Some(end), outcome: Some(outcome) } });
+        next += 1;
+        let ended = if succeeded {
+            Some(Ended::Completed)
+        } else if stopped || stop.is_cancelled() || run.abort.is_cancelled() {
+            Some(Ended::Stopped)
+        } else if !retryable || next > retries {
+            Some(Ended::Failed)
+        } else {
+            None
+        };
+        if let Some(ended) = ended {
+            changes.push(run.status_change(loc, ended.status()));
+            run.commit(changes).await?;
+            return Ok(ended);
+        }
+        run.commit(std::mem::take(&mut changes)).await?;
+        // Back off before the next attempt; a stop during the pause ends the action.
+        let pause = delays.next().unwrap_or_default();
+        let resumed = tokio::select! {
+            _ = tokio::time::sleep(pause) => run.wait_unpaused(stop).await,
+            _ = stop.cancelled() => false,
+            _ = run.abort.cancelled() => false,
+        };
+        if !resumed {
+            if run.abort.is_cancelled() {
+                return Err(run.failure());
+            }
+            run.set_status(loc, Status::Stopped).await?;
+            return Ok(Ended::Stopped);
+        }
+    }
+}
+
+/// Runs one attempt with its timeout, catching panics. Returns the result and whether a stop
+/// arrived while it ran.
+async fn attempt_once(
+    run: &Run,
+    stop: &CancellationToken,
+    plugin: &dyn crate::plugin::DynPlugin,
+    ctx: &Context,
+    request: &crate::workflow::Json,
+) -> (Result<crate::workflow::Json, PluginError>, bool) {
+    let timeout = ctx.deadline.saturating_duration_since(Instant::now());
+    let fut = AssertUnwindSafe(plugin.execute_json(ctx, request)).catch_unwind();
+    tokio::pin!(fut);
+    let deadline = tokio::time::sleep_until(ctx.deadline);
+    tokio::pin!(deadline);
+    let mut stopped = stop.is_cancelled();
+    if stopped {
+        deadline.as_mut().reset(Instant::now().min(ctx.deadline) + run.options.stop_grace.min(timeout));
+    }
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut fut => {
+                let r = match r {
+                    Ok(r) => r,
+                    Err(panic) => Err(PluginError::engine(
+                        codes::PANIC,
+                        format!("the plugin panicked: {}", panic_message(&*panic)),
+                        true,
+                    )),
+                };
+                return (r, stopped);
+            }
+            _ = &mut deadline => {
+                let err = if stopped {
+                    PluginError::engine(
+                        codes::CANCELLED,
+                        format!("the plan was stopped and the attempt did not end within the grace period of {:?}", run.options.stop_grace),
+                        true,
+                    )
+                } else {
+                    PluginError::engine(codes::TIMEOUT, format!("the attempt timed out after {timeout:?}"), false)
+                };
+                return (Err(err), stopped);
+            }
+            _ = stop.cancelled(), if !stopped => {
+                stopped = true;
+                let grace_end = Instant::now() + run.options.stop_grace;
+                if grace_end < ctx.deadline {
+                    deadline.as_mut().reset(grace_end);
+                }
+            }
+            _ = run.abort.cancelled() => {
+                return (Err(PluginError::engine(codes::CANCELLED, "the run was aborted because the store failed", true)), true);
+            }
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a non-string panic payload)".to_owned()
+    }
+}

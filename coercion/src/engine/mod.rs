@@ -1,0 +1,221 @@
+//! The execution engine: runs one plan's phases, persisting every state change through the
+//! store before the step that depends on it. Knows no SQL; talks to storage only through
+//! [`Store`].
+
+mod action;
+mod block;
+mod checks;
+mod plan;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::registry::Registry;
+use crate::storage::{Change, Store, StoreError};
+use crate::workflow::{Loc, Plan, PlanId, State, Status, Timestamp};
+
+pub(crate) use plan::run_plan;
+
+/// Knobs of the engine, set through the workstream builder.
+#[derive(Clone, Debug)]
+pub(crate) struct EngineOptions {
+    /// How long in-flight actions may finish after a stop before their futures are dropped.
+    pub stop_grace: Duration,
+    /// How often a running plan persists its heartbeat.
+    pub heartbeat_interval: Duration,
+    /// How often a failed store write is retried before the run gives up.
+    pub store_retries: u32,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            stop_grace: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(5),
+            store_retries: 8,
+        }
+    }
+}
+
+/// A fine-grained notification about a plan, as it happens.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// The whole tree: the first event of a subscription, and again after a subscriber fell
+    /// behind and missed changes.
+    Snapshot(Box<Plan>),
+    /// State changes, just persisted, in order.
+    Changed(Arc<[Change]>),
+    /// The plan finished: its final tree. The last event of a stream.
+    Finished(Box<Plan>),
+}
+
+/// How a run ended, when it did not end normally.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RunError {
+    /// A store write failed for good: the run stopped; the plan stays `Running` in storage and
+    /// is resumed by recovery.
+    #[error("the run stopped because the store failed: {0}")]
+    Store(StoreError),
+    /// A task of the engine itself failed (a bug).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The shared state of one plan's execution.
+pub(crate) struct Run {
+    pub id: PlanId,
+    pub plan: Mutex<Plan>,
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Registry>,
+    pub options: EngineOptions,
+    /// Fires when an operator stops the plan: no new work; in-flight actions see cancellation.
+    pub stop: CancellationToken,
+    /// Fires when the store failed for good: everything ends at once, writing nothing more.
+    pub abort: CancellationToken,
+    /// Set with `stop` for an emergency stop: deferred work is skipped too.
+    pub emergency: AtomicBool,
+    /// Cancels deferred work (which survives an ordinary stop); fired by an emergency stop.
+    pub kill: CancellationToken,
+    pub paused: watch::Sender<bool>,
+    pub events: broadcast::Sender<Event>,
+    pub done: watch::Sender<Option<Result<(), RunError>>>,
+    pub writes: AtomicU64,
+    store_failure: Mutex<Option<StoreError>>,
+}
+
+impl Run {
+    pub(crate) fn new(plan: Plan, store: Arc<dyn Store>, registry: Arc<Registry>, options: EngineOptions) -> Arc<Run> {
+        let (events, _) = broadcast::channel(4096);
+        let paused = plan.paused;
+        Arc::new(Run {
+            id: plan.id,
+            plan: Mutex::new(plan),
+            store,
+            registry,
+            options,
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            emergency: AtomicBool::new(false),
+            kill: CancellationToken::new(),
+            paused: watch::channel(paused).0,
+            events,
+            done: watch::channel(None).0,
+            writes: AtomicU64::new(0),
+            store_failure: Mutex::new(None),
+        })
+    }
+
+    /// Persists `changes`, then applies them to the live tree and tells subscribers. Transient
+    /// store errors are retried with backoff; a permanent one aborts the run.
+    pub(crate) async fn commit(&self, changes: Vec<Change>) -> Result<(), RunError> {
+        if self.abort.is_cancelled() {
+            return Err(self.failure());
+        }
+        let mut delays = crate::plugin::RetryPolicy::fast().delays();
+        let mut tries = 0;
+        loop {
+            match self.store.apply(self.id, &changes).await {
+                Ok(()) => break,
+                Err(e) if e.is_transient() && tries < self.options.store_retries => {
+                    tries += 1;
+                    tracing::warn!(plan = %self.id, error = %e, attempt = tries, "store write failed; retrying");
+                    tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(1))).await;
+                }
+                Err(e) => {
+                    tracing::error!(plan = %self.id, error = %e, "store write failed for good; stopping the run");
+                    *self.store_failure.lock() = Some(e.clone());
+                    self.abort.cancel();
+                    return Err(RunError::Store(e));
+                }
+            }
+        }
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut plan = self.plan.lock();
+            for c in &changes {
+                // The store accepted the same changes, so they apply here too.
+                let _ = c.apply_to(&mut plan);
+            }
+        }
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(Event::Changed(changes.into()));
+        }
+        Ok(())
+    }
+
+    fn failure(&self) -> RunError {
+        RunError::Store(
+            self.store_failure.lock().clone().unwrap_or_else(|| StoreError::Permanent("the run was aborted".into())),
+        )
+    }
+
+    /// Sets the state of the object at `loc`, keeping the start time of a running object.
+    pub(crate) async fn set_status(&self, loc: Loc, status: Status) -> Result<(), RunError> {
+        let change = self.status_change(loc, status);
+        self.commit(vec![change]).await
+    }
+
+    /// The change that moves the object at `loc` to `status` now.
+    pub(crate) fn status_change(&self, loc: Loc, status: Status) -> Change {
+        let now = now();
+        let plan = self.plan.lock();
+        let old = plan.state_at(loc).unwrap_or_default();
+        let id = plan.id_at(loc).unwrap_or_default();
+        let state = match status {
+            Status::NotStarted => State::default(),
+            Status::Running => State { status, start: old.start.or(Some(now)), end: None },
+            _ => State { status, start: old.start.or(Some(now)), end: Some(now) },
+        };
+        Change::State { loc, id, state }
+    }
+
+    pub(crate) fn status_of(&self, loc: Loc) -> Status {
+        self.plan.lock().state_at(loc).map(|s| s.status).unwrap_or_default()
+    }
+
+    /// Waits while the plan is paused. Returns `false` if the plan was stopped meanwhile.
+    pub(crate) async fn wait_unpaused(&self, stop: &CancellationToken) -> bool {
+        let mut rx = self.paused.subscribe();
+        loop {
+            if stop.is_cancelled() || self.abort.is_cancelled() {
+                return false;
+            }
+            if !*rx.borrow_and_update() {
+                return true;
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return true },
+                _ = stop.cancelled() => return false,
+                _ = self.abort.cancelled() => return false,
+            }
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Plan {
+        self.plan.lock().clone()
+    }
+
+    pub(crate) fn emergency(&self) -> bool {
+        self.emergency.load(Ordering::SeqCst)
+    }
+
+    /// Stops the plan: no new work starts; in-flight actions see cancellation and get the grace
+    /// period. With `emergency`, deferred work is skipped and in-flight deferred actions are
+    /// cancelled too.
+    pub(crate) fn request_stop(&self, emergency: bool) {
+        if emergency {
+            self.emergency.store(true, Ordering::SeqCst);
+            self.kill.cancel();
+        }
+        self.stop.cancel();
+    }
+}
+
+pub(crate) fn now() -> Timestamp {
+    chrono::Utc::now()
+}

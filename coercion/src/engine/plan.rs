@@ -1,0 +1,200 @@
+//! The plan's phases: bypass → pre-checks (+ first continuous run) → blocks → post-checks →
+//! deferred batches → deferred checks → end.
+
+use std::sync::Arc;
+
+use tracing::Instrument as _;
+
+use super::action::{Ended, run_action};
+use super::block::{BlockEnd, run_block};
+use super::checks::{CheckResult, ContLoop, ContWatch, run_checks, run_checks_once};
+use super::{Event, Run, RunError, now};
+use crate::storage::Change;
+use crate::workflow::{CheckSlot, Loc, Parent, Reason, Status};
+
+/// Runs (or resumes) the plan to its end and publishes the outcome.
+pub(crate) async fn run_plan(run: Arc<Run>) {
+    let name = run.plan.lock().name.clone();
+    let span = tracing::info_span!("plan", plan = %run.id, name = %name);
+    let heartbeat = spawn_heartbeat(&run);
+    let outcome = drive(&run).instrument(span).await;
+    // Nothing of the plan writes after its end: the heartbeat stops before the final write.
+    heartbeat.abort();
+    let _ = heartbeat.await;
+    let result = match outcome {
+        Ok(Some(reason)) => finish(&run, reason).await,
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &result {
+        tracing::error!(plan = %run.id, error = %e, "plan run ended without finishing; it stays Running in storage for recovery");
+    }
+    let _ = run.events.send(Event::Finished(Box::new(run.snapshot())));
+    run.done.send_replace(Some(result));
+}
+
+fn spawn_heartbeat(run: &Arc<Run>) -> tokio::task::JoinHandle<()> {
+    let run = run.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(run.options.heartbeat_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if run.commit(vec![Change::Heartbeat(now())]).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Records the first failing phase only.
+fn fail(reason: &mut Option<Reason>, r: Reason) {
+    reason.get_or_insert(r);
+}
+
+/// Runs the phases; returns the first failing phase (`Some(None)`: none) for [`finish`], or
+/// `None` if the plan had already ended.
+async fn drive(run: &Arc<Run>) -> Result<Option<Option<Reason>>, RunError> {
+    let stop = &run.stop;
+    let status = run.status_of(Loc::Plan);
+    if status.is_terminal() {
+        return Ok(None);
+    }
+    if status == Status::NotStarted {
+        let mut changes = vec![run.status_change(Loc::Plan, Status::Running)];
+        changes.push(Change::Heartbeat(now()));
+        run.commit(changes).await?;
+    }
+
+    // Bypass: when every bypass check passes, the plan is done and nothing else runs.
+    if run_checks_once(run, None, CheckSlot::Bypass, stop).await? == CheckResult::Passed {
+        return Ok(Some(None));
+    }
+
+    let mut reason: Option<Reason> = None;
+    let mut cont = None;
+    let has_pre = run.plan.lock().checks.pre.is_some();
+    if has_pre {
+        let pre_done = run.status_of(Loc::Checks { block: None, slot: CheckSlot::Pre }).is_terminal();
+        let has_cont = run.plan.lock().checks.cont.is_some();
+        let (pre, first_cont) = tokio::join!(run_checks_once(run, None, CheckSlot::Pre, stop), async {
+            if has_cont && !pre_done { run_checks(run, None, CheckSlot::Cont, stop).await.map(Some) } else { Ok(None) }
+        });
+        let (pre, first_cont) = (pre?, first_cont?);
+        if pre.failed() {
+            fail(&mut reason, Reason::PreCheck);
+        } else if first_cont.is_some_and(|c| c.failed()) {
+            fail(&mut reason, Reason::ContCheck);
+        } else if !stop.is_cancelled() {
+            cont = ContLoop::spawn(run, None, first_cont.is_some(), stop);
+        }
+    } else if !stop.is_cancelled() {
+        cont = ContLoop::spawn(run, None, false, stop);
+    }
+
+    if reason.is_none() {
+        let watch = ContWatch::default().with(cont.as_ref());
+        let blocks = run.plan.lock().blocks.len();
+        for b in 0..blocks {
+            if stop.is_cancelled() {
+                break;
+            }
+            match run_block(run, b, &watch).await? {
+                BlockEnd::Completed => {}
+                BlockEnd::Failed => {
+                    fail(&mut reason, Reason::Block);
+                    break;
+                }
+                BlockEnd::PlanContFailed => {
+                    fail(&mut reason, Reason::ContCheck);
+                    break;
+                }
+                BlockEnd::Stopped => break,
+            }
+        }
+    }
+    if let Some(cont) = cont.take() {
+        if cont.finish().await? {
+            fail(&mut reason, Reason::ContCheck);
+        }
+    }
+    if reason.is_none()
+        && !stop.is_cancelled()
+        && run_checks_once(run, None, CheckSlot::Post, stop).await?.failed()
+    {
+        fail(&mut reason, Reason::PostCheck);
+    }
+
+    // Deferred work runs on success, on failure and after a stop — not after an emergency stop.
+    if !run.emergency() {
+        let failed = reason.is_some() || stop.is_cancelled();
+        let batches: Vec<(crate::workflow::When, bool, Status)> =
+            run.plan.lock().deferred.iter().map(|d| (d.when, d.fail_plan, d.state.status)).collect();
+        for (i, (when, fail_plan, status)) in batches.into_iter().enumerate() {
+            if run.emergency() {
+                break;
+            }
+            let selected = status != Status::NotStarted || when.selects(failed);
+            if !selected {
+                continue;
+            }
+            if run_batch(run, i).await? == Status::Failed && fail_plan {
+                fail(&mut reason, Reason::DeferredAction);
+            }
+        }
+        if !run.emergency() && run_checks_once(run, None, CheckSlot::Deferred, &run.kill).await?.failed() {
+            fail(&mut reason, Reason::DeferredCheck);
+        }
+    }
+    Ok(Some(reason))
+}
+
+/// Runs (or resumes) deferred batch `i`, its actions in order.
+async fn run_batch(run: &Arc<Run>, i: usize) -> Result<Status, RunError> {
+    let loc = Loc::Batch(i);
+    let (status, n) = {
+        let plan = run.plan.lock();
+        (plan.deferred[i].state.status, plan.deferred[i].actions.len())
+    };
+    if status.is_terminal() {
+        return Ok(status);
+    }
+    if status == Status::NotStarted {
+        run.set_status(loc, Status::Running).await?;
+    }
+    let mut end = Status::Completed;
+    for index in 0..n {
+        if !run.wait_unpaused(&run.kill).await {
+            end = Status::Stopped;
+            break;
+        }
+        match run_action(run, Loc::Action { parent: Parent::Batch(i), index }, &run.kill).await? {
+            Ended::Completed => {}
+            Ended::Failed => {
+                end = Status::Failed;
+                break;
+            }
+            Ended::Stopped => {
+                end = Status::Stopped;
+                break;
+            }
+        }
+    }
+    run.set_status(loc, end).await?;
+    Ok(end)
+}
+
+/// Writes the final status and reason: Stopped after a stop, Failed with the first failing
+/// phase, Completed otherwise. The last write of the run.
+async fn finish(run: &Arc<Run>, reason: Option<Reason>) -> Result<(), RunError> {
+    let (status, reason) = if run.stop.is_cancelled() {
+        (Status::Stopped, reason.unwrap_or(Reason::Stopped))
+    } else if let Some(r) = reason {
+        (Status::Failed, r)
+    } else {
+        (Status::Completed, Reason::None)
+    };
+    let change = run.status_change(Loc::Plan, status);
+    run.commit(vec![Change::Reason(reason), change]).await
+}

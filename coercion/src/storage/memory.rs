@@ -1,0 +1,103 @@
+//! [`MemoryStore`]: plans kept in this process only.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::{Change, ListFilter, PlanSummary, Store, StoreError};
+use crate::plugin::BoxFuture;
+use crate::workflow::{Plan, PlanId, Status};
+
+/// Plans kept in memory: for tests and ephemeral runs. Cloning gives another handle to the same
+/// plans. Nothing survives the process.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    plans: Arc<Mutex<HashMap<PlanId, Plan>>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    fn apply_now(&self, id: PlanId, changes: &[Change]) -> Result<(), StoreError> {
+        let mut plans = self.plans.lock();
+        let plan = plans.get_mut(&id).ok_or(StoreError::NotFound(id))?;
+        // Atomic: apply to a scratch copy only when a change could fail half-way.
+        if changes.iter().any(|c| matches!(c, Change::Attempt { .. })) && changes.len() > 1 {
+            let mut scratch = Vec::with_capacity(changes.len());
+            for c in changes {
+                if let Change::Attempt { loc, index, .. } = c {
+                    let len = plan.action(*loc).map(|a| a.attempts.len()).ok_or_else(|| {
+                        StoreError::Permanent(format!("plan {id} has no action at {loc:?}"))
+                    })?;
+                    let pending = scratch.iter().filter(|l| *l == loc).count();
+                    if *index as usize > len + pending {
+                        return Err(StoreError::Permanent(format!(
+                            "plan {id}: attempt {index} of the action at {loc:?} skips an attempt"
+                        )));
+                    }
+                    scratch.push(*loc);
+                }
+            }
+        }
+        for c in changes {
+            c.apply_to(plan)?;
+        }
+        Ok(())
+    }
+}
+
+impl Store for MemoryStore {
+    fn create<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Result<(), StoreError>> {
+        let result = {
+            let mut plans = self.plans.lock();
+            if plans.contains_key(&plan.id) {
+                Err(StoreError::AlreadyExists(plan.id))
+            } else {
+                plans.insert(plan.id, plan.clone());
+                Ok(())
+            }
+        };
+        Box::pin(async move { result })
+    }
+
+    fn apply<'a>(&'a self, id: PlanId, changes: &'a [Change]) -> BoxFuture<'a, Result<(), StoreError>> {
+        let result = self.apply_now(id, changes);
+        Box::pin(async move { result })
+    }
+
+    fn read(&self, id: PlanId) -> BoxFuture<'_, Result<Plan, StoreError>> {
+        let result = self.plans.lock().get(&id).cloned().ok_or(StoreError::NotFound(id));
+        Box::pin(async move { result })
+    }
+
+    fn list<'a>(&'a self, filter: &'a ListFilter) -> BoxFuture<'a, Result<Vec<PlanSummary>, StoreError>> {
+        let mut all: Vec<PlanSummary> =
+            self.plans.lock().values().map(PlanSummary::of).filter(|s| filter.matches(s)).collect();
+        all.sort_by(|a, b| b.submit_time.cmp(&a.submit_time).then(b.id.cmp(&a.id)));
+        let page = all.into_iter().skip(filter.offset).take(filter.limit.unwrap_or(usize::MAX)).collect();
+        Box::pin(async move { Ok(page) })
+    }
+
+    fn delete(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
+        let result = {
+            let mut plans = self.plans.lock();
+            match plans.get(&id) {
+                None => Err(StoreError::NotFound(id)),
+                Some(p) if p.state.status == Status::Running => Err(StoreError::Running(id)),
+                Some(_) => {
+                    plans.remove(&id);
+                    Ok(())
+                }
+            }
+        };
+        Box::pin(async move { result })
+    }
+
+    fn describe(&self) -> String {
+        "memory".to_owned()
+    }
+}

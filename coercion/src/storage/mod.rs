@@ -1,0 +1,237 @@
+//! Storage: one async [`Store`] trait, implemented by [`MemoryStore`] (tests and ephemeral runs)
+//! and by the durable stores.
+//!
+//! The engine writes a plan once ([`Store::create`]) and then only [`Change`]s — small deltas
+//! such as "this action is Running" or "attempt 2 finished with this error" — in the order they
+//! happened. A store applies each batch of changes atomically and completes the returned future
+//! only once the batch is durable, which lets a durable store commit many concurrent batches in
+//! one transaction (group commit). Reading a plan back gives the tree with every change applied.
+//! A store knows nothing of retries, plugins or phases.
+
+mod memory;
+
+pub use memory::MemoryStore;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::plugin::BoxFuture;
+use crate::workflow::{Attempt, Loc, Plan, PlanId, Reason, State, Status, Timestamp};
+
+/// One persisted state change of a plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    /// The state of the object at `loc` (whose id is `id`) is now `state`.
+    State {
+        /// Where the object is.
+        loc: Loc,
+        /// Its id.
+        id: Uuid,
+        /// Its new state.
+        state: State,
+    },
+    /// Attempt number `index` (0-based) of the action at `loc` is now `attempt`; later attempts,
+    /// if any were stored (a continuous check that runs again), are dropped.
+    Attempt {
+        /// Where the action is.
+        loc: Loc,
+        /// The action's id.
+        id: Uuid,
+        /// The attempt's index.
+        index: u32,
+        /// The attempt (without an end while it runs).
+        attempt: Attempt,
+    },
+    /// The action at `loc` starts over: status `NotStarted`, no attempts (a continuous check
+    /// that runs again).
+    Reset {
+        /// Where the action is.
+        loc: Loc,
+        /// The action's id.
+        id: Uuid,
+    },
+    /// The plan's failure reason.
+    Reason(Reason),
+    /// The running process is alive at this time.
+    Heartbeat(Timestamp),
+    /// An operator paused (`true`) or resumed (`false`) the plan.
+    Paused(bool),
+}
+
+impl Change {
+    /// Applies the change to an in-memory plan. Fails if `loc` does not exist in the plan.
+    pub fn apply_to(&self, plan: &mut Plan) -> Result<(), StoreError> {
+        match self {
+            Change::State { loc, state, .. } => {
+                let id = plan.id;
+                *plan.state_at_mut(*loc).ok_or_else(|| bad_loc(id, loc))? = *state;
+            }
+            Change::Attempt { loc, index, attempt, .. } => {
+                let id = plan.id;
+                let action = plan.action_mut(*loc).ok_or_else(|| bad_loc(id, loc))?;
+                let i = *index as usize;
+                if i > action.attempts.len() {
+                    return Err(StoreError::Permanent(format!(
+                        "plan {id}: attempt {i} of the action at {loc:?} skips attempt {}",
+                        action.attempts.len()
+                    )));
+                }
+                action.attempts.truncate(i);
+                action.attempts.push(attempt.clone());
+            }
+            Change::Reset { loc, .. } => {
+                let id = plan.id;
+                let action = plan.action_mut(*loc).ok_or_else(|| bad_loc(id, loc))?;
+                action.attempts.clear();
+                action.state = State::default();
+            }
+            Change::Reason(r) => plan.reason = *r,
+            Change::Heartbeat(t) => plan.heartbeat = Some(*t),
+            Change::Paused(p) => plan.paused = *p,
+        }
+        Ok(())
+    }
+}
+
+fn bad_loc(id: PlanId, loc: &Loc) -> StoreError {
+    StoreError::Permanent(format!("plan {id} has no object at {loc:?}"))
+}
+
+/// What went wrong in a store.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// No plan with this id.
+    #[error("plan {0} not found")]
+    NotFound(PlanId),
+    /// A plan with this id already exists.
+    #[error("plan {0} already exists")]
+    AlreadyExists(PlanId),
+    /// The plan is running and cannot be deleted.
+    #[error("plan {0} is running; stop it (or wait for it) before deleting it")]
+    Running(PlanId),
+    /// Another process holds the store (or the plan) for running plans.
+    #[error("{0}")]
+    Locked(String),
+    /// A failure that may go away (busy database, lost connection); the engine retries it.
+    #[error("transient storage error: {0}")]
+    Transient(String),
+    /// A failure that will not go away by retrying (disk full, corrupt data).
+    #[error("storage error: {0}")]
+    Permanent(String),
+}
+
+impl StoreError {
+    /// Whether retrying the same operation may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Transient(_))
+    }
+}
+
+/// Which plans [`Store::list`] returns: every set field must match. Newest submitted first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListFilter {
+    /// Only plans with one of these statuses (any status if empty).
+    #[serde(default)]
+    pub statuses: Vec<Status>,
+    /// Only plans of this group.
+    #[serde(default)]
+    pub group_id: Option<Uuid>,
+    /// Only plans whose name contains this text (case-sensitive).
+    #[serde(default)]
+    pub name_contains: Option<String>,
+    /// Only plans submitted at or after this time.
+    #[serde(default)]
+    pub submitted_after: Option<Timestamp>,
+    /// Only plans submitted before this time.
+    #[serde(default)]
+    pub submitted_before: Option<Timestamp>,
+    /// Skip this many matching plans (paging).
+    #[serde(default)]
+    pub offset: usize,
+    /// Return at most this many plans (`None`: all).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+impl ListFilter {
+    /// Plans with status `status`.
+    pub fn status(status: Status) -> ListFilter {
+        ListFilter { statuses: vec![status], ..ListFilter::default() }
+    }
+
+    /// Whether `summary` passes the filter (ignores paging).
+    pub fn matches(&self, s: &PlanSummary) -> bool {
+        (self.statuses.is_empty() || self.statuses.contains(&s.state.status))
+            && self.group_id.is_none_or(|g| s.group_id == Some(g))
+            && self.name_contains.as_deref().is_none_or(|n| s.name.contains(n))
+            && self.submitted_after.is_none_or(|t| s.submit_time.is_some_and(|st| st >= t))
+            && self.submitted_before.is_none_or(|t| s.submit_time.is_some_and(|st| st < t))
+    }
+}
+
+/// One line of a plan listing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanSummary {
+    /// The plan's id.
+    pub id: PlanId,
+    /// Its group.
+    pub group_id: Option<Uuid>,
+    /// Its name.
+    pub name: String,
+    /// Its description.
+    pub descr: String,
+    /// When it was submitted.
+    pub submit_time: Option<Timestamp>,
+    /// Its status and times.
+    pub state: State,
+    /// Why it failed.
+    pub reason: Reason,
+}
+
+impl PlanSummary {
+    /// The summary of `plan`.
+    pub fn of(plan: &Plan) -> PlanSummary {
+        PlanSummary {
+            id: plan.id,
+            group_id: plan.group_id,
+            name: plan.name.clone(),
+            descr: plan.descr.clone(),
+            submit_time: plan.submit_time,
+            state: plan.state,
+            reason: plan.reason,
+        }
+    }
+}
+
+impl fmt::Display for PlanSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {:<10} {}", self.id, self.state.status.as_str(), self.name)
+    }
+}
+
+/// Durable (or in-memory) storage of plans. Implementations must apply each batch of changes
+/// atomically and in the order the futures were created for one plan, complete a write's future
+/// only once it is durable, retry nothing themselves beyond what their driver does, and report
+/// failures as [`StoreError::Transient`] (worth retrying) or [`StoreError::Permanent`].
+pub trait Store: Send + Sync + 'static {
+    /// Stores a newly submitted plan. Fails with `AlreadyExists` if the id is taken.
+    fn create<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Applies `changes` to plan `id`, atomically.
+    fn apply<'a>(&'a self, id: PlanId, changes: &'a [Change]) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Reads a whole plan with every change applied.
+    fn read(&self, id: PlanId) -> BoxFuture<'_, Result<Plan, StoreError>>;
+
+    /// Lists plans matching `filter`, newest submitted first.
+    fn list<'a>(&'a self, filter: &'a ListFilter) -> BoxFuture<'a, Result<Vec<PlanSummary>, StoreError>>;
+
+    /// Deletes a plan and everything in it. Refused with `Running` while it runs.
+    fn delete(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// A short description for messages (`memory`, `sqlite:/path/to/file.db`).
+    fn describe(&self) -> String;
+}

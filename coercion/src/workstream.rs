@@ -1,0 +1,430 @@
+//! [`Workstream`]: the one entry point — submit, start, watch, control and read plans.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_core::Stream;
+use parking_lot::Mutex;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::engine::{EngineOptions, Event, Run, RunError, run_plan};
+use crate::registry::{InitFailure, Registry};
+use crate::storage::{Change, ListFilter, MemoryStore, PlanSummary, Store, StoreError};
+use crate::workflow::{Plan, PlanId, Problem, Status, validate_plan};
+
+/// What a workstream call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No plan with this id.
+    #[error("plan {0} not found")]
+    NotFound(PlanId),
+    /// The plan has problems; nothing was stored.
+    #[error("the plan is invalid:\n{}", Problems(.0))]
+    Invalid(Vec<Problem>),
+    /// The plan was already started.
+    #[error("plan {0} was already started")]
+    AlreadyStarted(PlanId),
+    /// The plan has not been started.
+    #[error("plan {0} has not been started")]
+    NotStarted(PlanId),
+    /// The plan is not running in this workstream.
+    #[error("plan {0} is not running in this workstream")]
+    NotRunning(PlanId),
+    /// The plan is marked running but no process of this workstream runs it.
+    #[error("plan {0} is running in another process")]
+    OwnedElsewhere(PlanId),
+    /// The plan was submitted too long ago to start.
+    #[error("plan {0} is stale: {1}")]
+    Stale(PlanId, String),
+    /// The store failed.
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+    /// A plugin's `init()` failed at start-up.
+    #[error(transparent)]
+    Init(#[from] InitFailure),
+    /// The run of the plan ended without finishing (its store failed); the plan stays
+    /// `Running` in storage and is resumed when a workstream starts on that store again.
+    #[error("the run of plan {0} was interrupted: {1}")]
+    Interrupted(PlanId, String),
+}
+
+struct Problems<'a>(&'a [Problem]);
+
+impl fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+fn from_store(id: PlanId, e: StoreError) -> Error {
+    match e {
+        StoreError::NotFound(_) => Error::NotFound(id),
+        other => Error::Storage(other),
+    }
+}
+
+/// Configures and starts a [`Workstream`].
+pub struct WorkstreamBuilder {
+    store: Option<Arc<dyn Store>>,
+    registry: Option<Registry>,
+    options: EngineOptions,
+}
+
+impl WorkstreamBuilder {
+    /// The store plans are kept in (default: a fresh [`MemoryStore`]).
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// The store, already shared.
+    pub fn shared_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The plugins the workstream may call (default: [`Registry::from_inventory`]).
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// How long in-flight actions may finish after a stop before their futures are dropped
+    /// (default 10 s).
+    pub fn stop_grace(mut self, grace: Duration) -> Self {
+        self.options.stop_grace = grace;
+        self
+    }
+
+    /// How often a running plan persists its heartbeat (default 5 s).
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.options.heartbeat_interval = interval;
+        self
+    }
+
+    /// Runs every plugin's `init()` and starts the workstream.
+    pub async fn build(self) -> Result<Workstream, Error> {
+        let registry = match self.registry {
+            Some(r) => r,
+            None => Registry::from_inventory().map_err(|e| {
+                Error::Init(InitFailure { plugin: String::new(), type_name: "", message: e.to_string() })
+            })?,
+        };
+        registry.init_all()?;
+        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        Ok(Workstream {
+            inner: Arc::new(Inner {
+                store,
+                registry: Arc::new(registry),
+                options: self.options,
+                runs: Mutex::new(HashMap::new()),
+                interrupted: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    options: EngineOptions,
+    runs: Mutex<HashMap<PlanId, Arc<Run>>>,
+    interrupted: Mutex<HashMap<PlanId, String>>,
+}
+
+/// Submits, runs, watches and controls plans over one store and one registry. Cheap to clone.
+#[derive(Clone)]
+pub struct Workstream {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Workstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Workstream").field("store", &self.inner.store.describe()).finish_non_exhaustive()
+    }
+}
+
+impl Workstream {
+    /// Configures a workstream.
+    pub fn builder() -> WorkstreamBuilder {
+        WorkstreamBuilder { store: None, registry: None, options: EngineOptions::default() }
+    }
+
+    /// A workstream over a fresh [`MemoryStore`] with `registry`.
+    pub async fn in_memory(registry: Registry) -> Result<Workstream, Error> {
+        Workstream::builder().registry(registry).build().await
+    }
+
+    /// The registry the workstream calls plugins from.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Validates `plan` (every problem at once, nothing stored on failure), assigns ids and
+    /// the submit time, and stores it. The plan does not run until [`start`](Self::start).
+    pub async fn submit(&self, mut plan: Plan) -> Result<PlanId, Error> {
+        validate_plan(&plan, &self.inner.registry).map_err(Error::Invalid)?;
+        assign_ids(&mut plan);
+        plan.submit_time = Some(crate::engine::now());
+        self.inner.store.create(&plan).await.map_err(Error::Storage)?;
+        Ok(plan.id)
+    }
+
+    /// Starts a submitted plan; returns at once while it runs in the background.
+    pub async fn start(&self, id: PlanId) -> Result<(), Error> {
+        if self.inner.runs.lock().contains_key(&id) {
+            return Err(Error::AlreadyStarted(id));
+        }
+        let plan = self.inner.store.read(id).await.map_err(|e| from_store(id, e))?;
+        if plan.state.status != Status::NotStarted {
+            return Err(Error::AlreadyStarted(id));
+        }
+        self.launch(plan)
+    }
+
+    /// Runs `plan` to its end: submit, start, wait.
+    pub async fn run(&self, plan: Plan) -> Result<Plan, Error> {
+        let id = self.submit(plan).await?;
+        self.start(id).await?;
+        self.wait(id).await
+    }
+
+    pub(crate) fn launch(&self, plan: Plan) -> Result<(), Error> {
+        let id = plan.id;
+        let run = {
+            let mut runs = self.inner.runs.lock();
+            if runs.contains_key(&id) {
+                return Err(Error::AlreadyStarted(id));
+            }
+            let run = Run::new(plan, self.inner.store.clone(), self.inner.registry.clone(), self.inner.options.clone());
+            runs.insert(id, run.clone());
+            run
+        };
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            run_plan(run.clone()).await;
+            if let Some(Err(e)) = run.done.borrow().as_ref() {
+                inner.interrupted.lock().insert(id, e.to_string());
+            }
+            inner.runs.lock().remove(&id);
+        });
+        Ok(())
+    }
+
+    fn running(&self, id: PlanId) -> Option<Arc<Run>> {
+        self.inner.runs.lock().get(&id).cloned()
+    }
+
+    /// Waits until the plan has ended and returns its final tree.
+    pub async fn wait(&self, id: PlanId) -> Result<Plan, Error> {
+        if let Some(run) = self.running(id) {
+            let mut done = run.done.subscribe();
+            let result = done.wait_for(|d| d.is_some()).await.ok().and_then(|d| d.clone());
+            if let Some(Err(e)) = result {
+                return Err(Error::Interrupted(id, e.to_string()));
+            }
+            return Ok(run.snapshot());
+        }
+        if let Some(msg) = self.inner.interrupted.lock().get(&id) {
+            return Err(Error::Interrupted(id, msg.clone()));
+        }
+        let plan = self.inner.store.read(id).await.map_err(|e| from_store(id, e))?;
+        match plan.state.status {
+            Status::NotStarted => Err(Error::NotStarted(id)),
+            Status::Running => Err(Error::OwnedElsewhere(id)),
+            _ => Ok(plan),
+        }
+    }
+
+    /// The plan as it is now (live while it runs here, else from the store).
+    pub async fn read(&self, id: PlanId) -> Result<Plan, Error> {
+        if let Some(run) = self.running(id) {
+            return Ok(run.snapshot());
+        }
+        self.inner.store.read(id).await.map_err(|e| from_store(id, e))
+    }
+
+    /// Plans matching `filter`, newest submitted first.
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<PlanSummary>, Error> {
+        Ok(self.inner.store.list(filter).await?)
+    }
+
+    /// Deletes a plan that is not running.
+    pub async fn delete(&self, id: PlanId) -> Result<(), Error> {
+        if self.running(id).is_some() {
+            return Err(Error::Storage(StoreError::Running(id)));
+        }
+        self.inner.store.delete(id).await.map_err(|e| from_store(id, e))
+    }
+
+    /// Stops a running plan: no new work starts; in-flight actions see cancellation and get the
+    /// grace period; `OnFailure`/`Always` deferred batches and deferred checks still run; the
+    /// plan ends `Stopped` with reason `Stopped`.
+    pub async fn stop(&self, id: PlanId) -> Result<(), Error> {
+        let run = self.running(id).ok_or(Error::NotRunning(id))?;
+        run.request_stop(false);
+        Ok(())
+    }
+
+    /// Pauses a running plan: no new sequence or action starts until [`resume`](Self::resume).
+    /// Persisted.
+    pub async fn pause(&self, id: PlanId) -> Result<(), Error> {
+        self.set_paused(id, true).await
+    }
+
+    /// Resumes a paused plan.
+    pub async fn resume(&self, id: PlanId) -> Result<(), Error> {
+        self.set_paused(id, false).await
+    }
+
+    async fn set_paused(&self, id: PlanId, paused: bool) -> Result<(), Error> {
+        let run = self.running(id).ok_or(Error::NotRunning(id))?;
+        run.commit(vec![Change::Paused(paused)]).await.map_err(|e| match e {
+            RunError::Store(s) => Error::Storage(s),
+            other => Error::Interrupted(id, other.to_string()),
+        })?;
+        run.paused.send_replace(paused);
+        Ok(())
+    }
+
+    /// Stops every plan running in this workstream at once, skipping their deferred work.
+    /// Returns the ids of the plans it stopped.
+    pub fn emergency_stop(&self) -> Vec<PlanId> {
+        let runs: Vec<Arc<Run>> = self.inner.runs.lock().values().cloned().collect();
+        for run in &runs {
+            run.request_stop(true);
+        }
+        runs.iter().map(|r| r.id).collect()
+    }
+
+    /// Snapshots of the plan: the first at once, then one every `interval` while it runs, and
+    /// the final tree last.
+    pub fn status(&self, id: PlanId, interval: Duration) -> impl Stream<Item = Result<Plan, Error>> + Send + 'static {
+        let ws = self.clone();
+        futures_util::stream::unfold(Some(true), move |state| {
+            let ws = ws.clone();
+            async move {
+                let first = state?;
+                if !first {
+                    match ws.running(id) {
+                        Some(run) => {
+                            let mut done = run.done.subscribe();
+                            tokio::select! {
+                                _ = tokio::time::sleep(interval) => {}
+                                _ = done.wait_for(|d| d.is_some()) => {}
+                            }
+                        }
+                        None => tokio::time::sleep(interval).await,
+                    }
+                }
+                match ws.read(id).await {
+                    Ok(plan) => {
+                        let more = !plan.state.status.is_terminal() && plan.state.status != Status::NotStarted
+                            || ws.running(id).is_some();
+                        Some((Ok(plan), more.then_some(false)))
+                    }
+                    Err(e) => Some((Err(e), None)),
+                }
+            }
+        })
+    }
+
+    /// Every state change of the plan as it happens, with no polling: a [`Event::Snapshot`]
+    /// first, then [`Event::Changed`] batches, and [`Event::Finished`] with the final tree last.
+    /// For a plan not running here, the stream holds its snapshot (and `Finished` if it ended).
+    pub async fn events(&self, id: PlanId) -> Result<impl Stream<Item = Event> + Send + 'static, Error> {
+        enum State {
+            Live(Arc<Run>, tokio::sync::broadcast::Receiver<Event>, Option<Event>),
+            Items(std::vec::IntoIter<Event>),
+        }
+        let state = match self.running(id) {
+            Some(run) => {
+                let rx = run.events.subscribe();
+                let first = Event::Snapshot(Box::new(run.snapshot()));
+                State::Live(run, rx, Some(first))
+            }
+            None => {
+                let plan = self.inner.store.read(id).await.map_err(|e| from_store(id, e))?;
+                let mut items = vec![];
+                if plan.state.status.is_terminal() {
+                    items.push(Event::Finished(Box::new(plan)));
+                } else {
+                    items.push(Event::Snapshot(Box::new(plan)));
+                }
+                State::Items(items.into_iter())
+            }
+        };
+        Ok(futures_util::stream::unfold(Some(state), |state| async move {
+            match state? {
+                State::Items(mut it) => it.next().map(|e| (e, Some(State::Items(it)))),
+                State::Live(run, rx, Some(first)) => Some((first, Some(State::Live(run, rx, None)))),
+                State::Live(run, mut rx, None) => loop {
+                    match rx.recv().await {
+                        Ok(Event::Finished(p)) => return Some((Event::Finished(p), None)),
+                        Ok(e) => return Some((e, Some(State::Live(run, rx, None)))),
+                        Err(RecvError::Lagged(_)) => {
+                            let snap = Event::Snapshot(Box::new(run.snapshot()));
+                            return Some((snap, Some(State::Live(run, rx, None))));
+                        }
+                        Err(RecvError::Closed) => {
+                            return Some((Event::Finished(Box::new(run.snapshot())), None));
+                        }
+                    }
+                },
+            }
+        }))
+    }
+}
+
+/// Gives the plan and every object in it a fresh UUIDv7.
+fn assign_ids(plan: &mut Plan) {
+    use uuid::Uuid;
+    plan.id = PlanId::new_v7();
+    for slot in CHECK_SLOTS {
+        if let Some(c) = plan.checks.get_mut(slot) {
+            assign_checks(c);
+        }
+    }
+    for block in &mut plan.blocks {
+        block.id = Uuid::now_v7();
+        for slot in CHECK_SLOTS {
+            if let Some(c) = block.checks.get_mut(slot) {
+                assign_checks(c);
+            }
+        }
+        for seq in &mut block.sequences {
+            seq.id = Uuid::now_v7();
+            for a in &mut seq.actions {
+                a.id = Uuid::now_v7();
+            }
+        }
+    }
+    for batch in &mut plan.deferred {
+        batch.id = Uuid::now_v7();
+        for a in &mut batch.actions {
+            a.id = Uuid::now_v7();
+        }
+    }
+}
+
+const CHECK_SLOTS: [crate::workflow::CheckSlot; 5] = crate::workflow::CheckSlot::ALL;
+
+fn assign_checks(checks: &mut crate::workflow::Checks) {
+    checks.id = uuid::Uuid::now_v7();
+    for a in &mut checks.actions {
+        a.id = uuid::Uuid::now_v7();
+    }
+}
