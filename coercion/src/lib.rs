@@ -75,11 +75,14 @@
 extern crate self as coercion;
 
 pub mod builder;
+mod engine;
 pub mod plugin;
 pub mod registry;
 mod secret;
+pub mod storage;
 pub mod testing;
 pub mod workflow;
+pub mod workstream;
 
 #[doc(hidden)]
 #[path = "private.rs"]
@@ -91,7 +94,10 @@ pub use plugin::{
     ActionPlugin, CheckPlugin, Context, InitError, Plugin, PluginError, PluginKind, PluginMeta, RetryPolicy,
     ValidationError,
 };
+pub use engine::Event;
 pub use registry::Registry;
+pub use storage::{ListFilter, MemoryStore, PlanSummary, Store, StoreError};
+pub use workstream::{Error, Workstream, WorkstreamBuilder};
 pub use workflow::{
     Action, Attempt, Block, Checks, DeferredBatch, Plan, PlanId, Reason, Sequence, State, Status, Tolerance, When,
 };
@@ -101,6 +107,7 @@ pub mod prelude {
     pub use crate::builder::{ActionSpec, CheckSpec};
     pub use crate::plugin::{Context, Plugin, PluginError, RetryPolicy, ValidationError};
     pub use crate::registry::Registry;
+    pub use crate::workstream::Workstream;
     pub use crate::workflow::{
         Action, Block, Checks, DeferredBatch, Plan, PlanId, Reason, Sequence, Status, Tolerance, When,
     };
