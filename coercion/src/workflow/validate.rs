@@ -37,6 +37,13 @@ impl Problems<'_> {
     }
 }
 
+fn with_article(kind: PluginKind) -> &'static str {
+    match kind {
+        PluginKind::Check => "a check",
+        PluginKind::Action => "an action",
+    }
+}
+
 fn blank(s: &str) -> bool {
     s.trim().is_empty()
 }
@@ -145,36 +152,46 @@ pub fn validate_plan(plan: &Plan, registry: &Registry) -> Result<(), Vec<Problem
                 }
                 let in_checks = matches!(loc, Loc::Action { parent: super::Parent::Checks { .. }, .. });
                 let wanted = if in_checks { PluginKind::Check } else { PluginKind::Action };
-                if a.kind != wanted {
-                    p.add(
+                // The registry knows a plugin's kind; the kind recorded in the plan is only
+                // reported when the registry does not already say so: one mistake, one problem.
+                let registered = if blank(&a.plugin) { None } else { registry.get(&a.plugin) };
+                match registered {
+                    Some(plugin) if plugin.kind() != wanted => {
+                        let place = if in_checks { "a check section" } else { "a sequence or deferred batch" };
+                        p.add(
+                            loc,
+                            format!(
+                                "plugin {:?} is {} plugin and cannot be used in {place}",
+                                a.plugin,
+                                with_article(plugin.kind())
+                            ),
+                        );
+                    }
+                    _ if a.kind != wanted => p.add(
                         loc,
                         format!(
-                            "plugin {:?} is recorded as a {} plugin, but only {} plugins may be used here",
-                            a.plugin, a.kind, wanted
+                            "plugin {:?} is recorded as {} plugin, but only {} plugins may be used here",
+                            a.plugin,
+                            with_article(a.kind),
+                            wanted
                         ),
-                    );
+                    ),
+                    _ => {}
                 }
                 if blank(&a.plugin) {
                     p.add(loc, "plugin name is blank");
                     continue;
                 }
-                match registry.get(&a.plugin) {
+                match registered {
                     None => p.add(loc, format!("plugin {:?} is not registered", a.plugin)),
-                    Some(plugin) => {
-                        if plugin.kind() != wanted {
-                            let place = if in_checks { "a check section" } else { "a sequence or deferred batch" };
-                            p.add(
-                                loc,
-                                format!(
-                                    "plugin {:?} is a {} plugin and cannot be used in {place}",
-                                    a.plugin,
-                                    plugin.kind()
-                                ),
-                            );
-                        } else if let Err(e) = plugin.validate_json(&a.request) {
+                    // A request that did not serialize is already reported as a defect; its
+                    // stored placeholder would only add a confusing second problem.
+                    Some(plugin) if plugin.kind() == wanted && a.defects.is_empty() => {
+                        if let Err(e) = plugin.validate_json(&a.request) {
                             p.add(loc, format!("plugin {:?} rejected the request: {e}", a.plugin));
                         }
                     }
+                    Some(_) => {}
                 }
             }
         }
