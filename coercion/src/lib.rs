@@ -78,6 +78,7 @@ pub mod builder;
 mod engine;
 pub mod plugin;
 pub mod registry;
+pub mod report;
 mod secret;
 pub mod storage;
 pub mod testing;
