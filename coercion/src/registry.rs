@@ -23,15 +23,29 @@ pub enum Origin {
         /// Its line.
         line: u32,
     },
-    /// Registered by hand with [`Registry::with`] or [`Registry::register`].
-    Explicit,
+    /// Registered by hand with [`Registry::with`], [`Registry::register`] or
+    /// [`Registry::register_dyn`], called at this source location.
+    Explicit {
+        /// The file of the call.
+        file: &'static str,
+        /// Its line.
+        line: u32,
+    },
+}
+
+impl Origin {
+    #[track_caller]
+    fn caller() -> Origin {
+        let at = std::panic::Location::caller();
+        Origin::Explicit { file: at.file(), line: at.line() }
+    }
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::Inventory { file, line } => write!(f, "{file}:{line}"),
-            Origin::Explicit => f.write_str("registered explicitly"),
+            Origin::Explicit { file, line } => write!(f, "registered explicitly at {file}:{line}"),
         }
     }
 }
@@ -120,19 +134,22 @@ impl Registry {
     }
 
     /// Adds a configured instance (builder style).
+    #[track_caller]
     pub fn with<P: PluginMeta>(mut self, plugin: P) -> Result<Registry, RegistryError> {
         self.register(plugin)?;
         Ok(self)
     }
 
     /// Adds a configured instance.
+    #[track_caller]
     pub fn register<P: PluginMeta>(&mut self, plugin: P) -> Result<(), RegistryError> {
-        self.insert(Arc::new(plugin), Origin::Explicit)
+        self.insert(Arc::new(plugin), Origin::caller())
     }
 
     /// Adds an already erased plugin.
+    #[track_caller]
     pub fn register_dyn(&mut self, plugin: Arc<dyn DynPlugin>) -> Result<(), RegistryError> {
-        self.insert(plugin, Origin::Explicit)
+        self.insert(plugin, Origin::caller())
     }
 
     fn insert(&mut self, plugin: Arc<dyn DynPlugin>, origin: Origin) -> Result<(), RegistryError> {
