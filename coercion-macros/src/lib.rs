@@ -5,6 +5,7 @@
 //! Each macro is split into parse → validate → expand modules; this file holds only the entry
 //! points.
 
+mod plan;
 mod plugin_attr;
 mod suggest;
 
@@ -24,4 +25,58 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn plugin(args: TokenStream, item: TokenStream) -> TokenStream {
     plugin_attr::expand(args.into(), item.into()).into()
+}
+
+/// Builds a `coercion::Plan`, checked at compile time.
+///
+/// Every node reads `keyword { field: value, ... children ... }`, fields first:
+///
+/// ```text
+/// let plan = coercion::plan! {
+///     name: "Deploy",
+///     descr: "Deploys the web tier",
+///     pre_checks {
+///         action { name: "lb up", plugin: Ping, request: PingReq { addr: lb.clone() } }
+///     }
+///     block {
+///         name: "web",
+///         concurrency: 5,
+///         tolerated_failures: 10%,
+///         for host in &hosts {
+///             sequence {
+///                 name: format!("deploy {host}"),
+///                 action { name: "copy", plugin: Scp, request: CopyReq::new(host), timeout: 5min, retries: 3 }
+///             }
+///         }
+///     }
+///     ..more_blocks,
+///     deferred_actions {
+///         batch { name: "roll back", when: OnFailure, fail_plan: true, action { ... } }
+///     }
+/// };
+/// ```
+///
+/// Check sections (`bypass_checks`, `pre_checks`, `cont_checks` with `delay`, `post_checks`,
+/// `deferred_checks`) accept check plugins only; sequences and deferred batches accept action
+/// plugins only; each `request` must be of its plugin's request type. `for`, `if`/`else` and
+/// `..expr` splices work around blocks, sequences, actions and batches. Durations are written
+/// `500ms`, `30s`, `5min`, `2h` or as any `Duration` expression. Every structural mistake is
+/// a compile error pointing at the offending tokens; see the `coercion` crate docs.
+#[proc_macro]
+pub fn plan(input: TokenStream) -> TokenStream {
+    plan::expand(plan::Kind::Plan, input.into()).into()
+}
+
+/// Builds a `coercion::BlockBuilder` with the `block { ... }` grammar of [`plan!`], for
+/// splicing into a plan with `..[block_a, block_b]`. Checked exactly like a block in `plan!`.
+#[proc_macro]
+pub fn block(input: TokenStream) -> TokenStream {
+    plan::expand(plan::Kind::Block, input.into()).into()
+}
+
+/// Builds a `coercion::SequenceBuilder` with the `sequence { ... }` grammar of [`plan!`], for
+/// splicing into a block with `..sequences`. Checked exactly like a sequence in `plan!`.
+#[proc_macro]
+pub fn sequence(input: TokenStream) -> TokenStream {
+    plan::expand(plan::Kind::Sequence, input.into()).into()
 }

@@ -91,6 +91,7 @@ pub mod __private;
 
 pub use builder::{ActionSpec, BatchBuilder, BlockBuilder, CheckSpec, ChecksBuilder, PlanBuilder, SequenceBuilder};
 pub use coercion_macros::plugin;
+pub use coercion_macros::{block, plan, sequence};
 pub use plugin::{
     ActionPlugin, CheckPlugin, Context, InitError, Plugin, PluginError, PluginKind, PluginMeta, RetryPolicy,
     ValidationError,

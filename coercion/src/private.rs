@@ -68,3 +68,9 @@ pub fn sequence_action<P: ActionPlugin>(name: impl Into<String>, req: P::Request
 pub fn check_action<P: CheckPlugin>(name: impl Into<String>, req: P::Request) -> crate::builder::CheckSpec {
     crate::builder::CheckSpec::new::<P>(name, req)
 }
+
+/// Used by `plan!`, `block!` and `sequence!` when their input is invalid: stands in for the value
+/// next to the `compile_error!`s, so that code using the value reports nothing more.
+pub fn invalid_input<T>() -> T {
+    unreachable!("the input of a coercion macro is invalid; the compiler has reported why")
+}

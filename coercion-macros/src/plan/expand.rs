@@ -1,0 +1,224 @@
+//! Code generation: the validated IR becomes calls of the typed builder.
+//!
+//! Actions go through `::coercion::__private::{sequence_action, check_action}`, which are
+//! bounded on the plugin kind markers, and their requests are bound to
+//! `<P as ::coercion::Plugin>::Request`; both carry the span of the user's `plugin:` type so the
+//! compiler's errors (wrong kind, wrong request type, not a plugin) point there. Builder locals
+//! use `Span::mixed_site()`, so they can never clash with the user's names.
+
+use proc_macro2::{Literal, Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Ident, Type};
+
+use super::valid::{
+    Arg, Child, DurationLit, DurationUnit, Head, Kind, NodeIr, Slot, ToleranceLit, When,
+};
+
+/// The expression a root node expands to: a `Plan`, a `BlockBuilder` or a `SequenceBuilder`.
+pub(crate) fn expand(root: &NodeIr) -> TokenStream {
+    node(root, Kind::Plan)
+}
+
+/// The value of the macro when its input was invalid: the errors, then a stand-in of the
+/// right type, so code using the value does not report errors of its own.
+pub(crate) fn fallback(root: Kind, errors: syn::Error) -> TokenStream {
+    let ty = match root {
+        Kind::Plan => quote!(::coercion::Plan),
+        Kind::Block => quote!(::coercion::BlockBuilder),
+        _ => quote!(::coercion::SequenceBuilder),
+    };
+    let errors = errors.to_compile_error();
+    quote!({
+        #errors
+        ::coercion::__private::invalid_input::<#ty>()
+    })
+}
+
+/// The builder local of a node kind.
+fn local(kind: Kind) -> Ident {
+    let name = match kind {
+        Kind::Plan | Kind::DeferredActions => "__coercion_plan",
+        Kind::Block => "__coercion_block",
+        Kind::Sequence => "__coercion_sequence",
+        Kind::Checks(_) => "__coercion_checks",
+        Kind::Batch => "__coercion_batch",
+        Kind::Action => "__coercion_action",
+    };
+    Ident::new(name, Span::mixed_site())
+}
+
+/// The methods that add one child of the repeated kind, and several.
+fn push_methods(kind: Kind) -> (&'static str, &'static str) {
+    match kind {
+        Kind::Plan => ("block", "blocks"),
+        Kind::Block => ("sequence", "sequences"),
+        Kind::Sequence | Kind::Checks(_) | Kind::Batch | Kind::Action => ("action", "actions"),
+        Kind::DeferredActions => ("deferred", "deferred_batches"),
+    }
+}
+
+/// The builder expression of `ir`, a child of `parent`.
+fn node(ir: &NodeIr, parent: Kind) -> TokenStream {
+    let head = match &ir.head {
+        Head::Named(name) => {
+            let ty = match ir.kind {
+                Kind::Plan => quote!(Plan),
+                Kind::Block => quote!(Block),
+                _ => quote!(Sequence),
+            };
+            quote!(::coercion::#ty::builder(#name))
+        }
+        Head::Batch { name, when } => {
+            let when = match when {
+                When::Variant(v) => quote_spanned!(v.span()=> ::coercion::When::#v),
+                When::Expr(e) => quote!(#e),
+            };
+            quote!(::coercion::DeferredBatch::builder(#name, #when))
+        }
+        Head::Checks => quote!(::coercion::Checks::builder()),
+        Head::Action {
+            name,
+            plugin,
+            request,
+        } => action_head(name, plugin, request, matches!(parent, Kind::Checks(_))),
+        Head::DeferredActions => unreachable!("deferred batches are added to the plan directly"),
+    };
+    let setters = ir.setters.iter().map(|s| {
+        let method = Ident::new(&s.field.to_string(), s.field.span());
+        let arg = arg(&s.value);
+        quote!(.#method(#arg))
+    });
+    let var = local(ir.kind);
+    let stmts = children(&var, ir.kind, &ir.children);
+    let build = if ir.kind == Kind::Plan {
+        quote!(.build())
+    } else {
+        quote!()
+    };
+    if stmts.is_empty() {
+        quote!(#head #(#setters)* #build)
+    } else {
+        quote!({
+            let mut #var = #head #(#setters)*;
+            #stmts
+            #var #build
+        })
+    }
+}
+
+/// `{ let req: <P as Plugin>::Request = request; helper::<P>(name, req) }`, spanned at `P`.
+fn action_head(
+    name: &syn::Expr,
+    plugin: &Type,
+    request: &syn::Expr,
+    in_checks: bool,
+) -> TokenStream {
+    let span = type_span(plugin);
+    let helper = if in_checks {
+        format_ident!("check_action", span = span)
+    } else {
+        format_ident!("sequence_action", span = span)
+    };
+    let req = Ident::new("__coercion_request", Span::mixed_site().located_at(span));
+    let req_ty = quote_spanned!(span=> <#plugin as ::coercion::Plugin>::Request);
+    let call = quote_spanned!(span=> ::coercion::__private::#helper::<#plugin>);
+    quote!({
+        let #req: #req_ty = #request;
+        #call(#name, #req)
+    })
+}
+
+/// The span errors about a plugin type point at: the type's last path segment (`Scp` in
+/// `plugins::Scp`), or the whole type.
+fn type_span(ty: &Type) -> Span {
+    match ty {
+        Type::Path(p) if p.qself.is_none() => p
+            .path
+            .segments
+            .last()
+            .map_or_else(|| ty.span(), |s| s.ident.span()),
+        _ => ty.span(),
+    }
+}
+
+/// The statements that add `children` to the builder local `var` of a `kind` node.
+fn children(var: &Ident, kind: Kind, items: &[Child]) -> TokenStream {
+    let (one, many) = push_methods(kind);
+    let mut out = TokenStream::new();
+    for child in items {
+        out.extend(match child {
+            Child::Node(n) => match n.kind {
+                Kind::Checks(slot) => {
+                    let method = Ident::new(slot_method(slot), n.span);
+                    let checks = node(n, kind);
+                    quote!(#var = #var.#method(#checks);)
+                }
+                Kind::DeferredActions => children(var, Kind::DeferredActions, &n.children),
+                _ => {
+                    let method = Ident::new(one, n.span);
+                    let value = node(n, kind);
+                    quote!(#var = #var.#method(#value);)
+                }
+            },
+            Child::For { pat, expr, body } => {
+                let body = children(var, kind, body);
+                quote!(for #pat in #expr { #body })
+            }
+            Child::If { arms, else_body } => {
+                let arms = arms.iter().map(|(cond, body)| {
+                    let body = children(var, kind, body);
+                    quote!(if #cond { #body })
+                });
+                let else_body = else_body.as_ref().map(|body| {
+                    let body = children(var, kind, body);
+                    quote!(else { #body })
+                });
+                quote!(#(#arms)else* #else_body)
+            }
+            Child::Splice(expr) => {
+                let method = Ident::new(many, expr.span());
+                quote!(#var = #var.#method(#expr);)
+            }
+        });
+    }
+    out
+}
+
+fn slot_method(slot: Slot) -> &'static str {
+    match slot {
+        Slot::Bypass => "bypass_checks",
+        Slot::Pre => "pre_checks",
+        Slot::Cont => "cont_checks",
+        Slot::Post => "post_checks",
+        Slot::Deferred => "deferred_checks",
+    }
+}
+
+fn arg(arg: &Arg) -> TokenStream {
+    match arg {
+        Arg::Expr(e) => quote!(#e),
+        Arg::Duration(DurationLit { amount, unit, span }) => {
+            let amount = Literal::u64_unsuffixed(*amount);
+            match unit {
+                DurationUnit::Millis => {
+                    quote_spanned!(*span=> ::core::time::Duration::from_millis(#amount))
+                }
+                DurationUnit::Secs => {
+                    quote_spanned!(*span=> ::core::time::Duration::from_secs(#amount))
+                }
+            }
+        }
+        Arg::Tolerance(ToleranceLit::Count(n, span)) => {
+            let n = Literal::u32_unsuffixed(*n);
+            quote_spanned!(*span=> ::coercion::Tolerance::Count(#n))
+        }
+        Arg::Tolerance(ToleranceLit::Percent(p, span)) => {
+            let p = Literal::u8_unsuffixed(*p);
+            quote_spanned!(*span=> ::coercion::Tolerance::Percent(#p))
+        }
+        Arg::Tolerance(ToleranceLit::Unlimited(span)) => {
+            quote_spanned!(*span=> ::coercion::Tolerance::Unlimited)
+        }
+    }
+}

@@ -1,0 +1,1031 @@
+//! The rules of the `plan!` grammar: which fields and children each node takes, what is
+//! required, where nodes may sit, literal values (durations, tolerances, concurrency, keys).
+//!
+//! Every problem is recorded in the [`Ctxt`] and validation goes on, so one invocation reports
+//! all of them. What passes becomes the typed IR that [`super::expand`] turns into builder
+//! calls; plugin kinds and request types are left to the compiler, through those calls.
+
+use proc_macro2::Span;
+use syn::{Expr, ExprLit, Ident, Lit, LitStr, Pat, PathArguments, Type};
+
+use super::ast::{Body, Field, Item, Node, Value};
+use super::ctxt::Ctxt;
+use crate::suggest::{closest, did_you_mean};
+
+/// The five check sections of a plan or a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Slot {
+    Bypass,
+    Pre,
+    Cont,
+    Post,
+    Deferred,
+}
+
+/// What a node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Plan,
+    Block,
+    Sequence,
+    Action,
+    Checks(Slot),
+    DeferredActions,
+    Batch,
+}
+
+const CHECKS: [Kind; 5] = [
+    Kind::Checks(Slot::Bypass),
+    Kind::Checks(Slot::Pre),
+    Kind::Checks(Slot::Cont),
+    Kind::Checks(Slot::Post),
+    Kind::Checks(Slot::Deferred),
+];
+
+const PLAN_SECTIONS: [Kind; 6] = [
+    Kind::Checks(Slot::Bypass),
+    Kind::Checks(Slot::Pre),
+    Kind::Checks(Slot::Cont),
+    Kind::Checks(Slot::Post),
+    Kind::Checks(Slot::Deferred),
+    Kind::DeferredActions,
+];
+
+const ALL: [Kind; 11] = [
+    Kind::Plan,
+    Kind::Block,
+    Kind::Sequence,
+    Kind::Action,
+    Kind::Checks(Slot::Bypass),
+    Kind::Checks(Slot::Pre),
+    Kind::Checks(Slot::Cont),
+    Kind::Checks(Slot::Post),
+    Kind::Checks(Slot::Deferred),
+    Kind::DeferredActions,
+    Kind::Batch,
+];
+
+const DURATION_FIELDS: &[&str] = &["timeout", "delay", "entrance_delay", "exit_delay"];
+
+impl Kind {
+    pub(crate) fn keyword(self) -> &'static str {
+        match self {
+            Kind::Plan => "plan",
+            Kind::Block => "block",
+            Kind::Sequence => "sequence",
+            Kind::Action => "action",
+            Kind::Checks(Slot::Bypass) => "bypass_checks",
+            Kind::Checks(Slot::Pre) => "pre_checks",
+            Kind::Checks(Slot::Cont) => "cont_checks",
+            Kind::Checks(Slot::Post) => "post_checks",
+            Kind::Checks(Slot::Deferred) => "deferred_checks",
+            Kind::DeferredActions => "deferred_actions",
+            Kind::Batch => "batch",
+        }
+    }
+
+    fn from_keyword(word: &str) -> Option<Kind> {
+        ALL.into_iter().find(|k| k.keyword() == word)
+    }
+
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            Kind::Plan => &["name", "descr", "group_id", "meta"],
+            Kind::Block => &[
+                "name",
+                "descr",
+                "key",
+                "concurrency",
+                "tolerated_failures",
+                "entrance_delay",
+                "exit_delay",
+            ],
+            Kind::Sequence => &["name", "descr", "key"],
+            Kind::Action => &[
+                "name", "descr", "key", "plugin", "request", "timeout", "retries",
+            ],
+            Kind::Checks(Slot::Cont) => &["delay", "key"],
+            Kind::Checks(_) => &["key"],
+            Kind::DeferredActions => &[],
+            Kind::Batch => &["name", "descr", "key", "when", "fail_plan"],
+        }
+    }
+
+    fn required(self) -> &'static [&'static str] {
+        match self {
+            Kind::Plan | Kind::Block | Kind::Sequence => &["name"],
+            Kind::Action => &["name", "plugin", "request"],
+            Kind::Batch => &["name", "when"],
+            Kind::Checks(_) | Kind::DeferredActions => &[],
+        }
+    }
+
+    /// The child that may appear any number of times, and that `for`, `if` and `..` produce.
+    pub(crate) fn item(self) -> Option<Kind> {
+        match self {
+            Kind::Plan => Some(Kind::Block),
+            Kind::Block => Some(Kind::Sequence),
+            Kind::Sequence | Kind::Checks(_) | Kind::Batch => Some(Kind::Action),
+            Kind::DeferredActions => Some(Kind::Batch),
+            Kind::Action => None,
+        }
+    }
+
+    /// The children that may appear at most once, directly in the node.
+    fn sections(self) -> &'static [Kind] {
+        match self {
+            Kind::Plan => &PLAN_SECTIONS,
+            Kind::Block => &CHECKS,
+            _ => &[],
+        }
+    }
+
+    /// How a message names this node: "the plan", "a `block`", "`pre_checks`".
+    fn the(self) -> String {
+        match self {
+            Kind::Plan => "the plan".to_owned(),
+            Kind::Action => "an `action`".to_owned(),
+            Kind::Block | Kind::Sequence | Kind::Batch => format!("a `{}`", self.keyword()),
+            Kind::Checks(_) | Kind::DeferredActions => format!("`{}`", self.keyword()),
+        }
+    }
+
+    /// Where a node of this kind belongs, for "cannot sit here" messages.
+    fn home(self) -> &'static str {
+        match self {
+            Kind::Plan => {
+                "`plan! { ... }` itself: write the plan's fields and blocks directly in it"
+            }
+            Kind::Block => "the plan, one after another",
+            Kind::Sequence => "a `block { ... }`",
+            Kind::Action => {
+                "a `sequence { ... }` or a deferred `batch { ... }` (action plugins), or a check section such as `pre_checks { ... }` (check plugins)"
+            }
+            Kind::Checks(_) => "the plan or a `block { ... }`",
+            Kind::DeferredActions => "the plan (blocks have `deferred_checks` only)",
+            Kind::Batch => "`deferred_actions { ... }`",
+        }
+    }
+}
+
+/// A validated node, ready to expand.
+pub(crate) struct NodeIr {
+    pub kind: Kind,
+    /// The node's keyword, or the macro call for the root.
+    pub span: Span,
+    pub head: Head,
+    /// The optional fields, in the order written; each becomes a builder method call.
+    pub setters: Vec<Setter>,
+    pub children: Vec<Child>,
+}
+
+/// What the node's builder is created from.
+pub(crate) enum Head {
+    /// `Plan::builder(name)`, `Block::builder(name)`, `Sequence::builder(name)`.
+    Named(Expr),
+    /// `DeferredBatch::builder(name, when)`.
+    Batch { name: Expr, when: When },
+    /// `Checks::builder()`.
+    Checks,
+    /// No builder of its own: its batches go into the plan.
+    DeferredActions,
+    /// A typed action or check.
+    Action {
+        name: Expr,
+        plugin: Type,
+        request: Expr,
+    },
+}
+
+/// `when:` of a batch.
+pub(crate) enum When {
+    /// `OnSuccess`, `OnFailure` or `Always`.
+    Variant(Ident),
+    /// Any expression of type `When`.
+    Expr(Expr),
+}
+
+/// An optional field: the builder method of the same name, called with `value`.
+pub(crate) struct Setter {
+    pub field: Ident,
+    pub value: Arg,
+}
+
+/// The argument of a [`Setter`].
+pub(crate) enum Arg {
+    Expr(Expr),
+    Duration(DurationLit),
+    Tolerance(ToleranceLit),
+}
+
+/// A duration literal (`500ms`, `30s`, `5min`, `2h`), normalized to milliseconds or seconds.
+pub(crate) struct DurationLit {
+    pub amount: u64,
+    pub unit: DurationUnit,
+    pub span: Span,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DurationUnit {
+    Millis,
+    Secs,
+}
+
+/// A literal tolerance: `2`, `10%` or `unlimited`.
+pub(crate) enum ToleranceLit {
+    Count(u32, Span),
+    Percent(u8, Span),
+    Unlimited(Span),
+}
+
+/// A child of a node.
+pub(crate) enum Child {
+    Node(NodeIr),
+    For {
+        pat: Pat,
+        expr: Expr,
+        body: Vec<Child>,
+    },
+    If {
+        arms: Vec<(Expr, Vec<Child>)>,
+        else_body: Option<Vec<Child>>,
+    },
+    Splice(Expr),
+}
+
+/// Validates the input of `plan!` (`root` = [`Kind::Plan`]), `block!` or `sequence!`.
+/// Returns `None` when something was wrong; every problem is then recorded in `cx`.
+pub(crate) fn validate(cx: &Ctxt, root: Kind, body: &Body) -> Option<NodeIr> {
+    let mut v = Validator {
+        cx,
+        keys: Vec::new(),
+        branch: Vec::new(),
+        next_if: 0,
+        loop_depth: 0,
+    };
+    v.node(root, Span::call_site(), body)
+}
+
+/// A literal `key` seen so far, and the `if` arms it sits in.
+struct KeyUse {
+    value: String,
+    branch: Vec<(usize, usize)>,
+}
+
+struct Validator<'a> {
+    cx: &'a Ctxt,
+    keys: Vec<KeyUse>,
+    /// The `(if chain, arm)` pairs around the current position.
+    branch: Vec<(usize, usize)>,
+    next_if: usize,
+    loop_depth: usize,
+}
+
+/// Where a child is read: directly in its node, or in a `for`/`if` body.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Direct,
+    Inside(&'static str),
+}
+
+impl Validator<'_> {
+    fn node(&mut self, kind: Kind, span: Span, body: &Body) -> Option<NodeIr> {
+        let mut fields: Vec<&Field> = Vec::new();
+        let mut first_child: Option<Span> = None;
+        let mut children = Vec::new();
+        let mut complete = true;
+        let mut written = 0usize;
+        let mut sections: Vec<Kind> = Vec::new();
+
+        for item in &body.items {
+            match item {
+                Item::Field(f) => {
+                    if first_child.is_some() {
+                        self.cx.error(
+                            f.name.span(),
+                            format!(
+                                "`{}` must come before the child nodes of {}: fields come first",
+                                f.name,
+                                kind.the()
+                            ),
+                        );
+                    }
+                    if self.accept_field(kind, f, &fields) {
+                        fields.push(f);
+                    }
+                }
+                other => {
+                    first_child.get_or_insert_with(|| item_span(other));
+                    let mut ctx = ChildCtx {
+                        sections: &mut sections,
+                        written: &mut written,
+                    };
+                    match self.child(kind, other, Place::Direct, &mut ctx) {
+                        Some(c) => children.push(c),
+                        None => complete = false,
+                    }
+                }
+            }
+        }
+
+        let mut name = None;
+        let mut plugin = None;
+        let mut request = None;
+        let mut when = None;
+        let mut setters = Vec::new();
+        for f in &fields {
+            match f.name.to_string().as_str() {
+                "name" => name = self.name(f),
+                "plugin" => plugin = self.plugin(f),
+                "request" => request = self.expr(f).cloned(),
+                "when" => when = self.when(f),
+                other => match self.setter_arg(kind, other, f) {
+                    Some(value) => setters.push(Setter {
+                        field: f.name.clone(),
+                        value,
+                    }),
+                    None => complete = false,
+                },
+            }
+        }
+
+        for required in kind.required() {
+            if !fields.iter().any(|f| f.name == required) {
+                let example = match *required {
+                    "plugin" => "plugin: MyPlugin",
+                    "request" => "request: MyRequest { ... }",
+                    "when" => "when: OnFailure",
+                    _ => "name: \"...\"",
+                };
+                self.cx.error(
+                    span,
+                    format!(
+                        "{} is missing the required field `{required}` (`{example}`)",
+                        kind.the()
+                    ),
+                );
+                complete = false;
+            }
+        }
+
+        if written == 0
+            && let Some(item) = kind.item()
+        {
+            self.cx.error(
+                span,
+                format!(
+                    "{} needs at least one `{} {{ ... }}`",
+                    kind.the(),
+                    item.keyword()
+                ),
+            );
+            complete = false;
+        }
+
+        let head = match kind {
+            Kind::Plan | Kind::Block | Kind::Sequence => Head::Named(name?),
+            Kind::Action => Head::Action {
+                name: name?,
+                plugin: plugin?,
+                request: request?,
+            },
+            Kind::Batch => Head::Batch {
+                name: name?,
+                when: when?,
+            },
+            Kind::Checks(_) => Head::Checks,
+            Kind::DeferredActions => Head::DeferredActions,
+        };
+        // `complete` only says whether this subtree can be expanded; every problem is already
+        // recorded in the context.
+        complete.then_some(NodeIr {
+            kind,
+            span,
+            head,
+            setters,
+            children,
+        })
+    }
+
+    /// Checks that `f` is a known, not yet set field of `kind`.
+    fn accept_field(&self, kind: Kind, f: &Field, seen: &[&Field]) -> bool {
+        let name = f.name.to_string();
+        if kind.fields().contains(&name.as_str()) {
+            if seen.iter().any(|s| s.name == f.name) {
+                self.cx.error(
+                    f.name.span(),
+                    format!(
+                        "duplicate field `{name}` in {}: it is already set above",
+                        kind.the()
+                    ),
+                );
+                return false;
+            }
+            return true;
+        }
+        let message = if let Some(node) = Kind::from_keyword(&name) {
+            format!(
+                "`{name}` is a node, not a field: write `{} {{ ... }}`",
+                node.keyword()
+            )
+        } else if ALL.into_iter().any(|k| k.fields().contains(&name.as_str())) {
+            let owners: Vec<String> = ALL
+                .into_iter()
+                .filter(|k| k.fields().contains(&name.as_str()))
+                .map(|k| format!("`{}`", k.keyword()))
+                .collect();
+            format!(
+                "{} has no field `{name}` (it is a field of {})",
+                kind.the(),
+                owners.join(", ")
+            )
+        } else if kind.fields().is_empty() {
+            format!(
+                "{} takes no fields, only `{} {{ ... }}` nodes",
+                kind.the(),
+                kind.item().map_or("", Kind::keyword)
+            )
+        } else {
+            let suggestion = did_you_mean(&name, kind.fields());
+            if suggestion.is_empty() {
+                let expected: Vec<String> =
+                    kind.fields().iter().map(|f| format!("`{f}`")).collect();
+                format!(
+                    "unknown field `{name}` in {}; expected one of {}",
+                    kind.the(),
+                    expected.join(", ")
+                )
+            } else {
+                format!("unknown field `{name}` in {}{suggestion}", kind.the())
+            }
+        };
+        self.cx.error(f.name.span(), message);
+        false
+    }
+
+    fn child(
+        &mut self,
+        parent: Kind,
+        item: &Item,
+        place: Place,
+        ctx: &mut ChildCtx,
+    ) -> Option<Child> {
+        if parent == Kind::Action {
+            self.cx.error(
+                item_span(item),
+                "an `action` takes fields only (`name`, `plugin`, `request`, ...); it has no child nodes",
+            );
+            return None;
+        }
+        match item {
+            Item::Field(f) => {
+                let Place::Inside(what) = place else {
+                    unreachable!("fields are read by `node`")
+                };
+                *ctx.written += 1;
+                self.cx.error(
+                    f.name.span(),
+                    format!(
+                        "`{}: ...` cannot sit inside `{what}`: fields belong to {} and come before its children",
+                        f.name,
+                        parent.the()
+                    ),
+                );
+                None
+            }
+            Item::Node(n) => self.child_node(parent, n, place, ctx),
+            Item::For(f) => {
+                *ctx.written += 1;
+                self.loop_depth += 1;
+                let mut inner_written = 0usize;
+                let body = self.children(parent, &f.body, Place::Inside("for"), &mut inner_written);
+                self.loop_depth -= 1;
+                if f.body.items.is_empty() {
+                    self.cx.error(
+                        f.for_token.span,
+                        format!(
+                            "this `for` loop is empty: it adds nothing to {}",
+                            parent.the()
+                        ),
+                    );
+                    return None;
+                }
+                Some(Child::For {
+                    pat: f.pat.clone(),
+                    expr: f.expr.clone(),
+                    body: body?,
+                })
+            }
+            Item::If(chain) => {
+                *ctx.written += 1;
+                let id = self.next_if;
+                self.next_if += 1;
+                let mut arms = Vec::new();
+                let mut complete = true;
+                for (i, arm) in chain.arms.iter().enumerate() {
+                    self.branch.push((id, i));
+                    let mut inner_written = 0usize;
+                    let body =
+                        self.children(parent, &arm.body, Place::Inside("if"), &mut inner_written);
+                    self.branch.pop();
+                    match body {
+                        Some(b) => arms.push((arm.cond.clone(), b)),
+                        None => complete = false,
+                    }
+                }
+                let else_body = match &chain.else_body {
+                    Some(body) => {
+                        self.branch.push((id, chain.arms.len()));
+                        let mut inner_written = 0usize;
+                        let b =
+                            self.children(parent, body, Place::Inside("else"), &mut inner_written);
+                        self.branch.pop();
+                        match b {
+                            Some(b) => Some(b),
+                            None => {
+                                complete = false;
+                                None
+                            }
+                        }
+                    }
+                    None => None,
+                };
+                complete.then_some(Child::If { arms, else_body })
+            }
+            Item::Splice(s) => {
+                *ctx.written += 1;
+                Some(Child::Splice(s.expr.clone()))
+            }
+        }
+    }
+
+    /// The children of a `for`/`if` body.
+    fn children(
+        &mut self,
+        parent: Kind,
+        body: &Body,
+        place: Place,
+        written: &mut usize,
+    ) -> Option<Vec<Child>> {
+        let mut sections = Vec::new();
+        let mut out = Vec::new();
+        let mut complete = true;
+        for item in &body.items {
+            let mut ctx = ChildCtx {
+                sections: &mut sections,
+                written,
+            };
+            match self.child(parent, item, place, &mut ctx) {
+                Some(c) => out.push(c),
+                None => complete = false,
+            }
+        }
+        complete.then_some(out)
+    }
+
+    fn child_node(
+        &mut self,
+        parent: Kind,
+        n: &Node,
+        place: Place,
+        ctx: &mut ChildCtx,
+    ) -> Option<Child> {
+        let word = n.keyword.to_string();
+        let span = n.keyword.span();
+        let Some(kind) = Kind::from_keyword(&word) else {
+            *ctx.written += 1;
+            self.unknown_node(parent, &n.keyword, place);
+            return None;
+        };
+        if Some(kind) == parent.item() {
+            *ctx.written += 1;
+            return self.node(kind, span, &n.body).map(Child::Node);
+        }
+        if parent.sections().contains(&kind) {
+            if let Place::Inside(what) = place {
+                self.cx.error(
+                    span,
+                    format!(
+                        "`{word}` cannot sit inside `{what}`: {} has a single `{word}` section; move it out",
+                        parent.the()
+                    ),
+                );
+                self.node(kind, span, &n.body);
+                return None;
+            }
+            if ctx.sections.contains(&kind) {
+                self.cx.error(
+                    span,
+                    format!(
+                        "duplicate `{word}` section in {}: merge them into one",
+                        parent.the()
+                    ),
+                );
+                self.node(kind, span, &n.body);
+                return None;
+            }
+            ctx.sections.push(kind);
+            return self.node(kind, span, &n.body).map(Child::Node);
+        }
+        *ctx.written += 1;
+        let place_word = match place {
+            Place::Direct => "directly in".to_owned(),
+            Place::Inside(_) => "in".to_owned(),
+        };
+        self.cx.error(
+            span,
+            format!(
+                "`{word}` cannot sit {place_word} {}; it belongs in {}",
+                parent.the(),
+                kind.home()
+            ),
+        );
+        // Its insides are still checked, so their own mistakes show up now rather than later.
+        self.node(kind, span, &n.body);
+        None
+    }
+
+    fn unknown_node(&self, parent: Kind, keyword: &Ident, place: Place) {
+        let word = keyword.to_string();
+        if ALL.into_iter().any(|k| k.fields().contains(&word.as_str())) {
+            self.cx.error(
+                keyword.span(),
+                format!("`{word}` is a field, not a node: write `{word}: ...`"),
+            );
+            return;
+        }
+        let mut allowed: Vec<&str> = parent.item().into_iter().map(Kind::keyword).collect();
+        if place == Place::Direct {
+            allowed.extend(parent.sections().iter().map(|k| k.keyword()));
+        }
+        let everything: Vec<&str> = ALL
+            .into_iter()
+            .filter(|k| *k != Kind::Plan)
+            .map(Kind::keyword)
+            .collect();
+        let suggestion = match closest(&word, &allowed) {
+            Some(_) => did_you_mean(&word, &allowed),
+            None => did_you_mean(&word, &everything),
+        };
+        let message = if suggestion.is_empty() {
+            let list: Vec<String> = allowed.iter().map(|k| format!("`{k} {{ ... }}`")).collect();
+            format!(
+                "unknown node `{word}` in {}; expected {}, `for`, `if` or a `..` splice",
+                parent.the(),
+                list.join(", ")
+            )
+        } else {
+            format!("unknown node `{word}` in {}{suggestion}", parent.the())
+        };
+        self.cx.error(keyword.span(), message);
+    }
+
+    /// The value of a field that takes an expression.
+    fn expr<'f>(&self, f: &'f Field) -> Option<&'f Expr> {
+        match &f.value {
+            Value::Expr(e) => Some(e),
+            Value::Percent(..) => {
+                self.cx.error_spanned(
+                    &f.value,
+                    format!(
+                        "`{}` does not take a percentage; only `tolerated_failures` does",
+                        f.name
+                    ),
+                );
+                None
+            }
+            Value::Type(_) => unreachable!("only `plugin` is parsed as a type"),
+        }
+    }
+
+    fn name(&self, f: &Field) -> Option<Expr> {
+        let e = self.expr(f)?;
+        if let Some(s) = lit_str(e)
+            && s.value().trim().is_empty()
+        {
+            self.cx
+                .error(s.span(), format!("`{}` must not be blank", f.name));
+            return None;
+        }
+        Some(e.clone())
+    }
+
+    fn plugin(&self, f: &Field) -> Option<Type> {
+        let Value::Type(ty) = &f.value else {
+            unreachable!("`plugin` is parsed as a type")
+        };
+        let is_value = match ty {
+            Type::Path(p) => p
+                .path
+                .segments
+                .iter()
+                .any(|s| matches!(s.arguments, PathArguments::Parenthesized(_))),
+            _ => false,
+        };
+        if is_value {
+            self.cx.error_spanned(
+                ty,
+                "`plugin` takes the plugin's type (`plugin: Ssh`), not a value: the registry builds the plugin",
+            );
+            return None;
+        }
+        if let Type::Infer(_) = ty {
+            self.cx.error_spanned(
+                ty,
+                "`plugin` needs the plugin's type; it cannot be inferred",
+            );
+            return None;
+        }
+        Some(ty.clone())
+    }
+
+    fn when(&self, f: &Field) -> Option<When> {
+        const WHENS: &[&str] = &["OnSuccess", "OnFailure", "Always"];
+        let e = self.expr(f)?;
+        if let Expr::Path(p) = e
+            && p.qself.is_none()
+            && let Some(id) = p.path.get_ident()
+        {
+            let word = id.to_string();
+            if WHENS.contains(&word.as_str()) {
+                return Some(When::Variant(id.clone()));
+            }
+            if word.starts_with(|c: char| c.is_ascii_uppercase()) {
+                self.cx.error(
+                    id.span(),
+                    format!(
+                        "unknown `when` value `{word}`{}; expected `OnSuccess`, `OnFailure` or `Always`",
+                        did_you_mean(&word, WHENS)
+                    ),
+                );
+                return None;
+            }
+        }
+        Some(When::Expr(e.clone()))
+    }
+
+    /// The argument of an optional field.
+    fn setter_arg(&mut self, kind: Kind, name: &str, f: &Field) -> Option<Arg> {
+        if DURATION_FIELDS.contains(&name) {
+            return self.duration(kind, f);
+        }
+        if name == "tolerated_failures" {
+            return self.tolerance(f);
+        }
+        let e = self.expr(f)?;
+        match name {
+            "key" => {
+                if let Some(s) = lit_str(e) {
+                    self.key(s)?;
+                }
+            }
+            "descr" => {}
+            "concurrency" => {
+                if let Some(n) = lit_int(e)
+                    && n.base10_digits().trim_start_matches('0').is_empty()
+                {
+                    self.cx.error(n.span(), "`concurrency` must be at least 1: a block runs at least one sequence at a time");
+                    return None;
+                }
+            }
+            _ => {}
+        }
+        Some(Arg::Expr(e.clone()))
+    }
+
+    fn key(&mut self, s: &LitStr) -> Option<()> {
+        let value = s.value();
+        if value.trim().is_empty() {
+            self.cx.error(s.span(), "`key` must not be blank");
+            return None;
+        }
+        if self.loop_depth > 0 {
+            self.cx.error(
+                s.span(),
+                "this key would be the same in every iteration of the enclosing `for` loop, but keys must be unique across the plan; build it from the loop variable, e.g. `key: format!(\"deploy-{host}\")`",
+            );
+            return None;
+        }
+        let clash = self
+            .keys
+            .iter()
+            .any(|k| k.value == value && !exclusive(&k.branch, &self.branch));
+        if clash {
+            self.cx.error(
+                s.span(),
+                format!("duplicate key {value:?}: it is already used above, and keys must be unique across the plan"),
+            );
+            return None;
+        }
+        self.keys.push(KeyUse {
+            value,
+            branch: self.branch.clone(),
+        });
+        Some(())
+    }
+
+    fn duration(&self, kind: Kind, f: &Field) -> Option<Arg> {
+        let e = match &f.value {
+            Value::Percent(..) => {
+                self.cx.error_spanned(
+                    &f.value,
+                    format!("`{}` takes a duration (`30s`), not a percentage", f.name),
+                );
+                return None;
+            }
+            _ => self.expr(f)?,
+        };
+        let lit = match e {
+            Expr::Lit(ExprLit { lit, attrs }) if attrs.is_empty() => lit,
+            // Any other expression must be a `Duration`; the compiler checks it.
+            _ => return Some(Arg::Expr(e.clone())),
+        };
+        match lit {
+            Lit::Int(i) => {
+                let (factor, unit) = match i.suffix() {
+                    "ms" => (1, DurationUnit::Millis),
+                    "s" => (1, DurationUnit::Secs),
+                    "min" => (60, DurationUnit::Secs),
+                    "h" => (3600, DurationUnit::Secs),
+                    "" | "u8" | "u16" | "u32" | "u64" | "u128" | "usize" | "i8" | "i16" | "i32"
+                    | "i64" | "i128" | "isize" => {
+                        self.cx.error(
+                            i.span(),
+                            "a bare number is ambiguous here: write `30s`, `500ms`, `5min`, `2h` or a `Duration`",
+                        );
+                        return None;
+                    }
+                    other => {
+                        self.cx.error(i.span(), unknown_unit(other));
+                        return None;
+                    }
+                };
+                let Some(amount) = i
+                    .base10_parse::<u64>()
+                    .ok()
+                    .and_then(|n| n.checked_mul(factor))
+                else {
+                    self.cx.error(i.span(), "this duration is too large");
+                    return None;
+                };
+                if amount == 0 {
+                    if f.name == "timeout" {
+                        self.cx.error(
+                            i.span(),
+                            "`timeout` must be greater than zero: it is the time each attempt gets",
+                        );
+                        return None;
+                    }
+                    if f.name == "delay" && kind == Kind::Checks(Slot::Cont) {
+                        self.cx.error(
+                            i.span(),
+                            "`delay` must be greater than zero: it is the pause between two runs of the continuous checks",
+                        );
+                        return None;
+                    }
+                }
+                Some(Arg::Duration(DurationLit {
+                    amount,
+                    unit,
+                    span: i.span(),
+                }))
+            }
+            Lit::Float(x) => {
+                let suffix = x.suffix();
+                let smaller = match suffix {
+                    "s" => Some((1000.0, "ms")),
+                    "min" => Some((60.0, "s")),
+                    "h" => Some((60.0, "min")),
+                    _ => None,
+                };
+                let hint = match (smaller, x.base10_parse::<f64>()) {
+                    (Some((factor, unit)), Ok(v)) if (v * factor).fract() == 0.0 => {
+                        format!("write `{}{unit}`", v * factor)
+                    }
+                    _ => "use a smaller unit".to_owned(),
+                };
+                self.cx.error(
+                    x.span(),
+                    format!("a duration literal must be a whole number: {hint}, or a `Duration` expression"),
+                );
+                None
+            }
+            _ => Some(Arg::Expr(e.clone())),
+        }
+    }
+
+    fn tolerance(&self, f: &Field) -> Option<Arg> {
+        match &f.value {
+            Value::Percent(lit, _) => {
+                let pct = match lit {
+                    Lit::Int(i) if i.suffix().is_empty() => i.base10_parse::<u64>().ok(),
+                    _ => None,
+                };
+                let Some(pct) = pct else {
+                    self.cx.error_spanned(
+                        &f.value,
+                        "a tolerance percentage must be a whole number, such as `10%`",
+                    );
+                    return None;
+                };
+                if pct > 100 {
+                    self.cx.error_spanned(
+                        &f.value,
+                        "`tolerated_failures` cannot exceed 100%: a block cannot fail more sequences than it has",
+                    );
+                    return None;
+                }
+                Some(Arg::Tolerance(ToleranceLit::Percent(pct as u8, lit.span())))
+            }
+            Value::Expr(e) => {
+                if let Some(i) = lit_int(e)
+                    && i.suffix().is_empty()
+                {
+                    let Ok(n) = i.base10_parse::<u32>() else {
+                        self.cx.error(
+                            i.span(),
+                            "this count is too large; write `unlimited` to tolerate every failure",
+                        );
+                        return None;
+                    };
+                    return Some(Arg::Tolerance(ToleranceLit::Count(n, i.span())));
+                }
+                if let Expr::Path(p) = e
+                    && p.qself.is_none()
+                    && let Some(id) = p.path.get_ident()
+                {
+                    if id == "unlimited" {
+                        return Some(Arg::Tolerance(ToleranceLit::Unlimited(id.span())));
+                    }
+                    let word = id.to_string();
+                    if closest(&word, &["unlimited"]).is_some() {
+                        self.cx.error(
+                            id.span(),
+                            format!("unknown tolerance `{word}`; did you mean `unlimited`?"),
+                        );
+                        return None;
+                    }
+                }
+                Some(Arg::Expr(e.clone()))
+            }
+            Value::Type(_) => unreachable!("only `plugin` is parsed as a type"),
+        }
+    }
+}
+
+/// Where the children of one node are counted and its sections recorded.
+struct ChildCtx<'a> {
+    sections: &'a mut Vec<Kind>,
+    written: &'a mut usize,
+}
+
+fn unknown_unit(suffix: &str) -> String {
+    let alias = match suffix {
+        "m" => {
+            return "`m` is ambiguous: write `min` for minutes or `ms` for milliseconds".to_owned();
+        }
+        "sec" | "secs" | "second" | "seconds" => Some("s"),
+        "mins" | "minute" | "minutes" => Some("min"),
+        "hr" | "hrs" | "hour" | "hours" => Some("h"),
+        "msec" | "msecs" | "millis" => Some("ms"),
+        _ => closest(suffix, &["ms", "s", "min", "h"]),
+    };
+    let hint = alias
+        .map(|a| format!("; did you mean `{a}`?"))
+        .unwrap_or_default();
+    format!("unknown duration unit `{suffix}`{hint} (write `500ms`, `30s`, `5min` or `2h`)")
+}
+
+/// Whether two positions are in different arms of the same `if` chain.
+fn exclusive(a: &[(usize, usize)], b: &[(usize, usize)]) -> bool {
+    a.iter()
+        .any(|(id, arm)| b.iter().any(|(id2, arm2)| id == id2 && arm != arm2))
+}
+
+fn lit_str(e: &Expr) -> Option<&LitStr> {
+    match e {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Some(s),
+        _ => None,
+    }
+}
+
+fn lit_int(e: &Expr) -> Option<&syn::LitInt> {
+    match e {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => Some(i),
+        _ => None,
+    }
+}
+
+fn item_span(item: &Item) -> Span {
+    match item {
+        Item::Field(f) => f.name.span(),
+        Item::Node(n) => n.keyword.span(),
+        Item::For(f) => f.for_token.span,
+        Item::If(c) => c.arms[0].if_token.span,
+        Item::Splice(s) => s.dots.spans[0],
+    }
+}
