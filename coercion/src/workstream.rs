@@ -5,7 +5,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_core::Stream;
+/// The trait of the streams [`Workstream::status`] and [`Workstream::events`] return, so they can be
+/// consumed without depending on `futures-core` directly.
+pub use futures_core::Stream;
 use parking_lot::Mutex;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -76,6 +78,8 @@ pub struct WorkstreamBuilder {
     store: Option<Arc<dyn Store>>,
     registry: Option<Registry>,
     options: EngineOptions,
+    max_last_update: Duration,
+    recover: bool,
 }
 
 impl WorkstreamBuilder {
@@ -110,7 +114,21 @@ impl WorkstreamBuilder {
         self
     }
 
-    /// Runs every plugin's `init()` and starts the workstream.
+    /// A `Running` plan found at start-up whose last heartbeat is older than this is failed
+    /// with reason `ExceedRecovery` instead of resumed (default 30 min).
+    pub fn max_last_update(mut self, age: Duration) -> Self {
+        self.max_last_update = age;
+        self
+    }
+
+    /// Whether to resume the store's `Running` plans at start-up (default `true`).
+    pub fn recover(mut self, recover: bool) -> Self {
+        self.recover = recover;
+        self
+    }
+
+    /// Runs every plugin's `init()`, then recovery (every `Running` plan in the store is
+    /// resumed, or failed with `ExceedRecovery` if too stale), and starts the workstream.
     pub async fn build(self) -> Result<Workstream, Error> {
         let registry = match self.registry {
             Some(r) => r,
@@ -120,7 +138,7 @@ impl WorkstreamBuilder {
         };
         registry.init_all()?;
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
-        Ok(Workstream {
+        let ws = Workstream {
             inner: Arc::new(Inner {
                 store,
                 registry: Arc::new(registry),
@@ -128,7 +146,11 @@ impl WorkstreamBuilder {
                 runs: Mutex::new(HashMap::new()),
                 interrupted: Mutex::new(HashMap::new()),
             }),
-        })
+        };
+        if self.recover {
+            ws.recover(self.max_last_update).await?;
+        }
+        Ok(ws)
     }
 }
 
@@ -155,7 +177,13 @@ impl fmt::Debug for Workstream {
 impl Workstream {
     /// Configures a workstream.
     pub fn builder() -> WorkstreamBuilder {
-        WorkstreamBuilder { store: None, registry: None, options: EngineOptions::default() }
+        WorkstreamBuilder {
+            store: None,
+            registry: None,
+            options: EngineOptions::default(),
+            max_last_update: Duration::from_secs(30 * 60),
+            recover: true,
+        }
     }
 
     /// A workstream over a fresh [`MemoryStore`] with `registry`.
@@ -222,6 +250,35 @@ impl Workstream {
             inner.runs.lock().remove(&id);
         });
         Ok(())
+    }
+
+    /// Resumes every `Running` plan of the store, or fails it with `ExceedRecovery` when its
+    /// last heartbeat is older than `max_last_update`. Returns the ids resumed.
+    async fn recover(&self, max_last_update: Duration) -> Result<Vec<PlanId>, Error> {
+        let running = self.inner.store.list(&ListFilter::status(Status::Running)).await?;
+        let mut resumed = Vec::new();
+        for summary in running {
+            if self.running(summary.id).is_some() {
+                continue;
+            }
+            let plan = match self.inner.store.read(summary.id).await {
+                Ok(p) => p,
+                Err(StoreError::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let last = plan.heartbeat.or(plan.state.start).or(plan.submit_time);
+            let age = last.and_then(|t| (crate::engine::now() - t).to_std().ok()).unwrap_or_default();
+            if age > max_last_update {
+                tracing::warn!(plan = %plan.id, ?age, "plan too stale to resume; failing it with ExceedRecovery");
+                let changes = crate::engine::expire_changes(&plan, age);
+                self.inner.store.apply(plan.id, &changes).await?;
+            } else {
+                tracing::info!(plan = %plan.id, "resuming plan after a restart");
+                resumed.push(plan.id);
+                self.launch(plan)?;
+            }
+        }
+        Ok(resumed)
     }
 
     fn running(&self, id: PlanId) -> Option<Arc<Run>> {

@@ -34,7 +34,7 @@ impl Ended {
 /// Runs (or resumes) the action at `loc`. Completed, failed and stopped actions are not run
 /// again; finished attempts stored by an earlier process count against the retries.
 pub(crate) async fn run_action(run: &Arc<Run>, loc: Loc, stop: &CancellationToken) -> Result<Ended, RunError> {
-    let (status, id, plugin_name, request, timeout, retries, mut next, last, path, name) = {
+    let (status, id, plugin_name, request, timeout, retries, mut next, last, interrupted, path, name) = {
         let plan = run.plan.lock();
         let a = plan.action(loc).expect("the engine only runs actions of its plan");
         let finished: Vec<&Attempt> = a.attempts.iter().filter(|t| t.end.is_some()).collect();
@@ -47,6 +47,8 @@ pub(crate) async fn run_action(run: &Arc<Run>, loc: Loc, stop: &CancellationToke
             a.retries,
             finished.len() as u32,
             finished.last().map(|t| (t.succeeded(), t.error().is_some_and(|e| e.permanent))),
+            // An attempt that started but never finished: the process running it died.
+            a.attempts.last().filter(|t| t.end.is_none()).map(|t| t.start),
             plan.path(loc),
             a.name.clone(),
         )
@@ -85,6 +87,25 @@ pub(crate) async fn run_action(run: &Arc<Run>, loc: Loc, stop: &CancellationToke
         run.commit(changes).await?;
         return Ok(Ended::Failed);
     };
+    if let Some(start) = interrupted {
+        if !plugin.idempotent() {
+            // Running it again could do the work twice; the plugin said that must not happen.
+            let err = PluginError::engine(
+                codes::INTERRUPTED,
+                format!(
+                    "attempt {} was interrupted when the process running the plan stopped; plugin {plugin_name:?} is \
+                     marked not_idempotent, so it is not run again (check what it did, then retry the plan)",
+                    next + 1
+                ),
+                true,
+            );
+            let attempt = Attempt { start, end: Some(now()), outcome: Some(Outcome::Error(err)) };
+            let changes = vec![Change::Attempt { loc, id, index: next, attempt }, run.status_change(loc, Status::Failed)];
+            run.commit(changes).await?;
+            return Ok(Ended::Failed);
+        }
+        tracing::info!(plan = %run.id, action = %name, "running an interrupted attempt again (at-least-once)");
+    }
     let path = Arc::new(path);
     let mut delays = plugin.retry_policy().delays();
     // Skip the pauses that preceded attempts already made.

@@ -219,3 +219,43 @@ impl Run {
 pub(crate) fn now() -> Timestamp {
     chrono::Utc::now()
 }
+
+/// The changes that fail a plan found too stale to resume: every running object `Failed`, an
+/// unfinished attempt closed with an explanation, reason `ExceedRecovery`.
+pub(crate) fn expire_changes(plan: &Plan, age: Duration) -> Vec<Change> {
+    use crate::plugin::{PluginError, codes};
+    use crate::workflow::{Attempt, ObjectRef, Outcome, Reason};
+    let now = now();
+    let mut changes = Vec::new();
+    for (loc, obj) in plan.walk() {
+        let state = obj.state();
+        if state.status != Status::Running {
+            continue;
+        }
+        if let ObjectRef::Action(a) = obj {
+            if let Some(last) = a.attempts().last().filter(|t| t.end.is_none()) {
+                let err = PluginError::engine(
+                    codes::INTERRUPTED,
+                    format!(
+                        "interrupted: the process running the plan stopped and its last heartbeat was {}s old, more than the recovery limit",
+                        age.as_secs()
+                    ),
+                    true,
+                );
+                let attempt = Attempt { start: last.start, end: Some(now), outcome: Some(Outcome::Error(err)) };
+                changes.push(Change::Attempt { loc, id: a.id(), index: a.attempts().len() as u32 - 1, attempt });
+            }
+        }
+        if loc != Loc::Plan {
+            let id = obj.id();
+            changes.push(Change::State { loc, id, state: State { status: Status::Failed, start: state.start, end: Some(now) } });
+        }
+    }
+    changes.push(Change::Reason(Reason::ExceedRecovery));
+    changes.push(Change::State {
+        loc: Loc::Plan,
+        id: plan.id.0,
+        state: State { status: Status::Failed, start: plan.state.start, end: Some(now) },
+    });
+    changes
+}
