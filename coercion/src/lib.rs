@@ -77,6 +77,7 @@ extern crate self as coercion;
 pub mod builder;
 mod engine;
 pub mod plugin;
+pub mod plugins;
 pub mod registry;
 pub mod report;
 mod secret;
