@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{Change, ListFilter, PlanSummary, Store, StoreError};
+use super::{Change, ListFilter, PlanSummary, Store, StoreError, bad_loc};
 use crate::plugin::BoxFuture;
-use crate::workflow::{Plan, PlanId, Status};
+use crate::workflow::{Loc, Plan, PlanId, Status};
 
 /// Plans kept in memory: for tests and ephemeral runs. Cloning gives another handle to the same
 /// plans. Nothing survives the process.
@@ -25,29 +25,46 @@ impl MemoryStore {
     fn apply_now(&self, id: PlanId, changes: &[Change]) -> Result<(), StoreError> {
         let mut plans = self.plans.lock();
         let plan = plans.get_mut(&id).ok_or(StoreError::NotFound(id))?;
-        // Atomic: apply to a scratch copy only when a change could fail half-way.
-        if changes.iter().any(|c| matches!(c, Change::Attempt { .. })) && changes.len() > 1 {
-            let mut scratch = Vec::with_capacity(changes.len());
-            for c in changes {
-                if let Change::Attempt { loc, index, .. } = c {
-                    let len = plan.action(*loc).map(|a| a.attempts.len()).ok_or_else(|| {
-                        StoreError::Permanent(format!("plan {id} has no action at {loc:?}"))
-                    })?;
-                    let pending = scratch.iter().filter(|l| *l == loc).count();
-                    if *index as usize > len + pending {
-                        return Err(StoreError::Permanent(format!(
-                            "plan {id}: attempt {index} of the action at {loc:?} skips an attempt"
-                        )));
-                    }
-                    scratch.push(*loc);
-                }
-            }
-        }
+        // Atomic: check the whole batch first, so a bad change cannot leave it half applied.
+        check_batch(plan, changes)?;
         for c in changes {
             c.apply_to(plan)?;
         }
         Ok(())
     }
+}
+
+/// Fails as [`Change::apply_to`] would on the first change of `changes` that cannot apply
+/// after the ones before it, without changing `plan`.
+fn check_batch(plan: &Plan, changes: &[Change]) -> Result<(), StoreError> {
+    // Attempt counts of the actions that earlier changes of the batch touched.
+    let mut attempts: HashMap<Loc, usize> = HashMap::new();
+    for c in changes {
+        match c {
+            Change::State { loc, .. } => {
+                plan.state_at(*loc).ok_or_else(|| bad_loc(plan.id, loc))?;
+            }
+            Change::Attempt { loc, index, .. } => {
+                let len = match attempts.get(loc) {
+                    Some(n) => *n,
+                    None => plan.action(*loc).ok_or_else(|| bad_loc(plan.id, loc))?.attempts.len(),
+                };
+                if *index as usize > len {
+                    return Err(StoreError::Permanent(format!(
+                        "plan {}: attempt {index} of the action at {loc:?} skips attempt {len}",
+                        plan.id
+                    )));
+                }
+                attempts.insert(*loc, *index as usize + 1);
+            }
+            Change::Reset { loc, .. } => {
+                plan.action(*loc).ok_or_else(|| bad_loc(plan.id, loc))?;
+                attempts.insert(*loc, 0);
+            }
+            Change::Reason(_) | Change::Heartbeat(_) | Change::Paused(_) => {}
+        }
+    }
+    Ok(())
 }
 
 impl Store for MemoryStore {
