@@ -8,9 +8,13 @@
 //! one transaction (group commit). Reading a plan back gives the tree with every change applied.
 //! A store knows nothing of retries, plugins or phases.
 
+#[doc(hidden)]
+pub mod contract;
 mod memory;
+mod sqlite;
 
 pub use memory::MemoryStore;
+pub use sqlite::{SqliteOptions, SqliteStats, SqliteStore, Synchronous};
 
 use std::fmt;
 

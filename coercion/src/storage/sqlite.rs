@@ -1,0 +1,404 @@
+//! [`SqliteStore`]: plans in one SQLite file — the embedded default store.
+//!
+//! * **Durable.** The file is in WAL mode with `synchronous=FULL` by default: a write whose
+//!   future completed survives a crash of the process and a power loss
+//!   ([`Synchronous::Normal`] trades the latter for speed).
+//! * **One writer process.** [`SqliteStore::open`] holds an exclusive lock on `<file>.lock` for
+//!   the store's lifetime; a second process (or a second store in this process) that opens the
+//!   file to run plans gets [`StoreError::Locked`]. [`SqliteStore::open_read_only`] works at any
+//!   time, also while another process runs plans, and sees every committed write.
+//! * **Group commit.** One writer thread owns the only writing connection. Writes are queued in
+//!   the order `create`/`apply`/`delete` are *called* (not the order their futures are polled);
+//!   the writer runs everything queued in one transaction, commits once, and only then completes
+//!   the futures. A write that fails (an unknown plan, a bad location) is undone alone, in its
+//!   own savepoint, and only its caller gets the error. Dropping a write's future does not cancel
+//!   the write.
+//! * **Readers** use their own read-only connections on tokio's blocking pool; each read is one
+//!   consistent snapshot.
+//! * **Schema** (version 1, see the `schema` module): tables `plans`, `plan_definitions`,
+//!   `objects`, `attempts`, `schema_version`; foreign keys cascade from plans; times are integer
+//!   nanoseconds since the epoch (NULL when unset), so the store holds times between 1677 and
+//!   2262. Files of other applications and files written by a newer coercion are refused.
+//!
+//! Object ids must be unique within a plan (the engine assigns UUIDv7s): `create` refuses a plan
+//! that reuses one. A change whose id does not match the object at its location is refused.
+
+mod codec;
+mod lock;
+mod reader;
+mod schema;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+use self::codec::{Op, PreparedPlan, sql_error};
+use self::lock::WriterLock;
+use self::reader::{ReaderPool, blocking};
+use self::writer::{Counters, Request, Write, Writer};
+use super::{Change, ListFilter, PlanSummary, Store, StoreError};
+use crate::plugin::BoxFuture;
+use crate::workflow::{Plan, PlanId};
+
+/// How hard SQLite works to make a commit durable (`PRAGMA synchronous`, in WAL mode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Synchronous {
+    /// A commit survives a crash of the process, but the last commits may be lost on power
+    /// loss or an OS crash. Faster: the WAL is synced only at checkpoints.
+    Normal,
+    /// A commit survives power loss: the WAL is synced at every commit (the default).
+    #[default]
+    Full,
+    /// Like `Full`, and the directory is synced too, for file systems that need it.
+    Extra,
+}
+
+impl Synchronous {
+    fn as_sql(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+            Synchronous::Extra => "EXTRA",
+        }
+    }
+}
+
+/// Options of [`SqliteStore::open_with`]; [`SqliteOptions::default()`] is what
+/// [`SqliteStore::open`] uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SqliteOptions {
+    synchronous: Synchronous,
+    busy_timeout: Duration,
+    max_group: usize,
+    read_connections: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+            max_group: 1_000,
+            read_connections: 4,
+        }
+    }
+}
+
+impl SqliteOptions {
+    /// Durability of commits (default [`Synchronous::Full`]).
+    pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.synchronous = synchronous;
+        self
+    }
+
+    /// How long a statement waits for a lock held by another connection before it fails with
+    /// [`StoreError::Transient`] (default 5 s).
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// At most this many queued writes share one transaction (default 1,000; at least 1).
+    pub fn max_group(mut self, writes: usize) -> Self {
+        self.max_group = writes.max(1);
+        self
+    }
+
+    /// How many idle read connections are kept open (default 4).
+    pub fn read_connections(mut self, connections: usize) -> Self {
+        self.read_connections = connections;
+        self
+    }
+}
+
+/// Counters of a store's writer since it was opened (all zero for a read-only store).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SqliteStats {
+    /// Write requests (`create`, `apply`, `delete` calls) the writer ran.
+    pub writes: u64,
+    /// Of those, the ones that failed.
+    pub failed_writes: u64,
+    /// Transactions committed: with group commit, far fewer than `writes` under load.
+    pub commits: u64,
+    /// The most writes one transaction carried.
+    pub largest_group: u64,
+}
+
+/// Plans in one SQLite file. Cloning gives another handle to the same store; the file is
+/// closed (and the writer lock released) when the last handle is dropped.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    store: Arc<str>,
+    requests: Option<mpsc::Sender<Request>>,
+    writer: Option<JoinHandle<()>>,
+    readers: Arc<ReaderPool>,
+    counters: Arc<Counters>,
+    // Dropped after the writer thread has been joined, so the file is closed first.
+    _lock: Option<WriterLock>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer once it has committed what is queued.
+        self.requests.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it if needed) the store at `path` to run plans, with default options.
+    ///
+    /// Fails with [`StoreError::Locked`] if another process — or another `SqliteStore` of this
+    /// process — has it open to run plans, and with [`StoreError::Permanent`] naming the file if
+    /// it cannot be opened, is not a SQLite database, belongs to another application, or was
+    /// written by a newer coercion.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, SqliteOptions::default())
+    }
+
+    /// [`open`](Self::open) with `options`.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<SqliteStore, StoreError> {
+        let path = absolute(path.as_ref());
+        let store: Arc<str> = format!("sqlite:{}", path.display()).into();
+        let lock = WriterLock::acquire(&sidecar(&path, ".lock"), &path)?;
+        let mut conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_EXRESCODE,
+        )
+        .map_err(|e| schema::open_error(&store, e))?;
+        let setup = |e| sql_error(&store, "configuring the connection", e);
+        conn.busy_timeout(options.busy_timeout).map_err(setup)?;
+        // Judge the file before changing anything in it.
+        let identity = schema::identify(&conn, &store)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(setup)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Permanent(format!(
+                "{store}: cannot switch the database to WAL mode (it stays in `{mode}` mode)"
+            )));
+        }
+        conn.pragma_update(None, "synchronous", options.synchronous.as_sql())
+            .map_err(setup)?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(setup)?;
+        schema::migrate(&mut conn, &store, identity)?;
+        conn.set_prepared_statement_cache_capacity(64);
+
+        let counters = Arc::new(Counters::default());
+        let (requests, queue) = mpsc::channel();
+        let writer = Writer {
+            conn,
+            store: store.clone(),
+            counters: counters.clone(),
+            max_group: options.max_group,
+        };
+        let thread = std::thread::Builder::new()
+            .name("coercion-sqlite-writer".to_owned())
+            .spawn(move || writer.run(queue))
+            .map_err(|e| {
+                StoreError::Permanent(format!("{store}: cannot start the writer thread: {e}"))
+            })?;
+        let readers = ReaderPool::new(
+            path.clone(),
+            store.clone(),
+            options.busy_timeout,
+            options.read_connections,
+        );
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                store,
+                requests: Some(requests),
+                writer: Some(thread),
+                readers: Arc::new(readers),
+                counters,
+                _lock: Some(lock),
+            }),
+        })
+    }
+
+    /// Opens an existing store to read it only (the CLI, the web UI), also while another
+    /// process runs plans from it; reads see every committed write. Writes fail with
+    /// [`StoreError::Permanent`]. Fails if the file does not exist or is not a coercion store of
+    /// the schema version this build reads.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let path = absolute(path.as_ref());
+        let store: Arc<str> = format!("sqlite:{} (read-only)", path.display()).into();
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Err(StoreError::Permanent(format!("{store}: not a file"))),
+            Err(e) => return Err(StoreError::Permanent(format!("{store}: cannot open: {e}"))),
+        }
+        let options = SqliteOptions::default();
+        let readers = ReaderPool::new(
+            path.clone(),
+            store.clone(),
+            options.busy_timeout,
+            options.read_connections,
+        );
+        readers.with(|conn| schema::check_readable(&store, schema::identify(conn, &store)?))?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                store,
+                requests: None,
+                writer: None,
+                readers: Arc::new(readers),
+                counters: Arc::new(Counters::default()),
+                _lock: None,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Whether the store was opened with [`open_read_only`](Self::open_read_only).
+    pub fn is_read_only(&self) -> bool {
+        self.inner.requests.is_none()
+    }
+
+    /// What the writer did so far.
+    pub fn stats(&self) -> SqliteStats {
+        let c = &self.inner.counters;
+        SqliteStats {
+            writes: c.writes.load(Ordering::Relaxed),
+            failed_writes: c.failed_writes.load(Ordering::Relaxed),
+            commits: c.commits.load(Ordering::Relaxed),
+            largest_group: c.largest_group.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs SQLite's `integrity_check` and `foreign_key_check` on the file; fails with
+    /// [`StoreError::Permanent`] listing the problems found.
+    pub async fn integrity_check(&self) -> Result<(), StoreError> {
+        let readers = self.inner.readers.clone();
+        blocking(&self.inner.store, move || {
+            readers.with(|conn| reader::integrity_check(conn, readers.store()))
+        })
+        .await
+    }
+
+    /// Queues a write now (so writes run in call order) and returns a future of its result.
+    fn enqueue(
+        &self,
+        make: impl FnOnce() -> Result<Write, StoreError>,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        let Some(requests) = &self.inner.requests else {
+            let err =
+                StoreError::Permanent(format!("{}: the store is open read-only", self.inner.store));
+            return Box::pin(async move { Err(err) });
+        };
+        let write = match make() {
+            Ok(w) => w,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let (reply, result) = oneshot::channel();
+        let gone = || {
+            StoreError::Permanent(format!(
+                "{}: the writer thread has stopped",
+                self.inner.store
+            ))
+        };
+        if requests.send(Request { write, reply }).is_err() {
+            let err = gone();
+            return Box::pin(async move { Err(err) });
+        }
+        let err = gone();
+        Box::pin(async move { result.await.unwrap_or(Err(err)) })
+    }
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .field("read_only", &self.is_read_only())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store for SqliteStore {
+    fn create<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.enqueue(|| Ok(Write::Create(Box::new(PreparedPlan::of(plan)?))))
+    }
+
+    fn apply<'a>(
+        &'a self,
+        id: PlanId,
+        changes: &'a [Change],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.enqueue(|| {
+            Ok(Write::Apply {
+                id,
+                ops: changes.iter().map(Op::of).collect::<Result<_, _>>()?,
+            })
+        })
+    }
+
+    fn read(&self, id: PlanId) -> BoxFuture<'_, Result<Plan, StoreError>> {
+        let readers = self.inner.readers.clone();
+        Box::pin(blocking(&self.inner.store, move || {
+            readers.with(|conn| reader::read_plan(conn, readers.store(), id))
+        }))
+    }
+
+    fn list<'a>(
+        &'a self,
+        filter: &'a ListFilter,
+    ) -> BoxFuture<'a, Result<Vec<PlanSummary>, StoreError>> {
+        let readers = self.inner.readers.clone();
+        let filter = filter.clone();
+        Box::pin(blocking(&self.inner.store, move || {
+            readers.with(|conn| reader::list_plans(conn, readers.store(), &filter))
+        }))
+    }
+
+    fn delete(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.enqueue(|| Ok(Write::Delete(id)))
+    }
+
+    fn describe(&self) -> String {
+        self.inner.store.to_string()
+    }
+}
+
+/// `path` made absolute (without resolving links), for messages and the lock file's name.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// `path` with `suffix` appended to its file name (`plans.db` → `plans.db.lock`).
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(suffix);
+    PathBuf::from(name)
+}

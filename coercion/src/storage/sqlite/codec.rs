@@ -1,0 +1,351 @@
+//! How values are written to and read from SQLite: ids as canonical UUID text, times as
+//! integer nanoseconds since the Unix epoch (NULL when unset), statuses and reasons as their
+//! names, locations and outcomes as JSON. Also the mapping of SQLite errors to [`StoreError`].
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use chrono::DateTime;
+use rusqlite::ErrorCode;
+use uuid::Uuid;
+
+use crate::storage::{Change, StoreError};
+use crate::workflow::{
+    Attempt, Loc, ObjectRef, Outcome, Plan, PlanId, Reason, State, Status, Timestamp,
+};
+
+/// A time as nanoseconds since the epoch; times outside 1677..2262 cannot be stored.
+pub(super) fn ns(t: Timestamp) -> Result<i64, StoreError> {
+    t.timestamp_nanos_opt().ok_or_else(|| {
+        StoreError::Permanent(format!(
+            "time {t} cannot be stored: the SQLite store holds times between 1677-09-21 and 2262-04-11"
+        ))
+    })
+}
+
+pub(super) fn opt_ns(t: Option<Timestamp>) -> Result<Option<i64>, StoreError> {
+    t.map(ns).transpose()
+}
+
+pub(super) fn from_ns(n: i64) -> Timestamp {
+    DateTime::from_timestamp_nanos(n)
+}
+
+/// A bound for a time filter: times out of range clamp to the ends of the range.
+pub(super) fn clamp_ns(t: Timestamp) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(if t.timestamp() > 0 {
+        i64::MAX
+    } else {
+        i64::MIN
+    })
+}
+
+pub(super) fn id_text(id: Uuid) -> String {
+    id.hyphenated().to_string()
+}
+
+pub(super) fn parse_id(text: &str, what: &str) -> Result<Uuid, String> {
+    Uuid::parse_str(text).map_err(|e| format!("{what} `{text}` is not a UUID: {e}"))
+}
+
+pub(super) fn parse_status(text: &str) -> Result<Status, String> {
+    Status::from_str(text)
+}
+
+pub(super) fn parse_reason(text: &str) -> Result<Reason, String> {
+    Reason::from_str(text)
+}
+
+pub(super) fn loc_json(loc: &Loc) -> String {
+    serde_json::to_string(loc).unwrap_or_default()
+}
+
+pub(super) fn kind_of(object: &ObjectRef<'_>) -> &'static str {
+    match object {
+        ObjectRef::Plan(_) => "plan",
+        ObjectRef::Checks(_) => "checks",
+        ObjectRef::Block(_) => "block",
+        ObjectRef::Sequence(_) => "sequence",
+        ObjectRef::Batch(_) => "batch",
+        ObjectRef::Action(_) => "action",
+    }
+}
+
+/// A state in column form: status name, start and end.
+#[derive(Debug)]
+pub(super) struct StateCols {
+    pub status: &'static str,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+}
+
+impl StateCols {
+    pub fn of(state: &State) -> Result<StateCols, StoreError> {
+        Ok(StateCols {
+            status: state.status.as_str(),
+            start: opt_ns(state.start)?,
+            end: opt_ns(state.end)?,
+        })
+    }
+}
+
+/// An attempt in column form.
+#[derive(Debug)]
+pub(super) struct AttemptCols {
+    pub start: i64,
+    pub end: Option<i64>,
+    pub outcome: Option<String>,
+}
+
+impl AttemptCols {
+    pub fn of(attempt: &Attempt) -> Result<AttemptCols, StoreError> {
+        let outcome = match &attempt.outcome {
+            None => None,
+            Some(o) => Some(serde_json::to_string(o).map_err(|e| {
+                StoreError::Permanent(format!("an attempt's outcome does not serialize: {e}"))
+            })?),
+        };
+        Ok(AttemptCols {
+            start: ns(attempt.start)?,
+            end: opt_ns(attempt.end)?,
+            outcome,
+        })
+    }
+
+    pub fn decode(start: i64, end: Option<i64>, outcome: Option<&str>) -> Result<Attempt, String> {
+        let outcome = match outcome {
+            None => None,
+            Some(text) => Some(
+                serde_json::from_str::<Outcome>(text)
+                    .map_err(|e| format!("unreadable attempt outcome: {e}"))?,
+            ),
+        };
+        Ok(Attempt {
+            start: from_ns(start),
+            end: end.map(from_ns),
+            outcome,
+        })
+    }
+}
+
+/// One row of the `objects` table.
+#[derive(Debug)]
+pub(super) struct ObjectRow {
+    pub id: String,
+    pub loc: String,
+    pub kind: &'static str,
+    pub state: StateCols,
+}
+
+/// One row of the `attempts` table.
+#[derive(Debug)]
+pub(super) struct AttemptRow {
+    pub action_id: String,
+    pub idx: i64,
+    pub cols: AttemptCols,
+}
+
+/// Everything `create` writes, encoded by the caller so the writer thread only runs SQL.
+#[derive(Debug)]
+pub(super) struct PreparedPlan {
+    pub id: PlanId,
+    pub id_text: String,
+    pub group_id: Option<String>,
+    pub name: String,
+    pub descr: String,
+    pub submit_time: Option<i64>,
+    pub state: StateCols,
+    pub reason: String,
+    pub heartbeat: Option<i64>,
+    pub paused: bool,
+    pub definition: String,
+    pub objects: Vec<ObjectRow>,
+    pub attempts: Vec<AttemptRow>,
+}
+
+impl PreparedPlan {
+    /// Encodes `plan`. Fails if two objects share an id (ids address objects in the store), or
+    /// if a time is out of range.
+    pub fn of(plan: &Plan) -> Result<PreparedPlan, StoreError> {
+        let mut seen: HashMap<Uuid, Loc> = HashMap::new();
+        let mut objects = Vec::new();
+        let mut attempts = Vec::new();
+        for (loc, object) in plan.walk() {
+            let id = object.id();
+            if let Some(first) = seen.insert(id, loc) {
+                return Err(StoreError::Permanent(format!(
+                    "plan {}: object id {id} is used twice (at {} and at {}); ids must be unique within a plan",
+                    plan.id,
+                    plan.path(first),
+                    plan.path(loc)
+                )));
+            }
+            if let ObjectRef::Plan(_) = object {
+                continue;
+            }
+            let id_text = id_text(id);
+            if let ObjectRef::Action(action) = object {
+                for (idx, attempt) in action.attempts.iter().enumerate() {
+                    attempts.push(AttemptRow {
+                        action_id: id_text.clone(),
+                        idx: idx as i64,
+                        cols: AttemptCols::of(attempt)?,
+                    });
+                }
+            }
+            objects.push(ObjectRow {
+                id: id_text,
+                loc: loc_json(&loc),
+                kind: kind_of(&object),
+                state: StateCols::of(&object.state())?,
+            });
+        }
+        let definition = serde_json::to_string(&definition_of(plan)).map_err(|e| {
+            StoreError::Permanent(format!("plan {} does not serialize: {e}", plan.id))
+        })?;
+        Ok(PreparedPlan {
+            id: plan.id,
+            id_text: id_text(plan.id.0),
+            group_id: plan.group_id.map(id_text),
+            name: plan.name.clone(),
+            descr: plan.descr.clone(),
+            submit_time: opt_ns(plan.submit_time)?,
+            state: StateCols::of(&plan.state)?,
+            reason: plan.reason.to_string(),
+            heartbeat: opt_ns(plan.heartbeat)?,
+            paused: plan.paused,
+            definition,
+            objects,
+            attempts,
+        })
+    }
+}
+
+/// The plan without anything that changes while it runs: every state back to `NotStarted`, no
+/// attempts, no reason, heartbeat or pause. The store keeps those in their own columns.
+pub(super) fn definition_of(plan: &Plan) -> Plan {
+    let mut def = plan.clone();
+    let locs: Vec<Loc> = def.walk().map(|(loc, _)| loc).collect();
+    for loc in locs {
+        if let Some(state) = def.state_at_mut(loc) {
+            *state = State::default();
+        }
+        if let Some(action) = def.action_mut(loc) {
+            action.attempts.clear();
+        }
+    }
+    def.reason = Reason::None;
+    def.heartbeat = None;
+    def.paused = false;
+    def
+}
+
+/// One change, encoded for the writer thread.
+#[derive(Debug)]
+pub(super) enum Op {
+    /// The plan's own state (`Loc::Plan`); `id` must be the plan's id.
+    PlanState { id: Uuid, state: StateCols },
+    /// The state of a non-plan object.
+    ObjectState {
+        id: String,
+        loc: String,
+        debug_loc: Loc,
+        state: StateCols,
+    },
+    /// Sets attempt `index` of an action and drops later ones.
+    Attempt {
+        id: String,
+        loc: String,
+        debug_loc: Loc,
+        index: i64,
+        cols: AttemptCols,
+    },
+    /// An action back to `NotStarted` without attempts.
+    Reset {
+        id: String,
+        loc: String,
+        debug_loc: Loc,
+    },
+    /// The plan's failure reason.
+    Reason(String),
+    /// The plan's heartbeat.
+    Heartbeat(i64),
+    /// Whether the plan is paused.
+    Paused(bool),
+}
+
+impl Op {
+    pub fn of(change: &Change) -> Result<Op, StoreError> {
+        Ok(match change {
+            Change::State {
+                loc: Loc::Plan,
+                id,
+                state,
+            } => Op::PlanState {
+                id: *id,
+                state: StateCols::of(state)?,
+            },
+            Change::State { loc, id, state } => Op::ObjectState {
+                id: id_text(*id),
+                loc: loc_json(loc),
+                debug_loc: *loc,
+                state: StateCols::of(state)?,
+            },
+            Change::Attempt {
+                loc,
+                id,
+                index,
+                attempt,
+            } => Op::Attempt {
+                id: id_text(*id),
+                loc: loc_json(loc),
+                debug_loc: *loc,
+                index: i64::from(*index),
+                cols: AttemptCols::of(attempt)?,
+            },
+            Change::Reset { loc, id } => Op::Reset {
+                id: id_text(*id),
+                loc: loc_json(loc),
+                debug_loc: *loc,
+            },
+            Change::Reason(r) => Op::Reason(r.to_string()),
+            Change::Heartbeat(t) => Op::Heartbeat(ns(*t)?),
+            Change::Paused(p) => Op::Paused(*p),
+        })
+    }
+}
+
+/// Maps a SQLite error to a store error: busy and locked databases are transient, everything
+/// else (disk full, I/O errors, corruption, read-only files, misuse) is permanent. The message
+/// names the store and what was being done.
+pub(super) fn sql_error(store: &str, doing: &str, e: rusqlite::Error) -> StoreError {
+    let text = match &e {
+        rusqlite::Error::SqliteFailure(err, Some(msg)) => {
+            format!("{msg} ({})", describe_code(err.code))
+        }
+        rusqlite::Error::SqliteFailure(err, None) => describe_code(err.code).to_owned(),
+        other => other.to_string(),
+    };
+    let message = format!("{store}: {doing}: {text}");
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Transient(message),
+        _ => StoreError::Permanent(message),
+    }
+}
+
+fn describe_code(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::DatabaseBusy => "the database is busy",
+        ErrorCode::DatabaseLocked => "a table is locked",
+        ErrorCode::DiskFull => "the disk is full",
+        ErrorCode::SystemIoFailure => "disk I/O error",
+        ErrorCode::DatabaseCorrupt => "the database file is corrupt",
+        ErrorCode::NotADatabase => "the file is not a SQLite database",
+        ErrorCode::ReadOnly => "the database is read-only",
+        ErrorCode::CannotOpen => "the file cannot be opened",
+        ErrorCode::PermissionDenied => "permission denied",
+        ErrorCode::ConstraintViolation => "constraint violation",
+        ErrorCode::TooBig => "value too big",
+        _ => "SQLite error",
+    }
+}

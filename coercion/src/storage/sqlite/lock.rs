@@ -1,0 +1,93 @@
+//! The writer's lock: an exclusive `flock` on the sidecar file `<db>.lock`, held for the
+//! store's lifetime, with the holder's pid written inside for the error message of the next
+//! process that tries. The kernel releases the lock when the process dies, even by SIGKILL.
+
+use std::fs::File;
+use std::path::Path;
+
+use crate::storage::StoreError;
+
+/// A held lock; released on drop.
+#[derive(Debug)]
+pub(super) struct WriterLock {
+    #[allow(dead_code)] // Held for its file descriptor: closing it releases the lock.
+    file: File,
+}
+
+#[cfg(unix)]
+impl WriterLock {
+    /// Takes the lock on `lock_path` for the database `db` (named in messages), or fails with
+    /// [`StoreError::Locked`] at once if another process — or another store of this one — holds it.
+    pub fn acquire(lock_path: &Path, db: &Path) -> Result<WriterLock, StoreError> {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::io::AsRawFd;
+
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(lock_path)
+            .map_err(|e| {
+                StoreError::Permanent(format!(
+                    "sqlite:{}: cannot open the lock file {}: {e}",
+                    db.display(),
+                    lock_path.display()
+                ))
+            })?;
+        // SAFETY: `flock` on a descriptor we own; it does not touch memory.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                let holder = match text.trim().parse::<u32>() {
+                    Ok(pid) if pid == std::process::id() => {
+                        "this process (another SqliteStore is open on it)".to_owned()
+                    }
+                    Ok(pid) => format!("another process (pid {pid})"),
+                    Err(_) => "another process".to_owned(),
+                };
+                return Err(StoreError::Locked(format!(
+                    "{} is in use by {holder} that runs plans from it; only one process may run plans \
+                     from a SQLite store at a time. Open it with SqliteStore::open_read_only to read it meanwhile",
+                    db.display()
+                )));
+            }
+            return Err(StoreError::Permanent(format!(
+                "sqlite:{}: cannot lock {}: {err}",
+                db.display(),
+                lock_path.display()
+            )));
+        }
+        // Best effort: the pid only improves the message another process shows.
+        let _ = file.set_len(0);
+        let _ = file.seek(SeekFrom::Start(0));
+        let _ = write!(file, "{}", std::process::id());
+        let _ = file.flush();
+        Ok(WriterLock { file })
+    }
+}
+
+#[cfg(not(unix))]
+impl WriterLock {
+    /// Without `flock` the lock file is only created; concurrent writers are not detected.
+    pub fn acquire(lock_path: &Path, db: &Path) -> Result<WriterLock, StoreError> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(lock_path)
+            .map_err(|e| {
+                StoreError::Permanent(format!(
+                    "sqlite:{}: cannot open the lock file {}: {e}",
+                    db.display(),
+                    lock_path.display()
+                ))
+            })?;
+        Ok(WriterLock { file })
+    }
+}

@@ -1,0 +1,332 @@
+//! Reads: read-only connections from a small pool, each read in its own read transaction (a
+//! consistent snapshot, never blocked by the writer in WAL mode), run on tokio's blocking pool.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter, types::Value};
+use uuid::Uuid;
+
+use super::codec::{
+    AttemptCols, clamp_ns, from_ns, id_text, parse_id, parse_reason, parse_status, sql_error,
+};
+use crate::storage::{ListFilter, PlanSummary, StoreError};
+use crate::workflow::{Loc, Plan, PlanId, State};
+
+/// Read-only connections to one file.
+pub(super) struct ReaderPool {
+    path: PathBuf,
+    store: Arc<str>,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+    max_idle: usize,
+}
+
+impl ReaderPool {
+    pub fn new(
+        path: PathBuf,
+        store: Arc<str>,
+        busy_timeout: Duration,
+        max_idle: usize,
+    ) -> ReaderPool {
+        ReaderPool {
+            path,
+            store,
+            busy_timeout,
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+        }
+    }
+
+    /// Opens a read-only connection (not from the pool).
+    pub fn connect(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_EXRESCODE,
+        )
+        .map_err(|e| sql_error(&self.store, "opening a read connection", e))?;
+        conn.busy_timeout(self.busy_timeout)
+            .map_err(|e| sql_error(&self.store, "setting the busy timeout", e))?;
+        Ok(conn)
+    }
+
+    /// Runs `f` with a pooled connection. A connection whose use failed is not returned to
+    /// the pool.
+    pub fn with<R>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let conn = match self.idle.lock().pop() {
+            Some(c) => c,
+            None => self.connect()?,
+        };
+        let result = f(&conn);
+        if result.is_ok() || matches!(result, Err(StoreError::NotFound(_))) {
+            let mut idle = self.idle.lock();
+            if idle.len() < self.max_idle {
+                idle.push(conn);
+            }
+        }
+        result
+    }
+
+    pub fn store(&self) -> &str {
+        &self.store
+    }
+}
+
+/// Runs blocking work on tokio's blocking pool when a runtime is there, inline otherwise.
+pub(super) async fn blocking<R: Send + 'static>(
+    store: &str,
+    f: impl FnOnce() -> Result<R, StoreError> + Send + 'static,
+) -> Result<R, StoreError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.spawn_blocking(f).await.unwrap_or_else(|e| {
+            Err(StoreError::Permanent(format!(
+                "{store}: a read task failed: {e}"
+            )))
+        }),
+        Err(_) => f(),
+    }
+}
+
+fn corrupt(store: &str, id: PlanId, what: impl std::fmt::Display) -> StoreError {
+    StoreError::Permanent(format!(
+        "{store}: plan {id} is stored inconsistently: {what}"
+    ))
+}
+
+/// Reads plan `id` whole: the stored definition with every object's state and attempts.
+pub(super) fn read_plan(conn: &Connection, store: &str, id: PlanId) -> Result<Plan, StoreError> {
+    let err = |e| sql_error(store, &format!("reading plan {id}"), e);
+    let tx = conn.unchecked_transaction().map_err(err)?;
+    let key = id_text(id.0);
+    type PlanRow = (
+        String,
+        Option<i64>,
+        Option<i64>,
+        String,
+        Option<i64>,
+        bool,
+        String,
+    );
+    let row: Option<PlanRow> = tx
+        .prepare_cached(
+            "SELECT p.status, p.start_ns, p.end_ns, p.reason, p.heartbeat_ns, p.paused, d.definition \
+             FROM plans p JOIN plan_definitions d ON d.plan_id = p.id WHERE p.id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([&key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
+                .optional()
+        })
+        .map_err(err)?;
+    let Some((status, start, end, reason, heartbeat, paused, definition)) = row else {
+        return Err(StoreError::NotFound(id));
+    };
+    let mut plan = Plan::from_json(&definition).map_err(|e| corrupt(store, id, e))?;
+    if plan.id != id {
+        return Err(corrupt(
+            store,
+            id,
+            format_args!("its definition carries id {}", plan.id),
+        ));
+    }
+    plan.state = State {
+        status: parse_status(&status).map_err(|e| corrupt(store, id, e))?,
+        start: start.map(from_ns),
+        end: end.map(from_ns),
+    };
+    plan.reason = parse_reason(&reason).map_err(|e| corrupt(store, id, e))?;
+    plan.heartbeat = heartbeat.map(from_ns);
+    plan.paused = paused;
+
+    let locs: HashMap<Uuid, Loc> = plan.walk().map(|(loc, o)| (o.id(), loc)).collect();
+    let locate = |text: &str| -> Result<Loc, StoreError> {
+        let object = parse_id(text, "object id").map_err(|e| corrupt(store, id, e))?;
+        locs.get(&object).copied().ok_or_else(|| {
+            corrupt(
+                store,
+                id,
+                format_args!("object {object} is not in its definition"),
+            )
+        })
+    };
+
+    let mut stmt = tx
+        .prepare_cached("SELECT id, status, start_ns, end_ns FROM objects WHERE plan_id = ?1")
+        .map_err(err)?;
+    let mut rows = stmt.query([&key]).map_err(err)?;
+    while let Some(r) = rows.next().map_err(err)? {
+        let object: String = r.get(0).map_err(err)?;
+        let status: String = r.get(1).map_err(err)?;
+        let loc = locate(&object)?;
+        let state = State {
+            status: parse_status(&status).map_err(|e| corrupt(store, id, e))?,
+            start: r.get::<_, Option<i64>>(2).map_err(err)?.map(from_ns),
+            end: r.get::<_, Option<i64>>(3).map_err(err)?.map(from_ns),
+        };
+        if let Some(s) = plan.state_at_mut(loc) {
+            *s = state;
+        }
+    }
+    drop(rows);
+    drop(stmt);
+
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT action_id, idx, start_ns, end_ns, outcome FROM attempts WHERE plan_id = ?1 ORDER BY action_id, idx",
+        )
+        .map_err(err)?;
+    let mut rows = stmt.query([&key]).map_err(err)?;
+    while let Some(r) = rows.next().map_err(err)? {
+        let object: String = r.get(0).map_err(err)?;
+        let idx: i64 = r.get(1).map_err(err)?;
+        let outcome: Option<String> = r.get(4).map_err(err)?;
+        let attempt = AttemptCols::decode(
+            r.get(2).map_err(err)?,
+            r.get(3).map_err(err)?,
+            outcome.as_deref(),
+        )
+        .map_err(|e| corrupt(store, id, e))?;
+        let loc = locate(&object)?;
+        let action = plan.action_mut(loc).ok_or_else(|| {
+            corrupt(
+                store,
+                id,
+                format_args!("attempts of {object}, which is not an action"),
+            )
+        })?;
+        if idx != action.attempts.len() as i64 {
+            return Err(corrupt(
+                store,
+                id,
+                format_args!("attempt {idx} of action {object} follows a gap"),
+            ));
+        }
+        action.attempts.push(attempt);
+    }
+    drop(rows);
+    drop(stmt);
+    tx.finish().map_err(err)?;
+    Ok(plan)
+}
+
+/// Lists plans matching `filter`, newest submitted first, then by id, descending.
+pub(super) fn list_plans(
+    conn: &Connection,
+    store: &str,
+    filter: &ListFilter,
+) -> Result<Vec<PlanSummary>, StoreError> {
+    let err = |e| sql_error(store, "listing plans", e);
+    let mut sql = String::from(
+        "SELECT id, group_id, name, descr, submit_time_ns, status, start_ns, end_ns, reason FROM plans WHERE 1 = 1",
+    );
+    let mut args: Vec<Value> = Vec::new();
+    if !filter.statuses.is_empty() {
+        sql.push_str(" AND status IN (");
+        for (i, status) in filter.statuses.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('?');
+            args.push(Value::Text(status.as_str().to_owned()));
+        }
+        sql.push(')');
+    }
+    if let Some(group) = filter.group_id {
+        sql.push_str(" AND group_id = ?");
+        args.push(Value::Text(id_text(group)));
+    }
+    if let Some(name) = &filter.name_contains {
+        sql.push_str(" AND instr(name, ?) > 0");
+        args.push(Value::Text(name.clone()));
+    }
+    if let Some(t) = filter.submitted_after {
+        sql.push_str(" AND submit_time_ns >= ?");
+        args.push(Value::Integer(clamp_ns(t)));
+    }
+    if let Some(t) = filter.submitted_before {
+        sql.push_str(" AND submit_time_ns < ?");
+        args.push(Value::Integer(clamp_ns(t)));
+    }
+    sql.push_str(" ORDER BY submit_time_ns DESC, id DESC LIMIT ? OFFSET ?");
+    args.push(Value::Integer(
+        filter
+            .limit
+            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)),
+    ));
+    args.push(Value::Integer(
+        i64::try_from(filter.offset).unwrap_or(i64::MAX),
+    ));
+
+    let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
+    let mut rows = stmt.query(params_from_iter(args)).map_err(err)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(err)? {
+        let id_col: String = r.get(0).map_err(err)?;
+        let bad = |what: String| {
+            StoreError::Permanent(format!(
+                "{store}: plan {id_col} is stored inconsistently: {what}"
+            ))
+        };
+        let id = PlanId(parse_id(&id_col, "plan id").map_err(bad)?);
+        let group_id = match r.get::<_, Option<String>>(1).map_err(err)? {
+            Some(g) => Some(parse_id(&g, "group id").map_err(bad)?),
+            None => None,
+        };
+        let status: String = r.get(5).map_err(err)?;
+        let reason: String = r.get(8).map_err(err)?;
+        out.push(PlanSummary {
+            id,
+            group_id,
+            name: r.get(2).map_err(err)?,
+            descr: r.get(3).map_err(err)?,
+            submit_time: r.get::<_, Option<i64>>(4).map_err(err)?.map(from_ns),
+            state: State {
+                status: parse_status(&status).map_err(bad)?,
+                start: r.get::<_, Option<i64>>(6).map_err(err)?.map(from_ns),
+                end: r.get::<_, Option<i64>>(7).map_err(err)?.map(from_ns),
+            },
+            reason: parse_reason(&reason).map_err(bad)?,
+        });
+    }
+    Ok(out)
+}
+
+/// `PRAGMA integrity_check` and `PRAGMA foreign_key_check`: Ok, or the problems found.
+pub(super) fn integrity_check(conn: &Connection, store: &str) -> Result<(), StoreError> {
+    let err = |e| sql_error(store, "checking integrity", e);
+    let mut problems: Vec<String> = conn
+        .prepare("PRAGMA integrity_check")
+        .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
+        .map_err(err)?;
+    problems.retain(|p| p != "ok");
+    let fk: Vec<String> = conn
+        .prepare("PRAGMA foreign_key_check")
+        .and_then(|mut s| {
+            s.query_map([], |r| {
+                Ok(format!(
+                    "a row of {} (rowid {:?}) has no parent in {}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, String>(2)?
+                ))
+            })?
+            .collect()
+        })
+        .map_err(err)?;
+    problems.extend(fk);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::Permanent(format!(
+            "{store}: integrity check failed: {}",
+            problems.join("; ")
+        )))
+    }
+}

@@ -1,0 +1,217 @@
+//! The schema of a coercion SQLite file, its version and its migrations.
+//!
+//! A coercion file is marked with `PRAGMA application_id` = [`APPLICATION_ID`] and carries its
+//! schema version in the one-row table `schema_version`. Opening a file for writing applies every
+//! migration it lacks, each in its own transaction; adding version 2 means appending one
+//! [`Migration`] to [`MIGRATIONS`]. Files of other applications, and files written by a newer
+//! coercion, are refused with a clear error instead of being modified.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::codec::sql_error;
+use crate::storage::StoreError;
+
+/// `PRAGMA application_id` of coercion files: "coer" in ASCII.
+pub(super) const APPLICATION_ID: i32 = 0x636F_6572;
+
+/// One step from version `version - 1` to `version`.
+pub(super) struct Migration {
+    /// The version the file has after this step.
+    pub version: i64,
+    /// The SQL that performs the step.
+    pub sql: &'static str,
+}
+
+/// Every migration, oldest first. The last one's version is the schema this build writes.
+pub(super) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sql: V1,
+}];
+
+/// The schema version this build reads and writes.
+pub(super) fn latest() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Version 1.
+///
+/// * `plans`: one small row per plan with what listing and filtering need (times are integer
+///   nanoseconds since the epoch, NULL when unset; statuses and reasons are names).
+/// * `plan_definitions`: the plan as submitted, as JSON, without states or attempts. Kept apart
+///   from `plans` so updating a plan's status does not rewrite a large row.
+/// * `objects`: one row per check section, block, sequence, deferred batch and action, with its
+///   location (JSON of [`Loc`](crate::workflow::Loc)), kind and state; clustered by plan.
+/// * `attempts`: one row per attempt of an action; the outcome is JSON.
+///
+/// Deleting a plan cascades to everything else.
+const V1: &str = "
+CREATE TABLE schema_version (
+    version INTEGER NOT NULL
+);
+
+CREATE TABLE plans (
+    id             TEXT    NOT NULL PRIMARY KEY,
+    group_id       TEXT,
+    name           TEXT    NOT NULL,
+    descr          TEXT    NOT NULL,
+    submit_time_ns INTEGER,
+    status         TEXT    NOT NULL
+        CHECK (status IN ('NotStarted', 'Running', 'Completed', 'Failed', 'Stopped')),
+    start_ns       INTEGER,
+    end_ns         INTEGER,
+    reason         TEXT    NOT NULL,
+    heartbeat_ns   INTEGER,
+    paused         INTEGER NOT NULL CHECK (paused IN (0, 1))
+);
+CREATE INDEX plans_by_submit_time ON plans (submit_time_ns DESC, id DESC);
+CREATE INDEX plans_by_status ON plans (status, submit_time_ns DESC, id DESC);
+CREATE INDEX plans_by_group ON plans (group_id, submit_time_ns DESC, id DESC);
+CREATE INDEX plans_by_name ON plans (name);
+
+CREATE TABLE plan_definitions (
+    plan_id    TEXT NOT NULL PRIMARY KEY REFERENCES plans (id) ON DELETE CASCADE,
+    definition TEXT NOT NULL
+);
+
+CREATE TABLE objects (
+    plan_id  TEXT NOT NULL REFERENCES plans (id) ON DELETE CASCADE,
+    id       TEXT NOT NULL,
+    loc      TEXT NOT NULL,
+    kind     TEXT NOT NULL CHECK (kind IN ('checks', 'block', 'sequence', 'batch', 'action')),
+    status   TEXT NOT NULL
+        CHECK (status IN ('NotStarted', 'Running', 'Completed', 'Failed', 'Stopped')),
+    start_ns INTEGER,
+    end_ns   INTEGER,
+    PRIMARY KEY (plan_id, id)
+) WITHOUT ROWID;
+
+CREATE TABLE attempts (
+    plan_id   TEXT    NOT NULL,
+    action_id TEXT    NOT NULL,
+    idx       INTEGER NOT NULL CHECK (idx >= 0),
+    start_ns  INTEGER NOT NULL,
+    end_ns    INTEGER,
+    outcome   TEXT,
+    PRIMARY KEY (plan_id, action_id, idx),
+    FOREIGN KEY (plan_id, action_id) REFERENCES objects (plan_id, id) ON DELETE CASCADE
+) WITHOUT ROWID;
+";
+
+/// What a file holds, judged without changing it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Identity {
+    /// An empty database (or an empty file): a new store.
+    Empty,
+    /// A coercion store at this schema version.
+    Coercion(i64),
+}
+
+/// Tells a coercion store from an empty database and from anything else. Reads only.
+pub(super) fn identify(conn: &Connection, store: &str) -> Result<Identity, StoreError> {
+    let app_id: i32 = conn
+        .pragma_query_value(None, "application_id", |row| row.get(0))
+        .map_err(|e| open_error(store, e))?;
+    let tables: Vec<String> = (|| {
+        let mut stmt = conn.prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+        )?;
+        let names = stmt.query_map([], |row| row.get(0))?.collect::<Result<Vec<String>, _>>()?;
+        Ok(names)
+    })()
+    .map_err(|e| open_error(store, e))?;
+    if app_id == 0 && tables.is_empty() {
+        return Ok(Identity::Empty);
+    }
+    if app_id != APPLICATION_ID {
+        let shown: Vec<&str> = tables.iter().take(5).map(String::as_str).collect();
+        return Err(StoreError::Permanent(format!(
+            "{store}: this SQLite database is not a coercion store (application_id {app_id:#x}, tables: {}{}); \
+             refusing to use it",
+            if shown.is_empty() {
+                "none".to_owned()
+            } else {
+                shown.join(", ")
+            },
+            if tables.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            },
+        )));
+    }
+    let version: Option<i64> = conn
+        .query_row("SELECT version FROM schema_version", [], |row| row.get(0))
+        .optional()
+        .map_err(|e| {
+            StoreError::Permanent(format!(
+                "{store}: a coercion store without a readable schema version: {e}"
+            ))
+        })?;
+    match version {
+        Some(v) => Ok(Identity::Coercion(v)),
+        None => Err(StoreError::Permanent(format!(
+            "{store}: a coercion store whose schema_version table is empty"
+        ))),
+    }
+}
+
+/// Brings a file opened for writing to the latest schema. `identity` is what [`identify`] found.
+pub(super) fn migrate(
+    conn: &mut Connection,
+    store: &str,
+    identity: Identity,
+) -> Result<(), StoreError> {
+    let current = match identity {
+        Identity::Empty => 0,
+        Identity::Coercion(v) => v,
+    };
+    check_not_newer(store, current)?;
+    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+        let doing = format!("migrating the schema to version {}", migration.version);
+        let tx = conn
+            .transaction()
+            .map_err(|e| sql_error(store, &doing, e))?;
+        (|| {
+            tx.execute_batch(migration.sql)?;
+            tx.execute("DELETE FROM schema_version", [])?;
+            tx.execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                [migration.version],
+            )?;
+            tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+            Ok(())
+        })()
+        .map_err(|e| sql_error(store, &doing, e))?;
+        tx.commit().map_err(|e| sql_error(store, &doing, e))?;
+    }
+    Ok(())
+}
+
+/// A reader can only read the schema this build writes.
+pub(super) fn check_readable(store: &str, identity: Identity) -> Result<(), StoreError> {
+    match identity {
+        Identity::Empty => Err(StoreError::Permanent(format!(
+            "{store}: not a coercion store yet (the database is empty); open it for writing first"
+        ))),
+        Identity::Coercion(v) if v < latest() => Err(StoreError::Permanent(format!(
+            "{store}: written with schema version {v}; this build reads version {}: open it for writing once to migrate it",
+            latest()
+        ))),
+        Identity::Coercion(v) => check_not_newer(store, v),
+    }
+}
+
+fn check_not_newer(store: &str, version: i64) -> Result<(), StoreError> {
+    if version > latest() {
+        return Err(StoreError::Permanent(format!(
+            "{store}: written by a newer coercion (schema version {version}; this build knows versions up to {})",
+            latest()
+        )));
+    }
+    Ok(())
+}
+
+/// An error while opening: a file that is not a database gets a message that says so.
+pub(super) fn open_error(store: &str, e: rusqlite::Error) -> StoreError {
+    sql_error(store, "cannot open", e)
+}

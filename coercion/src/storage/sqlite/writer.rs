@@ -1,0 +1,419 @@
+//! The writer thread: the only connection that writes. It takes every write request queued at
+//! the moment (a group), runs them in one transaction — each in its own savepoint, so a request
+//! that fails is undone alone and only its caller gets the error — commits once, and then
+//! answers every caller. A write's future therefore completes only after its commit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::codec::{Op, PreparedPlan, sql_error};
+use crate::storage::StoreError;
+use crate::workflow::PlanId;
+
+/// One queued write.
+pub(super) enum Write {
+    Create(Box<PreparedPlan>),
+    Apply { id: PlanId, ops: Vec<Op> },
+    Delete(PlanId),
+}
+
+/// A write and where to send its result.
+pub(super) struct Request {
+    pub write: Write,
+    pub reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Counters of the writer, read by [`SqliteStore::stats`](super::SqliteStore::stats).
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub commits: AtomicU64,
+    pub writes: AtomicU64,
+    pub failed_writes: AtomicU64,
+    pub largest_group: AtomicU64,
+}
+
+pub(super) struct Writer {
+    pub conn: Connection,
+    pub store: Arc<str>,
+    pub counters: Arc<Counters>,
+    pub max_group: usize,
+}
+
+const PLAN_STATUS: &str = "SELECT status FROM plans WHERE id = ?1";
+const INSERT_PLAN: &str = "INSERT INTO plans (id, group_id, name, descr, submit_time_ns, status, start_ns, end_ns, \
+     reason, heartbeat_ns, paused) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+const INSERT_DEFINITION: &str =
+    "INSERT INTO plan_definitions (plan_id, definition) VALUES (?1, ?2)";
+const INSERT_OBJECT: &str = "INSERT INTO objects (plan_id, id, loc, kind, status, start_ns, end_ns) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const INSERT_ATTEMPT: &str = "INSERT INTO attempts (plan_id, action_id, idx, start_ns, end_ns, outcome) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const UPDATE_PLAN_STATE: &str =
+    "UPDATE plans SET status = ?2, start_ns = ?3, end_ns = ?4 WHERE id = ?1";
+const UPDATE_OBJECT_STATE: &str = "UPDATE objects SET status = ?4, start_ns = ?5, end_ns = ?6 WHERE plan_id = ?1 AND id = ?2 AND loc = ?3";
+const COUNT_ATTEMPTS: &str = "SELECT (SELECT count(*) FROM attempts WHERE plan_id = ?1 AND action_id = ?2) \
+     FROM objects WHERE plan_id = ?1 AND id = ?2 AND loc = ?3 AND kind = 'action'";
+const DELETE_ATTEMPTS_AFTER: &str =
+    "DELETE FROM attempts WHERE plan_id = ?1 AND action_id = ?2 AND idx > ?3";
+const UPDATE_ATTEMPT: &str = "UPDATE attempts SET start_ns = ?4, end_ns = ?5, outcome = ?6 \
+     WHERE plan_id = ?1 AND action_id = ?2 AND idx = ?3";
+const RESET_ACTION: &str = "UPDATE objects SET status = 'NotStarted', start_ns = NULL, end_ns = NULL \
+     WHERE plan_id = ?1 AND id = ?2 AND loc = ?3 AND kind = 'action'";
+const DELETE_ATTEMPTS: &str = "DELETE FROM attempts WHERE plan_id = ?1 AND action_id = ?2";
+const UPDATE_REASON: &str = "UPDATE plans SET reason = ?2 WHERE id = ?1";
+const UPDATE_HEARTBEAT: &str = "UPDATE plans SET heartbeat_ns = ?2 WHERE id = ?1";
+const UPDATE_PAUSED: &str = "UPDATE plans SET paused = ?2 WHERE id = ?1";
+const DELETE_PLAN: &str = "DELETE FROM plans WHERE id = ?1";
+
+/// Why a request failed: its own error, or a failure of SQLite that rolled back the whole group.
+enum Failure {
+    Request(StoreError),
+    Group(StoreError),
+}
+
+impl Writer {
+    /// Serves requests until every sender is gone.
+    pub fn run(self, requests: Receiver<Request>) {
+        let mut group = Vec::with_capacity(self.max_group);
+        while let Ok(first) = requests.recv() {
+            group.push(first);
+            while group.len() < self.max_group {
+                match requests.try_recv() {
+                    Ok(r) => group.push(r),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(&mut group);
+        }
+    }
+
+    fn commit_group(&self, group: &mut Vec<Request>) {
+        let n = group.len() as u64;
+        self.counters.writes.fetch_add(n, Ordering::Relaxed);
+        self.counters.largest_group.fetch_max(n, Ordering::Relaxed);
+        let mut results: Vec<Result<(), StoreError>> = Vec::with_capacity(group.len());
+        let outcome = (|| {
+            self.exec("BEGIN IMMEDIATE")
+                .map_err(|e| sql_error(&self.store, "starting a transaction", e))?;
+            for request in group.iter() {
+                match self.run_in_savepoint(&request.write) {
+                    Ok(()) => results.push(Ok(())),
+                    Err(Failure::Request(e)) => results.push(Err(e)),
+                    Err(Failure::Group(e)) => return Err(e),
+                }
+            }
+            self.exec("COMMIT")
+                .map_err(|e| sql_error(&self.store, "committing", e))
+        })();
+        match outcome {
+            Ok(()) => {
+                self.counters.commits.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                if !self.conn.is_autocommit() {
+                    let _ = self.exec("ROLLBACK");
+                }
+                // Nothing of the group was kept: every caller gets the error, with its own
+                // error if it had one.
+                let group_error = e;
+                results.resize(group.len(), Err(group_error.clone()));
+                for r in &mut results {
+                    if r.is_ok() {
+                        *r = Err(group_error.clone());
+                    }
+                }
+            }
+        }
+        let failed = results.iter().filter(|r| r.is_err()).count() as u64;
+        self.counters
+            .failed_writes
+            .fetch_add(failed, Ordering::Relaxed);
+        for (request, result) in group.drain(..).zip(results) {
+            let _ = request.reply.send(result);
+        }
+    }
+
+    fn exec(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    }
+
+    fn run_in_savepoint(&self, write: &Write) -> Result<(), Failure> {
+        self.exec("SAVEPOINT write")
+            .map_err(|e| Failure::Group(sql_error(&self.store, "opening a savepoint", e)))?;
+        match self.run_write(write) {
+            Ok(()) => self
+                .exec("RELEASE write")
+                .map_err(|e| Failure::Group(sql_error(&self.store, "releasing a savepoint", e))),
+            Err(e) => {
+                if self.conn.is_autocommit() {
+                    // SQLite rolled back the whole transaction (disk full, I/O error, …).
+                    return Err(Failure::Group(e));
+                }
+                self.exec("ROLLBACK TO write")
+                    .and_then(|()| self.exec("RELEASE write"))
+                    .map_err(|e| {
+                        Failure::Group(sql_error(&self.store, "rolling back a savepoint", e))
+                    })?;
+                Err(Failure::Request(e))
+            }
+        }
+    }
+
+    fn run_write(&self, write: &Write) -> Result<(), StoreError> {
+        match write {
+            Write::Create(plan) => self.create(plan),
+            Write::Apply { id, ops } => self.apply(*id, ops),
+            Write::Delete(id) => self.delete(*id),
+        }
+    }
+
+    fn plan_status(&self, id: &str) -> rusqlite::Result<Option<String>> {
+        self.conn
+            .prepare_cached(PLAN_STATUS)?
+            .query_row([id], |row| row.get(0))
+            .optional()
+    }
+
+    fn create(&self, p: &PreparedPlan) -> Result<(), StoreError> {
+        let err = |e| sql_error(&self.store, &format!("creating plan {}", p.id), e);
+        if self.plan_status(&p.id_text).map_err(err)?.is_some() {
+            return Err(StoreError::AlreadyExists(p.id));
+        }
+        self.conn
+            .prepare_cached(INSERT_PLAN)
+            .and_then(|mut s| {
+                s.execute(params![
+                    p.id_text,
+                    p.group_id,
+                    p.name,
+                    p.descr,
+                    p.submit_time,
+                    p.state.status,
+                    p.state.start,
+                    p.state.end,
+                    p.reason,
+                    p.heartbeat,
+                    p.paused
+                ])
+            })
+            .map_err(err)?;
+        self.conn
+            .prepare_cached(INSERT_DEFINITION)
+            .and_then(|mut s| s.execute(params![p.id_text, p.definition]))
+            .map_err(err)?;
+        let mut insert = self.conn.prepare_cached(INSERT_OBJECT).map_err(err)?;
+        for o in &p.objects {
+            insert
+                .execute(params![
+                    p.id_text,
+                    o.id,
+                    o.loc,
+                    o.kind,
+                    o.state.status,
+                    o.state.start,
+                    o.state.end
+                ])
+                .map_err(err)?;
+        }
+        let mut insert = self.conn.prepare_cached(INSERT_ATTEMPT).map_err(err)?;
+        for a in &p.attempts {
+            insert
+                .execute(params![
+                    p.id_text,
+                    a.action_id,
+                    a.idx,
+                    a.cols.start,
+                    a.cols.end,
+                    a.cols.outcome
+                ])
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&self, id: PlanId, ops: &[Op]) -> Result<(), StoreError> {
+        let plan = super::codec::id_text(id.0);
+        let err = |e| sql_error(&self.store, &format!("updating plan {id}"), e);
+        // An object that is not found may mean that the plan is not: tell which.
+        let missing = |what: String| -> StoreError {
+            match self.plan_status(&plan) {
+                Ok(None) => StoreError::NotFound(id),
+                Ok(Some(_)) => StoreError::Permanent(what),
+                Err(e) => err(e),
+            }
+        };
+        if ops.is_empty() && self.plan_status(&plan).map_err(err)?.is_none() {
+            return Err(StoreError::NotFound(id));
+        }
+        for op in ops {
+            match op {
+                Op::PlanState { id: object, state } => {
+                    if *object != id.0 {
+                        return Err(missing(format!("plan {id} has no object {object} at Plan")));
+                    }
+                    let n = self
+                        .conn
+                        .prepare_cached(UPDATE_PLAN_STATE)
+                        .and_then(|mut s| {
+                            s.execute(params![plan, state.status, state.start, state.end])
+                        })
+                        .map_err(err)?;
+                    if n == 0 {
+                        return Err(StoreError::NotFound(id));
+                    }
+                }
+                Op::ObjectState {
+                    id: object,
+                    loc,
+                    debug_loc,
+                    state,
+                } => {
+                    let n = self
+                        .conn
+                        .prepare_cached(UPDATE_OBJECT_STATE)
+                        .and_then(|mut s| {
+                            s.execute(params![
+                                plan,
+                                object,
+                                loc,
+                                state.status,
+                                state.start,
+                                state.end
+                            ])
+                        })
+                        .map_err(err)?;
+                    if n == 0 {
+                        return Err(missing(format!(
+                            "plan {id} has no object {object} at {debug_loc:?}"
+                        )));
+                    }
+                }
+                Op::Attempt {
+                    id: object,
+                    loc,
+                    debug_loc,
+                    index,
+                    cols,
+                } => {
+                    let count: Option<i64> = self
+                        .conn
+                        .prepare_cached(COUNT_ATTEMPTS)
+                        .and_then(|mut s| {
+                            s.query_row(params![plan, object, loc], |row| row.get(0))
+                                .optional()
+                        })
+                        .map_err(err)?;
+                    let Some(count) = count else {
+                        return Err(missing(format!(
+                            "plan {id} has no action {object} at {debug_loc:?}"
+                        )));
+                    };
+                    if *index > count {
+                        return Err(StoreError::Permanent(format!(
+                            "plan {id}: attempt {index} of the action at {debug_loc:?} skips attempt {count}"
+                        )));
+                    }
+                    if *index < count {
+                        if *index + 1 < count {
+                            self.conn
+                                .prepare_cached(DELETE_ATTEMPTS_AFTER)
+                                .and_then(|mut s| s.execute(params![plan, object, index]))
+                                .map_err(err)?;
+                        }
+                        self.conn
+                            .prepare_cached(UPDATE_ATTEMPT)
+                            .and_then(|mut s| {
+                                s.execute(params![
+                                    plan,
+                                    object,
+                                    index,
+                                    cols.start,
+                                    cols.end,
+                                    cols.outcome
+                                ])
+                            })
+                            .map_err(err)?;
+                    } else {
+                        self.conn
+                            .prepare_cached(INSERT_ATTEMPT)
+                            .and_then(|mut s| {
+                                s.execute(params![
+                                    plan,
+                                    object,
+                                    index,
+                                    cols.start,
+                                    cols.end,
+                                    cols.outcome
+                                ])
+                            })
+                            .map_err(err)?;
+                    }
+                }
+                Op::Reset {
+                    id: object,
+                    loc,
+                    debug_loc,
+                } => {
+                    let n = self
+                        .conn
+                        .prepare_cached(RESET_ACTION)
+                        .and_then(|mut s| s.execute(params![plan, object, loc]))
+                        .map_err(err)?;
+                    if n == 0 {
+                        return Err(missing(format!(
+                            "plan {id} has no action {object} at {debug_loc:?}"
+                        )));
+                    }
+                    self.conn
+                        .prepare_cached(DELETE_ATTEMPTS)
+                        .and_then(|mut s| s.execute(params![plan, object]))
+                        .map_err(err)?;
+                }
+                Op::Reason(reason) => self.update_plan(id, &plan, UPDATE_REASON, reason)?,
+                Op::Heartbeat(t) => self.update_plan(id, &plan, UPDATE_HEARTBEAT, t)?,
+                Op::Paused(p) => self.update_plan(id, &plan, UPDATE_PAUSED, p)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn update_plan(
+        &self,
+        id: PlanId,
+        plan: &str,
+        sql: &str,
+        value: &dyn rusqlite::ToSql,
+    ) -> Result<(), StoreError> {
+        let n = self
+            .conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute(params![plan, value]))
+            .map_err(|e| sql_error(&self.store, &format!("updating plan {id}"), e))?;
+        if n == 0 {
+            Err(StoreError::NotFound(id))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn delete(&self, id: PlanId) -> Result<(), StoreError> {
+        let plan = super::codec::id_text(id.0);
+        let err = |e| sql_error(&self.store, &format!("deleting plan {id}"), e);
+        match self.plan_status(&plan).map_err(err)?.as_deref() {
+            None => Err(StoreError::NotFound(id)),
+            Some("Running") => Err(StoreError::Running(id)),
+            Some(_) => {
+                self.conn
+                    .prepare_cached(DELETE_PLAN)
+                    .and_then(|mut s| s.execute([&plan]))
+                    .map_err(err)?;
+                Ok(())
+            }
+        }
+    }
+}
