@@ -49,7 +49,9 @@ use crate::workflow::{
 };
 
 fn new_action<P: PluginMeta>(name: String, req: &P::Request, kind: PluginKind) -> Action {
-    let mut defects = Vec::new();
+    // One shared allocation for every action of a plugin type.
+    let plugin = crate::__private::plugin_name::<P>();
+    let mut defects = crate::workflow::Defects::default();
     let request = match Json::encode(req) {
         Ok(j) => j,
         Err(e) => {
@@ -60,9 +62,9 @@ fn new_action<P: PluginMeta>(name: String, req: &P::Request, kind: PluginKind) -
     Action {
         id: Uuid::nil(),
         key: None,
-        name,
-        descr: String::new(),
-        plugin: P::NAME.to_owned(),
+        name: name.into(),
+        descr: crate::workflow::empty_text(),
+        plugin,
         kind,
         request,
         timeout: DEFAULT_TIMEOUT,
@@ -77,12 +79,12 @@ macro_rules! action_setters {
     () => {
         /// Sets the description.
         pub fn descr(mut self, descr: impl Into<String>) -> Self {
-            self.0.descr = descr.into();
+            self.0.descr = descr.into().into();
             self
         }
         /// Sets the key, a handle of the user's that must be unique across the plan.
         pub fn key(mut self, key: impl Into<String>) -> Self {
-            self.0.key = Some(key.into());
+            self.0.key = Some(key.into().into());
             self
         }
         /// Sets the timeout of each attempt (default 30 s; must be greater than zero).

@@ -80,7 +80,7 @@ pub mod plugin;
 pub mod plugins;
 pub mod registry;
 pub mod report;
-mod secret;
+pub mod secret;
 pub mod storage;
 pub mod testing;
 pub mod workflow;
@@ -99,6 +99,7 @@ pub use plugin::{
 };
 pub use engine::Event;
 pub use registry::Registry;
+pub use secret::{Secret, SecretKey};
 pub use storage::{ListFilter, MemoryStore, PlanSummary, Store, StoreError};
 pub use workstream::{Error, Workstream, WorkstreamBuilder};
 pub use workflow::{
@@ -110,6 +111,7 @@ pub mod prelude {
     pub use crate::builder::{ActionSpec, CheckSpec};
     pub use crate::plugin::{Context, Plugin, PluginError, RetryPolicy, ValidationError};
     pub use crate::registry::Registry;
+    pub use crate::secret::{Secret, SecretKey};
     pub use crate::workstream::Workstream;
     pub use crate::workflow::{
         Action, Block, Checks, DeferredBatch, Plan, PlanId, Reason, Sequence, Status, Tolerance, When,

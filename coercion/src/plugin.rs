@@ -20,7 +20,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::workflow::{Json, ObjectPath, PlanId};
+use crate::workflow::{Json, Loc, ObjectPath, PlanId};
+
+/// Something that can name the object at a location (the engine's live plan).
+pub(crate) trait PathSource: Send + Sync {
+    fn path(&self, loc: Loc) -> ObjectPath;
+}
 
 /// Whether a plugin may be used in check sections or in sequences and deferred batches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -240,15 +245,29 @@ impl InitError {
 }
 
 /// What one attempt of a plugin knows about where it runs.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Context {
     pub(crate) plan_id: PlanId,
     pub(crate) action_id: Uuid,
-    pub(crate) path: Arc<ObjectPath>,
+    pub(crate) loc: Loc,
+    pub(crate) paths: Option<Arc<dyn PathSource>>,
+    pub(crate) keys: Option<Arc<crate::secret::KeyRing>>,
     pub(crate) attempt: u32,
     pub(crate) deadline: Instant,
     pub(crate) cancel: CancellationToken,
     pub(crate) span: tracing::Span,
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("plan_id", &self.plan_id)
+            .field("action_id", &self.action_id)
+            .field("loc", &self.loc)
+            .field("attempt", &self.attempt)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Context {
@@ -258,7 +277,9 @@ impl Context {
         Context {
             plan_id: PlanId::NIL,
             action_id: Uuid::nil(),
-            path: Arc::new(ObjectPath::default()),
+            loc: Loc::Plan,
+            paths: None,
+            keys: None,
             attempt: 1,
             deadline: Instant::now() + timeout,
             cancel: CancellationToken::new(),
@@ -274,9 +295,14 @@ impl Context {
     pub fn action_id(&self) -> Uuid {
         self.action_id
     }
-    /// Where the action is in its plan.
-    pub fn path(&self) -> &ObjectPath {
-        &self.path
+    /// Where the action is in its plan (built on demand).
+    pub fn path(&self) -> ObjectPath {
+        self.paths.as_ref().map(|p| p.path(self.loc)).unwrap_or_default()
+    }
+
+    /// Where the action is, by indices.
+    pub fn loc(&self) -> Loc {
+        self.loc
     }
     /// The attempt number, starting at 1.
     pub fn attempt(&self) -> u32 {
@@ -488,7 +514,13 @@ impl<P: PluginMeta> DynPlugin for P {
     }
     fn execute_json<'a>(&'a self, ctx: &'a Context, req: &'a Json) -> BoxFuture<'a, Result<Json, PluginError>> {
         Box::pin(async move {
-            let req: P::Request = crate::secret::decode_request(req).map_err(|e| {
+            let with_keys = |f: &mut dyn FnMut()| match &ctx.keys {
+                Some(ring) => crate::secret::with_keys(ring, f),
+                None => f(),
+            };
+            let mut decoded = None;
+            with_keys(&mut || decoded = Some(crate::secret::decode_request::<P::Request>(req)));
+            let req = decoded.expect("set above").map_err(|e| {
                 if e.is_secret() {
                     PluginError::engine(codes::SECRET, e.to_string(), true)
                 } else {
@@ -500,7 +532,9 @@ impl<P: PluginMeta> DynPlugin for P {
                 }
             })?;
             let resp = Plugin::execute(self, ctx, req).await?;
-            Json::encode(&resp).map_err(|e| {
+            let mut encoded = None;
+            with_keys(&mut || encoded = Some(Json::encode(&resp)));
+            encoded.expect("set above").map_err(|e| {
                 PluginError::engine(codes::BAD_RESPONSE, format!("the plugin's response does not serialize: {e}"), true)
             })
         })

@@ -10,6 +10,23 @@ use crate::plugin::{ActionPlugin, CheckPlugin, DynPlugin, PluginKind, PluginMeta
 /// Seals [`ActionPlugin`] and [`CheckPlugin`]: only `#[plugin]` implements them.
 pub trait Sealed {}
 
+/// Set by `#[plugin]` on action plugins; with [`PluginMeta`] and [`Sealed`] it makes an
+/// [`ActionPlugin`].
+pub trait IsAction {}
+
+/// Set by `#[plugin(check)]`; with [`PluginMeta`] and [`Sealed`] it makes a [`CheckPlugin`].
+pub trait IsCheck {}
+
+// The kind markers come from these blanket impls rather than from `#[plugin]` itself, so that a
+// struct lacking `impl Plugin` gets one error (from its `PluginMeta` impl) instead of one per
+// generated impl. `do_not_recommend` keeps a kind mistake reported with the marker's own
+// message, without a list of every plugin of the right kind.
+#[diagnostic::do_not_recommend]
+impl<T: PluginMeta + Sealed + IsAction> ActionPlugin for T {}
+
+#[diagnostic::do_not_recommend]
+impl<T: PluginMeta + Sealed + IsCheck> CheckPlugin for T {}
+
 /// A plugin type the registry can build by itself.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` has no constructor for the plugin registry",
@@ -69,8 +86,62 @@ pub fn check_action<P: CheckPlugin>(name: impl Into<String>, req: P::Request) ->
     crate::builder::CheckSpec::new::<P>(name, req)
 }
 
+/// How `plan!` adds an action to a sequence or a deferred batch: implemented for every action
+/// plugin, so a check plugin or a type that is not a plugin gives one error, under its name.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an action plugin, so it cannot be used in a sequence or a deferred batch",
+    label = "not an action plugin",
+    note = "sequences and deferred batches take action plugins only: structs marked `#[plugin]` that implement `coercion::Plugin`; check plugins (`#[plugin(check)]`) belong in `bypass_checks`, `pre_checks`, `cont_checks`, `post_checks` or `deferred_checks`"
+)]
+pub trait SequencePlugin {
+    /// The plugin's request type.
+    type Request;
+    /// An action named `name` calling this plugin with `req`.
+    fn action(name: impl Into<String>, req: Self::Request) -> crate::builder::ActionSpec;
+}
+
+#[diagnostic::do_not_recommend]
+impl<P: ActionPlugin> SequencePlugin for P {
+    type Request = P::Request;
+    fn action(name: impl Into<String>, req: P::Request) -> crate::builder::ActionSpec {
+        crate::builder::ActionSpec::new::<P>(name, req)
+    }
+}
+
+/// How `plan!` adds a check to a check section: implemented for every check plugin, so an
+/// action plugin or a type that is not a plugin gives one error, under its name.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a check plugin, so it cannot be used in checks",
+    label = "not a check plugin",
+    note = "check sections (`bypass_checks`, `pre_checks`, `cont_checks`, `post_checks`, `deferred_checks`) take check plugins only: structs marked `#[plugin(check)]` that implement `coercion::Plugin`; action plugins belong in a `sequence { ... }` or a deferred `batch { ... }`"
+)]
+pub trait ChecksPlugin {
+    /// The plugin's request type.
+    type Request;
+    /// A check named `name` calling this plugin with `req`.
+    fn check(name: impl Into<String>, req: Self::Request) -> crate::builder::CheckSpec;
+}
+
+#[diagnostic::do_not_recommend]
+impl<P: CheckPlugin> ChecksPlugin for P {
+    type Request = P::Request;
+    fn check(name: impl Into<String>, req: P::Request) -> crate::builder::CheckSpec {
+        crate::builder::CheckSpec::new::<P>(name, req)
+    }
+}
+
 /// Used by `plan!`, `block!` and `sequence!` when their input is invalid: stands in for the value
 /// next to the `compile_error!`s, so that code using the value reports nothing more.
 pub fn invalid_input<T>() -> T {
     unreachable!("the input of a coercion macro is invalid; the compiler has reported why")
+}
+
+/// The name of plugin `P` as a shared string: one allocation per plugin type, however many
+/// actions call it.
+pub fn plugin_name<P: PluginMeta>() -> Arc<str> {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex};
+    static NAMES: LazyLock<Mutex<HashMap<&'static str, Arc<str>>>> = LazyLock::new(Default::default);
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    names.entry(P::NAME).or_insert_with(|| Arc::from(P::NAME)).clone()
 }

@@ -1,11 +1,251 @@
-//! Decoding of stored requests. Requests may carry secrets; decoding goes through here so the
-//! engine can tell a secret that cannot be decrypted from a malformed request.
+//! [`Secret<T>`]: a request field that never appears in plaintext outside the plugin that
+//! reads it.
+//!
+//! A secret serializes as `{"$secret": "<base64 of nonce ‖ ciphertext>"}`, encrypted with
+//! XChaCha20-Poly1305. Plans are built before any workstream exists, so a secret is first
+//! encrypted with a key that lives only as long as the process; `submit` re-encrypts it with the
+//! workstream's key ([`SecretKey`], from bytes, a file or an environment variable). Without a
+//! configured key the process key stays in use, and an action that needs the secret after a
+//! restart fails with a message that says how to configure one.
+//!
+//! `Debug` and `Display` print `Secret(***)`; the plaintext is reachable only through
+//! [`Secret::expose`].
 
+use std::cell::RefCell;
 use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, LazyLock};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::workflow::Json;
+
+/// The JSON key that marks an encrypted secret.
+pub const SECRET_MARKER: &str = "$secret";
+/// What a redacted secret holds (exports and display clones).
+pub const REDACTED: &str = "redacted";
+
+/// The environment variable [`SecretKey::from_default_env`] reads.
+pub const DEFAULT_KEY_ENV: &str = "COERCION_SECRET_KEY";
+
+/// How to give a workstream a durable key, for error messages.
+pub const KEY_HELP: &str = "configure the same 32-byte key on every workstream that runs the plan: \
+     `Workstream::builder().secret_key(SecretKey::from_env(\"COERCION_SECRET_KEY\")?)` (base64 or hex), \
+     `SecretKey::from_file(path)` or `SecretKey::from_bytes(..)`";
+
+/// A value that must not leak: redacted in `Debug`/`Display`, encrypted when serialized.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    /// Wraps `value`.
+    pub fn new(value: T) -> Secret<T> {
+        Secret(value)
+    }
+
+    /// The plaintext, for the plugin that needs it. Do not log it.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+
+    /// The plaintext, consuming the wrapper.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> From<T> for Secret<T> {
+    fn from(value: T) -> Self {
+        Secret(value)
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl<T> fmt::Display for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A 256-bit key that encrypts secrets at rest.
+#[derive(Clone)]
+pub struct SecretKey([u8; 32]);
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(***)")
+    }
+}
+
+/// A key could not be loaded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("secret key: {0}")]
+pub struct KeyError(String);
+
+impl SecretKey {
+    /// A key from 32 bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> SecretKey {
+        SecretKey(bytes)
+    }
+
+    /// A fresh random key (keep it somewhere safe to resume plans after a restart).
+    pub fn generate() -> SecretKey {
+        SecretKey(XChaCha20Poly1305::generate_key(&mut OsRng).into())
+    }
+
+    /// Parses 32 bytes written as base64 or hex (surrounding whitespace ignored).
+    pub fn parse(text: &str) -> Result<SecretKey, KeyError> {
+        let text = text.trim();
+        let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            (0..32).map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).expect("hex checked")).collect()
+        } else {
+            B64.decode(text).map_err(|_| KeyError("expected 32 bytes as base64 or 64 hex digits".into()))?
+        };
+        let arr: [u8; 32] =
+            bytes.try_into().map_err(|b: Vec<u8>| KeyError(format!("expected 32 bytes, got {}", b.len())))?;
+        Ok(SecretKey(arr))
+    }
+
+    /// The key in environment variable `var` (base64 or hex).
+    pub fn from_env(var: &str) -> Result<SecretKey, KeyError> {
+        let text = std::env::var(var).map_err(|_| KeyError(format!("environment variable {var} is not set")))?;
+        SecretKey::parse(&text).map_err(|e| KeyError(format!("environment variable {var}: {}", e.0)))
+    }
+
+    /// The key in `COERCION_SECRET_KEY`.
+    pub fn from_default_env() -> Result<SecretKey, KeyError> {
+        SecretKey::from_env(DEFAULT_KEY_ENV)
+    }
+
+    /// The key in a file: 32 raw bytes, or base64/hex text.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<SecretKey, KeyError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| KeyError(format!("cannot read {}: {e}", path.display())))?;
+        if let Ok(arr) = <[u8; 32]>::try_from(bytes.as_slice()) {
+            if !arr.iter().all(|b| b.is_ascii_graphic()) {
+                return Ok(SecretKey(arr));
+            }
+        }
+        let text = String::from_utf8(bytes).map_err(|_| KeyError(format!("{}: not a key", path.display())))?;
+        SecretKey::parse(&text).map_err(|e| KeyError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new((&self.0).into())
+    }
+
+    fn encrypt(&self, plaintext: &[u8]) -> String {
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let ct = self.cipher().encrypt(&nonce, plaintext).expect("encryption with a valid key cannot fail");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        B64.encode(out)
+    }
+
+    fn decrypt(&self, data: &[u8]) -> Option<Vec<u8>> {
+        if data.len() < 24 {
+            return None;
+        }
+        let (nonce, ct) = data.split_at(24);
+        self.cipher().decrypt(XNonce::from_slice(nonce), ct).ok()
+    }
+}
+
+/// The key that lives as long as this process: used until a workstream re-encrypts.
+static PROCESS_KEY: LazyLock<SecretKey> = LazyLock::new(SecretKey::generate);
+
+/// The keys a decode may use, the first one encrypting.
+#[derive(Clone, Debug)]
+pub(crate) struct KeyRing {
+    keys: Vec<SecretKey>,
+    configured: bool,
+}
+
+impl KeyRing {
+    /// The workstream's key (if configured) first, then the process key.
+    pub(crate) fn new(configured: Option<SecretKey>) -> KeyRing {
+        let is_configured = configured.is_some();
+        let mut keys: Vec<SecretKey> = configured.into_iter().collect();
+        keys.push(PROCESS_KEY.clone());
+        KeyRing { keys, configured: is_configured }
+    }
+
+    fn encrypting(&self) -> &SecretKey {
+        &self.keys[0]
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Arc<KeyRing>>> = const { RefCell::new(None) };
+    static FAILED: RefCell<bool> = const { RefCell::new(false) };
+}
+
+fn with_ring<R>(f: impl FnOnce(&KeyRing) -> R) -> R {
+    CURRENT.with(|c| match &*c.borrow() {
+        Some(ring) => f(ring),
+        None => f(&KeyRing::new(None)),
+    })
+}
+
+/// Runs `f` with `ring` as the keys that secrets encrypt and decrypt with.
+pub(crate) fn with_keys<R>(ring: &Arc<KeyRing>, f: impl FnOnce() -> R) -> R {
+    let prev = CURRENT.with(|c| c.replace(Some(ring.clone())));
+    let r = f();
+    CURRENT.with(|c| *c.borrow_mut() = prev);
+    r
+}
+
+#[derive(Serialize, Deserialize)]
+struct Sealed {
+    #[serde(rename = "$secret")]
+    sealed: String,
+}
+
+impl<T: Serialize> Serialize for Secret<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let plaintext = serde_json::to_vec(&self.0).map_err(serde::ser::Error::custom)?;
+        let sealed = with_ring(|r| r.encrypting().encrypt(&plaintext));
+        Sealed { sealed }.serialize(s)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Secret<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Sealed { sealed } = Sealed::deserialize(d)?;
+        let fail = |msg: String| {
+            FAILED.with(|f| *f.borrow_mut() = true);
+            serde::de::Error::custom(msg)
+        };
+        if sealed == REDACTED {
+            return Err(fail("the secret was redacted (the plan came from an export or a display copy) and cannot be used".into()));
+        }
+        let data = B64.decode(&sealed).map_err(|_| fail("a secret is not valid base64".into()))?;
+        let plaintext = with_ring(|r| {
+            r.keys.iter().find_map(|k| k.decrypt(&data)).ok_or_else(|| {
+                if r.configured {
+                    format!("a secret in the request cannot be decrypted with the configured key; {KEY_HELP}")
+                } else {
+                    format!(
+                        "a secret in the request was encrypted by another process and no secret key is configured, \
+                         so it cannot be decrypted after a restart; {KEY_HELP}"
+                    )
+                }
+            })
+        })
+        .map_err(fail)?;
+        serde_json::from_slice(&plaintext).map(Secret).map_err(|e| fail(format!("a secret does not decode: {e}")))
+    }
+}
 
 /// Why a stored request did not decode.
 #[derive(Debug)]
@@ -26,7 +266,117 @@ impl fmt::Display for DecodeError {
     }
 }
 
-/// Decodes a stored request into the plugin's request type.
+/// Decodes a stored request into the plugin's request type, decrypting secrets with the keys
+/// of the calling context (see [`with_keys`]).
 pub(crate) fn decode_request<T: DeserializeOwned>(req: &Json) -> Result<T, DecodeError> {
-    req.decode().map_err(|e| DecodeError { message: e.to_string(), secret: false })
+    FAILED.with(|f| *f.borrow_mut() = false);
+    req.decode().map_err(|e| DecodeError { message: e.to_string(), secret: FAILED.with(|f| *f.borrow()) })
+}
+
+/// Whether a JSON text may hold a secret (cheap pre-check).
+fn may_hold_secret(json: &Json) -> bool {
+    json.as_str().contains(SECRET_MARKER)
+}
+
+/// Rewrites every sealed secret in `json` with `f` (given the sealed text).
+fn rewrite(json: &Json, f: &mut dyn FnMut(&str) -> Result<String, String>) -> Result<Json, String> {
+    fn walk(v: &mut serde_json::Value, f: &mut dyn FnMut(&str) -> Result<String, String>) -> Result<(), String> {
+        match v {
+            serde_json::Value::Object(map) => {
+                if map.len() == 1 {
+                    if let Some(serde_json::Value::String(sealed)) = map.get_mut(SECRET_MARKER) {
+                        *sealed = f(sealed)?;
+                        return Ok(());
+                    }
+                }
+                map.values_mut().try_for_each(|v| walk(v, f))
+            }
+            serde_json::Value::Array(items) => items.iter_mut().try_for_each(|v| walk(v, f)),
+            _ => Ok(()),
+        }
+    }
+    let mut value: serde_json::Value = json.decode().map_err(|e| e.to_string())?;
+    walk(&mut value, f)?;
+    Json::encode(&value).map_err(|e| e.to_string())
+}
+
+/// Re-encrypts every secret of `json` under `ring`'s encrypting key.
+pub(crate) fn reseal(json: &Json, ring: &KeyRing) -> Result<Json, String> {
+    if !may_hold_secret(json) {
+        return Ok(json.clone());
+    }
+    rewrite(json, &mut |sealed| {
+        if sealed == REDACTED {
+            return Err("the request holds a redacted secret (from an export); set the secret again".into());
+        }
+        let data = B64.decode(sealed).map_err(|_| "a secret is not valid base64".to_string())?;
+        let plaintext = ring
+            .keys
+            .iter()
+            .find_map(|k| k.decrypt(&data))
+            .ok_or_else(|| format!("a secret cannot be decrypted by this process; {KEY_HELP}"))?;
+        Ok(ring.encrypting().encrypt(&plaintext))
+    })
+}
+
+/// Replaces every secret of `json` with the redaction marker.
+pub(crate) fn redact(json: &Json) -> Json {
+    if !may_hold_secret(json) {
+        return json.clone();
+    }
+    rewrite(json, &mut |_| Ok(REDACTED.to_owned())).unwrap_or_else(|_| json.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, Deserialize, Debug)]
+    struct Req {
+        user: String,
+        password: Secret<String>,
+    }
+
+    #[test]
+    fn debug_and_json_never_show_the_plaintext() {
+        let req = Req { user: "u".into(), password: Secret::new("hunter2-marker".into()) };
+        assert!(!format!("{req:?}").contains("hunter2"));
+        let json = Json::encode(&req).unwrap();
+        assert!(!json.as_str().contains("hunter2"), "{}", json.as_str());
+        assert!(json.as_str().contains(SECRET_MARKER));
+        let back: Req = decode_request(&json).unwrap();
+        assert_eq!(back.password.expose(), "hunter2-marker");
+    }
+
+    #[test]
+    fn reseal_moves_secrets_to_the_configured_key_and_redact_removes_them() {
+        let req = Req { user: "u".into(), password: Secret::new("pw".into()) };
+        let json = Json::encode(&req).unwrap();
+        let ring = Arc::new(KeyRing::new(Some(SecretKey::from_bytes([7; 32]))));
+        let sealed = reseal(&json, &ring).unwrap();
+        assert_ne!(sealed, json);
+        // Only the configured key opens it now.
+        let other = Arc::new(KeyRing::new(Some(SecretKey::from_bytes([8; 32]))));
+        let only_configured = KeyRing { keys: vec![SecretKey::from_bytes([7; 32])], configured: true };
+        let back: Req = with_keys(&Arc::new(only_configured), || decode_request(&sealed)).unwrap();
+        assert_eq!(back.password.expose(), "pw");
+        let wrong = KeyRing { keys: vec![SecretKey::from_bytes([8; 32])], configured: true };
+        let err = with_keys(&Arc::new(wrong), || decode_request::<Req>(&sealed)).unwrap_err();
+        assert!(err.is_secret());
+        assert!(err.to_string().contains("configured key"), "{err}");
+        drop(other);
+        let redacted = redact(&sealed);
+        assert!(redacted.as_str().contains(REDACTED));
+        let err = decode_request::<Req>(&redacted).unwrap_err();
+        assert!(err.to_string().contains("redacted"), "{err}");
+    }
+
+    #[test]
+    fn keys_parse_from_hex_and_base64() {
+        let hex = "00".repeat(31) + "ff";
+        assert!(SecretKey::parse(&hex).is_ok());
+        assert!(SecretKey::parse(&B64.encode([1u8; 32])).is_ok());
+        assert!(SecretKey::parse("short").unwrap_err().to_string().contains("base64"));
+        assert!(SecretKey::parse(&B64.encode([1u8; 16])).unwrap_err().to_string().contains("got 16"));
+    }
 }

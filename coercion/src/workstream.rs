@@ -114,6 +114,14 @@ impl WorkstreamBuilder {
         self
     }
 
+    /// The key that encrypts `Secret` request fields at rest. Configure the same key on every
+    /// workstream that may resume a plan; without one, secrets are encrypted with a key that
+    /// lives as long as the process, so an action that needs a secret after a restart fails.
+    pub fn secret_key(mut self, key: crate::secret::SecretKey) -> Self {
+        self.options.keys = Arc::new(crate::secret::KeyRing::new(Some(key)));
+        self
+    }
+
     /// A `Running` plan found at start-up whose last heartbeat is older than this is failed
     /// with reason `ExceedRecovery` instead of resumed (default 30 min).
     pub fn max_last_update(mut self, age: Duration) -> Self {
@@ -204,7 +212,20 @@ impl Workstream {
     /// Validates `plan` (every problem at once, nothing stored on failure), assigns ids and
     /// the submit time, and stores it. The plan does not run until [`start`](Self::start).
     pub async fn submit(&self, mut plan: Plan) -> Result<PlanId, Error> {
-        validate_plan(&plan, &self.inner.registry).map_err(Error::Invalid)?;
+        let keys = self.inner.options.keys.clone();
+        crate::secret::with_keys(&keys, || validate_plan(&plan, &self.inner.registry)).map_err(Error::Invalid)?;
+        // Secrets were encrypted with this process's key when the plan was built: store them
+        // under the workstream's key.
+        let mut problems = Vec::new();
+        plan.for_each_action_mut(|loc, a| match crate::secret::reseal(&a.request, &keys) {
+            Ok(j) => a.request = j,
+            Err(message) => problems.push((loc, message)),
+        });
+        if !problems.is_empty() {
+            return Err(Error::Invalid(
+                problems.into_iter().map(|(loc, message)| Problem { path: plan.path(loc), message }).collect(),
+            ));
+        }
         assign_ids(&mut plan);
         plan.submit_time = Some(crate::engine::now());
         self.inner.store.create(&plan).await.map_err(Error::Storage)?;

@@ -34,7 +34,7 @@ impl Ended {
 /// Runs (or resumes) the action at `loc`. Completed, failed and stopped actions are not run
 /// again; finished attempts stored by an earlier process count against the retries.
 pub(crate) async fn run_action(run: &Arc<Run>, loc: Loc, stop: &CancellationToken) -> Result<Ended, RunError> {
-    let (status, id, plugin_name, request, timeout, retries, mut next, last, interrupted, path, name) = {
+    let (status, id, plugin_name, request, timeout, retries, mut next, last, interrupted, name) = {
         let plan = run.plan.lock();
         let a = plan.action(loc).expect("the engine only runs actions of its plan");
         let finished: Vec<&Attempt> = a.attempts.iter().filter(|t| t.end.is_some()).collect();
@@ -49,7 +49,6 @@ pub(crate) async fn run_action(run: &Arc<Run>, loc: Loc, stop: &CancellationToke
             finished.last().map(|t| (t.succeeded(), t.error().is_some_and(|e| e.permanent))),
             // An attempt that started but never finished: the process running it died.
             a.attempts.last().filter(|t| t.end.is_none()).map(|t| t.start),
-            plan.path(loc),
             a.name.clone(),
         )
     };
@@ -81,7 +80,7 @@ pub(crate) async fn run_action(run: &Arc<Run>, loc: Loc, stop: &CancellationToke
             format!("plugin {plugin_name:?} is not registered in this workstream's registry"),
             true,
         );
-        let attempt = Attempt { start, end: Some(start), outcome: Some(Outcome::Error(err)) };
+        let attempt = Attempt { start, end: Some(start), outcome: Some(Outcome::Error(Box::new(err))) };
         let mut changes = vec![Change::Attempt { loc, id, index: next, attempt }];
         changes.push(run.status_change(loc, Status::Failed));
         run.commit(changes).await?;
@@ -99,14 +98,13 @@ pub(crate) async fn run_action(run: &Arc<Run>, loc: Loc, stop: &CancellationToke
                 ),
                 true,
             );
-            let attempt = Attempt { start, end: Some(now()), outcome: Some(Outcome::Error(err)) };
+            let attempt = Attempt { start, end: Some(now()), outcome: Some(Outcome::Error(Box::new(err))) };
             let changes = vec![Change::Attempt { loc, id, index: next, attempt }, run.status_change(loc, Status::Failed)];
             run.commit(changes).await?;
             return Ok(Ended::Failed);
         }
         tracing::info!(plan = %run.id, action = %name, "running an interrupted attempt again (at-least-once)");
     }
-    let path = Arc::new(path);
     let mut delays = plugin.retry_policy().delays();
     // Skip the pauses that preceded attempts already made.
     for _ in 1..next.max(1) {
@@ -124,7 +122,9 @@ pub(crate) async fn run_action(run: &Arc<Run>, loc: Loc, stop: &CancellationToke
         let ctx = Context {
             plan_id: run.id,
             action_id: id,
-            path: path.clone(),
+            loc,
+            paths: Some(run.clone()),
+            keys: Some(run.options.keys.clone()),
             attempt: next + 1,
             deadline: Instant::now() + timeout,
             cancel: stop.child_token(),
@@ -135,7 +135,7 @@ pub(crate) async fn run_action(run: &Arc<Run>, loc: Loc, stop: &CancellationToke
         let retryable = matches!(&result, Err(e) if !e.permanent);
         let outcome = match result {
             Ok(resp) => Outcome::Response(resp),
-            Err(e) => Outcome::Error(e),
+            Err(e) => Outcome::Error(Box::new(e)),
         };
         let succeeded = matches!(outcome, Outcome::Response(_));
         changes.push(Change::Attempt { loc, id, index: next, attempt: Attempt { start, end: Some(end), outcome: Some(outcome) } });

@@ -30,6 +30,8 @@ pub(crate) struct EngineOptions {
     pub heartbeat_interval: Duration,
     /// How often a failed store write is retried before the run gives up.
     pub store_retries: u32,
+    /// The keys secrets in requests are decrypted with.
+    pub keys: Arc<crate::secret::KeyRing>,
 }
 
 impl Default for EngineOptions {
@@ -38,6 +40,7 @@ impl Default for EngineOptions {
             stop_grace: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(5),
             store_retries: 8,
+            keys: Arc::new(crate::secret::KeyRing::new(None)),
         }
     }
 }
@@ -85,6 +88,7 @@ pub(crate) struct Run {
     pub events: broadcast::Sender<Event>,
     pub done: watch::Sender<Option<Result<(), RunError>>>,
     pub writes: AtomicU64,
+    final_plan: Mutex<Option<Arc<Plan>>>,
     store_failure: Mutex<Option<StoreError>>,
 }
 
@@ -106,6 +110,7 @@ impl Run {
             events,
             done: watch::channel(None).0,
             writes: AtomicU64::new(0),
+            final_plan: Mutex::new(None),
             store_failure: Mutex::new(None),
         })
     }
@@ -175,6 +180,9 @@ impl Run {
     }
 
     pub(crate) fn status_of(&self, loc: Loc) -> Status {
+        if let Some(done) = self.final_plan.lock().as_ref() {
+            return done.state_at(loc).map(|s| s.status).unwrap_or_default();
+        }
         self.plan.lock().state_at(loc).map(|s| s.status).unwrap_or_default()
     }
 
@@ -196,8 +204,24 @@ impl Run {
         }
     }
 
+    /// The plan as it is now (the final tree once the run ended).
     pub(crate) fn snapshot(&self) -> Plan {
+        if let Some(done) = self.final_plan.lock().as_ref() {
+            return Plan::clone(done);
+        }
         self.plan.lock().clone()
+    }
+
+    /// Publishes the outcome: the final tree moves out of the live mutex (no copy), subscribers
+    /// get `Finished`, waiters wake up.
+    pub(crate) fn finish(&self, result: Result<(), RunError>) {
+        let plan = std::mem::replace(&mut *self.plan.lock(), Plan::empty(String::new()));
+        let plan = Arc::new(plan);
+        *self.final_plan.lock() = Some(plan.clone());
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(Event::Finished(Box::new(Plan::clone(&plan))));
+        }
+        self.done.send_replace(Some(result));
     }
 
     pub(crate) fn emergency(&self) -> bool {
@@ -242,7 +266,7 @@ pub(crate) fn expire_changes(plan: &Plan, age: Duration) -> Vec<Change> {
                     ),
                     true,
                 );
-                let attempt = Attempt { start: last.start, end: Some(now), outcome: Some(Outcome::Error(err)) };
+                let attempt = Attempt { start: last.start, end: Some(now), outcome: Some(Outcome::Error(Box::new(err))) };
                 changes.push(Change::Attempt { loc, id: a.id(), index: a.attempts().len() as u32 - 1, attempt });
             }
         }
@@ -258,4 +282,10 @@ pub(crate) fn expire_changes(plan: &Plan, age: Duration) -> Vec<Change> {
         state: State { status: Status::Failed, start: plan.state.start, end: Some(now) },
     });
     changes
+}
+
+impl crate::plugin::PathSource for Run {
+    fn path(&self, loc: Loc) -> crate::workflow::ObjectPath {
+        self.plan.lock().path(loc)
+    }
 }

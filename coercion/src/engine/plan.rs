@@ -8,7 +8,7 @@ use tracing::Instrument as _;
 use super::action::{Ended, run_action};
 use super::block::{BlockEnd, run_block};
 use super::checks::{CheckResult, ContLoop, ContWatch, run_checks, run_checks_once};
-use super::{Event, Run, RunError, now};
+use super::{Run, RunError, now};
 use crate::storage::Change;
 use crate::workflow::{CheckSlot, Loc, Parent, Reason, Status};
 
@@ -29,8 +29,7 @@ pub(crate) async fn run_plan(run: Arc<Run>) {
     if let Err(e) = &result {
         tracing::error!(plan = %run.id, error = %e, "plan run ended without finishing; it stays Running in storage for recovery");
     }
-    let _ = run.events.send(Event::Finished(Box::new(run.snapshot())));
-    run.done.send_replace(Some(result));
+    run.finish(result);
 }
 
 fn spawn_heartbeat(run: &Arc<Run>) -> tokio::task::JoinHandle<()> {

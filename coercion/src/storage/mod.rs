@@ -10,10 +10,16 @@
 
 #[doc(hidden)]
 pub mod contract;
+mod faulty;
 mod memory;
+mod recording;
 mod sqlite;
 
+#[doc(hidden)]
+pub use faulty::{FaultKind, FaultRule, FaultTiming, FaultyStore};
 pub use memory::MemoryStore;
+#[doc(hidden)]
+pub use recording::{RecordedWrite, RecordingStore};
 pub use sqlite::{SqliteOptions, SqliteStats, SqliteStore, Synchronous};
 
 use std::fmt;
@@ -84,6 +90,7 @@ impl Change {
                     )));
                 }
                 action.attempts.truncate(i);
+                action.attempts.reserve_exact(1);
                 action.attempts.push(attempt.clone());
             }
             Change::Reset { loc, .. } => {

@@ -16,6 +16,7 @@ pub use walk::{ObjectRef, Walk};
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -346,15 +347,26 @@ impl fmt::Display for CheckSlot {
     }
 }
 
-/// A JSON document kept as text: requests and responses at rest.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Json(Box<RawValue>);
+/// A JSON document kept as text: requests and responses at rest. Cloning shares the text.
+#[derive(Clone)]
+pub struct Json(Arc<RawValue>);
+
+impl Serialize for Json {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(d).map(|b| Json(Arc::from(b)))
+    }
+}
 
 impl Json {
     /// Serializes `value`.
     pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Json, serde_json::Error> {
-        serde_json::value::to_raw_value(value).map(Json)
+        serde_json::value::to_raw_value(value).map(|b| Json(Arc::from(b)))
     }
 
     /// Decodes the document into `T`.
@@ -364,7 +376,7 @@ impl Json {
 
     /// Parses JSON text (validating it).
     pub fn from_text(text: &str) -> Result<Json, serde_json::Error> {
-        RawValue::from_string(text.to_owned()).map(Json)
+        RawValue::from_string(text.to_owned()).map(|b| Json(Arc::from(b)))
     }
 
     /// The JSON text.
@@ -373,7 +385,10 @@ impl Json {
     }
 
     pub(crate) fn null() -> Json {
-        Json(RawValue::from_string("null".to_owned()).expect("`null` is valid JSON"))
+        static NULL: std::sync::LazyLock<Arc<RawValue>> = std::sync::LazyLock::new(|| {
+            Arc::from(RawValue::from_string("null".to_owned()).expect("`null` is valid JSON"))
+        });
+        Json(NULL.clone())
     }
 }
 
@@ -411,7 +426,7 @@ impl Attempt {
     /// The error of a failed attempt.
     pub fn error(&self) -> Option<&PluginError> {
         match &self.outcome {
-            Some(Outcome::Error(e)) => Some(e),
+            Some(Outcome::Error(e)) => Some(&**e),
             _ => None,
         }
     }
@@ -424,7 +439,7 @@ pub enum Outcome {
     /// The plugin's response, as JSON.
     Response(Json),
     /// The plugin's error (a timeout, a panic and a cancellation are errors too).
-    Error(PluginError),
+    Error(Box<PluginError>),
 }
 
 /// One call of a plugin, the leaf of a plan.
@@ -433,11 +448,11 @@ pub struct Action {
     #[serde(default)]
     pub(crate) id: Uuid,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) key: Option<String>,
-    pub(crate) name: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub(crate) descr: String,
-    pub(crate) plugin: String,
+    pub(crate) key: Option<Arc<str>>,
+    pub(crate) name: Arc<str>,
+    #[serde(default = "empty_text", skip_serializing_if = "text_is_empty")]
+    pub(crate) descr: Arc<str>,
+    pub(crate) plugin: Arc<str>,
     pub(crate) kind: PluginKind,
     pub(crate) request: Json,
     #[serde(with = "humantime_serde")]
@@ -450,7 +465,42 @@ pub struct Action {
     pub(crate) state: State,
     /// Problems found while building (e.g. a request that does not serialize), reported at submit.
     #[serde(skip)]
-    pub(crate) defects: Vec<String>,
+    pub(crate) defects: Defects,
+}
+
+/// Problems found while building an object, reported at submit. One pointer wide, since
+/// almost every object has none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Defects(Option<Box<Vec<String>>>);
+
+impl Defects {
+    pub(crate) fn push(&mut self, problem: String) {
+        self.0.get_or_insert_with(Default::default).push(problem);
+    }
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+impl<'a> IntoIterator for &'a Defects {
+    type Item = &'a String;
+    type IntoIter = std::slice::Iter<'a, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        match &self.0 {
+            Some(v) => v.iter(),
+            None => [].iter(),
+        }
+    }
+}
+
+/// The shared empty text, so an action without a description costs no allocation.
+pub(crate) fn empty_text() -> Arc<str> {
+    static EMPTY: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+    EMPTY.clone()
+}
+
+fn text_is_empty(s: &Arc<str>) -> bool {
+    s.is_empty()
 }
 
 impl Action {
@@ -526,10 +576,10 @@ impl Action {
     }
 
     fn check_plugin<P: PluginMeta>(&self) -> Result<(), TypedAccessError> {
-        if self.plugin == P::NAME {
+        if &*self.plugin == P::NAME {
             Ok(())
         } else {
-            Err(TypedAccessError::WrongPlugin { asked: P::NAME, actual: self.plugin.clone() })
+            Err(TypedAccessError::WrongPlugin { asked: P::NAME, actual: self.plugin.to_string() })
         }
     }
 }

@@ -193,7 +193,7 @@ impl Plan {
             }
             Loc::Action { parent, index } => {
                 self.push_path(parent.loc(), segs);
-                let name = self.action(loc).map(|a| a.name.clone()).unwrap_or_default();
+                let name = self.action(loc).map(|a| a.name.to_string()).unwrap_or_default();
                 segs.push(PathSegment::Action { index, name });
             }
         }
@@ -211,6 +211,33 @@ impl Plan {
         match block {
             None => self.checks.get_mut(slot),
             Some(b) => self.blocks.get_mut(b)?.checks.get_mut(slot),
+        }
+    }
+
+    /// Calls `f` on every action of the plan (checks and deferred batches included).
+    pub(crate) fn for_each_action_mut(&mut self, mut f: impl FnMut(Loc, &mut Action)) {
+        let mut visit = |parent: Parent, actions: &mut Vec<Action>| {
+            for (index, a) in actions.iter_mut().enumerate() {
+                f(Loc::Action { parent, index }, a);
+            }
+        };
+        for slot in CheckSlot::ALL {
+            if let Some(c) = self.checks.get_mut(slot) {
+                visit(Parent::Checks { block: None, slot }, &mut c.actions);
+            }
+        }
+        for (b, block) in self.blocks.iter_mut().enumerate() {
+            for slot in CheckSlot::ALL {
+                if let Some(c) = block.checks.get_mut(slot) {
+                    visit(Parent::Checks { block: Some(b), slot }, &mut c.actions);
+                }
+            }
+            for (s, seq) in block.sequences.iter_mut().enumerate() {
+                visit(Parent::Sequence { block: b, seq: s }, &mut seq.actions);
+            }
+        }
+        for (i, batch) in self.deferred.iter_mut().enumerate() {
+            visit(Parent::Batch(i), &mut batch.actions);
         }
     }
 

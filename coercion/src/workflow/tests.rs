@@ -154,13 +154,13 @@ fn full_run() -> Plan {
         Attempt {
             start: at(10, 1),
             end: Some(at(11, 2)),
-            outcome: Some(Outcome::Error(err)),
+            outcome: Some(Outcome::Error(Box::new(err))),
         },
         Attempt {
             start: at(12, 3),
             end: Some(at(13, 4)),
-            outcome: Some(Outcome::Error(
-                PluginError::permanent("disk full").with_code(28),
+            outcome: Some(Outcome::Error(Box::new(
+                PluginError::permanent("disk full").with_code(28)),
             )),
         },
         Attempt {

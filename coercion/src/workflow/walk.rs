@@ -75,59 +75,86 @@ impl<'a> ObjectRef<'a> {
 /// bypass, pre and continuous checks, each sequence followed by its actions, its post and
 /// deferred checks); the plan's post checks; each deferred batch followed by its actions; the
 /// plan's deferred checks. Use [`Plan::path`] to turn a location into a path for people.
+///
+/// Containers are listed up front; their actions are produced lazily, so walking a plan of a
+/// million actions does not allocate per action.
 pub struct Walk<'a> {
-    items: std::vec::IntoIter<(Loc, ObjectRef<'a>)>,
+    nodes: std::vec::IntoIter<Node<'a>>,
+    actions: Option<(Parent, std::iter::Enumerate<std::slice::Iter<'a, Action>>)>,
+    remaining: usize,
+}
+
+enum Node<'a> {
+    One(Loc, ObjectRef<'a>),
+    Actions(Parent, &'a [Action]),
 }
 
 impl<'a> Walk<'a> {
     pub(crate) fn new(plan: &'a Plan) -> Walk<'a> {
-        let mut items = Vec::new();
-        items.push((Loc::Plan, ObjectRef::Plan(plan)));
-        let push_checks = |items: &mut Vec<(Loc, ObjectRef<'a>)>,
-                           set: &'a CheckSet,
-                           block: Option<usize>,
-                           slots: &[super::CheckSlot]| {
-            for &slot in slots {
-                if let Some(c) = set.get(slot) {
-                    items.push((Loc::Checks { block, slot }, ObjectRef::Checks(c)));
-                    push_actions(items, &c.actions, Parent::Checks { block, slot });
-                }
-            }
+        let mut nodes = Vec::new();
+        nodes.push(Node::One(Loc::Plan, ObjectRef::Plan(plan)));
+        let push_actions = |nodes: &mut Vec<Node<'a>>, actions: &'a [Action], parent: Parent| {
+            nodes.push(Node::Actions(parent, actions));
         };
+        let push_checks =
+            |nodes: &mut Vec<Node<'a>>, set: &'a CheckSet, block: Option<usize>, slots: &[super::CheckSlot]| {
+                for &slot in slots {
+                    if let Some(c) = set.get(slot) {
+                        nodes.push(Node::One(Loc::Checks { block, slot }, ObjectRef::Checks(c)));
+                        push_actions(nodes, &c.actions, Parent::Checks { block, slot });
+                    }
+                }
+            };
         use super::CheckSlot::*;
-        push_checks(&mut items, &plan.checks, None, &[Bypass, Pre, Cont]);
+        push_checks(&mut nodes, &plan.checks, None, &[Bypass, Pre, Cont]);
         for (b, block) in plan.blocks.iter().enumerate() {
-            items.push((Loc::Block(b), ObjectRef::Block(block)));
-            push_checks(&mut items, &block.checks, Some(b), &[Bypass, Pre, Cont]);
+            nodes.push(Node::One(Loc::Block(b), ObjectRef::Block(block)));
+            push_checks(&mut nodes, &block.checks, Some(b), &[Bypass, Pre, Cont]);
             for (s, seq) in block.sequences.iter().enumerate() {
-                items.push((Loc::Sequence { block: b, seq: s }, ObjectRef::Sequence(seq)));
-                push_actions(&mut items, &seq.actions, Parent::Sequence { block: b, seq: s });
+                nodes.push(Node::One(Loc::Sequence { block: b, seq: s }, ObjectRef::Sequence(seq)));
+                push_actions(&mut nodes, &seq.actions, Parent::Sequence { block: b, seq: s });
             }
-            push_checks(&mut items, &block.checks, Some(b), &[Post, Deferred]);
+            push_checks(&mut nodes, &block.checks, Some(b), &[Post, Deferred]);
         }
-        push_checks(&mut items, &plan.checks, None, &[Post]);
+        push_checks(&mut nodes, &plan.checks, None, &[Post]);
         for (i, batch) in plan.deferred.iter().enumerate() {
-            items.push((Loc::Batch(i), ObjectRef::Batch(batch)));
-            push_actions(&mut items, &batch.actions, Parent::Batch(i));
+            nodes.push(Node::One(Loc::Batch(i), ObjectRef::Batch(batch)));
+            push_actions(&mut nodes, &batch.actions, Parent::Batch(i));
         }
-        push_checks(&mut items, &plan.checks, None, &[Deferred]);
-        Walk { items: items.into_iter() }
-    }
-}
-
-fn push_actions<'a>(items: &mut Vec<(Loc, ObjectRef<'a>)>, actions: &'a [Action], parent: Parent) {
-    for (index, a) in actions.iter().enumerate() {
-        items.push((Loc::Action { parent, index }, ObjectRef::Action(a)));
+        push_checks(&mut nodes, &plan.checks, None, &[Deferred]);
+        let remaining = nodes
+            .iter()
+            .map(|n| match n {
+                Node::One(..) => 1,
+                Node::Actions(_, a) => a.len(),
+            })
+            .sum();
+        Walk { nodes: nodes.into_iter(), actions: None, remaining }
     }
 }
 
 impl<'a> Iterator for Walk<'a> {
     type Item = (Loc, ObjectRef<'a>);
     fn next(&mut self) -> Option<Self::Item> {
-        self.items.next()
+        loop {
+            if let Some((parent, it)) = &mut self.actions {
+                if let Some((index, a)) = it.next() {
+                    self.remaining -= 1;
+                    return Some((Loc::Action { parent: *parent, index }, ObjectRef::Action(a)));
+                }
+                self.actions = None;
+            }
+            match self.nodes.next()? {
+                Node::One(loc, obj) => {
+                    self.remaining -= 1;
+                    return Some((loc, obj));
+                }
+                Node::Actions(parent, actions) => self.actions = Some((parent, actions.iter().enumerate())),
+            }
+        }
     }
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.items.size_hint()
+        (self.remaining, Some(self.remaining))
     }
 }
 
