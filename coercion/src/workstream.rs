@@ -73,19 +73,38 @@ fn from_store(id: PlanId, e: StoreError) -> Error {
     }
 }
 
+/// The file [`WorkstreamBuilder::build`] keeps plans in when no store is chosen.
+pub const DEFAULT_DB_PATH: &str = "coercion.db";
+
 /// Configures and starts a [`Workstream`].
 pub struct WorkstreamBuilder {
     store: Option<Arc<dyn Store>>,
+    sqlite_path: Option<std::path::PathBuf>,
     registry: Option<Registry>,
     options: EngineOptions,
     max_last_update: Duration,
     recover: bool,
+    executes: bool,
 }
 
 impl WorkstreamBuilder {
-    /// The store plans are kept in (default: a fresh [`MemoryStore`]).
+    /// The store plans are kept in. Without one, plans are kept in the embedded SQLite store
+    /// at [`DEFAULT_DB_PATH`] in the working directory.
     pub fn store(mut self, store: impl Store) -> Self {
         self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Keeps plans in the SQLite file at `path` (created if missing), opened when the
+    /// workstream is built. Fails then if another process runs plans from that file.
+    pub fn sqlite(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.sqlite_path = Some(path.into());
+        self
+    }
+
+    /// Keeps plans in memory only: nothing survives the process.
+    pub fn in_memory(mut self) -> Self {
+        self.store = Some(Arc::new(MemoryStore::new()));
         self
     }
 
@@ -129,6 +148,14 @@ impl WorkstreamBuilder {
         self
     }
 
+    /// A client that runs nothing itself: `start` asks the shared store to hand the plan to a
+    /// worker, and start-up recovery is skipped. Needs a store shared by several processes.
+    pub fn client_only(mut self) -> Self {
+        self.executes = false;
+        self.recover = false;
+        self
+    }
+
     /// Whether to resume the store's `Running` plans at start-up (default `true`).
     pub fn recover(mut self, recover: bool) -> Self {
         self.recover = recover;
@@ -145,7 +172,13 @@ impl WorkstreamBuilder {
             })?,
         };
         registry.init_all()?;
-        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        let store: Arc<dyn Store> = match (self.store, self.sqlite_path) {
+            (Some(store), _) => store,
+            (None, path) => {
+                let path = path.unwrap_or_else(|| DEFAULT_DB_PATH.into());
+                Arc::new(crate::storage::SqliteStore::open(&path)?)
+            }
+        };
         let ws = Workstream {
             inner: Arc::new(Inner {
                 store,
@@ -153,6 +186,7 @@ impl WorkstreamBuilder {
                 options: self.options,
                 runs: Mutex::new(HashMap::new()),
                 interrupted: Mutex::new(HashMap::new()),
+                executes: self.executes,
             }),
         };
         if self.recover {
@@ -168,6 +202,8 @@ struct Inner {
     options: EngineOptions,
     runs: Mutex<HashMap<PlanId, Arc<Run>>>,
     interrupted: Mutex<HashMap<PlanId, String>>,
+    /// `false` for a client that submits and starts plans for workers to run.
+    executes: bool,
 }
 
 /// Submits, runs, watches and controls plans over one store and one registry. Cheap to clone.
@@ -187,16 +223,24 @@ impl Workstream {
     pub fn builder() -> WorkstreamBuilder {
         WorkstreamBuilder {
             store: None,
+            sqlite_path: None,
             registry: None,
             options: EngineOptions::default(),
             max_last_update: Duration::from_secs(30 * 60),
             recover: true,
+            executes: true,
         }
     }
 
     /// A workstream over a fresh [`MemoryStore`] with `registry`.
     pub async fn in_memory(registry: Registry) -> Result<Workstream, Error> {
-        Workstream::builder().registry(registry).build().await
+        Workstream::builder().in_memory().registry(registry).build().await
+    }
+
+    /// A workstream over the SQLite file at `path` (the embedded default store) with
+    /// `registry`; resumes the file's running plans.
+    pub async fn open(path: impl Into<std::path::PathBuf>, registry: Registry) -> Result<Workstream, Error> {
+        Workstream::builder().sqlite(path).registry(registry).build().await
     }
 
     /// The registry the workstream calls plugins from.
@@ -241,7 +285,10 @@ impl Workstream {
         if plan.state.status != Status::NotStarted {
             return Err(Error::AlreadyStarted(id));
         }
-        self.launch(plan)
+        if !self.inner.executes {
+            return Ok(self.inner.store.request_start(id).await?);
+        }
+        self.launch(plan).await
     }
 
     /// Runs `plan` to its end: submit, start, wait.
@@ -251,8 +298,15 @@ impl Workstream {
         self.wait(id).await
     }
 
-    pub(crate) fn launch(&self, plan: Plan) -> Result<(), Error> {
+    pub(crate) async fn launch(&self, plan: Plan) -> Result<(), Error> {
         let id = plan.id;
+        if self.inner.runs.lock().contains_key(&id) {
+            return Err(Error::AlreadyStarted(id));
+        }
+        self.inner.store.acquire(id).await.map_err(|e| match e {
+            StoreError::Locked(_) => Error::OwnedElsewhere(id),
+            other => Error::Storage(other),
+        })?;
         let run = {
             let mut runs = self.inner.runs.lock();
             if runs.contains_key(&id) {
@@ -265,8 +319,16 @@ impl Workstream {
         let inner = self.inner.clone();
         tokio::spawn(async move {
             run_plan(run.clone()).await;
-            if let Some(Err(e)) = run.done.borrow().as_ref() {
-                inner.interrupted.lock().insert(id, e.to_string());
+            let interrupted = run.done.borrow().as_ref().and_then(|r| r.as_ref().err().map(|e| e.to_string()));
+            match interrupted {
+                Some(e) => {
+                    inner.interrupted.lock().insert(id, e);
+                }
+                None => {
+                    if let Err(e) = inner.store.release(id).await {
+                        tracing::warn!(plan = %id, error = %e, "could not release the plan after its run");
+                    }
+                }
             }
             inner.runs.lock().remove(&id);
         });
@@ -296,7 +358,7 @@ impl Workstream {
             } else {
                 tracing::info!(plan = %plan.id, "resuming plan after a restart");
                 resumed.push(plan.id);
-                self.launch(plan)?;
+                self.launch(plan).await?;
             }
         }
         Ok(resumed)

@@ -245,4 +245,34 @@ pub trait Store: Send + Sync + 'static {
 
     /// A short description for messages (`memory`, `sqlite:/path/to/file.db`).
     fn describe(&self) -> String;
+
+    /// Takes ownership of plan `id` for this process before it runs or resumes. Stores shared
+    /// by several processes grant a lease (fails with [`StoreError::Locked`] while another live
+    /// process holds it) and fence every later write of this process by it; single-process
+    /// stores own everything already.
+    fn acquire(&self, _id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Gives up ownership of plan `id` after its run ended.
+    fn release(&self, _id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// For shared stores: up to `limit` plans this process should run now — plans whose owner's
+    /// lease expired, and plans a client asked to start — each already acquired for this
+    /// process. Single-process stores have none.
+    fn claim_runnable(&self, _limit: usize) -> BoxFuture<'_, Result<Vec<PlanId>, StoreError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// For shared stores: marks a submitted plan to be started by whichever worker claims it
+    /// (a client that executes nothing). Single-process stores do not support it.
+    fn request_start(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            Err(StoreError::Permanent(format!(
+                "plan {id}: this store cannot hand plans to other workers; start it in a workstream that executes plans"
+            )))
+        })
+    }
 }

@@ -5,6 +5,7 @@
 //! only accept plugins of the right kind, and are read through accessor methods. Their state is
 //! owned by the engine: nothing here lets user code change an object's status or attempts.
 
+mod clone;
 mod path;
 mod validate;
 mod walk;

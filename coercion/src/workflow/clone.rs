@@ -1,0 +1,140 @@
+//! Clones of a plan: for resubmission, for display, and of only the work that did not succeed.
+
+use super::{Action, Attempt, Block, CheckSet, Checks, DeferredBatch, Outcome, Plan, PlanId, Reason, Sequence, State, Status};
+
+fn fresh_action(a: &Action) -> Action {
+    Action { id: uuid::Uuid::nil(), attempts: Vec::new(), state: State::default(), ..a.clone() }
+}
+
+fn fresh_checks(c: &Checks) -> Checks {
+    Checks {
+        id: uuid::Uuid::nil(),
+        actions: c.actions.iter().map(fresh_action).collect(),
+        state: State::default(),
+        ..c.clone()
+    }
+}
+
+fn fresh_check_set(set: &CheckSet) -> CheckSet {
+    CheckSet {
+        bypass: set.bypass.as_ref().map(fresh_checks),
+        pre: set.pre.as_ref().map(fresh_checks),
+        cont: set.cont.as_ref().map(fresh_checks),
+        post: set.post.as_ref().map(fresh_checks),
+        deferred: set.deferred.as_ref().map(fresh_checks),
+    }
+}
+
+fn fresh_sequence(s: &Sequence, keep: impl Fn(&Action) -> bool) -> Sequence {
+    Sequence {
+        id: uuid::Uuid::nil(),
+        actions: s.actions.iter().filter(|a| keep(a)).map(fresh_action).collect(),
+        state: State::default(),
+        ..s.clone()
+    }
+}
+
+fn fresh_block(b: &Block, sequences: Vec<Sequence>) -> Block {
+    Block {
+        id: uuid::Uuid::nil(),
+        checks: fresh_check_set(&b.checks),
+        sequences,
+        state: State::default(),
+        ..b.clone()
+    }
+}
+
+fn fresh_batch(d: &DeferredBatch) -> DeferredBatch {
+    DeferredBatch {
+        id: uuid::Uuid::nil(),
+        actions: d.actions.iter().map(fresh_action).collect(),
+        state: State::default(),
+        ..d.clone()
+    }
+}
+
+impl Plan {
+    /// The group a clone of this plan belongs to: this plan's group, or this plan itself.
+    fn clone_group(&self) -> Option<uuid::Uuid> {
+        self.group_id.or((!self.id.is_nil()).then_some(self.id.0))
+    }
+
+    fn fresh_shell(&self, blocks: Vec<Block>) -> Plan {
+        Plan {
+            id: PlanId::NIL,
+            group_id: self.clone_group(),
+            checks: fresh_check_set(&self.checks),
+            blocks,
+            deferred: self.deferred.iter().map(fresh_batch).collect(),
+            submit_time: None,
+            state: State::default(),
+            reason: Reason::None,
+            heartbeat: None,
+            paused: false,
+            ..self.clone()
+        }
+    }
+
+    /// A copy of the definitions only, ready to submit again: no ids, states, attempts or
+    /// reason; keys and secrets kept; in the same group as this plan (its group, or this plan's
+    /// id when it has none), so the two stay tied together.
+    pub fn clone_for_resubmit(&self) -> Plan {
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| fresh_block(b, b.sequences.iter().map(|s| fresh_sequence(s, |_| true)).collect()))
+            .collect();
+        self.fresh_shell(blocks)
+    }
+
+    /// A copy for people to look at: everything kept (ids, states, attempts, responses) except
+    /// secrets, which are replaced with `{"$secret": "redacted"}` in requests and responses.
+    /// Exports, reports and the web UI show this copy.
+    pub fn clone_for_display(&self) -> Plan {
+        let mut plan = self.clone();
+        plan.for_each_action_mut(|_, a| {
+            a.request = crate::secret::redact(&a.request);
+            for t in &mut a.attempts {
+                redact_attempt(t);
+            }
+        });
+        plan
+    }
+
+    /// A new plan holding only the work that did not succeed, or `None` if everything did:
+    /// blocks whose sequences all completed (or that were bypassed) are dropped; kept blocks
+    /// hold only their failed, stopped or never-run sequences, each without the actions that
+    /// already completed; checks and deferred batches are kept; the plan is in the same group.
+    /// Submitting it runs exactly the work that had not succeeded.
+    pub fn clone_retry_failed(&self) -> Option<Plan> {
+        let blocks: Vec<Block> = self
+            .blocks
+            .iter()
+            .filter_map(|b| {
+                let bypassed = b.checks.bypass.as_ref().is_some_and(|c| c.state.status == Status::Completed)
+                    && b.state.status == Status::Completed;
+                if bypassed {
+                    return None;
+                }
+                let sequences: Vec<Sequence> = b
+                    .sequences
+                    .iter()
+                    .filter(|s| s.state.status != Status::Completed)
+                    .map(|s| fresh_sequence(s, |a| a.state.status != Status::Completed))
+                    .filter(|s| !s.actions.is_empty())
+                    .collect();
+                (!sequences.is_empty()).then(|| fresh_block(b, sequences))
+            })
+            .collect();
+        if blocks.is_empty() {
+            return None;
+        }
+        Some(self.fresh_shell(blocks))
+    }
+}
+
+fn redact_attempt(t: &mut Attempt) {
+    if let Some(Outcome::Response(json)) = &mut t.outcome {
+        *json = crate::secret::redact(json);
+    }
+}
