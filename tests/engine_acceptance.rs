@@ -46,7 +46,8 @@ fn seq(name: &str, actions: impl IntoIterator<Item = ActionSpec>) -> coercion::S
 /// Removes the common indentation of `text` and its first and last (blank) lines.
 fn dedent(text: &str) -> String {
     let lines: Vec<&str> = text.lines().skip_while(|l| l.trim().is_empty()).collect();
-    let indent = lines.iter().filter(|l| !l.trim().is_empty()).map(|l| l.len() - l.trim_start().len()).min().unwrap_or(0);
+    let indent =
+        lines.iter().filter(|l| !l.trim().is_empty()).map(|l| l.len() - l.trim_start().len()).min().unwrap_or(0);
     let mut out = String::new();
     for l in lines {
         if l.trim().is_empty() {
@@ -254,7 +255,9 @@ async fn plan_bypass_passes_and_nothing_else_runs() {
 async fn plan_bypass_fails_and_the_plan_runs_normally() {
     let fakes = Fakes::new();
     let plan = Plan::builder("not bypassed")
-        .bypass_checks(Checks::builder().action(chk("bypass-ok", FakeReq::ok())).action(chk("bypass-no", FakeReq::fail())))
+        .bypass_checks(
+            Checks::builder().action(chk("bypass-ok", FakeReq::ok())).action(chk("bypass-no", FakeReq::fail())),
+        )
         .pre_checks(checks("pre", FakeReq::ok()))
         .block(Block::builder("b0").sequence(seq("s0", [act("s0-a0", FakeReq::ok())])))
         .deferred(DeferredBatch::builder("on-success", When::OnSuccess).action(act("on-success", FakeReq::ok())))
@@ -486,7 +489,10 @@ async fn plan_cont_checks_fail_during_a_block() {
         .cont_checks(checks("plan-cont", FakeReq::fail().after(5 * SEC)))
         .block(
             Block::builder("b0")
-                .sequence(seq("s0", [act("s0-a0", FakeReq::sleep(60 * SEC)).timeout(HOUR), act("s0-a1", FakeReq::ok())]))
+                .sequence(seq(
+                    "s0",
+                    [act("s0-a0", FakeReq::sleep(60 * SEC)).timeout(HOUR), act("s0-a1", FakeReq::ok())],
+                ))
                 .sequence(seq("s1", [act("s1-a0", FakeReq::ok())]))
                 .deferred_checks(checks("b0-deferred", FakeReq::ok())),
         )
@@ -574,7 +580,11 @@ async fn block_fails_when_a_sequence_exceeds_the_tolerance() {
     let failures: Vec<String> = done.failures().iter().map(|f| f.path.to_string()).collect();
     assert_eq!(
         failures,
-        [r#"block[0] "b0""#, r#"block[0] "b0" / sequence[0] "b0-s0""#, r#"block[0] "b0" / sequence[0] "b0-s0" / action[0] "b0-s0-a0""#]
+        [
+            r#"block[0] "b0""#,
+            r#"block[0] "b0" / sequence[0] "b0-s0""#,
+            r#"block[0] "b0" / sequence[0] "b0-s0" / action[0] "b0-s0-a0""#
+        ]
     );
     assert_calls(fakes.action.log(), &[&["b0-s0-a0"], &["on-failure"], &["always"]]);
     assert_calls(
@@ -690,7 +700,10 @@ async fn block_cont_checks_fail_during_the_sequences() {
             Block::builder("b0")
                 .concurrency(2)
                 .cont_checks(checks("b0-cont", FakeReq::fail().after(5 * SEC)))
-                .sequence(seq("s0", [act("s0-a0", FakeReq::sleep(60 * SEC)).timeout(HOUR), act("s0-a1", FakeReq::ok())]))
+                .sequence(seq(
+                    "s0",
+                    [act("s0-a0", FakeReq::sleep(60 * SEC)).timeout(HOUR), act("s0-a1", FakeReq::ok())],
+                ))
                 .sequence(seq("s1", [act("s1-a0", FakeReq::sleep(2 * SEC)), act("s1-a1", FakeReq::sleep(20 * SEC))]))
                 .sequence(seq("s2", [act("s2-a0", FakeReq::ok())]))
                 .post_checks(checks("b0-post", FakeReq::ok()))
@@ -1110,7 +1123,10 @@ async fn tolerated_count_within() {
     );
     // Tolerated failures stay visible.
     let failures: Vec<String> = done.failures().iter().map(|f| f.path.to_string()).collect();
-    assert_eq!(failures, [r#"block[0] "b0" / sequence[1] "s1""#, r#"block[0] "b0" / sequence[1] "s1" / action[0] "s1-a0""#]);
+    assert_eq!(
+        failures,
+        [r#"block[0] "b0" / sequence[1] "s1""#, r#"block[0] "b0" / sequence[1] "s1" / action[0] "s1-a0""#]
+    );
     assert_calls(fakes.action.log(), &[&["s0-a0"], &["s1-a0"], &["s2-a0"]]);
 }
 
@@ -1209,9 +1225,14 @@ async fn concurrency_overshoot() {
             Block::builder("b0")
                 .concurrency(3)
                 .sequence(seq("s0", [act("s0-a0", FakeReq::fail_permanently().after(SEC))]))
-                .sequence(seq("s1", [act("s1-a0", FakeReq::fail_permanently().after(2 * SEC)), act("s1-a1", FakeReq::ok())]))
+                .sequence(seq(
+                    "s1",
+                    [act("s1-a0", FakeReq::fail_permanently().after(2 * SEC)), act("s1-a1", FakeReq::ok())],
+                ))
                 .sequence(seq("s2", [act("s2-a0", FakeReq::sleep(3 * SEC)), act("s2-a1", FakeReq::ok())]))
-                .sequences((3..6).map(|i| seq(&format!("s{i}"), [act(&format!("s{i}-a0"), FakeReq::fail_permanently())]))),
+                .sequences(
+                    (3..6).map(|i| seq(&format!("s{i}"), [act(&format!("s{i}-a0"), FakeReq::fail_permanently())])),
+                ),
         )
         .build();
     let done = run(&fakes, plan).await;
@@ -1268,7 +1289,10 @@ async fn retries_and_permanent_errors() {
             Block::builder("b0")
                 .tolerated_failures(Tolerance::Unlimited)
                 .sequence(seq("recovers", [act("recovers", FakeReq::fail_times(2)).retries(2)]))
-                .sequence(seq("exhausted", [act("exhausted", FakeReq::fail_times(3)).retries(2), act("after", FakeReq::ok())]))
+                .sequence(seq(
+                    "exhausted",
+                    [act("exhausted", FakeReq::fail_times(3)).retries(2), act("after", FakeReq::ok())],
+                ))
                 .sequence(seq("permanent", [act("permanent", FakeReq::fail_permanently()).retries(5)]))
                 .sequence(seq("once", [act("once", FakeReq::fail())])),
         )
@@ -1341,10 +1365,10 @@ async fn no_backoff_after_the_last_attempt() {
 async fn timeouts_drop_the_attempt_and_are_retried() {
     let fakes = Fakes::new();
     let plan = Plan::builder("timeouts")
-        .block(
-            Block::builder("b0")
-                .sequence(seq("s0", [act("slow", FakeReq::sleep(HOUR)).timeout(10 * SEC).retries(2), act("next", FakeReq::ok())])),
-        )
+        .block(Block::builder("b0").sequence(seq(
+            "s0",
+            [act("slow", FakeReq::sleep(HOUR)).timeout(10 * SEC).retries(2), act("next", FakeReq::ok())],
+        )))
         .build();
     let started = Instant::now();
     let done = run(&fakes, plan).await;
@@ -1373,7 +1397,10 @@ async fn timeouts_drop_the_attempt_and_are_retried() {
 async fn a_panic_is_a_failed_permanent_attempt() {
     let fakes = Fakes::new();
     let plan = Plan::builder("panics")
-        .block(Block::builder("b0").sequence(seq("s0", [act("boom", FakeReq::panic()).retries(3), act("next", FakeReq::ok())])))
+        .block(
+            Block::builder("b0")
+                .sequence(seq("s0", [act("boom", FakeReq::panic()).retries(3), act("next", FakeReq::ok())])),
+        )
         .deferred(DeferredBatch::builder("always", When::Always).action(act("cleanup", FakeReq::ok())))
         .build();
     let done = run(&fakes, plan).await;
@@ -1403,7 +1430,11 @@ async fn a_panic_is_a_failed_permanent_attempt() {
 fn batches_plan(block_req: FakeReq) -> Plan {
     Plan::builder("batches")
         .block(Block::builder("b0").sequence(seq("s0", [act("work", block_req)])))
-        .deferred(DeferredBatch::builder("first", When::Always).action(act("first-a", FakeReq::ok())).action(act("first-b", FakeReq::ok())))
+        .deferred(
+            DeferredBatch::builder("first", When::Always)
+                .action(act("first-a", FakeReq::ok()))
+                .action(act("first-b", FakeReq::ok())),
+        )
         .deferred(DeferredBatch::builder("on-success", When::OnSuccess).action(act("on-success", FakeReq::ok())))
         .deferred(DeferredBatch::builder("on-failure", When::OnFailure).action(act("on-failure", FakeReq::ok())))
         .deferred(DeferredBatch::builder("last", When::Always).action(act("last", FakeReq::ok())))
@@ -1577,7 +1608,7 @@ async fn stop_with_actions_that_honour_cancellation() {
 #[tokio::test(start_paused = true)]
 async fn stop_drops_actions_that_ignore_cancellation_after_the_grace_period() {
     let fakes = Fakes::new();
-    let ws = Workstream::builder().registry(fakes.registry()).stop_grace(5 * SEC).build().await.unwrap();
+    let ws = Workstream::builder().in_memory().registry(fakes.registry()).stop_grace(5 * SEC).build().await.unwrap();
     let plan = stoppable_plan(
         [act("a0", FakeReq::sleep(HOUR)).retries(3), act("a1", FakeReq::wait_for_cancel())],
         act("s2-a0", FakeReq::ok()),
@@ -1661,7 +1692,13 @@ async fn emergency_stop_of_two_running_plans() {
         Plan::builder(p)
             .block(
                 Block::builder("b0")
-                    .sequence(seq("s0", [act(&format!("{p}-wait"), FakeReq::wait_for_cancel()), act(&format!("{p}-next"), FakeReq::ok())]))
+                    .sequence(seq(
+                        "s0",
+                        [
+                            act(&format!("{p}-wait"), FakeReq::wait_for_cancel()),
+                            act(&format!("{p}-next"), FakeReq::ok()),
+                        ],
+                    ))
                     .deferred_checks(checks(&format!("{p}-b0-deferred"), FakeReq::ok())),
             )
             .deferred(DeferredBatch::builder("always", When::Always).action(act(&format!("{p}-always"), FakeReq::ok())))
@@ -1732,7 +1769,8 @@ async fn submit_returns_every_problem_and_stores_nothing() {
 async fn start_twice_is_refused() {
     let fakes = Fakes::new();
     let ws = Workstream::in_memory(fakes.registry()).await.unwrap();
-    let plan = Plan::builder("once").block(Block::builder("b0").sequence(seq("s0", [act("a", FakeReq::sleep(SEC))]))).build();
+    let plan =
+        Plan::builder("once").block(Block::builder("b0").sequence(seq("s0", [act("a", FakeReq::sleep(SEC))]))).build();
     let id = ws.submit(plan).await.unwrap();
     ws.start(id).await.unwrap();
     assert!(matches!(ws.start(id).await, Err(Error::AlreadyStarted(i)) if i == id));
@@ -1765,7 +1803,8 @@ async fn wait_on_a_plan_never_started() {
 async fn delete_is_refused_while_running() {
     let fakes = Fakes::new();
     let ws = Workstream::in_memory(fakes.registry()).await.unwrap();
-    let plan = Plan::builder("busy").block(Block::builder("b0").sequence(seq("s0", [act("a", FakeReq::sleep(SEC))]))).build();
+    let plan =
+        Plan::builder("busy").block(Block::builder("b0").sequence(seq("s0", [act("a", FakeReq::sleep(SEC))]))).build();
     let id = ws.submit(plan).await.unwrap();
     ws.start(id).await.unwrap();
     assert!(matches!(ws.delete(id).await, Err(Error::Storage(StoreError::Running(i))) if i == id));
@@ -1778,7 +1817,9 @@ async fn delete_is_refused_while_running() {
 async fn status_stream_starts_at_once_and_ends_with_the_final_tree() {
     let fakes = Fakes::new();
     let ws = Workstream::in_memory(fakes.registry()).await.unwrap();
-    let plan = Plan::builder("watched").block(Block::builder("b0").sequence(seq("s0", [act("a", FakeReq::wait_for_cancel())]))).build();
+    let plan = Plan::builder("watched")
+        .block(Block::builder("b0").sequence(seq("s0", [act("a", FakeReq::wait_for_cancel())])))
+        .build();
     let id = ws.submit(plan).await.unwrap();
     ws.start(id).await.unwrap();
     tokio::time::sleep(SEC).await;
@@ -1801,7 +1842,12 @@ async fn status_stream_starts_at_once_and_ends_with_the_final_tree() {
     assert_eq!(last.status(), Status::Stopped);
 
     // A plan that never started: its snapshot, then the end.
-    let idle = ws.submit(Plan::builder("idle").block(Block::builder("b0").sequence(seq("s0", [act("b", FakeReq::ok())]))).build()).await.unwrap();
+    let idle = ws
+        .submit(
+            Plan::builder("idle").block(Block::builder("b0").sequence(seq("s0", [act("b", FakeReq::ok())]))).build(),
+        )
+        .await
+        .unwrap();
     let snaps: Vec<Plan> = collect(Box::pin(ws.status(idle, SEC))).await.into_iter().map(Result::unwrap).collect();
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0].status(), Status::NotStarted);
@@ -1815,7 +1861,9 @@ async fn events_end_with_finished_holding_the_final_tree() {
     ws.start(id).await.unwrap();
     let events = collect(Box::pin(ws.events(id).await.unwrap())).await;
     let done = ws.wait(id).await.unwrap();
-    let Some(Event::Snapshot(first)) = events.first() else { panic!("the first event is a snapshot: {:?}", events.first()) };
+    let Some(Event::Snapshot(first)) = events.first() else {
+        panic!("the first event is a snapshot: {:?}", events.first())
+    };
     let Some(Event::Finished(last)) = events.last() else { panic!("the last event is Finished: {:?}", events.last()) };
     assert_eq!(**last, done);
     assert_eq!(done.reason(), Reason::Block);
@@ -1833,7 +1881,9 @@ async fn events_end_with_finished_holding_the_final_tree() {
         }
     }
     assert_eq!(replay, done);
-    assert!(events.iter().any(|e| matches!(e, Event::Changed(c) if c.iter().any(|c| matches!(c, Change::Attempt { .. })))));
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Changed(c) if c.iter().any(|c| matches!(c, Change::Attempt { .. }))))
+    );
 
     // After the end: the final tree only.
     let after = collect(Box::pin(ws.events(id).await.unwrap())).await;
@@ -1868,7 +1918,10 @@ async fn list_filters() {
     assert_eq!(ids(ListFilter::status(Status::Completed)).await, [a]);
     assert_eq!(ids(ListFilter::status(Status::Failed)).await, [b]);
     assert_eq!(ids(ListFilter::status(Status::NotStarted)).await, [c]);
-    assert_eq!(ids(ListFilter { statuses: vec![Status::Completed, Status::Failed], ..Default::default() }).await, [b, a]);
+    assert_eq!(
+        ids(ListFilter { statuses: vec![Status::Completed, Status::Failed], ..Default::default() }).await,
+        [b, a]
+    );
     assert_eq!(ids(ListFilter { name_contains: Some("deploy".into()), ..Default::default() }).await, [b, a]);
     assert_eq!(ids(ListFilter { group_id: Some(group), ..Default::default() }).await, [b, a]);
     assert_eq!(ids(ListFilter { offset: 1, limit: Some(1), ..Default::default() }).await, [b]);
@@ -1962,7 +2015,11 @@ async fn plan_cont_failure_during_block_post_checks_fails_that_block() {
                 .post_checks(checks("b0-post", FakeReq::sleep(10 * SEC)))
                 .deferred_checks(checks("b0-deferred", FakeReq::ok())),
         )
-        .block(Block::builder("b1").pre_checks(checks("b1-pre", FakeReq::ok())).sequence(seq("b1-s0", [act("b1-a0", FakeReq::ok())])))
+        .block(
+            Block::builder("b1")
+                .pre_checks(checks("b1-pre", FakeReq::ok()))
+                .sequence(seq("b1-s0", [act("b1-a0", FakeReq::ok())])),
+        )
         .deferred(DeferredBatch::builder("on-failure", When::OnFailure).action(act("on-failure", FakeReq::ok())))
         .build();
     let done = run(&fakes, plan).await;
@@ -1999,8 +2056,16 @@ async fn pause_holds_back_checks_and_the_next_block() {
     let fakes = Fakes::new();
     let ws = Workstream::in_memory(fakes.registry()).await.unwrap();
     let plan = Plan::builder("paused between blocks")
-        .block(Block::builder("b0").sequence(seq("s0", [act("a0", FakeReq::sleep(10 * SEC))])).post_checks(checks("b0-post", FakeReq::ok())))
-        .block(Block::builder("b1").pre_checks(checks("b1-pre", FakeReq::ok())).sequence(seq("b1-s0", [act("b1-a0", FakeReq::ok())])))
+        .block(
+            Block::builder("b0")
+                .sequence(seq("s0", [act("a0", FakeReq::sleep(10 * SEC))]))
+                .post_checks(checks("b0-post", FakeReq::ok())),
+        )
+        .block(
+            Block::builder("b1")
+                .pre_checks(checks("b1-pre", FakeReq::ok()))
+                .sequence(seq("b1-s0", [act("b1-a0", FakeReq::ok())])),
+        )
         .post_checks(checks("plan-post", FakeReq::ok()))
         .build();
     let id = ws.submit(plan).await.unwrap();
@@ -2042,7 +2107,9 @@ async fn stopping_a_paused_plan_ends_it() {
     let fakes = Fakes::new();
     let ws = Workstream::in_memory(fakes.registry()).await.unwrap();
     let plan = Plan::builder("paused then stopped")
-        .block(Block::builder("b0").sequence(seq("s0", [act("a0", FakeReq::sleep(10 * SEC)), act("a1", FakeReq::ok())])))
+        .block(
+            Block::builder("b0").sequence(seq("s0", [act("a0", FakeReq::sleep(10 * SEC)), act("a1", FakeReq::ok())])),
+        )
         .deferred(DeferredBatch::builder("always", When::Always).action(act("always", FakeReq::ok())))
         .deferred_checks(checks("deferred", FakeReq::ok()))
         .build();

@@ -105,6 +105,11 @@ pub(crate) async fn run_block(run: &Arc<Run>, b: usize, plan_cont: &ContWatch) -
         if !run.emergency() && run_checks_once(run, Some(b), CheckSlot::Deferred, &deferred_stop).await?.failed() {
             failed = true;
         }
+        // The plan's continuous checks failed while this block ran its checks: the block fails.
+        if !failed && !stop.is_cancelled() && plan_cont.has_failed() {
+            failed = true;
+            plan_cont_failed = true;
+        }
         let end = if failed {
             if plan_cont_failed { BlockEnd::PlanContFailed } else { BlockEnd::Failed }
         } else if stop.is_cancelled() {
@@ -123,6 +128,7 @@ pub(crate) async fn run_block(run: &Arc<Run>, b: usize, plan_cont: &ContWatch) -
                 _ = tokio::time::sleep(exit) => {}
                 _ = stop.cancelled() => {}
                 _ = run.abort.cancelled() => {}
+                _ = plan_cont.failed() => {}
             }
         }
         Ok(end)
@@ -188,13 +194,21 @@ async fn run_sequences(run: &Arc<Run>, b: usize, cont: &ContWatch) -> Result<Seq
             join_result(done)?;
         }
     }
+    let mut watch_cont = !cont_failed;
     loop {
         tokio::select! {
             done = tasks.join_next() => match done {
                 None => break,
                 Some(done) => join_result(done)?,
             },
-            _ = cont.failed(), if !cont_failed => { cont_failed = true; halt.cancel(); }
+            _ = cont.failed(), if watch_cont => {
+                watch_cont = false;
+                // A block that already failed on its tolerance (or was stopped) keeps that cause.
+                if !halt.is_cancelled() {
+                    cont_failed = true;
+                    halt.cancel();
+                }
+            }
         }
     }
     let failed = cont_failed || exceeded(failures.load(Ordering::SeqCst));
@@ -223,9 +237,9 @@ async fn run_sequence(ctx: &SeqCtx, b: usize, s: usize) -> Result<(), RunError> 
     };
     let span = tracing::info_span!("sequence", plan = %run.id, sequence = %name);
     async {
-        if status == Status::NotStarted {
-            run.set_status(loc, Status::Running).await?;
-        }
+        // A sequence is Running once its first action starts: one halted before that never ran
+        // and stays NotStarted.
+        let mut started = status != Status::NotStarted;
         let parent = Parent::Sequence { block: b, seq: s };
         let mut end = Status::Completed;
         for index in 0..n {
@@ -236,6 +250,10 @@ async fn run_sequence(ctx: &SeqCtx, b: usize, s: usize) -> Result<(), RunError> 
             if ctx.halt.is_cancelled() || !run.wait_unpaused(&ctx.halt).await {
                 end = Status::Stopped;
                 break;
+            }
+            if !started {
+                run.set_status(loc, Status::Running).await?;
+                started = true;
             }
             match run_action(run, aloc, &run.stop).await? {
                 Ended::Completed => {}
@@ -248,6 +266,9 @@ async fn run_sequence(ctx: &SeqCtx, b: usize, s: usize) -> Result<(), RunError> 
                     break;
                 }
             }
+        }
+        if !started {
+            return Ok(());
         }
         run.set_status(loc, end).await?;
         if end == Status::Failed {

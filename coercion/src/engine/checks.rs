@@ -58,6 +58,13 @@ pub(crate) async fn run_checks(
 ) -> Result<CheckResult, RunError> {
     let loc = Loc::Checks { block, slot };
     let parent = Parent::Checks { block, slot };
+    // No action starts while the plan is paused, checks included.
+    if !run.wait_unpaused(stop).await {
+        if run.abort.is_cancelled() {
+            return Err(run.failure());
+        }
+        return Ok(CheckResult::Stopped);
+    }
     let mut changes = Vec::new();
     {
         let plan = run.plan.lock();

@@ -237,6 +237,8 @@ impl Run {
             self.kill.cancel();
         }
         self.stop.cancel();
+        // A stopped plan ends: its deferred work must not wait for a resume.
+        self.paused.send_replace(false);
     }
 }
 

@@ -99,6 +99,11 @@ async fn drive(run: &Arc<Run>) -> Result<Option<Option<Reason>>, RunError> {
             if stop.is_cancelled() {
                 break;
             }
+            // The plan's continuous checks failed between two blocks: the next one does not start.
+            if watch.has_failed() {
+                fail(&mut reason, Reason::ContCheck);
+                break;
+            }
             match run_block(run, b, &watch).await? {
                 BlockEnd::Completed => {}
                 BlockEnd::Failed => {
@@ -194,6 +199,10 @@ async fn finish(run: &Arc<Run>, reason: Option<Reason>) -> Result<(), RunError> 
     } else {
         (Status::Completed, Reason::None)
     };
-    let change = run.status_change(Loc::Plan, status);
-    run.commit(vec![Change::Reason(reason), change]).await
+    let mut changes = vec![Change::Reason(reason), run.status_change(Loc::Plan, status)];
+    // A finished plan is not paused.
+    if run.plan.lock().paused {
+        changes.push(Change::Paused(false));
+    }
+    run.commit(changes).await
 }
