@@ -265,10 +265,10 @@ fn first_difference(expected: &Plan, got: &Plan) -> String {
         if sa != sb {
             return format!("state at {loc:?}: expected {sa:?}, got {sb:?}");
         }
-        if let (ObjectRef::Action(x), ObjectRef::Action(y)) = (a, b) {
-            if x != y {
-                return format!("action at {loc:?}: expected {x:?}, got {y:?}");
-            }
+        if let (ObjectRef::Action(x), ObjectRef::Action(y)) = (a, b)
+            && x != y
+        {
+            return format!("action at {loc:?}: expected {x:?}, got {y:?}");
         }
     }
     if (expected.reason, expected.heartbeat, expected.paused)

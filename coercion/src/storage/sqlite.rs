@@ -83,6 +83,9 @@ pub struct SqliteOptions {
     busy_timeout: Duration,
     max_group: usize,
     read_connections: usize,
+    /// Tests: a page limit, to make the database "full".
+    #[cfg(test)]
+    max_page_count: Option<u32>,
 }
 
 impl Default for SqliteOptions {
@@ -92,6 +95,8 @@ impl Default for SqliteOptions {
             busy_timeout: Duration::from_secs(5),
             max_group: 1_000,
             read_connections: 4,
+            #[cfg(test)]
+            max_page_count: None,
         }
     }
 }
@@ -208,6 +213,11 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(setup)?;
         schema::migrate(&mut conn, &store, identity)?;
+        #[cfg(test)]
+        if let Some(pages) = options.max_page_count {
+            conn.pragma_update(None, "max_page_count", pages)
+                .map_err(setup)?;
+        }
         conn.set_prepared_statement_cache_capacity(64);
 
         let counters = Arc::new(Counters::default());

@@ -1,1 +1,256 @@
-//! Unit tests of the SQLite store that need crate-private access.
+//! Unit tests of the SQLite store that need crate-private access or a second, raw connection
+//! to the file: foreign and newer files, the schema marker, error mapping, a busy database and
+//! a full disk.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rusqlite::{Connection, ffi};
+
+use super::codec::sql_error;
+use super::schema::{APPLICATION_ID, latest};
+use super::{SqliteOptions, SqliteStore};
+use crate::storage::contract::{at, sample_plan};
+use crate::storage::{Change, Store, StoreError};
+use crate::workflow::PlanId;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> TempDir {
+        let dir = std::env::temp_dir()
+            .join("coercion-sqlite-unit")
+            .join(format!("{test}-{}", PlanId::new_v7()));
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        TempDir(dir)
+    }
+
+    fn db(&self) -> PathBuf {
+        self.0.join("plans.db")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn permanent(result: Result<SqliteStore, StoreError>) -> String {
+    match result {
+        Err(StoreError::Permanent(m)) => m,
+        other => panic!("expected a permanent error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_new_file_is_marked_and_at_the_latest_schema_version_and_reopens() {
+    let dir = TempDir::new("marked");
+    drop(SqliteStore::open(dir.db()).unwrap());
+    drop(SqliteStore::open(dir.db()).unwrap());
+    let raw = Connection::open(dir.db()).unwrap();
+    let version: i64 = raw
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, latest());
+    assert_eq!(
+        raw.query_row("SELECT count(*) FROM schema_version", [], |r| r
+            .get::<_, i64>(0))
+            .unwrap(),
+        1
+    );
+    let app: i32 = raw
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .unwrap();
+    assert_eq!(app, APPLICATION_ID);
+    let mode: String = raw
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn a_sqlite_database_of_another_application_is_refused_untouched() {
+    let dir = TempDir::new("foreign");
+    {
+        let raw = Connection::open(dir.db()).unwrap();
+        raw.execute_batch("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO users VALUES (1, 'ann');")
+            .unwrap();
+    }
+    for message in [
+        permanent(SqliteStore::open(dir.db())),
+        permanent(SqliteStore::open_read_only(dir.db())),
+    ] {
+        assert!(
+            message.contains(&dir.db().display().to_string()),
+            "{message}"
+        );
+        assert!(
+            message.contains("not a coercion store") && message.contains("users"),
+            "{message}"
+        );
+    }
+    let raw = Connection::open(dir.db()).unwrap();
+    let mode: String = raw
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "delete", "the foreign file was not switched to WAL");
+    let tables: i64 = raw
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 1, "no table was added");
+}
+
+#[test]
+fn a_file_from_a_newer_coercion_is_refused() {
+    let dir = TempDir::new("newer");
+    drop(SqliteStore::open(dir.db()).unwrap());
+    Connection::open(dir.db())
+        .unwrap()
+        .execute("UPDATE schema_version SET version = 99", [])
+        .unwrap();
+    for message in [
+        permanent(SqliteStore::open(dir.db())),
+        permanent(SqliteStore::open_read_only(dir.db())),
+    ] {
+        assert!(
+            message.contains("newer coercion") && message.contains("99"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn busy_and_locked_are_transient_everything_else_permanent() {
+    let err = |code| rusqlite::Error::SqliteFailure(ffi::Error::new(code), Some("boom".to_owned()));
+    for code in [
+        ffi::SQLITE_BUSY,
+        ffi::SQLITE_LOCKED,
+        ffi::SQLITE_BUSY_SNAPSHOT,
+    ] {
+        assert!(
+            sql_error("sqlite:/x.db", "writing", err(code)).is_transient(),
+            "code {code}"
+        );
+    }
+    for (code, words) in [
+        (ffi::SQLITE_FULL, "disk is full"),
+        (ffi::SQLITE_IOERR, "I/O error"),
+        (ffi::SQLITE_IOERR_FSYNC, "I/O error"),
+        (ffi::SQLITE_CORRUPT, "corrupt"),
+        (ffi::SQLITE_NOTADB, "not a SQLite database"),
+        (ffi::SQLITE_READONLY, "read-only"),
+    ] {
+        match sql_error("sqlite:/x.db", "writing", err(code)) {
+            StoreError::Permanent(m) => {
+                assert!(m.starts_with("sqlite:/x.db: writing: boom"), "{m}");
+                assert!(m.contains(words), "code {code}: {m}");
+            }
+            other => panic!("code {code} gave {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_locked_by_someone_else_gives_transient_errors_then_recovers() {
+    let dir = TempDir::new("busy");
+    let store = SqliteStore::open_with(
+        dir.db(),
+        SqliteOptions::default().busy_timeout(Duration::from_millis(100)),
+    )
+    .unwrap();
+    let plan = sample_plan("busy");
+    store.create(&plan).await.unwrap();
+    // A connection that ignores the writer lock and holds SQLite's write lock.
+    let raw = Connection::open(dir.db()).unwrap();
+    raw.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let result = store.apply(plan.id, &[Change::Heartbeat(at(1, 1))]).await;
+    assert!(
+        matches!(&result, Err(StoreError::Transient(m)) if m.contains("busy")),
+        "{result:?}"
+    );
+    assert_eq!(
+        store.read(plan.id).await.unwrap().heartbeat,
+        None,
+        "reads go on meanwhile"
+    );
+    raw.execute_batch("COMMIT").unwrap();
+    store
+        .apply(plan.id, &[Change::Heartbeat(at(2, 2))])
+        .await
+        .unwrap();
+    assert_eq!(store.read(plan.id).await.unwrap().heartbeat, Some(at(2, 2)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_writes_it_touches_and_the_store_stays_consistent() {
+    let dir = TempDir::new("full");
+    let pages: u32 = {
+        drop(SqliteStore::open(dir.db()).unwrap());
+        Connection::open(dir.db())
+            .unwrap()
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .unwrap()
+    };
+    let options = SqliteOptions {
+        max_page_count: Some(pages + 30),
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(dir.db(), options).unwrap();
+    let small = sample_plan("small");
+    store.create(&small).await.unwrap();
+
+    let mut huge = sample_plan("huge");
+    huge.descr = "x".repeat(1 << 20);
+    let heartbeats: Vec<[Change; 1]> = (0..20).map(|i| [Change::Heartbeat(at(i, 0))]).collect();
+    // One group: heartbeats around a create that cannot fit.
+    let before: Vec<_> = heartbeats[..10]
+        .iter()
+        .map(|h| store.apply(small.id, h))
+        .collect();
+    let create = store.create(&huge);
+    let after: Vec<_> = heartbeats[10..]
+        .iter()
+        .map(|h| store.apply(small.id, h))
+        .collect();
+    let mut results = Vec::new();
+    for w in before {
+        results.push(w.await);
+    }
+    let created = create.await;
+    for w in after {
+        results.push(w.await);
+    }
+    assert!(
+        matches!(&created, Err(StoreError::Permanent(m)) if m.contains("full")),
+        "{created:?}"
+    );
+    assert_eq!(
+        store.read(huge.id).await.err(),
+        Some(StoreError::NotFound(huge.id))
+    );
+    // Each heartbeat that reported success is stored; the last one that did is the one read.
+    let last_ok = results.iter().rposition(Result::is_ok);
+    let read = store.read(small.id).await.unwrap();
+    assert_eq!(
+        read.heartbeat,
+        last_ok.map(|i| at(i as i64, 0)),
+        "{results:?}"
+    );
+    for r in &results {
+        assert!(
+            r.is_ok() || matches!(r, Err(StoreError::Permanent(m)) if m.contains("full")),
+            "{r:?}"
+        );
+    }
+    store
+        .apply(small.id, &[Change::Paused(true)])
+        .await
+        .unwrap();
+    assert!(store.read(small.id).await.unwrap().paused);
+    store.integrity_check().await.unwrap();
+}
