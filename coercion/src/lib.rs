@@ -100,6 +100,8 @@ pub use plugin::{
 pub use engine::Event;
 pub use registry::Registry;
 pub use secret::{Secret, SecretKey};
+/// Object ids and group ids are UUIDs (v7 for ids coercion assigns).
+pub use uuid::Uuid;
 pub use storage::{ListFilter, MemoryStore, PlanSummary, Store, StoreError};
 pub use workstream::{Error, Workstream, WorkstreamBuilder};
 pub use workflow::{
