@@ -1,0 +1,94 @@
+//! Storage faults never kill the process: transient write errors are retried with backoff; a
+//! permanent one stops the run cleanly with a clear error and leaves the plan recoverable.
+
+use std::sync::Arc;
+
+use coercion::prelude::*;
+use coercion::storage::{FaultKind, FaultRule, FaultTiming, FaultyStore, MemoryStore, Store};
+use coercion::testing::{FakeAction, FakeReq, Fakes, outline};
+
+fn plan() -> Plan {
+    Plan::builder("faults")
+        .block(Block::builder("b").concurrency(3).sequences((0..6).map(|s| {
+            Sequence::builder(format!("s{s}")).actions(
+                (0..3).map(move |a| ActionSpec::new::<FakeAction>(format!("a{a}"), FakeReq::ok().tag(format!("s{s}a{a}")))),
+            )
+        })))
+        .build()
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_write_errors_are_retried_and_the_plan_completes() {
+    let fakes = Fakes::new();
+    let store = Arc::new(FaultyStore::failing(
+        MemoryStore::new(),
+        FaultRule::Random { probability: 0.3, seed: 7 },
+        FaultKind::Transient,
+    ));
+    let ws = Workstream::builder().shared_store(store.clone()).registry(fakes.registry()).build().await.unwrap();
+    let id = ws.submit(plan()).await;
+    // `create` itself may draw a fault: the caller sees it and may submit again.
+    let id = match id {
+        Ok(id) => id,
+        Err(_) => ws.submit(plan()).await.unwrap(),
+    };
+    ws.start(id).await.unwrap();
+    let done = ws.wait(id).await.unwrap();
+    assert_eq!(done.status(), Status::Completed, "{}", outline(&done));
+    assert!(store.injected() > 5, "faults were injected: {}", store.injected());
+    // Every action ran exactly once: retried writes did not re-run work.
+    assert_eq!(fakes.action.log().len(), 18);
+    // What the store holds is what the engine saw.
+    assert_eq!(outline(&store.inner().read(id).await.unwrap()), outline(&done));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_commit_acknowledgement_is_retried_without_harm() {
+    let fakes = Fakes::new();
+    let store = Arc::new(
+        FaultyStore::failing(MemoryStore::new(), FaultRule::Random { probability: 0.3, seed: 3 }, FaultKind::Transient)
+            .with_timing(FaultTiming::AfterWrite),
+    );
+    let ws = Workstream::builder().shared_store(store.clone()).registry(fakes.registry()).build().await.unwrap();
+    store.set_faults(FaultRule::Never, FaultKind::Transient);
+    let id = ws.submit(plan()).await.unwrap();
+    store.set_faults(FaultRule::Random { probability: 0.3, seed: 3 }, FaultKind::Transient);
+    ws.start(id).await.unwrap();
+    let done = ws.wait(id).await.unwrap();
+    assert_eq!(done.status(), Status::Completed, "{}", outline(&done));
+    assert!(store.injected() > 5);
+    assert_eq!(outline(&store.inner().read(id).await.unwrap()), outline(&done));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_write_error_stops_the_run_cleanly_and_leaves_it_recoverable() {
+    let memory = MemoryStore::new();
+    let store = Arc::new(FaultyStore::new(memory.clone()));
+    let fakes = Fakes::new();
+    let ws = Workstream::builder().shared_store(store.clone()).registry(fakes.registry()).build().await.unwrap();
+    let id = ws.submit(plan()).await.unwrap();
+    // The disk fills up after 15 more writes.
+    store.set_faults(FaultRule::After(store.writes() + 15), FaultKind::Permanent);
+    ws.start(id).await.unwrap();
+    let err = ws.wait(id).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, coercion::Error::Interrupted(..)), "{err:?}");
+    assert!(msg.contains("disk is full"), "the error says what failed: {msg}");
+    // Nothing more was written after the failure, and the plan is still Running in storage.
+    let stored = memory.read(id).await.unwrap();
+    assert_eq!(stored.status(), Status::Running);
+    let ran_before = fakes.action.log().len();
+    assert!(ran_before < 18, "the run stopped early ({ran_before} actions ran)");
+
+    // The disk is fixed; a new workstream on the same store resumes and finishes the plan.
+    let fakes2 = Fakes::new();
+    let ws2 = Workstream::builder().store(memory.clone()).registry(fakes2.registry()).build().await.unwrap();
+    let done = ws2.wait(id).await.unwrap();
+    assert_eq!(done.status(), Status::Completed, "{}", outline(&done));
+    // Only work that was not durably completed ran again.
+    let completed_before = stored
+        .walk()
+        .filter(|(_, o)| matches!(o, coercion::workflow::ObjectRef::Action(a) if a.status() == Status::Completed))
+        .count();
+    assert_eq!(fakes2.action.log().len(), 18 - completed_before);
+}
