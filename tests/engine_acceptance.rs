@@ -2138,3 +2138,36 @@ async fn stopping_a_paused_plan_ends_it() {
     assert_calls(fakes.action.log(), &[&["a0"], &["always"]]);
     assert_calls(fakes.check.log(), &[&["deferred"]]);
 }
+
+/// The stop comes first in time: deferred work that fails after it (here the deferred checks)
+/// does not replace the reason `Stopped`.
+#[tokio::test(start_paused = true)]
+async fn deferred_checks_failing_after_a_stop_keep_reason_stopped() {
+    let fakes = Fakes::new();
+    let ws = Workstream::in_memory(fakes.registry()).await.unwrap();
+    let plan = Plan::builder("stopped then cleanup fails")
+        .block(Block::builder("b0").sequence(seq("s0", [act("wait", FakeReq::wait_for_cancel())])))
+        .deferred(DeferredBatch::builder("always", When::Always).fail_plan(true).action(act("always", FakeReq::ok())))
+        .deferred_checks(checks("deferred", FakeReq::fail()))
+        .build();
+    let id = ws.submit(plan).await.unwrap();
+    ws.start(id).await.unwrap();
+    tokio::time::sleep(SEC).await;
+    ws.stop(id).await.unwrap();
+    let done = ws.wait(id).await.unwrap();
+    assert_tree(
+        &done,
+        r#"
+        plan "stopped then cleanup fails": Stopped (Stopped)
+          block[0] "b0": Stopped
+            sequence[0] "s0": Stopped
+              action[0] "wait": Stopped (attempts: 1)
+          deferred batch[0] "always": Completed
+            action[0] "always": Completed (attempts: 1)
+          deferred_checks: Failed
+            action[0] "deferred": Failed (attempts: 1)
+        "#,
+    );
+    assert_calls(fakes.action.log(), &[&["wait"], &["always"]]);
+    assert_calls(fakes.check.log(), &[&["deferred"]]);
+}

@@ -130,6 +130,10 @@ async fn drive(run: &Arc<Run>) -> Result<Option<Option<Reason>>, RunError> {
         fail(&mut reason, Reason::PostCheck);
     }
 
+    // A stop before the deferred work comes first in time: what fails after it is not the reason.
+    if stop.is_cancelled() {
+        fail(&mut reason, Reason::Stopped);
+    }
     // Deferred work runs on success, on failure and after a stop — not after an emergency stop.
     if !run.emergency() {
         let failed = reason.is_some() || stop.is_cancelled();
