@@ -89,18 +89,18 @@ fn parse_args(args: TokenStream, errors: &mut Vec<syn::Error>) -> Args {
                 span,
                 format!("`{ident}` takes a value: write `{ident} = ...`"),
             )),
-            (other, _) => errors.push(syn::Error::new(
-                meta.path().span(),
-                format!(
-                    "unknown #[plugin] argument `{other}`{}; expected one of `check`, `name = \"...\"`, `new = path`, `manual`, `not_idempotent`",
-                    did_you_mean(other, ARGS)
-                ),
-            )),
+            (other, _) => {
+                let hint = match did_you_mean(other, ARGS) {
+                    none if none.is_empty() => "; expected one of `check`, `name = \"...\"`, `new = path`, `manual`, `not_idempotent`".to_owned(),
+                    suggestion => suggestion,
+                };
+                errors.push(syn::Error::new(meta.path().span(), format!("unknown #[plugin] argument `{other}`{hint}")))
+            }
         }
     }
-    if let (Some(_), Some(new)) = (out.manual, &out.new) {
+    if let (Some(manual), Some(_)) = (out.manual, &out.new) {
         errors.push(syn::Error::new(
-            new.span(),
+            manual,
             "`new` and `manual` exclude each other: a manual plugin is not built by the registry",
         ));
     }
@@ -148,10 +148,10 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             quote!(::core::concat!(::core::module_path!(), "::", #ident_str))
         }
     };
-    let (kind, marker, reg_fn) = if parsed.check.is_some() {
-        (quote!(::coercion::PluginKind::Check), quote!(::coercion::CheckPlugin), quote!(check))
+    let (kind, kind_tag, reg_fn) = if parsed.check.is_some() {
+        (quote!(::coercion::PluginKind::Check), quote!(::coercion::__private::IsCheck), quote!(check))
     } else {
-        (quote!(::coercion::PluginKind::Action), quote!(::coercion::ActionPlugin), quote!(action))
+        (quote!(::coercion::PluginKind::Action), quote!(::coercion::__private::IsAction), quote!(action))
     };
     let idempotent = parsed.not_idempotent.is_none();
     let registration = if parsed.manual.is_some() {
@@ -184,7 +184,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
                 const IDEMPOTENT: bool = #idempotent;
             }
             impl ::coercion::__private::Sealed for #ident {}
-            impl #marker for #ident {}
+            impl #kind_tag for #ident {}
             #registration
         };
     }
