@@ -10,6 +10,7 @@
 //! | `coercion/write-file` | action | [`WriteFile`] | writes a file atomically, with a mode |
 //! | `coercion/sleep` | action | [`Sleep`] | waits for a duration, or until the plan is stopped |
 //! | `coercion/wait-for` | check | [`WaitFor`] | polls one of the conditions above until it holds or the attempt's deadline |
+//! | `coercion/wait-until` | action | [`WaitUntil`] | the same, as a step of a sequence (wait until a restarted host is healthy) |
 //!
 //! Every plugin is registered with the inventory, so
 //! [`Registry::from_inventory`](crate::Registry::from_inventory) knows them all. Requests are
@@ -51,7 +52,7 @@ pub use file_exists::{FileExists, FileExistsReq, FileExistsResp, FileKind};
 pub use http::{ExpectedStatus, HttpCheck, HttpCheckReq, HttpCheckResp};
 pub use sleep::{Sleep, SleepReq, SleepResp};
 pub use tcp::{TcpCheck, TcpCheckReq, TcpCheckResp};
-pub use wait_for::{Condition, ConditionResp, WaitFor, WaitForReq, WaitForResp};
+pub use wait_for::{Condition, ConditionResp, WaitFor, WaitForReq, WaitForResp, WaitUntil};
 pub use write_file::{FileContents, WriteFile, WriteFileReq, WriteFileResp};
 
 use crate::plugin::ValidationError;

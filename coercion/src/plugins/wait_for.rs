@@ -250,6 +250,29 @@ impl Plugin for WaitFor {
     }
 }
 
+/// The action variant of [`WaitFor`], registered as `coercion/wait-until`: a sequence step that
+/// waits until a condition holds — a host answering its health check after a restart — with the
+/// same request and response. Waiting has no side effect; it is an action only so that it can
+/// stand between the steps of a sequence.
+#[crate::plugin(name = "coercion/wait-until")]
+#[derive(Debug, Default)]
+pub struct WaitUntil {
+    inner: WaitFor,
+}
+
+impl Plugin for WaitUntil {
+    type Request = WaitForReq;
+    type Response = WaitForResp;
+
+    async fn execute(&self, ctx: &Context, req: WaitForReq) -> Result<WaitForResp, PluginError> {
+        self.inner.execute(ctx, req).await
+    }
+
+    fn validate(&self, req: &WaitForReq) -> Result<(), ValidationError> {
+        Plugin::validate(&self.inner, req)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

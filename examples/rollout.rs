@@ -1,0 +1,345 @@
+//! The main job: a real rolling deploy on this machine, on the embedded SQLite store.
+//!
+//! ```text
+//! cargo run --example rollout                      # 8 hosts, canary first, then the rest
+//! cargo run --example rollout -- --fault-rate 0.3  # some hosts fail their health check
+//! cargo run --example rollout -- --crash-after 3   # the process dies mid-run...
+//! cargo run --example rollout                      # ...and the next run resumes the plan
+//! ```
+//!
+//! Every "host" is a small HTTP service on a loopback port, started from this same binary. Per
+//! host the plan writes the service's config, starts it, and waits until it answers its health
+//! check; a canary block of one host goes first, then the rest with a concurrency limit and a
+//! failure budget. Plan-level checks guard the whole rollout, and a deferred batch stops every
+//! instance at the end, whatever happened. The plan is kept in `coercion.db` in the working
+//! directory, so the CLI can show it afterwards.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use coercion::plugins::{
+    Command, CommandReq, Condition, FileExists, FileExistsReq, FileKind, HttpCheck, HttpCheckReq, WaitForReq,
+    WaitUntil, WriteFile, WriteFileReq,
+};
+use coercion::prelude::*;
+use coercion::storage::Change;
+use coercion::workflow::Loc;
+use futures_util::StreamExt as _;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+const USAGE: &str = "usage: rollout [--hosts N] [--concurrency N] [--tolerance PERCENT] [--fault-rate 0..1] \
+[--seed N] [--crash-after SEQUENCES] [--db PATH] [--dir PATH]";
+
+struct Options {
+    hosts: usize,
+    concurrency: usize,
+    tolerance: u8,
+    fault_rate: f64,
+    seed: u64,
+    crash_after: Option<usize>,
+    db: PathBuf,
+    dir: PathBuf,
+}
+
+fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
+    let mut o = Options {
+        hosts: 8,
+        concurrency: 3,
+        tolerance: 15,
+        fault_rate: 0.0,
+        seed: 1,
+        crash_after: None,
+        db: PathBuf::from("coercion.db"),
+        dir: std::env::temp_dir().join("coercion-rollout"),
+    };
+    while let Some(flag) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        let bad = |name: &str, v: &str| format!("{name}: {v:?} is not valid\n{USAGE}");
+        match flag.as_str() {
+            "--hosts" => {
+                let v = value("--hosts")?;
+                o.hosts = v.parse().ok().filter(|n| *n >= 2).ok_or_else(|| bad("--hosts (at least 2)", &v))?;
+            }
+            "--concurrency" => {
+                let v = value("--concurrency")?;
+                o.concurrency = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| bad("--concurrency", &v))?;
+            }
+            "--tolerance" => {
+                let v = value("--tolerance")?;
+                o.tolerance = v.parse().ok().filter(|n| *n <= 100).ok_or_else(|| bad("--tolerance (0-100)", &v))?;
+            }
+            "--fault-rate" => {
+                let v = value("--fault-rate")?;
+                o.fault_rate =
+                    v.parse().ok().filter(|r: &f64| (0.0..=1.0).contains(r)).ok_or_else(|| bad("--fault-rate", &v))?;
+            }
+            "--seed" => {
+                let v = value("--seed")?;
+                o.seed = v.parse().map_err(|_| bad("--seed", &v))?;
+            }
+            "--crash-after" => {
+                let v = value("--crash-after")?;
+                o.crash_after = Some(v.parse().map_err(|_| bad("--crash-after", &v))?);
+            }
+            "--db" => o.db = value("--db")?.into(),
+            "--dir" => o.dir = value("--dir")?.into(),
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    Ok(o)
+}
+
+/// A free port on loopback, for a host instance.
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The rollout plan: canary block, then the rest; per host write config → start → wait healthy.
+fn rollout_plan(o: &Options, version: &str) -> Result<Plan, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut rng = fastrand::Rng::with_seed(o.seed);
+    let hosts: Vec<(String, u16, bool)> = (0..o.hosts)
+        .map(|i| {
+            let port = free_port().map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
+            // The canary is never faulty, so a fault shows up in the second block.
+            let broken = i > 0 && rng.f64() < o.fault_rate;
+            Ok((format!("host-{i:02}"), port, broken))
+        })
+        .collect::<Result<_, String>>()?;
+    let dir = &o.dir;
+    let host_sequence = |(name, port, broken): &(String, u16, bool)| {
+        let config = dir.join(format!("{name}.conf"));
+        let pidfile = dir.join(format!("{name}.pid"));
+        let log = dir.join(format!("{name}.log"));
+        let start = format!(
+            "{exe} __instance --port {port} --config {config} --pidfile {pidfile} >{log} 2>&1 &",
+            exe = shell_quote(&exe),
+            config = shell_quote(&config),
+            pidfile = shell_quote(&pidfile),
+            log = shell_quote(&log),
+        );
+        let health = format!("http://127.0.0.1:{port}/health");
+        Sequence::builder(name.clone())
+            .descr(format!("deploy {version} to {name} on port {port}"))
+            .action(
+                ActionSpec::new::<WriteFile>(
+                    "write config",
+                    WriteFileReq::text(&config, format!("version={version}\nbroken={broken}\n")).mode(0o644),
+                )
+                .retries(1),
+            )
+            .action(ActionSpec::new::<Command>("start instance", CommandReq::shell(start).keep_background()))
+            .action(
+                ActionSpec::new::<WaitUntil>(
+                    "wait until healthy",
+                    WaitForReq::new(Condition::Http(HttpCheckReq::get(health).body_contains(format!("version={version}"))))
+                        .interval(Duration::from_millis(50)),
+                )
+                .timeout(Duration::from_secs(3)),
+            )
+    };
+    let stop_all = format!(
+        "for f in {dir}/*.pid; do [ -e \"$f\" ] && kill \"$(cat \"$f\")\" 2>/dev/null; rm -f \"$f\"; done; true",
+        dir = shell_quote(dir)
+    );
+    let canary_health = format!("http://127.0.0.1:{}/health", hosts[0].1);
+    Ok(Plan::builder(format!("Roll out {version} to {} hosts", o.hosts))
+        .descr("Writes each host's config, starts it and waits until it is healthy: a canary first, then the rest.")
+        .pre_checks(
+            Checks::builder()
+                .action(CheckSpec::new::<FileExists>("release binary present", FileExistsReq::new(&exe).kind(FileKind::File)))
+                .action(CheckSpec::new::<FileExists>("work directory present", FileExistsReq::new(dir).kind(FileKind::Dir))),
+        )
+        .block(
+            Block::builder("canary")
+                .descr("one host first: if it fails, nothing else is touched")
+                .sequence(host_sequence(&hosts[0]))
+                .post_checks(Checks::builder().action(CheckSpec::new::<HttpCheck>(
+                    "canary serves the new version",
+                    HttpCheckReq::get(&canary_health).body_contains(format!("version={version}")),
+                ))),
+        )
+        .block(
+            Block::builder("rest")
+                .descr("every other host, a few at a time")
+                .concurrency(o.concurrency)
+                .tolerated_failures(Tolerance::Percent(o.tolerance))
+                .sequences(hosts[1..].iter().map(host_sequence)),
+        )
+        .post_checks(Checks::builder().action(CheckSpec::new::<HttpCheck>(
+            "canary still healthy",
+            HttpCheckReq::get(&canary_health).body_contains(format!("version={version}")),
+        )))
+        .deferred(
+            DeferredBatch::builder("stop every instance", When::Always)
+                .descr("a demo leaves nothing running")
+                .action(ActionSpec::new::<Command>("stop instances", CommandReq::shell(stop_all))),
+        )
+        .build())
+}
+
+fn shell_quote(p: impl AsRef<Path>) -> String {
+    format!("'{}'", p.as_ref().display().to_string().replace('\'', "'\\''"))
+}
+
+/// Progress bars per block, fed by the plan's event stream.
+async fn watch(ws: &Workstream, id: PlanId, crash_after: Option<usize>) -> Result<(), coercion::Error> {
+    let plan = ws.read(id).await?;
+    let multi = MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {msg}")
+        .expect("a valid template")
+        .progress_chars("=> ");
+    let bars: Vec<ProgressBar> = plan
+        .blocks()
+        .iter()
+        .map(|b| {
+            let bar = multi.add(ProgressBar::new(b.sequences().len() as u64));
+            bar.set_style(style.clone());
+            bar.set_prefix(b.name().to_owned());
+            let done = b.sequences().iter().filter(|s| s.status().is_terminal()).count();
+            bar.set_position(done as u64);
+            bar
+        })
+        .collect();
+    let mut finished = 0;
+    let mut events = Box::pin(ws.events(id).await?);
+    while let Some(event) = events.next().await {
+        let coercion::Event::Changed(changes) = event else { continue };
+        for change in changes.iter() {
+            let Change::State { loc: Loc::Sequence { block, seq }, state, .. } = change else { continue };
+            if !state.status.is_terminal() {
+                continue;
+            }
+            let bar = &bars[*block];
+            bar.inc(1);
+            if state.status != Status::Completed {
+                let name = &plan.blocks()[*block].sequences()[*seq];
+                bar.println(format!("  {} {}", name.name(), state.status));
+            }
+            finished += 1;
+            if crash_after == Some(finished) {
+                multi.suspend(|| eprintln!("--crash-after {finished}: killing this process now (SIGKILL); run again to resume"));
+                // Die like a real crash: no cleanup, no flush of anything but the store's commits.
+                unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            }
+        }
+    }
+    for bar in &bars {
+        bar.finish();
+    }
+    Ok(())
+}
+
+/// A host instance: answers `GET /health` with `ok version=…` (500 when its config says broken).
+fn run_instance(mut args: impl Iterator<Item = String>) -> Result<(), String> {
+    let (mut port, mut config, mut pidfile) = (None, None, None);
+    while let Some(flag) = args.next() {
+        let v = args.next().ok_or("missing value")?;
+        match flag.as_str() {
+            "--port" => port = v.parse::<u16>().ok(),
+            "--config" => config = Some(PathBuf::from(v)),
+            "--pidfile" => pidfile = Some(PathBuf::from(v)),
+            other => return Err(format!("unknown instance argument {other}")),
+        }
+    }
+    let (port, config, pidfile) = (port.ok_or("--port")?, config.ok_or("--config")?, pidfile.ok_or("--pidfile")?);
+    let text = std::fs::read_to_string(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+    let get = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("").to_owned();
+    let (version, broken) = (get("version="), get("broken=") == "true");
+    let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("port {port}: {e}"))?;
+    std::fs::write(&pidfile, std::process::id().to_string()).map_err(|e| e.to_string())?;
+    // A watchdog, so an instance never outlives a demo that was killed and never resumed.
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(600));
+        std::process::exit(0);
+    });
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        use std::io::{Read, Write};
+        let mut buf = [0u8; 1024];
+        let _ = stream.read(&mut buf);
+        let (status, body) =
+            if broken { ("500 Internal Server Error", format!("broken version={version}")) } else { ("200 OK", format!("ok version={version}")) };
+        let _ = write!(
+            stream,
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("__instance") {
+        args.next();
+        if let Err(e) = run_instance(args) {
+            eprintln!("instance: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let options = match parse_options(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(options).await {
+        eprintln!("rollout: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(o: Options) -> Result<(), String> {
+    std::fs::create_dir_all(&o.dir).map_err(|e| format!("cannot create {}: {e}", o.dir.display()))?;
+    let db = std::path::absolute(&o.db).unwrap_or(o.db.clone());
+    println!("plans are kept in {}", db.display());
+    let registry = Registry::from_inventory().map_err(|e| e.to_string())?;
+    // Opening the store resumes any plan a crashed run left behind.
+    let ws = Workstream::open(&o.db, registry).await.map_err(|e| e.to_string())?;
+    let resumed = ws
+        .list(&coercion::ListFilter::status(Status::Running))
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .next();
+    let id = match resumed {
+        Some(summary) => {
+            println!("resuming {:?} ({}), interrupted by a crash", summary.name, summary.id);
+            summary.id
+        }
+        None => {
+            let version = format!("v{}", chrono_like_stamp());
+            let plan = rollout_plan(&o, &version)?;
+            println!("{} ({} hosts, concurrency {}, tolerance {}%)", plan.name(), o.hosts, o.concurrency, o.tolerance);
+            let id = ws.submit(plan).await.map_err(|e| e.to_string())?;
+            ws.start(id).await.map_err(|e| e.to_string())?;
+            id
+        }
+    };
+    watch(&ws, id, o.crash_after).await.map_err(|e| e.to_string())?;
+    let done = ws.wait(id).await.map_err(|e| e.to_string())?;
+    println!();
+    if done.status() == Status::Completed {
+        let failed = done.failures().iter().filter(|f| f.kind == "sequence").count();
+        println!("plan {} Completed ({failed} host(s) failed within the tolerance)", done.id());
+    }
+    if !done.failures().is_empty() || done.status() != Status::Completed {
+        print!("{done}");
+    }
+    println!("look at it:  cargo run -p coercion --features cli --bin coercion -- --db {} show {}", db.display(), done.id());
+    if done.status() != Status::Completed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Seconds since the epoch, as a version stamp.
+fn chrono_like_stamp() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
