@@ -83,6 +83,7 @@ pub mod report;
 pub mod secret;
 pub mod storage;
 pub mod testing;
+pub mod worker;
 pub mod workflow;
 pub mod workstream;
 

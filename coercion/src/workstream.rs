@@ -357,8 +357,13 @@ impl Workstream {
                 self.inner.store.apply(plan.id, &changes).await?;
             } else {
                 tracing::info!(plan = %plan.id, "resuming plan after a restart");
-                resumed.push(plan.id);
-                self.launch(plan).await?;
+                let id = plan.id;
+                match self.launch(plan).await {
+                    Ok(()) => resumed.push(id),
+                    // A shared store: a live process holds the plan's lease and runs it.
+                    Err(Error::OwnedElsewhere(_)) => continue,
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(resumed)

@@ -12,12 +12,16 @@
 pub mod contract;
 mod faulty;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod recording;
 mod sqlite;
 
 #[doc(hidden)]
 pub use faulty::{FaultKind, FaultRule, FaultTiming, FaultyStore};
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresOptions, PostgresStore};
 #[doc(hidden)]
 pub use recording::{RecordedWrite, RecordingStore};
 pub use sqlite::{SqliteOptions, SqliteStats, SqliteStore, Synchronous};

@@ -1,0 +1,505 @@
+//! [`PostgresStore`]: plans in a PostgreSQL database shared by several processes (feature
+//! `postgres`).
+//!
+//! * **Same data as the SQLite store.** Tables `plans`, `plan_definitions`, `objects`,
+//!   `attempts` and `coercion_schema_version` in one PostgreSQL schema (`public` by default);
+//!   migrations run at connect time under an advisory lock. Times are bigint nanoseconds.
+//! * **Durable, group-committed writes.** A few writer tasks ([`PostgresOptions::writers`]),
+//!   each with its own connection; every plan's writes go to one of them, in call order. A
+//!   writer commits everything queued at the moment in one transaction and completes the
+//!   futures only after the commit.
+//! * **Leases.** Each store instance has an owner id ([`PostgresStore::owner_id`]). Before a
+//!   plan runs or resumes, [`Store::acquire`] grants this instance a lease on it: owner, expiry
+//!   (server clock, [`PostgresOptions::lease`] from now) and an epoch incremented at every
+//!   grant. The run's heartbeat ([`Change::Heartbeat`]) renews the lease. Another process may
+//!   take a plan over only once its lease expired, and taking over increments the epoch.
+//! * **Fencing.** Every `apply` locks the plan's row and checks, in the same transaction, that
+//!   the writer still holds the lease at the epoch it was granted. A process that lost its lease
+//!   (paused, partitioned, too slow to heartbeat) gets [`StoreError::Locked`] for every later
+//!   write of that plan, so its run aborts and writes nothing more. A process that holds no
+//!   lease on a plan may change it only while nobody holds a live lease.
+//! * **Claiming.** [`Store::claim_runnable`] takes, with `FOR UPDATE SKIP LOCKED`, up to
+//!   `limit` plans that are `Running` with an expired (or no) lease — their process died — or
+//!   that a client asked to start ([`Store::request_start`]), oldest submitted first, and grants
+//!   this instance their leases. The workstream's worker loop (`coercion::worker`) calls it.
+
+mod codec;
+mod reader;
+mod schema;
+mod writer;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use self::codec::{Op, PreparedPlan, pg_error};
+use self::writer::{Counters, Fence, Request, Shard, Write};
+use super::{Change, ListFilter, PlanSummary, Store, StoreError};
+use crate::plugin::BoxFuture;
+use crate::workflow::{Plan, PlanId};
+
+/// Options of [`PostgresStore::connect_with`]; [`PostgresOptions::default()`] is what
+/// [`PostgresStore::connect`] uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostgresOptions {
+    schema: String,
+    pool_size: usize,
+    writers: usize,
+    max_group: usize,
+    lease: Duration,
+    connect_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            schema: "public".to_owned(),
+            pool_size: 8,
+            writers: 2,
+            max_group: 500,
+            lease: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl PostgresOptions {
+    /// The PostgreSQL schema the store's tables live in (default `public`; created if missing).
+    /// Lower-case letters, digits and `_`, not starting with a digit. Several independent
+    /// stores can share one database in different schemas.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// How many connections serve reads and lease operations (default 8; at least 1).
+    pub fn pool_size(mut self, connections: usize) -> Self {
+        self.pool_size = connections.max(1);
+        self
+    }
+
+    /// How many writer tasks (each with its own connection) group-commit writes (default 2; at
+    /// least 1). One plan's writes always go to the same writer.
+    pub fn writers(mut self, writers: usize) -> Self {
+        self.writers = writers.max(1);
+        self
+    }
+
+    /// At most this many queued writes share one transaction (default 500; at least 1).
+    pub fn max_group(mut self, writes: usize) -> Self {
+        self.max_group = writes.max(1);
+        self
+    }
+
+    /// How long a lease lasts without being renewed (default 30 s). The run's heartbeat
+    /// renews it, so it must be several times the workstream's heartbeat interval
+    /// ([`WorkstreamBuilder::heartbeat_interval`](crate::WorkstreamBuilder::heartbeat_interval),
+    /// 5 s by default). It is also how long a dead process's plans wait before another process
+    /// takes them over.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How long connecting to the server may take (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+}
+
+/// Plans in a PostgreSQL database, shared by several processes. Cloning gives another handle to
+/// the same store instance (same owner id, same leases); connections close when the last handle
+/// is dropped.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<str>,
+    pool: deadpool_postgres::Pool,
+    owner: Uuid,
+    lease: Duration,
+    /// The epoch of every lease this instance holds.
+    leases: Mutex<HashMap<PlanId, i64>>,
+    shards: Vec<mpsc::UnboundedSender<Request>>,
+    counters: Arc<Counters>,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/database`, or a
+    /// `key=value` connection string) with default options, and creates or migrates the schema.
+    ///
+    /// Must be called inside a tokio runtime, which then runs the store's connections.
+    /// Fails with [`StoreError::Transient`] if the server cannot be reached, and with
+    /// [`StoreError::Permanent`] for a bad URL, a schema of another application, or one written
+    /// by a newer coercion.
+    pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+        PostgresStore::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// [`connect`](Self::connect) with `options`.
+    pub async fn connect_with(
+        url: &str,
+        options: PostgresOptions,
+    ) -> Result<PostgresStore, StoreError> {
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Permanent(format!("postgres: bad connection URL: {e}")))?;
+        let schema = &options.schema;
+        let valid = !schema.is_empty()
+            && schema.len() <= 63
+            && !schema.starts_with(|c: char| c.is_ascii_digit())
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(StoreError::Permanent(format!(
+                "postgres: schema name {schema:?} must be lower-case letters, digits and `_`, not starting with a digit"
+            )));
+        }
+        let store: Arc<str> = describe_config(&config, schema).into();
+        config
+            .options(format!("-c search_path={schema}"))
+            .application_name("coercion")
+            .connect_timeout(options.connect_timeout);
+        let manager = deadpool_postgres::Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(options.pool_size + options.writers)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Permanent(format!("{store}: cannot build the pool: {e}")))?;
+        {
+            let mut conn = get(&pool, &store).await?;
+            schema::migrate(&mut conn, &store, schema).await?;
+        }
+        let counters = Arc::new(Counters::default());
+        let shards = (0..options.writers)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let shard = Shard {
+                    pool: pool.clone(),
+                    store: store.clone(),
+                    counters: counters.clone(),
+                    max_group: options.max_group,
+                    lease: options.lease,
+                };
+                tokio::spawn(shard.run(rx));
+                tx
+            })
+            .collect();
+        Ok(PostgresStore {
+            inner: Arc::new(Inner {
+                store,
+                pool,
+                owner: Uuid::now_v7(),
+                lease: options.lease,
+                leases: Mutex::new(HashMap::new()),
+                shards,
+                counters,
+            }),
+        })
+    }
+
+    /// The id this store instance holds leases under (one per [`connect`](Self::connect)).
+    pub fn owner_id(&self) -> Uuid {
+        self.inner.owner
+    }
+
+    /// How many writes were refused because this instance had lost the plan's lease (or never
+    /// held it while another process did).
+    pub fn fenced_writes(&self) -> u64 {
+        self.inner.counters.fenced_writes.load(Ordering::Relaxed)
+    }
+
+    /// How many transactions the writers committed; with group commit, fewer than writes.
+    pub fn commits(&self) -> u64 {
+        self.inner.counters.commits.load(Ordering::Relaxed)
+    }
+
+    /// The ids of the plans this instance holds a lease on (granted and not released; a lease
+    /// lost to another process stays listed until released).
+    pub fn leased_plans(&self) -> Vec<PlanId> {
+        self.inner.leases.lock().keys().copied().collect()
+    }
+
+    fn fence(&self, id: PlanId) -> Fence {
+        match self.inner.leases.lock().get(&id) {
+            Some(&epoch) => Fence::Lease {
+                owner: self.inner.owner,
+                epoch,
+            },
+            None => Fence::Unleased,
+        }
+    }
+
+    /// Queues a write now (so writes run in call order) and returns a future of its result.
+    fn enqueue(
+        &self,
+        id: PlanId,
+        make: impl FnOnce() -> Result<Write, StoreError>,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        let write = match make() {
+            Ok(w) => w,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let shards = &self.inner.shards;
+        let shard = &shards[(id.0.as_u128() % shards.len() as u128) as usize];
+        let (reply, result) = oneshot::channel();
+        let gone =
+            StoreError::Permanent(format!("{}: the writer task has stopped", self.inner.store));
+        if shard.send(Request { write, reply }).is_err() {
+            return Box::pin(async move { Err(gone) });
+        }
+        Box::pin(async move { result.await.unwrap_or(Err(gone)) })
+    }
+
+    fn lease_secs(&self) -> f64 {
+        self.inner.lease.as_secs_f64()
+    }
+
+    async fn acquire_lease(&self, id: PlanId) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let conn = get(&self.inner.pool, store).await?;
+        let err = |e: tokio_postgres::Error| pg_error(store, &format!("leasing plan {id}"), &e);
+        let stmt = conn
+            .prepare_cached(
+                "UPDATE plans SET lease_owner = $2, lease_epoch = lease_epoch + 1, \
+                 lease_expires = now() + make_interval(secs => $3) \
+                 WHERE id = $1 AND (lease_owner IS NULL OR lease_owner = $2 OR lease_expires IS NULL \
+                 OR lease_expires < now()) RETURNING lease_epoch",
+            )
+            .await
+            .map_err(err)?;
+        let row = conn
+            .query_opt(&stmt, &[&id.0, &self.inner.owner, &self.lease_secs()])
+            .await
+            .map_err(err)?;
+        if let Some(row) = row {
+            self.inner.leases.lock().insert(id, row.get(0));
+            return Ok(());
+        }
+        let row = conn
+            .query_opt(
+                "SELECT lease_owner, lease_expires::text, lease_epoch FROM plans WHERE id = $1",
+                &[&id.0],
+            )
+            .await
+            .map_err(err)?;
+        match row {
+            None => Err(StoreError::NotFound(id)),
+            Some(r) => Err(StoreError::Locked(format!(
+                "{store}: plan {id} is leased by process {} until {} (epoch {}); it runs there",
+                r.get::<_, Option<Uuid>>(0)
+                    .map(|o| o.to_string())
+                    .unwrap_or_default(),
+                r.get::<_, Option<String>>(1).unwrap_or_default(),
+                r.get::<_, i64>(2)
+            ))),
+        }
+    }
+
+    async fn release_lease(&self, id: PlanId) -> Result<(), StoreError> {
+        let Some(epoch) = self.inner.leases.lock().remove(&id) else {
+            return Ok(());
+        };
+        let store = &self.inner.store;
+        let conn = get(&self.inner.pool, store).await?;
+        let err = |e: tokio_postgres::Error| pg_error(store, &format!("releasing plan {id}"), &e);
+        let n = conn
+            .execute(
+                "UPDATE plans SET lease_owner = NULL, lease_expires = NULL, start_requested = FALSE \
+                 WHERE id = $1 AND lease_owner = $2 AND lease_epoch = $3",
+                &[&id.0, &self.inner.owner, &epoch],
+            )
+            .await
+            .map_err(err)?;
+        if n == 0 {
+            tracing::debug!(plan = %id, "lease already taken over; nothing to release");
+        }
+        Ok(())
+    }
+
+    async fn claim(&self, limit: usize) -> Result<Vec<PlanId>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let store = &self.inner.store;
+        let conn = get(&self.inner.pool, store).await?;
+        let err = |e: tokio_postgres::Error| pg_error(store, "claiming runnable plans", &e);
+        let stmt = conn
+            .prepare_cached(
+                "WITH c AS ( \
+                   SELECT id FROM plans \
+                   WHERE (status = 'Running' OR (status = 'NotStarted' AND start_requested)) \
+                     AND (lease_owner IS NULL OR lease_expires IS NULL OR lease_expires < now()) \
+                   ORDER BY submit_time_ns NULLS LAST, id \
+                   LIMIT $3 \
+                   FOR UPDATE SKIP LOCKED) \
+                 UPDATE plans p SET lease_owner = $1, lease_epoch = p.lease_epoch + 1, \
+                   lease_expires = now() + make_interval(secs => $2) \
+                 FROM c WHERE p.id = c.id \
+                 RETURNING p.id, p.lease_epoch",
+            )
+            .await
+            .map_err(err)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = conn
+            .query(&stmt, &[&self.inner.owner, &self.lease_secs(), &limit])
+            .await
+            .map_err(err)?;
+        let mut leases = self.inner.leases.lock();
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let id = PlanId(r.get(0));
+                leases.insert(id, r.get(1));
+                id
+            })
+            .collect())
+    }
+
+    async fn mark_start_requested(&self, id: PlanId) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let conn = get(&self.inner.pool, store).await?;
+        let err = |e: tokio_postgres::Error| {
+            pg_error(store, &format!("requesting a start of plan {id}"), &e)
+        };
+        let n = conn
+            .execute(
+                "UPDATE plans SET start_requested = TRUE WHERE id = $1 AND status = 'NotStarted'",
+                &[&id.0],
+            )
+            .await
+            .map_err(err)?;
+        if n == 1 {
+            return Ok(());
+        }
+        let row = conn
+            .query_opt("SELECT status FROM plans WHERE id = $1", &[&id.0])
+            .await
+            .map_err(err)?;
+        match row {
+            None => Err(StoreError::NotFound(id)),
+            Some(r) => Err(StoreError::Permanent(format!(
+                "{store}: plan {id} cannot be started: it is {}",
+                r.get::<_, &str>(0)
+            ))),
+        }
+    }
+}
+
+async fn get(
+    pool: &deadpool_postgres::Pool,
+    store: &str,
+) -> Result<deadpool_postgres::Object, StoreError> {
+    pool.get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Backend(e) => pg_error(store, "connecting", &e),
+        other => StoreError::Transient(format!("{store}: cannot get a connection: {other}")),
+    })
+}
+
+/// `postgres://user@host:port/database (schema s)`, without the password.
+fn describe_config(config: &tokio_postgres::Config, schema: &str) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config
+        .get_user()
+        .map(|u| format!("{u}@"))
+        .unwrap_or_default();
+    let db = config.get_dbname().unwrap_or("");
+    format!("postgres://{user}{host}:{port}/{db} (schema {schema})")
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("store", &self.inner.store)
+            .field("owner", &self.inner.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store for PostgresStore {
+    fn create<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.enqueue(plan.id, || {
+            Ok(Write::Create(Box::new(PreparedPlan::of(plan)?)))
+        })
+    }
+
+    fn apply<'a>(
+        &'a self,
+        id: PlanId,
+        changes: &'a [Change],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let fence = self.fence(id);
+        self.enqueue(id, || {
+            Ok(Write::Apply {
+                id,
+                ops: changes.iter().map(Op::of).collect::<Result<_, _>>()?,
+                fence,
+            })
+        })
+    }
+
+    fn read(&self, id: PlanId) -> BoxFuture<'_, Result<Plan, StoreError>> {
+        Box::pin(async move {
+            let mut conn = get(&self.inner.pool, &self.inner.store).await?;
+            reader::read_plan(&mut conn, &self.inner.store, id).await
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        filter: &'a ListFilter,
+    ) -> BoxFuture<'a, Result<Vec<PlanSummary>, StoreError>> {
+        Box::pin(async move {
+            let conn = get(&self.inner.pool, &self.inner.store).await?;
+            reader::list_plans(&conn, &self.inner.store, filter).await
+        })
+    }
+
+    fn delete(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.enqueue(id, || Ok(Write::Delete(id)))
+    }
+
+    fn describe(&self) -> String {
+        self.inner.store.to_string()
+    }
+
+    fn acquire(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.acquire_lease(id))
+    }
+
+    fn release(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.release_lease(id))
+    }
+
+    fn claim_runnable(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PlanId>, StoreError>> {
+        Box::pin(self.claim(limit))
+    }
+
+    fn request_start(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.mark_start_requested(id))
+    }
+}

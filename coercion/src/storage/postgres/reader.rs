@@ -1,0 +1,215 @@
+//! Reads: pooled connections, each read of a plan in one read-only `REPEATABLE READ`
+//! transaction (a consistent snapshot; PostgreSQL readers never block writers).
+
+use std::collections::HashMap;
+
+use tokio_postgres::IsolationLevel;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use super::codec::{AttemptCols, clamp_ns, from_ns, parse_reason, parse_status, pg_error};
+use crate::storage::{ListFilter, PlanSummary, StoreError};
+use crate::workflow::{Loc, Plan, PlanId, State};
+
+fn corrupt(store: &str, id: PlanId, what: impl std::fmt::Display) -> StoreError {
+    StoreError::Permanent(format!(
+        "{store}: plan {id} is stored inconsistently: {what}"
+    ))
+}
+
+fn text(store: &str, id: PlanId, bytes: Vec<u8>) -> Result<String, StoreError> {
+    String::from_utf8(bytes).map_err(|e| corrupt(store, id, e))
+}
+
+/// Reads plan `id` whole: the stored definition with every object's state and attempts.
+pub(super) async fn read_plan(
+    conn: &mut deadpool_postgres::Object,
+    store: &str,
+    id: PlanId,
+) -> Result<Plan, StoreError> {
+    let err = |e: tokio_postgres::Error| pg_error(store, &format!("reading plan {id}"), &e);
+    let tx = conn
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(err)?;
+    let key = id.0;
+    let head = tx
+        .prepare_cached(
+            "SELECT p.status, p.start_ns, p.end_ns, p.reason, p.heartbeat_ns, p.paused, d.definition \
+             FROM plans p JOIN plan_definitions d ON d.plan_id = p.id WHERE p.id = $1",
+        )
+        .await
+        .map_err(err)?;
+    let objects = tx
+        .prepare_cached("SELECT id, status, start_ns, end_ns FROM objects WHERE plan_id = $1")
+        .await
+        .map_err(err)?;
+    let attempts = tx
+        .prepare_cached(
+            "SELECT action_id, idx, start_ns, end_ns, outcome FROM attempts WHERE plan_id = $1 \
+             ORDER BY action_id, idx",
+        )
+        .await
+        .map_err(err)?;
+    // The three queries are pipelined on the connection.
+    let params: [&(dyn ToSql + Sync); 1] = [&key];
+    let (head, objects, attempts) = tokio::join!(
+        tx.query_opt(&head, &params),
+        tx.query(&objects, &params),
+        tx.query(&attempts, &params)
+    );
+    let Some(row) = head.map_err(err)? else {
+        return Err(StoreError::NotFound(id));
+    };
+    let objects = objects.map_err(err)?;
+    let attempts = attempts.map_err(err)?;
+    tx.commit().await.map_err(err)?;
+
+    let status: String = row.get(0);
+    let definition: String = row.get(6);
+    let mut plan = Plan::from_json(&definition).map_err(|e| corrupt(store, id, e))?;
+    if plan.id != id {
+        return Err(corrupt(
+            store,
+            id,
+            format_args!("its definition carries id {}", plan.id),
+        ));
+    }
+    plan.state = State {
+        status: parse_status(&status).map_err(|e| corrupt(store, id, e))?,
+        start: row.get::<_, Option<i64>>(1).map(from_ns),
+        end: row.get::<_, Option<i64>>(2).map(from_ns),
+    };
+    plan.reason = parse_reason(row.get(3)).map_err(|e| corrupt(store, id, e))?;
+    plan.heartbeat = row.get::<_, Option<i64>>(4).map(from_ns);
+    plan.paused = row.get(5);
+
+    let locs: HashMap<Uuid, Loc> = plan.walk().map(|(loc, o)| (o.id(), loc)).collect();
+    let locate = |object: Uuid| -> Result<Loc, StoreError> {
+        locs.get(&object).copied().ok_or_else(|| {
+            corrupt(
+                store,
+                id,
+                format_args!("object {object} is not in its definition"),
+            )
+        })
+    };
+    for r in &objects {
+        let loc = locate(r.get(0))?;
+        let state = State {
+            status: parse_status(r.get(1)).map_err(|e| corrupt(store, id, e))?,
+            start: r.get::<_, Option<i64>>(2).map(from_ns),
+            end: r.get::<_, Option<i64>>(3).map(from_ns),
+        };
+        if let Some(s) = plan.state_at_mut(loc) {
+            *s = state;
+        }
+    }
+    for r in &attempts {
+        let object: Uuid = r.get(0);
+        let idx: i32 = r.get(1);
+        let outcome: Option<&str> = r.get(4);
+        let attempt =
+            AttemptCols::decode(r.get(2), r.get(3), outcome).map_err(|e| corrupt(store, id, e))?;
+        let loc = locate(object)?;
+        let action = plan.action_mut(loc).ok_or_else(|| {
+            corrupt(
+                store,
+                id,
+                format_args!("attempts of {object}, which is not an action"),
+            )
+        })?;
+        if idx as usize != action.attempts.len() {
+            return Err(corrupt(
+                store,
+                id,
+                format_args!("attempt {idx} of action {object} follows a gap"),
+            ));
+        }
+        action.attempts.push(attempt);
+    }
+    Ok(plan)
+}
+
+/// Lists plans matching `filter`, newest submitted first (unsubmitted last), then by id,
+/// descending.
+pub(super) async fn list_plans(
+    conn: &deadpool_postgres::Object,
+    store: &str,
+    filter: &ListFilter,
+) -> Result<Vec<PlanSummary>, StoreError> {
+    let err = |e: tokio_postgres::Error| pg_error(store, "listing plans", &e);
+    let mut sql = String::from(
+        "SELECT id, group_id, name, descr, submit_time_ns, status, start_ns, end_ns, reason FROM plans WHERE TRUE",
+    );
+    let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+    let mut arg = |sql: &mut String, fragment: &str, value: Box<dyn ToSql + Sync + Send>| {
+        args.push(value);
+        sql.push_str(&fragment.replace("$?", &format!("${}", args.len())));
+    };
+    if !filter.statuses.is_empty() {
+        let statuses: Vec<String> = filter
+            .statuses
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect();
+        arg(
+            &mut sql,
+            " AND status = ANY($?::text[])",
+            Box::new(statuses),
+        );
+    }
+    if let Some(group) = filter.group_id {
+        arg(&mut sql, " AND group_id = $?", Box::new(group));
+    }
+    if let Some(name) = &filter.name_contains {
+        arg(
+            &mut sql,
+            " AND position($?::bytea in name) > 0",
+            Box::new(name.as_bytes().to_vec()),
+        );
+    }
+    if let Some(t) = filter.submitted_after {
+        arg(&mut sql, " AND submit_time_ns >= $?", Box::new(clamp_ns(t)));
+    }
+    if let Some(t) = filter.submitted_before {
+        arg(&mut sql, " AND submit_time_ns < $?", Box::new(clamp_ns(t)));
+    }
+    sql.push_str(" ORDER BY submit_time_ns DESC NULLS LAST, id DESC");
+    let limit: Option<i64> = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+    arg(&mut sql, " LIMIT $?", Box::new(limit));
+    arg(
+        &mut sql,
+        " OFFSET $?",
+        Box::new(i64::try_from(filter.offset).unwrap_or(i64::MAX)),
+    );
+    let params: Vec<&(dyn ToSql + Sync)> = args
+        .iter()
+        .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let stmt = conn.prepare_cached(&sql).await.map_err(err)?;
+    let rows = conn.query(&stmt, &params).await.map_err(err)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let id = PlanId(r.get::<_, Uuid>(0));
+        let status: &str = r.get(5);
+        let reason: &str = r.get(8);
+        out.push(PlanSummary {
+            id,
+            group_id: r.get(1),
+            name: text(store, id, r.get(2))?,
+            descr: text(store, id, r.get(3))?,
+            submit_time: r.get::<_, Option<i64>>(4).map(from_ns),
+            state: State {
+                status: parse_status(status).map_err(|e| corrupt(store, id, e))?,
+                start: r.get::<_, Option<i64>>(6).map(from_ns),
+                end: r.get::<_, Option<i64>>(7).map(from_ns),
+            },
+            reason: parse_reason(reason).map_err(|e| corrupt(store, id, e))?,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,193 @@
+//! The schema of a coercion PostgreSQL store, its version and its migrations.
+//!
+//! A store lives in one PostgreSQL schema (`public` by default, see
+//! [`PostgresOptions::schema`](super::PostgresOptions::schema)) and carries its version in the
+//! one-row table `coercion_schema_version`. Connecting applies every migration the schema
+//! lacks, all in one transaction under a transaction-level advisory lock, so several workers
+//! starting at once migrate it exactly once. Adding version 2 means appending one
+//! [`Migration`] to [`MIGRATIONS`]. A schema written by a newer coercion is refused.
+
+use tokio_postgres::Client;
+
+use super::codec::pg_error;
+use crate::storage::StoreError;
+
+/// One step from version `version - 1` to `version`.
+pub(super) struct Migration {
+    /// The version the schema has after this step.
+    pub version: i64,
+    /// The SQL that performs the step.
+    pub sql: &'static str,
+}
+
+/// Every migration, oldest first. The last one's version is the schema this build writes.
+pub(super) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sql: V1,
+}];
+
+/// The schema version this build reads and writes.
+pub(super) fn latest() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Key of the advisory lock that serializes migrations ("coer" "sche").
+const MIGRATION_LOCK: i64 = 0x636F_6572_7363_6865;
+
+/// Version 1: the tables of the SQLite store, plus the lease columns.
+///
+/// * `plans`: one small row per plan with what listing and filtering need (times are bigint
+///   nanoseconds since the epoch, NULL when unset; statuses and reasons are names; name and
+///   description are UTF-8 bytes). The lease: `lease_owner` (the id of the store instance that
+///   runs the plan, NULL when none), `lease_expires` (server time; another process may take the
+///   plan over after it), `lease_epoch` (incremented at every grant; every write of the owner
+///   is checked against it in its own transaction). `start_requested`: a client asked for the
+///   plan to be started by whichever worker claims it.
+/// * `plan_definitions`: the plan as submitted, as JSON, without states or attempts.
+/// * `objects`: one row per check section, block, sequence, deferred batch and action.
+/// * `attempts`: one row per attempt of an action; the outcome is JSON.
+///
+/// Deleting a plan cascades to everything else.
+const V1: &str = "
+CREATE TABLE coercion_schema_version (
+    version BIGINT NOT NULL
+);
+
+CREATE TABLE plans (
+    id              UUID    NOT NULL PRIMARY KEY,
+    group_id        UUID,
+    name            BYTEA   NOT NULL,
+    descr           BYTEA   NOT NULL,
+    submit_time_ns  BIGINT,
+    status          TEXT    NOT NULL
+        CHECK (status IN ('NotStarted', 'Running', 'Completed', 'Failed', 'Stopped')),
+    start_ns        BIGINT,
+    end_ns          BIGINT,
+    reason          TEXT    NOT NULL,
+    heartbeat_ns    BIGINT,
+    paused          BOOLEAN NOT NULL,
+    start_requested BOOLEAN NOT NULL DEFAULT FALSE,
+    lease_owner     UUID,
+    lease_expires   TIMESTAMPTZ,
+    lease_epoch     BIGINT  NOT NULL DEFAULT 0
+);
+CREATE INDEX plans_by_submit_time ON plans (submit_time_ns DESC NULLS LAST, id DESC);
+CREATE INDEX plans_by_status ON plans (status, submit_time_ns DESC NULLS LAST, id DESC);
+CREATE INDEX plans_by_group ON plans (group_id, submit_time_ns DESC NULLS LAST, id DESC);
+CREATE INDEX plans_runnable ON plans (submit_time_ns, id)
+    WHERE status = 'Running' OR (status = 'NotStarted' AND start_requested);
+CREATE INDEX plans_by_lease_owner ON plans (lease_owner) WHERE lease_owner IS NOT NULL;
+
+CREATE TABLE plan_definitions (
+    plan_id    UUID NOT NULL PRIMARY KEY REFERENCES plans (id) ON DELETE CASCADE,
+    definition TEXT NOT NULL
+);
+
+CREATE TABLE objects (
+    plan_id  UUID   NOT NULL REFERENCES plans (id) ON DELETE CASCADE,
+    id       UUID   NOT NULL,
+    loc      TEXT   NOT NULL,
+    kind     TEXT   NOT NULL CHECK (kind IN ('checks', 'block', 'sequence', 'batch', 'action')),
+    status   TEXT   NOT NULL
+        CHECK (status IN ('NotStarted', 'Running', 'Completed', 'Failed', 'Stopped')),
+    start_ns BIGINT,
+    end_ns   BIGINT,
+    PRIMARY KEY (plan_id, id)
+);
+
+CREATE TABLE attempts (
+    plan_id   UUID    NOT NULL,
+    action_id UUID    NOT NULL,
+    idx       INTEGER NOT NULL CHECK (idx >= 0),
+    start_ns  BIGINT  NOT NULL,
+    end_ns    BIGINT,
+    outcome   TEXT,
+    PRIMARY KEY (plan_id, action_id, idx),
+    FOREIGN KEY (plan_id, action_id) REFERENCES objects (plan_id, id) ON DELETE CASCADE
+);
+";
+
+/// Creates the schema `schema` if needed and brings it to the latest version. `client` must
+/// already use `schema` as its search path.
+pub(super) async fn migrate(
+    client: &mut Client,
+    store: &str,
+    schema: &str,
+) -> Result<(), StoreError> {
+    let doing = "migrating the schema";
+    let err = |e: tokio_postgres::Error| pg_error(store, doing, &e);
+    let tx = client.transaction().await.map_err(err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(err)?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {}",
+        quote_ident(schema)
+    ))
+    .await
+    .map_err(err)?;
+    let exists: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.tables \
+             WHERE table_schema = $1 AND table_name = 'coercion_schema_version')",
+            &[&schema],
+        )
+        .await
+        .map_err(err)?
+        .get(0);
+    let current: i64 = if exists {
+        let row = tx
+            .query_opt("SELECT version FROM coercion_schema_version", &[])
+            .await
+            .map_err(err)?;
+        match row {
+            Some(r) => r.get(0),
+            None => {
+                return Err(StoreError::Permanent(format!(
+                    "{store}: a coercion store whose coercion_schema_version table is empty"
+                )));
+            }
+        }
+    } else {
+        let plans: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.tables \
+                 WHERE table_schema = $1 AND table_name = 'plans')",
+                &[&schema],
+            )
+            .await
+            .map_err(err)?
+            .get(0);
+        if plans {
+            return Err(StoreError::Permanent(format!(
+                "{store}: schema {schema:?} has a `plans` table but is not a coercion store; \
+                 refusing to use it (choose another schema with PostgresOptions::schema)"
+            )));
+        }
+        0
+    };
+    if current > latest() {
+        return Err(StoreError::Permanent(format!(
+            "{store}: written by a newer coercion (schema version {current}; this build knows versions up to {})",
+            latest()
+        )));
+    }
+    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+        tx.batch_execute(migration.sql).await.map_err(err)?;
+        tx.execute("DELETE FROM coercion_schema_version", &[])
+            .await
+            .map_err(err)?;
+        tx.execute(
+            "INSERT INTO coercion_schema_version (version) VALUES ($1)",
+            &[&migration.version],
+        )
+        .await
+        .map_err(err)?;
+    }
+    tx.commit().await.map_err(err)
+}
+
+/// `name` as a quoted SQL identifier.
+pub(super) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

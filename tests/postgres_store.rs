@@ -1,0 +1,378 @@
+//! The PostgreSQL store (feature `postgres`): the storage contract, and what only a store shared
+//! by several processes promises — leases, fencing by epoch, claiming with `FOR UPDATE SKIP
+//! LOCKED`, client start requests, migrations.
+//!
+//! Needs a server: run through `scripts/with-postgres.sh`, which exports `COERCION_PG_URL`.
+//! Without it every test fails, unless `COERCION_SKIP_PG=1` (then they say loudly that they
+//! skipped). Each test works in its own PostgreSQL schema.
+
+use std::time::Duration;
+
+use coercion::storage::contract::{self, at, sample_plan};
+use coercion::storage::{Change, PostgresOptions, PostgresStore, Store, StoreError};
+use coercion::workflow::Loc;
+use coercion::{PlanId, State, Status};
+
+/// The server's URL, or `None` (after a loud line) when the PostgreSQL tests are skipped.
+fn pg_url(test: &str) -> Option<String> {
+    match std::env::var("COERCION_PG_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("COERCION_SKIP_PG").as_deref() == Ok("1") => {
+            eprintln!(
+                "!!!!!!!! SKIPPED {test}: COERCION_SKIP_PG=1 and no COERCION_PG_URL — the PostgreSQL store was NOT tested !!!!!!!!"
+            );
+            None
+        }
+        _ => panic!(
+            "COERCION_PG_URL is not set: the PostgreSQL tests need a server. Run them through \
+             `scripts/with-postgres.sh cargo test --features postgres --test postgres_store` \
+             (it installs PostgreSQL if needed and starts a throwaway cluster), or set \
+             COERCION_SKIP_PG=1 to skip them"
+        ),
+    }
+}
+
+/// A fresh schema name for `test`.
+fn schema(test: &str) -> String {
+    format!("t_{}_{}", test, PlanId::new_v7().0.simple())
+        .chars()
+        .take(63)
+        .collect()
+}
+
+async fn store(url: &str, schema: &str, lease: Duration) -> PostgresStore {
+    PostgresStore::connect_with(url, PostgresOptions::default().schema(schema).lease(lease))
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url} (schema {schema}): {e}"))
+}
+
+macro_rules! contract_tests {
+    ($($name:ident: |$store:ident| $check:expr;)*) => {
+        mod contract_suite {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(url) = pg_url(stringify!($name)) else { return };
+                    let store = store(&url, &schema(stringify!($name)), Duration::from_secs(30)).await;
+                    let $store: &dyn Store = &store;
+                    $check.await;
+                }
+            )*
+        }
+    };
+}
+
+contract_tests! {
+    create_then_read: |store| contract::create_then_read(store);
+    duplicate_create: |store| contract::duplicate_create(store);
+    unknown_plan: |store| contract::unknown_plan(store);
+    every_change_kind: |store| contract::every_change_kind(store);
+    batches_are_atomic: |store| contract::batches_are_atomic(store);
+    random_changes_seed_1: |store| contract::random_changes(store, 1, 200);
+    random_changes_seed_2: |store| contract::random_changes(store, 2, 200);
+    random_changes_seed_3: |store| contract::random_changes(store, 0xdead_beef, 200);
+    concurrent_applies_complete_in_order: |store| contract::concurrent_applies_complete_in_order(store, 500);
+    list_filters_and_paging: |store| contract::list_filters_and_paging(store);
+    delete_rules: |store| contract::delete_rules(store);
+    large_plan: |store| contract::large_plan(store, 20_000);
+    hostile_text: |store| contract::hostile_text(store);
+    whole_suite_on_one_store: |store| contract::all(store);
+}
+
+fn running(plan: &coercion::Plan, secs: i64) -> Vec<Change> {
+    vec![Change::State {
+        loc: Loc::Plan,
+        id: plan.id().0,
+        state: State {
+            status: Status::Running,
+            start: Some(at(secs, 0)),
+            end: None,
+        },
+    }]
+}
+
+fn locked(result: Result<(), StoreError>, what: &str) -> String {
+    match result {
+        Err(StoreError::Locked(m)) => m,
+        other => panic!("{what}: expected StoreError::Locked, got {other:?}"),
+    }
+}
+
+/// A lease keeps other processes out; once it expires another process takes the plan over
+/// with a new epoch, and from then on every write of the first process is refused — also a
+/// heartbeat, also one in a batch with other changes — and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_fences_every_later_write() {
+    let Some(url) = pg_url("a_lost_lease_fences_every_later_write") else {
+        return;
+    };
+    let schema = schema("fence");
+    let lease = Duration::from_millis(800);
+    let a = store(&url, &schema, lease).await;
+    let b = store(&url, &schema, lease).await;
+    assert_ne!(a.owner_id(), b.owner_id());
+
+    let plan = sample_plan("fenced");
+    a.create(&plan).await.unwrap();
+    a.acquire(plan.id())
+        .await
+        .expect("a free plan can be leased");
+    a.apply(plan.id(), &running(&plan, 1))
+        .await
+        .expect("the holder writes");
+    // While A's lease is live, B can neither lease the plan, nor claim it, nor write to it.
+    locked(b.acquire(plan.id()).await, "B leases A's live plan");
+    assert_eq!(
+        b.claim_runnable(10).await.unwrap(),
+        Vec::<PlanId>::new(),
+        "B claims a live plan"
+    );
+    let m = locked(
+        b.apply(plan.id(), &[Change::Heartbeat(at(2, 0))]).await,
+        "B writes to A's plan",
+    );
+    assert!(
+        m.contains(&a.owner_id().to_string()),
+        "names the holder: {m}"
+    );
+
+    // A heartbeat renews the lease: A stays the holder well past one lease period.
+    for i in 0..6 {
+        tokio::time::sleep(lease / 3).await;
+        a.apply(plan.id(), &[Change::Heartbeat(at(10 + i, 0))])
+            .await
+            .expect("A heartbeats");
+    }
+    assert_eq!(
+        b.claim_runnable(10).await.unwrap(),
+        Vec::<PlanId>::new(),
+        "the lease was renewed"
+    );
+
+    // A stops heartbeating (paused); its lease expires; B claims the running plan.
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+    assert_eq!(
+        b.claim_runnable(10).await.unwrap(),
+        vec![plan.id()],
+        "B takes over the expired plan"
+    );
+    let before = b.read(plan.id()).await.unwrap();
+    let fenced_before = a.fenced_writes();
+    for changes in [
+        vec![Change::Heartbeat(at(100, 0))],
+        vec![Change::Paused(true), Change::Heartbeat(at(101, 0))],
+        running(&plan, 102),
+    ] {
+        let m = locked(
+            a.apply(plan.id(), &changes).await,
+            "A writes after losing its lease",
+        );
+        assert!(
+            m.contains("lease") && m.contains(&b.owner_id().to_string()),
+            "explains: {m}"
+        );
+    }
+    assert_eq!(a.fenced_writes(), fenced_before + 3);
+    assert_eq!(
+        b.read(plan.id()).await.unwrap(),
+        before,
+        "fenced writes changed nothing"
+    );
+    // A cannot take it back while B's lease lives, and releasing does not free B's lease.
+    locked(a.acquire(plan.id()).await, "A re-leases B's plan");
+    a.release(plan.id()).await.unwrap();
+    locked(a.acquire(plan.id()).await, "A's release freed B's lease");
+    b.apply(plan.id(), &[Change::Heartbeat(at(200, 0))])
+        .await
+        .expect("the new holder writes");
+    assert_eq!(
+        b.read(plan.id()).await.unwrap().heartbeat(),
+        Some(at(200, 0))
+    );
+    // Once B releases, anyone may lease it again.
+    b.release(plan.id()).await.unwrap();
+    a.acquire(plan.id())
+        .await
+        .expect("a released plan can be leased");
+    a.apply(plan.id(), &[Change::Heartbeat(at(300, 0))])
+        .await
+        .expect("with a fresh epoch");
+}
+
+/// Idle workers claim runnable plans with `FOR UPDATE SKIP LOCKED`: concurrent claims never
+/// return the same plan; only requested or orphaned plans are claimed, oldest first, at most
+/// `limit` at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_split_the_runnable_plans() {
+    let Some(url) = pg_url("concurrent_claims_split_the_runnable_plans") else {
+        return;
+    };
+    let schema = schema("claim");
+    let lease = Duration::from_secs(30);
+    let client = store(&url, &schema, lease).await;
+    let workers: Vec<PostgresStore> = futures_join(4, || store(&url, &schema, lease)).await;
+
+    // 40 plans a client asked to start, 5 submitted but not requested, 5 running with no lease
+    // (their process is gone), 5 finished.
+    let mut runnable = Vec::new();
+    let mut other = Vec::new();
+    for i in 0..55 {
+        let plan = sample_plan(&format!("plan {i}"));
+        client.create(&plan).await.unwrap();
+        match i {
+            0..40 => {
+                client.request_start(plan.id()).await.unwrap();
+                runnable.push(plan.id());
+            }
+            40..45 => other.push(plan.id()),
+            45..50 => {
+                client.apply(plan.id(), &running(&plan, 1)).await.unwrap();
+                runnable.push(plan.id());
+            }
+            _ => {
+                let done = State {
+                    status: Status::Completed,
+                    start: Some(at(1, 0)),
+                    end: Some(at(2, 0)),
+                };
+                client
+                    .apply(
+                        plan.id(),
+                        &[Change::State {
+                            loc: Loc::Plan,
+                            id: plan.id().0,
+                            state: done,
+                        }],
+                    )
+                    .await
+                    .unwrap();
+                other.push(plan.id());
+            }
+        }
+    }
+    let first = workers[0].claim_runnable(3).await.unwrap();
+    assert_eq!(
+        first,
+        runnable[..3].to_vec(),
+        "oldest first, at most the limit"
+    );
+    let mut claimed = first.clone();
+    loop {
+        let rounds =
+            futures_util::future::join_all(workers.iter().map(|w| w.claim_runnable(4))).await;
+        let mut got = 0;
+        for r in rounds {
+            let ids = r.expect("claim");
+            assert!(ids.len() <= 4, "a claim is bounded by its limit");
+            got += ids.len();
+            claimed.extend(ids);
+        }
+        if got == 0 {
+            break;
+        }
+    }
+    let mut sorted = claimed.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        claimed.len(),
+        "a plan was claimed twice: {claimed:?}"
+    );
+    let mut expected = runnable.clone();
+    expected.sort();
+    assert_eq!(
+        sorted, expected,
+        "every runnable plan, and only those, is claimed"
+    );
+    for id in &other {
+        assert!(!claimed.contains(id));
+    }
+    // A claimed plan is leased to its claimer: others cannot lease it.
+    locked(client.acquire(claimed[0]).await, "a claimed plan");
+    // A started plan cannot be requested again; an unknown one is not found.
+    let err = client
+        .request_start(other[other.len() - 1])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Permanent(ref m) if m.contains("Completed")),
+        "{err:?}"
+    );
+    assert_eq!(
+        client
+            .request_start(PlanId::new_v7())
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("not found"),
+        true
+    );
+}
+
+async fn futures_join<F, Fut>(n: usize, make: F) -> Vec<PostgresStore>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = PostgresStore>,
+{
+    futures_util::future::join_all((0..n).map(|_| make())).await
+}
+
+/// Several processes connecting at once to a fresh schema migrate it once; a schema holding
+/// someone else's `plans` table is refused; bad schema names and URLs are refused clearly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_safe_and_foreign_schemas_refused() {
+    let Some(url) = pg_url("migrations_are_safe_and_foreign_schemas_refused") else {
+        return;
+    };
+    let schema_name = schema("migrate");
+    let stores = futures_util::future::join_all((0..6).map(|_| {
+        PostgresStore::connect_with(&url, PostgresOptions::default().schema(&schema_name))
+    }))
+    .await;
+    for s in &stores {
+        assert!(s.is_ok(), "concurrent connect: {s:?}");
+    }
+    let again = store(&url, &schema_name, Duration::from_secs(30)).await;
+    assert!(
+        again.describe().contains(&schema_name),
+        "{}",
+        again.describe()
+    );
+    assert!(!again.describe().contains("password"));
+
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let foreign = schema("foreign");
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {foreign}; CREATE TABLE {foreign}.plans (x int)"
+        ))
+        .await
+        .unwrap();
+    match PostgresStore::connect_with(&url, PostgresOptions::default().schema(&foreign)).await {
+        Err(StoreError::Permanent(m)) => assert!(m.contains("not a coercion store"), "{m}"),
+        other => panic!("a foreign schema was accepted: {other:?}"),
+    }
+    client
+        .batch_execute(&format!(
+            "UPDATE {schema_name}.coercion_schema_version SET version = 99"
+        ))
+        .await
+        .unwrap();
+    match PostgresStore::connect_with(&url, PostgresOptions::default().schema(&schema_name)).await {
+        Err(StoreError::Permanent(m)) => assert!(m.contains("newer coercion"), "{m}"),
+        other => panic!("a newer schema was accepted: {other:?}"),
+    }
+    match PostgresStore::connect_with(&url, PostgresOptions::default().schema("Bad; DROP")).await {
+        Err(StoreError::Permanent(m)) => assert!(m.contains("schema name"), "{m}"),
+        other => panic!("a bad schema name was accepted: {other:?}"),
+    }
+    assert!(matches!(
+        PostgresStore::connect("not a url at all ===").await,
+        Err(StoreError::Permanent(_))
+    ));
+}
