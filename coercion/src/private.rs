@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 pub use inventory;
 
-use crate::plugin::{ActionPlugin, CheckPlugin, DynPlugin, PluginKind, PluginMeta};
+use crate::plugin::{ActionPlugin, CheckPlugin, DynPlugin, Plugin, PluginKind, PluginMeta};
 
 /// Seals [`ActionPlugin`] and [`CheckPlugin`]: only `#[plugin]` implements them.
 pub trait Sealed {}
@@ -86,48 +86,78 @@ pub fn check_action<P: CheckPlugin>(name: impl Into<String>, req: P::Request) ->
     crate::builder::CheckSpec::new::<P>(name, req)
 }
 
-/// How `plan!` adds an action to a sequence or a deferred batch: implemented for every action
-/// plugin, so a check plugin or a type that is not a plugin gives one error, under its name.
+/// Used by `plan!`: names `P::Request` without listing every plugin type when `P` is not a
+/// plugin at all.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a coercion plugin",
+    label = "not a plugin",
+    note = "a `plugin:` must be a struct marked `#[coercion::plugin]` (an action plugin) or `#[coercion::plugin(check)]` (a check plugin) that implements `coercion::Plugin`"
+)]
+pub trait PluginRequest {
+    /// `<Self as Plugin>::Request`.
+    type Request;
+}
+
+#[diagnostic::do_not_recommend]
+impl<P: Plugin> PluginRequest for P {
+    type Request = P::Request;
+}
+
+/// Used by `plan!`: the request type of plugin `P`, `<P as Plugin>::Request`.
+pub type RequestOf<P> = <P as PluginRequest>::Request;
+
+/// Used by `plan!`: the action plugins, which sequences and deferred batches accept.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an action plugin, so it cannot be used in a sequence or a deferred batch",
     label = "not an action plugin",
-    note = "sequences and deferred batches take action plugins only: structs marked `#[plugin]` that implement `coercion::Plugin`; check plugins (`#[plugin(check)]`) belong in `bypass_checks`, `pre_checks`, `cont_checks`, `post_checks` or `deferred_checks`"
+    note = "sequences and deferred batches take action plugins only (`#[plugin]`); check plugins (`#[plugin(check)]`) belong in `bypass_checks`, `pre_checks`, `cont_checks`, `post_checks` or `deferred_checks`"
 )]
 pub trait SequencePlugin {
     /// The plugin's request type.
     type Request;
     /// An action named `name` calling this plugin with `req`.
-    fn action(name: impl Into<String>, req: Self::Request) -> crate::builder::ActionSpec;
+    fn action(name: String, req: Self::Request) -> crate::builder::ActionSpec;
 }
 
 #[diagnostic::do_not_recommend]
 impl<P: ActionPlugin> SequencePlugin for P {
     type Request = P::Request;
-    fn action(name: impl Into<String>, req: P::Request) -> crate::builder::ActionSpec {
+    fn action(name: String, req: P::Request) -> crate::builder::ActionSpec {
         crate::builder::ActionSpec::new::<P>(name, req)
     }
 }
 
-/// How `plan!` adds a check to a check section: implemented for every check plugin, so an
-/// action plugin or a type that is not a plugin gives one error, under its name.
+/// Used by `plan!`: the check plugins, which check sections accept.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a check plugin, so it cannot be used in checks",
     label = "not a check plugin",
-    note = "check sections (`bypass_checks`, `pre_checks`, `cont_checks`, `post_checks`, `deferred_checks`) take check plugins only: structs marked `#[plugin(check)]` that implement `coercion::Plugin`; action plugins belong in a `sequence { ... }` or a deferred `batch { ... }`"
+    note = "check sections take check plugins only (`#[plugin(check)]`); action plugins (`#[plugin]`) belong in a `sequence {{ ... }}` or a deferred `batch {{ ... }}`"
 )]
 pub trait ChecksPlugin {
     /// The plugin's request type.
     type Request;
     /// A check named `name` calling this plugin with `req`.
-    fn check(name: impl Into<String>, req: Self::Request) -> crate::builder::CheckSpec;
+    fn check(name: String, req: Self::Request) -> crate::builder::CheckSpec;
 }
 
 #[diagnostic::do_not_recommend]
 impl<P: CheckPlugin> ChecksPlugin for P {
     type Request = P::Request;
-    fn check(name: impl Into<String>, req: P::Request) -> crate::builder::CheckSpec {
+    fn check(name: String, req: P::Request) -> crate::builder::CheckSpec {
         crate::builder::CheckSpec::new::<P>(name, req)
     }
+}
+
+/// Used by `plan!`: an action of action plugin `P`. Bounded on [`SequencePlugin`] rather than
+/// [`ActionPlugin`], and with the request as a plain type parameter, so that a wrong plugin is
+/// exactly one error, which does not list every plugin type.
+pub fn plan_action<P: SequencePlugin<Request = R>, R>(name: impl Into<String>, req: R) -> crate::builder::ActionSpec {
+    P::action(name.into(), req)
+}
+
+/// Used by `plan!`: a check of check plugin `P` (see [`plan_action`]).
+pub fn plan_check<P: ChecksPlugin<Request = R>, R>(name: impl Into<String>, req: R) -> crate::builder::CheckSpec {
+    P::check(name.into(), req)
 }
 
 /// Used by `plan!`, `block!` and `sequence!` when their input is invalid: stands in for the value

@@ -7,7 +7,7 @@
 //! use `Span::mixed_site()`, so they can never clash with the user's names.
 
 use proc_macro2::{Literal, Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, Type};
 
@@ -107,7 +107,10 @@ fn node(ir: &NodeIr, parent: Kind) -> TokenStream {
     }
 }
 
-/// `{ let req: <P as Plugin>::Request = request; helper::<P>(name, req) }`, spanned at `P`.
+/// `{ let req: <P as Plugin>::Request = request; plan_action::<P>(name, req) }` (or
+/// `plan_check`), spanned at `P`: a plugin of the wrong kind is one error under the user's
+/// type, and a request of the wrong type reads "expected `PReq`, found `OtherReq`", with
+/// "expected due to this" under the plugin.
 fn action_head(
     name: &syn::Expr,
     plugin: &Type,
@@ -115,18 +118,18 @@ fn action_head(
     in_checks: bool,
 ) -> TokenStream {
     let span = type_span(plugin);
-    let helper = if in_checks {
-        format_ident!("check_action", span = span)
+    let ctor = if in_checks {
+        Ident::new("plan_check", span)
     } else {
-        format_ident!("sequence_action", span = span)
+        Ident::new("plan_action", span)
     };
     let req = Ident::new("__coercion_request", Span::mixed_site().located_at(span));
-    let req_ty = quote_spanned!(span=> <#plugin as ::coercion::Plugin>::Request);
-    let call = quote_spanned!(span=> ::coercion::__private::#helper::<#plugin>);
-    quote!({
-        let #req: #req_ty = #request;
-        #call(#name, #req)
-    })
+    quote_spanned! {span=>
+        {
+            let #req: ::coercion::__private::RequestOf<#plugin> = #request;
+            ::coercion::__private::#ctor::<#plugin, _>(#name, #req)
+        }
+    }
 }
 
 /// The span errors about a plugin type point at: the type's last path segment (`Scp` in
