@@ -3,12 +3,23 @@
 //! ```text
 //! cargo run --release --example bench -- engine [--json] [--runs N]
 //! cargo run --release --example bench -- footprint [--json]
+//! cargo run --release --example bench -- durable [--json] [--runs N]
+//! cargo run --release --example bench -- recovery [--json] [--runs N]
+//! cargo run --release --example bench -- rollout --hosts N [--json] [--runs N]
 //! ```
 //!
 //! Workloads:
 //! * `engine` — 1 block, 1,000 sequences × 10 no-op actions, concurrency 100, in memory.
 //! * `footprint` — a 1,000,000-action plan (100,000 sequences × 10 no-op actions) held and run
 //!   in memory; also prints `bytes_per_action` (peak RSS growth over the baseline per action).
+//! * `durable` — the `engine` workload on a SQLite file with the default durability
+//!   (`synchronous=FULL`, every state change committed before the next step).
+//! * `recovery` — a 100,000-action plan half done on SQLite; the time from `Workstream` start
+//!   (which resumes it) until its next action runs (`recovery_s`).
+//! * `rollout` — the same work as `../shared/peers/ansible/rollout.yml` for N hosts: per host a
+//!   pre-check (`true`), three actions (`true`, copy a small file into a per-host directory,
+//!   `echo ok`) and a post-check (the copied file exists), with the built-in command and file
+//!   plugins, concurrency 5, tolerance 10 %, on SQLite.
 //!
 //! Each run prints `{"workload", "actions", "wall_s", "actions_per_s", "peak_rss_bytes", ...}`.
 
@@ -18,7 +29,7 @@ use coercion::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Does nothing, as fast as possible: the engine's own cost is what is measured.
-#[coercion::plugin(name = "bench/noop")]
+#[coercion::plugin(name = "bench/noop", manual)]
 #[derive(Default)]
 struct Noop;
 
@@ -66,15 +77,20 @@ struct Args {
     workload: String,
     json: bool,
     runs: usize,
+    hosts: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
-    let workload = args.next().ok_or("usage: bench <engine|footprint> [--json] [--runs N]")?;
-    let mut out = Args { workload, json: false, runs: 1 };
+    let workload =
+        args.next().ok_or("usage: bench <engine|footprint|durable|recovery|rollout> [--json] [--runs N] [--hosts N]")?;
+    let mut out = Args { workload, json: false, runs: 1, hosts: 20 };
     while let Some(a) = args.next() {
         match a.as_str() {
             "--json" => out.json = true,
+            "--hosts" => {
+                out.hosts = args.next().and_then(|v| v.parse().ok()).ok_or("--hosts takes a number")?;
+            }
             "--runs" => {
                 out.runs = args.next().and_then(|v| v.parse().ok()).ok_or("--runs takes a number")?;
             }
@@ -89,6 +105,144 @@ async fn run_memory(plan: Plan) -> (usize, f64) {
     let ws = Workstream::in_memory(registry).await.expect("workstream");
     let actions = plan.action_count();
     let t = Instant::now();
+    let done = ws.run(plan).await.expect("the plan runs");
+    let wall = t.elapsed().as_secs_f64();
+    assert_eq!(done.status(), Status::Completed, "{done}");
+    (actions, wall)
+}
+
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("coercion-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir
+}
+
+async fn run_sqlite(path: &std::path::Path, plan: Plan) -> (usize, f64) {
+    let registry = Registry::new().with(Noop).expect("one plugin");
+    let ws = Workstream::open(path, registry).await.expect("workstream");
+    let actions = plan.action_count();
+    let t = Instant::now();
+    let done = ws.run(plan).await.expect("the plan runs");
+    let wall = t.elapsed().as_secs_f64();
+    assert_eq!(done.status(), Status::Completed, "{done}");
+    (actions, wall)
+}
+
+/// When the first action after a recovery ran.
+static FIRST_CALL: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Like [`Noop`], but notes when it is first called.
+#[coercion::plugin(name = "bench/noop", manual)]
+#[derive(Default)]
+struct FirstCall;
+
+impl Plugin for FirstCall {
+    type Request = NoopReq;
+    type Response = ();
+    async fn execute(&self, _ctx: &Context, _req: NoopReq) -> Result<(), PluginError> {
+        FIRST_CALL.get_or_init(Instant::now);
+        Ok(())
+    }
+}
+
+/// A 100,000-action plan, half done, on SQLite: time from `Workstream` start to its next action.
+async fn recovery(path: &std::path::Path) -> (usize, usize, f64) {
+    use coercion::storage::{Change, SqliteStore, Store};
+    use coercion::workflow::{Attempt, Json, Loc, Outcome, Parent, State};
+    let plan = noop_plan(10_000, 10, 100);
+    let actions = plan.action_count();
+    {
+        // Submit, then write what a run that stopped half-way would have written.
+        let ws = Workstream::builder()
+            .sqlite(path)
+            .registry(Registry::new().with(Noop).expect("one plugin"))
+            .build()
+            .await
+            .expect("workstream");
+        let id = ws.submit(plan).await.expect("submit");
+        let plan = ws.read(id).await.expect("read");
+        drop(ws);
+        let store = SqliteStore::open(path).expect("store");
+        let now = chrono::Utc::now();
+        let running = State { status: Status::Running, start: Some(now), end: None };
+        let completed = State { status: Status::Completed, start: Some(now), end: Some(now) };
+        let mut changes = vec![
+            Change::State { loc: Loc::Plan, id: id.0, state: running },
+            Change::Heartbeat(now),
+            Change::State { loc: Loc::Block(0), id: plan.blocks()[0].id(), state: running },
+        ];
+        for (s, seq) in plan.blocks()[0].sequences().iter().enumerate().take(5_000) {
+            for (a, action) in seq.actions().iter().enumerate() {
+                let loc = Loc::Action { parent: Parent::Sequence { block: 0, seq: s }, index: a };
+                let attempt = Attempt { start: now, end: Some(now), outcome: Some(Outcome::Response(Json::encode(&()).unwrap())) };
+                changes.push(Change::Attempt { loc, id: action.id(), index: 0, attempt });
+                changes.push(Change::State { loc, id: action.id(), state: completed });
+            }
+            changes.push(Change::State { loc: Loc::Sequence { block: 0, seq: s }, id: seq.id(), state: completed });
+            if changes.len() > 20_000 {
+                store.apply(id, &std::mem::take(&mut changes)).await.expect("apply");
+            }
+        }
+        store.apply(id, &changes).await.expect("apply");
+    }
+    let t = Instant::now();
+    let ws = Workstream::builder()
+        .sqlite(path)
+        .registry(Registry::new().with(FirstCall).expect("one plugin"))
+        .build()
+        .await
+        .expect("workstream");
+    while FIRST_CALL.get().is_none() {
+        tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+    }
+    let wall = FIRST_CALL.get().unwrap().duration_since(t).as_secs_f64();
+    let running = ws.list(&coercion::ListFilter::status(Status::Running)).await.expect("list");
+    for plan in running {
+        ws.wait(plan.id).await.expect("the resumed plan finishes");
+    }
+    (actions, 50_000, wall)
+}
+
+/// The Ansible peer's rollout workload, with the built-in plugins, on SQLite.
+async fn rollout(dir: &std::path::Path, hosts: usize) -> (usize, f64) {
+    use coercion::plugins::{Command, CommandCheck, CommandReq, FileExists, FileExistsReq, WriteFile, WriteFileReq};
+    let payload_path = dir.join("payload.txt");
+    std::fs::write(&payload_path, "payload for the rollout benchmark\n").expect("payload");
+    let payload = std::fs::read_to_string(&payload_path).expect("payload");
+    let host_dir = |h: usize| dir.join("hosts").join(format!("host{:04}", h + 1));
+    let plan = Plan::builder("rollout")
+        .block(
+            Block::builder("fleet")
+                .concurrency(5)
+                .tolerated_failures(Tolerance::Percent(10))
+                .pre_checks(Checks::builder().actions(
+                    (0..hosts).map(|h| CheckSpec::new::<CommandCheck>(format!("pre-check host{:04}", h + 1), CommandReq::new("true"))),
+                ))
+                .sequences((0..hosts).map(|h| {
+                    Sequence::builder(format!("host{:04}", h + 1))
+                        .action(ActionSpec::new::<Command>("action a (command true)", CommandReq::new("true")).retries(2))
+                        .action(
+                            ActionSpec::new::<WriteFile>(
+                                "action b (copy small file into per-host dir)",
+                                WriteFileReq::text(host_dir(h).join("payload.txt"), payload.clone()).mode(0o644).create_dirs(),
+                            )
+                            .retries(2),
+                        )
+                        .action(ActionSpec::new::<Command>("action c (shell echo ok)", CommandReq::shell("echo ok")).retries(2))
+                }))
+                .post_checks(Checks::builder().actions((0..hosts).map(|h| {
+                    CheckSpec::new::<FileExists>(
+                        format!("post-check host{:04}", h + 1),
+                        FileExistsReq::new(host_dir(h).join("payload.txt")),
+                    )
+                }))),
+        )
+        .build();
+    let registry = Registry::from_inventory().expect("registry");
+    let t = Instant::now();
+    let ws = Workstream::open(dir.join("rollout.db"), registry).await.expect("workstream");
+    let actions = plan.action_count();
     let done = ws.run(plan).await.expect("the plan runs");
     let wall = t.elapsed().as_secs_f64();
     assert_eq!(done.status(), Status::Completed, "{done}");
@@ -123,8 +277,36 @@ fn main() {
                     "bytes_per_action": (peak.saturating_sub(baseline)) as f64 / actions as f64,
                 })
             }
+            "durable" => {
+                let dir = scratch_dir("durable");
+                let (actions, wall) = rt.block_on(run_sqlite(&dir.join("durable.db"), noop_plan(1_000, 10, 100)));
+                let _ = std::fs::remove_dir_all(&dir);
+                serde_json::json!({
+                    "workload": "durable", "store": "sqlite", "synchronous": "FULL", "actions": actions, "wall_s": wall,
+                    "actions_per_s": actions as f64 / wall, "peak_rss_bytes": peak_rss_bytes(),
+                })
+            }
+            "recovery" => {
+                let dir = scratch_dir("recovery");
+                let (actions, done, wall) = rt.block_on(recovery(&dir.join("recovery.db")));
+                let _ = std::fs::remove_dir_all(&dir);
+                serde_json::json!({
+                    "workload": "recovery", "store": "sqlite", "actions": actions, "completed_before": done,
+                    "recovery_s": wall, "peak_rss_bytes": peak_rss_bytes(),
+                })
+            }
+            "rollout" => {
+                let dir = scratch_dir("rollout");
+                let (actions, wall) = rt.block_on(rollout(&dir, args.hosts));
+                let _ = std::fs::remove_dir_all(&dir);
+                serde_json::json!({
+                    "workload": "rollout", "store": "sqlite", "hosts": args.hosts, "host_tasks": args.hosts * 5,
+                    "actions": actions, "wall_s": wall, "per_host_task_s": wall / (args.hosts * 5) as f64,
+                    "peak_rss_bytes": peak_rss_bytes(),
+                })
+            }
             other => {
-                eprintln!("bench: unknown workload {other:?} (engine, footprint)");
+                eprintln!("bench: unknown workload {other:?} (engine, footprint, durable, recovery, rollout)");
                 std::process::exit(2);
             }
         };
