@@ -517,7 +517,24 @@ impl Workstream {
                 State::Items(mut it) => it.next().map(|e| (e, Some(State::Items(it)))),
                 State::Live(run, rx, Some(first)) => Some((first, Some(State::Live(run, rx, None)))),
                 State::Live(run, mut rx, None) => loop {
-                    match rx.recv().await {
+                    // A run that ended before this subscription saw its `Finished` event ends
+                    // the stream with the final tree instead of waiting forever.
+                    let received = match rx.try_recv() {
+                        Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {
+                            let mut done = run.done.subscribe();
+                            tokio::select! {
+                                r = rx.recv() => r,
+                                _ = done.wait_for(|d| d.is_some()) => match rx.try_recv() {
+                                    Ok(e) => Ok(e),
+                                    Err(_) => Err(RecvError::Closed),
+                                },
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                        Err(tokio::sync::broadcast::error::TryRecvError::Closed) => Err(RecvError::Closed),
+                        Ok(e) => Ok(e),
+                    };
+                    match received {
                         Ok(Event::Finished(p)) => return Some((Event::Finished(p), None)),
                         Ok(e) => return Some((e, Some(State::Live(run, rx, None)))),
                         Err(RecvError::Lagged(_)) => {
