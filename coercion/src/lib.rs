@@ -75,6 +75,8 @@
 extern crate self as coercion;
 
 pub mod builder;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod engine;
 pub mod plugin;
 pub mod plugins;

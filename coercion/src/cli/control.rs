@@ -1,0 +1,240 @@
+//! Stop, pause and resume plans that another process runs: a small control channel over a Unix
+//! socket beside the store file.
+//!
+//! Only the process that runs a plan can stop, pause or resume it ([`Workstream::stop`] and
+//! friends act on the plans running in that process). A program that wants the `coercion` CLI
+//! and web UI to control its plans calls [`listen`] once with its workstream and the store file;
+//! `coercion stop|pause|resume ID` and the web UI's buttons (`serve --allow-control`) then send
+//! their request to `<store file>.control`, a socket only the file's owner may use (mode 0600).
+//! Without a listening process they fail with a message that says so.
+//!
+//! ```no_run
+//! # async fn demo(ws: coercion::Workstream) -> std::io::Result<()> {
+//! // In the program that runs plans from coercion.db:
+//! let _control = coercion::cli::control::listen(ws, "coercion.db").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The protocol is one JSON line each way: `{"op":"pause","plan":"<uuid>"}` and
+//! `{"ok":true}` or `{"error":"…"}`.
+
+use std::fmt;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::workflow::PlanId;
+use crate::workstream::{Error, Workstream};
+
+/// What an operator asks of a running plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlOp {
+    /// [`Workstream::stop`].
+    Stop,
+    /// [`Workstream::pause`].
+    Pause,
+    /// [`Workstream::resume`].
+    Resume,
+}
+
+impl ControlOp {
+    /// `stop`, `pause` or `resume`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ControlOp::Stop => "stop",
+            ControlOp::Pause => "pause",
+            ControlOp::Resume => "resume",
+        }
+    }
+}
+
+impl fmt::Display for ControlOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Request {
+    op: ControlOp,
+    plan: PlanId,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Reply {
+    #[serde(default)]
+    ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Why a control request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No process listens for control requests on this store file.
+    #[error(
+        "no process accepts stop/pause/resume requests for {}: these act only in the process that runs the plan, and that process does not listen ({reason}). A program enables this with coercion::cli::control::listen(workstream, store file)",
+        .db.display()
+    )]
+    NoListener {
+        /// The store file.
+        db: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+    /// The process that runs plans refused the request (for instance, the plan does not run
+    /// there).
+    #[error("{0}")]
+    Refused(String),
+    /// The exchange with the process failed.
+    #[error("control request to the process running plans from {}: {source}", .db.display())]
+    Io {
+        /// The store file.
+        db: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+}
+
+/// The socket beside the store file `db`: `<db>.control`.
+pub fn socket_path(db: &Path) -> PathBuf {
+    let db = std::path::absolute(db).unwrap_or_else(|_| db.to_path_buf());
+    let mut name = db.into_os_string();
+    name.push(".control");
+    PathBuf::from(name)
+}
+
+/// Sends `op` for plan `id` to the process that listens beside the store file `db`, and
+/// waits (at most 30 s) for its answer.
+pub async fn request(db: &Path, op: ControlOp, id: PlanId) -> Result<(), ControlError> {
+    let socket = socket_path(db);
+    let mut stream = match UnixStream::connect(&socket).await {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(ControlError::NoListener {
+                db: db.to_path_buf(),
+                reason: format!("{} does not exist", socket.display()),
+            });
+        }
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            return Err(ControlError::NoListener {
+                db: db.to_path_buf(),
+                reason: format!("nobody listens on {}; the process that created it has ended", socket.display()),
+            });
+        }
+        Err(source) => return Err(ControlError::Io { db: db.to_path_buf(), source }),
+    };
+    let io_err = |source| ControlError::Io { db: db.to_path_buf(), source };
+    let exchange = async {
+        let mut line = serde_json::to_string(&Request { op, plan: id }).expect("requests serialize");
+        line.push('\n');
+        stream.write_all(line.as_bytes()).await?;
+        let mut reply = String::new();
+        BufReader::new(&mut stream).read_line(&mut reply).await?;
+        Ok::<_, io::Error>(reply)
+    };
+    let reply = tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .map_err(|_| io_err(io::Error::new(io::ErrorKind::TimedOut, "no answer within 30 s")))?
+        .map_err(io_err)?;
+    let reply: Reply = serde_json::from_str(&reply)
+        .map_err(|e| io_err(io::Error::new(io::ErrorKind::InvalidData, format!("bad answer: {e}"))))?;
+    match (reply.ok, reply.error) {
+        (true, _) => Ok(()),
+        (false, Some(e)) => Err(ControlError::Refused(e)),
+        (false, None) => Err(ControlError::Refused("the process refused the request".to_owned())),
+    }
+}
+
+/// Accepts control requests for the plans `workstream` runs, on the socket beside the store
+/// file `db`, until the returned guard is dropped (which also removes the socket).
+///
+/// Fails if another live process already listens there, or the socket cannot be created.
+pub async fn listen(workstream: Workstream, db: impl AsRef<Path>) -> io::Result<ControlListener> {
+    let path = socket_path(db.as_ref());
+    if path.exists() {
+        if UnixStream::connect(&path).await.is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{}: another process already accepts control requests here", path.display()),
+            ));
+        }
+        // Left behind by a process that ended.
+        std::fs::remove_file(&path)?;
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let task = tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    // Out of file descriptors, say: try again a little later.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let ws = workstream.clone();
+            tokio::spawn(async move {
+                let _ = serve_one(ws, stream).await;
+            });
+        }
+    });
+    Ok(ControlListener { path, task })
+}
+
+async fn serve_one(ws: Workstream, mut stream: UnixStream) -> io::Result<()> {
+    let (read, mut write) = stream.split();
+    let mut line = String::new();
+    // A request is a few dozen bytes: refuse to buffer more than a little.
+    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, 4096));
+    reader.read_line(&mut line).await?;
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Err(e) => Reply { ok: false, error: Some(format!("bad control request: {e}")) },
+        Ok(req) => {
+            let result = match req.op {
+                ControlOp::Stop => ws.stop(req.plan).await,
+                ControlOp::Pause => ws.pause(req.plan).await,
+                ControlOp::Resume => ws.resume(req.plan).await,
+            };
+            match result {
+                Ok(()) => Reply { ok: true, error: None },
+                Err(Error::NotRunning(id)) => Reply {
+                    ok: false,
+                    error: Some(format!("plan {id} is not running in the process that runs plans from this store")),
+                },
+                Err(e) => Reply { ok: false, error: Some(e.to_string()) },
+            }
+        }
+    };
+    let mut out = serde_json::to_string(&reply).expect("replies serialize");
+    out.push('\n');
+    write.write_all(out.as_bytes()).await
+}
+
+/// Keeps the control socket open; dropping it closes and removes the socket.
+#[derive(Debug)]
+pub struct ControlListener {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ControlListener {
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ControlListener {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

@@ -1,0 +1,125 @@
+//! Small formatting helpers shared by the terminal and HTML views.
+
+use std::time::Duration;
+
+use crate::workflow::{Action, Plan, State, Status, Timestamp};
+
+/// `1.2s`, `340ms`, `3m07s`, `2h05m`.
+pub(crate) fn duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 3600 {
+        format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60)
+    } else if secs >= 60 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else if d.as_millis() >= 1000 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// How long the object ran (or, while it runs, has been running until `now`).
+pub(crate) fn state_duration(state: State, now: Timestamp) -> Option<Duration> {
+    match (state.start, state.end) {
+        (Some(s), Some(e)) => (e - s).to_std().ok(),
+        (Some(s), None) if state.status == Status::Running => (now - s).to_std().ok(),
+        _ => None,
+    }
+}
+
+/// The duration as text, with `running for` while the object runs.
+pub(crate) fn state_duration_text(state: State, now: Timestamp) -> Option<String> {
+    let d = state_duration(state, now)?;
+    Some(if state.end.is_none() {
+        format!("running for {}", duration(d))
+    } else {
+        duration(d)
+    })
+}
+
+/// `2026-11-25 18:15:06 UTC`.
+pub(crate) fn time(t: Timestamp) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// `time(t)` or `-`.
+pub(crate) fn opt_time(t: Option<Timestamp>) -> String {
+    t.map(time).unwrap_or_else(|| "-".to_owned())
+}
+
+/// The CSS class of a status (`s-failed`, …).
+pub(crate) fn status_class(status: Status) -> &'static str {
+    match status {
+        Status::NotStarted => "s-notstarted",
+        Status::Running => "s-running",
+        Status::Completed => "s-completed",
+        Status::Failed => "s-failed",
+        Status::Stopped => "s-stopped",
+    }
+}
+
+/// `1 attempt`, `3 attempts`.
+pub(crate) fn attempts(n: usize) -> String {
+    if n == 1 {
+        "1 attempt".to_owned()
+    } else {
+        format!("{n} attempts")
+    }
+}
+
+/// Counts of the actions of a plan by status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) total: usize,
+    pub(crate) completed: usize,
+    pub(crate) failed: usize,
+    pub(crate) running: usize,
+    pub(crate) stopped: usize,
+}
+
+impl Counts {
+    /// Counts every action of `plan` (checks and deferred batches included).
+    pub(crate) fn of(plan: &Plan) -> Counts {
+        let mut c = Counts::default();
+        for (_, obj) in plan.walk() {
+            if let crate::workflow::ObjectRef::Action(a) = obj {
+                c.add(a);
+            }
+        }
+        c
+    }
+
+    fn add(&mut self, a: &Action) {
+        self.total += 1;
+        match a.status() {
+            Status::Completed => self.completed += 1,
+            Status::Failed => self.failed += 1,
+            Status::Running => self.running += 1,
+            Status::Stopped => self.stopped += 1,
+            Status::NotStarted => {}
+        }
+    }
+}
+
+/// Pretty-prints a JSON text; returns it unchanged if it does not parse.
+pub(crate) fn pretty_json(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration(Duration::from_millis(340)), "340ms");
+        assert_eq!(duration(Duration::from_millis(1250)), "1.2s");
+        assert_eq!(duration(Duration::from_secs(187)), "3m07s");
+        assert_eq!(duration(Duration::from_secs(7500)), "2h05m");
+        assert_eq!(attempts(1), "1 attempt");
+        assert_eq!(attempts(3), "3 attempts");
+    }
+}

@@ -1,0 +1,318 @@
+//! HTML views of a plan, compiled and escaped by `maud`: the self-contained report file and the
+//! pieces the web UI serves.
+//!
+//! Every string that comes from a plan (names, descriptions, requests, responses, errors) is
+//! spliced with maud's `(…)`, which escapes it; the only unescaped text is this module's own
+//! CSS and JavaScript constants.
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+use super::format::{self, Counts};
+use crate::workflow::{Action, Block, CheckSlot, Checks, DeferredBatch, Outcome, Plan, Sequence, State, Status, Timestamp};
+
+/// The style sheet of the report and the web UI.
+pub(crate) const CSS: &str = include_str!("assets/style.css");
+
+/// The script of the web UI (live updates, uploads, remembering which nodes are open).
+pub(crate) const APP_JS: &str = include_str!("assets/app.js");
+
+/// The HTML report of `plan`: one self-contained file (no script, no external resource; a
+/// Content-Security-Policy forbids both) with a summary header, the failure report when the
+/// plan failed, and the collapsible tree with statuses, durations and every attempt's error or
+/// response. Secrets are redacted ([`Plan::clone_for_display`]) before rendering.
+pub fn report(plan: &Plan) -> String {
+    let plan = plan.clone_for_display();
+    let now = chrono::Utc::now();
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="Content-Security-Policy"
+                    content="default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "coercion report: " (plan.name()) }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                header.top {
+                    span.brand { "coercion" }
+                    span.muted { "report generated " (format::time(now)) }
+                }
+                main {
+                    (plan_body(&plan, now))
+                }
+            }
+        }
+    }
+    .into_string()
+}
+
+/// The summary header, the failure report (when the plan failed) and the tree: what the report
+/// shows and what the web UI's plan page replaces on every live update.
+pub(crate) fn plan_body(plan: &Plan, now: Timestamp) -> Markup {
+    html! {
+        (summary(plan, now))
+        @if matches!(plan.status(), Status::Failed | Status::Stopped) {
+            section.failure-report {
+                h2 { "Failure report" }
+                pre { (plan.failure_report()) }
+            }
+        }
+        section.tree {
+            h2 { "Plan tree" }
+            (tree(plan, now))
+        }
+    }
+}
+
+fn badge(status: Status) -> Markup {
+    html! { span class={ "badge " (format::status_class(status)) } { (status.as_str()) } }
+}
+
+fn summary(plan: &Plan, now: Timestamp) -> Markup {
+    let c = Counts::of(plan);
+    let state = plan.state();
+    html! {
+        section.summary {
+            h1 {
+                span.plan-name { (plan.name()) }
+                " " (badge(plan.status()))
+                @if plan.is_paused() { " " span.badge.paused { "Paused" } }
+            }
+            @if !plan.descr().is_empty() { p.descr { (plan.descr()) } }
+            dl.facts {
+                dt { "Plan id" } dd.mono { (plan.id()) }
+                @if let Some(g) = plan.group_id() { dt { "Group" } dd.mono { (g) } }
+                dt { "Status" } dd { (plan.status().as_str())
+                    @if plan.reason() != crate::workflow::Reason::None { " (reason: " (plan.reason()) ")" } }
+                dt { "Submitted" } dd { (format::opt_time(plan.submit_time())) }
+                dt { "Started" } dd { (format::opt_time(state.start)) }
+                dt { "Ended" } dd { (format::opt_time(state.end)) }
+                dt { "Duration" } dd { (format::state_duration_text(state, now).unwrap_or_else(|| "-".into())) }
+                dt { "Actions" } dd.counts {
+                    span.s-completed { (c.completed) " completed" } ", "
+                    span.s-failed { (c.failed) " failed" } ", "
+                    span.s-running { (c.running) " running" } ", "
+                    @if c.stopped > 0 { span.s-stopped { (c.stopped) " stopped" } ", " }
+                    (c.total) " in all"
+                }
+            }
+            @let done = c.completed + c.failed + c.stopped;
+            div.progress title={ (done) " of " (c.total) " actions finished" } {
+                @if c.total > 0 {
+                    span.bar.s-completed style={ "width:" (pct(c.completed, c.total)) "%" } {}
+                    span.bar.s-failed style={ "width:" (pct(c.failed + c.stopped, c.total)) "%" } {}
+                    span.bar.s-running style={ "width:" (pct(c.running, c.total)) "%" } {}
+                }
+            }
+        }
+    }
+}
+
+fn pct(n: usize, total: usize) -> String {
+    format!("{:.2}", n as f64 * 100.0 / total.max(1) as f64)
+}
+
+/// Whether a container starts open: small plans show everything; large ones only what runs or
+/// failed.
+fn open_by_default(small: bool, state: State) -> bool {
+    small || matches!(state.status, Status::Running | Status::Failed | Status::Stopped)
+}
+
+/// The collapsible tree of the plan, in walk order.
+pub(crate) fn tree(plan: &Plan, now: Timestamp) -> Markup {
+    let small = plan.action_count() <= 40;
+    let before = [CheckSlot::Bypass, CheckSlot::Pre, CheckSlot::Cont];
+    html! {
+        div.plan-tree data-plan=(plan.id()) {
+            @for slot in before {
+                @if let Some(c) = plan.checks().get(slot) { (checks_node(slot, c, small, now)) }
+            }
+            @for (i, b) in plan.blocks().iter().enumerate() { (block_node(i, b, small, now)) }
+            @if let Some(c) = plan.checks().get(CheckSlot::Post) { (checks_node(CheckSlot::Post, c, small, now)) }
+            @for (i, b) in plan.deferred().iter().enumerate() { (batch_node(i, b, small, now)) }
+            @if let Some(c) = plan.checks().get(CheckSlot::Deferred) { (checks_node(CheckSlot::Deferred, c, small, now)) }
+            @if plan.blocks().is_empty() && plan.checks().is_empty() && plan.deferred().is_empty() {
+                p.muted { "This plan has no blocks, checks or deferred batches." }
+            }
+        }
+    }
+}
+
+fn node_head(kind: &str, index: Option<usize>, name: &str, state: State, now: Timestamp, extra: Option<String>) -> Markup {
+    html! {
+        (badge(state.status))
+        " "
+        span.kind { (kind) @if let Some(i) = index { "[" (i) "]" } }
+        " "
+        span.name { (name) }
+        @if let Some(d) = format::state_duration_text(state, now) { " " span.dur { (d) } }
+        @if let Some(x) = extra { " " span.extra { (x) } }
+    }
+}
+
+fn checks_node(slot: CheckSlot, checks: &Checks, small: bool, now: Timestamp) -> Markup {
+    let state = checks.state();
+    html! {
+        details class={ "node checks " (format::status_class(state.status)) } data-id=(checks.id())
+            data-status=(state.status.as_str()) open[open_by_default(small, state)] {
+            summary { (node_head(slot.as_str(), None, "", state, now, None)) }
+            div.children {
+                @for (i, a) in checks.actions().iter().enumerate() { (action_node(i, a, now)) }
+            }
+        }
+    }
+}
+
+fn block_node(index: usize, block: &Block, small: bool, now: Timestamp) -> Markup {
+    let state = block.state();
+    let info = format!(
+        "{} sequence(s), concurrency {}, tolerates {}",
+        block.sequences().len(),
+        block.concurrency(),
+        block.tolerated_failures()
+    );
+    html! {
+        details class={ "node block " (format::status_class(state.status)) } data-id=(block.id())
+            data-status=(state.status.as_str()) open[open_by_default(small, state)] {
+            summary { (node_head("block", Some(index), block.name(), state, now, Some(info))) }
+            div.children {
+                @if !block.descr().is_empty() { p.descr { (block.descr()) } }
+                @for slot in [CheckSlot::Bypass, CheckSlot::Pre, CheckSlot::Cont] {
+                    @if let Some(c) = block.checks().get(slot) { (checks_node(slot, c, small, now)) }
+                }
+                @for (i, s) in block.sequences().iter().enumerate() { (sequence_node(i, s, small, now)) }
+                @for slot in [CheckSlot::Post, CheckSlot::Deferred] {
+                    @if let Some(c) = block.checks().get(slot) { (checks_node(slot, c, small, now)) }
+                }
+            }
+        }
+    }
+}
+
+fn sequence_node(index: usize, seq: &Sequence, small: bool, now: Timestamp) -> Markup {
+    let state = seq.state();
+    html! {
+        details class={ "node sequence " (format::status_class(state.status)) } data-id=(seq.id())
+            data-status=(state.status.as_str()) open[open_by_default(small, state)] {
+            summary { (node_head("sequence", Some(index), seq.name(), state, now, None)) }
+            div.children {
+                @if !seq.descr().is_empty() { p.descr { (seq.descr()) } }
+                @for (i, a) in seq.actions().iter().enumerate() { (action_node(i, a, now)) }
+            }
+        }
+    }
+}
+
+fn batch_node(index: usize, batch: &DeferredBatch, small: bool, now: Timestamp) -> Markup {
+    let state = batch.state();
+    let info = format!("when {}{}", batch.when(), if batch.fail_plan() { ", fails the plan" } else { "" });
+    html! {
+        details class={ "node batch " (format::status_class(state.status)) } data-id=(batch.id())
+            data-status=(state.status.as_str()) open[open_by_default(small, state)] {
+            summary { (node_head("deferred batch", Some(index), batch.name(), state, now, Some(info))) }
+            div.children {
+                @if !batch.descr().is_empty() { p.descr { (batch.descr()) } }
+                @for (i, a) in batch.actions().iter().enumerate() { (action_node(i, a, now)) }
+            }
+        }
+    }
+}
+
+fn action_node(index: usize, action: &Action, now: Timestamp) -> Markup {
+    let state = action.state();
+    let n = action.attempts().len();
+    let extra = (n > 0).then(|| format::attempts(n));
+    html! {
+        details class={ "node action " (format::status_class(state.status)) } data-id=(action.id())
+            data-status=(state.status.as_str()) {
+            summary { (node_head("action", Some(index), action.name(), state, now, extra)) }
+            div.action-body {
+                @if !action.descr().is_empty() { p.descr { (action.descr()) } }
+                dl.facts {
+                    dt { "Plugin" } dd.mono { (action.plugin()) }
+                    dt { "Timeout" } dd { (format::duration(action.timeout())) " per attempt" }
+                    dt { "Retries" } dd { (action.retries()) }
+                    @if let Some(k) = action.key() { dt { "Key" } dd.mono { (k) } }
+                    dt { "Id" } dd.mono { (action.id()) }
+                }
+                details.request {
+                    summary { "Request" }
+                    pre.json { (format::pretty_json(action.request_json().as_str())) }
+                }
+                @if action.attempts().is_empty() {
+                    p.muted { "No attempt yet." }
+                } @else {
+                    ol.attempts {
+                        @for (i, a) in action.attempts().iter().enumerate() {
+                            @let attempt_state = State {
+                                status: if a.end.is_some() { Status::Completed } else { Status::Running },
+                                start: Some(a.start),
+                                end: a.end,
+                            };
+                            li class={ "attempt " (match &a.outcome {
+                                Some(Outcome::Error(_)) => "failed",
+                                Some(Outcome::Response(_)) => "ok",
+                                None => "running",
+                            }) } {
+                                div.attempt-head {
+                                    "Attempt " (i + 1) ", started " (format::time(a.start))
+                                    @if let Some(d) = format::state_duration_text(attempt_state, now) { ", " (d) }
+                                }
+                                @match &a.outcome {
+                                    Some(Outcome::Error(e)) => {
+                                        div.error {
+                                            strong { "Error: " } span.error-message { (e.chain()) }
+                                            @if e.code != 0 || e.permanent {
+                                                span.muted {
+                                                    " ("
+                                                    @if e.code != 0 { "code " (e.code) }
+                                                    @if e.code != 0 && e.permanent { ", " }
+                                                    @if e.permanent { "permanent" }
+                                                    ")"
+                                                }
+                                            }
+                                        }
+                                    }
+                                    Some(Outcome::Response(r)) => {
+                                        div.response { strong { "Response:" } pre.json { (format::pretty_json(r.as_str())) } }
+                                    }
+                                    None => { div.muted { "Running…" } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A page of the web UI: the shared layout with the style sheet and script served by the UI.
+pub(crate) fn page(title: &str, store: &str, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · coercion" }
+                link rel="stylesheet" href="/assets/style.css";
+                script src="/assets/app.js" defer {}
+            }
+            body {
+                header.top {
+                    a.brand href="/" { "coercion" }
+                    nav {
+                        a href="/" { "Plans" }
+                        a href="/upload" { "Open an exported plan" }
+                    }
+                    span.muted.store title="store file" { (store) }
+                }
+                main { (body) }
+            }
+        }
+    }
+    .into_string()
+}

@@ -1,0 +1,316 @@
+//! The `coercion` command-line tool and its web UI (feature `cli`).
+//!
+//! The tool reads a store file (`--db`, default `coercion.db`) with
+//! [`SqliteStore::open_read_only`](crate::storage::SqliteStore::open_read_only), so it works
+//! while another process runs plans from the same file:
+//!
+//! | command | what it does |
+//! | --- | --- |
+//! | `coercion list [--status S] [--group G] [--name TEXT] [--limit N] [--offset N]` | plans, newest first |
+//! | `coercion show ID [--json]` | the coloured tree of a plan: statuses, durations, attempts, last errors |
+//! | `coercion export ID [-o FILE]` | the plan as JSON, secrets redacted |
+//! | `coercion report ID -o FILE.html` | a self-contained HTML report |
+//! | `coercion stop\|pause\|resume ID` | asks the process that runs the plan (see [`control`]) |
+//! | `coercion serve [--addr 127.0.0.1:3030] [--allow-control]` | the web UI (see [`web`]) |
+//!
+//! Ids may be abbreviated to any unique prefix. The library side is usable on its own:
+//! [`html::report`] renders a report from code, [`web::router`] embeds the web UI, and
+//! [`control::listen`] lets the tool stop, pause and resume the plans a program runs.
+
+mod db;
+mod format;
+mod text;
+
+pub mod control;
+pub mod html;
+pub mod web;
+
+use std::fmt;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use db::Db;
+
+use crate::storage::{ListFilter, Store};
+use crate::workflow::Status;
+use control::ControlOp;
+
+/// A failure of a command, with a message for people that names the file or id concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CliError(String);
+
+impl CliError {
+    /// An error with `message`.
+    pub fn new(message: impl Into<String>) -> CliError {
+        CliError(message.into())
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// Inspect, report on and control coercion plans kept in a SQLite store file.
+#[derive(Debug, Parser)]
+#[command(name = "coercion", version, about, long_about = None)]
+pub struct Cli {
+    /// The store file (read-only; it may be in use by the process that runs the plans).
+    #[arg(long, global = true, value_name = "PATH", env = "COERCION_DB", default_value = "coercion.db")]
+    pub db: PathBuf,
+
+    /// When to colour the output.
+    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// When to colour the terminal output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    /// When writing to a terminal and `NO_COLOR` is not set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// The commands of the tool.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List plans, newest first.
+    List {
+        /// Only plans with this status (NotStarted, Running, Completed, Failed, Stopped);
+        /// repeat or separate with commas for several.
+        #[arg(long, value_delimiter = ',')]
+        status: Vec<Status>,
+        /// Only plans of this group (a UUID).
+        #[arg(long)]
+        group: Option<uuid::Uuid>,
+        /// Only plans whose name contains this text.
+        #[arg(long)]
+        name: Option<String>,
+        /// Show at most this many plans.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Skip this many plans (the next page starts at offset + limit).
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// Print JSON (one array of plan summaries) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a plan as a coloured tree: statuses, durations, attempts and last errors.
+    Show {
+        /// The plan's id or a unique prefix of it.
+        id: String,
+        /// Print JSON (the summary and every object with its path) instead of a tree.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a plan as JSON (the export format; secrets redacted).
+    Export {
+        /// The plan's id or a unique prefix of it.
+        id: String,
+        /// Write to this file instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Write a self-contained HTML report of a plan.
+    Report {
+        /// The plan's id or a unique prefix of it.
+        id: String,
+        /// The HTML file to write (`-` for standard output).
+        #[arg(short, long, value_name = "FILE.html")]
+        output: PathBuf,
+    },
+    /// Stop a running plan (asks the process that runs it).
+    Stop {
+        /// The plan's id or a unique prefix of it.
+        id: String,
+    },
+    /// Pause a running plan: no new sequence or action starts (asks the process that runs it).
+    Pause {
+        /// The plan's id or a unique prefix of it.
+        id: String,
+    },
+    /// Resume a paused plan (asks the process that runs it).
+    Resume {
+        /// The plan's id or a unique prefix of it.
+        id: String,
+    },
+    /// Serve the web UI: plan list, live plan pages, upload of exported plans.
+    Serve {
+        /// The address to listen on. Anything but a loopback address exposes every plan to
+        /// whoever can reach it: there is no authentication.
+        #[arg(long, default_value = "127.0.0.1:3030")]
+        addr: SocketAddr,
+        /// Show stop/pause/resume buttons (they work for plans whose process listens for
+        /// control requests).
+        #[arg(long)]
+        allow_control: bool,
+    },
+}
+
+/// Parses the command line, runs the command and returns the exit code: 0 on success, 1 on
+/// an error (printed to standard error as `coercion: …`), 2 on a usage error.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.color {
+        ColorWhen::Auto => {}
+        ColorWhen::Always => anstream::ColorChoice::Always.write_global(),
+        ColorWhen::Never => anstream::ColorChoice::Never.write_global(),
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("coercion: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(anstream::stderr(), "coercion: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes `text` to standard output (colours stripped when it is not a terminal); a closed
+/// pipe (`coercion list | head`) is not an error.
+fn print(text: &str) -> Result<(), CliError> {
+    let mut out = anstream::stdout();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError::new(format!("cannot write to standard output: {e}"))),
+    }
+}
+
+fn write_file(path: &std::path::Path, text: &str) -> Result<(), CliError> {
+    std::fs::write(path, text).map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Runs one parsed command.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let now = chrono::Utc::now();
+    match cli.command {
+        Command::List { status, group, name, limit, offset, json } => {
+            let db = Db::open(&cli.db)?;
+            let filter = ListFilter {
+                statuses: status,
+                group_id: group,
+                name_contains: name,
+                offset,
+                limit: Some(limit.saturating_add(1)),
+                ..ListFilter::default()
+            };
+            let mut plans =
+                db.store().list(&filter).await.map_err(|e| db::store_error(db.path(), e))?;
+            let more = plans.len() > limit;
+            plans.truncate(limit);
+            if json {
+                let text = serde_json::to_string_pretty(&plans).expect("summaries serialize");
+                return print(&format!("{text}\n"));
+            }
+            if plans.is_empty() {
+                return print(&format!("no plans match in {}\n", cli.db.display()));
+            }
+            let mut out = text::list(&plans, now);
+            if more {
+                out.push_str(&format!(
+                    "… more plans: add --offset {} for the next page\n",
+                    offset + limit
+                ));
+            }
+            print(&out)
+        }
+        Command::Show { id, json } => {
+            let db = Db::open(&cli.db)?;
+            let plan = db.read(&id).await?.clone_for_display();
+            if json {
+                print(&format!("{}\n", text::tree_json(&plan, now)))
+            } else {
+                print(&text::tree(&plan, now))
+            }
+        }
+        Command::Export { id, output } => {
+            let db = Db::open(&cli.db)?;
+            let plan = db.read(&id).await?.clone_for_display();
+            let json = format!("{}\n", plan.to_json());
+            match output {
+                Some(path) => {
+                    write_file(&path, &json)?;
+                    print(&format!("wrote plan {} to {}\n", plan.id(), path.display()))
+                }
+                None => print(&json),
+            }
+        }
+        Command::Report { id, output } => {
+            let db = Db::open(&cli.db)?;
+            let plan = db.read(&id).await?;
+            let html = html::report(&plan);
+            if output.as_os_str() == "-" {
+                return print(&html);
+            }
+            write_file(&output, &html)?;
+            print(&format!("wrote the report of plan {} ({}) to {}\n", plan.id(), plan.status(), output.display()))
+        }
+        Command::Stop { id } => control_command(&cli.db, ControlOp::Stop, &id).await,
+        Command::Pause { id } => control_command(&cli.db, ControlOp::Pause, &id).await,
+        Command::Resume { id } => control_command(&cli.db, ControlOp::Resume, &id).await,
+        Command::Serve { addr, allow_control } => {
+            let db = Db::open(&cli.db)?;
+            if !addr.ip().is_loopback() {
+                let _ = writeln!(
+                    anstream::stderr(),
+                    "coercion: warning: serving on {addr}, not a loopback address: anyone who can reach it can read \
+                     every plan{} (there is no authentication)",
+                    if allow_control { " and stop, pause or resume running ones" } else { "" }
+                );
+            }
+            let options = web::WebOptions { addr, allow_control, ..web::WebOptions::default() };
+            let path = cli.db.display().to_string();
+            web::serve(db, options, |bound| {
+                let mode = if allow_control { "stop/pause/resume allowed" } else { "read-only" };
+                let _ = print(&format!("coercion web UI on http://{bound}/ ({mode}; store: {path})\n"));
+            })
+            .await
+            .map_err(|e| CliError::new(format!("cannot serve on {addr}: {e}")))
+        }
+    }
+}
+
+async fn control_command(path: &std::path::Path, op: ControlOp, id: &str) -> Result<(), CliError> {
+    let db = Db::open(path)?;
+    let plan = db.read(id).await?;
+    let id = plan.id();
+    match plan.status() {
+        Status::NotStarted => {
+            return Err(CliError::new(format!("plan {id} has not started; there is nothing to {op}")));
+        }
+        s if s.is_terminal() => {
+            return Err(CliError::new(format!("plan {id} has already ended ({s}); there is nothing to {op}")));
+        }
+        _ => {}
+    }
+    control::request(path, op, id).await.map_err(|e| CliError::new(e.to_string()))?;
+    let done = match op {
+        ControlOp::Stop => "is stopping (in-flight actions get their grace period; deferred work still runs)",
+        ControlOp::Pause => "is paused: no new sequence or action starts until it is resumed",
+        ControlOp::Resume => "is resumed",
+    };
+    print(&format!("plan {id} {done}\n"))
+}

@@ -1,0 +1,188 @@
+//! Terminal views: the plan list and the coloured tree of `show`, and `show --json`.
+
+use std::fmt::Write as _;
+
+use anstyle::{AnsiColor, Style};
+use serde::Serialize;
+
+use super::format::{self, Counts};
+use crate::storage::PlanSummary;
+use crate::workflow::{ObjectRef, Plan, Status, Timestamp};
+
+fn status_style(status: Status) -> Style {
+    let color = match status {
+        Status::NotStarted => AnsiColor::BrightBlack,
+        Status::Running => AnsiColor::Blue,
+        Status::Completed => AnsiColor::Green,
+        Status::Failed => AnsiColor::Red,
+        Status::Stopped => AnsiColor::Yellow,
+    };
+    Style::new().fg_color(Some(color.into())).bold()
+}
+
+fn paint(style: Style, text: &str) -> String {
+    format!("{style}{text}{style:#}")
+}
+
+fn status(status: Status) -> String {
+    paint(status_style(status), status.as_str())
+}
+
+/// `text` with control characters (terminal escapes, newlines) shown escaped, so a hostile
+/// name cannot rewrite the terminal.
+fn clean(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() { c.escape_default().collect() } else { vec![c] };
+            escaped
+        })
+        .collect()
+}
+
+const DIM: Style = Style::new().dimmed();
+const BOLD: Style = Style::new().bold();
+
+/// The plan list: one line per plan, newest first, with a header.
+pub(crate) fn list(plans: &[PlanSummary], now: Timestamp) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}",
+        paint(BOLD, &format!("{:<36}  {:<10}  {:<23}  {:>9}  NAME", "ID", "STATUS", "SUBMITTED", "DURATION"))
+    );
+    for s in plans {
+        let dur = format::state_duration(s.state, now).map(format::duration).unwrap_or_else(|| "-".into());
+        let reason = if s.reason == crate::workflow::Reason::None { String::new() } else { format!(" ({})", s.reason) };
+        let _ = writeln!(
+            out,
+            "{:<36}  {}{}  {:<23}  {:>9}  {}{}",
+            s.id,
+            status(s.state.status),
+            " ".repeat(10usize.saturating_sub(s.state.status.as_str().len())),
+            format::opt_time(s.submit_time),
+            dur,
+            clean(&s.name),
+            paint(DIM, &reason),
+        );
+    }
+    out
+}
+
+/// The whole tree of `plan`, one object per line, indented by depth, coloured by status, with
+/// durations, attempts and the last error of every failed action.
+pub(crate) fn tree(plan: &Plan, now: Timestamp) -> String {
+    let mut out = String::new();
+    let c = Counts::of(plan);
+    let _ = write!(out, "{} {} {}", paint(BOLD, "plan"), paint(BOLD, &format!("{:?}", plan.name())), plan.id());
+    let _ = write!(out, "  {}", status(plan.status()));
+    if plan.reason() != crate::workflow::Reason::None {
+        let _ = write!(out, " (reason: {})", plan.reason());
+    }
+    if plan.is_paused() {
+        let _ = write!(out, " {}", paint(status_style(Status::Stopped), "paused"));
+    }
+    if let Some(d) = format::state_duration_text(plan.state(), now) {
+        let _ = write!(out, "  {d}");
+    }
+    let _ = writeln!(out);
+    if !plan.descr().is_empty() {
+        let _ = writeln!(out, "  {}", paint(DIM, &clean(plan.descr())));
+    }
+    let _ = writeln!(
+        out,
+        "  {}",
+        paint(
+            DIM,
+            &format!(
+                "submitted {}, started {}, ended {}; actions: {} completed, {} failed, {} running of {}",
+                format::opt_time(plan.submit_time()),
+                format::opt_time(plan.state().start),
+                format::opt_time(plan.state().end),
+                c.completed,
+                c.failed,
+                c.running,
+                c.total
+            )
+        )
+    );
+    for (loc, obj) in plan.walk().skip(1) {
+        let path = plan.path(loc);
+        let indent = "  ".repeat(path.depth());
+        let label = path.segments().last().map(|s| s.to_string()).unwrap_or_default();
+        let state = obj.state();
+        let _ = write!(out, "{indent}{}: {}", label, status(state.status));
+        if let Some(d) = format::state_duration_text(state, now) {
+            let _ = write!(out, " {}", paint(DIM, &d));
+        }
+        if let ObjectRef::Action(a) = obj {
+            if !a.attempts().is_empty() {
+                let _ = write!(out, ", {}", format::attempts(a.attempts().len()));
+            }
+            let _ = writeln!(out);
+            if let Some(e) = a.last_error() {
+                let _ = writeln!(
+                    out,
+                    "{indent}  {} {}",
+                    paint(status_style(Status::Failed), "error:"),
+                    clean(&e.chain())
+                );
+            }
+        } else {
+            let _ = writeln!(out);
+        }
+    }
+    out
+}
+
+/// One object of `show --json`.
+#[derive(Serialize)]
+struct JsonNode {
+    path: String,
+    kind: &'static str,
+    id: uuid::Uuid,
+    status: Status,
+    start: Option<Timestamp>,
+    end: Option<Timestamp>,
+    duration_ms: Option<u128>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+}
+
+/// `show --json`: the plan's summary and every object with its path, status, times, attempts
+/// and last error, as one JSON document.
+pub(crate) fn tree_json(plan: &Plan, now: Timestamp) -> String {
+    let nodes: Vec<JsonNode> = plan
+        .walk()
+        .map(|(loc, obj)| {
+            let state = obj.state();
+            let (attempts, last_error) = match obj {
+                ObjectRef::Action(a) => (Some(a.attempts().len()), a.last_error().map(|e| e.chain())),
+                _ => (None, None),
+            };
+            JsonNode {
+                path: plan.path(loc).to_string(),
+                kind: obj.kind_name(),
+                id: obj.id(),
+                status: state.status,
+                start: state.start,
+                end: state.end,
+                duration_ms: format::state_duration(state, now).map(|d| d.as_millis()),
+                attempts,
+                last_error,
+            }
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "id": plan.id(),
+        "name": plan.name(),
+        "group_id": plan.group_id(),
+        "status": plan.status(),
+        "reason": plan.reason(),
+        "paused": plan.is_paused(),
+        "submit_time": plan.submit_time(),
+        "objects": nodes,
+    });
+    serde_json::to_string_pretty(&doc).expect("JSON values serialize")
+}

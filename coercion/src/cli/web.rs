@@ -1,0 +1,541 @@
+//! The web UI of `coercion serve`: a plan list, a live plan page and an upload page, over a
+//! store file opened read-only.
+//!
+//! * `GET /` lists plans (filters by status, name and group; 50 a page, newest first).
+//! * `GET /plans/{id}` shows one plan (the same tree as the HTML report); while the plan runs
+//!   the page updates itself from `GET /plans/{id}/events`, server-sent events fed by polling
+//!   the store, so plans run by another process show up live.
+//! * `GET /plans/{id}/export` and `GET /plans/{id}/report` download the plan's JSON (secrets
+//!   redacted) and its HTML report.
+//! * `GET /upload` renders an exported plan JSON dropped (or chosen) by the user; malformed or
+//!   oversized files get a clear message.
+//! * `POST /plans/{id}/stop|pause|resume` only with `allow_control`, through
+//!   [`control`](super::control).
+//!
+//! Every page is sent with a Content-Security-Policy that allows only this server's own script
+//! and style sheet, requests whose `Host` is not this server are refused (DNS rebinding), and
+//! control requests from other origins are refused (CSRF).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use futures_util::Stream;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::control::{self, ControlOp};
+use super::db::{Db, store_error};
+use super::format;
+use super::html::{self as views, APP_JS, CSS};
+use crate::storage::{ListFilter, Store};
+use crate::workflow::{Plan, PlanId, Status};
+
+/// The largest exported plan the upload page accepts.
+pub const UPLOAD_LIMIT: usize = 8 * 1024 * 1024;
+
+/// Plans on one page of the list.
+const PAGE_SIZE: usize = 50;
+
+/// How the web UI behaves.
+#[derive(Clone, Debug)]
+pub struct WebOptions {
+    /// Show stop/pause/resume buttons and accept their requests.
+    pub allow_control: bool,
+    /// How often a live plan page polls the store (default 300 ms).
+    pub poll_interval: Duration,
+    /// The address the server listens on; requests must name it (or a loopback name when it
+    /// is a loopback address) in their `Host` header.
+    pub addr: SocketAddr,
+}
+
+impl Default for WebOptions {
+    fn default() -> Self {
+        WebOptions {
+            allow_control: false,
+            poll_interval: Duration::from_millis(300),
+            addr: SocketAddr::from(([127, 0, 0, 1], 3030)),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct App {
+    db: Db,
+    options: WebOptions,
+    store_label: String,
+}
+
+/// The web UI's routes over `db`.
+pub fn router(db: Db, options: WebOptions) -> Router {
+    let store_label = db.path().display().to_string();
+    let app = App { db, options, store_label };
+    Router::new()
+        .route("/", get(list_page))
+        .route("/plans/{id}", get(plan_page))
+        .route("/plans/{id}/events", get(plan_events))
+        .route("/plans/{id}/export", get(export_plan))
+        .route("/plans/{id}/report", get(report_plan))
+        .route("/plans/{id}/{op}", post(control_plan))
+        .route("/upload", get(upload_page).post(upload_plan).layer(DefaultBodyLimit::max(UPLOAD_LIMIT)))
+        .route("/assets/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS) }))
+        .route(
+            "/assets/app.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }),
+        )
+        .fallback(|| async { error_page(StatusCode::NOT_FOUND, "-", "There is no page at this address.") })
+        .layer(middleware::from_fn_with_state(app.clone(), guard))
+        .with_state(app)
+}
+
+/// Binds `options.addr` and serves the web UI over `db` until the process ends. Calls
+/// `ready` with the bound address (useful with port 0) once it accepts connections.
+pub async fn serve(db: Db, options: WebOptions, ready: impl FnOnce(SocketAddr)) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(options.addr).await?;
+    let addr = listener.local_addr()?;
+    let options = WebOptions { addr, ..options };
+    ready(addr);
+    axum::serve(listener, router(db, options)).await
+}
+
+/// Security headers on every response; refuses requests for another host name.
+async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
+    if !host_allowed(req.headers(), app.options.addr) {
+        return (StatusCode::MISDIRECTED_REQUEST, "this server answers only requests addressed to it\n").into_response();
+    }
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+             connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    resp
+}
+
+/// Whether the `Host` header names this server: a loopback name when it listens on loopback
+/// (protects against DNS rebinding), any name otherwise.
+fn host_allowed(headers: &HeaderMap, addr: SocketAddr) -> bool {
+    if !addr.ip().is_loopback() {
+        return true;
+    }
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return true; // HTTP/1.0 without Host: not a browser.
+    };
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    matches!(name, "localhost" | "[::1]") || name.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether a state-changing request comes from one of this server's own pages.
+fn same_origin(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return matches!(site, "same-origin" | "none");
+    }
+    match (headers.get(header::ORIGIN), headers.get(header::HOST)) {
+        (Some(origin), Some(host)) => {
+            let origin = origin.to_str().unwrap_or("");
+            let host = host.to_str().unwrap_or("");
+            origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host)
+        }
+        // Not a browser (no Origin): curl and scripts may post.
+        (None, _) => true,
+        (Some(_), None) => false,
+    }
+}
+
+fn html_response(status: StatusCode, body: String) -> Response {
+    (status, Html(body)).into_response()
+}
+
+fn error_page(status: StatusCode, store: &str, message: &str) -> Response {
+    let body = html! {
+        div.notice.error { (message) }
+        p { a href="/" { "Back to the plan list" } }
+    };
+    html_response(status, views::page("Error", store, body))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    page: usize,
+}
+
+async fn list_page(State(app): State<App>, Query(q): Query<ListQuery>) -> Response {
+    let mut problems = Vec::new();
+    let mut filter = ListFilter { offset: q.page * PAGE_SIZE, limit: Some(PAGE_SIZE + 1), ..ListFilter::default() };
+    if !q.status.is_empty() {
+        match q.status.parse::<Status>() {
+            Ok(s) => filter.statuses = vec![s],
+            Err(e) => problems.push(e),
+        }
+    }
+    if !q.name.is_empty() {
+        filter.name_contains = Some(q.name.clone());
+    }
+    if !q.group.is_empty() {
+        match q.group.trim().parse::<uuid::Uuid>() {
+            Ok(g) => filter.group_id = Some(g),
+            Err(e) => problems.push(format!("`{}` is not a group id: {e}", q.group)),
+        }
+    }
+    let mut plans = match app.db.store().list(&filter).await {
+        Ok(p) => p,
+        Err(e) => {
+            let msg = store_error(app.db.path(), e).to_string();
+            return error_page(StatusCode::SERVICE_UNAVAILABLE, &app.store_label, &msg);
+        }
+    };
+    let more = plans.len() > PAGE_SIZE;
+    plans.truncate(PAGE_SIZE);
+    let now = chrono::Utc::now();
+    let page_link = |page: usize| {
+        let mut url = format!("/?page={page}");
+        for (k, v) in [("status", &q.status), ("name", &q.name), ("group", &q.group)] {
+            if !v.is_empty() {
+                url.push_str(&format!("&{k}={}", urlencode(v)));
+            }
+        }
+        url
+    };
+    let statuses = [Status::NotStarted, Status::Running, Status::Completed, Status::Failed, Status::Stopped];
+    let body = html! {
+        section {
+            h1 { "Plans" }
+            @for p in &problems { div.notice.error { (p) } }
+            form.filters method="get" action="/" {
+                label { "Status"
+                    select name="status" {
+                        option value="" { "any" }
+                        @for s in statuses {
+                            option value=(s.as_str()) selected[q.status == s.as_str()] { (s.as_str()) }
+                        }
+                    }
+                }
+                label { "Name contains" input type="text" name="name" value=(q.name); }
+                label { "Group id" input type="text" name="group" value=(q.group) size="38"; }
+                button type="submit" { "Filter" }
+                a.button href="/" { "Clear" }
+            }
+            @if plans.is_empty() {
+                p.muted { "No plan matches." }
+            } @else {
+                table.plans {
+                    thead { tr { th { "Status" } th { "Name" } th { "Submitted" } th { "Duration" } th { "Id" } } }
+                    tbody {
+                        @for s in &plans {
+                            tr data-plan=(s.id) {
+                                td { span class={ "badge " (format::status_class(s.state.status)) } { (s.state.status.as_str()) }
+                                    @if s.reason != crate::workflow::Reason::None { " " span.muted { (s.reason) } } }
+                                td.name { a href={ "/plans/" (s.id) } { (s.name) }
+                                    @if !s.descr.is_empty() { div.muted { (s.descr) } } }
+                                td { (format::opt_time(s.submit_time)) }
+                                td { (format::state_duration_text(s.state, now).unwrap_or_else(|| "-".into())) }
+                                td.mono { (s.id) }
+                            }
+                        }
+                    }
+                }
+            }
+            div.pager {
+                @if q.page > 0 { a.button href=(page_link(q.page - 1)) { "← Newer" } }
+                span.muted { "Page " (q.page + 1) }
+                @if more { a.button href=(page_link(q.page + 1)) { "Older →" } }
+            }
+        }
+    };
+    html_response(StatusCode::OK, views::page("Plans", &app.store_label, body))
+}
+
+/// `text` encoded for a URL query value.
+fn urlencode(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Resolves `id` (maybe abbreviated) or answers with an error page.
+async fn resolve(app: &App, id: &str) -> Result<PlanId, Response> {
+    app.db.resolve(id).await.map_err(|e| error_page(StatusCode::NOT_FOUND, &app.store_label, &e.to_string()))
+}
+
+async fn read(app: &App, id: PlanId) -> Result<Plan, Response> {
+    app.db.read_id(id).await.map_err(|e| error_page(StatusCode::NOT_FOUND, &app.store_label, &e.to_string()))
+}
+
+async fn plan_page(State(app): State<App>, Path(id): Path<String>) -> Response {
+    let plan_id = match resolve(&app, &id).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    if plan_id.to_string() != id {
+        return Redirect::to(&format!("/plans/{plan_id}")).into_response();
+    }
+    let plan = match read(&app, plan_id).await {
+        Ok(p) => p.clone_for_display(),
+        Err(r) => return r,
+    };
+    html_response(StatusCode::OK, plan_view(&app, &plan, None))
+}
+
+fn plan_view(app: &App, plan: &Plan, notice: Option<Result<String, String>>) -> String {
+    let id = plan.id();
+    let live = !plan.status().is_terminal();
+    let body = html! {
+        div.toolbar {
+            a.button href="/" { "← Plans" }
+            a.button href={ "/plans/" (id) "/export" } { "Export JSON" }
+            a.button href={ "/plans/" (id) "/report" } { "HTML report" }
+            @if app.options.allow_control && live {
+                @for op in [ControlOp::Pause, ControlOp::Resume, ControlOp::Stop] {
+                    form method="post" action={ "/plans/" (id) "/" (op.as_str()) } {
+                        button type="submit" class=[(op == ControlOp::Stop).then_some("danger")] { (title_case(op.as_str())) }
+                    }
+                }
+            }
+            span #live-state .live { @if live { "connecting…" } @else { "finished" } }
+        }
+        @match &notice {
+            Some(Ok(m)) => div.notice.ok { (m) },
+            Some(Err(m)) => div.notice.error { (m) },
+            None => {},
+        }
+        div #live data-events=[live.then(|| format!("/plans/{id}/events"))] {
+            (views::plan_body(plan, chrono::Utc::now()))
+        }
+    };
+    views::page(plan.name(), &app.store_label, body)
+}
+
+fn title_case(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
+enum Feed {
+    Poll { last: Option<String>, sent: Instant },
+    End,
+    Done,
+}
+
+async fn plan_events(State(app): State<App>, Path(id): Path<String>) -> Response {
+    let id = match resolve(&app, &id).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    Sse::new(plan_feed(app, id)).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// The live feed of a plan: a `plan` event (the rendered page body and the status) at once,
+/// then whenever the stored plan changed (and at least every second while it runs, so running
+/// durations tick), and an `end` event after the plan finished.
+fn plan_feed(app: App, id: PlanId) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    let start = Feed::Poll { last: None, sent: Instant::now() };
+    futures_util::stream::unfold((app, start), move |(app, feed)| async move {
+        match feed {
+            Feed::Done => None,
+            Feed::End => Some((Ok(Event::default().event("end").data("end")), (app, Feed::Done))),
+            Feed::Poll { last, sent } => loop {
+                if last.is_some() {
+                    tokio::time::sleep(app.options.poll_interval).await;
+                }
+                let plan = match app.db.read_id(id).await {
+                    Ok(p) => p.clone_for_display(),
+                    Err(e) => {
+                        let ev = Event::default().event("failure").data(e.to_string());
+                        return Some((Ok(ev), (app, Feed::Done)));
+                    }
+                };
+                let json = plan.to_json();
+                let changed = last.as_deref() != Some(json.as_str());
+                let finished = plan.status().is_terminal();
+                if changed || finished || sent.elapsed() >= Duration::from_secs(1) {
+                    let html = views::plan_body(&plan, chrono::Utc::now()).into_string();
+                    let data = serde_json::json!({ "html": html, "status": plan.status().as_str() });
+                    let ev = Event::default().event("plan").data(data.to_string());
+                    let next = if finished { Feed::End } else { Feed::Poll { last: Some(json), sent: Instant::now() } };
+                    return Some((Ok(ev), (app, next)));
+                }
+            },
+        }
+    })
+}
+
+fn attachment(content_type: &'static str, name: String, body: String) -> Response {
+    let disposition = format!("attachment; filename=\"{name}\"");
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).unwrap_or(HeaderValue::from_static("attachment"))),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn export_plan(State(app): State<App>, Path(id): Path<String>) -> Response {
+    let id = match resolve(&app, &id).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    match read(&app, id).await {
+        Ok(plan) => attachment("application/json", format!("plan-{id}.json"), plan.clone_for_display().to_json()),
+        Err(r) => r,
+    }
+}
+
+async fn report_plan(State(app): State<App>, Path(id): Path<String>) -> Response {
+    let id = match resolve(&app, &id).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    match read(&app, id).await {
+        Ok(plan) => attachment("text/html; charset=utf-8", format!("plan-{id}.html"), views::report(&plan)),
+        Err(r) => r,
+    }
+}
+
+async fn control_plan(
+    State(app): State<App>,
+    Path((id, op)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let op = match op.as_str() {
+        "stop" => ControlOp::Stop,
+        "pause" => ControlOp::Pause,
+        "resume" => ControlOp::Resume,
+        _ => return error_page(StatusCode::NOT_FOUND, &app.store_label, "There is no such operation."),
+    };
+    if !app.options.allow_control {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            &app.store_label,
+            "This server is read-only: start it with `coercion serve --allow-control` to stop, pause or resume plans.",
+        );
+    }
+    if !same_origin(&headers) {
+        return error_page(StatusCode::FORBIDDEN, &app.store_label, "Control requests must come from this server's own pages.");
+    }
+    let id = match resolve(&app, &id).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let result = control::request(app.db.path(), op, id).await;
+    let plan = match read(&app, id).await {
+        Ok(p) => p.clone_for_display(),
+        Err(r) => return r,
+    };
+    let (status, notice) = match result {
+        Ok(()) => (StatusCode::OK, Ok(format!("Asked the process running this plan to {op} it."))),
+        Err(e) => (StatusCode::CONFLICT, Err(e.to_string())),
+    };
+    html_response(status, plan_view(&app, &plan, Some(notice)))
+}
+
+async fn upload_page(State(app): State<App>) -> Response {
+    let limit = format!("{} MiB", UPLOAD_LIMIT / (1024 * 1024));
+    let body = html! {
+        section {
+            h1 { "Open an exported plan" }
+            p.muted { "Drop a plan exported with " code { "coercion export" } " (or " code { "Plan::to_json" }
+                ") to see it as a tree. The file is rendered by this server and kept nowhere." }
+            div #dropzone .dropzone data-limit=(limit) {
+                p { "Drop a plan JSON file here, or " }
+                input #plan-file type="file" accept=".json,application/json";
+                p.muted { "Up to " (limit) "." }
+            }
+        }
+        div #upload-result {}
+    };
+    html_response(StatusCode::OK, views::page("Open an exported plan", &app.store_label, body))
+}
+
+async fn upload_plan(body: Bytes) -> Response {
+    let fail = |msg: String| -> Response {
+        let m: Markup = html! { div.notice.error { (msg) } };
+        (StatusCode::BAD_REQUEST, Html(m.into_string())).into_response()
+    };
+    if body.is_empty() {
+        return fail("The file is empty: it is not an exported coercion plan.".to_owned());
+    }
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return fail("This file is not text (not UTF-8), so it is not an exported coercion plan.".to_owned());
+    };
+    let plan = match Plan::from_json(text) {
+        Ok(p) => p.clone_for_display(),
+        Err(e) => return fail(format!("This file is not an exported coercion plan: {}", e.0)),
+    };
+    let m: Markup = html! {
+        div.notice.ok { "Showing the uploaded plan " strong { (plan.name()) } " (" (plan.id()) ")." }
+        div.uploaded { (views::plan_body(&plan, chrono::Utc::now())) }
+    };
+    (StatusCode::OK, Html(m.into_string())).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn loopback_servers_answer_only_loopback_host_names() {
+        let local = SocketAddr::from(([127, 0, 0, 1], 3030));
+        assert!(host_allowed(&headers(&[("host", "127.0.0.1:3030")]), local));
+        assert!(host_allowed(&headers(&[("host", "localhost:3030")]), local));
+        assert!(host_allowed(&headers(&[("host", "[::1]:3030")]), local));
+        assert!(!host_allowed(&headers(&[("host", "evil.example:3030")]), local));
+        assert!(!host_allowed(&headers(&[("host", "evil.example")]), local));
+        assert!(!host_allowed(&headers(&[("host", "127.0.0.1.evil.example")]), local));
+        let any = SocketAddr::from(([0, 0, 0, 0], 3030));
+        assert!(host_allowed(&headers(&[("host", "ops.internal:3030")]), any));
+    }
+
+    #[test]
+    fn control_requests_from_other_sites_are_refused() {
+        assert!(same_origin(&headers(&[("sec-fetch-site", "same-origin")])));
+        assert!(!same_origin(&headers(&[("sec-fetch-site", "cross-site")])));
+        assert!(same_origin(&headers(&[("origin", "http://127.0.0.1:3030"), ("host", "127.0.0.1:3030")])));
+        assert!(!same_origin(&headers(&[("origin", "http://evil.example"), ("host", "127.0.0.1:3030")])));
+        assert!(same_origin(&headers(&[("host", "127.0.0.1:3030")])));
+    }
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(urlencode("a b&c=<d>"), "a%20b%26c%3D%3Cd%3E");
+    }
+}

@@ -1,0 +1,347 @@
+//! Shared fixtures of the CLI and browser tests: a store filled by real runs (completed,
+//! failed, hostile names), a child process that runs a long plan on the same file, and helpers
+//! to run the `coercion` binary.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use coercion::testing::{FakeAction, FakeCheck, FakeReq, Fakes};
+use coercion::{ActionSpec, Block, CheckSpec, Checks, DeferredBatch, Plan, PlanId, Sequence, Status, When, Workstream};
+
+/// The `coercion` binary built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_coercion");
+
+/// What the hostile plan's names try to do; a page that ran any of it would set
+/// `window.__pwned` or change the title.
+pub const HOSTILE_PLAN: &str = r#"<script>document.title="pwned";window.__pwned=1</script> "quoted" & 'single'"#;
+/// The hostile block's name.
+pub const HOSTILE_BLOCK: &str = r#"<img src=x onerror="window.__pwned=2">"#;
+/// The hostile sequence's name.
+pub const HOSTILE_SEQUENCE: &str = r#"</summary></details><script>window.__pwned=3</script>"#;
+/// The hostile action's name.
+pub const HOSTILE_ACTION: &str = r#""><script>window.__pwned=4</script>"#;
+/// The hostile action's error tag.
+pub const HOSTILE_ERROR: &str = r#"<script>window.__pwned=5</script>"#;
+
+/// The tag of the failed plan's failing action; its error message starts with it.
+pub const FAILED_TAG: &str = "disk full on db-1";
+
+/// A fresh directory under the target's temporary directory, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A new empty directory for test `name`.
+    pub fn new(name: &str) -> TempDir {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli").join(format!("{name}-{}", PlanId::new_v7()));
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        TempDir(dir)
+    }
+
+    /// A path inside the directory.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A store file holding three finished plans from real runs.
+pub struct Fixture {
+    /// The directory (removed at the end).
+    pub dir: TempDir,
+    /// The store file.
+    pub db: PathBuf,
+    /// A completed plan, in group `group`.
+    pub completed: PlanId,
+    /// A failed plan (its action "migrate" failed after 3 attempts with `FAILED_TAG`).
+    pub failed: PlanId,
+    /// A failed plan whose names and error contain HTML and script.
+    pub hostile: PlanId,
+    /// The group of the completed plan.
+    pub group: uuid::Uuid,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime")
+}
+
+/// Fills a fresh store with a completed, a failed and a hostile plan, run for real on SQLite.
+pub fn fixture(name: &str) -> Fixture {
+    let dir = TempDir::new(name);
+    let db = dir.join("coercion.db");
+    let group = uuid::Uuid::now_v7();
+    let (completed, failed, hostile) = runtime().block_on(async {
+        let fakes = Fakes::new();
+        let ws = Workstream::open(&db, fakes.registry()).await.expect("open the store");
+        let completed = Plan::builder("deploy web")
+            .descr("Roll the new build out to the web tier")
+            .group_id(group)
+            .pre_checks(Checks::builder().action(CheckSpec::new::<FakeCheck>("lb healthy", FakeReq::ok())))
+            .block(Block::builder("web").concurrency(2).sequences((1..=2).map(|i| {
+                Sequence::builder(format!("web-{i}"))
+                    .action(ActionSpec::new::<FakeAction>("drain", FakeReq::ok().tag(format!("drain web-{i}"))))
+                    .action(
+                        ActionSpec::new::<FakeAction>("restart", FakeReq::fail_times(1).tag(format!("restart web-{i}")))
+                            .retries(2),
+                    )
+            })))
+            .deferred(
+                DeferredBatch::builder("notify", When::Always)
+                    .action(ActionSpec::new::<FakeAction>("post to chat", FakeReq::ok())),
+            )
+            .build();
+        let completed = ws.run(completed).await.expect("the completed plan runs");
+        assert_eq!(completed.status(), Status::Completed);
+
+        let failed = Plan::builder("migrate db")
+            .block(
+                Block::builder("db").sequence(
+                    Sequence::builder("db-1")
+                        .action(ActionSpec::new::<FakeAction>("backup", FakeReq::ok().tag("backup db-1")))
+                        .action(ActionSpec::new::<FakeAction>("migrate", FakeReq::fail().tag(FAILED_TAG)).retries(2))
+                        .action(ActionSpec::new::<FakeAction>("verify", FakeReq::ok())),
+                ),
+            )
+            .build();
+        let failed = ws.run(failed).await.expect("the failed plan runs");
+        assert_eq!(failed.status(), Status::Failed);
+
+        let hostile = Plan::builder(HOSTILE_PLAN)
+            .descr(r#"<b onmouseover="window.__pwned=6">descr</b>"#)
+            .block(Block::builder(HOSTILE_BLOCK).sequence(
+                Sequence::builder(HOSTILE_SEQUENCE)
+                    .action(ActionSpec::new::<FakeAction>(HOSTILE_ACTION, FakeReq::fail_permanently().tag(HOSTILE_ERROR))),
+            ))
+            .build();
+        let hostile = ws.run(hostile).await.expect("the hostile plan runs");
+        assert_eq!(hostile.status(), Status::Failed);
+        (completed.id(), failed.id(), hostile.id())
+    });
+    Fixture { dir, db, completed, failed, hostile, group }
+}
+
+/// Runs `coercion --db <db> <args>` and returns its output.
+pub fn coercion(db: &Path, args: &[&str]) -> Output {
+    Command::new(BIN).arg("--db").arg(db).args(args).env_remove("COERCION_DB").output().expect("run the coercion binary")
+}
+
+/// Standard output of a run that must succeed.
+pub fn ok(db: &Path, args: &[&str]) -> String {
+    let out = coercion(db, args);
+    assert!(
+        out.status.success(),
+        "coercion {args:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// Standard error of a run that must fail with exit code 1.
+pub fn fails(db: &Path, args: &[&str]) -> String {
+    let out = coercion(db, args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "coercion {args:?} should fail with exit code 1:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stderr).expect("UTF-8 output")
+}
+
+/// The environment variables that turn a test binary into the child that runs a long plan.
+const CHILD_DB: &str = "COERCION_CLI_CHILD_DB";
+const CHILD_ACTIONS: &str = "COERCION_CLI_CHILD_ACTIONS";
+const CHILD_STEP_MS: &str = "COERCION_CLI_CHILD_STEP_MS";
+const CHILD_LISTEN: &str = "COERCION_CLI_CHILD_LISTEN";
+
+/// The long plan the child runs: `actions` actions of `step` each, one after another, in
+/// sequences of two.
+fn long_plan(actions: usize, step: Duration) -> Plan {
+    Plan::builder("rolling restart (live)")
+        .descr("Runs in another process while the tests watch it")
+        .block(Block::builder("fleet").concurrency(1).sequences((0..actions.div_ceil(2)).map(|i| {
+            Sequence::builder(format!("host-{i}"))
+                .action(ActionSpec::new::<FakeAction>("drain", FakeReq::sleep(step).tag(format!("drain host-{i}"))))
+                .action(ActionSpec::new::<FakeAction>("restart", FakeReq::sleep(step).tag(format!("restart host-{i}"))))
+        })))
+        .build()
+}
+
+/// The body of the child process (a test binary started with `CHILD_DB` set): opens the store
+/// to run plans, starts the long plan, prints `PLAN <id>`, optionally accepts control requests
+/// (`CHILD_LISTEN`: `now`, or `stdin` to wait for a line on standard input first, then print
+/// `LISTENING`), and prints `DONE <status>` when the plan ends. Does nothing without `CHILD_DB`.
+pub fn child_entry() {
+    let Ok(db) = std::env::var(CHILD_DB) else { return };
+    let actions: usize = std::env::var(CHILD_ACTIONS).ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let step = Duration::from_millis(std::env::var(CHILD_STEP_MS).ok().and_then(|v| v.parse().ok()).unwrap_or(500));
+    let listen = std::env::var(CHILD_LISTEN).unwrap_or_default();
+    runtime().block_on(async move {
+        let fakes = Fakes::new();
+        let ws = Workstream::open(&db, fakes.registry()).await.expect("child: open the store to run plans");
+        let id = ws.submit(long_plan(actions, step)).await.expect("child: submit");
+        ws.start(id).await.expect("child: start");
+        println!("PLAN {id}");
+        let mut _control = None;
+        if listen == "stdin" {
+            let mut line = String::new();
+            tokio::task::spawn_blocking(move || std::io::stdin().read_line(&mut line)).await.unwrap().unwrap();
+        }
+        if listen == "now" || listen == "stdin" {
+            _control = Some(coercion::cli::control::listen(ws.clone(), &db).await.expect("child: listen"));
+            println!("LISTENING");
+        }
+        let done = ws.wait(id).await.expect("child: wait");
+        println!("DONE {}", done.status());
+    });
+}
+
+/// A child process running the long plan on a store file; killed when dropped.
+pub struct Runner {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    /// The id of the plan it runs.
+    pub plan: PlanId,
+}
+
+impl Runner {
+    /// Starts the child (this test binary, running only its ignored `child_process_entry`)
+    /// and waits until its plan runs.
+    pub fn start(db: &Path, actions: usize, step: Duration, listen: &str) -> Runner {
+        let exe = std::env::current_exe().expect("the test binary");
+        let mut child = Command::new(exe)
+            .args(["--exact", "child_process_entry", "--ignored", "--nocapture", "--test-threads", "1"])
+            .env(CHILD_DB, db)
+            .env(CHILD_ACTIONS, actions.to_string())
+            .env(CHILD_STEP_MS, step.as_millis().to_string())
+            .env(CHILD_LISTEN, listen)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the child process");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        let mut runner = Runner { child, stdin, lines, plan: PlanId::NIL };
+        let line = runner.wait_for("PLAN ");
+        runner.plan = line.trim_start_matches("PLAN ").trim().parse().expect("a plan id");
+        runner
+    }
+
+    /// Waits (at most 60 s) for a line of the child's output containing `prefix`, and returns
+    /// it from `prefix` on.
+    pub fn wait_for(&mut self, prefix: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                // libtest prints `test child_process_entry ... ` before the child's first line.
+                Ok(line) if line.contains(prefix) => return line[line.find(prefix).unwrap()..].to_owned(),
+                Ok(_) => {}
+                Err(e) => panic!("the child process did not print `{prefix}…`: {e}"),
+            }
+        }
+    }
+
+    /// Tells a child started with `listen = "stdin"` to start accepting control requests, and
+    /// waits until it does.
+    pub fn start_listening(&mut self) {
+        let stdin = self.stdin.as_mut().expect("the child's stdin");
+        stdin.write_all(b"listen\n").expect("write to the child");
+        stdin.flush().expect("flush");
+        self.wait_for("LISTENING");
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `coercion show --json ID` until `done` holds for its JSON (at most `timeout`).
+pub fn wait_until(db: &Path, id: PlanId, timeout: Duration, what: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let json: serde_json::Value = serde_json::from_str(&ok(db, &["show", "--json", &id.to_string()])).unwrap();
+        if done(&json) {
+            return json;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}; last: {json:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Where screenshots and other artifacts of the tests go: `tests/artifacts/` at the root of
+/// the workspace (ignored by git).
+pub fn artifacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("tests").join("artifacts");
+    std::fs::create_dir_all(&dir).expect("create tests/artifacts");
+    dir.canonicalize().expect("tests/artifacts exists")
+}
+
+/// A `coercion serve` process on a free loopback port; killed when dropped.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub url: String,
+}
+
+impl Server {
+    /// Starts `coercion --db <db> serve --addr 127.0.0.1:0 <extra>` and waits until it listens.
+    pub fn start(db: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .arg("--db")
+            .arg(db)
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start coercion serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read the server's first line");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in the server's first line: {line:?}"))
+            .trim_end_matches('/')
+            .to_owned();
+        Server { child, url }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,210 @@
+// Browser tests of the coercion web UI and HTML report, in Debian's headless Chromium driven
+// by playwright-core. Started by coercion/tests/cli_browser.rs, which fills a store with real
+// runs, starts a plan in another process and `coercion serve`, and passes everything here
+// through environment variables. Screenshots go to $ARTIFACTS.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { pathToFileURL } from "node:url";
+import path from "node:path";
+import fs from "node:fs";
+import { chromium } from "playwright-core";
+
+const env = (name) => {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set: run these tests through cargo (coercion/tests/cli_browser.rs)`);
+  return v;
+};
+const URL_BASE = env("COERCION_URL");
+const ARTIFACTS = env("ARTIFACTS");
+const FAILED_ID = env("FAILED_ID");
+const HOSTILE_ID = env("HOSTILE_ID");
+const LIVE_ID = env("LIVE_ID");
+const IDS = env("ALL_IDS").split(",");
+const FAILED_TAG = env("FAILED_TAG");
+const HOSTILE_PLAN = env("HOSTILE_PLAN");
+const HOSTILE_ACTION = env("HOSTILE_ACTION");
+const HOSTILE_ERROR = env("HOSTILE_ERROR");
+const HOSTILE_EXPORT = env("HOSTILE_EXPORT");
+const REPORT_HOSTILE = env("REPORT_HOSTILE");
+const REPORT_FAILED = env("REPORT_FAILED");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+
+let browser;
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ],
+  });
+});
+
+after(async () => {
+  if (browser) await browser.close();
+});
+
+// A fresh page that records what it requested and every console error.
+async function newPage(options = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, ...options });
+  const page = await context.newPage();
+  page.requests = [];
+  page.errors = [];
+  page.on("request", (r) => page.requests.push(r.url()));
+  page.on("pageerror", (e) => page.errors.push(String(e)));
+  return page;
+}
+
+async function shot(page, name) {
+  const file = path.join(ARTIFACTS, name);
+  await page.screenshot({ path: file, fullPage: true });
+  assert.ok(fs.statSync(file).size > 5000, `${name} is a real picture`);
+}
+
+// Nothing the hostile names tried to run ran.
+async function assertNothingRan(page) {
+  const pwned = await page.evaluate(() => window.__pwned);
+  assert.equal(pwned, undefined, "no script from a plan ran");
+  assert.notEqual(await page.title(), "pwned", "the title was not changed by a plan's script");
+}
+
+test("the list page shows every plan with its status", async () => {
+  const page = await newPage();
+  await page.goto(URL_BASE + "/");
+  for (const id of IDS) {
+    const row = page.locator(`tr[data-plan="${id}"]`);
+    await row.waitFor();
+  }
+  assert.equal(await page.locator("tr[data-plan]").count(), IDS.length);
+  assert.equal(await page.locator(`tr[data-plan="${FAILED_ID}"] .badge`).innerText(), "Failed");
+  assert.match(await page.locator(`tr[data-plan="${LIVE_ID}"] .badge`).innerText(), /Running|Completed/);
+  // The hostile name is shown as text.
+  assert.equal(await page.locator(`tr[data-plan="${HOSTILE_ID}"] td.name a`).innerText(), HOSTILE_PLAN);
+  await assertNothingRan(page);
+  // Filtering by status.
+  await page.selectOption("select[name=status]", "Failed");
+  await page.click("form.filters button[type=submit]");
+  await page.waitForURL(/status=Failed/);
+  assert.equal(await page.locator("tr[data-plan]").count(), 2, "the failed and the hostile plan");
+  await page.goto(URL_BASE + "/");
+  await shot(page, "web-list.png");
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test("a plan running in another process updates without a reload", async () => {
+  const page = await newPage();
+  await page.goto(`${URL_BASE}/plans/${LIVE_ID}`);
+  await page.evaluate(() => { window.__samePage = "yes"; });
+  const completed = () => page.locator('#live details.action[data-status="Completed"]').count();
+  const before = await completed();
+  // Open a sequence the server shows closed? Open the first action, and check it stays open.
+  const firstAction = page.locator("#live details.action").first();
+  const firstId = await firstAction.getAttribute("data-id");
+  await firstAction.locator("summary").click();
+  await page.waitForFunction(() => Number(document.body.dataset.liveUpdates || 0) >= 2, null, { timeout: 20000 });
+  await page.waitForFunction(
+    (n) => document.querySelectorAll('#live details.action[data-status="Completed"]').length > n,
+    before, { timeout: 30000 });
+  await shot(page, "web-plan-live-running.png");
+  await page.waitForFunction(
+    () => document.querySelector("#live .summary h1 .badge")?.textContent === "Completed",
+    null, { timeout: 60000 });
+  await page.waitForFunction(() => document.getElementById("live-state")?.textContent === "finished", null, { timeout: 10000 });
+  assert.equal(await page.evaluate(() => window.__samePage), "yes", "the page was never reloaded");
+  assert.ok(Number(await page.evaluate(() => document.body.dataset.liveUpdates)) >= 3, "several live updates arrived");
+  assert.equal(await completed(), await page.locator("#live details.action").count(), "every action completed");
+  assert.equal(await page.locator(`#live details.action[data-id="${firstId}"]`).evaluate((d) => d.open), true,
+    "the action the user opened stayed open across updates");
+  await shot(page, "web-plan-live-done.png");
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test("a failed action's error is one click away", async () => {
+  const page = await newPage();
+  await page.goto(`${URL_BASE}/plans/${FAILED_ID}`);
+  assert.match(await page.locator(".failure-report pre").innerText(), new RegExp(FAILED_TAG));
+  const failed = page.locator('details.action[data-status="Failed"]');
+  assert.equal(await failed.count(), 1);
+  const error = failed.locator(".error-message").last();
+  assert.equal(await error.isVisible(), false, "closed at first");
+  await failed.locator("summary").first().click();
+  await error.waitFor({ state: "visible" });
+  assert.equal(await error.innerText(), `${FAILED_TAG}: scripted failure on attempt 3`);
+  assert.equal(await failed.locator("ol.attempts > li").count(), 3, "every attempt is listed");
+  await shot(page, "web-plan-failed.png");
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test("hostile names render as text and no script runs", async () => {
+  const page = await newPage();
+  await page.goto(`${URL_BASE}/plans/${HOSTILE_ID}`);
+  assert.equal(await page.locator("h1 .plan-name").innerText(), HOSTILE_PLAN);
+  const action = page.locator("details.action").first();
+  assert.equal(await action.locator("summary .name").innerText(), HOSTILE_ACTION);
+  await action.locator("summary").click();
+  assert.match(await action.locator(".error-message").innerText(), new RegExp(HOSTILE_ERROR.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")));
+  assert.equal(await page.locator("script").count(), 1, "only the UI's own script element");
+  assert.equal(await page.locator("img").count(), 0, "no element from a name");
+  await page.locator("p.descr").first().hover();
+  await page.waitForTimeout(300);
+  await assertNothingRan(page);
+  await shot(page, "web-plan-hostile.png");
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test("uploads: a malformed file gets a clear message, an exported plan renders", async () => {
+  const page = await newPage();
+  await page.goto(`${URL_BASE}/upload`);
+  await page.setInputFiles("#plan-file", {
+    name: "broken.json", mimeType: "application/json", buffer: Buffer.from('{"name": "half a plan", "blocks": ['),
+  });
+  const error = page.locator("#upload-result .notice.error");
+  await error.waitFor();
+  assert.match(await error.innerText(), /This file is not an exported coercion plan: EOF while parsing/);
+  await shot(page, "web-upload-error.png");
+
+  // Dropping an exported (hostile) plan renders it, as text.
+  const text = fs.readFileSync(HOSTILE_EXPORT, "utf8");
+  const dataTransfer = await page.evaluateHandle((t) => {
+    const dt = new DataTransfer();
+    dt.items.add(new File([t], "plan.json", { type: "application/json" }));
+    return dt;
+  }, text);
+  await page.dispatchEvent("#dropzone", "drop", { dataTransfer });
+  await page.locator("#upload-result .notice.ok").waitFor();
+  assert.equal(await page.locator("#upload-result h1 .plan-name").innerText(), HOSTILE_PLAN);
+  assert.equal(await page.locator("#upload-result .notice.error").count(), 0);
+  await assertNothingRan(page);
+  await shot(page, "web-upload-plan.png");
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test("the HTML report renders offline, escaped, with the error one click away", async () => {
+  const page = await newPage({ offline: true });
+  await page.goto(pathToFileURL(REPORT_HOSTILE).href);
+  assert.equal(await page.locator("h1 .plan-name").innerText(), HOSTILE_PLAN);
+  assert.equal(await page.locator("script").count(), 0, "no script element at all");
+  assert.equal(await page.locator("img").count(), 0);
+  await assertNothingRan(page);
+  await shot(page, "report-hostile.png");
+
+  await page.goto(pathToFileURL(REPORT_FAILED).href);
+  const failed = page.locator('details.action[data-status="Failed"]');
+  const error = failed.locator(".error-message").last();
+  assert.equal(await error.isVisible(), false);
+  await failed.locator("summary").first().click();
+  await error.waitFor({ state: "visible" });
+  assert.equal(await error.innerText(), `${FAILED_TAG}: scripted failure on attempt 3`);
+  await shot(page, "report-failed.png");
+  const external = page.requests.filter((u) => !u.startsWith("file:"));
+  assert.deepEqual(external, [], "the report fetched nothing");
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
