@@ -1,0 +1,7 @@
+use coercion::prelude::*;
+
+pub struct Restart;
+
+fn main() {
+    let _ = ActionSpec::new::<Restart>("restart", ());
+}

@@ -1,0 +1,15 @@
+use coercion::prelude::*;
+
+#[coercion::plugin(naem = "example.com/ping")]
+#[derive(Default)]
+pub struct Ping;
+
+impl Plugin for Ping {
+    type Request = ();
+    type Response = ();
+    async fn execute(&self, _ctx: &Context, _req: ()) -> Result<(), PluginError> {
+        Ok(())
+    }
+}
+
+fn main() {}
