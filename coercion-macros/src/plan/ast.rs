@@ -8,6 +8,7 @@
 use proc_macro2::{Delimiter, TokenStream, TokenTree};
 use quote::ToTokens;
 use syn::ext::IdentExt;
+use syn::parse::discouraged::Speculative;
 use syn::parse::{ParseStream, Parser};
 use syn::{Expr, Ident, Lit, LitFloat, LitInt, Pat, Token, Type, braced};
 
@@ -116,8 +117,12 @@ fn parse_body(cx: &Ctxt, input: ParseStream) -> Body {
             let _ = input.parse::<Token![,]>();
             continue;
         }
-        match parse_item(cx, input) {
+        // Each item is read on a fork, so that a syntax error deep inside a value leaves no
+        // trace in the main stream; the stream then skips the broken item and goes on.
+        let fork = input.fork();
+        match parse_item(cx, &fork) {
             Ok(item) => {
+                input.advance_to(&fork);
                 let needs_separator = match &item {
                     Item::Field(f) => Some(format!("the value of `{}`", f.name)),
                     Item::Splice(_) => Some("a `..` splice".to_owned()),
@@ -179,6 +184,20 @@ fn skip_item(input: ParseStream) {
     });
 }
 
+/// Skips tokens up to (not including) the next top-level `,`.
+fn skip_to_comma(input: ParseStream) {
+    let _ = input.step(|cursor| {
+        let mut rest = *cursor;
+        while let Some((tt, next)) = rest.token_tree() {
+            if matches!(&tt, TokenTree::Punct(p) if p.as_char() == ',') {
+                break;
+            }
+            rest = next;
+        }
+        Ok(((), rest))
+    });
+}
+
 fn parse_item(cx: &Ctxt, input: ParseStream) -> syn::Result<Item> {
     if input.peek(Token![for]) {
         return parse_for(cx, input).map(Item::For);
@@ -205,7 +224,21 @@ fn parse_item(cx: &Ctxt, input: ParseStream) -> syn::Result<Item> {
     let name = input.call(Ident::parse_any)?;
     if input.peek(Token![:]) && !input.peek(Token![::]) {
         input.parse::<Token![:]>()?;
-        let value = parse_value(&name, input)?;
+        if input.peek(syn::token::Brace) && super::valid::is_node_keyword(&name.to_string()) {
+            // `action: { ... }`: reported, then read as the node it was meant to be.
+            cx.error(
+                name.span(),
+                format!(
+                    "`{name}` is a node, not a field: write `{name} {{ ... }}` without the `:`"
+                ),
+            );
+            let body = parse_braced(cx, input)?;
+            return Ok(Item::Node(Node {
+                keyword: name,
+                body,
+            }));
+        }
+        let value = parse_value(cx, &name, input)?;
         return Ok(Item::Field(Field { name, value }));
     }
     if input.peek(syn::token::Brace) {
@@ -227,7 +260,7 @@ fn parse_braced(cx: &Ctxt, input: ParseStream) -> syn::Result<Body> {
     Ok(parse_body(cx, &content))
 }
 
-fn parse_value(name: &Ident, input: ParseStream) -> syn::Result<Value> {
+fn parse_value(cx: &Ctxt, name: &Ident, input: ParseStream) -> syn::Result<Value> {
     if input.is_empty() || input.peek(Token![,]) {
         return Err(input.error(format!("`{name}:` needs a value")));
     }
@@ -237,7 +270,16 @@ fn parse_value(name: &Ident, input: ParseStream) -> syn::Result<Value> {
                 "`plugin` takes the plugin's type, e.g. `plugin: Ssh`, not its registered name",
             ));
         }
-        return input.parse().map(Value::Type);
+        let ty: Type = input.parse()?;
+        if !(input.is_empty() || input.peek(Token![,]) || starts_item(input)) {
+            // `plugin: Scp::default()` or `plugin: Scp { .. }`: a value where a type belongs.
+            cx.error(
+                input.span(),
+                "`plugin` takes the plugin's type (`plugin: Ssh`), not a value: the registry builds the plugin",
+            );
+            skip_to_comma(input);
+        }
+        return Ok(Value::Type(ty));
     }
     if (input.peek(LitInt) || input.peek(LitFloat)) && input.peek2(Token![%]) {
         let fork = input.fork();

@@ -77,11 +77,12 @@ fn node(ir: &NodeIr, parent: Kind) -> TokenStream {
             quote!(::coercion::DeferredBatch::builder(#name, #when))
         }
         Head::Checks => quote!(::coercion::Checks::builder()),
-        Head::Action {
-            name,
-            plugin,
-            request,
-        } => action_head(name, plugin, request, matches!(parent, Kind::Checks(_))),
+        Head::Action(a) => action_head(
+            &a.name,
+            &a.plugin,
+            &a.request,
+            matches!(parent, Kind::Checks(_)),
+        ),
         Head::DeferredActions => unreachable!("deferred batches are added to the plan directly"),
     };
     let setters = ir.setters.iter().map(|s| {
@@ -89,22 +90,53 @@ fn node(ir: &NodeIr, parent: Kind) -> TokenStream {
         let arg = arg(&s.value);
         quote!(.#method(#arg))
     });
-    let var = local(ir.kind);
-    let stmts = children(&var, ir.kind, &ir.children);
     let build = if ir.kind == Kind::Plan {
         quote!(.build())
     } else {
         quote!()
     };
-    if stmts.is_empty() {
-        quote!(#head #(#setters)* #build)
-    } else {
-        quote!({
-            let mut #var = #head #(#setters)*;
-            #stmts
-            #var #build
-        })
+    // Without loops or branches the children are one chain of builder calls, exactly what a
+    // hand-written builder expression is; otherwise a builder local is updated in place.
+    if let Some(calls) = chain(ir.kind, &ir.children) {
+        return quote!(#head #(#setters)* #calls #build);
     }
+    let var = local(ir.kind);
+    let stmts = children(&var, ir.kind, &ir.children);
+    quote!({
+        let mut #var = #head #(#setters)*;
+        #stmts
+        #var #build
+    })
+}
+
+/// The calls that add `items` to a `kind` builder as one chain (`.block(a).block(b)`), or
+/// `None` when a `for` or an `if` needs statements.
+fn chain(kind: Kind, items: &[Child]) -> Option<TokenStream> {
+    let (one, many) = push_methods(kind);
+    let mut out = TokenStream::new();
+    for child in items {
+        out.extend(match child {
+            Child::Node(n) => match n.kind {
+                Kind::Checks(slot) => {
+                    let method = Ident::new(slot_method(slot), n.span);
+                    let checks = node(n, kind);
+                    quote!(.#method(#checks))
+                }
+                Kind::DeferredActions => chain(Kind::DeferredActions, &n.children)?,
+                _ => {
+                    let method = Ident::new(one, n.span);
+                    let value = node(n, kind);
+                    quote!(.#method(#value))
+                }
+            },
+            Child::Splice(expr) => {
+                let method = Ident::new(many, expr.span());
+                quote!(.#method(#expr))
+            }
+            Child::For { .. } | Child::If { .. } => return None,
+        });
+    }
+    Some(out)
 }
 
 /// `{ let req: <P as Plugin>::Request = request; plan_action::<P>(name, req) }` (or

@@ -21,3 +21,89 @@ pub(crate) fn expand(root: Kind, input: TokenStream) -> TokenStream {
         (Ok(()), None) => unreachable!("plan! validation failed without reporting why"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    use super::*;
+
+    fn expanded(root: Kind, input: TokenStream) -> String {
+        expand(root, input).to_string()
+    }
+
+    #[test]
+    fn a_plan_expands_to_the_typed_builder() {
+        let out = expanded(
+            Kind::Plan,
+            quote! {
+                name: "p",
+                cont_checks { delay: 30s, action { name: "c", plugin: Probe, request: ProbeReq::default() } }
+                block {
+                    name: "b",
+                    tolerated_failures: 10%,
+                    for h in hosts {
+                        sequence { name: h, action { name: "a", plugin: plugins::Scp, request: R, timeout: 5min, retries: 2 } }
+                    }
+                    ..more
+                }
+                deferred_actions { batch { name: "undo", when: OnFailure, action { name: "u", plugin: Scp, request: R } } }
+            },
+        );
+        for needle in [
+            ":: coercion :: Plan :: builder (\"p\")",
+            ". cont_checks (",
+            ". delay (:: core :: time :: Duration :: from_secs (30))",
+            ":: coercion :: __private :: plan_check :: < Probe , _ > (\"c\"",
+            ":: coercion :: __private :: RequestOf < Probe >",
+            ". tolerated_failures (:: coercion :: Tolerance :: Percent (10))",
+            "for h in hosts {",
+            ":: coercion :: __private :: plan_action :: < plugins :: Scp , _ > (\"a\"",
+            ". timeout (:: core :: time :: Duration :: from_secs (300))",
+            ". retries (2)",
+            ". sequences (more)",
+            ". deferred (:: coercion :: DeferredBatch :: builder (\"undo\" , :: coercion :: When :: OnFailure) . action (",
+            ". build ()",
+        ] {
+            assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+        }
+        assert!(!out.contains("compile_error"), "{out}");
+    }
+
+    #[test]
+    fn fragments_expand_to_builders() {
+        let block = expanded(Kind::Block, quote!(name: "b", ..seqs));
+        assert_eq!(
+            block,
+            ":: coercion :: Block :: builder (\"b\") . sequences (seqs)"
+        );
+        assert!(!block.contains("build ()"), "{block}");
+        let sequence = expanded(
+            Kind::Sequence,
+            quote!(name: "s", action { name: "a", plugin: A, request: R }),
+        );
+        assert!(
+            sequence.starts_with(":: coercion :: Sequence :: builder (\"s\") . action ("),
+            "{sequence}"
+        );
+    }
+
+    #[test]
+    fn invalid_input_expands_to_errors_and_a_stand_in() {
+        let out = expanded(
+            Kind::Plan,
+            quote!(name: "p", block { name: "b", concurrency: 0 }),
+        );
+        assert!(out.contains("compile_error"), "{out}");
+        assert!(
+            out.contains("invalid_input :: < :: coercion :: Plan > ()"),
+            "{out}"
+        );
+        assert!(!out.contains("builder"), "{out}");
+        let out = expanded(Kind::Sequence, quote!(name: "s"));
+        assert!(
+            out.contains("invalid_input :: < :: coercion :: SequenceBuilder > ()"),
+            "{out}"
+        );
+    }
+}

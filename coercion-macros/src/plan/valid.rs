@@ -84,7 +84,7 @@ impl Kind {
         }
     }
 
-    fn from_keyword(word: &str) -> Option<Kind> {
+    pub(crate) fn from_keyword(word: &str) -> Option<Kind> {
         ALL.into_iter().find(|k| k.keyword() == word)
     }
 
@@ -168,6 +168,19 @@ impl Kind {
     }
 }
 
+/// Whether `word` is the keyword of a node (`block`, `pre_checks`, …).
+pub(crate) fn is_node_keyword(word: &str) -> bool {
+    Kind::from_keyword(word).is_some()
+}
+
+/// Whether a node sits where it belongs; the insides of a misplaced one are still checked, but
+/// not for emptiness, which is better reported once it has moved.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    Placed,
+    Misplaced,
+}
+
 /// A validated node, ready to expand.
 pub(crate) struct NodeIr {
     pub kind: Kind,
@@ -190,11 +203,14 @@ pub(crate) enum Head {
     /// No builder of its own: its batches go into the plan.
     DeferredActions,
     /// A typed action or check.
-    Action {
-        name: Expr,
-        plugin: Type,
-        request: Expr,
-    },
+    Action(Box<ActionHead>),
+}
+
+/// The required fields of an `action`.
+pub(crate) struct ActionHead {
+    pub name: Expr,
+    pub plugin: Type,
+    pub request: Expr,
 }
 
 /// `when:` of a batch.
@@ -240,10 +256,10 @@ pub(crate) enum ToleranceLit {
 
 /// A child of a node.
 pub(crate) enum Child {
-    Node(NodeIr),
+    Node(Box<NodeIr>),
     For {
-        pat: Pat,
-        expr: Expr,
+        pat: Box<Pat>,
+        expr: Box<Expr>,
         body: Vec<Child>,
     },
     If {
@@ -263,7 +279,7 @@ pub(crate) fn validate(cx: &Ctxt, root: Kind, body: &Body) -> Option<NodeIr> {
         next_if: 0,
         loop_depth: 0,
     };
-    v.node(root, Span::call_site(), body)
+    v.node(root, Span::call_site(), body, Placement::Placed)
 }
 
 /// A literal `key` seen so far, and the `if` arms it sits in.
@@ -281,6 +297,12 @@ struct Validator<'a> {
     loop_depth: usize,
 }
 
+/// Whether a field was accepted; if not, which field it was probably meant to be.
+enum Accept {
+    Yes,
+    No { meant: Option<&'static str> },
+}
+
 /// Where a child is read: directly in its node, or in a `for`/`if` body.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Place {
@@ -289,13 +311,21 @@ enum Place {
 }
 
 impl Validator<'_> {
-    fn node(&mut self, kind: Kind, span: Span, body: &Body) -> Option<NodeIr> {
+    fn node(
+        &mut self,
+        kind: Kind,
+        span: Span,
+        body: &Body,
+        placement: Placement,
+    ) -> Option<NodeIr> {
         let mut fields: Vec<&Field> = Vec::new();
         let mut first_child: Option<Span> = None;
         let mut children = Vec::new();
         let mut complete = true;
         let mut written = 0usize;
         let mut sections: Vec<Kind> = Vec::new();
+        // Fields that misspelled ones were probably meant to be: not reported missing as well.
+        let mut meant_fields: Vec<&str> = Vec::new();
 
         for item in &body.items {
             match item {
@@ -310,8 +340,12 @@ impl Validator<'_> {
                             ),
                         );
                     }
-                    if self.accept_field(kind, f, &fields) {
-                        fields.push(f);
+                    match self.accept_field(kind, f, &fields) {
+                        Accept::Yes => fields.push(f),
+                        Accept::No { meant } => {
+                            meant_fields.extend(meant);
+                            complete = false;
+                        }
                     }
                 }
                 other => {
@@ -350,6 +384,10 @@ impl Validator<'_> {
         }
 
         for required in kind.required() {
+            if meant_fields.contains(required) {
+                complete = false;
+                continue;
+            }
             if !fields.iter().any(|f| f.name == required) {
                 let example = match *required {
                     "plugin" => "plugin: MyPlugin",
@@ -369,6 +407,7 @@ impl Validator<'_> {
         }
 
         if written == 0
+            && placement == Placement::Placed
             && let Some(item) = kind.item()
         {
             self.cx.error(
@@ -384,11 +423,11 @@ impl Validator<'_> {
 
         let head = match kind {
             Kind::Plan | Kind::Block | Kind::Sequence => Head::Named(name?),
-            Kind::Action => Head::Action {
+            Kind::Action => Head::Action(Box::new(ActionHead {
                 name: name?,
                 plugin: plugin?,
                 request: request?,
-            },
+            })),
             Kind::Batch => Head::Batch {
                 name: name?,
                 when: when?,
@@ -408,7 +447,7 @@ impl Validator<'_> {
     }
 
     /// Checks that `f` is a known, not yet set field of `kind`.
-    fn accept_field(&self, kind: Kind, f: &Field, seen: &[&Field]) -> bool {
+    fn accept_field(&self, kind: Kind, f: &Field, seen: &[&Field]) -> Accept {
         let name = f.name.to_string();
         if kind.fields().contains(&name.as_str()) {
             if seen.iter().any(|s| s.name == f.name) {
@@ -419,10 +458,11 @@ impl Validator<'_> {
                         kind.the()
                     ),
                 );
-                return false;
+                return Accept::No { meant: None };
             }
-            return true;
+            return Accept::Yes;
         }
+        let mut meant = None;
         let message = if let Some(node) = Kind::from_keyword(&name) {
             format!(
                 "`{name}` is a node, not a field: write `{} {{ ... }}`",
@@ -446,6 +486,7 @@ impl Validator<'_> {
                 kind.item().map_or("", Kind::keyword)
             )
         } else {
+            meant = closest(&name, kind.fields());
             let suggestion = did_you_mean(&name, kind.fields());
             if suggestion.is_empty() {
                 let expected: Vec<String> =
@@ -460,7 +501,7 @@ impl Validator<'_> {
             }
         };
         self.cx.error(f.name.span(), message);
-        false
+        Accept::No { meant }
     }
 
     fn child(
@@ -511,8 +552,8 @@ impl Validator<'_> {
                     return None;
                 }
                 Some(Child::For {
-                    pat: f.pat.clone(),
-                    expr: f.expr.clone(),
+                    pat: Box::new(f.pat.clone()),
+                    expr: Box::new(f.expr.clone()),
                     body: body?,
                 })
             }
@@ -599,7 +640,9 @@ impl Validator<'_> {
         };
         if Some(kind) == parent.item() {
             *ctx.written += 1;
-            return self.node(kind, span, &n.body).map(Child::Node);
+            return self
+                .node(kind, span, &n.body, Placement::Placed)
+                .map(|n| Child::Node(Box::new(n)));
         }
         if parent.sections().contains(&kind) {
             if let Place::Inside(what) = place {
@@ -610,7 +653,7 @@ impl Validator<'_> {
                         parent.the()
                     ),
                 );
-                self.node(kind, span, &n.body);
+                self.node(kind, span, &n.body, Placement::Misplaced);
                 return None;
             }
             if ctx.sections.contains(&kind) {
@@ -621,11 +664,13 @@ impl Validator<'_> {
                         parent.the()
                     ),
                 );
-                self.node(kind, span, &n.body);
+                self.node(kind, span, &n.body, Placement::Placed);
                 return None;
             }
             ctx.sections.push(kind);
-            return self.node(kind, span, &n.body).map(Child::Node);
+            return self
+                .node(kind, span, &n.body, Placement::Placed)
+                .map(|n| Child::Node(Box::new(n)));
         }
         *ctx.written += 1;
         let place_word = match place {
@@ -641,7 +686,7 @@ impl Validator<'_> {
             ),
         );
         // Its insides are still checked, so their own mistakes show up now rather than later.
-        self.node(kind, span, &n.body);
+        self.node(kind, span, &n.body, Placement::Misplaced);
         None
     }
 
@@ -1027,5 +1072,572 @@ fn item_span(item: &Item) -> Span {
         Item::For(f) => f.for_token.span,
         Item::If(c) => c.arms[0].if_token.span,
         Item::Splice(s) => s.dots.spans[0],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proc_macro2::TokenStream;
+    use quote::quote;
+
+    use super::*;
+    use crate::plan::ast;
+
+    /// Every error of validating `tokens` as the input of the `root` macro, and the IR.
+    fn check(root: Kind, tokens: TokenStream) -> (Option<NodeIr>, Vec<String>) {
+        let cx = Ctxt::new();
+        let body = ast::parse(&cx, tokens);
+        let ir = validate(&cx, root, &body);
+        let errors = match cx.check() {
+            Ok(()) => Vec::new(),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        };
+        (ir, errors)
+    }
+
+    fn errors(tokens: TokenStream) -> Vec<String> {
+        check(Kind::Plan, tokens).1
+    }
+
+    /// Asserts exactly one error, containing `needle`.
+    #[track_caller]
+    fn one_error(tokens: TokenStream, needle: &str) {
+        let errs = errors(tokens);
+        assert_eq!(
+            errs.len(),
+            1,
+            "expected one error containing {needle:?}, got {errs:?}"
+        );
+        assert!(
+            errs[0].contains(needle),
+            "expected {needle:?} in {:?}",
+            errs[0]
+        );
+    }
+
+    /// A plan around `body`, placed in a sequence.
+    fn in_sequence(body: TokenStream) -> TokenStream {
+        quote!(name: "p", block { name: "b", sequence { name: "s", #body } })
+    }
+
+    /// A plan around `block_fields`, the fields of its block.
+    fn block_fields(fields: TokenStream) -> TokenStream {
+        quote!(name: "p", block { name: "b", #fields sequence { name: "s", action { name: "a", plugin: A, request: R } } })
+    }
+
+    fn action() -> TokenStream {
+        quote!(action {
+            name: "a",
+            plugin: A,
+            request: R
+        })
+    }
+
+    #[test]
+    fn a_complete_plan_is_valid() {
+        let act = action();
+        let (ir, errs) = check(
+            Kind::Plan,
+            quote! {
+                name: "p", descr: "d", group_id: g, meta: vec![1u8],
+                bypass_checks { #act }
+                pre_checks { key: "pre", #act }
+                cont_checks { delay: 30s, #act }
+                post_checks { for h in hs { #act } }
+                deferred_checks { ..more_checks }
+                block {
+                    name: "b", descr: "d", key: "blk", concurrency: 5, tolerated_failures: 10%,
+                    entrance_delay: 1min, exit_delay: Duration::from_secs(1),
+                    pre_checks { #act }
+                    for h in hs {
+                        sequence {
+                            name: h, key: format!("{h}"),
+                            action { name: "a", plugin: m::A, request: R { x: 1 }, timeout: 500ms, retries: 3, key: k }
+                            if c { #act } else if d { #act } else { ..extra }
+                        }
+                    }
+                    ..fragments,
+                }
+                ..blocks,
+                deferred_actions {
+                    batch { name: "undo", when: OnFailure, fail_plan: true, #act }
+                    batch { name: "n", when: When::Always, #act }
+                    ..batches
+                }
+            },
+        );
+        assert_eq!(errs, Vec::<String>::new());
+        let ir = ir.expect("a valid plan has an IR");
+        let kinds: Vec<String> = ir
+            .children
+            .iter()
+            .map(|c| match c {
+                Child::Node(n) => n.kind.keyword().to_owned(),
+                Child::Splice(_) => "..".to_owned(),
+                _ => "other".to_owned(),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "bypass_checks",
+                "pre_checks",
+                "cont_checks",
+                "post_checks",
+                "deferred_checks",
+                "block",
+                "..",
+                "deferred_actions"
+            ]
+        );
+        let setters: Vec<String> = ir.setters.iter().map(|s| s.field.to_string()).collect();
+        assert_eq!(setters, ["descr", "group_id", "meta"]);
+    }
+
+    #[test]
+    fn fragments_validate_their_own_root() {
+        let act = action();
+        assert!(
+            check(Kind::Block, quote!(name: "b", sequence { name: "s", #act }))
+                .1
+                .is_empty()
+        );
+        assert!(check(Kind::Sequence, quote!(name: "s", #act)).1.is_empty());
+        let (_, errs) = check(Kind::Sequence, quote!(name: "s", block { name: "b" }));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("`block` cannot sit directly in a `sequence`"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn misspelled_fields_get_a_suggestion() {
+        one_error(
+            in_sequence(quote!(action {
+                name: "a",
+                plugin: A,
+                request: R,
+                retires: 3
+            })),
+            "unknown field `retires` in an `action`; did you mean `retries`?",
+        );
+        one_error(
+            quote!(nmae: "p", block { name: "b", sequence { name: "s" , action { name: "a", plugin: A, request: R } } }),
+            "did you mean `name`?",
+        );
+    }
+
+    #[test]
+    fn unknown_fields_without_a_close_match_list_the_fields() {
+        one_error(
+            in_sequence(quote!(action {
+                name: "a",
+                plugin: A,
+                request: R,
+                colour: 3
+            })),
+            "unknown field `colour` in an `action`; expected one of `name`, `descr`, `key`, `plugin`, `request`, `timeout`, `retries`",
+        );
+    }
+
+    #[test]
+    fn fields_of_other_nodes_say_where_they_belong() {
+        one_error(
+            quote!(name: "p", block { name: "b", sequence { name: "s", concurrency: 2, action { name: "a", plugin: A, request: R } } }),
+            "a `sequence` has no field `concurrency` (it is a field of `block`)",
+        );
+        one_error(
+            quote!(name: "p", pre_checks { delay: 5s, action { name: "a", plugin: A, request: R } } block { name: "b", sequence { name: "s", action { name: "a", plugin: A, request: R } } }),
+            "`pre_checks` has no field `delay` (it is a field of `cont_checks`)",
+        );
+        one_error(
+            in_sequence(quote!(action: { name: "a", plugin: A, request: R })),
+            "`action` is a node, not a field: write `action { ... }`",
+        );
+    }
+
+    #[test]
+    fn duplicate_fields_and_sections() {
+        one_error(
+            block_fields(quote!(concurrency: 2, concurrency: 3,)),
+            "duplicate field `concurrency` in a `block`",
+        );
+        let act = action();
+        one_error(
+            quote!(name: "p", pre_checks { #act } pre_checks { #act } block { name: "b", sequence { name: "s", #act } }),
+            "duplicate `pre_checks` section in the plan",
+        );
+    }
+
+    #[test]
+    fn missing_required_fields() {
+        one_error(
+            in_sequence(quote!(action {
+                name: "a",
+                plugin: A
+            })),
+            "an `action` is missing the required field `request` (`request: MyRequest { ... }`)",
+        );
+        let errs = errors(in_sequence(quote!(action { descr: "x" })));
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        one_error(
+            quote!(block { name: "b", sequence { name: "s", action { name: "a", plugin: A, request: R } } }),
+            "the plan is missing the required field `name`",
+        );
+        let act = action();
+        one_error(
+            quote!(name: "p", block { name: "b", sequence { name: "s", #act } } deferred_actions { batch { name: "x", #act } }),
+            "a `batch` is missing the required field `when` (`when: OnFailure`)",
+        );
+    }
+
+    #[test]
+    fn misplaced_nodes_say_where_they_belong_and_do_not_cascade() {
+        let act = action();
+        // No "a block needs at least one sequence" on top: the action was meant as its child.
+        one_error(
+            quote!(name: "p", block { name: "b", #act }),
+            "`action` cannot sit directly in a `block`; it belongs in a `sequence { ... }`",
+        );
+        one_error(
+            quote!(name: "p", sequence { name: "s", #act }),
+            "`sequence` cannot sit directly in the plan; it belongs in a `block { ... }`",
+        );
+        one_error(
+            quote!(name: "p", block { name: "b", sequence { name: "s", #act } deferred_actions { } }),
+            "`deferred_actions` cannot sit directly in a `block`; it belongs in the plan (blocks have `deferred_checks` only)",
+        );
+        one_error(
+            in_sequence(quote!(pre_checks { #act } #act)),
+            "`pre_checks` cannot sit directly in a `sequence`; it belongs in the plan or a `block { ... }`",
+        );
+        // The insides of a misplaced node are still checked.
+        let errs = errors(
+            quote!(name: "p", block { name: "b", action { name: "a", plugin: A, request: R, retires: 1 } }),
+        );
+        assert_eq!(errs.len(), 2, "{errs:?}");
+    }
+
+    #[test]
+    fn unknown_nodes_get_a_suggestion() {
+        let act = action();
+        one_error(
+            quote!(name: "p", block { name: "b", sequense { name: "s", #act } }),
+            "unknown node `sequense` in a `block`; did you mean `sequence`?",
+        );
+        one_error(
+            quote!(name: "p", block { name: "b", sequence { name: "s", #act } } post_check { #act }),
+            "did you mean `post_checks`?",
+        );
+        one_error(
+            in_sequence(quote!(#act name { })),
+            "`name` is a field, not a node: write `name: ...`",
+        );
+    }
+
+    #[test]
+    fn sections_and_fields_cannot_sit_in_loops_or_branches() {
+        let act = action();
+        one_error(
+            quote!(name: "p", for x in xs { pre_checks { #act } } block { name: "b", sequence { name: "s", #act } }),
+            "`pre_checks` cannot sit inside `for`: the plan has a single `pre_checks` section; move it out",
+        );
+        one_error(
+            in_sequence(quote!(if c { descr: "x", #act })),
+            "`descr: ...` cannot sit inside `if`: fields belong to a `sequence` and come before its children",
+        );
+    }
+
+    #[test]
+    fn fields_come_first() {
+        let act = action();
+        one_error(
+            quote!(name: "p", block { name: "b", sequence { name: "s", #act } concurrency: 2 }),
+            "`concurrency` must come before the child nodes of a `block`: fields come first",
+        );
+    }
+
+    #[test]
+    fn statically_empty_nodes() {
+        one_error(
+            quote!(name: "p"),
+            "the plan needs at least one `block { ... }`",
+        );
+        one_error(
+            quote!(name: "p", block { name: "b" }),
+            "a `block` needs at least one `sequence { ... }`",
+        );
+        one_error(
+            in_sequence(quote!()),
+            "a `sequence` needs at least one `action { ... }`",
+        );
+        let act = action();
+        one_error(
+            quote!(name: "p", pre_checks { } block { name: "b", sequence { name: "s", #act } }),
+            "`pre_checks` needs at least one `action { ... }`",
+        );
+        one_error(
+            quote!(name: "p", block { name: "b", sequence { name: "s", #act } } deferred_actions { }),
+            "`deferred_actions` needs at least one `batch { ... }`",
+        );
+        one_error(
+            quote!(name: "p", block { name: "b", for h in hs { } }),
+            "this `for` loop is empty: it adds nothing to a `block`",
+        );
+        // A loop, a branch or a splice is not statically empty.
+        assert!(errors(quote!(name: "p", block { name: "b", ..seqs })).is_empty());
+        assert!(errors(quote!(name: "p", block { name: "b", if c { ..seqs } })).is_empty());
+    }
+
+    #[test]
+    fn durations() {
+        let with_timeout = |t: TokenStream| {
+            in_sequence(quote!(action { name: "a", plugin: A, request: R, timeout: #t }))
+        };
+        for ok in [
+            quote!(500ms),
+            quote!(30s),
+            quote!(5min),
+            quote!(2h),
+            quote!(Duration::from_secs(3)),
+            quote!(d),
+        ] {
+            assert!(errors(with_timeout(ok.clone())).is_empty(), "{ok}");
+        }
+        one_error(
+            with_timeout(quote!(30)),
+            "a bare number is ambiguous here: write `30s`, `500ms`, `5min`, `2h` or a `Duration`",
+        );
+        one_error(
+            with_timeout(quote!(30u64)),
+            "a bare number is ambiguous here",
+        );
+        one_error(
+            with_timeout(quote!(0s)),
+            "`timeout` must be greater than zero",
+        );
+        one_error(
+            with_timeout(quote!(30secs)),
+            "unknown duration unit `secs`; did you mean `s`?",
+        );
+        one_error(
+            with_timeout(quote!(30m)),
+            "`m` is ambiguous: write `min` for minutes or `ms` for milliseconds",
+        );
+        one_error(
+            with_timeout(quote!(1.5s)),
+            "a duration literal must be a whole number: write `1500ms`",
+        );
+        one_error(
+            with_timeout(quote!(10%)),
+            "`timeout` takes a duration (`30s`), not a percentage",
+        );
+        one_error(
+            with_timeout(quote!(99999999999999999999h)),
+            "this duration is too large",
+        );
+        let act = action();
+        one_error(
+            quote!(name: "p", cont_checks { delay: 0ms, #act } block { name: "b", sequence { name: "s", #act } }),
+            "`delay` must be greater than zero",
+        );
+        assert!(errors(block_fields(quote!(entrance_delay: 0s,))).is_empty());
+    }
+
+    #[test]
+    fn duration_literals_are_normalized() {
+        let (ir, errs) = check(
+            Kind::Block,
+            quote!(name: "b", entrance_delay: 5min, exit_delay: 250ms, ..s),
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        let ir = ir.unwrap();
+        let lits: Vec<(u64, DurationUnit)> = ir
+            .setters
+            .iter()
+            .map(|s| match &s.value {
+                Arg::Duration(d) => (d.amount, d.unit),
+                _ => panic!("a duration literal"),
+            })
+            .collect();
+        assert_eq!(
+            lits,
+            [(300, DurationUnit::Secs), (250, DurationUnit::Millis)]
+        );
+    }
+
+    #[test]
+    fn concurrency_and_tolerance() {
+        one_error(
+            block_fields(quote!(concurrency: 0,)),
+            "`concurrency` must be at least 1",
+        );
+        assert!(errors(block_fields(quote!(concurrency: hosts.len(),))).is_empty());
+        one_error(
+            block_fields(quote!(tolerated_failures: 150%,)),
+            "`tolerated_failures` cannot exceed 100%",
+        );
+        one_error(
+            block_fields(quote!(tolerated_failures: 2.5%,)),
+            "a tolerance percentage must be a whole number",
+        );
+        one_error(
+            block_fields(quote!(tolerated_failures: unlimted,)),
+            "unknown tolerance `unlimted`; did you mean `unlimited`?",
+        );
+        one_error(
+            block_fields(quote!(retries: 10%,)),
+            "a `block` has no field `retries` (it is a field of `action`)",
+        );
+        one_error(
+            in_sequence(quote!(action { name: 10%, plugin: A, request: R })),
+            "`name` does not take a percentage",
+        );
+        for ok in [
+            quote!(2),
+            quote!(0%),
+            quote!(100%),
+            quote!(unlimited),
+            quote!(Tolerance::Percent(5)),
+            quote!(n),
+        ] {
+            assert!(
+                errors(block_fields(quote!(tolerated_failures: #ok,))).is_empty(),
+                "{ok}"
+            );
+        }
+    }
+
+    #[test]
+    fn blank_names_and_keys() {
+        one_error(
+            in_sequence(quote!(action {
+                name: "  ",
+                plugin: A,
+                request: R
+            })),
+            "`name` must not be blank",
+        );
+        one_error(
+            in_sequence(quote!(action {
+                name: "a",
+                key: "",
+                plugin: A,
+                request: R
+            })),
+            "`key` must not be blank",
+        );
+    }
+
+    #[test]
+    fn literal_keys_must_be_unique_except_in_exclusive_branches() {
+        one_error(
+            in_sequence(
+                quote!(action { name: "a", key: "k", plugin: A, request: R } action { name: "b", key: "k", plugin: A, request: R }),
+            ),
+            "duplicate key \"k\": it is already used above",
+        );
+        assert!(
+            errors(in_sequence(quote!(if c {
+                action {
+                    name: "a",
+                    key: "k",
+                    plugin: A,
+                    request: R,
+                }
+            } else if d {
+                action {
+                    name: "b",
+                    key: "k",
+                    plugin: A,
+                    request: R,
+                }
+            } else {
+                action {
+                    name: "c",
+                    key: "k",
+                    plugin: A,
+                    request: R,
+                }
+            })))
+            .is_empty()
+        );
+        // Two arms of the same chain are exclusive, but not with what follows the chain.
+        one_error(
+            in_sequence(quote!(
+                if c { action { name: "a", key: "k", plugin: A, request: R } } else { action { name: "b", plugin: A, request: R } }
+                action { name: "c", key: "k", plugin: A, request: R }
+            )),
+            "duplicate key \"k\"",
+        );
+        one_error(
+            quote!(name: "p", block { name: "b", for h in hs { sequence { name: h, key: "web", action { name: "a", plugin: A, request: R } } } }),
+            "this key would be the same in every iteration of the enclosing `for` loop",
+        );
+    }
+
+    #[test]
+    fn plugin_values_and_when() {
+        one_error(
+            in_sequence(quote!(action {
+                name: "a",
+                plugin: Scp::default(),
+                request: R
+            })),
+            "`plugin` takes the plugin's type (`plugin: Ssh`), not a value",
+        );
+        one_error(
+            in_sequence(quote!(action {
+                name: "a",
+                plugin: Scp { x: 1 },
+                request: R
+            })),
+            "`plugin` takes the plugin's type (`plugin: Ssh`), not a value",
+        );
+        let act = action();
+        let batch = |when: TokenStream| quote!(name: "p", block { name: "b", sequence { name: "s", #act } } deferred_actions { batch { name: "x", when: #when, #act } });
+        for ok in [
+            quote!(OnFailure),
+            quote!(OnSuccess),
+            quote!(Always),
+            quote!(When::Always),
+            quote!(w),
+        ] {
+            assert!(errors(batch(ok.clone())).is_empty(), "{ok}");
+        }
+        one_error(
+            batch(quote!(OnFail)),
+            "unknown `when` value `OnFail`; did you mean `OnFailure`?",
+        );
+    }
+
+    #[test]
+    fn every_error_of_an_invocation_is_reported_together() {
+        let errs = errors(quote! {
+            name: "p",
+            block {
+                name: "b",
+                concurrency: 0,
+                action { name: "a", plugin: A, request: R }
+                sequence {
+                    name: "s",
+                    action { name: "a", plugin: A, request: R, retires: 3, timeout: 30 }
+                    action { name: "a", plugin: A }
+                }
+            }
+            block { name: "empty" }
+        });
+        assert_eq!(errs.len(), 6, "{errs:#?}");
+    }
+
+    #[test]
+    fn actions_have_no_children() {
+        one_error(
+            in_sequence(
+                quote!(action { name: "a", plugin: A, request: R, action { name: "b", plugin: A, request: R } }),
+            ),
+            "an `action` takes fields only",
+        );
     }
 }
