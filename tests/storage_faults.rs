@@ -56,7 +56,7 @@ async fn a_lost_commit_acknowledgement_is_retried_without_harm() {
     ws.start(id).await.unwrap();
     let done = ws.wait(id).await.unwrap();
     assert_eq!(done.status(), Status::Completed, "{}", outline(&done));
-    assert!(store.injected() > 5);
+    assert!(store.injected() >= 3, "faults were injected: {}", store.injected());
     assert_eq!(outline(&store.inner().read(id).await.unwrap()), outline(&done));
 }
 

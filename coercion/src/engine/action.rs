@@ -34,6 +34,31 @@ impl Ended {
 /// Runs (or resumes) the action at `loc`. Completed, failed and stopped actions are not run
 /// again; finished attempts stored by an earlier process count against the retries.
 pub(crate) async fn run_action(run: &Arc<Run>, loc: Loc, stop: &CancellationToken) -> Result<Ended, RunError> {
+    let (ended, rest) = run_action_with(run, loc, stop, Vec::new(), false).await?;
+    debug_assert!(rest.is_empty(), "nothing is left to commit when the end is not deferred");
+    Ok(ended)
+}
+
+/// [`run_action`], with `prefix` committed together with the action's first write (a sequence
+/// becoming `Running`), and with `defer_end` the action's last write returned instead of
+/// committed, for the caller to commit with its own next write — the next action's first write
+/// or the sequence's end — halving a sequence's commits. The returned changes must be committed
+/// before anything else of the sequence runs.
+pub(crate) async fn run_action_with(
+    run: &Arc<Run>,
+    loc: Loc,
+    stop: &CancellationToken,
+    prefix: Vec<Change>,
+    defer_end: bool,
+) -> Result<(Ended, Vec<Change>), RunError> {
+    let finish = |ended: Ended, changes: Vec<Change>| async move {
+        if defer_end || changes.is_empty() {
+            Ok((ended, changes))
+        } else {
+            run.commit(changes).await?;
+            Ok((ended, Vec::new()))
+        }
+    };
     let (status, id, plugin_name, request, timeout, retries, mut next, last, interrupted, name) = {
         let plan = run.plan.lock();
         let a = plan.action(loc).expect("the engine only runs actions of its plan");
@@ -53,23 +78,24 @@ pub(crate) async fn run_action(run: &Arc<Run>, loc: Loc, stop: &CancellationToke
         )
     };
     match status {
-        Status::Completed => return Ok(Ended::Completed),
-        Status::Failed => return Ok(Ended::Failed),
-        Status::Stopped => return Ok(Ended::Stopped),
+        Status::Completed => return finish(Ended::Completed, prefix).await,
+        Status::Failed => return finish(Ended::Failed, prefix).await,
+        Status::Stopped => return finish(Ended::Stopped, prefix).await,
         Status::NotStarted | Status::Running => {}
     }
     if stop.is_cancelled() || run.abort.is_cancelled() {
-        return Ok(Ended::Stopped);
+        return finish(Ended::Stopped, prefix).await;
     }
+    let mut changes = prefix;
     // A resumed action whose last finished attempt decided it.
     if let Some((succeeded, permanent)) = last {
         if succeeded {
-            run.set_status(loc, Status::Completed).await?;
-            return Ok(Ended::Completed);
+            changes.push(run.status_change(loc, Status::Completed));
+            return finish(Ended::Completed, changes).await;
         }
         if permanent || next > retries {
-            run.set_status(loc, Status::Failed).await?;
-            return Ok(Ended::Failed);
+            changes.push(run.status_change(loc, Status::Failed));
+            return finish(Ended::Failed, changes).await;
         }
     }
     let span = tracing::info_span!("action", plan = %run.id, action = %name, plugin = %plugin_name);
@@ -81,10 +107,9 @@ pub(crate) async fn run_action(run: &Arc<Run>, loc: Loc, stop: &CancellationToke
             true,
         );
         let attempt = Attempt { start, end: Some(start), outcome: Some(Outcome::Error(Box::new(err))) };
-        let mut changes = vec![Change::Attempt { loc, id, index: next, attempt }];
+        changes.push(Change::Attempt { loc, id, index: next, attempt });
         changes.push(run.status_change(loc, Status::Failed));
-        run.commit(changes).await?;
-        return Ok(Ended::Failed);
+        return finish(Ended::Failed, changes).await;
     };
     if let Some(start) = interrupted {
         if !plugin.idempotent() {
@@ -99,9 +124,9 @@ pub(crate) async fn run_action(run: &Arc<Run>, loc: Loc, stop: &CancellationToke
                 true,
             );
             let attempt = Attempt { start, end: Some(now()), outcome: Some(Outcome::Error(Box::new(err))) };
-            let changes = vec![Change::Attempt { loc, id, index: next, attempt }, run.status_change(loc, Status::Failed)];
-            run.commit(changes).await?;
-            return Ok(Ended::Failed);
+            changes.push(Change::Attempt { loc, id, index: next, attempt });
+            changes.push(run.status_change(loc, Status::Failed));
+            return finish(Ended::Failed, changes).await;
         }
         tracing::info!(plan = %run.id, action = %name, "running an interrupted attempt again (at-least-once)");
     }
@@ -110,7 +135,6 @@ pub(crate) async fn run_action(run: &Arc<Run>, loc: Loc, stop: &CancellationToke
     for _ in 1..next.max(1) {
         delays.next();
     }
-    let mut changes = Vec::with_capacity(2);
     if status != Status::Running {
         changes.push(run.status_change(loc, Status::Running));
     }
@@ -151,8 +175,7 @@ pub(crate) async fn run_action(run: &Arc<Run>, loc: Loc, stop: &CancellationToke
         };
         if let Some(ended) = ended {
             changes.push(run.status_change(loc, ended.status()));
-            run.commit(changes).await?;
-            return Ok(ended);
+            return finish(ended, changes).await;
         }
         run.commit(std::mem::take(&mut changes)).await?;
         // Back off before the next attempt; a stop during the pause ends the action.
@@ -166,8 +189,7 @@ pub(crate) async fn run_action(run: &Arc<Run>, loc: Loc, stop: &CancellationToke
             if run.abort.is_cancelled() {
                 return Err(run.failure());
             }
-            run.set_status(loc, Status::Stopped).await?;
-            return Ok(Ended::Stopped);
+            return finish(Ended::Stopped, vec![run.status_change(loc, Status::Stopped)]).await;
         }
     }
 }

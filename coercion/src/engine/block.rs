@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::action::{Ended, run_action};
+use super::action::{Ended, run_action_with};
 use super::checks::{CheckResult, ContLoop, ContWatch, run_checks, run_checks_once};
 use super::{Run, RunError};
 use crate::workflow::{CheckSlot, Loc, Parent, Status, Tolerance};
@@ -242,20 +242,36 @@ async fn run_sequence(ctx: &SeqCtx, b: usize, s: usize) -> Result<(), RunError> 
         let mut started = status != Status::NotStarted;
         let parent = Parent::Sequence { block: b, seq: s };
         let mut end = Status::Completed;
+        // An action's last write rides with the next write of the sequence (the next action's
+        // first, or the sequence's end): one commit per action instead of two. It is always
+        // durable before anything else of the sequence runs.
+        let mut pending = Vec::new();
         for index in 0..n {
             let aloc = Loc::Action { parent, index };
             if run.status_of(aloc) == Status::Completed {
                 continue;
             }
-            if ctx.halt.is_cancelled() || !run.wait_unpaused(&ctx.halt).await {
+            if ctx.halt.is_cancelled() {
                 end = Status::Stopped;
                 break;
             }
+            if *run.paused.borrow() {
+                // Never leave a finished action undurable while an operator holds the plan.
+                if !pending.is_empty() {
+                    run.commit(std::mem::take(&mut pending)).await?;
+                }
+                if !run.wait_unpaused(&ctx.halt).await {
+                    end = Status::Stopped;
+                    break;
+                }
+            }
             if !started {
-                run.set_status(loc, Status::Running).await?;
+                pending.push(run.status_change(loc, Status::Running));
                 started = true;
             }
-            match run_action(run, aloc, &run.stop).await? {
+            let (ended, rest) = run_action_with(run, aloc, &run.stop, std::mem::take(&mut pending), true).await?;
+            pending = rest;
+            match ended {
                 Ended::Completed => {}
                 Ended::Failed => {
                     end = Status::Failed;
@@ -270,7 +286,8 @@ async fn run_sequence(ctx: &SeqCtx, b: usize, s: usize) -> Result<(), RunError> 
         if !started {
             return Ok(());
         }
-        run.set_status(loc, end).await?;
+        pending.push(run.status_change(loc, end));
+        run.commit(pending).await?;
         if end == Status::Failed {
             let failed = ctx.failures.fetch_add(1, Ordering::SeqCst) + 1;
             if ctx.tolerance.is_exceeded(failed, ctx.total) {
