@@ -81,7 +81,8 @@ impl Faults {
 }
 
 /// Wraps a store and makes the writes chosen by a [`FaultRule`] fail with a [`FaultKind`] of
-/// error; reads always pass through. Writes are counted, and faults decided, when
+/// error; reads and the ownership hooks (`acquire`, `release`, `claim_runnable`,
+/// `request_start`) always pass through. Writes are counted, and faults decided, when
 /// `create`/`apply`/`delete` is called, so the numbering follows the order of the calls.
 pub struct FaultyStore<S> {
     inner: S,
@@ -211,6 +212,22 @@ impl<S: Store> Store for FaultyStore<S> {
 
     fn describe(&self) -> String {
         format!("faulty({})", self.inner.describe())
+    }
+
+    fn acquire(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.acquire(id)
+    }
+
+    fn release(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.release(id)
+    }
+
+    fn claim_runnable(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PlanId>, StoreError>> {
+        self.inner.claim_runnable(limit)
+    }
+
+    fn request_start(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.request_start(id)
     }
 }
 

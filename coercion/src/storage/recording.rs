@@ -69,8 +69,8 @@ struct Entry {
 }
 
 /// Wraps a store and records every `create` and `apply` that succeeds, in the order they were
-/// called — the order in which a store commits them (see [`Store`]). Deletes are passed on but
-/// not recorded; reads pass through.
+/// called — the order in which a store commits them (see [`Store`]). Deletes and the ownership
+/// hooks (`acquire`, `release`, …) are passed on but not recorded; reads pass through.
 pub struct RecordingStore<S> {
     inner: S,
     log: Mutex<Vec<Entry>>,
@@ -178,6 +178,22 @@ impl<S: Store> Store for RecordingStore<S> {
 
     fn describe(&self) -> String {
         format!("recording({})", self.inner.describe())
+    }
+
+    fn acquire(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.acquire(id)
+    }
+
+    fn release(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.release(id)
+    }
+
+    fn claim_runnable(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PlanId>, StoreError>> {
+        self.inner.claim_runnable(limit)
+    }
+
+    fn request_start(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.request_start(id)
     }
 }
 
