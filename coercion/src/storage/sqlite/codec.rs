@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::storage::{Change, StoreError};
 use crate::workflow::{
-    Attempt, Loc, ObjectRef, Outcome, Plan, PlanId, Reason, State, Status, Timestamp,
+    Attempt, Loc, ObjectRef, Outcome, Parent, Plan, PlanId, Reason, State, Status, Timestamp,
 };
 
 /// A time as nanoseconds since the epoch; times outside 1677..2262 cannot be stored.
@@ -131,6 +131,7 @@ impl AttemptCols {
 /// One row of the `objects` table.
 #[derive(Debug)]
 pub(super) struct ObjectRow {
+    pub ord: i64,
     pub id: String,
     pub loc: String,
     pub kind: &'static str,
@@ -140,7 +141,7 @@ pub(super) struct ObjectRow {
 /// One row of the `attempts` table.
 #[derive(Debug)]
 pub(super) struct AttemptRow {
-    pub action_id: String,
+    pub ord: i64,
     pub idx: i64,
     pub cols: AttemptCols,
 }
@@ -170,7 +171,8 @@ impl PreparedPlan {
         let mut seen: HashMap<Uuid, Loc> = HashMap::new();
         let mut objects = Vec::new();
         let mut attempts = Vec::new();
-        for (loc, object) in plan.walk() {
+        let order = execution_order(plan);
+        for ((loc, object), ord) in plan.walk().zip(order) {
             let id = object.id();
             if let Some(first) = seen.insert(id, loc) {
                 return Err(StoreError::Permanent(format!(
@@ -183,18 +185,18 @@ impl PreparedPlan {
             if let ObjectRef::Plan(_) = object {
                 continue;
             }
-            let id_text = id_text(id);
             if let ObjectRef::Action(action) = object {
                 for (idx, attempt) in action.attempts.iter().enumerate() {
                     attempts.push(AttemptRow {
-                        action_id: id_text.clone(),
+                        ord,
                         idx: idx as i64,
                         cols: AttemptCols::of(attempt)?,
                     });
                 }
             }
             objects.push(ObjectRow {
-                id: id_text,
+                ord,
+                id: id_text(id),
                 loc: loc_json(&loc),
                 kind: kind_of(&object),
                 state: StateCols::of(&object.state())?,
@@ -219,6 +221,40 @@ impl PreparedPlan {
             attempts,
         })
     }
+}
+
+/// The clustering key (`ord`) of every object of `plan`, in walk order: its rank in an order
+/// where, in each block, the sequences come together and their actions are ordered by index in
+/// the sequence first and sequence second; everything else keeps its walk order. Actions that
+/// concurrent sequences run at about the same time thus get neighbouring keys.
+pub(super) fn execution_order(plan: &Plan) -> Vec<i64> {
+    let mut first_sequence: HashMap<usize, usize> = HashMap::new();
+    let keys: Vec<(usize, u8, usize, usize)> = plan
+        .walk()
+        .enumerate()
+        .map(|(position, (loc, _))| match loc {
+            Loc::Sequence { block, seq } => {
+                (*first_sequence.entry(block).or_insert(position), 1, seq, 0)
+            }
+            Loc::Action {
+                parent: Parent::Sequence { block, seq },
+                index,
+            } => (
+                *first_sequence.entry(block).or_insert(position),
+                2,
+                index,
+                seq,
+            ),
+            _ => (position, 0, 0, 0),
+        })
+        .collect();
+    let mut by_key: Vec<usize> = (0..keys.len()).collect();
+    by_key.sort_unstable_by_key(|&i| keys[i]);
+    let mut ord = vec![0; keys.len()];
+    for (rank, i) in by_key.into_iter().enumerate() {
+        ord[i] = rank as i64;
+    }
+    ord
 }
 
 /// The plan without anything that changes while it runs: every state back to `NotStarted`, no

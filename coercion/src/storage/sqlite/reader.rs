@@ -158,18 +158,22 @@ pub(super) fn read_plan(conn: &Connection, store: &str, id: PlanId) -> Result<Pl
     };
 
     let mut stmt = tx
-        .prepare_cached("SELECT id, status, start_ns, end_ns FROM objects WHERE plan_id = ?1")
+        .prepare_cached("SELECT ord, id, status, start_ns, end_ns FROM objects WHERE plan_id = ?1")
         .map_err(err)?;
     let mut rows = stmt.query([&key]).map_err(err)?;
+    // Attempts name their action by `ord`.
+    let mut by_ord: HashMap<i64, (String, Loc)> = HashMap::new();
     while let Some(r) = rows.next().map_err(err)? {
-        let object: String = r.get(0).map_err(err)?;
-        let status: String = r.get(1).map_err(err)?;
+        let ord: i64 = r.get(0).map_err(err)?;
+        let object: String = r.get(1).map_err(err)?;
+        let status: String = r.get(2).map_err(err)?;
         let loc = locate(&object)?;
         let state = State {
             status: parse_status(&status).map_err(|e| corrupt(store, id, e))?,
-            start: r.get::<_, Option<i64>>(2).map_err(err)?.map(from_ns),
-            end: r.get::<_, Option<i64>>(3).map_err(err)?.map(from_ns),
+            start: r.get::<_, Option<i64>>(3).map_err(err)?.map(from_ns),
+            end: r.get::<_, Option<i64>>(4).map_err(err)?.map(from_ns),
         };
+        by_ord.insert(ord, (object, loc));
         if let Some(s) = plan.state_at_mut(loc) {
             *s = state;
         }
@@ -179,12 +183,12 @@ pub(super) fn read_plan(conn: &Connection, store: &str, id: PlanId) -> Result<Pl
 
     let mut stmt = tx
         .prepare_cached(
-            "SELECT action_id, idx, start_ns, end_ns, outcome FROM attempts WHERE plan_id = ?1 ORDER BY action_id, idx",
+            "SELECT ord, idx, start_ns, end_ns, outcome FROM attempts WHERE plan_id = ?1 ORDER BY ord, idx",
         )
         .map_err(err)?;
     let mut rows = stmt.query([&key]).map_err(err)?;
     while let Some(r) = rows.next().map_err(err)? {
-        let object: String = r.get(0).map_err(err)?;
+        let ord: i64 = r.get(0).map_err(err)?;
         let idx: i64 = r.get(1).map_err(err)?;
         let outcome: Option<String> = r.get(4).map_err(err)?;
         let attempt = AttemptCols::decode(
@@ -193,8 +197,14 @@ pub(super) fn read_plan(conn: &Connection, store: &str, id: PlanId) -> Result<Pl
             outcome.as_deref(),
         )
         .map_err(|e| corrupt(store, id, e))?;
-        let loc = locate(&object)?;
-        let action = plan.action_mut(loc).ok_or_else(|| {
+        let (object, loc) = by_ord.get(&ord).ok_or_else(|| {
+            corrupt(
+                store,
+                id,
+                format_args!("attempts of object #{ord}, which does not exist"),
+            )
+        })?;
+        let action = plan.action_mut(*loc).ok_or_else(|| {
             corrupt(
                 store,
                 id,

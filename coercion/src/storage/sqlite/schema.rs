@@ -40,10 +40,18 @@ pub(super) fn latest() -> i64 {
 /// * `plan_definitions`: the plan as submitted, as JSON, without states or attempts. Kept apart
 ///   from `plans` so updating a plan's status does not rewrite a large row.
 /// * `objects`: one row per check section, block, sequence, deferred batch and action, with its
-///   location (JSON of [`Loc`](crate::workflow::Loc)), kind and state; clustered by plan.
-/// * `attempts`: one row per attempt of an action; the outcome is JSON.
+///   id, location (JSON of [`Loc`](crate::workflow::Loc)), kind and state. Rows are clustered by
+///   `ord`, the object's place in an *execution order* computed at create: in a block, the
+///   actions of its sequences are ordered by their index in the sequence first, then by
+///   sequence, so the actions that concurrent sequences run at about the same time share pages
+///   and a commit rewrites a few pages instead of one per sequence (this halves the writer's
+///   work with 100 concurrent sequences). Objects are found by id through `objects_by_id`.
+/// * `attempts`: one row per attempt of an action (`ord` is the action's), clustered with it;
+///   the outcome is JSON.
 ///
-/// Deleting a plan cascades to everything else.
+/// Deleting a plan cascades to everything else. (CHECK constraints are written as `OR` chains:
+/// SQLite evaluates an `IN` list of more than two values with a temporary table on every row
+/// written.)
 const V1: &str = "
 CREATE TABLE schema_version (
     version INTEGER NOT NULL
@@ -56,7 +64,8 @@ CREATE TABLE plans (
     descr          TEXT    NOT NULL,
     submit_time_ns INTEGER,
     status         TEXT    NOT NULL
-        CHECK (status IN ('NotStarted', 'Running', 'Completed', 'Failed', 'Stopped')),
+        CHECK (status = 'NotStarted' OR status = 'Running' OR status = 'Completed'
+               OR status = 'Failed' OR status = 'Stopped'),
     start_ns       INTEGER,
     end_ns         INTEGER,
     reason         TEXT    NOT NULL,
@@ -74,26 +83,30 @@ CREATE TABLE plan_definitions (
 );
 
 CREATE TABLE objects (
-    plan_id  TEXT NOT NULL REFERENCES plans (id) ON DELETE CASCADE,
-    id       TEXT NOT NULL,
-    loc      TEXT NOT NULL,
-    kind     TEXT NOT NULL CHECK (kind IN ('checks', 'block', 'sequence', 'batch', 'action')),
-    status   TEXT NOT NULL
-        CHECK (status IN ('NotStarted', 'Running', 'Completed', 'Failed', 'Stopped')),
+    plan_id  TEXT    NOT NULL REFERENCES plans (id) ON DELETE CASCADE,
+    ord      INTEGER NOT NULL,
+    id       TEXT    NOT NULL,
+    loc      TEXT    NOT NULL,
+    kind     TEXT    NOT NULL CHECK (kind = 'checks' OR kind = 'block' OR kind = 'sequence' OR kind = 'batch'
+                                     OR kind = 'action'),
+    status   TEXT    NOT NULL
+        CHECK (status = 'NotStarted' OR status = 'Running' OR status = 'Completed'
+               OR status = 'Failed' OR status = 'Stopped'),
     start_ns INTEGER,
     end_ns   INTEGER,
-    PRIMARY KEY (plan_id, id)
+    PRIMARY KEY (plan_id, ord)
 ) WITHOUT ROWID;
+CREATE UNIQUE INDEX objects_by_id ON objects (plan_id, id);
 
 CREATE TABLE attempts (
-    plan_id   TEXT    NOT NULL,
-    action_id TEXT    NOT NULL,
-    idx       INTEGER NOT NULL CHECK (idx >= 0),
-    start_ns  INTEGER NOT NULL,
-    end_ns    INTEGER,
-    outcome   TEXT,
-    PRIMARY KEY (plan_id, action_id, idx),
-    FOREIGN KEY (plan_id, action_id) REFERENCES objects (plan_id, id) ON DELETE CASCADE
+    plan_id  TEXT    NOT NULL,
+    ord      INTEGER NOT NULL,
+    idx      INTEGER NOT NULL CHECK (idx >= 0),
+    start_ns INTEGER NOT NULL,
+    end_ns   INTEGER,
+    outcome  TEXT,
+    PRIMARY KEY (plan_id, ord, idx),
+    FOREIGN KEY (plan_id, ord) REFERENCES objects (plan_id, ord) ON DELETE CASCADE
 ) WITHOUT ROWID;
 ";
 

@@ -254,3 +254,44 @@ async fn a_full_disk_fails_the_writes_it_touches_and_the_store_stays_consistent(
     assert!(store.read(small.id).await.unwrap().paused);
     store.integrity_check().await.unwrap();
 }
+
+#[test]
+fn the_execution_order_interleaves_concurrent_sequences_and_is_a_permutation() {
+    use crate::workflow::{Loc, Parent};
+    let plan = sample_plan("order");
+    let ord = super::codec::execution_order(&plan);
+    let locs: Vec<Loc> = plan.walk().map(|(loc, _)| loc).collect();
+    let mut sorted = ord.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        (0..locs.len() as i64).collect::<Vec<_>>(),
+        "each object gets its own rank"
+    );
+    let rank = |wanted: Loc| ord[locs.iter().position(|l| *l == wanted).expect("a location")];
+    let action = |block, seq, index| Loc::Action {
+        parent: Parent::Sequence { block, seq },
+        index,
+    };
+    // Block 0 has three sequences of two actions: first actions of all three, then second ones.
+    let expected = [
+        action(0, 0, 0),
+        action(0, 1, 0),
+        action(0, 2, 0),
+        action(0, 0, 1),
+        action(0, 1, 1),
+        action(0, 2, 1),
+    ];
+    let ranks: Vec<i64> = expected.iter().map(|l| rank(*l)).collect();
+    assert!(ranks.windows(2).all(|w| w[1] == w[0] + 1), "{ranks:?}");
+    // The block and its bypass/pre/cont checks come before its sequences, its post and deferred
+    // checks after; blocks stay in order.
+    assert!(rank(Loc::Block(0)) < rank(Loc::Sequence { block: 0, seq: 0 }));
+    assert!(rank(Loc::Sequence { block: 0, seq: 2 }) < ranks[0]);
+    let post = Loc::Checks {
+        block: Some(0),
+        slot: crate::workflow::CheckSlot::Post,
+    };
+    assert!(ranks[5] < rank(post) && rank(post) < rank(Loc::Block(1)));
+    assert!(rank(action(1, 1, 1)) < rank(Loc::Block(2)));
+}

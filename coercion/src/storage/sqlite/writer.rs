@@ -1,7 +1,8 @@
 //! The writer thread: the only connection that writes. It takes every write request queued at
-//! the moment (a group), runs them in one transaction — each in its own savepoint, so a request
-//! that fails is undone alone and only its caller gets the error — commits once, and then
-//! answers every caller. A write's future therefore completes only after its commit.
+//! the moment (a group), runs them in one transaction, commits once, and then answers every
+//! caller. A write's future therefore completes only after its commit. If a write of the group
+//! fails (an unknown plan, a bad location), the group is run again with each write in its own
+//! savepoint, so the failed one is undone alone and only its caller gets the error.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,22 +49,23 @@ const INSERT_PLAN: &str = "INSERT INTO plans (id, group_id, name, descr, submit_
      reason, heartbeat_ns, paused) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 const INSERT_DEFINITION: &str =
     "INSERT INTO plan_definitions (plan_id, definition) VALUES (?1, ?2)";
-const INSERT_OBJECT: &str = "INSERT INTO objects (plan_id, id, loc, kind, status, start_ns, end_ns) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-const INSERT_ATTEMPT: &str = "INSERT INTO attempts (plan_id, action_id, idx, start_ns, end_ns, outcome) \
+const INSERT_OBJECT: &str = "INSERT INTO objects (plan_id, ord, id, loc, kind, status, start_ns, end_ns) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+const INSERT_ATTEMPT: &str = "INSERT INTO attempts (plan_id, ord, idx, start_ns, end_ns, outcome) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 const UPDATE_PLAN_STATE: &str =
     "UPDATE plans SET status = ?2, start_ns = ?3, end_ns = ?4 WHERE id = ?1";
 const UPDATE_OBJECT_STATE: &str = "UPDATE objects SET status = ?4, start_ns = ?5, end_ns = ?6 WHERE plan_id = ?1 AND id = ?2 AND loc = ?3";
-const COUNT_ATTEMPTS: &str = "SELECT (SELECT count(*) FROM attempts WHERE plan_id = ?1 AND action_id = ?2) \
-     FROM objects WHERE plan_id = ?1 AND id = ?2 AND loc = ?3 AND kind = 'action'";
+const ACTION_ATTEMPTS: &str = "SELECT o.ord, \
+     (SELECT count(*) FROM attempts a WHERE a.plan_id = ?1 AND a.ord = o.ord) \
+     FROM objects o WHERE o.plan_id = ?1 AND o.id = ?2 AND o.loc = ?3 AND o.kind = 'action'";
 const DELETE_ATTEMPTS_AFTER: &str =
-    "DELETE FROM attempts WHERE plan_id = ?1 AND action_id = ?2 AND idx > ?3";
+    "DELETE FROM attempts WHERE plan_id = ?1 AND ord = ?2 AND idx > ?3";
 const UPDATE_ATTEMPT: &str = "UPDATE attempts SET start_ns = ?4, end_ns = ?5, outcome = ?6 \
-     WHERE plan_id = ?1 AND action_id = ?2 AND idx = ?3";
+     WHERE plan_id = ?1 AND ord = ?2 AND idx = ?3";
 const RESET_ACTION: &str = "UPDATE objects SET status = 'NotStarted', start_ns = NULL, end_ns = NULL \
-     WHERE plan_id = ?1 AND id = ?2 AND loc = ?3 AND kind = 'action'";
-const DELETE_ATTEMPTS: &str = "DELETE FROM attempts WHERE plan_id = ?1 AND action_id = ?2";
+     WHERE plan_id = ?1 AND id = ?2 AND loc = ?3 AND kind = 'action' RETURNING ord";
+const DELETE_ATTEMPTS: &str = "DELETE FROM attempts WHERE plan_id = ?1 AND ord = ?2";
 const UPDATE_REASON: &str = "UPDATE plans SET reason = ?2 WHERE id = ?1";
 const UPDATE_HEARTBEAT: &str = "UPDATE plans SET heartbeat_ns = ?2 WHERE id = ?1";
 const UPDATE_PAUSED: &str = "UPDATE plans SET paused = ?2 WHERE id = ?1";
@@ -73,6 +75,14 @@ const DELETE_PLAN: &str = "DELETE FROM plans WHERE id = ?1";
 enum Failure {
     Request(StoreError),
     Group(StoreError),
+}
+
+impl Failure {
+    fn into_error(self) -> StoreError {
+        match self {
+            Failure::Request(e) | Failure::Group(e) => e,
+        }
+    }
 }
 
 impl Writer {
@@ -95,45 +105,78 @@ impl Writer {
         let n = group.len() as u64;
         self.counters.writes.fetch_add(n, Ordering::Relaxed);
         self.counters.largest_group.fetch_max(n, Ordering::Relaxed);
-        let mut results: Vec<Result<(), StoreError>> = Vec::with_capacity(group.len());
-        let outcome = (|| {
-            self.exec("BEGIN IMMEDIATE")
-                .map_err(|e| sql_error(&self.store, "starting a transaction", e))?;
-            for request in group.iter() {
-                match self.run_in_savepoint(&request.write) {
-                    Ok(()) => results.push(Ok(())),
-                    Err(Failure::Request(e)) => results.push(Err(e)),
-                    Err(Failure::Group(e)) => return Err(e),
-                }
-            }
+        // Fast path: the whole group in one transaction without savepoints. Only if a write
+        // fails is the group run again with a savepoint around each write.
+        let results = match self.run_group(group, false) {
+            Ok(results) => Ok(results),
+            Err(Failure::Request(_)) => self.run_group(group, true).map_err(Failure::into_error),
+            Err(Failure::Group(e)) => Err(e),
+        };
+        let results = match results.and_then(|results| {
             self.exec("COMMIT")
-                .map_err(|e| sql_error(&self.store, "committing", e))
-        })();
-        match outcome {
-            Ok(()) => {
+                .map_err(|e| sql_error(&self.store, "committing", e))?;
+            Ok(results)
+        }) {
+            Ok(results) => {
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                results
             }
             Err(e) => {
                 if !self.conn.is_autocommit() {
                     let _ = self.exec("ROLLBACK");
                 }
-                // Nothing of the group was kept: every caller gets the error, with its own
-                // error if it had one.
-                let group_error = e;
-                results.resize(group.len(), Err(group_error.clone()));
-                for r in &mut results {
-                    if r.is_ok() {
-                        *r = Err(group_error.clone());
-                    }
-                }
+                // Nothing of the group was kept: every caller gets the error.
+                vec![Err(e); group.len()]
             }
-        }
+        };
         let failed = results.iter().filter(|r| r.is_err()).count() as u64;
         self.counters
             .failed_writes
             .fetch_add(failed, Ordering::Relaxed);
         for (request, result) in group.drain(..).zip(results) {
             let _ = request.reply.send(result);
+        }
+    }
+
+    /// Runs every write of `group` in a new transaction, left open for the caller to commit.
+    /// Without savepoints, the first write that fails rolls the transaction back and is
+    /// returned as `Failure::Request`; with them, each failed write is undone alone and its
+    /// error is its result. `Failure::Group` means the transaction is gone.
+    fn run_group(
+        &self,
+        group: &[Request],
+        savepoints: bool,
+    ) -> Result<Vec<Result<(), StoreError>>, Failure> {
+        self.exec("BEGIN IMMEDIATE")
+            .map_err(|e| Failure::Group(sql_error(&self.store, "starting a transaction", e)))?;
+        let mut results = Vec::with_capacity(group.len());
+        for request in group {
+            let result = if savepoints {
+                self.run_in_savepoint(&request.write)
+            } else {
+                self.run_write(&request.write).map_err(|e| self.classify(e))
+            };
+            match result {
+                Ok(()) => results.push(Ok(())),
+                Err(Failure::Request(e)) if savepoints => results.push(Err(e)),
+                Err(failure) => {
+                    if !self.conn.is_autocommit() {
+                        let _ = self.exec("ROLLBACK");
+                    }
+                    return Err(failure);
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    /// A write's own error, unless SQLite rolled back the whole transaction (disk full, I/O
+    /// error, …), which is the group's.
+    fn classify(&self, e: StoreError) -> Failure {
+        if self.conn.is_autocommit() {
+            Failure::Group(e)
+        } else {
+            Failure::Request(e)
         }
     }
 
@@ -149,18 +192,17 @@ impl Writer {
             Ok(()) => self
                 .exec("RELEASE write")
                 .map_err(|e| Failure::Group(sql_error(&self.store, "releasing a savepoint", e))),
-            Err(e) => {
-                if self.conn.is_autocommit() {
-                    // SQLite rolled back the whole transaction (disk full, I/O error, …).
-                    return Err(Failure::Group(e));
+            Err(e) => match self.classify(e) {
+                Failure::Request(e) => {
+                    self.exec("ROLLBACK TO write")
+                        .and_then(|()| self.exec("RELEASE write"))
+                        .map_err(|e| {
+                            Failure::Group(sql_error(&self.store, "rolling back a savepoint", e))
+                        })?;
+                    Err(Failure::Request(e))
                 }
-                self.exec("ROLLBACK TO write")
-                    .and_then(|()| self.exec("RELEASE write"))
-                    .map_err(|e| {
-                        Failure::Group(sql_error(&self.store, "rolling back a savepoint", e))
-                    })?;
-                Err(Failure::Request(e))
-            }
+                group => Err(group),
+            },
         }
     }
 
@@ -211,6 +253,7 @@ impl Writer {
             insert
                 .execute(params![
                     p.id_text,
+                    o.ord,
                     o.id,
                     o.loc,
                     o.kind,
@@ -225,7 +268,7 @@ impl Writer {
             insert
                 .execute(params![
                     p.id_text,
-                    a.action_id,
+                    a.ord,
                     a.idx,
                     a.cols.start,
                     a.cols.end,
@@ -300,15 +343,17 @@ impl Writer {
                     index,
                     cols,
                 } => {
-                    let count: Option<i64> = self
+                    let found: Option<(i64, i64)> = self
                         .conn
-                        .prepare_cached(COUNT_ATTEMPTS)
+                        .prepare_cached(ACTION_ATTEMPTS)
                         .and_then(|mut s| {
-                            s.query_row(params![plan, object, loc], |row| row.get(0))
-                                .optional()
+                            s.query_row(params![plan, object, loc], |row| {
+                                Ok((row.get(0)?, row.get(1)?))
+                            })
+                            .optional()
                         })
                         .map_err(err)?;
-                    let Some(count) = count else {
+                    let Some((ord, count)) = found else {
                         return Err(missing(format!(
                             "plan {id} has no action {object} at {debug_loc:?}"
                         )));
@@ -322,7 +367,7 @@ impl Writer {
                         if *index + 1 < count {
                             self.conn
                                 .prepare_cached(DELETE_ATTEMPTS_AFTER)
-                                .and_then(|mut s| s.execute(params![plan, object, index]))
+                                .and_then(|mut s| s.execute(params![plan, ord, index]))
                                 .map_err(err)?;
                         }
                         self.conn
@@ -330,7 +375,7 @@ impl Writer {
                             .and_then(|mut s| {
                                 s.execute(params![
                                     plan,
-                                    object,
+                                    ord,
                                     index,
                                     cols.start,
                                     cols.end,
@@ -344,7 +389,7 @@ impl Writer {
                             .and_then(|mut s| {
                                 s.execute(params![
                                     plan,
-                                    object,
+                                    ord,
                                     index,
                                     cols.start,
                                     cols.end,
@@ -359,19 +404,22 @@ impl Writer {
                     loc,
                     debug_loc,
                 } => {
-                    let n = self
+                    let ord: Option<i64> = self
                         .conn
                         .prepare_cached(RESET_ACTION)
-                        .and_then(|mut s| s.execute(params![plan, object, loc]))
+                        .and_then(|mut s| {
+                            s.query_row(params![plan, object, loc], |row| row.get(0))
+                                .optional()
+                        })
                         .map_err(err)?;
-                    if n == 0 {
+                    let Some(ord) = ord else {
                         return Err(missing(format!(
                             "plan {id} has no action {object} at {debug_loc:?}"
                         )));
-                    }
+                    };
                     self.conn
                         .prepare_cached(DELETE_ATTEMPTS)
-                        .and_then(|mut s| s.execute(params![plan, object]))
+                        .and_then(|mut s| s.execute(params![plan, ord]))
                         .map_err(err)?;
                 }
                 Op::Reason(reason) => self.update_plan(id, &plan, UPDATE_REASON, reason)?,
