@@ -214,9 +214,9 @@ fn the_default_name_is_the_module_path_and_type_name() {
 #[test]
 fn the_attribute_records_kind_and_idempotence() {
     assert_eq!(Unnamed::KIND, PluginKind::Action);
-    assert!(Unnamed::IDEMPOTENT);
+    assert_eq!(Unnamed::IDEMPOTENT, true);
     assert_eq!(nested::Probe::KIND, PluginKind::Check);
-    assert!(!nested::Probe::IDEMPOTENT);
+    assert_eq!(nested::Probe::IDEMPOTENT, false);
     let registry = Registry::from_inventory().unwrap();
     assert!(
         !registry
