@@ -89,6 +89,12 @@ test("the list page shows every plan with its status", async () => {
   await page.waitForURL(/status=Failed/);
   assert.equal(await page.locator("tr[data-plan]").count(), 2, "the failed and the hostile plan");
   await page.goto(URL_BASE + "/");
+  // Status badges are legible: white text on the status colour.
+  for (const badge of await page.locator(".badge").all()) {
+    const [fg, bg] = await badge.evaluate((e) => [getComputedStyle(e).color, getComputedStyle(e).backgroundColor]);
+    assert.equal(fg, "rgb(255, 255, 255)", `badge text colour (${await badge.innerText()})`);
+    assert.notEqual(bg, fg);
+  }
   await shot(page, "web-list.png");
   assert.deepEqual(page.errors, []);
   await page.context().close();
@@ -103,7 +109,7 @@ test("a plan running in another process updates without a reload", async () => {
   // Open a sequence the server shows closed? Open the first action, and check it stays open.
   const firstAction = page.locator("#live details.action").first();
   const firstId = await firstAction.getAttribute("data-id");
-  await firstAction.locator("summary").click();
+  await firstAction.locator(":scope > summary").click();
   await page.waitForFunction(() => Number(document.body.dataset.liveUpdates || 0) >= 2, null, { timeout: 20000 });
   await page.waitForFunction(
     (n) => document.querySelectorAll('#live details.action[data-status="Completed"]').length > n,
@@ -131,7 +137,7 @@ test("a failed action's error is one click away", async () => {
   assert.equal(await failed.count(), 1);
   const error = failed.locator(".error-message").last();
   assert.equal(await error.isVisible(), false, "closed at first");
-  await failed.locator("summary").first().click();
+  await failed.locator(":scope > summary").click();
   await error.waitFor({ state: "visible" });
   assert.equal(await error.innerText(), `${FAILED_TAG}: scripted failure on attempt 3`);
   assert.equal(await failed.locator("ol.attempts > li").count(), 3, "every attempt is listed");
@@ -146,7 +152,7 @@ test("hostile names render as text and no script runs", async () => {
   assert.equal(await page.locator("h1 .plan-name").innerText(), HOSTILE_PLAN);
   const action = page.locator("details.action").first();
   assert.equal(await action.locator("summary .name").innerText(), HOSTILE_ACTION);
-  await action.locator("summary").click();
+  await action.locator(":scope > summary").click();
   assert.match(await action.locator(".error-message").innerText(), new RegExp(HOSTILE_ERROR.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")));
   assert.equal(await page.locator("script").count(), 1, "only the UI's own script element");
   assert.equal(await page.locator("img").count(), 0, "no element from a name");
@@ -199,7 +205,7 @@ test("the HTML report renders offline, escaped, with the error one click away", 
   const failed = page.locator('details.action[data-status="Failed"]');
   const error = failed.locator(".error-message").last();
   assert.equal(await error.isVisible(), false);
-  await failed.locator("summary").first().click();
+  await failed.locator(":scope > summary").click();
   await error.waitFor({ state: "visible" });
   assert.equal(await error.innerText(), `${FAILED_TAG}: scripted failure on attempt 3`);
   await shot(page, "report-failed.png");
