@@ -300,14 +300,10 @@ async fn concurrent_claims_split_the_runnable_plans() {
         matches!(err, StoreError::Permanent(ref m) if m.contains("Completed")),
         "{err:?}"
     );
+    let unknown = PlanId::new_v7();
     assert_eq!(
-        client
-            .request_start(PlanId::new_v7())
-            .await
-            .unwrap_err()
-            .to_string()
-            .contains("not found"),
-        true
+        client.request_start(unknown).await,
+        Err(StoreError::NotFound(unknown))
     );
 }
 

@@ -115,10 +115,9 @@ async fn worker_loop(ws: Workstream, options: WorkerOptions, cancel: Cancellatio
                             let _ = ws.store().release(id).await;
                             continue;
                         };
-                        if let Some(launched) = take(&ws, id, &options).await {
+                        if take(&ws, id, &options).await {
                             let ws = ws.clone();
                             tokio::spawn(async move {
-                                let _ = launched;
                                 let _ = ws.wait(id).await;
                                 drop(permit);
                             });
@@ -138,16 +137,16 @@ async fn worker_loop(ws: Workstream, options: WorkerOptions, cancel: Cancellatio
     }
 }
 
-/// Runs a claimed plan: resumes it, fails it if too stale, or gives it back. `Some` when it
+/// Runs a claimed plan: resumes it, fails it if too stale, or gives it back. `true` when it
 /// was launched.
-async fn take(ws: &Workstream, id: PlanId, options: &WorkerOptions) -> Option<()> {
+async fn take(ws: &Workstream, id: PlanId, options: &WorkerOptions) -> bool {
     let store = ws.store();
     let plan = match store.read(id).await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(plan = %id, error = %e, "worker: cannot read a claimed plan; giving it back");
             let _ = store.release(id).await;
-            return None;
+            return false;
         }
     };
     if plan.state.status == Status::Running {
@@ -162,24 +161,24 @@ async fn take(ws: &Workstream, id: PlanId, options: &WorkerOptions) -> Option<()
                 tracing::warn!(plan = %id, error = %e, "worker: could not fail a stale plan");
             }
             let _ = store.release(id).await;
-            return None;
+            return false;
         }
         tracing::info!(plan = %id, "worker: taking over a plan whose process stopped");
     } else if plan.state.status != Status::NotStarted {
         // Ended meanwhile.
         let _ = store.release(id).await;
-        return None;
+        return false;
     }
     match ws.launch(plan).await {
-        Ok(()) => Some(()),
+        Ok(()) => true,
         // Already running here (its lease had lapsed and was renewed by this claim).
-        Err(Error::AlreadyStarted(_)) => None,
+        Err(Error::AlreadyStarted(_)) => false,
         Err(e) => {
             tracing::warn!(plan = %id, error = %e, "worker: could not launch a claimed plan");
             if !matches!(e, Error::OwnedElsewhere(_)) {
                 let _ = store.release(id).await;
             }
-            None
+            false
         }
     }
 }
