@@ -516,11 +516,12 @@ impl Workstream {
             match state? {
                 State::Items(mut it) => it.next().map(|e| (e, Some(State::Items(it)))),
                 State::Live(run, rx, Some(first)) => Some((first, Some(State::Live(run, rx, None)))),
-                State::Live(run, mut rx, None) => loop {
+                State::Live(run, mut rx, None) => {
                     // A run that ended before this subscription saw its `Finished` event ends
                     // the stream with the final tree instead of waiting forever.
+                    use tokio::sync::broadcast::error::TryRecvError;
                     let received = match rx.try_recv() {
-                        Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {
+                        Err(TryRecvError::Empty) => {
                             let mut done = run.done.subscribe();
                             tokio::select! {
                                 r = rx.recv() => r,
@@ -530,22 +531,20 @@ impl Workstream {
                                 },
                             }
                         }
-                        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
-                        Err(tokio::sync::broadcast::error::TryRecvError::Closed) => Err(RecvError::Closed),
+                        Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                        Err(TryRecvError::Closed) => Err(RecvError::Closed),
                         Ok(e) => Ok(e),
                     };
                     match received {
-                        Ok(Event::Finished(p)) => return Some((Event::Finished(p), None)),
-                        Ok(e) => return Some((e, Some(State::Live(run, rx, None)))),
+                        Ok(Event::Finished(p)) => Some((Event::Finished(p), None)),
+                        Ok(e) => Some((e, Some(State::Live(run, rx, None)))),
                         Err(RecvError::Lagged(_)) => {
                             let snap = Event::Snapshot(Box::new(run.snapshot()));
-                            return Some((snap, Some(State::Live(run, rx, None))));
+                            Some((snap, Some(State::Live(run, rx, None))))
                         }
-                        Err(RecvError::Closed) => {
-                            return Some((Event::Finished(Box::new(run.snapshot())), None));
-                        }
+                        Err(RecvError::Closed) => Some((Event::Finished(Box::new(run.snapshot())), None)),
                     }
-                },
+                }
             }
         }))
     }
