@@ -101,12 +101,18 @@ impl Plan {
         plan
     }
 
-    /// A new plan holding only the work that did not succeed, or `None` if everything did:
-    /// blocks whose sequences all completed (or that were bypassed) are dropped; kept blocks
-    /// hold only their failed, stopped or never-run sequences, each without the actions that
-    /// already completed; checks and deferred batches are kept; the plan is in the same group.
-    /// Submitting it runs exactly the work that had not succeeded.
+    /// A new plan holding only the work that did not succeed, or `None` if everything did (or
+    /// the plan was bypassed): blocks whose sequences all completed (or that were bypassed) are
+    /// dropped; kept blocks hold only their failed, stopped or never-run sequences, each without
+    /// the actions that already completed; checks and deferred batches are kept; the plan is in
+    /// the same group. Submitting it runs exactly the work that had not succeeded.
     pub fn clone_retry_failed(&self) -> Option<Plan> {
+        // A plan whose bypass checks passed completed without running its blocks: it succeeded.
+        let bypassed = self.checks.bypass.as_ref().is_some_and(|c| c.state.status == Status::Completed)
+            && self.state.status == Status::Completed;
+        if bypassed {
+            return None;
+        }
         let blocks: Vec<Block> = self
             .blocks
             .iter()
