@@ -107,6 +107,7 @@ pub(super) fn read_plan(conn: &Connection, store: &str, id: PlanId) -> Result<Pl
     let tx = conn.unchecked_transaction().map_err(err)?;
     let key = id_text(id.0);
     type PlanRow = (
+        i64,
         String,
         Option<i64>,
         Option<i64>,
@@ -117,15 +118,26 @@ pub(super) fn read_plan(conn: &Connection, store: &str, id: PlanId) -> Result<Pl
     );
     let row: Option<PlanRow> = tx
         .prepare_cached(
-            "SELECT p.status, p.start_ns, p.end_ns, p.reason, p.heartbeat_ns, p.paused, d.definition \
-             FROM plans p JOIN plan_definitions d ON d.plan_id = p.id WHERE p.id = ?1",
+            "SELECT p.pk, p.status, p.start_ns, p.end_ns, p.reason, p.heartbeat_ns, p.paused, \
+             d.definition FROM plans p JOIN plan_definitions d ON d.plan_pk = p.pk WHERE p.id = ?1",
         )
         .and_then(|mut s| {
-            s.query_row([&key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
-                .optional()
+            s.query_row([&key], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            })
+            .optional()
         })
         .map_err(err)?;
-    let Some((status, start, end, reason, heartbeat, paused, definition)) = row else {
+    let Some((pk, status, start, end, reason, heartbeat, paused, definition)) = row else {
         return Err(StoreError::NotFound(id));
     };
     let mut plan = Plan::from_json(&definition).map_err(|e| corrupt(store, id, e))?;
@@ -158,9 +170,9 @@ pub(super) fn read_plan(conn: &Connection, store: &str, id: PlanId) -> Result<Pl
     };
 
     let mut stmt = tx
-        .prepare_cached("SELECT ord, id, status, start_ns, end_ns FROM objects WHERE plan_id = ?1")
+        .prepare_cached("SELECT ord, id, status, start_ns, end_ns FROM objects WHERE plan_pk = ?1")
         .map_err(err)?;
-    let mut rows = stmt.query([&key]).map_err(err)?;
+    let mut rows = stmt.query([pk]).map_err(err)?;
     // Attempts name their action by `ord`.
     let mut by_ord: HashMap<i64, (String, Loc)> = HashMap::new();
     while let Some(r) = rows.next().map_err(err)? {
@@ -183,10 +195,10 @@ pub(super) fn read_plan(conn: &Connection, store: &str, id: PlanId) -> Result<Pl
 
     let mut stmt = tx
         .prepare_cached(
-            "SELECT ord, idx, start_ns, end_ns, outcome FROM attempts WHERE plan_id = ?1 ORDER BY ord, idx",
+            "SELECT ord, idx, start_ns, end_ns, outcome FROM attempts WHERE plan_pk = ?1 ORDER BY ord, idx",
         )
         .map_err(err)?;
-    let mut rows = stmt.query([&key]).map_err(err)?;
+    let mut rows = stmt.query([pk]).map_err(err)?;
     while let Some(r) = rows.next().map_err(err)? {
         let ord: i64 = r.get(0).map_err(err)?;
         let idx: i64 = r.get(1).map_err(err)?;

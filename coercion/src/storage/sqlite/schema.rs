@@ -36,7 +36,9 @@ pub(super) fn latest() -> i64 {
 /// Version 1.
 ///
 /// * `plans`: one small row per plan with what listing and filtering need (times are integer
-///   nanoseconds since the epoch, NULL when unset; statuses and reasons are names).
+///   nanoseconds since the epoch, NULL when unset; statuses and reasons are names). `id` is the
+///   plan's UUID; the other tables refer to the plan by its integer key `pk`, which keeps their
+///   keys short.
 /// * `plan_definitions`: the plan as submitted, as JSON, without states or attempts. Kept apart
 ///   from `plans` so updating a plan's status does not rewrite a large row.
 /// * `objects`: one row per check section, block, sequence, deferred batch and action, with its
@@ -58,7 +60,8 @@ CREATE TABLE schema_version (
 );
 
 CREATE TABLE plans (
-    id             TEXT    NOT NULL PRIMARY KEY,
+    pk             INTEGER PRIMARY KEY,
+    id             TEXT    NOT NULL UNIQUE,
     group_id       TEXT,
     name           TEXT    NOT NULL,
     descr          TEXT    NOT NULL,
@@ -78,12 +81,12 @@ CREATE INDEX plans_by_group ON plans (group_id, submit_time_ns DESC, id DESC);
 CREATE INDEX plans_by_name ON plans (name);
 
 CREATE TABLE plan_definitions (
-    plan_id    TEXT NOT NULL PRIMARY KEY REFERENCES plans (id) ON DELETE CASCADE,
+    plan_pk    INTEGER PRIMARY KEY REFERENCES plans (pk) ON DELETE CASCADE,
     definition TEXT NOT NULL
 );
 
 CREATE TABLE objects (
-    plan_id  TEXT    NOT NULL REFERENCES plans (id) ON DELETE CASCADE,
+    plan_pk  INTEGER NOT NULL REFERENCES plans (pk) ON DELETE CASCADE,
     ord      INTEGER NOT NULL,
     id       TEXT    NOT NULL,
     loc      TEXT    NOT NULL,
@@ -94,19 +97,19 @@ CREATE TABLE objects (
                OR status = 'Failed' OR status = 'Stopped'),
     start_ns INTEGER,
     end_ns   INTEGER,
-    PRIMARY KEY (plan_id, ord)
+    PRIMARY KEY (plan_pk, ord)
 ) WITHOUT ROWID;
-CREATE UNIQUE INDEX objects_by_id ON objects (plan_id, id);
+CREATE UNIQUE INDEX objects_by_id ON objects (plan_pk, id);
 
 CREATE TABLE attempts (
-    plan_id  TEXT    NOT NULL,
+    plan_pk  INTEGER NOT NULL,
     ord      INTEGER NOT NULL,
     idx      INTEGER NOT NULL CHECK (idx >= 0),
     start_ns INTEGER NOT NULL,
     end_ns   INTEGER,
     outcome  TEXT,
-    PRIMARY KEY (plan_id, ord, idx),
-    FOREIGN KEY (plan_id, ord) REFERENCES objects (plan_id, ord) ON DELETE CASCADE
+    PRIMARY KEY (plan_pk, ord, idx),
+    FOREIGN KEY (plan_pk, ord) REFERENCES objects (plan_pk, ord) ON DELETE CASCADE
 ) WITHOUT ROWID;
 ";
 

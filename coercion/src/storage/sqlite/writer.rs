@@ -11,7 +11,7 @@ use std::sync::mpsc::Receiver;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::codec::{Op, PreparedPlan, sql_error};
+use super::codec::{Op, PreparedPlan, id_text, sql_error};
 use crate::storage::StoreError;
 use crate::workflow::PlanId;
 
@@ -44,32 +44,34 @@ pub(super) struct Writer {
     pub max_group: usize,
 }
 
-const PLAN_STATUS: &str = "SELECT status FROM plans WHERE id = ?1";
-const INSERT_PLAN: &str = "INSERT INTO plans (id, group_id, name, descr, submit_time_ns, status, start_ns, end_ns, \
-     reason, heartbeat_ns, paused) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+const PLAN_KEY: &str = "SELECT pk, status FROM plans WHERE id = ?1";
+const INSERT_PLAN: &str = "INSERT INTO plans (id, group_id, name, descr, submit_time_ns, status, \
+     start_ns, end_ns, reason, heartbeat_ns, paused) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 const INSERT_DEFINITION: &str =
-    "INSERT INTO plan_definitions (plan_id, definition) VALUES (?1, ?2)";
-const INSERT_OBJECT: &str = "INSERT INTO objects (plan_id, ord, id, loc, kind, status, start_ns, end_ns) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
-const INSERT_ATTEMPT: &str = "INSERT INTO attempts (plan_id, ord, idx, start_ns, end_ns, outcome) \
+    "INSERT INTO plan_definitions (plan_pk, definition) VALUES (?1, ?2)";
+const INSERT_OBJECT: &str = "INSERT INTO objects \
+     (plan_pk, ord, id, loc, kind, status, start_ns, end_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+const INSERT_ATTEMPT: &str = "INSERT INTO attempts (plan_pk, ord, idx, start_ns, end_ns, outcome) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 const UPDATE_PLAN_STATE: &str =
-    "UPDATE plans SET status = ?2, start_ns = ?3, end_ns = ?4 WHERE id = ?1";
-const UPDATE_OBJECT_STATE: &str = "UPDATE objects SET status = ?4, start_ns = ?5, end_ns = ?6 WHERE plan_id = ?1 AND id = ?2 AND loc = ?3";
+    "UPDATE plans SET status = ?2, start_ns = ?3, end_ns = ?4 WHERE pk = ?1";
+const UPDATE_OBJECT_STATE: &str = "UPDATE objects SET status = ?4, start_ns = ?5, end_ns = ?6 \
+     WHERE plan_pk = ?1 AND id = ?2 AND loc = ?3";
 const ACTION_ATTEMPTS: &str = "SELECT o.ord, \
-     (SELECT count(*) FROM attempts a WHERE a.plan_id = ?1 AND a.ord = o.ord) \
-     FROM objects o WHERE o.plan_id = ?1 AND o.id = ?2 AND o.loc = ?3 AND o.kind = 'action'";
+     (SELECT count(*) FROM attempts a WHERE a.plan_pk = ?1 AND a.ord = o.ord) \
+     FROM objects o WHERE o.plan_pk = ?1 AND o.id = ?2 AND o.loc = ?3 AND o.kind = 'action'";
 const DELETE_ATTEMPTS_AFTER: &str =
-    "DELETE FROM attempts WHERE plan_id = ?1 AND ord = ?2 AND idx > ?3";
+    "DELETE FROM attempts WHERE plan_pk = ?1 AND ord = ?2 AND idx > ?3";
 const UPDATE_ATTEMPT: &str = "UPDATE attempts SET start_ns = ?4, end_ns = ?5, outcome = ?6 \
-     WHERE plan_id = ?1 AND ord = ?2 AND idx = ?3";
+     WHERE plan_pk = ?1 AND ord = ?2 AND idx = ?3";
 const RESET_ACTION: &str = "UPDATE objects SET status = 'NotStarted', start_ns = NULL, end_ns = NULL \
-     WHERE plan_id = ?1 AND id = ?2 AND loc = ?3 AND kind = 'action' RETURNING ord";
-const DELETE_ATTEMPTS: &str = "DELETE FROM attempts WHERE plan_id = ?1 AND ord = ?2";
-const UPDATE_REASON: &str = "UPDATE plans SET reason = ?2 WHERE id = ?1";
-const UPDATE_HEARTBEAT: &str = "UPDATE plans SET heartbeat_ns = ?2 WHERE id = ?1";
-const UPDATE_PAUSED: &str = "UPDATE plans SET paused = ?2 WHERE id = ?1";
-const DELETE_PLAN: &str = "DELETE FROM plans WHERE id = ?1";
+     WHERE plan_pk = ?1 AND id = ?2 AND loc = ?3 AND kind = 'action' RETURNING ord";
+const DELETE_ATTEMPTS: &str = "DELETE FROM attempts WHERE plan_pk = ?1 AND ord = ?2";
+const UPDATE_REASON: &str = "UPDATE plans SET reason = ?2 WHERE pk = ?1";
+const UPDATE_HEARTBEAT: &str = "UPDATE plans SET heartbeat_ns = ?2 WHERE pk = ?1";
+const UPDATE_PAUSED: &str = "UPDATE plans SET paused = ?2 WHERE pk = ?1";
+const DELETE_PLAN: &str = "DELETE FROM plans WHERE pk = ?1";
 
 /// Why a request failed: its own error, or a failure of SQLite that rolled back the whole group.
 enum Failure {
@@ -214,16 +216,20 @@ impl Writer {
         }
     }
 
-    fn plan_status(&self, id: &str) -> rusqlite::Result<Option<String>> {
+    /// The plan's key and status, if it exists.
+    fn plan_key(&self, id: PlanId) -> Result<Option<(i64, String)>, StoreError> {
         self.conn
-            .prepare_cached(PLAN_STATUS)?
-            .query_row([id], |row| row.get(0))
-            .optional()
+            .prepare_cached(PLAN_KEY)
+            .and_then(|mut s| {
+                s.query_row([id_text(id.0)], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
+            })
+            .map_err(|e| sql_error(&self.store, &format!("looking up plan {id}"), e))
     }
 
     fn create(&self, p: &PreparedPlan) -> Result<(), StoreError> {
         let err = |e| sql_error(&self.store, &format!("creating plan {}", p.id), e);
-        if self.plan_status(&p.id_text).map_err(err)?.is_some() {
+        if self.plan_key(p.id)?.is_some() {
             return Err(StoreError::AlreadyExists(p.id));
         }
         self.conn
@@ -244,222 +250,163 @@ impl Writer {
                 ])
             })
             .map_err(err)?;
+        let pk = self.conn.last_insert_rowid();
         self.conn
             .prepare_cached(INSERT_DEFINITION)
-            .and_then(|mut s| s.execute(params![p.id_text, p.definition]))
+            .and_then(|mut s| s.execute(params![pk, p.definition]))
             .map_err(err)?;
         let mut insert = self.conn.prepare_cached(INSERT_OBJECT).map_err(err)?;
         for o in &p.objects {
+            let state = &o.state;
             insert
                 .execute(params![
-                    p.id_text,
+                    pk,
                     o.ord,
                     o.id,
                     o.loc,
                     o.kind,
-                    o.state.status,
-                    o.state.start,
-                    o.state.end
+                    state.status,
+                    state.start,
+                    state.end
                 ])
                 .map_err(err)?;
         }
         let mut insert = self.conn.prepare_cached(INSERT_ATTEMPT).map_err(err)?;
         for a in &p.attempts {
+            let c = &a.cols;
             insert
-                .execute(params![
-                    p.id_text,
-                    a.ord,
-                    a.idx,
-                    a.cols.start,
-                    a.cols.end,
-                    a.cols.outcome
-                ])
+                .execute(params![pk, a.ord, a.idx, c.start, c.end, c.outcome])
                 .map_err(err)?;
         }
         Ok(())
     }
 
     fn apply(&self, id: PlanId, ops: &[Op]) -> Result<(), StoreError> {
-        let plan = super::codec::id_text(id.0);
-        let err = |e| sql_error(&self.store, &format!("updating plan {id}"), e);
-        // An object that is not found may mean that the plan is not: tell which.
-        let missing = |what: String| -> StoreError {
-            match self.plan_status(&plan) {
-                Ok(None) => StoreError::NotFound(id),
-                Ok(Some(_)) => StoreError::Permanent(what),
-                Err(e) => err(e),
-            }
-        };
-        if ops.is_empty() && self.plan_status(&plan).map_err(err)?.is_none() {
+        let Some((plan, _)) = self.plan_key(id)? else {
             return Err(StoreError::NotFound(id));
-        }
+        };
         for op in ops {
-            match op {
-                Op::PlanState { id: object, state } => {
-                    if *object != id.0 {
-                        return Err(missing(format!("plan {id} has no object {object} at Plan")));
-                    }
-                    let n = self
-                        .conn
-                        .prepare_cached(UPDATE_PLAN_STATE)
-                        .and_then(|mut s| {
-                            s.execute(params![plan, state.status, state.start, state.end])
-                        })
-                        .map_err(err)?;
-                    if n == 0 {
-                        return Err(StoreError::NotFound(id));
-                    }
+            self.apply_op(id, plan, op)?;
+        }
+        Ok(())
+    }
+
+    /// Runs one change on plan `id`, whose key is `plan`.
+    fn apply_op(&self, id: PlanId, plan: i64, op: &Op) -> Result<(), StoreError> {
+        let err = |e| sql_error(&self.store, &format!("updating plan {id}"), e);
+        let execute = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<usize, StoreError> {
+            self.conn
+                .prepare_cached(sql)
+                .and_then(|mut s| s.execute(params))
+                .map_err(err)
+        };
+        let query_one = |sql: &str,
+                         params: &[&dyn rusqlite::ToSql]|
+         -> Result<Option<(i64, i64)>, StoreError> {
+            self.conn
+                .prepare_cached(sql)
+                .and_then(|mut s| {
+                    s.query_row(params, |row| {
+                        Ok((
+                            row.get(0)?,
+                            if row.as_ref().column_count() > 1 {
+                                row.get(1)?
+                            } else {
+                                0
+                            },
+                        ))
+                    })
+                    .optional()
+                })
+                .map_err(err)
+        };
+        let missing = |what: &str, object: &str, loc: &crate::workflow::Loc| {
+            StoreError::Permanent(format!("plan {id} has no {what} {object} at {loc:?}"))
+        };
+        match op {
+            Op::PlanState { id: object, state } => {
+                if *object != id.0 {
+                    return Err(StoreError::Permanent(format!(
+                        "plan {id} has no object {object} at Plan"
+                    )));
                 }
-                Op::ObjectState {
-                    id: object,
-                    loc,
-                    debug_loc,
-                    state,
-                } => {
-                    let n = self
-                        .conn
-                        .prepare_cached(UPDATE_OBJECT_STATE)
-                        .and_then(|mut s| {
-                            s.execute(params![
-                                plan,
-                                object,
-                                loc,
-                                state.status,
-                                state.start,
-                                state.end
-                            ])
-                        })
-                        .map_err(err)?;
-                    if n == 0 {
-                        return Err(missing(format!(
-                            "plan {id} has no object {object} at {debug_loc:?}"
-                        )));
-                    }
+                execute(
+                    UPDATE_PLAN_STATE,
+                    params![plan, state.status, state.start, state.end],
+                )?;
+            }
+            Op::ObjectState {
+                id: object,
+                loc,
+                debug_loc,
+                state,
+            } => {
+                let n = execute(
+                    UPDATE_OBJECT_STATE,
+                    params![plan, object, loc, state.status, state.start, state.end],
+                )?;
+                if n == 0 {
+                    return Err(missing("object", object, debug_loc));
                 }
-                Op::Attempt {
-                    id: object,
-                    loc,
-                    debug_loc,
-                    index,
-                    cols,
-                } => {
-                    let found: Option<(i64, i64)> = self
-                        .conn
-                        .prepare_cached(ACTION_ATTEMPTS)
-                        .and_then(|mut s| {
-                            s.query_row(params![plan, object, loc], |row| {
-                                Ok((row.get(0)?, row.get(1)?))
-                            })
-                            .optional()
-                        })
-                        .map_err(err)?;
-                    let Some((ord, count)) = found else {
-                        return Err(missing(format!(
-                            "plan {id} has no action {object} at {debug_loc:?}"
-                        )));
-                    };
-                    if *index > count {
-                        return Err(StoreError::Permanent(format!(
-                            "plan {id}: attempt {index} of the action at {debug_loc:?} skips attempt {count}"
-                        )));
-                    }
-                    if *index < count {
-                        if *index + 1 < count {
-                            self.conn
-                                .prepare_cached(DELETE_ATTEMPTS_AFTER)
-                                .and_then(|mut s| s.execute(params![plan, ord, index]))
-                                .map_err(err)?;
-                        }
-                        self.conn
-                            .prepare_cached(UPDATE_ATTEMPT)
-                            .and_then(|mut s| {
-                                s.execute(params![
-                                    plan,
-                                    ord,
-                                    index,
-                                    cols.start,
-                                    cols.end,
-                                    cols.outcome
-                                ])
-                            })
-                            .map_err(err)?;
-                    } else {
-                        self.conn
-                            .prepare_cached(INSERT_ATTEMPT)
-                            .and_then(|mut s| {
-                                s.execute(params![
-                                    plan,
-                                    ord,
-                                    index,
-                                    cols.start,
-                                    cols.end,
-                                    cols.outcome
-                                ])
-                            })
-                            .map_err(err)?;
-                    }
+            }
+            Op::Attempt {
+                id: object,
+                loc,
+                debug_loc,
+                index,
+                cols,
+            } => {
+                let Some((ord, count)) = query_one(ACTION_ATTEMPTS, params![plan, object, loc])?
+                else {
+                    return Err(missing("action", object, debug_loc));
+                };
+                if *index > count {
+                    return Err(StoreError::Permanent(format!(
+                        "plan {id}: attempt {index} of the action at {debug_loc:?} skips attempt {count}"
+                    )));
                 }
-                Op::Reset {
-                    id: object,
-                    loc,
-                    debug_loc,
-                } => {
-                    let ord: Option<i64> = self
-                        .conn
-                        .prepare_cached(RESET_ACTION)
-                        .and_then(|mut s| {
-                            s.query_row(params![plan, object, loc], |row| row.get(0))
-                                .optional()
-                        })
-                        .map_err(err)?;
-                    let Some(ord) = ord else {
-                        return Err(missing(format!(
-                            "plan {id} has no action {object} at {debug_loc:?}"
-                        )));
-                    };
-                    self.conn
-                        .prepare_cached(DELETE_ATTEMPTS)
-                        .and_then(|mut s| s.execute(params![plan, ord]))
-                        .map_err(err)?;
+                let row = params![plan, ord, index, cols.start, cols.end, cols.outcome];
+                if *index < count {
+                    if *index + 1 < count {
+                        execute(DELETE_ATTEMPTS_AFTER, params![plan, ord, index])?;
+                    }
+                    execute(UPDATE_ATTEMPT, row)?;
+                } else {
+                    execute(INSERT_ATTEMPT, row)?;
                 }
-                Op::Reason(reason) => self.update_plan(id, &plan, UPDATE_REASON, reason)?,
-                Op::Heartbeat(t) => self.update_plan(id, &plan, UPDATE_HEARTBEAT, t)?,
-                Op::Paused(p) => self.update_plan(id, &plan, UPDATE_PAUSED, p)?,
+            }
+            Op::Reset {
+                id: object,
+                loc,
+                debug_loc,
+            } => {
+                let Some((ord, _)) = query_one(RESET_ACTION, params![plan, object, loc])? else {
+                    return Err(missing("action", object, debug_loc));
+                };
+                execute(DELETE_ATTEMPTS, params![plan, ord])?;
+            }
+            Op::Reason(reason) => {
+                execute(UPDATE_REASON, params![plan, reason])?;
+            }
+            Op::Heartbeat(t) => {
+                execute(UPDATE_HEARTBEAT, params![plan, t])?;
+            }
+            Op::Paused(p) => {
+                execute(UPDATE_PAUSED, params![plan, p])?;
             }
         }
         Ok(())
     }
 
-    fn update_plan(
-        &self,
-        id: PlanId,
-        plan: &str,
-        sql: &str,
-        value: &dyn rusqlite::ToSql,
-    ) -> Result<(), StoreError> {
-        let n = self
-            .conn
-            .prepare_cached(sql)
-            .and_then(|mut s| s.execute(params![plan, value]))
-            .map_err(|e| sql_error(&self.store, &format!("updating plan {id}"), e))?;
-        if n == 0 {
-            Err(StoreError::NotFound(id))
-        } else {
-            Ok(())
-        }
-    }
-
     fn delete(&self, id: PlanId) -> Result<(), StoreError> {
-        let plan = super::codec::id_text(id.0);
-        let err = |e| sql_error(&self.store, &format!("deleting plan {id}"), e);
-        match self.plan_status(&plan).map_err(err)?.as_deref() {
+        match self.plan_key(id)? {
             None => Err(StoreError::NotFound(id)),
-            Some("Running") => Err(StoreError::Running(id)),
-            Some(_) => {
+            Some((_, status)) if status == "Running" => Err(StoreError::Running(id)),
+            Some((plan, _)) => {
                 self.conn
                     .prepare_cached(DELETE_PLAN)
-                    .and_then(|mut s| s.execute([&plan]))
-                    .map_err(err)?;
+                    .and_then(|mut s| s.execute([plan]))
+                    .map_err(|e| sql_error(&self.store, &format!("deleting plan {id}"), e))?;
                 Ok(())
             }
         }
