@@ -803,3 +803,40 @@ fn recovery_without_a_key_fails_the_action_with_how_to_configure_one() {
     let report = plan.failure_report();
     assert!(report.contains(DEFAULT_KEY_ENV), "{report}");
 }
+
+/// `Action::request::<P>()` and `Action::response::<P>()` give the plaintext back to the program
+/// whose workstream sealed the secrets with its configured key (SPEC §3: typed access).
+#[tokio::test]
+async fn typed_access_decrypts_secrets_sealed_with_the_configured_key() {
+    let (registry, _seen) = plugins();
+    let ws = Workstream::builder()
+        .in_memory()
+        .registry(registry)
+        .secret_key(SecretKey::generate())
+        .build()
+        .await
+        .unwrap();
+    let marker = unique_marker();
+    let plan = Plan::builder("typed access")
+        .block(
+            Block::builder("b").sequence(
+                Sequence::builder("s")
+                    .action(ActionSpec::new::<Login>("login", creds("alice", &marker))),
+            ),
+        )
+        .build();
+    let done = ws.run(plan).await.unwrap();
+    assert_eq!(done.status(), Status::Completed);
+    let login = &done.blocks()[0].sequences()[0].actions()[0];
+    let req = login.request::<Login>().unwrap();
+    assert_eq!(req.password.expose(), &marker);
+    let resp = login.response::<Login>().unwrap();
+    assert_eq!(resp.token.expose(), &format!("token-for-{marker}"));
+    // Still sealed at rest, and a display copy has nothing to decrypt.
+    assert!(!done.to_json().contains(&marker));
+    let display = done.clone_for_display();
+    let err = display.blocks()[0].sequences()[0].actions()[0]
+        .request::<Login>()
+        .unwrap_err();
+    assert!(err.to_string().contains("redacted"), "{err}");
+}

@@ -164,6 +164,10 @@ impl SecretKey {
 /// The key that lives as long as this process: used until a workstream re-encrypts.
 static PROCESS_KEY: LazyLock<SecretKey> = LazyLock::new(SecretKey::generate);
 
+/// The keys configured on workstreams of this process, so that reading a plan outside the engine
+/// (`Action::request`, `Action::response`) decrypts what those workstreams sealed.
+static CONFIGURED_KEYS: std::sync::RwLock<Vec<SecretKey>> = std::sync::RwLock::new(Vec::new());
+
 /// The keys a decode may use, the first one encrypting.
 #[derive(Clone, Debug)]
 pub(crate) struct KeyRing {
@@ -175,9 +179,23 @@ impl KeyRing {
     /// The workstream's key (if configured) first, then the process key.
     pub(crate) fn new(configured: Option<SecretKey>) -> KeyRing {
         let is_configured = configured.is_some();
+        if let Some(key) = &configured {
+            let mut known = CONFIGURED_KEYS.write().unwrap_or_else(|e| e.into_inner());
+            if !known.iter().any(|k| k.0 == key.0) {
+                known.push(key.clone());
+            }
+        }
         let mut keys: Vec<SecretKey> = configured.into_iter().collect();
         keys.push(PROCESS_KEY.clone());
         KeyRing { keys, configured: is_configured }
+    }
+
+    /// Outside a workstream: encrypts with the process key, decrypts with it and with every key
+    /// configured on a workstream of this process.
+    fn outside() -> KeyRing {
+        let mut keys = vec![PROCESS_KEY.clone()];
+        keys.extend(CONFIGURED_KEYS.read().unwrap_or_else(|e| e.into_inner()).iter().cloned());
+        KeyRing { configured: keys.len() > 1, keys }
     }
 
     fn encrypting(&self) -> &SecretKey {
@@ -193,7 +211,7 @@ thread_local! {
 fn with_ring<R>(f: impl FnOnce(&KeyRing) -> R) -> R {
     CURRENT.with(|c| match &*c.borrow() {
         Some(ring) => f(ring),
-        None => f(&KeyRing::new(None)),
+        None => f(&KeyRing::outside()),
     })
 }
 
