@@ -22,13 +22,24 @@ fn list_shows_every_plan_newest_first_and_filters() {
     let f = fixture("list");
     let out = ok(&f.db, &["list"]);
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[0].starts_with("ID") && lines[0].contains("STATUS"), "a header first: {out}");
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("STATUS"),
+        "a header first: {out}"
+    );
     assert_eq!(lines.len(), 4, "a header and three plans: {out}");
     // Newest first: the hostile plan ran last.
     assert!(lines[1].starts_with(&f.hostile.to_string()), "{out}");
-    assert!(lines[2].starts_with(&f.failed.to_string()) && lines[2].contains("Failed") && lines[2].contains("migrate db"));
+    assert!(
+        lines[2].starts_with(&f.failed.to_string())
+            && lines[2].contains("Failed")
+            && lines[2].contains("migrate db")
+    );
     assert!(lines[3].starts_with(&f.completed.to_string()) && lines[3].contains("Completed"));
-    assert!(lines[2].contains("(Block)"), "the failure reason is shown: {}", lines[2]);
+    assert!(
+        lines[2].contains("(Block)"),
+        "the failure reason is shown: {}",
+        lines[2]
+    );
 
     let failed = ok(&f.db, &["list", "--status", "failed"]);
     assert_eq!(failed.lines().count(), 3, "{failed}");
@@ -50,13 +61,31 @@ fn list_shows_every_plan_newest_first_and_filters() {
 
     // Paging: one plan a page, with a hint to the next.
     let page1 = ok(&f.db, &["list", "--limit", "1"]);
-    assert!(page1.contains(&f.hostile.to_string()) && page1.contains("--offset 1"), "{page1}");
+    assert!(
+        page1.contains(&f.hostile.to_string()) && page1.contains("--offset 1"),
+        "{page1}"
+    );
     let page3 = ok(&f.db, &["list", "--limit", "1", "--offset", "2"]);
-    assert!(page3.contains(&f.completed.to_string()) && !page3.contains("--offset"), "{page3}");
+    assert!(
+        page3.contains(&f.completed.to_string()) && !page3.contains("--offset"),
+        "{page3}"
+    );
 
     let json: serde_json::Value = serde_json::from_str(&ok(&f.db, &["list", "--json"])).unwrap();
-    let ids: Vec<&str> = json.as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, [f.hostile.to_string(), f.failed.to_string(), f.completed.to_string()]);
+    let ids: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            f.hostile.to_string(),
+            f.failed.to_string(),
+            f.completed.to_string()
+        ]
+    );
 
     let bad = coercion(&f.db, &["list", "--status", "sleeping"]);
     assert_eq!(bad.status.code(), Some(2), "a usage error");
@@ -68,37 +97,83 @@ fn show_prints_the_tree_with_statuses_durations_attempts_and_errors() {
     let f = fixture("show");
     let prefix = &f.failed.to_string()[..30];
     let out = ok(&f.db, &["show", prefix]);
-    assert!(out.starts_with(&format!("plan \"migrate db\" {}  Failed (reason: Block)", f.failed)), "{out}");
-    assert!(out.contains("actions: 1 completed, 1 failed, 0 running of 3"), "{out}");
+    assert!(
+        out.starts_with(&format!(
+            "plan \"migrate db\" {}  Failed (reason: Block)",
+            f.failed
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("actions: 1 completed, 1 failed, 0 running of 3"),
+        "{out}"
+    );
     assert!(out.contains("  block[0] \"db\": Failed"), "{out}");
     assert!(out.contains("    sequence[0] \"db-1\": Failed"), "{out}");
-    assert!(out.contains("      action[0] \"backup\": Completed"), "{out}");
-    let migrate = out.lines().find(|l| l.contains("action[1] \"migrate\"")).unwrap();
-    assert!(migrate.contains("Failed") && migrate.ends_with(", 3 attempts"), "{migrate}");
+    assert!(
+        out.contains("      action[0] \"backup\": Completed"),
+        "{out}"
+    );
+    let migrate = out
+        .lines()
+        .find(|l| l.contains("action[1] \"migrate\""))
+        .unwrap();
+    assert!(
+        migrate.contains("Failed") && migrate.ends_with(", 3 attempts"),
+        "{migrate}"
+    );
     assert!(migrate.contains("ms"), "a duration: {migrate}");
     assert!(
-        out.contains(&format!("        error: {FAILED_TAG}: scripted failure on attempt 3")),
+        out.contains(&format!(
+            "        error: {FAILED_TAG}: scripted failure on attempt 3"
+        )),
         "the last error under the action: {out}"
     );
-    assert!(out.contains("      action[2] \"verify\": NotStarted"), "{out}");
-    assert!(!out.contains('\u{1b}'), "no colour when not writing to a terminal");
+    assert!(
+        out.contains("      action[2] \"verify\": NotStarted"),
+        "{out}"
+    );
+    assert!(
+        !out.contains('\u{1b}'),
+        "no colour when not writing to a terminal"
+    );
 
     let coloured = ok(&f.db, &["--color", "always", "show", prefix]);
-    assert!(coloured.contains("\u{1b}[1m\u{1b}[31mFailed") || coloured.contains("\u{1b}[31m"), "red failures: {coloured:?}");
+    assert!(
+        coloured.contains("\u{1b}[1m\u{1b}[31mFailed") || coloured.contains("\u{1b}[31m"),
+        "red failures: {coloured:?}"
+    );
 
-    let json: serde_json::Value = serde_json::from_str(&ok(&f.db, &["show", "--json", prefix])).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&f.db, &["show", "--json", prefix])).unwrap();
     assert_eq!(json["id"], f.failed.to_string());
     assert_eq!(json["status"], "Failed");
     assert_eq!(json["reason"], "Block");
     let objects = json["objects"].as_array().unwrap();
-    let migrate = objects.iter().find(|o| o["path"].as_str().unwrap().ends_with("action[1] \"migrate\"")).unwrap();
+    let migrate = objects
+        .iter()
+        .find(|o| {
+            o["path"]
+                .as_str()
+                .unwrap()
+                .ends_with("action[1] \"migrate\"")
+        })
+        .unwrap();
     assert_eq!(migrate["attempts"], 3);
     assert_eq!(migrate["status"], "Failed");
-    assert!(migrate["last_error"].as_str().unwrap().starts_with(FAILED_TAG));
+    assert!(
+        migrate["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with(FAILED_TAG)
+    );
 
     // Control characters in names cannot reach the terminal raw.
     let hostile = ok(&f.db, &["show", &f.hostile.to_string()]);
-    assert!(hostile.contains("<script>window.__pwned=5</script>: scripted failure"), "{hostile}");
+    assert!(
+        hostile.contains("<script>window.__pwned=5</script>: scripted failure"),
+        "{hostile}"
+    );
 }
 
 #[test]
@@ -108,12 +183,22 @@ fn ids_may_be_abbreviated_to_a_unique_prefix_and_bad_ids_are_named() {
     let shared = &f.completed.to_string()[..4];
     assert_eq!(&f.failed.to_string()[..4], shared);
     let err = fails(&f.db, &["show", shared]);
-    assert!(err.contains(&format!("`{shared}` is ambiguous: 3 plans in")), "{err}");
-    assert!(err.contains(&f.failed.to_string()) && err.contains("migrate db"), "the candidates are listed: {err}");
+    assert!(
+        err.contains(&format!("`{shared}` is ambiguous: 3 plans in")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&f.failed.to_string()) && err.contains("migrate db"),
+        "the candidates are listed: {err}"
+    );
 
     let unknown = "ffffffff";
     let err = fails(&f.db, &["show", unknown]);
-    assert!(err.contains("no plan with an id starting with `ffffffff` in ") && err.contains("coercion.db"), "{err}");
+    assert!(
+        err.contains("no plan with an id starting with `ffffffff` in ")
+            && err.contains("coercion.db"),
+        "{err}"
+    );
 
     let missing = uuid::Uuid::now_v7().to_string();
     let err = fails(&f.db, &["export", &missing]);
@@ -132,12 +217,22 @@ fn missing_foreign_and_locked_files_get_clear_errors() {
     let dir = TempDir::new("bad_files");
     let missing = dir.join("nothing-here.db");
     let err = fails(&missing, &["list"]);
-    assert!(err.contains("nothing-here.db: no such file") && err.contains("--db"), "{err}");
+    assert!(
+        err.contains("nothing-here.db: no such file") && err.contains("--db"),
+        "{err}"
+    );
 
     let text = dir.join("notes.txt");
-    std::fs::write(&text, "this is not a database, just some text that is long enough to be read as a header").unwrap();
+    std::fs::write(
+        &text,
+        "this is not a database, just some text that is long enough to be read as a header",
+    )
+    .unwrap();
     let err = fails(&text, &["list"]);
-    assert!(err.contains("notes.txt") && err.contains("not a SQLite database"), "{err}");
+    assert!(
+        err.contains("notes.txt") && err.contains("not a SQLite database"),
+        "{err}"
+    );
 
     let err = fails(&dir.0, &["list"]);
     assert!(err.contains("not a file"), "{err}");
@@ -145,7 +240,8 @@ fn missing_foreign_and_locked_files_get_clear_errors() {
     let other = dir.join("other-app.db");
     {
         let conn = rusqlite::Connection::open(&other).unwrap();
-        conn.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL);").unwrap();
+        conn.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL);")
+            .unwrap();
     }
     let err = fails(&other, &["list"]);
     assert!(err.contains("other-app.db"), "{err}");
@@ -157,9 +253,15 @@ fn missing_foreign_and_locked_files_get_clear_errors() {
     conn.execute_batch("PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE; UPDATE schema_version SET version = version;")
         .unwrap();
     let err = fails(&f.db, &["list"]);
-    assert!(err.contains("coercion.db is locked by another program"), "{err}");
+    assert!(
+        err.contains("coercion.db is locked by another program"),
+        "{err}"
+    );
     drop(conn);
-    assert!(ok(&f.db, &["list"]).contains("deploy web"), "readable again once the lock is gone");
+    assert!(
+        ok(&f.db, &["list"]).contains("deploy web"),
+        "readable again once the lock is gone"
+    );
 }
 
 #[test]
@@ -168,46 +270,108 @@ fn export_prints_the_display_clone_as_json() {
     let out = ok(&f.db, &["export", &f.completed.to_string()[..32]]);
     let exported = Plan::from_json(&out).expect("the export is a plan");
     let stored = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        SqliteStore::open_read_only(&f.db).unwrap().read(f.completed).await.unwrap()
+        SqliteStore::open_read_only(&f.db)
+            .unwrap()
+            .read(f.completed)
+            .await
+            .unwrap()
     });
     assert_eq!(exported, stored.clone_for_display());
     assert_eq!(exported.status(), Status::Completed);
 
     let file = f.dir.join("plan.json");
-    let msg = ok(&f.db, &["export", &f.completed.to_string(), "-o", file.to_str().unwrap()]);
-    assert!(msg.contains("wrote plan") && msg.contains("plan.json"), "{msg}");
-    assert_eq!(Plan::from_json(&std::fs::read_to_string(&file).unwrap()).unwrap(), exported);
+    let msg = ok(
+        &f.db,
+        &[
+            "export",
+            &f.completed.to_string(),
+            "-o",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        msg.contains("wrote plan") && msg.contains("plan.json"),
+        "{msg}"
+    );
+    assert_eq!(
+        Plan::from_json(&std::fs::read_to_string(&file).unwrap()).unwrap(),
+        exported
+    );
 }
 
 #[test]
 fn report_writes_one_self_contained_escaped_html_file() {
     let f = fixture("report");
     let file = f.dir.join("failed.html");
-    let msg = ok(&f.db, &["report", &f.failed.to_string(), "-o", file.to_str().unwrap()]);
-    assert!(msg.contains("wrote the report of plan") && msg.contains("(Failed)"), "{msg}");
+    let msg = ok(
+        &f.db,
+        &[
+            "report",
+            &f.failed.to_string(),
+            "-o",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        msg.contains("wrote the report of plan") && msg.contains("(Failed)"),
+        "{msg}"
+    );
     let html = std::fs::read_to_string(&file).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"));
-    assert!(html.contains("Failure report"), "the failure report is at the top");
+    assert!(
+        html.contains("Failure report"),
+        "the failure report is at the top"
+    );
     assert!(html.find("Failure report").unwrap() < html.find("Plan tree").unwrap());
-    assert!(html.contains(&format!("{FAILED_TAG}: scripted failure on attempt 3")), "errors are in the tree");
+    assert!(
+        html.contains(&format!("{FAILED_TAG}: scripted failure on attempt 3")),
+        "errors are in the tree"
+    );
     assert!(html.contains("Attempt 3"));
     assert!(html.contains("<style>"), "CSS inline");
     for external in ["http://", "https://", "src=", "<link", "@import", "url("] {
-        assert!(!html.contains(external), "nothing external ({external}) in the report");
+        assert!(
+            !html.contains(external),
+            "nothing external ({external}) in the report"
+        );
     }
     assert!(html.contains("Content-Security-Policy") && html.contains("default-src 'none'"));
 
     let file = f.dir.join("hostile.html");
-    ok(&f.db, &["report", &f.hostile.to_string(), "-o", file.to_str().unwrap()]);
+    ok(
+        &f.db,
+        &[
+            "report",
+            &f.hostile.to_string(),
+            "-o",
+            file.to_str().unwrap(),
+        ],
+    );
     let html = std::fs::read_to_string(&file).unwrap();
-    assert!(!html.contains("<script"), "no script element at all in the report");
+    assert!(
+        !html.contains("<script"),
+        "no script element at all in the report"
+    );
     assert!(!html.contains("<img"), "the hostile <img> is text");
-    assert!(html.contains("&lt;script&gt;document.title=&quot;pwned&quot;;window.__pwned=1&lt;/script&gt;"));
+    assert!(html.contains(
+        "&lt;script&gt;document.title=&quot;pwned&quot;;window.__pwned=1&lt;/script&gt;"
+    ));
     assert!(html.contains("&lt;img src=x onerror=&quot;window.__pwned=2&quot;&gt;"));
     assert!(html.contains("&lt;/summary&gt;&lt;/details&gt;&lt;script&gt;window.__pwned=3"));
 
-    let err = fails(&f.db, &["report", &f.failed.to_string(), "-o", f.dir.join("no/such/dir.html").to_str().unwrap()]);
-    assert!(err.contains("cannot write") && err.contains("no/such/dir.html"), "{err}");
+    let err = fails(
+        &f.db,
+        &[
+            "report",
+            &f.failed.to_string(),
+            "-o",
+            f.dir.join("no/such/dir.html").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        err.contains("cannot write") && err.contains("no/such/dir.html"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -218,46 +382,98 @@ fn a_plan_running_in_another_process_is_shown_and_controlled() {
 
     // The CLI reads while the other process writes.
     let listed = ok(&f.db, &["list", "--status", "running"]);
-    assert!(listed.contains(&id) && listed.contains("rolling restart (live)"), "{listed}");
+    assert!(
+        listed.contains(&id) && listed.contains("rolling restart (live)"),
+        "{listed}"
+    );
     let shown = ok(&f.db, &["show", &id]);
-    assert!(shown.contains("Running") && shown.contains("running for"), "{shown}");
-    wait_until(&f.db, runner.plan, Duration::from_secs(30), "an action completed", |j| {
-        j["objects"].as_array().unwrap().iter().any(|o| o["kind"] == "action" && o["status"] == "Completed")
-    });
+    assert!(
+        shown.contains("Running") && shown.contains("running for"),
+        "{shown}"
+    );
+    wait_until(
+        &f.db,
+        runner.plan,
+        Duration::from_secs(30),
+        "an action completed",
+        |j| {
+            j["objects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o["kind"] == "action" && o["status"] == "Completed")
+        },
+    );
 
     // No control channel yet: the CLI says why it cannot pause the plan.
     let err = fails(&f.db, &["pause", &id]);
-    assert!(err.contains("no process accepts stop/pause/resume requests for") && err.contains("does not exist"), "{err}");
+    assert!(
+        err.contains("no process accepts stop/pause/resume requests for")
+            && err.contains("does not exist"),
+        "{err}"
+    );
 
     runner.start_listening();
     let out = ok(&f.db, &["pause", &id[..30]]);
     assert!(out.contains(&format!("plan {id} is paused")), "{out}");
-    wait_until(&f.db, runner.plan, Duration::from_secs(10), "the plan is paused", |j| j["paused"] == true);
-    assert!(ok(&f.db, &["show", &id]).lines().next().unwrap().contains("paused"));
+    wait_until(
+        &f.db,
+        runner.plan,
+        Duration::from_secs(10),
+        "the plan is paused",
+        |j| j["paused"] == true,
+    );
+    assert!(
+        ok(&f.db, &["show", &id])
+            .lines()
+            .next()
+            .unwrap()
+            .contains("paused")
+    );
     let out = ok(&f.db, &["resume", &id]);
     assert!(out.contains("is resumed"), "{out}");
-    wait_until(&f.db, runner.plan, Duration::from_secs(10), "the plan is resumed", |j| j["paused"] == false);
+    wait_until(
+        &f.db,
+        runner.plan,
+        Duration::from_secs(10),
+        "the plan is resumed",
+        |j| j["paused"] == false,
+    );
 
     let out = ok(&f.db, &["stop", &id]);
     assert!(out.contains("is stopping"), "{out}");
-    let json = wait_until(&f.db, runner.plan, Duration::from_secs(30), "the plan stopped", |j| j["status"] == "Stopped");
+    let json = wait_until(
+        &f.db,
+        runner.plan,
+        Duration::from_secs(30),
+        "the plan stopped",
+        |j| j["status"] == "Stopped",
+    );
     assert_eq!(json["reason"], "Stopped");
     assert!(runner.wait_for("DONE ").contains("Stopped"));
 
     // Finished plans cannot be controlled.
     let err = fails(&f.db, &["stop", &id]);
-    assert!(err.contains("has already ended (Stopped); there is nothing to stop"), "{err}");
+    assert!(
+        err.contains("has already ended (Stopped); there is nothing to stop"),
+        "{err}"
+    );
     let err = fails(&f.db, &["pause", &f.completed.to_string()]);
     assert!(err.contains("has already ended (Completed)"), "{err}");
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_server_serves_escaped_pages_events_uploads_and_refuses_what_it_must() {
-    let f = tokio::task::spawn_blocking(|| fixture("serve")).await.unwrap();
+    let f = tokio::task::spawn_blocking(|| fixture("serve"))
+        .await
+        .unwrap();
     let server = Server::start(&f.db, &[]);
     let client = http();
     let get = |path: String| {
@@ -268,30 +484,66 @@ async fn the_web_server_serves_escaped_pages_events_uploads_and_refuses_what_it_
 
     let list = get("/".into()).await;
     assert_eq!(list.status(), 200);
-    let csp = list.headers()["content-security-policy"].to_str().unwrap().to_owned();
-    assert!(csp.contains("script-src 'self'") && csp.contains("default-src 'none'"), "{csp}");
+    let csp = list.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
     let body = list.text().await.unwrap();
     assert!(body.contains("deploy web") && body.contains("migrate db"));
-    assert!(body.contains("&lt;script&gt;document.title=&quot;pwned&quot;"), "names are escaped");
+    assert!(
+        body.contains("&lt;script&gt;document.title=&quot;pwned&quot;"),
+        "names are escaped"
+    );
     assert!(!body.contains("<script>document.title"), "never raw");
 
-    let filtered = get("/?status=Failed&name=migrate".into()).await.text().await.unwrap();
+    let filtered = get("/?status=Failed&name=migrate".into())
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(filtered.contains("migrate db") && !filtered.contains("deploy web"));
-    let bad = get("/?status=Sleeping&group=xyz".into()).await.text().await.unwrap();
-    assert!(bad.contains("unknown status `Sleeping`") && bad.contains("`xyz` is not a group id"), "{bad}");
+    let bad = get("/?status=Sleeping&group=xyz".into())
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        bad.contains("unknown status `Sleeping`") && bad.contains("`xyz` is not a group id"),
+        "{bad}"
+    );
 
     // An abbreviated id redirects to the plan's page.
     let short = &f.failed.to_string()[..28];
     let redirect = get(format!("/plans/{short}")).await;
     assert_eq!(redirect.status(), 303);
-    assert_eq!(redirect.headers()["location"], format!("/plans/{}", f.failed));
-    let page = get(format!("/plans/{}", f.failed)).await.text().await.unwrap();
+    assert_eq!(
+        redirect.headers()["location"],
+        format!("/plans/{}", f.failed)
+    );
+    let page = get(format!("/plans/{}", f.failed))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains("Failure report") && page.contains(FAILED_TAG));
     assert!(!page.contains("data-events"), "a finished plan is not live");
-    assert!(!page.contains("/stop\""), "no control buttons on a read-only server");
+    assert!(
+        !page.contains("/stop\""),
+        "no control buttons on a read-only server"
+    );
     let missing = get("/plans/ffffffff".into()).await;
     assert_eq!(missing.status(), 404);
-    assert!(missing.text().await.unwrap().contains("no plan with an id starting with `ffffffff`"));
+    assert!(
+        missing
+            .text()
+            .await
+            .unwrap()
+            .contains("no plan with an id starting with `ffffffff`")
+    );
 
     // The live feed of a finished plan: its body once, then the end.
     let events = get(format!("/plans/{}/events", f.failed)).await;
@@ -301,9 +553,21 @@ async fn the_web_server_serves_escaped_pages_events_uploads_and_refuses_what_it_
     assert!(events.contains("event: end"), "{events}");
 
     let export = get(format!("/plans/{}/export", f.completed)).await;
-    assert!(export.headers()["content-disposition"].to_str().unwrap().contains("attachment"));
-    assert_eq!(Plan::from_json(&export.text().await.unwrap()).unwrap().id(), f.completed);
-    let report = get(format!("/plans/{}/report", f.hostile)).await.text().await.unwrap();
+    assert!(
+        export.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("attachment")
+    );
+    assert_eq!(
+        Plan::from_json(&export.text().await.unwrap()).unwrap().id(),
+        f.completed
+    );
+    let report = get(format!("/plans/{}/report", f.hostile))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(report.starts_with("<!DOCTYPE html>") && !report.contains("<script"));
 
     // Uploads: a plan renders; malformed, empty, binary and oversized files are refused clearly.
@@ -312,37 +576,73 @@ async fn the_web_server_serves_escaped_pages_events_uploads_and_refuses_what_it_
         let url = format!("{}/upload", server.url);
         async move { client.post(url).body(body).send().await.unwrap() }
     };
-    let exported = coercion::storage::SqliteStore::open_read_only(&f.db).unwrap().read(f.hostile).await.unwrap().to_json();
+    let exported = coercion::storage::SqliteStore::open_read_only(&f.db)
+        .unwrap()
+        .read(f.hostile)
+        .await
+        .unwrap()
+        .to_json();
     let shown = upload(exported.into_bytes()).await;
     assert_eq!(shown.status(), 200);
     let shown = shown.text().await.unwrap();
-    assert!(shown.contains("Showing the uploaded plan") && shown.contains("&lt;img src=x"), "{shown}");
+    assert!(
+        shown.contains("Showing the uploaded plan") && shown.contains("&lt;img src=x"),
+        "{shown}"
+    );
     assert!(!shown.contains("<img") && !shown.contains("<script"));
     let malformed = upload(b"{\"name\": \"half a plan\", ".to_vec()).await;
     assert_eq!(malformed.status(), 400);
-    assert!(malformed.text().await.unwrap().contains("This file is not an exported coercion plan: EOF while parsing"));
-    let wrong = upload(br#"{"hello": "<script>x</script>"}"#.to_vec()).await.text().await.unwrap();
-    assert!(wrong.contains("not an exported coercion plan: missing field"), "{wrong}");
+    assert!(
+        malformed
+            .text()
+            .await
+            .unwrap()
+            .contains("This file is not an exported coercion plan: EOF while parsing")
+    );
+    let wrong = upload(br#"{"hello": "<script>x</script>"}"#.to_vec())
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        wrong.contains("not an exported coercion plan: missing field"),
+        "{wrong}"
+    );
     let empty = upload(Vec::new()).await.text().await.unwrap();
     assert!(empty.contains("The file is empty"));
-    let binary = upload(vec![0xff, 0xfe, 0x00, 0x81]).await.text().await.unwrap();
+    let binary = upload(vec![0xff, 0xfe, 0x00, 0x81])
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(binary.contains("not text (not UTF-8)"));
     let huge = upload(vec![b' '; coercion::cli::web::UPLOAD_LIMIT + 1]).await;
     assert_eq!(huge.status(), 413);
 
     // Read-only: control requests are refused.
-    let post = client.post(format!("{}/plans/{}/stop", server.url, f.failed)).send().await.unwrap();
+    let post = client
+        .post(format!("{}/plans/{}/stop", server.url, f.failed))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(post.status(), 403);
     assert!(post.text().await.unwrap().contains("read-only"));
 
     // DNS rebinding: a request naming another host is refused.
-    let rebound = client.get(format!("{}/", server.url)).header("host", "evil.example:3030").send().await.unwrap();
+    let rebound = client
+        .get(format!("{}/", server.url))
+        .header("host", "evil.example:3030")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(rebound.status(), 421);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_allow_control_the_web_ui_stops_a_plan_of_another_process() {
-    let f = tokio::task::spawn_blocking(|| fixture("serve_control")).await.unwrap();
+    let f = tokio::task::spawn_blocking(|| fixture("serve_control"))
+        .await
+        .unwrap();
     let runner = tokio::task::spawn_blocking({
         let db = f.db.clone();
         move || Runner::start(&db, 40, Duration::from_millis(500), "now")
@@ -351,9 +651,22 @@ async fn with_allow_control_the_web_ui_stops_a_plan_of_another_process() {
     .unwrap();
     let server = Server::start(&f.db, &["--allow-control"]);
     let client = http();
-    let page = client.get(format!("{}/plans/{}", server.url, runner.plan)).send().await.unwrap().text().await.unwrap();
-    assert!(page.contains(&format!("action=\"/plans/{}/stop\"", runner.plan)), "a stop button");
-    assert!(page.contains(&format!("data-events=\"/plans/{}/events\"", runner.plan)), "the page is live");
+    let page = client
+        .get(format!("{}/plans/{}", server.url, runner.plan))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("action=\"/plans/{}/stop\"", runner.plan)),
+        "a stop button"
+    );
+    assert!(
+        page.contains(&format!("data-events=\"/plans/{}/events\"", runner.plan)),
+        "the page is live"
+    );
 
     // A form posted from another site is refused.
     let csrf = client
@@ -371,11 +684,19 @@ async fn with_allow_control_the_web_ui_stops_a_plan_of_another_process() {
         .await
         .unwrap();
     assert_eq!(stopped.status(), 200);
-    assert!(stopped.text().await.unwrap().contains("Asked the process running this plan to stop it."));
+    assert!(
+        stopped
+            .text()
+            .await
+            .unwrap()
+            .contains("Asked the process running this plan to stop it.")
+    );
     let db = f.db.clone();
     let id = runner.plan;
     tokio::task::spawn_blocking(move || {
-        wait_until(&db, id, Duration::from_secs(30), "the plan stopped", |j| j["status"] == "Stopped")
+        wait_until(&db, id, Duration::from_secs(30), "the plan stopped", |j| {
+            j["status"] == "Stopped"
+        })
     })
     .await
     .unwrap();

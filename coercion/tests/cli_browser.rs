@@ -23,18 +23,31 @@ fn child_process_entry() {
 }
 
 fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("tests").join("browser")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("tests")
+        .join("browser")
 }
 
 /// Whether the browser tests must be skipped (`COERCION_SKIP_BROWSER=1`); says so loudly.
 fn skipped() -> bool {
     if std::env::var("COERCION_SKIP_BROWSER").is_ok_and(|v| v == "1") {
         eprintln!();
-        eprintln!("################################################################################");
-        eprintln!("## SKIPPED: the browser tests of the web UI and the HTML report did NOT run,   ##");
-        eprintln!("## because COERCION_SKIP_BROWSER=1. Unset it (after `bash scripts/browser-deps.sh`) ##");
-        eprintln!("## to run them.                                                                ##");
-        eprintln!("################################################################################");
+        eprintln!(
+            "################################################################################"
+        );
+        eprintln!(
+            "## SKIPPED: the browser tests of the web UI and the HTML report did NOT run,   ##"
+        );
+        eprintln!(
+            "## because COERCION_SKIP_BROWSER=1. Unset it (after `bash scripts/browser-deps.sh`) ##"
+        );
+        eprintln!(
+            "## to run them.                                                                ##"
+        );
+        eprintln!(
+            "################################################################################"
+        );
         eprintln!();
         return true;
     }
@@ -43,13 +56,24 @@ fn skipped() -> bool {
 
 /// Fails with instructions when Chromium, Node or playwright-core is missing.
 fn require_browser() -> PathBuf {
-    let chromium = PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
+    let chromium =
+        PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
     let hint = "install them with `bash scripts/browser-deps.sh`, or set COERCION_SKIP_BROWSER=1 to skip the browser tests";
-    assert!(chromium.exists(), "Chromium is missing ({}): {hint}", chromium.display());
-    let node = Command::new("node").arg("--version").output();
-    assert!(node.is_ok_and(|o| o.status.success()), "Node.js is missing: {hint}");
     assert!(
-        browser_dir().join("node_modules").join("playwright-core").exists(),
+        chromium.exists(),
+        "Chromium is missing ({}): {hint}",
+        chromium.display()
+    );
+    let node = Command::new("node").arg("--version").output();
+    assert!(
+        node.is_ok_and(|o| o.status.success()),
+        "Node.js is missing: {hint}"
+    );
+    assert!(
+        browser_dir()
+            .join("node_modules")
+            .join("playwright-core")
+            .exists(),
         "playwright-core is missing from tests/browser/node_modules: {hint}"
     );
     chromium
@@ -67,18 +91,49 @@ fn the_web_ui_and_the_report_work_in_headless_chromium() {
 
     let report_hostile = artifacts.join("report-hostile.html");
     let report_failed = artifacts.join("report-failed.html");
-    ok(&f.db, &["report", &f.hostile.to_string(), "-o", report_hostile.to_str().unwrap()]);
-    ok(&f.db, &["report", &f.failed.to_string(), "-o", report_failed.to_str().unwrap()]);
+    ok(
+        &f.db,
+        &[
+            "report",
+            &f.hostile.to_string(),
+            "-o",
+            report_hostile.to_str().unwrap(),
+        ],
+    );
+    ok(
+        &f.db,
+        &[
+            "report",
+            &f.failed.to_string(),
+            "-o",
+            report_failed.to_str().unwrap(),
+        ],
+    );
     let hostile_export = f.dir.join("hostile.json");
-    ok(&f.db, &["export", &f.hostile.to_string(), "-o", hostile_export.to_str().unwrap()]);
+    ok(
+        &f.db,
+        &[
+            "export",
+            &f.hostile.to_string(),
+            "-o",
+            hostile_export.to_str().unwrap(),
+        ],
+    );
 
     // 20 actions of 600 ms, one at a time: about 12 s of live updates to watch.
     let runner = Runner::start(&f.db, 20, Duration::from_millis(600), "no");
     let server = Server::start(&f.db, &[]);
-    let ids = [runner.plan, f.hostile, f.failed, f.completed].map(|id| id.to_string()).join(",");
+    let ids = [runner.plan, f.hostile, f.failed, f.completed]
+        .map(|id| id.to_string())
+        .join(",");
 
     let status = Command::new("node")
-        .args(["--test", "--test-reporter=spec", "--test-concurrency=1", "web.test.mjs"])
+        .args([
+            "--test",
+            "--test-reporter=spec",
+            "--test-concurrency=1",
+            "web.test.mjs",
+        ])
         .current_dir(browser_dir())
         .env("COERCION_URL", &server.url)
         .env("ARTIFACTS", &artifacts)
@@ -96,7 +151,10 @@ fn the_web_ui_and_the_report_work_in_headless_chromium() {
         .env("REPORT_FAILED", &report_failed)
         .status()
         .expect("run node");
-    assert!(status.success(), "the browser tests failed ({status}); see their output above");
+    assert!(
+        status.success(),
+        "the browser tests failed ({status}); see their output above"
+    );
 
     for shot in [
         "web-list.png",
@@ -109,8 +167,12 @@ fn the_web_ui_and_the_report_work_in_headless_chromium() {
         "report-hostile.png",
         "report-failed.png",
     ] {
-        let meta = std::fs::metadata(artifacts.join(shot)).unwrap_or_else(|e| panic!("screenshot {shot}: {e}"));
-        assert!(meta.modified().unwrap() >= started, "{shot} was taken by this run");
+        let meta = std::fs::metadata(artifacts.join(shot))
+            .unwrap_or_else(|e| panic!("screenshot {shot}: {e}"));
+        assert!(
+            meta.modified().unwrap() >= started,
+            "{shot} was taken by this run"
+        );
     }
     drop(server);
     drop(runner);

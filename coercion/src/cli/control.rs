@@ -125,14 +125,26 @@ pub async fn request(db: &Path, op: ControlOp, id: PlanId) -> Result<(), Control
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
             return Err(ControlError::NoListener {
                 db: db.to_path_buf(),
-                reason: format!("nobody listens on {}; the process that created it has ended", socket.display()),
+                reason: format!(
+                    "nobody listens on {}; the process that created it has ended",
+                    socket.display()
+                ),
             });
         }
-        Err(source) => return Err(ControlError::Io { db: db.to_path_buf(), source }),
+        Err(source) => {
+            return Err(ControlError::Io {
+                db: db.to_path_buf(),
+                source,
+            });
+        }
     };
-    let io_err = |source| ControlError::Io { db: db.to_path_buf(), source };
+    let io_err = |source| ControlError::Io {
+        db: db.to_path_buf(),
+        source,
+    };
     let exchange = async {
-        let mut line = serde_json::to_string(&Request { op, plan: id }).expect("requests serialize");
+        let mut line =
+            serde_json::to_string(&Request { op, plan: id }).expect("requests serialize");
         line.push('\n');
         stream.write_all(line.as_bytes()).await?;
         let mut reply = String::new();
@@ -141,14 +153,25 @@ pub async fn request(db: &Path, op: ControlOp, id: PlanId) -> Result<(), Control
     };
     let reply = tokio::time::timeout(Duration::from_secs(30), exchange)
         .await
-        .map_err(|_| io_err(io::Error::new(io::ErrorKind::TimedOut, "no answer within 30 s")))?
+        .map_err(|_| {
+            io_err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no answer within 30 s",
+            ))
+        })?
         .map_err(io_err)?;
-    let reply: Reply = serde_json::from_str(&reply)
-        .map_err(|e| io_err(io::Error::new(io::ErrorKind::InvalidData, format!("bad answer: {e}"))))?;
+    let reply: Reply = serde_json::from_str(&reply).map_err(|e| {
+        io_err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad answer: {e}"),
+        ))
+    })?;
     match (reply.ok, reply.error) {
         (true, _) => Ok(()),
         (false, Some(e)) => Err(ControlError::Refused(e)),
-        (false, None) => Err(ControlError::Refused("the process refused the request".to_owned())),
+        (false, None) => Err(ControlError::Refused(
+            "the process refused the request".to_owned(),
+        )),
     }
 }
 
@@ -162,7 +185,10 @@ pub async fn listen(workstream: Workstream, db: impl AsRef<Path>) -> io::Result<
         if UnixStream::connect(&path).await.is_ok() {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
-                format!("{}: another process already accepts control requests here", path.display()),
+                format!(
+                    "{}: another process already accepts control requests here",
+                    path.display()
+                ),
             ));
         }
         // Left behind by a process that ended.
@@ -196,7 +222,10 @@ async fn serve_one(ws: Workstream, mut stream: UnixStream) -> io::Result<()> {
     let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, 4096));
     reader.read_line(&mut line).await?;
     let reply = match serde_json::from_str::<Request>(&line) {
-        Err(e) => Reply { ok: false, error: Some(format!("bad control request: {e}")) },
+        Err(e) => Reply {
+            ok: false,
+            error: Some(format!("bad control request: {e}")),
+        },
         Ok(req) => {
             let result = match req.op {
                 ControlOp::Stop => ws.stop(req.plan).await,
@@ -204,12 +233,20 @@ async fn serve_one(ws: Workstream, mut stream: UnixStream) -> io::Result<()> {
                 ControlOp::Resume => ws.resume(req.plan).await,
             };
             match result {
-                Ok(()) => Reply { ok: true, error: None },
+                Ok(()) => Reply {
+                    ok: true,
+                    error: None,
+                },
                 Err(Error::NotRunning(id)) => Reply {
                     ok: false,
-                    error: Some(format!("plan {id} is not running in the process that runs plans from this store")),
+                    error: Some(format!(
+                        "plan {id} is not running in the process that runs plans from this store"
+                    )),
                 },
-                Err(e) => Reply { ok: false, error: Some(e.to_string()) },
+                Err(e) => Reply {
+                    ok: false,
+                    error: Some(e.to_string()),
+                },
             }
         }
     };

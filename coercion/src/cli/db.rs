@@ -31,10 +31,18 @@ impl Db {
                     path.display()
                 )));
             }
-            Err(e) => return Err(CliError::new(format!("{}: cannot open: {e}", path.display()))),
+            Err(e) => {
+                return Err(CliError::new(format!(
+                    "{}: cannot open: {e}",
+                    path.display()
+                )));
+            }
         }
         let store = SqliteStore::open_read_only(path).map_err(|e| store_error(path, e))?;
-        Ok(Db { store, path: path.to_path_buf() })
+        Ok(Db {
+            store,
+            path: path.to_path_buf(),
+        })
     }
 
     /// The store.
@@ -51,7 +59,11 @@ impl Db {
     ///
     /// Fails naming the id and the file when no plan or more than one plan matches.
     pub async fn resolve(&self, id: &str) -> Result<PlanId, CliError> {
-        let wanted: String = id.chars().filter(|c| *c != '-').collect::<String>().to_ascii_lowercase();
+        let wanted: String = id
+            .chars()
+            .filter(|c| *c != '-')
+            .collect::<String>()
+            .to_ascii_lowercase();
         if wanted.is_empty() || !wanted.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(CliError::new(format!(
                 "`{id}` is not a plan id (nor the start of one): ids are UUIDs such as \
@@ -61,14 +73,21 @@ impl Db {
         if let Ok(full) = id.parse::<PlanId>() {
             return Ok(full);
         }
-        let all = self.store.list(&ListFilter::default()).await.map_err(|e| store_error(&self.path, e))?;
+        let all = self
+            .store
+            .list(&ListFilter::default())
+            .await
+            .map_err(|e| store_error(&self.path, e))?;
         let matches: Vec<_> = all
             .iter()
             .filter(|s| s.id.0.simple().to_string().starts_with(&wanted))
             .collect();
         match matches.as_slice() {
             [one] => Ok(one.id),
-            [] => Err(CliError::new(format!("no plan with an id starting with `{id}` in {}", self.path.display()))),
+            [] => Err(CliError::new(format!(
+                "no plan with an id starting with `{id}` in {}",
+                self.path.display()
+            ))),
             many => {
                 let mut msg = format!(
                     "`{id}` is ambiguous: {} plans in {} have ids starting with it; give more characters:",
@@ -76,7 +95,12 @@ impl Db {
                     self.path.display()
                 );
                 for s in many.iter().take(10) {
-                    msg.push_str(&format!("\n  {} {:<10} {}", s.id, s.state.status.as_str(), s.name));
+                    msg.push_str(&format!(
+                        "\n  {} {:<10} {}",
+                        s.id,
+                        s.state.status.as_str(),
+                        super::format::clean(&s.name)
+                    ));
                 }
                 if many.len() > 10 {
                     msg.push_str(&format!("\n  … and {} more", many.len() - 10));
@@ -95,7 +119,9 @@ impl Db {
     /// Reads the plan with exactly this id.
     pub async fn read_id(&self, id: PlanId) -> Result<Plan, CliError> {
         self.store.read(id).await.map_err(|e| match e {
-            StoreError::NotFound(_) => CliError::new(format!("no plan {id} in {}", self.path.display())),
+            StoreError::NotFound(_) => {
+                CliError::new(format!("no plan {id} in {}", self.path.display()))
+            }
             other => store_error(&self.path, other),
         })
     }

@@ -67,6 +67,21 @@ pub(crate) fn attempts(n: usize) -> String {
     }
 }
 
+/// `text` with control characters (terminal escapes, newlines) shown escaped, so a hostile
+/// name cannot rewrite the terminal.
+pub(crate) fn clean(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 /// Counts of the actions of a plan by status.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Counts {

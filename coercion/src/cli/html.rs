@@ -8,7 +8,10 @@
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::format::{self, Counts};
-use crate::workflow::{Action, Block, CheckSlot, Checks, DeferredBatch, Outcome, Plan, Sequence, State, Status, Timestamp};
+use crate::workflow::{
+    Action, Block, CheckSlot, Checks, DeferredBatch, Outcome, Plan, Sequence, State, Status,
+    Timestamp,
+};
 
 /// The style sheet of the report and the web UI.
 pub(crate) const CSS: &str = include_str!("assets/style.css");
@@ -117,7 +120,11 @@ fn pct(n: usize, total: usize) -> String {
 /// Whether a container starts open: small plans show everything; large ones only what runs or
 /// failed.
 fn open_by_default(small: bool, state: State) -> bool {
-    small || matches!(state.status, Status::Running | Status::Failed | Status::Stopped)
+    small
+        || matches!(
+            state.status,
+            Status::Running | Status::Failed | Status::Stopped
+        )
 }
 
 /// The collapsible tree of the plan, in walk order.
@@ -140,7 +147,14 @@ pub(crate) fn tree(plan: &Plan, now: Timestamp) -> Markup {
     }
 }
 
-fn node_head(kind: &str, index: Option<usize>, name: &str, state: State, now: Timestamp, extra: Option<String>) -> Markup {
+fn node_head(
+    kind: &str,
+    index: Option<usize>,
+    name: &str,
+    state: State,
+    now: Timestamp,
+    extra: Option<String>,
+) -> Markup {
     html! {
         (badge(state.status))
         " "
@@ -207,7 +221,15 @@ fn sequence_node(index: usize, seq: &Sequence, small: bool, now: Timestamp) -> M
 
 fn batch_node(index: usize, batch: &DeferredBatch, small: bool, now: Timestamp) -> Markup {
     let state = batch.state();
-    let info = format!("when {}{}", batch.when(), if batch.fail_plan() { ", fails the plan" } else { "" });
+    let info = format!(
+        "when {}{}",
+        batch.when(),
+        if batch.fail_plan() {
+            ", fails the plan"
+        } else {
+            ""
+        }
+    );
     html! {
         details class={ "node batch " (format::status_class(state.status)) } data-id=(batch.id())
             data-status=(state.status.as_str()) open[open_by_default(small, state)] {

@@ -63,7 +63,13 @@ impl std::error::Error for CliError {}
 #[command(name = "coercion", version, about, long_about = None)]
 pub struct Cli {
     /// The store file (read-only; it may be in use by the process that runs the plans).
-    #[arg(long, global = true, value_name = "PATH", env = "COERCION_DB", default_value = "coercion.db")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "COERCION_DB",
+        default_value = "coercion.db"
+    )]
     pub db: PathBuf,
 
     /// When to colour the output.
@@ -172,7 +178,11 @@ pub fn main() -> ExitCode {
         ColorWhen::Always => anstream::ColorChoice::Always.write_global(),
         ColorWhen::Never => anstream::ColorChoice::Never.write_global(),
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("coercion: cannot start the async runtime: {e}");
@@ -195,19 +205,29 @@ fn print(text: &str) -> Result<(), CliError> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(CliError::new(format!("cannot write to standard output: {e}"))),
+        Err(e) => Err(CliError::new(format!(
+            "cannot write to standard output: {e}"
+        ))),
     }
 }
 
 fn write_file(path: &std::path::Path, text: &str) -> Result<(), CliError> {
-    std::fs::write(path, text).map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))
+    std::fs::write(path, text)
+        .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))
 }
 
 /// Runs one parsed command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let now = chrono::Utc::now();
     match cli.command {
-        Command::List { status, group, name, limit, offset, json } => {
+        Command::List {
+            status,
+            group,
+            name,
+            limit,
+            offset,
+            json,
+        } => {
             let db = Db::open(&cli.db)?;
             let filter = ListFilter {
                 statuses: status,
@@ -217,8 +237,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 limit: Some(limit.saturating_add(1)),
                 ..ListFilter::default()
             };
-            let mut plans =
-                db.store().list(&filter).await.map_err(|e| db::store_error(db.path(), e))?;
+            let mut plans = db
+                .store()
+                .list(&filter)
+                .await
+                .map_err(|e| db::store_error(db.path(), e))?;
             let more = plans.len() > limit;
             plans.truncate(limit);
             if json {
@@ -266,26 +289,48 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 return print(&html);
             }
             write_file(&output, &html)?;
-            print(&format!("wrote the report of plan {} ({}) to {}\n", plan.id(), plan.status(), output.display()))
+            print(&format!(
+                "wrote the report of plan {} ({}) to {}\n",
+                plan.id(),
+                plan.status(),
+                output.display()
+            ))
         }
         Command::Stop { id } => control_command(&cli.db, ControlOp::Stop, &id).await,
         Command::Pause { id } => control_command(&cli.db, ControlOp::Pause, &id).await,
         Command::Resume { id } => control_command(&cli.db, ControlOp::Resume, &id).await,
-        Command::Serve { addr, allow_control } => {
+        Command::Serve {
+            addr,
+            allow_control,
+        } => {
             let db = Db::open(&cli.db)?;
             if !addr.ip().is_loopback() {
                 let _ = writeln!(
                     anstream::stderr(),
                     "coercion: warning: serving on {addr}, not a loopback address: anyone who can reach it can read \
                      every plan{} (there is no authentication)",
-                    if allow_control { " and stop, pause or resume running ones" } else { "" }
+                    if allow_control {
+                        " and stop, pause or resume running ones"
+                    } else {
+                        ""
+                    }
                 );
             }
-            let options = web::WebOptions { addr, allow_control, ..web::WebOptions::default() };
+            let options = web::WebOptions {
+                addr,
+                allow_control,
+                ..web::WebOptions::default()
+            };
             let path = cli.db.display().to_string();
             web::serve(db, options, |bound| {
-                let mode = if allow_control { "stop/pause/resume allowed" } else { "read-only" };
-                let _ = print(&format!("coercion web UI on http://{bound}/ ({mode}; store: {path})\n"));
+                let mode = if allow_control {
+                    "stop/pause/resume allowed"
+                } else {
+                    "read-only"
+                };
+                let _ = print(&format!(
+                    "coercion web UI on http://{bound}/ ({mode}; store: {path})\n"
+                ));
             })
             .await
             .map_err(|e| CliError::new(format!("cannot serve on {addr}: {e}")))
@@ -299,16 +344,24 @@ async fn control_command(path: &std::path::Path, op: ControlOp, id: &str) -> Res
     let id = plan.id();
     match plan.status() {
         Status::NotStarted => {
-            return Err(CliError::new(format!("plan {id} has not started; there is nothing to {op}")));
+            return Err(CliError::new(format!(
+                "plan {id} has not started; there is nothing to {op}"
+            )));
         }
         s if s.is_terminal() => {
-            return Err(CliError::new(format!("plan {id} has already ended ({s}); there is nothing to {op}")));
+            return Err(CliError::new(format!(
+                "plan {id} has already ended ({s}); there is nothing to {op}"
+            )));
         }
         _ => {}
     }
-    control::request(path, op, id).await.map_err(|e| CliError::new(e.to_string()))?;
+    control::request(path, op, id)
+        .await
+        .map_err(|e| CliError::new(e.to_string()))?;
     let done = match op {
-        ControlOp::Stop => "is stopping (in-flight actions get their grace period; deferred work still runs)",
+        ControlOp::Stop => {
+            "is stopping (in-flight actions get their grace period; deferred work still runs)"
+        }
         ControlOp::Pause => "is paused: no new sequence or action starts until it is resumed",
         ControlOp::Resume => "is resumed",
     };

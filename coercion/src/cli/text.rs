@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use anstyle::{AnsiColor, Style};
 use serde::Serialize;
 
-use super::format::{self, Counts};
+use super::format::{self, Counts, clean};
 use crate::storage::PlanSummary;
 use crate::workflow::{ObjectRef, Plan, Status, Timestamp};
 
@@ -28,17 +28,6 @@ fn status(status: Status) -> String {
     paint(status_style(status), status.as_str())
 }
 
-/// `text` with control characters (terminal escapes, newlines) shown escaped, so a hostile
-/// name cannot rewrite the terminal.
-fn clean(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() { c.escape_default().collect() } else { vec![c] };
-            escaped
-        })
-        .collect()
-}
-
 const DIM: Style = Style::new().dimmed();
 const BOLD: Style = Style::new().bold();
 
@@ -48,11 +37,23 @@ pub(crate) fn list(plans: &[PlanSummary], now: Timestamp) -> String {
     let _ = writeln!(
         out,
         "{}",
-        paint(BOLD, &format!("{:<36}  {:<10}  {:<23}  {:>9}  NAME", "ID", "STATUS", "SUBMITTED", "DURATION"))
+        paint(
+            BOLD,
+            &format!(
+                "{:<36}  {:<10}  {:<23}  {:>9}  NAME",
+                "ID", "STATUS", "SUBMITTED", "DURATION"
+            )
+        )
     );
     for s in plans {
-        let dur = format::state_duration(s.state, now).map(format::duration).unwrap_or_else(|| "-".into());
-        let reason = if s.reason == crate::workflow::Reason::None { String::new() } else { format!(" ({})", s.reason) };
+        let dur = format::state_duration(s.state, now)
+            .map(format::duration)
+            .unwrap_or_else(|| "-".into());
+        let reason = if s.reason == crate::workflow::Reason::None {
+            String::new()
+        } else {
+            format!(" ({})", s.reason)
+        };
         let _ = writeln!(
             out,
             "{:<36}  {}{}  {:<23}  {:>9}  {}{}",
@@ -73,13 +74,19 @@ pub(crate) fn list(plans: &[PlanSummary], now: Timestamp) -> String {
 pub(crate) fn tree(plan: &Plan, now: Timestamp) -> String {
     let mut out = String::new();
     let c = Counts::of(plan);
-    let _ = write!(out, "{} {} {}", paint(BOLD, "plan"), paint(BOLD, &format!("{:?}", plan.name())), plan.id());
+    let _ = write!(
+        out,
+        "{} {} {}",
+        paint(BOLD, "plan"),
+        paint(BOLD, &format!("{:?}", plan.name())),
+        plan.id()
+    );
     let _ = write!(out, "  {}", status(plan.status()));
     if plan.reason() != crate::workflow::Reason::None {
         let _ = write!(out, " (reason: {})", plan.reason());
     }
     if plan.is_paused() {
-        let _ = write!(out, " {}", paint(status_style(Status::Stopped), "paused"));
+        let _ = write!(out, " ({})", paint(status_style(Status::Stopped), "paused"));
     }
     if let Some(d) = format::state_duration_text(plan.state(), now) {
         let _ = write!(out, "  {d}");
@@ -108,7 +115,11 @@ pub(crate) fn tree(plan: &Plan, now: Timestamp) -> String {
     for (loc, obj) in plan.walk().skip(1) {
         let path = plan.path(loc);
         let indent = "  ".repeat(path.depth());
-        let label = path.segments().last().map(|s| s.to_string()).unwrap_or_default();
+        let label = path
+            .segments()
+            .last()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
         let state = obj.state();
         let _ = write!(out, "{indent}{}: {}", label, status(state.status));
         if let Some(d) = format::state_duration_text(state, now) {
@@ -132,6 +143,19 @@ pub(crate) fn tree(plan: &Plan, now: Timestamp) -> String {
         }
     }
     out
+}
+
+/// The document of `show --json`.
+#[derive(Serialize)]
+struct JsonPlan<'a> {
+    id: crate::workflow::PlanId,
+    name: &'a str,
+    group_id: Option<uuid::Uuid>,
+    status: Status,
+    reason: crate::workflow::Reason,
+    paused: bool,
+    submit_time: Option<Timestamp>,
+    objects: Vec<JsonNode>,
 }
 
 /// One object of `show --json`.
@@ -158,7 +182,9 @@ pub(crate) fn tree_json(plan: &Plan, now: Timestamp) -> String {
         .map(|(loc, obj)| {
             let state = obj.state();
             let (attempts, last_error) = match obj {
-                ObjectRef::Action(a) => (Some(a.attempts().len()), a.last_error().map(|e| e.chain())),
+                ObjectRef::Action(a) => {
+                    (Some(a.attempts().len()), a.last_error().map(|e| e.chain()))
+                }
                 _ => (None, None),
             };
             JsonNode {
@@ -174,15 +200,15 @@ pub(crate) fn tree_json(plan: &Plan, now: Timestamp) -> String {
             }
         })
         .collect();
-    let doc = serde_json::json!({
-        "id": plan.id(),
-        "name": plan.name(),
-        "group_id": plan.group_id(),
-        "status": plan.status(),
-        "reason": plan.reason(),
-        "paused": plan.is_paused(),
-        "submit_time": plan.submit_time(),
-        "objects": nodes,
-    });
+    let doc = JsonPlan {
+        id: plan.id(),
+        name: plan.name(),
+        group_id: plan.group_id(),
+        status: plan.status(),
+        reason: plan.reason(),
+        paused: plan.is_paused(),
+        submit_time: plan.submit_time(),
+        objects: nodes,
+    };
     serde_json::to_string_pretty(&doc).expect("JSON values serialize")
 }

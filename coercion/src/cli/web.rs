@@ -10,7 +10,7 @@
 //! * `GET /upload` renders an exported plan JSON dropped (or chosen) by the user; malformed or
 //!   oversized files get a clear message.
 //! * `POST /plans/{id}/stop|pause|resume` only with `allow_control`, through
-//!   [`control`](super::control).
+//!   [`control`].
 //!
 //! Every page is sent with a Content-Security-Policy that allows only this server's own script
 //! and style sheet, requests whose `Host` is not this server are refused (DNS rebinding), and
@@ -77,7 +77,11 @@ struct App {
 /// The web UI's routes over `db`.
 pub fn router(db: Db, options: WebOptions) -> Router {
     let store_label = db.path().display().to_string();
-    let app = App { db, options, store_label };
+    let app = App {
+        db,
+        options,
+        store_label,
+    };
     Router::new()
         .route("/", get(list_page))
         .route("/plans/{id}", get(plan_page))
@@ -85,20 +89,43 @@ pub fn router(db: Db, options: WebOptions) -> Router {
         .route("/plans/{id}/export", get(export_plan))
         .route("/plans/{id}/report", get(report_plan))
         .route("/plans/{id}/{op}", post(control_plan))
-        .route("/upload", get(upload_page).post(upload_plan).layer(DefaultBodyLimit::max(UPLOAD_LIMIT)))
-        .route("/assets/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS) }))
+        .route(
+            "/upload",
+            get(upload_page)
+                .post(upload_plan)
+                .layer(DefaultBodyLimit::max(UPLOAD_LIMIT)),
+        )
+        .route(
+            "/assets/style.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS) }),
+        )
         .route(
             "/assets/app.js",
-            get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }),
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    APP_JS,
+                )
+            }),
         )
-        .fallback(|| async { error_page(StatusCode::NOT_FOUND, "-", "There is no page at this address.") })
+        .fallback(|| async {
+            error_page(
+                StatusCode::NOT_FOUND,
+                "-",
+                "There is no page at this address.",
+            )
+        })
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
 }
 
 /// Binds `options.addr` and serves the web UI over `db` until the process ends. Calls
 /// `ready` with the bound address (useful with port 0) once it accepts connections.
-pub async fn serve(db: Db, options: WebOptions, ready: impl FnOnce(SocketAddr)) -> std::io::Result<()> {
+pub async fn serve(
+    db: Db,
+    options: WebOptions,
+    ready: impl FnOnce(SocketAddr),
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(options.addr).await?;
     let addr = listener.local_addr()?;
     let options = WebOptions { addr, ..options };
@@ -109,7 +136,11 @@ pub async fn serve(db: Db, options: WebOptions, ready: impl FnOnce(SocketAddr)) 
 /// Security headers on every response; refuses requests for another host name.
 async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
     if !host_allowed(req.headers(), app.options.addr) {
-        return (StatusCode::MISDIRECTED_REQUEST, "this server answers only requests addressed to it\n").into_response();
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this server answers only requests addressed to it\n",
+        )
+            .into_response();
     }
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
@@ -120,8 +151,14 @@ async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
              connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
         ),
     );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     resp
 }
@@ -139,7 +176,10 @@ fn host_allowed(headers: &HeaderMap, addr: SocketAddr) -> bool {
         Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
         _ => host,
     };
-    matches!(name, "localhost" | "[::1]") || name.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+    matches!(name, "localhost" | "[::1]")
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether a state-changing request comes from one of this server's own pages.
@@ -151,7 +191,10 @@ fn same_origin(headers: &HeaderMap) -> bool {
         (Some(origin), Some(host)) => {
             let origin = origin.to_str().unwrap_or("");
             let host = host.to_str().unwrap_or("");
-            origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host)
+            origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"))
+                == Some(host)
         }
         // Not a browser (no Origin): curl and scripts may post.
         (None, _) => true,
@@ -185,7 +228,11 @@ struct ListQuery {
 
 async fn list_page(State(app): State<App>, Query(q): Query<ListQuery>) -> Response {
     let mut problems = Vec::new();
-    let mut filter = ListFilter { offset: q.page * PAGE_SIZE, limit: Some(PAGE_SIZE + 1), ..ListFilter::default() };
+    let mut filter = ListFilter {
+        offset: q.page * PAGE_SIZE,
+        limit: Some(PAGE_SIZE + 1),
+        ..ListFilter::default()
+    };
     if !q.status.is_empty() {
         match q.status.parse::<Status>() {
             Ok(s) => filter.statuses = vec![s],
@@ -213,14 +260,24 @@ async fn list_page(State(app): State<App>, Query(q): Query<ListQuery>) -> Respon
     let now = chrono::Utc::now();
     let page_link = |page: usize| {
         let mut url = format!("/?page={page}");
-        for (k, v) in [("status", &q.status), ("name", &q.name), ("group", &q.group)] {
+        for (k, v) in [
+            ("status", &q.status),
+            ("name", &q.name),
+            ("group", &q.group),
+        ] {
             if !v.is_empty() {
                 url.push_str(&format!("&{k}={}", urlencode(v)));
             }
         }
         url
     };
-    let statuses = [Status::NotStarted, Status::Running, Status::Completed, Status::Failed, Status::Stopped];
+    let statuses = [
+        Status::NotStarted,
+        Status::Running,
+        Status::Completed,
+        Status::Failed,
+        Status::Stopped,
+    ];
     let body = html! {
         section {
             h1 { "Plans" }
@@ -284,11 +341,17 @@ fn urlencode(text: &str) -> String {
 
 /// Resolves `id` (maybe abbreviated) or answers with an error page.
 async fn resolve(app: &App, id: &str) -> Result<PlanId, Response> {
-    app.db.resolve(id).await.map_err(|e| error_page(StatusCode::NOT_FOUND, &app.store_label, &e.to_string()))
+    app.db
+        .resolve(id)
+        .await
+        .map_err(|e| error_page(StatusCode::NOT_FOUND, &app.store_label, &e.to_string()))
 }
 
 async fn read(app: &App, id: PlanId) -> Result<Plan, Response> {
-    app.db.read_id(id).await.map_err(|e| error_page(StatusCode::NOT_FOUND, &app.store_label, &e.to_string()))
+    app.db
+        .read_id(id)
+        .await
+        .map_err(|e| error_page(StatusCode::NOT_FOUND, &app.store_label, &e.to_string()))
 }
 
 async fn plan_page(State(app): State<App>, Path(id): Path<String>) -> Response {
@@ -315,7 +378,8 @@ fn plan_view(app: &App, plan: &Plan, notice: Option<Result<String, String>>) -> 
             a.button href={ "/plans/" (id) "/export" } { "Export JSON" }
             a.button href={ "/plans/" (id) "/report" } { "HTML report" }
             @if app.options.allow_control && live {
-                @for op in [ControlOp::Pause, ControlOp::Resume, ControlOp::Stop] {
+                @let pause_or_resume = if plan.is_paused() { ControlOp::Resume } else { ControlOp::Pause };
+                @for op in [pause_or_resume, ControlOp::Stop] {
                     form method="post" action={ "/plans/" (id) "/" (op.as_str()) } {
                         button type="submit" class=[(op == ControlOp::Stop).then_some("danger")] { (title_case(op.as_str())) }
                     }
@@ -337,7 +401,9 @@ fn plan_view(app: &App, plan: &Plan, notice: Option<Result<String, String>>) -> 
 
 fn title_case(s: &str) -> String {
     let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 enum Feed {
@@ -351,18 +417,29 @@ async fn plan_events(State(app): State<App>, Path(id): Path<String>) -> Response
         Ok(i) => i,
         Err(r) => return r,
     };
-    Sse::new(plan_feed(app, id)).keep_alive(KeepAlive::default()).into_response()
+    Sse::new(plan_feed(app, id))
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// The live feed of a plan: a `plan` event (the rendered page body and the status) at once,
 /// then whenever the stored plan changed (and at least every second while it runs, so running
 /// durations tick), and an `end` event after the plan finished.
-fn plan_feed(app: App, id: PlanId) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
-    let start = Feed::Poll { last: None, sent: Instant::now() };
+fn plan_feed(
+    app: App,
+    id: PlanId,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    let start = Feed::Poll {
+        last: None,
+        sent: Instant::now(),
+    };
     futures_util::stream::unfold((app, start), move |(app, feed)| async move {
         match feed {
             Feed::Done => None,
-            Feed::End => Some((Ok(Event::default().event("end").data("end")), (app, Feed::Done))),
+            Feed::End => Some((
+                Ok(Event::default().event("end").data("end")),
+                (app, Feed::Done),
+            )),
             Feed::Poll { last, sent } => loop {
                 if last.is_some() {
                     tokio::time::sleep(app.options.poll_interval).await;
@@ -379,9 +456,17 @@ fn plan_feed(app: App, id: PlanId) -> impl Stream<Item = Result<Event, Infallibl
                 let finished = plan.status().is_terminal();
                 if changed || finished || sent.elapsed() >= Duration::from_secs(1) {
                     let html = views::plan_body(&plan, chrono::Utc::now()).into_string();
-                    let data = serde_json::json!({ "html": html, "status": plan.status().as_str() });
+                    let data =
+                        serde_json::json!({ "html": html, "status": plan.status().as_str() });
                     let ev = Event::default().event("plan").data(data.to_string());
-                    let next = if finished { Feed::End } else { Feed::Poll { last: Some(json), sent: Instant::now() } };
+                    let next = if finished {
+                        Feed::End
+                    } else {
+                        Feed::Poll {
+                            last: Some(json),
+                            sent: Instant::now(),
+                        }
+                    };
                     return Some((Ok(ev), (app, next)));
                 }
             },
@@ -394,7 +479,11 @@ fn attachment(content_type: &'static str, name: String, body: String) -> Respons
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-            (header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).unwrap_or(HeaderValue::from_static("attachment"))),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&disposition)
+                    .unwrap_or(HeaderValue::from_static("attachment")),
+            ),
         ],
         body,
     )
@@ -407,7 +496,11 @@ async fn export_plan(State(app): State<App>, Path(id): Path<String>) -> Response
         Err(r) => return r,
     };
     match read(&app, id).await {
-        Ok(plan) => attachment("application/json", format!("plan-{id}.json"), plan.clone_for_display().to_json()),
+        Ok(plan) => attachment(
+            "application/json",
+            format!("plan-{id}.json"),
+            plan.clone_for_display().to_json(),
+        ),
         Err(r) => r,
     }
 }
@@ -418,7 +511,11 @@ async fn report_plan(State(app): State<App>, Path(id): Path<String>) -> Response
         Err(r) => return r,
     };
     match read(&app, id).await {
-        Ok(plan) => attachment("text/html; charset=utf-8", format!("plan-{id}.html"), views::report(&plan)),
+        Ok(plan) => attachment(
+            "text/html; charset=utf-8",
+            format!("plan-{id}.html"),
+            views::report(&plan),
+        ),
         Err(r) => r,
     }
 }
@@ -432,7 +529,13 @@ async fn control_plan(
         "stop" => ControlOp::Stop,
         "pause" => ControlOp::Pause,
         "resume" => ControlOp::Resume,
-        _ => return error_page(StatusCode::NOT_FOUND, &app.store_label, "There is no such operation."),
+        _ => {
+            return error_page(
+                StatusCode::NOT_FOUND,
+                &app.store_label,
+                "There is no such operation.",
+            );
+        }
     };
     if !app.options.allow_control {
         return error_page(
@@ -442,7 +545,11 @@ async fn control_plan(
         );
     }
     if !same_origin(&headers) {
-        return error_page(StatusCode::FORBIDDEN, &app.store_label, "Control requests must come from this server's own pages.");
+        return error_page(
+            StatusCode::FORBIDDEN,
+            &app.store_label,
+            "Control requests must come from this server's own pages.",
+        );
     }
     let id = match resolve(&app, &id).await {
         Ok(i) => i,
@@ -454,7 +561,10 @@ async fn control_plan(
         Err(r) => return r,
     };
     let (status, notice) = match result {
-        Ok(()) => (StatusCode::OK, Ok(format!("Asked the process running this plan to {op} it."))),
+        Ok(()) => (
+            StatusCode::OK,
+            Ok(format!("Asked the process running this plan to {op} it.")),
+        ),
         Err(e) => (StatusCode::CONFLICT, Err(e.to_string())),
     };
     html_response(status, plan_view(&app, &plan, Some(notice)))
@@ -475,7 +585,10 @@ async fn upload_page(State(app): State<App>) -> Response {
         }
         div #upload-result {}
     };
-    html_response(StatusCode::OK, views::page("Open an exported plan", &app.store_label, body))
+    html_response(
+        StatusCode::OK,
+        views::page("Open an exported plan", &app.store_label, body),
+    )
 }
 
 async fn upload_plan(body: Bytes) -> Response {
@@ -487,11 +600,18 @@ async fn upload_plan(body: Bytes) -> Response {
         return fail("The file is empty: it is not an exported coercion plan.".to_owned());
     }
     let Ok(text) = std::str::from_utf8(&body) else {
-        return fail("This file is not text (not UTF-8), so it is not an exported coercion plan.".to_owned());
+        return fail(
+            "This file is not text (not UTF-8), so it is not an exported coercion plan.".to_owned(),
+        );
     };
     let plan = match Plan::from_json(text) {
         Ok(p) => p.clone_for_display(),
-        Err(e) => return fail(format!("This file is not an exported coercion plan: {}", e.0)),
+        Err(e) => {
+            return fail(format!(
+                "This file is not an exported coercion plan: {}",
+                e.0
+            ));
+        }
     };
     let m: Markup = html! {
         div.notice.ok { "Showing the uploaded plan " strong { (plan.name()) } " (" (plan.id()) ")." }
@@ -518,19 +638,34 @@ mod tests {
         assert!(host_allowed(&headers(&[("host", "127.0.0.1:3030")]), local));
         assert!(host_allowed(&headers(&[("host", "localhost:3030")]), local));
         assert!(host_allowed(&headers(&[("host", "[::1]:3030")]), local));
-        assert!(!host_allowed(&headers(&[("host", "evil.example:3030")]), local));
+        assert!(!host_allowed(
+            &headers(&[("host", "evil.example:3030")]),
+            local
+        ));
         assert!(!host_allowed(&headers(&[("host", "evil.example")]), local));
-        assert!(!host_allowed(&headers(&[("host", "127.0.0.1.evil.example")]), local));
+        assert!(!host_allowed(
+            &headers(&[("host", "127.0.0.1.evil.example")]),
+            local
+        ));
         let any = SocketAddr::from(([0, 0, 0, 0], 3030));
-        assert!(host_allowed(&headers(&[("host", "ops.internal:3030")]), any));
+        assert!(host_allowed(
+            &headers(&[("host", "ops.internal:3030")]),
+            any
+        ));
     }
 
     #[test]
     fn control_requests_from_other_sites_are_refused() {
         assert!(same_origin(&headers(&[("sec-fetch-site", "same-origin")])));
         assert!(!same_origin(&headers(&[("sec-fetch-site", "cross-site")])));
-        assert!(same_origin(&headers(&[("origin", "http://127.0.0.1:3030"), ("host", "127.0.0.1:3030")])));
-        assert!(!same_origin(&headers(&[("origin", "http://evil.example"), ("host", "127.0.0.1:3030")])));
+        assert!(same_origin(&headers(&[
+            ("origin", "http://127.0.0.1:3030"),
+            ("host", "127.0.0.1:3030")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("origin", "http://evil.example"),
+            ("host", "127.0.0.1:3030")
+        ])));
         assert!(same_origin(&headers(&[("host", "127.0.0.1:3030")])));
     }
 

@@ -11,14 +11,18 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use coercion::testing::{FakeAction, FakeCheck, FakeReq, Fakes};
-use coercion::{ActionSpec, Block, CheckSpec, Checks, DeferredBatch, Plan, PlanId, Sequence, Status, When, Workstream};
+use coercion::{
+    ActionSpec, Block, CheckSpec, Checks, DeferredBatch, Plan, PlanId, Sequence, Status, When,
+    Workstream,
+};
 
 /// The `coercion` binary built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_coercion");
 
 /// What the hostile plan's names try to do; a page that ran any of it would set
 /// `window.__pwned` or change the title.
-pub const HOSTILE_PLAN: &str = r#"<script>document.title="pwned";window.__pwned=1</script> "quoted" & 'single'"#;
+pub const HOSTILE_PLAN: &str =
+    r#"<script>document.title="pwned";window.__pwned=1</script> "quoted" & 'single'"#;
 /// The hostile block's name.
 pub const HOSTILE_BLOCK: &str = r#"<img src=x onerror="window.__pwned=2">"#;
 /// The hostile sequence's name.
@@ -37,7 +41,9 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     /// A new empty directory for test `name`.
     pub fn new(name: &str) -> TempDir {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli").join(format!("{name}-{}", PlanId::new_v7()));
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("cli")
+            .join(format!("{name}-{}", PlanId::new_v7()));
         std::fs::create_dir_all(&dir).expect("create a temporary directory");
         TempDir(dir)
     }
@@ -50,6 +56,11 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // COERCION_KEEP_TEST_DIRS=1 keeps the stores, to look at them with the CLI afterwards.
+        if std::env::var("COERCION_KEEP_TEST_DIRS").is_ok_and(|v| v == "1") {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -71,7 +82,11 @@ pub struct Fixture {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
 }
 
 /// Fills a fresh store with a completed, a failed and a hostile plan, run for real on SQLite.
@@ -81,19 +96,33 @@ pub fn fixture(name: &str) -> Fixture {
     let group = uuid::Uuid::now_v7();
     let (completed, failed, hostile) = runtime().block_on(async {
         let fakes = Fakes::new();
-        let ws = Workstream::open(&db, fakes.registry()).await.expect("open the store");
+        let ws = Workstream::open(&db, fakes.registry())
+            .await
+            .expect("open the store");
         let completed = Plan::builder("deploy web")
             .descr("Roll the new build out to the web tier")
             .group_id(group)
-            .pre_checks(Checks::builder().action(CheckSpec::new::<FakeCheck>("lb healthy", FakeReq::ok())))
-            .block(Block::builder("web").concurrency(2).sequences((1..=2).map(|i| {
-                Sequence::builder(format!("web-{i}"))
-                    .action(ActionSpec::new::<FakeAction>("drain", FakeReq::ok().tag(format!("drain web-{i}"))))
-                    .action(
-                        ActionSpec::new::<FakeAction>("restart", FakeReq::fail_times(1).tag(format!("restart web-{i}")))
-                            .retries(2),
-                    )
-            })))
+            .pre_checks(
+                Checks::builder().action(CheckSpec::new::<FakeCheck>("lb healthy", FakeReq::ok())),
+            )
+            .block(
+                Block::builder("web")
+                    .concurrency(2)
+                    .sequences((1..=2).map(|i| {
+                        Sequence::builder(format!("web-{i}"))
+                            .action(ActionSpec::new::<FakeAction>(
+                                "drain",
+                                FakeReq::ok().tag(format!("drain web-{i}")),
+                            ))
+                            .action(
+                                ActionSpec::new::<FakeAction>(
+                                    "restart",
+                                    FakeReq::fail_times(1).tag(format!("restart web-{i}")),
+                                )
+                                .retries(2),
+                            )
+                    })),
+            )
             .deferred(
                 DeferredBatch::builder("notify", When::Always)
                     .action(ActionSpec::new::<FakeAction>("post to chat", FakeReq::ok())),
@@ -106,8 +135,17 @@ pub fn fixture(name: &str) -> Fixture {
             .block(
                 Block::builder("db").sequence(
                     Sequence::builder("db-1")
-                        .action(ActionSpec::new::<FakeAction>("backup", FakeReq::ok().tag("backup db-1")))
-                        .action(ActionSpec::new::<FakeAction>("migrate", FakeReq::fail().tag(FAILED_TAG)).retries(2))
+                        .action(ActionSpec::new::<FakeAction>(
+                            "backup",
+                            FakeReq::ok().tag("backup db-1"),
+                        ))
+                        .action(
+                            ActionSpec::new::<FakeAction>(
+                                "migrate",
+                                FakeReq::fail().tag(FAILED_TAG),
+                            )
+                            .retries(2),
+                        )
                         .action(ActionSpec::new::<FakeAction>("verify", FakeReq::ok())),
                 ),
             )
@@ -118,20 +156,35 @@ pub fn fixture(name: &str) -> Fixture {
         let hostile = Plan::builder(HOSTILE_PLAN)
             .descr(r#"<b onmouseover="window.__pwned=6">descr</b>"#)
             .block(Block::builder(HOSTILE_BLOCK).sequence(
-                Sequence::builder(HOSTILE_SEQUENCE)
-                    .action(ActionSpec::new::<FakeAction>(HOSTILE_ACTION, FakeReq::fail_permanently().tag(HOSTILE_ERROR))),
+                Sequence::builder(HOSTILE_SEQUENCE).action(ActionSpec::new::<FakeAction>(
+                    HOSTILE_ACTION,
+                    FakeReq::fail_permanently().tag(HOSTILE_ERROR),
+                )),
             ))
             .build();
         let hostile = ws.run(hostile).await.expect("the hostile plan runs");
         assert_eq!(hostile.status(), Status::Failed);
         (completed.id(), failed.id(), hostile.id())
     });
-    Fixture { dir, db, completed, failed, hostile, group }
+    Fixture {
+        dir,
+        db,
+        completed,
+        failed,
+        hostile,
+        group,
+    }
 }
 
 /// Runs `coercion --db <db> <args>` and returns its output.
 pub fn coercion(db: &Path, args: &[&str]) -> Output {
-    Command::new(BIN).arg("--db").arg(db).args(args).env_remove("COERCION_DB").output().expect("run the coercion binary")
+    Command::new(BIN)
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env_remove("COERCION_DB")
+        .output()
+        .expect("run the coercion binary")
 }
 
 /// Standard output of a run that must succeed.
@@ -171,11 +224,21 @@ const CHILD_LISTEN: &str = "COERCION_CLI_CHILD_LISTEN";
 fn long_plan(actions: usize, step: Duration) -> Plan {
     Plan::builder("rolling restart (live)")
         .descr("Runs in another process while the tests watch it")
-        .block(Block::builder("fleet").concurrency(1).sequences((0..actions.div_ceil(2)).map(|i| {
-            Sequence::builder(format!("host-{i}"))
-                .action(ActionSpec::new::<FakeAction>("drain", FakeReq::sleep(step).tag(format!("drain host-{i}"))))
-                .action(ActionSpec::new::<FakeAction>("restart", FakeReq::sleep(step).tag(format!("restart host-{i}"))))
-        })))
+        .block(
+            Block::builder("fleet")
+                .concurrency(1)
+                .sequences((0..actions.div_ceil(2)).map(|i| {
+                    Sequence::builder(format!("host-{i}"))
+                        .action(ActionSpec::new::<FakeAction>(
+                            "drain",
+                            FakeReq::sleep(step).tag(format!("drain host-{i}")),
+                        ))
+                        .action(ActionSpec::new::<FakeAction>(
+                            "restart",
+                            FakeReq::sleep(step).tag(format!("restart host-{i}")),
+                        ))
+                })),
+        )
         .build()
 }
 
@@ -184,23 +247,45 @@ fn long_plan(actions: usize, step: Duration) -> Plan {
 /// (`CHILD_LISTEN`: `now`, or `stdin` to wait for a line on standard input first, then print
 /// `LISTENING`), and prints `DONE <status>` when the plan ends. Does nothing without `CHILD_DB`.
 pub fn child_entry() {
-    let Ok(db) = std::env::var(CHILD_DB) else { return };
-    let actions: usize = std::env::var(CHILD_ACTIONS).ok().and_then(|v| v.parse().ok()).unwrap_or(8);
-    let step = Duration::from_millis(std::env::var(CHILD_STEP_MS).ok().and_then(|v| v.parse().ok()).unwrap_or(500));
+    let Ok(db) = std::env::var(CHILD_DB) else {
+        return;
+    };
+    let actions: usize = std::env::var(CHILD_ACTIONS)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let step = Duration::from_millis(
+        std::env::var(CHILD_STEP_MS)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(500),
+    );
     let listen = std::env::var(CHILD_LISTEN).unwrap_or_default();
     runtime().block_on(async move {
         let fakes = Fakes::new();
-        let ws = Workstream::open(&db, fakes.registry()).await.expect("child: open the store to run plans");
-        let id = ws.submit(long_plan(actions, step)).await.expect("child: submit");
+        let ws = Workstream::open(&db, fakes.registry())
+            .await
+            .expect("child: open the store to run plans");
+        let id = ws
+            .submit(long_plan(actions, step))
+            .await
+            .expect("child: submit");
         ws.start(id).await.expect("child: start");
         println!("PLAN {id}");
         let mut _control = None;
         if listen == "stdin" {
             let mut line = String::new();
-            tokio::task::spawn_blocking(move || std::io::stdin().read_line(&mut line)).await.unwrap().unwrap();
+            tokio::task::spawn_blocking(move || std::io::stdin().read_line(&mut line))
+                .await
+                .unwrap()
+                .unwrap();
         }
         if listen == "now" || listen == "stdin" {
-            _control = Some(coercion::cli::control::listen(ws.clone(), &db).await.expect("child: listen"));
+            _control = Some(
+                coercion::cli::control::listen(ws.clone(), &db)
+                    .await
+                    .expect("child: listen"),
+            );
             println!("LISTENING");
         }
         let done = ws.wait(id).await.expect("child: wait");
@@ -223,7 +308,14 @@ impl Runner {
     pub fn start(db: &Path, actions: usize, step: Duration, listen: &str) -> Runner {
         let exe = std::env::current_exe().expect("the test binary");
         let mut child = Command::new(exe)
-            .args(["--exact", "child_process_entry", "--ignored", "--nocapture", "--test-threads", "1"])
+            .args([
+                "--exact",
+                "child_process_entry",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env(CHILD_DB, db)
             .env(CHILD_ACTIONS, actions.to_string())
             .env(CHILD_STEP_MS, step.as_millis().to_string())
@@ -243,9 +335,18 @@ impl Runner {
             }
         });
         let stdin = child.stdin.take();
-        let mut runner = Runner { child, stdin, lines, plan: PlanId::NIL };
+        let mut runner = Runner {
+            child,
+            stdin,
+            lines,
+            plan: PlanId::NIL,
+        };
         let line = runner.wait_for("PLAN ");
-        runner.plan = line.trim_start_matches("PLAN ").trim().parse().expect("a plan id");
+        runner.plan = line
+            .trim_start_matches("PLAN ")
+            .trim()
+            .parse()
+            .expect("a plan id");
         runner
     }
 
@@ -257,7 +358,9 @@ impl Runner {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.lines.recv_timeout(left) {
                 // libtest prints `test child_process_entry ... ` before the child's first line.
-                Ok(line) if line.contains(prefix) => return line[line.find(prefix).unwrap()..].to_owned(),
+                Ok(line) if line.contains(prefix) => {
+                    return line[line.find(prefix).unwrap()..].to_owned();
+                }
                 Ok(_) => {}
                 Err(e) => panic!("the child process did not print `{prefix}…`: {e}"),
             }
@@ -287,14 +390,24 @@ impl Drop for Runner {
 }
 
 /// Polls `coercion show --json ID` until `done` holds for its JSON (at most `timeout`).
-pub fn wait_until(db: &Path, id: PlanId, timeout: Duration, what: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+pub fn wait_until(
+    db: &Path,
+    id: PlanId,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        let json: serde_json::Value = serde_json::from_str(&ok(db, &["show", "--json", &id.to_string()])).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&ok(db, &["show", "--json", &id.to_string()])).unwrap();
         if done(&json) {
             return json;
         }
-        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}; last: {json:#}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}; last: {json:#}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -302,7 +415,10 @@ pub fn wait_until(db: &Path, id: PlanId, timeout: Duration, what: &str, done: im
 /// Where screenshots and other artifacts of the tests go: `tests/artifacts/` at the root of
 /// the workspace (ignored by git).
 pub fn artifacts() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("tests").join("artifacts");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("tests")
+        .join("artifacts");
     std::fs::create_dir_all(&dir).expect("create tests/artifacts");
     dir.canonicalize().expect("tests/artifacts exists")
 }
@@ -328,7 +444,9 @@ impl Server {
             .expect("start coercion serve");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read the server's first line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the server's first line");
         let url = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
