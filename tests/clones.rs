@@ -982,3 +982,32 @@ async fn the_report_of_a_successful_plan_is_its_summary_line() {
     );
     assert!(done.failures().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_plan_that_failed_only_in_its_checks_has_no_sequence_to_retry() {
+    let (ws, script) = workstream().await;
+    script.set("b-post", Behaviour::Fail);
+    let plan = Plan::builder("checks only")
+        .block(
+            Block::builder("b")
+                .post_checks(c("b-post"))
+                .sequence(seq("s", [a("x")])),
+        )
+        .build();
+    let done = ws.run(plan).await.unwrap();
+    assert_eq!(
+        (done.status(), done.reason()),
+        (Status::Failed, Reason::Block),
+        "{}",
+        outline(&done)
+    );
+    assert_eq!(done.blocks()[0].sequences()[0].status(), Status::Completed);
+    // Every sequence completed: nothing for a retry-failed clone to hold (a block needs
+    // sequences), as documented; the way to run it again is a resubmit clone.
+    assert!(done.clone_retry_failed().is_none());
+    script.all_succeed();
+    script.take_calls();
+    let again = ws.run(done.clone_for_resubmit()).await.unwrap();
+    assert_eq!(again.status(), Status::Completed);
+    assert_eq!(sorted(script.take_calls()), sorted(["x", "b-post"]));
+}

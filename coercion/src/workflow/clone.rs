@@ -106,6 +106,10 @@ impl Plan {
     /// dropped; kept blocks hold only their failed, stopped or never-run sequences, each without
     /// the actions that already completed; checks and deferred batches are kept; the plan is in
     /// the same group. Submitting it runs exactly the work that had not succeeded.
+    ///
+    /// A plan that failed only in checks or deferred work (a failed post-check after every
+    /// sequence completed, a failed `fail_plan` batch) has no sequence left to retry, so this
+    /// returns `None` for it too; run it again with [`clone_for_resubmit`](Self::clone_for_resubmit).
     pub fn clone_retry_failed(&self) -> Option<Plan> {
         // A plan whose bypass checks passed completed without running its blocks: it succeeded.
         let bypassed = self.checks.bypass.as_ref().is_some_and(|c| c.state.status == Status::Completed)
