@@ -32,23 +32,14 @@ fn browser_dir() -> PathBuf {
 /// Whether the browser tests must be skipped (`COERCION_SKIP_BROWSER=1`); says so loudly.
 fn skipped() -> bool {
     if std::env::var("COERCION_SKIP_BROWSER").is_ok_and(|v| v == "1") {
-        eprintln!();
-        eprintln!(
-            "################################################################################"
-        );
-        eprintln!(
-            "## SKIPPED: the browser tests of the web UI and the HTML report did NOT run,   ##"
-        );
-        eprintln!(
-            "## because COERCION_SKIP_BROWSER=1. Unset it (after `bash scripts/browser-deps.sh`) ##"
-        );
-        eprintln!(
-            "## to run them.                                                                ##"
-        );
-        eprintln!(
-            "################################################################################"
-        );
-        eprintln!();
+        // Written to the process's stderr directly: libtest captures `eprintln!` of passing tests.
+        let banner = "\n\
+################################################################################\n\
+## SKIPPED: the browser tests of the web UI and the HTML report did NOT run,   ##\n\
+## because COERCION_SKIP_BROWSER=1. Run `bash scripts/browser-deps.sh` and     ##\n\
+## unset it to run them.                                                      ##\n\
+################################################################################\n\n";
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), banner.as_bytes());
         return true;
     }
     false
