@@ -840,3 +840,51 @@ async fn typed_access_decrypts_secrets_sealed_with_the_configured_key() {
         .unwrap_err();
     assert!(err.to_string().contains("redacted"), "{err}");
 }
+
+#[derive(Serialize, Deserialize)]
+struct PinReq {
+    user: String,
+    password: Secret<u64>,
+}
+
+/// A later version of `Login` whose secret is a number: the secrets of plans made for the old
+/// version do not decode into it.
+#[coercion::plugin(name = "secrets-test/login", manual)]
+struct LoginV2;
+
+impl Plugin for LoginV2 {
+    type Request = PinReq;
+    type Response = ();
+    async fn execute(&self, _ctx: &Context, _req: PinReq) -> Result<(), PluginError> {
+        Ok(())
+    }
+}
+
+/// A secret whose plaintext does not decode into the field's type is reported without its
+/// plaintext (serde's message would quote the value).
+#[tokio::test]
+async fn a_secret_that_does_not_decode_keeps_its_plaintext_out_of_the_error() {
+    let ws = Workstream::builder()
+        .in_memory()
+        .registry(Registry::new().with(LoginV2).unwrap())
+        .build()
+        .await
+        .unwrap();
+    let marker = unique_marker();
+    let plan = Plan::builder("old plan")
+        .block(
+            Block::builder("b").sequence(
+                Sequence::builder("s")
+                    .action(ActionSpec::new::<Login>("login", creds("alice", &marker))),
+            ),
+        )
+        .build();
+    let err = ws.submit(plan).await.unwrap_err();
+    let text = format!("{err}\n{err:?}");
+    assert!(matches!(err, coercion::Error::Invalid(_)), "{text}");
+    assert!(text.contains("secret does not decode"), "{text}");
+    assert!(
+        !text.contains(&marker),
+        "the plaintext leaked into the error:\n{text}"
+    );
+}

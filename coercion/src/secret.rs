@@ -261,7 +261,15 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Secret<T> {
             })
         })
         .map_err(fail)?;
-        serde_json::from_slice(&plaintext).map(Secret).map_err(|e| fail(format!("a secret does not decode: {e}")))
+        // serde's message may quote the value (`invalid type: string "…"`): keep only where the
+        // plaintext stopped decoding, never what it holds.
+        serde_json::from_slice(&plaintext).map(Secret).map_err(|e| {
+            fail(format!(
+                "a secret does not decode into `{}` (its plaintext is not shown; decoding stopped at column {})",
+                std::any::type_name::<T>(),
+                e.column()
+            ))
+        })
     }
 }
 
