@@ -131,10 +131,10 @@ impl SecretKey {
     pub fn from_file(path: impl AsRef<Path>) -> Result<SecretKey, KeyError> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| KeyError(format!("cannot read {}: {e}", path.display())))?;
-        if let Ok(arr) = <[u8; 32]>::try_from(bytes.as_slice()) {
-            if !arr.iter().all(|b| b.is_ascii_graphic()) {
-                return Ok(SecretKey(arr));
-            }
+        if let Ok(arr) = <[u8; 32]>::try_from(bytes.as_slice())
+            && !arr.iter().all(|b| b.is_ascii_graphic())
+        {
+            return Ok(SecretKey(arr));
         }
         let text = String::from_utf8(bytes).map_err(|_| KeyError(format!("{}: not a key", path.display())))?;
         SecretKey::parse(&text).map_err(|e| KeyError(format!("{}: {}", path.display(), e.0)))
@@ -309,11 +309,11 @@ fn rewrite(json: &Json, f: &mut dyn FnMut(&str) -> Result<String, String>) -> Re
     fn walk(v: &mut serde_json::Value, f: &mut dyn FnMut(&str) -> Result<String, String>) -> Result<(), String> {
         match v {
             serde_json::Value::Object(map) => {
-                if map.len() == 1 {
-                    if let Some(serde_json::Value::String(sealed)) = map.get_mut(SECRET_MARKER) {
-                        *sealed = f(sealed)?;
-                        return Ok(());
-                    }
+                if map.len() == 1
+                    && let Some(serde_json::Value::String(sealed)) = map.get_mut(SECRET_MARKER)
+                {
+                    *sealed = f(sealed)?;
+                    return Ok(());
                 }
                 map.values_mut().try_for_each(|v| walk(v, f))
             }

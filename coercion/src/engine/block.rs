@@ -92,10 +92,10 @@ pub(crate) async fn run_block(run: &Arc<Run>, b: usize, plan_cont: &ContWatch) -
             failed = outcome.failed;
             plan_cont_failed = outcome.plan_cont_failed(plan_cont);
         }
-        if let Some(cont) = cont.take() {
-            if cont.finish().await? {
-                failed = true;
-            }
+        if let Some(cont) = cont.take()
+            && cont.finish().await?
+        {
+            failed = true;
         }
         if !failed && !stop.is_cancelled() && run_checks_once(run, Some(b), CheckSlot::Post, stop).await?.failed() {
             failed = true;

@@ -258,19 +258,19 @@ pub(crate) fn expire_changes(plan: &Plan, age: Duration) -> Vec<Change> {
         if state.status != Status::Running {
             continue;
         }
-        if let ObjectRef::Action(a) = obj {
-            if let Some(last) = a.attempts().last().filter(|t| t.end.is_none()) {
-                let err = PluginError::engine(
-                    codes::INTERRUPTED,
-                    format!(
-                        "interrupted: the process running the plan stopped and its last heartbeat was {}s old, more than the recovery limit",
-                        age.as_secs()
-                    ),
-                    true,
-                );
-                let attempt = Attempt { start: last.start, end: Some(now), outcome: Some(Outcome::Error(Box::new(err))) };
-                changes.push(Change::Attempt { loc, id: a.id(), index: a.attempts().len() as u32 - 1, attempt });
-            }
+        if let ObjectRef::Action(a) = obj
+            && let Some(last) = a.attempts().last().filter(|t| t.end.is_none())
+        {
+            let err = PluginError::engine(
+                codes::INTERRUPTED,
+                format!(
+                    "interrupted: the process running the plan stopped and its last heartbeat was {}s old, more than the recovery limit",
+                    age.as_secs()
+                ),
+                true,
+            );
+            let attempt = Attempt { start: last.start, end: Some(now), outcome: Some(Outcome::Error(Box::new(err))) };
+            changes.push(Change::Attempt { loc, id: a.id(), index: a.attempts().len() as u32 - 1, attempt });
         }
         if loc != Loc::Plan {
             let id = obj.id();

@@ -118,10 +118,10 @@ async fn drive(run: &Arc<Run>) -> Result<Option<Option<Reason>>, RunError> {
             }
         }
     }
-    if let Some(cont) = cont.take() {
-        if cont.finish().await? {
-            fail(&mut reason, Reason::ContCheck);
-        }
+    if let Some(cont) = cont.take()
+        && cont.finish().await?
+    {
+        fail(&mut reason, Reason::ContCheck);
     }
     if reason.is_none()
         && !stop.is_cancelled()

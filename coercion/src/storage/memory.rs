@@ -70,12 +70,12 @@ fn check_batch(plan: &Plan, changes: &[Change]) -> Result<(), StoreError> {
 impl Store for MemoryStore {
     fn create<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Result<(), StoreError>> {
         let result = {
-            let mut plans = self.plans.lock();
-            if plans.contains_key(&plan.id) {
-                Err(StoreError::AlreadyExists(plan.id))
-            } else {
-                plans.insert(plan.id, plan.clone());
-                Ok(())
+            match self.plans.lock().entry(plan.id) {
+                std::collections::hash_map::Entry::Occupied(_) => Err(StoreError::AlreadyExists(plan.id)),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(plan.clone());
+                    Ok(())
+                }
             }
         };
         Box::pin(async move { result })

@@ -99,10 +99,10 @@ pub fn validate_plan(plan: &Plan, registry: &Registry) -> Result<(), Vec<Problem
                 if c.actions.is_empty() {
                     p.add(loc, "the check section has no actions");
                 }
-                if let Loc::Checks { slot: CheckSlot::Cont, .. } = loc {
-                    if c.delay.is_zero() {
-                        p.add(loc, "delay between continuous check runs must be greater than zero");
-                    }
+                if let Loc::Checks { slot: CheckSlot::Cont, .. } = loc
+                    && c.delay.is_zero()
+                {
+                    p.add(loc, "delay between continuous check runs must be greater than zero");
                 }
             }
             ObjectRef::Block(b) => {
@@ -112,10 +112,10 @@ pub fn validate_plan(plan: &Plan, registry: &Registry) -> Result<(), Vec<Problem
                 if b.sequences.is_empty() {
                     p.add(loc, "the block has no sequences");
                 }
-                if let Tolerance::Percent(pct) = b.tolerated_failures {
-                    if pct > 100 {
-                        p.add(loc, format!("tolerated_failures is {pct}%, more than 100%"));
-                    }
+                if let Tolerance::Percent(pct) = b.tolerated_failures
+                    && pct > 100
+                {
+                    p.add(loc, format!("tolerated_failures is {pct}%, more than 100%"));
                 }
                 for d in &b.defects {
                     p.add(loc, d.clone());
