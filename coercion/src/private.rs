@@ -76,16 +76,6 @@ pub fn auto_ctor<P: PluginMeta + AutoConstruct>() -> Arc<dyn DynPlugin> {
 
 inventory::collect!(PluginRegistration);
 
-/// Used by `plan!`: the typed request binding is checked against `P::Request` by the compiler.
-pub fn sequence_action<P: ActionPlugin>(name: impl Into<String>, req: P::Request) -> crate::builder::ActionSpec {
-    crate::builder::ActionSpec::new::<P>(name, req)
-}
-
-/// Used by `plan!`: a check action of check plugin `P`.
-pub fn check_action<P: CheckPlugin>(name: impl Into<String>, req: P::Request) -> crate::builder::CheckSpec {
-    crate::builder::CheckSpec::new::<P>(name, req)
-}
-
 /// Used by `plan!`: names `P::Request` without listing every plugin type when `P` is not a
 /// plugin at all.
 #[diagnostic::on_unimplemented(

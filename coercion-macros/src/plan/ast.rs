@@ -184,18 +184,22 @@ fn skip_item(input: ParseStream) {
     });
 }
 
-/// Skips tokens up to (not including) the next top-level `,`.
-fn skip_to_comma(input: ParseStream) {
-    let _ = input.step(|cursor| {
-        let mut rest = *cursor;
-        while let Some((tt, next)) = rest.token_tree() {
-            if matches!(&tt, TokenTree::Punct(p) if p.as_char() == ',') {
-                break;
+/// Skips tokens up to (not including) the next top-level `,`, and returns them.
+fn skip_to_comma(input: ParseStream) -> TokenStream {
+    input
+        .step(|cursor| {
+            let mut skipped = TokenStream::new();
+            let mut rest = *cursor;
+            while let Some((tt, next)) = rest.token_tree() {
+                if matches!(&tt, TokenTree::Punct(p) if p.as_char() == ',') {
+                    break;
+                }
+                skipped.extend([tt]);
+                rest = next;
             }
-            rest = next;
-        }
-        Ok(((), rest))
-    });
+            Ok((skipped, rest))
+        })
+        .unwrap_or_default()
 }
 
 fn parse_item(cx: &Ctxt, input: ParseStream) -> syn::Result<Item> {
@@ -266,18 +270,22 @@ fn parse_value(cx: &Ctxt, name: &Ident, input: ParseStream) -> syn::Result<Value
     }
     if name == "plugin" {
         if input.peek(syn::LitStr) {
-            return Err(input.error(
+            // Reported, and kept as a value so the action is not also "missing" its plugin.
+            let name: syn::LitStr = input.parse()?;
+            cx.error(
+                name.span(),
                 "`plugin` takes the plugin's type, e.g. `plugin: Ssh`, not its registered name",
-            ));
+            );
+            return Ok(Value::Expr(syn::parse_quote!(#name)));
         }
         let ty: Type = input.parse()?;
         if !(input.is_empty() || input.peek(Token![,]) || starts_item(input)) {
             // `plugin: Scp::default()` or `plugin: Scp { .. }`: a value where a type belongs.
-            cx.error(
-                input.span(),
+            let rest = skip_to_comma(input);
+            cx.error_spanned(
+                quote::quote!(#ty #rest),
                 "`plugin` takes the plugin's type (`plugin: Ssh`), not a value: the registry builds the plugin",
             );
-            skip_to_comma(input);
         }
         return Ok(Value::Type(ty));
     }

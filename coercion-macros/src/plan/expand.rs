@@ -1,8 +1,8 @@
 //! Code generation: the validated IR becomes calls of the typed builder.
 //!
-//! Actions go through `::coercion::__private::{sequence_action, check_action}`, which are
-//! bounded on the plugin kind markers, and their requests are bound to
-//! `<P as ::coercion::Plugin>::Request`; both carry the span of the user's `plugin:` type so the
+//! Actions go through `::coercion::__private::{plan_action, plan_check}`, which are bounded on
+//! the plugin kinds, and their requests are bound to `<P as ::coercion::Plugin>::Request`
+//! (`__private::RequestOf<P>`); both carry the span of the user's `plugin:` type so the
 //! compiler's errors (wrong kind, wrong request type, not a plugin) point there. Builder locals
 //! use `Span::mixed_site()`, so they can never clash with the user's names.
 

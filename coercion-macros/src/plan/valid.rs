@@ -319,7 +319,6 @@ impl Validator<'_> {
         placement: Placement,
     ) -> Option<NodeIr> {
         let mut fields: Vec<&Field> = Vec::new();
-        let mut first_child: Option<Span> = None;
         let mut children = Vec::new();
         let mut complete = true;
         let mut written = 0usize;
@@ -327,37 +326,25 @@ impl Validator<'_> {
         // Fields that misspelled ones were probably meant to be: not reported missing as well.
         let mut meant_fields: Vec<&str> = Vec::new();
 
-        for item in &body.items {
-            match item {
-                Item::Field(f) => {
-                    if first_child.is_some() {
-                        self.cx.error(
-                            f.name.span(),
-                            format!(
-                                "`{}` must come before the child nodes of {}: fields come first",
-                                f.name,
-                                kind.the()
-                            ),
-                        );
-                    }
-                    match self.accept_field(kind, f, &fields) {
-                        Accept::Yes => fields.push(f),
-                        Accept::No { meant } => {
-                            meant_fields.extend(meant);
-                            complete = false;
-                        }
-                    }
-                }
-                other => {
-                    first_child.get_or_insert_with(|| item_span(other));
-                    let mut ctx = ChildCtx {
-                        sections: &mut sections,
-                        written: &mut written,
-                    };
-                    match self.child(kind, other, Place::Direct, &mut ctx) {
-                        Some(c) => children.push(c),
-                        None => complete = false,
-                    }
+        // Fields first (they are written first), so errors come out in source order.
+        let first_child_at = body.items.iter().position(|i| !matches!(i, Item::Field(_)));
+        for (i, item) in body.items.iter().enumerate() {
+            let Item::Field(f) = item else { continue };
+            if first_child_at.is_some_and(|c| c < i) {
+                self.cx.error(
+                    f.name.span(),
+                    format!(
+                        "`{}` must come before the child nodes of {}: fields come first",
+                        f.name,
+                        kind.the()
+                    ),
+                );
+            }
+            match self.accept_field(kind, f, &fields) {
+                Accept::Yes => fields.push(f),
+                Accept::No { meant } => {
+                    meant_fields.extend(meant);
+                    complete = false;
                 }
             }
         }
@@ -403,6 +390,20 @@ impl Validator<'_> {
                     ),
                 );
                 complete = false;
+            }
+        }
+
+        for item in &body.items {
+            if matches!(item, Item::Field(_)) {
+                continue;
+            }
+            let mut ctx = ChildCtx {
+                sections: &mut sections,
+                written: &mut written,
+            };
+            match self.child(kind, item, Place::Direct, &mut ctx) {
+                Some(c) => children.push(c),
+                None => complete = false,
             }
         }
 
@@ -756,8 +757,9 @@ impl Validator<'_> {
     }
 
     fn plugin(&self, f: &Field) -> Option<Type> {
+        // A `plugin:` that is not a type was reported by the parser already.
         let Value::Type(ty) = &f.value else {
-            unreachable!("`plugin` is parsed as a type")
+            return None;
         };
         let is_value = match ty {
             Type::Path(p) => p
@@ -798,10 +800,12 @@ impl Validator<'_> {
             if word.starts_with(|c: char| c.is_ascii_uppercase()) {
                 self.cx.error(
                     id.span(),
-                    format!(
-                        "unknown `when` value `{word}`{}; expected `OnSuccess`, `OnFailure` or `Always`",
-                        did_you_mean(&word, WHENS)
-                    ),
+                    match closest(&word, WHENS) {
+                        Some(w) => format!("unknown `when` value `{word}`; did you mean `{w}`?"),
+                        None => format!(
+                            "unknown `when` value `{word}`; expected `OnSuccess`, `OnFailure` or `Always`"
+                        ),
+                    },
                 );
                 return None;
             }
@@ -1582,6 +1586,14 @@ mod tests {
         one_error(
             in_sequence(quote!(action {
                 name: "a",
+                plugin: "ssh",
+                request: R
+            })),
+            "not its registered name",
+        );
+        one_error(
+            in_sequence(quote!(action {
+                name: "a",
                 plugin: Scp::default(),
                 request: R
             })),
@@ -1629,6 +1641,21 @@ mod tests {
             block { name: "empty" }
         });
         assert_eq!(errs.len(), 6, "{errs:#?}");
+        // In the order they are written.
+        let order = [
+            "`concurrency` must be at least 1",
+            "`action` cannot sit directly",
+            "`retires`",
+            "bare number",
+            "`request`",
+            "needs at least one `sequence",
+        ];
+        for (err, expected) in errs.iter().zip(order) {
+            assert!(
+                err.contains(expected),
+                "{expected:?} in {err:?} ({errs:#?})"
+            );
+        }
     }
 
     #[test]

@@ -8,9 +8,6 @@ fn main() {
         pre_checks {
             action { name: "copy", plugin: support::FakeAction, request: FakeReq::ok() }
         }
-        block {
-            name: "web",
-            sequence { name: "web-1", action { name: "copy", plugin: FakeAction, request: FakeReq::ok() } }
-        }
+        block { name: "web", sequence { name: "web-1", action { name: "copy", plugin: FakeAction, request: FakeReq::ok() } } }
     };
 }

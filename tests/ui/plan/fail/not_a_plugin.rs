@@ -9,7 +9,7 @@ fn main() {
             name: "web",
             sequence {
                 name: "web-1",
-                action { name: "copy", plugin: String, request: FakeReq::ok() }
+                action { name: "copy", plugin: NotAPlugin, request: FakeReq::ok() }
             }
         }
     };

@@ -9,9 +9,7 @@ fn main() {
             name: "web",
             sequence {
                 name: "web-1",
-                action { name: "a", plugin: FakeActon, request: FakeReq::ok() }
-                action { name: "b", plugin: suport::FakeAction, request: FakeReq::ok() }
-                action { name: "c", plugin: support::Notfy, request: FakeReq::ok() }
+                action { name: "copy", plugin: FakeActon, request: FakeReq::ok() }
             }
         }
     };

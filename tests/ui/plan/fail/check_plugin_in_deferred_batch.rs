@@ -1,0 +1,13 @@
+#[path = "../support/mod.rs"]
+mod support;
+use support::*;
+
+fn main() {
+    let _plan = coercion::plan! {
+        name: "deploy",
+        block { name: "web", sequence { name: "web-1", action { name: "copy", plugin: FakeAction, request: FakeReq::ok() } } }
+        deferred_actions {
+            batch { name: "roll back", when: OnFailure, action { name: "ping", plugin: FakeCheck, request: FakeReq::ok() } }
+        }
+    };
+}

@@ -1,0 +1,20 @@
+// Imports that only a broken `plan!` uses are reported unused; this case is about the error.
+#![allow(unused_imports)]
+
+#[path = "../support/mod.rs"]
+mod support;
+use support::*;
+
+fn main() {
+    let canary = true;
+    let _plan = coercion::plan! {
+        name: "deploy",
+        block {
+            name: "web",
+            if canary {
+                tolerated_failures: 0,
+                sequence { name: "canary", action { name: "copy", plugin: FakeAction, request: FakeReq::ok() } }
+            }
+        }
+    };
+}

@@ -1,0 +1,11 @@
+#[path = "../support/mod.rs"]
+mod support;
+use support::*;
+
+fn main() {
+    let sequences = vec![coercion::sequence! { name: "web-1", action { name: "copy", plugin: FakeAction, request: FakeReq::ok() } }];
+    let _plan = coercion::plan! {
+        name: "deploy",
+        ..sequences,
+    };
+}
