@@ -380,7 +380,15 @@ fn a_plan_running_in_another_process_is_shown_and_controlled() {
     let mut runner = Runner::start(&f.db, 12, Duration::from_millis(800), "stdin");
     let id = runner.plan.to_string();
 
-    // The CLI reads while the other process writes.
+    // The CLI reads while the other process writes. `start` returns before the engine has
+    // stored the plan's Running status: wait for it.
+    wait_until(
+        &f.db,
+        runner.plan,
+        Duration::from_secs(30),
+        "the plan runs",
+        |j| j["status"] == "Running",
+    );
     let listed = ok(&f.db, &["list", "--status", "running"]);
     assert!(
         listed.contains(&id) && listed.contains("rolling restart (live)"),
@@ -716,4 +724,66 @@ async fn with_allow_control_the_web_ui_stops_a_plan_of_another_process() {
         "{again}"
     );
     drop(runner);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_cli_the_report_or_the_web_ui() {
+    let (dir, db, id) = tokio::task::spawn_blocking(|| secret_fixture("secrets"))
+        .await
+        .unwrap();
+    let id = id.to_string();
+    let (db2, id2) = (db.clone(), id.clone());
+    // The directory comes back, so the store outlives the blocking task.
+    let (dir, outputs) = tokio::task::spawn_blocking(move || {
+        let report = dir.join("report.html");
+        ok(&db2, &["report", &id2, "-o", report.to_str().unwrap()]);
+        let outputs = vec![
+            ok(&db2, &["show", &id2]),
+            ok(&db2, &["show", "--json", &id2]),
+            ok(&db2, &["export", &id2]),
+            ok(&db2, &["list", "--json"]),
+            std::fs::read_to_string(report).unwrap(),
+        ];
+        (dir, outputs)
+    })
+    .await
+    .unwrap();
+    let export = &outputs[2];
+    assert!(
+        export.contains(r#"{"token":{"$secret":"redacted"}}"#),
+        "the export marks the secret as redacted: {export}"
+    );
+
+    let server = Server::start(&db, &[]);
+    let client = http();
+    let mut pages = outputs.clone();
+    for path in ["", "/export", "/report", "/events"] {
+        let url = format!("{}/plans/{id}{path}", server.url);
+        pages.push(client.get(url).send().await.unwrap().text().await.unwrap());
+    }
+    for (i, page) in pages.iter().enumerate() {
+        assert!(
+            !page.contains(SECRET),
+            "output {i} shows the secret: {page}"
+        );
+        // Not even sealed: every secret marker holds "redacted", not the encrypted value.
+        let markers = page.matches("$secret").count();
+        let redacted = page.matches("redacted").count();
+        assert_eq!(
+            markers, redacted,
+            "output {i} shows a sealed secret: {page}"
+        );
+    }
+    for i in [2, 4, 5, 6, 7] {
+        assert!(
+            pages[i].contains("$secret"),
+            "output {i} shows where the secret was"
+        );
+    }
+    assert!(
+        pages[5].contains("redacted"),
+        "the plan page shows that a secret was there"
+    );
+    drop(server);
+    drop(dir);
 }

@@ -463,3 +463,61 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// The plaintext of the secret in `secret_fixture`'s plan; it must never be shown.
+pub const SECRET: &str = "hunter2-do-not-show";
+
+/// The request of [`SecretEcho`]: a token that must not leak.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SecretReq {
+    /// The secret.
+    pub token: coercion::Secret<String>,
+}
+
+/// An action plugin that answers with the secret it was given (so the response holds it too).
+#[coercion::plugin(name = "coercion.cli-test/secret-echo")]
+#[derive(Clone, Default)]
+pub struct SecretEcho;
+
+impl coercion::Plugin for SecretEcho {
+    type Request = SecretReq;
+    type Response = SecretReq;
+    async fn execute(
+        &self,
+        _ctx: &coercion::Context,
+        req: SecretReq,
+    ) -> Result<SecretReq, coercion::PluginError> {
+        Ok(req)
+    }
+}
+
+/// A store holding one completed plan whose request and response carry [`SECRET`].
+pub fn secret_fixture(name: &str) -> (TempDir, PathBuf, PlanId) {
+    let dir = TempDir::new(name);
+    let db = dir.join("coercion.db");
+    let id = runtime().block_on(async {
+        let mut registry = Fakes::new().registry();
+        registry
+            .register(SecretEcho)
+            .expect("register the secret plugin");
+        let ws = Workstream::open(&db, registry)
+            .await
+            .expect("open the store");
+        let plan = Plan::builder("rotate credentials")
+            .block(
+                Block::builder("vault").sequence(Sequence::builder("vault-1").action(
+                    ActionSpec::new::<SecretEcho>(
+                        "set token",
+                        SecretReq {
+                            token: coercion::Secret::new(SECRET.to_owned()),
+                        },
+                    ),
+                )),
+            )
+            .build();
+        let done = ws.run(plan).await.expect("the secret plan runs");
+        assert_eq!(done.status(), Status::Completed);
+        done.id()
+    });
+    (dir, db, id)
+}
