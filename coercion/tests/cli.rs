@@ -787,3 +787,59 @@ async fn secrets_never_reach_the_cli_the_report_or_the_web_ui() {
     drop(server);
     drop(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_page_and_command_show_fifty_plans_a_page() {
+    let (dir, db) = tokio::task::spawn_blocking(|| many_plans("paging", 51))
+        .await
+        .unwrap();
+    let db2 = db.clone();
+    let listed = tokio::task::spawn_blocking(move || ok(&db2, &["list"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.lines().count(),
+        1 + 50 + 1,
+        "header, 50 plans, the hint: {listed}"
+    );
+    assert!(
+        listed.lines().nth(1).unwrap().ends_with("plan 50"),
+        "newest first"
+    );
+    assert!(
+        listed.ends_with("… more plans: add --offset 50 for the next page\n"),
+        "{listed}"
+    );
+
+    let server = Server::start(&db, &[]);
+    let client = http();
+    let first = client
+        .get(format!("{}/?name=plan", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(first.matches("<tr data-plan=").count(), 50);
+    assert!(first.contains(">plan 50</a>") && !first.contains(">plan 0</a>"));
+    assert!(
+        first.contains("href=\"/?page=1&amp;name=plan\""),
+        "a link to the next page keeps the filter"
+    );
+    assert!(!first.contains("Newer"));
+    let second = client
+        .get(format!("{}/?page=1&name=plan", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(second.matches("<tr data-plan=").count(), 1);
+    assert!(
+        second.contains(">plan 0</a>") && second.contains("Newer") && !second.contains("Older")
+    );
+    drop(server);
+    drop(dir);
+}

@@ -521,3 +521,28 @@ pub fn secret_fixture(name: &str) -> (TempDir, PathBuf, PlanId) {
     });
     (dir, db, id)
 }
+
+/// A store holding `n` small completed plans named `plan 0` … `plan n-1` (submitted in order).
+pub fn many_plans(name: &str, n: usize) -> (TempDir, PathBuf) {
+    let dir = TempDir::new(name);
+    let db = dir.join("coercion.db");
+    runtime().block_on(async {
+        let fakes = Fakes::new();
+        let ws = Workstream::open(&db, fakes.registry())
+            .await
+            .expect("open the store");
+        for i in 0..n {
+            let plan =
+                Plan::builder(format!("plan {i}"))
+                    .block(
+                        Block::builder("b").sequence(
+                            Sequence::builder("s")
+                                .action(ActionSpec::new::<FakeAction>("a", FakeReq::ok())),
+                        ),
+                    )
+                    .build();
+            ws.run(plan).await.expect("a small plan runs");
+        }
+    });
+    (dir, db)
+}
