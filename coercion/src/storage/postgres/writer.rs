@@ -10,6 +10,7 @@
 //! process that holds no lease is accepted only while no live lease exists. A write whose
 //! check fails changes nothing and gets [`StoreError::Locked`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -223,17 +224,65 @@ impl Shard {
         Ok(conn.as_mut().expect("just set"))
     }
 
-    /// Runs `group` in one transaction and commits it.
+    /// Runs `group` in one transaction and commits it. The writes of one plan run one after
+    /// the other, in order; the plans run concurrently, so their statements are pipelined on
+    /// the connection (one round trip per step of the longest chain, not per statement).
     async fn run_group(&self, c: &Conn, group: &[Request]) -> Result<(), Failure> {
         c.batch_execute("BEGIN")
             .await
             .map_err(|e| self.err("starting a transaction", &e))?;
+        let mut chains: Vec<Vec<&Write>> = Vec::new();
+        let mut chain_of: HashMap<PlanId, usize> = HashMap::new();
         for request in group {
-            match &request.write {
-                Write::Create(plan) => self.create(c, plan).await?,
-                Write::Apply { id, ops, fence } => self.apply(c, *id, ops, *fence).await?,
-                Write::Delete(id) => self.delete(c, *id).await?,
+            let id = match &request.write {
+                Write::Create(plan) => plan.id,
+                Write::Apply { id, .. } | Write::Delete(id) => *id,
+            };
+            let i = *chain_of.entry(id).or_insert_with(|| {
+                chains.push(Vec::new());
+                chains.len() - 1
+            });
+            chains[i].push(&request.write);
+        }
+        let outcomes = futures_util::future::join_all(chains.iter().map(|chain| async move {
+            // The plan's row stays locked by this transaction once fenced, so a later write of
+            // the same plan with the same fence needs no second check.
+            let mut checked: Option<(Fence, bool)> = None;
+            for write in chain {
+                match write {
+                    Write::Create(plan) => self.create(c, plan).await?,
+                    Write::Apply { id, ops, fence } => {
+                        let leased = match checked {
+                            Some((f, leased)) if f == *fence => leased,
+                            _ => {
+                                let leased = self.fence(c, *id, *fence).await?;
+                                checked = Some((*fence, leased));
+                                leased
+                            }
+                        };
+                        self.apply(c, *id, ops, leased).await?
+                    }
+                    Write::Delete(id) => {
+                        checked = None;
+                        self.delete(c, *id).await?
+                    }
+                }
             }
+            Ok::<(), Failure>(())
+        }))
+        .await;
+        let mut first_request_error = None;
+        for outcome in outcomes {
+            match outcome {
+                Ok(()) => {}
+                Err(Failure::Group(e)) => return Err(Failure::Group(e)),
+                Err(Failure::Request(e)) => {
+                    first_request_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_request_error {
+            return Err(Failure::Request(e));
         }
         c.batch_execute("COMMIT")
             .await
@@ -377,8 +426,9 @@ impl Shard {
         }
     }
 
-    async fn apply(&self, c: &Conn, id: PlanId, ops: &[Op], fence: Fence) -> Result<(), Failure> {
-        let leased = self.fence(c, id, fence).await?;
+    /// Applies `ops` to plan `id`, whose row [`fence`](Self::fence) locked and checked
+    /// (`leased`: this process holds its lease).
+    async fn apply(&self, c: &Conn, id: PlanId, ops: &[Op], leased: bool) -> Result<(), Failure> {
         let doing = || format!("updating plan {id}");
         let missing = |what: String| Failure::Request(StoreError::Permanent(what));
         let key = id.0;
