@@ -197,6 +197,10 @@ async fn probe(
     let stats = store.stats();
     let commits = stats.commits - stats_before.commits;
     let load_after = load();
+    let reading = Instant::now();
+    let read_back = store.read(plan.id()).await.expect("read the plan back");
+    let read_time = reading.elapsed();
+    assert_eq!(read_back.action_count(), plan.action_count());
     let check = Instant::now();
     store.integrity_check().await.expect("integrity");
     let check_time = check.elapsed();
@@ -205,7 +209,7 @@ async fn probe(
     println!(
         "sqlite_probe: {writers} writers, synchronous={synchronous:?}, {elapsed:.1} s: {batches} batches of 2 changes \
          = {per_sec:.0} batches/s = {:.0} changes/s = {:.0} actions/s; {commits} commits ({:.1} writes/commit, \
-         largest group {}); create of {} actions {:.2} s; integrity check {:.2} s; load before {load_before}, after {load_after}; \
+         largest group {}); create of {} actions {:.2} s, read {:.2} s; integrity check {:.2} s; load before {load_before}, after {load_after}; \
          CPU: writer thread {writer_cpu:.2} s = {:.1} µs/batch (capacity with a core of its own ≈ {:.0} changes/s), process {process_cpu:.2} s",
         per_sec * 2.0,
         per_sec / 2.0,
@@ -213,6 +217,7 @@ async fn probe(
         stats.largest_group,
         plan.action_count(),
         create_time.as_secs_f64(),
+        read_time.as_secs_f64(),
         check_time.as_secs_f64(),
         writer_cpu * 1e6 / batches.max(1) as f64,
         2.0 * batches as f64 / writer_cpu.max(1e-9),

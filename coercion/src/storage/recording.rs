@@ -127,11 +127,13 @@ impl<S: Store> RecordingStore<S> {
         };
         Box::pin(async move {
             let result = written.await;
-            self.log.lock()[index].outcome = if result.is_ok() {
-                Outcome::Stored
-            } else {
-                Outcome::Failed
-            };
+            if let Some(entry) = self.log.lock().get_mut(index) {
+                entry.outcome = if result.is_ok() {
+                    Outcome::Stored
+                } else {
+                    Outcome::Failed
+                };
+            }
             result
         })
     }

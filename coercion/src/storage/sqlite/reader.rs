@@ -1,7 +1,6 @@
 //! Reads: read-only connections from a small pool, each read in its own read transaction (a
 //! consistent snapshot, never blocked by the writer in WAL mode), run on tokio's blocking pool.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +10,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter, types
 use uuid::Uuid;
 
 use super::codec::{
-    AttemptCols, clamp_ns, from_ns, id_text, parse_id, parse_reason, parse_status, sql_error,
+    AttemptCols, clamp_ns, execution_order, from_ns, id_text, parse_id, parse_reason, parse_status,
+    sql_error,
 };
 use crate::storage::{ListFilter, PlanSummary, StoreError};
 use crate::workflow::{Loc, Plan, PlanId, State};
@@ -157,35 +157,57 @@ pub(super) fn read_plan(conn: &Connection, store: &str, id: PlanId) -> Result<Pl
     plan.heartbeat = heartbeat.map(from_ns);
     plan.paused = paused;
 
-    let locs: HashMap<Uuid, Loc> = plan.walk().map(|(loc, o)| (o.id(), loc)).collect();
-    let locate = |text: &str| -> Result<Loc, StoreError> {
-        let object = parse_id(text, "object id").map_err(|e| corrupt(store, id, e))?;
-        locs.get(&object).copied().ok_or_else(|| {
-            corrupt(
-                store,
-                id,
-                format_args!("object {object} is not in its definition"),
-            )
-        })
+    // `ord` follows from the definition (see `execution_order`): where each row belongs.
+    let mut by_ord: Vec<Option<(Loc, Uuid)>> = vec![None; plan.walk().len()];
+    for ((loc, object), ord) in plan.walk().zip(execution_order(&plan)) {
+        if let Some(slot) = by_ord.get_mut(ord as usize) {
+            *slot = Some((loc, object.id()));
+        }
+    }
+    let place = |ord: i64| -> Result<(Loc, Uuid), StoreError> {
+        usize::try_from(ord)
+            .ok()
+            .and_then(|i| by_ord.get(i).copied().flatten())
+            .ok_or_else(|| {
+                corrupt(
+                    store,
+                    id,
+                    format_args!("object #{ord} is not in its definition"),
+                )
+            })
     };
 
     let mut stmt = tx
         .prepare_cached("SELECT ord, id, status, start_ns, end_ns FROM objects WHERE plan_pk = ?1")
         .map_err(err)?;
     let mut rows = stmt.query([pk]).map_err(err)?;
-    // Attempts name their action by `ord`.
-    let mut by_ord: HashMap<i64, (String, Loc)> = HashMap::new();
     while let Some(r) = rows.next().map_err(err)? {
-        let ord: i64 = r.get(0).map_err(err)?;
-        let object: String = r.get(1).map_err(err)?;
-        let status: String = r.get(2).map_err(err)?;
-        let loc = locate(&object)?;
+        let (loc, object) = place(r.get(0).map_err(err)?)?;
+        let stored = r
+            .get_ref(1)
+            .map_err(err)?
+            .as_bytes()
+            .map_err(|e| err(e.into()))?;
+        if Uuid::try_parse_ascii(stored).ok() != Some(object) {
+            return Err(corrupt(
+                store,
+                id,
+                format_args!(
+                    "the row of object {object} holds id {}",
+                    String::from_utf8_lossy(stored)
+                ),
+            ));
+        }
+        let status = r
+            .get_ref(2)
+            .map_err(err)?
+            .as_str()
+            .map_err(|e| err(e.into()))?;
         let state = State {
-            status: parse_status(&status).map_err(|e| corrupt(store, id, e))?,
+            status: parse_status(status).map_err(|e| corrupt(store, id, e))?,
             start: r.get::<_, Option<i64>>(3).map_err(err)?.map(from_ns),
             end: r.get::<_, Option<i64>>(4).map_err(err)?.map(from_ns),
         };
-        by_ord.insert(ord, (object, loc));
         if let Some(s) = plan.state_at_mut(loc) {
             *s = state;
         }
@@ -200,23 +222,16 @@ pub(super) fn read_plan(conn: &Connection, store: &str, id: PlanId) -> Result<Pl
         .map_err(err)?;
     let mut rows = stmt.query([pk]).map_err(err)?;
     while let Some(r) = rows.next().map_err(err)? {
-        let ord: i64 = r.get(0).map_err(err)?;
+        let (loc, object) = place(r.get(0).map_err(err)?)?;
         let idx: i64 = r.get(1).map_err(err)?;
-        let outcome: Option<String> = r.get(4).map_err(err)?;
-        let attempt = AttemptCols::decode(
-            r.get(2).map_err(err)?,
-            r.get(3).map_err(err)?,
-            outcome.as_deref(),
-        )
-        .map_err(|e| corrupt(store, id, e))?;
-        let (object, loc) = by_ord.get(&ord).ok_or_else(|| {
-            corrupt(
-                store,
-                id,
-                format_args!("attempts of object #{ord}, which does not exist"),
-            )
-        })?;
-        let action = plan.action_mut(*loc).ok_or_else(|| {
+        let outcome = r
+            .get_ref(4)
+            .map_err(err)?
+            .as_str_or_null()
+            .map_err(|e| err(e.into()))?;
+        let attempt = AttemptCols::decode(r.get(2).map_err(err)?, r.get(3).map_err(err)?, outcome)
+            .map_err(|e| corrupt(store, id, e))?;
+        let action = plan.action_mut(loc).ok_or_else(|| {
             corrupt(
                 store,
                 id,

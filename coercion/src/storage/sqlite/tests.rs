@@ -295,3 +295,51 @@ fn the_execution_order_interleaves_concurrent_sequences_and_is_a_permutation() {
     assert!(ranks[5] < rank(post) && rank(post) < rank(Loc::Block(1)));
     assert!(rank(action(1, 1, 1)) < rank(Loc::Block(2)));
 }
+
+#[tokio::test]
+async fn rows_that_disagree_with_the_definition_give_a_clear_error_naming_the_file() {
+    let dir = TempDir::new("tampered");
+    let plan = sample_plan("tampered");
+    {
+        let store = SqliteStore::open(dir.db()).unwrap();
+        store.create(&plan).await.unwrap();
+        store.create(&sample_plan("intact")).await.unwrap();
+    }
+    let tamper = |sql: &str| {
+        Connection::open(dir.db())
+            .unwrap()
+            .execute(sql, [])
+            .unwrap()
+    };
+    let read_error = |plan: &crate::workflow::Plan| {
+        let dir = &dir;
+        let id = plan.id;
+        async move {
+            let store = SqliteStore::open(dir.db()).unwrap();
+            match store.read(id).await {
+                Err(StoreError::Permanent(m)) => m,
+                other => panic!("expected a permanent error, got {other:?}"),
+            }
+        }
+    };
+    tamper("UPDATE objects SET id = '00000000-0000-0000-0000-000000000000' WHERE ord = 3");
+    let message = read_error(&plan).await;
+    assert!(
+        message.contains(&dir.db().display().to_string()),
+        "{message}"
+    );
+    assert!(
+        message.contains("stored inconsistently") && message.contains("holds id 00000000"),
+        "{message}"
+    );
+
+    // The CHECK constraints keep SQL from storing a status that does not exist; bypass them.
+    let raw = Connection::open(dir.db()).unwrap();
+    raw.pragma_update(None, "ignore_check_constraints", true)
+        .unwrap();
+    raw.execute("UPDATE plans SET status = 'Exploded'", [])
+        .unwrap();
+    drop(raw);
+    let message = read_error(&plan).await;
+    assert!(message.contains("unknown status `Exploded`"), "{message}");
+}
