@@ -1,6 +1,23 @@
 #!/usr/bin/env bash
-# The README's test command: installs what the tests need, then runs the whole suite.
+# The README's test command: installs and starts what the tests need, then runs the whole suite.
+#
+#   ./scripts/test.sh
+#
+# 1. Debian's Chromium + ChromeDriver and the Node packages of tests/browser/ (the web UI tests),
+#    installed when missing (scripts/browser-deps.sh).
+# 2. A throwaway PostgreSQL cluster on loopback for the multi-worker tests, installed from
+#    Debian's packages when missing, started for the run and removed after it
+#    (scripts/with-postgres.sh; it exports COERCION_PG_URL).
+# 3. Every test of the workspace — unit, integration, trybuild UI suites, property tests, crash
+#    tests, the CLI and browser tests, the PostgreSQL tests — and every doctest, README included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --workspace --all-targets
-cargo test --workspace --doc
+
+FEATURES="coercion/cli,coercion-workspace/postgres"
+
+bash scripts/browser-deps.sh
+exec bash scripts/with-postgres.sh bash -c "
+  set -e
+  cargo test --workspace --all-targets --features $FEATURES
+  cargo test --workspace --doc --features $FEATURES
+"

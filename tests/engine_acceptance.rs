@@ -1857,7 +1857,10 @@ async fn status_stream_starts_at_once_and_ends_with_the_final_tree() {
 async fn events_end_with_finished_holding_the_final_tree() {
     let fakes = Fakes::new();
     let ws = Workstream::in_memory(fakes.registry()).await.unwrap();
-    let id = ws.submit(full_plan(failing(&["b0-s1-a0"]))).await.unwrap();
+    // The plan's pre-check takes a second, so the run is still going when we subscribe
+    // (`start` returns once the plan is durably Running).
+    let script = |t: &str| if t == "plan-pre" { FakeReq::sleep(SEC).tag(t) } else { failing(&["b0-s1-a0"])(t) };
+    let id = ws.submit(full_plan(script)).await.unwrap();
     ws.start(id).await.unwrap();
     let events = collect(Box::pin(ws.events(id).await.unwrap())).await;
     let done = ws.wait(id).await.unwrap();
@@ -1885,9 +1888,9 @@ async fn events_end_with_finished_holding_the_final_tree() {
         events.iter().any(|e| matches!(e, Event::Changed(c) if c.iter().any(|c| matches!(c, Change::Attempt { .. }))))
     );
 
-    // After the end: the final tree only.
+    // After the end: the final tree, as a snapshot and as the end.
     let after = collect(Box::pin(ws.events(id).await.unwrap())).await;
-    assert!(matches!(&after[..], [Event::Finished(p)] if **p == done), "{after:?}");
+    assert!(matches!(&after[..], [Event::Snapshot(s), Event::Finished(p)] if **s == done && **p == done), "{after:?}");
 }
 
 #[tokio::test(start_paused = true)]

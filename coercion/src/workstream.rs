@@ -276,7 +276,8 @@ impl Workstream {
         Ok(plan.id)
     }
 
-    /// Starts a submitted plan; returns at once while it runs in the background.
+    /// Starts a submitted plan and returns once it is durably `Running`; the plan runs in the
+    /// background.
     pub async fn start(&self, id: PlanId) -> Result<(), Error> {
         if self.inner.runs.lock().contains_key(&id) {
             return Err(Error::AlreadyStarted(id));
@@ -317,6 +318,7 @@ impl Workstream {
             run
         };
         let inner = self.inner.clone();
+        let mut started = run.started.subscribe();
         tokio::spawn(async move {
             run_plan(run.clone()).await;
             let interrupted = run.done.borrow().as_ref().and_then(|r| r.as_ref().err().map(|e| e.to_string()));
@@ -332,6 +334,7 @@ impl Workstream {
             }
             inner.runs.lock().remove(&id);
         });
+        let _ = started.wait_for(|s| *s).await;
         Ok(())
     }
 
@@ -489,7 +492,7 @@ impl Workstream {
 
     /// Every state change of the plan as it happens, with no polling: a [`Event::Snapshot`]
     /// first, then [`Event::Changed`] batches, and [`Event::Finished`] with the final tree last.
-    /// For a plan not running here, the stream holds its snapshot (and `Finished` if it ended).
+    /// For a plan not running here, the stream holds its snapshot, then `Finished` if it ended.
     pub async fn events(&self, id: PlanId) -> Result<impl Stream<Item = Event> + Send + 'static, Error> {
         enum State {
             Live(Arc<Run>, tokio::sync::broadcast::Receiver<Event>, Option<Event>),
@@ -503,11 +506,9 @@ impl Workstream {
             }
             None => {
                 let plan = self.inner.store.read(id).await.map_err(|e| from_store(id, e))?;
-                let mut items = vec![];
+                let mut items = vec![Event::Snapshot(Box::new(plan.clone()))];
                 if plan.state.status.is_terminal() {
                     items.push(Event::Finished(Box::new(plan)));
-                } else {
-                    items.push(Event::Snapshot(Box::new(plan)));
                 }
                 State::Items(items.into_iter())
             }

@@ -87,6 +87,8 @@ pub(crate) struct Run {
     pub paused: watch::Sender<bool>,
     pub events: broadcast::Sender<Event>,
     pub done: watch::Sender<Option<Result<(), RunError>>>,
+    /// `true` once the plan is durably `Running` (or the run ended first).
+    pub started: watch::Sender<bool>,
     pub writes: AtomicU64,
     final_plan: Mutex<Option<Arc<Plan>>>,
     store_failure: Mutex<Option<StoreError>>,
@@ -109,6 +111,7 @@ impl Run {
             paused: watch::channel(paused).0,
             events,
             done: watch::channel(None).0,
+            started: watch::channel(false).0,
             writes: AtomicU64::new(0),
             final_plan: Mutex::new(None),
             store_failure: Mutex::new(None),
@@ -222,6 +225,7 @@ impl Run {
             let _ = self.events.send(Event::Finished(Box::new(Plan::clone(&plan))));
         }
         self.done.send_replace(Some(result));
+        self.started.send_replace(true);
     }
 
     pub(crate) fn emergency(&self) -> bool {

@@ -65,6 +65,7 @@ async fn drive(run: &Arc<Run>) -> Result<Option<Option<Reason>>, RunError> {
         changes.push(Change::Heartbeat(now()));
         run.commit(changes).await?;
     }
+    run.started.send_replace(true);
 
     // Bypass: when every bypass check passes, the plan is done and nothing else runs.
     if run_checks_once(run, None, CheckSlot::Bypass, stop).await? == CheckResult::Passed {
