@@ -10,12 +10,12 @@
 //! process that holds no lease is accepted only while no live lease exists. A write whose
 //! check fails changes nothing and gets [`StoreError::Locked`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::Statement;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -109,9 +109,10 @@ const UPDATE_PLAN: &str = "UPDATE plans SET \
        reason = coalesce($6, reason), \
        heartbeat_ns = coalesce($7, heartbeat_ns), \
        paused = coalesce($8, paused), \
-       lease_expires = CASE WHEN $9 THEN now() + make_interval(secs => $10) ELSE lease_expires END \
+       lease_expires = CASE WHEN $9 AND lease_owner = $11 AND lease_epoch = $12 \
+         THEN now() + make_interval(secs => $10) ELSE lease_expires END \
      WHERE id = $1";
-const DELETE_PLAN: &str = "DELETE FROM plans WHERE id = $1";
+const DELETE_PLAN: &str = "DELETE FROM plans WHERE id = $1 AND status <> 'Running'";
 
 /// Why a request failed: its own error, or a failure of the database or the connection that
 /// spoils the whole group.
@@ -126,7 +127,58 @@ impl From<StoreError> for Failure {
     }
 }
 
-type Conn = deadpool_postgres::Object;
+/// A writer's connection and its prepared statements.
+struct Conn {
+    client: deadpool_postgres::Object,
+    st: Statements,
+}
+
+impl std::ops::Deref for Conn {
+    type Target = deadpool_postgres::Object;
+    fn deref(&self) -> &Self::Target {
+        &self.client
+    }
+}
+
+/// The writer's statements, prepared on its connection.
+struct Statements {
+    lock_plan: Statement,
+    plan_status: Statement,
+    insert_plan: Statement,
+    insert_definition: Statement,
+    insert_objects: Statement,
+    insert_attempts: Statement,
+    update_object_state: Statement,
+    set_attempt: Statement,
+    reset_action: Statement,
+    delete_attempts: Statement,
+    update_plan: Statement,
+    delete_plan: Statement,
+}
+
+impl Statements {
+    async fn prepare(c: &deadpool_postgres::Object) -> Result<Statements, tokio_postgres::Error> {
+        Ok(Statements {
+            lock_plan: c.prepare(LOCK_PLAN).await?,
+            plan_status: c.prepare(PLAN_STATUS).await?,
+            insert_plan: c.prepare(INSERT_PLAN).await?,
+            insert_definition: c.prepare(INSERT_DEFINITION).await?,
+            insert_objects: c.prepare(INSERT_OBJECTS).await?,
+            insert_attempts: c.prepare(INSERT_ATTEMPTS).await?,
+            update_object_state: c.prepare(UPDATE_OBJECT_STATE).await?,
+            set_attempt: c.prepare(SET_ATTEMPT).await?,
+            reset_action: c.prepare(RESET_ACTION).await?,
+            delete_attempts: c.prepare(DELETE_ATTEMPTS).await?,
+            update_plan: c.prepare(UPDATE_PLAN).await?,
+            delete_plan: c.prepare(DELETE_PLAN).await?,
+        })
+    }
+}
+
+type Params<'a> = Vec<&'a (dyn ToSql + Sync)>;
+type Pending<'a, T> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<T, tokio_postgres::Error>> + Send + 'a>,
+>;
 
 impl Shard {
     /// Serves requests until every sender is gone.
@@ -219,56 +271,30 @@ impl Shard {
             let c = self.pool.get().await.map_err(|e| {
                 StoreError::Transient(format!("{}: cannot get a connection: {e}", self.store))
             })?;
-            *conn = Some(c);
+            let st = Statements::prepare(&c)
+                .await
+                .map_err(|e| pg_error(&self.store, "preparing statements", &e))?;
+            *conn = Some(Conn { client: c, st });
         }
         Ok(conn.as_mut().expect("just set"))
     }
 
-    /// Runs `group` in one transaction and commits it. The writes of one plan run one after
-    /// the other, in order; the plans run concurrently, so their statements are pipelined on
-    /// the connection (one round trip per step of the longest chain, not per statement).
+    /// Runs `group` in one transaction and commits it. Every statement of the group is sent
+    /// at once, in order (each write issues all its statements when first polled, and the
+    /// writes are polled in order), pipelined on the connection; the results are checked
+    /// afterwards, write by write. A write that fails is undone with the whole transaction and
+    /// the group runs again write by write, so what statements after a failing one did never
+    /// counts.
     async fn run_group(&self, c: &Conn, group: &[Request]) -> Result<(), Failure> {
         c.batch_execute("BEGIN")
             .await
             .map_err(|e| self.err("starting a transaction", &e))?;
-        let mut chains: Vec<Vec<&Write>> = Vec::new();
-        let mut chain_of: HashMap<PlanId, usize> = HashMap::new();
-        for request in group {
-            let id = match &request.write {
-                Write::Create(plan) => plan.id,
-                Write::Apply { id, .. } | Write::Delete(id) => *id,
-            };
-            let i = *chain_of.entry(id).or_insert_with(|| {
-                chains.push(Vec::new());
-                chains.len() - 1
-            });
-            chains[i].push(&request.write);
-        }
-        let outcomes = futures_util::future::join_all(chains.iter().map(|chain| async move {
-            // The plan's row stays locked by this transaction once fenced, so a later write of
-            // the same plan with the same fence needs no second check.
-            let mut checked: Option<(Fence, bool)> = None;
-            for write in chain {
-                match write {
-                    Write::Create(plan) => self.create(c, plan).await?,
-                    Write::Apply { id, ops, fence } => {
-                        let leased = match checked {
-                            Some((f, leased)) if f == *fence => leased,
-                            _ => {
-                                let leased = self.fence(c, *id, *fence).await?;
-                                checked = Some((*fence, leased));
-                                leased
-                            }
-                        };
-                        self.apply(c, *id, ops, leased).await?
-                    }
-                    Write::Delete(id) => {
-                        checked = None;
-                        self.delete(c, *id).await?
-                    }
-                }
+        let outcomes = futures_util::future::join_all(group.iter().map(|r| async move {
+            match &r.write {
+                Write::Create(plan) => self.create(c, plan).await,
+                Write::Apply { id, ops, fence } => self.apply(c, *id, ops, *fence).await,
+                Write::Delete(id) => self.delete(c, *id).await,
             }
-            Ok::<(), Failure>(())
         }))
         .await;
         let mut first_request_error = None;
@@ -289,38 +315,6 @@ impl Shard {
             .map_err(|e| self.err("committing", &e))
     }
 
-    async fn exec(
-        &self,
-        c: &Conn,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-        doing: &(dyn Fn() -> String + Sync),
-    ) -> Result<u64, Failure> {
-        let stmt = c
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| self.fail(&doing(), e))?;
-        c.execute(&stmt, params)
-            .await
-            .map_err(|e| self.fail(&doing(), e))
-    }
-
-    async fn query_opt(
-        &self,
-        c: &Conn,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-        doing: &(dyn Fn() -> String + Sync),
-    ) -> Result<Option<tokio_postgres::Row>, Failure> {
-        let stmt = c
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| self.fail(&doing(), e))?;
-        c.query_opt(&stmt, params)
-            .await
-            .map_err(|e| self.fail(&doing(), e))
-    }
-
     /// A database error inside a write: an error of the whole group either way (the
     /// transaction is aborted), but retried write by write when the database is fine.
     fn fail(&self, doing: &str, e: tokio_postgres::Error) -> Failure {
@@ -332,15 +326,36 @@ impl Shard {
         }
     }
 
+    /// Sends a statement now (when the returned future is first polled, which `execute` does at
+    /// once) and returns its row count later.
+    fn exec<'a>(c: &'a Conn, st: &'a Statement, params: Params<'a>) -> Pending<'a, u64> {
+        Box::pin(async move { c.client.execute(st, &params).await })
+    }
+
+    fn query_opt<'a>(
+        c: &'a Conn,
+        st: &'a Statement,
+        params: Params<'a>,
+    ) -> Pending<'a, Option<tokio_postgres::Row>> {
+        Box::pin(async move {
+            let mut rows = c.client.query(st, &params).await?;
+            Ok(rows.pop())
+        })
+    }
+
     async fn create(&self, c: &Conn, p: &PreparedPlan) -> Result<(), Failure> {
-        let doing = || format!("creating plan {}", p.id);
-        let id = p.id.0;
-        let n = self
-            .exec(
+        let id = &p.id.0;
+        let st = &c.st;
+        let o = &p.objects;
+        let a = &p.attempts;
+        // All statements are sent on the first poll, in order.
+        let (plan, def, objects, attempts) = tokio::join!(
+            biased;
+            Self::exec(
                 c,
-                INSERT_PLAN,
-                &[
-                    &id,
+                &st.insert_plan,
+                vec![
+                    id,
                     &p.group_id,
                     &p.name,
                     &p.descr,
@@ -352,41 +367,54 @@ impl Shard {
                     &p.heartbeat,
                     &p.paused,
                 ],
-                &doing,
-            )
-            .await?;
-        if n == 0 {
+            ),
+            Self::exec(c, &st.insert_definition, vec![id, &p.definition]),
+            Self::exec_if(
+                !o.id.is_empty(),
+                c,
+                &st.insert_objects,
+                vec![id, &o.id, &o.loc, &o.kind, &o.status, &o.start, &o.end],
+            ),
+            Self::exec_if(
+                !a.action_id.is_empty(),
+                c,
+                &st.insert_attempts,
+                vec![id, &a.action_id, &a.idx, &a.start, &a.end, &a.outcome],
+            ),
+        );
+        let doing = format!("creating plan {}", p.id);
+        if plan.map_err(|e| self.fail(&doing, e))? == 0 {
             return Err(Failure::Request(StoreError::AlreadyExists(p.id)));
         }
-        self.exec(c, INSERT_DEFINITION, &[&id, &p.definition], &doing)
-            .await?;
-        let o = &p.objects;
-        if !o.id.is_empty() {
-            self.exec(
-                c,
-                INSERT_OBJECTS,
-                &[&id, &o.id, &o.loc, &o.kind, &o.status, &o.start, &o.end],
-                &doing,
-            )
-            .await?;
-        }
-        let a = &p.attempts;
-        if !a.action_id.is_empty() {
-            self.exec(
-                c,
-                INSERT_ATTEMPTS,
-                &[&id, &a.action_id, &a.idx, &a.start, &a.end, &a.outcome],
-                &doing,
-            )
-            .await?;
-        }
+        def.map_err(|e| self.fail(&doing, e))?;
+        objects.map_err(|e| self.fail(&doing, e))?;
+        attempts.map_err(|e| self.fail(&doing, e))?;
         Ok(())
     }
 
-    /// Locks the plan's row and checks the lease. Returns whether this process holds it.
-    async fn fence(&self, c: &Conn, id: PlanId, fence: Fence) -> Result<bool, Failure> {
-        let doing = || format!("updating plan {id}");
-        let Some(row) = self.query_opt(c, LOCK_PLAN, &[&id.0], &doing).await? else {
+    /// [`exec`](Self::exec) if `run`, else nothing (0 rows).
+    fn exec_if<'a>(
+        run: bool,
+        c: &'a Conn,
+        st: &'a Statement,
+        params: Params<'a>,
+    ) -> Pending<'a, u64> {
+        if run {
+            Self::exec(c, st, params)
+        } else {
+            Box::pin(async { Ok(0) })
+        }
+    }
+
+    /// Judges the locked plan row against the write's fence. Returns whether this process
+    /// holds the lease.
+    fn judge_fence(
+        &self,
+        id: PlanId,
+        row: Option<tokio_postgres::Row>,
+        fence: Fence,
+    ) -> Result<bool, Failure> {
+        let Some(row) = row else {
             return Err(Failure::Request(StoreError::NotFound(id)));
         };
         let owner: Option<Uuid> = row.get(1);
@@ -426,61 +454,85 @@ impl Shard {
         }
     }
 
-    /// Applies `ops` to plan `id`, whose row [`fence`](Self::fence) locked and checked
-    /// (`leased`: this process holds its lease).
-    async fn apply(&self, c: &Conn, id: PlanId, ops: &[Op], leased: bool) -> Result<(), Failure> {
-        let doing = || format!("updating plan {id}");
-        let missing = |what: String| Failure::Request(StoreError::Permanent(what));
+    /// Locks plan `id`'s row, checks the lease (in the same transaction) and applies `ops`.
+    /// Every statement is sent on the first poll, in order; the results are judged after.
+    async fn apply(&self, c: &Conn, id: PlanId, ops: &[Op], fence: Fence) -> Result<(), Failure> {
+        let st = &c.st;
         let key = id.0;
         // Changes of the plan's own row are gathered into one update; they touch no object, so
-        // their order relative to object changes does not matter.
-        let mut state = None;
-        let mut reason: Option<&str> = None;
-        let mut heartbeat: Option<i64> = None;
-        let mut paused: Option<bool> = None;
+        // their order relative to object changes does not matter. A heartbeat of the lease
+        // holder renews the lease (the statement checks owner and epoch itself).
+        let mut values = UpdateValues {
+            lease_secs: self.lease.as_secs_f64(),
+            ..UpdateValues::default()
+        };
+        let mut touches_plan = false;
+        let mut bad_plan_state = None;
         for op in ops {
             match op {
                 Op::PlanState {
                     id: object,
                     state: s,
                 } => {
-                    if *object != id.0 {
-                        return Err(missing(format!("plan {id} has no object {object} at Plan")));
+                    if *object != id.0 && bad_plan_state.is_none() {
+                        bad_plan_state = Some(format!("plan {id} has no object {object} at Plan"));
                     }
-                    state = Some(s);
+                    values.has_state = true;
+                    values.status = Some(s.status);
+                    values.start = s.start;
+                    values.end = s.end;
+                    touches_plan = true;
                 }
-                Op::ObjectState {
-                    id: object,
-                    loc,
-                    debug_loc,
-                    state: s,
-                } => {
-                    let n = self
-                        .exec(
+                Op::Reason(r) => {
+                    values.reason = Some(r.clone());
+                    touches_plan = true;
+                }
+                Op::Heartbeat(t) => {
+                    values.heartbeat = Some(*t);
+                    touches_plan = true;
+                }
+                Op::Paused(p) => {
+                    values.paused = Some(*p);
+                    touches_plan = true;
+                }
+                _ => {}
+            }
+        }
+        if let Fence::Lease { owner, epoch } = fence {
+            values.owner = Some(owner);
+            values.epoch = epoch;
+            values.renew = values.heartbeat.is_some();
+        }
+        let steps = ops
+            .iter()
+            .filter_map(|op| -> Option<Pending<'_, StepResult>> {
+                match op {
+                    Op::ObjectState {
+                        id: object,
+                        loc,
+                        state: s,
+                        ..
+                    } => {
+                        let f = Self::exec(
                             c,
-                            UPDATE_OBJECT_STATE,
-                            &[&key, object, loc, &s.status, &s.start, &s.end],
-                            &doing,
-                        )
-                        .await?;
-                    if n == 0 {
-                        return Err(missing(format!(
-                            "plan {id} has no object {object} at {debug_loc:?}"
-                        )));
+                            &st.update_object_state,
+                            vec![&key, object, loc, &s.status, &s.start, &s.end],
+                        );
+                        Some(Box::pin(
+                            async move { f.await.map(|n| StepResult::Rows(n)) },
+                        ))
                     }
-                }
-                Op::Attempt {
-                    id: object,
-                    loc,
-                    debug_loc,
-                    index,
-                    cols,
-                } => {
-                    let row = self
-                        .query_opt(
+                    Op::Attempt {
+                        id: object,
+                        loc,
+                        index,
+                        cols,
+                        ..
+                    } => {
+                        let f = Self::query_opt(
                             c,
-                            SET_ATTEMPT,
-                            &[
+                            &st.set_attempt,
+                            vec![
                                 &key,
                                 object,
                                 loc,
@@ -489,82 +541,151 @@ impl Shard {
                                 &cols.end,
                                 &cols.outcome,
                             ],
-                            &doing,
-                        )
-                        .await?;
-                    let Some(row) = row else {
+                        );
+                        Some(Box::pin(async move {
+                            f.await
+                                .map(|r| StepResult::Count(r.map(|r| r.get::<_, i64>(0))))
+                        }))
+                    }
+                    Op::Reset {
+                        id: object, loc, ..
+                    } => {
+                        let reset = Self::exec(c, &st.reset_action, vec![&key, object, loc]);
+                        let delete = Self::exec(c, &st.delete_attempts, vec![&key, object]);
+                        Some(Box::pin(async move {
+                            let (n, d) = tokio::join!(biased; reset, delete);
+                            d?;
+                            n.map(StepResult::Rows)
+                        }))
+                    }
+                    _ => None,
+                }
+            });
+        let steps: Vec<Pending<'_, StepResult>> = steps.collect();
+        let (row, results, updated) = tokio::join!(
+            biased;
+            Self::query_opt(c, &st.lock_plan, vec![&key]),
+            futures_util::future::join_all(steps),
+            Self::exec_if(
+                touches_plan,
+                c,
+                &st.update_plan,
+                vec![
+                    &key,
+                    &values.has_state,
+                    &values.status,
+                    &values.start,
+                    &values.end,
+                    &values.reason,
+                    &values.heartbeat,
+                    &values.paused,
+                    &values.renew,
+                    &values.lease_secs,
+                    &values.owner,
+                    &values.epoch,
+                ],
+            ),
+        );
+        let doing = format!("updating plan {id}");
+        let fail = |e| self.fail(&doing, e);
+        let missing = |what: String| Failure::Request(StoreError::Permanent(what));
+        self.judge_fence(id, row.map_err(&fail)?, fence)?;
+        if let Some(what) = bad_plan_state {
+            return Err(missing(what));
+        }
+        let mut results = results.into_iter();
+        for op in ops {
+            match op {
+                Op::ObjectState {
+                    id: object,
+                    debug_loc,
+                    ..
+                } => {
+                    if !matches!(results.next().transpose().map_err(&fail)?, Some(StepResult::Rows(n)) if n > 0)
+                    {
+                        return Err(missing(format!(
+                            "plan {id} has no object {object} at {debug_loc:?}"
+                        )));
+                    }
+                }
+                Op::Reset {
+                    id: object,
+                    debug_loc,
+                    ..
+                } => {
+                    if !matches!(results.next().transpose().map_err(&fail)?, Some(StepResult::Rows(n)) if n > 0)
+                    {
                         return Err(missing(format!(
                             "plan {id} has no action {object} at {debug_loc:?}"
                         )));
+                    }
+                }
+                Op::Attempt {
+                    id: object,
+                    debug_loc,
+                    index,
+                    ..
+                } => {
+                    let count = match results.next().transpose().map_err(&fail)? {
+                        Some(StepResult::Count(Some(n))) => n,
+                        _ => {
+                            return Err(missing(format!(
+                                "plan {id} has no action {object} at {debug_loc:?}"
+                            )));
+                        }
                     };
-                    let count: i64 = row.get(0);
                     if i64::from(*index) > count {
                         return Err(missing(format!(
                             "plan {id}: attempt {index} of the action at {debug_loc:?} skips attempt {count}"
                         )));
                     }
                 }
-                Op::Reset {
-                    id: object,
-                    loc,
-                    debug_loc,
-                } => {
-                    let n = self
-                        .exec(c, RESET_ACTION, &[&key, object, loc], &doing)
-                        .await?;
-                    if n == 0 {
-                        return Err(missing(format!(
-                            "plan {id} has no action {object} at {debug_loc:?}"
-                        )));
-                    }
-                    self.exec(c, DELETE_ATTEMPTS, &[&key, object], &doing)
-                        .await?;
-                }
-                Op::Reason(r) => reason = Some(r),
-                Op::Heartbeat(t) => heartbeat = Some(*t),
-                Op::Paused(p) => paused = Some(*p),
+                _ => {}
             }
         }
-        // A heartbeat of the lease holder renews the lease.
-        let renew = leased && heartbeat.is_some();
-        if state.is_some() || reason.is_some() || heartbeat.is_some() || paused.is_some() {
-            let has_state = state.is_some();
-            let status = state.map(|s| s.status);
-            let start = state.and_then(|s| s.start);
-            let end = state.and_then(|s| s.end);
-            let lease_secs = self.lease.as_secs_f64();
-            self.exec(
-                c,
-                UPDATE_PLAN,
-                &[
-                    &key,
-                    &has_state,
-                    &status,
-                    &start,
-                    &end,
-                    &reason,
-                    &heartbeat,
-                    &paused,
-                    &renew,
-                    &lease_secs,
-                ],
-                &doing,
-            )
-            .await?;
-        }
+        updated.map_err(&fail)?;
         Ok(())
     }
 
     async fn delete(&self, c: &Conn, id: PlanId) -> Result<(), Failure> {
-        let doing = || format!("deleting plan {id}");
-        let row = self.query_opt(c, PLAN_STATUS, &[&id.0], &doing).await?;
+        let key = id.0;
+        // Both statements are sent at once; the delete spares a running plan by itself.
+        let (row, deleted) = tokio::join!(
+            biased;
+            Self::query_opt(c, &c.st.plan_status, vec![&key]),
+            Self::exec(c, &c.st.delete_plan, vec![&key]),
+        );
+        let doing = format!("deleting plan {id}");
+        let row = row.map_err(|e| self.fail(&doing, e))?;
+        deleted.map_err(|e| self.fail(&doing, e))?;
         match row.map(|r| r.get::<_, String>(0)).as_deref() {
             None => Err(Failure::Request(StoreError::NotFound(id))),
             Some("Running") => Err(Failure::Request(StoreError::Running(id))),
-            Some(_) => {
-                self.exec(c, DELETE_PLAN, &[&id.0], &doing).await?;
-                Ok(())
-            }
+            Some(_) => Ok(()),
         }
     }
+}
+
+/// What one pipelined statement of an `apply` returned.
+enum StepResult {
+    /// Rows changed.
+    Rows(u64),
+    /// Attempts before (none: no such action).
+    Count(Option<i64>),
+}
+
+/// The values of the plan row's update, owned by the write's future.
+#[derive(Default)]
+struct UpdateValues {
+    has_state: bool,
+    status: Option<&'static str>,
+    start: Option<i64>,
+    end: Option<i64>,
+    reason: Option<String>,
+    heartbeat: Option<i64>,
+    paused: Option<bool>,
+    renew: bool,
+    lease_secs: f64,
+    owner: Option<Uuid>,
+    epoch: i64,
 }
