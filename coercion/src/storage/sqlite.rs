@@ -1,8 +1,8 @@
 //! [`SqliteStore`]: plans in one SQLite file — the embedded default store.
 //!
-//! * **Durable.** The file is in WAL mode with `synchronous=FULL` by default: a write whose
-//!   future completed survives a crash of the process and a power loss
-//!   ([`Synchronous::Normal`] trades the latter for speed).
+//! * **Durable.** The file is in WAL mode; by default ([`Synchronous::Full`]) a write whose
+//!   future completed has been synced to disk and survives a crash of the process and a power
+//!   loss ([`Synchronous::Normal`] trades the latter for speed).
 //! * **One writer process.** [`SqliteStore::open`] holds an exclusive lock on `<file>.lock` for
 //!   the store's lifetime; a second process (or a second store in this process) that opens the
 //!   file to run plans gets [`StoreError::Locked`]. [`SqliteStore::open_read_only`] works at any
@@ -10,7 +10,8 @@
 //! * **Group commit.** One writer thread owns the only writing connection. Writes are queued in
 //!   the order `create`/`apply`/`delete` are *called* (not the order their futures are polled);
 //!   the writer runs everything queued in one transaction, commits once, and only then completes
-//!   the futures. A write that fails (an unknown plan, a bad location) is undone alone, in its
+//!   the futures — with [`Synchronous::Full`], once a syncer thread has synced the WAL, while
+//!   the writer already runs the next group. A write that fails (an unknown plan, a bad location) is undone alone, in its
 //!   own savepoint, and only its caller gets the error. Dropping a write's future does not cancel
 //!   the write.
 //! * **Readers** use their own read-only connections on tokio's blocking pool; each read is one
@@ -47,7 +48,7 @@ use tokio::sync::oneshot;
 use self::codec::{Op, PreparedPlan, sql_error};
 use self::lock::WriterLock;
 use self::reader::{ReaderPool, blocking};
-use self::writer::{Counters, Request, Write, Writer};
+use self::writer::{Counters, Request, Syncer, Write, Writer};
 use super::{Change, ListFilter, PlanSummary, Store, StoreError};
 use crate::plugin::BoxFuture;
 use crate::workflow::{Plan, PlanId};
@@ -58,18 +59,22 @@ pub enum Synchronous {
     /// A commit survives a crash of the process, but the last commits may be lost on power
     /// loss or an OS crash. Faster: the WAL is synced only at checkpoints.
     Normal,
-    /// A commit survives power loss: the WAL is synced at every commit (the default).
+    /// A commit survives power loss (the default): a write's future completes only after the
+    /// WAL holding it has been synced to disk. The store syncs the WAL itself, on a second
+    /// thread, after each group commit, so the next group runs while the disk syncs; readers
+    /// may therefore see a write a moment before its future completes.
     #[default]
     Full,
-    /// Like `Full`, and the directory is synced too, for file systems that need it.
+    /// SQLite syncs the WAL at every commit and the directory too, for file systems that need
+    /// it; commits are not pipelined.
     Extra,
 }
 
 impl Synchronous {
+    /// The connection's `PRAGMA synchronous`: `Full` is `NORMAL` plus the store's own syncs.
     fn as_sql(self) -> &'static str {
         match self {
-            Synchronous::Normal => "NORMAL",
-            Synchronous::Full => "FULL",
+            Synchronous::Normal | Synchronous::Full => "NORMAL",
             Synchronous::Extra => "EXTRA",
         }
     }
@@ -139,6 +144,9 @@ pub struct SqliteStats {
     pub commits: u64,
     /// The most writes one transaction carried.
     pub largest_group: u64,
+    /// Syncs of the WAL by the store itself (with [`Synchronous::Full`]; each covers every
+    /// transaction committed before it).
+    pub syncs: u64,
 }
 
 /// Plans in one SQLite file. Cloning gives another handle to the same store; the file is
@@ -234,11 +242,24 @@ impl SqliteStore {
 
         let counters = Arc::new(Counters::default());
         let (requests, queue) = mpsc::channel();
+        let syncer = match options.synchronous {
+            Synchronous::Full => Some(
+                Syncer::start(sidecar(&path, "-wal"), store.clone(), counters.clone()).map_err(
+                    |e| {
+                        StoreError::Permanent(format!(
+                            "{store}: cannot start the syncer thread: {e}"
+                        ))
+                    },
+                )?,
+            ),
+            Synchronous::Normal | Synchronous::Extra => None,
+        };
         let writer = Writer {
             conn,
             store: store.clone(),
             counters: counters.clone(),
             max_group: options.max_group,
+            syncer,
         };
         let thread = std::thread::Builder::new()
             .name("coercion-sqlite-writer".to_owned())
@@ -316,6 +337,7 @@ impl SqliteStore {
             failed_writes: c.failed_writes.load(Ordering::Relaxed),
             commits: c.commits.load(Ordering::Relaxed),
             largest_group: c.largest_group.load(Ordering::Relaxed),
+            syncs: c.syncs.load(Ordering::Relaxed),
         }
     }
 

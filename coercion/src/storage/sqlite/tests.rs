@@ -343,3 +343,52 @@ async fn rows_that_disagree_with_the_definition_give_a_clear_error_naming_the_fi
     let message = read_error(&plan).await;
     assert!(message.contains("unknown status `Exploded`"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_durability_syncs_the_wal_and_a_failed_sync_stops_all_writes() {
+    use super::{SqliteStats, Synchronous};
+    let dir = TempDir::new("syncs");
+    let store = SqliteStore::open(dir.db()).unwrap();
+    let plan = sample_plan("synced");
+    store.create(&plan).await.unwrap();
+    for i in 0..20 {
+        store
+            .apply(plan.id, &[Change::Heartbeat(at(i, 0))])
+            .await
+            .unwrap();
+    }
+    let stats: SqliteStats = store.stats();
+    assert!(
+        stats.syncs >= 1 && stats.syncs <= stats.commits,
+        "{stats:?}"
+    );
+    drop(store);
+
+    let normal = SqliteStore::open_with(
+        dir.db(),
+        SqliteOptions::default().synchronous(Synchronous::Normal),
+    )
+    .unwrap();
+    normal
+        .apply(plan.id, &[Change::Heartbeat(at(99, 0))])
+        .await
+        .unwrap();
+    assert_eq!(
+        normal.stats().syncs,
+        0,
+        "NORMAL leaves syncing to SQLite's checkpoints"
+    );
+    drop(normal);
+
+    // The syncer cannot reach the WAL any more: the write is not acknowledged as durable, nor is
+    // any later one.
+    let store = SqliteStore::open(dir.db()).unwrap();
+    std::fs::remove_file(super::sidecar(&dir.db(), "-wal")).unwrap();
+    let failed = store.apply(plan.id, &[Change::Heartbeat(at(100, 0))]).await;
+    assert!(
+        matches!(&failed, Err(StoreError::Permanent(m)) if m.contains("syncing") && m.contains("no more writes")),
+        "{failed:?}"
+    );
+    let later = store.apply(plan.id, &[Change::Paused(true)]).await;
+    assert_eq!(later, failed, "every later write fails the same way");
+}

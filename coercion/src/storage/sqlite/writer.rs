@@ -3,10 +3,20 @@
 //! caller. A write's future therefore completes only after its commit. If a write of the group
 //! fails (an unknown plan, a bad location), the group is run again with each write in its own
 //! savepoint, so the failed one is undone alone and only its caller gets the error.
+//!
+//! With [`Synchronous::Full`](super::Synchronous::Full) the connection commits without syncing
+//! and hands the group's results to the syncer thread, which `fdatasync`s the WAL and only then
+//! answers the callers, in commit order. The writer meanwhile runs the next group, so the disk's
+//! sync latency no longer caps the number of commits per second.
 
+use std::fs::File;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, Sender};
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
@@ -35,6 +45,92 @@ pub(super) struct Counters {
     pub writes: AtomicU64,
     pub failed_writes: AtomicU64,
     pub largest_group: AtomicU64,
+    pub syncs: AtomicU64,
+}
+
+/// The results of a committed group, with where to send each.
+pub(super) type Replies = Vec<(
+    oneshot::Sender<Result<(), StoreError>>,
+    Result<(), StoreError>,
+)>;
+
+/// The syncer thread, for [`Synchronous::Full`](super::Synchronous::Full).
+pub(super) struct Syncer {
+    /// Committed groups waiting for their sync.
+    pub queue: Sender<Replies>,
+    pub thread: JoinHandle<()>,
+    /// Set when a sync failed: the data of the commits before it may be lost, and the store
+    /// takes no more writes.
+    pub failure: Arc<Mutex<Option<StoreError>>>,
+}
+
+impl Syncer {
+    /// Starts the syncer of the WAL file `wal`.
+    pub fn start(
+        wal: PathBuf,
+        store: Arc<str>,
+        counters: Arc<Counters>,
+    ) -> std::io::Result<Syncer> {
+        let (queue, groups) = std::sync::mpsc::channel();
+        let failure = Arc::new(Mutex::new(None));
+        let failed = failure.clone();
+        let thread = std::thread::Builder::new()
+            .name("coercion-sqlite-syncer".to_owned())
+            .spawn(move || sync_loop(&wal, &store, &groups, &counters, &failed))?;
+        Ok(Syncer {
+            queue,
+            thread,
+            failure,
+        })
+    }
+}
+
+/// Takes every committed group waiting, syncs the WAL once, answers their callers in order.
+fn sync_loop(
+    wal: &std::path::Path,
+    store: &str,
+    groups: &Receiver<Replies>,
+    counters: &Counters,
+    failure: &Mutex<Option<StoreError>>,
+) {
+    let mut file: Option<File> = None;
+    while let Ok(mut replies) = groups.recv() {
+        while let Ok(more) = groups.try_recv() {
+            replies.extend(more);
+        }
+        if replies.iter().any(|(_, r)| r.is_ok()) && failure.lock().is_none() {
+            // The WAL exists once a transaction has been committed; SQLite keeps the same file
+            // while its connection is open.
+            let synced = match &file {
+                Some(f) => f.sync_data(),
+                None => File::open(wal).and_then(|f| {
+                    let result = f.sync_data();
+                    file = Some(f);
+                    result
+                }),
+            };
+            match synced {
+                Ok(()) => {
+                    counters.syncs.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    *failure.lock() = Some(StoreError::Permanent(format!(
+                        "{store}: syncing {} failed ({e}): the last writes may not be durable; \
+                         the store takes no more writes (reopen it to recover)",
+                        wal.display()
+                    )));
+                }
+            }
+        }
+        let failed = failure.lock().clone();
+        for (reply, result) in replies {
+            let result = match (&failed, result) {
+                (Some(e), Ok(())) => Err(e.clone()),
+                (_, result) => result,
+            };
+            let _ = reply.send(result);
+        }
+    }
 }
 
 pub(super) struct Writer {
@@ -42,6 +138,7 @@ pub(super) struct Writer {
     pub store: Arc<str>,
     pub counters: Arc<Counters>,
     pub max_group: usize,
+    pub syncer: Option<Syncer>,
 }
 
 const PLAN_KEY: &str = "SELECT pk, status FROM plans WHERE id = ?1";
@@ -89,7 +186,7 @@ impl Failure {
 
 impl Writer {
     /// Serves requests until every sender is gone.
-    pub fn run(self, requests: Receiver<Request>) {
+    pub fn run(mut self, requests: Receiver<Request>) {
         let mut group = Vec::with_capacity(self.max_group);
         while let Ok(first) = requests.recv() {
             group.push(first);
@@ -101,15 +198,25 @@ impl Writer {
             }
             self.commit_group(&mut group);
         }
+        // Let the syncer answer what it holds before the connection closes.
+        if let Some(syncer) = self.syncer.take() {
+            drop(syncer.queue);
+            let _ = syncer.thread.join();
+        }
     }
 
     fn commit_group(&self, group: &mut Vec<Request>) {
         let n = group.len() as u64;
         self.counters.writes.fetch_add(n, Ordering::Relaxed);
         self.counters.largest_group.fetch_max(n, Ordering::Relaxed);
+        let poisoned = self.syncer.as_ref().and_then(|s| s.failure.lock().clone());
         // Fast path: the whole group in one transaction without savepoints. Only if a write
         // fails is the group run again with a savepoint around each write.
-        let results = match self.run_group(group, false) {
+        let results = match poisoned {
+            Some(e) => Err(Failure::Group(e)),
+            None => self.run_group(group, false),
+        };
+        let results = match results {
             Ok(results) => Ok(results),
             Err(Failure::Request(_)) => self.run_group(group, true).map_err(Failure::into_error),
             Err(Failure::Group(e)) => Err(e),
@@ -135,8 +242,17 @@ impl Writer {
         self.counters
             .failed_writes
             .fetch_add(failed, Ordering::Relaxed);
-        for (request, result) in group.drain(..).zip(results) {
-            let _ = request.reply.send(result);
+        let replies: Replies = group.drain(..).map(|r| r.reply).zip(results).collect();
+        let replies = match &self.syncer {
+            // Failed groups wait too, so that callers are answered in order.
+            Some(syncer) => match syncer.queue.send(replies) {
+                Ok(()) => return,
+                Err(unsent) => unsent.0,
+            },
+            None => replies,
+        };
+        for (reply, result) in replies {
+            let _ = reply.send(result);
         }
     }
 
