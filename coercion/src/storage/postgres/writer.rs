@@ -518,9 +518,7 @@ impl Shard {
                             &st.update_object_state,
                             vec![&key, object, loc, &s.status, &s.start, &s.end],
                         );
-                        Some(Box::pin(
-                            async move { f.await.map(|n| StepResult::Rows(n)) },
-                        ))
+                        Some(Box::pin(async move { f.await.map(StepResult::Rows) }))
                     }
                     Op::Attempt {
                         id: object,
@@ -601,8 +599,11 @@ impl Shard {
                     debug_loc,
                     ..
                 } => {
-                    if !matches!(results.next().transpose().map_err(&fail)?, Some(StepResult::Rows(n)) if n > 0)
-                    {
+                    let changed = matches!(
+                        results.next().transpose().map_err(&fail)?,
+                        Some(StepResult::Rows(n)) if n > 0
+                    );
+                    if !changed {
                         return Err(missing(format!(
                             "plan {id} has no object {object} at {debug_loc:?}"
                         )));
@@ -613,8 +614,11 @@ impl Shard {
                     debug_loc,
                     ..
                 } => {
-                    if !matches!(results.next().transpose().map_err(&fail)?, Some(StepResult::Rows(n)) if n > 0)
-                    {
+                    let changed = matches!(
+                        results.next().transpose().map_err(&fail)?,
+                        Some(StepResult::Rows(n)) if n > 0
+                    );
+                    if !changed {
                         return Err(missing(format!(
                             "plan {id} has no action {object} at {debug_loc:?}"
                         )));
