@@ -118,15 +118,16 @@ fn scratch_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
-async fn run_sqlite(path: &std::path::Path, plan: Plan) -> (usize, f64) {
+async fn run_sqlite(path: &std::path::Path, plan: Plan) -> (usize, f64, coercion::storage::SqliteStats) {
+    let store = coercion::storage::SqliteStore::open(path).expect("store");
     let registry = Registry::new().with(Noop).expect("one plugin");
-    let ws = Workstream::open(path, registry).await.expect("workstream");
+    let ws = Workstream::builder().store(store.clone()).registry(registry).build().await.expect("workstream");
     let actions = plan.action_count();
     let t = Instant::now();
     let done = ws.run(plan).await.expect("the plan runs");
     let wall = t.elapsed().as_secs_f64();
     assert_eq!(done.status(), Status::Completed, "{done}");
-    (actions, wall)
+    (actions, wall, store.stats())
 }
 
 /// When the first action after a recovery ran.
@@ -279,11 +280,12 @@ fn main() {
             }
             "durable" => {
                 let dir = scratch_dir("durable");
-                let (actions, wall) = rt.block_on(run_sqlite(&dir.join("durable.db"), noop_plan(1_000, 10, 100)));
+                let (actions, wall, stats) = rt.block_on(run_sqlite(&dir.join("durable.db"), noop_plan(1_000, 10, 100)));
                 let _ = std::fs::remove_dir_all(&dir);
                 serde_json::json!({
                     "workload": "durable", "store": "sqlite", "synchronous": "FULL", "actions": actions, "wall_s": wall,
                     "actions_per_s": actions as f64 / wall, "peak_rss_bytes": peak_rss_bytes(),
+                    "writes": stats.writes, "commits": stats.commits, "largest_group": stats.largest_group,
                 })
             }
             "recovery" => {
