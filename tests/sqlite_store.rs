@@ -77,6 +77,16 @@ async fn a_second_open_in_this_process_is_locked_until_the_first_closes() {
         &other_spelling,
         SqliteOptions::default(),
     ));
+    // … and through a link to it, or to its directory.
+    #[cfg(unix)]
+    {
+        let link = dir.0.join("alias.db");
+        std::os::unix::fs::symlink(dir.db(), &link).unwrap();
+        locked_message(SqliteStore::open(&link));
+        let dir_link = dir.0.join("linked-dir");
+        std::os::unix::fs::symlink(&dir.0, &dir_link).unwrap();
+        locked_message(SqliteStore::open(dir_link.join("plans.db")));
+    }
     drop(first);
     let again =
         SqliteStore::open(dir.db()).expect("the lock is released when the store is dropped");

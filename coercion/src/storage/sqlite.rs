@@ -11,9 +11,11 @@
 //!   the order `create`/`apply`/`delete` are *called* (not the order their futures are polled);
 //!   the writer runs everything queued in one transaction, commits once, and only then completes
 //!   the futures — with [`Synchronous::Full`], once a syncer thread has synced the WAL, while
-//!   the writer already runs the next group. A write that fails (an unknown plan, a bad location) is undone alone, in its
-//!   own savepoint, and only its caller gets the error. Dropping a write's future does not cancel
-//!   the write.
+//!   the writer already runs the next group. A write that fails (an unknown plan, a bad
+//!   location) is undone alone, in its own savepoint, and only its caller gets the error.
+//!   Dropping a write's future does not cancel the write. Writes complete on the store's own
+//!   threads, which tokio's paused test clock does not see: with `start_paused`, timers may
+//!   advance while a write is in flight.
 //! * **Readers** use their own read-only connections on tokio's blocking pool; each read is one
 //!   consistent snapshot.
 //! * **Schema** (version 1, see the `schema` module): tables `plans`, `plan_definitions`,
@@ -435,8 +437,22 @@ impl Store for SqliteStore {
     }
 }
 
-/// `path` made absolute (without resolving links), for messages and the lock file's name.
+/// `path` with links resolved (those of its directory, if the file does not exist yet), so that
+/// every path to one file names the same lock file.
 fn absolute(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        if let Ok(p) = std::fs::canonicalize(parent) {
+            return p.join(name);
+        }
+    }
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
