@@ -27,7 +27,7 @@ pub(crate) enum Item {
     /// `keyword { … }`
     Node(Node),
     /// `for pat in expr { … }`
-    For(ForLoop),
+    For(Box<ForLoop>),
     /// `if cond { … } else if cond { … } else { … }`
     If(IfChain),
     /// `..expr`
@@ -42,20 +42,58 @@ pub(crate) struct Field {
 
 /// The value of a [`Field`].
 pub(crate) enum Value {
-    /// Any Rust expression, including duration literals such as `30s` (an integer literal
-    /// with suffix `s`).
-    Expr(Expr),
-    /// The value of `plugin:`, a type.
-    Type(Type),
+    /// An expression (or, for `plugin:`, a type) as the tokens the user wrote, up to the next
+    /// `,`. Values are not parsed into syntax trees: syn's expression parser is by far the most
+    /// expensive part of the macro, the compiler parses them anyway, and validation only looks
+    /// at lone literals (`30s`, `"name"`, `0`) and lone identifiers (`unlimited`, `OnFailure`).
+    Tokens(TokenStream),
     /// `10%` (the literal is checked to be a whole number later).
     Percent(Lit, Token![%]),
+}
+
+impl Value {
+    /// The value's only token, if it is a single one (looking through invisible groups, which
+    /// `macro_rules!` fragments arrive in).
+    fn single(&self) -> Option<TokenTree> {
+        let Value::Tokens(tokens) = self else {
+            return None;
+        };
+        single(tokens.clone())
+    }
+
+    /// The value as a literal, if it is a lone literal.
+    pub(crate) fn lit(&self) -> Option<Lit> {
+        match self.single()? {
+            TokenTree::Literal(l) => Some(Lit::new(l)),
+            _ => None,
+        }
+    }
+
+    /// The value as an identifier, if it is a lone identifier.
+    pub(crate) fn ident(&self) -> Option<Ident> {
+        match self.single()? {
+            TokenTree::Ident(i) => Some(i),
+            _ => None,
+        }
+    }
+}
+
+fn single(tokens: TokenStream) -> Option<TokenTree> {
+    let mut iter = tokens.into_iter();
+    let first = iter.next()?;
+    if iter.next().is_some() {
+        return None;
+    }
+    match first {
+        TokenTree::Group(g) if g.delimiter() == Delimiter::None => single(g.stream()),
+        tt => Some(tt),
+    }
 }
 
 impl ToTokens for Value {
     fn to_tokens(&self, tokens: &mut TokenStream) {
         match self {
-            Value::Expr(e) => e.to_tokens(tokens),
-            Value::Type(t) => t.to_tokens(tokens),
+            Value::Tokens(t) => t.to_tokens(tokens),
             Value::Percent(lit, pct) => {
                 lit.to_tokens(tokens);
                 pct.to_tokens(tokens);
@@ -184,27 +222,9 @@ fn skip_item(input: ParseStream) {
     });
 }
 
-/// Skips tokens up to (not including) the next top-level `,`, and returns them.
-fn skip_to_comma(input: ParseStream) -> TokenStream {
-    input
-        .step(|cursor| {
-            let mut skipped = TokenStream::new();
-            let mut rest = *cursor;
-            while let Some((tt, next)) = rest.token_tree() {
-                if matches!(&tt, TokenTree::Punct(p) if p.as_char() == ',') {
-                    break;
-                }
-                skipped.extend([tt]);
-                rest = next;
-            }
-            Ok((skipped, rest))
-        })
-        .unwrap_or_default()
-}
-
 fn parse_item(cx: &Ctxt, input: ParseStream) -> syn::Result<Item> {
     if input.peek(Token![for]) {
-        return parse_for(cx, input).map(Item::For);
+        return parse_for(cx, input).map(|f| Item::For(Box::new(f)));
     }
     if input.peek(Token![if]) {
         return parse_if(cx, input).map(Item::If);
@@ -268,27 +288,6 @@ fn parse_value(cx: &Ctxt, name: &Ident, input: ParseStream) -> syn::Result<Value
     if input.is_empty() || input.peek(Token![,]) {
         return Err(input.error(format!("`{name}:` needs a value")));
     }
-    if name == "plugin" {
-        if input.peek(syn::LitStr) {
-            // Reported, and kept as a value so the action is not also "missing" its plugin.
-            let name: syn::LitStr = input.parse()?;
-            cx.error(
-                name.span(),
-                "`plugin` takes the plugin's type, e.g. `plugin: Ssh`, not its registered name",
-            );
-            return Ok(Value::Expr(syn::parse_quote!(#name)));
-        }
-        let ty: Type = input.parse()?;
-        if !(input.is_empty() || input.peek(Token![,]) || starts_item(input)) {
-            // `plugin: Scp::default()` or `plugin: Scp { .. }`: a value where a type belongs.
-            let rest = skip_to_comma(input);
-            cx.error_spanned(
-                quote::quote!(#ty #rest),
-                "`plugin` takes the plugin's type (`plugin: Ssh`), not a value: the registry builds the plugin",
-            );
-        }
-        return Ok(Value::Type(ty));
-    }
     if (input.peek(LitInt) || input.peek(LitFloat)) && input.peek2(Token![%]) {
         let fork = input.fork();
         let _ = fork.parse::<Lit>();
@@ -297,7 +296,97 @@ fn parse_value(cx: &Ctxt, name: &Ident, input: ParseStream) -> syn::Result<Value
             return Ok(Value::Percent(input.parse()?, input.parse()?));
         }
     }
-    input.parse().map(Value::Expr)
+    let tokens = value_tokens(input, name == "plugin")?;
+    if name == "plugin" {
+        check_plugin_type(cx, &tokens);
+    }
+    Ok(Value::Tokens(tokens))
+}
+
+/// The tokens of a value: everything up to the next top-level `,`, or up to what is plainly
+/// the start of the next item after a forgotten `,` (`name:`, `action {`, `for`, `if`).
+/// A value with a top-level `<` or `|` may hold commas of its own (`HashMap::<K, V>::new()`,
+/// `|a, b| …`): such a value is parsed as an expression (a type for `plugin:`) to find its end.
+fn value_tokens(input: ParseStream, is_type: bool) -> syn::Result<TokenStream> {
+    let fork = input.fork();
+    let (tokens, ambiguous) = fork.step(|cursor| {
+        let mut out = TokenStream::new();
+        let mut ambiguous = false;
+        let mut previous: Option<TokenTree> = None;
+        let mut rest = *cursor;
+        while let Some((tt, next)) = rest.token_tree() {
+            match &tt {
+                TokenTree::Punct(p) if p.as_char() == ',' => break,
+                TokenTree::Punct(p) if matches!(p.as_char(), '<' | '|') => ambiguous = true,
+                TokenTree::Ident(id)
+                    if previous.is_some() && starts_next_item(id, next, previous.as_ref()) =>
+                {
+                    break;
+                }
+                _ => {}
+            }
+            out.extend([tt.clone()]);
+            previous = Some(tt);
+            rest = next;
+        }
+        Ok(((out, ambiguous), rest))
+    })?;
+    if !ambiguous {
+        input.advance_to(&fork);
+        return Ok(tokens);
+    }
+    if is_type {
+        Ok(input.parse::<Type>()?.into_token_stream())
+    } else {
+        Ok(input.parse::<Expr>()?.into_token_stream())
+    }
+}
+
+/// Whether identifier `id`, followed by `next` and preceded by `previous` inside a value,
+/// can only be the start of the next item.
+fn starts_next_item(id: &Ident, next: syn::buffer::Cursor, previous: Option<&TokenTree>) -> bool {
+    let after_dot_or_path =
+        matches!(previous, Some(TokenTree::Punct(p)) if matches!(p.as_char(), '.' | ':'));
+    if after_dot_or_path {
+        return false;
+    }
+    if let Some((p, _)) = next.punct()
+        && p.as_char() == ':'
+        && p.spacing() == proc_macro2::Spacing::Alone
+    {
+        return true; // `name: …`; a path would be `name::…`
+    }
+    if next.group(Delimiter::Brace).is_some() && super::valid::is_node_keyword(&id.to_string()) {
+        return true; // `action { … }`
+    }
+    let word = id.to_string();
+    let after_else = matches!(previous, Some(TokenTree::Ident(e)) if e == "else");
+    word == "for" || (word == "if" && !after_else)
+}
+
+/// Reports a `plugin:` value that cannot be a type: a string (a registered name) or a value.
+fn check_plugin_type(cx: &Ctxt, tokens: &TokenStream) {
+    let first = tokens.clone().into_iter().next();
+    if let Some(TokenTree::Literal(l)) = &first
+        && matches!(Lit::new(l.clone()), Lit::Str(_))
+    {
+        cx.error(
+            l.span(),
+            "`plugin` takes the plugin's type, e.g. `plugin: Ssh`, not its registered name",
+        );
+        return;
+    }
+    let is_value = tokens.clone().into_iter().any(|tt| match tt {
+        TokenTree::Group(g) => matches!(g.delimiter(), Delimiter::Parenthesis | Delimiter::Brace),
+        TokenTree::Punct(p) => p.as_char() == '.',
+        _ => false,
+    });
+    if is_value {
+        cx.error_spanned(
+            tokens,
+            "`plugin` takes the plugin's type (`plugin: Ssh`), not a value: the registry builds the plugin",
+        );
+    }
 }
 
 fn parse_for(cx: &Ctxt, input: ParseStream) -> syn::Result<ForLoop> {
@@ -420,25 +509,63 @@ mod tests {
             }
             _ => panic!("10% is a percentage"),
         }
-        match &body.items[2] {
-            Item::Field(Field {
-                value: Value::Expr(Expr::Lit(l)),
-                ..
-            }) => {
-                let syn::Lit::Int(i) = &l.lit else {
-                    panic!("5min is an integer literal")
-                };
-                assert_eq!(i.suffix(), "min");
-            }
-            _ => panic!("5min is a literal"),
+        let Item::Field(timeout) = &body.items[2] else {
+            panic!("a field")
+        };
+        let Some(Lit::Int(i)) = timeout.value.lit() else {
+            panic!("5min is an integer literal")
+        };
+        assert_eq!(i.suffix(), "min");
+        let Item::Field(plugin) = &body.items[3] else {
+            panic!("a field")
+        };
+        assert_eq!(plugin.value.to_token_stream().to_string(), "support :: Scp");
+    }
+
+    fn value_of(body: &Body, i: usize) -> String {
+        let Item::Field(f) = &body.items[i] else {
+            panic!("item {i} is not a field")
+        };
+        f.value.to_token_stream().to_string()
+    }
+
+    #[test]
+    fn values_end_at_the_next_top_level_comma() {
+        let body = parse_ok(quote! {
+            request: Req { a: 1, b: vec![1, 2] },
+            name: format!("{}-{}", a, b),
+            request: HashMap::<String, u32>::new(),
+            request: make(|a, b| a + b),
+            request: |a: u32, b: u32| a < b,
+            fail_plan: x < y,
+            descr: if x { "a" } else if y { "b" } else { "c" },
+        });
+        assert_eq!(value_of(&body, 0), "Req { a : 1 , b : vec ! [1 , 2] }");
+        assert_eq!(value_of(&body, 1), "format ! (\"{}-{}\" , a , b)");
+        assert_eq!(value_of(&body, 2), "HashMap :: < String , u32 > :: new ()");
+        assert_eq!(value_of(&body, 3), "make (| a , b | a + b)");
+        assert_eq!(value_of(&body, 4), "| a : u32 , b : u32 | a < b");
+        assert_eq!(value_of(&body, 5), "x < y");
+        assert_eq!(body.items.len(), 7);
+    }
+
+    #[test]
+    fn lone_literals_and_identifiers_are_recognized() {
+        let body = parse_ok(quote!(a: "x", b: 30s, c: unlimited, d: x.y, e: -1));
+        let Item::Field(f) = &body.items[0] else {
+            panic!()
+        };
+        assert!(matches!(f.value.lit(), Some(Lit::Str(_))));
+        let Item::Field(f) = &body.items[2] else {
+            panic!()
+        };
+        assert_eq!(f.value.ident().unwrap(), "unlimited");
+        for i in [3, 4] {
+            let Item::Field(f) = &body.items[i] else {
+                panic!()
+            };
+            assert!(f.value.lit().is_none() && f.value.ident().is_none());
         }
-        assert!(matches!(
-            &body.items[3],
-            Item::Field(Field {
-                value: Value::Type(_),
-                ..
-            })
-        ));
     }
 
     #[test]
@@ -447,7 +574,7 @@ mod tests {
         assert!(matches!(
             &body.items[0],
             Item::Field(Field {
-                value: Value::Expr(_),
+                value: Value::Tokens(_),
                 ..
             })
         ));

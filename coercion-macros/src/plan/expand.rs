@@ -6,10 +6,10 @@
 //! compiler's errors (wrong kind, wrong request type, not a plugin) point there. Builder locals
 //! use `Span::mixed_site()`, so they can never clash with the user's names.
 
-use proc_macro2::{Literal, Span, TokenStream};
+use proc_macro2::{Literal, Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned};
+use syn::Ident;
 use syn::spanned::Spanned;
-use syn::{Ident, Type};
 
 use super::valid::{
     Arg, Child, DurationLit, DurationUnit, Head, Kind, NodeIr, Slot, ToleranceLit, When,
@@ -144,9 +144,9 @@ fn chain(kind: Kind, items: &[Child]) -> Option<TokenStream> {
 /// type, and a request of the wrong type reads "expected `PReq`, found `OtherReq`", with
 /// "expected due to this" under the plugin.
 fn action_head(
-    name: &syn::Expr,
-    plugin: &Type,
-    request: &syn::Expr,
+    name: &TokenStream,
+    plugin: &TokenStream,
+    request: &TokenStream,
     in_checks: bool,
 ) -> TokenStream {
     let span = type_span(plugin);
@@ -164,17 +164,18 @@ fn action_head(
     }
 }
 
-/// The span errors about a plugin type point at: the type's last path segment (`Scp` in
-/// `plugins::Scp`), or the whole type.
-fn type_span(ty: &Type) -> Span {
-    match ty {
-        Type::Path(p) if p.qself.is_none() => p
-            .path
-            .segments
-            .last()
-            .map_or_else(|| ty.span(), |s| s.ident.span()),
-        _ => ty.span(),
+/// The span errors about a plugin type point at: its last identifier (`Scp` in
+/// `plugins::Scp`), which is also where the compiler reports a failed projection.
+fn type_span(ty: &TokenStream) -> Span {
+    let mut span = None;
+    for tt in ty.clone() {
+        match &tt {
+            TokenTree::Ident(i) => span = Some(i.span()),
+            _ if span.is_none() => span = Some(tt.span()),
+            _ => {}
+        }
     }
+    span.unwrap_or_else(Span::call_site)
 }
 
 /// The statements that add `children` to the builder local `var` of a `kind` node.

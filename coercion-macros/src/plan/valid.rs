@@ -5,8 +5,8 @@
 //! all of them. What passes becomes the typed IR that [`super::expand`] turns into builder
 //! calls; plugin kinds and request types are left to the compiler, through those calls.
 
-use proc_macro2::Span;
-use syn::{Expr, ExprLit, Ident, Lit, LitStr, Pat, PathArguments, Type};
+use proc_macro2::{Span, TokenStream};
+use syn::{Expr, Ident, Lit, LitStr, Pat};
 
 use super::ast::{Body, Field, Item, Node, Value};
 use super::ctxt::Ctxt;
@@ -195,9 +195,9 @@ pub(crate) struct NodeIr {
 /// What the node's builder is created from.
 pub(crate) enum Head {
     /// `Plan::builder(name)`, `Block::builder(name)`, `Sequence::builder(name)`.
-    Named(Expr),
+    Named(TokenStream),
     /// `DeferredBatch::builder(name, when)`.
-    Batch { name: Expr, when: When },
+    Batch { name: TokenStream, when: When },
     /// `Checks::builder()`.
     Checks,
     /// No builder of its own: its batches go into the plan.
@@ -208,9 +208,10 @@ pub(crate) enum Head {
 
 /// The required fields of an `action`.
 pub(crate) struct ActionHead {
-    pub name: Expr,
-    pub plugin: Type,
-    pub request: Expr,
+    pub name: TokenStream,
+    /// The plugin's type.
+    pub plugin: TokenStream,
+    pub request: TokenStream,
 }
 
 /// `when:` of a batch.
@@ -218,7 +219,7 @@ pub(crate) enum When {
     /// `OnSuccess`, `OnFailure` or `Always`.
     Variant(Ident),
     /// Any expression of type `When`.
-    Expr(Expr),
+    Expr(TokenStream),
 }
 
 /// An optional field: the builder method of the same name, called with `value`.
@@ -229,7 +230,7 @@ pub(crate) struct Setter {
 
 /// The argument of a [`Setter`].
 pub(crate) enum Arg {
-    Expr(Expr),
+    Expr(TokenStream),
     Duration(DurationLit),
     Tolerance(ToleranceLit),
 }
@@ -727,9 +728,9 @@ impl Validator<'_> {
     }
 
     /// The value of a field that takes an expression.
-    fn expr<'f>(&self, f: &'f Field) -> Option<&'f Expr> {
+    fn expr<'f>(&self, f: &'f Field) -> Option<&'f TokenStream> {
         match &f.value {
-            Value::Expr(e) => Some(e),
+            Value::Tokens(t) => Some(t),
             Value::Percent(..) => {
                 self.cx.error_spanned(
                     &f.value,
@@ -740,13 +741,12 @@ impl Validator<'_> {
                 );
                 None
             }
-            Value::Type(_) => unreachable!("only `plugin` is parsed as a type"),
         }
     }
 
-    fn name(&self, f: &Field) -> Option<Expr> {
+    fn name(&self, f: &Field) -> Option<TokenStream> {
         let e = self.expr(f)?;
-        if let Some(s) = lit_str(e)
+        if let Some(Lit::Str(s)) = f.value.lit()
             && s.value().trim().is_empty()
         {
             self.cx
@@ -756,27 +756,10 @@ impl Validator<'_> {
         Some(e.clone())
     }
 
-    fn plugin(&self, f: &Field) -> Option<Type> {
-        // A `plugin:` that is not a type was reported by the parser already.
-        let Value::Type(ty) = &f.value else {
-            return None;
-        };
-        let is_value = match ty {
-            Type::Path(p) => p
-                .path
-                .segments
-                .iter()
-                .any(|s| matches!(s.arguments, PathArguments::Parenthesized(_))),
-            _ => false,
-        };
-        if is_value {
-            self.cx.error_spanned(
-                ty,
-                "`plugin` takes the plugin's type (`plugin: Ssh`), not a value: the registry builds the plugin",
-            );
-            return None;
-        }
-        if let Type::Infer(_) = ty {
+    /// The plugin's type; a string or a value in its place was reported by the parser.
+    fn plugin(&self, f: &Field) -> Option<TokenStream> {
+        let ty = self.expr(f)?;
+        if f.value.ident().is_some_and(|i| i == "_") {
             self.cx.error_spanned(
                 ty,
                 "`plugin` needs the plugin's type; it cannot be inferred",
@@ -789,13 +772,10 @@ impl Validator<'_> {
     fn when(&self, f: &Field) -> Option<When> {
         const WHENS: &[&str] = &["OnSuccess", "OnFailure", "Always"];
         let e = self.expr(f)?;
-        if let Expr::Path(p) = e
-            && p.qself.is_none()
-            && let Some(id) = p.path.get_ident()
-        {
+        if let Some(id) = f.value.ident() {
             let word = id.to_string();
             if WHENS.contains(&word.as_str()) {
-                return Some(When::Variant(id.clone()));
+                return Some(When::Variant(id));
             }
             if word.starts_with(|c: char| c.is_ascii_uppercase()) {
                 self.cx.error(
@@ -824,13 +804,13 @@ impl Validator<'_> {
         let e = self.expr(f)?;
         match name {
             "key" => {
-                if let Some(s) = lit_str(e) {
-                    self.key(s)?;
+                if let Some(Lit::Str(s)) = f.value.lit() {
+                    self.key(&s)?;
                 }
             }
             "descr" => {}
             "concurrency" => {
-                if let Some(n) = lit_int(e)
+                if let Some(Lit::Int(n)) = f.value.lit()
                     && n.base10_digits().trim_start_matches('0').is_empty()
                 {
                     self.cx.error(n.span(), "`concurrency` must be at least 1: a block runs at least one sequence at a time");
@@ -884,10 +864,9 @@ impl Validator<'_> {
             }
             _ => self.expr(f)?,
         };
-        let lit = match e {
-            Expr::Lit(ExprLit { lit, attrs }) if attrs.is_empty() => lit,
-            // Any other expression must be a `Duration`; the compiler checks it.
-            _ => return Some(Arg::Expr(e.clone())),
+        // Anything but a literal must be a `Duration`; the compiler checks it.
+        let Some(lit) = f.value.lit() else {
+            return Some(Arg::Expr(e.clone()));
         };
         match lit {
             Lit::Int(i) => {
@@ -986,8 +965,8 @@ impl Validator<'_> {
                 }
                 Some(Arg::Tolerance(ToleranceLit::Percent(pct as u8, lit.span())))
             }
-            Value::Expr(e) => {
-                if let Some(i) = lit_int(e)
+            Value::Tokens(e) => {
+                if let Some(Lit::Int(i)) = f.value.lit()
                     && i.suffix().is_empty()
                 {
                     let Ok(n) = i.base10_parse::<u32>() else {
@@ -999,10 +978,7 @@ impl Validator<'_> {
                     };
                     return Some(Arg::Tolerance(ToleranceLit::Count(n, i.span())));
                 }
-                if let Expr::Path(p) = e
-                    && p.qself.is_none()
-                    && let Some(id) = p.path.get_ident()
-                {
+                if let Some(id) = f.value.ident() {
                     if id == "unlimited" {
                         return Some(Arg::Tolerance(ToleranceLit::Unlimited(id.span())));
                     }
@@ -1017,7 +993,6 @@ impl Validator<'_> {
                 }
                 Some(Arg::Expr(e.clone()))
             }
-            Value::Type(_) => unreachable!("only `plugin` is parsed as a type"),
         }
     }
 }
@@ -1049,24 +1024,6 @@ fn unknown_unit(suffix: &str) -> String {
 fn exclusive(a: &[(usize, usize)], b: &[(usize, usize)]) -> bool {
     a.iter()
         .any(|(id, arm)| b.iter().any(|(id2, arm2)| id == id2 && arm != arm2))
-}
-
-fn lit_str(e: &Expr) -> Option<&LitStr> {
-    match e {
-        Expr::Lit(ExprLit {
-            lit: Lit::Str(s), ..
-        }) => Some(s),
-        _ => None,
-    }
-}
-
-fn lit_int(e: &Expr) -> Option<&syn::LitInt> {
-    match e {
-        Expr::Lit(ExprLit {
-            lit: Lit::Int(i), ..
-        }) => Some(i),
-        _ => None,
-    }
 }
 
 fn item_span(item: &Item) -> Span {
