@@ -368,14 +368,14 @@ fn check_ordered_actions(what: &str, actions: &[Action], scripts: &[Act]) -> Res
             Status::NotStarted => prop_assert_eq!(attempts, 0, "{} action {} NotStarted with attempts", what, k),
             Status::Running => prop_assert!(false, "{what} action {k} still Running in a final tree"),
         }
-        if let Some(f) = first_open {
-            if k > f {
-                prop_assert!(
-                    a.status() == Status::NotStarted && attempts == 0,
-                    "{what} action {k} ran after action {f} ended {}",
-                    actions[f].status()
-                );
-            }
+        if let Some(f) = first_open
+            && k > f
+        {
+            prop_assert!(
+                a.status() == Status::NotStarted && attempts == 0,
+                "{what} action {k} ran after action {f} ended {}",
+                actions[f].status()
+            );
         }
     }
     Ok(match first_open {

@@ -214,9 +214,9 @@ fn the_default_name_is_the_module_path_and_type_name() {
 #[test]
 fn the_attribute_records_kind_and_idempotence() {
     assert_eq!(Unnamed::KIND, PluginKind::Action);
-    assert_eq!(Unnamed::IDEMPOTENT, true);
+    const { assert!(Unnamed::IDEMPOTENT) };
     assert_eq!(nested::Probe::KIND, PluginKind::Check);
-    assert_eq!(nested::Probe::IDEMPOTENT, false);
+    const { assert!(!nested::Probe::IDEMPOTENT) };
     let registry = Registry::from_inventory().unwrap();
     assert!(
         !registry

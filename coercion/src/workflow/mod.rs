@@ -472,6 +472,7 @@ pub struct Action {
 /// Problems found while building an object, reported at submit. One pointer wide, since
 /// almost every object has none.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[allow(clippy::box_collection)] // one pointer instead of a Vec's three, in every action
 pub(crate) struct Defects(Option<Box<Vec<String>>>);
 
 impl Defects {
