@@ -6,8 +6,8 @@
 # with two binaries holding the same plan of BLOCKS × SEQS × ACTIONS actions (1,000 by default):
 # `with_macro` writes it as one `plan!`, `with_builder` as one builder expression. After a
 # warm-up build, each round makes a one-line edit (an action's name) in each file and times the
-# incremental rebuild of that binary; it prints the median of ROUNDS rounds for each, the
-# ratio, and the machine's load.
+# incremental rebuild of that binary; it prints the median of ROUNDS rounds for each (wall time,
+# and CPU time, which a busy machine disturbs less), the ratios, and the machine's load.
 #
 #   scripts/compile-cost.sh                  # dev profile, `cargo build`, 5 rounds
 #   MODE=check scripts/compile-cost.sh       # `cargo check` instead
@@ -109,20 +109,21 @@ generate() {
     } >"$CRATE/src/bin/with_$style.rs"
 }
 
-cargo_run() { # $1 = bin; prints cargo's stderr
-    (cd "$CRATE" && cargo "$MODE" --offline --profile "$PROFILE" --bin "$1" 2>&1 >/dev/null)
-}
-
-# Times one incremental rebuild of `with_$1` after editing it to revision $2, in seconds.
+# Times one incremental rebuild of `with_$1` after editing it to revision $2: prints the wall
+# time and the CPU time (user + system, of cargo and the rustc it runs) in seconds.
 sample() {
-    local style="$1" rev="$2" start end log tries=0
+    local style="$1" rev="$2" tries=0 wall user sys
     while :; do
         generate "$style" "$rev"
-        start=$(date +%s.%N)
-        log=$(cargo_run "with_$style") || { echo "$log" >&2; exit 1; }
-        end=$(date +%s.%N)
-        if ! grep -q "Blocking waiting for file lock" <<<"$log"; then
-            echo "$end - $start" | bc -l
+        TIMEFORMAT='%R %U %S'
+        if ! { time (cd "$CRATE" && cargo "$MODE" --offline --profile "$PROFILE" --bin "with_$style" \
+            >/dev/null 2>"$CRATE/last.log"); } 2>"$CRATE/last.time"; then
+            cat "$CRATE/last.log" >&2
+            exit 1
+        fi
+        if ! grep -q "Blocking waiting for file lock" "$CRATE/last.log"; then
+            read -r wall user sys <"$CRATE/last.time"
+            echo "$wall $(echo "$user + $sys" | bc -l)"
             return
         fi
         tries=$((tries + 1))
@@ -142,17 +143,16 @@ generate macro 0
 generate builder 0
 (cd "$CRATE" && cargo "$MODE" --offline --profile "$PROFILE" --bins -q)
 
-macro_times=()
-builder_times=()
+macro_wall=() macro_cpu=() builder_wall=() builder_cpu=()
 for ((r = 1; r <= ROUNDS; r++)); do
-    m=$(sample macro "$r")
-    b=$(sample builder "$r")
-    macro_times+=("$m")
-    builder_times+=("$b")
-    printf 'round %d: plan! %.2f s, builder %.2f s\n' "$r" "$m" "$b"
+    read -r mw mc < <(sample macro "$r")
+    read -r bw bc_ < <(sample builder "$r")
+    macro_wall+=("$mw") macro_cpu+=("$mc") builder_wall+=("$bw") builder_cpu+=("$bc_")
+    printf 'round %d: plan! %.2f s (cpu %.2f s), builder %.2f s (cpu %.2f s)\n' "$r" "$mw" "$mc" "$bw" "$bc_"
 done
 
-m_med=$(printf '%s\n' "${macro_times[@]}" | median)
-b_med=$(printf '%s\n' "${builder_times[@]}" | median)
-printf 'median: plan! %.2f s, builder %.2f s, ratio %.2f\n' "$m_med" "$b_med" "$(echo "$m_med / $b_med" | bc -l)"
+med() { printf '%s\n' "$@" | median; }
+mw=$(med "${macro_wall[@]}") mc=$(med "${macro_cpu[@]}") bw=$(med "${builder_wall[@]}") bc_=$(med "${builder_cpu[@]}")
+printf 'median wall: plan! %.2f s, builder %.2f s, ratio %.2f\n' "$mw" "$bw" "$(echo "$mw / $bw" | bc -l)"
+printf 'median cpu:  plan! %.2f s, builder %.2f s, ratio %.2f\n' "$mc" "$bc_" "$(echo "$mc / $bc_" | bc -l)"
 echo "load after: $(uptime)"
