@@ -78,6 +78,7 @@ pub mod builder;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod engine;
+mod macros_doc;
 pub mod plugin;
 pub mod plugins;
 pub mod registry;
