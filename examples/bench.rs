@@ -46,10 +46,16 @@ impl Plugin for Noop {
 
 fn noop_plan(sequences: usize, actions: usize, concurrency: usize) -> Plan {
     Plan::builder("bench")
-        .block(Block::builder("block").concurrency(concurrency).sequences((0..sequences).map(|s| {
-            Sequence::builder(format!("seq-{s}"))
-                .actions((0..actions).map(|a| ActionSpec::new::<Noop>(format!("action-{a}"), NoopReq)))
-        })))
+        .block(
+            Block::builder("block")
+                .concurrency(concurrency)
+                .sequences((0..sequences).map(|s| {
+                    Sequence::builder(format!("seq-{s}")).actions(
+                        (0..actions)
+                            .map(|a| ActionSpec::new::<Noop>(format!("action-{a}"), NoopReq)),
+                    )
+                })),
+        )
         .build()
 }
 
@@ -82,17 +88,29 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
-    let workload =
-        args.next().ok_or("usage: bench <engine|footprint|durable|recovery|rollout> [--json] [--runs N] [--hosts N]")?;
-    let mut out = Args { workload, json: false, runs: 1, hosts: 20 };
+    let workload = args.next().ok_or(
+        "usage: bench <engine|footprint|durable|recovery|rollout> [--json] [--runs N] [--hosts N]",
+    )?;
+    let mut out = Args {
+        workload,
+        json: false,
+        runs: 1,
+        hosts: 20,
+    };
     while let Some(a) = args.next() {
         match a.as_str() {
             "--json" => out.json = true,
             "--hosts" => {
-                out.hosts = args.next().and_then(|v| v.parse().ok()).ok_or("--hosts takes a number")?;
+                out.hosts = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--hosts takes a number")?;
             }
             "--runs" => {
-                out.runs = args.next().and_then(|v| v.parse().ok()).ok_or("--runs takes a number")?;
+                out.runs = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--runs takes a number")?;
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -118,10 +136,18 @@ fn scratch_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
-async fn run_sqlite(path: &std::path::Path, plan: Plan) -> (usize, f64, coercion::storage::SqliteStats) {
+async fn run_sqlite(
+    path: &std::path::Path,
+    plan: Plan,
+) -> (usize, f64, coercion::storage::SqliteStats) {
     let store = coercion::storage::SqliteStore::open(path).expect("store");
     let registry = Registry::new().with(Noop).expect("one plugin");
-    let ws = Workstream::builder().store(store.clone()).registry(registry).build().await.expect("workstream");
+    let ws = Workstream::builder()
+        .store(store.clone())
+        .registry(registry)
+        .build()
+        .await
+        .expect("workstream");
     let actions = plan.action_count();
     let t = Instant::now();
     let done = ws.run(plan).await.expect("the plan runs");
@@ -166,23 +192,62 @@ async fn recovery(path: &std::path::Path) -> (usize, usize, f64) {
         drop(ws);
         let store = SqliteStore::open(path).expect("store");
         let now = chrono::Utc::now();
-        let running = State { status: Status::Running, start: Some(now), end: None };
-        let completed = State { status: Status::Completed, start: Some(now), end: Some(now) };
+        let running = State {
+            status: Status::Running,
+            start: Some(now),
+            end: None,
+        };
+        let completed = State {
+            status: Status::Completed,
+            start: Some(now),
+            end: Some(now),
+        };
         let mut changes = vec![
-            Change::State { loc: Loc::Plan, id: id.0, state: running },
+            Change::State {
+                loc: Loc::Plan,
+                id: id.0,
+                state: running,
+            },
             Change::Heartbeat(now),
-            Change::State { loc: Loc::Block(0), id: plan.blocks()[0].id(), state: running },
+            Change::State {
+                loc: Loc::Block(0),
+                id: plan.blocks()[0].id(),
+                state: running,
+            },
         ];
         for (s, seq) in plan.blocks()[0].sequences().iter().enumerate().take(5_000) {
             for (a, action) in seq.actions().iter().enumerate() {
-                let loc = Loc::Action { parent: Parent::Sequence { block: 0, seq: s }, index: a };
-                let attempt = Attempt { start: now, end: Some(now), outcome: Some(Outcome::Response(Json::encode(&()).unwrap())) };
-                changes.push(Change::Attempt { loc, id: action.id(), index: 0, attempt });
-                changes.push(Change::State { loc, id: action.id(), state: completed });
+                let loc = Loc::Action {
+                    parent: Parent::Sequence { block: 0, seq: s },
+                    index: a,
+                };
+                let attempt = Attempt {
+                    start: now,
+                    end: Some(now),
+                    outcome: Some(Outcome::Response(Json::encode(&()).unwrap())),
+                };
+                changes.push(Change::Attempt {
+                    loc,
+                    id: action.id(),
+                    index: 0,
+                    attempt,
+                });
+                changes.push(Change::State {
+                    loc,
+                    id: action.id(),
+                    state: completed,
+                });
             }
-            changes.push(Change::State { loc: Loc::Sequence { block: 0, seq: s }, id: seq.id(), state: completed });
+            changes.push(Change::State {
+                loc: Loc::Sequence { block: 0, seq: s },
+                id: seq.id(),
+                state: completed,
+            });
             if changes.len() > 20_000 {
-                store.apply(id, &std::mem::take(&mut changes)).await.expect("apply");
+                store
+                    .apply(id, &std::mem::take(&mut changes))
+                    .await
+                    .expect("apply");
             }
         }
         store.apply(id, &changes).await.expect("apply");
@@ -198,7 +263,10 @@ async fn recovery(path: &std::path::Path) -> (usize, usize, f64) {
         tokio::time::sleep(std::time::Duration::from_micros(200)).await;
     }
     let wall = FIRST_CALL.get().unwrap().duration_since(t).as_secs_f64();
-    let running = ws.list(&coercion::ListFilter::status(Status::Running)).await.expect("list");
+    let running = ws
+        .list(&coercion::ListFilter::status(Status::Running))
+        .await
+        .expect("list");
     for plan in running {
         ws.wait(plan.id).await.expect("the resumed plan finishes");
     }
@@ -207,7 +275,9 @@ async fn recovery(path: &std::path::Path) -> (usize, usize, f64) {
 
 /// The Ansible peer's rollout workload, with the built-in plugins, on SQLite.
 async fn rollout(dir: &std::path::Path, hosts: usize) -> (usize, f64) {
-    use coercion::plugins::{Command, CommandCheck, CommandReq, FileExists, FileExistsReq, WriteFile, WriteFileReq};
+    use coercion::plugins::{
+        Command, CommandCheck, CommandReq, FileExists, FileExistsReq, WriteFile, WriteFileReq,
+    };
     let payload_path = dir.join("payload.txt");
     std::fs::write(&payload_path, "payload for the rollout benchmark\n").expect("payload");
     let payload = std::fs::read_to_string(&payload_path).expect("payload");
@@ -217,20 +287,40 @@ async fn rollout(dir: &std::path::Path, hosts: usize) -> (usize, f64) {
             Block::builder("fleet")
                 .concurrency(5)
                 .tolerated_failures(Tolerance::Percent(10))
-                .pre_checks(Checks::builder().actions(
-                    (0..hosts).map(|h| CheckSpec::new::<CommandCheck>(format!("pre-check host{:04}", h + 1), CommandReq::new("true"))),
-                ))
+                .pre_checks(Checks::builder().actions((0..hosts).map(|h| {
+                    CheckSpec::new::<CommandCheck>(
+                        format!("pre-check host{:04}", h + 1),
+                        CommandReq::new("true"),
+                    )
+                })))
                 .sequences((0..hosts).map(|h| {
                     Sequence::builder(format!("host{:04}", h + 1))
-                        .action(ActionSpec::new::<Command>("action a (command true)", CommandReq::new("true")).retries(2))
                         .action(
-                            ActionSpec::new::<WriteFile>(
-                                "action b (copy small file into per-host dir)",
-                                WriteFileReq::text(host_dir(h).join("payload.txt"), payload.clone()).mode(0o644).create_dirs(),
+                            ActionSpec::new::<Command>(
+                                "action a (command true)",
+                                CommandReq::new("true"),
                             )
                             .retries(2),
                         )
-                        .action(ActionSpec::new::<Command>("action c (shell echo ok)", CommandReq::shell("echo ok")).retries(2))
+                        .action(
+                            ActionSpec::new::<WriteFile>(
+                                "action b (copy small file into per-host dir)",
+                                WriteFileReq::text(
+                                    host_dir(h).join("payload.txt"),
+                                    payload.clone(),
+                                )
+                                .mode(0o644)
+                                .create_dirs(),
+                            )
+                            .retries(2),
+                        )
+                        .action(
+                            ActionSpec::new::<Command>(
+                                "action c (shell echo ok)",
+                                CommandReq::shell("echo ok"),
+                            )
+                            .retries(2),
+                        )
                 }))
                 .post_checks(Checks::builder().actions((0..hosts).map(|h| {
                     CheckSpec::new::<FileExists>(
@@ -242,7 +332,9 @@ async fn rollout(dir: &std::path::Path, hosts: usize) -> (usize, f64) {
         .build();
     let registry = Registry::from_inventory().expect("registry");
     let t = Instant::now();
-    let ws = Workstream::open(dir.join("rollout.db"), registry).await.expect("workstream");
+    let ws = Workstream::open(dir.join("rollout.db"), registry)
+        .await
+        .expect("workstream");
     let actions = plan.action_count();
     let done = ws.run(plan).await.expect("the plan runs");
     let wall = t.elapsed().as_secs_f64();
@@ -258,7 +350,10 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     for _ in 0..args.runs {
         let line = match args.workload.as_str() {
             "engine" => {
@@ -280,7 +375,10 @@ fn main() {
             }
             "durable" => {
                 let dir = scratch_dir("durable");
-                let (actions, wall, stats) = rt.block_on(run_sqlite(&dir.join("durable.db"), noop_plan(1_000, 10, 100)));
+                let (actions, wall, stats) = rt.block_on(run_sqlite(
+                    &dir.join("durable.db"),
+                    noop_plan(1_000, 10, 100),
+                ));
                 let _ = std::fs::remove_dir_all(&dir);
                 serde_json::json!({
                     "workload": "durable", "store": "sqlite", "synchronous": "FULL", "actions": actions, "wall_s": wall,
@@ -308,7 +406,9 @@ fn main() {
                 })
             }
             other => {
-                eprintln!("bench: unknown workload {other:?} (engine, footprint, durable, recovery, rollout)");
+                eprintln!(
+                    "bench: unknown workload {other:?} (engine, footprint, durable, recovery, rollout)"
+                );
                 std::process::exit(2);
             }
         };

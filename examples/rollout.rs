@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use coercion::plugins::{
-    Command, CommandReq, Condition, FileExists, FileExistsReq, FileKind, HttpCheck, HttpCheckReq, WaitForReq,
-    WaitUntil, WriteFile, WriteFileReq,
+    Command, CommandReq, Condition, FileExists, FileExistsReq, FileKind, HttpCheck, HttpCheckReq,
+    WaitForReq, WaitUntil, WriteFile, WriteFileReq,
 };
 use coercion::prelude::*;
 use coercion::storage::Change;
@@ -54,25 +54,43 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
         dir: std::env::temp_dir().join("coercion-rollout"),
     };
     while let Some(flag) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        let mut value = |name: &str| {
+            args.next()
+                .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
+        };
         let bad = |name: &str, v: &str| format!("{name}: {v:?} is not valid\n{USAGE}");
         match flag.as_str() {
             "--hosts" => {
                 let v = value("--hosts")?;
-                o.hosts = v.parse().ok().filter(|n| *n >= 2).ok_or_else(|| bad("--hosts (at least 2)", &v))?;
+                o.hosts = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 2)
+                    .ok_or_else(|| bad("--hosts (at least 2)", &v))?;
             }
             "--concurrency" => {
                 let v = value("--concurrency")?;
-                o.concurrency = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| bad("--concurrency", &v))?;
+                o.concurrency = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| bad("--concurrency", &v))?;
             }
             "--tolerance" => {
                 let v = value("--tolerance")?;
-                o.tolerance = v.parse().ok().filter(|n| *n <= 100).ok_or_else(|| bad("--tolerance (0-100)", &v))?;
+                o.tolerance = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n <= 100)
+                    .ok_or_else(|| bad("--tolerance (0-100)", &v))?;
             }
             "--fault-rate" => {
                 let v = value("--fault-rate")?;
-                o.fault_rate =
-                    v.parse().ok().filter(|r: &f64| (0.0..=1.0).contains(r)).ok_or_else(|| bad("--fault-rate", &v))?;
+                o.fault_rate = v
+                    .parse()
+                    .ok()
+                    .filter(|r: &f64| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| bad("--fault-rate", &v))?;
             }
             "--seed" => {
                 let v = value("--seed")?;
@@ -126,16 +144,22 @@ fn rollout_plan(o: &Options, version: &str) -> Result<Plan, String> {
             .action(
                 ActionSpec::new::<WriteFile>(
                     "write config",
-                    WriteFileReq::text(&config, format!("version={version}\nbroken={broken}\n")).mode(0o644),
+                    WriteFileReq::text(&config, format!("version={version}\nbroken={broken}\n"))
+                        .mode(0o644),
                 )
                 .retries(1),
             )
-            .action(ActionSpec::new::<Command>("start instance", CommandReq::shell(start).keep_background()))
+            .action(ActionSpec::new::<Command>(
+                "start instance",
+                CommandReq::shell(start).keep_background(),
+            ))
             .action(
                 ActionSpec::new::<WaitUntil>(
                     "wait until healthy",
-                    WaitForReq::new(Condition::Http(HttpCheckReq::get(health).body_contains(format!("version={version}"))))
-                        .interval(Duration::from_millis(50)),
+                    WaitForReq::new(Condition::Http(
+                        HttpCheckReq::get(health).body_contains(format!("version={version}")),
+                    ))
+                    .interval(Duration::from_millis(50)),
                 )
                 .timeout(Duration::from_secs(3)),
             )
@@ -181,11 +205,18 @@ fn rollout_plan(o: &Options, version: &str) -> Result<Plan, String> {
 }
 
 fn shell_quote(p: impl AsRef<Path>) -> String {
-    format!("'{}'", p.as_ref().display().to_string().replace('\'', "'\\''"))
+    format!(
+        "'{}'",
+        p.as_ref().display().to_string().replace('\'', "'\\''")
+    )
 }
 
 /// Progress bars per block, fed by the plan's event stream.
-async fn watch(ws: &Workstream, id: PlanId, crash_after: Option<usize>) -> Result<(), coercion::Error> {
+async fn watch(
+    ws: &Workstream,
+    id: PlanId,
+    crash_after: Option<usize>,
+) -> Result<(), coercion::Error> {
     let plan = ws.read(id).await?;
     let multi = MultiProgress::new();
     let style = ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {msg}")
@@ -198,7 +229,11 @@ async fn watch(ws: &Workstream, id: PlanId, crash_after: Option<usize>) -> Resul
             let bar = multi.add(ProgressBar::new(b.sequences().len() as u64));
             bar.set_style(style.clone());
             bar.set_prefix(b.name().to_owned());
-            let done = b.sequences().iter().filter(|s| s.status().is_terminal()).count();
+            let done = b
+                .sequences()
+                .iter()
+                .filter(|s| s.status().is_terminal())
+                .count();
             bar.set_position(done as u64);
             bar
         })
@@ -206,9 +241,18 @@ async fn watch(ws: &Workstream, id: PlanId, crash_after: Option<usize>) -> Resul
     let mut finished = 0;
     let mut events = Box::pin(ws.events(id).await?);
     while let Some(event) = events.next().await {
-        let coercion::Event::Changed(changes) = event else { continue };
+        let coercion::Event::Changed(changes) = event else {
+            continue;
+        };
         for change in changes.iter() {
-            let Change::State { loc: Loc::Sequence { block, seq }, state, .. } = change else { continue };
+            let Change::State {
+                loc: Loc::Sequence { block, seq },
+                state,
+                ..
+            } = change
+            else {
+                continue;
+            };
             if !state.status.is_terminal() {
                 continue;
             }
@@ -244,11 +288,22 @@ fn run_instance(mut args: impl Iterator<Item = String>) -> Result<(), String> {
             other => return Err(format!("unknown instance argument {other}")),
         }
     }
-    let (port, config, pidfile) = (port.ok_or("--port")?, config.ok_or("--config")?, pidfile.ok_or("--pidfile")?);
-    let text = std::fs::read_to_string(&config).map_err(|e| format!("{}: {e}", config.display()))?;
-    let get = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("").to_owned();
+    let (port, config, pidfile) = (
+        port.ok_or("--port")?,
+        config.ok_or("--config")?,
+        pidfile.ok_or("--pidfile")?,
+    );
+    let text =
+        std::fs::read_to_string(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+    let get = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or("")
+            .to_owned()
+    };
     let (version, broken) = (get("version="), get("broken=") == "true");
-    let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("port {port}: {e}"))?;
+    let listener =
+        TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("port {port}: {e}"))?;
     std::fs::write(&pidfile, std::process::id().to_string()).map_err(|e| e.to_string())?;
     // A watchdog, so an instance never outlives a demo that was killed and never resumed.
     std::thread::spawn(|| {
@@ -260,8 +315,14 @@ fn run_instance(mut args: impl Iterator<Item = String>) -> Result<(), String> {
         use std::io::{Read, Write};
         let mut buf = [0u8; 1024];
         let _ = stream.read(&mut buf);
-        let (status, body) =
-            if broken { ("500 Internal Server Error", format!("broken version={version}")) } else { ("200 OK", format!("ok version={version}")) };
+        let (status, body) = if broken {
+            (
+                "500 Internal Server Error",
+                format!("broken version={version}"),
+            )
+        } else {
+            ("200 OK", format!("ok version={version}"))
+        };
         let _ = write!(
             stream,
             "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -296,12 +357,15 @@ async fn main() {
 }
 
 async fn run(o: Options) -> Result<(), String> {
-    std::fs::create_dir_all(&o.dir).map_err(|e| format!("cannot create {}: {e}", o.dir.display()))?;
+    std::fs::create_dir_all(&o.dir)
+        .map_err(|e| format!("cannot create {}: {e}", o.dir.display()))?;
     let db = std::path::absolute(&o.db).unwrap_or(o.db.clone());
     println!("plans are kept in {}", db.display());
     let registry = Registry::from_inventory().map_err(|e| e.to_string())?;
     // Opening the store resumes any plan a crashed run left behind.
-    let ws = Workstream::open(&o.db, registry).await.map_err(|e| e.to_string())?;
+    let ws = Workstream::open(&o.db, registry)
+        .await
+        .map_err(|e| e.to_string())?;
     let resumed = ws
         .list(&coercion::ListFilter::status(Status::Running))
         .await
@@ -310,29 +374,51 @@ async fn run(o: Options) -> Result<(), String> {
         .next();
     let id = match resumed {
         Some(summary) => {
-            println!("resuming {:?} ({}), interrupted by a crash", summary.name, summary.id);
+            println!(
+                "resuming {:?} ({}), interrupted by a crash",
+                summary.name, summary.id
+            );
             summary.id
         }
         None => {
             let version = format!("v{}", chrono_like_stamp());
             let plan = rollout_plan(&o, &version)?;
-            println!("{} ({} hosts, concurrency {}, tolerance {}%)", plan.name(), o.hosts, o.concurrency, o.tolerance);
+            println!(
+                "{} ({} hosts, concurrency {}, tolerance {}%)",
+                plan.name(),
+                o.hosts,
+                o.concurrency,
+                o.tolerance
+            );
             let id = ws.submit(plan).await.map_err(|e| e.to_string())?;
             ws.start(id).await.map_err(|e| e.to_string())?;
             id
         }
     };
-    watch(&ws, id, o.crash_after).await.map_err(|e| e.to_string())?;
+    watch(&ws, id, o.crash_after)
+        .await
+        .map_err(|e| e.to_string())?;
     let done = ws.wait(id).await.map_err(|e| e.to_string())?;
     println!();
     if done.status() == Status::Completed {
-        let failed = done.failures().iter().filter(|f| f.kind == "sequence").count();
-        println!("plan {} Completed ({failed} host(s) failed within the tolerance)", done.id());
+        let failed = done
+            .failures()
+            .iter()
+            .filter(|f| f.kind == "sequence")
+            .count();
+        println!(
+            "plan {} Completed ({failed} host(s) failed within the tolerance)",
+            done.id()
+        );
     }
     if !done.failures().is_empty() || done.status() != Status::Completed {
         print!("{done}");
     }
-    println!("look at it:  cargo run -p coercion --features cli --bin coercion -- --db {} show {}", db.display(), done.id());
+    println!(
+        "look at it:  cargo run -p coercion --features cli --bin coercion -- --db {} show {}",
+        db.display(),
+        done.id()
+    );
     if done.status() != Status::Completed {
         std::process::exit(1);
     }
@@ -341,5 +427,8 @@ async fn run(o: Options) -> Result<(), String> {
 
 /// Seconds since the epoch, as a version stamp.
 fn chrono_like_stamp() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

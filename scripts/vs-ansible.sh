@@ -13,7 +13,7 @@ PEERS="${PEERS_DIR:-$(cd .. && pwd)/shared/peers}"
 [ -x "$PEERS/ansible/run.sh" ] || { echo "no Ansible peer at $PEERS/ansible/run.sh (set PEERS_DIR)" >&2; exit 2; }
 RUNS="${RUNS:-5}"
 OUT="$(mktemp -d)"
-trap 'rm -rf "$OUT"' EXIT
+trap 'status=$?; if [ "$status" != 0 ]; then tail -n 20 "$OUT"/*.log >&2 2>/dev/null; fi; rm -rf "$OUT"' EXIT
 
 cargo build --release --example bench >&2
 BENCH=target/release/examples/bench
@@ -24,12 +24,20 @@ for N in ${NS:-20 100}; do
     echo "N=$N run $i/$RUNS: coercion" >&2
     "$BENCH" rollout --hosts "$N" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["wall_s"])' >> "$OUT/ours-$N"
     echo "N=$N run $i/$RUNS: ansible" >&2
-    NS="$N" VARIANTS=serial5-linear RUNS=1 WARMUP=0 "$PEERS/ansible/run.sh" 2>/dev/null \
-      | python3 -c 'import json,sys
-for line in sys.stdin:
+    # ansible-playbook itself sometimes dies with "Unexpected Exception … Broken pipe" (exit 250)
+    # on a loaded machine: one more try before giving up.
+    for try in 1 2; do
+      if NS="$N" VARIANTS=serial5-linear RUNS=1 WARMUP=0 "$PEERS/ansible/run.sh" 2>>"$OUT/ansible-$N.log" > "$OUT/ansible-run"; then
+        break
+      fi
+      echo "N=$N run $i: ansible failed (try $try)" >&2
+      [ "$try" = 2 ] && exit 1
+    done
+    python3 -c 'import json,sys
+for line in open(sys.argv[1]):
     line=line.strip()
     if line.startswith("{"):
-        print(json.loads(line)["wall_s"]["median"])' >> "$OUT/ansible-$N"
+        print(json.loads(line)["wall_s"]["median"])' "$OUT/ansible-run" >> "$OUT/ansible-$N"
   done
   python3 - "$N" "$OUT/ours-$N" "$OUT/ansible-$N" <<'PY'
 import statistics, sys, json

@@ -46,8 +46,12 @@ fn seq(name: &str, actions: impl IntoIterator<Item = ActionSpec>) -> coercion::S
 /// Removes the common indentation of `text` and its first and last (blank) lines.
 fn dedent(text: &str) -> String {
     let lines: Vec<&str> = text.lines().skip_while(|l| l.trim().is_empty()).collect();
-    let indent =
-        lines.iter().filter(|l| !l.trim().is_empty()).map(|l| l.len() - l.trim_start().len()).min().unwrap_or(0);
+    let indent = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
     let mut out = String::new();
     for l in lines {
         if l.trim().is_empty() {
@@ -63,7 +67,10 @@ fn dedent(text: &str) -> String {
 fn assert_tree(plan: &Plan, expected: &str) {
     let actual = outline(plan);
     let expected = dedent(expected);
-    assert!(actual == expected, "final tree differs\n--- expected\n{expected}--- actual\n{actual}");
+    assert!(
+        actual == expected,
+        "final tree differs\n--- expected\n{expected}--- actual\n{actual}"
+    );
 }
 
 /// Asserts the calls of `log`, group by group: the groups come in this order; the calls inside a
@@ -72,7 +79,11 @@ fn assert_tree(plan: &Plan, expected: &str) {
 fn assert_calls(log: &CallLog, groups: &[&[&str]]) {
     let tags = log.tags();
     let expected: usize = groups.iter().map(|g| g.len()).sum();
-    assert_eq!(tags.len(), expected, "calls: {tags:?}, expected groups {groups:?}");
+    assert_eq!(
+        tags.len(),
+        expected,
+        "calls: {tags:?}, expected groups {groups:?}"
+    );
     let mut rest = &tags[..];
     for g in groups {
         let (head, tail) = rest.split_at(g.len());
@@ -90,11 +101,14 @@ fn action<'a>(plan: &'a Plan, name: &str) -> &'a Action {
     fn find<'a>(actions: &'a [Action], name: &str) -> Option<&'a Action> {
         actions.iter().find(|a| a.name() == name)
     }
-    let in_checks = |set: &'a coercion::workflow::CheckSet| set.iter().find_map(|(_, c)| find(c.actions(), name));
+    let in_checks = |set: &'a coercion::workflow::CheckSet| {
+        set.iter().find_map(|(_, c)| find(c.actions(), name))
+    };
     in_checks(plan.checks())
         .or_else(|| {
             plan.blocks().iter().find_map(|b| {
-                in_checks(b.checks()).or_else(|| b.sequences().iter().find_map(|s| find(s.actions(), name)))
+                in_checks(b.checks())
+                    .or_else(|| b.sequences().iter().find_map(|s| find(s.actions(), name)))
             })
         })
         .or_else(|| plan.deferred().iter().find_map(|d| find(d.actions(), name)))
@@ -102,11 +116,16 @@ fn action<'a>(plan: &'a Plan, name: &str) -> &'a Action {
 }
 
 fn last_error(plan: &Plan, name: &str) -> PluginError {
-    action(plan, name).last_error().cloned().unwrap_or_else(|| panic!("action {name:?} has no error"))
+    action(plan, name)
+        .last_error()
+        .cloned()
+        .unwrap_or_else(|| panic!("action {name:?} has no error"))
 }
 
 async fn run(fakes: &Fakes, plan: Plan) -> Plan {
-    run_in_memory(fakes.registry(), plan).await.expect("the plan runs to its end")
+    run_in_memory(fakes.registry(), plan)
+        .await
+        .expect("the plan runs to its end")
 }
 
 /// The next item of a stream.
@@ -145,14 +164,24 @@ fn full_plan(script: impl Fn(&str) -> FakeReq) -> Plan {
         .post_checks(c("plan-post"))
         .deferred(DeferredBatch::builder("on-success", When::OnSuccess).action(a("on-success")))
         .deferred(DeferredBatch::builder("on-failure", When::OnFailure).action(a("on-failure")))
-        .deferred(DeferredBatch::builder("always", When::Always).fail_plan(true).action(a("always")))
+        .deferred(
+            DeferredBatch::builder("always", When::Always)
+                .fail_plan(true)
+                .action(a("always")),
+        )
         .deferred_checks(c("plan-deferred"))
         .build()
 }
 
 /// Every action succeeds but those tagged in `failing`, which fail on every attempt.
 fn failing(failing: &'static [&'static str]) -> impl Fn(&str) -> FakeReq {
-    move |t| if failing.contains(&t) { FakeReq::fail() } else { FakeReq::ok() }
+    move |t| {
+        if failing.contains(&t) {
+            FakeReq::fail()
+        } else {
+            FakeReq::ok()
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -204,7 +233,14 @@ async fn everything_passes() {
     assert!(done.failures().is_empty());
     assert_calls(
         fakes.action.log(),
-        &[&["b0-s0-a0"], &["b0-s0-a1"], &["b0-s1-a0"], &["b1-s0-a0"], &["on-success"], &["always"]],
+        &[
+            &["b0-s0-a0"],
+            &["b0-s0-a1"],
+            &["b0-s1-a0"],
+            &["b1-s0-a0"],
+            &["on-success"],
+            &["always"],
+        ],
     );
     assert_calls(
         fakes.check.log(),
@@ -226,7 +262,9 @@ async fn plan_bypass_passes_and_nothing_else_runs() {
         .bypass_checks(checks("bypass", FakeReq::ok()))
         .pre_checks(checks("pre", FakeReq::ok()))
         .block(Block::builder("b0").sequence(seq("s0", [act("s0-a0", FakeReq::ok())])))
-        .deferred(DeferredBatch::builder("always", When::Always).action(act("always", FakeReq::ok())))
+        .deferred(
+            DeferredBatch::builder("always", When::Always).action(act("always", FakeReq::ok())),
+        )
         .deferred_checks(checks("deferred", FakeReq::ok()))
         .build();
     let done = run(&fakes, plan).await;
@@ -256,12 +294,20 @@ async fn plan_bypass_fails_and_the_plan_runs_normally() {
     let fakes = Fakes::new();
     let plan = Plan::builder("not bypassed")
         .bypass_checks(
-            Checks::builder().action(chk("bypass-ok", FakeReq::ok())).action(chk("bypass-no", FakeReq::fail())),
+            Checks::builder()
+                .action(chk("bypass-ok", FakeReq::ok()))
+                .action(chk("bypass-no", FakeReq::fail())),
         )
         .pre_checks(checks("pre", FakeReq::ok()))
         .block(Block::builder("b0").sequence(seq("s0", [act("s0-a0", FakeReq::ok())])))
-        .deferred(DeferredBatch::builder("on-success", When::OnSuccess).action(act("on-success", FakeReq::ok())))
-        .deferred(DeferredBatch::builder("on-failure", When::OnFailure).action(act("on-failure", FakeReq::ok())))
+        .deferred(
+            DeferredBatch::builder("on-success", When::OnSuccess)
+                .action(act("on-success", FakeReq::ok())),
+        )
+        .deferred(
+            DeferredBatch::builder("on-failure", When::OnFailure)
+                .action(act("on-failure", FakeReq::ok())),
+        )
         .deferred_checks(checks("deferred", FakeReq::ok()))
         .build();
     let done = run(&fakes, plan).await;
@@ -286,7 +332,10 @@ async fn plan_bypass_fails_and_the_plan_runs_normally() {
         "#,
     );
     assert_calls(fakes.action.log(), &[&["s0-a0"], &["on-success"]]);
-    assert_calls(fakes.check.log(), &[&["bypass-ok", "bypass-no"], &["pre"], &["deferred"]]);
+    assert_calls(
+        fakes.check.log(),
+        &[&["bypass-ok", "bypass-no"], &["pre"], &["deferred"]],
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -306,7 +355,10 @@ async fn block_bypass_passes_and_completes_the_block_without_exit_delay() {
         .build();
     let started = Instant::now();
     let done = run(&fakes, plan).await;
-    assert!(started.elapsed() < HOUR, "the exit delay of a bypassed block must not apply");
+    assert!(
+        started.elapsed() < HOUR,
+        "the exit delay of a bypassed block must not apply"
+    );
     assert_tree(
         &done,
         r#"
@@ -360,7 +412,10 @@ async fn block_bypass_fails_and_the_block_runs() {
         "#,
     );
     assert_calls(fakes.action.log(), &[&["b0-s0-a0"]]);
-    assert_calls(fakes.check.log(), &[&["b0-bypass"], &["b0-pre"], &["b0-post"]]);
+    assert_calls(
+        fakes.check.log(),
+        &[&["b0-bypass"], &["b0-pre"], &["b0-post"]],
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -404,9 +459,15 @@ async fn plan_pre_checks_fail() {
             action[0] "plan-deferred": Completed (attempts: 1)
         "#,
     );
-    assert_eq!(last_error(&done, "plan-pre").message, "plan-pre: scripted failure on attempt 1");
+    assert_eq!(
+        last_error(&done, "plan-pre").message,
+        "plan-pre: scripted failure on attempt 1"
+    );
     assert_calls(fakes.action.log(), &[&["on-failure"], &["always"]]);
-    assert_calls(fakes.check.log(), &[&["plan-pre", "plan-cont"], &["plan-deferred"]]);
+    assert_calls(
+        fakes.check.log(),
+        &[&["plan-pre", "plan-cont"], &["plan-deferred"]],
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -451,7 +512,10 @@ async fn first_cont_run_fails_beside_the_pre_checks() {
         "#,
     );
     assert_calls(fakes.action.log(), &[&["on-failure"], &["always"]]);
-    assert_calls(fakes.check.log(), &[&["plan-pre", "plan-cont"], &["plan-deferred"]]);
+    assert_calls(
+        fakes.check.log(),
+        &[&["plan-pre", "plan-cont"], &["plan-deferred"]],
+    );
 }
 
 /// Without pre-checks the continuous loop runs at once, then every `delay`.
@@ -459,8 +523,15 @@ async fn first_cont_run_fails_beside_the_pre_checks() {
 async fn cont_checks_run_at_once_then_every_delay() {
     let fakes = Fakes::new();
     let plan = Plan::builder("cadence")
-        .cont_checks(Checks::builder().delay(10 * SEC).action(chk("cont", FakeReq::ok())))
-        .block(Block::builder("b0").sequence(seq("s0", [act("long", FakeReq::sleep(35 * SEC)).timeout(HOUR)])))
+        .cont_checks(
+            Checks::builder()
+                .delay(10 * SEC)
+                .action(chk("cont", FakeReq::ok())),
+        )
+        .block(Block::builder("b0").sequence(seq(
+            "s0",
+            [act("long", FakeReq::sleep(35 * SEC)).timeout(HOUR)],
+        )))
         .build();
     let done = run(&fakes, plan).await;
     assert_tree(
@@ -475,7 +546,10 @@ async fn cont_checks_run_at_once_then_every_delay() {
         "#,
     );
     // Runs at 0 s, 10 s, 20 s and 30 s; the block ends at 35 s, before the next one.
-    assert_calls(fakes.check.log(), &[&["cont"], &["cont"], &["cont"], &["cont"]]);
+    assert_calls(
+        fakes.check.log(),
+        &[&["cont"], &["cont"], &["cont"], &["cont"]],
+    );
     assert_calls(fakes.action.log(), &[&["long"]]);
 }
 
@@ -491,15 +565,24 @@ async fn plan_cont_checks_fail_during_a_block() {
             Block::builder("b0")
                 .sequence(seq(
                     "s0",
-                    [act("s0-a0", FakeReq::sleep(60 * SEC)).timeout(HOUR), act("s0-a1", FakeReq::ok())],
+                    [
+                        act("s0-a0", FakeReq::sleep(60 * SEC)).timeout(HOUR),
+                        act("s0-a1", FakeReq::ok()),
+                    ],
                 ))
                 .sequence(seq("s1", [act("s1-a0", FakeReq::ok())]))
                 .deferred_checks(checks("b0-deferred", FakeReq::ok())),
         )
         .block(Block::builder("b1").sequence(seq("b1-s0", [act("b1-s0-a0", FakeReq::ok())])))
         .post_checks(checks("plan-post", FakeReq::ok()))
-        .deferred(DeferredBatch::builder("on-success", When::OnSuccess).action(act("on-success", FakeReq::ok())))
-        .deferred(DeferredBatch::builder("on-failure", When::OnFailure).action(act("on-failure", FakeReq::ok())))
+        .deferred(
+            DeferredBatch::builder("on-success", When::OnSuccess)
+                .action(act("on-success", FakeReq::ok())),
+        )
+        .deferred(
+            DeferredBatch::builder("on-failure", When::OnFailure)
+                .action(act("on-failure", FakeReq::ok())),
+        )
         .deferred_checks(checks("plan-deferred", FakeReq::ok()))
         .build();
     let done = run(&fakes, plan).await;
@@ -533,7 +616,10 @@ async fn plan_cont_checks_fail_during_a_block() {
     // The running action was not interrupted by the failure.
     assert!(action(&done, "s0-a0").attempts()[0].succeeded());
     assert_calls(fakes.action.log(), &[&["s0-a0"], &["on-failure"]]);
-    assert_calls(fakes.check.log(), &[&["plan-cont"], &["b0-deferred"], &["plan-deferred"]]);
+    assert_calls(
+        fakes.check.log(),
+        &[&["plan-cont"], &["b0-deferred"], &["plan-deferred"]],
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -586,10 +672,18 @@ async fn block_fails_when_a_sequence_exceeds_the_tolerance() {
             r#"block[0] "b0" / sequence[0] "b0-s0" / action[0] "b0-s0-a0""#
         ]
     );
-    assert_calls(fakes.action.log(), &[&["b0-s0-a0"], &["on-failure"], &["always"]]);
+    assert_calls(
+        fakes.action.log(),
+        &[&["b0-s0-a0"], &["on-failure"], &["always"]],
+    );
     assert_calls(
         fakes.check.log(),
-        &[&["plan-pre", "plan-cont"], &["b0-pre", "b0-cont"], &["b0-deferred"], &["plan-deferred"]],
+        &[
+            &["plan-pre", "plan-cont"],
+            &["b0-pre", "b0-cont"],
+            &["b0-deferred"],
+            &["plan-deferred"],
+        ],
     );
 }
 
@@ -638,7 +732,12 @@ async fn block_pre_checks_fail() {
     assert_calls(fakes.action.log(), &[&["on-failure"], &["always"]]);
     assert_calls(
         fakes.check.log(),
-        &[&["plan-pre", "plan-cont"], &["b0-pre", "b0-cont"], &["b0-deferred"], &["plan-deferred"]],
+        &[
+            &["plan-pre", "plan-cont"],
+            &["b0-pre", "b0-cont"],
+            &["b0-deferred"],
+            &["plan-deferred"],
+        ],
     );
 }
 
@@ -686,7 +785,12 @@ async fn block_first_cont_run_fails() {
     assert_calls(fakes.action.log(), &[&["on-failure"], &["always"]]);
     assert_calls(
         fakes.check.log(),
-        &[&["plan-pre", "plan-cont"], &["b0-pre", "b0-cont"], &["b0-deferred"], &["plan-deferred"]],
+        &[
+            &["plan-pre", "plan-cont"],
+            &["b0-pre", "b0-cont"],
+            &["b0-deferred"],
+            &["plan-deferred"],
+        ],
     );
 }
 
@@ -702,15 +806,27 @@ async fn block_cont_checks_fail_during_the_sequences() {
                 .cont_checks(checks("b0-cont", FakeReq::fail().after(5 * SEC)))
                 .sequence(seq(
                     "s0",
-                    [act("s0-a0", FakeReq::sleep(60 * SEC)).timeout(HOUR), act("s0-a1", FakeReq::ok())],
+                    [
+                        act("s0-a0", FakeReq::sleep(60 * SEC)).timeout(HOUR),
+                        act("s0-a1", FakeReq::ok()),
+                    ],
                 ))
-                .sequence(seq("s1", [act("s1-a0", FakeReq::sleep(2 * SEC)), act("s1-a1", FakeReq::sleep(20 * SEC))]))
+                .sequence(seq(
+                    "s1",
+                    [
+                        act("s1-a0", FakeReq::sleep(2 * SEC)),
+                        act("s1-a1", FakeReq::sleep(20 * SEC)),
+                    ],
+                ))
                 .sequence(seq("s2", [act("s2-a0", FakeReq::ok())]))
                 .post_checks(checks("b0-post", FakeReq::ok()))
                 .deferred_checks(checks("b0-deferred", FakeReq::ok())),
         )
         .block(Block::builder("b1").sequence(seq("b1-s0", [act("b1-s0-a0", FakeReq::ok())])))
-        .deferred(DeferredBatch::builder("on-failure", When::OnFailure).action(act("on-failure", FakeReq::ok())))
+        .deferred(
+            DeferredBatch::builder("on-failure", When::OnFailure)
+                .action(act("on-failure", FakeReq::ok())),
+        )
         .build();
     let done = run(&fakes, plan).await;
     // s1-a0 ends at 2 s and s1-a1 starts; the checks fail at 5 s; s1-a1 ends at 22 s and
@@ -741,7 +857,10 @@ async fn block_cont_checks_fail_during_the_sequences() {
             action[0] "on-failure": Completed (attempts: 1)
         "#,
     );
-    assert_calls(fakes.action.log(), &[&["s0-a0", "s1-a0"], &["s1-a1"], &["on-failure"]]);
+    assert_calls(
+        fakes.action.log(),
+        &[&["s0-a0", "s1-a0"], &["s1-a1"], &["on-failure"]],
+    );
     assert_calls(fakes.check.log(), &[&["b0-cont"], &["b0-deferred"]]);
 }
 
@@ -786,10 +905,25 @@ async fn block_post_checks_fail() {
             action[0] "plan-deferred": Completed (attempts: 1)
         "#,
     );
-    assert_calls(fakes.action.log(), &[&["b0-s0-a0"], &["b0-s0-a1"], &["b0-s1-a0"], &["on-failure"], &["always"]]);
+    assert_calls(
+        fakes.action.log(),
+        &[
+            &["b0-s0-a0"],
+            &["b0-s0-a1"],
+            &["b0-s1-a0"],
+            &["on-failure"],
+            &["always"],
+        ],
+    );
     assert_calls(
         fakes.check.log(),
-        &[&["plan-pre", "plan-cont"], &["b0-pre", "b0-cont"], &["b0-post"], &["b0-deferred"], &["plan-deferred"]],
+        &[
+            &["plan-pre", "plan-cont"],
+            &["b0-pre", "b0-cont"],
+            &["b0-post"],
+            &["b0-deferred"],
+            &["plan-deferred"],
+        ],
     );
 }
 
@@ -834,10 +968,25 @@ async fn block_deferred_checks_fail() {
             action[0] "plan-deferred": Completed (attempts: 1)
         "#,
     );
-    assert_calls(fakes.action.log(), &[&["b0-s0-a0"], &["b0-s0-a1"], &["b0-s1-a0"], &["on-failure"], &["always"]]);
+    assert_calls(
+        fakes.action.log(),
+        &[
+            &["b0-s0-a0"],
+            &["b0-s0-a1"],
+            &["b0-s1-a0"],
+            &["on-failure"],
+            &["always"],
+        ],
+    );
     assert_calls(
         fakes.check.log(),
-        &[&["plan-pre", "plan-cont"], &["b0-pre", "b0-cont"], &["b0-post"], &["b0-deferred"], &["plan-deferred"]],
+        &[
+            &["plan-pre", "plan-cont"],
+            &["b0-pre", "b0-cont"],
+            &["b0-post"],
+            &["b0-deferred"],
+            &["plan-deferred"],
+        ],
     );
 }
 
@@ -884,7 +1033,14 @@ async fn plan_post_checks_fail() {
     );
     assert_calls(
         fakes.action.log(),
-        &[&["b0-s0-a0"], &["b0-s0-a1"], &["b0-s1-a0"], &["b1-s0-a0"], &["on-failure"], &["always"]],
+        &[
+            &["b0-s0-a0"],
+            &["b0-s0-a1"],
+            &["b0-s1-a0"],
+            &["b1-s0-a0"],
+            &["on-failure"],
+            &["always"],
+        ],
     );
     assert_calls(
         fakes.check.log(),
@@ -942,7 +1098,14 @@ async fn plan_deferred_checks_fail() {
     );
     assert_calls(
         fakes.action.log(),
-        &[&["b0-s0-a0"], &["b0-s0-a1"], &["b0-s1-a0"], &["b1-s0-a0"], &["on-success"], &["always"]],
+        &[
+            &["b0-s0-a0"],
+            &["b0-s0-a1"],
+            &["b0-s1-a0"],
+            &["b1-s0-a0"],
+            &["on-success"],
+            &["always"],
+        ],
     );
 }
 
@@ -989,9 +1152,19 @@ async fn fail_plan_batch_fails() {
     );
     assert_calls(
         fakes.action.log(),
-        &[&["b0-s0-a0"], &["b0-s0-a1"], &["b0-s1-a0"], &["b1-s0-a0"], &["on-success"], &["always"]],
+        &[
+            &["b0-s0-a0"],
+            &["b0-s0-a1"],
+            &["b0-s1-a0"],
+            &["b1-s0-a0"],
+            &["on-success"],
+            &["always"],
+        ],
     );
-    assert_eq!(fakes.check.log().tags().last().map(String::as_str), Some("plan-deferred"));
+    assert_eq!(
+        fakes.check.log().tags().last().map(String::as_str),
+        Some("plan-deferred")
+    );
 }
 
 /// A batch without `fail_plan` fails: it is recorded, the later batches still run, the plan
@@ -1039,7 +1212,14 @@ async fn batch_without_fail_plan_fails() {
     );
     assert_calls(
         fakes.action.log(),
-        &[&["b0-s0-a0"], &["b0-s0-a1"], &["b0-s1-a0"], &["b1-s0-a0"], &["on-success"], &["always"]],
+        &[
+            &["b0-s0-a0"],
+            &["b0-s0-a1"],
+            &["b0-s1-a0"],
+            &["b1-s0-a0"],
+            &["on-success"],
+            &["always"],
+        ],
     );
 }
 
@@ -1048,7 +1228,11 @@ async fn batch_without_fail_plan_fails() {
 #[tokio::test(start_paused = true)]
 async fn the_reason_is_the_first_failing_phase() {
     let fakes = Fakes::new();
-    let done = run(&fakes, full_plan(failing(&["b0-s1-a0", "always", "plan-deferred"]))).await;
+    let done = run(
+        &fakes,
+        full_plan(failing(&["b0-s1-a0", "always", "plan-deferred"])),
+    )
+    .await;
     assert_tree(
         &done,
         r#"
@@ -1086,7 +1270,16 @@ async fn the_reason_is_the_first_failing_phase() {
             action[0] "plan-deferred": Failed (attempts: 1)
         "#,
     );
-    assert_calls(fakes.action.log(), &[&["b0-s0-a0"], &["b0-s0-a1"], &["b0-s1-a0"], &["on-failure"], &["always"]]);
+    assert_calls(
+        fakes.action.log(),
+        &[
+            &["b0-s0-a0"],
+            &["b0-s0-a1"],
+            &["b0-s1-a0"],
+            &["on-failure"],
+            &["always"],
+        ],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1097,10 +1290,18 @@ async fn the_reason_is_the_first_failing_phase() {
 /// sequences that fail.
 fn tolerance_plan(tolerance: Tolerance, n: usize, fails: &[usize]) -> Plan {
     Plan::builder("tolerance")
-        .block(Block::builder("b0").tolerated_failures(tolerance).sequences((0..n).map(|i| {
-            let req = if fails.contains(&i) { FakeReq::fail_permanently() } else { FakeReq::ok() };
-            seq(&format!("s{i}"), [act(&format!("s{i}-a0"), req)])
-        })))
+        .block(
+            Block::builder("b0")
+                .tolerated_failures(tolerance)
+                .sequences((0..n).map(|i| {
+                    let req = if fails.contains(&i) {
+                        FakeReq::fail_permanently()
+                    } else {
+                        FakeReq::ok()
+                    };
+                    seq(&format!("s{i}"), [act(&format!("s{i}-a0"), req)])
+                })),
+        )
         .build()
 }
 
@@ -1125,7 +1326,10 @@ async fn tolerated_count_within() {
     let failures: Vec<String> = done.failures().iter().map(|f| f.path.to_string()).collect();
     assert_eq!(
         failures,
-        [r#"block[0] "b0" / sequence[1] "s1""#, r#"block[0] "b0" / sequence[1] "s1" / action[0] "s1-a0""#]
+        [
+            r#"block[0] "b0" / sequence[1] "s1""#,
+            r#"block[0] "b0" / sequence[1] "s1" / action[0] "s1-a0""#
+        ]
     );
     assert_calls(fakes.action.log(), &[&["s0-a0"], &["s1-a0"], &["s2-a0"]]);
 }
@@ -1172,7 +1376,10 @@ async fn tolerated_percent() {
               action[0] "s3-a0": Completed (attempts: 1)
         "#,
     );
-    assert_calls(fakes.action.log(), &[&["s0-a0"], &["s1-a0"], &["s2-a0"], &["s3-a0"]]);
+    assert_calls(
+        fakes.action.log(),
+        &[&["s0-a0"], &["s1-a0"], &["s2-a0"], &["s3-a0"]],
+    );
 
     let fakes = Fakes::new();
     let done = run(&fakes, tolerance_plan(Tolerance::Percent(25), 4, &[0, 1])).await;
@@ -1224,15 +1431,30 @@ async fn concurrency_overshoot() {
         .block(
             Block::builder("b0")
                 .concurrency(3)
-                .sequence(seq("s0", [act("s0-a0", FakeReq::fail_permanently().after(SEC))]))
+                .sequence(seq(
+                    "s0",
+                    [act("s0-a0", FakeReq::fail_permanently().after(SEC))],
+                ))
                 .sequence(seq(
                     "s1",
-                    [act("s1-a0", FakeReq::fail_permanently().after(2 * SEC)), act("s1-a1", FakeReq::ok())],
+                    [
+                        act("s1-a0", FakeReq::fail_permanently().after(2 * SEC)),
+                        act("s1-a1", FakeReq::ok()),
+                    ],
                 ))
-                .sequence(seq("s2", [act("s2-a0", FakeReq::sleep(3 * SEC)), act("s2-a1", FakeReq::ok())]))
-                .sequences(
-                    (3..6).map(|i| seq(&format!("s{i}"), [act(&format!("s{i}-a0"), FakeReq::fail_permanently())])),
-                ),
+                .sequence(seq(
+                    "s2",
+                    [
+                        act("s2-a0", FakeReq::sleep(3 * SEC)),
+                        act("s2-a1", FakeReq::ok()),
+                    ],
+                ))
+                .sequences((3..6).map(|i| {
+                    seq(
+                        &format!("s{i}"),
+                        [act(&format!("s{i}-a0"), FakeReq::fail_permanently())],
+                    )
+                })),
         )
         .build();
     let done = run(&fakes, plan).await;
@@ -1268,13 +1490,21 @@ async fn concurrency_limit_is_respected() {
         .block(
             Block::builder("b0")
                 .concurrency(2)
-                .sequences((0..5).map(|i| seq(&format!("s{i}"), [act(&format!("s{i}-a0"), FakeReq::sleep(SEC))]))),
+                .sequences((0..5).map(|i| {
+                    seq(
+                        &format!("s{i}"),
+                        [act(&format!("s{i}-a0"), FakeReq::sleep(SEC))],
+                    )
+                })),
         )
         .build();
     let done = run(&fakes, plan).await;
     assert_eq!(done.status(), Status::Completed);
     assert_eq!(fakes.action.log().max_concurrency(), 2);
-    assert_calls(fakes.action.log(), &[&["s0-a0", "s1-a0"], &["s2-a0", "s3-a0"], &["s4-a0"]]);
+    assert_calls(
+        fakes.action.log(),
+        &[&["s0-a0", "s1-a0"], &["s2-a0", "s3-a0"], &["s4-a0"]],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1288,12 +1518,21 @@ async fn retries_and_permanent_errors() {
         .block(
             Block::builder("b0")
                 .tolerated_failures(Tolerance::Unlimited)
-                .sequence(seq("recovers", [act("recovers", FakeReq::fail_times(2)).retries(2)]))
+                .sequence(seq(
+                    "recovers",
+                    [act("recovers", FakeReq::fail_times(2)).retries(2)],
+                ))
                 .sequence(seq(
                     "exhausted",
-                    [act("exhausted", FakeReq::fail_times(3)).retries(2), act("after", FakeReq::ok())],
+                    [
+                        act("exhausted", FakeReq::fail_times(3)).retries(2),
+                        act("after", FakeReq::ok()),
+                    ],
                 ))
-                .sequence(seq("permanent", [act("permanent", FakeReq::fail_permanently()).retries(5)]))
+                .sequence(seq(
+                    "permanent",
+                    [act("permanent", FakeReq::fail_permanently()).retries(5)],
+                ))
                 .sequence(seq("once", [act("once", FakeReq::fail())])),
         )
         .build();
@@ -1316,10 +1555,19 @@ async fn retries_and_permanent_errors() {
         "#,
     );
     // The action's error is the last plugin error, not a sentinel.
-    assert_eq!(last_error(&done, "exhausted").message, "exhausted: scripted failure on attempt 3");
+    assert_eq!(
+        last_error(&done, "exhausted").message,
+        "exhausted: scripted failure on attempt 3"
+    );
     assert!(!last_error(&done, "exhausted").permanent);
     assert!(last_error(&done, "permanent").permanent);
-    let attempts: Vec<(String, u32)> = fakes.action.log().calls().into_iter().map(|c| (c.tag, c.attempt)).collect();
+    let attempts: Vec<(String, u32)> = fakes
+        .action
+        .log()
+        .calls()
+        .into_iter()
+        .map(|c| (c.tag, c.attempt))
+        .collect();
     let expected: Vec<(String, u32)> = [
         ("recovers", 1),
         ("recovers", 2),
@@ -1336,8 +1584,16 @@ async fn retries_and_permanent_errors() {
     assert_eq!(attempts, expected);
     // Backoff follows the plugin's policy (fast: ~100 ms then ~200 ms, ±50 %), two pauses per
     // retried action and none after the last attempt: at most 2 × 450 ms of virtual time.
-    assert!(started.elapsed() <= Duration::from_millis(900), "{:?}", started.elapsed());
-    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() <= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// No pause after the last allowed attempt (Go slept once more).
@@ -1365,10 +1621,17 @@ async fn no_backoff_after_the_last_attempt() {
 async fn timeouts_drop_the_attempt_and_are_retried() {
     let fakes = Fakes::new();
     let plan = Plan::builder("timeouts")
-        .block(Block::builder("b0").sequence(seq(
-            "s0",
-            [act("slow", FakeReq::sleep(HOUR)).timeout(10 * SEC).retries(2), act("next", FakeReq::ok())],
-        )))
+        .block(
+            Block::builder("b0").sequence(seq(
+                "s0",
+                [
+                    act("slow", FakeReq::sleep(HOUR))
+                        .timeout(10 * SEC)
+                        .retries(2),
+                    act("next", FakeReq::ok()),
+                ],
+            )),
+        )
         .build();
     let started = Instant::now();
     let done = run(&fakes, plan).await;
@@ -1397,11 +1660,16 @@ async fn timeouts_drop_the_attempt_and_are_retried() {
 async fn a_panic_is_a_failed_permanent_attempt() {
     let fakes = Fakes::new();
     let plan = Plan::builder("panics")
-        .block(
-            Block::builder("b0")
-                .sequence(seq("s0", [act("boom", FakeReq::panic()).retries(3), act("next", FakeReq::ok())])),
+        .block(Block::builder("b0").sequence(seq(
+            "s0",
+            [
+                act("boom", FakeReq::panic()).retries(3),
+                act("next", FakeReq::ok()),
+            ],
+        )))
+        .deferred(
+            DeferredBatch::builder("always", When::Always).action(act("cleanup", FakeReq::ok())),
         )
-        .deferred(DeferredBatch::builder("always", When::Always).action(act("cleanup", FakeReq::ok())))
         .build();
     let done = run(&fakes, plan).await;
     assert_tree(
@@ -1419,7 +1687,11 @@ async fn a_panic_is_a_failed_permanent_attempt() {
     let err = last_error(&done, "boom");
     assert_eq!(err.code, codes::PANIC);
     assert!(err.permanent);
-    assert!(err.message.contains("fake plugin panicked as scripted"), "{}", err.message);
+    assert!(
+        err.message.contains("fake plugin panicked as scripted"),
+        "{}",
+        err.message
+    );
     assert_calls(fakes.action.log(), &[&["boom"], &["cleanup"]]);
 }
 
@@ -1435,8 +1707,14 @@ fn batches_plan(block_req: FakeReq) -> Plan {
                 .action(act("first-a", FakeReq::ok()))
                 .action(act("first-b", FakeReq::ok())),
         )
-        .deferred(DeferredBatch::builder("on-success", When::OnSuccess).action(act("on-success", FakeReq::ok())))
-        .deferred(DeferredBatch::builder("on-failure", When::OnFailure).action(act("on-failure", FakeReq::ok())))
+        .deferred(
+            DeferredBatch::builder("on-success", When::OnSuccess)
+                .action(act("on-success", FakeReq::ok())),
+        )
+        .deferred(
+            DeferredBatch::builder("on-failure", When::OnFailure)
+                .action(act("on-failure", FakeReq::ok())),
+        )
         .deferred(DeferredBatch::builder("last", When::Always).action(act("last", FakeReq::ok())))
         .build()
 }
@@ -1463,7 +1741,16 @@ async fn deferred_batches_on_success_run_in_declaration_order() {
             action[0] "last": Completed (attempts: 1)
         "#,
     );
-    assert_calls(fakes.action.log(), &[&["work"], &["first-a"], &["first-b"], &["on-success"], &["last"]]);
+    assert_calls(
+        fakes.action.log(),
+        &[
+            &["work"],
+            &["first-a"],
+            &["first-b"],
+            &["on-success"],
+            &["last"],
+        ],
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -1488,7 +1775,16 @@ async fn deferred_batches_on_failure() {
             action[0] "last": Completed (attempts: 1)
         "#,
     );
-    assert_calls(fakes.action.log(), &[&["work"], &["first-a"], &["first-b"], &["on-failure"], &["last"]]);
+    assert_calls(
+        fakes.action.log(),
+        &[
+            &["work"],
+            &["first-a"],
+            &["first-b"],
+            &["on-failure"],
+            &["last"],
+        ],
+    );
 }
 
 /// A failed action in a batch stops that batch (its later actions stay `NotStarted`).
@@ -1520,7 +1816,10 @@ async fn a_failed_batch_action_stops_its_batch() {
             action[3] "c3": NotStarted (attempts: 0)
         "#,
     );
-    assert_calls(fakes.action.log(), &[&["work"], &["c0"], &["c1"], &["c1"], &["c2"]]);
+    assert_calls(
+        fakes.action.log(),
+        &[&["work"], &["c0"], &["c1"], &["c1"], &["c2"]],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1542,9 +1841,17 @@ fn stoppable_plan(first: [ActionSpec; 2], second: ActionSpec) -> Plan {
         )
         .block(Block::builder("b1").sequence(seq("b1-s0", [act("b1-s0-a0", FakeReq::ok())])))
         .post_checks(checks("plan-post", FakeReq::ok()))
-        .deferred(DeferredBatch::builder("on-success", When::OnSuccess).action(act("on-success", FakeReq::ok())))
-        .deferred(DeferredBatch::builder("on-failure", When::OnFailure).action(act("on-failure", FakeReq::ok())))
-        .deferred(DeferredBatch::builder("always", When::Always).action(act("always", FakeReq::ok())))
+        .deferred(
+            DeferredBatch::builder("on-success", When::OnSuccess)
+                .action(act("on-success", FakeReq::ok())),
+        )
+        .deferred(
+            DeferredBatch::builder("on-failure", When::OnFailure)
+                .action(act("on-failure", FakeReq::ok())),
+        )
+        .deferred(
+            DeferredBatch::builder("always", When::Always).action(act("always", FakeReq::ok())),
+        )
         .deferred_checks(checks("plan-deferred", FakeReq::ok()))
         .build()
 }
@@ -1585,7 +1892,10 @@ async fn stop_with_actions_that_honour_cancellation() {
     let fakes = Fakes::new();
     let ws = Workstream::in_memory(fakes.registry()).await.unwrap();
     let plan = stoppable_plan(
-        [act("a0", FakeReq::wait_for_cancel()), act("a1", FakeReq::wait_for_cancel())],
+        [
+            act("a0", FakeReq::wait_for_cancel()),
+            act("a1", FakeReq::wait_for_cancel()),
+        ],
         act("s2-a0", FakeReq::ok()),
     );
     let id = ws.submit(plan).await.unwrap();
@@ -1595,10 +1905,17 @@ async fn stop_with_actions_that_honour_cancellation() {
     let before = Instant::now();
     ws.stop(id).await.unwrap();
     let done = ws.wait(id).await.unwrap();
-    assert_eq!(before.elapsed(), Duration::ZERO, "cooperative actions end without using the grace period");
+    assert_eq!(
+        before.elapsed(),
+        Duration::ZERO,
+        "cooperative actions end without using the grace period"
+    );
     assert_tree(&done, STOPPED_TREE);
     assert_eq!(last_error(&done, "a0").message, "a0: cancelled");
-    assert_calls(fakes.action.log(), &[&["a0", "a1"], &["on-failure"], &["always"]]);
+    assert_calls(
+        fakes.action.log(),
+        &[&["a0", "a1"], &["on-failure"], &["always"]],
+    );
     assert_calls(fakes.check.log(), &[&["b0-deferred"], &["plan-deferred"]]);
     assert!(matches!(ws.stop(id).await, Err(Error::NotRunning(i)) if i == id));
 }
@@ -1608,9 +1925,18 @@ async fn stop_with_actions_that_honour_cancellation() {
 #[tokio::test(start_paused = true)]
 async fn stop_drops_actions_that_ignore_cancellation_after_the_grace_period() {
     let fakes = Fakes::new();
-    let ws = Workstream::builder().in_memory().registry(fakes.registry()).stop_grace(5 * SEC).build().await.unwrap();
+    let ws = Workstream::builder()
+        .in_memory()
+        .registry(fakes.registry())
+        .stop_grace(5 * SEC)
+        .build()
+        .await
+        .unwrap();
     let plan = stoppable_plan(
-        [act("a0", FakeReq::sleep(HOUR)).retries(3), act("a1", FakeReq::wait_for_cancel())],
+        [
+            act("a0", FakeReq::sleep(HOUR)).retries(3),
+            act("a1", FakeReq::wait_for_cancel()),
+        ],
         act("s2-a0", FakeReq::ok()),
     );
     let id = ws.submit(plan).await.unwrap();
@@ -1619,11 +1945,18 @@ async fn stop_drops_actions_that_ignore_cancellation_after_the_grace_period() {
     let before = Instant::now();
     ws.stop(id).await.unwrap();
     let done = ws.wait(id).await.unwrap();
-    assert_eq!(before.elapsed(), 5 * SEC, "the grace period, then the future is dropped");
+    assert_eq!(
+        before.elapsed(),
+        5 * SEC,
+        "the grace period, then the future is dropped"
+    );
     assert_tree(&done, STOPPED_TREE);
     let err = last_error(&done, "a0");
     assert_eq!(err.code, codes::CANCELLED);
-    assert_calls(fakes.action.log(), &[&["a0", "a1"], &["on-failure"], &["always"]]);
+    assert_calls(
+        fakes.action.log(),
+        &[&["a0", "a1"], &["on-failure"], &["always"]],
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -1633,7 +1966,13 @@ async fn pause_then_resume() {
     let plan = Plan::builder("pausable")
         .block(
             Block::builder("b0")
-                .sequence(seq("s0", [act("s0-a0", FakeReq::sleep(10 * SEC)), act("s0-a1", FakeReq::ok())]))
+                .sequence(seq(
+                    "s0",
+                    [
+                        act("s0-a0", FakeReq::sleep(10 * SEC)),
+                        act("s0-a1", FakeReq::ok()),
+                    ],
+                ))
                 .sequence(seq("s1", [act("s1-a0", FakeReq::ok())])),
         )
         .block(Block::builder("b1").sequence(seq("b1-s0", [act("b1-s0-a0", FakeReq::ok())])))
@@ -1642,7 +1981,10 @@ async fn pause_then_resume() {
     ws.start(id).await.unwrap();
     tokio::time::sleep(SEC).await;
     ws.pause(id).await.unwrap();
-    assert!(ws.store().read(id).await.unwrap().is_paused(), "pausing is persisted");
+    assert!(
+        ws.store().read(id).await.unwrap().is_paused(),
+        "pausing is persisted"
+    );
     // A long (virtual) while: the action in flight finishes, nothing new starts.
     tokio::time::sleep(HOUR).await;
     assert_calls(fakes.action.log(), &[&["s0-a0"]]);
@@ -1680,7 +2022,10 @@ async fn pause_then_resume() {
               action[0] "b1-s0-a0": Completed (attempts: 1)
         "#,
     );
-    assert_calls(fakes.action.log(), &[&["s0-a0"], &["s0-a1"], &["s1-a0"], &["b1-s0-a0"]]);
+    assert_calls(
+        fakes.action.log(),
+        &[&["s0-a0"], &["s0-a1"], &["s1-a0"], &["b1-s0-a0"]],
+    );
 }
 
 /// An emergency stop stops every running plan of the workstream and skips deferred work.
@@ -1701,7 +2046,10 @@ async fn emergency_stop_of_two_running_plans() {
                     ))
                     .deferred_checks(checks(&format!("{p}-b0-deferred"), FakeReq::ok())),
             )
-            .deferred(DeferredBatch::builder("always", When::Always).action(act(&format!("{p}-always"), FakeReq::ok())))
+            .deferred(
+                DeferredBatch::builder("always", When::Always)
+                    .action(act(&format!("{p}-always"), FakeReq::ok())),
+            )
             .deferred_checks(checks(&format!("{p}-deferred"), FakeReq::ok()))
             .build()
     };
@@ -1751,17 +2099,34 @@ async fn submit_returns_every_problem_and_stores_nothing() {
     let plan = Plan::builder("invalid")
         .pre_checks(checks("unregistered", FakeReq::ok()))
         .block(Block::builder("empty"))
-        .block(Block::builder(" ").sequence(seq("s0", [act("zero timeout", FakeReq::ok()).timeout(Duration::ZERO)])))
+        .block(Block::builder(" ").sequence(seq(
+            "s0",
+            [act("zero timeout", FakeReq::ok()).timeout(Duration::ZERO)],
+        )))
         .build();
     let err = ws.submit(plan).await.unwrap_err();
-    let Error::Invalid(problems) = err else { panic!("expected Invalid, got {err:?}") };
+    let Error::Invalid(problems) = err else {
+        panic!("expected Invalid, got {err:?}")
+    };
     let paths: Vec<String> = problems.iter().map(|p| p.path.to_string()).collect();
     assert!(problems.len() >= 4, "{problems:#?}");
-    assert!(paths.contains(&r#"pre_checks / action[0] "unregistered""#.to_owned()), "{paths:?}");
-    assert!(paths.contains(&r#"block[0] "empty""#.to_owned()), "{paths:?}");
+    assert!(
+        paths.contains(&r#"pre_checks / action[0] "unregistered""#.to_owned()),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&r#"block[0] "empty""#.to_owned()),
+        "{paths:?}"
+    );
     assert!(paths.contains(&r#"block[1] " ""#.to_owned()), "{paths:?}");
-    assert!(paths.contains(&r#"block[1] " " / sequence[0] "s0" / action[0] "zero timeout""#.to_owned()), "{paths:?}");
-    assert!(ws.list(&ListFilter::default()).await.unwrap().is_empty(), "nothing is stored");
+    assert!(
+        paths.contains(&r#"block[1] " " / sequence[0] "s0" / action[0] "zero timeout""#.to_owned()),
+        "{paths:?}"
+    );
+    assert!(
+        ws.list(&ListFilter::default()).await.unwrap().is_empty(),
+        "nothing is stored"
+    );
     assert!(fakes.action.log().is_empty());
 }
 
@@ -1769,8 +2134,9 @@ async fn submit_returns_every_problem_and_stores_nothing() {
 async fn start_twice_is_refused() {
     let fakes = Fakes::new();
     let ws = Workstream::in_memory(fakes.registry()).await.unwrap();
-    let plan =
-        Plan::builder("once").block(Block::builder("b0").sequence(seq("s0", [act("a", FakeReq::sleep(SEC))]))).build();
+    let plan = Plan::builder("once")
+        .block(Block::builder("b0").sequence(seq("s0", [act("a", FakeReq::sleep(SEC))])))
+        .build();
     let id = ws.submit(plan).await.unwrap();
     ws.start(id).await.unwrap();
     assert!(matches!(ws.start(id).await, Err(Error::AlreadyStarted(i)) if i == id));
@@ -1782,7 +2148,9 @@ async fn start_twice_is_refused() {
 
 #[tokio::test(start_paused = true)]
 async fn unknown_plans_are_not_found() {
-    let ws = Workstream::in_memory(Fakes::new().registry()).await.unwrap();
+    let ws = Workstream::in_memory(Fakes::new().registry())
+        .await
+        .unwrap();
     let unknown = PlanId::new_v7();
     assert!(matches!(ws.wait(unknown).await, Err(Error::NotFound(i)) if i == unknown));
     assert!(matches!(ws.read(unknown).await, Err(Error::NotFound(i)) if i == unknown));
@@ -1793,8 +2161,12 @@ async fn unknown_plans_are_not_found() {
 
 #[tokio::test(start_paused = true)]
 async fn wait_on_a_plan_never_started() {
-    let ws = Workstream::in_memory(Fakes::new().registry()).await.unwrap();
-    let plan = Plan::builder("idle").block(Block::builder("b0").sequence(seq("s0", [act("a", FakeReq::ok())]))).build();
+    let ws = Workstream::in_memory(Fakes::new().registry())
+        .await
+        .unwrap();
+    let plan = Plan::builder("idle")
+        .block(Block::builder("b0").sequence(seq("s0", [act("a", FakeReq::ok())])))
+        .build();
     let id = ws.submit(plan).await.unwrap();
     assert!(matches!(ws.wait(id).await, Err(Error::NotStarted(i)) if i == id));
 }
@@ -1803,8 +2175,9 @@ async fn wait_on_a_plan_never_started() {
 async fn delete_is_refused_while_running() {
     let fakes = Fakes::new();
     let ws = Workstream::in_memory(fakes.registry()).await.unwrap();
-    let plan =
-        Plan::builder("busy").block(Block::builder("b0").sequence(seq("s0", [act("a", FakeReq::sleep(SEC))]))).build();
+    let plan = Plan::builder("busy")
+        .block(Block::builder("b0").sequence(seq("s0", [act("a", FakeReq::sleep(SEC))])))
+        .build();
     let id = ws.submit(plan).await.unwrap();
     ws.start(id).await.unwrap();
     assert!(matches!(ws.delete(id).await, Err(Error::Storage(StoreError::Running(i))) if i == id));
@@ -1826,16 +2199,27 @@ async fn status_stream_starts_at_once_and_ends_with_the_final_tree() {
     let mut stream = Box::pin(ws.status(id, 10 * SEC));
     let before = Instant::now();
     let first = next(&mut stream).await.expect("a first snapshot").unwrap();
-    assert_eq!(before.elapsed(), Duration::ZERO, "the first snapshot comes at once");
+    assert_eq!(
+        before.elapsed(),
+        Duration::ZERO,
+        "the first snapshot comes at once"
+    );
     assert_eq!(first.status(), Status::Running);
     // Two intervals of snapshots while it runs, then the stop.
     for _ in 0..2 {
-        let snap = next(&mut stream).await.expect("a snapshot per interval").unwrap();
+        let snap = next(&mut stream)
+            .await
+            .expect("a snapshot per interval")
+            .unwrap();
         assert_eq!(snap.status(), Status::Running);
     }
     assert_eq!(before.elapsed(), 20 * SEC);
     ws.stop(id).await.unwrap();
-    let rest: Vec<Plan> = collect(stream).await.into_iter().map(Result::unwrap).collect();
+    let rest: Vec<Plan> = collect(stream)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     let last = rest.last().expect("the final tree");
     let done = ws.wait(id).await.unwrap();
     assert_eq!(last, &done);
@@ -1844,11 +2228,17 @@ async fn status_stream_starts_at_once_and_ends_with_the_final_tree() {
     // A plan that never started: its snapshot, then the end.
     let idle = ws
         .submit(
-            Plan::builder("idle").block(Block::builder("b0").sequence(seq("s0", [act("b", FakeReq::ok())]))).build(),
+            Plan::builder("idle")
+                .block(Block::builder("b0").sequence(seq("s0", [act("b", FakeReq::ok())])))
+                .build(),
         )
         .await
         .unwrap();
-    let snaps: Vec<Plan> = collect(Box::pin(ws.status(idle, SEC))).await.into_iter().map(Result::unwrap).collect();
+    let snaps: Vec<Plan> = collect(Box::pin(ws.status(idle, SEC)))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0].status(), Status::NotStarted);
 }
@@ -1859,7 +2249,13 @@ async fn events_end_with_finished_holding_the_final_tree() {
     let ws = Workstream::in_memory(fakes.registry()).await.unwrap();
     // The plan's pre-check takes a second, so the run is still going when we subscribe
     // (`start` returns once the plan is durably Running).
-    let script = |t: &str| if t == "plan-pre" { FakeReq::sleep(SEC).tag(t) } else { failing(&["b0-s1-a0"])(t) };
+    let script = |t: &str| {
+        if t == "plan-pre" {
+            FakeReq::sleep(SEC).tag(t)
+        } else {
+            failing(&["b0-s1-a0"])(t)
+        }
+    };
     let id = ws.submit(full_plan(script)).await.unwrap();
     ws.start(id).await.unwrap();
     let events = collect(Box::pin(ws.events(id).await.unwrap())).await;
@@ -1867,7 +2263,9 @@ async fn events_end_with_finished_holding_the_final_tree() {
     let Some(Event::Snapshot(first)) = events.first() else {
         panic!("the first event is a snapshot: {:?}", events.first())
     };
-    let Some(Event::Finished(last)) = events.last() else { panic!("the last event is Finished: {:?}", events.last()) };
+    let Some(Event::Finished(last)) = events.last() else {
+        panic!("the last event is Finished: {:?}", events.last())
+    };
     assert_eq!(**last, done);
     assert_eq!(done.reason(), Reason::Block);
     // The changes, applied to the first snapshot, give the final tree: no change was missed.
@@ -1884,13 +2282,16 @@ async fn events_end_with_finished_holding_the_final_tree() {
         }
     }
     assert_eq!(replay, done);
-    assert!(
-        events.iter().any(|e| matches!(e, Event::Changed(c) if c.iter().any(|c| matches!(c, Change::Attempt { .. }))))
-    );
+    assert!(events.iter().any(
+        |e| matches!(e, Event::Changed(c) if c.iter().any(|c| matches!(c, Change::Attempt { .. })))
+    ));
 
     // After the end: the final tree, as a snapshot and as the end.
     let after = collect(Box::pin(ws.events(id).await.unwrap())).await;
-    assert!(matches!(&after[..], [Event::Snapshot(s), Event::Finished(p)] if **s == done && **p == done), "{after:?}");
+    assert!(
+        matches!(&after[..], [Event::Snapshot(s), Event::Finished(p)] if **s == done && **p == done),
+        "{after:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -1899,8 +2300,13 @@ async fn list_filters() {
     let ws = Workstream::in_memory(fakes.registry()).await.unwrap();
     let group = PlanId::new_v7().0;
     let mk = |name: &str, req: FakeReq| {
-        let b = Plan::builder(name).block(Block::builder("b0").sequence(seq("s0", [act(name, req)])));
-        if name.starts_with("deploy") { b.group_id(group).build() } else { b.build() }
+        let b =
+            Plan::builder(name).block(Block::builder("b0").sequence(seq("s0", [act(name, req)])));
+        if name.starts_with("deploy") {
+            b.group_id(group).build()
+        } else {
+            b.build()
+        }
     };
     let a = ws.submit(mk("deploy-a", FakeReq::ok())).await.unwrap();
     tokio::time::sleep(SEC).await;
@@ -1914,7 +2320,14 @@ async fn list_filters() {
 
     let ids = |filter: ListFilter| {
         let ws = ws.clone();
-        async move { ws.list(&filter).await.unwrap().into_iter().map(|s| s.id).collect::<Vec<_>>() }
+        async move {
+            ws.list(&filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.id)
+                .collect::<Vec<_>>()
+        }
     };
     // Newest submitted first.
     assert_eq!(ids(ListFilter::default()).await, [c, b, a]);
@@ -1922,12 +2335,38 @@ async fn list_filters() {
     assert_eq!(ids(ListFilter::status(Status::Failed)).await, [b]);
     assert_eq!(ids(ListFilter::status(Status::NotStarted)).await, [c]);
     assert_eq!(
-        ids(ListFilter { statuses: vec![Status::Completed, Status::Failed], ..Default::default() }).await,
+        ids(ListFilter {
+            statuses: vec![Status::Completed, Status::Failed],
+            ..Default::default()
+        })
+        .await,
         [b, a]
     );
-    assert_eq!(ids(ListFilter { name_contains: Some("deploy".into()), ..Default::default() }).await, [b, a]);
-    assert_eq!(ids(ListFilter { group_id: Some(group), ..Default::default() }).await, [b, a]);
-    assert_eq!(ids(ListFilter { offset: 1, limit: Some(1), ..Default::default() }).await, [b]);
+    assert_eq!(
+        ids(ListFilter {
+            name_contains: Some("deploy".into()),
+            ..Default::default()
+        })
+        .await,
+        [b, a]
+    );
+    assert_eq!(
+        ids(ListFilter {
+            group_id: Some(group),
+            ..Default::default()
+        })
+        .await,
+        [b, a]
+    );
+    assert_eq!(
+        ids(ListFilter {
+            offset: 1,
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await,
+        [b]
+    );
     let summaries = ws.list(&ListFilter::status(Status::Failed)).await.unwrap();
     assert_eq!(summaries[0].reason, Reason::Block);
     assert_eq!(summaries[0].name, "deploy-b");
@@ -1947,7 +2386,10 @@ async fn sequences_halted_before_their_first_action_stay_not_started() {
             Block::builder("b0")
                 .concurrency(3)
                 .sequence(seq("s0", [act("s0-a0", FakeReq::fail_permanently())]))
-                .sequences((1..4).map(|i| seq(&format!("s{i}"), [act(&format!("s{i}-a0"), FakeReq::ok())]))),
+                .sequences(
+                    (1..4)
+                        .map(|i| seq(&format!("s{i}"), [act(&format!("s{i}-a0"), FakeReq::ok())])),
+                ),
         )
         .build();
     let done = run(&fakes, plan).await;
@@ -1979,8 +2421,17 @@ async fn tolerance_exceeded_before_the_plan_cont_checks_fail_gives_block() {
         .block(
             Block::builder("b0")
                 .concurrency(2)
-                .sequence(seq("s0", [act("s0-a0", FakeReq::fail_permanently().after(SEC))]))
-                .sequence(seq("s1", [act("s1-a0", FakeReq::sleep(20 * SEC)), act("s1-a1", FakeReq::ok())]))
+                .sequence(seq(
+                    "s0",
+                    [act("s0-a0", FakeReq::fail_permanently().after(SEC))],
+                ))
+                .sequence(seq(
+                    "s1",
+                    [
+                        act("s1-a0", FakeReq::sleep(20 * SEC)),
+                        act("s1-a1", FakeReq::ok()),
+                    ],
+                ))
                 .sequence(seq("s2", [act("s2-a0", FakeReq::ok())])),
         )
         .build();
@@ -2023,7 +2474,10 @@ async fn plan_cont_failure_during_block_post_checks_fails_that_block() {
                 .pre_checks(checks("b1-pre", FakeReq::ok()))
                 .sequence(seq("b1-s0", [act("b1-a0", FakeReq::ok())])),
         )
-        .deferred(DeferredBatch::builder("on-failure", When::OnFailure).action(act("on-failure", FakeReq::ok())))
+        .deferred(
+            DeferredBatch::builder("on-failure", When::OnFailure)
+                .action(act("on-failure", FakeReq::ok())),
+        )
         .build();
     let done = run(&fakes, plan).await;
     assert_tree(
@@ -2049,7 +2503,10 @@ async fn plan_cont_failure_during_block_post_checks_fails_that_block() {
         "#,
     );
     assert_calls(fakes.action.log(), &[&["a0"], &["on-failure"]]);
-    assert_calls(fakes.check.log(), &[&["plan-cont", "b0-post"], &["b0-deferred"]]);
+    assert_calls(
+        fakes.check.log(),
+        &[&["plan-cont", "b0-post"], &["b0-deferred"]],
+    );
 }
 
 /// While paused, no action starts — check actions included: the block's post-checks and the
@@ -2100,7 +2557,10 @@ async fn pause_holds_back_checks_and_the_next_block() {
     let done = ws.wait(id).await.unwrap();
     assert_eq!(done.status(), Status::Completed);
     assert_calls(fakes.action.log(), &[&["a0"], &["b1-a0"]]);
-    assert_calls(fakes.check.log(), &[&["b0-post"], &["b1-pre"], &["plan-post"]]);
+    assert_calls(
+        fakes.check.log(),
+        &[&["b0-post"], &["b1-pre"], &["plan-post"]],
+    );
 }
 
 /// Stopping a paused plan ends it: the stop wins over the pause, the `OnFailure`/`Always`
@@ -2110,10 +2570,16 @@ async fn stopping_a_paused_plan_ends_it() {
     let fakes = Fakes::new();
     let ws = Workstream::in_memory(fakes.registry()).await.unwrap();
     let plan = Plan::builder("paused then stopped")
-        .block(
-            Block::builder("b0").sequence(seq("s0", [act("a0", FakeReq::sleep(10 * SEC)), act("a1", FakeReq::ok())])),
+        .block(Block::builder("b0").sequence(seq(
+            "s0",
+            [
+                act("a0", FakeReq::sleep(10 * SEC)),
+                act("a1", FakeReq::ok()),
+            ],
+        )))
+        .deferred(
+            DeferredBatch::builder("always", When::Always).action(act("always", FakeReq::ok())),
         )
-        .deferred(DeferredBatch::builder("always", When::Always).action(act("always", FakeReq::ok())))
         .deferred_checks(checks("deferred", FakeReq::ok()))
         .build();
     let id = ws.submit(plan).await.unwrap();
@@ -2122,7 +2588,10 @@ async fn stopping_a_paused_plan_ends_it() {
     ws.pause(id).await.unwrap();
     tokio::time::sleep(HOUR).await;
     ws.stop(id).await.unwrap();
-    let done = tokio::time::timeout(24 * HOUR, ws.wait(id)).await.expect("a stopped plan ends").unwrap();
+    let done = tokio::time::timeout(24 * HOUR, ws.wait(id))
+        .await
+        .expect("a stopped plan ends")
+        .unwrap();
     assert_tree(
         &done,
         r#"
@@ -2150,7 +2619,11 @@ async fn deferred_checks_failing_after_a_stop_keep_reason_stopped() {
     let ws = Workstream::in_memory(fakes.registry()).await.unwrap();
     let plan = Plan::builder("stopped then cleanup fails")
         .block(Block::builder("b0").sequence(seq("s0", [act("wait", FakeReq::wait_for_cancel())])))
-        .deferred(DeferredBatch::builder("always", When::Always).fail_plan(true).action(act("always", FakeReq::ok())))
+        .deferred(
+            DeferredBatch::builder("always", When::Always)
+                .fail_plan(true)
+                .action(act("always", FakeReq::ok())),
+        )
         .deferred_checks(checks("deferred", FakeReq::fail()))
         .build();
     let id = ws.submit(plan).await.unwrap();

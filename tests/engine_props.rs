@@ -51,7 +51,11 @@ impl Act {
             Script::Permanent => FakeReq::fail_permanently(),
             Script::AlwaysFail => FakeReq::fail(),
         };
-        let req = if self.sleep_ms > 0 { req.after(ms(self.sleep_ms)) } else { req };
+        let req = if self.sleep_ms > 0 {
+            req.after(ms(self.sleep_ms))
+        } else {
+            req
+        };
         ActionSpec::new::<FakeAction>(tag, req.tag(tag)).retries(self.retries)
     }
 
@@ -72,7 +76,9 @@ type CheckShape = Option<bool>;
 
 fn check_section(tag: &str, pass: bool) -> ChecksBuilder {
     let req = if pass { FakeReq::ok() } else { FakeReq::fail() };
-    Checks::builder().delay(ms(100)).action(CheckSpec::new::<FakeCheck>(tag, req.tag(tag)))
+    Checks::builder()
+        .delay(ms(100))
+        .action(CheckSpec::new::<FakeCheck>(tag, req.tag(tag)))
 }
 
 #[derive(Clone, Debug)]
@@ -122,7 +128,9 @@ impl PlanShape {
             }
         }
         for (i, b) in self.blocks.iter().enumerate() {
-            let mut block = Block::builder(format!("b{i}")).concurrency(b.concurrency).tolerated_failures(b.tolerance);
+            let mut block = Block::builder(format!("b{i}"))
+                .concurrency(b.concurrency)
+                .tolerated_failures(b.tolerance);
             let slots = [
                 (CheckSlot::Bypass, b.bypass, "bypass"),
                 (CheckSlot::Pre, b.pre, "pre"),
@@ -137,8 +145,11 @@ impl PlanShape {
             }
             for (j, acts) in b.sequences.iter().enumerate() {
                 block = block.sequence(
-                    Sequence::builder(format!("b{i}s{j}"))
-                        .actions(acts.iter().enumerate().map(|(k, a)| a.spec(&format!("b{i}s{j}a{k}")))),
+                    Sequence::builder(format!("b{i}s{j}")).actions(
+                        acts.iter()
+                            .enumerate()
+                            .map(|(k, a)| a.spec(&format!("b{i}s{j}a{k}"))),
+                    ),
                 );
             }
             p = p.block(block);
@@ -147,7 +158,12 @@ impl PlanShape {
             p = p.deferred(
                 DeferredBatch::builder(format!("d{i}"), d.when)
                     .fail_plan(d.fail_plan)
-                    .actions(d.actions.iter().enumerate().map(|(k, a)| a.spec(&format!("d{i}a{k}")))),
+                    .actions(
+                        d.actions
+                            .iter()
+                            .enumerate()
+                            .map(|(k, a)| a.spec(&format!("d{i}a{k}"))),
+                    ),
             );
         }
         p.build()
@@ -156,7 +172,12 @@ impl PlanShape {
     /// The same shape with every check passing and every deferred batch succeeding.
     fn only_sequences_fail(mut self) -> PlanShape {
         let pass = |c: &mut CheckShape| *c = c.map(|_| true);
-        for c in [&mut self.bypass, &mut self.pre, &mut self.post, &mut self.deferred] {
+        for c in [
+            &mut self.bypass,
+            &mut self.pre,
+            &mut self.post,
+            &mut self.deferred,
+        ] {
             pass(c);
         }
         // A passing plan bypass would skip everything.
@@ -183,11 +204,16 @@ fn act() -> impl Strategy<Value = Act> {
         1 => Just(Script::Permanent),
         1 => Just(Script::AlwaysFail),
     ];
-    (script, 0u32..=2, prop::sample::select(vec![0u64, 0, 10, 50, 200])).prop_map(|(script, retries, sleep_ms)| Act {
+    (
         script,
-        retries,
-        sleep_ms,
-    })
+        0u32..=2,
+        prop::sample::select(vec![0u64, 0, 10, 50, 200]),
+    )
+        .prop_map(|(script, retries, sleep_ms)| Act {
+            script,
+            retries,
+            sleep_ms,
+        })
 }
 
 fn check_shape() -> impl Strategy<Value = CheckShape> {
@@ -217,25 +243,33 @@ fn block_shape() -> impl Strategy<Value = BlockShape> {
         check_shape(),
         check_shape(),
     )
-        .prop_map(|(concurrency, tolerance, sequences, bypass, pre, cont, post, deferred)| BlockShape {
-            concurrency,
-            tolerance,
-            sequences,
-            bypass,
-            pre,
-            cont,
-            post,
-            deferred,
-        })
+        .prop_map(
+            |(concurrency, tolerance, sequences, bypass, pre, cont, post, deferred)| BlockShape {
+                concurrency,
+                tolerance,
+                sequences,
+                bypass,
+                pre,
+                cont,
+                post,
+                deferred,
+            },
+        )
 }
 
 fn batch_shape() -> impl Strategy<Value = BatchShape> {
-    let when = prop_oneof![Just(When::OnSuccess), Just(When::OnFailure), Just(When::Always)];
-    (when, any::<bool>(), prop::collection::vec(act(), 1..=2)).prop_map(|(when, fail_plan, actions)| BatchShape {
-        when,
-        fail_plan,
-        actions,
-    })
+    let when = prop_oneof![
+        Just(When::OnSuccess),
+        Just(When::OnFailure),
+        Just(When::Always)
+    ];
+    (when, any::<bool>(), prop::collection::vec(act(), 1..=2)).prop_map(
+        |(when, fail_plan, actions)| BatchShape {
+            when,
+            fail_plan,
+            actions,
+        },
+    )
 }
 
 fn plan_shape(blocks: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = PlanShape> {
@@ -248,15 +282,17 @@ fn plan_shape(blocks: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = 
         prop::collection::vec(batch_shape(), 0..=3),
         check_shape(),
     )
-        .prop_map(|(bypass, pre, cont, blocks, post, batches, deferred)| PlanShape {
-            bypass,
-            pre,
-            cont,
-            blocks,
-            post,
-            batches,
-            deferred,
-        })
+        .prop_map(
+            |(bypass, pre, cont, blocks, post, batches, deferred)| PlanShape {
+                bypass,
+                pre,
+                cont,
+                blocks,
+                post,
+                batches,
+                deferred,
+            },
+        )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -289,7 +325,9 @@ fn execute(plan: Plan, stop_after: Option<Duration>) -> Ran {
         .expect("a current-thread runtime builds");
     rt.block_on(async {
         let fakes = Fakes::new();
-        let ws = Workstream::in_memory(fakes.registry()).await.expect("workstream");
+        let ws = Workstream::in_memory(fakes.registry())
+            .await
+            .expect("workstream");
         let id = ws.submit(plan).await.expect("a generated plan is valid");
         ws.start(id).await.expect("start");
         let mut stream = Box::pin(ws.events(id).await.expect("events of a running plan"));
@@ -310,7 +348,13 @@ fn execute(plan: Plan, stop_after: Option<Duration>) -> Ran {
         let done = ws.wait(id).await.expect("the plan runs to its end");
         let events = collector.await.expect("the event collector");
         let stored = ws.store().read(id).await.expect("stored plan");
-        Ran { done, stored, events, fakes, calls_at_stop }
+        Ran {
+            done,
+            stored,
+            events,
+            fakes,
+            calls_at_stop,
+        }
     })
 }
 
@@ -327,24 +371,33 @@ fn failed(set: &CheckSet, slot: CheckSlot) -> bool {
 }
 
 fn untouched_actions(actions: &[Action]) -> bool {
-    actions.iter().all(|a| a.status() == Status::NotStarted && a.attempts().is_empty())
+    actions
+        .iter()
+        .all(|a| a.status() == Status::NotStarted && a.attempts().is_empty())
 }
 
 fn untouched_checks(set: &CheckSet) -> bool {
-    set.iter().all(|(_, c)| c.status() == Status::NotStarted && untouched_actions(c.actions()))
+    set.iter()
+        .all(|(_, c)| c.status() == Status::NotStarted && untouched_actions(c.actions()))
 }
 
 /// Nothing in the block ran.
 fn untouched_block(b: &Block) -> bool {
     b.status() == Status::NotStarted
         && untouched_checks(b.checks())
-        && b.sequences().iter().all(|s| s.status() == Status::NotStarted && untouched_actions(s.actions()))
+        && b.sequences()
+            .iter()
+            .all(|s| s.status() == Status::NotStarted && untouched_actions(s.actions()))
 }
 
 /// Actions run in order and stop at the first that does not complete; each finished action
 /// ended as its script says, after as many attempts. Returns the status the container of
 /// `actions` (a sequence or a batch) must have, `None` for "never started".
-fn check_ordered_actions(what: &str, actions: &[Action], scripts: &[Act]) -> Result<Option<Status>, TestCaseError> {
+fn check_ordered_actions(
+    what: &str,
+    actions: &[Action],
+    scripts: &[Act],
+) -> Result<Option<Status>, TestCaseError> {
     let first_open = actions.iter().position(|a| a.status() != Status::Completed);
     for (k, (a, s)) in actions.iter().zip(scripts).enumerate() {
         let attempts = a.attempts().len();
@@ -364,9 +417,20 @@ fn check_ordered_actions(what: &str, actions: &[Action], scripts: &[Act]) -> Res
                     s
                 );
             }
-            Status::Stopped => prop_assert!(attempts >= 1, "{what} action {k} Stopped without an attempt"),
-            Status::NotStarted => prop_assert_eq!(attempts, 0, "{} action {} NotStarted with attempts", what, k),
-            Status::Running => prop_assert!(false, "{what} action {k} still Running in a final tree"),
+            Status::Stopped => prop_assert!(
+                attempts >= 1,
+                "{what} action {k} Stopped without an attempt"
+            ),
+            Status::NotStarted => prop_assert_eq!(
+                attempts,
+                0,
+                "{} action {} NotStarted with attempts",
+                what,
+                k
+            ),
+            Status::Running => {
+                prop_assert!(false, "{what} action {k} still Running in a final tree")
+            }
         }
         if let Some(f) = first_open
             && k > f
@@ -391,26 +455,46 @@ fn check_ordered_actions(what: &str, actions: &[Action], scripts: &[Act]) -> Res
 }
 
 /// Checks one block; returns whether it failed.
-fn check_block(i: usize, b: &Block, shape: &BlockShape, stopped: bool) -> Result<bool, TestCaseError> {
+fn check_block(
+    i: usize,
+    b: &Block,
+    shape: &BlockShape,
+    stopped: bool,
+) -> Result<bool, TestCaseError> {
     let checks = b.checks();
     for (slot, c) in checks.iter() {
-        prop_assert!(c.status() != Status::Running, "block {i} {slot} still Running");
+        prop_assert!(
+            c.status() != Status::Running,
+            "block {i} {slot} still Running"
+        );
     }
     if b.status() == Status::NotStarted {
-        prop_assert!(untouched_block(b), "block {i} NotStarted but something in it ran");
+        prop_assert!(
+            untouched_block(b),
+            "block {i} NotStarted but something in it ran"
+        );
         return Ok(false);
     }
     prop_assert!(b.status() != Status::Running, "block {i} still Running");
     if section(checks, CheckSlot::Bypass) == Some(Status::Completed) {
         prop_assert_eq!(b.status(), Status::Completed, "bypassed block {}", i);
-        for slot in [CheckSlot::Pre, CheckSlot::Cont, CheckSlot::Post, CheckSlot::Deferred] {
+        for slot in [
+            CheckSlot::Pre,
+            CheckSlot::Cont,
+            CheckSlot::Post,
+            CheckSlot::Deferred,
+        ] {
             prop_assert!(
-                checks.get(slot).is_none_or(|c| c.status() == Status::NotStarted),
+                checks
+                    .get(slot)
+                    .is_none_or(|c| c.status() == Status::NotStarted),
                 "bypassed block {i}: {slot} ran"
             );
         }
         prop_assert!(
-            b.sequences().iter().all(|s| s.status() == Status::NotStarted),
+            b.sequences()
+                .iter()
+                .all(|s| s.status() == Status::NotStarted),
             "bypassed block {i}: a sequence ran"
         );
         return Ok(false);
@@ -421,22 +505,38 @@ fn check_block(i: usize, b: &Block, shape: &BlockShape, stopped: bool) -> Result
     for (j, (s, scripts)) in b.sequences().iter().zip(&shape.sequences).enumerate() {
         let expected = check_ordered_actions(&format!("b{i}s{j}"), s.actions(), scripts)?;
         match expected {
-            None => prop_assert_eq!(s.status(), Status::NotStarted, "sequence b{}s{} never started an action", i, j),
+            None => prop_assert_eq!(
+                s.status(),
+                Status::NotStarted,
+                "sequence b{}s{} never started an action",
+                i,
+                j
+            ),
             Some(st) => prop_assert_eq!(s.status(), st, "sequence b{}s{} vs its actions", i, j),
         }
         // Sequences start in order.
         if s.status() == Status::NotStarted {
             started_seen_gap = true;
         } else {
-            prop_assert!(!started_seen_gap, "sequence b{i}s{j} started after an earlier one never did");
+            prop_assert!(
+                !started_seen_gap,
+                "sequence b{i}s{j} started after an earlier one never did"
+            );
             any_started = true;
         }
     }
 
     let total = b.sequences().len();
-    let failed_seqs = b.sequences().iter().filter(|s| s.status() == Status::Failed).count();
+    let failed_seqs = b
+        .sequences()
+        .iter()
+        .filter(|s| s.status() == Status::Failed)
+        .count();
     let exceeded = shape.tolerance.is_exceeded(failed_seqs, total);
-    let allowed = (0..=total).take_while(|n| !shape.tolerance.is_exceeded(*n, total)).last().unwrap_or(0);
+    let allowed = (0..=total)
+        .take_while(|n| !shape.tolerance.is_exceeded(*n, total))
+        .last()
+        .unwrap_or(0);
     // The overshoot: when the tolerance is exceeded, only the sequences then in flight (at most
     // `concurrency`, the failing one included) may still fail.
     prop_assert!(
@@ -449,8 +549,12 @@ fn check_block(i: usize, b: &Block, shape: &BlockShape, stopped: bool) -> Result
     // may still retry). The run is single-threaded, so the recorded times order the steps: the
     // sequence that exceeded the tolerance is the one whose failure ended (allowed + 1)-th.
     if exceeded {
-        let mut failures: Vec<_> =
-            b.sequences().iter().filter(|s| s.status() == Status::Failed).filter_map(|s| s.state().end).collect();
+        let mut failures: Vec<_> = b
+            .sequences()
+            .iter()
+            .filter(|s| s.status() == Status::Failed)
+            .filter_map(|s| s.state().end)
+            .collect();
         failures.sort();
         let failed_at = failures[allowed];
         for (j, s) in b.sequences().iter().enumerate() {
@@ -467,20 +571,43 @@ fn check_block(i: usize, b: &Block, shape: &BlockShape, stopped: bool) -> Result
     // One sequence at a time: the failure that exceeds the tolerance is the last sequence that
     // starts, and no other fails after it.
     if shape.concurrency == 1 && exceeded {
-        let last_started = b.sequences().iter().rposition(|s| s.status() != Status::NotStarted);
-        prop_assert_eq!(failed_seqs, allowed + 1, "block {}: failures after the tolerance was exceeded", i);
+        let last_started = b
+            .sequences()
+            .iter()
+            .rposition(|s| s.status() != Status::NotStarted);
+        prop_assert_eq!(
+            failed_seqs,
+            allowed + 1,
+            "block {}: failures after the tolerance was exceeded",
+            i
+        );
         prop_assert!(
             last_started.is_some_and(|j| b.sequences()[j].status() == Status::Failed),
             "block {i}: a sequence started after the failure that exceeded the tolerance"
         );
     }
     if failed(checks, CheckSlot::Pre) || failed(checks, CheckSlot::Cont) {
-        prop_assert!(!any_started, "block {i}: a sequence started after its pre-checks failed");
+        prop_assert!(
+            !any_started,
+            "block {i}: a sequence started after its pre-checks failed"
+        );
     }
     let own_failure = exceeded
-        || [CheckSlot::Pre, CheckSlot::Cont, CheckSlot::Post, CheckSlot::Deferred].iter().any(|s| failed(checks, *s));
+        || [
+            CheckSlot::Pre,
+            CheckSlot::Cont,
+            CheckSlot::Post,
+            CheckSlot::Deferred,
+        ]
+        .iter()
+        .any(|s| failed(checks, *s));
     if own_failure {
-        prop_assert_eq!(b.status(), Status::Failed, "block {} failed on its own account", i);
+        prop_assert_eq!(
+            b.status(),
+            Status::Failed,
+            "block {} failed on its own account",
+            i
+        );
         if exceeded {
             prop_assert!(
                 section(checks, CheckSlot::Post).is_none_or(|s| s == Status::NotStarted),
@@ -492,12 +619,17 @@ fn check_block(i: usize, b: &Block, shape: &BlockShape, stopped: bool) -> Result
         Status::Completed => {
             prop_assert!(!own_failure);
             prop_assert!(
-                b.sequences().iter().all(|s| matches!(s.status(), Status::Completed | Status::Failed)),
+                b.sequences()
+                    .iter()
+                    .all(|s| matches!(s.status(), Status::Completed | Status::Failed)),
                 "block {i} Completed with a sequence that did not run to its end"
             );
         }
         Status::Failed => {
-            prop_assert!(own_failure, "block {i} Failed without a cause (no continuous check fails here)")
+            prop_assert!(
+                own_failure,
+                "block {i} Failed without a cause (no continuous check fails here)"
+            )
         }
         Status::Stopped => prop_assert!(stopped && !own_failure, "block {i} Stopped"),
         other => prop_assert!(false, "block {i} ended {other}"),
@@ -517,16 +649,34 @@ fn check_tree(shape: &PlanShape, done: &Plan, stopped: bool) -> Check {
     if section(checks, CheckSlot::Bypass) == Some(Status::Completed) {
         prop_assert!(!stopped || done.status() == Status::Stopped);
         if !stopped {
-            prop_assert_eq!((done.status(), done.reason()), (Status::Completed, Reason::None));
+            prop_assert_eq!(
+                (done.status(), done.reason()),
+                (Status::Completed, Reason::None)
+            );
         }
-        for slot in [CheckSlot::Pre, CheckSlot::Cont, CheckSlot::Post, CheckSlot::Deferred] {
+        for slot in [
+            CheckSlot::Pre,
+            CheckSlot::Cont,
+            CheckSlot::Post,
+            CheckSlot::Deferred,
+        ] {
             prop_assert!(
-                checks.get(slot).is_none_or(|c| c.status() == Status::NotStarted),
+                checks
+                    .get(slot)
+                    .is_none_or(|c| c.status() == Status::NotStarted),
                 "bypassed plan: {slot} ran"
             );
         }
-        prop_assert!(done.blocks().iter().all(untouched_block), "bypassed plan: a block ran");
-        prop_assert!(done.deferred().iter().all(|d| d.status() == Status::NotStarted), "bypassed plan: a batch ran");
+        prop_assert!(
+            done.blocks().iter().all(untouched_block),
+            "bypassed plan: a block ran"
+        );
+        prop_assert!(
+            done.deferred()
+                .iter()
+                .all(|d| d.status() == Status::NotStarted),
+            "bypassed plan: a batch ran"
+        );
         return Ok(());
     }
 
@@ -534,7 +684,10 @@ fn check_tree(shape: &PlanShape, done: &Plan, stopped: bool) -> Check {
     let mut block_failed = false;
     for (i, (b, bs)) in done.blocks().iter().zip(&shape.blocks).enumerate() {
         if pre_failed || block_failed {
-            prop_assert!(untouched_block(b), "block {i} ran after the plan's pre-checks or an earlier block failed");
+            prop_assert!(
+                untouched_block(b),
+                "block {i} ran after the plan's pre-checks or an earlier block failed"
+            );
             continue;
         }
         block_failed = check_block(i, b, bs, stopped)?;
@@ -547,7 +700,9 @@ fn check_tree(shape: &PlanShape, done: &Plan, stopped: bool) -> Check {
     let stopped_early = done.blocks().iter().any(|b| b.status() == Status::Stopped);
     if pre_failed || block_failed {
         prop_assert!(
-            checks.get(CheckSlot::Post).is_none_or(|c| c.status() == Status::NotStarted),
+            checks
+                .get(CheckSlot::Post)
+                .is_none_or(|c| c.status() == Status::NotStarted),
             "post-checks ran after a failure"
         );
     }
@@ -560,18 +715,29 @@ fn check_tree(shape: &PlanShape, done: &Plan, stopped: bool) -> Check {
         let scripts = &ds.actions;
         if !stopped {
             let selected = d.when().selects(failed_before_batches);
-            prop_assert_eq!(d.status() != Status::NotStarted, selected, "batch {} ({}) selection", i, d.when());
+            prop_assert_eq!(
+                d.status() != Status::NotStarted,
+                selected,
+                "batch {} ({}) selection",
+                i,
+                d.when()
+            );
         }
         let expected = check_ordered_actions(&format!("d{i}"), d.actions(), scripts)?;
         if d.status() != Status::NotStarted {
             prop_assert_eq!(Some(d.status()), expected, "batch {} vs its actions", i);
         } else {
-            prop_assert!(untouched_actions(d.actions()), "batch {i} NotStarted but ran");
+            prop_assert!(
+                untouched_actions(d.actions()),
+                "batch {i} NotStarted but ran"
+            );
         }
         batch_failed |= d.fail_plan() && d.status() == Status::Failed;
     }
     prop_assert!(
-        checks.get(CheckSlot::Deferred).is_none_or(|c| c.status().is_terminal()),
+        checks
+            .get(CheckSlot::Deferred)
+            .is_none_or(|c| c.status().is_terminal()),
         "deferred checks did not run"
     );
     let deferred_failed = failed(checks, CheckSlot::Deferred);
@@ -600,7 +766,11 @@ fn check_tree(shape: &PlanShape, done: &Plan, stopped: bool) -> Check {
     } else {
         Status::Failed
     };
-    prop_assert_eq!((done.status(), done.reason()), (status, first), "final status and reason");
+    prop_assert_eq!(
+        (done.status(), done.reason()),
+        (status, first),
+        "final status and reason"
+    );
     Ok(())
 }
 
@@ -618,11 +788,20 @@ fn check_run(shape: &PlanShape, ran: &Ran) -> Check {
         .chain(done.deferred().iter().flat_map(|d| d.actions()))
         .map(|a| a.attempts().len())
         .sum();
-    prop_assert_eq!(ran.fakes.action.log().len(), action_attempts, "action calls vs attempts in the tree");
+    prop_assert_eq!(
+        ran.fakes.action.log().len(),
+        action_attempts,
+        "action calls vs attempts in the tree"
+    );
 
     // At most `concurrency` sequences run at once. Blocks run one after another and batches one
     // action at a time, so no instant sees more actions than the largest block limit.
-    let limit = shape.blocks.iter().map(|b| b.concurrency).max().unwrap_or(1);
+    let limit = shape
+        .blocks
+        .iter()
+        .map(|b| b.concurrency)
+        .max()
+        .unwrap_or(1);
     prop_assert!(
         ran.fakes.action.log().max_concurrency() <= limit,
         "{} actions at once, limit {limit}",
@@ -630,15 +809,23 @@ fn check_run(shape: &PlanShape, ran: &Ran) -> Check {
     );
 
     // The store holds exactly the final tree: nothing was written after the end.
-    prop_assert!(ran.stored == *done, "the stored plan differs from the final tree");
+    prop_assert!(
+        ran.stored == *done,
+        "the stored plan differs from the final tree"
+    );
 
     // The event stream: a snapshot first, `Finished` with the final tree last, and the changes
     // in between rebuild the final tree from the snapshot.
     let Some(Event::Snapshot(first)) = ran.events.first() else {
-        return Err(TestCaseError::fail(format!("first event: {:?}", ran.events.first().map(std::mem::discriminant))));
+        return Err(TestCaseError::fail(format!(
+            "first event: {:?}",
+            ran.events.first().map(std::mem::discriminant)
+        )));
     };
     let Some(Event::Finished(last)) = ran.events.last() else {
-        return Err(TestCaseError::fail("the event stream does not end with Finished"));
+        return Err(TestCaseError::fail(
+            "the event stream does not end with Finished",
+        ));
     };
     prop_assert!(**last == *done, "Finished does not hold the final tree");
     let mut replay = (**first).clone();
@@ -647,10 +834,13 @@ fn check_run(shape: &PlanShape, ran: &Ran) -> Check {
             Event::Snapshot(p) => replay = (**p).clone(),
             Event::Changed(changes) => {
                 for c in changes.iter() {
-                    c.apply_to(&mut replay).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    c.apply_to(&mut replay)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 }
             }
-            Event::Finished(_) => return Err(TestCaseError::fail("Finished before the end of the stream")),
+            Event::Finished(_) => {
+                return Err(TestCaseError::fail("Finished before the end of the stream"));
+            }
         }
     }
     prop_assert!(replay == *done, "the changes do not rebuild the final tree");
@@ -659,8 +849,15 @@ fn check_run(shape: &PlanShape, ran: &Ran) -> Check {
 
 /// 64 cases per property (keeps the suite fast on a small machine); `PROPTEST_CASES` overrides.
 fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 proptest! {

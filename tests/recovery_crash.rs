@@ -32,7 +32,11 @@ struct LedgerReq {
 struct Ledger;
 
 fn append(path: &Path, line: &str) {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("ledger opens");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("ledger opens");
     f.write_all(line.as_bytes()).expect("ledger write");
 }
 
@@ -40,21 +44,41 @@ impl Plugin for Ledger {
     type Request = LedgerReq;
     type Response = ();
     async fn execute(&self, ctx: &Context, req: LedgerReq) -> Result<(), PluginError> {
-        append(&req.ledger, &format!("start {} {}\n", ctx.action_id(), ctx.attempt()));
+        append(
+            &req.ledger,
+            &format!("start {} {}\n", ctx.action_id(), ctx.attempt()),
+        );
         tokio::time::sleep(Duration::from_millis(req.millis)).await;
-        append(&req.ledger, &format!("end {} {}\n", ctx.action_id(), ctx.attempt()));
+        append(
+            &req.ledger,
+            &format!("end {} {}\n", ctx.action_id(), ctx.attempt()),
+        );
         Ok(())
     }
 }
 
 fn crash_plan(ledger: &Path) -> Plan {
-    let req = |millis| LedgerReq { ledger: ledger.to_owned(), millis };
+    let req = |millis| LedgerReq {
+        ledger: ledger.to_owned(),
+        millis,
+    };
     Plan::builder("crash test")
-        .block(Block::builder("work").concurrency(4).sequences((0..SEQUENCES).map(|s| {
-            Sequence::builder(format!("seq-{s}"))
-                .actions((0..ACTIONS).map(|a| ActionSpec::new::<Ledger>(format!("a{a}"), req(15 + (s * 7 + a * 3) as u64 % 20))))
-        })))
-        .deferred(DeferredBatch::builder("cleanup", When::Always).action(ActionSpec::new::<Ledger>("cleanup", req(10))))
+        .block(
+            Block::builder("work")
+                .concurrency(4)
+                .sequences((0..SEQUENCES).map(|s| {
+                    Sequence::builder(format!("seq-{s}")).actions((0..ACTIONS).map(|a| {
+                        ActionSpec::new::<Ledger>(
+                            format!("a{a}"),
+                            req(15 + (s * 7 + a * 3) as u64 % 20),
+                        )
+                    }))
+                })),
+        )
+        .deferred(
+            DeferredBatch::builder("cleanup", When::Always)
+                .action(ActionSpec::new::<Ledger>("cleanup", req(10))),
+        )
         .build()
 }
 
@@ -97,7 +121,13 @@ fn crash_child() {
 
 fn spawn_child(db: &Path, ledger: &Path, mode: &str) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "crash_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("COERCION_CRASH_DB", db)
         .env("COERCION_CRASH_LEDGER", ledger)
         .env("COERCION_CRASH_MODE", mode)
@@ -134,7 +164,9 @@ fn read_ledger(path: &Path) -> HashMap<String, Tally> {
     let mut tally: HashMap<String, Tally> = HashMap::new();
     for line in text.lines() {
         let mut parts = line.split_whitespace();
-        let (Some(kind), Some(action)) = (parts.next(), parts.next()) else { continue };
+        let (Some(kind), Some(action)) = (parts.next(), parts.next()) else {
+            continue;
+        };
         let t = tally.entry(action.to_owned()).or_default();
         match kind {
             "start" => t.starts += 1,
@@ -150,9 +182,15 @@ fn sigkill_at_random_moments_then_recover_loses_nothing() {
     let base = std::env::temp_dir().join(format!("coercion-crash-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base).unwrap();
-    let seed0: u64 = std::env::var("COERCION_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
-    });
+    let seed0: u64 = std::env::var("COERCION_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        });
     let mut twice_total = 0;
     for round in 0..KILLS {
         let seed = seed0 + round;
@@ -161,7 +199,9 @@ fn sigkill_at_random_moments_then_recover_loses_nothing() {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         let delay_ms = (z ^ (z >> 31)) % 450;
-        println!("round {round}: seed {seed}, SIGKILL after {delay_ms} ms (rerun with COERCION_CRASH_SEED={seed})");
+        println!(
+            "round {round}: seed {seed}, SIGKILL after {delay_ms} ms (rerun with COERCION_CRASH_SEED={seed})"
+        );
         let dir = base.join(format!("round-{round}"));
         std::fs::create_dir_all(&dir).unwrap();
         let (db, ledger) = (dir.join("crash.db"), dir.join("ledger.txt"));
@@ -176,17 +216,29 @@ fn sigkill_at_random_moments_then_recover_loses_nothing() {
         let mut child = spawn_child(&db, &ledger, "recover");
         let done = wait_for_line(&mut child, "DONE");
         let status = child.wait().unwrap();
-        assert!(status.success(), "round {round} (seed {seed}): the recovering process failed");
+        assert!(
+            status.success(),
+            "round {round} (seed {seed}): the recovering process failed"
+        );
         assert_eq!(done, "DONE Completed", "round {round} (seed {seed})");
 
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             let store = SqliteStore::open_read_only(&db).unwrap();
-            store.integrity_check().await.unwrap_or_else(|e| panic!("round {round} (seed {seed}): {e}"));
-            let plans = coercion::Store::list(&store, &coercion::ListFilter::default()).await.unwrap();
+            store
+                .integrity_check()
+                .await
+                .unwrap_or_else(|e| panic!("round {round} (seed {seed}): {e}"));
+            let plans = coercion::Store::list(&store, &coercion::ListFilter::default())
+                .await
+                .unwrap();
             assert_eq!(plans.len(), 1);
             let plan = coercion::Store::read(&store, plans[0].id).await.unwrap();
-            assert_eq!(plan.status(), Status::Completed, "round {round} (seed {seed}):\n{plan}");
+            assert_eq!(
+                plan.status(),
+                Status::Completed,
+                "round {round} (seed {seed}):\n{plan}"
+            );
             let tally = read_ledger(&ledger);
             let actions: Vec<_> = plan
                 .walk()
@@ -198,15 +250,26 @@ fn sigkill_at_random_moments_then_recover_loses_nothing() {
             assert_eq!(actions.len(), SEQUENCES * ACTIONS + 1);
             let mut twice = 0;
             for id in &actions {
-                let t = tally.get(id).unwrap_or_else(|| panic!("round {round} (seed {seed}): action {id} never ran"));
-                assert!(t.ends >= 1, "round {round} (seed {seed}): action {id} never completed: {t:?}");
-                assert!(t.starts <= 2 && t.ends <= 2, "round {round} (seed {seed}): action {id} ran more than twice: {t:?}");
+                let t = tally.get(id).unwrap_or_else(|| {
+                    panic!("round {round} (seed {seed}): action {id} never ran")
+                });
+                assert!(
+                    t.ends >= 1,
+                    "round {round} (seed {seed}): action {id} never completed: {t:?}"
+                );
+                assert!(
+                    t.starts <= 2 && t.ends <= 2,
+                    "round {round} (seed {seed}): action {id} ran more than twice: {t:?}"
+                );
                 if t.starts == 2 {
                     twice += 1;
                 }
             }
             // Only actions in flight at the kill may run twice: at most one per concurrent sequence.
-            assert!(twice <= 4, "round {round} (seed {seed}): {twice} actions ran twice; concurrency is 4");
+            assert!(
+                twice <= 4,
+                "round {round} (seed {seed}): {twice} actions ran twice; concurrency is 4"
+            );
             twice_total += twice;
         });
     }

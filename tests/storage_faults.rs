@@ -9,11 +9,18 @@ use coercion::testing::{FakeAction, FakeReq, Fakes, outline};
 
 fn plan() -> Plan {
     Plan::builder("faults")
-        .block(Block::builder("b").concurrency(3).sequences((0..6).map(|s| {
-            Sequence::builder(format!("s{s}")).actions(
-                (0..3).map(move |a| ActionSpec::new::<FakeAction>(format!("a{a}"), FakeReq::ok().tag(format!("s{s}a{a}")))),
-            )
-        })))
+        .block(
+            Block::builder("b")
+                .concurrency(3)
+                .sequences((0..6).map(|s| {
+                    Sequence::builder(format!("s{s}")).actions((0..3).map(move |a| {
+                        ActionSpec::new::<FakeAction>(
+                            format!("a{a}"),
+                            FakeReq::ok().tag(format!("s{s}a{a}")),
+                        )
+                    }))
+                })),
+        )
         .build()
 }
 
@@ -22,10 +29,18 @@ async fn transient_write_errors_are_retried_and_the_plan_completes() {
     let fakes = Fakes::new();
     let store = Arc::new(FaultyStore::failing(
         MemoryStore::new(),
-        FaultRule::Random { probability: 0.3, seed: 7 },
+        FaultRule::Random {
+            probability: 0.3,
+            seed: 7,
+        },
         FaultKind::Transient,
     ));
-    let ws = Workstream::builder().shared_store(store.clone()).registry(fakes.registry()).build().await.unwrap();
+    let ws = Workstream::builder()
+        .shared_store(store.clone())
+        .registry(fakes.registry())
+        .build()
+        .await
+        .unwrap();
     let id = ws.submit(plan()).await;
     // `create` itself may draw a fault: the caller sees it and may submit again.
     let id = match id {
@@ -35,29 +50,61 @@ async fn transient_write_errors_are_retried_and_the_plan_completes() {
     ws.start(id).await.unwrap();
     let done = ws.wait(id).await.unwrap();
     assert_eq!(done.status(), Status::Completed, "{}", outline(&done));
-    assert!(store.injected() > 5, "faults were injected: {}", store.injected());
+    assert!(
+        store.injected() > 5,
+        "faults were injected: {}",
+        store.injected()
+    );
     // Every action ran exactly once: retried writes did not re-run work.
     assert_eq!(fakes.action.log().len(), 18);
     // What the store holds is what the engine saw.
-    assert_eq!(outline(&store.inner().read(id).await.unwrap()), outline(&done));
+    assert_eq!(
+        outline(&store.inner().read(id).await.unwrap()),
+        outline(&done)
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_lost_commit_acknowledgement_is_retried_without_harm() {
     let fakes = Fakes::new();
     let store = Arc::new(
-        FaultyStore::failing(MemoryStore::new(), FaultRule::Random { probability: 0.3, seed: 3 }, FaultKind::Transient)
-            .with_timing(FaultTiming::AfterWrite),
+        FaultyStore::failing(
+            MemoryStore::new(),
+            FaultRule::Random {
+                probability: 0.3,
+                seed: 3,
+            },
+            FaultKind::Transient,
+        )
+        .with_timing(FaultTiming::AfterWrite),
     );
-    let ws = Workstream::builder().shared_store(store.clone()).registry(fakes.registry()).build().await.unwrap();
+    let ws = Workstream::builder()
+        .shared_store(store.clone())
+        .registry(fakes.registry())
+        .build()
+        .await
+        .unwrap();
     store.set_faults(FaultRule::Never, FaultKind::Transient);
     let id = ws.submit(plan()).await.unwrap();
-    store.set_faults(FaultRule::Random { probability: 0.3, seed: 3 }, FaultKind::Transient);
+    store.set_faults(
+        FaultRule::Random {
+            probability: 0.3,
+            seed: 3,
+        },
+        FaultKind::Transient,
+    );
     ws.start(id).await.unwrap();
     let done = ws.wait(id).await.unwrap();
     assert_eq!(done.status(), Status::Completed, "{}", outline(&done));
-    assert!(store.injected() >= 3, "faults were injected: {}", store.injected());
-    assert_eq!(outline(&store.inner().read(id).await.unwrap()), outline(&done));
+    assert!(
+        store.injected() >= 3,
+        "faults were injected: {}",
+        store.injected()
+    );
+    assert_eq!(
+        outline(&store.inner().read(id).await.unwrap()),
+        outline(&done)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -65,7 +112,12 @@ async fn a_permanent_write_error_stops_the_run_cleanly_and_leaves_it_recoverable
     let memory = MemoryStore::new();
     let store = Arc::new(FaultyStore::new(memory.clone()));
     let fakes = Fakes::new();
-    let ws = Workstream::builder().shared_store(store.clone()).registry(fakes.registry()).build().await.unwrap();
+    let ws = Workstream::builder()
+        .shared_store(store.clone())
+        .registry(fakes.registry())
+        .build()
+        .await
+        .unwrap();
     let id = ws.submit(plan()).await.unwrap();
     // The disk fills up after 15 more writes.
     store.set_faults(FaultRule::After(store.writes() + 15), FaultKind::Permanent);
@@ -73,16 +125,27 @@ async fn a_permanent_write_error_stops_the_run_cleanly_and_leaves_it_recoverable
     let err = ws.wait(id).await.unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, coercion::Error::Interrupted(..)), "{err:?}");
-    assert!(msg.contains("disk is full"), "the error says what failed: {msg}");
+    assert!(
+        msg.contains("disk is full"),
+        "the error says what failed: {msg}"
+    );
     // Nothing more was written after the failure, and the plan is still Running in storage.
     let stored = memory.read(id).await.unwrap();
     assert_eq!(stored.status(), Status::Running);
     let ran_before = fakes.action.log().len();
-    assert!(ran_before < 18, "the run stopped early ({ran_before} actions ran)");
+    assert!(
+        ran_before < 18,
+        "the run stopped early ({ran_before} actions ran)"
+    );
 
     // The disk is fixed; a new workstream on the same store resumes and finishes the plan.
     let fakes2 = Fakes::new();
-    let ws2 = Workstream::builder().store(memory.clone()).registry(fakes2.registry()).build().await.unwrap();
+    let ws2 = Workstream::builder()
+        .store(memory.clone())
+        .registry(fakes2.registry())
+        .build()
+        .await
+        .unwrap();
     let done = ws2.wait(id).await.unwrap();
     assert_eq!(done.status(), Status::Completed, "{}", outline(&done));
     // Only work that was not durably completed ran again.

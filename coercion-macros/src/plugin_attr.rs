@@ -23,7 +23,10 @@ struct Args {
 }
 
 fn duplicate(errors: &mut Vec<syn::Error>, span: Span, arg: &str) {
-    errors.push(syn::Error::new(span, format!("duplicate `{arg}` argument in #[plugin(...)]")));
+    errors.push(syn::Error::new(
+        span,
+        format!("duplicate `{arg}` argument in #[plugin(...)]"),
+    ));
 }
 
 fn parse_args(args: TokenStream, errors: &mut Vec<syn::Error>) -> Args {
@@ -37,7 +40,10 @@ fn parse_args(args: TokenStream, errors: &mut Vec<syn::Error>) -> Args {
     };
     for meta in metas {
         let Some(ident) = meta.path().get_ident().map(|i| i.to_string()) else {
-            errors.push(syn::Error::new(meta.path().span(), "expected a plugin argument such as `check` or `name = \"...\"`"));
+            errors.push(syn::Error::new(
+                meta.path().span(),
+                "expected a plugin argument such as `check` or `name = \"...\"`",
+            ));
             continue;
         };
         let span = meta.span();
@@ -125,7 +131,10 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
                 Item::Impl(i) => i.impl_token.span,
                 _ => other.span(),
             };
-            errors.push(syn::Error::new(span, "#[plugin] can only be used on a struct"));
+            errors.push(syn::Error::new(
+                span,
+                "#[plugin] can only be used on a struct",
+            ));
             return with_errors(item, errors);
         }
     };
@@ -149,9 +158,17 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     let (kind, kind_tag, reg_fn) = if parsed.check.is_some() {
-        (quote!(::coercion::PluginKind::Check), quote!(::coercion::__private::IsCheck), quote!(check))
+        (
+            quote!(::coercion::PluginKind::Check),
+            quote!(::coercion::__private::IsCheck),
+            quote!(check),
+        )
     } else {
-        (quote!(::coercion::PluginKind::Action), quote!(::coercion::__private::IsAction), quote!(action))
+        (
+            quote!(::coercion::PluginKind::Action),
+            quote!(::coercion::__private::IsAction),
+            quote!(action),
+        )
     };
     let idempotent = parsed.not_idempotent.is_none();
     let registration = if parsed.manual.is_some() {
@@ -223,13 +240,22 @@ mod tests {
     #[test]
     fn rejects_new_with_manual_and_blank_names() {
         let errs = errors_of(quote!(manual, new = make, name = "  "));
-        assert!(errs.iter().any(|e| e.contains("exclude each other")), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.contains("exclude each other")),
+            "{errs:?}"
+        );
         assert!(errs.iter().any(|e| e.contains("blank")), "{errs:?}");
     }
 
     #[test]
     fn generic_struct_is_an_error_and_keeps_the_item() {
-        let out = expand(quote!(), quote!(struct Foo<T>(T);)).to_string();
+        let out = expand(
+            quote!(),
+            quote!(
+                struct Foo<T>(T);
+            ),
+        )
+        .to_string();
         assert!(out.contains("generic struct"), "{out}");
         assert!(out.contains("struct Foo"), "{out}");
     }

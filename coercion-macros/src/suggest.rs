@@ -45,7 +45,10 @@ mod tests {
 
     #[test]
     fn suggests_close_names_only() {
-        assert_eq!(closest("retires", &["retries", "timeout", "name"]), Some("retries"));
+        assert_eq!(
+            closest("retires", &["retries", "timeout", "name"]),
+            Some("retries")
+        );
         assert_eq!(closest("chek", &["check", "name", "new"]), Some("check"));
         assert_eq!(closest("zzzzzz", &["check", "name", "new"]), None);
     }

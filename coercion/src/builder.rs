@@ -44,8 +44,8 @@ use uuid::Uuid;
 
 use crate::plugin::{ActionPlugin, CheckPlugin, PluginKind, PluginMeta};
 use crate::workflow::{
-    Action, Block, CheckSet, CheckSlot, Checks, DEFAULT_CONT_DELAY, DEFAULT_TIMEOUT, DeferredBatch, Json, Plan,
-    Sequence, State, Tolerance, When,
+    Action, Block, CheckSet, CheckSlot, Checks, DEFAULT_CONT_DELAY, DEFAULT_TIMEOUT, DeferredBatch,
+    Json, Plan, Sequence, State, Tolerance, When,
 };
 
 fn new_action<P: PluginMeta>(name: String, req: &P::Request, kind: PluginKind) -> Action {
@@ -266,7 +266,10 @@ impl BlockBuilder {
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         match NonZeroUsize::new(concurrency) {
             Some(n) => self.0.concurrency = n,
-            None => self.0.defects.push("concurrency must be at least 1, got 0".to_owned()),
+            None => self
+                .0
+                .defects
+                .push("concurrency must be at least 1, got 0".to_owned()),
         }
         self
     }

@@ -94,23 +94,26 @@ pub mod workstream;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use builder::{ActionSpec, BatchBuilder, BlockBuilder, CheckSpec, ChecksBuilder, PlanBuilder, SequenceBuilder};
+pub use builder::{
+    ActionSpec, BatchBuilder, BlockBuilder, CheckSpec, ChecksBuilder, PlanBuilder, SequenceBuilder,
+};
 pub use coercion_macros::plugin;
 pub use coercion_macros::{block, plan, sequence};
-pub use plugin::{
-    ActionPlugin, CheckPlugin, Context, InitError, Plugin, PluginError, PluginKind, PluginMeta, RetryPolicy,
-    ValidationError,
-};
 pub use engine::Event;
+pub use plugin::{
+    ActionPlugin, CheckPlugin, Context, InitError, Plugin, PluginError, PluginKind, PluginMeta,
+    RetryPolicy, ValidationError,
+};
 pub use registry::Registry;
 pub use secret::{Secret, SecretKey};
+pub use storage::{ListFilter, MemoryStore, PlanSummary, Store, StoreError};
 /// Object ids and group ids are UUIDs (v7 for ids coercion assigns).
 pub use uuid::Uuid;
-pub use storage::{ListFilter, MemoryStore, PlanSummary, Store, StoreError};
-pub use workstream::{Error, Workstream, WorkstreamBuilder};
 pub use workflow::{
-    Action, Attempt, Block, Checks, DeferredBatch, Plan, PlanId, Reason, Sequence, State, Status, Tolerance, When,
+    Action, Attempt, Block, Checks, DeferredBatch, Plan, PlanId, Reason, Sequence, State, Status,
+    Tolerance, When,
 };
+pub use workstream::{Error, Workstream, WorkstreamBuilder};
 
 /// The names most programs need: `use coercion::prelude::*;`.
 pub mod prelude {
@@ -118,8 +121,9 @@ pub mod prelude {
     pub use crate::plugin::{Context, Plugin, PluginError, RetryPolicy, ValidationError};
     pub use crate::registry::Registry;
     pub use crate::secret::{Secret, SecretKey};
-    pub use crate::workstream::Workstream;
     pub use crate::workflow::{
-        Action, Block, Checks, DeferredBatch, Plan, PlanId, Reason, Sequence, Status, Tolerance, When,
+        Action, Block, Checks, DeferredBatch, Plan, PlanId, Reason, Sequence, Status, Tolerance,
+        When,
     };
+    pub use crate::workstream::Workstream;
 }

@@ -158,12 +158,20 @@ pub struct PluginError {
 impl PluginError {
     /// A retryable error with `message`.
     pub fn new(message: impl Into<String>) -> Self {
-        PluginError { code: 0, message: message.into(), permanent: false, source: None }
+        PluginError {
+            code: 0,
+            message: message.into(),
+            permanent: false,
+            source: None,
+        }
     }
 
     /// A permanent error with `message`: no further attempt is made.
     pub fn permanent(message: impl Into<String>) -> Self {
-        PluginError { permanent: true, ..PluginError::new(message) }
+        PluginError {
+            permanent: true,
+            ..PluginError::new(message)
+        }
     }
 
     /// Sets the plugin-defined code.
@@ -188,7 +196,10 @@ impl PluginError {
     /// `PluginError` in the chain is kept as it is, code and all.
     pub fn from_error(err: &(dyn std::error::Error + 'static)) -> Self {
         if let Some(plugin_error) = err.downcast_ref::<PluginError>() {
-            return PluginError { permanent: false, ..plugin_error.clone() };
+            return PluginError {
+                permanent: false,
+                ..plugin_error.clone()
+            };
         }
         let mut e = PluginError::new(err.to_string());
         if let Some(src) = err.source() {
@@ -210,7 +221,12 @@ impl PluginError {
     }
 
     pub(crate) fn engine(code: u32, message: impl Into<String>, permanent: bool) -> Self {
-        PluginError { code, message: message.into(), permanent, source: None }
+        PluginError {
+            code,
+            message: message.into(),
+            permanent,
+            source: None,
+        }
     }
 }
 
@@ -225,7 +241,9 @@ pub struct ValidationError {
 impl ValidationError {
     /// A validation error with `message`.
     pub fn new(message: impl Into<String>) -> Self {
-        ValidationError { message: message.into() }
+        ValidationError {
+            message: message.into(),
+        }
     }
 }
 
@@ -240,7 +258,9 @@ pub struct InitError {
 impl InitError {
     /// An init error with `message`.
     pub fn new(message: impl Into<String>) -> Self {
-        InitError { message: message.into() }
+        InitError {
+            message: message.into(),
+        }
     }
 }
 
@@ -297,7 +317,10 @@ impl Context {
     }
     /// Where the action is in its plan (built on demand).
     pub fn path(&self) -> ObjectPath {
-        self.paths.as_ref().map(|p| p.path(self.loc)).unwrap_or_default()
+        self.paths
+            .as_ref()
+            .map(|p| p.path(self.loc))
+            .unwrap_or_default()
     }
 
     /// Where the action is, by indices.
@@ -402,7 +425,12 @@ impl RetryPolicy {
         randomization: f32,
         max_interval: Duration,
     ) -> Result<RetryPolicy, RetryPolicyError> {
-        let p = RetryPolicy { initial, multiplier, randomization, max_interval };
+        let p = RetryPolicy {
+            initial,
+            multiplier,
+            randomization,
+            max_interval,
+        };
         p.validate()?;
         Ok(p)
     }
@@ -411,7 +439,9 @@ impl RetryPolicy {
     /// `max_interval ≥ initial`.
     pub fn validate(&self) -> Result<(), RetryPolicyError> {
         if self.initial.is_zero() {
-            return Err(RetryPolicyError("initial interval must be greater than zero".into()));
+            return Err(RetryPolicyError(
+                "initial interval must be greater than zero".into(),
+            ));
         }
         if !(self.multiplier.is_finite() && self.multiplier > 1.0) {
             return Err(RetryPolicyError(format!(
@@ -482,7 +512,11 @@ pub trait DynPlugin: Send + Sync + 'static {
     /// Decodes `req` and runs `Plugin::validate` on it.
     fn validate_json(&self, req: &Json) -> Result<(), ValidationError>;
     /// Decodes `req`, runs one attempt and encodes the response.
-    fn execute_json<'a>(&'a self, ctx: &'a Context, req: &'a Json) -> BoxFuture<'a, Result<Json, PluginError>>;
+    fn execute_json<'a>(
+        &'a self,
+        ctx: &'a Context,
+        req: &'a Json,
+    ) -> BoxFuture<'a, Result<Json, PluginError>>;
     /// The plugin as `Any`, for typed access to a configured instance.
     fn as_any(&self) -> &dyn Any;
 }
@@ -508,11 +542,18 @@ impl<P: PluginMeta> DynPlugin for P {
     }
     fn validate_json(&self, req: &Json) -> Result<(), ValidationError> {
         let req: P::Request = crate::secret::decode_request(req).map_err(|e| {
-            ValidationError::new(format!("the request does not decode into `{}`: {e}", std::any::type_name::<P::Request>()))
+            ValidationError::new(format!(
+                "the request does not decode into `{}`: {e}",
+                std::any::type_name::<P::Request>()
+            ))
         })?;
         Plugin::validate(self, &req)
     }
-    fn execute_json<'a>(&'a self, ctx: &'a Context, req: &'a Json) -> BoxFuture<'a, Result<Json, PluginError>> {
+    fn execute_json<'a>(
+        &'a self,
+        ctx: &'a Context,
+        req: &'a Json,
+    ) -> BoxFuture<'a, Result<Json, PluginError>> {
         Box::pin(async move {
             let with_keys = |f: &mut dyn FnMut()| match &ctx.keys {
                 Some(ring) => crate::secret::with_keys(ring, f),
@@ -526,7 +567,10 @@ impl<P: PluginMeta> DynPlugin for P {
                 } else {
                     PluginError::engine(
                         codes::BAD_REQUEST,
-                        format!("the stored request does not decode into `{}`: {e}", std::any::type_name::<P::Request>()),
+                        format!(
+                            "the stored request does not decode into `{}`: {e}",
+                            std::any::type_name::<P::Request>()
+                        ),
                         true,
                     )
                 }
@@ -535,7 +579,11 @@ impl<P: PluginMeta> DynPlugin for P {
             let mut encoded = None;
             with_keys(&mut || encoded = Some(Json::encode(&resp)));
             encoded.expect("set above").map_err(|e| {
-                PluginError::engine(codes::BAD_RESPONSE, format!("the plugin's response does not serialize: {e}"), true)
+                PluginError::engine(
+                    codes::BAD_RESPONSE,
+                    format!("the plugin's response does not serialize: {e}"),
+                    true,
+                )
             })
         })
     }

@@ -54,13 +54,31 @@ pub struct PluginRegistration {
 
 impl PluginRegistration {
     /// The entry of action plugin `P`, built by `ctor`.
-    pub const fn action<P: ActionPlugin>(file: &'static str, line: u32, ctor: fn() -> Arc<dyn DynPlugin>) -> Self {
-        PluginRegistration { kind: PluginKind::Action, file, line, ctor }
+    pub const fn action<P: ActionPlugin>(
+        file: &'static str,
+        line: u32,
+        ctor: fn() -> Arc<dyn DynPlugin>,
+    ) -> Self {
+        PluginRegistration {
+            kind: PluginKind::Action,
+            file,
+            line,
+            ctor,
+        }
     }
 
     /// The entry of check plugin `P`, built by `ctor`.
-    pub const fn check<P: CheckPlugin>(file: &'static str, line: u32, ctor: fn() -> Arc<dyn DynPlugin>) -> Self {
-        PluginRegistration { kind: PluginKind::Check, file, line, ctor }
+    pub const fn check<P: CheckPlugin>(
+        file: &'static str,
+        line: u32,
+        ctor: fn() -> Arc<dyn DynPlugin>,
+    ) -> Self {
+        PluginRegistration {
+            kind: PluginKind::Check,
+            file,
+            line,
+            ctor,
+        }
     }
 
     /// Whether the entry is a check plugin.
@@ -141,12 +159,18 @@ impl<P: CheckPlugin> ChecksPlugin for P {
 /// Used by `plan!`: an action of action plugin `P`. Bounded on [`SequencePlugin`] rather than
 /// [`ActionPlugin`], and with the request as a plain type parameter, so that a wrong plugin is
 /// exactly one error, which does not list every plugin type.
-pub fn plan_action<P: SequencePlugin<Request = R>, R>(name: impl Into<String>, req: R) -> crate::builder::ActionSpec {
+pub fn plan_action<P: SequencePlugin<Request = R>, R>(
+    name: impl Into<String>,
+    req: R,
+) -> crate::builder::ActionSpec {
     P::action(name.into(), req)
 }
 
 /// Used by `plan!`: a check of check plugin `P` (see [`plan_action`]).
-pub fn plan_check<P: ChecksPlugin<Request = R>, R>(name: impl Into<String>, req: R) -> crate::builder::CheckSpec {
+pub fn plan_check<P: ChecksPlugin<Request = R>, R>(
+    name: impl Into<String>,
+    req: R,
+) -> crate::builder::CheckSpec {
     P::check(name.into(), req)
 }
 
@@ -161,7 +185,11 @@ pub fn invalid_input<T>() -> T {
 pub fn plugin_name<P: PluginMeta>() -> Arc<str> {
     use std::collections::HashMap;
     use std::sync::{LazyLock, Mutex};
-    static NAMES: LazyLock<Mutex<HashMap<&'static str, Arc<str>>>> = LazyLock::new(Default::default);
+    static NAMES: LazyLock<Mutex<HashMap<&'static str, Arc<str>>>> =
+        LazyLock::new(Default::default);
     let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
-    names.entry(P::NAME).or_insert_with(|| Arc::from(P::NAME)).clone()
+    names
+        .entry(P::NAME)
+        .or_insert_with(|| Arc::from(P::NAME))
+        .clone()
 }

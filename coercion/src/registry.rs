@@ -37,7 +37,10 @@ impl Origin {
     #[track_caller]
     fn caller() -> Origin {
         let at = std::panic::Location::caller();
-        Origin::Explicit { file: at.file(), line: at.line() }
+        Origin::Explicit {
+            file: at.file(),
+            line: at.line(),
+        }
     }
 }
 
@@ -108,7 +111,11 @@ pub struct Registry {
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
-            .entries(self.entries.iter().map(|(k, e)| (k, format!("{} ({})", e.plugin.type_name(), e.plugin.kind()))))
+            .entries(
+                self.entries
+                    .iter()
+                    .map(|(k, e)| (k, format!("{} ({})", e.plugin.type_name(), e.plugin.kind()))),
+            )
             .finish()
     }
 }
@@ -128,7 +135,13 @@ impl Registry {
         let mut reg = Registry::new();
         for r in inventory::iter::<crate::__private::PluginRegistration> {
             let plugin = (r.ctor)();
-            reg.insert(plugin, Origin::Inventory { file: r.file, line: r.line })?;
+            reg.insert(
+                plugin,
+                Origin::Inventory {
+                    file: r.file,
+                    line: r.line,
+                },
+            )?;
         }
         Ok(reg)
     }
@@ -155,13 +168,18 @@ impl Registry {
     fn insert(&mut self, plugin: Arc<dyn DynPlugin>, origin: Origin) -> Result<(), RegistryError> {
         let name = plugin.name();
         if name.trim().is_empty() {
-            return Err(RegistryError::BlankName { type_name: plugin.type_name() });
+            return Err(RegistryError::BlankName {
+                type_name: plugin.type_name(),
+            });
         }
-        plugin.retry_policy().validate().map_err(|source| RegistryError::BadRetryPolicy {
-            name,
-            type_name: plugin.type_name(),
-            source,
-        })?;
+        plugin
+            .retry_policy()
+            .validate()
+            .map_err(|source| RegistryError::BadRetryPolicy {
+                name,
+                type_name: plugin.type_name(),
+                source,
+            })?;
         if let Some(first) = self.entries.get(name) {
             return Err(RegistryError::Duplicate {
                 name: name.to_owned(),

@@ -53,13 +53,22 @@ impl Plan {
     /// path and, for actions, the last plugin error — the exact cause of a failure.
     pub fn failures(&self) -> Vec<Failure> {
         self.walk()
-            .filter(|(loc, obj)| *loc != Loc::Plan && matches!(obj.state().status, Status::Failed | Status::Stopped))
+            .filter(|(loc, obj)| {
+                *loc != Loc::Plan && matches!(obj.state().status, Status::Failed | Status::Stopped)
+            })
             .map(|(loc, obj)| {
                 let (error, attempts) = match obj {
                     ObjectRef::Action(a) => (a.last_error().cloned(), a.attempts().len()),
                     _ => (None, 0),
                 };
-                Failure { path: self.path(loc), loc, kind: obj.kind_name(), status: obj.state().status, error, attempts }
+                Failure {
+                    path: self.path(loc),
+                    loc,
+                    kind: obj.kind_name(),
+                    status: obj.state().status,
+                    error,
+                    attempts,
+                }
             })
             .collect()
     }
@@ -77,7 +86,9 @@ impl Plan {
 fn fmt_duration(d: Option<Duration>) -> String {
     match d {
         None => String::new(),
-        Some(d) if d.as_secs() >= 60 => format!(" in {}m{:02}s", d.as_secs() / 60, d.as_secs() % 60),
+        Some(d) if d.as_secs() >= 60 => {
+            format!(" in {}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+        }
         Some(d) if d.as_millis() >= 1000 => format!(" in {:.1}s", d.as_secs_f64()),
         Some(d) => format!(" in {}ms", d.as_millis()),
     }
@@ -134,7 +145,12 @@ fn write_report(plan: &Plan, out: &mut String) -> fmt::Result {
             match failures.iter().find(|g| g.path == prefix) {
                 Some(g) => {
                     let state = plan.state_at(g.loc).unwrap_or_default();
-                    write!(out, "{indent}{seg}: {}{}", g.status, fmt_duration(state.duration()))?;
+                    write!(
+                        out,
+                        "{indent}{seg}: {}{}",
+                        g.status,
+                        fmt_duration(state.duration())
+                    )?;
                     if g.kind == "action" {
                         write!(out, ", {} attempt(s)", g.attempts)?;
                     }

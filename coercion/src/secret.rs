@@ -107,19 +107,25 @@ impl SecretKey {
     pub fn parse(text: &str) -> Result<SecretKey, KeyError> {
         let text = text.trim();
         let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-            (0..32).map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).expect("hex checked")).collect()
+            (0..32)
+                .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).expect("hex checked"))
+                .collect()
         } else {
-            B64.decode(text).map_err(|_| KeyError("expected 32 bytes as base64 or 64 hex digits".into()))?
+            B64.decode(text)
+                .map_err(|_| KeyError("expected 32 bytes as base64 or 64 hex digits".into()))?
         };
-        let arr: [u8; 32] =
-            bytes.try_into().map_err(|b: Vec<u8>| KeyError(format!("expected 32 bytes, got {}", b.len())))?;
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|b: Vec<u8>| KeyError(format!("expected 32 bytes, got {}", b.len())))?;
         Ok(SecretKey(arr))
     }
 
     /// The key in environment variable `var` (base64 or hex).
     pub fn from_env(var: &str) -> Result<SecretKey, KeyError> {
-        let text = std::env::var(var).map_err(|_| KeyError(format!("environment variable {var} is not set")))?;
-        SecretKey::parse(&text).map_err(|e| KeyError(format!("environment variable {var}: {}", e.0)))
+        let text = std::env::var(var)
+            .map_err(|_| KeyError(format!("environment variable {var} is not set")))?;
+        SecretKey::parse(&text)
+            .map_err(|e| KeyError(format!("environment variable {var}: {}", e.0)))
     }
 
     /// The key in `COERCION_SECRET_KEY`.
@@ -130,13 +136,15 @@ impl SecretKey {
     /// The key in a file: 32 raw bytes, or base64/hex text.
     pub fn from_file(path: impl AsRef<Path>) -> Result<SecretKey, KeyError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| KeyError(format!("cannot read {}: {e}", path.display())))?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| KeyError(format!("cannot read {}: {e}", path.display())))?;
         if let Ok(arr) = <[u8; 32]>::try_from(bytes.as_slice())
             && !arr.iter().all(|b| b.is_ascii_graphic())
         {
             return Ok(SecretKey(arr));
         }
-        let text = String::from_utf8(bytes).map_err(|_| KeyError(format!("{}: not a key", path.display())))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| KeyError(format!("{}: not a key", path.display())))?;
         SecretKey::parse(&text).map_err(|e| KeyError(format!("{}: {}", path.display(), e.0)))
     }
 
@@ -146,7 +154,10 @@ impl SecretKey {
 
     fn encrypt(&self, plaintext: &[u8]) -> String {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let ct = self.cipher().encrypt(&nonce, plaintext).expect("encryption with a valid key cannot fail");
+        let ct = self
+            .cipher()
+            .encrypt(&nonce, plaintext)
+            .expect("encryption with a valid key cannot fail");
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ct);
         B64.encode(out)
@@ -187,15 +198,27 @@ impl KeyRing {
         }
         let mut keys: Vec<SecretKey> = configured.into_iter().collect();
         keys.push(PROCESS_KEY.clone());
-        KeyRing { keys, configured: is_configured }
+        KeyRing {
+            keys,
+            configured: is_configured,
+        }
     }
 
     /// Outside a workstream: encrypts with the process key, decrypts with it and with every key
     /// configured on a workstream of this process.
     fn outside() -> KeyRing {
         let mut keys = vec![PROCESS_KEY.clone()];
-        keys.extend(CONFIGURED_KEYS.read().unwrap_or_else(|e| e.into_inner()).iter().cloned());
-        KeyRing { configured: keys.len() > 1, keys }
+        keys.extend(
+            CONFIGURED_KEYS
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
+        KeyRing {
+            configured: keys.len() > 1,
+            keys,
+        }
     }
 
     fn encrypting(&self) -> &SecretKey {
@@ -247,7 +270,9 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Secret<T> {
         if sealed == REDACTED {
             return Err(fail("the secret was redacted (the plan came from an export or a display copy) and cannot be used".into()));
         }
-        let data = B64.decode(&sealed).map_err(|_| fail("a secret is not valid base64".into()))?;
+        let data = B64
+            .decode(&sealed)
+            .map_err(|_| fail("a secret is not valid base64".into()))?;
         let plaintext = with_ring(|r| {
             r.keys.iter().find_map(|k| k.decrypt(&data)).ok_or_else(|| {
                 if r.configured {
@@ -296,7 +321,10 @@ impl fmt::Display for DecodeError {
 /// of the calling context (see [`with_keys`]).
 pub(crate) fn decode_request<T: DeserializeOwned>(req: &Json) -> Result<T, DecodeError> {
     FAILED.with(|f| *f.borrow_mut() = false);
-    req.decode().map_err(|e| DecodeError { message: e.to_string(), secret: FAILED.with(|f| *f.borrow()) })
+    req.decode().map_err(|e| DecodeError {
+        message: e.to_string(),
+        secret: FAILED.with(|f| *f.borrow()),
+    })
 }
 
 /// Whether a JSON text may hold a secret (cheap pre-check).
@@ -306,7 +334,10 @@ fn may_hold_secret(json: &Json) -> bool {
 
 /// Rewrites every sealed secret in `json` with `f` (given the sealed text).
 fn rewrite(json: &Json, f: &mut dyn FnMut(&str) -> Result<String, String>) -> Result<Json, String> {
-    fn walk(v: &mut serde_json::Value, f: &mut dyn FnMut(&str) -> Result<String, String>) -> Result<(), String> {
+    fn walk(
+        v: &mut serde_json::Value,
+        f: &mut dyn FnMut(&str) -> Result<String, String>,
+    ) -> Result<(), String> {
         match v {
             serde_json::Value::Object(map) => {
                 if map.len() == 1
@@ -333,9 +364,13 @@ pub(crate) fn reseal(json: &Json, ring: &KeyRing) -> Result<Json, String> {
     }
     rewrite(json, &mut |sealed| {
         if sealed == REDACTED {
-            return Err("the request holds a redacted secret (from an export); set the secret again".into());
+            return Err(
+                "the request holds a redacted secret (from an export); set the secret again".into(),
+            );
         }
-        let data = B64.decode(sealed).map_err(|_| "a secret is not valid base64".to_string())?;
+        let data = B64
+            .decode(sealed)
+            .map_err(|_| "a secret is not valid base64".to_string())?;
         let plaintext = ring
             .keys
             .iter()
@@ -365,7 +400,10 @@ mod tests {
 
     #[test]
     fn debug_and_json_never_show_the_plaintext() {
-        let req = Req { user: "u".into(), password: Secret::new("hunter2-marker".into()) };
+        let req = Req {
+            user: "u".into(),
+            password: Secret::new("hunter2-marker".into()),
+        };
         assert!(!format!("{req:?}").contains("hunter2"));
         let json = Json::encode(&req).unwrap();
         assert!(!json.as_str().contains("hunter2"), "{}", json.as_str());
@@ -376,17 +414,26 @@ mod tests {
 
     #[test]
     fn reseal_moves_secrets_to_the_configured_key_and_redact_removes_them() {
-        let req = Req { user: "u".into(), password: Secret::new("pw".into()) };
+        let req = Req {
+            user: "u".into(),
+            password: Secret::new("pw".into()),
+        };
         let json = Json::encode(&req).unwrap();
         let ring = Arc::new(KeyRing::new(Some(SecretKey::from_bytes([7; 32]))));
         let sealed = reseal(&json, &ring).unwrap();
         assert_ne!(sealed, json);
         // Only the configured key opens it now.
         let other = Arc::new(KeyRing::new(Some(SecretKey::from_bytes([8; 32]))));
-        let only_configured = KeyRing { keys: vec![SecretKey::from_bytes([7; 32])], configured: true };
+        let only_configured = KeyRing {
+            keys: vec![SecretKey::from_bytes([7; 32])],
+            configured: true,
+        };
         let back: Req = with_keys(&Arc::new(only_configured), || decode_request(&sealed)).unwrap();
         assert_eq!(back.password.expose(), "pw");
-        let wrong = KeyRing { keys: vec![SecretKey::from_bytes([8; 32])], configured: true };
+        let wrong = KeyRing {
+            keys: vec![SecretKey::from_bytes([8; 32])],
+            configured: true,
+        };
         let err = with_keys(&Arc::new(wrong), || decode_request::<Req>(&sealed)).unwrap_err();
         assert!(err.is_secret());
         assert!(err.to_string().contains("configured key"), "{err}");
@@ -402,7 +449,17 @@ mod tests {
         let hex = "00".repeat(31) + "ff";
         assert!(SecretKey::parse(&hex).is_ok());
         assert!(SecretKey::parse(&B64.encode([1u8; 32])).is_ok());
-        assert!(SecretKey::parse("short").unwrap_err().to_string().contains("base64"));
-        assert!(SecretKey::parse(&B64.encode([1u8; 16])).unwrap_err().to_string().contains("got 16"));
+        assert!(
+            SecretKey::parse("short")
+                .unwrap_err()
+                .to_string()
+                .contains("base64")
+        );
+        assert!(
+            SecretKey::parse(&B64.encode([1u8; 16]))
+                .unwrap_err()
+                .to_string()
+                .contains("got 16")
+        );
     }
 }

@@ -48,27 +48,46 @@ impl FakeReq {
     }
     /// Fails retryably on every attempt.
     pub fn fail() -> FakeReq {
-        FakeReq { always_fail: true, ..FakeReq::default() }
+        FakeReq {
+            always_fail: true,
+            ..FakeReq::default()
+        }
     }
     /// Fails retryably `n` times, then succeeds.
     pub fn fail_times(n: u32) -> FakeReq {
-        FakeReq { fail_times: n, ..FakeReq::default() }
+        FakeReq {
+            fail_times: n,
+            ..FakeReq::default()
+        }
     }
     /// Fails permanently on the first attempt.
     pub fn fail_permanently() -> FakeReq {
-        FakeReq { always_fail: true, permanent: true, ..FakeReq::default() }
+        FakeReq {
+            always_fail: true,
+            permanent: true,
+            ..FakeReq::default()
+        }
     }
     /// Panics.
     pub fn panic() -> FakeReq {
-        FakeReq { panic: true, ..FakeReq::default() }
+        FakeReq {
+            panic: true,
+            ..FakeReq::default()
+        }
     }
     /// Waits until the plan is stopped.
     pub fn wait_for_cancel() -> FakeReq {
-        FakeReq { wait_for_cancel: true, ..FakeReq::default() }
+        FakeReq {
+            wait_for_cancel: true,
+            ..FakeReq::default()
+        }
     }
     /// Succeeds after `d`.
     pub fn sleep(d: Duration) -> FakeReq {
-        FakeReq { sleep: Some(d), ..FakeReq::default() }
+        FakeReq {
+            sleep: Some(d),
+            ..FakeReq::default()
+        }
     }
     /// Sets the tag.
     pub fn tag(mut self, tag: impl Into<String>) -> FakeReq {
@@ -181,7 +200,12 @@ async fn run_fake(log: &CallLog, ctx: &Context, req: FakeReq) -> Result<FakeResp
         let msg = format!("{}: scripted failure on attempt {}", req.tag, ctx.attempt());
         return Err(PluginError::new(msg).set_permanent(req.permanent));
     }
-    Ok(FakeResp { tag: req.tag, attempt: ctx.attempt(), plan_id: ctx.plan_id(), action_id: ctx.action_id() })
+    Ok(FakeResp {
+        tag: req.tag,
+        attempt: ctx.attempt(),
+        plan_id: ctx.plan_id(),
+        action_id: ctx.action_id(),
+    })
 }
 
 /// A scriptable action plugin (for sequences and deferred batches), registered as
@@ -240,11 +264,21 @@ mod tests {
     async fn fake_follows_its_script() {
         let p = FakeAction::default();
         let mut ctx = Context::detached(Duration::from_secs(1));
-        assert!(p.execute(&ctx, FakeReq::fail_times(1).tag("a")).await.is_err());
+        assert!(
+            p.execute(&ctx, FakeReq::fail_times(1).tag("a"))
+                .await
+                .is_err()
+        );
         ctx.attempt = 2;
-        let resp = p.execute(&ctx, FakeReq::fail_times(1).tag("a")).await.unwrap();
+        let resp = p
+            .execute(&ctx, FakeReq::fail_times(1).tag("a"))
+            .await
+            .unwrap();
         assert_eq!(resp.attempt, 2);
-        let err = p.execute(&ctx, FakeReq::fail_permanently().tag("b")).await.unwrap_err();
+        let err = p
+            .execute(&ctx, FakeReq::fail_permanently().tag("b"))
+            .await
+            .unwrap_err();
         assert!(err.permanent);
         assert_eq!(p.log().tags(), ["a", "a", "b"]);
         assert_eq!(p.log().max_concurrency(), 1);
@@ -277,14 +311,20 @@ impl Fakes {
 
 /// Runs `plan` to its end in a fresh in-memory workstream over `registry`. Inside
 /// `#[tokio::test(start_paused = true)]` retries, backoff and sleeps cost no wall time.
-pub async fn run_in_memory(registry: crate::Registry, plan: crate::Plan) -> Result<crate::Plan, crate::Error> {
+pub async fn run_in_memory(
+    registry: crate::Registry,
+    plan: crate::Plan,
+) -> Result<crate::Plan, crate::Error> {
     let ws = crate::Workstream::in_memory(registry).await?;
     ws.run(plan).await
 }
 
 /// Runs `plan` to its end in memory on a current-thread runtime with tokio's clock paused, so
 /// retries and backoff cost no wall time. For tests that are not async themselves.
-pub fn run_paused(registry: crate::Registry, plan: crate::Plan) -> Result<crate::Plan, crate::Error> {
+pub fn run_paused(
+    registry: crate::Registry,
+    plan: crate::Plan,
+) -> Result<crate::Plan, crate::Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
@@ -298,11 +338,20 @@ pub fn run_paused(registry: crate::Registry, plan: crate::Plan) -> Result<crate:
 /// every object's status at once.
 pub fn outline(plan: &crate::Plan) -> String {
     use crate::workflow::ObjectRef;
-    let mut out = format!("plan {:?}: {} ({})\n", plan.name(), plan.status(), plan.reason());
+    let mut out = format!(
+        "plan {:?}: {} ({})\n",
+        plan.name(),
+        plan.status(),
+        plan.reason()
+    );
     for (loc, obj) in plan.walk().skip(1) {
         let path = plan.path(loc);
         let indent = "  ".repeat(path.depth());
-        let last = path.segments().last().map(|s| s.to_string()).unwrap_or_default();
+        let last = path
+            .segments()
+            .last()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
         let extra = match obj {
             ObjectRef::Action(a) => format!(" (attempts: {})", a.attempts().len()),
             _ => String::new(),

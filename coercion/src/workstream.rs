@@ -168,7 +168,11 @@ impl WorkstreamBuilder {
         let registry = match self.registry {
             Some(r) => r,
             None => Registry::from_inventory().map_err(|e| {
-                Error::Init(InitFailure { plugin: String::new(), type_name: "", message: e.to_string() })
+                Error::Init(InitFailure {
+                    plugin: String::new(),
+                    type_name: "",
+                    message: e.to_string(),
+                })
             })?,
         };
         registry.init_all()?;
@@ -214,7 +218,9 @@ pub struct Workstream {
 
 impl fmt::Debug for Workstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Workstream").field("store", &self.inner.store.describe()).finish_non_exhaustive()
+        f.debug_struct("Workstream")
+            .field("store", &self.inner.store.describe())
+            .finish_non_exhaustive()
     }
 }
 
@@ -234,13 +240,24 @@ impl Workstream {
 
     /// A workstream over a fresh [`MemoryStore`] with `registry`.
     pub async fn in_memory(registry: Registry) -> Result<Workstream, Error> {
-        Workstream::builder().in_memory().registry(registry).build().await
+        Workstream::builder()
+            .in_memory()
+            .registry(registry)
+            .build()
+            .await
     }
 
     /// A workstream over the SQLite file at `path` (the embedded default store) with
     /// `registry`; resumes the file's running plans.
-    pub async fn open(path: impl Into<std::path::PathBuf>, registry: Registry) -> Result<Workstream, Error> {
-        Workstream::builder().sqlite(path).registry(registry).build().await
+    pub async fn open(
+        path: impl Into<std::path::PathBuf>,
+        registry: Registry,
+    ) -> Result<Workstream, Error> {
+        Workstream::builder()
+            .sqlite(path)
+            .registry(registry)
+            .build()
+            .await
     }
 
     /// The registry the workstream calls plugins from.
@@ -257,7 +274,8 @@ impl Workstream {
     /// the submit time, and stores it. The plan does not run until [`start`](Self::start).
     pub async fn submit(&self, mut plan: Plan) -> Result<PlanId, Error> {
         let keys = self.inner.options.keys.clone();
-        crate::secret::with_keys(&keys, || validate_plan(&plan, &self.inner.registry)).map_err(Error::Invalid)?;
+        crate::secret::with_keys(&keys, || validate_plan(&plan, &self.inner.registry))
+            .map_err(Error::Invalid)?;
         // Secrets were encrypted with this process's key when the plan was built: store them
         // under the workstream's key.
         let mut problems = Vec::new();
@@ -267,12 +285,22 @@ impl Workstream {
         });
         if !problems.is_empty() {
             return Err(Error::Invalid(
-                problems.into_iter().map(|(loc, message)| Problem { path: plan.path(loc), message }).collect(),
+                problems
+                    .into_iter()
+                    .map(|(loc, message)| Problem {
+                        path: plan.path(loc),
+                        message,
+                    })
+                    .collect(),
             ));
         }
         assign_ids(&mut plan);
         plan.submit_time = Some(crate::engine::now());
-        self.inner.store.create(&plan).await.map_err(Error::Storage)?;
+        self.inner
+            .store
+            .create(&plan)
+            .await
+            .map_err(Error::Storage)?;
         Ok(plan.id)
     }
 
@@ -282,7 +310,12 @@ impl Workstream {
         if self.inner.runs.lock().contains_key(&id) {
             return Err(Error::AlreadyStarted(id));
         }
-        let plan = self.inner.store.read(id).await.map_err(|e| from_store(id, e))?;
+        let plan = self
+            .inner
+            .store
+            .read(id)
+            .await
+            .map_err(|e| from_store(id, e))?;
         if plan.state.status != Status::NotStarted {
             return Err(Error::AlreadyStarted(id));
         }
@@ -313,7 +346,12 @@ impl Workstream {
             if runs.contains_key(&id) {
                 return Err(Error::AlreadyStarted(id));
             }
-            let run = Run::new(plan, self.inner.store.clone(), self.inner.registry.clone(), self.inner.options.clone());
+            let run = Run::new(
+                plan,
+                self.inner.store.clone(),
+                self.inner.registry.clone(),
+                self.inner.options.clone(),
+            );
             runs.insert(id, run.clone());
             run
         };
@@ -321,7 +359,11 @@ impl Workstream {
         let mut started = run.started.subscribe();
         tokio::spawn(async move {
             run_plan(run.clone()).await;
-            let interrupted = run.done.borrow().as_ref().and_then(|r| r.as_ref().err().map(|e| e.to_string()));
+            let interrupted = run
+                .done
+                .borrow()
+                .as_ref()
+                .and_then(|r| r.as_ref().err().map(|e| e.to_string()));
             match interrupted {
                 Some(e) => {
                     inner.interrupted.lock().insert(id, e);
@@ -341,7 +383,11 @@ impl Workstream {
     /// Resumes every `Running` plan of the store, or fails it with `ExceedRecovery` when its
     /// last heartbeat is older than `max_last_update`. Returns the ids resumed.
     async fn recover(&self, max_last_update: Duration) -> Result<Vec<PlanId>, Error> {
-        let running = self.inner.store.list(&ListFilter::status(Status::Running)).await?;
+        let running = self
+            .inner
+            .store
+            .list(&ListFilter::status(Status::Running))
+            .await?;
         let mut resumed = Vec::new();
         for summary in running {
             if self.running(summary.id).is_some() {
@@ -353,7 +399,9 @@ impl Workstream {
                 Err(e) => return Err(e.into()),
             };
             let last = plan.heartbeat.or(plan.state.start).or(plan.submit_time);
-            let age = last.and_then(|t| (crate::engine::now() - t).to_std().ok()).unwrap_or_default();
+            let age = last
+                .and_then(|t| (crate::engine::now() - t).to_std().ok())
+                .unwrap_or_default();
             if age > max_last_update {
                 tracing::warn!(plan = %plan.id, ?age, "plan too stale to resume; failing it with ExceedRecovery");
                 let changes = crate::engine::expire_changes(&plan, age);
@@ -380,7 +428,11 @@ impl Workstream {
     pub async fn wait(&self, id: PlanId) -> Result<Plan, Error> {
         if let Some(run) = self.running(id) {
             let mut done = run.done.subscribe();
-            let result = done.wait_for(|d| d.is_some()).await.ok().and_then(|d| d.clone());
+            let result = done
+                .wait_for(|d| d.is_some())
+                .await
+                .ok()
+                .and_then(|d| d.clone());
             if let Some(Err(e)) = result {
                 return Err(Error::Interrupted(id, e.to_string()));
             }
@@ -389,7 +441,12 @@ impl Workstream {
         if let Some(msg) = self.inner.interrupted.lock().get(&id) {
             return Err(Error::Interrupted(id, msg.clone()));
         }
-        let plan = self.inner.store.read(id).await.map_err(|e| from_store(id, e))?;
+        let plan = self
+            .inner
+            .store
+            .read(id)
+            .await
+            .map_err(|e| from_store(id, e))?;
         match plan.state.status {
             Status::NotStarted => Err(Error::NotStarted(id)),
             Status::Running => Err(Error::OwnedElsewhere(id)),
@@ -402,7 +459,11 @@ impl Workstream {
         if let Some(run) = self.running(id) {
             return Ok(run.snapshot());
         }
-        self.inner.store.read(id).await.map_err(|e| from_store(id, e))
+        self.inner
+            .store
+            .read(id)
+            .await
+            .map_err(|e| from_store(id, e))
     }
 
     /// Plans matching `filter`, newest submitted first.
@@ -415,7 +476,11 @@ impl Workstream {
         if self.running(id).is_some() {
             return Err(Error::Storage(StoreError::Running(id)));
         }
-        self.inner.store.delete(id).await.map_err(|e| from_store(id, e))
+        self.inner
+            .store
+            .delete(id)
+            .await
+            .map_err(|e| from_store(id, e))
     }
 
     /// Stops a running plan: no new work starts; in-flight actions see cancellation and get the
@@ -440,10 +505,12 @@ impl Workstream {
 
     async fn set_paused(&self, id: PlanId, paused: bool) -> Result<(), Error> {
         let run = self.running(id).ok_or(Error::NotRunning(id))?;
-        run.commit(vec![Change::Paused(paused)]).await.map_err(|e| match e {
-            RunError::Store(s) => Error::Storage(s),
-            other => Error::Interrupted(id, other.to_string()),
-        })?;
+        run.commit(vec![Change::Paused(paused)])
+            .await
+            .map_err(|e| match e {
+                RunError::Store(s) => Error::Storage(s),
+                other => Error::Interrupted(id, other.to_string()),
+            })?;
         run.paused.send_replace(paused);
         Ok(())
     }
@@ -460,7 +527,11 @@ impl Workstream {
 
     /// Snapshots of the plan: the first at once, then one every `interval` while it runs, and
     /// the final tree last.
-    pub fn status(&self, id: PlanId, interval: Duration) -> impl Stream<Item = Result<Plan, Error>> + Send + 'static {
+    pub fn status(
+        &self,
+        id: PlanId,
+        interval: Duration,
+    ) -> impl Stream<Item = Result<Plan, Error>> + Send + 'static {
         let ws = self.clone();
         futures_util::stream::unfold(Some(true), move |state| {
             let ws = ws.clone();
@@ -480,7 +551,8 @@ impl Workstream {
                 }
                 match ws.read(id).await {
                     Ok(plan) => {
-                        let more = !plan.state.status.is_terminal() && plan.state.status != Status::NotStarted
+                        let more = !plan.state.status.is_terminal()
+                            && plan.state.status != Status::NotStarted
                             || ws.running(id).is_some();
                         Some((Ok(plan), more.then_some(false)))
                     }
@@ -493,9 +565,16 @@ impl Workstream {
     /// Every state change of the plan as it happens, with no polling: a [`Event::Snapshot`]
     /// first, then [`Event::Changed`] batches, and [`Event::Finished`] with the final tree last.
     /// For a plan not running here, the stream holds its snapshot, then `Finished` if it ended.
-    pub async fn events(&self, id: PlanId) -> Result<impl Stream<Item = Event> + Send + 'static, Error> {
+    pub async fn events(
+        &self,
+        id: PlanId,
+    ) -> Result<impl Stream<Item = Event> + Send + 'static, Error> {
         enum State {
-            Live(Arc<Run>, tokio::sync::broadcast::Receiver<Event>, Option<Event>),
+            Live(
+                Arc<Run>,
+                tokio::sync::broadcast::Receiver<Event>,
+                Option<Event>,
+            ),
             Items(std::vec::IntoIter<Event>),
         }
         let state = match self.running(id) {
@@ -505,7 +584,12 @@ impl Workstream {
                 State::Live(run, rx, Some(first))
             }
             None => {
-                let plan = self.inner.store.read(id).await.map_err(|e| from_store(id, e))?;
+                let plan = self
+                    .inner
+                    .store
+                    .read(id)
+                    .await
+                    .map_err(|e| from_store(id, e))?;
                 let mut items = vec![Event::Snapshot(Box::new(plan.clone()))];
                 if plan.state.status.is_terminal() {
                     items.push(Event::Finished(Box::new(plan)));
@@ -513,41 +597,48 @@ impl Workstream {
                 State::Items(items.into_iter())
             }
         };
-        Ok(futures_util::stream::unfold(Some(state), |state| async move {
-            match state? {
-                State::Items(mut it) => it.next().map(|e| (e, Some(State::Items(it)))),
-                State::Live(run, rx, Some(first)) => Some((first, Some(State::Live(run, rx, None)))),
-                State::Live(run, mut rx, None) => {
-                    // A run that ended before this subscription saw its `Finished` event ends
-                    // the stream with the final tree instead of waiting forever.
-                    use tokio::sync::broadcast::error::TryRecvError;
-                    let received = match rx.try_recv() {
-                        Err(TryRecvError::Empty) => {
-                            let mut done = run.done.subscribe();
-                            tokio::select! {
-                                r = rx.recv() => r,
-                                _ = done.wait_for(|d| d.is_some()) => match rx.try_recv() {
-                                    Ok(e) => Ok(e),
-                                    Err(_) => Err(RecvError::Closed),
-                                },
+        Ok(futures_util::stream::unfold(
+            Some(state),
+            |state| async move {
+                match state? {
+                    State::Items(mut it) => it.next().map(|e| (e, Some(State::Items(it)))),
+                    State::Live(run, rx, Some(first)) => {
+                        Some((first, Some(State::Live(run, rx, None))))
+                    }
+                    State::Live(run, mut rx, None) => {
+                        // A run that ended before this subscription saw its `Finished` event ends
+                        // the stream with the final tree instead of waiting forever.
+                        use tokio::sync::broadcast::error::TryRecvError;
+                        let received = match rx.try_recv() {
+                            Err(TryRecvError::Empty) => {
+                                let mut done = run.done.subscribe();
+                                tokio::select! {
+                                    r = rx.recv() => r,
+                                    _ = done.wait_for(|d| d.is_some()) => match rx.try_recv() {
+                                        Ok(e) => Ok(e),
+                                        Err(_) => Err(RecvError::Closed),
+                                    },
+                                }
+                            }
+                            Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                            Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                            Ok(e) => Ok(e),
+                        };
+                        match received {
+                            Ok(Event::Finished(p)) => Some((Event::Finished(p), None)),
+                            Ok(e) => Some((e, Some(State::Live(run, rx, None)))),
+                            Err(RecvError::Lagged(_)) => {
+                                let snap = Event::Snapshot(Box::new(run.snapshot()));
+                                Some((snap, Some(State::Live(run, rx, None))))
+                            }
+                            Err(RecvError::Closed) => {
+                                Some((Event::Finished(Box::new(run.snapshot())), None))
                             }
                         }
-                        Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
-                        Err(TryRecvError::Closed) => Err(RecvError::Closed),
-                        Ok(e) => Ok(e),
-                    };
-                    match received {
-                        Ok(Event::Finished(p)) => Some((Event::Finished(p), None)),
-                        Ok(e) => Some((e, Some(State::Live(run, rx, None)))),
-                        Err(RecvError::Lagged(_)) => {
-                            let snap = Event::Snapshot(Box::new(run.snapshot()));
-                            Some((snap, Some(State::Live(run, rx, None))))
-                        }
-                        Err(RecvError::Closed) => Some((Event::Finished(Box::new(run.snapshot())), None)),
                     }
                 }
-            }
-        }))
+            },
+        ))
     }
 }
 

@@ -33,9 +33,16 @@ impl Ended {
 
 /// Runs (or resumes) the action at `loc`. Completed, failed and stopped actions are not run
 /// again; finished attempts stored by an earlier process count against the retries.
-pub(crate) async fn run_action(run: &Arc<Run>, loc: Loc, stop: &CancellationToken) -> Result<Ended, RunError> {
+pub(crate) async fn run_action(
+    run: &Arc<Run>,
+    loc: Loc,
+    stop: &CancellationToken,
+) -> Result<Ended, RunError> {
     let (ended, rest) = run_action_with(run, loc, stop, Vec::new(), false).await?;
-    debug_assert!(rest.is_empty(), "nothing is left to commit when the end is not deferred");
+    debug_assert!(
+        rest.is_empty(),
+        "nothing is left to commit when the end is not deferred"
+    );
     Ok(ended)
 }
 
@@ -61,7 +68,9 @@ pub(crate) async fn run_action_with(
     };
     let (status, id, plugin_name, request, timeout, retries, mut next, last, interrupted, name) = {
         let plan = run.plan.lock();
-        let a = plan.action(loc).expect("the engine only runs actions of its plan");
+        let a = plan
+            .action(loc)
+            .expect("the engine only runs actions of its plan");
         let finished: Vec<&Attempt> = a.attempts.iter().filter(|t| t.end.is_some()).collect();
         (
             a.state.status,
@@ -71,9 +80,14 @@ pub(crate) async fn run_action_with(
             a.timeout,
             a.retries,
             finished.len() as u32,
-            finished.last().map(|t| (t.succeeded(), t.error().is_some_and(|e| e.permanent))),
+            finished
+                .last()
+                .map(|t| (t.succeeded(), t.error().is_some_and(|e| e.permanent))),
             // An attempt that started but never finished: the process running it died.
-            a.attempts.last().filter(|t| t.end.is_none()).map(|t| t.start),
+            a.attempts
+                .last()
+                .filter(|t| t.end.is_none())
+                .map(|t| t.start),
             a.name.clone(),
         )
     };
@@ -106,8 +120,17 @@ pub(crate) async fn run_action_with(
             format!("plugin {plugin_name:?} is not registered in this workstream's registry"),
             true,
         );
-        let attempt = Attempt { start, end: Some(start), outcome: Some(Outcome::Error(Box::new(err))) };
-        changes.push(Change::Attempt { loc, id, index: next, attempt });
+        let attempt = Attempt {
+            start,
+            end: Some(start),
+            outcome: Some(Outcome::Error(Box::new(err))),
+        };
+        changes.push(Change::Attempt {
+            loc,
+            id,
+            index: next,
+            attempt,
+        });
         changes.push(run.status_change(loc, Status::Failed));
         return finish(Ended::Failed, changes).await;
     };
@@ -123,8 +146,17 @@ pub(crate) async fn run_action_with(
                 ),
                 true,
             );
-            let attempt = Attempt { start, end: Some(now()), outcome: Some(Outcome::Error(Box::new(err))) };
-            changes.push(Change::Attempt { loc, id, index: next, attempt });
+            let attempt = Attempt {
+                start,
+                end: Some(now()),
+                outcome: Some(Outcome::Error(Box::new(err))),
+            };
+            changes.push(Change::Attempt {
+                loc,
+                id,
+                index: next,
+                attempt,
+            });
             changes.push(run.status_change(loc, Status::Failed));
             return finish(Ended::Failed, changes).await;
         }
@@ -140,7 +172,16 @@ pub(crate) async fn run_action_with(
     }
     loop {
         let start = now();
-        changes.push(Change::Attempt { loc, id, index: next, attempt: Attempt { start, end: None, outcome: None } });
+        changes.push(Change::Attempt {
+            loc,
+            id,
+            index: next,
+            attempt: Attempt {
+                start,
+                end: None,
+                outcome: None,
+            },
+        });
         run.commit(std::mem::take(&mut changes)).await?;
 
         let ctx = Context {
@@ -154,7 +195,9 @@ pub(crate) async fn run_action_with(
             cancel: stop.child_token(),
             span: span.clone(),
         };
-        let (result, stopped) = attempt_once(run, stop, &*plugin, &ctx, &request).instrument(span.clone()).await;
+        let (result, stopped) = attempt_once(run, stop, &*plugin, &ctx, &request)
+            .instrument(span.clone())
+            .await;
         let end = now();
         let retryable = matches!(&result, Err(e) if !e.permanent);
         let outcome = match result {
@@ -162,7 +205,16 @@ pub(crate) async fn run_action_with(
             Err(e) => Outcome::Error(Box::new(e)),
         };
         let succeeded = matches!(outcome, Outcome::Response(_));
-        changes.push(Change::Attempt { loc, id, index: next, attempt: Attempt { start, end: Some(end), outcome: Some(outcome) } });
+        changes.push(Change::Attempt {
+            loc,
+            id,
+            index: next,
+            attempt: Attempt {
+                start,
+                end: Some(end),
+                outcome: Some(outcome),
+            },
+        });
         next += 1;
         let ended = if succeeded {
             Some(Ended::Completed)
@@ -189,7 +241,11 @@ pub(crate) async fn run_action_with(
             if run.abort.is_cancelled() {
                 return Err(run.failure());
             }
-            return finish(Ended::Stopped, vec![run.status_change(loc, Status::Stopped)]).await;
+            return finish(
+                Ended::Stopped,
+                vec![run.status_change(loc, Status::Stopped)],
+            )
+            .await;
         }
     }
 }
@@ -210,7 +266,9 @@ async fn attempt_once(
     tokio::pin!(deadline);
     let mut stopped = stop.is_cancelled();
     if stopped {
-        deadline.as_mut().reset(Instant::now().min(ctx.deadline) + run.options.stop_grace.min(timeout));
+        deadline
+            .as_mut()
+            .reset(Instant::now().min(ctx.deadline) + run.options.stop_grace.min(timeout));
     }
     loop {
         tokio::select! {

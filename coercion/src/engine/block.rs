@@ -26,12 +26,21 @@ pub(crate) enum BlockEnd {
 }
 
 /// Runs (or resumes) block `b`.
-pub(crate) async fn run_block(run: &Arc<Run>, b: usize, plan_cont: &ContWatch) -> Result<BlockEnd, RunError> {
+pub(crate) async fn run_block(
+    run: &Arc<Run>,
+    b: usize,
+    plan_cont: &ContWatch,
+) -> Result<BlockEnd, RunError> {
     let loc = Loc::Block(b);
     let (status, name, entrance, exit) = {
         let plan = run.plan.lock();
         let block = &plan.blocks[b];
-        (block.state.status, block.name.clone(), block.entrance_delay, block.exit_delay)
+        (
+            block.state.status,
+            block.name.clone(),
+            block.entrance_delay,
+            block.exit_delay,
+        )
     };
     match status {
         Status::Completed => return Ok(BlockEnd::Completed),
@@ -68,15 +77,23 @@ pub(crate) async fn run_block(run: &Arc<Run>, b: usize, plan_cont: &ContWatch) -
         let has_pre = run.plan.lock().blocks[b].checks.pre.is_some();
         let mut cont = None;
         if has_pre {
-            let pre_done = run.status_of(Loc::Checks { block: Some(b), slot: CheckSlot::Pre }).is_terminal();
+            let pre_done = run
+                .status_of(Loc::Checks {
+                    block: Some(b),
+                    slot: CheckSlot::Pre,
+                })
+                .is_terminal();
             let has_cont = run.plan.lock().blocks[b].checks.cont.is_some();
-            let (pre, first_cont) = tokio::join!(run_checks_once(run, Some(b), CheckSlot::Pre, stop), async {
-                if has_cont && !pre_done {
-                    run_checks(run, Some(b), CheckSlot::Cont, stop).await.map(Some)
-                } else {
-                    Ok(None)
-                }
-            });
+            let (pre, first_cont) =
+                tokio::join!(run_checks_once(run, Some(b), CheckSlot::Pre, stop), async {
+                    if has_cont && !pre_done {
+                        run_checks(run, Some(b), CheckSlot::Cont, stop)
+                            .await
+                            .map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                });
             let (pre, first_cont) = (pre?, first_cont?);
             failed = pre.failed() || first_cont.is_some_and(|c| c.failed());
             if !failed && !stop.is_cancelled() {
@@ -97,12 +114,21 @@ pub(crate) async fn run_block(run: &Arc<Run>, b: usize, plan_cont: &ContWatch) -
         {
             failed = true;
         }
-        if !failed && !stop.is_cancelled() && run_checks_once(run, Some(b), CheckSlot::Post, stop).await?.failed() {
+        if !failed
+            && !stop.is_cancelled()
+            && run_checks_once(run, Some(b), CheckSlot::Post, stop)
+                .await?
+                .failed()
+        {
             failed = true;
         }
         // Deferred checks run at the end of the block, on success and on failure.
         let deferred_stop = run.kill.clone();
-        if !run.emergency() && run_checks_once(run, Some(b), CheckSlot::Deferred, &deferred_stop).await?.failed() {
+        if !run.emergency()
+            && run_checks_once(run, Some(b), CheckSlot::Deferred, &deferred_stop)
+                .await?
+                .failed()
+        {
             failed = true;
         }
         // The plan's continuous checks failed while this block ran its checks: the block fails.
@@ -111,7 +137,11 @@ pub(crate) async fn run_block(run: &Arc<Run>, b: usize, plan_cont: &ContWatch) -
             plan_cont_failed = true;
         }
         let end = if failed {
-            if plan_cont_failed { BlockEnd::PlanContFailed } else { BlockEnd::Failed }
+            if plan_cont_failed {
+                BlockEnd::PlanContFailed
+            } else {
+                BlockEnd::Failed
+            }
         } else if stop.is_cancelled() {
             BlockEnd::Stopped
         } else {
@@ -151,7 +181,11 @@ impl SequencesOutcome {
 /// Runs the block's sequences, at most `concurrency` at a time. Stops launching when the failed
 /// sequences exceed the tolerance, a continuous check fails, or the plan is stopped; in-flight
 /// sequences then finish the action they are in and stop, and are awaited.
-async fn run_sequences(run: &Arc<Run>, b: usize, cont: &ContWatch) -> Result<SequencesOutcome, RunError> {
+async fn run_sequences(
+    run: &Arc<Run>,
+    b: usize,
+    cont: &ContWatch,
+) -> Result<SequencesOutcome, RunError> {
     let (concurrency, tolerance, statuses) = {
         let plan = run.plan.lock();
         let block = &plan.blocks[b];
@@ -159,7 +193,9 @@ async fn run_sequences(run: &Arc<Run>, b: usize, cont: &ContWatch) -> Result<Seq
         (block.concurrency.get(), block.tolerated_failures, statuses)
     };
     let total = statuses.len();
-    let failures = Arc::new(AtomicUsize::new(statuses.iter().filter(|s| **s == Status::Failed).count()));
+    let failures = Arc::new(AtomicUsize::new(
+        statuses.iter().filter(|s| **s == Status::Failed).count(),
+    ));
     let halt = run.stop.child_token();
     let exceeded = |n: usize| tolerance.is_exceeded(n, total);
     if exceeded(failures.load(Ordering::SeqCst)) {
@@ -184,7 +220,13 @@ async fn run_sequences(run: &Arc<Run>, b: usize, cont: &ContWatch) -> Result<Seq
         if !run.wait_unpaused(&halt).await || halt.is_cancelled() {
             break;
         }
-        let ctx = SeqCtx { run: run.clone(), halt: halt.clone(), failures: failures.clone(), tolerance, total };
+        let ctx = SeqCtx {
+            run: run.clone(),
+            halt: halt.clone(),
+            failures: failures.clone(),
+            tolerance,
+            total,
+        };
         tasks.spawn(async move {
             let r = run_sequence(&ctx, b, s).await;
             drop(permit);
@@ -212,7 +254,10 @@ async fn run_sequences(run: &Arc<Run>, b: usize, cont: &ContWatch) -> Result<Seq
         }
     }
     let failed = cont_failed || exceeded(failures.load(Ordering::SeqCst));
-    Ok(SequencesOutcome { failed, cont_failed })
+    Ok(SequencesOutcome {
+        failed,
+        cont_failed,
+    })
 }
 
 fn join_result(r: Result<Result<(), RunError>, tokio::task::JoinError>) -> Result<(), RunError> {
@@ -269,7 +314,8 @@ async fn run_sequence(ctx: &SeqCtx, b: usize, s: usize) -> Result<(), RunError> 
                 pending.push(run.status_change(loc, Status::Running));
                 started = true;
             }
-            let (ended, rest) = run_action_with(run, aloc, &run.stop, std::mem::take(&mut pending), true).await?;
+            let (ended, rest) =
+                run_action_with(run, aloc, &run.stop, std::mem::take(&mut pending), true).await?;
             pending = rest;
             match ended {
                 Ended::Completed => {}

@@ -30,7 +30,8 @@ impl CheckResult {
 
 fn checks_status(run: &Run, block: Option<usize>, slot: CheckSlot) -> Option<(Status, usize)> {
     let plan = run.plan.lock();
-    plan.checks_at(block, slot).map(|c| (c.state.status, c.actions.len()))
+    plan.checks_at(block, slot)
+        .map(|c| (c.state.status, c.actions.len()))
 }
 
 /// Runs the section once, or reports its stored result if it already finished (recovery).
@@ -40,7 +41,9 @@ pub(crate) async fn run_checks_once(
     slot: CheckSlot,
     stop: &CancellationToken,
 ) -> Result<CheckResult, RunError> {
-    let Some((status, _)) = checks_status(run, block, slot) else { return Ok(CheckResult::Absent) };
+    let Some((status, _)) = checks_status(run, block, slot) else {
+        return Ok(CheckResult::Absent);
+    };
     match status {
         Status::Completed => Ok(CheckResult::Passed),
         Status::Failed => Ok(CheckResult::Failed),
@@ -71,14 +74,18 @@ pub(crate) async fn run_checks(
         let checks = plan.checks_at(block, slot).expect("checked above");
         for (index, a) in checks.actions.iter().enumerate() {
             if a.state.status.is_terminal() {
-                changes.push(Change::Reset { loc: Loc::Action { parent, index }, id: a.id });
+                changes.push(Change::Reset {
+                    loc: Loc::Action { parent, index },
+                    id: a.id,
+                });
             }
         }
     }
     changes.push(run.status_change(loc, Status::Running));
     run.commit(changes).await?;
     let n = checks_status(run, block, slot).map(|(_, n)| n).unwrap_or(0);
-    let results = join_all((0..n).map(|index| run_action(run, Loc::Action { parent, index }, stop))).await;
+    let results =
+        join_all((0..n).map(|index| run_action(run, Loc::Action { parent, index }, stop))).await;
     let mut result = CheckResult::Passed;
     for r in results {
         match r? {
@@ -159,7 +166,12 @@ impl ContLoop {
         if n == 0 {
             return None;
         }
-        let delay = run.plan.lock().checks_at(block, CheckSlot::Cont).map(|c| c.delay).unwrap_or_default();
+        let delay = run
+            .plan
+            .lock()
+            .checks_at(block, CheckSlot::Cont)
+            .map(|c| c.delay)
+            .unwrap_or_default();
         let (tx, failed) = watch::channel(false);
         let cancel = stop.child_token();
         let (run2, cancel2, stop2) = (run.clone(), cancel.clone(), stop.clone());
@@ -183,7 +195,11 @@ impl ContLoop {
                 }
             }
         });
-        Some(ContLoop { failed, cancel, handle })
+        Some(ContLoop {
+            failed,
+            cancel,
+            handle,
+        })
     }
 
     /// Stops the loop, waiting for a run in progress; returns whether the checks failed.
@@ -191,7 +207,11 @@ impl ContLoop {
         self.cancel.cancel();
         match self.handle.await {
             Ok(r) => r?,
-            Err(e) => return Err(RunError::Internal(format!("continuous checks task failed: {e}"))),
+            Err(e) => {
+                return Err(RunError::Internal(format!(
+                    "continuous checks task failed: {e}"
+                )));
+            }
         }
         Ok(*self.failed.borrow())
     }

@@ -95,7 +95,12 @@ pub(crate) struct Run {
 }
 
 impl Run {
-    pub(crate) fn new(plan: Plan, store: Arc<dyn Store>, registry: Arc<Registry>, options: EngineOptions) -> Arc<Run> {
+    pub(crate) fn new(
+        plan: Plan,
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        options: EngineOptions,
+    ) -> Arc<Run> {
         let (events, _) = broadcast::channel(4096);
         let paused = plan.paused;
         Arc::new(Run {
@@ -158,7 +163,10 @@ impl Run {
 
     fn failure(&self) -> RunError {
         RunError::Store(
-            self.store_failure.lock().clone().unwrap_or_else(|| StoreError::Permanent("the run was aborted".into())),
+            self.store_failure
+                .lock()
+                .clone()
+                .unwrap_or_else(|| StoreError::Permanent("the run was aborted".into())),
         )
     }
 
@@ -176,8 +184,16 @@ impl Run {
         let id = plan.id_at(loc).unwrap_or_default();
         let state = match status {
             Status::NotStarted => State::default(),
-            Status::Running => State { status, start: old.start.or(Some(now)), end: None },
-            _ => State { status, start: old.start.or(Some(now)), end: Some(now) },
+            Status::Running => State {
+                status,
+                start: old.start.or(Some(now)),
+                end: None,
+            },
+            _ => State {
+                status,
+                start: old.start.or(Some(now)),
+                end: Some(now),
+            },
         };
         Change::State { loc, id, state }
     }
@@ -186,7 +202,11 @@ impl Run {
         if let Some(done) = self.final_plan.lock().as_ref() {
             return done.state_at(loc).map(|s| s.status).unwrap_or_default();
         }
-        self.plan.lock().state_at(loc).map(|s| s.status).unwrap_or_default()
+        self.plan
+            .lock()
+            .state_at(loc)
+            .map(|s| s.status)
+            .unwrap_or_default()
     }
 
     /// Waits while the plan is paused. Returns `false` if the plan was stopped meanwhile.
@@ -222,7 +242,9 @@ impl Run {
         let plan = Arc::new(plan);
         *self.final_plan.lock() = Some(plan.clone());
         if self.events.receiver_count() > 0 {
-            let _ = self.events.send(Event::Finished(Box::new(Plan::clone(&plan))));
+            let _ = self
+                .events
+                .send(Event::Finished(Box::new(Plan::clone(&plan))));
         }
         self.done.send_replace(Some(result));
         self.started.send_replace(true);
@@ -273,19 +295,40 @@ pub(crate) fn expire_changes(plan: &Plan, age: Duration) -> Vec<Change> {
                 ),
                 true,
             );
-            let attempt = Attempt { start: last.start, end: Some(now), outcome: Some(Outcome::Error(Box::new(err))) };
-            changes.push(Change::Attempt { loc, id: a.id(), index: a.attempts().len() as u32 - 1, attempt });
+            let attempt = Attempt {
+                start: last.start,
+                end: Some(now),
+                outcome: Some(Outcome::Error(Box::new(err))),
+            };
+            changes.push(Change::Attempt {
+                loc,
+                id: a.id(),
+                index: a.attempts().len() as u32 - 1,
+                attempt,
+            });
         }
         if loc != Loc::Plan {
             let id = obj.id();
-            changes.push(Change::State { loc, id, state: State { status: Status::Failed, start: state.start, end: Some(now) } });
+            changes.push(Change::State {
+                loc,
+                id,
+                state: State {
+                    status: Status::Failed,
+                    start: state.start,
+                    end: Some(now),
+                },
+            });
         }
     }
     changes.push(Change::Reason(Reason::ExceedRecovery));
     changes.push(Change::State {
         loc: Loc::Plan,
         id: plan.id.0,
-        state: State { status: Status::Failed, start: plan.state.start, end: Some(now) },
+        state: State {
+            status: Status::Failed,
+            start: plan.state.start,
+            end: Some(now),
+        },
     });
     changes
 }

@@ -76,11 +76,21 @@ async fn drive(run: &Arc<Run>) -> Result<Option<Option<Reason>>, RunError> {
     let mut cont = None;
     let has_pre = run.plan.lock().checks.pre.is_some();
     if has_pre {
-        let pre_done = run.status_of(Loc::Checks { block: None, slot: CheckSlot::Pre }).is_terminal();
+        let pre_done = run
+            .status_of(Loc::Checks {
+                block: None,
+                slot: CheckSlot::Pre,
+            })
+            .is_terminal();
         let has_cont = run.plan.lock().checks.cont.is_some();
-        let (pre, first_cont) = tokio::join!(run_checks_once(run, None, CheckSlot::Pre, stop), async {
-            if has_cont && !pre_done { run_checks(run, None, CheckSlot::Cont, stop).await.map(Some) } else { Ok(None) }
-        });
+        let (pre, first_cont) =
+            tokio::join!(run_checks_once(run, None, CheckSlot::Pre, stop), async {
+                if has_cont && !pre_done {
+                    run_checks(run, None, CheckSlot::Cont, stop).await.map(Some)
+                } else {
+                    Ok(None)
+                }
+            });
         let (pre, first_cont) = (pre?, first_cont?);
         if pre.failed() {
             fail(&mut reason, Reason::PreCheck);
@@ -126,7 +136,9 @@ async fn drive(run: &Arc<Run>) -> Result<Option<Option<Reason>>, RunError> {
     }
     if reason.is_none()
         && !stop.is_cancelled()
-        && run_checks_once(run, None, CheckSlot::Post, stop).await?.failed()
+        && run_checks_once(run, None, CheckSlot::Post, stop)
+            .await?
+            .failed()
     {
         fail(&mut reason, Reason::PostCheck);
     }
@@ -138,8 +150,13 @@ async fn drive(run: &Arc<Run>) -> Result<Option<Option<Reason>>, RunError> {
     // Deferred work runs on success, on failure and after a stop — not after an emergency stop.
     if !run.emergency() {
         let failed = reason.is_some() || stop.is_cancelled();
-        let batches: Vec<(crate::workflow::When, bool, Status)> =
-            run.plan.lock().deferred.iter().map(|d| (d.when, d.fail_plan, d.state.status)).collect();
+        let batches: Vec<(crate::workflow::When, bool, Status)> = run
+            .plan
+            .lock()
+            .deferred
+            .iter()
+            .map(|d| (d.when, d.fail_plan, d.state.status))
+            .collect();
         for (i, (when, fail_plan, status)) in batches.into_iter().enumerate() {
             if run.emergency() {
                 break;
@@ -152,7 +169,11 @@ async fn drive(run: &Arc<Run>) -> Result<Option<Option<Reason>>, RunError> {
                 fail(&mut reason, Reason::DeferredAction);
             }
         }
-        if !run.emergency() && run_checks_once(run, None, CheckSlot::Deferred, &run.kill).await?.failed() {
+        if !run.emergency()
+            && run_checks_once(run, None, CheckSlot::Deferred, &run.kill)
+                .await?
+                .failed()
+        {
             fail(&mut reason, Reason::DeferredCheck);
         }
     }
@@ -164,7 +185,10 @@ async fn run_batch(run: &Arc<Run>, i: usize) -> Result<Status, RunError> {
     let loc = Loc::Batch(i);
     let (status, n) = {
         let plan = run.plan.lock();
-        (plan.deferred[i].state.status, plan.deferred[i].actions.len())
+        (
+            plan.deferred[i].state.status,
+            plan.deferred[i].actions.len(),
+        )
     };
     if status.is_terminal() {
         return Ok(status);
@@ -178,7 +202,16 @@ async fn run_batch(run: &Arc<Run>, i: usize) -> Result<Status, RunError> {
             end = Status::Stopped;
             break;
         }
-        match run_action(run, Loc::Action { parent: Parent::Batch(i), index }, &run.kill).await? {
+        match run_action(
+            run,
+            Loc::Action {
+                parent: Parent::Batch(i),
+                index,
+            },
+            &run.kill,
+        )
+        .await?
+        {
             Ended::Completed => {}
             Ended::Failed => {
                 end = Status::Failed;

@@ -47,7 +47,11 @@ fn check_batch(plan: &Plan, changes: &[Change]) -> Result<(), StoreError> {
             Change::Attempt { loc, index, .. } => {
                 let len = match attempts.get(loc) {
                     Some(n) => *n,
-                    None => plan.action(*loc).ok_or_else(|| bad_loc(plan.id, loc))?.attempts.len(),
+                    None => plan
+                        .action(*loc)
+                        .ok_or_else(|| bad_loc(plan.id, loc))?
+                        .attempts
+                        .len(),
                 };
                 if *index as usize > len {
                     return Err(StoreError::Permanent(format!(
@@ -71,7 +75,9 @@ impl Store for MemoryStore {
     fn create<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Result<(), StoreError>> {
         let result = {
             match self.plans.lock().entry(plan.id) {
-                std::collections::hash_map::Entry::Occupied(_) => Err(StoreError::AlreadyExists(plan.id)),
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    Err(StoreError::AlreadyExists(plan.id))
+                }
                 std::collections::hash_map::Entry::Vacant(slot) => {
                     slot.insert(plan.clone());
                     Ok(())
@@ -81,21 +87,42 @@ impl Store for MemoryStore {
         Box::pin(async move { result })
     }
 
-    fn apply<'a>(&'a self, id: PlanId, changes: &'a [Change]) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn apply<'a>(
+        &'a self,
+        id: PlanId,
+        changes: &'a [Change],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         let result = self.apply_now(id, changes);
         Box::pin(async move { result })
     }
 
     fn read(&self, id: PlanId) -> BoxFuture<'_, Result<Plan, StoreError>> {
-        let result = self.plans.lock().get(&id).cloned().ok_or(StoreError::NotFound(id));
+        let result = self
+            .plans
+            .lock()
+            .get(&id)
+            .cloned()
+            .ok_or(StoreError::NotFound(id));
         Box::pin(async move { result })
     }
 
-    fn list<'a>(&'a self, filter: &'a ListFilter) -> BoxFuture<'a, Result<Vec<PlanSummary>, StoreError>> {
-        let mut all: Vec<PlanSummary> =
-            self.plans.lock().values().map(PlanSummary::of).filter(|s| filter.matches(s)).collect();
+    fn list<'a>(
+        &'a self,
+        filter: &'a ListFilter,
+    ) -> BoxFuture<'a, Result<Vec<PlanSummary>, StoreError>> {
+        let mut all: Vec<PlanSummary> = self
+            .plans
+            .lock()
+            .values()
+            .map(PlanSummary::of)
+            .filter(|s| filter.matches(s))
+            .collect();
         all.sort_by(|a, b| b.submit_time.cmp(&a.submit_time).then(b.id.cmp(&a.id)));
-        let page = all.into_iter().skip(filter.offset).take(filter.limit.unwrap_or(usize::MAX)).collect();
+        let page = all
+            .into_iter()
+            .skip(filter.offset)
+            .take(filter.limit.unwrap_or(usize::MAX))
+            .collect();
         Box::pin(async move { Ok(page) })
     }
 

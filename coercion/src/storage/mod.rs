@@ -83,7 +83,12 @@ impl Change {
                 let id = plan.id;
                 *plan.state_at_mut(*loc).ok_or_else(|| bad_loc(id, loc))? = *state;
             }
-            Change::Attempt { loc, index, attempt, .. } => {
+            Change::Attempt {
+                loc,
+                index,
+                attempt,
+                ..
+            } => {
                 let id = plan.id;
                 let action = plan.action_mut(*loc).ok_or_else(|| bad_loc(id, loc))?;
                 let i = *index as usize;
@@ -174,16 +179,26 @@ pub struct ListFilter {
 impl ListFilter {
     /// Plans with status `status`.
     pub fn status(status: Status) -> ListFilter {
-        ListFilter { statuses: vec![status], ..ListFilter::default() }
+        ListFilter {
+            statuses: vec![status],
+            ..ListFilter::default()
+        }
     }
 
     /// Whether `summary` passes the filter (ignores paging).
     pub fn matches(&self, s: &PlanSummary) -> bool {
         (self.statuses.is_empty() || self.statuses.contains(&s.state.status))
             && self.group_id.is_none_or(|g| s.group_id == Some(g))
-            && self.name_contains.as_deref().is_none_or(|n| s.name.contains(n))
-            && self.submitted_after.is_none_or(|t| s.submit_time.is_some_and(|st| st >= t))
-            && self.submitted_before.is_none_or(|t| s.submit_time.is_some_and(|st| st < t))
+            && self
+                .name_contains
+                .as_deref()
+                .is_none_or(|n| s.name.contains(n))
+            && self
+                .submitted_after
+                .is_none_or(|t| s.submit_time.is_some_and(|st| st >= t))
+            && self
+                .submitted_before
+                .is_none_or(|t| s.submit_time.is_some_and(|st| st < t))
     }
 }
 
@@ -223,7 +238,13 @@ impl PlanSummary {
 
 impl fmt::Display for PlanSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {:<10} {}", self.id, self.state.status.as_str(), self.name)
+        write!(
+            f,
+            "{} {:<10} {}",
+            self.id,
+            self.state.status.as_str(),
+            self.name
+        )
     }
 }
 
@@ -236,13 +257,20 @@ pub trait Store: Send + Sync + 'static {
     fn create<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Applies `changes` to plan `id`, atomically.
-    fn apply<'a>(&'a self, id: PlanId, changes: &'a [Change]) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn apply<'a>(
+        &'a self,
+        id: PlanId,
+        changes: &'a [Change],
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Reads a whole plan with every change applied.
     fn read(&self, id: PlanId) -> BoxFuture<'_, Result<Plan, StoreError>>;
 
     /// Lists plans matching `filter`, newest submitted first.
-    fn list<'a>(&'a self, filter: &'a ListFilter) -> BoxFuture<'a, Result<Vec<PlanSummary>, StoreError>>;
+    fn list<'a>(
+        &'a self,
+        filter: &'a ListFilter,
+    ) -> BoxFuture<'a, Result<Vec<PlanSummary>, StoreError>>;
 
     /// Deletes a plan and everything in it. Refused with `Running` while it runs.
     fn delete(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>>;

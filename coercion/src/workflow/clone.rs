@@ -1,9 +1,17 @@
 //! Clones of a plan: for resubmission, for display, and of only the work that did not succeed.
 
-use super::{Action, Attempt, Block, CheckSet, Checks, DeferredBatch, Outcome, Plan, PlanId, Reason, Sequence, State, Status};
+use super::{
+    Action, Attempt, Block, CheckSet, Checks, DeferredBatch, Outcome, Plan, PlanId, Reason,
+    Sequence, State, Status,
+};
 
 fn fresh_action(a: &Action) -> Action {
-    Action { id: uuid::Uuid::nil(), attempts: Vec::new(), state: State::default(), ..a.clone() }
+    Action {
+        id: uuid::Uuid::nil(),
+        attempts: Vec::new(),
+        state: State::default(),
+        ..a.clone()
+    }
 }
 
 fn fresh_checks(c: &Checks) -> Checks {
@@ -28,7 +36,12 @@ fn fresh_check_set(set: &CheckSet) -> CheckSet {
 fn fresh_sequence(s: &Sequence, keep: impl Fn(&Action) -> bool) -> Sequence {
     Sequence {
         id: uuid::Uuid::nil(),
-        actions: s.actions.iter().filter(|a| keep(a)).map(fresh_action).collect(),
+        actions: s
+            .actions
+            .iter()
+            .filter(|a| keep(a))
+            .map(fresh_action)
+            .collect(),
         state: State::default(),
         ..s.clone()
     }
@@ -82,7 +95,15 @@ impl Plan {
         let blocks = self
             .blocks
             .iter()
-            .map(|b| fresh_block(b, b.sequences.iter().map(|s| fresh_sequence(s, |_| true)).collect()))
+            .map(|b| {
+                fresh_block(
+                    b,
+                    b.sequences
+                        .iter()
+                        .map(|s| fresh_sequence(s, |_| true))
+                        .collect(),
+                )
+            })
             .collect();
         self.fresh_shell(blocks)
     }
@@ -112,7 +133,11 @@ impl Plan {
     /// returns `None` for it too; run it again with [`clone_for_resubmit`](Self::clone_for_resubmit).
     pub fn clone_retry_failed(&self) -> Option<Plan> {
         // A plan whose bypass checks passed completed without running its blocks: it succeeded.
-        let bypassed = self.checks.bypass.as_ref().is_some_and(|c| c.state.status == Status::Completed)
+        let bypassed = self
+            .checks
+            .bypass
+            .as_ref()
+            .is_some_and(|c| c.state.status == Status::Completed)
             && self.state.status == Status::Completed;
         if bypassed {
             return None;
@@ -121,7 +146,11 @@ impl Plan {
             .blocks
             .iter()
             .filter_map(|b| {
-                let bypassed = b.checks.bypass.as_ref().is_some_and(|c| c.state.status == Status::Completed)
+                let bypassed = b
+                    .checks
+                    .bypass
+                    .as_ref()
+                    .is_some_and(|c| c.state.status == Status::Completed)
                     && b.state.status == Status::Completed;
                 if bypassed {
                     return None;

@@ -87,7 +87,9 @@ impl From<Uuid> for PlanId {
 /// Where an object is in its life.
 ///
 /// Objects that never ran — because of a bypass, a failure or a stop — stay `NotStarted`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 pub enum Status {
     /// Not run (yet, or ever).
     #[default]
@@ -558,16 +560,18 @@ impl Action {
     /// The request decoded as plugin `P`'s request type.
     pub fn request<P: Plugin + PluginMeta>(&self) -> Result<P::Request, TypedAccessError> {
         self.check_plugin::<P>()?;
-        self.request.decode().map_err(|e| TypedAccessError::Decode(e.to_string()))
+        self.request
+            .decode()
+            .map_err(|e| TypedAccessError::Decode(e.to_string()))
     }
 
     /// The response of the last successful attempt, decoded as plugin `P`'s response type.
     pub fn response<P: Plugin + PluginMeta>(&self) -> Result<P::Response, TypedAccessError> {
         self.check_plugin::<P>()?;
         match self.attempts.last().and_then(|a| a.outcome.as_ref()) {
-            Some(Outcome::Response(json)) => {
-                json.decode().map_err(|e| TypedAccessError::Decode(e.to_string()))
-            }
+            Some(Outcome::Response(json)) => json
+                .decode()
+                .map_err(|e| TypedAccessError::Decode(e.to_string())),
             _ => Err(TypedAccessError::NoResponse),
         }
     }
@@ -581,7 +585,10 @@ impl Action {
         if &*self.plugin == P::NAME {
             Ok(())
         } else {
-            Err(TypedAccessError::WrongPlugin { asked: P::NAME, actual: self.plugin.to_string() })
+            Err(TypedAccessError::WrongPlugin {
+                asked: P::NAME,
+                actual: self.plugin.to_string(),
+            })
         }
     }
 }
@@ -704,7 +711,9 @@ impl CheckSet {
 
     /// Every present section with its slot, in walk order.
     pub fn iter(&self) -> impl Iterator<Item = (CheckSlot, &Checks)> {
-        CheckSlot::ALL.into_iter().filter_map(|s| self.get(s).map(|c| (s, c)))
+        CheckSlot::ALL
+            .into_iter()
+            .filter_map(|s| self.get(s).map(|c| (s, c)))
     }
 }
 
@@ -985,7 +994,9 @@ impl Plan {
 
     /// The number of actions in the plan (checks and deferred batches included).
     pub fn action_count(&self) -> usize {
-        self.walk().filter(|(_, o)| matches!(o, ObjectRef::Action(_))).count()
+        self.walk()
+            .filter(|(_, o)| matches!(o, ObjectRef::Action(_)))
+            .count()
     }
 
     /// The plan as pretty-printed JSON (the export format).

@@ -164,7 +164,11 @@ impl Plan {
 
     fn push_block(&self, block: Option<usize>, segs: &mut Vec<PathSegment>) {
         if let Some(b) = block {
-            let name = self.blocks.get(b).map(|b| b.name.clone()).unwrap_or_default();
+            let name = self
+                .blocks
+                .get(b)
+                .map(|b| b.name.clone())
+                .unwrap_or_default();
             segs.push(PathSegment::Block { index: b, name });
         }
     }
@@ -188,12 +192,19 @@ impl Plan {
                 segs.push(PathSegment::Sequence { index: seq, name });
             }
             Loc::Batch(i) => {
-                let name = self.deferred.get(i).map(|b| b.name.clone()).unwrap_or_default();
+                let name = self
+                    .deferred
+                    .get(i)
+                    .map(|b| b.name.clone())
+                    .unwrap_or_default();
                 segs.push(PathSegment::Batch { index: i, name });
             }
             Loc::Action { parent, index } => {
                 self.push_path(parent.loc(), segs);
-                let name = self.action(loc).map(|a| a.name.to_string()).unwrap_or_default();
+                let name = self
+                    .action(loc)
+                    .map(|a| a.name.to_string())
+                    .unwrap_or_default();
                 segs.push(PathSegment::Action { index, name });
             }
         }
@@ -207,7 +218,11 @@ impl Plan {
         }
     }
 
-    pub(crate) fn checks_at_mut(&mut self, block: Option<usize>, slot: CheckSlot) -> Option<&mut Checks> {
+    pub(crate) fn checks_at_mut(
+        &mut self,
+        block: Option<usize>,
+        slot: CheckSlot,
+    ) -> Option<&mut Checks> {
         match block {
             None => self.checks.get_mut(slot),
             Some(b) => self.blocks.get_mut(b)?.checks.get_mut(slot),
@@ -229,7 +244,13 @@ impl Plan {
         for (b, block) in self.blocks.iter_mut().enumerate() {
             for slot in CheckSlot::ALL {
                 if let Some(c) = block.checks.get_mut(slot) {
-                    visit(Parent::Checks { block: Some(b), slot }, &mut c.actions);
+                    visit(
+                        Parent::Checks {
+                            block: Some(b),
+                            slot,
+                        },
+                        &mut c.actions,
+                    );
                 }
             }
             for (s, seq) in block.sequences.iter_mut().enumerate() {
@@ -267,12 +288,16 @@ impl Plan {
 
     /// The action at `loc`, if `loc` is an action.
     pub fn action(&self, loc: Loc) -> Option<&Action> {
-        let Loc::Action { parent, index } = loc else { return None };
+        let Loc::Action { parent, index } = loc else {
+            return None;
+        };
         self.actions_of(parent)?.get(index)
     }
 
     pub(crate) fn action_mut(&mut self, loc: Loc) -> Option<&mut Action> {
-        let Loc::Action { parent, index } = loc else { return None };
+        let Loc::Action { parent, index } = loc else {
+            return None;
+        };
         self.actions_of_mut(parent)?.get_mut(index)
     }
 
@@ -280,7 +305,9 @@ impl Plan {
     pub fn actions_of(&self, parent: Parent) -> Option<&[Action]> {
         match parent {
             Parent::Checks { block, slot } => Some(&self.checks_at(block, slot)?.actions),
-            Parent::Sequence { block, seq } => Some(&self.blocks.get(block)?.sequences.get(seq)?.actions),
+            Parent::Sequence { block, seq } => {
+                Some(&self.blocks.get(block)?.sequences.get(seq)?.actions)
+            }
             Parent::Batch(i) => Some(&self.deferred.get(i)?.actions),
         }
     }
@@ -312,7 +339,9 @@ impl Plan {
             Loc::Plan => &mut self.state,
             Loc::Checks { block, slot } => &mut self.checks_at_mut(block, slot)?.state,
             Loc::Block(b) => &mut self.blocks.get_mut(b)?.state,
-            Loc::Sequence { block, seq } => &mut self.blocks.get_mut(block)?.sequences.get_mut(seq)?.state,
+            Loc::Sequence { block, seq } => {
+                &mut self.blocks.get_mut(block)?.sequences.get_mut(seq)?.state
+            }
             Loc::Batch(i) => &mut self.deferred.get_mut(i)?.state,
             Loc::Action { .. } => &mut self.action_mut(loc)?.state,
         })

@@ -160,8 +160,8 @@ fn full_run() -> Plan {
             start: at(12, 3),
             end: Some(at(13, 4)),
             outcome: Some(Outcome::Error(Box::new(
-                PluginError::permanent("disk full").with_code(28)),
-            )),
+                PluginError::permanent("disk full").with_code(28),
+            ))),
         },
         Attempt {
             start: at(14, 5),

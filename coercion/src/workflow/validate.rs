@@ -33,7 +33,10 @@ struct Problems<'p> {
 
 impl Problems<'_> {
     fn add(&mut self, loc: Loc, message: impl Into<String>) {
-        self.out.push(Problem { path: self.plan.path(loc), message: message.into() });
+        self.out.push(Problem {
+            path: self.plan.path(loc),
+            message: message.into(),
+        });
     }
 }
 
@@ -52,7 +55,10 @@ fn blank(s: &str) -> bool {
 /// lists, key uniqueness, plugins registered and of the right kind, each request accepted by its
 /// plugin's `validate`, sane durations and tolerances, and that nothing has run yet.
 pub fn validate_plan(plan: &Plan, registry: &Registry) -> Result<(), Vec<Problem>> {
-    let mut p = Problems { plan, out: Vec::new() };
+    let mut p = Problems {
+        plan,
+        out: Vec::new(),
+    };
     let mut keys: HashMap<&str, Loc> = HashMap::new();
 
     if !plan.id.is_nil() || plan.submit_time.is_some() {
@@ -68,20 +74,36 @@ pub fn validate_plan(plan: &Plan, registry: &Registry) -> Result<(), Vec<Problem
         p.add(Loc::Plan, "the plan has no blocks");
     }
     if plan.reason != super::Reason::None {
-        p.add(Loc::Plan, format!("reason must be None before the plan runs, found {}", plan.reason));
+        p.add(
+            Loc::Plan,
+            format!(
+                "reason must be None before the plan runs, found {}",
+                plan.reason
+            ),
+        );
     }
 
     for (loc, obj) in plan.walk() {
         let state = obj.state();
         if state.status != Status::NotStarted || state.start.is_some() || state.end.is_some() {
-            let times = if state.start.is_some() || state.end.is_some() { " with times set" } else { "" };
+            let times = if state.start.is_some() || state.end.is_some() {
+                " with times set"
+            } else {
+                ""
+            };
             p.add(
                 loc,
-                format!("state must be NotStarted with no times before the plan runs, found {}{times}", state.status),
+                format!(
+                    "state must be NotStarted with no times before the plan runs, found {}{times}",
+                    state.status
+                ),
             );
         }
         if !matches!(obj, ObjectRef::Plan(_)) && !obj.id().is_nil() {
-            p.add(loc, "the object already has an id; ids are assigned at submit");
+            p.add(
+                loc,
+                "the object already has an id; ids are assigned at submit",
+            );
         }
         if let Some(key) = obj.key() {
             if blank(key) {
@@ -99,10 +121,16 @@ pub fn validate_plan(plan: &Plan, registry: &Registry) -> Result<(), Vec<Problem
                 if c.actions.is_empty() {
                     p.add(loc, "the check section has no actions");
                 }
-                if let Loc::Checks { slot: CheckSlot::Cont, .. } = loc
+                if let Loc::Checks {
+                    slot: CheckSlot::Cont,
+                    ..
+                } = loc
                     && c.delay.is_zero()
                 {
-                    p.add(loc, "delay between continuous check runs must be greater than zero");
+                    p.add(
+                        loc,
+                        "delay between continuous check runs must be greater than zero",
+                    );
                 }
             }
             ObjectRef::Block(b) => {
@@ -150,11 +178,25 @@ pub fn validate_plan(plan: &Plan, registry: &Registry) -> Result<(), Vec<Problem
                 for d in &a.defects {
                     p.add(loc, d.clone());
                 }
-                let in_checks = matches!(loc, Loc::Action { parent: super::Parent::Checks { .. }, .. });
-                let wanted = if in_checks { PluginKind::Check } else { PluginKind::Action };
+                let in_checks = matches!(
+                    loc,
+                    Loc::Action {
+                        parent: super::Parent::Checks { .. },
+                        ..
+                    }
+                );
+                let wanted = if in_checks {
+                    PluginKind::Check
+                } else {
+                    PluginKind::Action
+                };
                 // The registry knows a plugin's kind; the kind recorded in the plan is only
                 // reported when the registry does not already say so: one mistake, one problem.
-                let registered = if blank(&a.plugin) { None } else { registry.get(&a.plugin) };
+                let registered = if blank(&a.plugin) {
+                    None
+                } else {
+                    registry.get(&a.plugin)
+                };
                 match registered {
                     Some(plugin) if plugin.kind() != wanted => {
                         let place = if in_checks { "a check section" } else { "a sequence or deferred batch" };
@@ -188,7 +230,10 @@ pub fn validate_plan(plan: &Plan, registry: &Registry) -> Result<(), Vec<Problem
                     // stored placeholder would only add a confusing second problem.
                     Some(plugin) if plugin.kind() == wanted && a.defects.is_empty() => {
                         if let Err(e) = plugin.validate_json(&a.request) {
-                            p.add(loc, format!("plugin {:?} rejected the request: {e}", a.plugin));
+                            p.add(
+                                loc,
+                                format!("plugin {:?} rejected the request: {e}", a.plugin),
+                            );
                         }
                     }
                     Some(_) => {}

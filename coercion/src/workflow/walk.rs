@@ -96,23 +96,32 @@ impl<'a> Walk<'a> {
         let push_actions = |nodes: &mut Vec<Node<'a>>, actions: &'a [Action], parent: Parent| {
             nodes.push(Node::Actions(parent, actions));
         };
-        let push_checks =
-            |nodes: &mut Vec<Node<'a>>, set: &'a CheckSet, block: Option<usize>, slots: &[super::CheckSlot]| {
-                for &slot in slots {
-                    if let Some(c) = set.get(slot) {
-                        nodes.push(Node::One(Loc::Checks { block, slot }, ObjectRef::Checks(c)));
-                        push_actions(nodes, &c.actions, Parent::Checks { block, slot });
-                    }
+        let push_checks = |nodes: &mut Vec<Node<'a>>,
+                           set: &'a CheckSet,
+                           block: Option<usize>,
+                           slots: &[super::CheckSlot]| {
+            for &slot in slots {
+                if let Some(c) = set.get(slot) {
+                    nodes.push(Node::One(Loc::Checks { block, slot }, ObjectRef::Checks(c)));
+                    push_actions(nodes, &c.actions, Parent::Checks { block, slot });
                 }
-            };
+            }
+        };
         use super::CheckSlot::*;
         push_checks(&mut nodes, &plan.checks, None, &[Bypass, Pre, Cont]);
         for (b, block) in plan.blocks.iter().enumerate() {
             nodes.push(Node::One(Loc::Block(b), ObjectRef::Block(block)));
             push_checks(&mut nodes, &block.checks, Some(b), &[Bypass, Pre, Cont]);
             for (s, seq) in block.sequences.iter().enumerate() {
-                nodes.push(Node::One(Loc::Sequence { block: b, seq: s }, ObjectRef::Sequence(seq)));
-                push_actions(&mut nodes, &seq.actions, Parent::Sequence { block: b, seq: s });
+                nodes.push(Node::One(
+                    Loc::Sequence { block: b, seq: s },
+                    ObjectRef::Sequence(seq),
+                ));
+                push_actions(
+                    &mut nodes,
+                    &seq.actions,
+                    Parent::Sequence { block: b, seq: s },
+                );
             }
             push_checks(&mut nodes, &block.checks, Some(b), &[Post, Deferred]);
         }
@@ -129,7 +138,11 @@ impl<'a> Walk<'a> {
                 Node::Actions(_, a) => a.len(),
             })
             .sum();
-        Walk { nodes: nodes.into_iter(), actions: None, remaining }
+        Walk {
+            nodes: nodes.into_iter(),
+            actions: None,
+            remaining,
+        }
     }
 }
 
@@ -140,7 +153,13 @@ impl<'a> Iterator for Walk<'a> {
             if let Some((parent, it)) = &mut self.actions {
                 if let Some((index, a)) = it.next() {
                     self.remaining -= 1;
-                    return Some((Loc::Action { parent: *parent, index }, ObjectRef::Action(a)));
+                    return Some((
+                        Loc::Action {
+                            parent: *parent,
+                            index,
+                        },
+                        ObjectRef::Action(a),
+                    ));
                 }
                 self.actions = None;
             }
@@ -149,7 +168,9 @@ impl<'a> Iterator for Walk<'a> {
                     self.remaining -= 1;
                     return Some((loc, obj));
                 }
-                Node::Actions(parent, actions) => self.actions = Some((parent, actions.iter().enumerate())),
+                Node::Actions(parent, actions) => {
+                    self.actions = Some((parent, actions.iter().enumerate()))
+                }
             }
         }
     }
