@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example bench -- engine [--json] [--runs N]
 //! cargo run --release --example bench -- footprint [--json]
-//! cargo run --release --example bench -- durable [--json] [--runs N]
+//! cargo run --release --example bench -- durable [--json] [--runs N] [--sequences N]
 //! cargo run --release --example bench -- recovery [--json] [--runs N]
 //! cargo run --release --example bench -- rollout --hosts N [--json] [--runs N]
 //! ```
@@ -13,7 +13,10 @@
 //! * `footprint` — a 1,000,000-action plan (100,000 sequences × 10 no-op actions) held and run
 //!   in memory; also prints `bytes_per_action` (peak RSS growth over the baseline per action).
 //! * `durable` — the `engine` workload on a SQLite file with the default durability
-//!   (`synchronous=FULL`, every state change committed before the next step).
+//!   (`synchronous=FULL`, every state change committed before the next step). `--sequences N`
+//!   runs N sequences of 10 actions instead of 1,000. Also prints `close_s`, the time the store
+//!   then takes to close, which folds what is left of the plan's journal into its tables, and
+//!   `actions_per_s_with_close`, the rate with that time counted.
 //! * `recovery` — a 100,000-action plan half done on SQLite; the time from `Workstream` start
 //!   (which resumes it) until its next action runs (`recovery_s`).
 //! * `rollout` — the same work as `../shared/peers/ansible/rollout.yml` for N hosts: per host a
@@ -84,22 +87,31 @@ struct Args {
     json: bool,
     runs: usize,
     hosts: usize,
+    sequences: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let workload = args.next().ok_or(
-        "usage: bench <engine|footprint|durable|recovery|rollout> [--json] [--runs N] [--hosts N]",
+        "usage: bench <engine|footprint|durable|recovery|rollout> [--json] [--runs N] [--hosts N] [--sequences N]",
     )?;
     let mut out = Args {
         workload,
         json: false,
         runs: 1,
         hosts: 20,
+        sequences: 1_000,
     };
     while let Some(a) = args.next() {
         match a.as_str() {
             "--json" => out.json = true,
+            "--sequences" => {
+                out.sequences = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or("--sequences takes a positive number")?;
+            }
             "--hosts" => {
                 out.hosts = args
                     .next()
@@ -136,10 +148,12 @@ fn scratch_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// Runs `plan` on a fresh SQLite file; returns its actions, the run's wall time, the store's
+/// counters and the time the store then took to close (folding its journal).
 async fn run_sqlite(
     path: &std::path::Path,
     plan: Plan,
-) -> (usize, f64, coercion::storage::SqliteStats) {
+) -> (usize, f64, coercion::storage::SqliteStats, f64) {
     let store = coercion::storage::SqliteStore::open(path).expect("store");
     let registry = Registry::new().with(Noop).expect("one plugin");
     let ws = Workstream::builder()
@@ -153,7 +167,11 @@ async fn run_sqlite(
     let done = ws.run(plan).await.expect("the plan runs");
     let wall = t.elapsed().as_secs_f64();
     assert_eq!(done.status(), Status::Completed, "{done}");
-    (actions, wall, store.stats())
+    drop(ws);
+    let stats = store.stats();
+    let t = Instant::now();
+    drop(store);
+    (actions, wall, stats, t.elapsed().as_secs_f64())
 }
 
 /// When the first action after a recovery ran.
@@ -375,15 +393,17 @@ fn main() {
             }
             "durable" => {
                 let dir = scratch_dir("durable");
-                let (actions, wall, stats) = rt.block_on(run_sqlite(
+                let (actions, wall, stats, close) = rt.block_on(run_sqlite(
                     &dir.join("durable.db"),
-                    noop_plan(1_000, 10, 100),
+                    noop_plan(args.sequences, 10, 100),
                 ));
                 let _ = std::fs::remove_dir_all(&dir);
                 serde_json::json!({
                     "workload": "durable", "store": "sqlite", "synchronous": "FULL", "actions": actions, "wall_s": wall,
                     "actions_per_s": actions as f64 / wall, "peak_rss_bytes": peak_rss_bytes(),
                     "writes": stats.writes, "commits": stats.commits, "largest_group": stats.largest_group,
+                    "folds": stats.folds, "folded_rows": stats.folded_rows, "close_s": close,
+                    "actions_per_s_with_close": actions as f64 / (wall + close),
                 })
             }
             "recovery" => {

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use coercion::storage::{MemoryStore, SqliteStore, Store, contract};
+use coercion::storage::{MemoryStore, SqliteOptions, SqliteStore, Store, contract};
 
 /// A fresh directory under the target's temporary directory, removed when dropped.
 struct TempDir(PathBuf);
@@ -43,13 +43,49 @@ macro_rules! contract_tests {
             )*
         }
 
+        /// With the default options: journals are folded when the writer is idle.
         mod sqlite {
             use super::*;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let dir = TempDir::new(stringify!($name));
-                    let store = SqliteStore::open(dir.db()).expect("open a fresh SQLite store");
+                    let dir = TempDir::new(concat!("sqlite-", stringify!($name)));
+                    let store = SqliteStore::open_with(dir.db(), SqliteOptions::default())
+                        .expect("open a fresh SQLite store");
+                    {
+                        let $store: &dyn Store = &store;
+                        $check.await;
+                    }
+                    store.integrity_check().await.expect("the file passes the integrity check");
+                }
+            )*
+        }
+        /// Every commit is followed by a fold: reads come from the tables.
+        mod sqlite_folding_every_commit {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = TempDir::new(concat!("sqlite_folding_every_commit-", stringify!($name)));
+                    let store = SqliteStore::open_with(dir.db(), SqliteOptions::default().fold_limit(0))
+                        .expect("open a fresh SQLite store");
+                    {
+                        let $store: &dyn Store = &store;
+                        $check.await;
+                    }
+                    store.integrity_check().await.expect("the file passes the integrity check");
+                }
+            )*
+        }
+        /// Nothing is folded while the test runs: reads replay the whole journal.
+        mod sqlite_never_folding {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = TempDir::new(concat!("sqlite_never_folding-", stringify!($name)));
+                    let store = SqliteStore::open_with(dir.db(), SqliteOptions::default().fold_limit(usize::MAX).fold_when_idle(None))
+                        .expect("open a fresh SQLite store");
                     {
                         let $store: &dyn Store = &store;
                         $check.await;

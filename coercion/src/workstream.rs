@@ -272,7 +272,12 @@ impl Workstream {
 
     /// Validates `plan` (every problem at once, nothing stored on failure), assigns ids and
     /// the submit time, and stores it. The plan does not run until [`start`](Self::start).
-    pub async fn submit(&self, mut plan: Plan) -> Result<PlanId, Error> {
+    pub async fn submit(&self, plan: Plan) -> Result<PlanId, Error> {
+        Ok(self.store_new(plan).await?.id)
+    }
+
+    /// [`submit`](Self::submit), returning the plan as stored.
+    async fn store_new(&self, mut plan: Plan) -> Result<Plan, Error> {
         let keys = self.inner.options.keys.clone();
         crate::secret::with_keys(&keys, || validate_plan(&plan, &self.inner.registry))
             .map_err(Error::Invalid)?;
@@ -301,7 +306,7 @@ impl Workstream {
             .create(&plan)
             .await
             .map_err(Error::Storage)?;
-        Ok(plan.id)
+        Ok(plan)
     }
 
     /// Starts a submitted plan and returns once it is durably `Running`; the plan runs in the
@@ -327,8 +332,14 @@ impl Workstream {
 
     /// Runs `plan` to its end: submit, start, wait.
     pub async fn run(&self, plan: Plan) -> Result<Plan, Error> {
-        let id = self.submit(plan).await?;
-        self.start(id).await?;
+        // What `start` would read back from the store is the plan just stored.
+        let plan = self.store_new(plan).await?;
+        let id = plan.id;
+        if self.inner.executes {
+            self.launch(plan).await?;
+        } else {
+            self.inner.store.request_start(id).await?;
+        }
         self.wait(id).await
     }
 

@@ -308,3 +308,35 @@ pub trait Store: Send + Sync + 'static {
         })
     }
 }
+
+/// The JSON of `plan` without anything that changes while it runs — every state back to
+/// `NotStarted`, no attempts, no reason, heartbeat or pause — which the stores keep apart from
+/// the definition. A plan that has none of those (a plan being submitted) is written as it is.
+pub(crate) fn definition_json(plan: &Plan) -> Result<String, StoreError> {
+    let pristine = plan.reason == Reason::None
+        && plan.heartbeat.is_none()
+        && !plan.paused
+        && plan.walk().all(|(loc, object)| {
+            object.state() == State::default()
+                && plan.action(loc).is_none_or(|a| a.attempts.is_empty())
+        });
+    let json = if pristine {
+        serde_json::to_string(plan)
+    } else {
+        let mut def = plan.clone();
+        let locs: Vec<Loc> = def.walk().map(|(loc, _)| loc).collect();
+        for loc in locs {
+            if let Some(state) = def.state_at_mut(loc) {
+                *state = State::default();
+            }
+            if let Some(action) = def.action_mut(loc) {
+                action.attempts.clear();
+            }
+        }
+        def.reason = Reason::None;
+        def.heartbeat = None;
+        def.paused = false;
+        serde_json::to_string(&def)
+    };
+    json.map_err(|e| StoreError::Permanent(format!("plan {} does not serialize: {e}", plan.id)))
+}

@@ -27,6 +27,7 @@
 //! that reuses one. A change whose id does not match the object at its location is refused.
 
 mod codec;
+mod journal;
 mod lock;
 mod reader;
 mod schema;
@@ -35,6 +36,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -50,7 +52,7 @@ use tokio::sync::oneshot;
 use self::codec::{Op, PreparedPlan, sql_error};
 use self::lock::WriterLock;
 use self::reader::{ReaderPool, blocking};
-use self::writer::{Counters, Request, Syncer, Write, Writer};
+use self::writer::{Counters, Folding, Journal, Request, Syncer, Write, Writer};
 use super::{Change, ListFilter, PlanSummary, Store, StoreError};
 use crate::plugin::BoxFuture;
 use crate::workflow::{Plan, PlanId};
@@ -90,6 +92,7 @@ pub struct SqliteOptions {
     busy_timeout: Duration,
     max_group: usize,
     read_connections: usize,
+    folding: Folding,
     /// Tests: a page limit, to make the database "full".
     #[cfg(test)]
     max_page_count: Option<u32>,
@@ -102,6 +105,11 @@ impl Default for SqliteOptions {
             busy_timeout: Duration::from_secs(5),
             max_group: 1_000,
             read_connections: 4,
+            folding: Folding {
+                limit: 32_768,
+                idle: Some(Duration::from_millis(20)),
+                on_close: true,
+            },
             #[cfg(test)]
             max_page_count: None,
         }
@@ -133,6 +141,28 @@ impl SqliteOptions {
         self.read_connections = connections;
         self
     }
+
+    /// How many journal rows a plan may gather before the writer folds them into its tables
+    /// even while writes are waiting (default 32,768, about 16,000 actions' steps; 0 folds
+    /// after every commit). See [the module documentation](self) on the journal.
+    pub fn fold_limit(mut self, rows: usize) -> Self {
+        self.folding.limit = rows;
+        self
+    }
+
+    /// How long the writer waits without writes before it folds journals (default 20 ms;
+    /// `None`: only at the limit and when the store closes).
+    pub fn fold_when_idle(mut self, after: Option<Duration>) -> Self {
+        self.folding.idle = after;
+        self
+    }
+
+    /// Tests: leave the journal unfolded when the store closes, as a crash does.
+    #[cfg(test)]
+    pub(crate) fn no_fold_on_close(mut self) -> Self {
+        self.folding.on_close = false;
+        self
+    }
 }
 
 /// Counters of a store's writer since it was opened (all zero for a read-only store).
@@ -149,6 +179,10 @@ pub struct SqliteStats {
     /// Syncs of the WAL by the store itself (with [`Synchronous::Full`]; each covers every
     /// transaction committed before it).
     pub syncs: u64,
+    /// Transactions that folded journal rows into the tables, outside the commits of writes.
+    pub folds: u64,
+    /// Journal rows folded, in those and in writes.
+    pub folded_rows: u64,
 }
 
 /// Plans in one SQLite file. Cloning gives another handle to the same store; the file is
@@ -262,6 +296,9 @@ impl SqliteStore {
             counters: counters.clone(),
             max_group: options.max_group,
             syncer,
+            cache: Default::default(),
+            journal: RefCell::new(Journal::unknown()),
+            folding: options.folding,
         };
         let thread = std::thread::Builder::new()
             .name("coercion-sqlite-writer".to_owned())
@@ -340,6 +377,8 @@ impl SqliteStore {
             commits: c.commits.load(Ordering::Relaxed),
             largest_group: c.largest_group.load(Ordering::Relaxed),
             syncs: c.syncs.load(Ordering::Relaxed),
+            folds: c.folds.load(Ordering::Relaxed),
+            folded_rows: c.folded_rows.load(Ordering::Relaxed),
         }
     }
 

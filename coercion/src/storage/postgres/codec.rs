@@ -198,9 +198,7 @@ impl PreparedPlan {
             objects.start.push(state.start);
             objects.end.push(state.end);
         }
-        let definition = serde_json::to_string(&definition_of(plan)).map_err(|e| {
-            StoreError::Permanent(format!("plan {} does not serialize: {e}", plan.id))
-        })?;
+        let definition = crate::storage::definition_json(plan)?;
         Ok(PreparedPlan {
             id: plan.id,
             group_id: plan.group_id,
@@ -216,25 +214,6 @@ impl PreparedPlan {
             attempts,
         })
     }
-}
-
-/// The plan without anything that changes while it runs: every state back to `NotStarted`, no
-/// attempts, no reason, heartbeat or pause. The store keeps those in their own columns.
-fn definition_of(plan: &Plan) -> Plan {
-    let mut def = plan.clone();
-    let locs: Vec<Loc> = def.walk().map(|(loc, _)| loc).collect();
-    for loc in locs {
-        if let Some(state) = def.state_at_mut(loc) {
-            *state = State::default();
-        }
-        if let Some(action) = def.action_mut(loc) {
-            action.attempts.clear();
-        }
-    }
-    def.reason = Reason::None;
-    def.heartbeat = None;
-    def.paused = false;
-    def
 }
 
 /// One change, encoded for the writer.

@@ -132,6 +132,8 @@ impl AttemptCols {
 #[derive(Debug)]
 pub(super) struct ObjectRow {
     pub ord: i64,
+    pub uuid: Uuid,
+    pub at: Loc,
     pub id: String,
     pub loc: String,
     pub kind: &'static str,
@@ -196,15 +198,15 @@ impl PreparedPlan {
             }
             objects.push(ObjectRow {
                 ord,
+                uuid: id,
+                at: loc,
                 id: id_text(id),
                 loc: loc_json(&loc),
                 kind: kind_of(&object),
                 state: StateCols::of(&object.state())?,
             });
         }
-        let definition = serde_json::to_string(&definition_of(plan)).map_err(|e| {
-            StoreError::Permanent(format!("plan {} does not serialize: {e}", plan.id))
-        })?;
+        let definition = crate::storage::definition_json(plan)?;
         Ok(PreparedPlan {
             id: plan.id,
             id_text: id_text(plan.id.0),
@@ -257,51 +259,27 @@ pub(super) fn execution_order(plan: &Plan) -> Vec<i64> {
     ord
 }
 
-/// The plan without anything that changes while it runs: every state back to `NotStarted`, no
-/// attempts, no reason, heartbeat or pause. The store keeps those in their own columns.
-pub(super) fn definition_of(plan: &Plan) -> Plan {
-    let mut def = plan.clone();
-    let locs: Vec<Loc> = def.walk().map(|(loc, _)| loc).collect();
-    for loc in locs {
-        if let Some(state) = def.state_at_mut(loc) {
-            *state = State::default();
-        }
-        if let Some(action) = def.action_mut(loc) {
-            action.attempts.clear();
-        }
-    }
-    def.reason = Reason::None;
-    def.heartbeat = None;
-    def.paused = false;
-    def
-}
-
-/// One change, encoded for the writer thread.
+/// One change, encoded for the writer thread. Objects are named by their id and location as
+/// values: the writer finds their rows through its cache and only encodes them as text on a miss.
 #[derive(Debug)]
 pub(super) enum Op {
     /// The plan's own state (`Loc::Plan`); `id` must be the plan's id.
     PlanState { id: Uuid, state: StateCols },
     /// The state of a non-plan object.
     ObjectState {
-        id: String,
-        loc: String,
-        debug_loc: Loc,
+        id: Uuid,
+        loc: Loc,
         state: StateCols,
     },
     /// Sets attempt `index` of an action and drops later ones.
     Attempt {
-        id: String,
-        loc: String,
-        debug_loc: Loc,
+        id: Uuid,
+        loc: Loc,
         index: i64,
         cols: AttemptCols,
     },
     /// An action back to `NotStarted` without attempts.
-    Reset {
-        id: String,
-        loc: String,
-        debug_loc: Loc,
-    },
+    Reset { id: Uuid, loc: Loc },
     /// The plan's failure reason.
     Reason(String),
     /// The plan's heartbeat.
@@ -322,9 +300,8 @@ impl Op {
                 state: StateCols::of(state)?,
             },
             Change::State { loc, id, state } => Op::ObjectState {
-                id: id_text(*id),
-                loc: loc_json(loc),
-                debug_loc: *loc,
+                id: *id,
+                loc: *loc,
                 state: StateCols::of(state)?,
             },
             Change::Attempt {
@@ -333,17 +310,12 @@ impl Op {
                 index,
                 attempt,
             } => Op::Attempt {
-                id: id_text(*id),
-                loc: loc_json(loc),
-                debug_loc: *loc,
+                id: *id,
+                loc: *loc,
                 index: i64::from(*index),
                 cols: AttemptCols::of(attempt)?,
             },
-            Change::Reset { loc, id } => Op::Reset {
-                id: id_text(*id),
-                loc: loc_json(loc),
-                debug_loc: *loc,
-            },
+            Change::Reset { loc, id } => Op::Reset { id: *id, loc: *loc },
             Change::Reason(r) => Op::Reason(r.to_string()),
             Change::Heartbeat(t) => Op::Heartbeat(ns(*t)?),
             Change::Paused(p) => Op::Paused(*p),

@@ -13,6 +13,7 @@ use super::codec::{
     AttemptCols, clamp_ns, execution_order, from_ns, id_text, parse_id, parse_reason, parse_status,
     sql_error,
 };
+use super::journal;
 use crate::storage::{ListFilter, PlanSummary, StoreError};
 use crate::workflow::{Loc, Plan, PlanId, State};
 
@@ -249,6 +250,61 @@ pub(super) fn read_plan(conn: &Connection, store: &str, id: PlanId) -> Result<Pl
     }
     drop(rows);
     drop(stmt);
+
+    // What the writer has not folded into the tables yet, in order.
+    for entry in journal::read(&tx, pk, None).map_err(err)? {
+        let (loc, object) = place(entry.ord)?;
+        if entry.reset {
+            let action = plan.action_mut(loc).ok_or_else(|| {
+                corrupt(
+                    store,
+                    id,
+                    format_args!("a reset of {object}, which is not an action"),
+                )
+            })?;
+            action.state = State::default();
+            action.attempts.clear();
+        }
+        if let Some((status, start, end)) = &entry.state {
+            let state = State {
+                status: parse_status(status).map_err(|e| corrupt(store, id, e))?,
+                start: start.map(from_ns),
+                end: end.map(from_ns),
+            };
+            let slot = plan.state_at_mut(loc).ok_or_else(|| {
+                corrupt(
+                    store,
+                    id,
+                    format_args!("a state of {object}, which has none"),
+                )
+            })?;
+            *slot = state;
+        }
+        if let Some((idx, start, end, outcome)) = &entry.attempt {
+            let attempt = AttemptCols::decode(*start, *end, outcome.as_deref())
+                .map_err(|e| corrupt(store, id, e))?;
+            let action = plan.action_mut(loc).ok_or_else(|| {
+                corrupt(
+                    store,
+                    id,
+                    format_args!("an attempt of {object}, which is not an action"),
+                )
+            })?;
+            let idx = usize::try_from(*idx).unwrap_or(usize::MAX);
+            if idx > action.attempts.len() {
+                return Err(corrupt(
+                    store,
+                    id,
+                    format_args!(
+                        "journal row {} skips attempts of action {object}",
+                        entry.seq
+                    ),
+                ));
+            }
+            action.attempts.truncate(idx);
+            action.attempts.push(attempt);
+        }
+    }
     tx.finish().map_err(err)?;
     Ok(plan)
 }

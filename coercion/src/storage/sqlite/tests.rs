@@ -392,3 +392,239 @@ async fn full_durability_syncs_the_wal_and_a_failed_sync_stops_all_writes() {
     let later = store.apply(plan.id, &[Change::Paused(true)]).await;
     assert_eq!(later, failed, "every later write fails the same way");
 }
+
+/// Journal rows in the file.
+fn journal_rows(db: &std::path::Path) -> i64 {
+    Connection::open(db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM journal", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_left_unfolded_is_read_whole_and_folded_by_the_next_writer() {
+    use crate::workflow::{Attempt, Json, Loc, ObjectRef, Outcome, State, Status};
+    let dir = TempDir::new("journal");
+    let plan = sample_plan("journal");
+    let (loc, id) = plan
+        .walk()
+        .find(|(_, o)| matches!(o, ObjectRef::Action(_)))
+        .map(|(loc, o)| (loc, o.id()))
+        .unwrap();
+    let attempt = |i: i64, outcome: Option<Outcome>| Attempt {
+        start: at(i, 0),
+        end: outcome.as_ref().map(|_| at(i, 1)),
+        outcome,
+    };
+    let state = |status, i| State {
+        status,
+        start: Some(at(i, 0)),
+        end: (status != Status::Running).then(|| at(i, 2)),
+    };
+    let ok = || Some(Outcome::Response(Json::null()));
+    // Three attempts, a reset, two more, and attempt 0 written again: every way a row changes
+    // attempts, with states in between and changes of the plan itself.
+    let writes: Vec<Vec<Change>> = vec![
+        vec![
+            Change::State {
+                loc: Loc::Plan,
+                id: plan.id.0,
+                state: state(Status::Running, 0),
+            },
+            Change::State {
+                loc,
+                id,
+                state: state(Status::Running, 1),
+            },
+            Change::Attempt {
+                loc,
+                id,
+                index: 0,
+                attempt: attempt(1, None),
+            },
+        ],
+        vec![Change::Attempt {
+            loc,
+            id,
+            index: 0,
+            attempt: attempt(1, ok()),
+        }],
+        vec![Change::Attempt {
+            loc,
+            id,
+            index: 1,
+            attempt: attempt(2, ok()),
+        }],
+        vec![
+            Change::Attempt {
+                loc,
+                id,
+                index: 2,
+                attempt: attempt(3, ok()),
+            },
+            Change::State {
+                loc,
+                id,
+                state: state(Status::Failed, 3),
+            },
+            Change::Heartbeat(at(3, 5)),
+        ],
+        vec![Change::Reset { loc, id }],
+        vec![Change::Attempt {
+            loc,
+            id,
+            index: 0,
+            attempt: attempt(4, None),
+        }],
+        vec![
+            Change::Attempt {
+                loc,
+                id,
+                index: 0,
+                attempt: attempt(4, ok()),
+            },
+            Change::Attempt {
+                loc,
+                id,
+                index: 1,
+                attempt: attempt(5, ok()),
+            },
+        ],
+        vec![
+            Change::Attempt {
+                loc,
+                id,
+                index: 0,
+                attempt: attempt(6, ok()),
+            },
+            Change::State {
+                loc,
+                id,
+                state: state(Status::Completed, 6),
+            },
+        ],
+    ];
+    let mut expected = plan.clone();
+    for write in &writes {
+        for change in write {
+            change.apply_to(&mut expected).unwrap();
+        }
+    }
+    assert_eq!(expected.action(loc).unwrap().attempts.len(), 1);
+
+    let unfolded = SqliteOptions::default()
+        .fold_when_idle(None)
+        .fold_limit(usize::MAX)
+        .no_fold_on_close();
+    {
+        let store = SqliteStore::open_with(dir.db(), unfolded).unwrap();
+        store.create(&plan).await.unwrap();
+        for write in &writes {
+            store.apply(plan.id, write).await.unwrap();
+        }
+        assert_eq!(store.read(plan.id).await.unwrap(), expected);
+        assert_eq!(store.stats().folded_rows, 0);
+    }
+    // As after a crash: the journal holds the action's changes, readers replay it.
+    assert!(journal_rows(&dir.db()) >= 6, "{}", journal_rows(&dir.db()));
+    let reader = SqliteStore::open_read_only(dir.db()).unwrap();
+    assert_eq!(reader.read(plan.id).await.unwrap(), expected);
+
+    // A writer that finds the journal appends after it, and folds everything when it closes.
+    {
+        let store = SqliteStore::open_with(dir.db(), SqliteOptions::default().fold_when_idle(None))
+            .unwrap();
+        let more = [Change::Heartbeat(at(9, 9))];
+        store.apply(plan.id, &more).await.unwrap();
+        more[0].apply_to(&mut expected).unwrap();
+        assert_eq!(store.read(plan.id).await.unwrap(), expected);
+    }
+    assert_eq!(journal_rows(&dir.db()), 0);
+    assert_eq!(reader.read(plan.id).await.unwrap(), expected);
+    reader.integrity_check().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_skips_attempts_is_refused_also_when_they_are_in_the_journal() {
+    use crate::workflow::{Attempt, Loc, ObjectRef};
+    let dir = TempDir::new("skip");
+    let plan = sample_plan("skip");
+    let (loc, id) = plan
+        .walk()
+        .find(|(_, o)| matches!(o, ObjectRef::Action(_)))
+        .map(|(loc, o)| (loc, o.id()))
+        .unwrap();
+    let attempt = |i| Attempt {
+        start: at(i, 0),
+        end: None,
+        outcome: None,
+    };
+    let unfolded = || {
+        SqliteOptions::default()
+            .fold_when_idle(None)
+            .fold_limit(usize::MAX)
+            .no_fold_on_close()
+    };
+    {
+        let store = SqliteStore::open_with(dir.db(), unfolded()).unwrap();
+        store.create(&plan).await.unwrap();
+        for index in 0..2 {
+            store
+                .apply(
+                    plan.id,
+                    &[Change::Attempt {
+                        loc,
+                        id,
+                        index,
+                        attempt: attempt(i64::from(index)),
+                    }],
+                )
+                .await
+                .unwrap();
+        }
+    }
+    // A new writer knows nothing of the action: it learns its two attempts from the journal.
+    let store = SqliteStore::open_with(dir.db(), unfolded()).unwrap();
+    let skip = [Change::Attempt {
+        loc,
+        id,
+        index: 3,
+        attempt: attempt(3),
+    }];
+    match store.apply(plan.id, &skip).await {
+        Err(StoreError::Permanent(m)) => {
+            assert!(
+                m.contains("attempt 3") && m.contains("skips attempt 2"),
+                "{m}"
+            )
+        }
+        other => panic!("expected a permanent error, got {other:?}"),
+    }
+    let next = [Change::Attempt {
+        loc,
+        id,
+        index: 2,
+        attempt: attempt(2),
+    }];
+    store.apply(plan.id, &next).await.unwrap();
+    assert_eq!(
+        store
+            .read(plan.id)
+            .await
+            .unwrap()
+            .action(loc)
+            .unwrap()
+            .attempts
+            .len(),
+        3
+    );
+    let wrong_place = [Change::State {
+        loc: Loc::Block(0),
+        id,
+        state: Default::default(),
+    }];
+    match store.apply(plan.id, &wrong_place).await {
+        Err(StoreError::Permanent(m)) => assert!(m.contains("has no object"), "{m}"),
+        other => panic!("expected a permanent error, got {other:?}"),
+    }
+}

@@ -9,21 +9,26 @@
 //! answers the callers, in commit order. The writer meanwhile runs the next group, so the disk's
 //! sync latency no longer caps the number of commits per second.
 
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::mpsc::{Receiver, Sender};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::codec::{Op, PreparedPlan, id_text, sql_error};
+use super::codec::{Op, PreparedPlan, id_text, loc_json, sql_error};
+use super::journal::{self, Rows};
 use crate::storage::StoreError;
-use crate::workflow::PlanId;
+use crate::workflow::{Loc, PlanId};
 
 /// One queued write.
 pub(super) enum Write {
@@ -46,6 +51,8 @@ pub(super) struct Counters {
     pub failed_writes: AtomicU64,
     pub largest_group: AtomicU64,
     pub syncs: AtomicU64,
+    pub folds: AtomicU64,
+    pub folded_rows: AtomicU64,
 }
 
 /// The results of a committed group, with where to send each.
@@ -139,6 +146,83 @@ pub(super) struct Writer {
     pub counters: Arc<Counters>,
     pub max_group: usize,
     pub syncer: Option<Syncer>,
+    pub cache: RefCell<Cache>,
+    pub journal: RefCell<Journal>,
+    pub folding: Folding,
+}
+
+/// When the writer folds journals into the tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Folding {
+    /// A plan's journal is folded, even while writes wait, once it holds this many rows.
+    pub limit: usize,
+    /// Journals are folded after the writer has had nothing to do for this long.
+    pub idle: Option<Duration>,
+    /// Whether the journals are folded when the store closes.
+    pub on_close: bool,
+}
+
+/// Rows folded in one transaction, so that a write arriving meanwhile waits little.
+const FOLD_CHUNK: usize = 4_096;
+
+/// After a fold failed, the writer waits this long before folding again when idle.
+const FOLD_RETRY: Duration = Duration::from_secs(1);
+
+/// What the writer knows of the journal.
+#[derive(Default)]
+pub(super) struct Journal {
+    /// The sequence number of the next row.
+    next_seq: i64,
+    /// Rows per plan key (a count to decide when to fold; counted again after a rollback).
+    pending: BTreeMap<i64, usize>,
+    /// The counts may be wrong (a transaction that appended rows rolled back).
+    recount: bool,
+    /// No idle fold before this instant (a fold failed).
+    quiet_until: Option<Instant>,
+}
+
+impl Journal {
+    /// Before the rows already in the file are counted.
+    pub fn unknown() -> Journal {
+        Journal {
+            recount: true,
+            ..Journal::default()
+        }
+    }
+}
+
+/// What the writer knows of the rows it writes, so that a change finds its row by primary key
+/// instead of by two index searches on text. The writer is the only connection that writes
+/// (the lock file keeps other processes out), so what it learned stays true until one of its
+/// own transactions or savepoints rolls back: every rollback empties the cache, which is then
+/// filled again from the database as writes need it.
+#[derive(Default)]
+pub(super) struct Cache {
+    /// A plan's integer key, by id.
+    plans: HashMap<PlanId, i64>,
+    /// An object's row, by plan key and object id.
+    objects: HashMap<(i64, uuid::Uuid), Known>,
+}
+
+/// The object rows the cache holds at most; past this it starts over (a plan's running
+/// objects are found again with one query each).
+const CACHED_OBJECTS: usize = 1 << 18;
+
+/// One object row: its clustering key, location and kind never change; `attempts` is the
+/// number of attempt rows of an action, when known.
+#[derive(Clone, Copy)]
+struct Known {
+    ord: i64,
+    loc: Loc,
+    action: bool,
+    attempts: Option<i64>,
+}
+
+impl Cache {
+    fn clear(&mut self) {
+        self.plans.clear();
+        self.objects.clear();
+    }
 }
 
 const PLAN_KEY: &str = "SELECT pk, status FROM plans WHERE id = ?1";
@@ -153,18 +237,8 @@ const INSERT_ATTEMPT: &str = "INSERT INTO attempts (plan_pk, ord, idx, start_ns,
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 const UPDATE_PLAN_STATE: &str =
     "UPDATE plans SET status = ?2, start_ns = ?3, end_ns = ?4 WHERE pk = ?1";
-const UPDATE_OBJECT_STATE: &str = "UPDATE objects SET status = ?4, start_ns = ?5, end_ns = ?6 \
-     WHERE plan_pk = ?1 AND id = ?2 AND loc = ?3";
-const ACTION_ATTEMPTS: &str = "SELECT o.ord, \
-     (SELECT count(*) FROM attempts a WHERE a.plan_pk = ?1 AND a.ord = o.ord) \
-     FROM objects o WHERE o.plan_pk = ?1 AND o.id = ?2 AND o.loc = ?3 AND o.kind = 'action'";
-const DELETE_ATTEMPTS_AFTER: &str =
-    "DELETE FROM attempts WHERE plan_pk = ?1 AND ord = ?2 AND idx > ?3";
-const UPDATE_ATTEMPT: &str = "UPDATE attempts SET start_ns = ?4, end_ns = ?5, outcome = ?6 \
-     WHERE plan_pk = ?1 AND ord = ?2 AND idx = ?3";
-const RESET_ACTION: &str = "UPDATE objects SET status = 'NotStarted', start_ns = NULL, end_ns = NULL \
-     WHERE plan_pk = ?1 AND id = ?2 AND loc = ?3 AND kind = 'action' RETURNING ord";
-const DELETE_ATTEMPTS: &str = "DELETE FROM attempts WHERE plan_pk = ?1 AND ord = ?2";
+const OBJECT_KEY: &str = "SELECT ord, loc, kind FROM objects WHERE plan_pk = ?1 AND id = ?2";
+const COUNT_ATTEMPTS: &str = "SELECT count(*) FROM attempts WHERE plan_pk = ?1 AND ord = ?2";
 const UPDATE_REASON: &str = "UPDATE plans SET reason = ?2 WHERE pk = ?1";
 const UPDATE_HEARTBEAT: &str = "UPDATE plans SET heartbeat_ns = ?2 WHERE pk = ?1";
 const UPDATE_PAUSED: &str = "UPDATE plans SET paused = ?2 WHERE pk = ?1";
@@ -185,10 +259,26 @@ impl Failure {
 }
 
 impl Writer {
-    /// Serves requests until every sender is gone.
+    /// Serves requests until every sender is gone, folding journals when idle and when they
+    /// grow past the limit; folds what is left when the store closes.
     pub fn run(mut self, requests: Receiver<Request>) {
+        self.recount();
         let mut group = Vec::with_capacity(self.max_group);
-        while let Ok(first) = requests.recv() {
+        loop {
+            let first = match self.idle_wait() {
+                None => match requests.recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                },
+                Some(wait) => match requests.recv_timeout(wait) {
+                    Ok(r) => r,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.fold_chunk(None);
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+            };
             group.push(first);
             while group.len() < self.max_group {
                 match requests.try_recv() {
@@ -197,11 +287,111 @@ impl Writer {
                 }
             }
             self.commit_group(&mut group);
+            self.fold_over_limit();
+        }
+        if self.folding.on_close {
+            while self.fold_chunk(None) {}
         }
         // Let the syncer answer what it holds before the connection closes.
         if let Some(syncer) = self.syncer.take() {
             drop(syncer.queue);
             let _ = syncer.thread.join();
+        }
+    }
+
+    /// How long to wait for a write before folding, if there is anything to fold.
+    fn idle_wait(&self) -> Option<Duration> {
+        self.recount();
+        let idle = self.folding.idle?;
+        let journal = self.journal.borrow();
+        if journal.pending.is_empty() {
+            return None;
+        }
+        let quiet = journal.quiet_until.map_or(Duration::ZERO, |t| {
+            t.saturating_duration_since(Instant::now())
+        });
+        Some(idle.max(quiet))
+    }
+
+    /// Folds journals that reached the limit, a chunk per transaction.
+    fn fold_over_limit(&self) {
+        loop {
+            self.recount();
+            let over = {
+                let journal = self.journal.borrow();
+                journal
+                    .pending
+                    .iter()
+                    .find(|(_, n)| **n >= self.folding.limit.max(1))
+                    .map(|(plan, _)| *plan)
+            };
+            match over {
+                Some(plan) if self.fold_chunk(Some(plan)) => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// Folds up to [`FOLD_CHUNK`] rows of plan `plan`'s journal (of the plan with the most
+    /// rows, if `None`) in a transaction of its own. Its commit is not synced: it changes how
+    /// the state is stored, not what it is, and the next synced commit covers it. Returns
+    /// whether rows were folded; a failure is logged, undone and retried later.
+    fn fold_chunk(&self, plan: Option<i64>) -> bool {
+        let plan = plan.or_else(|| {
+            let journal = self.journal.borrow();
+            journal
+                .pending
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .map(|(plan, _)| *plan)
+        });
+        let Some(plan) = plan else {
+            return false;
+        };
+        let folded = self
+            .exec("BEGIN IMMEDIATE")
+            .map_err(|e| sql_error(&self.store, "starting a transaction", e))
+            .and_then(|()| {
+                let folded = self.fold_plan(plan, Some(FOLD_CHUNK))?;
+                self.exec("COMMIT")
+                    .map_err(|e| sql_error(&self.store, "committing a fold", e))?;
+                Ok(folded > 0)
+            });
+        match folded {
+            Ok(folded) => {
+                if folded {
+                    self.counters.folds.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    // The count was stale: nothing is left of this plan's journal.
+                    self.journal.borrow_mut().pending.remove(&plan);
+                }
+                folded
+            }
+            Err(e) => {
+                self.roll_back();
+                tracing::warn!(store = %self.store, error = %e, "folding the journal failed; retrying later");
+                self.journal.borrow_mut().quiet_until = Some(Instant::now() + FOLD_RETRY);
+                false
+            }
+        }
+    }
+
+    /// Counts the journal's rows again if a rollback made the counts unreliable.
+    fn recount(&self) {
+        if !self.journal.borrow().recount {
+            return;
+        }
+        match journal::pending(&self.conn) {
+            Ok((pending, last)) => {
+                let mut journal = self.journal.borrow_mut();
+                journal.pending = pending;
+                journal.next_seq = journal.next_seq.max(last + 1);
+                journal.recount = false;
+            }
+            Err(e) => {
+                tracing::warn!(store = %self.store, error = %e, "counting the journal's rows failed; counting again later");
+                self.journal.borrow_mut().pending.clear();
+            }
         }
     }
 
@@ -231,9 +421,7 @@ impl Writer {
                 results
             }
             Err(e) => {
-                if !self.conn.is_autocommit() {
-                    let _ = self.exec("ROLLBACK");
-                }
+                self.roll_back();
                 // Nothing of the group was kept: every caller gets the error.
                 vec![Err(e); group.len()]
             }
@@ -278,9 +466,7 @@ impl Writer {
                 Ok(()) => results.push(Ok(())),
                 Err(Failure::Request(e)) if savepoints => results.push(Err(e)),
                 Err(failure) => {
-                    if !self.conn.is_autocommit() {
-                        let _ = self.exec("ROLLBACK");
-                    }
+                    self.roll_back();
                     return Err(failure);
                 }
             }
@@ -298,6 +484,15 @@ impl Writer {
         }
     }
 
+    /// Ends the open transaction, if SQLite has not already, keeping nothing of it.
+    fn roll_back(&self) {
+        self.cache.borrow_mut().clear();
+        self.journal.borrow_mut().recount = true;
+        if !self.conn.is_autocommit() {
+            let _ = self.exec("ROLLBACK");
+        }
+    }
+
     fn exec(&self, sql: &str) -> rusqlite::Result<()> {
         self.conn.prepare_cached(sql)?.execute([])?;
         Ok(())
@@ -312,6 +507,8 @@ impl Writer {
                 .map_err(|e| Failure::Group(sql_error(&self.store, "releasing a savepoint", e))),
             Err(e) => match self.classify(e) {
                 Failure::Request(e) => {
+                    self.cache.borrow_mut().clear();
+                    self.journal.borrow_mut().recount = true;
                     self.exec("ROLLBACK TO write")
                         .and_then(|()| self.exec("RELEASE write"))
                         .map_err(|e| {
@@ -332,8 +529,20 @@ impl Writer {
         }
     }
 
-    /// The plan's key and status, if it exists.
-    fn plan_key(&self, id: PlanId) -> Result<Option<(i64, String)>, StoreError> {
+    /// The plan's key, if it exists.
+    fn plan_key(&self, id: PlanId) -> Result<Option<i64>, StoreError> {
+        if let Some(&pk) = self.cache.borrow().plans.get(&id) {
+            return Ok(Some(pk));
+        }
+        let found = self.plan_row(id)?.map(|(pk, _)| pk);
+        if let Some(pk) = found {
+            self.cache.borrow_mut().plans.insert(id, pk);
+        }
+        Ok(found)
+    }
+
+    /// The plan's key and status, from the database.
+    fn plan_row(&self, id: PlanId) -> Result<Option<(i64, String)>, StoreError> {
         self.conn
             .prepare_cached(PLAN_KEY)
             .and_then(|mut s| {
@@ -343,6 +552,68 @@ impl Writer {
             .map_err(|e| sql_error(&self.store, &format!("looking up plan {id}"), e))
     }
 
+    /// The row of object `object` at `loc` of plan `id` (key `plan`); with `action`, it must
+    /// be an action.
+    fn object(
+        &self,
+        id: PlanId,
+        plan: i64,
+        object: uuid::Uuid,
+        loc: Loc,
+        action: bool,
+    ) -> Result<Known, StoreError> {
+        let missing = || {
+            StoreError::Permanent(format!(
+                "plan {id} has no {} {object} at {loc:?}",
+                if action { "action" } else { "object" }
+            ))
+        };
+        let cached = self.cache.borrow().objects.get(&(plan, object)).copied();
+        let known = match cached {
+            Some(known) => known,
+            None => {
+                let row: Option<(i64, String, String)> = self
+                    .conn
+                    .prepare_cached(OBJECT_KEY)
+                    .and_then(|mut s| {
+                        s.query_row(params![plan, id_text(object)], |row| {
+                            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                        })
+                        .optional()
+                    })
+                    .map_err(|e| sql_error(&self.store, &format!("updating plan {id}"), e))?;
+                let Some((ord, stored_loc, kind)) = row else {
+                    return Err(missing());
+                };
+                if stored_loc != loc_json(&loc) {
+                    return Err(missing());
+                }
+                let known = Known {
+                    ord,
+                    loc,
+                    action: kind == "action",
+                    attempts: None,
+                };
+                let mut cache = self.cache.borrow_mut();
+                if cache.objects.len() >= CACHED_OBJECTS {
+                    cache.objects.clear();
+                }
+                cache.objects.insert((plan, object), known);
+                known
+            }
+        };
+        if known.loc != loc || (action && !known.action) {
+            return Err(missing());
+        }
+        Ok(known)
+    }
+
+    /// Records what is now known of the attempts of `object`.
+    fn set_attempts(&self, plan: i64, object: uuid::Uuid, count: i64) {
+        if let Some(known) = self.cache.borrow_mut().objects.get_mut(&(plan, object)) {
+            known.attempts = Some(count);
+        }
+    }
     fn create(&self, p: &PreparedPlan) -> Result<(), StoreError> {
         let err = |e| sql_error(&self.store, &format!("creating plan {}", p.id), e);
         if self.plan_key(p.id)?.is_some() {
@@ -367,6 +638,7 @@ impl Writer {
             })
             .map_err(err)?;
         let pk = self.conn.last_insert_rowid();
+        self.cache.borrow_mut().plans.insert(p.id, pk);
         self.conn
             .prepare_cached(INSERT_DEFINITION)
             .and_then(|mut s| s.execute(params![pk, p.definition]))
@@ -394,128 +666,142 @@ impl Writer {
                 .execute(params![pk, a.ord, a.idx, c.start, c.end, c.outcome])
                 .map_err(err)?;
         }
+        self.remember(pk, p);
         Ok(())
     }
 
+    /// Caches the object rows of a plan just created, as far as the cache has room: its
+    /// first changes then find them without a query.
+    fn remember(&self, pk: i64, p: &PreparedPlan) {
+        let mut cache = self.cache.borrow_mut();
+        if cache.objects.len() + p.objects.len() > CACHED_OBJECTS {
+            return;
+        }
+        let mut attempts: HashMap<i64, i64> = HashMap::new();
+        for a in &p.attempts {
+            *attempts.entry(a.ord).or_default() += 1;
+        }
+        cache.objects.extend(p.objects.iter().map(|o| {
+            let known = Known {
+                ord: o.ord,
+                loc: o.at,
+                action: o.kind == "action",
+                attempts: (o.kind == "action").then(|| attempts.get(&o.ord).copied().unwrap_or(0)),
+            };
+            ((pk, o.uuid), known)
+        }));
+    }
+
+    /// Runs the changes of one `apply`: the plan's own fields are updated in place, changes to
+    /// its objects are checked against what the writer knows of them and appended to the
+    /// journal.
     fn apply(&self, id: PlanId, ops: &[Op]) -> Result<(), StoreError> {
-        let Some((plan, _)) = self.plan_key(id)? else {
+        let Some(plan) = self.plan_key(id)? else {
             return Err(StoreError::NotFound(id));
         };
-        for op in ops {
-            self.apply_op(id, plan, op)?;
-        }
-        Ok(())
-    }
-
-    /// Runs one change on plan `id`, whose key is `plan`.
-    fn apply_op(&self, id: PlanId, plan: i64, op: &Op) -> Result<(), StoreError> {
         let err = |e| sql_error(&self.store, &format!("updating plan {id}"), e);
-        let execute = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<usize, StoreError> {
+        let execute = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<(), StoreError> {
             self.conn
                 .prepare_cached(sql)
                 .and_then(|mut s| s.execute(params))
+                .map(drop)
                 .map_err(err)
         };
-        let query_one = |sql: &str,
-                         params: &[&dyn rusqlite::ToSql]|
-         -> Result<Option<(i64, i64)>, StoreError> {
-            self.conn
-                .prepare_cached(sql)
-                .and_then(|mut s| {
-                    s.query_row(params, |row| {
-                        Ok((
-                            row.get(0)?,
-                            if row.as_ref().column_count() > 1 {
-                                row.get(1)?
-                            } else {
-                                0
-                            },
-                        ))
-                    })
-                    .optional()
-                })
-                .map_err(err)
-        };
-        let missing = |what: &str, object: &str, loc: &crate::workflow::Loc| {
-            StoreError::Permanent(format!("plan {id} has no {what} {object} at {loc:?}"))
-        };
-        match op {
-            Op::PlanState { id: object, state } => {
-                if *object != id.0 {
-                    return Err(StoreError::Permanent(format!(
-                        "plan {id} has no object {object} at Plan"
-                    )));
-                }
-                execute(
-                    UPDATE_PLAN_STATE,
-                    params![plan, state.status, state.start, state.end],
-                )?;
-            }
-            Op::ObjectState {
-                id: object,
-                loc,
-                debug_loc,
-                state,
-            } => {
-                let n = execute(
-                    UPDATE_OBJECT_STATE,
-                    params![plan, object, loc, state.status, state.start, state.end],
-                )?;
-                if n == 0 {
-                    return Err(missing("object", object, debug_loc));
-                }
-            }
-            Op::Attempt {
-                id: object,
-                loc,
-                debug_loc,
-                index,
-                cols,
-            } => {
-                let Some((ord, count)) = query_one(ACTION_ATTEMPTS, params![plan, object, loc])?
-                else {
-                    return Err(missing("action", object, debug_loc));
-                };
-                if *index > count {
-                    return Err(StoreError::Permanent(format!(
-                        "plan {id}: attempt {index} of the action at {debug_loc:?} skips attempt {count}"
-                    )));
-                }
-                let row = params![plan, ord, index, cols.start, cols.end, cols.outcome];
-                if *index < count {
-                    if *index + 1 < count {
-                        execute(DELETE_ATTEMPTS_AFTER, params![plan, ord, index])?;
+        let mut rows = Rows::default();
+        for op in ops {
+            match op {
+                Op::PlanState { id: object, state } => {
+                    if *object != id.0 {
+                        return Err(StoreError::Permanent(format!(
+                            "plan {id} has no object {object} at Plan"
+                        )));
                     }
-                    execute(UPDATE_ATTEMPT, row)?;
-                } else {
-                    execute(INSERT_ATTEMPT, row)?;
+                    execute(
+                        UPDATE_PLAN_STATE,
+                        params![plan, state.status, state.start, state.end],
+                    )?;
                 }
-            }
-            Op::Reset {
-                id: object,
-                loc,
-                debug_loc,
-            } => {
-                let Some((ord, _)) = query_one(RESET_ACTION, params![plan, object, loc])? else {
-                    return Err(missing("action", object, debug_loc));
-                };
-                execute(DELETE_ATTEMPTS, params![plan, ord])?;
-            }
-            Op::Reason(reason) => {
-                execute(UPDATE_REASON, params![plan, reason])?;
-            }
-            Op::Heartbeat(t) => {
-                execute(UPDATE_HEARTBEAT, params![plan, t])?;
-            }
-            Op::Paused(p) => {
-                execute(UPDATE_PAUSED, params![plan, p])?;
+                Op::ObjectState {
+                    id: object,
+                    loc,
+                    state,
+                } => {
+                    let known = self.object(id, plan, *object, *loc, false)?;
+                    rows.state(known.ord, state);
+                }
+                Op::Attempt {
+                    id: object,
+                    loc,
+                    index,
+                    cols,
+                } => {
+                    let known = self.object(id, plan, *object, *loc, true)?;
+                    let count = match known.attempts {
+                        Some(count) => count,
+                        None => self.count_attempts(id, plan, known.ord)?,
+                    };
+                    if *index > count {
+                        return Err(StoreError::Permanent(format!(
+                            "plan {id}: attempt {index} of the action at {loc:?} skips attempt {count}"
+                        )));
+                    }
+                    rows.attempt(known.ord, *index, cols, *index + 1 < count);
+                    self.set_attempts(plan, *object, index + 1);
+                }
+                Op::Reset { id: object, loc } => {
+                    let known = self.object(id, plan, *object, *loc, true)?;
+                    rows.reset(known.ord);
+                    self.set_attempts(plan, *object, 0);
+                }
+                Op::Reason(reason) => execute(UPDATE_REASON, params![plan, reason])?,
+                Op::Heartbeat(t) => execute(UPDATE_HEARTBEAT, params![plan, t])?,
+                Op::Paused(p) => execute(UPDATE_PAUSED, params![plan, p])?,
             }
         }
+        let mut journal = self.journal.borrow_mut();
+        rows.append(&self.conn, plan, &mut journal.next_seq)
+            .map_err(err)?;
+        *journal.pending.entry(plan).or_default() += rows.len();
         Ok(())
     }
 
+    /// The number of attempts of the action with key `ord`, from the database: its journal is
+    /// folded first, so that the attempts table is complete.
+    fn count_attempts(&self, id: PlanId, plan: i64, ord: i64) -> Result<i64, StoreError> {
+        self.fold_plan(plan, None)?;
+        self.conn
+            .prepare_cached(COUNT_ATTEMPTS)
+            .and_then(|mut s| s.query_row(params![plan, ord], |row| row.get(0)))
+            .map_err(|e| sql_error(&self.store, &format!("updating plan {id}"), e))
+    }
+
+    /// Folds (the first `limit` rows of) plan `plan`'s journal in the open transaction.
+    fn fold_plan(&self, plan: i64, limit: Option<usize>) -> Result<usize, StoreError> {
+        let folded = journal::fold(&self.conn, &self.store, plan, limit)?;
+        if folded > 0 {
+            self.counters
+                .folded_rows
+                .fetch_add(folded as u64, Ordering::Relaxed);
+            let mut journal = self.journal.borrow_mut();
+            let left = journal
+                .pending
+                .get(&plan)
+                .map_or(0, |n| n.saturating_sub(folded));
+            if left == 0 {
+                journal.pending.remove(&plan);
+            } else {
+                journal.pending.insert(plan, left);
+            }
+        }
+        Ok(folded)
+    }
+
     fn delete(&self, id: PlanId) -> Result<(), StoreError> {
-        match self.plan_key(id)? {
+        // Deletes are rare: forget everything rather than the plan's objects one by one. The
+        // plan's journal goes with it (the foreign key cascades).
+        self.cache.borrow_mut().clear();
+        self.journal.borrow_mut().recount = true;
+        match self.plan_row(id)? {
             None => Err(StoreError::NotFound(id)),
             Some((_, status)) if status == "Running" => Err(StoreError::Running(id)),
             Some((plan, _)) => {
