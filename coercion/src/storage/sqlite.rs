@@ -442,10 +442,9 @@ impl Store for SqliteStore {
         changes: &'a [Change],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.enqueue(|| {
-            Ok(Write::Apply {
-                id,
-                ops: changes.iter().map(Op::of).collect::<Result<_, _>>()?,
-            })
+            let ops: Vec<Op> = changes.iter().map(Op::of).collect::<Result<_, _>>()?;
+            let journal = journal::encode(&ops);
+            Ok(Write::Apply { id, ops, journal })
         })
     }
 

@@ -1,23 +1,36 @@
-//! The journal (schema version 2): changes to objects appended by the writer at commit time,
-//! and folded into `objects` and `attempts` later. See the `schema` module for the table.
+//! The journal (schema version 2): the object changes of each write, appended by the writer at
+//! commit time and folded into `objects` and `attempts` later. See the `schema` module for the
+//! table.
 //!
-//! Everything here is plain SQL on a connection the caller holds in a transaction: the writer
-//! appends and folds, readers replay what is not folded yet.
+//! A row holds the changes of one `apply` to the plan's objects (states, attempts, resets) as
+//! one compact blob, encoded by the caller before the write is queued, so the writer only binds
+//! four values per write. The encoding (little-endian):
+//!
+//! ```text
+//! entry*            one per change, in the order of the write
+//! entry  = tag:u8 id:[u8; 16] body
+//! tag 1  = state:   status:u8 flags:u8 [start:i64 if flags & 1] [end:i64 if flags & 2]
+//! tag 2  = attempt: index:u32 start:i64 flags:u8 [end:i64 if flags & 1]
+//!                   [outcome_len:u32 outcome:utf-8 JSON if flags & 2]
+//! tag 3  = reset
+//! ```
+//!
+//! `id` is the object's UUID; statuses are numbered in [`STATUSES`] order. An attempt replaces
+//! the attempt of its index and drops later ones; a reset puts the action back to `NotStarted`
+//! without attempts.
 
-use std::collections::{BTreeMap, HashMap};
-use std::str::FromStr;
+use std::collections::HashMap;
 
 use rusqlite::{Connection, params};
+use uuid::Uuid;
 
-use super::codec::{AttemptCols, StateCols, sql_error};
+use super::codec::{Op, sql_error};
 use crate::storage::StoreError;
 use crate::workflow::Status;
 
-const APPEND: &str = "INSERT INTO journal (plan_pk, seq, ord, reset, status, start_ns, end_ns, \
-     idx, attempt_start_ns, attempt_end_ns, outcome, drops) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
-const READ: &str = "SELECT seq, ord, reset, status, start_ns, end_ns, idx, attempt_start_ns, \
-     attempt_end_ns, outcome, drops FROM journal WHERE plan_pk = ?1 ORDER BY seq LIMIT ?2";
+const APPEND: &str = "INSERT INTO journal (plan_pk, seq, changes, drops) VALUES (?1, ?2, ?3, ?4)";
+const READ: &str =
+    "SELECT seq, changes, drops FROM journal WHERE plan_pk = ?1 ORDER BY seq LIMIT ?2";
 const DELETE_FOLDED: &str = "DELETE FROM journal WHERE plan_pk = ?1 AND seq <= ?2";
 const PENDING: &str = "SELECT plan_pk, count(*), max(seq) FROM journal GROUP BY plan_pk";
 const UPDATE_OBJECT_STATE: &str =
@@ -28,140 +41,214 @@ const UPSERT_ATTEMPT: &str = "INSERT INTO attempts (plan_pk, ord, idx, start_ns,
      VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (plan_pk, ord, idx) DO UPDATE SET \
      start_ns = excluded.start_ns, end_ns = excluded.end_ns, outcome = excluded.outcome";
 
-/// What one write changes of one object: a row of the journal, borrowed from the write's ops.
-struct Pending<'a> {
-    ord: i64,
-    reset: bool,
-    state: Option<&'a StateCols>,
-    attempt: Option<(i64, &'a AttemptCols)>,
-    drops: bool,
-}
+/// Statuses by their number in the encoding.
+pub(super) const STATUSES: [Status; 5] = [
+    Status::NotStarted,
+    Status::Running,
+    Status::Completed,
+    Status::Failed,
+    Status::Stopped,
+];
 
-/// The journal rows of one write, built change by change. Consecutive changes of one object
-/// share a row where the row's order of application (reset, state, attempt) keeps their
-/// meaning: an action's "attempt finished" and "completed" are one row.
-#[derive(Default)]
-pub(super) struct Rows<'a> {
-    rows: Vec<Pending<'a>>,
-}
+const STATE: u8 = 1;
+const ATTEMPT: u8 = 2;
+const RESET: u8 = 3;
 
-impl<'a> Rows<'a> {
-    /// The last row, if it is `ord`'s.
-    fn last(&mut self, ord: i64) -> Option<&mut Pending<'a>> {
-        self.rows.last_mut().filter(|r| r.ord == ord)
+/// Encodes the object changes among `ops` (the plan's own fields are not journaled). Empty if
+/// there are none.
+pub(super) fn encode(ops: &[Op]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for op in ops {
+        match op {
+            Op::ObjectState { id, state, .. } => {
+                out.push(STATE);
+                out.extend_from_slice(id.as_bytes());
+                let status = STATUSES
+                    .iter()
+                    .position(|s| s.as_str() == state.status)
+                    .unwrap_or(0);
+                out.push(status as u8);
+                out.push(u8::from(state.start.is_some()) | u8::from(state.end.is_some()) << 1);
+                for t in [state.start, state.end].into_iter().flatten() {
+                    out.extend_from_slice(&t.to_le_bytes());
+                }
+            }
+            Op::Attempt {
+                id, index, cols, ..
+            } => {
+                out.push(ATTEMPT);
+                out.extend_from_slice(id.as_bytes());
+                out.extend_from_slice(&u32::try_from(*index).unwrap_or(u32::MAX).to_le_bytes());
+                out.extend_from_slice(&cols.start.to_le_bytes());
+                out.push(u8::from(cols.end.is_some()) | u8::from(cols.outcome.is_some()) << 1);
+                if let Some(end) = cols.end {
+                    out.extend_from_slice(&end.to_le_bytes());
+                }
+                if let Some(outcome) = &cols.outcome {
+                    let len = u32::try_from(outcome.len()).unwrap_or(u32::MAX);
+                    out.extend_from_slice(&len.to_le_bytes());
+                    out.extend_from_slice(outcome.as_bytes());
+                }
+            }
+            Op::Reset { id, .. } => {
+                out.push(RESET);
+                out.extend_from_slice(id.as_bytes());
+            }
+            Op::PlanState { .. } | Op::Reason(_) | Op::Heartbeat(_) | Op::Paused(_) => {}
+        }
     }
+    out
+}
 
-    fn push(&mut self, ord: i64) -> &mut Pending<'a> {
-        self.rows.push(Pending {
-            ord,
-            reset: false,
-            state: None,
-            attempt: None,
-            drops: false,
+/// One decoded change of a journal row.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Entry<'a> {
+    State {
+        id: Uuid,
+        status: Status,
+        start: Option<i64>,
+        end: Option<i64>,
+    },
+    Attempt {
+        id: Uuid,
+        index: i64,
+        start: i64,
+        end: Option<i64>,
+        outcome: Option<&'a str>,
+    },
+    Reset {
+        id: Uuid,
+    },
+}
+
+/// Decodes a journal row's blob; the error says what is wrong and where.
+pub(super) fn decode(blob: &[u8]) -> Result<Vec<Entry<'_>>, String> {
+    let mut r = Reader { blob, at: 0 };
+    let mut entries = Vec::new();
+    while r.at < blob.len() {
+        let tag = r.u8()?;
+        let id = Uuid::from_bytes(r.array()?);
+        entries.push(match tag {
+            STATE => {
+                let n = r.u8()?;
+                let status = *STATUSES
+                    .get(usize::from(n))
+                    .ok_or_else(|| format!("unknown status number {n} at byte {}", r.at - 1))?;
+                let flags = r.u8()?;
+                let start = if flags & 1 != 0 { Some(r.i64()?) } else { None };
+                let end = if flags & 2 != 0 { Some(r.i64()?) } else { None };
+                Entry::State {
+                    id,
+                    status,
+                    start,
+                    end,
+                }
+            }
+            ATTEMPT => {
+                let index = i64::from(u32::from_le_bytes(r.array()?));
+                let start = r.i64()?;
+                let flags = r.u8()?;
+                let end = if flags & 1 != 0 { Some(r.i64()?) } else { None };
+                let outcome = if flags & 2 != 0 {
+                    let len = u32::from_le_bytes(r.array()?) as usize;
+                    let at = r.at;
+                    let bytes = r.bytes(len)?;
+                    Some(
+                        std::str::from_utf8(bytes)
+                            .map_err(|e| format!("an outcome at byte {at} is not UTF-8: {e}"))?,
+                    )
+                } else {
+                    None
+                };
+                Entry::Attempt {
+                    id,
+                    index,
+                    start,
+                    end,
+                    outcome,
+                }
+            }
+            RESET => Entry::Reset { id },
+            other => return Err(format!("unknown change tag {other} at byte {}", r.at - 17)),
         });
-        self.rows.last_mut().expect("just pushed")
     }
+    Ok(entries)
+}
 
-    /// The object's state becomes `state`. A state and an attempt are independent, and of two
-    /// states the later wins, so a state always joins the object's last row.
-    pub fn state(&mut self, ord: i64, state: &'a StateCols) {
-        match self.last(ord) {
-            Some(row) => row.state = Some(state),
-            None => self.push(ord).state = Some(state),
-        }
-    }
+struct Reader<'a> {
+    blob: &'a [u8],
+    at: usize,
+}
 
-    /// Attempt `idx` of the action becomes `attempt`, and later ones are dropped; `drops`
-    /// says whether there are any (the action has more than `idx + 1` attempts).
-    pub fn attempt(&mut self, ord: i64, idx: i64, attempt: &'a AttemptCols, drops: bool) {
-        let row = match self.last(ord).filter(|r| r.attempt.is_none()) {
-            Some(row) => row,
-            None => self.push(ord),
+impl<'a> Reader<'a> {
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.blob.len());
+        let Some(end) = end else {
+            return Err(format!(
+                "the blob ends at byte {} inside a change that needs {n} more bytes from byte {}",
+                self.blob.len(),
+                self.at
+            ));
         };
-        row.attempt = Some((idx, attempt));
-        row.drops = drops;
+        let bytes = &self.blob[self.at..end];
+        self.at = end;
+        Ok(bytes)
     }
 
-    /// The action goes back to `NotStarted` without attempts: it starts a row, since a reset
-    /// is applied before the rest of its row.
-    pub fn reset(&mut self, ord: i64) {
-        self.push(ord).reset = true;
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut out = [0; N];
+        out.copy_from_slice(self.bytes(N)?);
+        Ok(out)
     }
 
-    pub fn len(&self) -> usize {
-        self.rows.len()
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.array::<1>()?[0])
     }
 
-    /// Appends the rows to plan `plan`'s journal, numbered from `*seq` on.
-    pub fn append(&self, conn: &Connection, plan: i64, seq: &mut i64) -> rusqlite::Result<()> {
-        if self.rows.is_empty() {
-            return Ok(());
-        }
-        let mut insert = conn.prepare_cached(APPEND)?;
-        for row in &self.rows {
-            let (status, start, end) = match row.state {
-                Some(s) => (Some(s.status), s.start, s.end),
-                None => (None, None, None),
-            };
-            let (idx, a_start, a_end, outcome) = match row.attempt {
-                Some((idx, a)) => (Some(idx), Some(a.start), a.end, a.outcome.as_deref()),
-                None => (None, None, None, None),
-            };
-            insert.execute(params![
-                plan, *seq, row.ord, row.reset, status, start, end, idx, a_start, a_end, outcome,
-                row.drops
-            ])?;
-            *seq += 1;
-        }
-        Ok(())
+    fn i64(&mut self) -> Result<i64, String> {
+        Ok(i64::from_le_bytes(self.array()?))
     }
 }
 
-/// A journal row as read back.
-#[derive(Debug)]
-pub(super) struct Entry {
-    pub seq: i64,
-    pub ord: i64,
-    pub reset: bool,
-    /// Status name, start, end.
-    pub state: Option<(String, Option<i64>, Option<i64>)>,
-    /// Index, start, end, outcome.
-    pub attempt: Option<(i64, i64, Option<i64>, Option<String>)>,
+/// Appends `changes` (an [`encode`]d blob) to plan `plan`'s journal as row `*seq`, which then
+/// advances. `drops`: whether an attempt of the write dropped later attempts that existed.
+pub(super) fn append(
+    conn: &Connection,
+    plan: i64,
+    seq: &mut i64,
+    changes: &[u8],
+    drops: bool,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(APPEND)?
+        .execute(params![plan, *seq, changes, drops])?;
+    *seq += 1;
+    Ok(())
 }
+
+/// A journal row as read back: its sequence number, blob, and `drops` flag.
+pub(super) type Row = (i64, Vec<u8>, bool);
 
 /// The first `limit` (all, if `None`) journal rows of plan `plan`, in order.
 pub(super) fn read(
     conn: &Connection,
     plan: i64,
     limit: Option<usize>,
-) -> rusqlite::Result<Vec<Entry>> {
+) -> rusqlite::Result<Vec<Row>> {
     let limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
     let mut stmt = conn.prepare_cached(READ)?;
     let rows = stmt.query_map(params![plan, limit], |r| {
-        let status: Option<String> = r.get(3)?;
-        let idx: Option<i64> = r.get(6)?;
-        Ok(Entry {
-            seq: r.get(0)?,
-            ord: r.get(1)?,
-            reset: r.get(2)?,
-            state: match status {
-                Some(status) => Some((status, r.get(4)?, r.get(5)?)),
-                None => None,
-            },
-            attempt: match idx {
-                Some(idx) => Some((idx, r.get(7)?, r.get(8)?, r.get(9)?)),
-                None => None,
-            },
-        })
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
     })?;
     rows.collect()
 }
 
 /// Journal rows per plan, and the highest sequence number in use.
-pub(super) fn pending(conn: &Connection) -> rusqlite::Result<(BTreeMap<i64, usize>, i64)> {
+pub(super) fn pending(
+    conn: &Connection,
+) -> rusqlite::Result<(std::collections::BTreeMap<i64, usize>, i64)> {
     let mut stmt = conn.prepare_cached(PENDING)?;
     let mut rows = stmt.query([])?;
-    let (mut plans, mut last) = (BTreeMap::new(), -1);
+    let (mut plans, mut last) = (std::collections::BTreeMap::new(), -1);
     while let Some(r) = rows.next()? {
         let count: i64 = r.get(1)?;
         plans.insert(r.get(0)?, usize::try_from(count).unwrap_or(0));
@@ -173,80 +260,75 @@ pub(super) fn pending(conn: &Connection) -> rusqlite::Result<(BTreeMap<i64, usiz
 /// What a run of journal rows does to one object, collapsed.
 #[derive(Default)]
 struct Folded {
-    /// Status name, start, end.
-    state: Option<(&'static str, Option<i64>, Option<i64>)>,
-    /// Stored attempts from this index on are dropped. Attempts written by the journal's rows
-    /// need no deletion when no row dropped any: their indices then only grow or repeat.
+    /// Status, start, end.
+    state: Option<(Status, Option<i64>, Option<i64>)>,
+    /// Stored attempts from this index on are dropped. Attempts written by the journal need
+    /// no deletion when no row dropped any: their indices then only grow or repeat.
     truncate: Option<i64>,
-    /// Whether a row of the run dropped attempts (a reset, or an attempt with `drops`).
+    /// Whether a row of the run dropped attempts (a reset, or a row with `drops`).
     drops: bool,
     /// Attempts written (index, start, end, outcome), by index, after the truncation.
     attempts: Vec<(i64, i64, Option<i64>, Option<String>)>,
 }
 
 /// Folds the first `limit` (all, if `None`) journal rows of plan `plan` into its tables and
-/// deletes them, in the caller's transaction. Each object's rows are collapsed first, so an
-/// action that started and finished costs one update of its row and one attempt row. Returns
-/// how many rows were folded.
+/// deletes them, in the caller's transaction. `ord_of` gives an object's clustering key from its
+/// id. Each object's changes are collapsed first, so an action that started and finished costs
+/// one update of its row and one attempt row. Returns how many rows were folded.
 pub(super) fn fold(
     conn: &Connection,
     store: &str,
     plan: i64,
     limit: Option<usize>,
+    ord_of: &mut dyn FnMut(Uuid) -> Result<i64, StoreError>,
 ) -> Result<usize, StoreError> {
     let err = |e| sql_error(store, "folding the journal", e);
-    let corrupt = |what: String| {
-        StoreError::Permanent(format!(
-            "{store}: folding the journal of plan #{plan}: {what}"
-        ))
+    let rows = read(conn, plan, limit).map_err(err)?;
+    let Some(last) = rows.last().map(|r| r.0) else {
+        return Ok(0);
     };
-    let limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
     let mut objects: HashMap<i64, Folded> = HashMap::new();
-    let (mut rows, mut last) = (0, None);
-    {
-        let mut stmt = conn.prepare_cached(READ).map_err(err)?;
-        let mut cursor = stmt.query(params![plan, limit]).map_err(err)?;
-        while let Some(r) = cursor.next().map_err(err)? {
-            rows += 1;
-            last = Some(r.get::<_, i64>(0).map_err(err)?);
-            let object = objects.entry(r.get(1).map_err(err)?).or_default();
-            if r.get::<_, bool>(2).map_err(err)? {
-                object.state = Some((Status::NotStarted.as_str(), None, None));
-                object.truncate = Some(0);
-                object.drops = true;
-                object.attempts.clear();
-            }
-            if let Some(status) = r
-                .get_ref(3)
-                .map_err(err)?
-                .as_str_or_null()
-                .map_err(|e| err(e.into()))?
-            {
-                let status = Status::from_str(status).map_err(corrupt)?;
-                object.state = Some((
-                    status.as_str(),
-                    r.get(4).map_err(err)?,
-                    r.get(5).map_err(err)?,
-                ));
-            }
-            if let Some(idx) = r.get::<_, Option<i64>>(6).map_err(err)? {
-                let outcome = r
-                    .get_ref(9)
-                    .map_err(err)?
-                    .as_str_or_null()
-                    .map_err(|e| err(e.into()))?
-                    .map(str::to_owned);
-                let attempt = (idx, r.get(7).map_err(err)?, r.get(8).map_err(err)?, outcome);
-                object.attempts.retain(|a| a.0 < idx);
-                object.attempts.push(attempt);
-                object.truncate = Some(object.truncate.map_or(idx + 1, |t| t.min(idx + 1)));
-                object.drops |= r.get::<_, bool>(10).map_err(err)?;
+    for (seq, blob, drops) in &rows {
+        let entries = decode(blob).map_err(|e| {
+            StoreError::Permanent(format!(
+                "{store}: folding the journal: row {seq} of plan #{plan} is unreadable: {e}"
+            ))
+        })?;
+        for entry in entries {
+            match entry {
+                Entry::State {
+                    id,
+                    status,
+                    start,
+                    end,
+                } => {
+                    objects.entry(ord_of(id)?).or_default().state = Some((status, start, end));
+                }
+                Entry::Attempt {
+                    id,
+                    index,
+                    start,
+                    end,
+                    outcome,
+                } => {
+                    let object = objects.entry(ord_of(id)?).or_default();
+                    object.attempts.retain(|a| a.0 < index);
+                    object
+                        .attempts
+                        .push((index, start, end, outcome.map(str::to_owned)));
+                    object.truncate = Some(object.truncate.map_or(index + 1, |t| t.min(index + 1)));
+                    object.drops |= drops;
+                }
+                Entry::Reset { id } => {
+                    let object = objects.entry(ord_of(id)?).or_default();
+                    object.state = Some((Status::NotStarted, None, None));
+                    object.truncate = Some(0);
+                    object.drops = true;
+                    object.attempts.clear();
+                }
             }
         }
     }
-    let Some(last) = last else {
-        return Ok(0);
-    };
     let mut objects: Vec<(i64, Folded)> = objects.into_iter().collect();
     objects.sort_unstable_by_key(|(ord, _)| *ord);
     let mut update = conn.prepare_cached(UPDATE_OBJECT_STATE).map_err(err)?;
@@ -255,10 +337,12 @@ pub(super) fn fold(
     for (ord, object) in &objects {
         if let Some((status, start, end)) = object.state {
             let changed = update
-                .execute(params![plan, ord, status, start, end])
+                .execute(params![plan, ord, status.as_str(), start, end])
                 .map_err(err)?;
             if changed != 1 {
-                return Err(corrupt(format!("it has no object #{ord}")));
+                return Err(StoreError::Permanent(format!(
+                    "{store}: folding the journal: plan #{plan} has no object #{ord}"
+                )));
             }
         }
         if let (Some(from), true) = (object.truncate, object.drops) {
@@ -273,5 +357,100 @@ pub(super) fn fold(
     conn.prepare_cached(DELETE_FOLDED)
         .and_then(|mut s| s.execute(params![plan, last]))
         .map_err(err)?;
-    Ok(rows)
+    Ok(rows.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::sqlite::codec::{AttemptCols, StateCols};
+    use crate::workflow::Loc;
+
+    #[test]
+    fn changes_round_trip_and_bad_blobs_give_errors_not_panics() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let ops = vec![
+            Op::ObjectState {
+                id: a,
+                loc: Loc::Block(0),
+                state: StateCols {
+                    status: "Completed",
+                    start: Some(-5),
+                    end: Some(i64::MAX),
+                },
+            },
+            Op::Heartbeat(7),
+            Op::Attempt {
+                id: b,
+                loc: Loc::Block(1),
+                index: 3,
+                cols: AttemptCols {
+                    start: 11,
+                    end: None,
+                    outcome: Some("{\"response\":\"é ✓\"}".to_owned()),
+                },
+            },
+            Op::Reset {
+                id: a,
+                loc: Loc::Block(0),
+            },
+            Op::ObjectState {
+                id: b,
+                loc: Loc::Block(1),
+                state: StateCols {
+                    status: "NotStarted",
+                    start: None,
+                    end: None,
+                },
+            },
+        ];
+        let blob = encode(&ops);
+        assert_eq!(
+            decode(&blob).unwrap(),
+            vec![
+                Entry::State {
+                    id: a,
+                    status: Status::Completed,
+                    start: Some(-5),
+                    end: Some(i64::MAX)
+                },
+                Entry::Attempt {
+                    id: b,
+                    index: 3,
+                    start: 11,
+                    end: None,
+                    outcome: Some("{\"response\":\"é ✓\"}")
+                },
+                Entry::Reset { id: a },
+                Entry::State {
+                    id: b,
+                    status: Status::NotStarted,
+                    start: None,
+                    end: None
+                },
+            ]
+        );
+        assert!(encode(&[Op::Heartbeat(1), Op::Paused(true)]).is_empty());
+        // Every truncation, and some corruptions, are errors that say where.
+        for n in 0..blob.len() {
+            let cut = &blob[..n];
+            if let Err(e) = decode(cut) {
+                assert!(e.contains("byte"), "{e}");
+            }
+        }
+        let mut bad = blob.clone();
+        bad[0] = 9;
+        assert!(
+            decode(&bad)
+                .unwrap_err()
+                .contains("unknown change tag 9 at byte 0")
+        );
+        let mut bad = blob.clone();
+        bad[17] = 200;
+        assert!(
+            decode(&bad)
+                .unwrap_err()
+                .contains("unknown status number 200")
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! Reads: read-only connections from a small pool, each read in its own read transaction (a
 //! consistent snapshot, never blocked by the writer in WAL mode), run on tokio's blocking pool.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -252,57 +253,16 @@ pub(super) fn read_plan(conn: &Connection, store: &str, id: PlanId) -> Result<Pl
     drop(stmt);
 
     // What the writer has not folded into the tables yet, in order.
-    for entry in journal::read(&tx, pk, None).map_err(err)? {
-        let (loc, object) = place(entry.ord)?;
-        if entry.reset {
-            let action = plan.action_mut(loc).ok_or_else(|| {
-                corrupt(
-                    store,
-                    id,
-                    format_args!("a reset of {object}, which is not an action"),
-                )
-            })?;
-            action.state = State::default();
-            action.attempts.clear();
-        }
-        if let Some((status, start, end)) = &entry.state {
-            let state = State {
-                status: parse_status(status).map_err(|e| corrupt(store, id, e))?,
-                start: start.map(from_ns),
-                end: end.map(from_ns),
-            };
-            let slot = plan.state_at_mut(loc).ok_or_else(|| {
-                corrupt(
-                    store,
-                    id,
-                    format_args!("a state of {object}, which has none"),
-                )
-            })?;
-            *slot = state;
-        }
-        if let Some((idx, start, end, outcome)) = &entry.attempt {
-            let attempt = AttemptCols::decode(*start, *end, outcome.as_deref())
-                .map_err(|e| corrupt(store, id, e))?;
-            let action = plan.action_mut(loc).ok_or_else(|| {
-                corrupt(
-                    store,
-                    id,
-                    format_args!("an attempt of {object}, which is not an action"),
-                )
-            })?;
-            let idx = usize::try_from(*idx).unwrap_or(usize::MAX);
-            if idx > action.attempts.len() {
-                return Err(corrupt(
-                    store,
-                    id,
-                    format_args!(
-                        "journal row {} skips attempts of action {object}",
-                        entry.seq
-                    ),
-                ));
-            }
-            action.attempts.truncate(idx);
-            action.attempts.push(attempt);
+    let rows = journal::read(&tx, pk, None).map_err(err)?;
+    if !rows.is_empty() {
+        let locs: HashMap<Uuid, Loc> = by_ord
+            .iter()
+            .flatten()
+            .map(|(loc, id)| (*id, *loc))
+            .collect();
+        for (seq, blob, _) in &rows {
+            replay(&mut plan, &locs, blob)
+                .map_err(|e| corrupt(store, id, format_args!("journal row {seq}: {e}")))?;
         }
     }
     tx.finish().map_err(err)?;
@@ -422,4 +382,61 @@ pub(super) fn integrity_check(conn: &Connection, store: &str) -> Result<(), Stor
             problems.join("; ")
         )))
     }
+}
+
+/// Applies the changes of one journal row to `plan`; `locs` places objects by id.
+fn replay(plan: &mut Plan, locs: &HashMap<Uuid, Loc>, blob: &[u8]) -> Result<(), String> {
+    let place = |object: Uuid| {
+        locs.get(&object)
+            .copied()
+            .ok_or_else(|| format!("object {object} is not in the plan"))
+    };
+    for entry in journal::decode(blob)? {
+        match entry {
+            journal::Entry::State {
+                id: object,
+                status,
+                start,
+                end,
+            } => {
+                let state = plan
+                    .state_at_mut(place(object)?)
+                    .ok_or_else(|| format!("{object} has no state"))?;
+                *state = State {
+                    status,
+                    start: start.map(from_ns),
+                    end: end.map(from_ns),
+                };
+            }
+            journal::Entry::Attempt {
+                id: object,
+                index,
+                start,
+                end,
+                outcome,
+            } => {
+                let attempt = AttemptCols::decode(start, end, outcome)?;
+                let action = plan
+                    .action_mut(place(object)?)
+                    .ok_or_else(|| format!("an attempt of {object}, which is not an action"))?;
+                let index = usize::try_from(index).unwrap_or(usize::MAX);
+                if index > action.attempts.len() {
+                    return Err(format!(
+                        "attempt {index} of action {object} skips attempt {}",
+                        action.attempts.len()
+                    ));
+                }
+                action.attempts.truncate(index);
+                action.attempts.push(attempt);
+            }
+            journal::Entry::Reset { id: object } => {
+                let action = plan
+                    .action_mut(place(object)?)
+                    .ok_or_else(|| format!("a reset of {object}, which is not an action"))?;
+                action.state = State::default();
+                action.attempts.clear();
+            }
+        }
+    }
+    Ok(())
 }

@@ -122,37 +122,24 @@ CREATE TABLE attempts (
 /// Version 2: the `journal`.
 ///
 /// A change to an object (a state, an attempt, a reset) is not written into `objects` and
-/// `attempts` at once: it is appended to `journal`, keyed by plan and a sequence number the
-/// writer hands out in write order. An action's step then costs a commit one or two appended
-/// rows on the same page instead of rewrites of the object's and the attempt's pages, which is
-/// what bounds how many commits per second a disk sustains. The writer later *folds* a plan's
-/// journal into its tables — when it has nothing else to do, when the plan's journal grows past a
-/// limit, and when the store closes — in one transaction that applies the rows in order and
-/// deletes them. Readers apply a plan's remaining journal rows, in order, on top of its tables
-/// within the same snapshot, so what they see does not depend on folding.
+/// `attempts` at once: the changes of each write are appended to `journal` as one row, keyed by
+/// plan and a sequence number the writer hands out in write order, holding them as a compact
+/// blob (the `journal` module documents its encoding). An action's step then costs a commit one
+/// small appended row instead of rewrites of the object's and the attempt's pages, which is what
+/// bounds how many steps per second a disk sustains. The writer later *folds* a plan's journal
+/// into its tables — when it has had nothing else to do for a moment, when the plan's journal
+/// grows past a limit, and when the store closes — in transactions that apply the rows in order
+/// and delete them. Readers apply a plan's remaining journal rows, in order, on top of its
+/// tables within the same snapshot, so what they see does not depend on folding.
 ///
-/// One row carries what one write changed of one object, applied in this order: `reset` (the
-/// action back to `NotStarted`, without attempts), then the state (`status`, `start_ns`,
-/// `end_ns`; `status` NULL when unchanged), then attempt `idx` (`attempt_start_ns`,
-/// `attempt_end_ns`, `outcome`; `idx` NULL when unchanged), which replaces the attempt of that
-/// index and drops later ones. `drops` is 1 when there were later ones to drop: folding runs
-/// without looking for attempts to delete unless a row says so.
+/// `drops` is 1 when an attempt of the write dropped later attempts that existed: folding then
+/// deletes stored attempts, and otherwise does not look for any.
 const V2: &str = "
 CREATE TABLE journal (
-    plan_pk          INTEGER NOT NULL REFERENCES plans (pk) ON DELETE CASCADE,
-    seq              INTEGER NOT NULL,
-    ord              INTEGER NOT NULL,
-    reset            INTEGER NOT NULL CHECK (reset = 0 OR reset = 1),
-    status           TEXT
-        CHECK (status IS NULL OR status = 'NotStarted' OR status = 'Running'
-               OR status = 'Completed' OR status = 'Failed' OR status = 'Stopped'),
-    start_ns         INTEGER,
-    end_ns           INTEGER,
-    idx              INTEGER CHECK (idx >= 0),
-    attempt_start_ns INTEGER,
-    attempt_end_ns   INTEGER,
-    outcome          TEXT,
-    drops            INTEGER NOT NULL CHECK (drops = 0 OR drops = 1),
+    plan_pk INTEGER NOT NULL REFERENCES plans (pk) ON DELETE CASCADE,
+    seq     INTEGER NOT NULL,
+    changes BLOB    NOT NULL,
+    drops   INTEGER NOT NULL CHECK (drops = 0 OR drops = 1),
     PRIMARY KEY (plan_pk, seq)
 ) WITHOUT ROWID;
 ";

@@ -26,14 +26,19 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::codec::{Op, PreparedPlan, id_text, loc_json, sql_error};
-use super::journal::{self, Rows};
+use super::journal;
 use crate::storage::StoreError;
 use crate::workflow::{Loc, PlanId};
 
 /// One queued write.
 pub(super) enum Write {
     Create(Box<PreparedPlan>),
-    Apply { id: PlanId, ops: Vec<Op> },
+    /// The changes, and the [`journal::encode`]d blob of those to objects.
+    Apply {
+        id: PlanId,
+        ops: Vec<Op>,
+        journal: Vec<u8>,
+    },
     Delete(PlanId),
 }
 
@@ -162,8 +167,12 @@ pub(super) struct Folding {
     pub on_close: bool,
 }
 
-/// Rows folded in one transaction, so that a write arriving meanwhile waits little.
+/// Rows folded in one transaction when a journal reached the limit: a few milliseconds of work.
 const FOLD_CHUNK: usize = 4_096;
+
+/// Rows folded in one transaction when idle, so that a write arriving meanwhile waits little
+/// (about a millisecond).
+const IDLE_FOLD_CHUNK: usize = 1_024;
 
 /// After a fold failed, the writer waits this long before folding again when idle.
 const FOLD_RETRY: Duration = Duration::from_secs(1);
@@ -273,7 +282,7 @@ impl Writer {
                 Some(wait) => match requests.recv_timeout(wait) {
                     Ok(r) => r,
                     Err(RecvTimeoutError::Timeout) => {
-                        self.fold_chunk(None);
+                        self.fold_chunk(None, IDLE_FOLD_CHUNK);
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -290,7 +299,7 @@ impl Writer {
             self.fold_over_limit();
         }
         if self.folding.on_close {
-            while self.fold_chunk(None) {}
+            while self.fold_chunk(None, FOLD_CHUNK) {}
         }
         // Let the syncer answer what it holds before the connection closes.
         if let Some(syncer) = self.syncer.take() {
@@ -326,17 +335,17 @@ impl Writer {
                     .map(|(plan, _)| *plan)
             };
             match over {
-                Some(plan) if self.fold_chunk(Some(plan)) => {}
+                Some(plan) if self.fold_chunk(Some(plan), FOLD_CHUNK) => {}
                 _ => return,
             }
         }
     }
 
-    /// Folds up to [`FOLD_CHUNK`] rows of plan `plan`'s journal (of the plan with the most
-    /// rows, if `None`) in a transaction of its own. Its commit is not synced: it changes how
+    /// Folds up to `rows` rows of plan `plan`'s journal (of the plan with the most rows, if
+    /// `None`) in a transaction of its own. Its commit is not synced: it changes how
     /// the state is stored, not what it is, and the next synced commit covers it. Returns
     /// whether rows were folded; a failure is logged, undone and retried later.
-    fn fold_chunk(&self, plan: Option<i64>) -> bool {
+    fn fold_chunk(&self, plan: Option<i64>, rows: usize) -> bool {
         let plan = plan.or_else(|| {
             let journal = self.journal.borrow();
             journal
@@ -352,7 +361,7 @@ impl Writer {
             .exec("BEGIN IMMEDIATE")
             .map_err(|e| sql_error(&self.store, "starting a transaction", e))
             .and_then(|()| {
-                let folded = self.fold_plan(plan, Some(FOLD_CHUNK))?;
+                let folded = self.fold_plan(plan, Some(rows))?;
                 self.exec("COMMIT")
                     .map_err(|e| sql_error(&self.store, "committing a fold", e))?;
                 Ok(folded > 0)
@@ -524,7 +533,7 @@ impl Writer {
     fn run_write(&self, write: &Write) -> Result<(), StoreError> {
         match write {
             Write::Create(plan) => self.create(plan),
-            Write::Apply { id, ops } => self.apply(*id, ops),
+            Write::Apply { id, ops, journal } => self.apply(*id, ops, journal),
             Write::Delete(id) => self.delete(*id),
         }
     }
@@ -606,6 +615,26 @@ impl Writer {
             return Err(missing());
         }
         Ok(known)
+    }
+
+    /// The clustering key of object `object` of the plan with key `plan`, for folding.
+    fn ord_of(&self, plan: i64, object: uuid::Uuid) -> Result<i64, StoreError> {
+        if let Some(known) = self.cache.borrow().objects.get(&(plan, object)) {
+            return Ok(known.ord);
+        }
+        self.conn
+            .prepare_cached(OBJECT_KEY)
+            .and_then(|mut s| {
+                s.query_row(params![plan, id_text(object)], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(|e| sql_error(&self.store, "folding the journal", e))?
+            .ok_or_else(|| {
+                StoreError::Permanent(format!(
+                    "{}: folding the journal: plan #{plan} has no object {object}",
+                    self.store
+                ))
+            })
     }
 
     /// Records what is now known of the attempts of `object`.
@@ -692,10 +721,10 @@ impl Writer {
         }));
     }
 
-    /// Runs the changes of one `apply`: the plan's own fields are updated in place, changes to
-    /// its objects are checked against what the writer knows of them and appended to the
-    /// journal.
-    fn apply(&self, id: PlanId, ops: &[Op]) -> Result<(), StoreError> {
+    /// Runs the changes of one `apply`: the plan's own fields are updated in place; changes to
+    /// its objects are checked against what the writer knows of them, and `blob`, their
+    /// encoding, is appended to the journal.
+    fn apply(&self, id: PlanId, ops: &[Op], blob: &[u8]) -> Result<(), StoreError> {
         let Some(plan) = self.plan_key(id)? else {
             return Err(StoreError::NotFound(id));
         };
@@ -707,7 +736,7 @@ impl Writer {
                 .map(drop)
                 .map_err(err)
         };
-        let mut rows = Rows::default();
+        let mut drops = false;
         for op in ops {
             match op {
                 Op::PlanState { id: object, state } => {
@@ -722,18 +751,15 @@ impl Writer {
                     )?;
                 }
                 Op::ObjectState {
-                    id: object,
-                    loc,
-                    state,
+                    id: object, loc, ..
                 } => {
-                    let known = self.object(id, plan, *object, *loc, false)?;
-                    rows.state(known.ord, state);
+                    self.object(id, plan, *object, *loc, false)?;
                 }
                 Op::Attempt {
                     id: object,
                     loc,
                     index,
-                    cols,
+                    ..
                 } => {
                     let known = self.object(id, plan, *object, *loc, true)?;
                     let count = match known.attempts {
@@ -745,12 +771,11 @@ impl Writer {
                             "plan {id}: attempt {index} of the action at {loc:?} skips attempt {count}"
                         )));
                     }
-                    rows.attempt(known.ord, *index, cols, *index + 1 < count);
+                    drops |= *index + 1 < count;
                     self.set_attempts(plan, *object, index + 1);
                 }
                 Op::Reset { id: object, loc } => {
-                    let known = self.object(id, plan, *object, *loc, true)?;
-                    rows.reset(known.ord);
+                    self.object(id, plan, *object, *loc, true)?;
                     self.set_attempts(plan, *object, 0);
                 }
                 Op::Reason(reason) => execute(UPDATE_REASON, params![plan, reason])?,
@@ -758,10 +783,11 @@ impl Writer {
                 Op::Paused(p) => execute(UPDATE_PAUSED, params![plan, p])?,
             }
         }
-        let mut journal = self.journal.borrow_mut();
-        rows.append(&self.conn, plan, &mut journal.next_seq)
-            .map_err(err)?;
-        *journal.pending.entry(plan).or_default() += rows.len();
+        if !blob.is_empty() {
+            let mut journal = self.journal.borrow_mut();
+            journal::append(&self.conn, plan, &mut journal.next_seq, blob, drops).map_err(err)?;
+            *journal.pending.entry(plan).or_default() += 1;
+        }
         Ok(())
     }
 
@@ -777,7 +803,9 @@ impl Writer {
 
     /// Folds (the first `limit` rows of) plan `plan`'s journal in the open transaction.
     fn fold_plan(&self, plan: i64, limit: Option<usize>) -> Result<usize, StoreError> {
-        let folded = journal::fold(&self.conn, &self.store, plan, limit)?;
+        let folded = journal::fold(&self.conn, &self.store, plan, limit, &mut |object| {
+            self.ord_of(plan, object)
+        })?;
         if folded > 0 {
             self.counters
                 .folded_rows
