@@ -16,12 +16,22 @@
 //!   Dropping a write's future does not cancel the write. Writes complete on the store's own
 //!   threads, which tokio's paused test clock does not see: with `start_paused`, timers may
 //!   advance while a write is in flight.
+//! * **Journal.** A write's changes to the plan's objects (states, attempts) are appended to the
+//!   `journal` table as one small row rather than written into the object and attempt rows, so a
+//!   commit touches a page or two however many sequences run. The writer *folds* a plan's
+//!   journal into its tables when it has had nothing to do for a moment
+//!   ([`SqliteOptions::fold_when_idle`], 20 ms), when the journal grows past
+//!   [`SqliteOptions::fold_limit`] rows, and when the store closes. Folding changes how the
+//!   state is stored, not what it is: readers replay the rows not folded yet on top of the
+//!   tables in the same snapshot, and a crash before a fold loses nothing (the next writer, or
+//!   any reader, picks the journal up).
 //! * **Readers** use their own read-only connections on tokio's blocking pool; each read is one
 //!   consistent snapshot.
-//! * **Schema** (version 1, see the `schema` module): tables `plans`, `plan_definitions`,
-//!   `objects`, `attempts`, `schema_version`; foreign keys cascade from plans; times are integer
-//!   nanoseconds since the epoch (NULL when unset), so the store holds times between 1677 and
-//!   2262. Files of other applications and files written by a newer coercion are refused.
+//! * **Schema** (version 2, see the `schema` module): tables `plans`, `plan_definitions`,
+//!   `objects`, `attempts`, `journal`, `schema_version`; foreign keys cascade from plans; times
+//!   are integer nanoseconds since the epoch (NULL when unset), so the store holds times between
+//!   1677 and 2262. A version-1 file is migrated when opened for writing. Files of other
+//!   applications and files written by a newer coercion are refused.
 //!
 //! Object ids must be unique within a plan (the engine assigns UUIDv7s): `create` refuses a plan
 //! that reuses one. A change whose id does not match the object at its location is refused.

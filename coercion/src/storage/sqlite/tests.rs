@@ -628,3 +628,44 @@ async fn a_change_that_skips_attempts_is_refused_also_when_they_are_in_the_journ
         other => panic!("expected a permanent error, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_file_is_migrated_when_opened_for_writing_and_keeps_its_plans() {
+    let dir = TempDir::new("v1");
+    let plan = sample_plan("v1");
+    {
+        let store = SqliteStore::open(dir.db()).unwrap();
+        store.create(&plan).await.unwrap();
+    }
+    // What a build of schema version 1 left: no journal table.
+    {
+        let raw = Connection::open(dir.db()).unwrap();
+        raw.execute_batch("DROP TABLE journal; UPDATE schema_version SET version = 1;")
+            .unwrap();
+    }
+    let message = permanent(SqliteStore::open_read_only(dir.db()));
+    assert!(
+        message.contains("schema version 1") && message.contains("open it for writing once"),
+        "{message}"
+    );
+    {
+        let store = SqliteStore::open(dir.db()).unwrap();
+        assert_eq!(store.read(plan.id).await.unwrap(), plan);
+        store
+            .apply(plan.id, &[Change::Heartbeat(at(1, 0))])
+            .await
+            .unwrap();
+    }
+    let raw = Connection::open(dir.db()).unwrap();
+    let version: i64 = raw
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, latest());
+    assert_eq!(latest(), 2);
+    assert_eq!(journal_rows(&dir.db()), 0);
+    let reader = SqliteStore::open_read_only(dir.db()).unwrap();
+    assert_eq!(
+        reader.read(plan.id).await.unwrap().heartbeat,
+        Some(at(1, 0))
+    );
+}

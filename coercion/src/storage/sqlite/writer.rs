@@ -167,11 +167,12 @@ pub(super) struct Folding {
     pub on_close: bool,
 }
 
-/// Rows folded in one transaction when a journal reached the limit: a few milliseconds of work.
-const FOLD_CHUNK: usize = 4_096;
+/// Rows folded in one transaction when a journal reached the limit (or the store closes):
+/// writes arriving meanwhile wait for it, some 10–20 ms.
+const FOLD_CHUNK: usize = 2_048;
 
 /// Rows folded in one transaction when idle, so that a write arriving meanwhile waits little
-/// (about a millisecond).
+/// (a few milliseconds).
 const IDLE_FOLD_CHUNK: usize = 1_024;
 
 /// After a fold failed, the writer waits this long before folding again when idle.
@@ -322,8 +323,17 @@ impl Writer {
         Some(idle.max(quiet))
     }
 
-    /// Folds journals that reached the limit, a chunk per transaction.
+    /// Folds journals that reached the limit, a chunk per transaction (unless a fold failed
+    /// a moment ago).
     fn fold_over_limit(&self) {
+        if self
+            .journal
+            .borrow()
+            .quiet_until
+            .is_some_and(|t| Instant::now() < t)
+        {
+            return;
+        }
         loop {
             self.recount();
             let over = {
