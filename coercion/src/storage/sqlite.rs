@@ -460,9 +460,20 @@ impl Store for SqliteStore {
 
     fn read(&self, id: PlanId) -> BoxFuture<'_, Result<Plan, StoreError>> {
         let readers = self.inner.readers.clone();
-        Box::pin(blocking(&self.inner.store, move || {
-            readers.with(|conn| reader::read_plan(conn, readers.store(), id))
-        }))
+        // A running plan read by the process that writes is about to be resumed: hand the
+        // writer where its objects are, which saves it parsing the definition again.
+        let index = !self.is_read_only();
+        Box::pin(async move {
+            let (plan, index) = blocking(&self.inner.store, move || {
+                readers.with(|conn| reader::read_plan(conn, readers.store(), id, index))
+            })
+            .await?;
+            if let (Some(objects), crate::workflow::Status::Running) = (index, plan.state.status) {
+                // Nobody waits for this: the writer learns what it does not know yet.
+                drop(self.enqueue(|| Ok(Write::Learn { id, objects })));
+            }
+            Ok(plan)
+        })
     }
 
     fn list<'a>(

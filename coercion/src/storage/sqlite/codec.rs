@@ -56,10 +56,6 @@ pub(super) fn parse_reason(text: &str) -> Result<Reason, String> {
     Reason::from_str(text)
 }
 
-pub(super) fn loc_json(loc: &Loc) -> String {
-    serde_json::to_string(loc).unwrap_or_default()
-}
-
 pub(super) fn kind_of(object: &ObjectRef<'_>) -> &'static str {
     match object {
         ObjectRef::Plan(_) => "plan",
@@ -128,16 +124,16 @@ impl AttemptCols {
     }
 }
 
-/// One row of the `objects` table.
+/// An object of a plan being created: where it is, and its row of the `objects` table if it
+/// needs one (it has a state other than the default, or attempts).
 #[derive(Debug)]
 pub(super) struct ObjectRow {
     pub ord: i64,
-    pub uuid: Uuid,
-    pub at: Loc,
-    pub id: String,
-    pub loc: String,
+    pub id: Uuid,
+    pub loc: Loc,
     pub kind: &'static str,
     pub state: StateCols,
+    pub stored: bool,
 }
 
 /// One row of the `attempts` table.
@@ -196,14 +192,15 @@ impl PreparedPlan {
                     });
                 }
             }
+            let state = object.state();
             objects.push(ObjectRow {
                 ord,
-                uuid: id,
-                at: loc,
-                id: id_text(id),
-                loc: loc_json(&loc),
+                id,
+                loc,
                 kind: kind_of(&object),
-                state: StateCols::of(&object.state())?,
+                state: StateCols::of(&state)?,
+                stored: state != State::default()
+                    || matches!(object, ObjectRef::Action(a) if !a.attempts.is_empty()),
             });
         }
         let definition = crate::storage::definition_json(plan)?;

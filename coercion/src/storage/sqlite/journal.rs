@@ -33,8 +33,11 @@ const READ: &str =
     "SELECT seq, changes, drops FROM journal WHERE plan_pk = ?1 ORDER BY seq LIMIT ?2";
 const DELETE_FOLDED: &str = "DELETE FROM journal WHERE plan_pk = ?1 AND seq <= ?2";
 const PENDING: &str = "SELECT plan_pk, count(*), max(seq) FROM journal GROUP BY plan_pk";
-const UPDATE_OBJECT_STATE: &str =
-    "UPDATE objects SET status = ?3, start_ns = ?4, end_ns = ?5 WHERE plan_pk = ?1 AND ord = ?2";
+const UPSERT_OBJECT: &str = "INSERT INTO objects (plan_pk, ord, kind, status, start_ns, end_ns) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (plan_pk, ord) DO UPDATE SET \
+     status = excluded.status, start_ns = excluded.start_ns, end_ns = excluded.end_ns";
+const ENSURE_OBJECT: &str = "INSERT INTO objects (plan_pk, ord, kind, status) \
+     VALUES (?1, ?2, ?3, 'NotStarted') ON CONFLICT (plan_pk, ord) DO NOTHING";
 const TRUNCATE_ATTEMPTS: &str =
     "DELETE FROM attempts WHERE plan_pk = ?1 AND ord = ?2 AND idx >= ?3";
 const UPSERT_ATTEMPT: &str = "INSERT INTO attempts (plan_pk, ord, idx, start_ns, end_ns, outcome) \
@@ -258,8 +261,8 @@ pub(super) fn pending(
 }
 
 /// What a run of journal rows does to one object, collapsed.
-#[derive(Default)]
 struct Folded {
+    kind: &'static str,
     /// Status, start, end.
     state: Option<(Status, Option<i64>, Option<i64>)>,
     /// Stored attempts from this index on are dropped. Attempts written by the journal need
@@ -271,16 +274,32 @@ struct Folded {
     attempts: Vec<(i64, i64, Option<i64>, Option<String>)>,
 }
 
+/// The collapsed changes of object `id`, placed by `ord_of`.
+fn slot<'m>(
+    objects: &'m mut HashMap<i64, Folded>,
+    ord_of: &mut dyn FnMut(Uuid) -> Result<(i64, &'static str), StoreError>,
+    id: Uuid,
+) -> Result<&'m mut Folded, StoreError> {
+    let (ord, kind) = ord_of(id)?;
+    Ok(objects.entry(ord).or_insert_with(|| Folded {
+        kind,
+        state: None,
+        truncate: None,
+        drops: false,
+        attempts: Vec::new(),
+    }))
+}
+
 /// Folds the first `limit` (all, if `None`) journal rows of plan `plan` into its tables and
-/// deletes them, in the caller's transaction. `ord_of` gives an object's clustering key from its
-/// id. Each object's changes are collapsed first, so an action that started and finished costs
+/// deletes them, in the caller's transaction. `ord_of` gives an object's clustering key and kind
+/// from its id: objects get their row (see the `schema` module) when first folded. Each object's changes are collapsed first, so an action that started and finished costs
 /// one update of its row and one attempt row. Returns how many rows were folded.
 pub(super) fn fold(
     conn: &Connection,
     store: &str,
     plan: i64,
     limit: Option<usize>,
-    ord_of: &mut dyn FnMut(Uuid) -> Result<i64, StoreError>,
+    ord_of: &mut dyn FnMut(Uuid) -> Result<(i64, &'static str), StoreError>,
 ) -> Result<usize, StoreError> {
     let err = |e| sql_error(store, "folding the journal", e);
     let rows = read(conn, plan, limit).map_err(err)?;
@@ -302,7 +321,7 @@ pub(super) fn fold(
                     start,
                     end,
                 } => {
-                    objects.entry(ord_of(id)?).or_default().state = Some((status, start, end));
+                    slot(&mut objects, ord_of, id)?.state = Some((status, start, end));
                 }
                 Entry::Attempt {
                     id,
@@ -311,7 +330,7 @@ pub(super) fn fold(
                     end,
                     outcome,
                 } => {
-                    let object = objects.entry(ord_of(id)?).or_default();
+                    let object = slot(&mut objects, ord_of, id)?;
                     object.attempts.retain(|a| a.0 < index);
                     object
                         .attempts
@@ -320,7 +339,7 @@ pub(super) fn fold(
                     object.drops |= drops;
                 }
                 Entry::Reset { id } => {
-                    let object = objects.entry(ord_of(id)?).or_default();
+                    let object = slot(&mut objects, ord_of, id)?;
                     object.state = Some((Status::NotStarted, None, None));
                     object.truncate = Some(0);
                     object.drops = true;
@@ -331,19 +350,24 @@ pub(super) fn fold(
     }
     let mut objects: Vec<(i64, Folded)> = objects.into_iter().collect();
     objects.sort_unstable_by_key(|(ord, _)| *ord);
-    let mut update = conn.prepare_cached(UPDATE_OBJECT_STATE).map_err(err)?;
+    let mut upsert_object = conn.prepare_cached(UPSERT_OBJECT).map_err(err)?;
+    let mut ensure_object = conn.prepare_cached(ENSURE_OBJECT).map_err(err)?;
     let mut truncate = conn.prepare_cached(TRUNCATE_ATTEMPTS).map_err(err)?;
     let mut upsert = conn.prepare_cached(UPSERT_ATTEMPT).map_err(err)?;
     for (ord, object) in &objects {
-        if let Some((status, start, end)) = object.state {
-            let changed = update
-                .execute(params![plan, ord, status.as_str(), start, end])
-                .map_err(err)?;
-            if changed != 1 {
-                return Err(StoreError::Permanent(format!(
-                    "{store}: folding the journal: plan #{plan} has no object #{ord}"
-                )));
+        match object.state {
+            Some((status, start, end)) => {
+                upsert_object
+                    .execute(params![plan, ord, object.kind, status.as_str(), start, end])
+                    .map_err(err)?;
             }
+            // Attempts need their object's row.
+            None if !object.attempts.is_empty() => {
+                ensure_object
+                    .execute(params![plan, ord, object.kind])
+                    .map_err(err)?;
+            }
+            None => {}
         }
         if let (Some(from), true) = (object.truncate, object.drops) {
             truncate.execute(params![plan, ord, from]).map_err(err)?;

@@ -11,8 +11,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter, types
 use uuid::Uuid;
 
 use super::codec::{
-    AttemptCols, clamp_ns, execution_order, from_ns, id_text, parse_id, parse_reason, parse_status,
-    sql_error,
+    AttemptCols, clamp_ns, execution_order, from_ns, id_text, kind_of, parse_id, parse_reason,
+    parse_status, sql_error,
 };
 use super::journal;
 use crate::storage::{ListFilter, PlanSummary, StoreError};
@@ -103,8 +103,18 @@ fn corrupt(store: &str, id: PlanId, what: impl std::fmt::Display) -> StoreError 
     ))
 }
 
-/// Reads plan `id` whole: the stored definition with every object's state and attempts.
-pub(super) fn read_plan(conn: &Connection, store: &str, id: PlanId) -> Result<Plan, StoreError> {
+/// Where each object of a plan is stored: id, `ord`, location and kind.
+pub(super) type ObjectIndex = Vec<(Uuid, i64, Loc, &'static str)>;
+
+/// Reads plan `id` whole: the stored definition with every object's state and attempts; with
+/// `index`, also where its objects are stored (which the reader works out anyway, and the writer
+/// needs to resume the plan).
+pub(super) fn read_plan(
+    conn: &Connection,
+    store: &str,
+    id: PlanId,
+    index: bool,
+) -> Result<(Plan, Option<ObjectIndex>), StoreError> {
     let err = |e| sql_error(store, &format!("reading plan {id}"), e);
     let tx = conn.unchecked_transaction().map_err(err)?;
     let key = id_text(id.0);
@@ -161,9 +171,11 @@ pub(super) fn read_plan(conn: &Connection, store: &str, id: PlanId) -> Result<Pl
 
     // `ord` follows from the definition (see `execution_order`): where each row belongs.
     let mut by_ord: Vec<Option<(Loc, Uuid)>> = vec![None; plan.walk().len()];
+    let mut kinds: Vec<&'static str> = vec![""; by_ord.len()];
     for ((loc, object), ord) in plan.walk().zip(execution_order(&plan)) {
         if let Some(slot) = by_ord.get_mut(ord as usize) {
             *slot = Some((loc, object.id()));
+            kinds[ord as usize] = kind_of(&object);
         }
     }
     let place = |ord: i64| -> Result<(Loc, Uuid), StoreError> {
@@ -179,24 +191,28 @@ pub(super) fn read_plan(conn: &Connection, store: &str, id: PlanId) -> Result<Pl
             })
     };
 
+    // Objects without a row are `NotStarted`, as in the definition.
     let mut stmt = tx
-        .prepare_cached("SELECT ord, id, status, start_ns, end_ns FROM objects WHERE plan_pk = ?1")
+        .prepare_cached(
+            "SELECT ord, kind, status, start_ns, end_ns FROM objects WHERE plan_pk = ?1",
+        )
         .map_err(err)?;
     let mut rows = stmt.query([pk]).map_err(err)?;
     while let Some(r) = rows.next().map_err(err)? {
-        let (loc, object) = place(r.get(0).map_err(err)?)?;
-        let stored = r
+        let ord: i64 = r.get(0).map_err(err)?;
+        let (loc, object) = place(ord)?;
+        let kind = r
             .get_ref(1)
             .map_err(err)?
-            .as_bytes()
+            .as_str()
             .map_err(|e| err(e.into()))?;
-        if Uuid::try_parse_ascii(stored).ok() != Some(object) {
+        if kind != kinds[ord as usize] {
             return Err(corrupt(
                 store,
                 id,
                 format_args!(
-                    "the row of object {object} holds id {}",
-                    String::from_utf8_lossy(stored)
+                    "the row of {} {object} is marked as kind `{kind}`",
+                    kinds[ord as usize]
                 ),
             ));
         }
@@ -266,7 +282,18 @@ pub(super) fn read_plan(conn: &Connection, store: &str, id: PlanId) -> Result<Pl
         }
     }
     tx.finish().map_err(err)?;
-    Ok(plan)
+    let index = index.then(|| {
+        by_ord
+            .iter()
+            .zip(&kinds)
+            .enumerate()
+            .filter_map(|(ord, (slot, kind))| {
+                slot.filter(|(loc, _)| *loc != Loc::Plan)
+                    .map(|(loc, object)| (object, ord as i64, loc, *kind))
+            })
+            .collect()
+    });
+    Ok((plan, index))
 }
 
 /// Lists plans matching `filter`, newest submitted first, then by id, descending.

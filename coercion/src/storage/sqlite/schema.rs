@@ -60,7 +60,7 @@ pub(super) fn latest() -> i64 {
 /// Deleting a plan cascades to everything else. (CHECK constraints are written as `OR` chains:
 /// SQLite evaluates an `IN` list of more than two values with a temporary table on every row
 /// written.)
-const V1: &str = "
+pub(super) const V1: &str = "
 CREATE TABLE schema_version (
     version INTEGER NOT NULL
 );
@@ -119,7 +119,7 @@ CREATE TABLE attempts (
 ) WITHOUT ROWID;
 ";
 
-/// Version 2: the `journal`.
+/// Version 2: the `journal`, and `objects` without what the definition already says.
 ///
 /// A change to an object (a state, an attempt, a reset) is not written into `objects` and
 /// `attempts` at once: the changes of each write are appended to `journal` as one row, keyed by
@@ -130,11 +130,34 @@ CREATE TABLE attempts (
 /// into its tables — when it has had nothing else to do for a moment, when the plan's journal
 /// grows past a limit, and when the store closes — in transactions that apply the rows in order
 /// and delete them. Readers apply a plan's remaining journal rows, in order, on top of its
-/// tables within the same snapshot, so what they see does not depend on folding.
+/// tables within the same snapshot, so what they see does not depend on folding. `drops` is 1
+/// when an attempt of the write dropped later attempts that existed: folding then deletes
+/// stored attempts, and otherwise does not look for any.
 ///
-/// `drops` is 1 when an attempt of the write dropped later attempts that existed: folding then
-/// deletes stored attempts, and otherwise does not look for any.
+/// `objects` keeps, per object, only its kind and its state: its id and location follow from
+/// the definition and its `ord` (the reader and the writer both derive them), and an object
+/// still `NotStarted` without attempts has no row at all — rows are written when a plan is
+/// created with states (a clone, a restored plan) and when the journal is folded. Creating a
+/// plan thus writes two rows, however large it is. The version-1 table (with `id`, `loc` and the
+/// index on ids) is rebuilt into this one, keeping every row.
 const V2: &str = "
+CREATE TABLE objects_v2 (
+    plan_pk  INTEGER NOT NULL REFERENCES plans (pk) ON DELETE CASCADE,
+    ord      INTEGER NOT NULL,
+    kind     TEXT    NOT NULL CHECK (kind = 'checks' OR kind = 'block' OR kind = 'sequence' OR kind = 'batch'
+                                     OR kind = 'action'),
+    status   TEXT    NOT NULL
+        CHECK (status = 'NotStarted' OR status = 'Running' OR status = 'Completed'
+               OR status = 'Failed' OR status = 'Stopped'),
+    start_ns INTEGER,
+    end_ns   INTEGER,
+    PRIMARY KEY (plan_pk, ord)
+) WITHOUT ROWID;
+INSERT INTO objects_v2 (plan_pk, ord, kind, status, start_ns, end_ns)
+    SELECT plan_pk, ord, kind, status, start_ns, end_ns FROM objects;
+DROP TABLE objects;
+ALTER TABLE objects_v2 RENAME TO objects;
+
 CREATE TABLE journal (
     plan_pk INTEGER NOT NULL REFERENCES plans (pk) ON DELETE CASCADE,
     seq     INTEGER NOT NULL,
@@ -213,6 +236,22 @@ pub(super) fn migrate(
         Identity::Coercion(v) => v,
     };
     check_not_newer(store, current)?;
+    if current == latest() {
+        return Ok(());
+    }
+    // A migration may rebuild a table that others refer to: foreign keys are off meanwhile
+    // (dropping the old table must not cascade), and checked before they are on again.
+    let fk = |conn: &Connection, on: bool| {
+        conn.pragma_update(None, "foreign_keys", on)
+            .map_err(|e| sql_error(store, "switching foreign keys for a migration", e))
+    };
+    fk(conn, false)?;
+    let migrated = apply_migrations(conn, store, current);
+    fk(conn, true)?;
+    migrated
+}
+
+fn apply_migrations(conn: &mut Connection, store: &str, current: i64) -> Result<(), StoreError> {
     for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
         let doing = format!("migrating the schema to version {}", migration.version);
         let tx = conn
@@ -226,6 +265,16 @@ pub(super) fn migrate(
                 [migration.version],
             )?;
             tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+            let broken: i64 =
+                tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                    r.get(0)
+                })?;
+            if broken > 0 {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+                    Some(format!("{broken} rows would break a foreign key")),
+                ));
+            }
             Ok(())
         })()
         .map_err(|e| sql_error(store, &doing, e))?;

@@ -322,16 +322,29 @@ async fn rows_that_disagree_with_the_definition_give_a_clear_error_naming_the_fi
             }
         }
     };
-    tamper("UPDATE objects SET id = '00000000-0000-0000-0000-000000000000' WHERE ord = 3");
+    let key = format!("(SELECT pk FROM plans WHERE id = '{}')", plan.id);
+    tamper(&format!(
+        "INSERT INTO objects (plan_pk, ord, kind, status) VALUES ({key}, 100000, 'action', 'Running')"
+    ));
     let message = read_error(&plan).await;
     assert!(
         message.contains(&dir.db().display().to_string()),
         "{message}"
     );
     assert!(
-        message.contains("stored inconsistently") && message.contains("holds id 00000000"),
+        message.contains("stored inconsistently")
+            && message.contains("object #100000 is not in its definition"),
         "{message}"
     );
+    tamper("DELETE FROM objects WHERE ord = 100000");
+    // A row of a block that says it is an action.
+    tamper(&format!(
+        "INSERT INTO objects (plan_pk, ord, kind, status) \
+         SELECT {key}, ord, 'action', 'Running' FROM (SELECT 0 AS ord) WHERE true"
+    ));
+    let message = read_error(&plan).await;
+    assert!(message.contains("is marked as kind `action`"), "{message}");
+    tamper("DELETE FROM objects");
 
     // The CHECK constraints keep SQL from storing a status that does not exist; bypass them.
     let raw = Connection::open(dir.db()).unwrap();
@@ -631,30 +644,87 @@ async fn a_change_that_skips_attempts_is_refused_also_when_they_are_in_the_journ
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_1_file_is_migrated_when_opened_for_writing_and_keeps_its_plans() {
+    use super::codec::PreparedPlan;
     let dir = TempDir::new("v1");
-    let plan = sample_plan("v1");
-    {
-        let store = SqliteStore::open(dir.db()).unwrap();
-        store.create(&plan).await.unwrap();
-    }
-    // What a build of schema version 1 left: no journal table.
+    // A plan with states and attempts, written the way schema version 1 stored it: a row per
+    // object with its id and location, and the index on ids.
+    let plan = crate::storage::contract::sample_run("v1");
     {
         let raw = Connection::open(dir.db()).unwrap();
-        raw.execute_batch("DROP TABLE journal; UPDATE schema_version SET version = 1;")
+        raw.execute_batch(super::schema::V1).unwrap();
+        raw.execute("INSERT INTO schema_version (version) VALUES (1)", [])
             .unwrap();
+        raw.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        let p = PreparedPlan::of(&plan).unwrap();
+        raw.execute(
+            "INSERT INTO plans (pk, id, group_id, name, descr, submit_time_ns, status, start_ns, \
+             end_ns, reason, heartbeat_ns, paused) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            rusqlite::params![
+                p.id_text, p.group_id, p.name, p.descr, p.submit_time, p.state.status, p.state.start,
+                p.state.end, p.reason, p.heartbeat, p.paused
+            ],
+        )
+        .unwrap();
+        raw.execute(
+            "INSERT INTO plan_definitions (plan_pk, definition) VALUES (1, ?1)",
+            [&p.definition],
+        )
+        .unwrap();
+        for o in &p.objects {
+            raw.execute(
+                "INSERT INTO objects (plan_pk, ord, id, loc, kind, status, start_ns, end_ns) \
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                rusqlite::params![
+                    o.ord,
+                    o.id.hyphenated().to_string(),
+                    serde_json::to_string(&o.loc).unwrap(),
+                    o.kind,
+                    o.state.status,
+                    o.state.start,
+                    o.state.end
+                ],
+            )
+            .unwrap();
+        }
+        for a in &p.attempts {
+            raw.execute(
+                "INSERT INTO attempts (plan_pk, ord, idx, start_ns, end_ns, outcome) \
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![a.ord, a.idx, a.cols.start, a.cols.end, a.cols.outcome],
+            )
+            .unwrap();
+        }
+        assert!(!p.attempts.is_empty());
     }
     let message = permanent(SqliteStore::open_read_only(dir.db()));
     assert!(
         message.contains("schema version 1") && message.contains("open it for writing once"),
         "{message}"
     );
+    let mut expected = plan.clone();
     {
         let store = SqliteStore::open(dir.db()).unwrap();
         assert_eq!(store.read(plan.id).await.unwrap(), plan);
-        store
-            .apply(plan.id, &[Change::Heartbeat(at(1, 0))])
-            .await
-            .unwrap();
+        // The migrated file takes changes of objects that have rows and of objects that have
+        // none yet.
+        let changes: Vec<Change> = plan
+            .walk()
+            .skip(1)
+            .map(|(loc, o)| Change::State {
+                loc,
+                id: o.id(),
+                state: crate::workflow::State {
+                    status: crate::workflow::Status::Stopped,
+                    start: Some(at(5, 0)),
+                    end: Some(at(6, 0)),
+                },
+            })
+            .collect();
+        store.apply(plan.id, &changes).await.unwrap();
+        for c in &changes {
+            c.apply_to(&mut expected).unwrap();
+        }
     }
     let raw = Connection::open(dir.db()).unwrap();
     let version: i64 = raw
@@ -663,9 +733,16 @@ async fn a_version_1_file_is_migrated_when_opened_for_writing_and_keeps_its_plan
     assert_eq!(version, latest());
     assert_eq!(latest(), 2);
     assert_eq!(journal_rows(&dir.db()), 0);
+    let indexes: i64 = raw
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = 'objects_by_id'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexes, 0, "the version-1 index is gone with its table");
+    drop(raw);
     let reader = SqliteStore::open_read_only(dir.db()).unwrap();
-    assert_eq!(
-        reader.read(plan.id).await.unwrap().heartbeat,
-        Some(at(1, 0))
-    );
+    assert_eq!(reader.read(plan.id).await.unwrap(), expected);
+    reader.integrity_check().await.unwrap();
 }

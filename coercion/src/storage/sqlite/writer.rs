@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::codec::{Op, PreparedPlan, id_text, loc_json, sql_error};
+use super::codec::{Op, PreparedPlan, execution_order, id_text, kind_of, sql_error};
 use super::journal;
 use crate::storage::StoreError;
 use crate::workflow::{Loc, PlanId};
@@ -40,6 +40,11 @@ pub(super) enum Write {
         journal: Vec<u8>,
     },
     Delete(PlanId),
+    /// Where the objects of plan `id` are stored, as a reader found: the writer fills its cache.
+    Learn {
+        id: PlanId,
+        objects: super::reader::ObjectIndex,
+    },
 }
 
 /// A write and where to send its result.
@@ -224,7 +229,7 @@ const CACHED_OBJECTS: usize = 1 << 18;
 struct Known {
     ord: i64,
     loc: Loc,
-    action: bool,
+    kind: &'static str,
     attempts: Option<i64>,
 }
 
@@ -241,13 +246,13 @@ const INSERT_PLAN: &str = "INSERT INTO plans (id, group_id, name, descr, submit_
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 const INSERT_DEFINITION: &str =
     "INSERT INTO plan_definitions (plan_pk, definition) VALUES (?1, ?2)";
-const INSERT_OBJECT: &str = "INSERT INTO objects \
-     (plan_pk, ord, id, loc, kind, status, start_ns, end_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+const INSERT_OBJECT: &str = "INSERT INTO objects (plan_pk, ord, kind, status, start_ns, end_ns) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const DEFINITION: &str = "SELECT definition FROM plan_definitions WHERE plan_pk = ?1";
 const INSERT_ATTEMPT: &str = "INSERT INTO attempts (plan_pk, ord, idx, start_ns, end_ns, outcome) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 const UPDATE_PLAN_STATE: &str =
     "UPDATE plans SET status = ?2, start_ns = ?3, end_ns = ?4 WHERE pk = ?1";
-const OBJECT_KEY: &str = "SELECT ord, loc, kind FROM objects WHERE plan_pk = ?1 AND id = ?2";
 const COUNT_ATTEMPTS: &str = "SELECT count(*) FROM attempts WHERE plan_pk = ?1 AND ord = ?2";
 const UPDATE_REASON: &str = "UPDATE plans SET reason = ?2 WHERE pk = ?1";
 const UPDATE_HEARTBEAT: &str = "UPDATE plans SET heartbeat_ns = ?2 WHERE pk = ?1";
@@ -545,6 +550,12 @@ impl Writer {
             Write::Create(plan) => self.create(plan),
             Write::Apply { id, ops, journal } => self.apply(*id, ops, journal),
             Write::Delete(id) => self.delete(*id),
+            Write::Learn { id, objects } => {
+                if let Some(plan) = self.plan_key(*id)? {
+                    self.learn(plan, objects);
+                }
+                Ok(())
+            }
         }
     }
 
@@ -587,64 +598,87 @@ impl Writer {
                 if action { "action" } else { "object" }
             ))
         };
-        let cached = self.cache.borrow().objects.get(&(plan, object)).copied();
-        let known = match cached {
+        let known = match self.known(plan, object)? {
             Some(known) => known,
-            None => {
-                let row: Option<(i64, String, String)> = self
-                    .conn
-                    .prepare_cached(OBJECT_KEY)
-                    .and_then(|mut s| {
-                        s.query_row(params![plan, id_text(object)], |row| {
-                            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                        })
-                        .optional()
-                    })
-                    .map_err(|e| sql_error(&self.store, &format!("updating plan {id}"), e))?;
-                let Some((ord, stored_loc, kind)) = row else {
-                    return Err(missing());
-                };
-                if stored_loc != loc_json(&loc) {
-                    return Err(missing());
-                }
-                let known = Known {
-                    ord,
-                    loc,
-                    action: kind == "action",
-                    attempts: None,
-                };
-                let mut cache = self.cache.borrow_mut();
-                if cache.objects.len() >= CACHED_OBJECTS {
-                    cache.objects.clear();
-                }
-                cache.objects.insert((plan, object), known);
-                known
-            }
+            None => return Err(missing()),
         };
-        if known.loc != loc || (action && !known.action) {
+        if known.loc != loc || (action && known.kind != "action") {
             return Err(missing());
         }
         Ok(known)
     }
 
-    /// The clustering key of object `object` of the plan with key `plan`, for folding.
-    fn ord_of(&self, plan: i64, object: uuid::Uuid) -> Result<i64, StoreError> {
+    /// What the writer knows of object `object` of the plan with key `plan`; on a miss, it
+    /// learns every object of the plan from the plan's definition. `None` if the plan has no
+    /// such object.
+    fn known(&self, plan: i64, object: uuid::Uuid) -> Result<Option<Known>, StoreError> {
         if let Some(known) = self.cache.borrow().objects.get(&(plan, object)) {
-            return Ok(known.ord);
+            return Ok(Some(*known));
         }
-        self.conn
-            .prepare_cached(OBJECT_KEY)
-            .and_then(|mut s| {
-                s.query_row(params![plan, id_text(object)], |row| row.get(0))
-                    .optional()
-            })
-            .map_err(|e| sql_error(&self.store, "folding the journal", e))?
-            .ok_or_else(|| {
-                StoreError::Permanent(format!(
-                    "{}: folding the journal: plan #{plan} has no object {object}",
-                    self.store
-                ))
-            })
+        self.learn_plan(plan)?;
+        Ok(self.cache.borrow().objects.get(&(plan, object)).copied())
+    }
+
+    /// Fills the cache with the objects of the plan with key `plan`, from its definition (ids
+    /// and locations) and the execution order (`ord`), as the reader places rows. Attempt counts
+    /// are left unknown.
+    fn learn_plan(&self, plan: i64) -> Result<(), StoreError> {
+        let err = |e| {
+            sql_error(
+                &self.store,
+                &format!("reading the definition of plan #{plan}"),
+                e,
+            )
+        };
+        let definition: Option<String> = self
+            .conn
+            .prepare_cached(DEFINITION)
+            .and_then(|mut s| s.query_row([plan], |row| row.get(0)).optional())
+            .map_err(err)?;
+        let Some(definition) = definition else {
+            return Ok(());
+        };
+        let def = crate::workflow::Plan::from_json(&definition).map_err(|e| {
+            StoreError::Permanent(format!(
+                "{}: the definition of plan #{plan} is unreadable: {e}",
+                self.store
+            ))
+        })?;
+        let objects: super::reader::ObjectIndex = def
+            .walk()
+            .zip(execution_order(&def))
+            .filter(|((loc, _), _)| *loc != Loc::Plan)
+            .map(|((loc, object), ord)| (object.id(), ord, loc, kind_of(&object)))
+            .collect();
+        self.learn(plan, &objects);
+        Ok(())
+    }
+
+    /// Caches `objects` of the plan with key `plan`, keeping what is already known.
+    fn learn(&self, plan: i64, objects: &super::reader::ObjectIndex) {
+        let mut cache = self.cache.borrow_mut();
+        if cache.objects.len() + objects.len() > CACHED_OBJECTS {
+            cache.objects.clear();
+        }
+        for &(object, ord, loc, kind) in objects {
+            cache.objects.entry((plan, object)).or_insert(Known {
+                ord,
+                loc,
+                kind,
+                attempts: None,
+            });
+        }
+    }
+
+    /// The clustering key and kind of object `object` of the plan with key `plan`, for folding.
+    fn ord_of(&self, plan: i64, object: uuid::Uuid) -> Result<(i64, &'static str), StoreError> {
+        match self.known(plan, object)? {
+            Some(known) => Ok((known.ord, known.kind)),
+            None => Err(StoreError::Permanent(format!(
+                "{}: folding the journal: plan #{plan} has no object {object}",
+                self.store
+            ))),
+        }
     }
 
     /// Records what is now known of the attempts of `object`.
@@ -683,14 +717,12 @@ impl Writer {
             .and_then(|mut s| s.execute(params![pk, p.definition]))
             .map_err(err)?;
         let mut insert = self.conn.prepare_cached(INSERT_OBJECT).map_err(err)?;
-        for o in &p.objects {
+        for o in p.objects.iter().filter(|o| o.stored) {
             let state = &o.state;
             insert
                 .execute(params![
                     pk,
                     o.ord,
-                    o.id,
-                    o.loc,
                     o.kind,
                     state.status,
                     state.start,
@@ -714,7 +746,7 @@ impl Writer {
     fn remember(&self, pk: i64, p: &PreparedPlan) {
         let mut cache = self.cache.borrow_mut();
         if cache.objects.len() + p.objects.len() > CACHED_OBJECTS {
-            return;
+            cache.objects.clear();
         }
         let mut attempts: HashMap<i64, i64> = HashMap::new();
         for a in &p.attempts {
@@ -723,11 +755,11 @@ impl Writer {
         cache.objects.extend(p.objects.iter().map(|o| {
             let known = Known {
                 ord: o.ord,
-                loc: o.at,
-                action: o.kind == "action",
+                loc: o.loc,
+                kind: o.kind,
                 attempts: (o.kind == "action").then(|| attempts.get(&o.ord).copied().unwrap_or(0)),
             };
-            ((pk, o.uuid), known)
+            ((pk, o.id), known)
         }));
     }
 
