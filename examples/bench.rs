@@ -175,7 +175,8 @@ async fn run_sqlite(
 }
 
 /// When the first action after a recovery ran.
-static FIRST_CALL: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+/// (Reset before each run of the `recovery` workload.)
+static FIRST_CALL: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
 
 /// Like [`Noop`], but notes when it is first called.
 #[coercion::plugin(name = "bench/noop", manual)]
@@ -186,7 +187,10 @@ impl Plugin for FirstCall {
     type Request = NoopReq;
     type Response = ();
     async fn execute(&self, _ctx: &Context, _req: NoopReq) -> Result<(), PluginError> {
-        FIRST_CALL.get_or_init(Instant::now);
+        FIRST_CALL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(Instant::now);
         Ok(())
     }
 }
@@ -270,6 +274,8 @@ async fn recovery(path: &std::path::Path) -> (usize, usize, f64) {
         }
         store.apply(id, &changes).await.expect("apply");
     }
+    let first_call = || *FIRST_CALL.lock().unwrap_or_else(|e| e.into_inner());
+    *FIRST_CALL.lock().unwrap_or_else(|e| e.into_inner()) = None;
     let t = Instant::now();
     let ws = Workstream::builder()
         .sqlite(path)
@@ -277,10 +283,13 @@ async fn recovery(path: &std::path::Path) -> (usize, usize, f64) {
         .build()
         .await
         .expect("workstream");
-    while FIRST_CALL.get().is_none() {
-        tokio::time::sleep(std::time::Duration::from_micros(200)).await;
-    }
-    let wall = FIRST_CALL.get().unwrap().duration_since(t).as_secs_f64();
+    let first = loop {
+        match first_call() {
+            Some(first) => break first,
+            None => tokio::time::sleep(std::time::Duration::from_micros(200)).await,
+        }
+    };
+    let wall = first.duration_since(t).as_secs_f64();
     let running = ws
         .list(&coercion::ListFilter::status(Status::Running))
         .await
