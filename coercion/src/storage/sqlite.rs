@@ -1,40 +1,5 @@
-//! [`SqliteStore`]: plans in one SQLite file — the embedded default store.
-//!
-//! * **Durable.** The file is in WAL mode; by default ([`Synchronous::Full`]) a write whose
-//!   future completed has been synced to disk and survives a crash of the process and a power
-//!   loss ([`Synchronous::Normal`] trades the latter for speed).
-//! * **One writer process.** [`SqliteStore::open`] holds an exclusive lock on `<file>.lock` for
-//!   the store's lifetime; a second process (or a second store in this process) that opens the
-//!   file to run plans gets [`StoreError::Locked`]. [`SqliteStore::open_read_only`] works at any
-//!   time, also while another process runs plans, and sees every committed write.
-//! * **Group commit.** One writer thread owns the only writing connection. Writes are queued in
-//!   the order `create`/`apply`/`delete` are *called* (not the order their futures are polled);
-//!   the writer runs everything queued in one transaction, commits once, and only then completes
-//!   the futures — with [`Synchronous::Full`], once a syncer thread has synced the WAL, while
-//!   the writer already runs the next group. A write that fails (an unknown plan, a bad
-//!   location) is undone alone, in its own savepoint, and only its caller gets the error.
-//!   Dropping a write's future does not cancel the write. Writes complete on the store's own
-//!   threads, which tokio's paused test clock does not see: with `start_paused`, timers may
-//!   advance while a write is in flight.
-//! * **Journal.** A write's changes to the plan's objects (states, attempts) are appended to the
-//!   `journal` table as one small row rather than written into the object and attempt rows, so a
-//!   commit touches a page or two however many sequences run. The writer *folds* a plan's
-//!   journal into its tables when it has had nothing to do for a moment
-//!   ([`SqliteOptions::fold_when_idle`], 20 ms), when the journal grows past
-//!   [`SqliteOptions::fold_limit`] rows, and when the store closes. Folding changes how the
-//!   state is stored, not what it is: readers replay the rows not folded yet on top of the
-//!   tables in the same snapshot, and a crash before a fold loses nothing (the next writer, or
-//!   any reader, picks the journal up).
-//! * **Readers** use their own read-only connections on tokio's blocking pool; each read is one
-//!   consistent snapshot.
-//! * **Schema** (version 2, see the `schema` module): tables `plans`, `plan_definitions`,
-//!   `objects`, `attempts`, `journal`, `schema_version`; foreign keys cascade from plans; times
-//!   are integer nanoseconds since the epoch (NULL when unset), so the store holds times between
-//!   1677 and 2262. A version-1 file is migrated when opened for writing. Files of other
-//!   applications and files written by a newer coercion are refused.
-//!
-//! Object ids must be unique within a plan (the engine assigns UUIDv7s): `create` refuses a plan
-//! that reuses one. A change whose id does not match the object at its location is refused.
+//! [`SqliteStore`]: plans in one SQLite file — the embedded default store. How it works (durability,
+//! the single writer, group commit, the journal, readers, the schema) is documented on the type.
 
 mod codec;
 mod journal;
@@ -154,7 +119,7 @@ impl SqliteOptions {
 
     /// How many journal rows a plan may gather before the writer folds them into its tables
     /// even while writes are waiting (default 32,768, about 16,000 actions' steps; 0 folds
-    /// after every commit). See [the module documentation](self) on the journal.
+    /// after every commit). See [`SqliteStore`] on the journal.
     pub fn fold_limit(mut self, rows: usize) -> Self {
         self.folding.limit = rows;
         self
@@ -197,6 +162,42 @@ pub struct SqliteStats {
 
 /// Plans in one SQLite file. Cloning gives another handle to the same store; the file is
 /// closed (and the writer lock released) when the last handle is dropped.
+///
+/// * **Durable.** The file is in WAL mode; by default ([`Synchronous::Full`]) a write whose
+///   future completed has been synced to disk and survives a crash of the process and a power
+///   loss ([`Synchronous::Normal`] trades the latter for speed).
+/// * **One writer process.** [`SqliteStore::open`] holds an exclusive lock on `<file>.lock` for
+///   the store's lifetime; a second process (or a second store in this process) that opens the
+///   file to run plans gets [`StoreError::Locked`]. [`SqliteStore::open_read_only`] works at any
+///   time, also while another process runs plans, and sees every committed write.
+/// * **Group commit.** One writer thread owns the only writing connection. Writes are queued in
+///   the order `create`/`apply`/`delete` are *called* (not the order their futures are polled);
+///   the writer runs everything queued in one transaction, commits once, and only then completes
+///   the futures — with [`Synchronous::Full`], once a syncer thread has synced the WAL, while
+///   the writer already runs the next group. A write that fails (an unknown plan, a bad
+///   location) is undone alone, in its own savepoint, and only its caller gets the error.
+///   Dropping a write's future does not cancel the write. Writes complete on the store's own
+///   threads, which tokio's paused test clock does not see: with `start_paused`, timers may
+///   advance while a write is in flight.
+/// * **Journal.** A write's changes to the plan's objects (states, attempts) are appended to the
+///   `journal` table as one small row rather than written into the object and attempt rows, so a
+///   commit touches a page or two however many sequences run. The writer *folds* a plan's
+///   journal into its tables when it has had nothing to do for a moment
+///   ([`SqliteOptions::fold_when_idle`], 20 ms), when the journal grows past
+///   [`SqliteOptions::fold_limit`] rows, and when the store closes. Folding changes how the
+///   state is stored, not what it is: readers replay the rows not folded yet on top of the
+///   tables in the same snapshot, and a crash before a fold loses nothing (the next writer, or
+///   any reader, picks the journal up).
+/// * **Readers** use their own read-only connections on tokio's blocking pool; each read is one
+///   consistent snapshot.
+/// * **Schema** (version 2): tables `plans`, `plan_definitions`,
+///   `objects`, `attempts`, `journal`, `schema_version`; foreign keys cascade from plans; times
+///   are integer nanoseconds since the epoch (NULL when unset), so the store holds times between
+///   1677 and 2262. A version-1 file is migrated when opened for writing. Files of other
+///   applications and files written by a newer coercion are refused.
+///
+/// Object ids must be unique within a plan (the engine assigns UUIDv7s): `create` refuses a plan
+/// that reuses one. A change whose id does not match the object at its location is refused.
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
