@@ -210,18 +210,34 @@ impl Journal {
 /// instead of by two index searches on text. The writer is the only connection that writes
 /// (the lock file keeps other processes out), so what it learned stays true until one of its
 /// own transactions or savepoints rolls back: every rollback empties the cache, which is then
-/// filled again from the database as writes need it.
-#[derive(Default)]
+/// filled again as writes need it. A plan's objects are forgotten when the plan ends, and whole
+/// plans make room when the cache is full.
 pub(super) struct Cache {
     /// A plan's integer key, by id.
     plans: HashMap<PlanId, i64>,
-    /// An object's row, by plan key and object id.
-    objects: HashMap<(i64, uuid::Uuid), Known>,
+    /// The objects of each plan, by plan key and object id.
+    objects: HashMap<i64, HashMap<uuid::Uuid, Known>>,
+    /// How many objects `objects` holds.
+    count: usize,
+    /// How many it may hold before other plans are forgotten.
+    cap: usize,
 }
 
-/// The object rows the cache holds at most; past this it starts over (a plan's running
-/// objects are found again with one query each).
-const CACHED_OBJECTS: usize = 1 << 18;
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            plans: HashMap::new(),
+            objects: HashMap::new(),
+            count: 0,
+            cap: CACHED_OBJECTS,
+        }
+    }
+}
+
+/// The objects the cache holds (about 100 bytes each) before it forgets other plans to make
+/// room: a tenth of what the engine holds for plans that large, and more than any set of plans
+/// one process runs at a time in practice.
+const CACHED_OBJECTS: usize = 1 << 22;
 
 /// One object row: its clustering key, location and kind never change; `attempts` is the
 /// number of attempt rows of an action, when known.
@@ -237,6 +253,45 @@ impl Cache {
     fn clear(&mut self) {
         self.plans.clear();
         self.objects.clear();
+        self.count = 0;
+    }
+
+    fn get(&self, plan: i64, object: uuid::Uuid) -> Option<Known> {
+        self.objects.get(&plan)?.get(&object).copied()
+    }
+
+    fn get_mut(&mut self, plan: i64, object: uuid::Uuid) -> Option<&mut Known> {
+        self.objects.get_mut(&plan)?.get_mut(&object)
+    }
+
+    /// Adds what is not known yet of `objects` of the plan with key `plan`, first forgetting
+    /// other plans if the cache would hold too many.
+    fn add(&mut self, plan: i64, objects: impl ExactSizeIterator<Item = (uuid::Uuid, Known)>) {
+        let others: Vec<i64> = self
+            .objects
+            .keys()
+            .copied()
+            .filter(|&p| p != plan)
+            .collect();
+        for other in others {
+            if self.count + objects.len() <= self.cap {
+                break;
+            }
+            self.forget(other);
+        }
+        let known = self.objects.entry(plan).or_default();
+        let before = known.len();
+        for (object, k) in objects {
+            known.entry(object).or_insert(k);
+        }
+        self.count += known.len() - before;
+    }
+
+    /// Forgets the objects of the plan with key `plan`.
+    fn forget(&mut self, plan: i64) {
+        if let Some(known) = self.objects.remove(&plan) {
+            self.count -= known.len();
+        }
     }
 }
 
@@ -612,11 +667,11 @@ impl Writer {
     /// learns every object of the plan from the plan's definition. `None` if the plan has no
     /// such object.
     fn known(&self, plan: i64, object: uuid::Uuid) -> Result<Option<Known>, StoreError> {
-        if let Some(known) = self.cache.borrow().objects.get(&(plan, object)) {
-            return Ok(Some(*known));
+        if let Some(known) = self.cache.borrow().get(plan, object) {
+            return Ok(Some(known));
         }
         self.learn_plan(plan)?;
-        Ok(self.cache.borrow().objects.get(&(plan, object)).copied())
+        Ok(self.cache.borrow().get(plan, object))
     }
 
     /// Fills the cache with the objects of the plan with key `plan`, from its definition (ids
@@ -656,18 +711,18 @@ impl Writer {
 
     /// Caches `objects` of the plan with key `plan`, keeping what is already known.
     fn learn(&self, plan: i64, objects: &super::reader::ObjectIndex) {
-        let mut cache = self.cache.borrow_mut();
-        if cache.objects.len() + objects.len() > CACHED_OBJECTS {
-            cache.objects.clear();
-        }
-        for &(object, ord, loc, kind) in objects {
-            cache.objects.entry((plan, object)).or_insert(Known {
-                ord,
-                loc,
-                kind,
-                attempts: None,
-            });
-        }
+        self.cache.borrow_mut().add(
+            plan,
+            objects.iter().map(|&(object, ord, loc, kind)| {
+                let known = Known {
+                    ord,
+                    loc,
+                    kind,
+                    attempts: None,
+                };
+                (object, known)
+            }),
+        );
     }
 
     /// The clustering key and kind of object `object` of the plan with key `plan`, for folding.
@@ -683,7 +738,7 @@ impl Writer {
 
     /// Records what is now known of the attempts of `object`.
     fn set_attempts(&self, plan: i64, object: uuid::Uuid, count: i64) {
-        if let Some(known) = self.cache.borrow_mut().objects.get_mut(&(plan, object)) {
+        if let Some(known) = self.cache.borrow_mut().get_mut(plan, object) {
             known.attempts = Some(count);
         }
     }
@@ -741,26 +796,26 @@ impl Writer {
         Ok(())
     }
 
-    /// Caches the object rows of a plan just created, as far as the cache has room: its
-    /// first changes then find them without a query.
+    /// Caches the objects of a plan just created: its first changes then find them without a
+    /// query.
     fn remember(&self, pk: i64, p: &PreparedPlan) {
-        let mut cache = self.cache.borrow_mut();
-        if cache.objects.len() + p.objects.len() > CACHED_OBJECTS {
-            cache.objects.clear();
-        }
         let mut attempts: HashMap<i64, i64> = HashMap::new();
         for a in &p.attempts {
             *attempts.entry(a.ord).or_default() += 1;
         }
-        cache.objects.extend(p.objects.iter().map(|o| {
-            let known = Known {
-                ord: o.ord,
-                loc: o.loc,
-                kind: o.kind,
-                attempts: (o.kind == "action").then(|| attempts.get(&o.ord).copied().unwrap_or(0)),
-            };
-            ((pk, o.id), known)
-        }));
+        self.cache.borrow_mut().add(
+            pk,
+            p.objects.iter().map(|o| {
+                let known = Known {
+                    ord: o.ord,
+                    loc: o.loc,
+                    kind: o.kind,
+                    attempts: (o.kind == "action")
+                        .then(|| attempts.get(&o.ord).copied().unwrap_or(0)),
+                };
+                (o.id, known)
+            }),
+        );
     }
 
     /// Runs the changes of one `apply`: the plan's own fields are updated in place; changes to
@@ -779,6 +834,7 @@ impl Writer {
                 .map_err(err)
         };
         let mut drops = false;
+        let mut ended = false;
         for op in ops {
             match op {
                 Op::PlanState { id: object, state } => {
@@ -787,6 +843,7 @@ impl Writer {
                             "plan {id} has no object {object} at Plan"
                         )));
                     }
+                    ended = matches!(state.status, "Completed" | "Failed" | "Stopped");
                     execute(
                         UPDATE_PLAN_STATE,
                         params![plan, state.status, state.start, state.end],
@@ -829,6 +886,10 @@ impl Writer {
             let mut journal = self.journal.borrow_mut();
             journal::append(&self.conn, plan, &mut journal.next_seq, blob, drops).map_err(err)?;
             *journal.pending.entry(plan).or_default() += 1;
+        }
+        if ended {
+            // Its objects will hardly change again (and are learned again if they do).
+            self.cache.borrow_mut().forget(plan);
         }
         Ok(())
     }
@@ -882,5 +943,61 @@ impl Writer {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn objects(n: u32) -> impl ExactSizeIterator<Item = (uuid::Uuid, Known)> {
+        (0..n).map(|i| {
+            let known = Known {
+                ord: i64::from(i),
+                loc: Loc::Block(i as usize),
+                kind: "block",
+                attempts: None,
+            };
+            (uuid::Uuid::from_u128(u128::from(i)), known)
+        })
+    }
+
+    #[test]
+    fn the_cache_forgets_other_plans_to_make_room_and_counts_what_it_holds() {
+        let mut cache = Cache {
+            cap: 10,
+            ..Cache::default()
+        };
+        cache.add(1, objects(6));
+        cache.add(1, objects(6));
+        assert_eq!(cache.count, 6, "known objects are not added twice");
+        cache.add(2, objects(3));
+        assert_eq!(cache.count, 9);
+        assert!(cache.get(1, uuid::Uuid::from_u128(5)).is_some());
+        // 9 + 4 > 10: plan 1 or plan 2 makes room, whichever comes first.
+        cache.add(3, objects(4));
+        let held: usize = cache.objects.values().map(HashMap::len).sum();
+        assert_eq!(cache.count, held);
+        assert!(
+            cache.count <= 10 && cache.objects.len() == 2,
+            "{}",
+            cache.count
+        );
+        assert_eq!(
+            cache.get(3, uuid::Uuid::from_u128(3)).map(|k| k.ord),
+            Some(3)
+        );
+        // A plan larger than the cap is held whole, alone.
+        cache.add(4, objects(12));
+        assert_eq!(cache.count, 12);
+        assert_eq!(cache.objects.len(), 1);
+        cache.get_mut(4, uuid::Uuid::from_u128(0)).unwrap().attempts = Some(2);
+        assert_eq!(
+            cache.get(4, uuid::Uuid::from_u128(0)).unwrap().attempts,
+            Some(2)
+        );
+        cache.forget(4);
+        assert_eq!(cache.count, 0);
+        assert!(cache.get(4, uuid::Uuid::from_u128(0)).is_none());
     }
 }
