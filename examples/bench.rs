@@ -411,7 +411,7 @@ fn main() {
                     "workload": "durable", "store": "sqlite", "synchronous": "FULL", "actions": actions, "wall_s": wall,
                     "actions_per_s": actions as f64 / wall, "peak_rss_bytes": peak_rss_bytes(),
                     "writes": stats.writes, "commits": stats.commits, "largest_group": stats.largest_group,
-                    "folds": stats.folds, "folded_rows": stats.folded_rows, "close_s": close, "syncs": stats.syncs, "syncs": stats.syncs,
+                    "folds": stats.folds, "folded_rows": stats.folded_rows, "close_s": close, "syncs": stats.syncs,
                     "actions_per_s_with_close": actions as f64 / (wall + close),
                 })
             }

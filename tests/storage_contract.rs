@@ -77,7 +77,7 @@ macro_rules! contract_tests {
                 }
             )*
         }
-        /// Nothing is folded while the test runs: reads replay the whole journal.
+        /// No idle or limit folds: reads replay the journal (only a write that needs an attempt count the writer does not know folds its plan first).
         mod sqlite_never_folding {
             use super::*;
             $(

@@ -210,6 +210,8 @@ struct Inner {
     writer: Option<JoinHandle<()>>,
     readers: Arc<ReaderPool>,
     counters: Arc<Counters>,
+    /// Running plans whose objects the writer was told about by a read.
+    learned: parking_lot::Mutex<std::collections::HashSet<PlanId>>,
     // Dropped after the writer thread has been joined, so the file is closed first.
     _lock: Option<WriterLock>,
 }
@@ -331,6 +333,7 @@ impl SqliteStore {
                 writer: Some(thread),
                 readers: Arc::new(readers),
                 counters,
+                learned: Default::default(),
                 _lock: Some(lock),
             }),
         })
@@ -364,6 +367,7 @@ impl SqliteStore {
                 writer: None,
                 readers: Arc::new(readers),
                 counters: Arc::new(Counters::default()),
+                learned: Default::default(),
                 _lock: None,
             }),
         })
@@ -469,9 +473,14 @@ impl Store for SqliteStore {
                 readers.with(|conn| reader::read_plan(conn, readers.store(), id, index))
             })
             .await?;
-            if let (Some(objects), crate::workflow::Status::Running) = (index, plan.state.status) {
-                // Nobody waits for this: the writer learns what it does not know yet.
-                drop(self.enqueue(|| Ok(Write::Learn { id, objects })));
+            if let (Some((pk, objects)), crate::workflow::Status::Running) =
+                (index, plan.state.status)
+            {
+                // Once per plan; nobody waits for this: the writer learns what it does not know
+                // yet, outside any transaction.
+                if self.inner.learned.lock().insert(id) {
+                    drop(self.enqueue(|| Ok(Write::Learn { id, pk, objects })));
+                }
             }
             Ok(plan)
         })

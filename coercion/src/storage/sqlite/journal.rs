@@ -130,6 +130,9 @@ pub(super) fn decode(blob: &[u8]) -> Result<Vec<Entry<'_>>, String> {
     let mut entries = Vec::new();
     while r.at < blob.len() {
         let tag = r.u8()?;
+        if !matches!(tag, STATE | ATTEMPT | RESET) {
+            return Err(format!("unknown change tag {tag} at byte {}", r.at - 1));
+        }
         let id = Uuid::from_bytes(r.array()?);
         entries.push(match tag {
             STATE => {
@@ -171,8 +174,7 @@ pub(super) fn decode(blob: &[u8]) -> Result<Vec<Entry<'_>>, String> {
                     outcome,
                 }
             }
-            RESET => Entry::Reset { id },
-            other => return Err(format!("unknown change tag {other} at byte {}", r.at - 17)),
+            _ => Entry::Reset { id },
         });
     }
     Ok(entries)

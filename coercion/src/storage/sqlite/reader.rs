@@ -114,7 +114,7 @@ pub(super) fn read_plan(
     store: &str,
     id: PlanId,
     index: bool,
-) -> Result<(Plan, Option<ObjectIndex>), StoreError> {
+) -> Result<(Plan, Option<(i64, ObjectIndex)>), StoreError> {
     let err = |e| sql_error(store, &format!("reading plan {id}"), e);
     let tx = conn.unchecked_transaction().map_err(err)?;
     let key = id_text(id.0);
@@ -283,7 +283,7 @@ pub(super) fn read_plan(
     }
     tx.finish().map_err(err)?;
     let index = index.then(|| {
-        by_ord
+        let objects = by_ord
             .iter()
             .zip(&kinds)
             .enumerate()
@@ -291,7 +291,8 @@ pub(super) fn read_plan(
                 slot.filter(|(loc, _)| *loc != Loc::Plan)
                     .map(|(loc, object)| (object, ord as i64, loc, *kind))
             })
-            .collect()
+            .collect();
+        (pk, objects)
     });
     Ok((plan, index))
 }

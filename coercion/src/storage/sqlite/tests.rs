@@ -338,12 +338,20 @@ async fn rows_that_disagree_with_the_definition_give_a_clear_error_naming_the_fi
     );
     tamper("DELETE FROM objects WHERE ord = 100000");
     // A row of a block that says it is an action.
+    let block = plan
+        .walk()
+        .zip(super::codec::execution_order(&plan))
+        .find(|((loc, _), _)| matches!(loc, crate::workflow::Loc::Block(_)))
+        .map(|(_, ord)| ord)
+        .unwrap();
     tamper(&format!(
-        "INSERT INTO objects (plan_pk, ord, kind, status) \
-         SELECT {key}, ord, 'action', 'Running' FROM (SELECT 0 AS ord) WHERE true"
+        "INSERT INTO objects (plan_pk, ord, kind, status) VALUES ({key}, {block}, 'action', 'Running')"
     ));
     let message = read_error(&plan).await;
-    assert!(message.contains("is marked as kind `action`"), "{message}");
+    assert!(
+        message.contains("the row of block") && message.contains("is marked as kind `action`"),
+        "{message}"
+    );
     tamper("DELETE FROM objects");
 
     // The CHECK constraints keep SQL from storing a status that does not exist; bypass them.
@@ -543,14 +551,34 @@ async fn a_journal_left_unfolded_is_read_whole_and_folded_by_the_next_writer() {
     let reader = SqliteStore::open_read_only(dir.db()).unwrap();
     assert_eq!(reader.read(plan.id).await.unwrap(), expected);
 
-    // A writer that finds the journal appends after it, and folds everything when it closes.
+    // A writer that finds the journal numbers its rows after the ones there (else they would
+    // replay first), and folds everything when it closes.
     {
         let store = SqliteStore::open_with(dir.db(), SqliteOptions::default().fold_when_idle(None))
             .unwrap();
-        let more = [Change::Heartbeat(at(9, 9))];
+        let more = [
+            Change::Heartbeat(at(9, 9)),
+            Change::State {
+                loc,
+                id,
+                state: state(Status::Stopped, 9),
+            },
+        ];
         store.apply(plan.id, &more).await.unwrap();
-        more[0].apply_to(&mut expected).unwrap();
+        for change in &more {
+            change.apply_to(&mut expected).unwrap();
+        }
         assert_eq!(store.read(plan.id).await.unwrap(), expected);
+        let seqs: Vec<i64> = {
+            let raw = Connection::open(dir.db()).unwrap();
+            let mut stmt = raw.prepare("SELECT seq FROM journal ORDER BY seq").unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        assert_eq!(seqs.len(), 9, "{seqs:?}");
+        assert_eq!(seqs, (0..9).collect::<Vec<i64>>());
     }
     assert_eq!(journal_rows(&dir.db()), 0);
     assert_eq!(reader.read(plan.id).await.unwrap(), expected);
@@ -745,4 +773,88 @@ async fn a_version_1_file_is_migrated_when_opened_for_writing_and_keeps_its_plan
     let reader = SqliteStore::open_read_only(dir.db()).unwrap();
     assert_eq!(reader.read(plan.id).await.unwrap(), expected);
     reader.integrity_check().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_that_cannot_be_folded_gives_a_clear_error_and_does_not_hold_up_other_plans() {
+    use crate::workflow::{Loc, State, Status};
+    let dir = TempDir::new("unfoldable");
+    let (bad, good) = (sample_plan("bad"), sample_plan("good"));
+    let first = |plan: &crate::workflow::Plan| {
+        let (loc, object) = plan
+            .walk()
+            .find(|(loc, _)| matches!(loc, Loc::Block(_)))
+            .unwrap();
+        (loc, object.id())
+    };
+    let running = |plan: &crate::workflow::Plan, i| {
+        let (loc, id) = first(plan);
+        [Change::State {
+            loc,
+            id,
+            state: State {
+                status: Status::Running,
+                start: Some(at(i, 0)),
+                end: None,
+            },
+        }]
+    };
+    let unfolded = SqliteOptions::default()
+        .fold_when_idle(None)
+        .fold_limit(usize::MAX)
+        .no_fold_on_close();
+    {
+        let store = SqliteStore::open_with(dir.db(), unfolded).unwrap();
+        for plan in [&bad, &good] {
+            store.create(plan).await.unwrap();
+            store.apply(plan.id, &running(plan, 1)).await.unwrap();
+        }
+    }
+    Connection::open(dir.db())
+        .unwrap()
+        .execute(
+            &format!(
+                "UPDATE journal SET changes = x'09' WHERE plan_pk = (SELECT pk FROM plans WHERE id = '{}')",
+                bad.id
+            ),
+            [],
+        )
+        .unwrap();
+    {
+        // Every plan's journal is over the limit of 1: the bad one fails, the good one folds.
+        let store = SqliteStore::open_with(
+            dir.db(),
+            SqliteOptions::default().fold_when_idle(None).fold_limit(1),
+        )
+        .unwrap();
+        store.apply(good.id, &running(&good, 2)).await.unwrap();
+        store
+            .apply(good.id, &[Change::Heartbeat(at(3, 0))])
+            .await
+            .unwrap();
+        let left: i64 = Connection::open(dir.db())
+            .unwrap()
+            .query_row(
+                &format!(
+                    "SELECT count(*) FROM journal WHERE plan_pk = (SELECT pk FROM plans WHERE id = '{}')",
+                    good.id
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0, "the good plan's journal was folded");
+        match store.read(bad.id).await {
+            Err(StoreError::Permanent(m)) => assert!(
+                m.contains("stored inconsistently") && m.contains("unknown change tag 9"),
+                "{m}"
+            ),
+            other => panic!("expected a permanent error, got {other:?}"),
+        }
+        // Closing tries the bad journal once more and gives up on it.
+    }
+    assert_eq!(journal_rows(&dir.db()), 1);
+    let reader = SqliteStore::open_read_only(dir.db()).unwrap();
+    let read = reader.read(good.id).await.unwrap();
+    assert_eq!(read.state_at(first(&good).0).unwrap().start, Some(at(2, 0)));
 }

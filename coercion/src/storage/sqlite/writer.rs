@@ -40,9 +40,11 @@ pub(super) enum Write {
         journal: Vec<u8>,
     },
     Delete(PlanId),
-    /// Where the objects of plan `id` are stored, as a reader found: the writer fills its cache.
+    /// Where the objects of plan `id` (key `pk`) are stored, as a reader found: the writer
+    /// fills its cache. Handled outside transactions.
     Learn {
         id: PlanId,
+        pk: i64,
         objects: super::reader::ObjectIndex,
     },
 }
@@ -180,8 +182,10 @@ const FOLD_CHUNK: usize = 2_048;
 /// (a few milliseconds).
 const IDLE_FOLD_CHUNK: usize = 1_024;
 
-/// After a fold failed, the writer waits this long before folding again when idle.
+/// After a plan's fold failed, its journal waits this long before the next try, twice as long
+/// after each further failure, up to [`FOLD_RETRY_MAX`].
 const FOLD_RETRY: Duration = Duration::from_secs(1);
+const FOLD_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// What the writer knows of the journal.
 #[derive(Default)]
@@ -192,11 +196,16 @@ pub(super) struct Journal {
     pending: BTreeMap<i64, usize>,
     /// The counts may be wrong (a transaction that appended rows rolled back).
     recount: bool,
-    /// No idle fold before this instant (a fold failed).
-    quiet_until: Option<Instant>,
+    /// Plans whose last fold failed: when to try again, and the wait that led there.
+    failures: HashMap<i64, (Instant, Duration)>,
 }
 
 impl Journal {
+    /// When plan `plan`'s journal may be folded again, if its last fold failed.
+    fn retry_at(&self, plan: i64) -> Option<Instant> {
+        self.failures.get(&plan).map(|(at, _)| *at)
+    }
+
     /// Before the rows already in the file are counted.
     pub fn unknown() -> Journal {
         Journal {
@@ -356,11 +365,24 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            // What a reader tells needs no transaction, nor a sync.
+            if group.iter().any(|r| matches!(r.write, Write::Learn { .. })) {
+                let (learns, writes): (Vec<Request>, Vec<Request>) = group
+                    .drain(..)
+                    .partition(|r| matches!(r.write, Write::Learn { .. }));
+                for learn in learns {
+                    let _ = learn.reply.send(self.run_write(&learn.write));
+                }
+                group.extend(writes);
+                if group.is_empty() {
+                    continue;
+                }
+            }
             self.commit_group(&mut group);
             self.fold_over_limit();
         }
         if self.folding.on_close {
-            while self.fold_chunk(None, FOLD_CHUNK) {}
+            self.fold_all();
         }
         // Let the syncer answer what it holds before the connection closes.
         if let Some(syncer) = self.syncer.take() {
@@ -374,53 +396,72 @@ impl Writer {
         self.recount();
         let idle = self.folding.idle?;
         let journal = self.journal.borrow();
-        if journal.pending.is_empty() {
-            return None;
-        }
-        let quiet = journal.quiet_until.map_or(Duration::ZERO, |t| {
-            t.saturating_duration_since(Instant::now())
-        });
-        Some(idle.max(quiet))
+        let now = Instant::now();
+        // The soonest a plan's journal may be folded (plans whose fold failed wait).
+        let next = journal
+            .pending
+            .keys()
+            .map(|plan| {
+                journal
+                    .retry_at(*plan)
+                    .map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
+            })
+            .min()?;
+        Some(idle.max(next))
     }
 
-    /// Folds journals that reached the limit, a chunk per transaction (unless a fold failed
-    /// a moment ago).
+    /// Folds journals that reached the limit, a chunk per transaction, skipping plans whose
+    /// fold failed a moment ago.
     fn fold_over_limit(&self) {
-        if self
-            .journal
-            .borrow()
-            .quiet_until
-            .is_some_and(|t| Instant::now() < t)
-        {
-            return;
-        }
         loop {
             self.recount();
             let over = {
                 let journal = self.journal.borrow();
+                let now = Instant::now();
                 journal
                     .pending
                     .iter()
+                    .filter(|(plan, _)| journal.retry_at(**plan).is_none_or(|t| t <= now))
                     .find(|(_, n)| **n >= self.folding.limit.max(1))
                     .map(|(plan, _)| *plan)
             };
+            // A fold that fails marks its plan to wait, one that finds nothing drops the plan's
+            // count: either way the next round looks at other plans.
             match over {
-                Some(plan) if self.fold_chunk(Some(plan), FOLD_CHUNK) => {}
-                _ => return,
+                Some(plan) if !self.fold_chunk(Some(plan), FOLD_CHUNK) && self.sync_failed() => {
+                    return;
+                }
+                Some(_) => {}
+                None => return,
             }
         }
     }
 
-    /// Folds up to `rows` rows of plan `plan`'s journal (of the plan with the most rows, if
-    /// `None`) in a transaction of its own. Its commit is not synced: it changes how
-    /// the state is stored, not what it is, and the next synced commit covers it. Returns
-    /// whether rows were folded; a failure is logged, undone and retried later.
+    /// Folds what is left when the store closes, plan by plan, leaving plans that fail.
+    fn fold_all(&self) {
+        let plans: Vec<i64> = self.journal.borrow().pending.keys().copied().collect();
+        for plan in plans {
+            while self.fold_chunk(Some(plan), FOLD_CHUNK) {}
+        }
+    }
+
+    /// Folds up to `rows` rows of plan `plan`'s journal (of the plan with the most rows whose
+    /// fold may run now, if `None`) in a transaction of its own. Its commit is not synced: it
+    /// changes how the state is stored, not what it is, and the next synced commit covers it.
+    /// Returns whether rows were folded. A failure is logged and undone, and the plan's journal
+    /// waits before the next try (1 s, doubling up to a minute); nothing is folded once a sync
+    /// failed (the store takes no more writes).
     fn fold_chunk(&self, plan: Option<i64>, rows: usize) -> bool {
+        if self.sync_failed() {
+            return false;
+        }
         let plan = plan.or_else(|| {
             let journal = self.journal.borrow();
+            let now = Instant::now();
             journal
                 .pending
                 .iter()
+                .filter(|(plan, _)| journal.retry_at(**plan).is_none_or(|t| t <= now))
                 .max_by_key(|(_, n)| **n)
                 .map(|(plan, _)| *plan)
         });
@@ -438,24 +479,39 @@ impl Writer {
             });
         match folded {
             Ok(folded) => {
+                let mut journal = self.journal.borrow_mut();
+                journal.failures.remove(&plan);
                 if folded {
                     self.counters.folds.fetch_add(1, Ordering::Relaxed);
                 } else {
                     // The count was stale: nothing is left of this plan's journal.
-                    self.journal.borrow_mut().pending.remove(&plan);
+                    journal.pending.remove(&plan);
                 }
                 folded
             }
             Err(e) => {
                 self.roll_back();
-                tracing::warn!(store = %self.store, error = %e, "folding the journal failed; retrying later");
-                self.journal.borrow_mut().quiet_until = Some(Instant::now() + FOLD_RETRY);
+                let mut journal = self.journal.borrow_mut();
+                let wait = journal
+                    .failures
+                    .get(&plan)
+                    .map_or(FOLD_RETRY, |(_, wait)| (*wait * 2).min(FOLD_RETRY_MAX));
+                tracing::warn!(store = %self.store, plan_key = plan, error = %e, retry_in = ?wait, "folding a plan's journal failed; its rows stay in the journal, readers still see them");
+                journal.failures.insert(plan, (Instant::now() + wait, wait));
                 false
             }
         }
     }
 
-    /// Counts the journal's rows again if a rollback made the counts unreliable.
+    /// Whether a sync failed: the store then takes no more writes, folds included.
+    fn sync_failed(&self) -> bool {
+        self.syncer
+            .as_ref()
+            .is_some_and(|s| s.failure.lock().is_some())
+    }
+
+    /// Counts the journal's rows again if a rollback made the counts unreliable. Until a count
+    /// succeeds the next sequence number is unknown, and writes that append are refused.
     fn recount(&self) {
         if !self.journal.borrow().recount {
             return;
@@ -605,9 +661,10 @@ impl Writer {
             Write::Create(plan) => self.create(plan),
             Write::Apply { id, ops, journal } => self.apply(*id, ops, journal),
             Write::Delete(id) => self.delete(*id),
-            Write::Learn { id, objects } => {
-                if let Some(plan) = self.plan_key(*id)? {
-                    self.learn(plan, objects);
+            Write::Learn { id, pk, objects } => {
+                // The plan may have been deleted (and stored again) since it was read.
+                if self.plan_key(*id)? == Some(*pk) {
+                    self.learn(*pk, objects);
                 }
                 Ok(())
             }
@@ -883,6 +940,13 @@ impl Writer {
             }
         }
         if !blob.is_empty() {
+            self.recount();
+            if self.journal.borrow().recount {
+                return Err(StoreError::Transient(format!(
+                    "{}: the journal's rows cannot be counted, so new rows cannot be numbered yet",
+                    self.store
+                )));
+            }
             let mut journal = self.journal.borrow_mut();
             journal::append(&self.conn, plan, &mut journal.next_seq, blob, drops).map_err(err)?;
             *journal.pending.entry(plan).or_default() += 1;
@@ -928,10 +992,6 @@ impl Writer {
     }
 
     fn delete(&self, id: PlanId) -> Result<(), StoreError> {
-        // Deletes are rare: forget everything rather than the plan's objects one by one. The
-        // plan's journal goes with it (the foreign key cascades).
-        self.cache.borrow_mut().clear();
-        self.journal.borrow_mut().recount = true;
         match self.plan_row(id)? {
             None => Err(StoreError::NotFound(id)),
             Some((_, status)) if status == "Running" => Err(StoreError::Running(id)),
@@ -940,6 +1000,14 @@ impl Writer {
                     .prepare_cached(DELETE_PLAN)
                     .and_then(|mut s| s.execute([plan]))
                     .map_err(|e| sql_error(&self.store, &format!("deleting plan {id}"), e))?;
+                // The plan's journal went with it (the foreign key cascades). If the group
+                // rolls back, the rollback empties the cache and recounts the journal.
+                let mut cache = self.cache.borrow_mut();
+                cache.forget(plan);
+                cache.plans.remove(&id);
+                let mut journal = self.journal.borrow_mut();
+                journal.pending.remove(&plan);
+                journal.failures.remove(&plan);
                 Ok(())
             }
         }
