@@ -206,6 +206,15 @@ impl Journal {
         self.failures.get(&plan).map(|(at, _)| *at)
     }
 
+    /// Plans with rows to fold whose fold may run now, with their row counts.
+    fn due(&self) -> impl Iterator<Item = (i64, usize)> + '_ {
+        let now = Instant::now();
+        self.pending
+            .iter()
+            .filter(move |(plan, _)| self.retry_at(**plan).is_none_or(|t| t <= now))
+            .map(|(plan, n)| (*plan, *n))
+    }
+
     /// Before the rows already in the file are counted.
     pub fn unknown() -> Journal {
         Journal {
@@ -417,13 +426,10 @@ impl Writer {
             self.recount();
             let over = {
                 let journal = self.journal.borrow();
-                let now = Instant::now();
                 journal
-                    .pending
-                    .iter()
-                    .filter(|(plan, _)| journal.retry_at(**plan).is_none_or(|t| t <= now))
-                    .find(|(_, n)| **n >= self.folding.limit.max(1))
-                    .map(|(plan, _)| *plan)
+                    .due()
+                    .find(|(_, n)| *n >= self.folding.limit.max(1))
+                    .map(|(plan, _)| plan)
             };
             // A fold that fails marks its plan to wait, one that finds nothing drops the plan's
             // count: either way the next round looks at other plans.
@@ -457,13 +463,7 @@ impl Writer {
         }
         let plan = plan.or_else(|| {
             let journal = self.journal.borrow();
-            let now = Instant::now();
-            journal
-                .pending
-                .iter()
-                .filter(|(plan, _)| journal.retry_at(**plan).is_none_or(|t| t <= now))
-                .max_by_key(|(_, n)| **n)
-                .map(|(plan, _)| *plan)
+            journal.due().max_by_key(|(_, n)| *n).map(|(plan, _)| plan)
         });
         let Some(plan) = plan else {
             return false;
