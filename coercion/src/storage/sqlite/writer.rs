@@ -239,6 +239,8 @@ pub(super) struct Cache {
     count: usize,
     /// How many it may hold before other plans are forgotten.
     cap: usize,
+    /// Plans that ended while rows of their journal were still to fold: forgotten once folded.
+    ended: std::collections::HashSet<i64>,
 }
 
 impl Default for Cache {
@@ -248,6 +250,7 @@ impl Default for Cache {
             objects: HashMap::new(),
             count: 0,
             cap: CACHED_OBJECTS,
+            ended: Default::default(),
         }
     }
 }
@@ -272,6 +275,7 @@ impl Cache {
         self.plans.clear();
         self.objects.clear();
         self.count = 0;
+        self.ended.clear();
     }
 
     fn get(&self, plan: i64, object: uuid::Uuid) -> Option<Known> {
@@ -310,6 +314,7 @@ impl Cache {
         if let Some(known) = self.objects.remove(&plan) {
             self.count -= known.len();
         }
+        self.ended.remove(&plan);
     }
 }
 
@@ -486,6 +491,10 @@ impl Writer {
                 } else {
                     // The count was stale: nothing is left of this plan's journal.
                     journal.pending.remove(&plan);
+                    let mut cache = self.cache.borrow_mut();
+                    if cache.ended.contains(&plan) {
+                        cache.forget(plan);
+                    }
                 }
                 folded
             }
@@ -952,8 +961,15 @@ impl Writer {
             *journal.pending.entry(plan).or_default() += 1;
         }
         if ended {
-            // Its objects will hardly change again (and are learned again if they do).
-            self.cache.borrow_mut().forget(plan);
+            // Its objects will hardly change again (and are learned again if they do); folding
+            // its journal still needs them.
+            let folded = !self.journal.borrow().pending.contains_key(&plan);
+            let mut cache = self.cache.borrow_mut();
+            if folded {
+                cache.forget(plan);
+            } else {
+                cache.ended.insert(plan);
+            }
         }
         Ok(())
     }
@@ -984,6 +1000,10 @@ impl Writer {
                 .map_or(0, |n| n.saturating_sub(folded));
             if left == 0 {
                 journal.pending.remove(&plan);
+                let mut cache = self.cache.borrow_mut();
+                if cache.ended.contains(&plan) {
+                    cache.forget(plan);
+                }
             } else {
                 journal.pending.insert(plan, left);
             }
