@@ -648,6 +648,8 @@ async fn a_change_that_skips_attempts_is_refused_also_when_they_are_in_the_journ
         attempt: attempt(2),
     }];
     store.apply(plan.id, &next).await.unwrap();
+    // Counting read the journal; it folded nothing.
+    assert_eq!(journal_rows(&dir.db()), 3);
     assert_eq!(
         store
             .read(plan.id)

@@ -331,7 +331,7 @@ const INSERT_ATTEMPT: &str = "INSERT INTO attempts (plan_pk, ord, idx, start_ns,
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 const UPDATE_PLAN_STATE: &str =
     "UPDATE plans SET status = ?2, start_ns = ?3, end_ns = ?4 WHERE pk = ?1";
-const COUNT_ATTEMPTS: &str = "SELECT count(*) FROM attempts WHERE plan_pk = ?1 AND ord = ?2";
+const COUNT_ATTEMPTS: &str = "SELECT ord, count(*) FROM attempts WHERE plan_pk = ?1 GROUP BY ord";
 const UPDATE_REASON: &str = "UPDATE plans SET reason = ?2 WHERE pk = ?1";
 const UPDATE_HEARTBEAT: &str = "UPDATE plans SET heartbeat_ns = ?2 WHERE pk = ?1";
 const UPDATE_PAUSED: &str = "UPDATE plans SET paused = ?2 WHERE pk = ?1";
@@ -974,14 +974,57 @@ impl Writer {
         Ok(())
     }
 
-    /// The number of attempts of the action with key `ord`, from the database: its journal is
-    /// folded first, so that the attempts table is complete.
+    /// The number of attempts of the action with key `ord`. The writer does not know it (after
+    /// a restart or a rollback): it counts the attempts of every action of the plan at once —
+    /// the attempts table, then the journal replayed on top (nothing is folded) — and caches
+    /// the counts it did not know.
     fn count_attempts(&self, id: PlanId, plan: i64, ord: i64) -> Result<i64, StoreError> {
-        self.fold_plan(plan, None)?;
-        self.conn
-            .prepare_cached(COUNT_ATTEMPTS)
-            .and_then(|mut s| s.query_row(params![plan, ord], |row| row.get(0)))
-            .map_err(|e| sql_error(&self.store, &format!("updating plan {id}"), e))
+        let err = |e| {
+            sql_error(
+                &self.store,
+                &format!("counting the attempts of plan {id}"),
+                e,
+            )
+        };
+        let mut counts: HashMap<i64, i64> = HashMap::new();
+        {
+            let mut stmt = self.conn.prepare_cached(COUNT_ATTEMPTS).map_err(err)?;
+            let mut rows = stmt.query([plan]).map_err(err)?;
+            while let Some(r) = rows.next().map_err(err)? {
+                counts.insert(r.get(0).map_err(err)?, r.get(1).map_err(err)?);
+            }
+        }
+        for (seq, blob, _) in journal::read(&self.conn, plan, None).map_err(err)? {
+            let entries = journal::decode(&blob).map_err(|e| {
+                StoreError::Permanent(format!(
+                    "{}: plan {id}: journal row {seq} is unreadable: {e}",
+                    self.store
+                ))
+            })?;
+            for entry in entries {
+                match entry {
+                    journal::Entry::Attempt {
+                        id: object, index, ..
+                    } => {
+                        counts.insert(self.ord_of(plan, object)?.0, index + 1);
+                    }
+                    journal::Entry::Reset { id: object } => {
+                        counts.insert(self.ord_of(plan, object)?.0, 0);
+                    }
+                    journal::Entry::State { .. } => {}
+                }
+            }
+        }
+        // Counts already known stay: they include changes of this write not appended yet.
+        if let Some(known) = self.cache.borrow_mut().objects.get_mut(&plan) {
+            for k in known
+                .values_mut()
+                .filter(|k| k.kind == "action" && k.attempts.is_none())
+            {
+                k.attempts = Some(counts.get(&k.ord).copied().unwrap_or(0));
+            }
+        }
+        Ok(counts.get(&ord).copied().unwrap_or(0))
     }
 
     /// Folds (the first `limit` rows of) plan `plan`'s journal in the open transaction.
