@@ -190,6 +190,9 @@ pub struct SqliteStats {
 ///   any reader, picks the journal up).
 /// * **Readers** use their own read-only connections on tokio's blocking pool; each read is one
 ///   consistent snapshot.
+/// * **Closing.** When the last handle is dropped, the writer commits what is queued, folds the
+///   journals, and closes last, which checkpoints the WAL into the database file and removes
+///   it: the file alone then holds everything (a copy of it is a complete backup).
 /// * **Schema** (version 2): tables `plans`, `plan_definitions`,
 ///   `objects`, `attempts`, `journal`, `schema_version`; foreign keys cascade from plans; times
 ///   are integer nanoseconds since the epoch (NULL when unset), so the store holds times between
@@ -218,6 +221,10 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // The writer's connection must be the last to close: the last connection checkpoints
+        // the WAL into the database file and removes it, and a read-only one cannot. The file
+        // alone then holds everything (a copy of it is a complete backup).
+        self.readers.close_idle();
         // Closing the queue ends the writer once it has committed what is queued.
         self.requests.take();
         if let Some(writer) = self.writer.take() {

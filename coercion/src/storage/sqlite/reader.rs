@@ -43,6 +43,11 @@ impl ReaderPool {
         }
     }
 
+    /// Closes the idle connections.
+    pub fn close_idle(&self) {
+        self.idle.lock().clear();
+    }
+
     /// Opens a read-only connection (not from the pool).
     pub fn connect(&self) -> Result<Connection, StoreError> {
         let conn = Connection::open_with_flags(

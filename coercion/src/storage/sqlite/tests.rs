@@ -860,3 +860,28 @@ async fn a_journal_that_cannot_be_folded_gives_a_clear_error_and_does_not_hold_u
     let read = reader.read(good.id).await.unwrap();
     assert_eq!(read.state_at(first(&good).0).unwrap().start, Some(at(2, 0)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_store_is_one_file_with_everything_in_it() {
+    let dir = TempDir::new("closed");
+    let plan = crate::storage::contract::sample_run("closed");
+    {
+        let store = SqliteStore::open(dir.db()).unwrap();
+        store.create(&plan).await.unwrap();
+        // Reads leave connections in the pool; they must not keep the WAL alive.
+        assert_eq!(store.read(plan.id).await.unwrap(), plan);
+        assert_eq!(store.read(plan.id).await.unwrap(), plan);
+    }
+    let wal = super::sidecar(&dir.db(), "-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "{} is left with {:?} bytes: a copy of the database file alone would miss them",
+        wal.display(),
+        std::fs::metadata(&wal).map(|m| m.len())
+    );
+    // The database file alone holds the plan.
+    let copy = dir.0.join("copy.db");
+    std::fs::copy(dir.db(), &copy).unwrap();
+    let store = SqliteStore::open_read_only(&copy).unwrap();
+    assert_eq!(store.read(plan.id).await.unwrap(), plan);
+}
