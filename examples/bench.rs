@@ -15,8 +15,9 @@
 //! * `durable` — the `engine` workload on a SQLite file with the default durability
 //!   (`synchronous=FULL`, every state change committed before the next step). `--sequences N`
 //!   runs N sequences of 10 actions instead of 1,000. Also prints `close_s`, the time the store
-//!   then takes to close, which folds what is left of the plan's journal into its tables, and
-//!   `actions_per_s_with_close`, the rate with that time counted.
+//!   then takes to close (it folds what is left of the plan's journal into its tables and
+//!   checkpoints the WAL into the database file), and `actions_per_s_with_close`, the rate with
+//!   that time counted.
 //! * `recovery` — a 100,000-action plan half done on SQLite; the time from `Workstream` start
 //!   (which resumes it) until its next action runs (`recovery_s`).
 //! * `rollout` — the same work as `../shared/peers/ansible/rollout.yml` for N hosts: per host a
@@ -149,7 +150,7 @@ fn scratch_dir(name: &str) -> std::path::PathBuf {
 }
 
 /// Runs `plan` on a fresh SQLite file; returns its actions, the run's wall time, the store's
-/// counters and the time the store then took to close (folding its journal).
+/// counters and the time the store then took to close (folding its journal, checkpointing).
 async fn run_sqlite(
     path: &std::path::Path,
     plan: Plan,

@@ -256,8 +256,8 @@ pub(super) fn execution_order(plan: &Plan) -> Vec<i64> {
     ord
 }
 
-/// One change, encoded for the writer thread. Objects are named by their id and location as
-/// values: the writer finds their rows through its cache and only encodes them as text on a miss.
+/// One change, encoded for the writer thread. Objects are named by their id and location: the
+/// writer checks them against what it knows of the plan's objects.
 #[derive(Debug)]
 pub(super) enum Op {
     /// The plan's own state (`Loc::Plan`); `id` must be the plan's id.

@@ -19,7 +19,7 @@
 //! the attempt of its index and drops later ones; a reset puts the action back to `NotStarted`
 //! without attempts.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{Connection, params};
 use uuid::Uuid;
@@ -248,12 +248,10 @@ pub(super) fn read(
 }
 
 /// Journal rows per plan, and the highest sequence number in use.
-pub(super) fn pending(
-    conn: &Connection,
-) -> rusqlite::Result<(std::collections::BTreeMap<i64, usize>, i64)> {
+pub(super) fn pending(conn: &Connection) -> rusqlite::Result<(BTreeMap<i64, usize>, i64)> {
     let mut stmt = conn.prepare_cached(PENDING)?;
     let mut rows = stmt.query([])?;
-    let (mut plans, mut last) = (std::collections::BTreeMap::new(), -1);
+    let (mut plans, mut last) = (BTreeMap::new(), -1);
     while let Some(r) = rows.next()? {
         let count: i64 = r.get(1)?;
         plans.insert(r.get(0)?, usize::try_from(count).unwrap_or(0));
@@ -294,8 +292,9 @@ fn slot<'m>(
 
 /// Folds the first `limit` (all, if `None`) journal rows of plan `plan` into its tables and
 /// deletes them, in the caller's transaction. `ord_of` gives an object's clustering key and kind
-/// from its id: objects get their row (see the `schema` module) when first folded. Each object's changes are collapsed first, so an action that started and finished costs
-/// one update of its row and one attempt row. Returns how many rows were folded.
+/// from its id: objects get their row (see the `schema` module) when first folded. Each object's
+/// changes are collapsed first, so an action that started and finished costs one write of its
+/// row and one attempt row. Returns how many rows were folded.
 pub(super) fn fold(
     conn: &Connection,
     store: &str,

@@ -15,7 +15,7 @@ use super::codec::{
     parse_status, sql_error,
 };
 use super::journal;
-use crate::storage::{ListFilter, PlanSummary, StoreError};
+use crate::storage::{Change, ListFilter, PlanSummary, StoreError};
 use crate::workflow::{Loc, Plan, PlanId, State};
 
 /// Read-only connections to one file.
@@ -417,7 +417,8 @@ pub(super) fn integrity_check(conn: &Connection, store: &str) -> Result<(), Stor
     }
 }
 
-/// Applies the changes of one journal row to `plan`; `locs` places objects by id.
+/// Applies the changes of one journal row to `plan`, as the `Change`s they were; `locs` places
+/// objects by id.
 fn replay(plan: &mut Plan, locs: &HashMap<Uuid, Loc>, blob: &[u8]) -> Result<(), String> {
     let place = |object: Uuid| {
         locs.get(&object)
@@ -425,51 +426,39 @@ fn replay(plan: &mut Plan, locs: &HashMap<Uuid, Loc>, blob: &[u8]) -> Result<(),
             .ok_or_else(|| format!("object {object} is not in the plan"))
     };
     for entry in journal::decode(blob)? {
-        match entry {
+        let change = match entry {
             journal::Entry::State {
-                id: object,
+                id,
                 status,
                 start,
                 end,
-            } => {
-                let state = plan
-                    .state_at_mut(place(object)?)
-                    .ok_or_else(|| format!("{object} has no state"))?;
-                *state = State {
+            } => Change::State {
+                loc: place(id)?,
+                id,
+                state: State {
                     status,
                     start: start.map(from_ns),
                     end: end.map(from_ns),
-                };
-            }
+                },
+            },
             journal::Entry::Attempt {
-                id: object,
+                id,
                 index,
                 start,
                 end,
                 outcome,
-            } => {
-                let attempt = AttemptCols::decode(start, end, outcome)?;
-                let action = plan
-                    .action_mut(place(object)?)
-                    .ok_or_else(|| format!("an attempt of {object}, which is not an action"))?;
-                let index = usize::try_from(index).unwrap_or(usize::MAX);
-                if index > action.attempts.len() {
-                    return Err(format!(
-                        "attempt {index} of action {object} skips attempt {}",
-                        action.attempts.len()
-                    ));
-                }
-                action.attempts.truncate(index);
-                action.attempts.push(attempt);
-            }
-            journal::Entry::Reset { id: object } => {
-                let action = plan
-                    .action_mut(place(object)?)
-                    .ok_or_else(|| format!("a reset of {object}, which is not an action"))?;
-                action.state = State::default();
-                action.attempts.clear();
-            }
-        }
+            } => Change::Attempt {
+                loc: place(id)?,
+                id,
+                index: u32::try_from(index).map_err(|_| format!("attempt index {index}"))?,
+                attempt: AttemptCols::decode(start, end, outcome)?,
+            },
+            journal::Entry::Reset { id } => Change::Reset {
+                loc: place(id)?,
+                id,
+            },
+        };
+        change.apply_to(plan).map_err(|e| e.to_string())?;
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
@@ -28,7 +29,7 @@ use tokio::sync::oneshot;
 use super::codec::{Op, PreparedPlan, execution_order, id_text, kind_of, sql_error};
 use super::journal;
 use crate::storage::StoreError;
-use crate::workflow::{Loc, PlanId};
+use crate::workflow::{Loc, PlanId, Status};
 
 /// One queued write.
 pub(super) enum Write {
@@ -484,17 +485,9 @@ impl Writer {
             });
         match folded {
             Ok(folded) => {
-                let mut journal = self.journal.borrow_mut();
-                journal.failures.remove(&plan);
+                self.journal.borrow_mut().failures.remove(&plan);
                 if folded {
                     self.counters.folds.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    // The count was stale: nothing is left of this plan's journal.
-                    journal.pending.remove(&plan);
-                    let mut cache = self.cache.borrow_mut();
-                    if cache.ended.contains(&plan) {
-                        cache.forget(plan);
-                    }
                 }
                 folded
             }
@@ -630,11 +623,16 @@ impl Writer {
 
     /// Ends the open transaction, if SQLite has not already, keeping nothing of it.
     fn roll_back(&self) {
-        self.cache.borrow_mut().clear();
-        self.journal.borrow_mut().recount = true;
+        self.forget_uncommitted();
         if !self.conn.is_autocommit() {
             let _ = self.exec("ROLLBACK");
         }
+    }
+
+    /// Before a rollback: what the writer learned may come from the changes undone.
+    fn forget_uncommitted(&self) {
+        self.cache.borrow_mut().clear();
+        self.journal.borrow_mut().recount = true;
     }
 
     fn exec(&self, sql: &str) -> rusqlite::Result<()> {
@@ -651,8 +649,7 @@ impl Writer {
                 .map_err(|e| Failure::Group(sql_error(&self.store, "releasing a savepoint", e))),
             Err(e) => match self.classify(e) {
                 Failure::Request(e) => {
-                    self.cache.borrow_mut().clear();
-                    self.journal.borrow_mut().recount = true;
+                    self.forget_uncommitted();
                     self.exec("ROLLBACK TO write")
                         .and_then(|()| self.exec("RELEASE write"))
                         .map_err(|e| {
@@ -909,7 +906,7 @@ impl Writer {
                             "plan {id} has no object {object} at Plan"
                         )));
                     }
-                    ended = matches!(state.status, "Completed" | "Failed" | "Stopped");
+                    ended = Status::from_str(state.status).is_ok_and(Status::is_terminal);
                     execute(
                         UPDATE_PLAN_STATE,
                         params![plan, state.status, state.start, state.end],
@@ -1032,24 +1029,26 @@ impl Writer {
         let folded = journal::fold(&self.conn, &self.store, plan, limit, &mut |object| {
             self.ord_of(plan, object)
         })?;
-        if folded > 0 {
-            self.counters
-                .folded_rows
-                .fetch_add(folded as u64, Ordering::Relaxed);
-            let mut journal = self.journal.borrow_mut();
-            let left = journal
+        self.counters
+            .folded_rows
+            .fetch_add(folded as u64, Ordering::Relaxed);
+        let mut journal = self.journal.borrow_mut();
+        // Nothing folded means nothing was left (the count was stale).
+        let left = match folded {
+            0 => 0,
+            _ => journal
                 .pending
                 .get(&plan)
-                .map_or(0, |n| n.saturating_sub(folded));
-            if left == 0 {
-                journal.pending.remove(&plan);
-                let mut cache = self.cache.borrow_mut();
-                if cache.ended.contains(&plan) {
-                    cache.forget(plan);
-                }
-            } else {
-                journal.pending.insert(plan, left);
+                .map_or(0, |n| n.saturating_sub(folded)),
+        };
+        if left == 0 {
+            journal.pending.remove(&plan);
+            let mut cache = self.cache.borrow_mut();
+            if cache.ended.contains(&plan) {
+                cache.forget(plan);
             }
+        } else {
+            journal.pending.insert(plan, left);
         }
         Ok(folded)
     }
