@@ -1066,7 +1066,7 @@ pub async fn delete_rules(store: &dyn Store) {
         );
 
         // Nothing of it is left: the same plan (same ids) can be created again.
-        let fresh = sample_plan_with_ids_of(&plan);
+        let fresh = super::definition_of(&plan);
         must(store, "re-create after delete", store.create(&fresh).await).await;
         read_equals(store, &fresh, "re-created after delete").await;
     }
@@ -1078,24 +1078,6 @@ pub async fn delete_rules(store: &dyn Store) {
         Some(StoreError::NotFound(never_started.id)),
         "[{d}] read after delete"
     );
-}
-
-/// `plan` with its states and attempts cleared (same ids).
-fn sample_plan_with_ids_of(plan: &Plan) -> Plan {
-    let mut fresh = plan.clone();
-    let locs: Vec<Loc> = fresh.walk().map(|(loc, _)| loc).collect();
-    for loc in locs {
-        if let Some(s) = fresh.state_at_mut(loc) {
-            *s = State::default();
-        }
-        if let Some(a) = fresh.action_mut(loc) {
-            a.attempts.clear();
-        }
-    }
-    fresh.reason = Reason::None;
-    fresh.heartbeat = None;
-    fresh.paused = false;
-    fresh
 }
 
 /// A plan of at least `actions` actions (in blocks of 100 sequences of 10 actions) round-trips,

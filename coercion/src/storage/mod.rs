@@ -323,20 +323,26 @@ pub(crate) fn definition_json(plan: &Plan) -> Result<String, StoreError> {
     let json = if pristine {
         serde_json::to_string(plan)
     } else {
-        let mut def = plan.clone();
-        let locs: Vec<Loc> = def.walk().map(|(loc, _)| loc).collect();
-        for loc in locs {
-            if let Some(state) = def.state_at_mut(loc) {
-                *state = State::default();
-            }
-            if let Some(action) = def.action_mut(loc) {
-                action.attempts.clear();
-            }
-        }
-        def.reason = Reason::None;
-        def.heartbeat = None;
-        def.paused = false;
-        serde_json::to_string(&def)
+        serde_json::to_string(&definition_of(plan))
     };
     json.map_err(|e| StoreError::Permanent(format!("plan {} does not serialize: {e}", plan.id)))
+}
+
+/// `plan` as defined: every state back to `NotStarted`, no attempts, no reason, heartbeat or
+/// pause (same ids).
+pub(crate) fn definition_of(plan: &Plan) -> Plan {
+    let mut def = plan.clone();
+    let locs: Vec<Loc> = def.walk().map(|(loc, _)| loc).collect();
+    for loc in locs {
+        if let Some(state) = def.state_at_mut(loc) {
+            *state = State::default();
+        }
+        if let Some(action) = def.action_mut(loc) {
+            action.attempts.clear();
+        }
+    }
+    def.reason = Reason::None;
+    def.heartbeat = None;
+    def.paused = false;
+    def
 }
