@@ -843,3 +843,61 @@ async fn the_list_page_and_command_show_fifty_plans_a_page() {
     drop(server);
     drop(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_in_a_deep_directory_is_controlled_through_a_short_private_socket() {
+    use coercion::cli::control::{self, ControlOp};
+    use coercion::testing::Fakes;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let dir = TempDir::new("deep");
+    let mut deep = dir.0.clone();
+    while deep.as_os_str().len() < 160 {
+        deep.push("a-rather-long-directory-name");
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    let db = deep.join("coercion.db");
+    assert!(
+        db.as_os_str().len() + ".control".len() > 108,
+        "a socket beside this store would exceed the Unix limit"
+    );
+
+    let fakes = Fakes::new();
+    let ws = coercion::Workstream::open(&db, fakes.registry())
+        .await
+        .unwrap();
+    let id = ws
+        .submit(long_plan(4, Duration::from_secs(5)))
+        .await
+        .unwrap();
+    ws.start(id).await.unwrap();
+    let listener = control::listen(ws.clone(), &db)
+        .await
+        .expect("a store in a deep directory accepts control requests");
+
+    let socket = listener.path().to_path_buf();
+    assert!(socket.as_os_str().len() < 100, "{}", socket.display());
+    assert_eq!(socket, control::socket_path(&db));
+    // Every path to the file names the same socket; another file, another socket.
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(&deep, &link).unwrap();
+    assert_eq!(control::socket_path(&link.join("coercion.db")), socket);
+    assert_ne!(control::socket_path(&dir.join("coercion.db")), socket);
+    // Only its owner may reach it.
+    let dir_mode = std::fs::metadata(socket.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(dir_mode & 0o777, 0o700);
+    let socket_mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(socket_mode & 0o777, 0o600);
+
+    control::request(&db, ControlOp::Pause, id).await.unwrap();
+    assert!(ws.read(id).await.unwrap().is_paused());
+    control::request(&link.join("coercion.db"), ControlOp::Stop, id)
+        .await
+        .unwrap();
+    assert_eq!(ws.wait(id).await.unwrap().status(), Status::Stopped);
+    drop(listener);
+    assert!(!socket.exists(), "the socket is removed with its listener");
+}

@@ -1,12 +1,15 @@
 //! Stop, pause and resume plans that another process runs: a small control channel over a Unix
-//! socket beside the store file.
+//! socket named after the store file.
 //!
 //! Only the process that runs a plan can stop, pause or resume it ([`Workstream::stop`] and
 //! friends act on the plans running in that process). A program that wants the `coercion` CLI
 //! and web UI to control its plans calls [`listen`] once with its workstream and the store file;
 //! `coercion stop|pause|resume ID` and the web UI's buttons (`serve --allow-control`) then send
-//! their request to `<store file>.control`, a socket only the file's owner may use (mode 0600).
-//! Without a listening process they fail with a message that says so.
+//! their request to the store's socket (see [`socket_path`]): `/tmp/coercion-<uid>/<hash>.sock`,
+//! in a directory only its owner may enter (mode 0700), named by a hash of the store file's
+//! canonical path — short whatever the store's directory, the same for every path that leads to
+//! the file, and different for every other store. Without a listening process they fail with a
+//! message that says so.
 //!
 //! ```no_run
 //! # async fn demo(ws: coercion::Workstream) -> std::io::Result<()> {
@@ -102,18 +105,112 @@ pub enum ControlError {
     },
 }
 
-/// The socket beside the store file `db`: `<db>.control`.
+/// The control socket of the store file `db`: `/tmp/coercion-<uid>/<hash>.sock`, where
+/// `<hash>` is the first 128 bits (hex) of the SHA-256 of the file's canonical path (the path
+/// with every link resolved, so `./coercion.db`, an absolute path and a link to the file name one
+/// socket). The directory is the user's own, whatever `TMPDIR` says, so a program and the CLI
+/// agree on it; a Unix socket's path is limited to about 100 bytes, which a store in a deep
+/// directory would exceed if the socket sat beside it.
 pub fn socket_path(db: &Path) -> PathBuf {
-    let db = std::path::absolute(db).unwrap_or_else(|_| db.to_path_buf());
-    let mut name = db.into_os_string();
-    name.push(".control");
-    PathBuf::from(name)
+    control_dir().join(socket_name(&canonical_store_path(db)))
+}
+
+/// The directory of the user's control sockets.
+fn control_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    PathBuf::from(format!("/tmp/coercion-{uid}"))
+}
+
+/// `db` with every link resolved; when the file does not exist yet, its directory's canonical
+/// path joined with its name.
+fn canonical_store_path(db: &Path) -> PathBuf {
+    if let Ok(path) = std::fs::canonicalize(db) {
+        return path;
+    }
+    let absolute = std::path::absolute(db).unwrap_or_else(|_| db.to_path_buf());
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|dir| dir.join(name))
+            .unwrap_or(absolute),
+        _ => absolute,
+    }
+}
+
+fn socket_name(canonical: &Path) -> String {
+    use sha2::Digest as _;
+    use std::fmt::Write as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    let digest = sha2::Sha256::digest(canonical.as_os_str().as_bytes());
+    let mut name = String::with_capacity(37);
+    for byte in &digest[..16] {
+        let _ = write!(name, "{byte:02x}");
+    }
+    name.push_str(".sock");
+    name
+}
+
+/// Creates the user's control directory (mode 0700) if needed, and refuses one that another
+/// user could enter or replace: not a directory (a link, say), owned by someone else, or open to
+/// the group or others.
+fn private_control_dir() -> io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let dir = control_dir();
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot create the control directory {}: {e}", dir.display()),
+            ));
+        }
+    }
+    check_private(&dir)?;
+    Ok(dir)
+}
+
+/// Refuses a control directory that another user could enter or replace.
+fn check_private(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::symlink_metadata(dir)?;
+    // SAFETY: as in `control_dir`.
+    let uid = unsafe { libc::geteuid() };
+    let problem = if !meta.file_type().is_dir() {
+        Some("it is not a directory")
+    } else if meta.uid() != uid {
+        Some("it belongs to another user")
+    } else if meta.mode() & 0o077 != 0 {
+        Some("other users may enter it (its mode is not 0700)")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "refusing the control directory {}: {problem}; remove it and try again",
+                dir.display()
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Sends `op` for plan `id` to the process that listens beside the store file `db`, and
 /// waits (at most 30 s) for its answer.
 pub async fn request(db: &Path, op: ControlOp, id: PlanId) -> Result<(), ControlError> {
     let socket = socket_path(db);
+    match check_private(&control_dir()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(ControlError::Io {
+                db: db.to_path_buf(),
+                source,
+            });
+        }
+    }
     let mut stream = match UnixStream::connect(&socket).await {
         Ok(s) => s,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -175,12 +272,14 @@ pub async fn request(db: &Path, op: ControlOp, id: PlanId) -> Result<(), Control
     }
 }
 
-/// Accepts control requests for the plans `workstream` runs, on the socket beside the store
-/// file `db`, until the returned guard is dropped (which also removes the socket).
+/// Accepts control requests for the plans `workstream` runs, on the store file `db`'s socket
+/// ([`socket_path`]), until the returned guard is dropped (which also removes the socket).
 ///
-/// Fails if another live process already listens there, or the socket cannot be created.
+/// Fails if another live process already listens there, or the socket cannot be created (the
+/// control directory is refused when another user could enter or replace it).
 pub async fn listen(workstream: Workstream, db: impl AsRef<Path>) -> io::Result<ControlListener> {
-    let path = socket_path(db.as_ref());
+    let dir = private_control_dir()?;
+    let path = dir.join(socket_name(&canonical_store_path(db.as_ref())));
     if path.exists() {
         if UnixStream::connect(&path).await.is_ok() {
             return Err(io::Error::new(

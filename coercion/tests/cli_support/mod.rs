@@ -221,7 +221,7 @@ const CHILD_LISTEN: &str = "COERCION_CLI_CHILD_LISTEN";
 
 /// The long plan the child runs: `actions` actions of `step` each, one after another, in
 /// sequences of two.
-fn long_plan(actions: usize, step: Duration) -> Plan {
+pub fn long_plan(actions: usize, step: Duration) -> Plan {
     Plan::builder("rolling restart (live)")
         .descr("Runs in another process while the tests watch it")
         .block(
