@@ -135,6 +135,10 @@ pub mod codes {
     pub const INTERRUPTED: u32 = ENGINE_BASE + 7;
     /// A secret in the request could not be decrypted.
     pub const SECRET: u32 = ENGINE_BASE + 8;
+    /// The engine itself failed while the attempt ran (see [`Reason::Internal`]).
+    ///
+    /// [`Reason::Internal`]: crate::Reason::Internal
+    pub const INTERNAL: u32 = ENGINE_BASE + 9;
 }
 
 /// A plugin's failure: a message, a plugin-defined code, whether retrying is pointless, and the
@@ -301,7 +305,7 @@ impl Context {
             paths: None,
             keys: None,
             attempt: 1,
-            deadline: Instant::now() + timeout,
+            deadline: crate::engine::deadline_in(timeout),
             cancel: CancellationToken::new(),
             span: tracing::Span::none(),
         }

@@ -49,15 +49,18 @@ impl Default for WorkerOptions {
 }
 
 impl WorkerOptions {
-    /// How often the store is asked for plans to run (default 1 s).
+    /// How often the store is asked for plans to run (default 1 s; kept between 1 ms and
+    /// [`MAX_DURATION`](crate::workflow::MAX_DURATION)).
     pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = interval;
+        self.poll_interval =
+            interval.clamp(Duration::from_millis(1), crate::workflow::MAX_DURATION);
         self
     }
 
-    /// At most this many plans launched by this worker run at once (default 100; at least 1).
+    /// At most this many plans launched by this worker run at once (default 100; at least 1;
+    /// `usize::MAX` and anything above [`Semaphore::MAX_PERMITS`] mean no limit).
     pub fn max_running(mut self, plans: usize) -> Self {
-        self.max_running = plans.max(1);
+        self.max_running = plans.clamp(1, Semaphore::MAX_PERMITS);
         self
     }
 

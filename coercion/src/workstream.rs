@@ -2,12 +2,14 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// The trait of the streams [`Workstream::status`] and [`Workstream::events`] return, so they can be
 /// consumed without depending on `futures-core` directly.
 pub use futures_core::Stream;
+use futures_util::FutureExt as _;
 use parking_lot::Mutex;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -50,6 +52,16 @@ pub enum Error {
     /// `Running` in storage and is resumed when a workstream starts on that store again.
     #[error("the run of plan {0} was interrupted: {1}")]
     Interrupted(PlanId, String),
+    /// The engine itself failed while running the plan (a bug: a panic in the engine or in a
+    /// store). The run still ended cleanly: the plan is `Failed` with reason
+    /// [`Reason::Internal`](crate::Reason::Internal), and the deferred work that could run ran.
+    #[error(
+        "plan {0} ended with an internal error of the engine: {1}; the plan was marked Failed (reason Internal)"
+    )]
+    Internal(PlanId, String),
+    /// A workstream option is out of its allowed range.
+    #[error("invalid workstream option: {0}")]
+    Config(String),
 }
 
 struct Problems<'a>(&'a [Problem]);
@@ -63,6 +75,14 @@ impl fmt::Display for Problems<'_> {
             write!(f, "  - {p}")?;
         }
         Ok(())
+    }
+}
+
+/// What a waiter gets for a run that did not end normally.
+fn run_error(id: PlanId, e: &RunError) -> Error {
+    match e {
+        RunError::Store(_) => Error::Interrupted(id, e.to_string()),
+        RunError::Internal(message) => Error::Internal(id, message.clone()),
     }
 }
 
@@ -127,7 +147,8 @@ impl WorkstreamBuilder {
         self
     }
 
-    /// How often a running plan persists its heartbeat (default 5 s).
+    /// How often a running plan persists its heartbeat (default 5 s; [`build`](Self::build)
+    /// refuses one outside 1 ms to [`MAX_DURATION`](crate::workflow::MAX_DURATION)).
     pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
         self.options.heartbeat_interval = interval;
         self
@@ -165,6 +186,12 @@ impl WorkstreamBuilder {
     /// Runs every plugin's `init()`, then recovery (every `Running` plan in the store is
     /// resumed, or failed with `ExceedRecovery` if too stale), and starts the workstream.
     pub async fn build(self) -> Result<Workstream, Error> {
+        let heartbeat = self.options.heartbeat_interval;
+        if heartbeat < Duration::from_millis(1) || heartbeat > crate::workflow::MAX_DURATION {
+            return Err(Error::Config(format!(
+                "heartbeat_interval is {heartbeat:?} (allowed: 1 ms to 365 days)"
+            )));
+        }
         let registry = match self.registry {
             Some(r) => r,
             None => Registry::from_inventory().map_err(|e| {
@@ -205,7 +232,8 @@ struct Inner {
     registry: Arc<Registry>,
     options: EngineOptions,
     runs: Mutex<HashMap<PlanId, Arc<Run>>>,
-    interrupted: Mutex<HashMap<PlanId, String>>,
+    /// Runs of this workstream that did not end normally.
+    interrupted: Mutex<HashMap<PlanId, RunError>>,
     /// `false` for a client that submits and starts plans for workers to run.
     executes: bool,
 }
@@ -369,21 +397,25 @@ impl Workstream {
         let inner = self.inner.clone();
         let mut started = run.started.subscribe();
         tokio::spawn(async move {
-            run_plan(run.clone()).await;
-            let interrupted = run
-                .done
-                .borrow()
-                .as_ref()
-                .and_then(|r| r.as_ref().err().map(|e| e.to_string()));
-            match interrupted {
-                Some(e) => {
-                    inner.interrupted.lock().insert(id, e);
-                }
-                None => {
-                    if let Err(e) = inner.store.release(id).await {
-                        tracing::warn!(plan = %id, error = %e, "could not release the plan after its run");
-                    }
-                }
+            // `run_plan` ends a run cleanly whatever fails inside it; should it panic itself,
+            // waiters still wake up.
+            if let Err(panic) = AssertUnwindSafe(run_plan(run.clone())).catch_unwind().await
+                && run.done.borrow().is_none()
+            {
+                run.finish(Err(RunError::Internal(format!(
+                    "the engine panicked: {}",
+                    crate::engine::panic_message(&*panic)
+                ))));
+            }
+            let ended = run.done.borrow().clone().and_then(Result::err);
+            // A store that failed leaves the plan Running for recovery, in this store's hands.
+            if !matches!(ended, Some(RunError::Store(_)))
+                && let Err(e) = inner.store.release(id).await
+            {
+                tracing::warn!(plan = %id, error = %e, "could not release the plan after its run");
+            }
+            if let Some(e) = ended {
+                inner.interrupted.lock().insert(id, e);
             }
             inner.runs.lock().remove(&id);
         });
@@ -445,12 +477,12 @@ impl Workstream {
                 .ok()
                 .and_then(|d| d.clone());
             if let Some(Err(e)) = result {
-                return Err(Error::Interrupted(id, e.to_string()));
+                return Err(run_error(id, &e));
             }
             return Ok(run.snapshot());
         }
-        if let Some(msg) = self.inner.interrupted.lock().get(&id) {
-            return Err(Error::Interrupted(id, msg.clone()));
+        if let Some(e) = self.inner.interrupted.lock().get(&id) {
+            return Err(run_error(id, e));
         }
         let plan = self
             .inner

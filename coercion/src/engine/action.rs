@@ -190,8 +190,8 @@ pub(crate) async fn run_action_with(
             loc,
             paths: Some(run.clone()),
             keys: Some(run.options.keys.clone()),
-            attempt: next + 1,
-            deadline: Instant::now() + timeout,
+            attempt: next.saturating_add(1),
+            deadline: super::deadline_in(timeout),
             cancel: stop.child_token(),
             span: span.clone(),
         };
@@ -215,7 +215,7 @@ pub(crate) async fn run_action_with(
                 outcome: Some(outcome),
             },
         });
-        next += 1;
+        next = next.saturating_add(1);
         let ended = if succeeded {
             Some(Ended::Completed)
         } else if stopped || stop.is_cancelled() || run.abort.is_cancelled() {
@@ -266,9 +266,10 @@ async fn attempt_once(
     tokio::pin!(deadline);
     let mut stopped = stop.is_cancelled();
     if stopped {
-        deadline
-            .as_mut()
-            .reset(Instant::now().min(ctx.deadline) + run.options.stop_grace.min(timeout));
+        deadline.as_mut().reset(
+            ctx.deadline
+                .min(super::deadline_in(run.options.stop_grace.min(timeout))),
+        );
     }
     loop {
         tokio::select! {
@@ -278,7 +279,7 @@ async fn attempt_once(
                     Ok(r) => r,
                     Err(panic) => Err(PluginError::engine(
                         codes::PANIC,
-                        format!("the plugin panicked: {}", panic_message(&*panic)),
+                        format!("the plugin panicked: {}", super::panic_message(&*panic)),
                         true,
                     )),
                 };
@@ -298,7 +299,7 @@ async fn attempt_once(
             }
             _ = stop.cancelled(), if !stopped => {
                 stopped = true;
-                let grace_end = Instant::now() + run.options.stop_grace;
+                let grace_end = super::deadline_in(run.options.stop_grace);
                 if grace_end < ctx.deadline {
                     deadline.as_mut().reset(grace_end);
                 }
@@ -307,15 +308,5 @@ async fn attempt_once(
                 return (Err(PluginError::engine(codes::CANCELLED, "the run was aborted because the store failed", true)), true);
             }
         }
-    }
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(a non-string panic payload)".to_owned()
     }
 }

@@ -201,7 +201,9 @@ async fn run_sequences(
     if exceeded(failures.load(Ordering::SeqCst)) {
         halt.cancel();
     }
-    let semaphore = Arc::new(Semaphore::new(concurrency));
+    // A concurrency above the number of sequences (`usize::MAX` for "all at once") runs them
+    // all at once; a semaphore cannot hold more permits than that anyway.
+    let semaphore = Arc::new(Semaphore::new(concurrency.clamp(1, total.max(1))));
     let mut tasks = JoinSet::new();
     let mut cont_failed = cont.has_failed();
     if cont_failed {

@@ -203,9 +203,9 @@ impl ContLoop {
     }
 
     /// Stops the loop, waiting for a run in progress; returns whether the checks failed.
-    pub(crate) async fn finish(self) -> Result<bool, RunError> {
+    pub(crate) async fn finish(mut self) -> Result<bool, RunError> {
         self.cancel.cancel();
-        match self.handle.await {
+        match (&mut self.handle).await {
             Ok(r) => r?,
             Err(e) => {
                 return Err(RunError::Internal(format!(
@@ -214,5 +214,14 @@ impl ContLoop {
             }
         }
         Ok(*self.failed.borrow())
+    }
+}
+
+/// A loop that was not finished (its phase ended with an error) ends with it: nothing of it
+/// runs or writes afterwards.
+impl Drop for ContLoop {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.handle.abort();
     }
 }

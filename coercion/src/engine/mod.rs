@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::registry::Registry;
 use crate::storage::{Change, Store, StoreError};
-use crate::workflow::{Loc, Plan, PlanId, State, Status, Timestamp};
+use crate::workflow::{Loc, Plan, PlanId, Reason, State, Status, Timestamp};
 
 pub(crate) use plan::run_plan;
 
@@ -64,7 +64,9 @@ pub(crate) enum RunError {
     /// is resumed by recovery.
     #[error("the run stopped because the store failed: {0}")]
     Store(StoreError),
-    /// A task of the engine itself failed (a bug).
+    /// A task of the engine itself failed (a bug: a panic in the engine or in a store). The run
+    /// ended anyway: what was running was failed, the deferred work that could still run ran,
+    /// and the plan ended `Failed` with reason [`Reason::Internal`].
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -90,6 +92,8 @@ pub(crate) struct Run {
     /// `true` once the plan is durably `Running` (or the run ended first).
     pub started: watch::Sender<bool>,
     pub writes: AtomicU64,
+    /// The first phase that failed, in time order.
+    reason: Mutex<Option<Reason>>,
     final_plan: Mutex<Option<Arc<Plan>>>,
     store_failure: Mutex<Option<StoreError>>,
 }
@@ -118,6 +122,7 @@ impl Run {
             done: watch::channel(None).0,
             started: watch::channel(false).0,
             writes: AtomicU64::new(0),
+            reason: Mutex::new(None),
             final_plan: Mutex::new(None),
             store_failure: Mutex::new(None),
         })
@@ -159,6 +164,16 @@ impl Run {
             let _ = self.events.send(Event::Changed(changes.into()));
         }
         Ok(())
+    }
+
+    /// Records that phase `reason` failed, unless an earlier phase already did.
+    pub(crate) fn fail(&self, reason: Reason) {
+        self.reason.lock().get_or_insert(reason);
+    }
+
+    /// The first phase that failed so far.
+    pub(crate) fn reason(&self) -> Option<Reason> {
+        *self.reason.lock()
     }
 
     fn failure(&self) -> RunError {
@@ -272,33 +287,63 @@ pub(crate) fn now() -> Timestamp {
     chrono::Utc::now()
 }
 
-/// The changes that fail a plan found too stale to resume: every running object `Failed`, an
-/// unfinished attempt closed with an explanation, reason `ExceedRecovery`.
-pub(crate) fn expire_changes(plan: &Plan, age: Duration) -> Vec<Change> {
-    use crate::plugin::{PluginError, codes};
-    use crate::workflow::{Attempt, ObjectRef, Outcome, Reason};
+/// The instant `d` from now; a duration too long to add (`Duration::MAX`, say) gives an
+/// instant [`MAX_DURATION`](crate::workflow::MAX_DURATION) away, never a panic.
+pub(crate) fn deadline_in(d: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d)
+        .unwrap_or(now + crate::workflow::MAX_DURATION)
+}
+
+/// A panic's message, for the error that reports it.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a non-string panic payload)".to_owned()
+    }
+}
+
+/// Runs `fut`, turning a panic inside it into [`RunError::Internal`].
+pub(crate) async fn caught<T>(
+    fut: impl std::future::Future<Output = Result<T, RunError>>,
+) -> Result<T, RunError> {
+    use futures_util::FutureExt as _;
+    std::panic::AssertUnwindSafe(fut)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            Err(RunError::Internal(format!(
+                "the engine panicked: {}",
+                panic_message(&*panic)
+            )))
+        })
+}
+
+/// The changes that fail every `Running` object of `plan` but the plan itself and those `keep`
+/// selects, closing an unfinished attempt with `error`.
+pub(crate) fn fail_running(
+    plan: &Plan,
+    error: &crate::plugin::PluginError,
+    keep: impl Fn(Loc) -> bool,
+) -> Vec<Change> {
+    use crate::workflow::{Attempt, ObjectRef, Outcome};
     let now = now();
     let mut changes = Vec::new();
     for (loc, obj) in plan.walk() {
         let state = obj.state();
-        if state.status != Status::Running {
+        if state.status != Status::Running || loc == Loc::Plan || keep(loc) {
             continue;
         }
         if let ObjectRef::Action(a) = obj
             && let Some(last) = a.attempts().last().filter(|t| t.end.is_none())
         {
-            let err = PluginError::engine(
-                codes::INTERRUPTED,
-                format!(
-                    "interrupted: the process running the plan stopped and its last heartbeat was {}s old, more than the recovery limit",
-                    age.as_secs()
-                ),
-                true,
-            );
             let attempt = Attempt {
                 start: last.start,
                 end: Some(now),
-                outcome: Some(Outcome::Error(Box::new(err))),
+                outcome: Some(Outcome::Error(Box::new(error.clone()))),
             };
             changes.push(Change::Attempt {
                 loc,
@@ -307,19 +352,32 @@ pub(crate) fn expire_changes(plan: &Plan, age: Duration) -> Vec<Change> {
                 attempt,
             });
         }
-        if loc != Loc::Plan {
-            let id = obj.id();
-            changes.push(Change::State {
-                loc,
-                id,
-                state: State {
-                    status: Status::Failed,
-                    start: state.start,
-                    end: Some(now),
-                },
-            });
-        }
+        changes.push(Change::State {
+            loc,
+            id: obj.id(),
+            state: State {
+                status: Status::Failed,
+                start: state.start,
+                end: Some(now),
+            },
+        });
     }
+    changes
+}
+
+/// The changes that fail a plan found too stale to resume: every running object `Failed`, an
+/// unfinished attempt closed with an explanation, reason `ExceedRecovery`.
+pub(crate) fn expire_changes(plan: &Plan, age: Duration) -> Vec<Change> {
+    use crate::plugin::{PluginError, codes};
+    let error = PluginError::engine(
+        codes::INTERRUPTED,
+        format!(
+            "interrupted: the process running the plan stopped and its last heartbeat was {}s old, more than the recovery limit",
+            age.as_secs()
+        ),
+        true,
+    );
+    let mut changes = fail_running(plan, &error, |_| false);
     changes.push(Change::Reason(Reason::ExceedRecovery));
     changes.push(Change::State {
         loc: Loc::Plan,
@@ -327,7 +385,7 @@ pub(crate) fn expire_changes(plan: &Plan, age: Duration) -> Vec<Change> {
         state: State {
             status: Status::Failed,
             start: plan.state.start,
-            end: Some(now),
+            end: Some(now()),
         },
     });
     changes

@@ -8,28 +8,104 @@ use tracing::Instrument as _;
 use super::action::{Ended, run_action};
 use super::block::{BlockEnd, run_block};
 use super::checks::{CheckResult, ContLoop, ContWatch, run_checks, run_checks_once};
-use super::{Run, RunError, now};
+use super::{Run, RunError, caught, fail_running, now};
+use crate::plugin::{PluginError, codes};
 use crate::storage::Change;
 use crate::workflow::{CheckSlot, Loc, Parent, Reason, Status};
 
 /// Runs (or resumes) the plan to its end and publishes the outcome.
+///
+/// An internal error (a panic of the engine or of its store, anywhere in the run) still ends
+/// the plan: what was running is failed, the deferred work that can still run runs, and the
+/// plan ends `Failed` with reason `Internal`; waiters get [`RunError::Internal`]. Only a store
+/// that fails for good leaves the plan `Running`, for recovery.
 pub(crate) async fn run_plan(run: Arc<Run>) {
     let name = run.plan.lock().name.clone();
     let span = tracing::info_span!("plan", plan = %run.id, name = %name);
     let heartbeat = spawn_heartbeat(&run);
-    let outcome = drive(&run).instrument(span).await;
+    let mut internal = None;
+    let outcome = match caught(drive(&run)).instrument(span.clone()).await {
+        Err(RunError::Internal(message)) => {
+            tracing::error!(plan = %run.id, error = %message, "internal error of the engine; failing what runs, running the deferred work that can run, then ending the plan (reason Internal)");
+            let ended = end_after_internal_error(&run, &message)
+                .instrument(span)
+                .await;
+            internal = Some(message);
+            ended.map(|()| Some(run.reason()))
+        }
+        other => other,
+    };
     // Nothing of the plan writes after its end: the heartbeat stops before the final write.
     heartbeat.abort();
     let _ = heartbeat.await;
-    let result = match outcome {
-        Ok(Some(reason)) => finish(&run, reason).await,
+    let mut result = match outcome {
+        Ok(Some(reason)) => caught(finish(&run, reason)).await,
         Ok(None) => Ok(()),
         Err(e) => Err(e),
     };
-    if let Err(e) = &result {
+    if let Err(RunError::Internal(message)) = &result {
+        // The final write itself failed that way: once more, as the internal failure it is.
+        tracing::error!(plan = %run.id, error = %message, "internal error in the plan's final write; writing it again as a failure (reason Internal)");
+        internal.get_or_insert(message.clone());
+        run.fail(Reason::Internal);
+        result = caught(finish(&run, run.reason())).await;
+    }
+    let result = match (result, internal) {
+        (Ok(()), Some(message)) => Err(RunError::Internal(message)),
+        (result, _) => result,
+    };
+    if let Err(RunError::Store(e)) = &result {
         tracing::error!(plan = %run.id, error = %e, "plan run ended without finishing; it stays Running in storage for recovery");
     }
     run.finish(result);
+}
+
+/// After an internal error stopped the run's phases: fails every object left running (but the
+/// deferred batches and checks), then runs the deferred work that the failure selects, each
+/// phase guarded again; a second internal error fails what it left running too.
+async fn end_after_internal_error(run: &Arc<Run>, message: &str) -> Result<(), RunError> {
+    run.fail(Reason::Internal);
+    let error = PluginError::engine(
+        codes::INTERNAL,
+        format!("an internal error of the engine ended the run: {message}"),
+        true,
+    );
+    let deferred = |loc: Loc| {
+        matches!(
+            loc,
+            Loc::Batch(_)
+                | Loc::Checks {
+                    block: None,
+                    slot: CheckSlot::Deferred
+                }
+                | Loc::Action {
+                    parent: Parent::Batch(_)
+                        | Parent::Checks {
+                            block: None,
+                            slot: CheckSlot::Deferred
+                        },
+                    ..
+                }
+        )
+    };
+    let changes = fail_running(&run.plan.lock(), &error, deferred);
+    if !changes.is_empty() {
+        run.commit(changes).await?;
+    }
+    if run.emergency() {
+        return Ok(());
+    }
+    match caught(run_deferred(run, true)).await {
+        Err(RunError::Internal(again)) => {
+            tracing::error!(plan = %run.id, error = %again, "internal error again in the deferred work; failing it");
+            let changes = fail_running(&run.plan.lock(), &error, |_| false);
+            if !changes.is_empty() {
+                run.commit(changes).await?;
+            }
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 fn spawn_heartbeat(run: &Arc<Run>) -> tokio::task::JoinHandle<()> {
@@ -45,11 +121,6 @@ fn spawn_heartbeat(run: &Arc<Run>) -> tokio::task::JoinHandle<()> {
             }
         }
     })
-}
-
-/// Records the first failing phase only.
-fn fail(reason: &mut Option<Reason>, r: Reason) {
-    reason.get_or_insert(r);
 }
 
 /// Runs the phases; returns the first failing phase (`Some(None)`: none) for [`finish`], or
@@ -72,7 +143,6 @@ async fn drive(run: &Arc<Run>) -> Result<Option<Option<Reason>>, RunError> {
         return Ok(Some(None));
     }
 
-    let mut reason: Option<Reason> = None;
     let mut cont = None;
     let has_pre = run.plan.lock().checks.pre.is_some();
     if has_pre {
@@ -93,9 +163,9 @@ async fn drive(run: &Arc<Run>) -> Result<Option<Option<Reason>>, RunError> {
             });
         let (pre, first_cont) = (pre?, first_cont?);
         if pre.failed() {
-            fail(&mut reason, Reason::PreCheck);
+            run.fail(Reason::PreCheck);
         } else if first_cont.is_some_and(|c| c.failed()) {
-            fail(&mut reason, Reason::ContCheck);
+            run.fail(Reason::ContCheck);
         } else if !stop.is_cancelled() {
             cont = ContLoop::spawn(run, None, first_cont.is_some(), stop);
         }
@@ -103,7 +173,7 @@ async fn drive(run: &Arc<Run>) -> Result<Option<Option<Reason>>, RunError> {
         cont = ContLoop::spawn(run, None, false, stop);
     }
 
-    if reason.is_none() {
+    if run.reason().is_none() {
         let watch = ContWatch::default().with(cont.as_ref());
         let blocks = run.plan.lock().blocks.len();
         for b in 0..blocks {
@@ -112,17 +182,17 @@ async fn drive(run: &Arc<Run>) -> Result<Option<Option<Reason>>, RunError> {
             }
             // The plan's continuous checks failed between two blocks: the next one does not start.
             if watch.has_failed() {
-                fail(&mut reason, Reason::ContCheck);
+                run.fail(Reason::ContCheck);
                 break;
             }
             match run_block(run, b, &watch).await? {
                 BlockEnd::Completed => {}
                 BlockEnd::Failed => {
-                    fail(&mut reason, Reason::Block);
+                    run.fail(Reason::Block);
                     break;
                 }
                 BlockEnd::PlanContFailed => {
-                    fail(&mut reason, Reason::ContCheck);
+                    run.fail(Reason::ContCheck);
                     break;
                 }
                 BlockEnd::Stopped => break,
@@ -132,52 +202,59 @@ async fn drive(run: &Arc<Run>) -> Result<Option<Option<Reason>>, RunError> {
     if let Some(cont) = cont.take()
         && cont.finish().await?
     {
-        fail(&mut reason, Reason::ContCheck);
+        run.fail(Reason::ContCheck);
     }
-    if reason.is_none()
+    if run.reason().is_none()
         && !stop.is_cancelled()
         && run_checks_once(run, None, CheckSlot::Post, stop)
             .await?
             .failed()
     {
-        fail(&mut reason, Reason::PostCheck);
+        run.fail(Reason::PostCheck);
     }
 
     // A stop before the deferred work comes first in time: what fails after it is not the reason.
     if stop.is_cancelled() {
-        fail(&mut reason, Reason::Stopped);
+        run.fail(Reason::Stopped);
     }
     // Deferred work runs on success, on failure and after a stop — not after an emergency stop.
     if !run.emergency() {
-        let failed = reason.is_some() || stop.is_cancelled();
-        let batches: Vec<(crate::workflow::When, bool, Status)> = run
-            .plan
-            .lock()
-            .deferred
-            .iter()
-            .map(|d| (d.when, d.fail_plan, d.state.status))
-            .collect();
-        for (i, (when, fail_plan, status)) in batches.into_iter().enumerate() {
-            if run.emergency() {
-                break;
-            }
-            let selected = status != Status::NotStarted || when.selects(failed);
-            if !selected {
-                continue;
-            }
-            if run_batch(run, i).await? == Status::Failed && fail_plan {
-                fail(&mut reason, Reason::DeferredAction);
-            }
+        let failed = run.reason().is_some() || stop.is_cancelled();
+        run_deferred(run, failed).await?;
+    }
+    Ok(Some(run.reason()))
+}
+
+/// Runs (or resumes) the deferred batches that `failed` selects, in order, then the plan's
+/// deferred checks; stops early after an emergency stop.
+async fn run_deferred(run: &Arc<Run>, failed: bool) -> Result<(), RunError> {
+    let batches: Vec<(crate::workflow::When, bool, Status)> = run
+        .plan
+        .lock()
+        .deferred
+        .iter()
+        .map(|d| (d.when, d.fail_plan, d.state.status))
+        .collect();
+    for (i, (when, fail_plan, status)) in batches.into_iter().enumerate() {
+        if run.emergency() {
+            return Ok(());
         }
-        if !run.emergency()
-            && run_checks_once(run, None, CheckSlot::Deferred, &run.kill)
-                .await?
-                .failed()
-        {
-            fail(&mut reason, Reason::DeferredCheck);
+        let selected = status != Status::NotStarted || when.selects(failed);
+        if !selected {
+            continue;
+        }
+        if run_batch(run, i).await? == Status::Failed && fail_plan {
+            run.fail(Reason::DeferredAction);
         }
     }
-    Ok(Some(reason))
+    if !run.emergency()
+        && run_checks_once(run, None, CheckSlot::Deferred, &run.kill)
+            .await?
+            .failed()
+    {
+        run.fail(Reason::DeferredCheck);
+    }
+    Ok(())
 }
 
 /// Runs (or resumes) deferred batch `i`, its actions in order.

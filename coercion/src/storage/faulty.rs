@@ -32,6 +32,8 @@ pub enum FaultKind {
     Transient,
     /// [`StoreError::Permanent`], like a full disk: the engine stops the plan.
     Permanent,
+    /// The write panics, like a bug in a store: the engine ends the run as an internal error.
+    Panic,
 }
 
 /// Whether a failing write happens anyway.
@@ -76,6 +78,10 @@ impl Faults {
             FaultKind::Permanent => {
                 StoreError::Permanent(format!("injected fault: write #{n} ({what}): disk is full"))
             }
+            // The message of the panic `write` raises instead of returning an error.
+            FaultKind::Panic => StoreError::Permanent(format!(
+                "injected fault: write #{n} ({what}): a bug in the store"
+            )),
         })
     }
 }
@@ -151,10 +157,14 @@ impl<S: Store> FaultyStore<S> {
         what: impl FnOnce() -> String,
         write: impl FnOnce() -> BoxFuture<'a, Result<(), StoreError>>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let (fault, timing) = {
+        let (fault, timing, kind) = {
             let mut faults = self.faults.lock();
-            (faults.next(&what()), faults.timing)
+            (faults.next(&what()), faults.timing, faults.kind)
         };
+        if let (Some(e), FaultKind::Panic) = (&fault, kind) {
+            let message = e.to_string();
+            return Box::pin(async move { panic!("{message}") });
+        }
         match (fault, timing) {
             (None, _) => write(),
             (Some(e), FaultTiming::Instead) => Box::pin(async move { Err(e) }),

@@ -11,7 +11,7 @@ mod validate;
 mod walk;
 
 pub use path::{Loc, ObjectPath, Parent, PathSegment};
-pub use validate::{Problem, validate_plan};
+pub use validate::{MAX_DURATION, Problem, validate_plan};
 pub use walk::{ObjectRef, Walk};
 
 use std::fmt;
@@ -191,6 +191,10 @@ pub enum Reason {
     Stopped,
     /// The process running the plan died and the plan was too stale to resume.
     ExceedRecovery,
+    /// The engine itself failed while running the plan (a bug, such as a panic in the engine or
+    /// a store): the run ended cleanly instead of leaving the plan `Running`; the failure report
+    /// says where.
+    Internal,
 }
 
 impl fmt::Display for Reason {
@@ -205,6 +209,7 @@ impl fmt::Display for Reason {
             Reason::DeferredCheck => "DeferredCheck",
             Reason::Stopped => "Stopped",
             Reason::ExceedRecovery => "ExceedRecovery",
+            Reason::Internal => "Internal",
         })
     }
 }
@@ -222,9 +227,10 @@ impl FromStr for Reason {
             "DeferredCheck" => Reason::DeferredCheck,
             "Stopped" => Reason::Stopped,
             "ExceedRecovery" => Reason::ExceedRecovery,
+            "Internal" => Reason::Internal,
             other => {
                 return Err(format!(
-                    "unknown reason `{other}` (expected None, PreCheck, ContCheck, Block, PostCheck, DeferredAction, DeferredCheck, Stopped or ExceedRecovery)"
+                    "unknown reason `{other}` (expected None, PreCheck, ContCheck, Block, PostCheck, DeferredAction, DeferredCheck, Stopped, ExceedRecovery or Internal)"
                 ));
             }
         })

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +50,29 @@ fn with_article(kind: PluginKind) -> &'static str {
 
 fn blank(s: &str) -> bool {
     s.trim().is_empty()
+}
+
+/// The longest duration a plan may hold: an action's timeout, a block's entrance and exit
+/// delays, the pause between continuous check runs (365 days). Longer values are refused at
+/// submit — they are mistakes (`Duration::MAX` meant as "forever"), and deadlines computed from
+/// them would not fit in a clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// The problem with `what` being `d`, if it is longer than [`MAX_DURATION`].
+fn too_long(what: &str, d: Duration) -> Option<String> {
+    let allowed = if what == "timeout" {
+        "more than 0, at most 365 days"
+    } else {
+        "0 to 365 days"
+    };
+    (d > MAX_DURATION).then(|| {
+        let d = if d == Duration::MAX {
+            "Duration::MAX".to_owned()
+        } else {
+            format!("{d:?}")
+        };
+        format!("{what} is {d}, longer than 365 days (allowed: {allowed})")
+    })
 }
 
 /// Checks the whole plan against `registry` and returns **every** problem: names, non-empty
@@ -132,6 +156,9 @@ pub fn validate_plan(plan: &Plan, registry: &Registry) -> Result<(), Vec<Problem
                         "delay between continuous check runs must be greater than zero",
                     );
                 }
+                if let Some(problem) = too_long("delay", c.delay) {
+                    p.add(loc, problem);
+                }
             }
             ObjectRef::Block(b) => {
                 if blank(&b.name) {
@@ -144,6 +171,14 @@ pub fn validate_plan(plan: &Plan, registry: &Registry) -> Result<(), Vec<Problem
                     && pct > 100
                 {
                     p.add(loc, format!("tolerated_failures is {pct}%, more than 100%"));
+                }
+                for (what, d) in [
+                    ("entrance_delay", b.entrance_delay),
+                    ("exit_delay", b.exit_delay),
+                ] {
+                    if let Some(problem) = too_long(what, d) {
+                        p.add(loc, problem);
+                    }
                 }
                 for d in &b.defects {
                     p.add(loc, d.clone());
@@ -171,6 +206,9 @@ pub fn validate_plan(plan: &Plan, registry: &Registry) -> Result<(), Vec<Problem
                 }
                 if a.timeout.is_zero() {
                     p.add(loc, "timeout must be greater than zero");
+                }
+                if let Some(problem) = too_long("timeout", a.timeout) {
+                    p.add(loc, problem);
                 }
                 if !a.attempts.is_empty() {
                     p.add(loc, "the action already has attempts");
