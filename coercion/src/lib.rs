@@ -71,6 +71,7 @@
 //!     .action(ActionSpec::new::<Ping>("ping", PingReq { addr: "web-1".into() }));
 //! ```
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 extern crate self as coercion;
 
@@ -85,6 +86,8 @@ pub mod registry;
 pub mod report;
 pub mod secret;
 pub mod storage;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 pub mod worker;
 pub mod workflow;

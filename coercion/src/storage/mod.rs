@@ -8,21 +8,26 @@
 //! one transaction (group commit). Reading a plan back gives the tree with every change applied.
 //! A store knows nothing of retries, plugins or phases.
 
-#[doc(hidden)]
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod contract;
+#[cfg(feature = "testing")]
 mod faulty;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "testing")]
 mod recording;
 mod sqlite;
 
-#[doc(hidden)]
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub use faulty::{FaultKind, FaultRule, FaultTiming, FaultyStore};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
-#[doc(hidden)]
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub use recording::{RecordedWrite, RecordingStore};
 pub use sqlite::{SqliteOptions, SqliteStats, SqliteStore, Synchronous};
 
