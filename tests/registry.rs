@@ -703,6 +703,46 @@ fn layers(messages: &[&'static str]) -> Layer {
 }
 
 #[test]
+fn an_io_error_converts_with_its_chain_and_context_wraps_any_error() {
+    fn read(path: &str) -> Result<String, PluginError> {
+        Ok(std::fs::read_to_string(path)?)
+    }
+    let err = read("/nonexistent/coercion-config").unwrap_err();
+    assert!(!err.permanent);
+    assert!(err.message.contains("No such file"), "{err:?}");
+
+    use coercion::ErrorContext;
+    let wrapped = std::fs::read_to_string("/nonexistent/coercion-config")
+        .context("reading the config")
+        .unwrap_err();
+    assert_eq!(wrapped.message, "reading the config");
+    assert!(!wrapped.permanent);
+    assert!(
+        wrapped
+            .chain()
+            .starts_with("reading the config: No such file"),
+        "{}",
+        wrapped.chain()
+    );
+    let lazy = Err::<(), _>(layers(&["scp exited with 1", "connection refused"]))
+        .with_context(|| format!("copying to {}", "web-1"))
+        .unwrap_err();
+    assert_eq!(
+        lazy.chain(),
+        "copying to web-1: scp exited with 1: connection refused"
+    );
+    // A permanent plugin error stays permanent under a context.
+    let permanent = Err::<(), _>(PluginError::permanent("no such host"))
+        .context("resolving")
+        .unwrap_err();
+    assert!(permanent.permanent);
+    assert_eq!(permanent.chain(), "resolving: no such host");
+    // Still serializable with its chain.
+    let json = serde_json::to_string(&lazy).unwrap();
+    assert_eq!(serde_json::from_str::<PluginError>(&json).unwrap(), lazy);
+}
+
+#[test]
 fn from_error_keeps_the_source_chain() {
     let err = PluginError::from_error(&layers(&[
         "deploy failed",

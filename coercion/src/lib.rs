@@ -104,8 +104,8 @@ pub use coercion_macros::plugin;
 pub use coercion_macros::{block, plan, sequence};
 pub use engine::Event;
 pub use plugin::{
-    ActionPlugin, CheckPlugin, Context, InitError, Plugin, PluginError, PluginKind, PluginMeta,
-    RetryPolicy, ValidationError,
+    ActionPlugin, CheckPlugin, Context, ErrorContext, InitError, Plugin, PluginError, PluginKind,
+    PluginMeta, RetryPolicy, ValidationError,
 };
 pub use registry::Registry;
 pub use secret::{Secret, SecretKey};

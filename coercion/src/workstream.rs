@@ -13,11 +13,12 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::engine::{EngineOptions, Event, Run, RunError, run_plan};
 use crate::registry::{InitFailure, Registry};
-use crate::storage::{Change, ListFilter, MemoryStore, PlanSummary, Store, StoreError};
+use crate::storage::{Chain, Change, ListFilter, MemoryStore, PlanSummary, Store, StoreError};
 use crate::workflow::{Plan, PlanId, Problem, Status, validate_plan};
 
 /// What a workstream call can fail with.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// No plan with this id.
     #[error("plan {0} not found")]
@@ -374,14 +375,14 @@ impl Workstream {
                 .done
                 .borrow()
                 .as_ref()
-                .and_then(|r| r.as_ref().err().map(|e| e.to_string()));
+                .and_then(|r| r.as_ref().err().map(|e| Chain(e).to_string()));
             match interrupted {
                 Some(e) => {
                     inner.interrupted.lock().insert(id, e);
                 }
                 None => {
                     if let Err(e) = inner.store.release(id).await {
-                        tracing::warn!(plan = %id, error = %e, "could not release the plan after its run");
+                        tracing::warn!(plan = %id, error = %crate::storage::Chain(&e), "could not release the plan after its run");
                     }
                 }
             }
@@ -445,7 +446,7 @@ impl Workstream {
                 .ok()
                 .and_then(|d| d.clone());
             if let Some(Err(e)) = result {
-                return Err(Error::Interrupted(id, e.to_string()));
+                return Err(Error::Interrupted(id, Chain(&e).to_string()));
             }
             return Ok(run.snapshot());
         }
@@ -520,7 +521,7 @@ impl Workstream {
             .await
             .map_err(|e| match e {
                 RunError::Store(s) => Error::Storage(s),
-                other => Error::Interrupted(id, other.to_string()),
+                other => Error::Interrupted(id, Chain(&other).to_string()),
             })?;
         run.paused.send_replace(paused);
         Ok(())

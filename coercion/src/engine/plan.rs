@@ -27,7 +27,7 @@ pub(crate) async fn run_plan(run: Arc<Run>) {
         Err(e) => Err(e),
     };
     if let Err(e) = &result {
-        tracing::error!(plan = %run.id, error = %e, "plan run ended without finishing; it stays Running in storage for recovery");
+        tracing::error!(plan = %run.id, error = %crate::storage::Chain(e), "plan run ended without finishing; it stays Running in storage for recovery");
     }
     run.finish(result);
 }

@@ -70,11 +70,11 @@ impl Faults {
         }
         self.injected += 1;
         Some(match self.kind {
-            FaultKind::Transient => StoreError::Transient(format!(
+            FaultKind::Transient => StoreError::transient(format!(
                 "injected fault: write #{n} ({what}): database is busy"
             )),
             FaultKind::Permanent => {
-                StoreError::Permanent(format!("injected fault: write #{n} ({what}): disk is full"))
+                StoreError::permanent(format!("injected fault: write #{n} ({what}): disk is full"))
             }
         })
     }
@@ -289,7 +289,7 @@ mod tests {
         store.create(&plan).await.unwrap();
         assert_eq!(failures(&store, &plan, 5).await, vec![3, 4, 5, 6]);
         let err = store.delete(plan.id).await.unwrap_err();
-        assert!(matches!(err, StoreError::Permanent(_)), "{err:?}");
+        assert!(matches!(err, StoreError::Permanent { .. }), "{err:?}");
         assert_eq!(
             store.read(plan.id).await.unwrap().heartbeat(),
             Some(at(1, 0)),

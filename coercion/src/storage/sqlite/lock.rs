@@ -31,11 +31,12 @@ impl WriterLock {
             .mode(0o644)
             .open(lock_path)
             .map_err(|e| {
-                StoreError::Permanent(format!(
-                    "sqlite:{}: cannot open the lock file {}: {e}",
+                StoreError::permanent(format!(
+                    "sqlite:{}: cannot open the lock file {}",
                     db.display(),
                     lock_path.display()
                 ))
+                .caused_by(e)
             })?;
         // SAFETY: `flock` on a descriptor we own; it does not touch memory.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
@@ -57,11 +58,12 @@ impl WriterLock {
                     db.display()
                 )));
             }
-            return Err(StoreError::Permanent(format!(
-                "sqlite:{}: cannot lock {}: {err}",
+            return Err(StoreError::permanent(format!(
+                "sqlite:{}: cannot lock {}",
                 db.display(),
                 lock_path.display()
-            )));
+            ))
+            .caused_by(err));
         }
         // Best effort: the pid only improves the message another process shows.
         let _ = file.set_len(0);
@@ -82,11 +84,12 @@ impl WriterLock {
             .truncate(false)
             .open(lock_path)
             .map_err(|e| {
-                StoreError::Permanent(format!(
-                    "sqlite:{}: cannot open the lock file {}: {e}",
+                StoreError::permanent(format!(
+                    "sqlite:{}: cannot open the lock file {}",
                     db.display(),
                     lock_path.display()
                 ))
+                .caused_by(e)
             })?;
         Ok(WriterLock { file })
     }
