@@ -2279,6 +2279,7 @@ async fn events_end_with_finished_holding_the_final_tree() {
                 }
             }
             Event::Finished(_) => panic!("Finished is the last event only"),
+            other => panic!("an event this test does not know: {other:?}"),
         }
     }
     assert_eq!(replay, done);

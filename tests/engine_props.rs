@@ -841,6 +841,11 @@ fn check_run(shape: &PlanShape, ran: &Ran) -> Check {
             Event::Finished(_) => {
                 return Err(TestCaseError::fail("Finished before the end of the stream"));
             }
+            other => {
+                return Err(TestCaseError::fail(format!(
+                    "an event this test does not know: {other:?}"
+                )));
+            }
         }
     }
     prop_assert!(replay == *done, "the changes do not rebuild the final tree");

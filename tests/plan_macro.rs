@@ -479,7 +479,7 @@ fn field_values_are_evaluated_where_they_stand() {
 
 #[test]
 fn expanded_plans_pass_submit_validation() {
-    let registry = coercion::Registry::from_inventory().expect("the test plugins register");
+    let registry = coercion::testing::registry();
     let plan = branchy("eu", true, Some("warm"));
     coercion::workflow::validate_plan(&plan, &registry).expect("a plan! plan is valid at submit");
     let kinds: Vec<coercion::PluginKind> = plan.blocks()[0].sequences()[0]

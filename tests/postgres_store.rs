@@ -297,7 +297,7 @@ async fn concurrent_claims_split_the_runnable_plans() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::Permanent(ref m) if m.contains("Completed")),
+        matches!(err, StoreError::Permanent { message: ref m, .. } if m.contains("Completed")),
         "{err:?}"
     );
     let unknown = PlanId::new_v7();
@@ -350,7 +350,9 @@ async fn migrations_are_safe_and_foreign_schemas_refused() {
         .await
         .unwrap();
     match PostgresStore::connect_with(&url, PostgresOptions::default().schema(&foreign)).await {
-        Err(StoreError::Permanent(m)) => assert!(m.contains("not a coercion store"), "{m}"),
+        Err(StoreError::Permanent { message: m, .. }) => {
+            assert!(m.contains("not a coercion store"), "{m}")
+        }
         other => panic!("a foreign schema was accepted: {other:?}"),
     }
     client
@@ -360,15 +362,17 @@ async fn migrations_are_safe_and_foreign_schemas_refused() {
         .await
         .unwrap();
     match PostgresStore::connect_with(&url, PostgresOptions::default().schema(&schema_name)).await {
-        Err(StoreError::Permanent(m)) => assert!(m.contains("newer coercion"), "{m}"),
+        Err(StoreError::Permanent { message: m, .. }) => {
+            assert!(m.contains("newer coercion"), "{m}")
+        }
         other => panic!("a newer schema was accepted: {other:?}"),
     }
     match PostgresStore::connect_with(&url, PostgresOptions::default().schema("Bad; DROP")).await {
-        Err(StoreError::Permanent(m)) => assert!(m.contains("schema name"), "{m}"),
+        Err(StoreError::Permanent { message: m, .. }) => assert!(m.contains("schema name"), "{m}"),
         other => panic!("a bad schema name was accepted: {other:?}"),
     }
     assert!(matches!(
         PostgresStore::connect("not a url at all ===").await,
-        Err(StoreError::Permanent(_))
+        Err(StoreError::Permanent { .. })
     ));
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use coercion::plugin::{PluginKind, PluginMeta};
+use coercion::plugins::Command;
 use coercion::registry::{Origin, RegistryError};
 use coercion::testing::{FakeAction, FakeCheck};
 use coercion::workflow::Json;
@@ -153,11 +154,11 @@ impl PluginMeta for Blank {
 fn from_inventory_finds_the_linked_plugins_with_their_kinds() {
     let registry = Registry::from_inventory().unwrap();
     assert_eq!(
-        registry.kind_of("coercion.testing/action"),
+        registry.kind_of("coercion/command"),
         Some(PluginKind::Action)
     );
     assert_eq!(
-        registry.kind_of("coercion.testing/check"),
+        registry.kind_of("coercion/command-check"),
         Some(PluginKind::Check)
     );
     assert_eq!(
@@ -172,19 +173,45 @@ fn from_inventory_finds_the_linked_plugins_with_their_kinds() {
         registry.kind_of("test.registry/configured"),
         Some(PluginKind::Action)
     );
-    assert!(registry.instance::<FakeAction>().is_some());
+    assert!(registry.instance::<Command>().is_some());
+    // The test kit's fakes are only in registries that ask for them.
+    assert!(registry.instance::<FakeAction>().is_none());
+    assert!(!registry.contains("coercion.testing/check"));
 
-    let fake = registry
+    let command = registry
         .iter()
-        .find(|(name, _)| *name == "coercion.testing/action")
+        .find(|(name, _)| *name == "coercion/command")
         .unwrap()
         .1;
-    let Origin::Inventory { file, line } = *fake.origin() else {
-        panic!("{:?}", fake.origin())
+    let Origin::Inventory { file, line } = *command.origin() else {
+        panic!("{:?}", command.origin())
     };
-    assert!(file.ends_with("testing.rs"), "{file}");
+    assert!(file.ends_with("command.rs"), "{file}");
     assert!(line > 0);
-    assert_eq!(fake.plugin().type_name(), "coercion::testing::FakeAction");
+    assert_eq!(
+        command.plugin().type_name(),
+        "coercion::plugins::command::Command"
+    );
+}
+
+#[test]
+fn the_test_registry_adds_the_fakes_to_the_inventory() {
+    let registry = coercion::testing::registry();
+    assert_eq!(
+        registry.kind_of("coercion.testing/action"),
+        Some(PluginKind::Action)
+    );
+    assert_eq!(
+        registry.kind_of("coercion.testing/check"),
+        Some(PluginKind::Check)
+    );
+    assert!(registry.instance::<FakeAction>().is_some());
+    assert!(registry.contains("coercion/command"));
+    assert!(registry.contains("registry::Unnamed"));
+    assert!(matches!(
+        registry.iter().find(|(name, _)| *name == "coercion.testing/action").unwrap().1.origin(),
+        Origin::Explicit { file, .. } if file.ends_with("testing.rs")
+    ));
 }
 
 #[test]
@@ -351,14 +378,14 @@ fn a_duplicate_name_names_both_types_and_where_they_were_registered() {
 fn a_duplicate_of_an_inventory_plugin_names_its_source_location() {
     let err = Registry::from_inventory()
         .unwrap()
-        .with(FakeAction::default())
+        .with(Command)
         .unwrap_err()
         .to_string();
-    assert!(err.starts_with("plugin name \"coercion.testing/action\" registered twice: by `coercion::testing::FakeAction` ("), "{err}");
-    assert!(err.contains("testing.rs:"), "{err}");
+    assert!(err.starts_with("plugin name \"coercion/command\" registered twice: by `coercion::plugins::command::Command` ("), "{err}");
+    assert!(err.contains("command.rs:"), "{err}");
     assert!(
         err.contains(
-            ") and by `coercion::testing::FakeAction` (registered explicitly at tests/registry.rs:"
+            ") and by `coercion::plugins::command::Command` (registered explicitly at tests/registry.rs:"
         ),
         "{err}"
     );
@@ -673,6 +700,46 @@ fn layers(messages: &[&'static str]) -> Layer {
         });
     }
     err.unwrap()
+}
+
+#[test]
+fn an_io_error_converts_with_its_chain_and_context_wraps_any_error() {
+    fn read(path: &str) -> Result<String, PluginError> {
+        Ok(std::fs::read_to_string(path)?)
+    }
+    let err = read("/nonexistent/coercion-config").unwrap_err();
+    assert!(!err.permanent);
+    assert!(err.message.contains("No such file"), "{err:?}");
+
+    use coercion::ErrorContext;
+    let wrapped = std::fs::read_to_string("/nonexistent/coercion-config")
+        .context("reading the config")
+        .unwrap_err();
+    assert_eq!(wrapped.message, "reading the config");
+    assert!(!wrapped.permanent);
+    assert!(
+        wrapped
+            .chain()
+            .starts_with("reading the config: No such file"),
+        "{}",
+        wrapped.chain()
+    );
+    let lazy = Err::<(), _>(layers(&["scp exited with 1", "connection refused"]))
+        .with_context(|| format!("copying to {}", "web-1"))
+        .unwrap_err();
+    assert_eq!(
+        lazy.chain(),
+        "copying to web-1: scp exited with 1: connection refused"
+    );
+    // A permanent plugin error stays permanent under a context.
+    let permanent = Err::<(), _>(PluginError::permanent("no such host"))
+        .context("resolving")
+        .unwrap_err();
+    assert!(permanent.permanent);
+    assert_eq!(permanent.chain(), "resolving: no such host");
+    // Still serializable with its chain.
+    let json = serde_json::to_string(&lazy).unwrap();
+    assert_eq!(serde_json::from_str::<PluginError>(&json).unwrap(), lazy);
 }
 
 #[test]

@@ -49,7 +49,7 @@ fn locked_message(result: Result<SqliteStore, StoreError>) -> String {
 
 fn permanent_message(result: Result<SqliteStore, StoreError>) -> String {
     match result {
-        Err(StoreError::Permanent(message)) => message,
+        Err(StoreError::Permanent { message, .. }) => message,
         other => panic!("expected StoreError::Permanent, got {other:?}"),
     }
 }
@@ -195,7 +195,9 @@ async fn read_only_opening_works_while_a_writer_runs_and_sees_its_commits() {
         reader.delete(plan.id()).await,
     ] {
         match result {
-            Err(StoreError::Permanent(m)) => assert!(m.contains("read-only"), "{m}"),
+            Err(StoreError::Permanent { message: m, .. }) => {
+                assert!(m.contains("read-only"), "{m}")
+            }
             other => panic!("a write to a read-only store gave {other:?}"),
         }
     }
@@ -372,6 +374,31 @@ async fn a_missing_directory_is_a_clear_error() {
 }
 
 #[tokio::test]
+async fn a_store_error_keeps_the_operating_systems_error_as_its_source() {
+    let dir = TempDir::new("source_chain");
+    let path = dir.0.join("no").join("such").join("plans.db");
+    let err = SqliteStore::open(&path).unwrap_err();
+    let io = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .unwrap_or_else(|| panic!("no io::Error source: {err:?}"));
+    assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+    assert!(
+        !err.to_string().contains(&io.to_string()),
+        "the cause is the source, not repeated in the message: {err}"
+    );
+
+    // A workstream error wrapping it keeps the chain.
+    let Err(ws_err) = coercion::Workstream::open(&path, coercion::Registry::new()).await else {
+        panic!("the directory is missing")
+    };
+    let source = std::error::Error::source(&ws_err).expect("the store error's cause");
+    assert!(
+        source.downcast_ref::<std::io::Error>().is_some(),
+        "{ws_err:?}"
+    );
+}
+
+#[tokio::test]
 async fn bad_input_gives_errors_not_panics_and_the_store_keeps_working() {
     let dir = TempDir::new("bad_input");
     let store = SqliteStore::open(dir.db()).unwrap();
@@ -423,7 +450,9 @@ async fn bad_input_gives_errors_not_panics_and_the_store_keeps_working() {
     ];
     for (batch, expected) in &bad_batches {
         match store.apply(plan.id(), batch).await {
-            Err(StoreError::Permanent(m)) => assert!(m.contains(expected), "{batch:?}: {m}"),
+            Err(StoreError::Permanent { message: m, .. }) => {
+                assert!(m.contains(expected), "{batch:?}: {m}")
+            }
             other => panic!("{batch:?} gave {other:?}"),
         }
     }
@@ -434,14 +463,14 @@ async fn bad_input_gives_errors_not_panics_and_the_store_keeps_working() {
         .replace(&twins.blocks()[1].id().to_string(), &twin_id.to_string());
     twins = Plan::from_json(&json).unwrap();
     match store.create(&twins).await {
-        Err(StoreError::Permanent(m)) => assert!(m.contains("used twice"), "{m}"),
+        Err(StoreError::Permanent { message: m, .. }) => assert!(m.contains("used twice"), "{m}"),
         other => panic!("a plan with a duplicate object id gave {other:?}"),
     }
     let mut ancient = sample_plan("ancient");
     ancient = Plan::from_json(&ancient.to_json().replace("2023-11-14", "1500-01-01")).unwrap();
     assert!(matches!(
         store.create(&ancient).await,
-        Err(StoreError::Permanent(_))
+        Err(StoreError::Permanent { .. })
     ));
 
     assert_eq!(
@@ -596,7 +625,7 @@ async fn a_failing_write_in_a_group_fails_alone() {
     for (i, result) in results.iter().enumerate() {
         match i % 10 {
             3 => assert!(
-                matches!(result, Err(StoreError::Permanent(m)) if m.contains("skips")),
+                matches!(result, Err(StoreError::Permanent { message: m, .. }) if m.contains("skips")),
                 "write {i}: {result:?}"
             ),
             7 => assert_eq!(result, &Err(StoreError::NotFound(unknown)), "write {i}"),

@@ -71,6 +71,7 @@
 //!     .action(ActionSpec::new::<Ping>("ping", PingReq { addr: "web-1".into() }));
 //! ```
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 extern crate self as coercion;
 
@@ -85,6 +86,8 @@ pub mod registry;
 pub mod report;
 pub mod secret;
 pub mod storage;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 pub mod worker;
 pub mod workflow;
@@ -101,8 +104,8 @@ pub use coercion_macros::plugin;
 pub use coercion_macros::{block, plan, sequence};
 pub use engine::Event;
 pub use plugin::{
-    ActionPlugin, CheckPlugin, Context, InitError, Plugin, PluginError, PluginKind, PluginMeta,
-    RetryPolicy, ValidationError,
+    ActionPlugin, CheckPlugin, Context, ErrorContext, InitError, Plugin, PluginError, PluginKind,
+    PluginMeta, RetryPolicy, ValidationError,
 };
 pub use registry::Registry;
 pub use secret::{Secret, SecretKey};

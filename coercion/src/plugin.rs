@@ -234,6 +234,58 @@ impl PluginError {
     }
 }
 
+/// An I/O error as a retryable plugin error, its chain of sources kept: `?` on `std::io` calls
+/// in [`Plugin::execute`].
+impl From<std::io::Error> for PluginError {
+    fn from(err: std::io::Error) -> PluginError {
+        PluginError::from_error(&err)
+    }
+}
+
+/// Says what a plugin was doing when an error happened: `.context("reading the config")?` turns
+/// any `Result<T, E: Error>` into a `Result<T, PluginError>` whose message is the context and
+/// whose cause is the error, with its chain. The new error is retryable unless the cause is a
+/// permanent [`PluginError`].
+///
+/// ```
+/// use coercion::plugin::ErrorContext;
+/// use coercion::PluginError;
+///
+/// fn read_config(path: &str) -> Result<String, PluginError> {
+///     std::fs::read_to_string(path).with_context(|| format!("reading {path}"))
+/// }
+///
+/// let err = read_config("/nonexistent/coercion.toml").unwrap_err();
+/// assert_eq!(err.message, "reading /nonexistent/coercion.toml");
+/// assert!(err.chain().starts_with("reading /nonexistent/coercion.toml: "));
+/// ```
+pub trait ErrorContext<T> {
+    /// Wraps the error in a [`PluginError`] saying `context`.
+    fn context(self, context: impl Into<String>) -> Result<T, PluginError>;
+
+    /// Wraps the error in a [`PluginError`] saying what `context()` returns, called only on
+    /// failure.
+    fn with_context<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T, PluginError>;
+}
+
+impl<T, E: std::error::Error + 'static> ErrorContext<T> for Result<T, E> {
+    fn context(self, context: impl Into<String>) -> Result<T, PluginError> {
+        self.with_context(|| context)
+    }
+
+    fn with_context<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T, PluginError> {
+        self.map_err(|err| {
+            let cause: &(dyn std::error::Error + 'static) = &err;
+            let permanent = cause
+                .downcast_ref::<PluginError>()
+                .is_some_and(|p| p.permanent);
+            PluginError::new(context())
+                .set_permanent(permanent)
+                .caused_by(cause)
+        })
+    }
+}
+
 /// A request that `Plugin::validate` refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]

@@ -15,6 +15,7 @@ pub struct Entry {
 
 /// Where a registry entry came from, for error messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Origin {
     /// `#[plugin]` at this source location.
     Inventory {
@@ -66,6 +67,7 @@ impl Entry {
 
 /// Why a plugin could not be registered.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistryError {
     /// Two plugins claim one name.
     #[error(
@@ -244,6 +246,7 @@ impl Registry {
 /// A plugin's `init()` failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("plugin \"{plugin}\" (`{type_name}`) failed its init check: {message}")]
+#[non_exhaustive]
 pub struct InitFailure {
     /// The plugin's name.
     pub plugin: String,

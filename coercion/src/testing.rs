@@ -1,9 +1,71 @@
 //! Test kit: scriptable fake plugins, so plans can be tested without touching the world.
 //!
+//! Enabled by the `testing` feature, meant for `[dev-dependencies]` only:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! coercion = { version = "0.1", features = ["testing"] }
+//! ```
+//!
 //! [`FakeAction`] (an action plugin) and [`FakeCheck`] (a check plugin) do what their
 //! [`FakeReq`] says: succeed, fail a number of times then succeed, fail permanently, take time,
 //! panic, or wait to be cancelled. Every call is recorded in the instance's [`CallLog`], so a test
 //! can assert which actions ran, in which order, how often, and how many ran at once.
+//!
+//! The fakes are never registered on their own: [`Registry::from_inventory`] does not hold them.
+//! A test asks for them with [`Fakes::registry`] (the two fakes and nothing else, with call logs
+//! the test keeps) or [`registry()`] (every `#[plugin]` of the program plus fresh fakes).
+//! [`run_paused`] and [`run_in_memory`] run a plan in memory with tokio's clock paused, so
+//! retries, backoff and sleeps cost no wall time; [`outline`] prints the whole tree's statuses.
+//!
+//! ```
+//! use coercion::prelude::*;
+//! use coercion::testing::{FakeAction, FakeReq, Fakes, run_paused};
+//!
+//! let fakes = Fakes::new();
+//! let plan = Plan::builder("deploy")
+//!     .block(Block::builder("web").sequence(
+//!         Sequence::builder("web-1")
+//!             .action(ActionSpec::new::<FakeAction>("copy", FakeReq::fail_times(2).tag("copy")).retries(2)),
+//!     ))
+//!     .build();
+//! let done = run_paused(fakes.registry(), plan).unwrap();
+//! assert_eq!(done.status(), Status::Completed);
+//! assert_eq!(fakes.action.log().count("copy"), 3);
+//! ```
+//!
+//! # Testing your own store
+//!
+//! The same feature brings the store contract suite, [`storage::contract`](crate::storage::contract):
+//! the checks every [`Store`](crate::Store) must pass, the ones [`MemoryStore`](crate::MemoryStore)
+//! and [`SqliteStore`](crate::storage::SqliteStore) are tested with. Each check is an `async fn`
+//! taking `&dyn Store` that panics, naming the store, when the store breaks the contract; the
+//! checks create their own plans and filter by their own group ids, so they can share one store.
+//! Run them from a test of the crate that defines the store (some checks write concurrently, so
+//! use a multi-threaded runtime):
+//!
+//! ```no_run
+//! # use coercion::storage::{MemoryStore as MyStore, Store};
+//! # fn open_a_fresh_store() -> MyStore { MyStore::new() }
+//! use coercion::storage::contract;
+//!
+//! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+//! async fn my_store_keeps_the_contract() {
+//!     let store = open_a_fresh_store();
+//!     contract::all(&store).await;
+//! }
+//!
+//! // Or one check per test, for clearer failures:
+//! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+//! async fn my_store_applies_batches_atomically() {
+//!     contract::batches_are_atomic(&open_a_fresh_store()).await;
+//! }
+//! ```
+//!
+//! [`FaultyStore`](crate::storage::FaultyStore) wraps a store and makes chosen writes fail, and
+//! [`RecordingStore`](crate::storage::RecordingStore) records every write so a test can replay
+//! any prefix of a run: both for testing how the engine (or your plugins) survive storage faults
+//! and crashes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +75,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::plugin::{Context, Plugin, PluginError, RetryPolicy};
+use crate::registry::Registry;
 use crate::workflow::PlanId;
 
 /// What a fake plugin does on each attempt.
@@ -208,9 +271,10 @@ async fn run_fake(log: &CallLog, ctx: &Context, req: FakeReq) -> Result<FakeResp
     })
 }
 
-/// A scriptable action plugin (for sequences and deferred batches), registered as
-/// `coercion.testing/action`. Its retry policy is [`RetryPolicy::fast`].
-#[crate::plugin(name = "coercion.testing/action")]
+/// A scriptable action plugin (for sequences and deferred batches), named
+/// `coercion.testing/action`. Its retry policy is [`RetryPolicy::fast`]. Not in the inventory:
+/// see [`Fakes::registry`] and [`registry()`].
+#[crate::plugin(manual, name = "coercion.testing/action")]
 #[derive(Clone, Default)]
 pub struct FakeAction {
     log: CallLog,
@@ -234,8 +298,9 @@ impl Plugin for FakeAction {
     }
 }
 
-/// A scriptable check plugin (for check sections), registered as `coercion.testing/check`.
-#[crate::plugin(check, name = "coercion.testing/check")]
+/// A scriptable check plugin (for check sections), named `coercion.testing/check`. Not in the
+/// inventory: see [`Fakes::registry`] and [`registry()`].
+#[crate::plugin(check, manual, name = "coercion.testing/check")]
 #[derive(Clone, Default)]
 pub struct FakeCheck {
     log: CallLog,
@@ -301,18 +366,31 @@ impl Fakes {
     }
 
     /// A registry holding these two instances (and nothing else).
-    pub fn registry(&self) -> crate::Registry {
-        let mut r = crate::Registry::new();
+    pub fn registry(&self) -> Registry {
+        let mut r = Registry::new();
         r.register(self.action.clone()).expect("fresh registry");
         r.register(self.check.clone()).expect("fresh registry");
         r
     }
 }
 
+/// Every plugin of [`Registry::from_inventory`] plus a fresh [`FakeAction`] and [`FakeCheck`]
+/// (whose call logs are reachable through [`Registry::instance`]).
+///
+/// # Panics
+///
+/// When the inventory holds a duplicate name or a plugin already named like a fake.
+pub fn registry() -> Registry {
+    Registry::from_inventory()
+        .and_then(|r| r.with(FakeAction::default()))
+        .and_then(|r| r.with(FakeCheck::default()))
+        .unwrap_or_else(|e| panic!("the test registry: {e}"))
+}
+
 /// Runs `plan` to its end in a fresh in-memory workstream over `registry`. Inside
 /// `#[tokio::test(start_paused = true)]` retries, backoff and sleeps cost no wall time.
 pub async fn run_in_memory(
-    registry: crate::Registry,
+    registry: Registry,
     plan: crate::Plan,
 ) -> Result<crate::Plan, crate::Error> {
     let ws = crate::Workstream::in_memory(registry).await?;
@@ -321,10 +399,7 @@ pub async fn run_in_memory(
 
 /// Runs `plan` to its end in memory on a current-thread runtime with tokio's clock paused, so
 /// retries and backoff cost no wall time. For tests that are not async themselves.
-pub fn run_paused(
-    registry: crate::Registry,
-    plan: crate::Plan,
-) -> Result<crate::Plan, crate::Error> {
+pub fn run_paused(registry: Registry, plan: crate::Plan) -> Result<crate::Plan, crate::Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)

@@ -128,7 +128,7 @@ async fn worker_loop(ws: Workstream, options: WorkerOptions, cancel: Cancellatio
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "worker: claiming plans failed; trying again later")
+                    tracing::warn!(error = %crate::storage::Chain(&e), "worker: claiming plans failed; trying again later")
                 }
             }
         }
@@ -147,7 +147,7 @@ async fn take(ws: &Workstream, id: PlanId, options: &WorkerOptions) -> bool {
     let plan = match store.read(id).await {
         Ok(p) => p,
         Err(e) => {
-            tracing::warn!(plan = %id, error = %e, "worker: cannot read a claimed plan; giving it back");
+            tracing::warn!(plan = %id, error = %crate::storage::Chain(&e), "worker: cannot read a claimed plan; giving it back");
             let _ = store.release(id).await;
             return false;
         }
@@ -161,7 +161,7 @@ async fn take(ws: &Workstream, id: PlanId, options: &WorkerOptions) -> bool {
             tracing::warn!(plan = %id, ?age, "worker: plan too stale to resume; failing it with ExceedRecovery");
             let changes = crate::engine::expire_changes(&plan, age);
             if let Err(e) = store.apply(id, &changes).await {
-                tracing::warn!(plan = %id, error = %e, "worker: could not fail a stale plan");
+                tracing::warn!(plan = %id, error = %crate::storage::Chain(&e), "worker: could not fail a stale plan");
             }
             let _ = store.release(id).await;
             return false;
@@ -177,7 +177,7 @@ async fn take(ws: &Workstream, id: PlanId, options: &WorkerOptions) -> bool {
         // Already running here (its lease had lapsed and was renewed by this claim).
         Err(Error::AlreadyStarted(_)) => false,
         Err(e) => {
-            tracing::warn!(plan = %id, error = %e, "worker: could not launch a claimed plan");
+            tracing::warn!(plan = %id, error = %crate::storage::Chain(&e), "worker: could not launch a claimed plan");
             if !matches!(e, Error::OwnedElsewhere(_)) {
                 let _ = store.release(id).await;
             }

@@ -15,11 +15,12 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::engine::{EngineOptions, Event, Run, RunError, run_plan};
 use crate::registry::{InitFailure, Registry};
-use crate::storage::{Change, ListFilter, MemoryStore, PlanSummary, Store, StoreError};
+use crate::storage::{Chain, Change, ListFilter, MemoryStore, PlanSummary, Store, StoreError};
 use crate::workflow::{Plan, PlanId, Problem, Status, validate_plan};
 
 /// What a workstream call can fail with.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// No plan with this id.
     #[error("plan {0} not found")]
@@ -81,7 +82,7 @@ impl fmt::Display for Problems<'_> {
 /// What a waiter gets for a run that did not end normally.
 fn run_error(id: PlanId, e: &RunError) -> Error {
     match e {
-        RunError::Store(_) => Error::Interrupted(id, e.to_string()),
+        RunError::Store(_) => Error::Interrupted(id, Chain(e).to_string()),
         RunError::Internal(message) => Error::Internal(id, message.clone()),
     }
 }
@@ -412,7 +413,7 @@ impl Workstream {
             if !matches!(ended, Some(RunError::Store(_)))
                 && let Err(e) = inner.store.release(id).await
             {
-                tracing::warn!(plan = %id, error = %e, "could not release the plan after its run");
+                tracing::warn!(plan = %id, error = %crate::storage::Chain(&e), "could not release the plan after its run");
             }
             if let Some(e) = ended {
                 inner.interrupted.lock().insert(id, e);
@@ -552,7 +553,7 @@ impl Workstream {
             .await
             .map_err(|e| match e {
                 RunError::Store(s) => Error::Storage(s),
-                other => Error::Interrupted(id, other.to_string()),
+                other => Error::Interrupted(id, Chain(&other).to_string()),
             })?;
         run.paused.send_replace(paused);
         Ok(())

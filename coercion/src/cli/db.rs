@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::storage::{ListFilter, SqliteStore, Store, StoreError};
+use crate::storage::{Chain, ListFilter, SqliteStore, Store, StoreError};
 use crate::workflow::{Plan, PlanId};
 
 use super::CliError;
@@ -129,13 +129,14 @@ impl Db {
 
 /// A store error as a CLI error naming the file.
 pub(crate) fn store_error(path: &Path, e: StoreError) -> CliError {
-    match e {
-        StoreError::Transient(m) | StoreError::Locked(m) => CliError::new(format!(
-            "{} is locked by another program and could not be read ({m}); try again, or stop the \
+    match &e {
+        StoreError::Transient { .. } | StoreError::Locked(_) => CliError::new(format!(
+            "{} is locked by another program and could not be read ({}); try again, or stop the \
              program that holds it exclusively",
-            path.display()
+            path.display(),
+            e.detail()
         )),
         StoreError::NotFound(id) => CliError::new(format!("no plan {id} in {}", path.display())),
-        other => CliError::new(format!("cannot read {}: {other}", path.display())),
+        other => CliError::new(format!("cannot read {}: {}", path.display(), Chain(other))),
     }
 }

@@ -47,6 +47,7 @@ impl Default for EngineOptions {
 
 /// A fine-grained notification about a plan, as it happens.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Event {
     /// The whole tree: the first event of a subscription, and again after a subscriber fell
     /// behind and missed changes.
@@ -62,8 +63,8 @@ pub enum Event {
 pub(crate) enum RunError {
     /// A store write failed for good: the run stopped; the plan stays `Running` in storage and
     /// is resumed by recovery.
-    #[error("the run stopped because the store failed: {0}")]
-    Store(StoreError),
+    #[error("the run stopped because the store failed")]
+    Store(#[source] StoreError),
     /// A task of the engine itself failed (a bug: a panic in the engine or in a store). The run
     /// ended anyway: what was running was failed, the deferred work that could still run ran,
     /// and the plan ended `Failed` with reason [`Reason::Internal`].
@@ -141,11 +142,11 @@ impl Run {
                 Ok(()) => break,
                 Err(e) if e.is_transient() && tries < self.options.store_retries => {
                     tries += 1;
-                    tracing::warn!(plan = %self.id, error = %e, attempt = tries, "store write failed; retrying");
+                    tracing::warn!(plan = %self.id, error = %crate::storage::Chain(&e), attempt = tries, "store write failed; retrying");
                     tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(1))).await;
                 }
                 Err(e) => {
-                    tracing::error!(plan = %self.id, error = %e, "store write failed for good; stopping the run");
+                    tracing::error!(plan = %self.id, error = %crate::storage::Chain(&e), "store write failed for good; stopping the run");
                     *self.store_failure.lock() = Some(e.clone());
                     self.abort.cancel();
                     return Err(RunError::Store(e));
@@ -181,7 +182,7 @@ impl Run {
             self.store_failure
                 .lock()
                 .clone()
-                .unwrap_or_else(|| StoreError::Permanent("the run was aborted".into())),
+                .unwrap_or_else(|| StoreError::permanent("the run was aborted")),
         )
     }
 

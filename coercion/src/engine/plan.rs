@@ -55,7 +55,7 @@ pub(crate) async fn run_plan(run: Arc<Run>) {
         (result, _) => result,
     };
     if let Err(RunError::Store(e)) = &result {
-        tracing::error!(plan = %run.id, error = %e, "plan run ended without finishing; it stays Running in storage for recovery");
+        tracing::error!(plan = %run.id, error = %crate::storage::Chain(e), "plan run ended without finishing; it stays Running in storage for recovery");
     }
     run.finish(result);
 }

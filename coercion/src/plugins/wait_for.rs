@@ -24,6 +24,7 @@ fn default_interval() -> Duration {
 /// `{ "command": { … } }`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Condition {
     /// An HTTP answer as [`HttpCheck`](super::HttpCheck) expects it.
     Http(HttpCheckReq),

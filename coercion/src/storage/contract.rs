@@ -559,7 +559,7 @@ pub async fn batches_are_atomic(store: &dyn Store) {
             batch.insert(position, b.clone());
             let result = store.apply(model.id, &batch).await;
             assert!(
-                matches!(result, Err(StoreError::Permanent(_))),
+                matches!(result, Err(StoreError::Permanent { .. })),
                 "[{}] a batch with a bad change ({b:?} at {position}) must fail with a permanent error, got {result:?}",
                 store.describe()
             );

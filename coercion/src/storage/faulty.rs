@@ -72,14 +72,14 @@ impl Faults {
         }
         self.injected += 1;
         Some(match self.kind {
-            FaultKind::Transient => StoreError::Transient(format!(
+            FaultKind::Transient => StoreError::transient(format!(
                 "injected fault: write #{n} ({what}): database is busy"
             )),
             FaultKind::Permanent => {
-                StoreError::Permanent(format!("injected fault: write #{n} ({what}): disk is full"))
+                StoreError::permanent(format!("injected fault: write #{n} ({what}): disk is full"))
             }
             // The message of the panic `write` raises instead of returning an error.
-            FaultKind::Panic => StoreError::Permanent(format!(
+            FaultKind::Panic => StoreError::permanent(format!(
                 "injected fault: write #{n} ({what}): a bug in the store"
             )),
         })
@@ -299,7 +299,7 @@ mod tests {
         store.create(&plan).await.unwrap();
         assert_eq!(failures(&store, &plan, 5).await, vec![3, 4, 5, 6]);
         let err = store.delete(plan.id).await.unwrap_err();
-        assert!(matches!(err, StoreError::Permanent(_)), "{err:?}");
+        assert!(matches!(err, StoreError::Permanent { .. }), "{err:?}");
         assert_eq!(
             store.read(plan.id).await.unwrap().heartbeat(),
             Some(at(1, 0)),

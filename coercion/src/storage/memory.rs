@@ -54,7 +54,7 @@ fn check_batch(plan: &Plan, changes: &[Change]) -> Result<(), StoreError> {
                         .len(),
                 };
                 if *index as usize > len {
-                    return Err(StoreError::Permanent(format!(
+                    return Err(StoreError::permanent(format!(
                         "plan {}: attempt {index} of the action at {loc:?} skips attempt {len}",
                         plan.id
                     )));

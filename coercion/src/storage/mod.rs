@@ -8,25 +8,31 @@
 //! one transaction (group commit). Reading a plan back gives the tree with every change applied.
 //! A store knows nothing of retries, plugins or phases.
 
-#[doc(hidden)]
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod contract;
+#[cfg(feature = "testing")]
 mod faulty;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "testing")]
 mod recording;
 mod sqlite;
 
-#[doc(hidden)]
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub use faulty::{FaultKind, FaultRule, FaultTiming, FaultyStore};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
-#[doc(hidden)]
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub use recording::{RecordedWrite, RecordingStore};
 pub use sqlite::{SqliteOptions, SqliteStats, SqliteStore, Synchronous};
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -93,7 +99,7 @@ impl Change {
                 let action = plan.action_mut(*loc).ok_or_else(|| bad_loc(id, loc))?;
                 let i = *index as usize;
                 if i > action.attempts.len() {
-                    return Err(StoreError::Permanent(format!(
+                    return Err(StoreError::permanent(format!(
                         "plan {id}: attempt {i} of the action at {loc:?} skips attempt {}",
                         action.attempts.len()
                     )));
@@ -117,36 +123,174 @@ impl Change {
 }
 
 fn bad_loc(id: PlanId, loc: &Loc) -> StoreError {
-    StoreError::Permanent(format!("plan {id} has no object at {loc:?}"))
+    StoreError::permanent(format!("plan {id} has no object at {loc:?}"))
 }
 
-/// What went wrong in a store.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// What caused a [`StoreError`]: the driver's or the operating system's error, with its own
+/// chain of sources.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong in a store. Its `Display` says what the store was doing; the driver's or the
+/// operating system's error that caused it is its [`source()`](std::error::Error::source).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum StoreError {
     /// No plan with this id.
-    #[error("plan {0} not found")]
     NotFound(PlanId),
     /// A plan with this id already exists.
-    #[error("plan {0} already exists")]
     AlreadyExists(PlanId),
     /// The plan is running and cannot be deleted.
-    #[error("plan {0} is running; stop it (or wait for it) before deleting it")]
     Running(PlanId),
     /// Another process holds the store (or the plan) for running plans.
-    #[error("{0}")]
     Locked(String),
     /// A failure that may go away (busy database, lost connection); the engine retries it.
-    #[error("transient storage error: {0}")]
-    Transient(String),
+    Transient {
+        /// What the store was doing.
+        message: String,
+        /// What caused it.
+        source: Option<Cause>,
+    },
     /// A failure that will not go away by retrying (disk full, corrupt data).
-    #[error("storage error: {0}")]
-    Permanent(String),
+    Permanent {
+        /// What the store was doing.
+        message: String,
+        /// What caused it.
+        source: Option<Cause>,
+    },
 }
 
 impl StoreError {
+    /// A [`StoreError::Permanent`] without a cause (see [`StoreError::caused_by`]).
+    pub fn permanent(message: impl Into<String>) -> StoreError {
+        StoreError::Permanent {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A [`StoreError::Transient`] without a cause (see [`StoreError::caused_by`]).
+    pub fn transient(message: impl Into<String>) -> StoreError {
+        StoreError::Transient {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Sets the cause of a `Transient` or `Permanent` error (other kinds have none and are
+    /// returned as they are).
+    pub fn caused_by(
+        mut self,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> StoreError {
+        if let StoreError::Transient { source, .. } | StoreError::Permanent { source, .. } =
+            &mut self
+        {
+            *source = Some(Arc::new(cause));
+        }
+        self
+    }
+
     /// Whether retrying the same operation may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Transient(_))
+        matches!(self, StoreError::Transient { .. })
+    }
+
+    /// What the store was doing and every cause, `: `-separated, without the kind of error.
+    #[cfg(feature = "cli")]
+    pub(crate) fn detail(&self) -> String {
+        let mut out = match self {
+            StoreError::Transient { message, .. }
+            | StoreError::Permanent { message, .. }
+            | StoreError::Locked(message) => message.clone(),
+            other => other.to_string(),
+        };
+        if let Some(cause) = std::error::Error::source(self) {
+            out.push_str(&format!(": {}", Chain(cause)));
+        }
+        out
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::NotFound(id) => write!(f, "plan {id} not found"),
+            StoreError::AlreadyExists(id) => write!(f, "plan {id} already exists"),
+            StoreError::Running(id) => write!(
+                f,
+                "plan {id} is running; stop it (or wait for it) before deleting it"
+            ),
+            StoreError::Locked(message) => f.write_str(message),
+            StoreError::Transient { message, .. } => {
+                write!(f, "transient storage error: {message}")
+            }
+            StoreError::Permanent { message, .. } => write!(f, "storage error: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Transient { source, .. } | StoreError::Permanent { source, .. } => {
+                source.as_deref().map(|e| e as _)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Two errors are equal when they are of the same kind and say the same, causes included.
+impl PartialEq for StoreError {
+    fn eq(&self, other: &StoreError) -> bool {
+        fn cause(s: &Option<Cause>) -> Option<String> {
+            s.as_ref().map(|e| e.to_string())
+        }
+        match (self, other) {
+            (StoreError::NotFound(a), StoreError::NotFound(b))
+            | (StoreError::AlreadyExists(a), StoreError::AlreadyExists(b))
+            | (StoreError::Running(a), StoreError::Running(b)) => a == b,
+            (StoreError::Locked(a), StoreError::Locked(b)) => a == b,
+            (
+                StoreError::Transient {
+                    message: a,
+                    source: sa,
+                },
+                StoreError::Transient {
+                    message: b,
+                    source: sb,
+                },
+            )
+            | (
+                StoreError::Permanent {
+                    message: a,
+                    source: sa,
+                },
+                StoreError::Permanent {
+                    message: b,
+                    source: sb,
+                },
+            ) => a == b && cause(sa) == cause(sb),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for StoreError {}
+
+/// An error and its chain of sources, `: `-separated, for messages that must say everything
+/// in one line (logs, the CLI).
+pub(crate) struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cur = self.0.source();
+        while let Some(e) = cur {
+            write!(f, ": {e}")?;
+            cur = e.source();
+        }
+        Ok(())
     }
 }
 
@@ -302,7 +446,7 @@ pub trait Store: Send + Sync + 'static {
     /// (a client that executes nothing). Single-process stores do not support it.
     fn request_start(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            Err(StoreError::Permanent(format!(
+            Err(StoreError::permanent(format!(
                 "plan {id}: this store cannot hand plans to other workers; start it in a workstream that executes plans"
             )))
         })
@@ -325,7 +469,9 @@ pub(crate) fn definition_json(plan: &Plan) -> Result<String, StoreError> {
     } else {
         serde_json::to_string(&definition_of(plan))
     };
-    json.map_err(|e| StoreError::Permanent(format!("plan {} does not serialize: {e}", plan.id)))
+    json.map_err(|e| {
+        StoreError::permanent(format!("plan {} does not serialize", plan.id)).caused_by(e)
+    })
 }
 
 /// `plan` as defined: every state back to `NotStarted`, no attempts, no reason, heartbeat or

@@ -152,7 +152,7 @@ impl PostgresStore {
         options: PostgresOptions,
     ) -> Result<PostgresStore, StoreError> {
         let mut config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| StoreError::Permanent(format!("postgres: bad connection URL: {e}")))?;
+            .map_err(|e| StoreError::permanent("postgres: bad connection URL").caused_by(e))?;
         let schema = &options.schema;
         let valid = !schema.is_empty()
             && schema.len() <= 63
@@ -161,7 +161,7 @@ impl PostgresStore {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !valid {
-            return Err(StoreError::Permanent(format!(
+            return Err(StoreError::permanent(format!(
                 "postgres: schema name {schema:?} must be lower-case letters, digits and `_`, not starting with a digit"
             )));
         }
@@ -181,7 +181,9 @@ impl PostgresStore {
             .max_size(options.pool_size + options.writers)
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
-            .map_err(|e| StoreError::Permanent(format!("{store}: cannot build the pool: {e}")))?;
+            .map_err(|e| {
+                StoreError::permanent(format!("{store}: cannot build the pool")).caused_by(e)
+            })?;
         {
             let mut conn = get(&pool, &store).await?;
             schema::migrate(&mut conn, &store, schema).await?;
@@ -260,7 +262,7 @@ impl PostgresStore {
         let shard = &shards[(id.0.as_u128() % shards.len() as u128) as usize];
         let (reply, result) = oneshot::channel();
         let gone =
-            StoreError::Permanent(format!("{}: the writer task has stopped", self.inner.store));
+            StoreError::permanent(format!("{}: the writer task has stopped", self.inner.store));
         if shard.send(Request { write, reply }).is_err() {
             return Box::pin(async move { Err(gone) });
         }
@@ -274,7 +276,7 @@ impl PostgresStore {
     async fn acquire_lease(&self, id: PlanId) -> Result<(), StoreError> {
         let store = &self.inner.store;
         let conn = get(&self.inner.pool, store).await?;
-        let err = |e: tokio_postgres::Error| pg_error(store, &format!("leasing plan {id}"), &e);
+        let err = |e: tokio_postgres::Error| pg_error(store, &format!("leasing plan {id}"), e);
         let stmt = conn
             .prepare_cached(
                 "UPDATE plans SET lease_owner = $2, lease_epoch = lease_epoch + 1, \
@@ -318,7 +320,7 @@ impl PostgresStore {
         };
         let store = &self.inner.store;
         let conn = get(&self.inner.pool, store).await?;
-        let err = |e: tokio_postgres::Error| pg_error(store, &format!("releasing plan {id}"), &e);
+        let err = |e: tokio_postgres::Error| pg_error(store, &format!("releasing plan {id}"), e);
         let n = conn
             .execute(
                 "UPDATE plans SET lease_owner = NULL, lease_expires = NULL, start_requested = FALSE \
@@ -339,7 +341,7 @@ impl PostgresStore {
         }
         let store = &self.inner.store;
         let conn = get(&self.inner.pool, store).await?;
-        let err = |e: tokio_postgres::Error| pg_error(store, "claiming runnable plans", &e);
+        let err = |e: tokio_postgres::Error| pg_error(store, "claiming runnable plans", e);
         let stmt = conn
             .prepare_cached(
                 "WITH c AS ( \
@@ -376,7 +378,7 @@ impl PostgresStore {
         let store = &self.inner.store;
         let conn = get(&self.inner.pool, store).await?;
         let err = |e: tokio_postgres::Error| {
-            pg_error(store, &format!("requesting a start of plan {id}"), &e)
+            pg_error(store, &format!("requesting a start of plan {id}"), e)
         };
         let n = conn
             .execute(
@@ -394,7 +396,7 @@ impl PostgresStore {
             .map_err(err)?;
         match row {
             None => Err(StoreError::NotFound(id)),
-            Some(r) => Err(StoreError::Permanent(format!(
+            Some(r) => Err(StoreError::permanent(format!(
                 "{store}: plan {id} cannot be started: it is {}",
                 r.get::<_, &str>(0)
             ))),
@@ -407,8 +409,10 @@ async fn get(
     store: &str,
 ) -> Result<deadpool_postgres::Object, StoreError> {
     pool.get().await.map_err(|e| match e {
-        deadpool_postgres::PoolError::Backend(e) => pg_error(store, "connecting", &e),
-        other => StoreError::Transient(format!("{store}: cannot get a connection: {other}")),
+        deadpool_postgres::PoolError::Backend(e) => pg_error(store, "connecting", e),
+        other => {
+            StoreError::transient(format!("{store}: cannot get a connection")).caused_by(other)
+        }
     })
 }
 

@@ -38,7 +38,7 @@ impl RecordedWrite {
         match self {
             RecordedWrite::Create { plan_json } => {
                 let plan = Plan::from_json(plan_json).map_err(|e| {
-                    StoreError::Permanent(format!("a recorded plan does not read back: {e}"))
+                    StoreError::permanent("a recorded plan does not read back").caused_by(e)
                 })?;
                 store.create(&plan).await
             }

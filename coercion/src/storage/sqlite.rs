@@ -142,6 +142,7 @@ impl SqliteOptions {
 
 /// Counters of a store's writer since it was opened (all zero for a read-only store).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SqliteStats {
     /// Write requests (`create`, `apply`, `delete` calls) the writer ran.
     pub writes: u64,
@@ -268,7 +269,7 @@ impl SqliteStore {
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(setup)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Permanent(format!(
+            return Err(StoreError::permanent(format!(
                 "{store}: cannot switch the database to WAL mode (it stays in `{mode}` mode)"
             )));
         }
@@ -302,9 +303,8 @@ impl SqliteStore {
             Synchronous::Full => Some(
                 Syncer::start(sidecar(&path, "-wal"), store.clone(), counters.clone()).map_err(
                     |e| {
-                        StoreError::Permanent(format!(
-                            "{store}: cannot start the syncer thread: {e}"
-                        ))
+                        StoreError::permanent(format!("{store}: cannot start the syncer thread"))
+                            .caused_by(e)
                     },
                 )?,
             ),
@@ -324,7 +324,8 @@ impl SqliteStore {
             .name("coercion-sqlite-writer".to_owned())
             .spawn(move || writer.run(queue))
             .map_err(|e| {
-                StoreError::Permanent(format!("{store}: cannot start the writer thread: {e}"))
+                StoreError::permanent(format!("{store}: cannot start the writer thread"))
+                    .caused_by(e)
             })?;
         let readers = ReaderPool::new(
             path.clone(),
@@ -355,8 +356,10 @@ impl SqliteStore {
         let store: Arc<str> = format!("sqlite:{} (read-only)", path.display()).into();
         match std::fs::metadata(&path) {
             Ok(m) if m.is_file() => {}
-            Ok(_) => return Err(StoreError::Permanent(format!("{store}: not a file"))),
-            Err(e) => return Err(StoreError::Permanent(format!("{store}: cannot open: {e}"))),
+            Ok(_) => return Err(StoreError::permanent(format!("{store}: not a file"))),
+            Err(e) => {
+                return Err(StoreError::permanent(format!("{store}: cannot open")).caused_by(e));
+            }
         }
         let options = SqliteOptions::default();
         let readers = ReaderPool::new(
@@ -421,7 +424,7 @@ impl SqliteStore {
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         let Some(requests) = &self.inner.requests else {
             let err =
-                StoreError::Permanent(format!("{}: the store is open read-only", self.inner.store));
+                StoreError::permanent(format!("{}: the store is open read-only", self.inner.store));
             return Box::pin(async move { Err(err) });
         };
         let write = match make() {
@@ -430,7 +433,7 @@ impl SqliteStore {
         };
         let (reply, result) = oneshot::channel();
         let gone = || {
-            StoreError::Permanent(format!(
+            StoreError::permanent(format!(
                 "{}: the writer thread has stopped",
                 self.inner.store
             ))

@@ -171,6 +171,7 @@ impl State {
 
 /// Why a plan failed: the **first** phase that failed, in time order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Reason {
     /// The plan did not fail (or has not finished).
     #[default]
@@ -601,6 +602,7 @@ impl Action {
 
 /// Why a typed read of an action's request or response failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TypedAccessError {
     /// The action calls another plugin.
     #[error("the action calls plugin \"{actual}\", not \"{asked}\"")]

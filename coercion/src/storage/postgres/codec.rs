@@ -18,7 +18,7 @@ use crate::workflow::{
 /// A time as nanoseconds since the epoch; times outside 1677..2262 cannot be stored.
 pub(super) fn ns(t: Timestamp) -> Result<i64, StoreError> {
     t.timestamp_nanos_opt().ok_or_else(|| {
-        StoreError::Permanent(format!(
+        StoreError::permanent(format!(
             "time {t} cannot be stored: the PostgreSQL store holds times between 1677-09-21 and 2262-04-11"
         ))
     })
@@ -95,7 +95,7 @@ impl AttemptCols {
         let outcome = match &attempt.outcome {
             None => None,
             Some(o) => Some(serde_json::to_string(o).map_err(|e| {
-                StoreError::Permanent(format!("an attempt's outcome does not serialize: {e}"))
+                StoreError::permanent("an attempt's outcome does not serialize").caused_by(e)
             })?),
         };
         Ok(AttemptCols {
@@ -170,7 +170,7 @@ impl PreparedPlan {
         for (loc, object) in plan.walk() {
             let id = object.id();
             if let Some(first) = seen.insert(id, loc) {
-                return Err(StoreError::Permanent(format!(
+                return Err(StoreError::permanent(format!(
                     "plan {}: object id {id} is used twice (at {} and at {}); ids must be unique within a plan",
                     plan.id,
                     plan.path(first),
@@ -277,7 +277,7 @@ impl Op {
                 loc: loc_json(loc),
                 debug_loc: *loc,
                 index: i32::try_from(*index).map_err(|_| {
-                    StoreError::Permanent(format!("attempt index {index} is too large"))
+                    StoreError::permanent(format!("attempt index {index} is too large"))
                 })?,
                 cols: AttemptCols::of(attempt)?,
             },
@@ -296,21 +296,21 @@ impl Op {
 /// Maps a driver error to a store error. Lost connections, serialization failures, deadlocks,
 /// a server shutting down or out of connections are transient; everything else (constraint
 /// violations, bad data, permissions, disk full) is permanent. The message names the store and
-/// what was being done.
-pub(super) fn pg_error(store: &str, doing: &str, e: &tokio_postgres::Error) -> StoreError {
+/// what was being done (and, for a server error, its severity and SQLSTATE); the driver's error
+/// is the source.
+pub(super) fn pg_error(store: &str, doing: &str, e: tokio_postgres::Error) -> StoreError {
     let message = match e.as_db_error() {
         Some(db) => format!(
-            "{store}: {doing}: {} ({}, SQLSTATE {})",
-            db.message(),
+            "{store}: {doing} ({}, SQLSTATE {})",
             db.severity(),
             db.code().code()
         ),
-        None => format!("{store}: {doing}: {e}"),
+        None => format!("{store}: {doing}"),
     };
-    if is_transient(e) {
-        StoreError::Transient(message)
+    if is_transient(&e) {
+        StoreError::transient(message).caused_by(e)
     } else {
-        StoreError::Permanent(message)
+        StoreError::permanent(message).caused_by(e)
     }
 }
 

@@ -12,7 +12,7 @@ use crate::storage::{ListFilter, PlanSummary, StoreError};
 use crate::workflow::{Loc, Plan, PlanId, State};
 
 fn corrupt(store: &str, id: PlanId, what: impl std::fmt::Display) -> StoreError {
-    StoreError::Permanent(format!(
+    StoreError::permanent(format!(
         "{store}: plan {id} is stored inconsistently: {what}"
     ))
 }
@@ -27,7 +27,7 @@ pub(super) async fn read_plan(
     store: &str,
     id: PlanId,
 ) -> Result<Plan, StoreError> {
-    let err = |e: tokio_postgres::Error| pg_error(store, &format!("reading plan {id}"), &e);
+    let err = |e: tokio_postgres::Error| pg_error(store, &format!("reading plan {id}"), e);
     let tx = conn
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
@@ -141,7 +141,7 @@ pub(super) async fn list_plans(
     store: &str,
     filter: &ListFilter,
 ) -> Result<Vec<PlanSummary>, StoreError> {
-    let err = |e: tokio_postgres::Error| pg_error(store, "listing plans", &e);
+    let err = |e: tokio_postgres::Error| pg_error(store, "listing plans", e);
     let mut sql = String::from(
         "SELECT id, group_id, name, descr, submit_time_ns, status, start_ns, end_ns, reason FROM plans WHERE TRUE",
     );

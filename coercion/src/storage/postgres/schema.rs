@@ -115,7 +115,7 @@ pub(super) async fn migrate(
     schema: &str,
 ) -> Result<(), StoreError> {
     let doing = "migrating the schema";
-    let err = |e: tokio_postgres::Error| pg_error(store, doing, &e);
+    let err = |e: tokio_postgres::Error| pg_error(store, doing, e);
     let tx = client.transaction().await.map_err(err)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
@@ -143,7 +143,7 @@ pub(super) async fn migrate(
         match row {
             Some(r) => r.get(0),
             None => {
-                return Err(StoreError::Permanent(format!(
+                return Err(StoreError::permanent(format!(
                     "{store}: a coercion store whose coercion_schema_version table is empty"
                 )));
             }
@@ -159,7 +159,7 @@ pub(super) async fn migrate(
             .map_err(err)?
             .get(0);
         if plans {
-            return Err(StoreError::Permanent(format!(
+            return Err(StoreError::permanent(format!(
                 "{store}: schema {schema:?} has a `plans` table but is not a coercion store; \
                  refusing to use it (choose another schema with PostgresOptions::schema)"
             )));
@@ -167,7 +167,7 @@ pub(super) async fn migrate(
         0
     };
     if current > latest() {
-        return Err(StoreError::Permanent(format!(
+        return Err(StoreError::permanent(format!(
             "{store}: written by a newer coercion (schema version {current}; this build knows versions up to {})",
             latest()
         )));

@@ -197,7 +197,7 @@ impl Shard {
         }
     }
 
-    fn err(&self, doing: &str, e: &tokio_postgres::Error) -> Failure {
+    fn err(&self, doing: &str, e: tokio_postgres::Error) -> Failure {
         Failure::Group(pg_error(&self.store, doing, e))
     }
 
@@ -269,11 +269,12 @@ impl Shard {
         }
         if conn.is_none() {
             let c = self.pool.get().await.map_err(|e| {
-                StoreError::Transient(format!("{}: cannot get a connection: {e}", self.store))
+                StoreError::transient(format!("{}: cannot get a connection", self.store))
+                    .caused_by(e)
             })?;
             let st = Statements::prepare(&c)
                 .await
-                .map_err(|e| pg_error(&self.store, "preparing statements", &e))?;
+                .map_err(|e| pg_error(&self.store, "preparing statements", e))?;
             *conn = Some(Conn { client: c, st });
         }
         Ok(conn.as_mut().expect("just set"))
@@ -288,7 +289,7 @@ impl Shard {
     async fn run_group(&self, c: &Conn, group: &[Request]) -> Result<(), Failure> {
         c.batch_execute("BEGIN")
             .await
-            .map_err(|e| self.err("starting a transaction", &e))?;
+            .map_err(|e| self.err("starting a transaction", e))?;
         let outcomes = futures_util::future::join_all(group.iter().map(|r| async move {
             match &r.write {
                 Write::Create(plan) => self.create(c, plan).await,
@@ -312,14 +313,15 @@ impl Shard {
         }
         c.batch_execute("COMMIT")
             .await
-            .map_err(|e| self.err("committing", &e))
+            .map_err(|e| self.err("committing", e))
     }
 
     /// A database error inside a write: an error of the whole group either way (the
     /// transaction is aborted), but retried write by write when the database is fine.
     fn fail(&self, doing: &str, e: tokio_postgres::Error) -> Failure {
-        let err = pg_error(&self.store, doing, &e);
-        if e.is_closed() || err.is_transient() {
+        let closed = e.is_closed();
+        let err = pg_error(&self.store, doing, e);
+        if closed || err.is_transient() {
             Failure::Group(err)
         } else {
             Failure::Request(err)
@@ -586,7 +588,7 @@ impl Shard {
         );
         let doing = format!("updating plan {id}");
         let fail = |e| self.fail(&doing, e);
-        let missing = |what: String| Failure::Request(StoreError::Permanent(what));
+        let missing = |what: String| Failure::Request(StoreError::permanent(what));
         self.judge_fence(id, row.map_err(&fail)?, fence)?;
         if let Some(what) = bad_plan_state {
             return Err(missing(what));

@@ -17,7 +17,7 @@ use crate::workflow::{
 /// A time as nanoseconds since the epoch; times outside 1677..2262 cannot be stored.
 pub(super) fn ns(t: Timestamp) -> Result<i64, StoreError> {
     t.timestamp_nanos_opt().ok_or_else(|| {
-        StoreError::Permanent(format!(
+        StoreError::permanent(format!(
             "time {t} cannot be stored: the SQLite store holds times between 1677-09-21 and 2262-04-11"
         ))
     })
@@ -98,7 +98,7 @@ impl AttemptCols {
         let outcome = match &attempt.outcome {
             None => None,
             Some(o) => Some(serde_json::to_string(o).map_err(|e| {
-                StoreError::Permanent(format!("an attempt's outcome does not serialize: {e}"))
+                StoreError::permanent("an attempt's outcome does not serialize").caused_by(e)
             })?),
         };
         Ok(AttemptCols {
@@ -173,7 +173,7 @@ impl PreparedPlan {
         for ((loc, object), ord) in plan.walk().zip(order) {
             let id = object.id();
             if let Some(first) = seen.insert(id, loc) {
-                return Err(StoreError::Permanent(format!(
+                return Err(StoreError::permanent(format!(
                     "plan {}: object id {id} is used twice (at {} and at {}); ids must be unique within a plan",
                     plan.id,
                     plan.path(first),
@@ -322,19 +322,20 @@ impl Op {
 
 /// Maps a SQLite error to a store error: busy and locked databases are transient, everything
 /// else (disk full, I/O errors, corruption, read-only files, misuse) is permanent. The message
-/// names the store and what was being done.
+/// names the store, what was being done and, for SQLite's own failures, the kind of failure in
+/// words; the driver's error is the source.
 pub(super) fn sql_error(store: &str, doing: &str, e: rusqlite::Error) -> StoreError {
-    let text = match &e {
-        rusqlite::Error::SqliteFailure(err, Some(msg)) => {
-            format!("{msg} ({})", describe_code(err.code))
+    let message = match &e {
+        rusqlite::Error::SqliteFailure(err, _) => {
+            format!("{store}: {doing}: {}", describe_code(err.code))
         }
-        rusqlite::Error::SqliteFailure(err, None) => describe_code(err.code).to_owned(),
-        other => other.to_string(),
+        _ => format!("{store}: {doing}"),
     };
-    let message = format!("{store}: {doing}: {text}");
     match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Transient(message),
-        _ => StoreError::Permanent(message),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::transient(message).caused_by(e)
+        }
+        _ => StoreError::permanent(message).caused_by(e),
     }
 }
 

@@ -310,7 +310,7 @@ pub(super) fn fold(
     let mut objects: HashMap<i64, Folded> = HashMap::new();
     for (seq, blob, drops) in &rows {
         let entries = decode(blob).map_err(|e| {
-            StoreError::Permanent(format!(
+            StoreError::permanent(format!(
                 "{store}: folding the journal: row {seq} of plan #{plan} is unreadable: {e}"
             ))
         })?;

@@ -1,6 +1,7 @@
-//! The writer's lock: an exclusive `flock` on the sidecar file `<db>.lock`, held for the
-//! store's lifetime, with the holder's pid written inside for the error message of the next
-//! process that tries. The kernel releases the lock when the process dies, even by SIGKILL.
+//! The writer's lock: an exclusive lock ([`File::try_lock`]: `flock` on Unix, `LockFileEx` on
+//! Windows) on the sidecar file `<db>.lock`, held for the store's lifetime, with the holder's pid
+//! written inside for the error message of the next process that tries. The operating system
+//! releases the lock when the process dies, even by SIGKILL.
 
 use std::fs::File;
 use std::path::Path;
@@ -14,34 +15,27 @@ pub(super) struct WriterLock {
     file: File,
 }
 
-#[cfg(unix)]
 impl WriterLock {
     /// Takes the lock on `lock_path` for the database `db` (named in messages), or fails with
     /// [`StoreError::Locked`] at once if another process — or another store of this one — holds it.
     pub fn acquire(lock_path: &Path, db: &Path) -> Result<WriterLock, StoreError> {
         use std::io::{Read, Seek, SeekFrom, Write};
-        use std::os::unix::fs::OpenOptionsExt;
-        use std::os::unix::io::AsRawFd;
 
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(lock_path)
-            .map_err(|e| {
-                StoreError::Permanent(format!(
-                    "sqlite:{}: cannot open the lock file {}: {e}",
-                    db.display(),
-                    lock_path.display()
-                ))
-            })?;
-        // SAFETY: `flock` on a descriptor we own; it does not touch memory.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o644);
+        let mut file = options.open(lock_path).map_err(|e| {
+            StoreError::permanent(format!(
+                "sqlite:{}: cannot open the lock file {}",
+                db.display(),
+                lock_path.display()
+            ))
+            .caused_by(e)
+        })?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
                 let holder = match text.trim().parse::<u32>() {
@@ -57,37 +51,20 @@ impl WriterLock {
                     db.display()
                 )));
             }
-            return Err(StoreError::Permanent(format!(
-                "sqlite:{}: cannot lock {}: {err}",
-                db.display(),
-                lock_path.display()
-            )));
+            Err(std::fs::TryLockError::Error(err)) => {
+                return Err(StoreError::permanent(format!(
+                    "sqlite:{}: cannot lock {}",
+                    db.display(),
+                    lock_path.display()
+                ))
+                .caused_by(err));
+            }
         }
         // Best effort: the pid only improves the message another process shows.
         let _ = file.set_len(0);
         let _ = file.seek(SeekFrom::Start(0));
         let _ = write!(file, "{}", std::process::id());
         let _ = file.flush();
-        Ok(WriterLock { file })
-    }
-}
-
-#[cfg(not(unix))]
-impl WriterLock {
-    /// Without `flock` the lock file is only created; concurrent writers are not detected.
-    pub fn acquire(lock_path: &Path, db: &Path) -> Result<WriterLock, StoreError> {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(lock_path)
-            .map_err(|e| {
-                StoreError::Permanent(format!(
-                    "sqlite:{}: cannot open the lock file {}: {e}",
-                    db.display(),
-                    lock_path.display()
-                ))
-            })?;
         Ok(WriterLock { file })
     }
 }

@@ -94,16 +94,14 @@ pub(super) async fn blocking<R: Send + 'static>(
 ) -> Result<R, StoreError> {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => handle.spawn_blocking(f).await.unwrap_or_else(|e| {
-            Err(StoreError::Permanent(format!(
-                "{store}: a read task failed: {e}"
-            )))
+            Err(StoreError::permanent(format!("{store}: a read task failed")).caused_by(e))
         }),
         Err(_) => f(),
     }
 }
 
 fn corrupt(store: &str, id: PlanId, what: impl std::fmt::Display) -> StoreError {
-    StoreError::Permanent(format!(
+    StoreError::permanent(format!(
         "{store}: plan {id} is stored inconsistently: {what}"
     ))
 }
@@ -356,7 +354,7 @@ pub(super) fn list_plans(
     while let Some(r) = rows.next().map_err(err)? {
         let id_col: String = r.get(0).map_err(err)?;
         let bad = |what: String| {
-            StoreError::Permanent(format!(
+            StoreError::permanent(format!(
                 "{store}: plan {id_col} is stored inconsistently: {what}"
             ))
         };
@@ -410,7 +408,7 @@ pub(super) fn integrity_check(conn: &Connection, store: &str) -> Result<(), Stor
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(StoreError::Permanent(format!(
+        Err(StoreError::permanent(format!(
             "{store}: integrity check failed: {}",
             problems.join("; ")
         )))

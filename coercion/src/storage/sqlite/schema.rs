@@ -194,7 +194,7 @@ pub(super) fn identify(conn: &Connection, store: &str) -> Result<Identity, Store
     }
     if app_id != APPLICATION_ID {
         let shown: Vec<&str> = tables.iter().take(5).map(String::as_str).collect();
-        return Err(StoreError::Permanent(format!(
+        return Err(StoreError::permanent(format!(
             "{store}: this SQLite database is not a coercion store (application_id {app_id:#x}, tables: {}{}); \
              refusing to use it",
             if shown.is_empty() {
@@ -213,13 +213,14 @@ pub(super) fn identify(conn: &Connection, store: &str) -> Result<Identity, Store
         .query_row("SELECT version FROM schema_version", [], |row| row.get(0))
         .optional()
         .map_err(|e| {
-            StoreError::Permanent(format!(
-                "{store}: a coercion store without a readable schema version: {e}"
+            StoreError::permanent(format!(
+                "{store}: a coercion store without a readable schema version"
             ))
+            .caused_by(e)
         })?;
     match version {
         Some(v) => Ok(Identity::Coercion(v)),
-        None => Err(StoreError::Permanent(format!(
+        None => Err(StoreError::permanent(format!(
             "{store}: a coercion store whose schema_version table is empty"
         ))),
     }
@@ -286,10 +287,10 @@ fn apply_migrations(conn: &mut Connection, store: &str, current: i64) -> Result<
 /// A reader can only read the schema this build writes.
 pub(super) fn check_readable(store: &str, identity: Identity) -> Result<(), StoreError> {
     match identity {
-        Identity::Empty => Err(StoreError::Permanent(format!(
+        Identity::Empty => Err(StoreError::permanent(format!(
             "{store}: not a coercion store yet (the database is empty); open it for writing first"
         ))),
-        Identity::Coercion(v) if v < latest() => Err(StoreError::Permanent(format!(
+        Identity::Coercion(v) if v < latest() => Err(StoreError::permanent(format!(
             "{store}: written with schema version {v}; this build reads version {}: open it for writing once to migrate it",
             latest()
         ))),
@@ -299,7 +300,7 @@ pub(super) fn check_readable(store: &str, identity: Identity) -> Result<(), Stor
 
 fn check_not_newer(store: &str, version: i64) -> Result<(), StoreError> {
     if version > latest() {
-        return Err(StoreError::Permanent(format!(
+        return Err(StoreError::permanent(format!(
             "{store}: written by a newer coercion (schema version {version}; this build knows versions up to {})",
             latest()
         )));

@@ -38,7 +38,7 @@ impl Drop for TempDir {
 
 fn permanent(result: Result<SqliteStore, StoreError>) -> String {
     match result {
-        Err(StoreError::Permanent(m)) => m,
+        Err(StoreError::Permanent { message: m, .. }) => m,
         other => panic!("expected a permanent error, got {other:?}"),
     }
 }
@@ -146,9 +146,20 @@ fn busy_and_locked_are_transient_everything_else_permanent() {
         (ffi::SQLITE_READONLY, "read-only"),
     ] {
         match sql_error("sqlite:/x.db", "writing", err(code)) {
-            StoreError::Permanent(m) => {
-                assert!(m.starts_with("sqlite:/x.db: writing: boom"), "{m}");
+            e @ StoreError::Permanent { .. } => {
+                // The driver's message is the source, not flattened into the message.
+                let m = crate::storage::Chain(&e).to_string();
+                assert!(
+                    m.starts_with("storage error: sqlite:/x.db: writing: "),
+                    "{m}"
+                );
+                assert!(m.contains(": boom"), "{m}");
                 assert!(m.contains(words), "code {code}: {m}");
+                let source = std::error::Error::source(&e).expect("the driver's error");
+                assert!(
+                    source.downcast_ref::<rusqlite::Error>().is_some(),
+                    "{source:?}"
+                );
             }
             other => panic!("code {code} gave {other:?}"),
         }
@@ -170,7 +181,7 @@ async fn a_database_locked_by_someone_else_gives_transient_errors_then_recovers(
     raw.execute_batch("BEGIN IMMEDIATE").unwrap();
     let result = store.apply(plan.id, &[Change::Heartbeat(at(1, 1))]).await;
     assert!(
-        matches!(&result, Err(StoreError::Transient(m)) if m.contains("busy")),
+        matches!(&result, Err(StoreError::Transient { message: m, .. }) if m.contains("busy")),
         "{result:?}"
     );
     assert_eq!(
@@ -226,7 +237,7 @@ async fn a_full_disk_fails_the_writes_it_touches_and_the_store_stays_consistent(
         results.push(w.await);
     }
     assert!(
-        matches!(&created, Err(StoreError::Permanent(m)) if m.contains("full")),
+        matches!(&created, Err(StoreError::Permanent { message: m, .. }) if m.contains("full")),
         "{created:?}"
     );
     assert_eq!(
@@ -243,7 +254,8 @@ async fn a_full_disk_fails_the_writes_it_touches_and_the_store_stays_consistent(
     );
     for r in &results {
         assert!(
-            r.is_ok() || matches!(r, Err(StoreError::Permanent(m)) if m.contains("full")),
+            r.is_ok()
+                || matches!(r, Err(StoreError::Permanent { message: m, .. }) if m.contains("full")),
             "{r:?}"
         );
     }
@@ -317,7 +329,7 @@ async fn rows_that_disagree_with_the_definition_give_a_clear_error_naming_the_fi
         async move {
             let store = SqliteStore::open(dir.db()).unwrap();
             match store.read(id).await {
-                Err(StoreError::Permanent(m)) => m,
+                Err(StoreError::Permanent { message: m, .. }) => m,
                 other => panic!("expected a permanent error, got {other:?}"),
             }
         }
@@ -407,7 +419,7 @@ async fn full_durability_syncs_the_wal_and_a_failed_sync_stops_all_writes() {
     std::fs::remove_file(super::sidecar(&dir.db(), "-wal")).unwrap();
     let failed = store.apply(plan.id, &[Change::Heartbeat(at(100, 0))]).await;
     assert!(
-        matches!(&failed, Err(StoreError::Permanent(m)) if m.contains("syncing") && m.contains("no more writes")),
+        matches!(&failed, Err(StoreError::Permanent { message: m, .. }) if m.contains("syncing") && m.contains("no more writes")),
         "{failed:?}"
     );
     let later = store.apply(plan.id, &[Change::Paused(true)]).await;
@@ -633,7 +645,7 @@ async fn a_change_that_skips_attempts_is_refused_also_when_they_are_in_the_journ
         attempt: attempt(3),
     }];
     match store.apply(plan.id, &skip).await {
-        Err(StoreError::Permanent(m)) => {
+        Err(StoreError::Permanent { message: m, .. }) => {
             assert!(
                 m.contains("attempt 3") && m.contains("skips attempt 2"),
                 "{m}"
@@ -667,7 +679,9 @@ async fn a_change_that_skips_attempts_is_refused_also_when_they_are_in_the_journ
         state: Default::default(),
     }];
     match store.apply(plan.id, &wrong_place).await {
-        Err(StoreError::Permanent(m)) => assert!(m.contains("has no object"), "{m}"),
+        Err(StoreError::Permanent { message: m, .. }) => {
+            assert!(m.contains("has no object"), "{m}")
+        }
         other => panic!("expected a permanent error, got {other:?}"),
     }
 }
@@ -847,7 +861,7 @@ async fn a_journal_that_cannot_be_folded_gives_a_clear_error_and_does_not_hold_u
             .unwrap();
         assert_eq!(left, 0, "the good plan's journal was folded");
         match store.read(bad.id).await {
-            Err(StoreError::Permanent(m)) => assert!(
+            Err(StoreError::Permanent { message: m, .. }) => assert!(
                 m.contains("stored inconsistently") && m.contains("unknown change tag 9"),
                 "{m}"
             ),

@@ -134,11 +134,14 @@ fn sync_loop(
                     counters.syncs.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    *failure.lock() = Some(StoreError::Permanent(format!(
-                        "{store}: syncing {} failed ({e}): the last writes may not be durable; \
-                         the store takes no more writes (reopen it to recover)",
-                        wal.display()
-                    )));
+                    *failure.lock() = Some(
+                        StoreError::permanent(format!(
+                            "{store}: syncing {} failed: the last writes may not be durable; \
+                             the store takes no more writes (reopen it to recover)",
+                            wal.display()
+                        ))
+                        .caused_by(e),
+                    );
                 }
             }
         }
@@ -498,7 +501,7 @@ impl Writer {
                     .failures
                     .get(&plan)
                     .map_or(FOLD_RETRY, |(_, wait)| (*wait * 2).min(FOLD_RETRY_MAX));
-                tracing::warn!(store = %self.store, plan_key = plan, error = %e, retry_in = ?wait, "folding a plan's journal failed; its rows stay in the journal, readers still see them");
+                tracing::warn!(store = %self.store, plan_key = plan, error = %crate::storage::Chain(&e), retry_in = ?wait, "folding a plan's journal failed; its rows stay in the journal, readers still see them");
                 journal.failures.insert(plan, (Instant::now() + wait, wait));
                 false
             }
@@ -526,7 +529,7 @@ impl Writer {
                 journal.recount = false;
             }
             Err(e) => {
-                tracing::warn!(store = %self.store, error = %e, "counting the journal's rows failed; counting again later");
+                tracing::warn!(store = %self.store, error = %crate::storage::Chain(&e), "counting the journal's rows failed; counting again later");
                 self.journal.borrow_mut().pending.clear();
             }
         }
@@ -711,7 +714,7 @@ impl Writer {
         action: bool,
     ) -> Result<Known, StoreError> {
         let missing = || {
-            StoreError::Permanent(format!(
+            StoreError::permanent(format!(
                 "plan {id} has no {} {object} at {loc:?}",
                 if action { "action" } else { "object" }
             ))
@@ -757,10 +760,11 @@ impl Writer {
             return Ok(());
         };
         let def = crate::workflow::Plan::from_json(&definition).map_err(|e| {
-            StoreError::Permanent(format!(
-                "{}: the definition of plan #{plan} is unreadable: {e}",
+            StoreError::permanent(format!(
+                "{}: the definition of plan #{plan} is unreadable",
                 self.store
             ))
+            .caused_by(e)
         })?;
         let objects: super::reader::ObjectIndex = def
             .walk()
@@ -792,7 +796,7 @@ impl Writer {
     fn ord_of(&self, plan: i64, object: uuid::Uuid) -> Result<(i64, &'static str), StoreError> {
         match self.known(plan, object)? {
             Some(known) => Ok((known.ord, known.kind)),
-            None => Err(StoreError::Permanent(format!(
+            None => Err(StoreError::permanent(format!(
                 "{}: folding the journal: plan #{plan} has no object {object}",
                 self.store
             ))),
@@ -902,7 +906,7 @@ impl Writer {
             match op {
                 Op::PlanState { id: object, state } => {
                     if *object != id.0 {
-                        return Err(StoreError::Permanent(format!(
+                        return Err(StoreError::permanent(format!(
                             "plan {id} has no object {object} at Plan"
                         )));
                     }
@@ -929,7 +933,7 @@ impl Writer {
                         None => self.count_attempts(id, plan, known.ord)?,
                     };
                     if *index > count {
-                        return Err(StoreError::Permanent(format!(
+                        return Err(StoreError::permanent(format!(
                             "plan {id}: attempt {index} of the action at {loc:?} skips attempt {count}"
                         )));
                     }
@@ -948,7 +952,7 @@ impl Writer {
         if !blob.is_empty() {
             self.recount();
             if self.journal.borrow().recount {
-                return Err(StoreError::Transient(format!(
+                return Err(StoreError::transient(format!(
                     "{}: the journal's rows cannot be counted, so new rows cannot be numbered yet",
                     self.store
                 )));
@@ -993,7 +997,7 @@ impl Writer {
         }
         for (seq, blob, _) in journal::read(&self.conn, plan, None).map_err(err)? {
             let entries = journal::decode(&blob).map_err(|e| {
-                StoreError::Permanent(format!(
+                StoreError::permanent(format!(
                     "{}: plan {id}: journal row {seq} is unreadable: {e}",
                     self.store
                 ))

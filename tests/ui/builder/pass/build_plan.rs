@@ -36,7 +36,7 @@ fn main() {
                 .action(ActionSpec::new::<FakeAction>("undo", FakeReq::ok())),
         )
         .build();
-    let registry = Registry::from_inventory().unwrap();
+    let registry = coercion::testing::registry();
     coercion::workflow::validate_plan(&plan, &registry).unwrap();
     assert_eq!(plan.action_count(), 8);
 }
