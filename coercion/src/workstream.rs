@@ -19,7 +19,11 @@ use crate::storage::{Chain, Change, ListFilter, MemoryStore, PlanSummary, Store,
 use crate::workflow::{Plan, PlanId, Problem, Status, validate_plan};
 
 /// What a workstream call can fail with.
-#[derive(Debug, thiserror::Error)]
+///
+/// Its `Debug` is its readable text followed by its causes (as `anyhow` prints an error), so
+/// `fn main() -> Result<(), coercion::Error>` prints a message a person can act on; `{:#?}`
+/// gives the structure.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// No plan with this id.
@@ -63,6 +67,46 @@ pub enum Error {
     /// A workstream option is out of its allowed range.
     #[error("invalid workstream option: {0}")]
     Config(String),
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.alternate() {
+            return self.fmt_structure(f);
+        }
+        write!(f, "{self}")?;
+        let mut cause = std::error::Error::source(self);
+        if cause.is_some() {
+            f.write_str("\n\nCaused by:")?;
+        }
+        while let Some(e) = cause {
+            write!(f, "\n    {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl Error {
+    /// The variant and its fields, for `{:#?}`.
+    fn fmt_structure(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotFound(id) => f.debug_tuple("NotFound").field(id).finish(),
+            Error::Invalid(problems) => f.debug_tuple("Invalid").field(problems).finish(),
+            Error::AlreadyStarted(id) => f.debug_tuple("AlreadyStarted").field(id).finish(),
+            Error::NotStarted(id) => f.debug_tuple("NotStarted").field(id).finish(),
+            Error::NotRunning(id) => f.debug_tuple("NotRunning").field(id).finish(),
+            Error::OwnedElsewhere(id) => f.debug_tuple("OwnedElsewhere").field(id).finish(),
+            Error::Stale(id, why) => f.debug_tuple("Stale").field(id).field(why).finish(),
+            Error::Storage(e) => f.debug_tuple("Storage").field(e).finish(),
+            Error::Init(e) => f.debug_tuple("Init").field(e).finish(),
+            Error::Interrupted(id, why) => {
+                f.debug_tuple("Interrupted").field(id).field(why).finish()
+            }
+            Error::Internal(id, why) => f.debug_tuple("Internal").field(id).field(why).finish(),
+            Error::Config(why) => f.debug_tuple("Config").field(why).finish(),
+        }
+    }
 }
 
 struct Problems<'a>(&'a [Problem]);
