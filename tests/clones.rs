@@ -852,8 +852,8 @@ async fn clone_retry_failed_after_a_failed_pre_check_keeps_every_block() {
 // The failure report
 // ---------------------------------------------------------------------------------------------
 
-/// Replaces every duration the report prints (` in 12ms`, ` in 1.5s`, ` in 2m05s`) with
-/// ` in <d>`.
+/// Replaces every duration the report prints (` in 0ns`, ` in 12µs`, ` in 12ms`, ` in 1.5s`,
+/// ` in 2m05s`, ` in 2h05m`, ` in 1d02h`) with ` in <d>`.
 fn normalize_durations(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
@@ -861,10 +861,11 @@ fn normalize_durations(text: &str) -> String {
         out.push_str(&rest[..pos]);
         let after = &rest[pos + 4..];
         let len = after
-            .find(|ch: char| !(ch.is_ascii_digit() || ".ms".contains(ch)))
+            .find(|ch: char| !(ch.is_ascii_digit() || ".msµnhd".contains(ch)))
             .unwrap_or(after.len());
         let token = &after[..len];
-        let is_duration = token.starts_with(|ch: char| ch.is_ascii_digit()) && token.ends_with('s');
+        let is_duration =
+            token.starts_with(|ch: char| ch.is_ascii_digit()) && token.ends_with(['s', 'm', 'h']);
         if is_duration {
             out.push_str(" in <d>");
             rest = &after[len..];

@@ -83,15 +83,39 @@ impl Plan {
     }
 }
 
-fn fmt_duration(d: Option<Duration>) -> String {
-    match d {
-        None => String::new(),
-        Some(d) if d.as_secs() >= 60 => {
-            format!(" in {}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
-        }
-        Some(d) if d.as_millis() >= 1000 => format!(" in {:.1}s", d.as_secs_f64()),
-        Some(d) => format!(" in {}ms", d.as_millis()),
+/// A duration for people, the one form every face uses (reports, the CLI, the web UI, the
+/// engine's and the built-in plugins' errors): `750ns`, `12µs`, `340ms`, `1.2s`, `3m07s`,
+/// `2h05m`, `3d04h` (and `5s`, not `5.0s`). Precision shrinks as durations grow.
+///
+/// ```
+/// # use std::time::Duration;
+/// use coercion::report::human_duration;
+/// assert_eq!(human_duration(Duration::from_millis(2770)), "2.8s");
+/// assert_eq!(human_duration(Duration::from_secs(187)), "3m07s");
+/// ```
+pub fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 86_400 {
+        format!("{}d{:02}h", secs / 86_400, (secs % 86_400) / 3600)
+    } else if secs >= 3600 {
+        format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60)
+    } else if secs >= 60 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else if d.as_millis() >= 1000 {
+        let tenths = format!("{:.1}", d.as_secs_f64());
+        format!("{}s", tenths.strip_suffix(".0").unwrap_or(&tenths))
+    } else if d.as_micros() >= 1000 {
+        format!("{}ms", d.as_millis())
+    } else if d.as_nanos() >= 1000 {
+        format!("{}µs", d.as_micros())
+    } else {
+        format!("{}ns", d.as_nanos())
     }
+}
+
+fn fmt_duration(d: Option<Duration>) -> String {
+    d.map(|d| format!(" in {}", human_duration(d)))
+        .unwrap_or_default()
 }
 
 fn summary(plan: &Plan) -> String {

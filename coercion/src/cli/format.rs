@@ -4,19 +4,7 @@ use std::time::Duration;
 
 use crate::workflow::{Action, Plan, State, Status, Timestamp};
 
-/// `1.2s`, `340ms`, `3m07s`, `2h05m`.
-pub(crate) fn duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs >= 3600 {
-        format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60)
-    } else if secs >= 60 {
-        format!("{}m{:02}s", secs / 60, secs % 60)
-    } else if d.as_millis() >= 1000 {
-        format!("{:.1}s", d.as_secs_f64())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
-}
+pub(crate) use crate::report::human_duration as duration;
 
 /// How long the object ran (or, while it runs, has been running until `now`).
 pub(crate) fn state_duration(state: State, now: Timestamp) -> Option<Duration> {
@@ -134,6 +122,15 @@ mod tests {
         assert_eq!(duration(Duration::from_millis(1250)), "1.2s");
         assert_eq!(duration(Duration::from_secs(187)), "3m07s");
         assert_eq!(duration(Duration::from_secs(7500)), "2h05m");
+        assert_eq!(
+            duration(Duration::from_secs(3 * 86_400 + 4 * 3600)),
+            "3d04h"
+        );
+        assert_eq!(duration(Duration::from_micros(1500)), "1ms");
+        assert_eq!(duration(Duration::from_micros(12)), "12µs");
+        assert_eq!(duration(Duration::from_nanos(750)), "750ns");
+        assert_eq!(duration(Duration::ZERO), "0ns");
+        assert_eq!(duration(Duration::from_secs(5)), "5s");
         assert_eq!(attempts(1), "1 attempt");
         assert_eq!(attempts(3), "3 attempts");
     }

@@ -289,11 +289,11 @@ async fn attempt_once(
                 let err = if stopped {
                     PluginError::engine(
                         codes::CANCELLED,
-                        format!("the plan was stopped and the attempt did not end within the grace period of {:?}", run.options.stop_grace),
+                        format!("the plan was stopped and the attempt did not end within the grace period of {}", crate::report::human_duration(run.options.stop_grace)),
                         true,
                     )
                 } else {
-                    PluginError::engine(codes::TIMEOUT, format!("the attempt timed out after {timeout:?}"), false)
+                    PluginError::engine(codes::TIMEOUT, format!("the attempt timed out after {}", crate::report::human_duration(timeout)), false)
                 };
                 return (Err(err), stopped);
             }

@@ -1,5 +1,6 @@
 //! `coercion/command` and `coercion/command-check`: run a program in its own process group.
 
+use crate::report::human_duration;
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -421,14 +422,15 @@ pub(super) async fn run(ctx: &Context, req: &CommandReq) -> Result<CommandResp, 
         }
         Outcome::TimedOut => {
             return Err(PluginError::new(format!(
-                "`{shown}` did not finish within {:?}; its process group was killed{quoted}",
-                req.timeout.unwrap_or_default()
+                "`{shown}` did not finish within {}; its process group was killed{quoted}",
+                human_duration(req.timeout.unwrap_or_default())
             ))
             .with_code(codes::TIMED_OUT));
         }
         Outcome::Cancelled => {
             return Err(PluginError::permanent(format!(
-                "`{shown}` was stopped with the plan after {duration:?}; its process group was killed{quoted}"
+                "`{shown}` was stopped with the plan after {}; its process group was killed{quoted}",
+                human_duration(duration)
             ))
             .with_code(codes::CANCELLED));
         }

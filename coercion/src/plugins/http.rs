@@ -437,8 +437,11 @@ pub(super) async fn probe(
 /// actually happened ("Connection refused").
 fn transport_error(shown: &str, timeout: Duration, err: &reqwest::Error) -> PluginError {
     if err.is_timeout() {
-        return PluginError::new(format!("{shown}: no answer within {timeout:?}"))
-            .with_code(codes::TIMED_OUT);
+        return PluginError::new(format!(
+            "{shown}: no answer within {}",
+            crate::report::human_duration(timeout)
+        ))
+        .with_code(codes::TIMED_OUT);
     }
     let mut causes = Vec::new();
     let mut source = std::error::Error::source(err);

@@ -56,9 +56,9 @@ impl Plugin for Sleep {
         tokio::select! {
             () = tokio::time::sleep(req.duration) => Ok(SleepResp { slept: started.elapsed() }),
             () = ctx.cancelled() => Err(PluginError::permanent(format!(
-                "the sleep of {:?} was stopped with the plan after {:?}",
-                req.duration,
-                started.elapsed()
+                "the sleep of {} was stopped with the plan after {}",
+                crate::report::human_duration(req.duration),
+                crate::report::human_duration(started.elapsed())
             ))
             .with_code(codes::CANCELLED)),
         }
@@ -101,7 +101,7 @@ mod tests {
         assert!(err.permanent);
         assert_eq!(
             err.message,
-            "the sleep of 600s was stopped with the plan after 5s"
+            "the sleep of 10m00s was stopped with the plan after 5s"
         );
         stopper.await.unwrap();
     }

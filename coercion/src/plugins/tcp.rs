@@ -118,8 +118,8 @@ pub(super) async fn probe(req: &TcpCheckReq) -> Result<TcpCheckResp, PluginError
                 .with_code(codes::CONNECT))
         }
         Err(_) => Err(PluginError::new(format!(
-            "cannot connect to {target}: no answer within {:?}",
-            req.timeout
+            "cannot connect to {target}: no answer within {}",
+            crate::report::human_duration(req.timeout)
         ))
         .with_code(codes::TIMED_OUT)),
     }

@@ -1,5 +1,6 @@
 //! `coercion/wait-for`: poll a condition until it holds or the attempt's deadline.
 
+use crate::report::human_duration;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -228,9 +229,9 @@ impl Plugin for WaitFor {
             (None, _) => "the poll did not finish before the deadline".to_owned(),
         };
         Err(PluginError::new(format!(
-            "the condition did not hold within {:?} ({polls} polls, every {:?}); last failure: {last}",
-            started.elapsed(),
-            req.interval
+            "the condition did not hold within {} ({polls} polls, every {}); last failure: {last}",
+            human_duration(started.elapsed()),
+            human_duration(req.interval)
         ))
         .with_code(codes::CONDITION_NOT_MET))
     }
