@@ -155,3 +155,39 @@ async fn a_permanent_write_error_stops_the_run_cleanly_and_leaves_it_recoverable
         .count();
     assert_eq!(fakes2.action.log().len(), 18 - completed_before);
 }
+
+/// `submit_and_start` stores the plan already Running in the write that creates it: a process
+/// that can write nothing more after that (it dies, its disk fills) leaves a plan that recovery
+/// resumes, not a NotStarted orphan.
+#[tokio::test(start_paused = true)]
+async fn submit_and_start_leaves_no_not_started_orphan() {
+    let fakes = Fakes::new();
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let ws = Workstream::builder()
+        .shared_store(store.clone())
+        .registry(fakes.registry())
+        .build()
+        .await
+        .unwrap();
+    // Every write after the plan's creation fails for good.
+    store.set_faults(FaultRule::After(store.writes() + 1), FaultKind::Permanent);
+    let id = ws.submit_and_start(plan()).await.unwrap();
+    assert!(matches!(
+        ws.wait(id).await,
+        Err(coercion::Error::Interrupted(..))
+    ));
+    let stored = store.inner().read(id).await.unwrap();
+    assert_eq!(stored.status(), Status::Running, "{}", outline(&stored));
+    assert!(stored.heartbeat().is_some());
+
+    // The next workstream on the store resumes it.
+    store.heal();
+    let again = Workstream::builder()
+        .shared_store(store.clone())
+        .registry(fakes.registry())
+        .build()
+        .await
+        .unwrap();
+    let done = again.wait(id).await.unwrap();
+    assert_eq!(done.status(), Status::Completed, "{}", outline(&done));
+}

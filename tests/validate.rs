@@ -446,11 +446,14 @@ fn every_problem_is_reported_at_once_in_walk_order() {
 async fn the_error_debug_is_the_readable_text_with_its_causes() {
     let fakes = coercion::testing::Fakes::new();
     let ws = Workstream::in_memory(fakes.registry()).await.unwrap();
-    let plan = Plan::builder(" ")
-        .block(Block::builder("b").sequence(Sequence::builder("s").action(
-            ActionSpec::new::<FakeAction>("a", FakeReq::ok()).timeout(Duration::ZERO),
-        )))
-        .build();
+    let plan =
+        Plan::builder(" ")
+            .block(Block::builder("b").sequence(
+                Sequence::builder("s").action(
+                    ActionSpec::new::<FakeAction>("a", FakeReq::ok()).timeout(Duration::ZERO),
+                ),
+            ))
+            .build();
     let err = ws.submit(plan).await.unwrap_err();
     let debug = format!("{err:?}");
     assert_eq!(debug, err.to_string());
@@ -466,7 +469,11 @@ async fn the_error_debug_is_the_readable_text_with_its_causes() {
     let dir = std::env::temp_dir().join(format!("coercion-debug-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let not_a_db = dir.join("not-a-db");
-    std::fs::write(&not_a_db, b"this is not a SQLite file, not at all, not even close").unwrap();
+    std::fs::write(
+        &not_a_db,
+        b"this is not a SQLite file, not at all, not even close",
+    )
+    .unwrap();
     let err = Workstream::open(&not_a_db, fakes.registry())
         .await
         .unwrap_err();

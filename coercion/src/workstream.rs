@@ -346,11 +346,30 @@ impl Workstream {
     /// Validates `plan` (every problem at once, nothing stored on failure), assigns ids and
     /// the submit time, and stores it. The plan does not run until [`start`](Self::start).
     pub async fn submit(&self, plan: Plan) -> Result<PlanId, Error> {
-        Ok(self.store_new(plan).await?.id)
+        Ok(self.store_new(plan, false).await?.id)
     }
 
-    /// [`submit`](Self::submit), returning the plan as stored.
-    async fn store_new(&self, mut plan: Plan) -> Result<Plan, Error> {
+    /// Submits and starts `plan` in one step: the plan is stored already `Running` (with its
+    /// heartbeat) in the same write that creates it, then runs in the background; returns its
+    /// id once it runs. A process that dies right after leaves a `Running` plan that recovery
+    /// resumes, never a `NotStarted` one that nobody starts (as [`submit`](Self::submit) then
+    /// [`start`](Self::start) would). A client-only workstream submits, then asks a worker to
+    /// start it, as `start` does.
+    pub async fn submit_and_start(&self, plan: Plan) -> Result<PlanId, Error> {
+        if !self.inner.executes {
+            let id = self.submit(plan).await?;
+            self.inner.store.request_start(id).await?;
+            return Ok(id);
+        }
+        let plan = self.store_new(plan, true).await?;
+        let id = plan.id;
+        self.launch(plan).await?;
+        Ok(id)
+    }
+
+    /// [`submit`](Self::submit), returning the plan as stored; with `running`, stored as
+    /// started (status `Running`, start time and heartbeat now).
+    async fn store_new(&self, mut plan: Plan, running: bool) -> Result<Plan, Error> {
         let keys = self.inner.options.keys.clone();
         crate::secret::with_keys(&keys, || validate_plan(&plan, &self.inner.registry))
             .map_err(Error::Invalid)?;
@@ -373,7 +392,16 @@ impl Workstream {
             ));
         }
         assign_ids(&mut plan);
-        plan.submit_time = Some(crate::engine::now());
+        let now = crate::engine::now();
+        plan.submit_time = Some(now);
+        if running {
+            plan.state = crate::workflow::State {
+                status: Status::Running,
+                start: Some(now),
+                end: None,
+            };
+            plan.heartbeat = Some(now);
+        }
         self.inner
             .store
             .create(&plan)
@@ -406,7 +434,7 @@ impl Workstream {
     /// Runs `plan` to its end: submit, start, wait.
     pub async fn run(&self, plan: Plan) -> Result<Plan, Error> {
         // What `start` would read back from the store is the plan just stored.
-        let plan = self.store_new(plan).await?;
+        let plan = self.store_new(plan, false).await?;
         let id = plan.id;
         if self.inner.executes {
             self.launch(plan).await?;
