@@ -484,3 +484,15 @@ async fn the_error_debug_is_the_readable_text_with_its_causes() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_imported_plan_marked_paused_is_refused() {
+    let mut value = exported();
+    value["paused"] = serde_json::json!(true);
+    assert_eq!(
+        problems(&import(value)),
+        [
+            "plan: the plan is marked paused; a plan is paused by an operator while it runs, not before (remove `paused` from the imported plan)"
+        ]
+    );
+}

@@ -97,6 +97,12 @@ pub fn validate_plan(plan: &Plan, registry: &Registry) -> Result<(), Vec<Problem
     if plan.blocks.is_empty() {
         p.add(Loc::Plan, "the plan has no blocks");
     }
+    if plan.paused {
+        p.add(
+            Loc::Plan,
+            "the plan is marked paused; a plan is paused by an operator while it runs, not before (remove `paused` from the imported plan)",
+        );
+    }
     if plan.reason != super::Reason::None {
         p.add(
             Loc::Plan,
