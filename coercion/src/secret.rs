@@ -380,12 +380,19 @@ pub(crate) fn reseal(json: &Json, ring: &KeyRing) -> Result<Json, String> {
     })
 }
 
-/// Replaces every secret of `json` with the redaction marker.
+/// Replaces every secret of `json` with the redaction marker. A request that holds a secret but
+/// cannot be rewritten (nested deeper than the JSON parser goes, say) is redacted whole: this
+/// fails closed.
 pub(crate) fn redact(json: &Json) -> Json {
     if !may_hold_secret(json) {
         return json.clone();
     }
-    rewrite(json, &mut |_| Ok(REDACTED.to_owned())).unwrap_or_else(|_| json.clone())
+    rewrite(json, &mut |_| Ok(REDACTED.to_owned())).unwrap_or_else(|_| {
+        Json::encode(&format!(
+            "{REDACTED} (the whole request: it holds a secret that could not be redacted on its own)"
+        ))
+        .expect("a string encodes")
+    })
 }
 
 #[cfg(test)]
@@ -396,6 +403,21 @@ mod tests {
     struct Req {
         user: String,
         password: Secret<String>,
+    }
+
+    #[test]
+    fn a_secret_nested_too_deeply_to_rewrite_is_redacted_with_its_whole_request() {
+        let secret = Json::encode(&Secret::new("deep-marker".to_owned())).unwrap();
+        let deep = format!("{}{}{}", "[".repeat(200), secret.as_str(), "]".repeat(200));
+        // Stored JSON is kept as text, which may nest deeper than a parsed document may.
+        let json = Json::from_text(&deep).unwrap();
+        let shown = redact(&json);
+        assert!(
+            !shown.as_str().contains(SECRET_MARKER),
+            "{}",
+            shown.as_str()
+        );
+        assert!(shown.as_str().contains(REDACTED));
     }
 
     #[test]
