@@ -60,7 +60,7 @@ pub(crate) fn attempts(n: usize) -> String {
 pub(crate) fn clean(text: &str) -> String {
     text.chars()
         .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
+            let escaped: Vec<char> = if c.is_control() || is_bidi_control(c) {
                 c.escape_default().collect()
             } else {
                 vec![c]
@@ -68,6 +68,12 @@ pub(crate) fn clean(text: &str) -> String {
             escaped
         })
         .collect()
+}
+
+/// The characters that reorder text around them (embeddings, overrides, isolates, marks): a
+/// name holding one could make a terminal line say something else than it does.
+pub(crate) fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Counts of the actions of a plan by status.
@@ -131,6 +137,13 @@ mod tests {
         assert_eq!(duration(Duration::from_nanos(750)), "750ns");
         assert_eq!(duration(Duration::ZERO), "0ns");
         assert_eq!(duration(Duration::from_secs(5)), "5s");
+    }
+
+    #[test]
+    fn bidi_controls_are_escaped_for_the_terminal() {
+        assert_eq!(clean("abc\u{202E}fed.exe"), "abc\\u{202e}fed.exe");
+        assert_eq!(clean("a\u{2066}b\u{2069}"), "a\\u{2066}b\\u{2069}");
+        assert_eq!(clean("plain name"), "plain name");
         assert_eq!(attempts(1), "1 attempt");
         assert_eq!(attempts(3), "3 attempts");
     }

@@ -79,7 +79,7 @@ fn summary(plan: &Plan, now: Timestamp) -> Markup {
     html! {
         section.summary {
             h1 {
-                span.plan-name { (plan.name()) }
+                span.plan-name { bdi { (plan.name()) } }
                 " " (badge(plan.status()))
                 @if plan.is_paused() { " " span.badge.paused { "Paused" } }
             }
@@ -160,7 +160,8 @@ fn node_head(
         " "
         span.kind { (kind) @if let Some(i) = index { "[" (i) "]" } }
         " "
-        span.name { (name) }
+        // <bdi>: a name's own direction controls cannot reorder what surrounds it.
+        span.name { bdi { (name) } }
         @if let Some(d) = format::state_duration_text(state, now) { " " span.dur { (d) } }
         @if let Some(x) = extra { " " span.extra { (x) } }
     }
@@ -337,4 +338,17 @@ pub(crate) fn page(title: &str, store: &str, body: Markup) -> String {
         }
     }
     .into_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_are_isolated_so_their_direction_controls_stay_inside() {
+        let plan = crate::Plan::builder("deploy \u{202E}gnp.exe").build();
+        let html = super::report(&plan);
+        assert!(
+            html.contains("<span class=\"plan-name\"><bdi>deploy \u{202E}gnp.exe</bdi></span>"),
+            "{html}"
+        );
+    }
 }

@@ -306,7 +306,7 @@ async fn list_page(State(app): State<App>, Query(q): Query<ListQuery>) -> Respon
                             tr data-plan=(s.id) {
                                 td { span class={ "badge " (format::status_class(s.state.status)) } { (s.state.status.as_str()) }
                                     @if s.reason != crate::workflow::Reason::None { " " span.muted { (s.reason) } } }
-                                td.name { a href={ "/plans/" (s.id) } { (s.name) }
+                                td.name { a href={ "/plans/" (s.id) } { bdi { (s.name) } }
                                     @if !s.descr.is_empty() { div.muted { (s.descr) } } }
                                 td { (format::opt_time(s.submit_time)) }
                                 td { (format::state_duration_text(s.state, now).unwrap_or_else(|| "-".into())) }
@@ -614,7 +614,7 @@ async fn upload_plan(body: Bytes) -> Response {
         }
     };
     let m: Markup = html! {
-        div.notice.ok { "Showing the uploaded plan " strong { (plan.name()) } " (" (plan.id()) ")." }
+        div.notice.ok { "Showing the uploaded plan " strong { bdi { (plan.name()) } } " (" (plan.id()) ")." }
         div.uploaded { (views::plan_body(&plan, chrono::Utc::now())) }
     };
     (StatusCode::OK, Html(m.into_string())).into_response()
