@@ -210,6 +210,20 @@ impl Registry {
         self.entries.contains_key(name)
     }
 
+    /// The names of the plugins `plan` calls that are not registered here, sorted, each once.
+    /// A workstream refuses to run a plan while this is not empty.
+    pub fn missing_for(&self, plan: &crate::Plan) -> Vec<String> {
+        let mut missing = std::collections::BTreeSet::new();
+        for (loc, _) in plan.walk() {
+            if let Some(action) = plan.action(loc)
+                && !self.contains(action.plugin())
+            {
+                missing.insert(action.plugin().to_owned());
+            }
+        }
+        missing.into_iter().collect()
+    }
+
     /// Every entry, by name.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Entry)> {
         self.entries.iter().map(|(k, v)| (*k, v))

@@ -67,6 +67,25 @@ pub enum Error {
     /// A workstream option is out of its allowed range.
     #[error("invalid workstream option: {0}")]
     Config(String),
+    /// The plan calls plugins this workstream's registry does not have. It was left exactly as
+    /// it is in the store (nothing failed, nothing ran); a workstream that has them runs it.
+    #[error(
+        "plan {0} calls plugins this workstream does not have: {plugins}. The plan was left as it is. \
+         Link the crate that defines them (a crate listed in Cargo.toml but never named in code is \
+         not linked: name it once, e.g. `use my_plugins as _;`) or register configured instances \
+         (`Registry::new().with(MyPlugin::new(..))`), then start or resume it again",
+        plugins = quoted_list(.1)
+    )]
+    MissingPlugins(PlanId, Vec<String>),
+}
+
+/// `"a", "b"`.
+fn quoted_list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl fmt::Debug for Error {
@@ -105,6 +124,11 @@ impl Error {
             }
             Error::Internal(id, why) => f.debug_tuple("Internal").field(id).field(why).finish(),
             Error::Config(why) => f.debug_tuple("Config").field(why).finish(),
+            Error::MissingPlugins(id, names) => f
+                .debug_tuple("MissingPlugins")
+                .field(id)
+                .field(names)
+                .finish(),
         }
     }
 }
@@ -262,6 +286,7 @@ impl WorkstreamBuilder {
                 options: self.options,
                 runs: Mutex::new(HashMap::new()),
                 interrupted: Mutex::new(HashMap::new()),
+                missing_plugins: Mutex::new(HashMap::new()),
                 executes: self.executes,
             }),
         };
@@ -277,6 +302,8 @@ struct Inner {
     registry: Arc<Registry>,
     options: EngineOptions,
     runs: Mutex<HashMap<PlanId, Arc<Run>>>,
+    /// Running plans found at start-up that this workstream cannot run: the plugins missing.
+    missing_plugins: Mutex<HashMap<PlanId, Vec<String>>>,
     /// Runs of this workstream that did not end normally.
     interrupted: Mutex<HashMap<PlanId, RunError>>,
     /// `false` for a client that submits and starts plans for workers to run.
@@ -449,6 +476,10 @@ impl Workstream {
         if self.inner.runs.lock().contains_key(&id) {
             return Err(Error::AlreadyStarted(id));
         }
+        let missing = self.inner.registry.missing_for(&plan);
+        if !missing.is_empty() {
+            return Err(Error::MissingPlugins(id, missing));
+        }
         self.inner.store.acquire(id).await.map_err(|e| match e {
             StoreError::Locked(_) => Error::OwnedElsewhere(id),
             other => Error::Storage(other),
@@ -514,6 +545,15 @@ impl Workstream {
                 Err(StoreError::NotFound(_)) => continue,
                 Err(e) => return Err(e.into()),
             };
+            // Left exactly as it is (not failed, not expired) until a workstream with the
+            // plugins opens the store.
+            let missing = self.inner.registry.missing_for(&plan);
+            if !missing.is_empty() {
+                let err = Error::MissingPlugins(plan.id, missing.clone());
+                tracing::warn!(plan = %plan.id, error = %err, "not resuming a plan whose plugins are missing");
+                self.inner.missing_plugins.lock().insert(plan.id, missing);
+                continue;
+            }
             let last = plan.heartbeat.or(plan.state.start).or(plan.submit_time);
             let age = last
                 .and_then(|t| (crate::engine::now() - t).to_std().ok())
@@ -534,6 +574,21 @@ impl Workstream {
             }
         }
         Ok(resumed)
+    }
+
+    /// The `Running` plans found in the store at start-up that this workstream left as they are
+    /// because its registry lacks plugins they call, with those plugins' names (also logged).
+    /// A workstream whose registry has them resumes them.
+    pub fn plans_missing_plugins(&self) -> Vec<(PlanId, Vec<String>)> {
+        let mut plans: Vec<_> = self
+            .inner
+            .missing_plugins
+            .lock()
+            .iter()
+            .map(|(id, names)| (*id, names.clone()))
+            .collect();
+        plans.sort();
+        plans
     }
 
     fn running(&self, id: PlanId) -> Option<Arc<Run>> {
