@@ -15,6 +15,7 @@ use coercion::storage::Change;
 use coercion::testing::*;
 use coercion::workstream::Stream;
 use coercion::{ChecksBuilder, Error, Event, ListFilter, StoreError};
+use futures_util::StreamExt as _;
 use tokio::time::Instant;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -2225,22 +2226,133 @@ async fn status_stream_starts_at_once_and_ends_with_the_final_tree() {
     assert_eq!(last, &done);
     assert_eq!(last.status(), Status::Stopped);
 
-    // A plan that never started: its snapshot, then the end.
+    // A plan not started yet: its snapshot at once, then the stream waits for the start and
+    // follows the run to its end.
     let idle = ws
         .submit(
             Plan::builder("idle")
-                .block(Block::builder("b0").sequence(seq("s0", [act("b", FakeReq::ok())])))
+                .block(Block::builder("b0").sequence(seq("s0", [act("b", FakeReq::sleep(SEC))])))
                 .build(),
         )
         .await
         .unwrap();
-    let snaps: Vec<Plan> = collect(Box::pin(ws.status(idle, SEC)))
+    let mut stream = ws.status(idle, SEC);
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.status(), Status::NotStarted);
+    tokio::time::sleep(10 * SEC).await;
+    ws.start(idle).await.unwrap();
+    let snaps: Vec<Plan> = collect(Box::pin(stream))
         .await
         .into_iter()
         .map(Result::unwrap)
         .collect();
-    assert_eq!(snaps.len(), 1);
-    assert_eq!(snaps[0].status(), Status::NotStarted);
+    assert_eq!(snaps.last().unwrap().status(), Status::Completed);
+    assert!(
+        snaps.iter().any(|p| p.status() == Status::Running),
+        "{snaps:?}"
+    );
+}
+
+/// Subscribed before `start`, the stream sees the whole run: every action Running before
+/// Completed, and the typed updates name each object by path.
+#[tokio::test(start_paused = true)]
+async fn events_watched_before_start_deliver_the_whole_run_typed_by_path() {
+    use coercion::UpdateKind;
+    let fakes = Fakes::new();
+    let ws = Workstream::in_memory(fakes.registry()).await.unwrap();
+    let id = ws
+        .submit(
+            Plan::builder("watched")
+                .block(
+                    Block::builder("web")
+                        .concurrency(2)
+                        .sequences((0..3).map(|h| {
+                            seq(
+                                &format!("host-{h}"),
+                                [
+                                    act("drain", FakeReq::ok()),
+                                    act("restart", FakeReq::fail_times(1)).retries(1),
+                                ],
+                            )
+                        })),
+                )
+                .build(),
+        )
+        .await
+        .unwrap();
+    let mut events = ws.events(id).await.unwrap();
+    // The stream is Unpin: `next` needs no pin.
+    let Some(Event::Snapshot(first)) = events.next().await else {
+        panic!("a snapshot first")
+    };
+    assert_eq!(first.status(), Status::NotStarted);
+    ws.start(id).await.unwrap();
+    let rest = collect(Box::pin(events)).await;
+    let Some(Event::Finished(done)) = rest.last() else {
+        panic!("Finished last: {:?}", rest.last())
+    };
+    assert_eq!(done.status(), Status::Completed);
+
+    let updates: Vec<coercion::Update> = rest
+        .iter()
+        .filter_map(|e| match e {
+            Event::Updated(u) => Some(u.iter().cloned()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    for h in 0..3 {
+        for name in ["drain", "restart"] {
+            let path = format!(
+                "block[0] \"web\" / sequence[{h}] \"host-{h}\" / action[{}] \"{name}\"",
+                if name == "drain" { 0 } else { 1 }
+            );
+            let statuses: Vec<Status> = updates
+                .iter()
+                .filter(|u| u.path.to_string() == path)
+                .filter_map(|u| match &u.what {
+                    UpdateKind::Status(s) => Some(s.status),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(statuses, [Status::Running, Status::Completed], "{path}");
+        }
+        // The retried action: attempt 1 failed with its error, attempt 2 succeeded.
+        let path = format!("block[0] \"web\" / sequence[{h}] \"host-{h}\" / action[1] \"restart\"");
+        let attempts: Vec<&UpdateKind> = updates
+            .iter()
+            .filter(|u| u.path.to_string() == path)
+            .map(|u| &u.what)
+            .filter(|w| !matches!(w, UpdateKind::Status(_)))
+            .collect();
+        assert!(
+            matches!(
+                attempts[..],
+                [
+                    UpdateKind::AttemptStarted { attempt: 1 },
+                    UpdateKind::AttemptFinished {
+                        attempt: 1,
+                        error: Some(_)
+                    },
+                    UpdateKind::AttemptStarted { attempt: 2 },
+                    UpdateKind::AttemptFinished {
+                        attempt: 2,
+                        error: None
+                    },
+                ]
+            ),
+            "{path}: {attempts:?}"
+        );
+    }
+    let plan_updates: Vec<&UpdateKind> = updates
+        .iter()
+        .filter(|u| u.loc == coercion::workflow::Loc::Plan)
+        .map(|u| &u.what)
+        .collect();
+    assert!(
+        matches!(plan_updates.first(), Some(UpdateKind::Status(s)) if s.status == Status::Running),
+        "{plan_updates:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -2279,6 +2391,8 @@ async fn events_end_with_finished_holding_the_final_tree() {
                 }
             }
             Event::Finished(_) => panic!("Finished is the last event only"),
+            // The same changes, typed: tested in `events_watched_before_start_…`.
+            Event::Updated(_) => {}
             other => panic!("an event this test does not know: {other:?}"),
         }
     }

@@ -841,6 +841,12 @@ fn check_run(shape: &PlanShape, ran: &Ran) -> Check {
             Event::Finished(_) => {
                 return Err(TestCaseError::fail("Finished before the end of the stream"));
             }
+            // The typed form of the changes just applied: each names its object's own path.
+            Event::Updated(updates) => {
+                for u in updates.iter() {
+                    prop_assert_eq!(&replay.path(u.loc), &u.path);
+                }
+            }
             other => {
                 return Err(TestCaseError::fail(format!(
                     "an event this test does not know: {other:?}"

@@ -102,7 +102,7 @@ pub use builder::{
 };
 pub use coercion_macros::plugin;
 pub use coercion_macros::{block, plan, sequence};
-pub use engine::Event;
+pub use engine::{Event, Update, UpdateKind};
 pub use plugin::{
     ActionPlugin, CheckPlugin, Context, ErrorContext, InitError, Plugin, PluginError, PluginKind,
     PluginMeta, RetryPolicy, ValidationError,
@@ -116,7 +116,7 @@ pub use workflow::{
     Action, Attempt, Block, Checks, DeferredBatch, Plan, PlanId, Reason, Sequence, State, Status,
     Tolerance, When,
 };
-pub use workstream::{Error, Workstream, WorkstreamBuilder};
+pub use workstream::{Error, EventStream, StatusStream, Workstream, WorkstreamBuilder};
 
 /// The names most programs need: `use coercion::prelude::*;`.
 pub mod prelude {

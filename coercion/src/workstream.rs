@@ -18,6 +18,12 @@ use crate::registry::{InitFailure, Registry};
 use crate::storage::{Chain, Change, ListFilter, MemoryStore, PlanSummary, Store, StoreError};
 use crate::workflow::{Plan, PlanId, Problem, Status, validate_plan};
 
+/// The stream [`Workstream::events`] returns (boxed, so `Unpin`).
+pub type EventStream = std::pin::Pin<Box<dyn Stream<Item = Event> + Send + 'static>>;
+
+/// The stream [`Workstream::status`] returns (boxed, so `Unpin`).
+pub type StatusStream = std::pin::Pin<Box<dyn Stream<Item = Result<Plan, Error>> + Send + 'static>>;
+
 /// What a workstream call can fail with.
 ///
 /// Its `Debug` is its readable text followed by its causes (as `anyhow` prints an error), so
@@ -287,6 +293,7 @@ impl WorkstreamBuilder {
                 runs: Mutex::new(HashMap::new()),
                 interrupted: Mutex::new(HashMap::new()),
                 missing_plugins: Mutex::new(HashMap::new()),
+                watchers: Mutex::new(HashMap::new()),
                 executes: self.executes,
             }),
         };
@@ -302,6 +309,8 @@ struct Inner {
     registry: Arc<Registry>,
     options: EngineOptions,
     runs: Mutex<HashMap<PlanId, Arc<Run>>>,
+    /// The event channels of plans watched before they started here; a run takes its own.
+    watchers: Mutex<HashMap<PlanId, tokio::sync::broadcast::Sender<Event>>>,
     /// Running plans found at start-up that this workstream cannot run: the plugins missing.
     missing_plugins: Mutex<HashMap<PlanId, Vec<String>>>,
     /// Runs of this workstream that did not end normally.
@@ -489,11 +498,14 @@ impl Workstream {
             if runs.contains_key(&id) {
                 return Err(Error::AlreadyStarted(id));
             }
+            // Under the `runs` lock, as `events` registers them: no watcher is missed.
+            let watchers = self.inner.watchers.lock().remove(&id);
             let run = Run::new(
                 plan,
                 self.inner.store.clone(),
                 self.inner.registry.clone(),
                 self.inner.options.clone(),
+                watchers,
             );
             runs.insert(id, run.clone());
             run
@@ -696,15 +708,12 @@ impl Workstream {
         runs.iter().map(|r| r.id).collect()
     }
 
-    /// Snapshots of the plan: the first at once, then one every `interval` while it runs, and
-    /// the final tree last.
-    pub fn status(
-        &self,
-        id: PlanId,
-        interval: Duration,
-    ) -> impl Stream<Item = Result<Plan, Error>> + Send + 'static {
+    /// Snapshots of the plan: the first at once, then one every `interval` until it ends (a plan
+    /// not started yet included: the stream waits for its start, wherever it is started), and
+    /// the final tree last. The stream is `Unpin`: no `pin!` needed.
+    pub fn status(&self, id: PlanId, interval: Duration) -> StatusStream {
         let ws = self.clone();
-        futures_util::stream::unfold(Some(true), move |state| {
+        Box::pin(futures_util::stream::unfold(Some(true), move |state| {
             let ws = ws.clone();
             async move {
                 let first = state?;
@@ -722,57 +731,115 @@ impl Workstream {
                 }
                 match ws.read(id).await {
                     Ok(plan) => {
-                        let more = !plan.state.status.is_terminal()
-                            && plan.state.status != Status::NotStarted
-                            || ws.running(id).is_some();
+                        let more = !plan.state.status.is_terminal() || ws.running(id).is_some();
                         Some((Ok(plan), more.then_some(false)))
                     }
                     Err(e) => Some((Err(e), None)),
                 }
             }
-        })
+        }))
     }
 
     /// Every state change of the plan as it happens, with no polling: a [`Event::Snapshot`]
-    /// first, then [`Event::Changed`] batches, and [`Event::Finished`] with the final tree last.
-    /// For a plan not running here, the stream holds its snapshot, then `Finished` if it ended.
-    pub async fn events(
-        &self,
-        id: PlanId,
-    ) -> Result<impl Stream<Item = Event> + Send + 'static, Error> {
+    /// first, then [`Event::Changed`] batches (each followed by its typed, path-addressed
+    /// [`Event::Updated`]), and [`Event::Finished`] with the final tree last.
+    ///
+    /// A plan submitted but not started yet: its snapshot, then the whole run once it starts in
+    /// this workstream — subscribe before `start` to see every change from the first. A plan
+    /// running in another process: its snapshot only; a finished plan: its snapshot, then
+    /// `Finished`. The stream is `Unpin`: no `pin!` needed.
+    pub async fn events(&self, id: PlanId) -> Result<EventStream, Error> {
         enum State {
             Live(
                 Arc<Run>,
                 tokio::sync::broadcast::Receiver<Event>,
                 Option<Event>,
             ),
+            /// Watching a plan that has not started: its snapshot first, then its run's events.
+            Waiting(
+                Workstream,
+                tokio::sync::broadcast::Receiver<Event>,
+                Option<Event>,
+            ),
             Items(std::vec::IntoIter<Event>),
         }
-        let state = match self.running(id) {
-            Some(run) => {
+        let (running, watching) = {
+            let runs = self.inner.runs.lock();
+            match runs.get(&id) {
+                Some(run) => (Some(run.clone()), None),
+                None => {
+                    // Registered under the `runs` lock, as `launch` takes it: a start that
+                    // comes after this point sends its first change here.
+                    let mut watchers = self.inner.watchers.lock();
+                    watchers.retain(|_, tx| tx.receiver_count() > 0);
+                    let tx = watchers
+                        .entry(id)
+                        .or_insert_with(|| {
+                            tokio::sync::broadcast::channel(crate::engine::EVENT_BUFFER).0
+                        })
+                        .clone();
+                    (None, Some(tx.subscribe()))
+                }
+            }
+        };
+        let state = match (running, watching) {
+            (Some(run), _) => {
                 let rx = run.events.subscribe();
                 let first = Event::Snapshot(Box::new(run.snapshot()));
                 State::Live(run, rx, Some(first))
             }
-            None => {
+            (None, watching) => {
                 let plan = self
                     .inner
                     .store
                     .read(id)
                     .await
                     .map_err(|e| from_store(id, e))?;
-                let mut items = vec![Event::Snapshot(Box::new(plan.clone()))];
-                if plan.state.status.is_terminal() {
-                    items.push(Event::Finished(Box::new(plan)));
+                match (plan.state.status, watching) {
+                    (Status::NotStarted, Some(rx)) => {
+                        State::Waiting(self.clone(), rx, Some(Event::Snapshot(Box::new(plan))))
+                    }
+                    // Started meanwhile (here: its run's events are in `rx`).
+                    (Status::Running, Some(rx)) if self.running(id).is_some() => {
+                        State::Waiting(self.clone(), rx, Some(Event::Snapshot(Box::new(plan))))
+                    }
+                    _ => {
+                        let mut items = vec![Event::Snapshot(Box::new(plan.clone()))];
+                        if plan.state.status.is_terminal() {
+                            items.push(Event::Finished(Box::new(plan)));
+                        }
+                        State::Items(items.into_iter())
+                    }
                 }
-                State::Items(items.into_iter())
             }
         };
-        Ok(futures_util::stream::unfold(
+        Ok(Box::pin(futures_util::stream::unfold(
             Some(state),
-            |state| async move {
+            move |state| async move {
                 match state? {
                     State::Items(mut it) => it.next().map(|e| (e, Some(State::Items(it)))),
+                    State::Waiting(ws, rx, Some(first)) => {
+                        Some((first, Some(State::Waiting(ws, rx, None))))
+                    }
+                    State::Waiting(ws, mut rx, None) => {
+                        // The first event of the run: from then on, follow the run itself.
+                        let event = match rx.recv().await {
+                            Ok(e) => e,
+                            Err(RecvError::Lagged(_)) => match ws.running(id) {
+                                Some(run) => Event::Snapshot(Box::new(run.snapshot())),
+                                None => Event::Snapshot(Box::new(ws.read(id).await.ok()?)),
+                            },
+                            Err(RecvError::Closed) => return None,
+                        };
+                        if matches!(event, Event::Finished(_)) {
+                            return Some((event, None));
+                        }
+                        let next = match ws.running(id) {
+                            Some(run) => State::Live(run, rx, None),
+                            None => State::Waiting(ws, rx, None),
+                        };
+                        Some((event, Some(next)))
+                    }
                     State::Live(run, rx, Some(first)) => {
                         Some((first, Some(State::Live(run, rx, None))))
                     }
@@ -809,7 +876,7 @@ impl Workstream {
                     }
                 }
             },
-        ))
+        )))
     }
 }
 

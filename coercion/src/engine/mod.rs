@@ -21,6 +21,9 @@ use crate::workflow::{Loc, Plan, PlanId, Reason, State, Status, Timestamp};
 
 pub(crate) use plan::run_plan;
 
+/// How many events a subscriber may fall behind before it gets a snapshot instead.
+pub(crate) const EVENT_BUFFER: usize = 4096;
+
 /// Knobs of the engine, set through the workstream builder.
 #[derive(Clone, Debug)]
 pub(crate) struct EngineOptions {
@@ -54,8 +57,95 @@ pub enum Event {
     Snapshot(Box<Plan>),
     /// State changes, just persisted, in order.
     Changed(Arc<[Change]>),
+    /// The same changes as the [`Event::Changed`] just before it, addressed by path and typed:
+    /// what a program that watches a plan usually wants ("action `restart` of `host-3`
+    /// failed"), without decoding storage changes. Heartbeats are left out.
+    Updated(Arc<[Update]>),
     /// The plan finished: its final tree. The last event of a stream.
     Finished(Box<Plan>),
+}
+
+/// One object's change, as [`Event::Updated`] tells it.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Update {
+    /// Where the object is, by names: `block[0] "web" / sequence[2] "host-3" / action[1] "restart"`.
+    pub path: crate::workflow::ObjectPath,
+    /// Where the object is, by indices.
+    pub loc: Loc,
+    /// What changed.
+    pub what: UpdateKind,
+}
+
+/// What changed in an [`Update`].
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum UpdateKind {
+    /// The object's status is now this (with its start and end times).
+    Status(State),
+    /// Attempt `attempt` (1-based) of an action started.
+    AttemptStarted {
+        /// The attempt's number, from 1.
+        attempt: u32,
+    },
+    /// Attempt `attempt` (1-based) of an action ended, with its error if it failed.
+    AttemptFinished {
+        /// The attempt's number, from 1.
+        attempt: u32,
+        /// The plugin's error, when the attempt failed.
+        error: Option<crate::plugin::PluginError>,
+    },
+    /// An action starts over (a continuous check that runs again).
+    Reset,
+    /// The plan's failure reason is now this.
+    Reason(Reason),
+    /// The plan was paused (`true`) or resumed.
+    Paused(bool),
+}
+
+impl Update {
+    /// The typed form of `changes` against `plan` (for the paths); heartbeats are left out.
+    pub(crate) fn from_changes(plan: &Plan, changes: &[Change]) -> Vec<Update> {
+        use crate::workflow::Outcome;
+        changes
+            .iter()
+            .filter_map(|c| {
+                let (loc, what) = match c {
+                    Change::State { loc, state, .. } => (*loc, UpdateKind::Status(*state)),
+                    Change::Attempt {
+                        loc,
+                        index,
+                        attempt,
+                        ..
+                    } => {
+                        let number = index.saturating_add(1);
+                        let what = if attempt.end.is_none() {
+                            UpdateKind::AttemptStarted { attempt: number }
+                        } else {
+                            let error = match &attempt.outcome {
+                                Some(Outcome::Error(e)) => Some((**e).clone()),
+                                _ => None,
+                            };
+                            UpdateKind::AttemptFinished {
+                                attempt: number,
+                                error,
+                            }
+                        };
+                        (*loc, what)
+                    }
+                    Change::Reset { loc, .. } => (*loc, UpdateKind::Reset),
+                    Change::Reason(r) => (Loc::Plan, UpdateKind::Reason(*r)),
+                    Change::Paused(p) => (Loc::Plan, UpdateKind::Paused(*p)),
+                    Change::Heartbeat(_) => return None,
+                };
+                Some(Update {
+                    path: plan.path(loc),
+                    loc,
+                    what,
+                })
+            })
+            .collect()
+    }
 }
 
 /// How a run ended, when it did not end normally.
@@ -105,8 +195,10 @@ impl Run {
         store: Arc<dyn Store>,
         registry: Arc<Registry>,
         options: EngineOptions,
+        events: Option<broadcast::Sender<Event>>,
     ) -> Arc<Run> {
-        let (events, _) = broadcast::channel(4096);
+        // Subscribers that came before the run (watching a plan not started yet) keep theirs.
+        let events = events.unwrap_or_else(|| broadcast::channel(EVENT_BUFFER).0);
         let paused = plan.paused;
         Arc::new(Run {
             id: plan.id,
@@ -162,7 +254,11 @@ impl Run {
             }
         }
         if self.events.receiver_count() > 0 {
+            let updates = Update::from_changes(&self.plan.lock(), &changes);
             let _ = self.events.send(Event::Changed(changes.into()));
+            if !updates.is_empty() {
+                let _ = self.events.send(Event::Updated(updates.into()));
+            }
         }
         Ok(())
     }
