@@ -102,6 +102,7 @@ pub use builder::{
 };
 pub use coercion_macros::plugin;
 pub use coercion_macros::{block, plan, sequence};
+pub use engine::watchdog::BlockedAction;
 pub use engine::{Event, Update, UpdateKind};
 pub use plugin::{
     ActionPlugin, CheckPlugin, Context, ErrorContext, InitError, Plugin, PluginError, PluginKind,

@@ -229,6 +229,15 @@ impl WorkstreamBuilder {
         self
     }
 
+    /// How long one poll of a plugin may last before it counts as blocking its thread (default
+    /// 2 s; the smallest value any workstream of the process sets applies). A watchdog thread
+    /// logs such an action once, the plan's heartbeat stops renewing while it blocks, and
+    /// [`Workstream::blocked_actions`] lists it.
+    pub fn blocking_threshold(mut self, threshold: Duration) -> Self {
+        self.options.blocking_threshold = threshold;
+        self
+    }
+
     /// The key that encrypts `Secret` request fields at rest. Configure the same key on every
     /// workstream that may resume a plan; without one, secrets are encrypted with a key that
     /// lives as long as the process, so an action that needs a secret after a restart fails.
@@ -278,6 +287,7 @@ impl WorkstreamBuilder {
             })?,
         };
         registry.init_all()?;
+        crate::engine::watchdog::start(self.options.blocking_threshold);
         let store: Arc<dyn Store> = match (self.store, self.sqlite_path) {
             (Some(store), _) => store,
             (None, path) => {
@@ -601,6 +611,18 @@ impl Workstream {
             .collect();
         plans.sort();
         plans
+    }
+
+    /// The actions of plans running here whose plugin has been stuck in one poll longer than
+    /// the [blocking threshold](WorkstreamBuilder::blocking_threshold): synchronous work on the
+    /// async runtime (blocking I/O, a busy loop), which holds up timers, stops and heartbeats.
+    /// Longest first.
+    pub fn blocked_actions(&self) -> Vec<crate::engine::watchdog::BlockedAction> {
+        let runs: Vec<PlanId> = self.inner.runs.lock().keys().copied().collect();
+        crate::engine::watchdog::blocked_actions(None)
+            .into_iter()
+            .filter(|b| runs.contains(&b.plan))
+            .collect()
     }
 
     fn running(&self, id: PlanId) -> Option<Arc<Run>> {

@@ -260,7 +260,13 @@ async fn attempt_once(
     request: &crate::workflow::Json,
 ) -> (Result<crate::workflow::Json, PluginError>, bool) {
     let timeout = ctx.deadline.saturating_duration_since(Instant::now());
-    let fut = AssertUnwindSafe(plugin.execute_json(ctx, request)).catch_unwind();
+    let fut = super::watchdog::Watched::new(
+        AssertUnwindSafe(plugin.execute_json(ctx, request)).catch_unwind(),
+        run.id,
+        ctx.loc,
+        ctx.paths.clone().expect("the engine's attempts name their paths"),
+        plugin.name(),
+    );
     tokio::pin!(fut);
     let deadline = tokio::time::sleep_until(ctx.deadline);
     tokio::pin!(deadline);

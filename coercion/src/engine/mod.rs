@@ -6,6 +6,7 @@ mod action;
 mod block;
 mod checks;
 mod plan;
+pub(crate) mod watchdog;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,6 +36,9 @@ pub(crate) struct EngineOptions {
     pub store_retries: u32,
     /// The keys secrets in requests are decrypted with.
     pub keys: Arc<crate::secret::KeyRing>,
+    /// How long one poll of a plugin may last before the watchdog reports it as blocking its
+    /// thread (and the plan's heartbeat stops renewing).
+    pub blocking_threshold: Duration,
 }
 
 impl Default for EngineOptions {
@@ -44,6 +48,7 @@ impl Default for EngineOptions {
             heartbeat_interval: Duration::from_secs(5),
             store_retries: 8,
             keys: Arc::new(crate::secret::KeyRing::new(None)),
+            blocking_threshold: watchdog::DEFAULT_THRESHOLD,
         }
     }
 }

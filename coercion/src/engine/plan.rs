@@ -116,6 +116,12 @@ fn spawn_heartbeat(run: &Arc<Run>) -> tokio::task::JoinHandle<()> {
         tick.tick().await;
         loop {
             tick.tick().await;
+            // A plugin blocking its thread holds the plan up: the heartbeat says so by not
+            // renewing (another worker of a shared store may take the plan over).
+            if let Some(blocked) = super::watchdog::blocked_actions(Some(run.id)).first() {
+                tracing::warn!(plan = %run.id, "not renewing the heartbeat: {blocked}");
+                continue;
+            }
             if run.commit(vec![Change::Heartbeat(now())]).await.is_err() {
                 return;
             }
