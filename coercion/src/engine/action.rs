@@ -264,7 +264,9 @@ async fn attempt_once(
         AssertUnwindSafe(plugin.execute_json(ctx, request)).catch_unwind(),
         run.id,
         ctx.loc,
-        ctx.paths.clone().expect("the engine's attempts name their paths"),
+        ctx.paths
+            .clone()
+            .expect("the engine's attempts name their paths"),
         plugin.name(),
     );
     tokio::pin!(fut);

@@ -68,6 +68,7 @@ pub struct SqliteOptions {
     max_group: usize,
     read_connections: usize,
     folding: Folding,
+    checkpoint_every: Option<Duration>,
     /// Tests: a page limit, to make the database "full".
     #[cfg(test)]
     max_page_count: Option<u32>,
@@ -85,6 +86,7 @@ impl Default for SqliteOptions {
                 idle: Some(Duration::from_millis(20)),
                 on_close: true,
             },
+            checkpoint_every: Some(Duration::from_secs(2)),
             #[cfg(test)]
             max_page_count: None,
         }
@@ -129,6 +131,16 @@ impl SqliteOptions {
     /// `None`: only at the limit and when the store closes).
     pub fn fold_when_idle(mut self, after: Option<Duration>) -> Self {
         self.folding.idle = after;
+        self
+    }
+
+    /// How often, while writes come in, the writer copies committed changes from the WAL into
+    /// the database file (a passive checkpoint: it never waits for readers), so that the file
+    /// alone lags by seconds (default 2 s; `None`: only SQLite's automatic checkpoint every
+    /// 10,000 pages and the one at close). For a consistent copy while plans run, use
+    /// SQLite's online backup instead of copying the file.
+    pub fn checkpoint_every(mut self, every: Option<Duration>) -> Self {
+        self.checkpoint_every = every.map(|d| d.min(crate::workflow::MAX_DURATION));
         self
     }
 
@@ -319,6 +331,8 @@ impl SqliteStore {
             cache: Default::default(),
             journal: RefCell::new(Journal::unknown()),
             folding: options.folding,
+            checkpoint_every: options.checkpoint_every,
+            checkpointed: std::cell::Cell::new((std::time::Instant::now(), false)),
         };
         let thread = std::thread::Builder::new()
             .name("coercion-sqlite-writer".to_owned())

@@ -899,3 +899,23 @@ async fn a_closed_store_is_one_file_with_everything_in_it() {
     let store = SqliteStore::open_read_only(&copy).unwrap();
     assert_eq!(store.read(plan.id).await.unwrap(), plan);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_the_file_alone_lags_an_open_store_by_seconds() {
+    let dir = TempDir::new("checkpoint");
+    let plan = crate::storage::contract::sample_run("checkpoint");
+    let store = SqliteStore::open_with(
+        dir.db(),
+        SqliteOptions::default().checkpoint_every(Some(Duration::from_millis(200))),
+    )
+    .unwrap();
+    store.create(&plan).await.unwrap();
+    // The store stays open (plans are running): SQLite alone would checkpoint only after
+    // 10,000 pages.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let copy = dir.0.join("copy.db");
+    std::fs::copy(dir.db(), &copy).unwrap();
+    let read = SqliteStore::open_read_only(&copy).unwrap();
+    assert_eq!(read.read(plan.id).await.unwrap(), plan);
+    drop(store);
+}

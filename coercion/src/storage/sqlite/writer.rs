@@ -165,6 +165,12 @@ pub(super) struct Writer {
     pub cache: RefCell<Cache>,
     pub journal: RefCell<Journal>,
     pub folding: Folding,
+    /// How often committed changes are copied from the WAL into the database file (a passive
+    /// checkpoint), so that a copy of the file alone lags by seconds; `None`: only SQLite's
+    /// automatic checkpoint (every 10,000 pages) and the one at close.
+    pub checkpoint_every: Option<Duration>,
+    /// When the last checkpoint ran, and whether anything was committed since.
+    pub checkpointed: std::cell::Cell<(Instant, bool)>,
 }
 
 /// When the writer folds journals into the tables.
@@ -362,7 +368,11 @@ impl Writer {
         self.recount();
         let mut group = Vec::with_capacity(self.max_group);
         loop {
-            let first = match self.idle_wait() {
+            let wait = match (self.idle_wait(), self.checkpoint_wait()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let first = match wait {
                 None => match requests.recv() {
                     Ok(r) => r,
                     Err(_) => break,
@@ -370,7 +380,10 @@ impl Writer {
                 Some(wait) => match requests.recv_timeout(wait) {
                     Ok(r) => r,
                     Err(RecvTimeoutError::Timeout) => {
-                        self.fold_chunk(None, IDLE_FOLD_CHUNK);
+                        if self.idle_wait().is_some_and(|w| w.is_zero() || w <= wait) {
+                            self.fold_chunk(None, IDLE_FOLD_CHUNK);
+                        }
+                        self.checkpoint_if_due();
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -398,6 +411,9 @@ impl Writer {
             }
             self.commit_group(&mut group);
             self.fold_over_limit();
+            let (last, _) = self.checkpointed.get();
+            self.checkpointed.set((last, true));
+            self.checkpoint_if_due();
         }
         if self.folding.on_close {
             self.fold_all();
@@ -407,6 +423,32 @@ impl Writer {
             drop(syncer.queue);
             let _ = syncer.thread.join();
         }
+    }
+
+    /// How long until the next checkpoint is due, if anything was committed since the last.
+    fn checkpoint_wait(&self) -> Option<Duration> {
+        let every = self.checkpoint_every?;
+        let (last, dirty) = self.checkpointed.get();
+        dirty.then(|| every.saturating_sub(last.elapsed()))
+    }
+
+    /// Copies what the WAL holds into the database file, without waiting for readers (a
+    /// passive checkpoint), when one is due. A checkpoint at `synchronous = NORMAL` syncs the
+    /// WAL first and the database file after, so it never makes the file hold more than is
+    /// durable. A failure is logged; the next one tries again.
+    fn checkpoint_if_due(&self) {
+        if !self.checkpoint_wait().is_some_and(|w| w.is_zero()) || self.sync_failed() {
+            return;
+        }
+        let result = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                row.get::<_, i64>(0)
+            });
+        if let Err(e) = result {
+            tracing::debug!(store = %self.store, error = %e, "periodic WAL checkpoint failed; trying again later");
+        }
+        self.checkpointed.set((Instant::now(), false));
     }
 
     /// How long to wait for a write before folding, if there is anything to fold.
