@@ -431,6 +431,56 @@ impl SqliteStore {
         .await
     }
 
+    /// Writes a consistent copy of the store to the new file `dest` while plans may be running
+    /// (SQLite's `VACUUM INTO`: one read transaction, so the copy is the store as of one
+    /// moment, with no WAL beside it, compacted). The copy opens like any store file. Fails
+    /// if `dest` exists (nothing is overwritten) or cannot be written; a failed copy is
+    /// removed.
+    pub async fn backup(&self, dest: impl AsRef<Path>) -> Result<(), StoreError> {
+        let dest = std::path::absolute(dest.as_ref()).map_err(|e| {
+            StoreError::permanent(format!(
+                "{}: backup to {}: cannot resolve the path",
+                self.inner.store,
+                dest.as_ref().display()
+            ))
+            .caused_by(e)
+        })?;
+        let Some(dest_text) = dest.to_str().map(str::to_owned) else {
+            return Err(StoreError::permanent(format!(
+                "{}: backup to {}: the path is not valid UTF-8",
+                self.inner.store,
+                dest.display()
+            )));
+        };
+        // Created here, empty and new (SQLite fills an empty file): an existing file is never
+        // touched, and a failed copy removes only what it created.
+        if let Err(e) = std::fs::File::create_new(&dest) {
+            let why = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                "the file exists; choose a new file (nothing was overwritten)"
+            } else {
+                "cannot create the file"
+            };
+            return Err(StoreError::permanent(format!(
+                "{}: backup to {dest_text}: {why}",
+                self.inner.store
+            ))
+            .caused_by(e));
+        }
+        let readers = self.inner.readers.clone();
+        let store = self.inner.store.clone();
+        blocking(&self.inner.store, move || {
+            readers.with(|conn| {
+                conn.execute("VACUUM INTO ?1", [&dest_text])
+                    .map(|_| ())
+                    .map_err(|e| {
+                        let _ = std::fs::remove_file(&dest_text);
+                        codec::sql_error(&store, &format!("backup to {dest_text}"), e)
+                    })
+            })
+        })
+        .await
+    }
+
     /// Queues a write now (so writes run in call order) and returns a future of its result.
     fn enqueue(
         &self,

@@ -919,3 +919,56 @@ async fn a_copy_of_the_file_alone_lags_an_open_store_by_seconds() {
     assert_eq!(read.read(plan.id).await.unwrap(), plan);
     drop(store);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_writes_go_on_is_a_consistent_store() {
+    let dir = TempDir::new("backup");
+    let store = SqliteStore::open(dir.db()).unwrap();
+    let plans: Vec<_> = (0..20)
+        .map(|i| crate::storage::contract::sample_run(&format!("backup-{i}")))
+        .collect();
+    let writer = {
+        let store = store.clone();
+        let plans = plans.clone();
+        tokio::spawn(async move {
+            for plan in &plans {
+                store.create(plan).await.unwrap();
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let copy = dir.0.join("backup.db");
+    store.backup(&copy).await.unwrap();
+    writer.await.unwrap();
+
+    let backup = SqliteStore::open_read_only(&copy).unwrap();
+    backup.integrity_check().await.unwrap();
+    // A moment of the store: a prefix of the plans created, each whole.
+    let listed = backup.list(&Default::default()).await.unwrap();
+    for summary in &listed {
+        let plan = plans.iter().find(|p| p.id == summary.id).unwrap();
+        assert_eq!(&backup.read(plan.id).await.unwrap(), plan);
+    }
+    assert!(
+        !std::fs::exists(super::sidecar(&copy, "-wal")).unwrap(),
+        "no WAL beside the copy"
+    );
+
+    // An existing file is never overwritten; a path that cannot be written is named.
+    let before = std::fs::read(&copy).unwrap();
+    let err = store.backup(&copy).await.unwrap_err().to_string();
+    assert!(
+        err.contains("the file exists") && err.contains("backup.db"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&copy).unwrap(), before);
+    let err = store
+        .backup(dir.0.join("no/such/dir/b.db"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no/such/dir/b.db") && err.contains("cannot create"),
+        "{err}"
+    );
+}
