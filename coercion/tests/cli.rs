@@ -966,7 +966,7 @@ async fn the_list_page_and_command_show_fifty_plans_a_page() {
         .await
         .unwrap();
     assert_eq!(first.matches("<tr data-plan=").count(), 50);
-    assert!(first.contains(">plan 50</a>") && !first.contains(">plan 0</a>"));
+    assert!(first.contains(">plan 50</bdi></a>") && !first.contains(">plan 0</bdi></a>"));
     assert!(
         first.contains("href=\"/?page=1&amp;name=plan\""),
         "a link to the next page keeps the filter"
@@ -982,7 +982,7 @@ async fn the_list_page_and_command_show_fifty_plans_a_page() {
         .unwrap();
     assert_eq!(second.matches("<tr data-plan=").count(), 1);
     assert!(
-        second.contains(">plan 0</a>")
+        second.contains(">plan 0</bdi></a>")
             && second.contains("Newer")
             && !second.contains("Older")
     );
