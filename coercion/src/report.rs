@@ -56,7 +56,7 @@ impl fmt::Display for Failure {
 ///
 /// Bypass checks are left out: a failing bypass check only means "do not skip this", not a
 /// failure. See [`Plan::failure_counts`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
 #[non_exhaustive]
 pub struct FailureCounts {
     /// Every sequence of the plan.

@@ -206,6 +206,13 @@ fn show_prints_the_tree_with_statuses_durations_attempts_and_errors() {
             && tolerated.contains(&format!("        error: {TOLERATED_TAG}: ")),
         "{tolerated}"
     );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&f.db, &["show", "--json", &f.tolerated.to_string()])).unwrap();
+    assert_eq!(json["status"], "Completed");
+    assert_eq!(json["status_label"], "Completed with 1 failed");
+    assert_eq!(json["failure_counts"]["sequences"], 3);
+    assert_eq!(json["failure_counts"]["failed_sequences"], 1);
+    assert_eq!(json["failure_counts"]["failed_actions"], 1);
     let coloured = ok(
         &f.db,
         &["--color", "always", "show", &f.tolerated.to_string()],
