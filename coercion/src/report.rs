@@ -1,4 +1,5 @@
-//! What failed and where: [`Plan::failures`] and the human failure report.
+//! What failed and where: [`Plan::failures`], the counts every face shows
+//! ([`Plan::failure_counts`], [`Plan::status_label`]) and the human failure report.
 //!
 //! ```
 //! # use coercion::prelude::*;
@@ -19,7 +20,7 @@ use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use crate::plugin::PluginError;
-use crate::workflow::{Loc, ObjectPath, ObjectRef, Plan, Status};
+use crate::workflow::{CheckSlot, Loc, ObjectPath, ObjectRef, Parent, Plan, Status};
 
 /// A failed or stopped object of a finished plan.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,7 +49,119 @@ impl fmt::Display for Failure {
     }
 }
 
+/// How many sequences and actions of a plan failed or were stopped: the one definition the
+/// CLI, the web UI, the HTML report and the failure report use to say that a plan
+/// *completed with failures* (sequences that failed within their block's tolerance, or a
+/// deferred batch that does not fail the plan).
+///
+/// Bypass checks are left out: a failing bypass check only means "do not skip this", not a
+/// failure. See [`Plan::failure_counts`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[non_exhaustive]
+pub struct FailureCounts {
+    /// Every sequence of the plan.
+    pub sequences: usize,
+    /// Sequences that failed.
+    pub failed_sequences: usize,
+    /// Sequences that were stopped.
+    pub stopped_sequences: usize,
+    /// Actions that failed (checks and deferred batches included, bypass checks excluded).
+    pub failed_actions: usize,
+    /// Actions that were stopped (bypass checks excluded).
+    pub stopped_actions: usize,
+}
+
+impl FailureCounts {
+    /// Whether any sequence or action failed or was stopped.
+    pub fn has_failures(&self) -> bool {
+        self.failed_sequences + self.stopped_sequences + self.failed_actions + self.stopped_actions
+            > 0
+    }
+}
+
+/// Whether the object at `loc` is a bypass check section or one of its actions.
+fn is_bypass(loc: Loc) -> bool {
+    matches!(
+        loc,
+        Loc::Checks {
+            slot: CheckSlot::Bypass,
+            ..
+        } | Loc::Action {
+            parent: Parent::Checks {
+                slot: CheckSlot::Bypass,
+                ..
+            },
+            ..
+        }
+    )
+}
+
 impl Plan {
+    /// The plan's failed and stopped sequences and actions, counted (see [`FailureCounts`]).
+    ///
+    /// ```
+    /// # use coercion::prelude::*;
+    /// # use coercion::testing::*;
+    /// let fakes = Fakes::new();
+    /// let plan = Plan::builder("deploy")
+    ///     .block(Block::builder("web").tolerated_failures(1).sequences((1..=3).map(|i| {
+    ///         let req = if i == 2 { FakeReq::fail_permanently().tag("disk full") } else { FakeReq::ok() };
+    ///         Sequence::builder(format!("web-{i}")).action(ActionSpec::new::<FakeAction>("copy", req))
+    ///     })))
+    ///     .build();
+    /// let done = run_paused(fakes.registry(), plan).unwrap();
+    /// assert_eq!(done.status(), Status::Completed);
+    /// let counts = done.failure_counts();
+    /// assert_eq!((counts.sequences, counts.failed_sequences, counts.failed_actions), (3, 1, 1));
+    /// assert!(counts.has_failures() && done.is_completed_with_failures());
+    /// assert_eq!(done.status_label(), "Completed with 1 failed");
+    /// ```
+    pub fn failure_counts(&self) -> FailureCounts {
+        let mut c = FailureCounts::default();
+        for (loc, obj) in self.walk() {
+            if is_bypass(loc) {
+                continue;
+            }
+            match obj {
+                ObjectRef::Sequence(s) => {
+                    c.sequences += 1;
+                    match s.status() {
+                        Status::Failed => c.failed_sequences += 1,
+                        Status::Stopped => c.stopped_sequences += 1,
+                        _ => {}
+                    }
+                }
+                ObjectRef::Action(a) => match a.status() {
+                    Status::Failed => c.failed_actions += 1,
+                    Status::Stopped => c.stopped_actions += 1,
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        c
+    }
+
+    /// Whether the plan completed although some of its sequences or actions failed (within
+    /// the tolerance of their block, or in a deferred batch that does not fail the plan).
+    pub fn is_completed_with_failures(&self) -> bool {
+        self.status() == Status::Completed && self.failure_counts().has_failures()
+    }
+
+    /// The plan's status in the words every face shows: `Completed with 2 failed` (the
+    /// number of failed actions, one per failed sequence) for a plan that
+    /// [completed with failures](Plan::is_completed_with_failures), otherwise the status
+    /// itself (`Completed`, `Failed`, …).
+    pub fn status_label(&self) -> String {
+        if self.status() == Status::Completed {
+            let c = self.failure_counts();
+            if c.has_failures() {
+                return completed_with_failures(&c);
+            }
+        }
+        self.status().as_str().to_owned()
+    }
+
     /// Every failed or stopped object (the plan itself excluded), in walk order, each with its
     /// path and, for actions, the last plugin error — the exact cause of a failure.
     pub fn failures(&self) -> Vec<Failure> {
@@ -118,33 +231,38 @@ fn fmt_duration(d: Option<Duration>) -> String {
         .unwrap_or_default()
 }
 
+/// `Completed with 2 failed`: the one wording of a plan that completed with failures.
+fn completed_with_failures(c: &FailureCounts) -> String {
+    // A plan could complete with only stopped actions; it still says how many did not succeed.
+    let n = if c.failed_actions > 0 {
+        c.failed_actions
+    } else {
+        c.failed_sequences + c.stopped_sequences + c.stopped_actions
+    };
+    format!("Completed with {n} failed")
+}
+
 fn summary(plan: &Plan) -> String {
-    let mut seqs = (0, 0, 0);
-    let mut actions_failed = 0;
-    for (_, obj) in plan.walk() {
-        match obj {
-            ObjectRef::Sequence(s) => {
-                seqs.0 += 1;
-                match s.status() {
-                    Status::Failed => seqs.1 += 1,
-                    Status::Stopped => seqs.2 += 1,
-                    _ => {}
-                }
-            }
-            ObjectRef::Action(a) if a.status() == Status::Failed => actions_failed += 1,
-            _ => {}
-        }
-    }
-    let mut line = format!("plan {:?} ({}) {}", plan.name(), plan.id(), plan.status());
+    let c = plan.failure_counts();
+    let mut line = format!(
+        "plan {:?} ({}) {}",
+        plan.name(),
+        plan.id(),
+        plan.status_label()
+    );
     if plan.reason() != crate::workflow::Reason::None {
         let _ = write!(line, " (reason: {})", plan.reason());
     }
     line.push_str(&fmt_duration(plan.state().duration()));
-    let _ = write!(line, ": {} of {} sequences failed", seqs.1, seqs.0);
-    if seqs.2 > 0 {
-        let _ = write!(line, ", {} stopped", seqs.2);
+    let _ = write!(
+        line,
+        ": {} of {} sequences failed",
+        c.failed_sequences, c.sequences
+    );
+    if c.stopped_sequences > 0 {
+        let _ = write!(line, ", {} stopped", c.stopped_sequences);
     }
-    let _ = write!(line, ", {actions_failed} action(s) failed");
+    let _ = write!(line, ", {} action(s) failed", c.failed_actions);
     line
 }
 
@@ -194,5 +312,119 @@ impl fmt::Display for Plan {
     /// The failure report (see [`Plan::failure_report`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.failure_report())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builder::{ActionSpec, CheckSpec};
+    use crate::testing::{FakeAction, FakeCheck, FakeReq, Fakes, run_paused};
+    use crate::workflow::{Block, Checks, DeferredBatch, Sequence, When};
+
+    fn act(name: &str, req: FakeReq) -> ActionSpec {
+        ActionSpec::new::<FakeAction>(name, req.tag(name))
+    }
+
+    /// A block of `hosts` sequences tolerating `tolerated` failures; `failing` hosts fail.
+    fn fleet(hosts: usize, failing: &[usize], tolerated: u32) -> crate::builder::BlockBuilder {
+        Block::builder("web")
+            .tolerated_failures(tolerated)
+            .sequences((1..=hosts).map(|i| {
+                let req = if failing.contains(&i) {
+                    FakeReq::fail_permanently()
+                } else {
+                    FakeReq::ok()
+                };
+                Sequence::builder(format!("web-{i}"))
+                    .action(act("copy", FakeReq::ok()))
+                    .action(act("restart", req))
+            }))
+    }
+
+    fn run(plan: crate::builder::PlanBuilder) -> Plan {
+        run_paused(Fakes::new().registry(), plan.build()).expect("the plan runs")
+    }
+
+    #[test]
+    fn tolerated_failures_are_counted_and_named_completed_with_failures() {
+        let done = run(Plan::builder("deploy").block(fleet(5, &[2, 4], 2)));
+        assert_eq!(done.status(), Status::Completed);
+        let c = done.failure_counts();
+        assert_eq!(
+            (c.sequences, c.failed_sequences, c.stopped_sequences),
+            (5, 2, 0)
+        );
+        assert_eq!((c.failed_actions, c.stopped_actions), (2, 0));
+        assert!(c.has_failures());
+        assert!(done.is_completed_with_failures());
+        assert_eq!(done.status_label(), "Completed with 2 failed");
+        let report = done.failure_report();
+        let first = report.lines().next().unwrap();
+        assert!(
+            first.starts_with(&format!(
+                "plan \"deploy\" ({}) Completed with 2 failed in ",
+                done.id()
+            )) && first.ends_with(": 2 of 5 sequences failed, 2 action(s) failed"),
+            "{report}"
+        );
+        assert!(
+            report.contains("error: restart: "),
+            "the tree of failures follows: {report}"
+        );
+    }
+
+    #[test]
+    fn a_clean_plan_has_no_failures_and_its_label_is_its_status() {
+        let done = run(Plan::builder("deploy").block(fleet(3, &[], 0)));
+        let c = done.failure_counts();
+        assert_eq!(
+            c,
+            FailureCounts {
+                sequences: 3,
+                ..FailureCounts::default()
+            }
+        );
+        assert!(!c.has_failures() && !done.is_completed_with_failures());
+        assert_eq!(done.status_label(), "Completed");
+    }
+
+    #[test]
+    fn a_failed_plan_is_labelled_failed_whatever_its_counts() {
+        let done = run(Plan::builder("deploy").block(fleet(3, &[1, 2], 1)));
+        assert_eq!(done.status(), Status::Failed);
+        assert!(done.failure_counts().has_failures());
+        assert!(!done.is_completed_with_failures());
+        assert_eq!(done.status_label(), "Failed");
+    }
+
+    #[test]
+    fn a_failing_bypass_check_is_not_a_failure() {
+        let done = run(Plan::builder("deploy")
+            .bypass_checks(Checks::builder().action(CheckSpec::new::<FakeCheck>(
+                "already deployed?",
+                FakeReq::fail_permanently(),
+            )))
+            .block(fleet(2, &[], 0)));
+        assert_eq!(done.status(), Status::Completed);
+        assert!(
+            !done.failures().is_empty(),
+            "the bypass check's failure is in the tree"
+        );
+        assert!(!done.failure_counts().has_failures());
+        assert_eq!(done.status_label(), "Completed");
+    }
+
+    #[test]
+    fn a_deferred_batch_that_does_not_fail_the_plan_still_counts() {
+        let done = run(Plan::builder("deploy").block(fleet(2, &[], 0)).deferred(
+            DeferredBatch::builder("notify", When::Always)
+                .fail_plan(false)
+                .action(act("post to chat", FakeReq::fail_permanently())),
+        ));
+        assert_eq!(done.status(), Status::Completed);
+        let c = done.failure_counts();
+        assert_eq!((c.failed_sequences, c.failed_actions), (0, 1));
+        assert_eq!(done.status_label(), "Completed with 1 failed");
     }
 }

@@ -26,7 +26,7 @@ fn list_shows_every_plan_newest_first_and_filters() {
         lines[0].starts_with("ID") && lines[0].contains("STATUS"),
         "a header first: {out}"
     );
-    assert_eq!(lines.len(), 4, "a header and three plans: {out}");
+    assert_eq!(lines.len(), 5, "a header and four plans: {out}");
     // Newest first: the hostile plan ran last.
     assert!(lines[1].starts_with(&f.hostile.to_string()), "{out}");
     assert!(
@@ -35,6 +35,21 @@ fn list_shows_every_plan_newest_first_and_filters() {
             && lines[2].contains("migrate db")
     );
     assert!(lines[3].starts_with(&f.completed.to_string()) && lines[3].contains("Completed"));
+    assert!(
+        !lines[3].contains("with"),
+        "a plan without failures is just Completed: {}",
+        lines[3]
+    );
+    // The plan that completed with a tolerated failure says so, with the count.
+    assert!(
+        lines[4].starts_with(&f.tolerated.to_string())
+            && lines[4].contains("  Completed with 1 failed  ")
+            && lines[4].ends_with("rollout api"),
+        "{out}"
+    );
+    // The columns stay aligned around the longer status.
+    let name_column = |l: &str| l.find("deploy web").or_else(|| l.find("rollout api"));
+    assert_eq!(name_column(lines[3]), name_column(lines[4]), "{out}");
     assert!(
         lines[2].contains("(Block)"),
         "the failure reason is shown: {}",
@@ -46,7 +61,7 @@ fn list_shows_every_plan_newest_first_and_filters() {
     assert!(!failed.contains("deploy web"));
 
     let both = ok(&f.db, &["list", "--status", "Completed,Failed"]);
-    assert_eq!(both.lines().count(), 4, "{both}");
+    assert_eq!(both.lines().count(), 5, "{both}");
 
     let named = ok(&f.db, &["list", "--name", "deploy"]);
     assert_eq!(named.lines().count(), 2, "{named}");
@@ -67,8 +82,15 @@ fn list_shows_every_plan_newest_first_and_filters() {
     );
     let page3 = ok(&f.db, &["list", "--limit", "1", "--offset", "2"]);
     assert!(
-        page3.contains(&f.completed.to_string()) && !page3.contains("--offset"),
+        page3.contains(&f.completed.to_string()) && page3.contains("--offset 3"),
         "{page3}"
+    );
+    let page4 = ok(&f.db, &["list", "--limit", "1", "--offset", "3"]);
+    assert!(
+        page4.contains(&f.tolerated.to_string())
+            && page4.contains("Completed with 1 failed")
+            && !page4.contains("--offset"),
+        "{page4}"
     );
 
     let json: serde_json::Value = serde_json::from_str(&ok(&f.db, &["list", "--json"])).unwrap();
@@ -83,7 +105,8 @@ fn list_shows_every_plan_newest_first_and_filters() {
         [
             f.hostile.to_string(),
             f.failed.to_string(),
-            f.completed.to_string()
+            f.completed.to_string(),
+            f.tolerated.to_string()
         ]
     );
 
@@ -168,6 +191,42 @@ fn show_prints_the_tree_with_statuses_durations_attempts_and_errors() {
             .starts_with(FAILED_TAG)
     );
 
+    // A plan that completed with a tolerated failure says so on its first line, and the
+    // failed action's error is under it.
+    let tolerated = ok(&f.db, &["show", &f.tolerated.to_string()]);
+    assert!(
+        tolerated.starts_with(&format!(
+            "plan \"rollout api\" {}  Completed with 1 failed  ",
+            f.tolerated
+        )),
+        "{tolerated}"
+    );
+    assert!(
+        tolerated.contains("    sequence[1] \"api-2\": Failed")
+            && tolerated.contains(&format!("        error: {TOLERATED_TAG}: ")),
+        "{tolerated}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&f.db, &["show", "--json", &f.tolerated.to_string()])).unwrap();
+    assert_eq!(json["status"], "Completed");
+    assert_eq!(json["status_label"], "Completed with 1 failed");
+    assert_eq!(json["failure_counts"]["sequences"], 3);
+    assert_eq!(json["failure_counts"]["failed_sequences"], 1);
+    assert_eq!(json["failure_counts"]["failed_actions"], 1);
+    let coloured = ok(
+        &f.db,
+        &["--color", "always", "show", &f.tolerated.to_string()],
+    );
+    assert!(
+        coloured.contains("\u{1b}[33mCompleted with 1 failed"),
+        "amber (yellow), not green: {coloured:?}"
+    );
+    let plain = ok(&f.db, &["show", &f.completed.to_string()]);
+    assert!(
+        plain.starts_with(&format!("plan \"deploy web\" {}  Completed  ", f.completed)),
+        "{plain}"
+    );
+
     // Control characters in names cannot reach the terminal raw.
     let hostile = ok(&f.db, &["show", &f.hostile.to_string()]);
     assert!(
@@ -184,7 +243,7 @@ fn ids_may_be_abbreviated_to_a_unique_prefix_and_bad_ids_are_named() {
     assert_eq!(&f.failed.to_string()[..4], shared);
     let err = fails(&f.db, &["show", shared]);
     assert!(
-        err.contains(&format!("`{shared}` is ambiguous: 3 plans in")),
+        err.contains(&format!("`{shared}` is ambiguous: 4 plans in")),
         "{err}"
     );
     assert!(
@@ -299,6 +358,54 @@ fn export_prints_the_display_clone_as_json() {
     );
 }
 
+/// The opening tags of the `<details>` elements of class `class` in `html`.
+fn details_tags<'a>(html: &'a str, class: &str) -> Vec<&'a str> {
+    let start = format!("<details class=\"{class}\"");
+    html.match_indices(&start)
+        .map(|(i, _)| &html[i..i + html[i..].find('>').unwrap()])
+        .collect()
+}
+
+/// The plan page or report of the fixture's plan that completed with a tolerated failure.
+fn assert_completed_with_failures_page(html: &str) {
+    assert!(
+        html.contains(
+            "<span class=\"badge s-completed-with-failures\">Completed with 1 failed</span>"
+        ),
+        "the amber badge with the count: {html}"
+    );
+    assert!(
+        !html.contains("<span class=\"badge s-completed\">Completed</span></h1>"),
+        "not the green badge"
+    );
+    assert!(
+        html.contains("<section class=\"failure-report completed-with-failures\">"),
+        "the failure report is shown: {html}"
+    );
+    assert!(html.find("Failure report").unwrap() < html.find("Plan tree").unwrap());
+    let report = &html[html.find("Failure report").unwrap()..html.find("Plan tree").unwrap()];
+    assert!(
+        report.contains("Completed with 1 failed")
+            && report.contains("1 of 3 sequences failed")
+            && report.contains(&format!("error: {TOLERATED_TAG}: ")),
+        "{report}"
+    );
+    let failed_actions = details_tags(html, "node action s-failed");
+    assert_eq!(failed_actions.len(), 1, "{html}");
+    assert!(
+        failed_actions[0].ends_with(" open"),
+        "the failed action starts open: {}",
+        failed_actions[0]
+    );
+    assert!(
+        details_tags(html, "node action s-completed")
+            .iter()
+            .all(|t| !t.ends_with(" open")),
+        "completed actions stay closed"
+    );
+    assert!(html.contains(&format!("<span class=\"error-message\">{TOLERATED_TAG}: ")));
+}
+
 #[test]
 fn report_writes_one_self_contained_escaped_html_file() {
     let f = fixture("report");
@@ -358,6 +465,21 @@ fn report_writes_one_self_contained_escaped_html_file() {
     ));
     assert!(html.contains("&lt;img src=x onerror=&quot;window.__pwned=2&quot;&gt;"));
     assert!(html.contains("&lt;/summary&gt;&lt;/details&gt;&lt;script&gt;window.__pwned=3"));
+
+    // A plan that completed with a tolerated failure: the amber badge with the count, the
+    // failure report, and its failed action open with the error.
+    let file = f.dir.join("tolerated.html");
+    ok(
+        &f.db,
+        &[
+            "report",
+            &f.tolerated.to_string(),
+            "-o",
+            file.to_str().unwrap(),
+        ],
+    );
+    let html = std::fs::read_to_string(&file).unwrap();
+    assert_completed_with_failures_page(&html);
 
     let err = fails(
         &f.db,
@@ -539,6 +661,35 @@ async fn the_web_server_serves_escaped_pages_events_uploads_and_refuses_what_it_
         .unwrap();
     assert!(page.contains("Failure report") && page.contains(FAILED_TAG));
     assert!(!page.contains("data-events"), "a finished plan is not live");
+    assert!(
+        details_tags(&page, "node action s-failed")
+            .iter()
+            .all(|t| !t.ends_with(" open")),
+        "a failed plan's failed action starts closed, as before"
+    );
+
+    // A plan that completed with a tolerated failure: an amber badge with the count in the
+    // list, and on its page, the failure report and the failed action open with its error.
+    assert!(
+        body.contains(&format!(
+            "<tr data-plan=\"{}\"><td><span class=\"badge s-completed-with-failures\">Completed with 1 failed</span>",
+            f.tolerated
+        )),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!(
+            "<tr data-plan=\"{}\"><td><span class=\"badge s-completed\">Completed</span>",
+            f.completed
+        )),
+        "{body}"
+    );
+    let tolerated = get(format!("/plans/{}", f.tolerated))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_completed_with_failures_page(&tolerated);
     assert!(
         !page.contains("/stop\""),
         "no control buttons on a read-only server"
@@ -822,7 +973,7 @@ async fn the_list_page_and_command_show_fifty_plans_a_page() {
         .await
         .unwrap();
     assert_eq!(first.matches("<tr data-plan=").count(), 50);
-    assert!(first.contains(">plan 50</a>") && !first.contains(">plan 0</a>"));
+    assert!(first.contains(">plan 50</bdi></a>") && !first.contains(">plan 0</bdi></a>"));
     assert!(
         first.contains("href=\"/?page=1&amp;name=plan\""),
         "a link to the next page keeps the filter"
@@ -838,7 +989,9 @@ async fn the_list_page_and_command_show_fifty_plans_a_page() {
         .unwrap();
     assert_eq!(second.matches("<tr data-plan=").count(), 1);
     assert!(
-        second.contains(">plan 0</a>") && second.contains("Newer") && !second.contains("Older")
+        second.contains(">plan 0</bdi></a>")
+            && second.contains("Newer")
+            && !second.contains("Older")
     );
     drop(server);
     drop(dir);

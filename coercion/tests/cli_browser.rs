@@ -114,7 +114,7 @@ fn the_web_ui_and_the_report_work_in_headless_chromium() {
     // 20 actions of 600 ms, one at a time: about 12 s of live updates to watch.
     let runner = Runner::start(&f.db, 20, Duration::from_millis(600), "no");
     let server = Server::start(&f.db, &[]);
-    let ids = [runner.plan, f.hostile, f.failed, f.completed]
+    let ids = [runner.plan, f.hostile, f.failed, f.completed, f.tolerated]
         .map(|id| id.to_string())
         .join(",");
 
@@ -134,6 +134,8 @@ fn the_web_ui_and_the_report_work_in_headless_chromium() {
         .env("LIVE_ID", runner.plan.to_string())
         .env("ALL_IDS", ids)
         .env("FAILED_TAG", FAILED_TAG)
+        .env("TOLERATED_ID", f.tolerated.to_string())
+        .env("TOLERATED_TAG", TOLERATED_TAG)
         .env("HOSTILE_PLAN", HOSTILE_PLAN)
         .env("HOSTILE_ACTION", HOSTILE_ACTION)
         .env("HOSTILE_ERROR", HOSTILE_ERROR)
@@ -152,6 +154,7 @@ fn the_web_ui_and_the_report_work_in_headless_chromium() {
         "web-plan-live-running.png",
         "web-plan-live-done.png",
         "web-plan-failed.png",
+        "web-plan-tolerated.png",
         "web-plan-hostile.png",
         "web-upload-error.png",
         "web-upload-plan.png",

@@ -21,6 +21,8 @@ const HOSTILE_ID = env("HOSTILE_ID");
 const LIVE_ID = env("LIVE_ID");
 const IDS = env("ALL_IDS").split(",");
 const FAILED_TAG = env("FAILED_TAG");
+const TOLERATED_ID = env("TOLERATED_ID");
+const TOLERATED_TAG = env("TOLERATED_TAG");
 const HOSTILE_PLAN = env("HOSTILE_PLAN");
 const HOSTILE_ACTION = env("HOSTILE_ACTION");
 const HOSTILE_ERROR = env("HOSTILE_ERROR");
@@ -142,6 +144,38 @@ test("a failed action's error is one click away", async () => {
   assert.equal(await error.innerText(), `${FAILED_TAG}: scripted failure on attempt 3`);
   assert.equal(await failed.locator("ol.attempts > li").count(), 3, "every attempt is listed");
   await shot(page, "web-plan-failed.png");
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test("a plan that completed with tolerated failures says so, with its error in view", async () => {
+  const page = await newPage();
+  await page.goto(URL_BASE + "/");
+  // In the list: an amber badge with the count, not the green Completed one.
+  const listed = page.locator(`tr[data-plan="${TOLERATED_ID}"] .badge`);
+  assert.equal(await listed.isVisible(), true);
+  assert.equal(await listed.innerText(), "Completed with 1 failed");
+  const green = await page.locator(".badge.s-completed").first().evaluate((e) => getComputedStyle(e).backgroundColor);
+  const amber = await listed.evaluate((e) => getComputedStyle(e).backgroundColor);
+  assert.notEqual(amber, green, "a colour of its own");
+  assert.equal(await listed.evaluate((e) => getComputedStyle(e).color), "rgb(255, 255, 255)", "legible");
+
+  // On its page, without a click: the badge, the failure report and the failed action's error.
+  await listed.locator("xpath=ancestor::tr").locator("td.name a").click();
+  await page.waitForURL(new RegExp(`/plans/${TOLERATED_ID}$`));
+  const badge = page.locator(".summary h1 .badge");
+  assert.equal(await badge.isVisible(), true);
+  assert.equal(await badge.innerText(), "Completed with 1 failed");
+  assert.equal(await badge.evaluate((e) => getComputedStyle(e).backgroundColor), amber);
+  const report = page.locator(".failure-report pre");
+  assert.equal(await report.isVisible(), true);
+  assert.match(await report.innerText(), new RegExp(`error: ${TOLERATED_TAG}`));
+  const failed = page.locator('#live details.action[data-status="Failed"]');
+  assert.equal(await failed.count(), 1);
+  const error = failed.locator(".error-message").last();
+  assert.equal(await error.isVisible(), true, "the error is in view without a click");
+  assert.match(await error.innerText(), new RegExp(`^${TOLERATED_TAG}: `));
+  await shot(page, "web-plan-tolerated.png");
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });

@@ -46,6 +46,9 @@ pub(crate) fn status_class(status: Status) -> &'static str {
     }
 }
 
+/// The CSS class of a plan that completed with failures (amber), instead of `s-completed`.
+pub(crate) const COMPLETED_WITH_FAILURES_CLASS: &str = "s-completed-with-failures";
+
 /// `1 attempt`, `3 attempts`.
 pub(crate) fn attempts(n: usize) -> String {
     if n == 1 {

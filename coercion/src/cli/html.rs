@@ -21,7 +21,7 @@ pub(crate) const APP_JS: &str = include_str!("assets/app.js");
 
 /// The HTML report of `plan`: one self-contained file (no script, no external resource; a
 /// Content-Security-Policy forbids both) with a summary header, the failure report when the
-/// plan failed, and the collapsible tree with statuses, durations and every attempt's error or
+/// plan failed or completed with failures, and the collapsible tree with statuses, durations and every attempt's error or
 /// response. Secrets are redacted ([`Plan::clone_for_display`]) before rendering.
 pub fn report(plan: &Plan) -> String {
     let plan = plan.clone_for_display();
@@ -51,13 +51,15 @@ pub fn report(plan: &Plan) -> String {
     .into_string()
 }
 
-/// The summary header, the failure report (when the plan failed) and the tree: what the report
-/// shows and what the web UI's plan page replaces on every live update.
+/// The summary header, the failure report (when the plan failed, was stopped or has any
+/// failure, as a plan that completed with failures does) and the tree: what the report shows
+/// and what the web UI's plan page replaces on every live update.
 pub(crate) fn plan_body(plan: &Plan, now: Timestamp) -> Markup {
+    let with_failures = plan.is_completed_with_failures();
     html! {
         (summary(plan, now))
-        @if matches!(plan.status(), Status::Failed | Status::Stopped) {
-            section.failure-report {
+        @if matches!(plan.status(), Status::Failed | Status::Stopped) || plan.failure_counts().has_failures() {
+            section.failure-report.completed-with-failures[with_failures] {
                 h2 { "Failure report" }
                 pre { (plan.failure_report()) }
             }
@@ -73,6 +75,26 @@ fn badge(status: Status) -> Markup {
     html! { span class={ "badge " (format::status_class(status)) } { (status.as_str()) } }
 }
 
+/// The plan's own badge: its status label ([`Plan::status_label`]), amber
+/// (`s-completed-with-failures`) for a plan that completed with failures.
+pub(crate) fn plan_badge(plan: &Plan) -> Markup {
+    label_badge(
+        plan.status(),
+        plan.is_completed_with_failures(),
+        &plan.status_label(),
+    )
+}
+
+/// A badge with `label` for a plan whose status is `status`.
+pub(crate) fn label_badge(status: Status, completed_with_failures: bool, label: &str) -> Markup {
+    let class = if completed_with_failures {
+        format::COMPLETED_WITH_FAILURES_CLASS
+    } else {
+        format::status_class(status)
+    };
+    html! { span class={ "badge " (class) } { (label) } }
+}
+
 fn summary(plan: &Plan, now: Timestamp) -> Markup {
     let c = Counts::of(plan);
     let state = plan.state();
@@ -80,14 +102,14 @@ fn summary(plan: &Plan, now: Timestamp) -> Markup {
         section.summary {
             h1 {
                 span.plan-name { bdi { (plan.name()) } }
-                " " (badge(plan.status()))
+                " " (plan_badge(plan))
                 @if plan.is_paused() { " " span.badge.paused { "Paused" } }
             }
             @if !plan.descr().is_empty() { p.descr { (plan.descr()) } }
             dl.facts {
                 dt { "Plan id" } dd.mono { (plan.id()) }
                 @if let Some(g) = plan.group_id() { dt { "Group" } dd.mono { (g) } }
-                dt { "Status" } dd { (plan.status().as_str())
+                dt { "Status" } dd { (plan.status_label())
                     @if plan.reason() != crate::workflow::Reason::None { " (reason: " (plan.reason()) ")" } }
                 dt { "Submitted" } dd { (format::opt_time(plan.submit_time())) }
                 dt { "Started" } dd { (format::opt_time(state.start)) }
@@ -119,27 +141,40 @@ fn pct(n: usize, total: usize) -> String {
 
 /// Whether a container starts open: small plans show everything; large ones only what runs or
 /// failed.
-fn open_by_default(small: bool, state: State) -> bool {
-    small
+fn open_by_default(opening: Opening, state: State) -> bool {
+    opening.small
         || matches!(
             state.status,
             Status::Running | Status::Failed | Status::Stopped
         )
 }
 
+/// Which nodes of the tree start open.
+#[derive(Clone, Copy)]
+struct Opening {
+    /// Small plans show everything; large ones only what runs or failed.
+    small: bool,
+    /// Failed actions start open (a plan that completed with failures: their errors are the
+    /// news).
+    failed_actions: bool,
+}
+
 /// The collapsible tree of the plan, in walk order.
 pub(crate) fn tree(plan: &Plan, now: Timestamp) -> Markup {
-    let small = plan.action_count() <= 40;
+    let opening = Opening {
+        small: plan.action_count() <= 40,
+        failed_actions: plan.is_completed_with_failures(),
+    };
     let before = [CheckSlot::Bypass, CheckSlot::Pre, CheckSlot::Cont];
     html! {
         div.plan-tree data-plan=(plan.id()) {
             @for slot in before {
-                @if let Some(c) = plan.checks().get(slot) { (checks_node(slot, c, small, now)) }
+                @if let Some(c) = plan.checks().get(slot) { (checks_node(slot, c, opening, now)) }
             }
-            @for (i, b) in plan.blocks().iter().enumerate() { (block_node(i, b, small, now)) }
-            @if let Some(c) = plan.checks().get(CheckSlot::Post) { (checks_node(CheckSlot::Post, c, small, now)) }
-            @for (i, b) in plan.deferred().iter().enumerate() { (batch_node(i, b, small, now)) }
-            @if let Some(c) = plan.checks().get(CheckSlot::Deferred) { (checks_node(CheckSlot::Deferred, c, small, now)) }
+            @for (i, b) in plan.blocks().iter().enumerate() { (block_node(i, b, opening, now)) }
+            @if let Some(c) = plan.checks().get(CheckSlot::Post) { (checks_node(CheckSlot::Post, c, opening, now)) }
+            @for (i, b) in plan.deferred().iter().enumerate() { (batch_node(i, b, opening, now)) }
+            @if let Some(c) = plan.checks().get(CheckSlot::Deferred) { (checks_node(CheckSlot::Deferred, c, opening, now)) }
             @if plan.blocks().is_empty() && plan.checks().is_empty() && plan.deferred().is_empty() {
                 p.muted { "This plan has no blocks, checks or deferred batches." }
             }
@@ -167,21 +202,31 @@ fn node_head(
     }
 }
 
-fn checks_node(slot: CheckSlot, checks: &Checks, small: bool, now: Timestamp) -> Markup {
+fn checks_node(slot: CheckSlot, checks: &Checks, opening: Opening, now: Timestamp) -> Markup {
     let state = checks.state();
+    // A failing bypass check only means "do not skip": not a failure to show open.
+    let opening = Opening {
+        failed_actions: opening.failed_actions && slot != CheckSlot::Bypass,
+        ..opening
+    };
     html! {
         details class={ "node checks " (format::status_class(state.status)) } data-id=(checks.id())
-            data-status=(state.status.as_str()) open[open_by_default(small, state)] {
+            data-status=(state.status.as_str()) open[open_by_default(opening, state)] {
             summary { (node_head(slot.as_str(), None, "", state, now, None)) }
             div.children {
-                @for (i, a) in checks.actions().iter().enumerate() { (action_node(i, a, now)) }
+                @for (i, a) in checks.actions().iter().enumerate() { (action_node(i, a, opening, now)) }
             }
         }
     }
 }
 
-fn block_node(index: usize, block: &Block, small: bool, now: Timestamp) -> Markup {
+fn block_node(index: usize, block: &Block, opening: Opening, now: Timestamp) -> Markup {
     let state = block.state();
+    // A completed block may hold failed sequences (within its tolerance): open, to show them.
+    let holds_failure = block
+        .sequences()
+        .iter()
+        .any(|s| matches!(s.status(), Status::Failed | Status::Stopped));
     let info = format!(
         "{} sequence(s), concurrency {}, tolerates {}",
         block.sequences().len(),
@@ -190,37 +235,37 @@ fn block_node(index: usize, block: &Block, small: bool, now: Timestamp) -> Marku
     );
     html! {
         details class={ "node block " (format::status_class(state.status)) } data-id=(block.id())
-            data-status=(state.status.as_str()) open[open_by_default(small, state)] {
+            data-status=(state.status.as_str()) open[open_by_default(opening, state) || holds_failure] {
             summary { (node_head("block", Some(index), block.name(), state, now, Some(info))) }
             div.children {
                 @if !block.descr().is_empty() { p.descr { (block.descr()) } }
                 @for slot in [CheckSlot::Bypass, CheckSlot::Pre, CheckSlot::Cont] {
-                    @if let Some(c) = block.checks().get(slot) { (checks_node(slot, c, small, now)) }
+                    @if let Some(c) = block.checks().get(slot) { (checks_node(slot, c, opening, now)) }
                 }
-                @for (i, s) in block.sequences().iter().enumerate() { (sequence_node(i, s, small, now)) }
+                @for (i, s) in block.sequences().iter().enumerate() { (sequence_node(i, s, opening, now)) }
                 @for slot in [CheckSlot::Post, CheckSlot::Deferred] {
-                    @if let Some(c) = block.checks().get(slot) { (checks_node(slot, c, small, now)) }
+                    @if let Some(c) = block.checks().get(slot) { (checks_node(slot, c, opening, now)) }
                 }
             }
         }
     }
 }
 
-fn sequence_node(index: usize, seq: &Sequence, small: bool, now: Timestamp) -> Markup {
+fn sequence_node(index: usize, seq: &Sequence, opening: Opening, now: Timestamp) -> Markup {
     let state = seq.state();
     html! {
         details class={ "node sequence " (format::status_class(state.status)) } data-id=(seq.id())
-            data-status=(state.status.as_str()) open[open_by_default(small, state)] {
+            data-status=(state.status.as_str()) open[open_by_default(opening, state)] {
             summary { (node_head("sequence", Some(index), seq.name(), state, now, None)) }
             div.children {
                 @if !seq.descr().is_empty() { p.descr { (seq.descr()) } }
-                @for (i, a) in seq.actions().iter().enumerate() { (action_node(i, a, now)) }
+                @for (i, a) in seq.actions().iter().enumerate() { (action_node(i, a, opening, now)) }
             }
         }
     }
 }
 
-fn batch_node(index: usize, batch: &DeferredBatch, small: bool, now: Timestamp) -> Markup {
+fn batch_node(index: usize, batch: &DeferredBatch, opening: Opening, now: Timestamp) -> Markup {
     let state = batch.state();
     let info = format!(
         "when {}{}",
@@ -233,23 +278,24 @@ fn batch_node(index: usize, batch: &DeferredBatch, small: bool, now: Timestamp) 
     );
     html! {
         details class={ "node batch " (format::status_class(state.status)) } data-id=(batch.id())
-            data-status=(state.status.as_str()) open[open_by_default(small, state)] {
+            data-status=(state.status.as_str()) open[open_by_default(opening, state)] {
             summary { (node_head("deferred batch", Some(index), batch.name(), state, now, Some(info))) }
             div.children {
                 @if !batch.descr().is_empty() { p.descr { (batch.descr()) } }
-                @for (i, a) in batch.actions().iter().enumerate() { (action_node(i, a, now)) }
+                @for (i, a) in batch.actions().iter().enumerate() { (action_node(i, a, opening, now)) }
             }
         }
     }
 }
 
-fn action_node(index: usize, action: &Action, now: Timestamp) -> Markup {
+fn action_node(index: usize, action: &Action, opening: Opening, now: Timestamp) -> Markup {
     let state = action.state();
+    let open = opening.failed_actions && state.status == Status::Failed;
     let n = action.attempts().len();
     let extra = (n > 0).then(|| format::attempts(n));
     html! {
         details class={ "node action " (format::status_class(state.status)) } data-id=(action.id())
-            data-status=(state.status.as_str()) {
+            data-status=(state.status.as_str()) open[open] {
             summary { (node_head("action", Some(index), action.name(), state, now, extra)) }
             div.action-body {
                 @if !action.descr().is_empty() { p.descr { (action.descr()) } }

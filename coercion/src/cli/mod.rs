@@ -216,6 +216,24 @@ fn write_file(path: &std::path::Path, text: &str) -> Result<(), CliError> {
         .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))
 }
 
+/// The status labels ([`crate::workflow::Plan::status_label`]) of the completed plans among `plans` that
+/// completed with failures, by id: a summary does not carry the counts, so each completed
+/// plan is read. A plan that cannot be read (deleted meanwhile) keeps its plain status.
+pub(crate) async fn completed_with_failures_labels(
+    db: &Db,
+    plans: &[crate::storage::PlanSummary],
+) -> std::collections::HashMap<crate::workflow::PlanId, String> {
+    let mut labels = std::collections::HashMap::new();
+    for s in plans.iter().filter(|s| s.state.status == Status::Completed) {
+        if let Ok(plan) = db.store().read(s.id).await
+            && plan.is_completed_with_failures()
+        {
+            labels.insert(s.id, plan.status_label());
+        }
+    }
+    labels
+}
+
 /// Runs one parsed command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let now = chrono::Utc::now();
@@ -251,7 +269,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             if plans.is_empty() {
                 return print(&format!("no plans match in {}\n", cli.db.display()));
             }
-            let mut out = text::list(&plans, now);
+            let labels = completed_with_failures_labels(&db, &plans).await;
+            let mut out = text::list(&plans, &labels, now);
             if more {
                 out.push_str(&format!(
                     "… more plans: add --offset {} for the next page\n",

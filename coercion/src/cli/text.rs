@@ -1,5 +1,6 @@
 //! Terminal views: the plan list and the coloured tree of `show`, and `show --json`.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use anstyle::{AnsiColor, Style};
@@ -7,7 +8,7 @@ use serde::Serialize;
 
 use super::format::{self, Counts, clean};
 use crate::storage::PlanSummary;
-use crate::workflow::{ObjectRef, Plan, Status, Timestamp};
+use crate::workflow::{ObjectRef, Plan, PlanId, Status, Timestamp};
 
 fn status_style(status: Status) -> Style {
     let color = match status {
@@ -31,8 +32,34 @@ fn status(status: Status) -> String {
 const DIM: Style = Style::new().dimmed();
 const BOLD: Style = Style::new().bold();
 
-/// The plan list: one line per plan, newest first, with a header.
-pub(crate) fn list(plans: &[PlanSummary], now: Timestamp) -> String {
+/// The style of a plan's status label: amber for a plan that completed with failures.
+fn label_style(status: Status, completed_with_failures: bool) -> Style {
+    if completed_with_failures {
+        status_style(Status::Stopped)
+    } else {
+        status_style(status)
+    }
+}
+
+/// The plan list: one line per plan, newest first, with a header. `labels` holds, by plan id,
+/// the status label of plans that completed with failures ([`Plan::status_label`]).
+pub(crate) fn list(
+    plans: &[PlanSummary],
+    labels: &HashMap<PlanId, String>,
+    now: Timestamp,
+) -> String {
+    let label = |s: &PlanSummary| {
+        labels
+            .get(&s.id)
+            .cloned()
+            .unwrap_or_else(|| s.state.status.as_str().to_owned())
+    };
+    let width = plans
+        .iter()
+        .map(|s| label(s).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(10);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -40,7 +67,7 @@ pub(crate) fn list(plans: &[PlanSummary], now: Timestamp) -> String {
         paint(
             BOLD,
             &format!(
-                "{:<36}  {:<10}  {:<23}  {:>9}  NAME",
+                "{:<36}  {:<width$}  {:<23}  {:>9}  NAME",
                 "ID", "STATUS", "SUBMITTED", "DURATION"
             )
         )
@@ -54,12 +81,16 @@ pub(crate) fn list(plans: &[PlanSummary], now: Timestamp) -> String {
         } else {
             format!(" ({})", s.reason)
         };
+        let text = label(s);
         let _ = writeln!(
             out,
             "{:<36}  {}{}  {:<23}  {:>9}  {}{}",
             s.id,
-            status(s.state.status),
-            " ".repeat(10usize.saturating_sub(s.state.status.as_str().len())),
+            paint(
+                label_style(s.state.status, labels.contains_key(&s.id)),
+                &text
+            ),
+            " ".repeat(width.saturating_sub(text.chars().count())),
             format::opt_time(s.submit_time),
             dur,
             clean(&s.name),
@@ -81,7 +112,14 @@ pub(crate) fn tree(plan: &Plan, now: Timestamp) -> String {
         paint(BOLD, &format!("{:?}", plan.name())),
         plan.id()
     );
-    let _ = write!(out, "  {}", status(plan.status()));
+    let _ = write!(
+        out,
+        "  {}",
+        paint(
+            label_style(plan.status(), plan.is_completed_with_failures()),
+            &plan.status_label()
+        )
+    );
     if plan.reason() != crate::workflow::Reason::None {
         let _ = write!(out, " (reason: {})", plan.reason());
     }
@@ -152,7 +190,10 @@ struct JsonPlan<'a> {
     name: &'a str,
     group_id: Option<uuid::Uuid>,
     status: Status,
+    /// `Completed with 2 failed` for a plan that completed with failures, else the status.
+    status_label: String,
     reason: crate::workflow::Reason,
+    failure_counts: crate::report::FailureCounts,
     paused: bool,
     submit_time: Option<Timestamp>,
     objects: Vec<JsonNode>,
@@ -205,7 +246,9 @@ pub(crate) fn tree_json(plan: &Plan, now: Timestamp) -> String {
         name: plan.name(),
         group_id: plan.group_id(),
         status: plan.status(),
+        status_label: plan.status_label(),
         reason: plan.reason(),
+        failure_counts: plan.failure_counts(),
         paused: plan.is_paused(),
         submit_time: plan.submit_time(),
         objects: nodes,

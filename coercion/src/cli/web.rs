@@ -257,6 +257,7 @@ async fn list_page(State(app): State<App>, Query(q): Query<ListQuery>) -> Respon
     };
     let more = plans.len() > PAGE_SIZE;
     plans.truncate(PAGE_SIZE);
+    let labels = super::completed_with_failures_labels(&app.db, &plans).await;
     let now = chrono::Utc::now();
     let page_link = |page: usize| {
         let mut url = format!("/?page={page}");
@@ -304,7 +305,10 @@ async fn list_page(State(app): State<App>, Query(q): Query<ListQuery>) -> Respon
                     tbody {
                         @for s in &plans {
                             tr data-plan=(s.id) {
-                                td { span class={ "badge " (format::status_class(s.state.status)) } { (s.state.status.as_str()) }
+                                td { @match labels.get(&s.id) {
+                                        Some(label) => (views::label_badge(s.state.status, true, label)),
+                                        None => (views::label_badge(s.state.status, false, s.state.status.as_str())),
+                                    }
                                     @if s.reason != crate::workflow::Reason::None { " " span.muted { (s.reason) } } }
                                 td.name { a href={ "/plans/" (s.id) } { bdi { (s.name) } }
                                     @if !s.descr.is_empty() { div.muted { (s.descr) } } }

@@ -35,6 +35,10 @@ pub const HOSTILE_ERROR: &str = r#"<script>window.__pwned=5</script>"#;
 /// The tag of the failed plan's failing action; its error message starts with it.
 pub const FAILED_TAG: &str = "disk full on db-1";
 
+/// The tag of the action that failed, within the tolerance, in the plan that completed with
+/// failures; its error message starts with it.
+pub const TOLERATED_TAG: &str = "port 8443 in use on api-2";
+
 /// A fresh directory under the target's temporary directory, removed when dropped.
 pub struct TempDir(pub PathBuf);
 
@@ -65,12 +69,15 @@ impl Drop for TempDir {
     }
 }
 
-/// A store file holding three finished plans from real runs.
+/// A store file holding four finished plans from real runs.
 pub struct Fixture {
     /// The directory (removed at the end).
     pub dir: TempDir,
     /// The store file.
     pub db: PathBuf,
+    /// The oldest plan: it completed with one failed sequence (of three) within its block's
+    /// tolerance; its action "start" on "api-2" failed with `TOLERATED_TAG`.
+    pub tolerated: PlanId,
     /// A completed plan, in group `group`.
     pub completed: PlanId,
     /// A failed plan (its action "migrate" failed after 3 attempts with `FAILED_TAG`).
@@ -89,16 +96,39 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
-/// Fills a fresh store with a completed, a failed and a hostile plan, run for real on SQLite.
+/// Fills a fresh store with a plan that completed with failures, a completed, a failed and a
+/// hostile plan (oldest first), run for real on SQLite.
 pub fn fixture(name: &str) -> Fixture {
     let dir = TempDir::new(name);
     let db = dir.join("coercion.db");
     let group = uuid::Uuid::now_v7();
-    let (completed, failed, hostile) = runtime().block_on(async {
+    let (tolerated, completed, failed, hostile) = runtime().block_on(async {
         let fakes = Fakes::new();
         let ws = Workstream::open(&db, fakes.registry())
             .await
             .expect("open the store");
+        let tolerated = Plan::builder("rollout api")
+            .block(
+                Block::builder("api")
+                    .tolerated_failures(1)
+                    .sequences((1..=3).map(|i| {
+                        let start = if i == 2 {
+                            FakeReq::fail_permanently().tag(TOLERATED_TAG)
+                        } else {
+                            FakeReq::ok().tag(format!("start api-{i}"))
+                        };
+                        Sequence::builder(format!("api-{i}"))
+                            .action(ActionSpec::new::<FakeAction>(
+                                "copy",
+                                FakeReq::ok().tag(format!("copy api-{i}")),
+                            ))
+                            .action(ActionSpec::new::<FakeAction>("start", start))
+                    })),
+            )
+            .build();
+        let tolerated = ws.run(tolerated).await.expect("the tolerated plan runs");
+        assert_eq!(tolerated.status(), Status::Completed);
+        assert!(tolerated.is_completed_with_failures());
         let completed = Plan::builder("deploy web")
             .descr("Roll the new build out to the web tier")
             .group_id(group)
@@ -164,11 +194,12 @@ pub fn fixture(name: &str) -> Fixture {
             .build();
         let hostile = ws.run(hostile).await.expect("the hostile plan runs");
         assert_eq!(hostile.status(), Status::Failed);
-        (completed.id(), failed.id(), hostile.id())
+        (tolerated.id(), completed.id(), failed.id(), hostile.id())
     });
     Fixture {
         dir,
         db,
+        tolerated,
         completed,
         failed,
         hostile,
