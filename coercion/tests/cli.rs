@@ -1054,3 +1054,32 @@ async fn a_store_in_a_deep_directory_is_controlled_through_a_short_private_socke
     drop(listener);
     assert!(!socket.exists(), "the socket is removed with its listener");
 }
+
+#[test]
+fn backup_writes_a_consistent_copy_while_another_process_runs_plans() {
+    let f = fixture("backup");
+    let runner = Runner::start(&f.db, 12, Duration::from_millis(300), "none");
+    wait_until(
+        &f.db,
+        runner.plan,
+        Duration::from_secs(30),
+        "the plan runs",
+        |j| j["status"] == "Running",
+    );
+    let copy = f.dir.0.join("copy.db");
+    let out = ok(&f.db, &["backup", copy.to_str().unwrap()]);
+    assert!(
+        out.contains("wrote a consistent copy of") && out.contains("copy.db"),
+        "{out}"
+    );
+    // The copy is a store of its own: the same plans, the running one included.
+    let listed = ok(&copy, &["list"]);
+    for id in [f.completed, f.failed, runner.plan] {
+        assert!(listed.contains(&id.to_string()), "{id} missing: {listed}");
+    }
+    // An existing file is refused, and left as it was.
+    let before = std::fs::read(&copy).unwrap();
+    let err = fails(&f.db, &["backup", copy.to_str().unwrap()]);
+    assert!(err.contains("the file exists"), "{err}");
+    assert_eq!(std::fs::read(&copy).unwrap(), before);
+}

@@ -35,7 +35,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub use db::Db;
 
-use crate::storage::{ListFilter, Store};
+use crate::storage::{ListFilter, SqliteStore, Store};
 use crate::workflow::Status;
 use control::ControlOp;
 
@@ -140,6 +140,12 @@ pub enum Command {
         /// The HTML file to write (`-` for standard output).
         #[arg(short, long, value_name = "FILE.html")]
         output: PathBuf,
+    },
+    /// Write a consistent copy of the store to a new file, while plans may be running.
+    Backup {
+        /// The new file (it must not exist).
+        #[arg(value_name = "DEST.db")]
+        dest: PathBuf,
     },
     /// Stop a running plan (asks the process that runs it).
     Stop {
@@ -313,6 +319,24 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 plan.id(),
                 plan.status(),
                 output.display()
+            ))
+        }
+        Command::Backup { dest } => {
+            let db = Db::open(&cli.db)?;
+            db.store()
+                .backup(&dest)
+                .await
+                .map_err(|e| db::store_error(&cli.db, e))?;
+            let plans = SqliteStore::open_read_only(&dest)
+                .map_err(|e| db::store_error(&dest, e))?
+                .list(&ListFilter::default())
+                .await
+                .map_err(|e| db::store_error(&dest, e))?
+                .len();
+            print(&format!(
+                "wrote a consistent copy of {} ({plans} plan(s)) to {}\n",
+                cli.db.display(),
+                dest.display()
             ))
         }
         Command::Stop { id } => control_command(&cli.db, ControlOp::Stop, &id).await,
