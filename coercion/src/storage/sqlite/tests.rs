@@ -972,3 +972,40 @@ async fn a_backup_taken_while_writes_go_on_is_a_consistent_store() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_damaged_file_left_by_an_unclean_shutdown_is_refused_naming_the_problem() {
+    let dir = TempDir::new("damaged");
+    let plans: Vec<_> = (0..40)
+        .map(|i| crate::storage::contract::sample_run(&format!("damaged-{i}")))
+        .collect();
+    {
+        let store = SqliteStore::open(dir.db()).unwrap();
+        for plan in &plans {
+            store.create(plan).await.unwrap();
+        }
+    }
+    // Damage every b-tree page but the first (the schema), as a torn write might.
+    let mut bytes = std::fs::read(dir.db()).unwrap();
+    let page = 4096;
+    assert!(bytes.len() > 4 * page, "{} bytes", bytes.len());
+    for start in (page..bytes.len()).step_by(page) {
+        bytes[start..start + 16].fill(0xA5);
+    }
+    std::fs::write(dir.db(), &bytes).unwrap();
+    // The last writer did not close: its WAL is left (here: one SQLite cannot use).
+    std::fs::write(super::sidecar(&dir.db(), "-wal"), [0u8; 32]).unwrap();
+
+    let err = SqliteStore::open(dir.db()).unwrap_err().to_string();
+    assert!(
+        err.contains("the file is damaged")
+            && err.contains("quick_check after an unclean shutdown found")
+            && err.contains("Restore the store from a backup"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(dir.db()).unwrap(),
+        bytes,
+        "nothing was written"
+    );
+}
