@@ -365,11 +365,29 @@ pub(super) fn list_plans(
         };
         let status: String = r.get(5).map_err(err)?;
         let reason: String = r.get(8).map_err(err)?;
+        // Names are shown, not parsed: a name that is not UTF-8 (written by another program)
+        // is listed with replacement characters instead of failing the whole list.
+        let text = |i: usize, what: &str| -> Result<String, StoreError> {
+            match r.get_ref(i).map_err(err)? {
+                rusqlite::types::ValueRef::Text(bytes) => {
+                    let text = String::from_utf8_lossy(bytes);
+                    if let std::borrow::Cow::Owned(_) = text {
+                        tracing::warn!(store, plan = %id_col, "the plan's {what} is not UTF-8; shown with replacement characters");
+                    }
+                    Ok(text.into_owned())
+                }
+                rusqlite::types::ValueRef::Null => Ok(String::new()),
+                other => Err(bad(format!(
+                    "its {what} is {:?}, not text",
+                    other.data_type()
+                ))),
+            }
+        };
         out.push(PlanSummary {
             id,
             group_id,
-            name: r.get(2).map_err(err)?,
-            descr: r.get(3).map_err(err)?,
+            name: text(2, "name")?,
+            descr: text(3, "description")?,
             submit_time: r.get::<_, Option<i64>>(4).map_err(err)?.map(from_ns),
             state: State {
                 status: parse_status(&status).map_err(bad)?,

@@ -1009,3 +1009,33 @@ async fn a_damaged_file_left_by_an_unclean_shutdown_is_refused_naming_the_proble
         "nothing was written"
     );
 }
+
+#[tokio::test]
+async fn a_plan_whose_name_is_not_utf8_is_listed_with_the_others() {
+    let dir = TempDir::new("not-utf8");
+    let good = crate::storage::contract::sample_run("good");
+    let odd = crate::storage::contract::sample_run("odd");
+    {
+        let store = SqliteStore::open(dir.db()).unwrap();
+        store.create(&good).await.unwrap();
+        store.create(&odd).await.unwrap();
+    }
+    // Another program writes bytes that are not UTF-8 into one plan's name.
+    let conn = Connection::open(dir.db()).unwrap();
+    conn.execute(
+        "UPDATE plans SET name = CAST(x'6f64649fff' AS TEXT) WHERE id = ?1",
+        [super::codec::id_text(odd.id.0)],
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteStore::open_read_only(dir.db()).unwrap();
+    let listed = store.list(&Default::default()).await.unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let shown = listed.iter().find(|s| s.id == odd.id).unwrap();
+    assert_eq!(shown.name, "odd\u{FFFD}\u{FFFD}");
+    assert!(
+        listed
+            .iter()
+            .any(|s| s.id == good.id && s.name == good.name())
+    );
+}
