@@ -77,6 +77,7 @@ extern crate self as coercion;
 
 pub mod builder;
 #[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub mod cli;
 mod engine;
 mod macros_doc;
@@ -108,6 +109,7 @@ pub use plugin::{
     PluginMeta, RetryPolicy, ValidationError,
 };
 pub use registry::Registry;
+#[cfg(feature = "secrets")]
 pub use secret::{Secret, SecretKey};
 pub use storage::{ListFilter, MemoryStore, PlanSummary, Store, StoreError};
 /// Object ids and group ids are UUIDs (v7 for ids coercion assigns).
@@ -123,6 +125,7 @@ pub mod prelude {
     pub use crate::builder::{ActionSpec, CheckSpec};
     pub use crate::plugin::{Context, Plugin, PluginError, RetryPolicy, ValidationError};
     pub use crate::registry::Registry;
+    #[cfg(feature = "secrets")]
     pub use crate::secret::{Secret, SecretKey};
     pub use crate::workflow::{
         Action, Block, Checks, DeferredBatch, Plan, PlanId, Reason, Sequence, Status, Tolerance,
