@@ -219,7 +219,7 @@ pub(crate) struct KeyRing {
 /// Without the `secrets` feature there are no keys (and no `Secret` to seal).
 #[cfg(not(feature = "secrets"))]
 #[derive(Clone, Debug, Default)]
-pub(crate) struct KeyRing;
+pub(crate) struct KeyRing {}
 
 #[cfg(feature = "secrets")]
 impl Default for KeyRing {
