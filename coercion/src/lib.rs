@@ -70,6 +70,16 @@
 //! let seq = Sequence::builder("web-1")
 //!     .action(ActionSpec::new::<Ping>("ping", PingReq { addr: "web-1".into() }));
 //! ```
+//!
+//! ## Features
+//!
+//! Default: `sqlite` ([`SqliteStore`](storage::SqliteStore), [`Workstream::open`], the default
+//! store `coercion.db`), `http` (the `coercion/http-check` plugin and `wait-for`'s `http`
+//! condition) and `secrets` ([`Secret`], [`SecretKey`]). Optional: `tls` (https for the HTTP
+//! plugins), `postgres` (`PostgresStore`), `cli` (the `coercion` binary and its web UI) and
+//! `testing` (the test kit, for `[dev-dependencies]`). With `default-features = false` the
+//! engine, the macros, [`MemoryStore`] and the command, file, TCP, sleep and wait plugins remain;
+//! choose a store with [`WorkstreamBuilder::store`] or [`in_memory`](WorkstreamBuilder::in_memory).
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
