@@ -18,6 +18,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::{Args, Parser, Subcommand};
 use coercion::plugins::{
     Command, CommandReq, Condition, FileExists, FileExistsReq, FileKind, HttpCheck, HttpCheckReq,
     WaitForReq, WaitUntil, WriteFile, WriteFileReq,
@@ -28,85 +29,73 @@ use coercion::workflow::Loc;
 use futures_util::StreamExt as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-const USAGE: &str = "usage: rollout [--hosts N] [--concurrency N] [--tolerance PERCENT] [--fault-rate 0..1] \
-[--seed N] [--crash-after SEQUENCES] [--db PATH] [--dir PATH]";
-
+/// A real rolling deploy on this machine: a canary host first, then the rest, a few at a time,
+/// with a failure budget. Plans are kept in the SQLite file `--db`; run again after a crash to
+/// resume.
+#[derive(Parser, Debug)]
+#[command(name = "rollout", args_conflicts_with_subcommands = true)]
 struct Options {
+    /// How many hosts to deploy to (the first one is the canary).
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = at_least::<2>)]
     hosts: usize,
+    /// How many hosts of the second block are deployed at once.
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = at_least::<1>)]
     concurrency: usize,
+    /// The share of the second block's hosts that may fail, in percent (0-100).
+    #[arg(long, default_value_t = 15, value_name = "PERCENT",
+          value_parser = clap::value_parser!(u8).range(0..=100))]
     tolerance: u8,
+    /// The probability that a host (never the canary) comes up broken (0..1).
+    #[arg(long, default_value_t = 0.0, value_name = "0..1", value_parser = fraction)]
     fault_rate: f64,
+    /// The seed of the random choice of broken hosts.
+    #[arg(long, default_value_t = 1, value_name = "N")]
     seed: u64,
+    /// Kill this process (SIGKILL) after that many hosts finished; run again to resume.
+    #[arg(long, value_name = "SEQUENCES")]
     crash_after: Option<usize>,
+    /// The SQLite file the plans are kept in.
+    #[arg(long, default_value = "coercion.db", value_name = "PATH")]
     db: PathBuf,
+    /// Where the hosts' configs, pid files and logs are written.
+    #[arg(long, default_value_os_t = std::env::temp_dir().join("coercion-rollout"), value_name = "PATH")]
     dir: PathBuf,
+    #[command(subcommand)]
+    instance: Option<Internal>,
 }
 
-fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
-    let mut o = Options {
-        hosts: 8,
-        concurrency: 3,
-        tolerance: 15,
-        fault_rate: 0.0,
-        seed: 1,
-        crash_after: None,
-        db: PathBuf::from("coercion.db"),
-        dir: std::env::temp_dir().join("coercion-rollout"),
-    };
-    while let Some(flag) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
-        };
-        let bad = |name: &str, v: &str| format!("{name}: {v:?} is not valid\n{USAGE}");
-        match flag.as_str() {
-            "--hosts" => {
-                let v = value("--hosts")?;
-                o.hosts = v
-                    .parse()
-                    .ok()
-                    .filter(|n| *n >= 2)
-                    .ok_or_else(|| bad("--hosts (at least 2)", &v))?;
-            }
-            "--concurrency" => {
-                let v = value("--concurrency")?;
-                o.concurrency = v
-                    .parse()
-                    .ok()
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| bad("--concurrency", &v))?;
-            }
-            "--tolerance" => {
-                let v = value("--tolerance")?;
-                o.tolerance = v
-                    .parse()
-                    .ok()
-                    .filter(|n| *n <= 100)
-                    .ok_or_else(|| bad("--tolerance (0-100)", &v))?;
-            }
-            "--fault-rate" => {
-                let v = value("--fault-rate")?;
-                o.fault_rate = v
-                    .parse()
-                    .ok()
-                    .filter(|r: &f64| (0.0..=1.0).contains(r))
-                    .ok_or_else(|| bad("--fault-rate", &v))?;
-            }
-            "--seed" => {
-                let v = value("--seed")?;
-                o.seed = v.parse().map_err(|_| bad("--seed", &v))?;
-            }
-            "--crash-after" => {
-                let v = value("--crash-after")?;
-                o.crash_after = Some(v.parse().map_err(|_| bad("--crash-after", &v))?);
-            }
-            "--db" => o.db = value("--db")?.into(),
-            "--dir" => o.dir = value("--dir")?.into(),
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
+/// What the plan starts: this same program as a host instance.
+#[derive(Subcommand, Debug)]
+enum Internal {
+    /// A host instance (started by the plan, not by hand).
+    #[command(name = "__instance", hide = true)]
+    Instance(Instance),
+}
+
+#[derive(Args, Debug)]
+struct Instance {
+    #[arg(long)]
+    port: u16,
+    #[arg(long)]
+    config: PathBuf,
+    #[arg(long)]
+    pidfile: PathBuf,
+}
+
+/// A count of at least `MIN`.
+fn at_least<const MIN: usize>(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= MIN => Ok(n),
+        _ => Err(format!("{text:?} is not a whole number of at least {MIN}")),
     }
-    Ok(o)
+}
+
+/// A probability, 0 to 1.
+fn fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{text:?} is not a number from 0 to 1")),
+    }
 }
 
 /// A free port on loopback, for a host instance.
@@ -127,19 +116,20 @@ fn rollout_plan(o: &Options, version: &str) -> Result<Plan, String> {
         })
         .collect::<Result<_, String>>()?;
     let dir = &o.dir;
-    let host_sequence = |(name, port, broken): &(String, u16, bool)| {
+    let quoted_exe = shell_quote(&exe)?;
+    let host_sequence = |(name, port, broken): &(String, u16, bool)| -> Result<_, String> {
         let config = dir.join(format!("{name}.conf"));
         let pidfile = dir.join(format!("{name}.pid"));
         let log = dir.join(format!("{name}.log"));
         let start = format!(
             "{exe} __instance --port {port} --config {config} --pidfile {pidfile} >{log} 2>&1 &",
-            exe = shell_quote(&exe),
-            config = shell_quote(&config),
-            pidfile = shell_quote(&pidfile),
-            log = shell_quote(&log),
+            exe = quoted_exe,
+            config = shell_quote(&config)?,
+            pidfile = shell_quote(&pidfile)?,
+            log = shell_quote(&log)?,
         );
         let health = format!("http://127.0.0.1:{port}/health");
-        Sequence::builder(name.clone())
+        Ok(Sequence::builder(name.clone())
             .descr(format!("deploy {version} to {name} on port {port}"))
             .action(
                 ActionSpec::new::<WriteFile>(
@@ -162,11 +152,11 @@ fn rollout_plan(o: &Options, version: &str) -> Result<Plan, String> {
                     .interval(Duration::from_millis(50)),
                 )
                 .timeout(Duration::from_secs(3)),
-            )
+            ))
     };
     let stop_all = format!(
         "for f in {dir}/*.pid; do [ -e \"$f\" ] && kill \"$(cat \"$f\")\" 2>/dev/null; rm -f \"$f\"; done; true",
-        dir = shell_quote(dir)
+        dir = shell_quote(dir)?
     );
     let canary_health = format!("http://127.0.0.1:{}/health", hosts[0].1);
     Ok(Plan::builder(format!("Roll out {version} to {} hosts", o.hosts))
@@ -179,7 +169,7 @@ fn rollout_plan(o: &Options, version: &str) -> Result<Plan, String> {
         .block(
             Block::builder("canary")
                 .descr("one host first: if it fails, nothing else is touched")
-                .sequence(host_sequence(&hosts[0]))
+                .sequence(host_sequence(&hosts[0])?)
                 .post_checks(Checks::builder().action(CheckSpec::new::<HttpCheck>(
                     "canary serves the new version",
                     HttpCheckReq::get(&canary_health).body_contains(format!("version={version}")),
@@ -190,7 +180,7 @@ fn rollout_plan(o: &Options, version: &str) -> Result<Plan, String> {
                 .descr("every other host, a few at a time")
                 .concurrency(o.concurrency)
                 .tolerated_failures(Tolerance::Percent(o.tolerance))
-                .sequences(hosts[1..].iter().map(host_sequence)),
+                .sequences(hosts[1..].iter().map(host_sequence).collect::<Result<Vec<_>, _>>()?),
         )
         .post_checks(Checks::builder().action(CheckSpec::new::<HttpCheck>(
             "canary still healthy",
@@ -204,11 +194,15 @@ fn rollout_plan(o: &Options, version: &str) -> Result<Plan, String> {
         .build())
 }
 
-fn shell_quote(p: impl AsRef<Path>) -> String {
-    format!(
-        "'{}'",
-        p.as_ref().display().to_string().replace('\'', "'\\''")
-    )
+/// `p` quoted for `sh`.
+fn shell_quote(p: impl AsRef<Path>) -> Result<String, String> {
+    let text = p
+        .as_ref()
+        .to_str()
+        .ok_or_else(|| format!("{}: not UTF-8", p.as_ref().display()))?;
+    shlex::try_quote(text)
+        .map(|q| q.into_owned())
+        .map_err(|e| format!("{text:?} cannot be quoted for the shell: {e}"))
 }
 
 /// Progress bars per block, fed by the plan's event stream.
@@ -277,22 +271,13 @@ async fn watch(
 }
 
 /// A host instance: answers `GET /health` with `ok version=…` (500 when its config says broken).
-fn run_instance(mut args: impl Iterator<Item = String>) -> Result<(), String> {
-    let (mut port, mut config, mut pidfile) = (None, None, None);
-    while let Some(flag) = args.next() {
-        let v = args.next().ok_or("missing value")?;
-        match flag.as_str() {
-            "--port" => port = v.parse::<u16>().ok(),
-            "--config" => config = Some(PathBuf::from(v)),
-            "--pidfile" => pidfile = Some(PathBuf::from(v)),
-            other => return Err(format!("unknown instance argument {other}")),
-        }
-    }
-    let (port, config, pidfile) = (
-        port.ok_or("--port")?,
-        config.ok_or("--config")?,
-        pidfile.ok_or("--pidfile")?,
-    );
+fn run_instance(
+    Instance {
+        port,
+        config,
+        pidfile,
+    }: Instance,
+) -> Result<(), String> {
     let text =
         std::fs::read_to_string(&config).map_err(|e| format!("{}: {e}", config.display()))?;
     let get = |key: &str| {
@@ -334,22 +319,14 @@ fn run_instance(mut args: impl Iterator<Item = String>) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() {
-    let mut args = std::env::args().skip(1).peekable();
-    if args.peek().map(String::as_str) == Some("__instance") {
-        args.next();
-        if let Err(e) = run_instance(args) {
+    let mut options = Options::parse();
+    if let Some(Internal::Instance(instance)) = options.instance.take() {
+        if let Err(e) = run_instance(instance) {
             eprintln!("instance: {e}");
             std::process::exit(1);
         }
         return;
     }
-    let options = match parse_options(args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
-    };
     if let Err(e) = run(options).await {
         eprintln!("rollout: {e}");
         std::process::exit(1);

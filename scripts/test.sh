@@ -3,18 +3,22 @@
 #
 #   ./scripts/test.sh
 #
-# 1. Debian's Chromium + ChromeDriver and the Node packages of tests/browser/ (the web UI tests),
+# 1. The minimal build (`--no-default-features`: engine, macros, memory store, command/file/tcp/
+#    sleep plugins; no SQLite, HTTP or crypto) still compiles. It shares the target directory,
+#    so it costs seconds.
+# 2. Debian's Chromium + ChromeDriver and the Node packages of tests/browser/ (the web UI tests),
 #    installed when missing (scripts/browser-deps.sh).
-# 2. A throwaway PostgreSQL cluster on loopback for the multi-worker tests, installed from
+# 3. A throwaway PostgreSQL cluster on loopback for the multi-worker tests, installed from
 #    Debian's packages when missing, started for the run and removed after it
 #    (scripts/with-postgres.sh; it exports COERCION_PG_URL).
-# 3. Every test of the workspace — unit, integration, trybuild UI suites, property tests, crash
+# 4. Every test of the workspace — unit, integration, trybuild UI suites, property tests, crash
 #    tests, the CLI and browser tests, the PostgreSQL tests — and every doctest, README included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FEATURES="coercion/cli,coercion-workspace/postgres"
 
+cargo check -p coercion --no-default-features --lib
 bash scripts/browser-deps.sh
 exec bash scripts/with-postgres.sh bash -c "
   set -e

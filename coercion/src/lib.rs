@@ -70,6 +70,16 @@
 //! let seq = Sequence::builder("web-1")
 //!     .action(ActionSpec::new::<Ping>("ping", PingReq { addr: "web-1".into() }));
 //! ```
+//!
+//! ## Features
+//!
+//! Default: `sqlite` ([`SqliteStore`](storage::SqliteStore), [`Workstream::open`], the default
+//! store `coercion.db`), `http` (the `coercion/http-check` plugin and `wait-for`'s `http`
+//! condition) and `secrets` ([`Secret`], [`SecretKey`]). Optional: `tls` (https for the HTTP
+//! plugins), `postgres` (`PostgresStore`), `cli` (the `coercion` binary and its web UI) and
+//! `testing` (the test kit, for `[dev-dependencies]`). With `default-features = false` the
+//! engine, the macros, [`MemoryStore`] and the command, file, TCP, sleep and wait plugins remain;
+//! choose a store with [`WorkstreamBuilder::store`] or [`in_memory`](WorkstreamBuilder::in_memory).
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -77,6 +87,7 @@ extern crate self as coercion;
 
 pub mod builder;
 #[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub mod cli;
 mod engine;
 mod macros_doc;
@@ -109,6 +120,7 @@ pub use plugin::{
     PluginMeta, RetryPolicy, ValidationError,
 };
 pub use registry::Registry;
+#[cfg(feature = "secrets")]
 pub use secret::{Secret, SecretKey};
 pub use storage::{ListFilter, MemoryStore, PlanSummary, Store, StoreError};
 /// Object ids and group ids are UUIDs (v7 for ids coercion assigns).
@@ -124,6 +136,7 @@ pub mod prelude {
     pub use crate::builder::{ActionSpec, CheckSpec};
     pub use crate::plugin::{Context, Plugin, PluginError, RetryPolicy, ValidationError};
     pub use crate::registry::Registry;
+    #[cfg(feature = "secrets")]
     pub use crate::secret::{Secret, SecretKey};
     pub use crate::workflow::{
         Action, Block, Checks, DeferredBatch, Plan, PlanId, Reason, Sequence, Status, Tolerance,

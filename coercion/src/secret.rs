@@ -10,17 +10,29 @@
 //!
 //! `Debug` and `Display` print `Secret(***)`; the plaintext is reachable only through
 //! [`Secret::expose`].
+//!
+//! `Secret` and `SecretKey` come with the `secrets` feature (default; XChaCha20-Poly1305 from
+//! `chacha20poly1305`). Without it, the types are absent, and a stored request that holds an
+//! encrypted secret is refused at submit.
 
 use std::cell::RefCell;
 use std::fmt;
+#[cfg(feature = "secrets")]
 use std::path::Path;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
+#[cfg(feature = "secrets")]
+use std::sync::LazyLock;
 
+#[cfg(feature = "secrets")]
 use base64::Engine as _;
+#[cfg(feature = "secrets")]
 use base64::engine::general_purpose::STANDARD as B64;
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
+#[cfg(feature = "secrets")]
+use chacha20poly1305::aead::{Aead, Generate, KeyInit};
+#[cfg(feature = "secrets")]
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::de::DeserializeOwned;
+#[cfg(feature = "secrets")]
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::workflow::Json;
@@ -30,18 +42,23 @@ pub const SECRET_MARKER: &str = "$secret";
 /// What a redacted secret holds (exports and display clones).
 pub const REDACTED: &str = "redacted";
 
+#[cfg(feature = "secrets")]
 /// The environment variable [`SecretKey::from_default_env`] reads.
 pub const DEFAULT_KEY_ENV: &str = "COERCION_SECRET_KEY";
 
+#[cfg(feature = "secrets")]
 /// How to give a workstream a durable key, for error messages.
 pub const KEY_HELP: &str = "configure the same 32-byte key on every workstream that runs the plan: \
      `Workstream::builder().secret_key(SecretKey::from_env(\"COERCION_SECRET_KEY\")?)` (base64 or hex), \
      `SecretKey::from_file(path)` or `SecretKey::from_bytes(..)`";
 
+#[cfg(feature = "secrets")]
+#[cfg_attr(docsrs, doc(cfg(feature = "secrets")))]
 /// A value that must not leak: redacted in `Debug`/`Display`, encrypted when serialized.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret<T>(T);
 
+#[cfg(feature = "secrets")]
 impl<T> Secret<T> {
     /// Wraps `value`.
     pub fn new(value: T) -> Secret<T> {
@@ -59,39 +76,48 @@ impl<T> Secret<T> {
     }
 }
 
+#[cfg(feature = "secrets")]
 impl<T> From<T> for Secret<T> {
     fn from(value: T) -> Self {
         Secret(value)
     }
 }
 
+#[cfg(feature = "secrets")]
 impl<T> fmt::Debug for Secret<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
     }
 }
 
+#[cfg(feature = "secrets")]
 impl<T> fmt::Display for Secret<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
     }
 }
 
+#[cfg(feature = "secrets")]
+#[cfg_attr(docsrs, doc(cfg(feature = "secrets")))]
 /// A 256-bit key that encrypts secrets at rest.
 #[derive(Clone)]
 pub struct SecretKey([u8; 32]);
 
+#[cfg(feature = "secrets")]
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SecretKey(***)")
     }
 }
 
+#[cfg(feature = "secrets")]
+#[cfg_attr(docsrs, doc(cfg(feature = "secrets")))]
 /// A key could not be loaded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("secret key: {0}")]
 pub struct KeyError(String);
 
+#[cfg(feature = "secrets")]
 impl SecretKey {
     /// A key from 32 bytes.
     pub fn from_bytes(bytes: [u8; 32]) -> SecretKey {
@@ -100,7 +126,7 @@ impl SecretKey {
 
     /// A fresh random key (keep it somewhere safe to resume plans after a restart).
     pub fn generate() -> SecretKey {
-        SecretKey(XChaCha20Poly1305::generate_key(&mut OsRng).into())
+        SecretKey(<[u8; 32]>::generate())
     }
 
     /// Parses 32 bytes written as base64 or hex (surrounding whitespace ignored).
@@ -153,7 +179,7 @@ impl SecretKey {
     }
 
     fn encrypt(&self, plaintext: &[u8]) -> String {
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let nonce = XNonce::generate();
         let ct = self
             .cipher()
             .encrypt(&nonce, plaintext)
@@ -168,24 +194,42 @@ impl SecretKey {
             return None;
         }
         let (nonce, ct) = data.split_at(24);
-        self.cipher().decrypt(XNonce::from_slice(nonce), ct).ok()
+        let nonce = XNonce::try_from(nonce).ok()?;
+        self.cipher().decrypt(&nonce, ct).ok()
     }
 }
 
+#[cfg(feature = "secrets")]
 /// The key that lives as long as this process: used until a workstream re-encrypts.
 static PROCESS_KEY: LazyLock<SecretKey> = LazyLock::new(SecretKey::generate);
 
+#[cfg(feature = "secrets")]
 /// The keys configured on workstreams of this process, so that reading a plan outside the engine
 /// (`Action::request`, `Action::response`) decrypts what those workstreams sealed.
 static CONFIGURED_KEYS: std::sync::RwLock<Vec<SecretKey>> = std::sync::RwLock::new(Vec::new());
 
 /// The keys a decode may use, the first one encrypting.
+#[cfg(feature = "secrets")]
 #[derive(Clone, Debug)]
 pub(crate) struct KeyRing {
     keys: Vec<SecretKey>,
     configured: bool,
 }
 
+/// Without the `secrets` feature there are no keys (and no `Secret` to seal).
+#[cfg(not(feature = "secrets"))]
+#[derive(Clone, Debug, Default)]
+pub(crate) struct KeyRing {}
+
+#[cfg(feature = "secrets")]
+impl Default for KeyRing {
+    /// The process key only.
+    fn default() -> KeyRing {
+        KeyRing::new(None)
+    }
+}
+
+#[cfg(feature = "secrets")]
 impl KeyRing {
     /// The workstream's key (if configured) first, then the process key.
     pub(crate) fn new(configured: Option<SecretKey>) -> KeyRing {
@@ -227,10 +271,12 @@ impl KeyRing {
 }
 
 thread_local! {
+    #[cfg(feature = "secrets")]
     static CURRENT: RefCell<Option<Arc<KeyRing>>> = const { RefCell::new(None) };
     static FAILED: RefCell<bool> = const { RefCell::new(false) };
 }
 
+#[cfg(feature = "secrets")]
 fn with_ring<R>(f: impl FnOnce(&KeyRing) -> R) -> R {
     CURRENT.with(|c| match &*c.borrow() {
         Some(ring) => f(ring),
@@ -239,6 +285,7 @@ fn with_ring<R>(f: impl FnOnce(&KeyRing) -> R) -> R {
 }
 
 /// Runs `f` with `ring` as the keys that secrets encrypt and decrypt with.
+#[cfg(feature = "secrets")]
 pub(crate) fn with_keys<R>(ring: &Arc<KeyRing>, f: impl FnOnce() -> R) -> R {
     let prev = CURRENT.with(|c| c.replace(Some(ring.clone())));
     let r = f();
@@ -246,12 +293,20 @@ pub(crate) fn with_keys<R>(ring: &Arc<KeyRing>, f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// Runs `f` (without the `secrets` feature there are no keys to set).
+#[cfg(not(feature = "secrets"))]
+pub(crate) fn with_keys<R>(_ring: &Arc<KeyRing>, f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(feature = "secrets")]
 #[derive(Serialize, Deserialize)]
 struct Sealed {
     #[serde(rename = "$secret")]
     sealed: String,
 }
 
+#[cfg(feature = "secrets")]
 impl<T: Serialize> Serialize for Secret<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let plaintext = serde_json::to_vec(&self.0).map_err(serde::ser::Error::custom)?;
@@ -260,6 +315,7 @@ impl<T: Serialize> Serialize for Secret<T> {
     }
 }
 
+#[cfg(feature = "secrets")]
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Secret<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let Sealed { sealed } = Sealed::deserialize(d)?;
@@ -358,6 +414,7 @@ fn rewrite(json: &Json, f: &mut dyn FnMut(&str) -> Result<String, String>) -> Re
 }
 
 /// Re-encrypts every secret of `json` under `ring`'s encrypting key.
+#[cfg(feature = "secrets")]
 pub(crate) fn reseal(json: &Json, ring: &KeyRing) -> Result<Json, String> {
     if !may_hold_secret(json) {
         return Ok(json.clone());
@@ -380,6 +437,22 @@ pub(crate) fn reseal(json: &Json, ring: &KeyRing) -> Result<Json, String> {
     })
 }
 
+/// Refuses a request that holds an encrypted secret: without the `secrets` feature nothing can
+/// decrypt it.
+#[cfg(not(feature = "secrets"))]
+pub(crate) fn reseal(json: &Json, _ring: &KeyRing) -> Result<Json, String> {
+    if !may_hold_secret(json) {
+        return Ok(json.clone());
+    }
+    rewrite(json, &mut |_| {
+        Err(
+            "the request holds an encrypted secret, but coercion was built without its \
+             `secrets` feature; enable it (`coercion = { features = [\"secrets\"] }`)"
+                .into(),
+        )
+    })
+}
+
 /// Replaces every secret of `json` with the redaction marker. A request that holds a secret but
 /// cannot be rewritten (nested deeper than the JSON parser goes, say) is redacted whole: this
 /// fails closed.
@@ -395,7 +468,7 @@ pub(crate) fn redact(json: &Json) -> Json {
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "secrets"))]
 mod tests {
     use super::*;
 

@@ -168,12 +168,14 @@ fn from_store(id: PlanId, e: StoreError) -> Error {
     }
 }
 
-/// The file [`WorkstreamBuilder::build`] keeps plans in when no store is chosen.
+/// The file [`WorkstreamBuilder::build`] keeps plans in when no store is chosen (with the
+/// `sqlite` feature; without it, `build` asks for a store).
 pub const DEFAULT_DB_PATH: &str = "coercion.db";
 
 /// Configures and starts a [`Workstream`].
 pub struct WorkstreamBuilder {
     store: Option<Arc<dyn Store>>,
+    #[cfg(feature = "sqlite")]
     sqlite_path: Option<std::path::PathBuf>,
     registry: Option<Registry>,
     options: EngineOptions,
@@ -184,7 +186,8 @@ pub struct WorkstreamBuilder {
 
 impl WorkstreamBuilder {
     /// The store plans are kept in. Without one, plans are kept in the embedded SQLite store
-    /// at [`DEFAULT_DB_PATH`] in the working directory.
+    /// at [`DEFAULT_DB_PATH`] in the working directory (feature `sqlite`, default; without that
+    /// feature [`build`](Self::build) fails with [`Error::Config`] unless a store is chosen).
     pub fn store(mut self, store: impl Store) -> Self {
         self.store = Some(Arc::new(store));
         self
@@ -192,6 +195,8 @@ impl WorkstreamBuilder {
 
     /// Keeps plans in the SQLite file at `path` (created if missing), opened when the
     /// workstream is built. Fails then if another process runs plans from that file.
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     pub fn sqlite(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.sqlite_path = Some(path.into());
         self
@@ -241,6 +246,8 @@ impl WorkstreamBuilder {
     /// The key that encrypts `Secret` request fields at rest. Configure the same key on every
     /// workstream that may resume a plan; without one, secrets are encrypted with a key that
     /// lives as long as the process, so an action that needs a secret after a restart fails.
+    #[cfg(feature = "secrets")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "secrets")))]
     pub fn secret_key(mut self, key: crate::secret::SecretKey) -> Self {
         self.options.keys = Arc::new(crate::secret::KeyRing::new(Some(key)));
         self
@@ -288,6 +295,7 @@ impl WorkstreamBuilder {
         };
         registry.init_all()?;
         crate::engine::watchdog::start(self.options.blocking_threshold);
+        #[cfg(feature = "sqlite")]
         let store: Arc<dyn Store> = match (self.store, self.sqlite_path) {
             (Some(store), _) => store,
             (None, path) => {
@@ -295,6 +303,15 @@ impl WorkstreamBuilder {
                 Arc::new(crate::storage::SqliteStore::open(&path)?)
             }
         };
+        #[cfg(not(feature = "sqlite"))]
+        let store: Arc<dyn Store> = self.store.ok_or_else(|| {
+            Error::Config(format!(
+                "no store chosen, and coercion was built without its `sqlite` feature, which \
+                 provides the default store ({DEFAULT_DB_PATH}); enable it \
+                 (`coercion = {{ features = [\"sqlite\"] }}`) or choose a store with \
+                 `WorkstreamBuilder::store`, `shared_store` or `in_memory`"
+            ))
+        })?;
         let ws = Workstream {
             inner: Arc::new(Inner {
                 store,
@@ -348,6 +365,7 @@ impl Workstream {
     pub fn builder() -> WorkstreamBuilder {
         WorkstreamBuilder {
             store: None,
+            #[cfg(feature = "sqlite")]
             sqlite_path: None,
             registry: None,
             options: EngineOptions::default(),
@@ -368,6 +386,8 @@ impl Workstream {
 
     /// A workstream over the SQLite file at `path` (the embedded default store) with
     /// `registry`; resumes the file's running plans.
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     pub async fn open(
         path: impl Into<std::path::PathBuf>,
         registry: Registry,

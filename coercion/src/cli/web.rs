@@ -330,17 +330,16 @@ async fn list_page(State(app): State<App>, Query(q): Query<ListQuery>) -> Respon
     html_response(StatusCode::OK, views::page("Plans", &app.store_label, body))
 }
 
+/// The bytes a query value keeps as they are: RFC 3986's unreserved characters.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// `text` encoded for a URL query value.
 fn urlencode(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(text, QUERY_VALUE).to_string()
 }
 
 /// Resolves `id` (maybe abbreviated) or answers with an error page.

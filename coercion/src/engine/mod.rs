@@ -47,7 +47,7 @@ impl Default for EngineOptions {
             stop_grace: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(5),
             store_retries: 8,
-            keys: Arc::new(crate::secret::KeyRing::new(None)),
+            keys: Arc::new(crate::secret::KeyRing::default()),
             blocking_threshold: watchdog::DEFAULT_THRESHOLD,
         }
     }

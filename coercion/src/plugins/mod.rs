@@ -4,12 +4,12 @@
 //! |---|---|---|---|
 //! | `coercion/command` | action | [`Command`] | runs a program, captures its output, applies exit-code rules |
 //! | `coercion/command-check` | check | [`CommandCheck`] | the same, as a check |
-//! | `coercion/http-check` | check | [`HttpCheck`] | sends an HTTP request, expects a status and a body substring |
+//! | `coercion/http-check` | check | [`HttpCheck`] | sends an HTTP request, expects a status and a body substring (feature `http`, default) |
 //! | `coercion/tcp-check` | check | [`TcpCheck`] | connects to a TCP port |
 //! | `coercion/file-exists` | check | [`FileExists`] | a path exists, of a kind, containing a text |
 //! | `coercion/write-file` | action | [`WriteFile`] | writes a file atomically, with a mode |
 //! | `coercion/sleep` | action | [`Sleep`] | waits for a duration, or until the plan is stopped |
-//! | `coercion/wait-for` | check | [`WaitFor`] | polls one of the conditions above until it holds or the attempt's deadline |
+//! | `coercion/wait-for` | check | [`WaitFor`] | polls one of the conditions above until it holds or the attempt's deadline (its `http` condition with feature `http`) |
 //! | `coercion/wait-until` | action | [`WaitUntil`] | the same, as a step of a sequence (wait until a restarted host is healthy) |
 //!
 //! Every plugin is registered with the inventory, so
@@ -41,6 +41,7 @@
 
 mod command;
 mod file_exists;
+#[cfg(feature = "http")]
 mod http;
 mod sleep;
 mod tcp;
@@ -49,6 +50,8 @@ mod write_file;
 
 pub use command::{Command, CommandCheck, CommandReq, CommandResp};
 pub use file_exists::{FileExists, FileExistsReq, FileExistsResp, FileKind};
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use http::{ExpectedStatus, HttpCheck, HttpCheckReq, HttpCheckResp};
 pub use sleep::{Sleep, SleepReq, SleepResp};
 pub use tcp::{TcpCheck, TcpCheckReq, TcpCheckResp};

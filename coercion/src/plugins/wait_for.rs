@@ -7,9 +7,11 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::{
-    CommandReq, CommandResp, FileExistsReq, FileExistsResp, HttpCheckReq, HttpCheckResp,
-    TcpCheckReq, TcpCheckResp, codes, command, file_exists, http, non_zero, tcp,
+    CommandReq, CommandResp, FileExistsReq, FileExistsResp, TcpCheckReq, TcpCheckResp, codes,
+    command, file_exists, non_zero, tcp,
 };
+#[cfg(feature = "http")]
+use super::{HttpCheckReq, HttpCheckResp, http};
 use crate::plugin::{Context, InitError, Plugin, PluginError, ValidationError};
 
 /// The longest time kept free before the attempt's deadline, so that the plugin reports its own
@@ -22,12 +24,14 @@ fn default_interval() -> Duration {
 
 /// What [`WaitFor`] waits for: the request of one of the other built-in checks. In JSON, an
 /// object with one key: `{ "http": { … } }`, `{ "tcp": { … } }`, `{ "file": { … } }` or
-/// `{ "command": { … } }`.
+/// `{ "command": { … } }`. `http` needs coercion's `http` feature (default).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Condition {
     /// An HTTP answer as [`HttpCheck`](super::HttpCheck) expects it.
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     Http(HttpCheckReq),
     /// A TCP port accepting connections, as [`TcpCheck`](super::TcpCheck) checks it.
     Tcp(TcpCheckReq),
@@ -40,8 +44,11 @@ pub enum Condition {
 /// What the successful poll observed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ConditionResp {
     /// The HTTP answer.
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     Http(HttpCheckResp),
     /// The connection.
     Tcp(TcpCheckResp),
@@ -132,6 +139,7 @@ pub struct WaitForResp {
 #[crate::plugin(check, name = "coercion/wait-for")]
 #[derive(Debug, Default)]
 pub struct WaitFor {
+    #[cfg(feature = "http")]
     clients: http::Clients,
 }
 
@@ -142,6 +150,7 @@ impl WaitFor {
         condition: &Condition,
     ) -> Result<ConditionResp, PluginError> {
         match condition {
+            #[cfg(feature = "http")]
             Condition::Http(req) => http::probe(&self.clients, req)
                 .await
                 .map(ConditionResp::Http),
@@ -240,6 +249,7 @@ impl Plugin for WaitFor {
         non_zero("interval", Some(req.interval))?;
         non_zero("timeout", req.timeout)?;
         match &req.condition {
+            #[cfg(feature = "http")]
             Condition::Http(r) => http::validate(r, "condition.http."),
             Condition::Tcp(r) => tcp::validate(r, "condition.tcp."),
             Condition::File(r) => file_exists::validate(r, "condition.file."),
@@ -248,7 +258,11 @@ impl Plugin for WaitFor {
     }
 
     fn init(&self) -> Result<(), InitError> {
-        self.clients.check().map_err(|e| InitError::new(e.chain()))
+        #[cfg(feature = "http")]
+        self.clients
+            .check()
+            .map_err(|e| InitError::new(e.chain()))?;
+        Ok(())
     }
 }
 

@@ -18,6 +18,7 @@ mod memory;
 mod postgres;
 #[cfg(feature = "testing")]
 mod recording;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 #[cfg(feature = "testing")]
@@ -25,10 +26,13 @@ mod sqlite;
 pub use faulty::{FaultKind, FaultRule, FaultTiming, FaultyStore};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresOptions, PostgresStore};
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub use recording::{RecordedWrite, RecordingStore};
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SqliteOptions, SqliteStats, SqliteStore, Synchronous};
 
 use std::fmt;
@@ -456,6 +460,7 @@ pub trait Store: Send + Sync + 'static {
 /// The JSON of `plan` without anything that changes while it runs — every state back to
 /// `NotStarted`, no attempts, no reason, heartbeat or pause — which the stores keep apart from
 /// the definition. A plan that has none of those (a plan being submitted) is written as it is.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn definition_json(plan: &Plan) -> Result<String, StoreError> {
     let pristine = plan.reason == Reason::None
         && plan.heartbeat.is_none()
@@ -476,6 +481,7 @@ pub(crate) fn definition_json(plan: &Plan) -> Result<String, StoreError> {
 
 /// `plan` as defined: every state back to `NotStarted`, no attempts, no reason, heartbeat or
 /// pause (same ids).
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "testing"))]
 pub(crate) fn definition_of(plan: &Plan) -> Plan {
     let mut def = plan.clone();
     let locs: Vec<Loc> = def.walk().map(|(loc, _)| loc).collect();
