@@ -146,7 +146,7 @@ pub(crate) fn blocked_actions(plan: Option<PlanId>) -> Vec<BlockedAction> {
         .filter(|a| plan.is_none_or(|p| a.plan == p))
         .filter_map(|a| blocked(a))
         .collect();
-    out.sort_by(|a, b| b.blocked_for.cmp(&a.blocked_for));
+    out.sort_by_key(|b| std::cmp::Reverse(b.blocked_for));
     out
 }
 
