@@ -367,9 +367,9 @@ async fn run(o: Options) -> Result<(), String> {
                 o.concurrency,
                 o.tolerance
             );
-            let id = ws.submit(plan).await.map_err(|e| e.to_string())?;
-            ws.start(id).await.map_err(|e| e.to_string())?;
-            id
+            // One write stores the plan already running: a crash right after leaves a plan
+            // the next run resumes, never one that nobody starts.
+            ws.submit_and_start(plan).await.map_err(|e| e.to_string())?
         }
     };
     watch(&ws, id, o.crash_after)
