@@ -323,10 +323,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Backup { dest } => {
             let db = Db::open(&cli.db)?;
-            db.store()
-                .backup(&dest)
-                .await
-                .map_err(|e| db::store_error(&cli.db, e))?;
+            db.store().backup(&dest).await.map_err(|e| {
+                CliError::new(format!(
+                    "backup of {} failed: {}",
+                    cli.db.display(),
+                    crate::storage::Chain(&e)
+                ))
+            })?;
             let plans = SqliteStore::open_read_only(&dest)
                 .map_err(|e| db::store_error(&dest, e))?
                 .list(&ListFilter::default())
