@@ -55,7 +55,9 @@ impl Db {
         &self.path
     }
 
-    /// The one plan whose id is `id` or starts with `id` (case-insensitive, dashes optional).
+    /// The one plan whose id is `id`, starts with `id` or ends with it (case-insensitive,
+    /// dashes optional). UUIDv7 ids made within the same minute share their first characters,
+    /// while their last ones are random: the last 8 characters of an id are unique in practice.
     ///
     /// Fails naming the id and the file when no plan or more than one plan matches.
     pub async fn resolve(&self, id: &str) -> Result<PlanId, CliError> {
@@ -66,7 +68,7 @@ impl Db {
             .to_ascii_lowercase();
         if wanted.is_empty() || !wanted.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(CliError::new(format!(
-                "`{id}` is not a plan id (nor the start of one): ids are UUIDs such as \
+                "`{id}` is not a plan id (nor its start or end): ids are UUIDs such as \
                  0193a5e2-7c1d-7f00-8000-000000000000"
             )));
         }
@@ -80,17 +82,20 @@ impl Db {
             .map_err(|e| store_error(&self.path, e))?;
         let matches: Vec<_> = all
             .iter()
-            .filter(|s| s.id.0.simple().to_string().starts_with(&wanted))
+            .filter(|s| {
+                let hex = s.id.0.simple().to_string();
+                hex.starts_with(&wanted) || hex.ends_with(&wanted)
+            })
             .collect();
         match matches.as_slice() {
             [one] => Ok(one.id),
             [] => Err(CliError::new(format!(
-                "no plan with an id starting with `{id}` in {}",
+                "no plan with an id starting or ending with `{id}` in {}",
                 self.path.display()
             ))),
             many => {
                 let mut msg = format!(
-                    "`{id}` is ambiguous: {} plans in {} have ids starting with it; give more characters:",
+                    "`{id}` is ambiguous: {} plans in {} have ids starting or ending with it; give more characters (the last 8 are unique in practice):",
                     many.len(),
                     self.path.display()
                 );
