@@ -102,7 +102,8 @@ pub trait PluginMeta: Plugin {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a check plugin, so it cannot be used in checks",
     label = "not a check plugin",
-    note = "checks may only use plugins declared with `#[plugin(check)]`; action plugins belong in a `sequence {{ ... }}` or a deferred `batch {{ ... }}`"
+    note = "checks may only use plugins declared with `#[plugin(check)]`; action plugins belong in a `sequence {{ ... }}` or a deferred `batch {{ ... }}`",
+    note = "if `{Self}` implements `coercion::Plugin` but its struct is not marked `#[coercion::plugin(check)]`, add the attribute: it declares the plugin's kind and registers it"
 )]
 pub trait CheckPlugin: PluginMeta + crate::__private::Sealed {}
 
@@ -110,7 +111,8 @@ pub trait CheckPlugin: PluginMeta + crate::__private::Sealed {}
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an action plugin, so it cannot be used in a sequence",
     label = "not an action plugin",
-    note = "sequences and deferred batches may only use plugins declared with `#[plugin]`; check plugins (`#[plugin(check)]`) belong in `bypass_checks`, `pre_checks`, `cont_checks`, `post_checks` or `deferred_checks`"
+    note = "sequences and deferred batches may only use plugins declared with `#[plugin]`; check plugins (`#[plugin(check)]`) belong in `bypass_checks`, `pre_checks`, `cont_checks`, `post_checks` or `deferred_checks`",
+    note = "if `{Self}` implements `coercion::Plugin` but its struct is not marked `#[coercion::plugin]`, add the attribute: it declares the plugin's kind and registers it"
 )]
 pub trait ActionPlugin: PluginMeta + crate::__private::Sealed {}
 

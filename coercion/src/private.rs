@@ -118,7 +118,8 @@ pub type RequestOf<P> = <P as PluginRequest>::Request;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an action plugin, so it cannot be used in a sequence or a deferred batch",
     label = "not an action plugin",
-    note = "sequences and deferred batches take action plugins only (`#[plugin]`); check plugins (`#[plugin(check)]`) belong in `bypass_checks`, `pre_checks`, `cont_checks`, `post_checks` or `deferred_checks`"
+    note = "sequences and deferred batches take action plugins only (`#[plugin]`); check plugins (`#[plugin(check)]`) belong in `bypass_checks`, `pre_checks`, `cont_checks`, `post_checks` or `deferred_checks`",
+    note = "if `{Self}` implements `coercion::Plugin` but its struct is not marked `#[coercion::plugin]`, add the attribute: it declares the plugin's kind and registers it"
 )]
 pub trait SequencePlugin {
     /// The plugin's request type.
@@ -139,7 +140,8 @@ impl<P: ActionPlugin> SequencePlugin for P {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a check plugin, so it cannot be used in checks",
     label = "not a check plugin",
-    note = "check sections take check plugins only (`#[plugin(check)]`); action plugins (`#[plugin]`) belong in a `sequence {{ ... }}` or a deferred `batch {{ ... }}`"
+    note = "check sections take check plugins only (`#[plugin(check)]`); action plugins (`#[plugin]`) belong in a `sequence {{ ... }}` or a deferred `batch {{ ... }}`",
+    note = "if `{Self}` implements `coercion::Plugin` but its struct is not marked `#[coercion::plugin(check)]`, add the attribute: it declares the plugin's kind and registers it"
 )]
 pub trait ChecksPlugin {
     /// The plugin's request type.
