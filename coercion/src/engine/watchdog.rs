@@ -2,19 +2,18 @@
 //! poll freezes the timers, stops and heartbeats of everything scheduled on it, and a plugin
 //! that never yields cannot even be timed out.
 //!
-//! Every poll of a plugin's future is timed: the attempt records when its current poll began
-//! (two atomic stores per poll). A watchdog on a thread of its own — it must not depend on the
+//! Every poll of a plugin's future is timed: the polling thread's own slot records what it polls
+//! and since when (a clock read, two stores and two uncontended locks per poll; no shared lock). A watchdog on a thread of its own — it must not depend on the
 //! runtime it watches — looks every half second for a poll that has lasted longer than the
 //! threshold and logs the action once, with the rule for plugin authors. The engine asks the
 //! same table before renewing a plan's heartbeat (a plan whose plugin blocks its thread stops
 //! renewing, so a shared store's other workers can take it over), and the control server before
 //! it acts ("busy").
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Once};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Once, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -30,24 +29,40 @@ pub(crate) const DEFAULT_THRESHOLD: Duration = Duration::from_secs(2);
 /// in a poll).
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
-/// The attempts in flight, by a number of their own.
-static IN_FLIGHT: LazyLock<Mutex<HashMap<u64, Arc<Attempt>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-
-static NEXT: AtomicU64 = AtomicU64::new(1);
-
 /// The threshold, in nanoseconds (the smallest any workstream of the process asked for).
 static THRESHOLD_NS: AtomicU64 = AtomicU64::new(2_000_000_000);
 
-/// An attempt being run: what it is, and when its current poll began.
-struct Attempt {
+/// One slot per thread that has polled a plugin: what it polls now, and since when. A poll
+/// writes only its own thread's slot (no shared lock on the engine's path); the watchdog reads
+/// them all.
+#[derive(Default)]
+struct Slot {
+    started_ns: AtomicU64,
+    /// The poll start the watchdog reported last, so each blocking poll is reported once.
+    reported_ns: AtomicU64,
+    current: Mutex<Option<Polled>>,
+}
+
+/// What a thread is polling.
+#[derive(Clone)]
+struct Polled {
     plan: PlanId,
     /// Named only when reported: naming costs allocations every attempt would pay.
     loc: Loc,
     paths: Arc<dyn PathSource>,
     plugin: &'static str,
-    poll_started_ns: AtomicU64,
-    reported: AtomicBool,
+}
+
+static SLOTS: LazyLock<Mutex<Vec<Weak<Slot>>>> = LazyLock::new(|| Mutex::new(Vec::new()));
+
+thread_local! {
+    static SLOT: Arc<Slot> = {
+        let slot = Arc::new(Slot::default());
+        let mut slots = SLOTS.lock();
+        slots.retain(|s| s.strong_count() > 0);
+        slots.push(Arc::downgrade(&slot));
+        slot
+    };
 }
 
 /// A plugin poll that has lasted longer than the threshold.
@@ -101,13 +116,17 @@ pub(crate) fn start(threshold: Duration) {
     });
 }
 
-/// Logs each newly blocked action once.
+fn slots() -> Vec<Arc<Slot>> {
+    SLOTS.lock().iter().filter_map(Weak::upgrade).collect()
+}
+
+/// Logs each newly blocked poll once.
 fn report() {
-    let attempts: Vec<Arc<Attempt>> = IN_FLIGHT.lock().values().cloned().collect();
-    for a in attempts {
-        if let Some(blocked) = blocked(&a)
-            && !a.reported.swap(true, Ordering::Relaxed)
-        {
+    for slot in slots() {
+        let Some((started, blocked)) = blocked(&slot) else {
+            continue;
+        };
+        if slot.reported_ns.swap(started, Ordering::Relaxed) != started {
             tracing::warn!(
                 plan = %blocked.plan,
                 action = %blocked.path,
@@ -124,37 +143,43 @@ fn now_ns() -> u64 {
         .max(1)
 }
 
-fn blocked(a: &Attempt) -> Option<BlockedAction> {
-    let started = a.poll_started_ns.load(Ordering::Relaxed);
+/// The slot's poll, with its start, if it has lasted longer than the threshold.
+fn blocked(slot: &Slot) -> Option<(u64, BlockedAction)> {
+    let started = slot.started_ns.load(Ordering::Relaxed);
     if started == 0 {
         return None;
     }
     let for_ns = now_ns().saturating_sub(started);
-    (for_ns > THRESHOLD_NS.load(Ordering::Relaxed)).then(|| BlockedAction {
-        plan: a.plan,
-        path: a.paths.path(a.loc),
-        plugin: a.plugin.to_owned(),
-        blocked_for: Duration::from_nanos(for_ns),
-    })
+    if for_ns <= THRESHOLD_NS.load(Ordering::Relaxed) {
+        return None;
+    }
+    let polled = slot.current.lock().clone()?;
+    Some((
+        started,
+        BlockedAction {
+            plan: polled.plan,
+            path: polled.paths.path(polled.loc),
+            plugin: polled.plugin.to_owned(),
+            blocked_for: Duration::from_nanos(for_ns),
+        },
+    ))
 }
 
 /// The actions (of `plan`, or of every plan) whose plugin blocks its thread now.
 pub(crate) fn blocked_actions(plan: Option<PlanId>) -> Vec<BlockedAction> {
-    let attempts: Vec<Arc<Attempt>> = IN_FLIGHT.lock().values().cloned().collect();
-    let mut out: Vec<BlockedAction> = attempts
+    let mut out: Vec<BlockedAction> = slots()
         .iter()
-        .filter(|a| plan.is_none_or(|p| a.plan == p))
-        .filter_map(|a| blocked(a))
+        .filter_map(|s| blocked(s).map(|(_, b)| b))
+        .filter(|b| plan.is_none_or(|p| b.plan == p))
         .collect();
     out.sort_by_key(|b| std::cmp::Reverse(b.blocked_for));
     out
 }
 
-/// A plugin's future whose polls are timed for the watchdog while it is in flight.
+/// A plugin's future whose polls are timed for the watchdog.
 pub(crate) struct Watched<F> {
     inner: F,
-    key: u64,
-    attempt: Arc<Attempt>,
+    polled: Polled,
 }
 
 impl<F> Watched<F> {
@@ -165,20 +190,14 @@ impl<F> Watched<F> {
         paths: Arc<dyn PathSource>,
         plugin: &'static str,
     ) -> Watched<F> {
-        let key = NEXT.fetch_add(1, Ordering::Relaxed);
-        let attempt = Arc::new(Attempt {
-            plan,
-            loc,
-            paths,
-            plugin,
-            poll_started_ns: AtomicU64::new(0),
-            reported: AtomicBool::new(false),
-        });
-        IN_FLIGHT.lock().insert(key, attempt.clone());
         Watched {
             inner,
-            key,
-            attempt,
+            polled: Polled {
+                plan,
+                loc,
+                paths,
+                plugin,
+            },
         }
     }
 }
@@ -188,20 +207,20 @@ impl<F: Future + Unpin> Future for Watched<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
-        this.attempt
-            .poll_started_ns
-            .store(now_ns(), Ordering::Relaxed);
+        let started = now_ns();
+        SLOT.with(|slot| {
+            *slot.current.lock() = Some(this.polled.clone());
+            slot.started_ns.store(started, Ordering::Relaxed);
+        });
         let out = Pin::new(&mut this.inner).poll(cx);
-        this.attempt.poll_started_ns.store(0, Ordering::Relaxed);
-        if this.attempt.reported.swap(false, Ordering::Relaxed) {
-            tracing::info!(plan = %this.attempt.plan, action = %this.attempt.paths.path(this.attempt.loc), "the plugin that blocked its thread yielded again");
+        let reported = SLOT.with(|slot| {
+            slot.started_ns.store(0, Ordering::Relaxed);
+            *slot.current.lock() = None;
+            slot.reported_ns.load(Ordering::Relaxed) == started
+        });
+        if reported {
+            tracing::info!(plan = %this.polled.plan, action = %this.polled.paths.path(this.polled.loc), "the plugin that blocked its thread yielded again");
         }
         out
-    }
-}
-
-impl<F> Drop for Watched<F> {
-    fn drop(&mut self) {
-        IN_FLIGHT.lock().remove(&self.key);
     }
 }
