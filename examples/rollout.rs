@@ -24,10 +24,8 @@ use coercion::plugins::{
     WaitForReq, WaitUntil, WriteFile, WriteFileReq,
 };
 use coercion::prelude::*;
-use coercion::storage::Change;
-use coercion::workflow::Loc;
+use coercion::progress::Progress;
 use futures_util::StreamExt as _;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 /// A real rolling deploy on this machine: a canary host first, then the rest, a few at a time,
 /// with a failure budget. Plans are kept in the SQLite file `--db`; run again after a crash to
@@ -211,62 +209,24 @@ async fn watch(
     id: PlanId,
     crash_after: Option<usize>,
 ) -> Result<(), coercion::Error> {
-    let plan = ws.read(id).await?;
-    let multi = MultiProgress::new();
-    let style = ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {msg}")
-        .expect("a valid template")
-        .progress_chars("=> ");
-    let bars: Vec<ProgressBar> = plan
-        .blocks()
-        .iter()
-        .map(|b| {
-            let bar = multi.add(ProgressBar::new(b.sequences().len() as u64));
-            bar.set_style(style.clone());
-            bar.set_prefix(b.name().to_owned());
-            let done = b
-                .sequences()
-                .iter()
-                .filter(|s| s.status().is_terminal())
-                .count();
-            bar.set_position(done as u64);
-            bar
-        })
-        .collect();
+    let mut events = ws.events(id).await?;
+    // The stream starts with the plan as it is: the bars start from there.
+    let Some(coercion::Event::Snapshot(plan)) = events.next().await else {
+        return Ok(());
+    };
+    let progress = Progress::new(&plan);
     let mut finished = 0;
-    let mut events = Box::pin(ws.events(id).await?);
     while let Some(event) = events.next().await {
-        let coercion::Event::Changed(changes) = event else {
-            continue;
-        };
-        for change in changes.iter() {
-            let Change::State {
-                loc: Loc::Sequence { block, seq },
-                state,
-                ..
-            } = change
-            else {
-                continue;
-            };
-            if !state.status.is_terminal() {
-                continue;
-            }
-            let bar = &bars[*block];
-            bar.inc(1);
-            if state.status != Status::Completed {
-                let name = &plan.blocks()[*block].sequences()[*seq];
-                bar.println(format!("  {} {}", name.name(), state.status));
-            }
+        for _ in progress.update(&event) {
             finished += 1;
             if crash_after == Some(finished) {
-                multi.suspend(|| eprintln!("--crash-after {finished}: killing this process now (SIGKILL); run again to resume"));
+                progress.suspend(|| eprintln!("--crash-after {finished}: killing this process now (SIGKILL); run again to resume"));
                 // Die like a real crash: no cleanup, no flush of anything but the store's commits.
                 unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
             }
         }
     }
-    for bar in &bars {
-        bar.finish();
-    }
+    progress.finish();
     Ok(())
 }
 

@@ -93,6 +93,9 @@ mod engine;
 mod macros_doc;
 pub mod plugin;
 pub mod plugins;
+#[cfg(feature = "progress")]
+#[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
+pub mod progress;
 pub mod registry;
 pub mod report;
 pub mod secret;
