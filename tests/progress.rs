@@ -62,7 +62,10 @@ async fn the_bars_follow_the_run_and_the_outcome_counts_failures() {
     assert_eq!(outcome(&done), format!("plan {id} Completed with 1 failed"));
 
     // The one-call form follows a plan to its end and returns it.
-    let again = ws.submit_and_start(done.clone_for_resubmit()).await.unwrap();
+    let again = ws
+        .submit_and_start(done.clone_for_resubmit())
+        .await
+        .unwrap();
     let watched = coercion::progress::watch(&ws, again).await.unwrap();
     assert!(watched.is_completed_with_failures());
 }

@@ -1087,3 +1087,132 @@ fn backup_writes_a_consistent_copy_while_another_process_runs_plans() {
     assert!(err.contains("the file exists"), "{err}");
     assert_eq!(std::fs::read(&copy).unwrap(), before);
 }
+
+/// `coercion serve` beyond loopback: a token on every request, and `Host` checked against IP
+/// addresses and the names it was told (no DNS rebinding).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_loopback_the_web_ui_requires_its_token_and_known_host_names() {
+    use std::io::BufRead as _;
+    let f = tokio::task::spawn_blocking(|| fixture("serve_token"))
+        .await
+        .unwrap();
+    let start = |env_token: Option<&str>| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg("--db")
+            .arg(&f.db)
+            .args([
+                "serve",
+                "--addr",
+                "0.0.0.0:0",
+                "--host-name",
+                "ops.internal",
+            ])
+            .env_remove("COERCION_SERVE_TOKEN")
+            .stdout(std::process::Stdio::piped());
+        if let Some(t) = env_token {
+            cmd.env("COERCION_SERVE_TOKEN", t);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        (child, line)
+    };
+
+    // A token made up at start, printed in the address to open.
+    let (mut child, line) = start(None);
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_owned();
+    let made_up = url.split("?token=").nth(1).unwrap().to_owned();
+    assert_eq!(made_up.len(), 64, "{line}");
+    assert!(line.contains("requests must carry the token"), "{line}");
+    let _ = child.kill();
+
+    let token = "a-token-of-the-operators-0123456789";
+    let (mut child, line) = start(Some(token));
+    assert!(
+        !line.contains(token),
+        "a given token is not printed: {line}"
+    );
+    let port = line
+        .split("0.0.0.0:")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = http();
+
+    let resp = client.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.text().await.unwrap().contains("requires its token"));
+    let resp = client
+        .get(format!("{base}/"))
+        .bearer_auth("a-wrong-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    let resp = client
+        .get(format!("{base}/"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains(&f.completed.to_string())
+    );
+
+    // Opening the printed address keeps the token in a cookie and drops it from the address.
+    let resp = client
+        .get(format!("{base}/plans/{}?token={token}", f.completed))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(
+        resp.headers()["location"].to_str().unwrap(),
+        format!("/plans/{}", f.completed)
+    );
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let resp = client
+        .get(format!("{base}/plans/{}", f.completed))
+        .header("cookie", cookie.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // Host names: the ones it was told and IP addresses; not a rebinding page's own domain.
+    for (host, status) in [
+        ("ops.internal", 200),
+        ("192.0.2.10", 200),
+        ("evil.example", 421),
+    ] {
+        let resp = client
+            .get(format!("{base}/"))
+            .header("host", format!("{host}:{port}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "Host: {host}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

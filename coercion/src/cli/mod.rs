@@ -164,14 +164,22 @@ pub enum Command {
     },
     /// Serve the web UI: plan list, live plan pages, upload of exported plans.
     Serve {
-        /// The address to listen on. Anything but a loopback address exposes every plan to
-        /// whoever can reach it: there is no authentication.
+        /// The address to listen on. Beyond loopback, every request must carry the server's
+        /// token (printed at start unless given) and name an IP address or a `--host-name`.
         #[arg(long, default_value = "127.0.0.1:3030")]
         addr: SocketAddr,
         /// Show stop/pause/resume buttons (they work for plans whose process listens for
         /// control requests).
         #[arg(long)]
         allow_control: bool,
+        /// A file holding the token requests must carry (also on loopback). Without it, and
+        /// without COERCION_SERVE_TOKEN, a server beyond loopback makes one up and prints it.
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
+        /// A host name requests may name in `Host` when serving beyond loopback (repeatable);
+        /// IP addresses and `localhost` are always accepted.
+        #[arg(long = "host-name", value_name = "NAME")]
+        host_names: Vec<String>,
     },
 }
 
@@ -348,23 +356,47 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve {
             addr,
             allow_control,
+            token_file,
+            host_names,
         } => {
             let db = Db::open(&cli.db)?;
-            if !addr.ip().is_loopback() {
-                let _ = writeln!(
-                    anstream::stderr(),
-                    "coercion: warning: serving on {addr}, not a loopback address: anyone who can reach it can read \
-                     every plan{} (there is no authentication)",
-                    if allow_control {
-                        " and stop, pause or resume running ones"
-                    } else {
-                        ""
-                    }
-                );
+            let given = match (&token_file, std::env::var("COERCION_SERVE_TOKEN")) {
+                (Some(file), _) => {
+                    let text = std::fs::read_to_string(file).map_err(|e| {
+                        CliError::new(format!(
+                            "cannot read the token file {}: {e}",
+                            file.display()
+                        ))
+                    })?;
+                    Some(text.trim().to_owned())
+                }
+                (None, Ok(token)) => Some(token.trim().to_owned()),
+                (None, Err(_)) => None,
+            };
+            if let Some(t) = &given
+                && (t.len() < 16 || !t.chars().all(|c| c.is_ascii_graphic() && !";,".contains(c)))
+            {
+                return Err(CliError::new(
+                    "the server's token must have at least 16 characters, each a visible ASCII \
+                     character other than `;` and `,`"
+                        .to_owned(),
+                ));
             }
+            let made_up = given.is_none() && !addr.ip().is_loopback();
+            let token = given.or_else(|| {
+                made_up.then(|| {
+                    format!(
+                        "{}{}",
+                        uuid::Uuid::new_v4().simple(),
+                        uuid::Uuid::new_v4().simple()
+                    )
+                })
+            });
             let options = web::WebOptions {
                 addr,
                 allow_control,
+                token: token.clone(),
+                host_names,
                 ..web::WebOptions::default()
             };
             let path = cli.db.display().to_string();
@@ -374,8 +406,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 } else {
                     "read-only"
                 };
+                let access = match (&token, made_up) {
+                    (Some(t), true) => format!("?token={t}"),
+                    _ => String::new(),
+                };
+                let auth = if token.is_some() {
+                    "; requests must carry the token"
+                } else {
+                    ""
+                };
                 let _ = print(&format!(
-                    "coercion web UI on http://{bound}/ ({mode}; store: {path})\n"
+                    "coercion web UI on http://{bound}/{access} ({mode}{auth}; store: {path})\n"
                 ));
             })
             .await

@@ -55,6 +55,12 @@ pub struct WebOptions {
     /// The address the server listens on; requests must name it (or a loopback name when it
     /// is a loopback address) in their `Host` header.
     pub addr: SocketAddr,
+    /// When set, every request must carry this token: `Authorization: Bearer <token>`, the
+    /// cookie that `/?token=<token>` sets, or that query itself. Required off loopback.
+    pub token: Option<String>,
+    /// Host names besides IP addresses and `localhost` that requests may name in `Host` when
+    /// the server listens beyond loopback (a DNS-rebinding page names its own domain).
+    pub host_names: Vec<String>,
 }
 
 impl Default for WebOptions {
@@ -63,6 +69,8 @@ impl Default for WebOptions {
             allow_control: false,
             poll_interval: Duration::from_millis(300),
             addr: SocketAddr::from(([127, 0, 0, 1], 3030)),
+            token: None,
+            host_names: Vec::new(),
         }
     }
 }
@@ -133,14 +141,42 @@ pub async fn serve(
     axum::serve(listener, router(db, options)).await
 }
 
-/// Security headers on every response; refuses requests for another host name.
+/// The cookie that carries the server's token once a browser has opened `/?token=…`.
+const TOKEN_COOKIE: &str = "coercion_token";
+
+/// Security headers on every response; refuses requests for another host name and, when the
+/// server has a token, requests without it.
 async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
-    if !host_allowed(req.headers(), app.options.addr) {
+    if !host_allowed(req.headers(), app.options.addr, &app.options.host_names) {
         return (
             StatusCode::MISDIRECTED_REQUEST,
-            "this server answers only requests addressed to it\n",
+            "this server answers only requests addressed to it (see `coercion serve --host-name`)\n",
         )
             .into_response();
+    }
+    if let Some(token) = &app.options.token {
+        match token_check(&req, token) {
+            TokenCheck::Carried => {}
+            TokenCheck::InQuery => {
+                // Keep it in a cookie, and take it out of the address bar and the history.
+                let path = req.uri().path().to_owned();
+                let mut resp = Redirect::to(&path).into_response();
+                if let Ok(cookie) = HeaderValue::from_str(&format!(
+                    "{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
+                )) {
+                    resp.headers_mut().insert(header::SET_COOKIE, cookie);
+                }
+                return resp;
+            }
+            TokenCheck::Missing => {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    "this server requires its token: open the address it printed when it started \
+                     (…/?token=…), or send `Authorization: Bearer <token>`\n",
+                )
+                    .into_response();
+            }
+        }
     }
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
@@ -163,12 +199,52 @@ async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
     resp
 }
 
-/// Whether the `Host` header names this server: a loopback name when it listens on loopback
-/// (protects against DNS rebinding), any name otherwise.
-fn host_allowed(headers: &HeaderMap, addr: SocketAddr) -> bool {
-    if !addr.ip().is_loopback() {
-        return true;
+enum TokenCheck {
+    Carried,
+    InQuery,
+    Missing,
+}
+
+/// Whether `req` carries `token` (compared through SHA-256 digests, so the time taken says
+/// nothing about how much of a guess was right).
+fn token_check(req: &Request, token: &str) -> TokenCheck {
+    use sha2::Digest as _;
+    let digest = |s: &str| sha2::Sha256::digest(s.as_bytes());
+    let expected = digest(token);
+    let is_token = |s: &str| digest(s) == expected;
+    let headers = req.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='));
+    if bearer.is_some_and(is_token) || cookie.into_iter().any(is_token) {
+        return TokenCheck::Carried;
     }
+    let in_query = req
+        .uri()
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|kv| kv.strip_prefix("token="))
+        .any(is_token);
+    if in_query && req.method() == axum::http::Method::GET {
+        TokenCheck::InQuery
+    } else {
+        TokenCheck::Missing
+    }
+}
+
+/// Whether the `Host` header names this server (protects against DNS rebinding, where a page of
+/// the attacker's domain resolves that domain to this server): on loopback, a loopback name;
+/// beyond it, an IP address (a rebinding page cannot name one), `localhost`, or one of the
+/// `host_names` the server was told.
+fn host_allowed(headers: &HeaderMap, addr: SocketAddr, host_names: &[String]) -> bool {
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
         return true; // HTTP/1.0 without Host: not a browser.
     };
@@ -176,10 +252,20 @@ fn host_allowed(headers: &HeaderMap, addr: SocketAddr) -> bool {
         Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
         _ => host,
     };
-    matches!(name, "localhost" | "[::1]")
-        || name
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    let v6 = name
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .and_then(|n| n.parse::<std::net::Ipv6Addr>().ok());
+    let v4 = name.parse::<std::net::Ipv4Addr>().ok();
+    if addr.ip().is_loopback() {
+        return name == "localhost"
+            || v4.is_some_and(|ip| ip.is_loopback())
+            || v6.is_some_and(|ip| ip.is_loopback());
+    }
+    name.eq_ignore_ascii_case("localhost")
+        || v4.is_some()
+        || v6.is_some()
+        || host_names.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
 /// Whether a state-changing request comes from one of this server's own pages.
@@ -638,23 +724,31 @@ mod tests {
     #[test]
     fn loopback_servers_answer_only_loopback_host_names() {
         let local = SocketAddr::from(([127, 0, 0, 1], 3030));
-        assert!(host_allowed(&headers(&[("host", "127.0.0.1:3030")]), local));
-        assert!(host_allowed(&headers(&[("host", "localhost:3030")]), local));
-        assert!(host_allowed(&headers(&[("host", "[::1]:3030")]), local));
-        assert!(!host_allowed(
-            &headers(&[("host", "evil.example:3030")]),
-            local
-        ));
-        assert!(!host_allowed(&headers(&[("host", "evil.example")]), local));
-        assert!(!host_allowed(
-            &headers(&[("host", "127.0.0.1.evil.example")]),
-            local
-        ));
+        let allowed = |host: &'static str| host_allowed(&headers(&[("host", host)]), local, &[]);
+        assert!(allowed("127.0.0.1:3030"));
+        assert!(allowed("localhost:3030"));
+        assert!(allowed("[::1]:3030"));
+        assert!(!allowed("evil.example:3030"));
+        assert!(!allowed("evil.example"));
+        assert!(!allowed("127.0.0.1.evil.example"));
+        assert!(!allowed("10.1.2.3:3030"));
+    }
+
+    #[test]
+    fn servers_beyond_loopback_answer_ip_addresses_and_the_names_they_were_told() {
         let any = SocketAddr::from(([0, 0, 0, 0], 3030));
-        assert!(host_allowed(
-            &headers(&[("host", "ops.internal:3030")]),
-            any
-        ));
+        let names = vec!["ops.internal".to_owned()];
+        let allowed = |host: &'static str| host_allowed(&headers(&[("host", host)]), any, &names);
+        assert!(allowed("ops.internal:3030"));
+        assert!(allowed("OPS.internal"));
+        assert!(allowed("192.0.2.10:3030"));
+        assert!(allowed("[2001:db8::1]:3030"));
+        assert!(allowed("localhost:3030"));
+        assert!(
+            !allowed("evil.example:3030"),
+            "a rebinding page's own domain"
+        );
+        assert!(!allowed("ops.internal.evil.example"));
     }
 
     #[test]
