@@ -1216,3 +1216,61 @@ async fn beyond_loopback_the_web_ui_requires_its_token_and_known_host_names() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Slow and idle clients cannot exhaust the web UI: connections over the limit are closed at
+/// once, and a client that does not send its headers in time is disconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_bounded_in_number_and_in_time() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let f = tokio::task::spawn_blocking(|| fixture("serve_slow"))
+        .await
+        .unwrap();
+    let db = coercion::cli::Db::open(&f.db).unwrap();
+    let options = coercion::cli::web::WebOptions {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        max_connections: 2,
+        header_read_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(coercion::cli::web::serve(db, options, move |addr| {
+        let _ = tx.send(addr);
+    }));
+    let addr = rx.await.unwrap();
+
+    // Two clients that send half a request and stall hold both slots…
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await
+            .unwrap();
+        stalled.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // …so a third is closed without an answer.
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = third
+        .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut buf))
+        .await
+        .expect("closed at once, not left waiting")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf));
+
+    // The stalled clients are disconnected once the header-read timeout passes…
+    for s in &mut stalled {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+            .await
+            .expect("a stalled client is disconnected")
+            .ok();
+    }
+    // …and the server answers again.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let resp = http().get(format!("http://{addr}/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    server.abort();
+}

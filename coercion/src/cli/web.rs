@@ -61,6 +61,12 @@ pub struct WebOptions {
     /// Host names besides IP addresses and `localhost` that requests may name in `Host` when
     /// the server listens beyond loopback (a DNS-rebinding page names its own domain).
     pub host_names: Vec<String>,
+    /// At most this many connections are served at once; more are closed at once (default
+    /// 256), so slow or idle clients cannot take every descriptor and task.
+    pub max_connections: usize,
+    /// A client must send a request's headers within this time, or its connection is closed
+    /// (default 10 s).
+    pub header_read_timeout: Duration,
 }
 
 impl Default for WebOptions {
@@ -71,6 +77,8 @@ impl Default for WebOptions {
             addr: SocketAddr::from(([127, 0, 0, 1], 3030)),
             token: None,
             host_names: Vec::new(),
+            max_connections: 256,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -138,7 +146,37 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     let options = WebOptions { addr, ..options };
     ready(addr);
-    axum::serve(listener, router(db, options)).await
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(
+        options
+            .max_connections
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+    ));
+    let header_read_timeout = options.header_read_timeout;
+    let app = router(db, options);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of descriptors, say: try again a little later.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Over the limit: closed at once, before anything is read.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            drop(slot);
+        });
+    }
 }
 
 /// The cookie that carries the server's token once a browser has opened `/?token=…`.
