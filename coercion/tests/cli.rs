@@ -781,6 +781,16 @@ async fn the_web_server_serves_escaped_pages_events_uploads_and_refuses_what_it_
     assert!(binary.contains("not text (not UTF-8)"));
     let huge = upload(vec![b' '; coercion::cli::web::UPLOAD_LIMIT + 1]).await;
     assert_eq!(huge.status(), 413);
+    // Only from the server's own pages: another site's form or script is refused.
+    let foreign = client
+        .post(format!("{}/upload", server.url))
+        .header("origin", "http://evil.example")
+        .body(b"{}".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
+    assert!(foreign.text().await.unwrap().contains("own upload page"));
 
     // Read-only: control requests are refused.
     let post = client

@@ -718,11 +718,17 @@ async fn upload_page(State(app): State<App>) -> Response {
     )
 }
 
-async fn upload_plan(body: Bytes) -> Response {
+async fn upload_plan(headers: HeaderMap, body: Bytes) -> Response {
     let fail = |msg: String| -> Response {
         let m: Markup = html! { div.notice.error { (msg) } };
         (StatusCode::BAD_REQUEST, Html(m.into_string())).into_response()
     };
+    // Another site's page must not make this server render what it sends.
+    if !same_origin(&headers) {
+        let m: Markup =
+            html! { div.notice.error { "Uploads must come from this server's own upload page." } };
+        return (StatusCode::FORBIDDEN, Html(m.into_string())).into_response();
+    }
     if body.is_empty() {
         return fail("The file is empty: it is not an exported coercion plan.".to_owned());
     }
