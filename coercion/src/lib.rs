@@ -89,6 +89,9 @@ pub mod builder;
 #[cfg(feature = "cli")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub mod cli;
+#[cfg(all(unix, feature = "control"))]
+#[cfg_attr(docsrs, doc(cfg(all(unix, feature = "control"))))]
+pub mod control;
 mod engine;
 mod macros_doc;
 pub mod plugin;

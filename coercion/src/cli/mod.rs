@@ -21,7 +21,9 @@ mod db;
 mod format;
 mod text;
 
-pub mod control;
+/// The control channel, which lives beside the workstream ([`crate::control`]): re-exported
+/// here, where it was before.
+pub use crate::control;
 pub mod html;
 pub mod web;
 

@@ -13,8 +13,9 @@
 //!
 //! ```no_run
 //! # async fn demo(ws: coercion::Workstream) -> std::io::Result<()> {
-//! // In the program that runs plans from coercion.db:
-//! let _control = coercion::cli::control::listen(ws, "coercion.db").await?;
+//! // In the program that runs plans from coercion.db (feature `control`, on by default; the
+//! // `cli` feature is not needed):
+//! let _control = coercion::control::listen(ws, "coercion.db").await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -82,7 +83,7 @@ struct Reply {
 pub enum ControlError {
     /// No process listens for control requests on this store file.
     #[error(
-        "no process accepts stop/pause/resume requests for {}: these act only in the process that runs the plan, and that process does not listen ({reason}). A program enables this with coercion::cli::control::listen(workstream, store file)",
+        "no process accepts stop/pause/resume requests for {}: these act only in the process that runs the plan, and that process does not listen ({reason}). A program enables this with coercion::control::listen(workstream, store file)",
         .db.display()
     )]
     NoListener {
