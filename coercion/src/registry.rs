@@ -105,6 +105,19 @@ pub enum RegistryError {
 
 /// The plugins a workstream may call, by name. Several registries may exist side by side (for
 /// different security contexts); each workstream uses one.
+///
+/// ```
+/// use coercion::Registry;
+/// use coercion::plugins::Command;
+///
+/// // Every plugin marked #[plugin] that this binary links (the built-in ones among them)…
+/// let all = Registry::from_inventory()?;
+/// assert!(all.contains("coercion/command"));
+/// // …or only configured instances, for a narrower security context.
+/// let narrow = Registry::new().with(Command::default())?;
+/// assert_eq!(narrow.len(), 1);
+/// # Ok::<(), coercion::registry::RegistryError>(())
+/// ```
 #[derive(Clone, Default)]
 pub struct Registry {
     entries: BTreeMap<&'static str, Entry>,

@@ -347,6 +347,28 @@ struct Inner {
 }
 
 /// Submits, runs, watches and controls plans over one store and one registry. Cheap to clone.
+///
+/// ```
+/// use coercion::prelude::*;
+/// use coercion::plugins::{Command, CommandReq};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), coercion::Error> {
+/// // A store in memory and the plugins this binary links (here the built-in `Command`).
+/// let ws = Workstream::builder().in_memory().build().await?;
+/// let plan = Plan::builder("hello")
+///     .block(Block::builder("b").sequence(
+///         Sequence::builder("host-1")
+///             .action(ActionSpec::new::<Command>("say", CommandReq::new("true"))),
+///     ))
+///     .build();
+/// let id = ws.submit(plan).await?;          // validated: every problem at once, with its path
+/// let _events = ws.events(id).await?;      // subscribed before the start: nothing is missed
+/// ws.start(id).await?;
+/// let done = ws.wait(id).await?;
+/// assert_eq!(done.status(), Status::Completed);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Workstream {
     inner: Arc<Inner>,

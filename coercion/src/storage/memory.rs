@@ -11,6 +11,17 @@ use crate::workflow::{Loc, Plan, PlanId, Status};
 
 /// Plans kept in memory: for tests and ephemeral runs. Cloning gives another handle to the same
 /// plans. Nothing survives the process.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), coercion::Error> {
+/// use coercion::{MemoryStore, Workstream};
+/// let store = MemoryStore::new();
+/// // Two workstreams over the same plans (a clone is another handle, not a copy).
+/// let ws = Workstream::builder().store(store.clone()).build().await?;
+/// # drop(ws);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     plans: Arc<Mutex<HashMap<PlanId, Plan>>>,
