@@ -42,6 +42,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use crate::rolling::Rolling;
 use crate::plugin::{ActionPlugin, CheckPlugin, PluginKind, PluginMeta};
 use crate::workflow::{
     Action, Block, CheckSet, CheckSlot, Checks, DEFAULT_CONT_DELAY, DEFAULT_TIMEOUT, DeferredBatch,
@@ -174,7 +175,7 @@ impl ChecksBuilder {
 
 /// Builds a sequence. See [`Sequence::builder`].
 #[derive(Clone, Debug, PartialEq)]
-pub struct SequenceBuilder(Sequence);
+pub struct SequenceBuilder(pub(crate) Sequence);
 
 impl Sequence {
     /// A sequence named `name` with no actions yet.
@@ -219,7 +220,7 @@ impl SequenceBuilder {
 
 /// Builds a block. See [`Block::builder`].
 #[derive(Clone, Debug, PartialEq)]
-pub struct BlockBuilder(Block);
+pub struct BlockBuilder(pub(crate) Block);
 
 impl Block {
     /// A block named `name`: concurrency 1, no tolerated failure, no delays, no sequences yet.
@@ -421,6 +422,10 @@ impl PlanBuilder {
     pub fn block(mut self, block: BlockBuilder) -> Self {
         self.0.blocks.push(block.0);
         self
+    }
+    /// Appends the blocks of a rolling rollout, one per batch (see [`Rolling`]).
+    pub fn rolling(self, rolling: Rolling) -> Self {
+        self.blocks(rolling)
     }
     /// Appends several blocks.
     pub fn blocks(mut self, blocks: impl IntoIterator<Item = BlockBuilder>) -> Self {

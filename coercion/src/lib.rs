@@ -101,6 +101,7 @@ pub mod plugins;
 pub mod progress;
 pub mod registry;
 pub mod report;
+pub mod rolling;
 pub mod secret;
 pub mod storage;
 #[cfg(feature = "testing")]
