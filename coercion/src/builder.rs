@@ -42,8 +42,8 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::rolling::Rolling;
 use crate::plugin::{ActionPlugin, CheckPlugin, PluginKind, PluginMeta};
+use crate::rolling::Rolling;
 use crate::workflow::{
     Action, Block, CheckSet, CheckSlot, Checks, DEFAULT_CONT_DELAY, DEFAULT_TIMEOUT, DeferredBatch,
     Json, Plan, Sequence, State, Tolerance, When,

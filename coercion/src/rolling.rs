@@ -42,9 +42,9 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::builder::{BlockBuilder, ChecksBuilder, SequenceBuilder};
-use crate::workflow::{Block, CheckSlot, Tolerance};
 #[cfg(test)]
 use crate::workflow::Sequence;
+use crate::workflow::{Block, CheckSlot, Tolerance};
 
 /// The size of one batch of a rolling rollout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -182,13 +182,16 @@ pub struct Rolling {
 impl Rolling {
     /// A rollout named `name` in batches of `serial`: concurrency 1, no tolerated failure, no
     /// sequences yet.
-    pub fn new(name: impl Into<String>, serial: impl IntoIterator<Item = BatchSize>) -> Rolling {
+    pub fn new(
+        name: impl Into<String>,
+        serial: impl IntoIterator<Item: Into<BatchSize>>,
+    ) -> Rolling {
         let name = name.into();
         Rolling {
             template: Block::builder(name.clone()),
             name,
             descr: String::new(),
-            serial: serial.into_iter().collect(),
+            serial: serial.into_iter().map(Into::into).collect(),
             sequences: Vec::new(),
         }
     }
@@ -275,7 +278,8 @@ impl Rolling {
                 let mut block = self.template.sequences(self.sequences);
                 block.0.descr = self.descr;
                 if let Err(e) = result {
-                    let serial: Vec<String> = self.serial.iter().map(BatchSize::to_string).collect();
+                    let serial: Vec<String> =
+                        self.serial.iter().map(BatchSize::to_string).collect();
                     block
                         .0
                         .defects
@@ -325,7 +329,6 @@ impl IntoIterator for Rolling {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::BatchSize::{Count, Percent, Rest};
@@ -348,8 +351,14 @@ mod tests {
         // Batches never exceed the hosts left, and sizes past the last host are unused.
         assert_eq!(batch_sizes(2, &[Count(5), Count(1)]).unwrap(), [2]);
         assert_eq!(batch_sizes(1, &[Count(1), Percent(50), Rest]).unwrap(), [1]);
-        assert_eq!(batch_sizes(0, &[Count(1), Rest]).unwrap(), Vec::<usize>::new());
-        assert_eq!(batch_sizes(usize::MAX, &[Percent(100)]).unwrap(), [usize::MAX]);
+        assert_eq!(
+            batch_sizes(0, &[Count(1), Rest]).unwrap(),
+            Vec::<usize>::new()
+        );
+        assert_eq!(
+            batch_sizes(usize::MAX, &[Percent(100)]).unwrap(),
+            [usize::MAX]
+        );
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub(crate) enum Value {
 impl Value {
     /// The value's only token, if it is a single one (looking through invisible groups, which
     /// `macro_rules!` fragments arrive in).
-    fn single(&self) -> Option<TokenTree> {
+    pub(crate) fn single(&self) -> Option<TokenTree> {
         let Value::Tokens(tokens) = self else {
             return None;
         };

@@ -12,7 +12,8 @@ use syn::Ident;
 use syn::spanned::Spanned;
 
 use super::valid::{
-    Arg, Child, DurationLit, DurationUnit, Head, Kind, NodeIr, Slot, ToleranceLit, When,
+    Arg, BatchSizeLit, Child, DurationLit, DurationUnit, Head, Kind, NodeIr, Serial, Slot,
+    ToleranceLit, When,
 };
 
 /// The expression a root node expands to: a `Plan`, a `BlockBuilder` or a `SequenceBuilder`.
@@ -40,6 +41,7 @@ fn local(kind: Kind) -> Ident {
     let name = match kind {
         Kind::Plan | Kind::DeferredActions => "__coercion_plan",
         Kind::Block => "__coercion_block",
+        Kind::Rolling => "__coercion_rolling",
         Kind::Sequence => "__coercion_sequence",
         Kind::Checks(_) => "__coercion_checks",
         Kind::Batch => "__coercion_batch",
@@ -52,9 +54,19 @@ fn local(kind: Kind) -> Ident {
 fn push_methods(kind: Kind) -> (&'static str, &'static str) {
     match kind {
         Kind::Plan => ("block", "blocks"),
-        Kind::Block => ("sequence", "sequences"),
+        Kind::Block | Kind::Rolling => ("sequence", "sequences"),
         Kind::Sequence | Kind::Checks(_) | Kind::Batch | Kind::Action => ("action", "actions"),
         Kind::DeferredActions => ("deferred", "deferred_batches"),
+    }
+}
+
+/// The method that adds one `child` node: `one` of its parent, or `rolling` for a rolling
+/// rollout in a plan.
+fn push_method(child: Kind, one: &'static str) -> &'static str {
+    if child == Kind::Rolling {
+        "rolling"
+    } else {
+        one
     }
 }
 
@@ -75,6 +87,16 @@ fn node(ir: &NodeIr, parent: Kind) -> TokenStream {
                 When::Expr(e) => quote!(#e),
             };
             quote!(::coercion::DeferredBatch::builder(#name, #when))
+        }
+        Head::Rolling { name, serial } => {
+            let serial = match serial {
+                Serial::List(sizes) => {
+                    let sizes = sizes.iter().map(batch_size);
+                    quote!([#(#sizes),*])
+                }
+                Serial::Expr(e) => quote!(#e),
+            };
+            quote!(::coercion::rolling::Rolling::new(#name, #serial))
         }
         Head::Checks => quote!(::coercion::Checks::builder()),
         Head::Action(a) => action_head(
@@ -124,7 +146,7 @@ fn chain(kind: Kind, items: &[Child]) -> Option<TokenStream> {
                 }
                 Kind::DeferredActions => chain(Kind::DeferredActions, &n.children)?,
                 _ => {
-                    let method = Ident::new(one, n.span);
+                    let method = Ident::new(push_method(n.kind, one), n.span);
                     let value = node(n, kind);
                     quote!(.#method(#value))
                 }
@@ -192,7 +214,7 @@ fn children(var: &Ident, kind: Kind, items: &[Child]) -> TokenStream {
                 }
                 Kind::DeferredActions => children(var, Kind::DeferredActions, &n.children),
                 _ => {
-                    let method = Ident::new(one, n.span);
+                    let method = Ident::new(push_method(n.kind, one), n.span);
                     let value = node(n, kind);
                     quote!(#var = #var.#method(#value);)
                 }
@@ -228,6 +250,21 @@ fn slot_method(slot: Slot) -> &'static str {
         Slot::Cont => "cont_checks",
         Slot::Post => "post_checks",
         Slot::Deferred => "deferred_checks",
+    }
+}
+
+fn batch_size(size: &BatchSizeLit) -> TokenStream {
+    match size {
+        BatchSizeLit::Count(n, span) => {
+            let n = Literal::u64_unsuffixed(*n);
+            quote_spanned!(*span=> ::coercion::rolling::BatchSize::Count(#n))
+        }
+        BatchSizeLit::Percent(p, span) => {
+            let p = Literal::u8_unsuffixed(*p);
+            quote_spanned!(*span=> ::coercion::rolling::BatchSize::Percent(#p))
+        }
+        BatchSizeLit::Rest(span) => quote_spanned!(*span=> ::coercion::rolling::BatchSize::Rest),
+        BatchSizeLit::Expr(e) => quote!(::coercion::rolling::BatchSize::from(#e)),
     }
 }
 

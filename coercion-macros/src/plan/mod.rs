@@ -71,6 +71,38 @@ mod tests {
     }
 
     #[test]
+    fn a_rolling_expands_to_the_rolling_builder() {
+        let out = expanded(
+            Kind::Plan,
+            quote! {
+                name: "p",
+                rolling {
+                    name: "r",
+                    serial: [1, 5%, n, rest],
+                    concurrency: 5,
+                    post_checks { action { name: "c", plugin: Probe, request: R } }
+                    for h in hosts { sequence { name: h, action { name: "a", plugin: Scp, request: R } } }
+                }
+            },
+        );
+        for needle in [
+            ". rolling ({ let mut __coercion_rolling = :: coercion :: rolling :: Rolling :: new (\"r\" , [:: coercion :: rolling :: BatchSize :: Count (1) , :: coercion :: rolling :: BatchSize :: Percent (5) , :: coercion :: rolling :: BatchSize :: from (n) , :: coercion :: rolling :: BatchSize :: Rest]) . concurrency (5) ;",
+            "__coercion_rolling = __coercion_rolling . post_checks (",
+            "for h in hosts { __coercion_rolling = __coercion_rolling . sequence (",
+        ] {
+            assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+        }
+        let out = expanded(
+            Kind::Plan,
+            quote!(name: "p", rolling { name: "r", serial: sizes, ..seqs }),
+        );
+        assert!(
+            out.contains(". rolling (:: coercion :: rolling :: Rolling :: new (\"r\" , sizes) . sequences (seqs))"),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn fragments_expand_to_builders() {
         let block = expanded(Kind::Block, quote!(name: "b", ..seqs));
         assert_eq!(

@@ -5,7 +5,7 @@
 //! all of them. What passes becomes the typed IR that [`super::expand`] turns into builder
 //! calls; plugin kinds and request types are left to the compiler, through those calls.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Delimiter, Span, TokenStream, TokenTree};
 use syn::{Expr, Ident, Lit, LitStr, Pat};
 
 use super::ast::{Body, Field, Item, Node, Value};
@@ -27,6 +27,8 @@ pub(crate) enum Slot {
 pub(crate) enum Kind {
     Plan,
     Block,
+    /// A block split into batches of its sequences (`serial: [1, 25%, rest]`).
+    Rolling,
     Sequence,
     Action,
     Checks(Slot),
@@ -51,9 +53,10 @@ const PLAN_SECTIONS: [Kind; 6] = [
     Kind::DeferredActions,
 ];
 
-const ALL: [Kind; 11] = [
+const ALL: [Kind; 12] = [
     Kind::Plan,
     Kind::Block,
+    Kind::Rolling,
     Kind::Sequence,
     Kind::Action,
     Kind::Checks(Slot::Bypass),
@@ -72,6 +75,7 @@ impl Kind {
         match self {
             Kind::Plan => "plan",
             Kind::Block => "block",
+            Kind::Rolling => "rolling",
             Kind::Sequence => "sequence",
             Kind::Action => "action",
             Kind::Checks(Slot::Bypass) => "bypass_checks",
@@ -100,6 +104,15 @@ impl Kind {
                 "entrance_delay",
                 "exit_delay",
             ],
+            Kind::Rolling => &[
+                "name",
+                "descr",
+                "serial",
+                "concurrency",
+                "tolerated_failures",
+                "entrance_delay",
+                "exit_delay",
+            ],
             Kind::Sequence => &["name", "descr", "key"],
             Kind::Action => &[
                 "name", "descr", "key", "plugin", "request", "timeout", "retries",
@@ -114,6 +127,7 @@ impl Kind {
     fn required(self) -> &'static [&'static str] {
         match self {
             Kind::Plan | Kind::Block | Kind::Sequence => &["name"],
+            Kind::Rolling => &["name", "serial"],
             Kind::Action => &["name", "plugin", "request"],
             Kind::Batch => &["name", "when"],
             Kind::Checks(_) | Kind::DeferredActions => &[],
@@ -124,18 +138,24 @@ impl Kind {
     pub(crate) fn item(self) -> Option<Kind> {
         match self {
             Kind::Plan => Some(Kind::Block),
-            Kind::Block => Some(Kind::Sequence),
+            Kind::Block | Kind::Rolling => Some(Kind::Sequence),
             Kind::Sequence | Kind::Checks(_) | Kind::Batch => Some(Kind::Action),
             Kind::DeferredActions => Some(Kind::Batch),
             Kind::Action => None,
         }
     }
 
+    /// Whether `child` may appear any number of times in this node: its [`item`](Kind::item),
+    /// and also a `rolling` in the plan, which adds blocks.
+    fn takes_item(self, child: Kind) -> bool {
+        Some(child) == self.item() || (self == Kind::Plan && child == Kind::Rolling)
+    }
+
     /// The children that may appear at most once, directly in the node.
     fn sections(self) -> &'static [Kind] {
         match self {
             Kind::Plan => &PLAN_SECTIONS,
-            Kind::Block => &CHECKS,
+            Kind::Block | Kind::Rolling => &CHECKS,
             _ => &[],
         }
     }
@@ -145,7 +165,9 @@ impl Kind {
         match self {
             Kind::Plan => "the plan".to_owned(),
             Kind::Action => "an `action`".to_owned(),
-            Kind::Block | Kind::Sequence | Kind::Batch => format!("a `{}`", self.keyword()),
+            Kind::Block | Kind::Rolling | Kind::Sequence | Kind::Batch => {
+                format!("a `{}`", self.keyword())
+            }
             Kind::Checks(_) | Kind::DeferredActions => format!("`{}`", self.keyword()),
         }
     }
@@ -157,6 +179,7 @@ impl Kind {
                 "`plan! { ... }` itself: write the plan's fields and blocks directly in it"
             }
             Kind::Block => "the plan, one after another",
+            Kind::Rolling => "the plan, where it adds one block per batch",
             Kind::Sequence => "a `block { ... }`",
             Kind::Action => {
                 "a `sequence { ... }` or a deferred `batch { ... }` (action plugins), or a check section such as `pre_checks { ... }` (check plugins)"
@@ -198,6 +221,8 @@ pub(crate) enum Head {
     Named(TokenStream),
     /// `DeferredBatch::builder(name, when)`.
     Batch { name: TokenStream, when: When },
+    /// `Rolling::new(name, serial)`.
+    Rolling { name: TokenStream, serial: Serial },
     /// `Checks::builder()`.
     Checks,
     /// No builder of its own: its batches go into the plan.
@@ -219,6 +244,23 @@ pub(crate) enum When {
     /// `OnSuccess`, `OnFailure` or `Always`.
     Variant(Ident),
     /// Any expression of type `When`.
+    Expr(TokenStream),
+}
+
+/// `serial:` of a `rolling`.
+pub(crate) enum Serial {
+    /// `[1, 5%, rest]`, or a lone `5`, `25%` or `rest`.
+    List(Vec<BatchSizeLit>),
+    /// Any expression that iterates over sizes.
+    Expr(TokenStream),
+}
+
+/// One size of a [`Serial::List`].
+pub(crate) enum BatchSizeLit {
+    Count(u64, Span),
+    Percent(u8, Span),
+    Rest(Span),
+    /// Anything that converts into a `BatchSize` (a `usize`, a `BatchSize`).
     Expr(TokenStream),
 }
 
@@ -279,6 +321,7 @@ pub(crate) fn validate(cx: &Ctxt, root: Kind, body: &Body) -> Option<NodeIr> {
         branch: Vec::new(),
         next_if: 0,
         loop_depth: 0,
+        rolling_checks: 0,
     };
     v.node(root, Span::call_site(), body, Placement::Placed)
 }
@@ -296,6 +339,8 @@ struct Validator<'a> {
     branch: Vec<(usize, usize)>,
     next_if: usize,
     loop_depth: usize,
+    /// How deep inside the check sections of a `rolling` (copied into every batch) we are.
+    rolling_checks: usize,
 }
 
 /// Whether a field was accepted; if not, which field it was probably meant to be.
@@ -354,6 +399,7 @@ impl Validator<'_> {
         let mut plugin = None;
         let mut request = None;
         let mut when = None;
+        let mut serial = None;
         let mut setters = Vec::new();
         for f in &fields {
             match f.name.to_string().as_str() {
@@ -361,6 +407,7 @@ impl Validator<'_> {
                 "plugin" => plugin = self.plugin(f),
                 "request" => request = self.expr(f).cloned(),
                 "when" => when = self.when(f),
+                "serial" => serial = self.serial(f),
                 other => match self.setter_arg(kind, other, f) {
                     Some(value) => setters.push(Setter {
                         field: f.name.clone(),
@@ -381,6 +428,7 @@ impl Validator<'_> {
                     "plugin" => "plugin: MyPlugin",
                     "request" => "request: MyRequest { ... }",
                     "when" => "when: OnFailure",
+                    "serial" => "serial: [1, 25%, rest]",
                     _ => "name: \"...\"",
                 };
                 self.cx.error(
@@ -412,10 +460,15 @@ impl Validator<'_> {
             && placement == Placement::Placed
             && let Some(item) = kind.item()
         {
+            let hint = if kind == Kind::Rolling {
+                ", one per host: `for host in &hosts { sequence { ... } }`"
+            } else {
+                ""
+            };
             self.cx.error(
                 span,
                 format!(
-                    "{} needs at least one `{} {{ ... }}`",
+                    "{} needs at least one `{} {{ ... }}`{hint}",
                     kind.the(),
                     item.keyword()
                 ),
@@ -433,6 +486,10 @@ impl Validator<'_> {
             Kind::Batch => Head::Batch {
                 name: name?,
                 when: when?,
+            },
+            Kind::Rolling => Head::Rolling {
+                name: name?,
+                serial: serial?,
             },
             Kind::Checks(_) => Head::Checks,
             Kind::DeferredActions => Head::DeferredActions,
@@ -465,7 +522,9 @@ impl Validator<'_> {
             return Accept::Yes;
         }
         let mut meant = None;
-        let message = if let Some(node) = Kind::from_keyword(&name) {
+        let message = if kind == Kind::Rolling && name == "key" {
+            "a `rolling` takes no `key`: it becomes one block per batch, and keys must be unique across the plan; give keys to its sequences".to_owned()
+        } else if let Some(node) = Kind::from_keyword(&name) {
             format!(
                 "`{name}` is a node, not a field: write `{} {{ ... }}`",
                 node.keyword()
@@ -640,7 +699,7 @@ impl Validator<'_> {
             self.unknown_node(parent, &n.keyword, place);
             return None;
         };
-        if Some(kind) == parent.item() {
+        if parent.takes_item(kind) {
             *ctx.written += 1;
             return self
                 .node(kind, span, &n.body, Placement::Placed)
@@ -670,9 +729,11 @@ impl Validator<'_> {
                 return None;
             }
             ctx.sections.push(kind);
-            return self
-                .node(kind, span, &n.body, Placement::Placed)
-                .map(|n| Child::Node(Box::new(n)));
+            let copied = usize::from(parent == Kind::Rolling);
+            self.rolling_checks += copied;
+            let node = self.node(kind, span, &n.body, Placement::Placed);
+            self.rolling_checks -= copied;
+            return node.map(|n| Child::Node(Box::new(n)));
         }
         *ctx.written += 1;
         let place_word = match place {
@@ -701,7 +762,11 @@ impl Validator<'_> {
             );
             return;
         }
-        let mut allowed: Vec<&str> = parent.item().into_iter().map(Kind::keyword).collect();
+        let mut allowed: Vec<&str> = ALL
+            .into_iter()
+            .filter(|k| parent.takes_item(*k))
+            .map(Kind::keyword)
+            .collect();
         if place == Place::Direct {
             allowed.extend(parent.sections().iter().map(|k| k.keyword()));
         }
@@ -735,7 +800,7 @@ impl Validator<'_> {
                 self.cx.error_spanned(
                     &f.value,
                     format!(
-                        "`{}` does not take a percentage; only `tolerated_failures` does",
+                        "`{}` does not take a percentage; only `tolerated_failures` and `serial` do",
                         f.name
                     ),
                 );
@@ -793,6 +858,126 @@ impl Validator<'_> {
         Some(When::Expr(e.clone()))
     }
 
+    /// `serial:` — a list of batch sizes (`[1, 5%, 25%, rest]`), one lone size, or any
+    /// expression; literal sizes are checked here.
+    fn serial(&self, f: &Field) -> Option<Serial> {
+        let tokens = match &f.value {
+            Value::Percent(lit, pct) => {
+                let size = self.batch_size(quote::quote!(#lit #pct))?;
+                return Some(Serial::List(vec![size]));
+            }
+            Value::Tokens(tokens) => tokens,
+        };
+        let group = match f.value.single() {
+            Some(TokenTree::Group(g)) if g.delimiter() == Delimiter::Bracket => g,
+            Some(TokenTree::Literal(_)) => {
+                return Some(Serial::List(vec![self.batch_size(tokens.clone())?]));
+            }
+            Some(TokenTree::Ident(id)) if id == "rest" => {
+                return Some(Serial::List(vec![BatchSizeLit::Rest(id.span())]));
+            }
+            _ => return Some(Serial::Expr(tokens.clone())),
+        };
+        let mut entries = vec![TokenStream::new()];
+        for tt in group.stream() {
+            match &tt {
+                TokenTree::Punct(p) if p.as_char() == ',' => entries.push(TokenStream::new()),
+                _ => entries.last_mut().expect("never empty").extend([tt]),
+            }
+        }
+        if entries.last().is_some_and(TokenStream::is_empty) {
+            entries.pop(); // `[1, 2,]`
+        }
+        if entries.is_empty() {
+            self.cx.error(
+                group.span(),
+                "`serial` needs at least one batch size, such as `serial: [1, 25%, rest]`",
+            );
+            return None;
+        }
+        let mut sizes = Vec::new();
+        let mut complete = true;
+        let mut after_rest = false;
+        for entry in entries {
+            if after_rest {
+                self.cx.error_spanned(
+                    &entry,
+                    "nothing can follow `rest`: it already takes every remaining host",
+                );
+                complete = false;
+            }
+            match self.batch_size(entry) {
+                Some(size) => {
+                    after_rest |= matches!(size, BatchSizeLit::Rest(_));
+                    sizes.push(size);
+                }
+                None => complete = false,
+            }
+        }
+        complete.then_some(Serial::List(sizes))
+    }
+
+    /// One entry of a `serial` list: `5`, `25%`, `rest` or an expression.
+    fn batch_size(&self, entry: TokenStream) -> Option<BatchSizeLit> {
+        let tokens: Vec<TokenTree> = entry.clone().into_iter().collect();
+        match tokens.as_slice() {
+            [] => {
+                self.cx.error(
+                    Span::call_site(),
+                    "an empty batch size in `serial`: remove the extra `,`",
+                );
+                None
+            }
+            [TokenTree::Ident(id)] if id == "rest" => Some(BatchSizeLit::Rest(id.span())),
+            [TokenTree::Ident(id)] if id.to_string().eq_ignore_ascii_case("rest") => {
+                self.cx.error(
+                    id.span(),
+                    format!("unknown batch size `{id}`; did you mean `rest`?"),
+                );
+                None
+            }
+            [TokenTree::Literal(l)] => {
+                match Lit::new(l.clone()) {
+                    Lit::Int(i) if i.suffix().is_empty() => {
+                        let Ok(n) = i.base10_parse::<u64>() else {
+                            self.cx.error(i.span(), "this batch size is too large; write `rest` for every remaining host");
+                            return None;
+                        };
+                        if n == 0 {
+                            self.cx.error(i.span(), "a batch size must be at least 1: a batch of 0 hosts would roll out nothing (write `rest` for every remaining host)");
+                            return None;
+                        }
+                        Some(BatchSizeLit::Count(n, i.span()))
+                    }
+                    _ => Some(BatchSizeLit::Expr(entry)),
+                }
+            }
+            [TokenTree::Literal(l), TokenTree::Punct(p)] if p.as_char() == '%' => {
+                let pct = match Lit::new(l.clone()) {
+                    Lit::Int(i) if i.suffix().is_empty() => i.base10_parse::<u64>().ok(),
+                    _ => None,
+                };
+                let Some(pct) = pct else {
+                    self.cx.error_spanned(
+                        &entry,
+                        "a batch percentage must be a whole number, such as `25%`",
+                    );
+                    return None;
+                };
+                if pct == 0 {
+                    self.cx.error_spanned(&entry, "a batch size must be at least 1%: a batch of 0% of the hosts would roll out nothing");
+                    return None;
+                }
+                if pct > 100 {
+                    self.cx.error_spanned(&entry, "a batch size cannot exceed 100%: a batch cannot hold more than all the hosts");
+                    return None;
+                }
+                Some(BatchSizeLit::Percent(pct as u8, l.span()))
+            }
+            _ => Some(BatchSizeLit::Expr(entry)),
+        }
+    }
+
     /// The argument of an optional field.
     fn setter_arg(&mut self, kind: Kind, name: &str, f: &Field) -> Option<Arg> {
         if DURATION_FIELDS.contains(&name) {
@@ -832,6 +1017,13 @@ impl Validator<'_> {
             self.cx.error(
                 s.span(),
                 "this key would be the same in every iteration of the enclosing `for` loop, but keys must be unique across the plan; build it from the loop variable, e.g. `key: format!(\"deploy-{host}\")`",
+            );
+            return None;
+        }
+        if self.rolling_checks > 0 {
+            self.cx.error(
+                s.span(),
+                "the checks of a `rolling` are copied into every batch, so this key would be repeated, but keys must be unique across the plan; remove it",
             );
             return None;
         }
@@ -1206,7 +1398,7 @@ mod tests {
     fn fields_of_other_nodes_say_where_they_belong() {
         one_error(
             quote!(name: "p", block { name: "b", sequence { name: "s", concurrency: 2, action { name: "a", plugin: A, request: R } } }),
-            "a `sequence` has no field `concurrency` (it is a field of `block`)",
+            "a `sequence` has no field `concurrency` (it is a field of `block`, `rolling`)",
         );
         one_error(
             quote!(name: "p", pre_checks { delay: 5s, action { name: "a", plugin: A, request: R } } block { name: "b", sequence { name: "s", action { name: "a", plugin: A, request: R } } }),
@@ -1468,6 +1660,99 @@ mod tests {
                 "{ok}"
             );
         }
+    }
+
+    /// A plan with one `rolling` of `fields`, over `hosts`.
+    fn rolling(fields: TokenStream) -> TokenStream {
+        quote!(name: "p", rolling { name: "r", #fields for h in hosts { sequence { name: h, action { name: "a", plugin: A, request: R } } } })
+    }
+
+    #[test]
+    fn rolling_serial_literals() {
+        for ok in [
+            quote!([1, 5%, 25%]),
+            quote!([1, 10%, rest]),
+            quote!([1, 100%,]),
+            quote!([1, n, BatchSize::Percent(p), rest]),
+            quote!(5),
+            quote!(25%),
+            quote!(rest),
+            quote!(sizes),
+            quote!(sizes.clone()),
+        ] {
+            let errs = errors(rolling(quote!(serial: #ok,)));
+            assert!(errs.is_empty(), "{ok}: {errs:?}");
+        }
+        one_error(
+            rolling(quote!(serial: [1, 0],)),
+            "a batch size must be at least 1:",
+        );
+        one_error(
+            rolling(quote!(serial: [0%],)),
+            "a batch size must be at least 1%",
+        );
+        one_error(
+            rolling(quote!(serial: 0,)),
+            "a batch size must be at least 1:",
+        );
+        one_error(rolling(quote!(serial: [1, 150%],)), "cannot exceed 100%");
+        one_error(rolling(quote!(serial: 101%,)), "cannot exceed 100%");
+        one_error(rolling(quote!(serial: [2.5%],)), "must be a whole number");
+        one_error(
+            rolling(quote!(serial: [],)),
+            "`serial` needs at least one batch size",
+        );
+        one_error(
+            rolling(quote!(serial: [rest, 1],)),
+            "nothing can follow `rest`",
+        );
+        one_error(rolling(quote!(serial: [1, Rest],)), "did you mean `rest`?");
+        // Every bad literal of one list is reported.
+        assert_eq!(
+            errors(rolling(quote!(serial: [0, 200%, rest, 1],))).len(),
+            3
+        );
+    }
+
+    #[test]
+    fn rolling_shape() {
+        one_error(
+            rolling(quote!()),
+            "a `rolling` is missing the required field `serial` (`serial: [1, 25%, rest]`)",
+        );
+        one_error(
+            quote!(name: "p", rolling { name: "r", serial: [1, rest] }),
+            "a `rolling` needs at least one `sequence { ... }`, one per host: `for host in &hosts { sequence { ... } }`",
+        );
+        one_error(
+            rolling(quote!(serial: [1], key: "k",)),
+            "a `rolling` takes no `key`",
+        );
+        let act = action();
+        one_error(
+            quote!(name: "p", block { name: "b", rolling { name: "r", serial: 1, sequence { name: "s", #act } } }),
+            "`rolling` cannot sit directly in a `block`; it belongs in the plan, where it adds one block per batch",
+        );
+        one_error(
+            rolling(
+                quote!(serial: [1], pre_checks { key: "pre", action { name: "c", plugin: C, request: R } }),
+            ),
+            "the checks of a `rolling` are copied into every batch",
+        );
+        let (ir, errs) = check(
+            Kind::Plan,
+            quote!(
+                name: "p",
+                if canary { rolling { name: "r", serial: [1, rest], concurrency: 2, tolerated_failures: 10%, pre_checks { #act } ..seqs } }
+                block { name: "b", sequence { name: "s", #act } }
+            ),
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        assert!(ir.is_some());
+        one_error(
+            quote!(name: "p", rollng { name: "r" }),
+            "unknown node `rollng` in the plan; did you mean `rolling`?",
+        );
     }
 
     #[test]
