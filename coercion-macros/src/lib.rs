@@ -49,6 +49,15 @@ pub fn plugin(args: TokenStream, item: TokenStream) -> TokenStream {
 ///             }
 ///         }
 ///     }
+///     rolling {                              // one block per batch, as Ansible's `serial`
+///         name: "app",                       // blocks "app 1/4", "app 2/4", ...
+///         serial: [1, 5%, 25%],              // counts, percentages of all hosts, `rest`
+///         concurrency: 5,                    // and the other fields and check sections of a
+///         tolerated_failures: 10%,           // block, copied into every batch
+///         for host in &hosts {
+///             sequence { name: host.clone(), action { name: "restart", plugin: Ssh, request: ExecReq::new(host, "restart") } }
+///         }
+///     }
 ///     ..more_blocks,
 ///     deferred_actions {
 ///         batch { name: "roll back", when: OnFailure, fail_plan: true, action { ... } }
@@ -60,7 +69,15 @@ pub fn plugin(args: TokenStream, item: TokenStream) -> TokenStream {
 /// `deferred_checks`) accept check plugins only; sequences and deferred batches accept action
 /// plugins only; each `request` must be of its plugin's request type. `for`, `if`/`else` and
 /// `..expr` splices work around blocks, sequences, actions and batches. Durations are written
-/// `500ms`, `30s`, `5min`, `2h` or as any `Duration` expression. Every structural mistake is
+/// `500ms`, `30s`, `5min`, `2h` or as any `Duration` expression.
+///
+/// A `rolling` node splits its sequences, one per host, into batches by `serial` (see
+/// `coercion::rolling`): sizes apply in order and the last one repeats; a percentage is of all
+/// the hosts, rounded down, at least 1; `rest` takes every remaining host. The batches run one
+/// after another, each with its own failure budget, so a failed canary stops the rest.
+/// `serial` also takes a lone size (`serial: 5`) or any expression iterating over
+/// `BatchSize`s; literal sizes of zero, over 100 %, after `rest` or an empty list are compile
+/// errors. Every structural mistake is
 /// a compile error pointing at the offending tokens; see the `coercion` crate docs.
 #[proc_macro]
 pub fn plan(input: TokenStream) -> TokenStream {

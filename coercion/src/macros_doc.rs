@@ -61,3 +61,48 @@
 //!     block { name: "web", action { name: "copy", plugin: FakeAction, request: FakeReq::ok() } }
 //! };
 //! ```
+//!
+//! A `rolling` node splits one sequence per host into batches, one block each, as Ansible's
+//! `serial` does:
+//!
+//! ```
+//! use coercion::testing::{FakeAction, FakeCheck, FakeReq};
+//!
+//! let hosts: Vec<String> = (1..=40).map(|i| format!("web-{i}")).collect();
+//! let plan = coercion::plan! {
+//!     name: "deploy",
+//!     rolling {
+//!         name: "web",
+//!         serial: [1, 5%, 25%],
+//!         concurrency: 5,
+//!         tolerated_failures: 10%,
+//!         post_checks { action { name: "healthy", plugin: FakeCheck, request: FakeReq::ok() } }
+//!         for host in &hosts {
+//!             sequence {
+//!                 name: host.clone(),
+//!                 action { name: "restart", plugin: FakeAction, request: FakeReq::ok().tag(host) }
+//!             }
+//!         }
+//!     }
+//! };
+//! let sizes: Vec<usize> = plan.blocks().iter().map(|b| b.sequences().len()).collect();
+//! assert_eq!(sizes, [1, 2, 10, 10, 10, 7]);
+//! assert_eq!(plan.blocks()[0].name(), "web 1/6");
+//! ```
+//!
+//! A literal batch size of zero, over 100 % or after `rest` does not compile: "a batch size
+//! must be at least 1: a batch of 0 hosts would roll out nothing", under the `0`.
+//!
+//! ```compile_fail
+//! use coercion::testing::{FakeAction, FakeReq};
+//!
+//! let hosts = ["web-1", "web-2"];
+//! let plan = coercion::plan! {
+//!     name: "deploy",
+//!     rolling {
+//!         name: "web",
+//!         serial: [1, 0],
+//!         for host in hosts { sequence { name: host, action { name: "restart", plugin: FakeAction, request: FakeReq::ok() } } }
+//!     }
+//! };
+//! ```
