@@ -69,7 +69,8 @@ impl Builder {
             parents: Vec::new(),
             hosts: Vec::new(),
         });
-        self.group_index.insert(name.to_owned(), self.groups.len() - 1);
+        self.group_index
+            .insert(name.to_owned(), self.groups.len() - 1);
         self.groups.len() - 1
     }
 
@@ -91,7 +92,8 @@ impl Builder {
                     vars: Map::new(),
                     groups: Vec::new(),
                 });
-                self.host_index.insert(name.to_owned(), self.hosts.len() - 1);
+                self.host_index
+                    .insert(name.to_owned(), self.hosts.len() - 1);
                 self.hosts.len() - 1
             }
         };
@@ -199,7 +201,10 @@ impl Builder {
             }
         }
         for h in 0..self.hosts.len() {
-            let elsewhere = self.hosts[h].groups.iter().any(|&g| g != ALL && g != UNGROUPED);
+            let elsewhere = self.hosts[h]
+                .groups
+                .iter()
+                .any(|&g| g != ALL && g != UNGROUPED);
             if elsewhere {
                 self.hosts[h].groups.retain(|&g| g != UNGROUPED);
                 self.groups[UNGROUPED].hosts.retain(|&x| x != h);
@@ -216,7 +221,10 @@ impl Builder {
             .map(|g| {
                 g.vars
                     .get("ansible_group_priority")
-                    .and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())))
+                    .and_then(|v| {
+                        v.as_i64()
+                            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                    })
                     .unwrap_or(1)
             })
             .collect();
@@ -252,7 +260,11 @@ impl Builder {
                 }
             }
             ancestors.sort_by(|&a, &b| {
-                (depth[a], priority[a], &self.groups[a].name).cmp(&(depth[b], priority[b], &self.groups[b].name))
+                (depth[a], priority[a], &self.groups[a].name).cmp(&(
+                    depth[b],
+                    priority[b],
+                    &self.groups[b].name,
+                ))
             });
             let mut vars = Map::new();
             vars.extend(self.groups[ALL].vars.clone());
@@ -270,7 +282,10 @@ impl Builder {
             }
             hosts.push(connection(
                 raw.name.clone(),
-                ancestors.iter().map(|&g| self.groups[g].name.clone()).collect(),
+                ancestors
+                    .iter()
+                    .map(|&g| self.groups[g].name.clone())
+                    .collect(),
                 vars,
             ));
         }
@@ -286,15 +301,27 @@ impl Builder {
                 Group {
                     name: raw.name.clone(),
                     hosts,
-                    children: raw.children.iter().map(|&c| self.groups[c].name.clone()).collect(),
+                    children: raw
+                        .children
+                        .iter()
+                        .map(|&c| self.groups[c].name.clone())
+                        .collect(),
                     vars,
                 }
             })
             .collect();
         Ok(Inventory {
-            host_index: hosts.iter().enumerate().map(|(i, h)| (h.name.clone(), i)).collect(),
+            host_index: hosts
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (h.name.clone(), i))
+                .collect(),
             hosts,
-            group_index: groups.iter().enumerate().map(|(i, g)| (g.name.clone(), i)).collect(),
+            group_index: groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| (g.name.clone(), i))
+                .collect(),
             groups,
         })
     }
@@ -326,7 +353,9 @@ pub(crate) fn check_connection_var(key: &str, value: &Value) -> Result<(), Strin
             if port_of(value).is_some() || value.is_null() {
                 Ok(())
             } else {
-                Err(format!("{key} must be a port number (1 to 65535), not {value}"))
+                Err(format!(
+                    "{key} must be a port number (1 to 65535), not {value}"
+                ))
             }
         }
         "ansible_host" | "ansible_ssh_host" | "ansible_user" | "ansible_ssh_user" => match value {
@@ -356,7 +385,10 @@ fn text_of(value: &Value) -> Option<String> {
 }
 
 fn connection(name: String, groups: Vec<String>, vars: Map<String, Value>) -> Host {
-    let first = |keys: [&str; 2]| keys.iter().find_map(|k| vars.get(*k).filter(|v| !v.is_null()));
+    let first = |keys: [&str; 2]| {
+        keys.iter()
+            .find_map(|k| vars.get(*k).filter(|v| !v.is_null()))
+    };
     let address = first(["ansible_host", "ansible_ssh_host"])
         .and_then(text_of)
         .unwrap_or_else(|| name.clone());

@@ -32,12 +32,16 @@ fn split_port(entry: &str) -> Result<(&str, Option<u16>), String> {
     {
         let inside = &rest[..end];
         let ipv6 = (inside.contains("::") || inside.matches(':').count() >= 7)
-            && inside.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.');
+            && inside
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.');
         if ipv6 {
             let after = &rest[end + 1..];
             return match after.strip_prefix(':') {
                 None if after.is_empty() => Ok((inside, None)),
-                None => Err(format!("unexpected {after:?} after an IPv6 address: {entry:?}")),
+                None => Err(format!(
+                    "unexpected {after:?} after an IPv6 address: {entry:?}"
+                )),
                 Some(port) => Ok((inside, Some(parse_port(port, entry)?))),
             };
         }
@@ -68,7 +72,9 @@ fn parse_port(port: &str, entry: &str) -> Result<u16, String> {
     }
     match port.parse::<u16>() {
         Ok(p) if p != 0 && port.bytes().all(|b| b.is_ascii_digit()) => Ok(p),
-        _ => Err(format!("{port:?} is not a port number (1 to 65535): {entry:?}")),
+        _ => Err(format!(
+            "{port:?} is not a port number (1 to 65535): {entry:?}"
+        )),
     }
 }
 
@@ -87,7 +93,9 @@ pub(crate) fn expand(name: &str) -> Result<Vec<String>, String> {
     let items = range_items(inside)?;
     let tails = expand(suffix)?;
     if items.len().saturating_mul(tails.len()) > MAX_EXPANSION {
-        return Err(format!("a host range may make at most {MAX_EXPANSION} hosts"));
+        return Err(format!(
+            "a host range may make at most {MAX_EXPANSION} hosts"
+        ));
     }
     let mut names = Vec::with_capacity(items.len() * tails.len());
     for item in &items {
@@ -104,7 +112,11 @@ fn range_items(inside: &str) -> Result<Vec<String>, String> {
         [start, end] => (*start, *end, ""),
         [start, end, step] => (*start, *end, *step),
         [_] => return Err("a host range needs a start and an end, as in web[01:20]".to_owned()),
-        _ => return Err("a host range is [start:end] or [start:end:step], as in web[01:20:2]".to_owned()),
+        _ => {
+            return Err(
+                "a host range is [start:end] or [start:end:step], as in web[01:20:2]".to_owned(),
+            );
+        }
     };
     if end.is_empty() {
         return Err("a host range needs a start and an end, as in web[01:20]".to_owned());
@@ -116,19 +128,31 @@ fn range_items(inside: &str) -> Result<Vec<String>, String> {
     } else {
         match step.parse::<usize>() {
             Ok(s) if s > 0 && step.bytes().all(|b| b.is_ascii_digit()) => s,
-            _ => return Err(format!("a host range's step must be a whole number above 0, not {step:?}")),
+            _ => {
+                return Err(format!(
+                    "a host range's step must be a whole number above 0, not {step:?}"
+                ));
+            }
         }
     };
     let letter = |s: &str| (s.chars().count() == 1).then(|| LETTERS.find(s)).flatten();
     if let (Some(a), Some(b)) = (letter(start), letter(end)) {
         if a > b {
-            return Err(format!("a host range must not run backwards ({start} is after {end})"));
+            return Err(format!(
+                "a host range must not run backwards ({start} is after {end})"
+            ));
         }
-        return Ok((a..=b).step_by(step).map(|i| LETTERS[i..=i].to_owned()).collect());
+        return Ok((a..=b)
+            .step_by(step)
+            .map(|i| LETTERS[i..=i].to_owned())
+            .collect());
     }
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     if !digits(start) || !digits(end) {
-        return Err("a host range runs over numbers or over single letters, as in web[01:20] or db-[a:f]".to_owned());
+        return Err(
+            "a host range runs over numbers or over single letters, as in web[01:20] or db-[a:f]"
+                .to_owned(),
+        );
     }
     let (Ok(a), Ok(b)) = (start.parse::<u64>(), end.parse::<u64>()) else {
         return Err("a host range's numbers are too large".to_owned());
@@ -144,12 +168,19 @@ fn range_items(inside: &str) -> Result<Vec<String>, String> {
         0
     };
     if a > b {
-        return Err(format!("a host range must not run backwards ({start} is after {end})"));
+        return Err(format!(
+            "a host range must not run backwards ({start} is after {end})"
+        ));
     }
     if (b - a) / step as u64 >= MAX_EXPANSION as u64 {
-        return Err(format!("a host range may make at most {MAX_EXPANSION} hosts"));
+        return Err(format!(
+            "a host range may make at most {MAX_EXPANSION} hosts"
+        ));
     }
-    Ok((a..=b).step_by(step).map(|i| format!("{i:0width$}")).collect())
+    Ok((a..=b)
+        .step_by(step)
+        .map(|i| format!("{i:0width$}"))
+        .collect())
 }
 
 /// Splits an INI host line into words as Python's `shlex.split(line, comments=True)` does:
@@ -218,23 +249,43 @@ mod tests {
         assert_eq!(expand("db-[a:c]").unwrap(), ["db-a", "db-b", "db-c"]);
         assert_eq!(expand("n[0:6:3]").unwrap(), ["n0", "n3", "n6"]);
         assert_eq!(expand("n[:1]x").unwrap(), ["n0x", "n1x"]);
-        assert_eq!(expand("r[1:2]c[a:b]").unwrap(), ["r1ca", "r1cb", "r2ca", "r2cb"]);
+        assert_eq!(
+            expand("r[1:2]c[a:b]").unwrap(),
+            ["r1ca", "r1cb", "r2ca", "r2cb"]
+        );
         assert_eq!(expand("w[8:10]").unwrap(), ["w8", "w9", "w10"]);
         assert!(expand("w[3:1]").unwrap_err().contains("backwards"));
         assert!(expand("w[01:100]").unwrap_err().contains("same width"));
         assert!(expand("w[1:2:0]").unwrap_err().contains("step"));
-        assert!(expand("w[1:b]").unwrap_err().contains("numbers or over single letters"));
+        assert!(
+            expand("w[1:b]")
+                .unwrap_err()
+                .contains("numbers or over single letters")
+        );
         assert!(expand("w[0:99999999999]").unwrap_err().contains("at most"));
         assert!(expand("w[1:2").unwrap_err().contains("without its ']'"));
     }
 
     #[test]
     fn ports_and_ipv6() {
-        assert_eq!(parse_host("web1:2222").unwrap(), (vec!["web1".to_owned()], Some(2222)));
-        assert_eq!(parse_host("[::1]:22").unwrap(), (vec!["::1".to_owned()], Some(22)));
-        assert_eq!(parse_host("fe80::1").unwrap(), (vec!["fe80::1".to_owned()], None));
+        assert_eq!(
+            parse_host("web1:2222").unwrap(),
+            (vec!["web1".to_owned()], Some(2222))
+        );
+        assert_eq!(
+            parse_host("[::1]:22").unwrap(),
+            (vec!["::1".to_owned()], Some(22))
+        );
+        assert_eq!(
+            parse_host("fe80::1").unwrap(),
+            (vec!["fe80::1".to_owned()], None)
+        );
         assert_eq!(parse_host("w[1:2]:22").unwrap().0, ["w1", "w2"]);
-        assert!(parse_host("web1:").unwrap_err().contains("cannot end in ':'"));
+        assert!(
+            parse_host("web1:")
+                .unwrap_err()
+                .contains("cannot end in ':'")
+        );
         assert!(parse_host("web1:99999").unwrap_err().contains("not a port"));
     }
 

@@ -78,7 +78,11 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Builder, InventoryError>
                 let child = builder.group(name);
                 declared.resize(declared.len().max(child + 1), false);
                 builder.add_child(group, child, number)?;
-                references.push((child, number, format!("[{}:children]", builder.group_name(group))));
+                references.push((
+                    child,
+                    number,
+                    format!("[{}:children]", builder.group_name(group)),
+                ));
             }
             Section::Vars => {
                 let Some((key, value)) = line.split_once('=') else {
@@ -92,7 +96,10 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Builder, InventoryError>
                 };
                 let key = key.trim();
                 if key.is_empty() {
-                    return Err(builder.error(number, format!("a variable needs a name before '=': {line:?}")));
+                    return Err(builder.error(
+                        number,
+                        format!("a variable needs a name before '=': {line:?}"),
+                    ));
                 }
                 builder.set_group_var(group, key.to_owned(), ini_value(value.trim()), number)?;
             }
@@ -103,9 +110,13 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Builder, InventoryError>
         if !declared[group] {
             let name = builder.group_name(group).to_owned();
             let message = if referrer.ends_with(":vars]") {
-                format!("{referrer} is for group {name:?}, which no [{name}] or [{name}:children] section declares")
+                format!(
+                    "{referrer} is for group {name:?}, which no [{name}] or [{name}:children] section declares"
+                )
             } else {
-                format!("{referrer} names group {name:?}, which no [{name}] or [{name}:children] section declares")
+                format!(
+                    "{referrer} names group {name:?}, which no [{name}] or [{name}:children] section declares"
+                )
             };
             return Err(builder.error(line, message));
         }
@@ -121,7 +132,8 @@ fn header(line: &str) -> Result<Option<(&str, Option<&str>)>, ()> {
         return Ok(None);
     };
     let after = &line[end + 1..];
-    let meant_as_header = after.is_empty() || after.starts_with(char::is_whitespace) || line.ends_with(']');
+    let meant_as_header =
+        after.is_empty() || after.starts_with(char::is_whitespace) || line.ends_with(']');
     if !meant_as_header {
         return Ok(None);
     }
@@ -132,7 +144,8 @@ fn header(line: &str) -> Result<Option<(&str, Option<&str>)>, ()> {
         None => (inner, None),
     };
     let name_ok = !name.is_empty() && !name.contains(|c: char| c.is_whitespace() || c == '[');
-    let kind_ok = kind.is_none_or(|k| !k.is_empty() && k.chars().all(|c| c.is_alphanumeric() || c == '_'));
+    let kind_ok =
+        kind.is_none_or(|k| !k.is_empty() && k.chars().all(|c| c.is_alphanumeric() || c == '_'));
     if name_ok && kind_ok && (rest.is_empty() || rest.starts_with('#')) {
         Ok(Some((name, kind)))
     } else {
@@ -145,12 +158,20 @@ fn group_name(line: &str) -> Option<&str> {
     let end = line.find(|c: char| c.is_whitespace()).unwrap_or(line.len());
     let (name, rest) = line.split_at(end);
     let rest = rest.trim_start();
-    let ok = !name.is_empty() && !name.contains([':', ']', '[', '#']) && (rest.is_empty() || rest.starts_with('#'));
+    let ok = !name.is_empty()
+        && !name.contains([':', ']', '[', '#'])
+        && (rest.is_empty() || rest.starts_with('#'));
     ok.then_some(name)
 }
 
-fn host_line(builder: &mut Builder, group: usize, line: &str, number: usize) -> Result<(), InventoryError> {
-    let words = shlex_split(line).map_err(|m| builder.error(number, format!("cannot split the host line: {m}: {line:?}")))?;
+fn host_line(
+    builder: &mut Builder,
+    group: usize,
+    line: &str,
+    number: usize,
+) -> Result<(), InventoryError> {
+    let words = shlex_split(line)
+        .map_err(|m| builder.error(number, format!("cannot split the host line: {m}: {line:?}")))?;
     let Some((entry, assignments)) = words.split_first() else {
         return Ok(());
     };
@@ -164,7 +185,10 @@ fn host_line(builder: &mut Builder, group: usize, line: &str, number: usize) -> 
             ));
         };
         if key.is_empty() {
-            return Err(builder.error(number, format!("a variable needs a name before '=': {word:?}")));
+            return Err(builder.error(
+                number,
+                format!("a variable needs a name before '=': {word:?}"),
+            ));
         }
         vars.push((key.to_owned(), ini_value(value)));
     }

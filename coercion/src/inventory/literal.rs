@@ -70,7 +70,9 @@ impl Parser<'_> {
                     Value::Number(n) => {
                         if let Some(i) = n.as_u64() {
                             if i <= i64::MAX as u64 + 1 {
-                                return Some(Value::Number(Number::from(0i64.wrapping_sub_unsigned(i))));
+                                return Some(Value::Number(Number::from(
+                                    0i64.wrapping_sub_unsigned(i),
+                                )));
                             }
                             None
                         } else {
@@ -82,7 +84,10 @@ impl Parser<'_> {
             }
             '0'..='9' | '.' => self.number(),
             _ => {
-                let word_len = self.rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(self.rest.len());
+                let word_len = self
+                    .rest
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .unwrap_or(self.rest.len());
                 let word = &self.rest[..word_len];
                 let value = match word {
                     "True" => Value::Bool(true),
@@ -265,7 +270,10 @@ impl Parser<'_> {
 
 fn python_number(token: &str) -> Option<Value> {
     let well_underscored = |digits: &str| {
-        !digits.is_empty() && !digits.starts_with('_') && !digits.ends_with('_') && !digits.contains("__")
+        !digits.is_empty()
+            && !digits.starts_with('_')
+            && !digits.ends_with('_')
+            && !digits.contains("__")
     };
     let lower = token.to_ascii_lowercase();
     for (prefix, radix) in [("0x", 16), ("0o", 8), ("0b", 2)] {
@@ -274,11 +282,17 @@ fn python_number(token: &str) -> Option<Value> {
             if !well_underscored(digits) {
                 return None;
             }
-            return u64::from_str_radix(&digits.replace('_', ""), radix).ok().map(Value::from);
+            return u64::from_str_radix(&digits.replace('_', ""), radix)
+                .ok()
+                .map(Value::from);
         }
     }
     if token.bytes().all(|b| b.is_ascii_digit() || b == b'_') {
-        if !well_underscored(token) || (token.len() > 1 && token.starts_with('0') && token.bytes().any(|b| b != b'0' && b != b'_')) {
+        if !well_underscored(token)
+            || (token.len() > 1
+                && token.starts_with('0')
+                && token.bytes().any(|b| b != b'0' && b != b'_'))
+        {
             return None;
         }
         return token.replace('_', "").parse::<u64>().ok().map(Value::from);
@@ -292,8 +306,11 @@ fn python_number(token: &str) -> Option<Value> {
     if whole.is_empty() && fraction.is_empty() {
         return None;
     }
-    let digits_ok = |d: &str| d.is_empty() || (well_underscored(d) && d.bytes().all(|b| b.is_ascii_digit() || b == b'_'));
-    if !digits_ok(whole) || !digits_ok(fraction) || (!mantissa.contains('.') && exponent.is_none()) {
+    let digits_ok = |d: &str| {
+        d.is_empty() || (well_underscored(d) && d.bytes().all(|b| b.is_ascii_digit() || b == b'_'))
+    };
+    if !digits_ok(whole) || !digits_ok(fraction) || (!mantissa.contains('.') && exponent.is_none())
+    {
         return None;
     }
     if let Some(e) = exponent {
@@ -334,7 +351,10 @@ mod tests {
         assert_eq!(ini_value("[1, 'two', [3]]"), json!([1, "two", [3]]));
         assert_eq!(ini_value("(1,)"), json!([1]));
         assert_eq!(ini_value("(1)"), json!(1));
-        assert_eq!(ini_value("{'a': 1, 'b': [True]}"), json!({"a": 1, "b": [true]}));
+        assert_eq!(
+            ini_value("{'a': 1, 'b': [True]}"),
+            json!({"a": 1, "b": [true]})
+        );
         assert_eq!(ini_value("{1, 2}"), json!([1, 2]));
         assert_eq!(ini_value("80 # a comment"), json!(80));
     }
@@ -342,8 +362,8 @@ mod tests {
     #[test]
     fn anything_else_stays_text() {
         for text in [
-            "FALSE", "true", "yes", "10.0.0.1", "01", "web1", "1 2", "[1,", "{'a'}x", "abc # c", "", "1__0", "inf",
-            "1j", "'open", "-x", "0x",
+            "FALSE", "true", "yes", "10.0.0.1", "01", "web1", "1 2", "[1,", "{'a'}x", "abc # c",
+            "", "1__0", "inf", "1j", "'open", "-x", "0x",
         ] {
             assert_eq!(ini_value(text), json!(text), "{text:?}");
         }

@@ -293,10 +293,11 @@ impl Inventory {
     /// [`InventoryError::Pattern`] if the pattern is empty or malformed, uses a regex term, or
     /// one of its terms matches no host or group.
     pub fn select(&self, pattern: &str) -> Result<Vec<&Host>, InventoryError> {
-        let indices = pattern::select(self, pattern).map_err(|message| InventoryError::Pattern {
-            pattern: pattern.to_owned(),
-            message,
-        })?;
+        let indices =
+            pattern::select(self, pattern).map_err(|message| InventoryError::Pattern {
+                pattern: pattern.to_owned(),
+                message,
+            })?;
         Ok(indices.into_iter().map(|i| &self.hosts[i]).collect())
     }
 
@@ -351,11 +352,15 @@ impl Host {
     pub fn var<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, InventoryError> {
         match self.vars.get(name) {
             None => Ok(None),
-            Some(value) => T::deserialize(value).map(Some).map_err(|source| InventoryError::VarType {
-                host: self.name.clone(),
-                name: Some(name.to_owned()),
-                source,
-            }),
+            Some(value) => {
+                T::deserialize(value)
+                    .map(Some)
+                    .map_err(|source| InventoryError::VarType {
+                        host: self.name.clone(),
+                        name: Some(name.to_owned()),
+                        source,
+                    })
+            }
         }
     }
 
@@ -410,7 +415,8 @@ fn looks_like_yaml(text: &str) -> bool {
                 || line.starts_with('{')
                 || (line.ends_with(':')
                     && line.len() > 1
-                    && !line[..line.len() - 1].contains(|c: char| c.is_whitespace() || c == ':' || c == '=' || c == '['))
+                    && !line[..line.len() - 1]
+                        .contains(|c: char| c.is_whitespace() || c == ':' || c == '=' || c == '['))
         }
     }
 }

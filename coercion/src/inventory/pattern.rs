@@ -79,7 +79,11 @@ fn split_terms(pattern: &str) -> Vec<&str> {
         terms.push(&pattern[start..]);
         terms
     };
-    terms.into_iter().map(str::trim).filter(|t| !t.is_empty()).collect()
+    terms
+        .into_iter()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 fn match_term(inventory: &Inventory, term: &str) -> Result<Vec<usize>, String> {
@@ -90,13 +94,18 @@ fn match_term(inventory: &Inventory, term: &str) -> Result<Vec<usize>, String> {
         return Ok((0..inventory.hosts.len()).collect());
     }
     if term.starts_with('~') {
-        return Err(format!("regex terms such as {term:?} are not supported; use globs (web*)"));
+        return Err(format!(
+            "regex terms such as {term:?} are not supported; use globs (web*)"
+        ));
     }
     if let Some(result) = subscript(inventory, term) {
         return result;
     }
     let positions = |names: &[String]| -> Vec<usize> {
-        names.iter().filter_map(|n| inventory.host_position(n)).collect()
+        names
+            .iter()
+            .filter_map(|n| inventory.host_position(n))
+            .collect()
     };
     if term.contains(['*', '?', '[']) {
         let pattern: Vec<char> = term.chars().collect();
@@ -136,7 +145,11 @@ fn subscript(inventory: &Inventory, term: &str) -> Option<Result<Vec<usize>, Str
     let open = inner.rfind('[')?;
     let (name, index) = (&inner[..open], &inner[open + 1..]);
     let group = inventory.group(name)?;
-    let hosts: Vec<usize> = group.hosts.iter().filter_map(|n| inventory.host_position(n)).collect();
+    let hosts: Vec<usize> = group
+        .hosts
+        .iter()
+        .filter_map(|n| inventory.host_position(n))
+        .collect();
     let len = hosts.len() as i64;
     let number = |s: &str| -> Option<i64> {
         let digits = s.strip_prefix('-').unwrap_or(s);
@@ -147,10 +160,20 @@ fn subscript(inventory: &Inventory, term: &str) -> Option<Result<Vec<usize>, Str
     };
     if let Some((start, end)) = index.split_once(':') {
         let (start, end) = (start.trim(), end.trim());
-        let start = if start.is_empty() { Some(0) } else { number(start) };
-        let end = if end.is_empty() { Some(len - 1) } else { number(end) };
+        let start = if start.is_empty() {
+            Some(0)
+        } else {
+            number(start)
+        };
+        let end = if end.is_empty() {
+            Some(len - 1)
+        } else {
+            number(end)
+        };
         let (Some(start), Some(end)) = (start, end) else {
-            return Some(Err(format!("{term:?}: a subscript is [i], [-i] or [start:end]")));
+            return Some(Err(format!(
+                "{term:?}: a subscript is [i], [-i] or [start:end]"
+            )));
         };
         let resolve = |i: i64| if i < 0 { (len + i).max(0) } else { i };
         let (start, end) = (resolve(start), resolve(end).min(len - 1));
@@ -165,7 +188,9 @@ fn subscript(inventory: &Inventory, term: &str) -> Option<Result<Vec<usize>, Str
     Some(if (0..len).contains(&at) {
         Ok(vec![hosts[at as usize]])
     } else {
-        Err(format!("{term:?}: group {name:?} has {len} hosts, none at {i}"))
+        Err(format!(
+            "{term:?}: group {name:?} has {len} hosts, none at {i}"
+        ))
     })
 }
 

@@ -17,7 +17,8 @@ pub(crate) fn load(dir: &Path, name: &str) -> Result<Map<String, Value>, Invento
     if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
         return Ok(vars);
     }
-    let candidates = std::iter::once(dir.join(name)).chain(EXTENSIONS.iter().map(|e| dir.join(format!("{name}.{e}"))));
+    let candidates = std::iter::once(dir.join(name))
+        .chain(EXTENSIONS.iter().map(|e| dir.join(format!("{name}.{e}"))));
     for candidate in candidates {
         if candidate.is_dir() {
             for file in files_under(&candidate)? {

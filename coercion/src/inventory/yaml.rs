@@ -94,7 +94,9 @@ impl<'de> Visitor<'de> for KindVisitor {
         Ok(Kind::Map(entries))
     }
     fn visit_enum<A: de::EnumAccess<'de>>(self, _data: A) -> Result<Kind, A::Error> {
-        Err(de::Error::custom("tagged values are not supported in an inventory"))
+        Err(de::Error::custom(
+            "tagged values are not supported in an inventory",
+        ))
     }
 }
 
@@ -115,27 +117,31 @@ fn describe(kind: &Kind) -> &'static str {
 
 /// Parses `text` into a tree; `None` for an empty document.
 fn tree(text: &str, origin: &str) -> Result<Option<Node>, InventoryError> {
-    if text
-        .lines()
-        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---" || l.trim() == "...")
-    {
+    if text.lines().all(|l| {
+        l.trim().is_empty()
+            || l.trim_start().starts_with('#')
+            || l.trim() == "---"
+            || l.trim() == "..."
+    }) {
         return Ok(None);
     }
-    serde_saphyr::from_str::<Node>(text).map(Some).map_err(|error| {
-        let plain = error.without_snippet();
-        let line = plain
-            .location()
-            .map(|l| usize::try_from(l.line()).unwrap_or(0).max(1))
-            .unwrap_or(1);
-        let message = plain.render_with_options(serde_saphyr::render_options! {
-            snippets: serde_saphyr::SnippetMode::Off,
-        });
-        InventoryError::Malformed {
-            file: origin.to_owned(),
-            line,
-            message: format!("YAML: {}", strip_location(&message)),
-        }
-    })
+    serde_saphyr::from_str::<Node>(text)
+        .map(Some)
+        .map_err(|error| {
+            let plain = error.without_snippet();
+            let line = plain
+                .location()
+                .map(|l| usize::try_from(l.line()).unwrap_or(0).max(1))
+                .unwrap_or(1);
+            let message = plain.render_with_options(serde_saphyr::render_options! {
+                snippets: serde_saphyr::SnippetMode::Off,
+            });
+            InventoryError::Malformed {
+                file: origin.to_owned(),
+                line,
+                message: format!("YAML: {}", strip_location(&message)),
+            }
+        })
 }
 
 /// serde-saphyr ends a plain message with its own ` at line L, column C`; the line is ours.
@@ -171,10 +177,18 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Builder, InventoryError>
 /// How deep `children` may nest; deeper is refused rather than recursed into.
 const MAX_NESTING: usize = 256;
 
-fn read_group(builder: &mut Builder, group: usize, node: &Node, nesting: usize) -> Result<(), InventoryError> {
+fn read_group(
+    builder: &mut Builder,
+    group: usize,
+    node: &Node,
+    nesting: usize,
+) -> Result<(), InventoryError> {
     let name = builder.group_name(group).to_owned();
     if nesting > MAX_NESTING {
-        return Err(builder.error(line(node), format!("groups nest deeper than {MAX_NESTING} levels at {name:?}")));
+        return Err(builder.error(
+            line(node),
+            format!("groups nest deeper than {MAX_NESTING} levels at {name:?}"),
+        ));
     }
     let entries = match &node.value {
         Kind::Null => return Ok(()),
@@ -193,10 +207,17 @@ fn read_group(builder: &mut Builder, group: usize, node: &Node, nesting: usize) 
         let field_name = key(builder, field, "a group's key")?;
         match field_name.as_str() {
             "hosts" => {
-                let hosts = section_map(builder, value, &name, "hosts", "host names, each with its variables or nothing")?;
+                let hosts = section_map(
+                    builder,
+                    value,
+                    &name,
+                    "hosts",
+                    "host names, each with its variables or nothing",
+                )?;
                 for (host_key, host_vars) in hosts {
                     let entry = key(builder, host_key, "a host name")?;
-                    let (names, port) = parse_host(&entry).map_err(|m| builder.error(line(host_key), m))?;
+                    let (names, port) =
+                        parse_host(&entry).map_err(|m| builder.error(line(host_key), m))?;
                     let vars = match &host_vars.value {
                         Kind::Null => Vec::new(),
                         Kind::Map(vars) => vars.iter().collect(),
@@ -213,7 +234,12 @@ fn read_group(builder: &mut Builder, group: usize, node: &Node, nesting: usize) 
                     for host_name in names {
                         let host = builder.host_in(&host_name, group);
                         if let Some(port) = port {
-                            builder.set_host_var(host, "ansible_port".to_owned(), port.into(), line(host_key))?;
+                            builder.set_host_var(
+                                host,
+                                "ansible_port".to_owned(),
+                                port.into(),
+                                line(host_key),
+                            )?;
                         }
                         for (var, value) in &vars {
                             let var_name = key(builder, var, "a variable name")?;
@@ -224,7 +250,13 @@ fn read_group(builder: &mut Builder, group: usize, node: &Node, nesting: usize) 
                 }
             }
             "children" => {
-                let children = section_map(builder, value, &name, "children", "group names, each with its group or nothing")?;
+                let children = section_map(
+                    builder,
+                    value,
+                    &name,
+                    "children",
+                    "group names, each with its group or nothing",
+                )?;
                 for (child_key, child_node) in children {
                     let child_name = key(builder, child_key, "a group name")?;
                     let child = builder.group(&child_name);
@@ -276,7 +308,10 @@ fn section_map<'a>(
 /// A mapping key as text: strings as they are, numbers and booleans as they read.
 fn key(builder: &Builder, node: &Node, what: &str) -> Result<String, InventoryError> {
     scalar_text(&node.value).ok_or_else(|| {
-        builder.error(line(node), format!("{what} must be a string, not {}", describe(&node.value)))
+        builder.error(
+            line(node),
+            format!("{what} must be a string, not {}", describe(&node.value)),
+        )
     })
 }
 
@@ -298,9 +333,16 @@ fn json(builder: &Builder, node: &Node) -> Result<Value, InventoryError> {
         Kind::Bool(b) => Value::Bool(*b),
         Kind::Int(i) => Value::from(*i),
         Kind::UInt(u) => Value::from(*u),
-        Kind::Float(f) => Number::from_f64(*f).map_or_else(|| Value::String(f.to_string()), Value::Number),
+        Kind::Float(f) => {
+            Number::from_f64(*f).map_or_else(|| Value::String(f.to_string()), Value::Number)
+        }
         Kind::Str(s) => Value::String(s.clone()),
-        Kind::Seq(items) => Value::Array(items.iter().map(|i| json(builder, i)).collect::<Result<_, _>>()?),
+        Kind::Seq(items) => Value::Array(
+            items
+                .iter()
+                .map(|i| json(builder, i))
+                .collect::<Result<_, _>>()?,
+        ),
         Kind::Map(entries) => {
             let mut map = Map::new();
             for (k, v) in entries {
@@ -331,7 +373,10 @@ pub(crate) fn vars_file(text: &str, origin: &str) -> Result<Map<String, Value>, 
         }
         other => Err(builder.error(
             line(&root),
-            format!("a variable file is a mapping of variable names to values, not {}", describe(other)),
+            format!(
+                "a variable file is a mapping of variable names to values, not {}",
+                describe(other)
+            ),
         )),
     }
 }
