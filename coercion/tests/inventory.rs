@@ -726,3 +726,57 @@ proptest! {
         let _ = Inventory::from_yaml(&text, "fuzz.yml");
     }
 }
+
+#[test]
+fn deep_yaml_flow_values_do_not_overflow_the_stack() {
+    let deep = "[".repeat(100_000);
+    let _ = Inventory::from_yaml(&format!("web:\n  vars:\n    x: {deep}\n"), "deep.yml");
+}
+
+#[test]
+fn deep_ini_values_do_not_overflow_the_stack() {
+    let deep = "[".repeat(100_000);
+    let _ = Inventory::from_ini(&format!("web1 x={deep}\n"), "deep.ini");
+}
+
+#[test]
+fn deep_yaml_groups_do_not_overflow_the_stack() {
+    let mut nested = String::from("g0:\n");
+    for i in 1..2_000 {
+        nested.push_str(&format!(
+            "{}children:\n{}g{i}:\n",
+            "  ".repeat(2 * i - 1),
+            "  ".repeat(2 * i)
+        ));
+    }
+    let error = Inventory::from_yaml(&nested, "nested.yml").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "nested.yml:33: YAML: nests deeper than 32 levels"
+    );
+    // 14 levels of child groups, with hosts at the deepest, are read.
+    let mut nested = String::from("g0:\n");
+    for i in 1..15 {
+        nested.push_str(&format!(
+            "{}children:\n{}g{i}:\n",
+            "  ".repeat(2 * i - 1),
+            "  ".repeat(2 * i)
+        ));
+    }
+    nested.push_str(&format!(
+        "{}hosts:\n{}h:\n",
+        "  ".repeat(31),
+        "  ".repeat(32)
+    ));
+    let inventory = Inventory::from_yaml(&nested, "nested.yml").unwrap();
+    assert_eq!(inventory.host("h").unwrap().groups().len(), 16);
+}
+
+#[test]
+fn long_ini_group_chains_are_read() {
+    let chain: String = (0..5_000)
+        .map(|i| format!("[g{i}:children]\ng{}\n", i + 1))
+        .collect();
+    let inventory = Inventory::from_ini(&format!("{chain}[g5000]\nh\n"), "chain.ini").unwrap();
+    assert_eq!(inventory.host("h").unwrap().groups().len(), 5_002);
+}

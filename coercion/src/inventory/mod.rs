@@ -44,6 +44,8 @@
 //!   names to groups) and `vars`. Keys of a group other than these three are skipped with a
 //!   `tracing` warning, as Ansible skips them. YAML 1.1 booleans (`yes`, `on`) are booleans, as
 //!   with Ansible's PyYAML. An empty YAML file is an empty inventory (Ansible refuses it).
+//!   YAML nested deeper than 32 levels (14 levels of child groups) is refused, so that no input
+//!   can exhaust a thread's stack.
 //! - **Host ranges**, in both formats: `web[01:20]` (zero-padded: `web01` … `web20`),
 //!   `db-[a:f]`, `node[0:10:2]` (a step), several in one name; an empty start counts from 0, as
 //!   in Ansible.
@@ -149,7 +151,7 @@ pub enum InventoryError {
         message: String,
     },
     /// A host's variable (or its whole set of variables) does not have the type asked for.
-    #[error("host {host}: {}", match name { Some(name) => format!("variable {name:?} does not fit the type asked for"), None => "its variables do not fit the type asked for".to_owned() })]
+    #[error("host {host}: {}", var_type_subject(name.as_deref()))]
     VarType {
         /// The host.
         host: String,
@@ -399,6 +401,13 @@ impl Group {
     /// [`Host::vars`]).
     pub fn vars(&self) -> &Map<String, Value> {
         &self.vars
+    }
+}
+
+fn var_type_subject(name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("variable {name:?} does not fit the type asked for"),
+        None => "its variables do not fit the type asked for".to_owned(),
     }
 }
 

@@ -115,6 +115,11 @@ fn describe(kind: &Kind) -> &'static str {
     }
 }
 
+/// How deep YAML collections may nest. An inventory nests two levels per level of groups; 32
+/// leaves room for 14 levels of child groups, and keeps the parse far from the end of a 2 MiB
+/// thread stack (each level costs tens of kilobytes of stack in a debug build).
+const MAX_YAML_DEPTH: usize = 32;
+
 /// Parses `text` into a tree; `None` for an empty document.
 fn tree(text: &str, origin: &str) -> Result<Option<Node>, InventoryError> {
     if text.lines().all(|l| {
@@ -125,7 +130,11 @@ fn tree(text: &str, origin: &str) -> Result<Option<Node>, InventoryError> {
     }) {
         return Ok(None);
     }
-    serde_saphyr::from_str::<Node>(text)
+    let mut options = serde_saphyr::Options::default();
+    let mut budget = options.budget.unwrap_or_default();
+    budget.max_depth = MAX_YAML_DEPTH;
+    options.budget = Some(budget);
+    serde_saphyr::from_str_with_options::<Node>(text, options)
         .map(Some)
         .map_err(|error| {
             let plain = error.without_snippet();
@@ -139,7 +148,12 @@ fn tree(text: &str, origin: &str) -> Result<Option<Node>, InventoryError> {
             InventoryError::Malformed {
                 file: origin.to_owned(),
                 line,
-                message: format!("YAML: {}", strip_location(&message)),
+                message: match plain {
+                    serde_saphyr::Error::Budget { .. } if message.contains("Depth") => {
+                        format!("YAML: nests deeper than {MAX_YAML_DEPTH} levels")
+                    }
+                    _ => format!("YAML: {}", strip_location(&message)),
+                },
             }
         })
 }
