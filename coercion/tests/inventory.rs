@@ -679,6 +679,43 @@ fn malformed_variable_files_and_unreadable_inventories_name_their_file() {
 }
 
 #[test]
+fn json_files_crlf_and_byte_order_marks_are_read() {
+    let dir = std::env::temp_dir().join(format!("coercion-inventory-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("hosts.json"),
+        r#"{"web": {"hosts": {"web1": {"ansible_port": 2222}}, "vars": {"ntp": "x"}}}"#,
+    )
+    .unwrap();
+    let inventory = Inventory::load(dir.join("hosts.json")).unwrap();
+    assert_eq!(inventory.host("web1").unwrap().port(), Some(2222));
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let inventory = Inventory::from_ini(
+        "\u{feff}[web]\r\nweb1 a=1\r\n[web:vars]\r\nb=2\r\n",
+        "crlf.ini",
+    )
+    .unwrap();
+    assert_eq!(
+        serde_json::Value::Object(inventory.host("web1").unwrap().vars().clone()),
+        json!({"a": 1, "b": 2})
+    );
+}
+
+#[test]
+fn of_duplicate_yaml_keys_the_last_wins_as_in_ansible() {
+    let inventory = Inventory::from_yaml(
+        "web:\n  hosts:\n    web1: {a: 1}\n    web1: {a: 2}\n",
+        "dup.yml",
+    )
+    .unwrap();
+    assert_eq!(
+        inventory.host("web1").unwrap().var::<u8>("a").unwrap(),
+        Some(2)
+    );
+}
+
+#[test]
 fn group_priority_orders_groups_of_the_same_depth() {
     let text =
         "[a]\nh1\n[b]\nh1\n[a:vars]\nx=from-a\nansible_group_priority=5\n[b:vars]\nx=from-b\n";

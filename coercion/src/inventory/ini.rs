@@ -21,6 +21,7 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Builder, InventoryError>
     // References that a declaration must answer by the end: (group, line, what referred to it).
     let mut references: Vec<(usize, usize, String)> = Vec::new();
 
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (index, raw) in text.split('\n').enumerate() {
         let number = index + 1;
         let line = raw.trim();

@@ -44,6 +44,7 @@
 //!   names to groups) and `vars`. Keys of a group other than these three are skipped with a
 //!   `tracing` warning, as Ansible skips them. YAML 1.1 booleans (`yes`, `on`) are booleans, as
 //!   with Ansible's PyYAML. An empty YAML file is an empty inventory (Ansible refuses it).
+//!   Of duplicate keys in a mapping, the last wins, as in Ansible (which warns).
 //!   YAML nested deeper than 32 levels (14 levels of child groups) is refused, so that no input
 //!   can exhaust a thread's stack.
 //! - **Host ranges**, in both formats: `web[01:20]` (zero-padded: `web01` … `web20`),

@@ -134,6 +134,8 @@ fn tree(text: &str, origin: &str) -> Result<Option<Node>, InventoryError> {
     let mut budget = options.budget.unwrap_or_default();
     budget.max_depth = MAX_YAML_DEPTH;
     options.budget = Some(budget);
+    // Ansible keeps the last of duplicate keys (and warns).
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::LastWins;
     serde_saphyr::from_str_with_options::<Node>(text, options)
         .map(Some)
         .map_err(|error| {
