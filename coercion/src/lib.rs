@@ -93,6 +93,9 @@ pub mod cli;
 #[cfg_attr(docsrs, doc(cfg(all(unix, feature = "control"))))]
 pub mod control;
 mod engine;
+#[cfg(feature = "inventory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "inventory")))]
+pub mod inventory;
 mod macros_doc;
 pub mod plugin;
 pub mod plugins;
