@@ -74,6 +74,37 @@ impl fmt::Display for BatchSize {
     }
 }
 
+impl std::str::FromStr for BatchSize {
+    type Err = ParseBatchSizeError;
+
+    /// Reads a size as written on a command line or in a config: `5`, `25%` or `rest`. The
+    /// value itself is checked by [`check_serial`] (zero and over 100 % parse).
+    ///
+    /// ```
+    /// use coercion::rolling::BatchSize;
+    /// assert_eq!("25%".parse::<BatchSize>().unwrap(), BatchSize::Percent(25));
+    /// assert_eq!("1".parse::<BatchSize>().unwrap(), BatchSize::Count(1));
+    /// assert_eq!("rest".parse::<BatchSize>().unwrap(), BatchSize::Rest);
+    /// assert!("half".parse::<BatchSize>().is_err());
+    /// ```
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let error = || ParseBatchSizeError(text.to_owned());
+        let text = text.trim();
+        if text == "rest" {
+            Ok(BatchSize::Rest)
+        } else if let Some(percent) = text.strip_suffix('%') {
+            percent.trim().parse().map(BatchSize::Percent).map_err(|_| error())
+        } else {
+            text.parse().map(BatchSize::Count).map_err(|_| error())
+        }
+    }
+}
+
+/// A batch size that is not a count, a percentage or `rest`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a batch size: write a count (5), a percentage of the hosts (25%) or `rest`")]
+pub struct ParseBatchSizeError(String);
+
 /// Why a list of batch sizes is not valid. Positions count from 1, as people do.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
