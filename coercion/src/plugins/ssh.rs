@@ -948,9 +948,9 @@ impl Drop for GroupGuard {
 /// over a new channel of `session`.
 async fn kill_group(session: &Arc<Session>, become_user: Option<&str>, pgid: u32, host: &str) {
     let script = format!(
-        "kill -TERM -- -{pgid} 2>/dev/null || exit 0; i=0; \
-         while [ $i -lt {KILL_GRACE_TENTHS} ] && kill -0 -- -{pgid} 2>/dev/null; do sleep 0.1; i=$((i+1)); done; \
-         kill -KILL -- -{pgid} 2>/dev/null; exit 0"
+        "kill -s TERM -- -{pgid} 2>/dev/null || exit 0; i=0; \
+         while [ $i -lt {KILL_GRACE_TENTHS} ] && kill -0 -{pgid} 2>/dev/null; do sleep 0.1; i=$((i+1)); done; \
+         kill -s KILL -- -{pgid} 2>/dev/null; exit 0"
     );
     let mut line = String::new();
     if let Some(user) = become_user {
