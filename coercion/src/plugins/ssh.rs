@@ -18,7 +18,7 @@
 //! when the engine abandons the attempt. The remote side needs a POSIX `sh`, `kill`, and for
 //! uploads coreutils (`sha256sum`, `stat`, `mktemp`, `sync`); `sudo` for `become_user`.
 //!
-//! Errors carry the host in their message and a code from [`codes`](super::codes):
+//! Errors carry the host in their message and a code from [`codes`]:
 //! `SSH_UNREACHABLE` (retryable), `SSH_AUTH` and `SSH_HOST_KEY` (permanent), `SSH_CONNECTION`
 //! (the connection broke during a command; retryable), and the codes of the local command
 //! plugin (`EXIT_CODE`, `SIGNALLED`, `TIMED_OUT`, `CANCELLED`, `IO`).
