@@ -37,7 +37,11 @@ SUDOERS=/etc/sudoers.d/coercion-ssh-hosts
 stop_dir() {
   local dir=$1 f
   for f in "$dir"/sshd.*.pid; do
-    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+    [ -f "$f" ] || continue
+    # The listener, and the per-connection sshd processes it forked (so that clients' master
+    # connections end now rather than linger).
+    pkill -P "$(cat "$f")" 2>/dev/null || true
+    kill "$(cat "$f")" 2>/dev/null || true
   done
   if [ -f "$dir/created_become_user" ]; then
     rm -f "$SUDOERS"

@@ -700,6 +700,7 @@ fn slot(target: &SshTarget) -> Slot {
 
 /// The pooled connection to `target`, opened now if there is none.
 async fn session(target: &SshTarget) -> Result<Arc<Session>, PluginError> {
+    close_pool_at_exit();
     let slot = slot(target);
     let mut open = slot.lock().await;
     if let Some(session) = &*open {
@@ -708,6 +709,30 @@ async fn session(target: &SshTarget) -> Result<Arc<Session>, PluginError> {
     let session = Arc::new(connect(target).await?);
     *open = Some(session.clone());
     Ok(session)
+}
+
+/// Makes the process close its master connections when it exits (`atexit`), instead of leaving
+/// them to OpenSSH's idle timeout: each pooled session, dropped, asks its master to exit and
+/// removes its control directory. Connections still in use by a running attempt are left alone.
+fn close_pool_at_exit() {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    extern "C" fn close_pool() {
+        let Some(mut pool) = POOL.try_lock() else {
+            return;
+        };
+        for (_, slot) in pool.drain() {
+            if let Ok(mut open) = slot.try_lock() {
+                drop(open.take());
+            }
+        }
+    }
+    REGISTER.call_once(|| {
+        // SAFETY: `close_pool` is a plain function taking nothing and never unwinding (it only
+        // takes locks without waiting and drops sessions); atexit only records it.
+        unsafe {
+            libc::atexit(close_pool);
+        }
+    });
 }
 
 /// Forgets `broken` (if it is still the pooled connection to `target`), so the next user opens
@@ -1437,6 +1462,16 @@ mod tests {
         );
         let line = remote_line(Some("app"), &script);
         assert!(line.starts_with("sudo -n -u app -- sh -c "));
+    }
+
+    #[test]
+    fn control_sockets_fit_in_sun_path() {
+        // The longest uid, the crate's temporary directory, OpenSSH's random suffix while binding.
+        let longest = "/tmp/coercion-ssh-4294967295/.ssh-connectionXXXXXX/master.XXXXXXXXXXXXXXXX";
+        assert!(longest.len() < 104, "{}", longest.len());
+        let dir = control_dir().unwrap();
+        assert!(dir.starts_with("/tmp"));
+        assert!(dir.as_os_str().len() <= "/tmp/coercion-ssh-4294967295".len());
     }
 
     #[test]
