@@ -687,6 +687,36 @@ async fn become_runs_as_the_other_user() {
     let left = hosts.ssh(5, &format!("pgrep -f '[{}]{}'", &marker[..1], &marker[1..]));
     assert_eq!(left, "");
 
+    // An upload owned by that user (the login user is root in the test command).
+    if hosts.user == "root" {
+        let path = format!("/tmp/{}", unique("coercion-ssh-owned"));
+        let up = SshUpload
+            .execute(
+                &ctx(),
+                SshUploadReq::text(hosts.target(5), &path, "x\n")
+                    .owner(user)
+                    .mode(0o600),
+            )
+            .await
+            .unwrap();
+        assert!(up.changed);
+        assert_eq!(
+            hosts.ssh(5, &format!("stat -c '%U %a' {path}")),
+            format!("{user} 600\n")
+        );
+        let again = SshUpload
+            .execute(
+                &ctx(),
+                SshUploadReq::text(hosts.target(5), &path, "x\n")
+                    .owner(user)
+                    .mode(0o600),
+            )
+            .await
+            .unwrap();
+        assert!(!again.changed);
+        hosts.ssh(5, &format!("rm -f {path}"));
+    }
+
     // A user sudo does not allow: a clear failure.
     let e = run(SshCommandReq::new(hosts.target(5), "true").become_user("nobody-such-user"))
         .await

@@ -75,6 +75,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_PERSIST_SECS: usize = 300;
 /// How long a killed group gets between `TERM` and `KILL`.
 const KILL_GRACE_TENTHS: u32 = 10;
+/// How long a timed-out or stopped command may take to report its process group id.
+const PGID_WAIT: Duration = Duration::from_secs(5);
 /// How long to wait for output after the remote command exited.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// How much of stderr an error message quotes.
@@ -1130,14 +1132,29 @@ async fn run_remote(
             }
         };
         if matches!(ended, Ended::TimedOut | Ended::Cancelled) {
+            // The group id may still be on its way: keep reading stdout while waiting for it.
             let mut pgid_rx = pgid_rx.clone();
-            let pgid =
-                tokio::time::timeout(Duration::from_secs(2), pgid_rx.wait_for(Option::is_some))
-                    .await
-                    .ok()
-                    .and_then(|r| r.ok().and_then(|id| *id));
-            if let Some(pgid) = pgid {
-                kill_group(&session, become_user, pgid, &host).await;
+            let give_up = tokio::time::sleep(PGID_WAIT);
+            let mut give_up = pin!(give_up);
+            let pgid = loop {
+                if let Some(id) = *pgid_rx.borrow_and_update() {
+                    break Some(id);
+                }
+                if io_done {
+                    break None;
+                }
+                tokio::select! {
+                    () = &mut io => io_done = true,
+                    _ = pgid_rx.changed() => {}
+                    () = &mut give_up => break None,
+                }
+            };
+            match pgid {
+                Some(pgid) => kill_group(&session, become_user, pgid, &host).await,
+                None => tracing::warn!(
+                    host,
+                    "ssh: the remote process group id never came; nothing killed"
+                ),
             }
         }
         if !io_done {
