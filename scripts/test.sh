@@ -11,16 +11,19 @@
 # 3. A throwaway PostgreSQL cluster on loopback for the multi-worker tests, installed from
 #    Debian's packages when missing, started for the run and removed after it
 #    (scripts/with-postgres.sh; it exports COERCION_PG_URL).
-# 4. Every test of the workspace — unit, integration, trybuild UI suites, property tests, crash
+# 4. N=6 real SSH hosts on 127.0.0.2-7 for the SSH plugins' tests (scripts/ssh-hosts.sh --test:
+#    installs openssh-server and sudo when missing, throwaway keys, a throwaway `become` user
+#    when run as root; it exports SSH_HOSTS_DIR and removes everything after the run).
+# 5. Every test of the workspace — unit, integration, trybuild UI suites, property tests, crash
 #    tests, the CLI and browser tests, the PostgreSQL tests — and every doctest, README included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-FEATURES="coercion/cli,coercion-workspace/postgres"
+FEATURES="coercion/cli,coercion/ssh,coercion-workspace/postgres"
 
 cargo check -p coercion --no-default-features --lib
 bash scripts/browser-deps.sh
-exec bash scripts/with-postgres.sh bash -c "
+exec env N=6 bash scripts/ssh-hosts.sh --test bash scripts/with-postgres.sh bash -c "
   set -e
   cargo test --workspace --all-targets --features $FEATURES
   cargo test --workspace --doc --features $FEATURES

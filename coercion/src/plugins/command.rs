@@ -22,15 +22,15 @@ const DRAIN_GRACE: Duration = Duration::from_millis(250);
 /// How much of stderr (or stdout) an error message quotes.
 const MESSAGE_TAIL: usize = 1024;
 
-fn default_success_codes() -> Vec<i32> {
+pub(super) fn default_success_codes() -> Vec<i32> {
     vec![0]
 }
 
-fn default_output_limit() -> usize {
+pub(super) fn default_output_limit() -> usize {
     64 * 1024
 }
 
-fn is_false(b: &bool) -> bool {
+pub(super) fn is_false(b: &bool) -> bool {
     !*b
 }
 
@@ -469,7 +469,7 @@ pub(super) async fn run(ctx: &Context, req: &CommandReq) -> Result<CommandResp, 
 }
 
 /// `"; stderr: …"` with the end of stderr, or of stdout when stderr is empty.
-fn quote_output(stdout: &str, stderr: &str) -> String {
+pub(super) fn quote_output(stdout: &str, stderr: &str) -> String {
     if !stderr.trim().is_empty() {
         format!("; stderr: {}", tail(stderr, MESSAGE_TAIL))
     } else if !stdout.trim().is_empty() {
@@ -479,7 +479,7 @@ fn quote_output(stdout: &str, stderr: &str) -> String {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+pub(super) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
@@ -495,7 +495,7 @@ async fn feed(stdin: Option<ChildStdin>, text: Option<&str>) {
     }
 }
 
-async fn read_into(pipe: Option<impl AsyncRead + Unpin>, capture: &mut Capture) {
+pub(super) async fn read_into(pipe: Option<impl AsyncRead + Unpin>, capture: &mut Capture) {
     let Some(mut pipe) = pipe else { return };
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
@@ -507,14 +507,14 @@ async fn read_into(pipe: Option<impl AsyncRead + Unpin>, capture: &mut Capture) 
 }
 
 /// The last `limit` bytes of an output stream.
-struct Capture {
+pub(super) struct Capture {
     bytes: Vec<u8>,
     limit: usize,
     truncated: bool,
 }
 
 impl Capture {
-    fn new(limit: usize) -> Capture {
+    pub(super) fn new(limit: usize) -> Capture {
         Capture {
             bytes: Vec::new(),
             limit,
@@ -522,7 +522,7 @@ impl Capture {
         }
     }
 
-    fn push(&mut self, data: &[u8]) {
+    pub(super) fn push(&mut self, data: &[u8]) {
         self.bytes.extend_from_slice(data);
         // Compact only when twice over the limit, so each byte is moved O(1) times.
         if self.bytes.len()
@@ -544,7 +544,7 @@ impl Capture {
     }
 
     /// The kept bytes as text, and whether anything was dropped.
-    fn into_text(mut self) -> (String, bool) {
+    pub(super) fn into_text(mut self) -> (String, bool) {
         self.trim();
         let mut start = 0;
         if self.truncated {

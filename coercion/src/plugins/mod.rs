@@ -11,6 +11,9 @@
 //! | `coercion/sleep` | action | [`Sleep`] | waits for a duration, or until the plan is stopped |
 //! | `coercion/wait-for` | check | [`WaitFor`] | polls one of the conditions above until it holds or the attempt's deadline (its `http` condition with feature `http`) |
 //! | `coercion/wait-until` | action | [`WaitUntil`] | the same, as a step of a sequence (wait until a restarted host is healthy) |
+//! | `coercion/ssh-command` | action | [`ssh::SshCommand`] | runs a command on a remote host over a pooled SSH connection (feature `ssh`) |
+//! | `coercion/ssh-check` | check | [`ssh::SshCheck`] | the same, as a check (feature `ssh`) |
+//! | `coercion/ssh-upload` | action | [`ssh::SshUpload`] | uploads a file to a remote host atomically, skipped when identical (feature `ssh`) |
 //!
 //! Every plugin is registered with the inventory, so
 //! [`Registry::from_inventory`](crate::Registry::from_inventory) knows them all. Requests are
@@ -44,6 +47,9 @@ mod file_exists;
 #[cfg(feature = "http")]
 mod http;
 mod sleep;
+#[cfg(feature = "ssh")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ssh")))]
+pub mod ssh;
 mod tcp;
 mod wait_for;
 mod write_file;
@@ -90,6 +96,14 @@ pub mod codes {
     pub const MISSING_TEXT: u32 = 32;
     /// `coercion/wait-for`: the condition did not hold before the deadline.
     pub const CONDITION_NOT_MET: u32 = 40;
+    /// SSH: the host could not be reached (connection refused or timed out, name unknown, …).
+    pub const SSH_UNREACHABLE: u32 = 50;
+    /// SSH: the host refused to authenticate us (key, agent, user).
+    pub const SSH_AUTH: u32 = 51;
+    /// SSH: the host's key is not the one pinned in `known_hosts`, or none is pinned.
+    pub const SSH_HOST_KEY: u32 = 52;
+    /// SSH: the connection broke while a command ran, or no channel could be opened on it.
+    pub const SSH_CONNECTION: u32 = 53;
 }
 
 /// Refuses a zero duration in field `field`.

@@ -12,7 +12,7 @@ use super::codes;
 use crate::plugin::{Context, Plugin, PluginError, ValidationError};
 
 /// The highest permission mode: the permission bits plus setuid, setgid and sticky.
-const MAX_MODE: u32 = 0o7777;
+pub(super) const MAX_MODE: u32 = 0o7777;
 
 /// What to write. In JSON: `{ "text": "port = 8080\n" }` or `{ "base64": "AP8=" }`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,16 +261,21 @@ fn write_atomically(req: &WriteFileReq) -> Result<bool, PluginError> {
 }
 
 /// `Vec<u8>` as a base64 string.
-mod base64_bytes {
+pub(super) mod base64_bytes {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    pub(in crate::plugins) fn serialize<S: Serializer>(
+        bytes: &[u8],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_str(&STANDARD.encode(bytes))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    pub(in crate::plugins) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(d)?;
         STANDARD
             .decode(text.trim())
@@ -280,20 +285,25 @@ mod base64_bytes {
 
 /// An optional mode as a string of octal digits (`"0640"`, `"640"` or `"0o640"`). JSON numbers
 /// are refused: `640` would silently mean `0o1200`.
-mod octal_mode {
+pub(super) mod octal_mode {
     use std::fmt;
 
     use serde::de::{self, Visitor};
     use serde::{Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(mode: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+    pub(in crate::plugins) fn serialize<S: Serializer>(
+        mode: &Option<u32>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match mode {
             Some(mode) => s.serialize_str(&format!("{mode:04o}")),
             None => s.serialize_none(),
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    pub(in crate::plugins) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<u32>, D::Error> {
         d.deserialize_any(ModeVisitor)
     }
 
