@@ -6,6 +6,7 @@
 //! cargo run --release --example bench -- durable [--json] [--runs N] [--sequences N]
 //! cargo run --release --example bench -- recovery [--json] [--runs N]
 //! cargo run --release --example bench -- rollout --hosts N [--json] [--runs N]
+//! cargo run --release --example bench -- rollout --inventory FILE [--ssh-config FILE] [--json]
 //! ```
 //!
 //! Workloads:
@@ -23,7 +24,13 @@
 //! * `rollout` — the same work as `../shared/peers/ansible/rollout.yml` for N hosts: per host a
 //!   pre-check (`true`), three actions (`true`, copy a small file into a per-host directory,
 //!   `echo ok`) and a post-check (the copied file exists), with the built-in command and file
-//!   plugins, concurrency 5, tolerance 10 %, on SQLite.
+//!   plugins, concurrency 5, tolerance 10 %, on SQLite. With `--inventory FILE` (an Ansible
+//!   inventory: every host of it, or `--limit PATTERN`), the same work on those hosts over SSH
+//!   (`coercion::plugins::ssh`; `--ssh-config FILE` is the `ssh -F` file): the pre-check `true`,
+//!   `true`, an upload of the small file into a per-host directory, `echo ok`, and the post-check
+//!   `test -f` of the uploaded file, each a command on the host. Its `wall_s` counts from before
+//!   the inventory is read, so the first connection's handshake is in it; connections to every
+//!   host are opened ahead, 16 at a time, while the first batch runs.
 //!
 //! Each run prints `{"workload", "actions", "wall_s", "actions_per_s", "peak_rss_bytes", ...}`.
 
@@ -89,12 +96,15 @@ struct Args {
     runs: usize,
     hosts: usize,
     sequences: usize,
+    inventory: Option<std::path::PathBuf>,
+    ssh_config: Option<std::path::PathBuf>,
+    limit: String,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let workload = args.next().ok_or(
-        "usage: bench <engine|footprint|durable|recovery|rollout> [--json] [--runs N] [--hosts N] [--sequences N]",
+        "usage: bench <engine|footprint|durable|recovery|rollout> [--json] [--runs N] [--hosts N] [--sequences N] [--inventory FILE [--ssh-config FILE] [--limit PATTERN]]",
     )?;
     let mut out = Args {
         workload,
@@ -102,6 +112,9 @@ fn parse_args() -> Result<Args, String> {
         runs: 1,
         hosts: 20,
         sequences: 1_000,
+        inventory: None,
+        ssh_config: None,
+        limit: "all".to_owned(),
     };
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -119,6 +132,13 @@ fn parse_args() -> Result<Args, String> {
                     .and_then(|v| v.parse().ok())
                     .ok_or("--hosts takes a number")?;
             }
+            "--inventory" => {
+                out.inventory = Some(args.next().ok_or("--inventory takes a file")?.into())
+            }
+            "--ssh-config" => {
+                out.ssh_config = Some(args.next().ok_or("--ssh-config takes a file")?.into())
+            }
+            "--limit" => out.limit = args.next().ok_or("--limit takes a host pattern")?,
             "--runs" => {
                 out.runs = args
                     .next()
@@ -370,6 +390,116 @@ async fn rollout(dir: &std::path::Path, hosts: usize) -> (usize, f64) {
     (actions, wall)
 }
 
+/// The same workload over SSH, on the hosts of an Ansible inventory.
+async fn rollout_ssh(
+    dir: &std::path::Path,
+    inventory: &std::path::Path,
+    ssh_config: Option<&std::path::Path>,
+    limit: &str,
+) -> Result<(usize, usize, f64), String> {
+    use coercion::inventory::Inventory;
+    use coercion::plugins::ssh::{
+        self, SshCheck, SshCommand, SshCommandReq, SshTarget, SshUpload, SshUploadReq,
+    };
+    let payload = "payload for the rollout benchmark\n";
+    let registry = Registry::from_inventory().map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let inventory = Inventory::load(inventory).map_err(|e| e.to_string())?;
+    let hosts: Vec<(String, SshTarget)> = inventory
+        .select(limit)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|h| {
+            let mut target = SshTarget::new(h.address());
+            if let Some(port) = h.port() {
+                target = target.port(port);
+            }
+            if let Some(user) = h.user() {
+                target = target.user(user);
+            }
+            if let Some(config) = ssh_config {
+                target = target.config(config);
+            }
+            (h.name().to_owned(), target)
+        })
+        .collect();
+    if hosts.is_empty() {
+        return Err(format!("no host matches {limit:?}"));
+    }
+    // Every host's connection is opened ahead, a few at a time, while the first ones work.
+    let warm = tokio::spawn(ssh::connect_all(
+        hosts.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>(),
+        16,
+    ));
+    let host_dir = |name: &str| dir.join("hosts").join(name);
+    let plan = Plan::builder("rollout")
+        .block(
+            Block::builder("fleet")
+                .concurrency(5)
+                .tolerated_failures(Tolerance::Percent(10))
+                .pre_checks(
+                    Checks::builder().actions(hosts.iter().map(|(name, target)| {
+                        CheckSpec::new::<SshCheck>(
+                            format!("pre-check {name}"),
+                            SshCommandReq::new(target.clone(), "true"),
+                        )
+                    })),
+                )
+                .sequences(hosts.iter().map(|(name, target)| {
+                    Sequence::builder(name.as_str())
+                        .action(
+                            ActionSpec::new::<SshCommand>(
+                                "action a (command true)",
+                                SshCommandReq::new(target.clone(), "true"),
+                            )
+                            .retries(2),
+                        )
+                        .action(
+                            ActionSpec::new::<SshUpload>(
+                                "action b (copy small file into per-host dir)",
+                                SshUploadReq::text(
+                                    target.clone(),
+                                    host_dir(name).join("payload.txt"),
+                                    payload,
+                                )
+                                .mode(0o644)
+                                .create_dirs(),
+                            )
+                            .retries(2),
+                        )
+                        .action(
+                            ActionSpec::new::<SshCommand>(
+                                "action c (shell echo ok)",
+                                SshCommandReq::shell(target.clone(), "echo ok"),
+                            )
+                            .retries(2),
+                        )
+                }))
+                .post_checks(
+                    Checks::builder().actions(hosts.iter().map(|(name, target)| {
+                        CheckSpec::new::<SshCheck>(
+                            format!("post-check {name}"),
+                            SshCommandReq::new(target.clone(), "test")
+                                .arg("-f")
+                                .arg(host_dir(name).join("payload.txt").to_string_lossy()),
+                        )
+                    })),
+                ),
+        )
+        .build();
+    let ws = Workstream::open(dir.join("rollout.db"), registry)
+        .await
+        .map_err(|e| e.to_string())?;
+    let actions = plan.action_count();
+    let done = ws.run(plan).await.map_err(|e| e.to_string())?;
+    let wall = t.elapsed().as_secs_f64();
+    warm.abort();
+    if done.status() != Status::Completed {
+        return Err(format!("the rollout did not complete:\n{done}"));
+    }
+    Ok((hosts.len(), actions, wall))
+}
+
 fn main() {
     let args = match parse_args() {
         Ok(a) => a,
@@ -425,12 +555,32 @@ fn main() {
                     "recovery_s": wall, "peak_rss_bytes": peak_rss_bytes(),
                 })
             }
+            "rollout" if args.inventory.is_some() => {
+                let dir = scratch_dir("rollout-ssh");
+                let inventory = args.inventory.as_deref().expect("checked");
+                let outcome = rt.block_on(rollout_ssh(
+                    &dir,
+                    inventory,
+                    args.ssh_config.as_deref(),
+                    &args.limit,
+                ));
+                let _ = std::fs::remove_dir_all(&dir);
+                let (hosts, actions, wall) = outcome.unwrap_or_else(|e| {
+                    eprintln!("bench: {e}");
+                    std::process::exit(1);
+                });
+                serde_json::json!({
+                    "workload": "rollout", "store": "sqlite", "transport": "ssh", "hosts": hosts, "host_tasks": hosts * 5,
+                    "actions": actions, "wall_s": wall, "per_host_task_s": wall / (hosts * 5) as f64,
+                    "peak_rss_bytes": peak_rss_bytes(),
+                })
+            }
             "rollout" => {
                 let dir = scratch_dir("rollout");
                 let (actions, wall) = rt.block_on(rollout(&dir, args.hosts));
                 let _ = std::fs::remove_dir_all(&dir);
                 serde_json::json!({
-                    "workload": "rollout", "store": "sqlite", "hosts": args.hosts, "host_tasks": args.hosts * 5,
+                    "workload": "rollout", "store": "sqlite", "transport": "local", "hosts": args.hosts, "host_tasks": args.hosts * 5,
                     "actions": actions, "wall_s": wall, "per_host_task_s": wall / (args.hosts * 5) as f64,
                     "peak_rss_bytes": peak_rss_bytes(),
                 })

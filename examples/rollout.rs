@@ -5,12 +5,21 @@
 //! cargo run --example rollout -- --fault-rate 0.3  # some hosts fail their health check
 //! cargo run --example rollout -- --crash-after 3   # the process dies mid-run...
 //! cargo run --example rollout                      # ...and the next run resumes the plan
+//! scripts/ssh-hosts.sh --start                     # 20 real SSH hosts on 127.0.0.2…, prints DIR
+//! cargo run --example rollout -- --inventory DIR/inventory.ini --ssh-config DIR/ssh_config
 //! ```
 //!
 //! Every "host" is a small HTTP service on a loopback port, started from this same binary. Per
 //! host the plan writes the service's config, starts it, and waits until it answers its health
-//! check; a canary block of one host goes first, then the rest with a concurrency limit and a
-//! failure budget. Plan-level checks guard the whole rollout, and a deferred batch stops every
+//! check; a canary block of one host goes first, then rolling batches (`--serial`, Ansible's
+//! `serial`) with a concurrency limit and a failure budget per batch.
+//!
+//! With `--inventory FILE` (an Ansible inventory, INI or YAML), the hosts are the inventory's,
+//! reached over SSH (`--ssh-config FILE` is the `ssh -F` file; without it, `~/.ssh/config`). Per
+//! host, this program and its config are uploaded to `coercion_dir/NAME` on the host (the host
+//! variable `coercion_dir`, default `/tmp/coercion-rollout-ssh`), skipped when already there,
+//! the instance is restarted listening on the host's address and port `http_port` (default
+//! 18080), and this process waits until it answers its health check. Plan-level checks guard the whole rollout, and a deferred batch stops every
 //! instance at the end, whatever happened. The plan is kept in `coercion.db` in the working
 //! directory, so the CLI can show it afterwards.
 
@@ -19,12 +28,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use coercion::builder::{ChecksBuilder, SequenceBuilder};
+use coercion::inventory::Inventory;
+use coercion::plugins::ssh::{
+    SshCheck, SshCommand, SshCommandReq, SshTarget, SshUpload, SshUploadReq,
+};
 use coercion::plugins::{
     Command, CommandReq, Condition, FileExists, FileExistsReq, FileKind, HttpCheck, HttpCheckReq,
     WaitForReq, WaitUntil, WriteFile, WriteFileReq,
 };
 use coercion::prelude::*;
 use coercion::progress::Progress;
+use coercion::rolling::{BatchSize, Rolling};
 use futures_util::StreamExt as _;
 
 /// A real rolling deploy on this machine: a canary host first, then the rest, a few at a time,
@@ -36,10 +51,36 @@ struct Options {
     /// How many hosts to deploy to (the first one is the canary).
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = at_least::<2>)]
     hosts: usize,
-    /// How many hosts of the second block are deployed at once.
+    /// An Ansible inventory (INI or YAML): deploy to its hosts over SSH instead of local ones.
+    #[arg(long, value_name = "FILE", conflicts_with = "hosts")]
+    inventory: Option<PathBuf>,
+    /// The ssh_config file for the inventory's hosts (as `ssh -F FILE`).
+    #[arg(long, value_name = "FILE", requires = "inventory")]
+    ssh_config: Option<PathBuf>,
+    /// Which of the inventory's hosts, as an Ansible host pattern (`web:&prod:!web-3`).
+    #[arg(
+        long,
+        default_value = "all",
+        value_name = "PATTERN",
+        requires = "inventory"
+    )]
+    limit: String,
+    /// The batch sizes, as Ansible's `serial`: counts, percentages and `rest`, the last one
+    /// repeating until every host is placed.
+    #[arg(
+        long,
+        default_value = "1,rest",
+        value_name = "SIZES",
+        value_delimiter = ','
+    )]
+    serial: Vec<BatchSize>,
+    /// Leave the instances running at the end (by default a deferred batch stops them).
+    #[arg(long)]
+    keep_running: bool,
+    /// How many hosts of a batch are deployed at once.
     #[arg(long, default_value_t = 3, value_name = "N", value_parser = at_least::<1>)]
     concurrency: usize,
-    /// The share of the second block's hosts that may fail, in percent (0-100).
+    /// The share of a batch's hosts that may fail, in percent (0-100).
     #[arg(long, default_value_t = 15, value_name = "PERCENT",
           value_parser = clap::value_parser!(u8).range(0..=100))]
     tolerance: u8,
@@ -72,6 +113,8 @@ enum Internal {
 
 #[derive(Args, Debug)]
 struct Instance {
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: std::net::IpAddr,
     #[arg(long)]
     port: u16,
     #[arg(long)]
@@ -79,6 +122,11 @@ struct Instance {
     #[arg(long)]
     pidfile: PathBuf,
 }
+
+/// The port an instance listens on over SSH, unless the host has `http_port`.
+const DEFAULT_HTTP_PORT: u16 = 18080;
+/// Where instances live on an SSH host, unless the host has `coercion_dir`.
+const DEFAULT_REMOTE_DIR: &str = "/tmp/coercion-rollout-ssh";
 
 /// A count of at least `MIN`.
 fn at_least<const MIN: usize>(text: &str) -> Result<usize, String> {
@@ -101,95 +149,238 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// The rollout plan: canary block, then the rest; per host write config → start → wait healthy.
+/// One host of the rollout: its sequence, where its health is checked, how to clean it up.
+struct HostPlan {
+    sequence: SequenceBuilder,
+    health: String,
+    cleanup: Option<ActionSpec>,
+}
+
+/// The rollout plan: rolling batches (a canary first), per host deploy → start → wait healthy.
 fn rollout_plan(o: &Options, version: &str) -> Result<Plan, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let mut rng = fastrand::Rng::with_seed(o.seed);
-    let hosts: Vec<(String, u16, bool)> = (0..o.hosts)
-        .map(|i| {
-            let port = free_port().map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
-            // The canary is never faulty, so a fault shows up in the second block.
-            let broken = i > 0 && rng.f64() < o.fault_rate;
-            Ok((format!("host-{i:02}"), port, broken))
-        })
-        .collect::<Result<_, String>>()?;
-    let dir = &o.dir;
-    let quoted_exe = shell_quote(&exe)?;
-    let host_sequence = |(name, port, broken): &(String, u16, bool)| -> Result<_, String> {
-        let config = dir.join(format!("{name}.conf"));
-        let pidfile = dir.join(format!("{name}.pid"));
-        let log = dir.join(format!("{name}.log"));
-        let start = format!(
-            "{exe} __instance --port {port} --config {config} --pidfile {pidfile} >{log} 2>&1 &",
-            exe = quoted_exe,
-            config = shell_quote(&config)?,
-            pidfile = shell_quote(&pidfile)?,
-            log = shell_quote(&log)?,
-        );
-        let health = format!("http://127.0.0.1:{port}/health");
-        Ok(Sequence::builder(name.clone())
-            .descr(format!("deploy {version} to {name} on port {port}"))
-            .action(
-                ActionSpec::new::<WriteFile>(
-                    "write config",
-                    WriteFileReq::text(&config, format!("version={version}\nbroken={broken}\n"))
-                        .mode(0o644),
-                )
-                .retries(1),
-            )
-            .action(ActionSpec::new::<Command>(
-                "start instance",
-                CommandReq::shell(start).keep_background(),
-            ))
-            .action(
-                ActionSpec::new::<WaitUntil>(
-                    "wait until healthy",
-                    WaitForReq::new(Condition::Http(
-                        HttpCheckReq::get(health).body_contains(format!("version={version}")),
-                    ))
-                    .interval(Duration::from_millis(50)),
-                )
-                .timeout(Duration::from_secs(3)),
-            ))
+    let (hosts, mut pre_checks, stop_all, over) = match &o.inventory {
+        None => {
+            let (hosts, stop_all) = local_hosts(o, &exe, version)?;
+            let checks = Checks::builder().action(CheckSpec::new::<FileExists>(
+                "work directory present",
+                FileExistsReq::new(&o.dir).kind(FileKind::Dir),
+            ));
+            (hosts, checks, Some(stop_all), String::new())
+        }
+        Some(inventory) => {
+            let (hosts, checks) = ssh_hosts(o, inventory, &exe, version)?;
+            (hosts, checks, None, " over SSH".to_owned())
+        }
     };
-    let stop_all = format!(
-        "for f in {dir}/*.pid; do [ -e \"$f\" ] && kill \"$(cat \"$f\")\" 2>/dev/null; rm -f \"$f\"; done; true",
-        dir = shell_quote(dir)?
-    );
-    let canary_health = format!("http://127.0.0.1:{}/health", hosts[0].1);
-    Ok(Plan::builder(format!("Roll out {version} to {} hosts", o.hosts))
-        .descr("Writes each host's config, starts it and waits until it is healthy: a canary first, then the rest.")
-        .pre_checks(
-            Checks::builder()
-                .action(CheckSpec::new::<FileExists>("release binary present", FileExistsReq::new(&exe).kind(FileKind::File)))
-                .action(CheckSpec::new::<FileExists>("work directory present", FileExistsReq::new(dir).kind(FileKind::Dir))),
-        )
-        .block(
-            Block::builder("canary")
-                .descr("one host first: if it fails, nothing else is touched")
-                .sequence(host_sequence(&hosts[0])?)
-                .post_checks(Checks::builder().action(CheckSpec::new::<HttpCheck>(
-                    "canary serves the new version",
-                    HttpCheckReq::get(&canary_health).body_contains(format!("version={version}")),
-                ))),
-        )
-        .block(
-            Block::builder("rest")
-                .descr("every other host, a few at a time")
+    pre_checks = pre_checks.action(CheckSpec::new::<FileExists>(
+        "release binary present",
+        FileExistsReq::new(&exe).kind(FileKind::File),
+    ));
+    let canary_health = hosts[0].health.clone();
+    let mut plan = Plan::builder(format!("Roll out {version} to {} hosts{over}", hosts.len()))
+        .descr("Deploys each host, starts it and waits until it is healthy: a canary first, then rolling batches.")
+        .pre_checks(pre_checks);
+    let mut cleanup = DeferredBatch::builder("stop every instance", When::Always)
+        .descr("a demo leaves nothing running");
+    if let Some(stop_all) = stop_all {
+        cleanup = cleanup.action(stop_all);
+    }
+    let mut sequences = Vec::with_capacity(hosts.len());
+    for host in hosts {
+        sequences.push(host.sequence);
+        if let Some(action) = host.cleanup {
+            cleanup = cleanup.action(action);
+        }
+    }
+    plan = plan
+        .rolling(
+            Rolling::new("deploy", o.serial.clone())
+                .descr("the same steps on every host, batch after batch; a failed batch stops the rest")
                 .concurrency(o.concurrency)
                 .tolerated_failures(Tolerance::Percent(o.tolerance))
-                .sequences(hosts[1..].iter().map(host_sequence).collect::<Result<Vec<_>, _>>()?),
+                .sequences(sequences),
         )
         .post_checks(Checks::builder().action(CheckSpec::new::<HttpCheck>(
             "canary still healthy",
             HttpCheckReq::get(&canary_health).body_contains(format!("version={version}")),
-        )))
-        .deferred(
-            DeferredBatch::builder("stop every instance", When::Always)
-                .descr("a demo leaves nothing running")
-                .action(ActionSpec::new::<Command>("stop instances", CommandReq::shell(stop_all))),
-        )
-        .build())
+        )));
+    if !o.keep_running {
+        plan = plan.deferred(cleanup);
+    }
+    Ok(plan.build())
+}
+
+/// Local hosts: instances of this program on loopback ports, configs in `--dir`.
+fn local_hosts(
+    o: &Options,
+    exe: &Path,
+    version: &str,
+) -> Result<(Vec<HostPlan>, ActionSpec), String> {
+    let mut rng = fastrand::Rng::with_seed(o.seed);
+    let dir = &o.dir;
+    let quoted_exe = shell_quote(exe)?;
+    let hosts = (0..o.hosts)
+        .map(|i| {
+            let name = format!("host-{i:02}");
+            let port = free_port().map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
+            // The canary is never faulty, so a fault shows up in a later batch.
+            let broken = i > 0 && rng.f64() < o.fault_rate;
+            let config = dir.join(format!("{name}.conf"));
+            let pidfile = dir.join(format!("{name}.pid"));
+            let log = dir.join(format!("{name}.log"));
+            let start = format!(
+                "{exe} __instance --port {port} --config {config} --pidfile {pidfile} >{log} 2>&1 &",
+                exe = quoted_exe,
+                config = shell_quote(&config)?,
+                pidfile = shell_quote(&pidfile)?,
+                log = shell_quote(&log)?,
+            );
+            let health = format!("http://127.0.0.1:{port}/health");
+            let sequence = Sequence::builder(name.clone())
+                .descr(format!("deploy {version} to {name} on port {port}"))
+                .action(
+                    ActionSpec::new::<WriteFile>(
+                        "write config",
+                        WriteFileReq::text(&config, config_text(version, broken)).mode(0o644),
+                    )
+                    .retries(1),
+                )
+                .action(ActionSpec::new::<Command>(
+                    "start instance",
+                    CommandReq::shell(start).keep_background(),
+                ))
+                .action(wait_healthy(&health, version));
+            Ok(HostPlan { sequence, health, cleanup: None })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let stop_all = format!(
+        "for f in {dir}/*.pid; do [ -e \"$f\" ] && kill \"$(cat \"$f\")\" 2>/dev/null; rm -f \"$f\"; done; true",
+        dir = shell_quote(dir)?
+    );
+    Ok((
+        hosts,
+        ActionSpec::new::<Command>("stop instances", CommandReq::shell(stop_all)),
+    ))
+}
+
+/// The hosts of an Ansible inventory, reached over SSH: per host, this program and its config
+/// are uploaded to a per-host directory, the instance is restarted there listening on the
+/// host's address, and the health check reaches it from here.
+fn ssh_hosts(
+    o: &Options,
+    inventory: &Path,
+    exe: &Path,
+    version: &str,
+) -> Result<(Vec<HostPlan>, ChecksBuilder), String> {
+    let inventory = Inventory::load(inventory).map_err(|e| e.to_string())?;
+    let selected = inventory.select(&o.limit).map_err(|e| e.to_string())?;
+    if selected.len() < 2 {
+        return Err(format!(
+            "{} host(s) of the inventory match {:?}; a rollout needs at least 2 (a canary and the rest)",
+            selected.len(),
+            o.limit
+        ));
+    }
+    let mut rng = fastrand::Rng::with_seed(o.seed);
+    let mut checks = Checks::builder();
+    let mut hosts = Vec::with_capacity(selected.len());
+    for (i, host) in selected.into_iter().enumerate() {
+        let name = host.name();
+        let mut target = SshTarget::new(host.address());
+        if let Some(port) = host.port() {
+            target = target.port(port);
+        }
+        if let Some(user) = host.user() {
+            target = target.user(user);
+        }
+        if let Some(config) = &o.ssh_config {
+            target = target.config(config);
+        }
+        let port: u16 = host
+            .var("http_port")
+            .map_err(|e| e.to_string())?
+            .unwrap_or(DEFAULT_HTTP_PORT);
+        let root: String = host
+            .var("coercion_dir")
+            .map_err(|e| e.to_string())?
+            .unwrap_or_else(|| DEFAULT_REMOTE_DIR.to_owned());
+        let dir = Path::new(&root).join(name);
+        let broken = i > 0 && rng.f64() < o.fault_rate;
+        let q = |p: &Path| shell_quote(p);
+        let restart = format!(
+            "cd {dir} && if [ -f service.pid ]; then kill \"$(cat service.pid)\" 2>/dev/null; \
+             for _ in $(seq 50); do kill -0 \"$(cat service.pid)\" 2>/dev/null || break; sleep 0.1; done; \
+             rm -f service.pid; fi; \
+             setsid ./service __instance --bind {address} --port {port} --config service.conf \
+             --pidfile service.pid >service.log 2>&1 </dev/null &",
+            dir = q(&dir)?,
+            address = shell_quote(host.address())?,
+        );
+        let stop = format!(
+            "if [ -f {dir}/service.pid ]; then kill \"$(cat {dir}/service.pid)\" 2>/dev/null; fi; rm -rf {dir}",
+            dir = q(&dir)?,
+        );
+        let health = format!("http://{}:{port}/health", host.address());
+        checks = checks.action(CheckSpec::new::<SshCheck>(
+            format!("{name} reachable"),
+            SshCommandReq::shell(target.clone(), "command -v setsid >/dev/null"),
+        ));
+        let sequence = Sequence::builder(name)
+            .descr(format!("deploy {version} to {name} ({})", host.address()))
+            .action(
+                ActionSpec::new::<SshUpload>(
+                    "upload service",
+                    SshUploadReq::local_file(target.clone(), dir.join("service"), exe)
+                        .mode(0o755)
+                        .create_dirs(),
+                )
+                .retries(2),
+            )
+            .action(
+                ActionSpec::new::<SshUpload>(
+                    "upload config",
+                    SshUploadReq::text(
+                        target.clone(),
+                        dir.join("service.conf"),
+                        config_text(version, broken),
+                    )
+                    .mode(0o644),
+                )
+                .retries(2),
+            )
+            .action(ActionSpec::new::<SshCommand>(
+                "restart",
+                SshCommandReq::shell(target.clone(), restart),
+            ))
+            .action(wait_healthy(&health, version));
+        hosts.push(HostPlan {
+            sequence,
+            health,
+            cleanup: Some(ActionSpec::new::<SshCommand>(
+                format!("stop {name}"),
+                SshCommandReq::shell(target, stop),
+            )),
+        });
+    }
+    Ok((hosts, checks))
+}
+
+/// An instance's config.
+fn config_text(version: &str, broken: bool) -> String {
+    format!("version={version}\nbroken={broken}\n")
+}
+
+/// Waits until the instance answers its health check with the new version.
+fn wait_healthy(health: &str, version: &str) -> ActionSpec {
+    ActionSpec::new::<WaitUntil>(
+        "wait until healthy",
+        WaitForReq::new(Condition::Http(
+            HttpCheckReq::get(health).body_contains(format!("version={version}")),
+        ))
+        .interval(Duration::from_millis(50)),
+    )
+    .timeout(Duration::from_secs(5))
 }
 
 /// `p` quoted for `sh`.
@@ -233,6 +424,7 @@ async fn watch(
 /// A host instance: answers `GET /health` with `ok version=…` (500 when its config says broken).
 fn run_instance(
     Instance {
+        bind,
         port,
         config,
         pidfile,
@@ -248,7 +440,7 @@ fn run_instance(
     };
     let (version, broken) = (get("version="), get("broken=") == "true");
     let listener =
-        TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("port {port}: {e}"))?;
+        TcpListener::bind((bind, port)).map_err(|e| format!("{bind} port {port}: {e}"))?;
     std::fs::write(&pidfile, std::process::id().to_string()).map_err(|e| e.to_string())?;
     // A watchdog, so an instance never outlives a demo that was killed and never resumed.
     std::thread::spawn(|| {
@@ -294,6 +486,7 @@ async fn main() {
 }
 
 async fn run(o: Options) -> Result<(), String> {
+    coercion::rolling::check_serial(&o.serial).map_err(|e| format!("--serial: {e}"))?;
     std::fs::create_dir_all(&o.dir)
         .map_err(|e| format!("cannot create {}: {e}", o.dir.display()))?;
     let db = std::path::absolute(&o.db).unwrap_or(o.db.clone());
@@ -320,10 +513,11 @@ async fn run(o: Options) -> Result<(), String> {
         None => {
             let version = format!("v{}", chrono_like_stamp());
             let plan = rollout_plan(&o, &version)?;
+            let serial: Vec<String> = o.serial.iter().map(ToString::to_string).collect();
             println!(
-                "{} ({} hosts, concurrency {}, tolerance {}%)",
+                "{} (serial {}, concurrency {}, tolerance {}% per batch)",
                 plan.name(),
-                o.hosts,
+                serial.join(","),
                 o.concurrency,
                 o.tolerance
             );

@@ -93,7 +93,11 @@ impl std::str::FromStr for BatchSize {
         if text == "rest" {
             Ok(BatchSize::Rest)
         } else if let Some(percent) = text.strip_suffix('%') {
-            percent.trim().parse().map(BatchSize::Percent).map_err(|_| error())
+            percent
+                .trim()
+                .parse()
+                .map(BatchSize::Percent)
+                .map_err(|_| error())
         } else {
             text.parse().map(BatchSize::Count).map_err(|_| error())
         }

@@ -277,6 +277,16 @@ async fn upload_is_atomic_with_mode_and_skipped_when_identical() {
         .unwrap_err();
     assert!(e.message.contains("127.0.0.6"), "{}", e.message);
     assert!(e.message.contains("No such file"), "{}", e.message);
+    // ...unless the upload creates it.
+    let deep = SshUpload
+        .execute(
+            &ctx(),
+            SshUploadReq::text(hosts.target(6), format!("{dir}/no/such/file"), "x").create_dirs(),
+        )
+        .await
+        .unwrap();
+    assert!(deep.changed);
+    assert_eq!(hosts.ssh(6, &format!("cat {dir}/no/such/file")), "x");
     hosts.ssh(6, &format!("rm -rf {dir}"));
 }
 

@@ -425,7 +425,7 @@ pub enum UploadContents {
 pub struct SshUploadReq {
     /// The host.
     pub target: SshTarget,
-    /// The remote file, an absolute path. Its directory must exist.
+    /// The remote file, an absolute path. Its directory must exist, unless `create_dirs`.
     pub path: PathBuf,
     /// What to write.
     pub contents: UploadContents,
@@ -446,6 +446,9 @@ pub struct SshUploadReq {
     /// Write as this user, through `sudo -n -u USER --`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub become_user: Option<String>,
+    /// Create the file's missing parent directories first (`mkdir -p`, with the remote umask).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub create_dirs: bool,
     /// How long the upload may take, within the attempt's own timeout.
     #[serde(
         default,
@@ -466,6 +469,7 @@ impl SshUploadReq {
             owner: None,
             group: None,
             become_user: None,
+            create_dirs: false,
             timeout: None,
         }
     }
@@ -510,6 +514,12 @@ impl SshUploadReq {
     /// Writes as `user` (`sudo -n -u user --`).
     pub fn become_user(mut self, user: impl Into<String>) -> Self {
         self.become_user = Some(user.into());
+        self
+    }
+
+    /// Creates the file's missing parent directories first.
+    pub fn create_dirs(mut self) -> Self {
+        self.create_dirs = true;
         self
     }
 
@@ -1291,8 +1301,9 @@ fn upload_script(req: &SshUploadReq, sha256: &str) -> String {
     let mode = req.mode.map(|m| format!("{m:o}")).unwrap_or_default();
     let owner = quote(req.owner.as_deref().unwrap_or(""));
     let group = quote(req.group.as_deref().unwrap_or(""));
+    let mkdirs = u8::from(req.create_dirs);
     format!(
-        r#"p={path}; want={sha256}; mode={mode}; owner={owner}; group={group}
+        r#"p={path}; want={sha256}; mode={mode}; owner={owner}; group={group}; mkdirs={mkdirs}
 ok=0
 if [ -f "$p" ]; then
   have=$(sha256sum < "$p" | cut -c1-64) || exit 1
@@ -1305,6 +1316,7 @@ if [ -f "$p" ]; then
 fi
 if [ "$ok" = 1 ]; then echo unchanged; exit 0; fi
 dir=$(dirname -- "$p"); base=$(basename -- "$p")
+if [ "$mkdirs" = 1 ]; then mkdir -p -- "$dir" || exit 1; fi
 tmp=$(mktemp "$dir/.$base.coercion-XXXXXX") || exit 1
 trap 'rm -f -- "$tmp"' EXIT
 cat > "$tmp" || exit 1
