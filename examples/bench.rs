@@ -410,17 +410,10 @@ async fn rollout_ssh(
         .map_err(|e| e.to_string())?
         .into_iter()
         .map(|h| {
-            let mut target = SshTarget::new(h.address());
-            if let Some(port) = h.port() {
-                target = target.port(port);
-            }
-            if let Some(user) = h.user() {
-                target = target.user(user);
-            }
-            if let Some(config) = ssh_config {
-                target = target.config(config);
-            }
-            (h.name().to_owned(), target)
+            (
+                h.name().to_owned(),
+                SshTarget::from(h).config_opt(ssh_config),
+            )
         })
         .collect();
     if hosts.is_empty() {

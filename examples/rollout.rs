@@ -287,16 +287,7 @@ fn ssh_hosts(
     let mut hosts = Vec::with_capacity(selected.len());
     for (i, host) in selected.into_iter().enumerate() {
         let name = host.name();
-        let mut target = SshTarget::new(host.address());
-        if let Some(port) = host.port() {
-            target = target.port(port);
-        }
-        if let Some(user) = host.user() {
-            target = target.user(user);
-        }
-        if let Some(config) = &o.ssh_config {
-            target = target.config(config);
-        }
+        let target = SshTarget::from(host).config_opt(o.ssh_config.as_ref());
         let port: u16 = host
             .var("http_port")
             .map_err(|e| e.to_string())?

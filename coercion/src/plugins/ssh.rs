@@ -103,6 +103,21 @@ pub struct SshTarget {
     pub config: Option<PathBuf>,
 }
 
+/// An inventory host as Ansible would reach it: `ansible_host` (or the name), `ansible_port`,
+/// `ansible_user`; the rest from the ssh config.
+#[cfg(feature = "inventory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "inventory")))]
+impl From<&crate::inventory::Host> for SshTarget {
+    fn from(host: &crate::inventory::Host) -> SshTarget {
+        SshTarget {
+            host: host.address().to_owned(),
+            port: host.port(),
+            user: host.user().map(str::to_owned),
+            config: None,
+        }
+    }
+}
+
 impl SshTarget {
     /// The host `host`, everything else from the ssh config.
     pub fn new(host: impl Into<String>) -> SshTarget {
@@ -128,6 +143,14 @@ impl SshTarget {
     pub fn config(mut self, path: impl Into<PathBuf>) -> SshTarget {
         self.config = Some(path.into());
         self
+    }
+
+    /// The config file, if `path` is `Some` (a command-line option passed along).
+    pub fn config_opt(self, path: Option<impl Into<PathBuf>>) -> SshTarget {
+        match path {
+            Some(path) => self.config(path),
+            None => self,
+        }
     }
 
     fn validate(&self, prefix: &str) -> Result<(), ValidationError> {
