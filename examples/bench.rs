@@ -402,6 +402,10 @@ async fn rollout_ssh(
         self, SshCheck, SshCommand, SshCommandReq, SshTarget, SshUpload, SshUploadReq,
     };
     let payload = "payload for the rollout benchmark\n";
+    // The hosts may log in as another user (scripts/ssh-hosts.sh SSH_HOSTS_USER): let it write
+    // the per-host directories into this scratch directory, as a shared /tmp would.
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     let registry = Registry::from_inventory().map_err(|e| e.to_string())?;
     let t = Instant::now();
     let inventory = Inventory::load(inventory).map_err(|e| e.to_string())?;

@@ -28,6 +28,12 @@
 # as a /bin/sh user, 140-260 ms as root with a pyenv-initialising ~/.bashrc), so benchmarks
 # should use e.g. SSH_HOSTS_USER=coercion-ssh.
 #
+# SSH_KEX (unset by default: OpenSSH's own choice) is written into the ssh_config as
+# KexAlgorithms, for both sides of a benchmark alike: OpenSSH 9.x negotiates the post-quantum
+# hybrid sntrup761x25519-sha512 by default, whose key generation costs ~160 ms of client CPU per
+# connection on this machine kind (curve25519-sha256: ~10 ms), which dominates opening 100
+# connections on 2 cores.
+#
 # Test mode (--test), what scripts/test.sh uses: SSHD_LOGLEVEL defaults to VERBOSE (the
 # connection-reuse test counts accepted connections per address), and — only in this mode, only
 # when run as root — a throwaway system user `coercion-become` is created (if missing) with a
@@ -194,6 +200,7 @@ Host 127.0.0.*
   UserKnownHostsFile $DIR/known_hosts
   StrictHostKeyChecking yes
   BatchMode yes
+${SSH_KEX:+  KexAlgorithms $SSH_KEX}
 CFG
 
 # Wait until every sshd answers (the last address of each).

@@ -5,6 +5,7 @@
 #   scripts/vs-ansible.sh                          # local hosts: N = 20 and 100, 5 runs each
 #   scripts/vs-ansible.sh --transport ssh          # N real SSH hosts on loopback (scripts/ssh-hosts.sh)
 #   NS="20" RUNS=3 scripts/vs-ansible.sh --transport ssh
+#   SSH_KEX=curve25519-sha256 scripts/vs-ansible.sh --transport ssh   # both sides, see ssh-hosts.sh
 #
 # Local: Ansible with `ansible_connection=local`; ours is `bench rollout --hosts N`.
 # SSH: scripts/ssh-hosts.sh starts N sshd hosts (127.0.0.2 …) once per N and writes an Ansible
