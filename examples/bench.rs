@@ -552,6 +552,14 @@ fn main() {
                     "recovery_s": wall, "peak_rss_bytes": peak_rss_bytes(),
                 })
             }
+            "rollout" if args.inventory.is_some() && args.runs > 1 => {
+                // The SSH connections stay open for the process: later runs would skip the
+                // handshakes their `wall_s` is meant to count.
+                eprintln!(
+                    "bench: rollout --inventory measures one run per process (--runs 1); run the process again"
+                );
+                std::process::exit(2);
+            }
             "rollout" if args.inventory.is_some() => {
                 let dir = scratch_dir("rollout-ssh");
                 let inventory = args.inventory.as_deref().expect("checked");

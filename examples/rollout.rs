@@ -113,8 +113,9 @@ enum Internal {
 
 #[derive(Args, Debug)]
 struct Instance {
+    /// The address to listen on: an IP address or a host name.
     #[arg(long, default_value = "127.0.0.1")]
-    bind: std::net::IpAddr,
+    bind: String,
     #[arg(long)]
     port: u16,
     #[arg(long)]
@@ -300,7 +301,7 @@ fn ssh_hosts(
         let broken = i > 0 && rng.f64() < o.fault_rate;
         let q = |p: &Path| shell_quote(p);
         let restart = format!(
-            "cd {dir} && if [ -f service.pid ]; then kill \"$(cat service.pid)\" 2>/dev/null; \
+            "cd {dir} || exit 1; if [ -f service.pid ]; then kill \"$(cat service.pid)\" 2>/dev/null; \
              for _ in $(seq 50); do kill -0 \"$(cat service.pid)\" 2>/dev/null || break; sleep 0.1; done; \
              rm -f service.pid; fi; \
              setsid ./service __instance --bind {address} --port {port} --config service.conf \
@@ -312,7 +313,11 @@ fn ssh_hosts(
             "if [ -f {dir}/service.pid ]; then kill \"$(cat {dir}/service.pid)\" 2>/dev/null; fi; rm -rf {dir}",
             dir = q(&dir)?,
         );
-        let health = format!("http://{}:{port}/health", host.address());
+        // An IPv6 address goes in brackets in a URL.
+        let health = match host.address().parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => format!("http://[{v6}]:{port}/health"),
+            Err(_) => format!("http://{}:{port}/health", host.address()),
+        };
         checks = checks.action(CheckSpec::new::<SshCheck>(
             format!("{name} reachable"),
             SshCommandReq::shell(target.clone(), "command -v setsid >/dev/null"),
@@ -431,7 +436,7 @@ fn run_instance(
     };
     let (version, broken) = (get("version="), get("broken=") == "true");
     let listener =
-        TcpListener::bind((bind, port)).map_err(|e| format!("{bind} port {port}: {e}"))?;
+        TcpListener::bind((bind.as_str(), port)).map_err(|e| format!("{bind} port {port}: {e}"))?;
     std::fs::write(&pidfile, std::process::id().to_string()).map_err(|e| e.to_string())?;
     // A watchdog, so an instance never outlives a demo that was killed and never resumed.
     std::thread::spawn(|| {

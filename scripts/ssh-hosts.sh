@@ -56,11 +56,17 @@ stop_dir() {
     pkill -P "$(cat "$f")" 2>/dev/null || true
     kill "$(cat "$f")" 2>/dev/null || true
   done
-  if [ -f "$dir/created_become_user" ]; then
+  # Only what this run created; a throwaway user's leftover processes (instances a demo left
+  # running) are ended first, or userdel refuses.
+  if [ -f "$dir/created_sudoers" ]; then
     rm -f "$SUDOERS"
+  fi
+  if [ -f "$dir/created_become_user" ]; then
+    pkill -KILL -u "$BECOME_USER" 2>/dev/null || true
     userdel "$BECOME_USER" 2>/dev/null || true
   fi
   if [ -f "$dir/created_login_user" ]; then
+    pkill -KILL -u "$(cat "$dir/created_login_user")" 2>/dev/null || true
     userdel "$(cat "$dir/created_login_user")" 2>/dev/null || true
   fi
   rm -rf "$dir"
@@ -151,7 +157,7 @@ if [ "$TEST" = 1 ] && [ "$(id -u)" = 0 ]; then
     echo "$USER_NAME ALL=($BECOME_USER) NOPASSWD: ALL" > "$SUDOERS.tmp"
     chmod 0440 "$SUDOERS.tmp"
     visudo -cq -f "$SUDOERS.tmp" && mv "$SUDOERS.tmp" "$SUDOERS"
-    touch "$DIR/created_become_user"
+    touch "$DIR/created_sudoers"
   fi
   echo "$BECOME_USER" > "$DIR/become_user"
 fi

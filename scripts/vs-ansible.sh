@@ -58,7 +58,10 @@ one_n() {
     # (ansible exits 250 when `head` closes first): try again, up to 5 times.
     for try in 1 2 3 4 5; do
       if [ "$TRANSPORT" = ssh ]; then
-        if INVENTORY="$SSH_HOSTS_DIR/inventory.ini" SSH_CONFIG="$SSH_HOSTS_DIR/ssh_config" PIPELINING=1 \
+        # A fresh ControlPersist directory per run: Ansible's masters from its previous run
+        # (ControlPersist=60s) would otherwise spare it the handshakes our side pays each run.
+        rm -rf "$OUT/ansible-cp"; mkdir -p "$OUT/ansible-cp"
+        if ANSIBLE_SSH_CONTROL_PATH_DIR="$OUT/ansible-cp" INVENTORY="$SSH_HOSTS_DIR/inventory.ini" SSH_CONFIG="$SSH_HOSTS_DIR/ssh_config" PIPELINING=1 \
            VARIANTS=serial5-linear RUNS=1 WARMUP=0 "$PEERS/ansible/run.sh" 2>>"$OUT/ansible-$N.log" > "$OUT/ansible-run"; then
           break
         fi
@@ -89,6 +92,16 @@ print(json.dumps({"hosts": int(n), "transport": transport, "runs": len(o),
 PY
 }
 export -f one_n
+
+if [ "$TRANSPORT" = ssh ]; then
+  # The hosts' login user writes into the peer's work and remote-temp directories: keep its
+  # state (virtualenv, work directories) in a place that user can reach, not under ~/.cache.
+  export PEERS_STATE="${PEERS_STATE:-/tmp/coercion-peers}"
+  mkdir -p "$PEERS_STATE/ansible/tmp"
+  chmod 755 "$PEERS_STATE" "$PEERS_STATE/ansible"
+  chmod 1777 "$PEERS_STATE/ansible/tmp"
+  for N in ${NS:-20 100}; do mkdir -p "$PEERS_STATE/ansible/work-$N"; chmod 1777 "$PEERS_STATE/ansible/work-$N"; done
+fi
 
 for N in ${NS:-20 100}; do
   if [ "$TRANSPORT" = ssh ]; then

@@ -175,12 +175,13 @@ fn group_vars_and_host_vars_follow_ansible_precedence_in_both_formats() {
     for file in ["site/hosts.ini", "site/hosts.yml"] {
         let inventory = Inventory::load(fixture(file)).unwrap();
         let host1 = inventory.host("host1").unwrap();
-        // all (file) < group_vars/all < groups (file, shallow to deep) < group_vars of the groups
-        // (shallow to deep) < host (file) < host_vars.
+        // all (file) < groups (file, shallow to deep) < group_vars/all < group_vars of the
+        // groups (shallow to deep) < host (file) < host_vars: Ansible's VARIABLE_PRECEDENCE.
         assert_eq!(
             serde_json::Value::Object(host1.vars().clone()),
             json!({
-                "ntp": "southeast-ini",
+                // group_vars/all beats the inventory file's [southeast:vars].
+                "ntp": "all-dir",
                 "motd": "all-dir",
                 "tier": "all-dir",
                 // Ansible's quirk: a parent's group_vars file beats a child's inventory variable.
@@ -774,6 +775,23 @@ fn deep_yaml_flow_values_do_not_overflow_the_stack() {
 fn deep_ini_values_do_not_overflow_the_stack() {
     let deep = "[".repeat(100_000);
     let _ = Inventory::from_ini(&format!("web1 x={deep}\n"), "deep.ini");
+}
+
+#[test]
+fn a_host_name_of_many_ranges_is_refused_not_a_stack_overflow() {
+    // Each range of one name expands to one value, so no expansion limit would stop it.
+    let name = format!("w{}", "[0:0]".repeat(20_000));
+    let error = Inventory::from_ini(&format!("[web]\n{name}\n"), "ranges.ini").unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("ranges.ini:2: a host name may hold at most 16 ranges: \"w[0:0][0:0]"),
+        "{error}"
+    );
+    // Sixteen are fine.
+    let name = format!("w{}", "[0:1]".repeat(16));
+    let inventory = Inventory::from_ini(&format!("[web]\n{name}\n"), "ranges.ini").unwrap();
+    assert_eq!(inventory.hosts().count(), 1 << 16);
 }
 
 #[test]

@@ -287,6 +287,16 @@ async fn upload_is_atomic_with_mode_and_skipped_when_identical() {
         .unwrap();
     assert!(deep.changed);
     assert_eq!(hosts.ssh(6, &format!("cat {dir}/no/such/file")), "x");
+    // A path that is a directory is refused, not written into.
+    let e = SshUpload
+        .execute(
+            &ctx(),
+            SshUploadReq::text(hosts.target(6), format!("{dir}/no/such"), "x"),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("is a directory"), "{}", e.message);
+    assert_eq!(hosts.ssh(6, &format!("ls -A {dir}/no/such")), "file\n");
     hosts.ssh(6, &format!("rm -rf {dir}"));
 }
 

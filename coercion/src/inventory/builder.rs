@@ -268,10 +268,12 @@ impl Builder {
             });
             let mut vars = Map::new();
             vars.extend(self.groups[ALL].vars.clone());
-            vars.extend(group_files[ALL].clone());
             for &g in ancestors.iter().filter(|&&g| g != ALL) {
                 vars.extend(self.groups[g].vars.clone());
             }
+            // Ansible's VARIABLE_PRECEDENCE: every inventory-file group var, then
+            // group_vars/all, then the other groups' group_vars files.
+            vars.extend(group_files[ALL].clone());
             for &g in ancestors.iter().filter(|&&g| g != ALL) {
                 vars.extend(group_files[g].clone());
             }

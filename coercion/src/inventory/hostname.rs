@@ -78,8 +78,15 @@ fn parse_port(port: &str, entry: &str) -> Result<u16, String> {
     }
 }
 
+/// The most ranges one host name may hold.
+const MAX_RANGES: usize = 16;
+
 /// Expands the ranges of a host name; the message of an error says what is wrong, not where.
 pub(crate) fn expand(name: &str) -> Result<Vec<String>, String> {
+    // Each range is one level of recursion: bound them, whatever the line's length.
+    if name.matches('[').count() > MAX_RANGES {
+        return Err(format!("a host name may hold at most {MAX_RANGES} ranges"));
+    }
     let Some(open) = name.find('[') else {
         if name.contains(']') {
             return Err("a ']' without its '[' in a host name".to_owned());

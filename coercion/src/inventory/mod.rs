@@ -67,14 +67,15 @@
 //! A host's [`Host::vars`] are merged as Ansible merges them, a later source replacing a whole
 //! variable of an earlier one (Ansible's default `hash_behaviour=replace`):
 //!
-//! 1. `all`'s variables from the inventory file, then `group_vars/all`;
+//! 1. `all`'s variables from the inventory file;
 //! 2. the variables from the inventory file of the host's other groups (direct and ancestors),
 //!    in Ansible's group order: shallower groups first (a group's depth is its longest path
 //!    from `all`), then by `ansible_group_priority` (default 1), then by name — so a child
 //!    group overrides its parents, and of two groups at the same depth the later name wins;
-//! 3. the `group_vars/` files of those groups, in the same order — note that, as in Ansible,
-//!    a `group_vars/` file of a parent group overrides the inventory file's variables of a
-//!    child group;
+//! 3. `group_vars/all`, then the `group_vars/` files of the other groups, in the same order —
+//!    as Ansible's `VARIABLE_PRECEDENCE` (`all_inventory`, `groups_inventory`,
+//!    `all_plugins_inventory`, `groups_plugins_inventory`): any `group_vars/` file, even
+//!    `all`'s, overrides every inventory-file group variable;
 //! 4. the host's own variables from the inventory file (later lines override earlier ones),
 //!    then its `host_vars/` files.
 //!

@@ -70,6 +70,8 @@ use crate::secret::Secret;
 
 /// How long opening a connection may take before the host counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the master asks a silent server whether it is alive (3 missed answers end it).
+const SERVER_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
 /// How long an idle master connection stays up (no channel open) before OpenSSH closes it; the
 /// pool opens it again when next needed.
 const IDLE_PERSIST_SECS: usize = 300;
@@ -842,7 +844,9 @@ async fn connect(target: &SshTarget) -> Result<Session, PluginError> {
         .control_persist(ControlPersist::IdleFor(
             IDLE_PERSIST_SECS.try_into().expect("not zero"),
         ))
-        .connect_timeout(CONNECT_TIMEOUT);
+        .connect_timeout(CONNECT_TIMEOUT)
+        // A host that vanishes (no RST) is noticed in ~45 s instead of when TCP gives up.
+        .server_alive_interval(SERVER_ALIVE_INTERVAL);
     if let Some(port) = target.port {
         builder.port(port);
     }
@@ -867,6 +871,14 @@ async fn connect(target: &SshTarget) -> Result<Session, PluginError> {
 
 /// The error of a failed connection, from what OpenSSH said.
 fn connect_error(target: &SshTarget, e: &openssh::Error) -> PluginError {
+    if let openssh::Error::Connect(io) = e
+        && io.kind() == std::io::ErrorKind::NotFound
+    {
+        return PluginError::permanent(format!(
+            "cannot connect to {target}: the OpenSSH client `ssh` is not installed here ({io})"
+        ))
+        .with_code(codes::IO);
+    }
     let said = match e {
         openssh::Error::Connect(io) | openssh::Error::Master(io) => io.to_string(),
         other => PluginError::from_error(other).chain(),
@@ -927,7 +939,7 @@ fn quote(word: &str) -> String {
 fn remote_line(become_user: Option<&str>, inner: &str) -> String {
     const OUTER: &str = "if command -v setsid >/dev/null 2>&1; then exec setsid -w sh -c \"$1\" sh; \
          else exec sh -c \"$1\" sh; fi";
-    let script = format!("echo $$; {inner}");
+    let script = format!("echo {PGID_MARKER}$$; {inner}");
     let mut line = String::new();
     if let Some(user) = become_user {
         line.push_str(&format!("sudo -n -u {} -- ", quote(user)));
@@ -1038,28 +1050,46 @@ async fn kill_group(session: &Arc<Session>, become_user: Option<&str>, pgid: u32
     }
 }
 
-/// Reads the group id line, then the rest of stdout into `capture`.
+/// What the wrapper prints before the process group id, so a login shell's own output (an rc
+/// file that prints a number) is never taken for it.
+const PGID_MARKER: &str = "coercion-pgid:";
+
+/// Reads the group id line, then the rest of stdout into `capture`. Lines before it (printed
+/// by the login shell's rc files) are kept as output; after 64 such lines, or at a line that
+/// long, nothing more is looked for.
 async fn read_stdout(
     pipe: Option<impl AsyncRead + Unpin>,
     pgid: &watch::Sender<Option<u32>>,
     capture: &mut Capture,
 ) {
     let Some(mut pipe) = pipe else { return };
-    let mut line = Vec::new();
     let mut byte = [0u8; 1];
-    loop {
-        match pipe.read(&mut byte).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) if byte[0] == b'\n' => break,
-            Ok(_) if line.len() < 32 => line.push(byte[0]),
-            Ok(_) => {}
+    'lines: for _ in 0..64 {
+        let mut line = Vec::new();
+        loop {
+            match pipe.read(&mut byte).await {
+                Ok(0) | Err(_) => {
+                    capture.push(&line);
+                    return;
+                }
+                Ok(_) if byte[0] == b'\n' => break,
+                Ok(_) if line.len() < 4096 => line.push(byte[0]),
+                Ok(_) => {
+                    capture.push(&line);
+                    break 'lines;
+                }
+            }
         }
-    }
-    if let Some(id) = std::str::from_utf8(&line)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-    {
-        let _ = pgid.send(Some(id));
+        let id = line
+            .strip_prefix(PGID_MARKER.as_bytes())
+            .and_then(|id| std::str::from_utf8(id).ok())
+            .and_then(|id| id.trim().parse().ok());
+        if let Some(id) = id {
+            let _ = pgid.send(Some(id));
+            break;
+        }
+        line.push(b'\n');
+        capture.push(&line);
     }
     read_into(Some(pipe), capture).await;
 }
@@ -1108,6 +1138,16 @@ async fn run_remote(
             .await;
         match spawned {
             Ok(child) => break (session, child),
+            Err(e) if session.check().await.is_ok() => {
+                // The connection is fine but refused another channel: sshd's MaxSessions (10 by
+                // default) is reached by concurrent actions on this host. Keep the connection.
+                return Err(PluginError::new(format!(
+                    "{host} refused another channel on a working connection (sshd's MaxSessions \
+                     reached by concurrent actions on this host?)"
+                ))
+                .with_code(codes::SSH_CONNECTION)
+                .caused_by(&e));
+            }
             Err(e) => {
                 forget(target, &session).await;
                 if reconnected {
@@ -1330,7 +1370,8 @@ fn upload_script(req: &SshUploadReq, sha256: &str) -> String {
 ok=0
 if [ -f "$p" ]; then
   have=$(sha256sum < "$p" | cut -c1-64) || exit 1
-  set -- $(stat -c '%a %U %u %G %g' -- "$p") || exit 1
+  st=$(stat -c '%a %U %u %G %g' -- "$p") || exit 1
+  set -- $st
   ok=1
   [ "$have" = "$want" ] || ok=0
   [ -z "$mode" ] || [ "$1" = "$mode" ] || ok=0
@@ -1338,10 +1379,12 @@ if [ -f "$p" ]; then
   [ -z "$group" ] || [ "$4" = "$group" ] || [ "$5" = "$group" ] || ok=0
 fi
 if [ "$ok" = 1 ]; then echo unchanged; exit 0; fi
+if [ -d "$p" ]; then echo "$p is a directory" >&2; exit 1; fi
 dir=$(dirname -- "$p"); base=$(basename -- "$p")
 if [ "$mkdirs" = 1 ]; then mkdir -p -- "$dir" || exit 1; fi
 tmp=$(mktemp "$dir/.$base.coercion-XXXXXX") || exit 1
 trap 'rm -f -- "$tmp"' EXIT
+trap 'exit 143' TERM HUP INT
 cat > "$tmp" || exit 1
 got=$(sha256sum < "$tmp" | cut -c1-64)
 if [ "$got" != "$want" ]; then echo "received contents with sha256 $got, expected $want" >&2; exit 3; fi
