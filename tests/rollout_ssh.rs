@@ -2,7 +2,8 @@
 //! `scripts/ssh-hosts.sh` (scripts/test.sh starts them and exports `SSH_HOSTS_DIR`), through a
 //! YAML inventory with group variables and an Ansible host pattern, as the README shows.
 //!
-//! Runs the example's binary, which `cargo test --all-targets` builds beside this test. Without
+//! Runs the example's binary, which `scripts/test.sh` builds first (`cargo build --example
+//! rollout`; `--all-targets` builds examples only as test harnesses). Without
 //! `SSH_HOSTS_DIR` the test fails when `CI` is set and is skipped (loudly) otherwise.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -20,7 +21,7 @@ fn rollout_binary() -> PathBuf {
     let bin = profile_dir.join("examples").join("rollout");
     assert!(
         bin.exists(),
-        "{} is missing: build it with `cargo test --all-targets` (or `cargo build --example rollout`)",
+        "{} is missing: build it first with `cargo build --example rollout` (scripts/test.sh does)",
         bin.display()
     );
     bin

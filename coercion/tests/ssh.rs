@@ -758,3 +758,31 @@ fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commands_on_one_host_wait_for_a_channel() {
+    let Some(hosts) = Hosts::get("concurrent_commands_on_one_host_wait_for_a_channel") else {
+        return;
+    };
+    // sshd refuses channels beyond its MaxSessions (10 by default): 20 commands at once on one
+    // host must all succeed, at most 8 of them running at a time on its connection.
+    let dir = format!("/tmp/{}", unique("coercion-ssh-channels"));
+    hosts.ssh(5, &format!("mkdir -p {dir}"));
+    let script =
+        format!("touch {dir}/r.$$; sleep 0.3; ls {dir} | grep -c '^r\\.'; rm -f {dir}/r.$$");
+    let runs = (0..20).map(|_| {
+        let req = SshCommandReq::shell(hosts.target(5), script.clone());
+        tokio::spawn(async move { run(req).await })
+    });
+    let mut most = 0;
+    for run in futures_util::future::join_all(runs).await {
+        let resp = run.unwrap().expect("every command gets a channel in turn");
+        most = most.max(resp.stdout.trim().parse::<usize>().unwrap());
+    }
+    hosts.ssh(5, &format!("rm -rf {dir}"));
+    assert!(most <= 8, "{most} commands ran at once on one connection");
+    assert!(
+        most >= 2,
+        "the commands did not run concurrently at all ({most})"
+    );
+}

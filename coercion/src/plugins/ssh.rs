@@ -55,7 +55,7 @@ use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 use super::command::{
@@ -735,6 +735,23 @@ fn slot(target: &SshTarget) -> Slot {
     POOL.lock().entry(target.clone()).or_default().clone()
 }
 
+/// How many commands and uploads run at once over one connection. sshd refuses channels beyond
+/// its `MaxSessions` (10 by default); the two left free are for the kills of timed-out
+/// commands, which do not wait here.
+const MAX_CHANNELS_PER_CONNECTION: usize = 8;
+
+static CHANNELS: LazyLock<parking_lot::Mutex<HashMap<SshTarget, Arc<Semaphore>>>> =
+    LazyLock::new(Default::default);
+
+/// The channel budget of `target`'s connection.
+fn channels(target: &SshTarget) -> Arc<Semaphore> {
+    CHANNELS
+        .lock()
+        .entry(target.clone())
+        .or_insert_with(|| Arc::new(Semaphore::new(MAX_CHANNELS_PER_CONNECTION)))
+        .clone()
+}
+
 /// The pooled connection to `target`, opened now if there is none.
 async fn session(target: &SshTarget) -> Result<Arc<Session>, PluginError> {
     close_pool_at_exit();
@@ -1109,6 +1126,24 @@ async fn run_remote(
     let deadline = timeout.map(|t| started + t);
     let line = remote_line(become_user, inner);
     let host = target.to_string();
+
+    // Wait for a free channel on this host's connection (more concurrent actions on one host
+    // than sshd's MaxSessions would otherwise be refused), within the deadline and the stop.
+    let channels = channels(target);
+    let _channel = tokio::select! {
+        permit = channels.acquire_owned() => permit.expect("the semaphore is never closed"),
+        () = sleep_until(deadline) => {
+            return Err(PluginError::new(format!(
+                "{host}: no free channel within {} ({MAX_CHANNELS_PER_CONNECTION} commands already run on its connection)",
+                human_duration(timeout.unwrap_or_default())
+            ))
+            .with_code(codes::TIMED_OUT));
+        }
+        () = ctx.cancelled() => {
+            return Err(PluginError::permanent(format!("stopped with the plan while waiting for a channel to {host}"))
+                .with_code(codes::CANCELLED));
+        }
+    };
 
     let mut reconnected = false;
     let (session, mut child) = loop {
