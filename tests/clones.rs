@@ -1012,3 +1012,117 @@ async fn a_plan_that_failed_only_in_its_checks_has_no_sequence_to_retry() {
     assert_eq!(again.status(), Status::Completed);
     assert_eq!(sorted(script.take_calls()), sorted(["x", "b-post"]));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Workstream::retry: the retry an operator asks for
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn retry_runs_the_failed_work_as_a_new_plan_that_names_the_old_one_and_who_asked() {
+    let (ws, script) = workstream().await;
+    script.set("x2", Behaviour::Fail);
+    script.set("z2", Behaviour::Fail);
+    let original = ws.run(retry_plan()).await.unwrap();
+    assert_eq!(original.status(), Status::Failed);
+    assert_eq!(
+        coercion::storage::retried_by(&**ws.store(), &original)
+            .await
+            .unwrap(),
+        None
+    );
+
+    script.all_succeed();
+    script.take_calls();
+    let id = ws.retry(original.id(), "alice (uid 1000)").await.unwrap();
+    let retried = ws.wait(id).await.unwrap();
+    assert_eq!(retried.status(), Status::Completed, "{}", outline(&retried));
+    let of = retried
+        .retry_of()
+        .expect("the new plan names the plan it retries");
+    assert_eq!(of.plan, original.id());
+    assert_eq!(of.requested_by, "alice (uid 1000)");
+    assert_eq!(retried.group_id(), Some(original.id().0), "same group");
+    assert_eq!(
+        shape(&retried),
+        shape(&original.clone_retry_failed().unwrap()),
+        "exactly the work clone_retry_failed keeps"
+    );
+    assert!(
+        !script.take_calls().contains(&"a1".to_owned()),
+        "completed work does not run again"
+    );
+    // Both directions: the store finds the retry from the old plan; the stored plan keeps the
+    // link through a read.
+    assert_eq!(
+        coercion::storage::retried_by(&**ws.store(), &original)
+            .await
+            .unwrap(),
+        Some(id)
+    );
+    assert_eq!(
+        ws.store()
+            .read(id)
+            .await
+            .unwrap()
+            .retry_of()
+            .map(|r| r.plan),
+        Some(original.id())
+    );
+    // A retry of the retry is a clone of it: it does not inherit the link to the first plan.
+    assert!(retried.clone_for_resubmit().retry_of().is_none());
+
+    // A second retry of the same plan would run the same work twice: refused, naming the retry.
+    match ws.retry(original.id(), "bob (uid 1001)").await {
+        Err(Error::CannotRetry(plan, why)) => {
+            assert_eq!(plan, original.id());
+            assert!(why.contains(&id.to_string()), "{why}");
+        }
+        other => panic!("a second retry must be refused, got {other:?}"),
+    }
+    // The retry completed: nothing to retry.
+    match ws.retry(id, "alice (uid 1000)").await {
+        Err(Error::CannotRetry(_, why)) => {
+            assert!(why.contains("none of its sequences failed"), "{why}")
+        }
+        other => panic!("a completed plan has nothing to retry, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_refuses_a_plan_that_has_not_ended_and_two_concurrent_retries_make_one_plan() {
+    let (ws, script) = workstream().await;
+    script.set("a1", Behaviour::Slow(Duration::from_secs(60)));
+    let id = ws.submit(retry_plan()).await.unwrap();
+    match ws.retry(id, "x").await {
+        Err(Error::CannotRetry(_, why)) => assert!(why.contains("has not ended"), "{why}"),
+        other => panic!("a plan not started cannot be retried, got {other:?}"),
+    }
+    ws.start(id).await.unwrap();
+    match ws.retry(id, "x").await {
+        Err(Error::CannotRetry(_, why)) => assert!(why.contains("it is Running"), "{why}"),
+        other => panic!("a running plan cannot be retried, got {other:?}"),
+    }
+    ws.stop(id).await.unwrap();
+    let stopped = ws.wait(id).await.unwrap();
+    assert_eq!(stopped.status(), Status::Stopped);
+
+    script.all_succeed();
+    let (a, b) = tokio::join!(ws.retry(id, "first"), ws.retry(id, "second"));
+    let made: Vec<PlanId> = [&a, &b]
+        .into_iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    assert_eq!(
+        made.len(),
+        1,
+        "one of two concurrent retries is refused: {a:?} {b:?}"
+    );
+    let refused = if a.is_err() { a } else { b };
+    assert!(
+        matches!(refused, Err(Error::CannotRetry(..))),
+        "{refused:?}"
+    );
+    let done = ws.wait(made[0]).await.unwrap();
+    assert_eq!(done.status(), Status::Completed, "{}", outline(&done));
+    assert!(done.retry_of().is_some());
+}

@@ -1,10 +1,12 @@
-//! Stop, pause and resume plans that another process runs: a small control channel over a Unix
-//! socket named after the store file.
+//! Stop, pause, resume and retry plans from outside the process that runs them: a small typed
+//! protocol ([`ControlRequest`] → [`Outcome`]), carried today over a Unix socket named after the
+//! store file.
 //!
 //! Only the process that runs a plan can stop, pause or resume it ([`Workstream::stop`] and
-//! friends act on the plans running in that process). A program that wants the `coercion` CLI
-//! and web UI to control its plans calls [`listen`] once with its workstream and the store file;
-//! `coercion stop|pause|resume ID` and the web UI's buttons (`serve --allow-control`) then send
+//! friends act on the plans running in that process), and a retry runs in a process that has
+//! the plan's plugins. A program that wants the `coercion` CLI and web UI to control its plans
+//! calls [`listen`] once with its workstream and the store file; `coercion
+//! stop|pause|resume|retry ID` and the web UI's buttons (`serve --allow-control`) then send
 //! their request to the store's socket (see [`socket_path`]): `/tmp/coercion-<uid>/<hash>.sock`,
 //! in a directory only its owner may enter (mode 0700), named by a hash of the store file's
 //! canonical path — short whatever the store's directory, the same for every path that leads to
@@ -19,8 +21,17 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The protocol is one JSON line each way: `{"op":"pause","plan":"<uuid>"}` and
-//! `{"ok":true}` or `{"error":"…"}`.
+//! # The protocol
+//! One JSON line each way. A request is a [`ControlRequest`]:
+//! `{"op":"retry","plan":"<uuid>","via":"the web UI for 127.0.0.1:50412"}` (`via` is optional:
+//! what the sender acts for, which the receiver records but cannot check). The answer is
+//! `{"ok":true}`, `{"ok":true,"plan":"<uuid of the new plan>"}` after a retry, or
+//! `{"error":"…"}`.
+//!
+//! [`handle`] carries a request out on a workstream, whatever brought it; the transport only
+//! has to say who sent it, as it can prove it. On the Unix socket that is the peer's Unix user,
+//! from the kernel (`SO_PEERCRED`): `alice (uid 1000)`. A retry records it in the new plan's
+//! [`RetryOf::requested_by`](crate::RetryOf::requested_by); every request is logged with it.
 
 use std::fmt;
 use std::io;
@@ -45,6 +56,8 @@ pub enum ControlOp {
     Pause,
     /// [`Workstream::resume`].
     Resume,
+    /// [`Workstream::retry`]: run the failed work of an ended plan again, as a new plan.
+    Retry,
 }
 
 impl ControlOp {
@@ -54,6 +67,7 @@ impl ControlOp {
             ControlOp::Stop => "stop",
             ControlOp::Pause => "pause",
             ControlOp::Resume => "resume",
+            ControlOp::Retry => "retry",
         }
     }
 }
@@ -64,16 +78,53 @@ impl fmt::Display for ControlOp {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct Request {
-    op: ControlOp,
-    plan: PlanId,
+/// One request of the control protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ControlRequest {
+    /// What to do.
+    pub op: ControlOp,
+    /// To which plan.
+    pub plan: PlanId,
+    /// What the sender acts for, when it relays someone else's request (the web UI says which
+    /// client asked). Recorded beside the identity the transport proves, never instead of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+}
+
+impl ControlRequest {
+    /// `op` on plan `plan`, sent on the sender's own behalf.
+    pub fn new(op: ControlOp, plan: PlanId) -> ControlRequest {
+        ControlRequest {
+            op,
+            plan,
+            via: None,
+        }
+    }
+
+    /// The same request, relayed for `via` (say, `the web UI for 10.0.0.7:50412`).
+    pub fn via(mut self, via: impl Into<String>) -> ControlRequest {
+        self.via = Some(via.into());
+        self
+    }
+}
+
+/// What a request achieved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Stop, pause or resume was carried out (a stop has begun: the plan ends later).
+    Done,
+    /// The retry runs as this new plan.
+    Retried(PlanId),
 }
 
 #[derive(Serialize, Deserialize)]
 struct Reply {
     #[serde(default)]
     ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    plan: Option<PlanId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -83,7 +134,7 @@ struct Reply {
 pub enum ControlError {
     /// No process listens for control requests on this store file.
     #[error(
-        "no process accepts stop/pause/resume requests for {}: these act only in the process that runs the plan, and that process does not listen ({reason}). A program enables this with coercion::control::listen(workstream, store file)",
+        "no process accepts stop/pause/resume/retry requests for {}: these act only in the process that runs plans from this store, and no such process listens ({reason}). A program enables this with coercion::control::listen(workstream, store file)",
         .db.display()
     )]
     NoListener {
@@ -200,7 +251,13 @@ fn check_private(dir: &Path) -> io::Result<()> {
 
 /// Sends `op` for plan `id` to the process that listens beside the store file `db`, and
 /// waits (at most 30 s) for its answer.
-pub async fn request(db: &Path, op: ControlOp, id: PlanId) -> Result<(), ControlError> {
+pub async fn request(db: &Path, op: ControlOp, id: PlanId) -> Result<Outcome, ControlError> {
+    send(db, &ControlRequest::new(op, id)).await
+}
+
+/// Sends `req` to the process that listens beside the store file `db`, and waits (at most
+/// 30 s) for its answer.
+pub async fn send(db: &Path, req: &ControlRequest) -> Result<Outcome, ControlError> {
     let socket = socket_path(db);
     match check_private(&control_dir()) {
         Ok(()) => {}
@@ -241,8 +298,7 @@ pub async fn request(db: &Path, op: ControlOp, id: PlanId) -> Result<(), Control
         source,
     };
     let exchange = async {
-        let mut line =
-            serde_json::to_string(&Request { op, plan: id }).expect("requests serialize");
+        let mut line = serde_json::to_string(req).expect("requests serialize");
         line.push('\n');
         stream.write_all(line.as_bytes()).await?;
         let mut reply = String::new();
@@ -265,7 +321,14 @@ pub async fn request(db: &Path, op: ControlOp, id: PlanId) -> Result<(), Control
         ))
     })?;
     match (reply.ok, reply.error) {
-        (true, _) => Ok(()),
+        (true, _) => match (req.op, reply.plan) {
+            (ControlOp::Retry, Some(new)) => Ok(Outcome::Retried(new)),
+            (ControlOp::Retry, None) => Err(io_err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "bad answer: a retry without the new plan's id",
+            ))),
+            _ => Ok(Outcome::Done),
+        },
         (false, Some(e)) => Err(ControlError::Refused(e)),
         (false, None) => Err(ControlError::Refused(
             "the process refused the request".to_owned(),
@@ -316,43 +379,110 @@ pub async fn listen(workstream: Workstream, db: impl AsRef<Path>) -> io::Result<
 }
 
 async fn serve_one(ws: Workstream, mut stream: UnixStream) -> io::Result<()> {
+    let peer = match stream.peer_cred() {
+        Ok(cred) => unix_user(cred.uid()),
+        Err(e) => {
+            tracing::warn!(error = %e, "control request refused: the sender's user is unknown");
+            return Ok(());
+        }
+    };
     let (read, mut write) = stream.split();
     let mut line = String::new();
     // A request is a few dozen bytes: refuse to buffer more than a little.
     let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, 4096));
     reader.read_line(&mut line).await?;
-    let reply = match serde_json::from_str::<Request>(&line) {
+    let reply = match serde_json::from_str::<ControlRequest>(&line) {
         Err(e) => Reply {
             ok: false,
+            plan: None,
             error: Some(format!("bad control request: {e}")),
         },
-        Ok(req) => {
-            let result = match req.op {
-                ControlOp::Stop => ws.stop(req.plan).await,
-                ControlOp::Pause => ws.pause(req.plan).await,
-                ControlOp::Resume => ws.resume(req.plan).await,
-            };
-            match result {
-                Ok(()) => Reply {
-                    ok: true,
-                    error: None,
+        Ok(req) => match handle(&ws, &req, &peer).await {
+            Ok(outcome) => Reply {
+                ok: true,
+                plan: match outcome {
+                    Outcome::Retried(new) => Some(new),
+                    Outcome::Done => None,
                 },
-                Err(Error::NotRunning(id)) => Reply {
-                    ok: false,
-                    error: Some(format!(
-                        "plan {id} is not running in the process that runs plans from this store"
-                    )),
-                },
-                Err(e) => Reply {
-                    ok: false,
-                    error: Some(e.to_string()),
-                },
-            }
-        }
+                error: None,
+            },
+            Err(e) => Reply {
+                ok: false,
+                plan: None,
+                error: Some(e),
+            },
+        },
     };
     let mut out = serde_json::to_string(&reply).expect("replies serialize");
     out.push('\n');
     write.write_all(out.as_bytes()).await
+}
+
+/// Carries out `req` on `ws` for `sender` (who sent it, as the transport proved it), whatever
+/// transport brought it; the error is the message for the sender. Logged with the sender.
+pub async fn handle(
+    ws: &Workstream,
+    req: &ControlRequest,
+    sender: &str,
+) -> Result<Outcome, String> {
+    let by = match &req.via {
+        Some(via) => format!("{sender}, {}", via_text(via)),
+        None => sender.to_owned(),
+    };
+    tracing::info!(op = %req.op, plan = %req.plan, by = %by, "control request");
+    let result = match req.op {
+        ControlOp::Stop => ws.stop(req.plan).await.map(|()| Outcome::Done),
+        ControlOp::Pause => ws.pause(req.plan).await.map(|()| Outcome::Done),
+        ControlOp::Resume => ws.resume(req.plan).await.map(|()| Outcome::Done),
+        ControlOp::Retry => ws.retry(req.plan, by).await.map(Outcome::Retried),
+    };
+    result.map_err(|e| match e {
+        Error::NotRunning(id) => {
+            format!("plan {id} is not running in the process that runs plans from this store")
+        }
+        e => e.to_string(),
+    })
+}
+
+/// What a relayed request says it acts for, as text: at most 200 characters, control
+/// characters dropped (it is recorded and shown, and the sender chose it).
+fn via_text(via: &str) -> String {
+    let clean: String = via.chars().filter(|c| !c.is_control()).take(200).collect();
+    format!("via {clean}")
+}
+
+/// `alice (uid 1000)`, or `uid 1000` for a user without a name.
+fn unix_user(uid: u32) -> String {
+    match user_name(uid) {
+        Some(name) => format!("{name} (uid {uid})"),
+        None => format!("uid {uid}"),
+    }
+}
+
+/// The name of Unix user `uid` in the password database.
+fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: `passwd` is plain data (pointers and integers) for which all-zero is valid; it
+    // is only read after getpwuid_r filled it.
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call, and `buf.len()` is the buffer's size;
+    // getpwuid_r writes the strings `entry` points to into `buf`, which outlives their use.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut entry,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() || entry.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: on success `pw_name` is a NUL-terminated string inside `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(entry.pw_name) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 /// Keeps the control socket open; dropping it closes and removes the socket.

@@ -83,6 +83,10 @@ pub enum Error {
         plugins = quoted_list(.1)
     )]
     MissingPlugins(PlanId, Vec<String>),
+    /// [`Workstream::retry`] refused: the plan has not ended, was already retried, or has no
+    /// failed sequence to run again. Nothing was stored.
+    #[error("plan {0} cannot be retried: {1}")]
+    CannotRetry(PlanId, String),
 }
 
 /// `"a", "b"`.
@@ -135,6 +139,9 @@ impl Error {
                 .field(id)
                 .field(names)
                 .finish(),
+            Error::CannotRetry(id, why) => {
+                f.debug_tuple("CannotRetry").field(id).field(why).finish()
+            }
         }
     }
 }
@@ -318,6 +325,7 @@ impl WorkstreamBuilder {
                 registry: Arc::new(registry),
                 options: self.options,
                 runs: Mutex::new(HashMap::new()),
+                retrying: tokio::sync::Mutex::new(()),
                 interrupted: Mutex::new(HashMap::new()),
                 missing_plugins: Mutex::new(HashMap::new()),
                 watchers: Mutex::new(HashMap::new()),
@@ -336,6 +344,8 @@ struct Inner {
     registry: Arc<Registry>,
     options: EngineOptions,
     runs: Mutex<HashMap<PlanId, Arc<Run>>>,
+    /// Held while a retry checks that its plan was not retried yet and stores the new plan.
+    retrying: tokio::sync::Mutex<()>,
     /// The event channels of plans watched before they started here; a run takes its own.
     watchers: Mutex<HashMap<PlanId, tokio::sync::broadcast::Sender<Event>>>,
     /// Running plans found at start-up that this workstream cannot run: the plugins missing.
@@ -760,6 +770,55 @@ impl Workstream {
             })?;
         run.paused.send_replace(paused);
         Ok(())
+    }
+
+    /// Runs again the work of an ended plan that did not succeed: submits and starts
+    /// [`Plan::clone_retry_failed`] — the failed, stopped and never-run sequences without
+    /// their completed actions, with the plan's checks and deferred work, in the same group —
+    /// and returns the new plan's id. The new plan names the old one and `requested_by` in
+    /// [`Plan::retry_of`]; [`storage::retried_by`](crate::storage::retried_by) finds it from
+    /// the old one.
+    ///
+    /// Refused with [`Error::CannotRetry`], storing nothing, when the plan has not ended, when
+    /// it was already retried (retry the newer plan instead: two retries of one plan would run
+    /// the same work twice, at once), or when none of its sequences failed (a plan that failed
+    /// only in checks or deferred work: submit [`Plan::clone_for_resubmit`] to run it all
+    /// again). Within one workstream two concurrent retries of a plan cannot both pass.
+    pub async fn retry(
+        &self,
+        id: PlanId,
+        requested_by: impl Into<String>,
+    ) -> Result<PlanId, Error> {
+        let _one_at_a_time = self.inner.retrying.lock().await;
+        let plan = self.read(id).await?;
+        let status = plan.state.status;
+        if !status.is_terminal() {
+            return Err(Error::CannotRetry(
+                id,
+                format!("it has not ended (it is {status}); stop it or wait for it to end"),
+            ));
+        }
+        if let Some(newer) = crate::storage::retried_by(&*self.inner.store, &plan).await? {
+            return Err(Error::CannotRetry(
+                id,
+                format!("plan {newer} already retries it; retry that plan if it failed too"),
+            ));
+        }
+        let Some(mut retry) = plan.clone_retry_failed() else {
+            return Err(Error::CannotRetry(
+                id,
+                "none of its sequences failed (it completed, or failed only in checks or deferred \
+                 work); to run it all again, submit Plan::clone_for_resubmit"
+                    .to_owned(),
+            ));
+        };
+        let requested_by = requested_by.into();
+        tracing::info!(plan = %id, by = %requested_by, "retrying the failed work of the plan");
+        retry.retry_of = Some(crate::workflow::RetryOf {
+            plan: id,
+            requested_by,
+        });
+        self.submit_and_start(retry).await
     }
 
     /// Stops every plan running in this workstream at once, skipping their deferred work.

@@ -542,7 +542,7 @@ fn a_plan_running_in_another_process_is_shown_and_controlled() {
     // No control channel yet: the CLI says why it cannot pause the plan.
     let err = fails(&f.db, &["pause", &id]);
     assert!(
-        err.contains("no process accepts stop/pause/resume requests for")
+        err.contains("no process accepts stop/pause/resume/retry requests for")
             && err.contains("does not exist"),
         "{err}"
     );
@@ -594,6 +594,82 @@ fn a_plan_running_in_another_process_is_shown_and_controlled() {
     );
     let err = fails(&f.db, &["pause", &f.completed.to_string()]);
     assert!(err.contains("has already ended (Completed)"), "{err}");
+}
+
+#[test]
+fn retry_runs_the_failed_work_in_the_listening_process_and_both_plans_show_the_link() {
+    let f = fixture("retry");
+    let failed = f.failed.to_string();
+    let runner = Runner::start(&f.db, 30, Duration::from_millis(500), "now");
+    let running = runner.plan.to_string();
+
+    let err = fails(&f.db, &["retry", &running]);
+    assert!(
+        err.contains("has not ended (Running); only an ended plan can be retried"),
+        "{err}"
+    );
+
+    let out = ok(&f.db, &["retry", &failed[..30]]);
+    let new = out
+        .split("is retried as plan ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("the new plan's id: {out}"))
+        .to_owned();
+    assert!(
+        out.starts_with(&format!("plan {failed} is retried as plan {new}")),
+        "{out}"
+    );
+
+    // Who asked: the Unix user the kernel names for the CLI's connection.
+    let uid = String::from_utf8(
+        std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let retry: serde_json::Value =
+        serde_json::from_str(&ok(&f.db, &["show", &new, "--json"])).unwrap();
+    assert_eq!(retry["retry_of"]["plan"], failed.as_str(), "{retry:#}");
+    let by = retry["retry_of"]["requested_by"].as_str().unwrap();
+    assert!(by.ends_with(&format!("(uid {})", uid.trim())), "{by}");
+    let old: serde_json::Value =
+        serde_json::from_str(&ok(&f.db, &["show", &failed, "--json"])).unwrap();
+    let group = match &old["group_id"] {
+        serde_json::Value::Null => failed.as_str().into(),
+        g => g.clone(),
+    };
+    assert_eq!(
+        retry["group_id"], group,
+        "the retry is in the group of the plan it retries"
+    );
+    assert_eq!(old["retried_by"], new.as_str(), "{old:#}");
+    assert!(ok(&f.db, &["show", &new]).contains(&format!("retry of plan {failed}, asked by {by}")),);
+    assert!(ok(&f.db, &["show", &failed]).contains(&format!("retried by plan {new}")));
+
+    // A second retry of the same plan would run its work twice at once: refused.
+    let err = fails(&f.db, &["retry", &failed]);
+    assert!(
+        err.contains(&format!(
+            "plan {failed} cannot be retried: plan {new} already retries it"
+        )),
+        "{err}"
+    );
+    // A plan that completed has nothing to retry.
+    let err = fails(&f.db, &["retry", &f.completed.to_string()]);
+    assert!(err.contains("none of its sequences failed"), "{err}");
+
+    // Without a listening process: a clear error, nothing stored.
+    drop(runner);
+    let before = ok(&f.db, &["list", "--json"]);
+    let err = fails(&f.db, &["retry", &f.tolerated.to_string()]);
+    assert!(
+        err.contains("no process accepts stop/pause/resume/retry requests for"),
+        "{err}"
+    );
+    assert_eq!(ok(&f.db, &["list", "--json"]), before);
 }
 
 fn http() -> reqwest::Client {

@@ -112,8 +112,11 @@ fn the_web_ui_and_the_report_work_in_headless_chromium() {
     );
 
     // 20 actions of 600 ms, one at a time: about 12 s of live updates to watch.
-    let runner = Runner::start(&f.db, 20, Duration::from_millis(600), "no");
+    // The child also accepts control requests, after its plan ended too: the Retry button's
+    // request runs there.
+    let runner = Runner::start(&f.db, 20, Duration::from_millis(600), "linger");
     let server = Server::start(&f.db, &[]);
+    let control_server = Server::start(&f.db, &["--allow-control"]);
     let ids = [runner.plan, f.hostile, f.failed, f.completed, f.tolerated]
         .map(|id| id.to_string())
         .join(",");
@@ -127,6 +130,7 @@ fn the_web_ui_and_the_report_work_in_headless_chromium() {
         ])
         .current_dir(browser_dir())
         .env("COERCION_URL", &server.url)
+        .env("CONTROL_URL", &control_server.url)
         .env("ARTIFACTS", &artifacts)
         .env("CHROMIUM", &chromium)
         .env("FAILED_ID", f.failed.to_string())
@@ -160,6 +164,7 @@ fn the_web_ui_and_the_report_work_in_headless_chromium() {
         "web-upload-plan.png",
         "report-hostile.png",
         "report-failed.png",
+        "web-plan-retried.png",
     ] {
         let meta = std::fs::metadata(artifacts.join(shot))
             .unwrap_or_else(|e| panic!("screenshot {shot}: {e}"));
@@ -169,5 +174,6 @@ fn the_web_ui_and_the_report_work_in_headless_chromium() {
         );
     }
     drop(server);
+    drop(control_server);
     drop(runner);
 }

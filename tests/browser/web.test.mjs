@@ -15,6 +15,7 @@ const env = (name) => {
   return v;
 };
 const URL_BASE = env("COERCION_URL");
+const CONTROL_URL = env("CONTROL_URL");
 const ARTIFACTS = env("ARTIFACTS");
 const FAILED_ID = env("FAILED_ID");
 const HOSTILE_ID = env("HOSTILE_ID");
@@ -247,4 +248,37 @@ test("the HTML report renders offline, escaped, with the error one click away", 
   assert.deepEqual(external, [], "the report fetched nothing");
   assert.deepEqual(page.errors, []);
   await page.context().close();
+});
+
+// Last: it adds a plan to the store (the retry) that the tests above do not expect.
+test("Retry runs a failed plan's failed work as a new plan, linked both ways, once", async () => {
+  const page = await newPage();
+  // A read-only server offers no Retry button.
+  await page.goto(`${URL_BASE}/plans/${FAILED_ID}`);
+  await page.locator("section.summary dl.facts").waitFor();
+  assert.equal(await page.locator("#retry").count(), 0, "no Retry button on a read-only server");
+
+  await page.goto(`${CONTROL_URL}/plans/${FAILED_ID}`);
+  const retry = page.locator("#retry");
+  await retry.waitFor();
+  await Promise.all([page.waitForURL((u) => u.pathname !== `/plans/${FAILED_ID}`), retry.click()]);
+  const notice = page.locator(".notice.error");
+  if ((await notice.count()) > 0) assert.fail(`the retry was refused: ${await notice.innerText()}`);
+  assert.match(new URL(page.url()).pathname, /^\/plans\/[0-9a-f-]{36}$/, "the answer is the new plan's page");
+  const newId = new URL(page.url()).pathname.split("/").pop();
+  const facts = await page.locator("section.summary dl.facts").innerText();
+  assert.match(
+    facts,
+    new RegExp(`Retry of\\s+${FAILED_ID}, asked by .*\\(uid \\d+\\), via the web UI for 127\\.0\\.0\\.1:\\d+`),
+    "the new plan names the plan it retries and who asked",
+  );
+
+  // Back to the failed plan: it links to its retry, and offers no second one.
+  await Promise.all([page.waitForURL(`${CONTROL_URL}/plans/${FAILED_ID}`), page.locator("#retry-of").click()]);
+  const link = page.locator("#retried-by");
+  await link.waitFor();
+  assert.match(await link.innerText(), new RegExp(newId));
+  assert.equal(await page.locator("#retry").count(), 0, "a plan already retried has no Retry button");
+  await shot(page, "web-plan-retried.png");
+  assert.deepEqual(page.errors, []);
 });

@@ -109,6 +109,9 @@ fn summary(plan: &Plan, now: Timestamp) -> Markup {
             dl.facts {
                 dt { "Plan id" } dd.mono { (plan.id()) }
                 @if let Some(g) = plan.group_id() { dt { "Group" } dd.mono { (g) } }
+                @if let Some(r) = plan.retry_of() {
+                    dt { "Retry of" } dd { span.mono { (r.plan) } ", asked by " (format::clean(&r.requested_by)) }
+                }
                 dt { "Status" } dd { (plan.status_label())
                     @if plan.reason() != crate::workflow::Reason::None { " (reason: " (plan.reason()) ")" } }
                 dt { "Submitted" } dd { (format::opt_time(plan.submit_time())) }

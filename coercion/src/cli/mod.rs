@@ -164,14 +164,20 @@ pub enum Command {
         /// The plan's id or a unique prefix of it.
         id: String,
     },
+    /// Run the failed work of an ended plan again, as a new plan in the same group (asks the
+    /// process that runs plans from this store; it records who asked).
+    Retry {
+        /// The plan's id or a unique prefix of it.
+        id: String,
+    },
     /// Serve the web UI: plan list, live plan pages, upload of exported plans.
     Serve {
         /// The address to listen on. Beyond loopback, every request must carry the server's
         /// token (printed at start unless given) and name an IP address or a `--host-name`.
         #[arg(long, default_value = "127.0.0.1:3030")]
         addr: SocketAddr,
-        /// Show stop/pause/resume buttons (they work for plans whose process listens for
-        /// control requests).
+        /// Show stop/pause/resume/retry buttons (they work when the process that runs plans
+        /// listens for control requests).
         #[arg(long)]
         allow_control: bool,
         /// A file holding the token requests must carry (also on loopback). Without it, and
@@ -298,10 +304,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Show { id, json } => {
             let db = Db::open(&cli.db)?;
             let plan = db.read(&id).await?.clone_for_display();
+            let retried_by = crate::storage::retried_by(db.store(), &plan)
+                .await
+                .map_err(|e| db::store_error(db.path(), e))?;
             if json {
-                print(&format!("{}\n", text::tree_json(&plan, now)))
+                print(&format!("{}\n", text::tree_json(&plan, retried_by, now)))
             } else {
-                print(&text::tree(&plan, now))
+                print(&text::tree(&plan, retried_by, now))
             }
         }
         Command::Export { id, output } => {
@@ -355,6 +364,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Stop { id } => control_command(&cli.db, ControlOp::Stop, &id).await,
         Command::Pause { id } => control_command(&cli.db, ControlOp::Pause, &id).await,
         Command::Resume { id } => control_command(&cli.db, ControlOp::Resume, &id).await,
+        Command::Retry { id } => control_command(&cli.db, ControlOp::Retry, &id).await,
         Command::Serve {
             addr,
             allow_control,
@@ -404,7 +414,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let path = cli.db.display().to_string();
             web::serve(db, options, |bound| {
                 let mode = if allow_control {
-                    "stop/pause/resume allowed"
+                    "stop/pause/resume/retry allowed"
                 } else {
                     "read-only"
                 };
@@ -431,28 +441,40 @@ async fn control_command(path: &std::path::Path, op: ControlOp, id: &str) -> Res
     let db = Db::open(path)?;
     let plan = db.read(id).await?;
     let id = plan.id();
-    match plan.status() {
-        Status::NotStarted => {
+    match (op, plan.status()) {
+        (ControlOp::Retry, s) if !s.is_terminal() => {
+            return Err(CliError::new(format!(
+                "plan {id} has not ended ({s}); only an ended plan can be retried"
+            )));
+        }
+        (ControlOp::Retry, _) => {}
+        (_, Status::NotStarted) => {
             return Err(CliError::new(format!(
                 "plan {id} has not started; there is nothing to {op}"
             )));
         }
-        s if s.is_terminal() => {
+        (_, s) if s.is_terminal() => {
             return Err(CliError::new(format!(
                 "plan {id} has already ended ({s}); there is nothing to {op}"
             )));
         }
         _ => {}
     }
-    control::request(path, op, id)
+    let outcome = control::request(path, op, id)
         .await
         .map_err(|e| CliError::new(e.to_string()))?;
-    let done = match op {
-        ControlOp::Stop => {
-            "is stopping (in-flight actions get their grace period; deferred work still runs)"
+    let done = match (op, outcome) {
+        (_, control::Outcome::Retried(new)) => {
+            format!("is retried as plan {new}: its failed work runs again (coercion show {new})")
         }
-        ControlOp::Pause => "is paused: no new sequence or action starts until it is resumed",
-        ControlOp::Resume => "is resumed",
+        (ControlOp::Stop, _) => {
+            "is stopping (in-flight actions get their grace period; deferred work still runs)"
+                .to_owned()
+        }
+        (ControlOp::Pause, _) => {
+            "is paused: no new sequence or action starts until it is resumed".to_owned()
+        }
+        (_, _) => "is resumed".to_owned(),
     };
     print(&format!("plan {id} {done}\n"))
 }

@@ -102,7 +102,8 @@ pub(crate) fn list(
 
 /// The whole tree of `plan`, one object per line, indented by depth, coloured by status, with
 /// durations, attempts and the last error of every failed action.
-pub(crate) fn tree(plan: &Plan, now: Timestamp) -> String {
+/// `retried_by` is the plan that retries this one, if any.
+pub(crate) fn tree(plan: &Plan, retried_by: Option<PlanId>, now: Timestamp) -> String {
     let mut out = String::new();
     let c = Counts::of(plan);
     let _ = write!(
@@ -150,6 +151,30 @@ pub(crate) fn tree(plan: &Plan, now: Timestamp) -> String {
             )
         )
     );
+    if let Some(r) = plan.retry_of() {
+        let _ = writeln!(
+            out,
+            "  {}",
+            paint(
+                DIM,
+                &format!(
+                    "retry of plan {}, asked by {}",
+                    r.plan,
+                    clean(&r.requested_by)
+                )
+            )
+        );
+    }
+    if let Some(newer) = retried_by {
+        let _ = writeln!(
+            out,
+            "  {}",
+            paint(
+                status_style(Status::Stopped),
+                &format!("retried by plan {newer}")
+            )
+        );
+    }
     for (loc, obj) in plan.walk().skip(1) {
         let path = plan.path(loc);
         let indent = "  ".repeat(path.depth());
@@ -196,6 +221,10 @@ struct JsonPlan<'a> {
     failure_counts: crate::report::FailureCounts,
     paused: bool,
     submit_time: Option<Timestamp>,
+    /// The plan this one retries, and who asked.
+    retry_of: Option<&'a crate::workflow::RetryOf>,
+    /// The plan that retries this one.
+    retried_by: Option<PlanId>,
     objects: Vec<JsonNode>,
 }
 
@@ -217,7 +246,7 @@ struct JsonNode {
 
 /// `show --json`: the plan's summary and every object with its path, status, times, attempts
 /// and last error, as one JSON document.
-pub(crate) fn tree_json(plan: &Plan, now: Timestamp) -> String {
+pub(crate) fn tree_json(plan: &Plan, retried_by: Option<PlanId>, now: Timestamp) -> String {
     let nodes: Vec<JsonNode> = plan
         .walk()
         .map(|(loc, obj)| {
@@ -251,6 +280,8 @@ pub(crate) fn tree_json(plan: &Plan, now: Timestamp) -> String {
         failure_counts: plan.failure_counts(),
         paused: plan.is_paused(),
         submit_time: plan.submit_time(),
+        retry_of: plan.retry_of(),
+        retried_by,
         objects: nodes,
     };
     serde_json::to_string_pretty(&doc).expect("JSON values serialize")

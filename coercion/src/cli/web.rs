@@ -9,8 +9,9 @@
 //!   redacted) and its HTML report.
 //! * `GET /upload` renders an exported plan JSON dropped (or chosen) by the user; malformed or
 //!   oversized files get a clear message.
-//! * `POST /plans/{id}/stop|pause|resume` only with `allow_control`, through
-//!   [`control`].
+//! * `POST /plans/{id}/stop|pause|resume|retry` only with `allow_control`, through
+//!   [`control`]; a retry answers with a redirect to the new plan, and is recorded as asked by
+//!   the server's Unix user "via the web UI for" the client's address.
 //!
 //! Every page is sent with a Content-Security-Policy that allows only this server's own script
 //! and style sheet, requests whose `Host` is not this server are refused (DNS rebinding), and
@@ -154,8 +155,8 @@ pub async fn serve(
     let header_read_timeout = options.header_read_timeout;
     let app = router(db, options);
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(_) => {
                 // Out of descriptors, say: try again a little later.
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -168,6 +169,13 @@ pub async fn serve(
             continue;
         };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        // The client's address, for handlers that record who asked (a retry).
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                hyper::service::Service::call(&service, req)
+            });
         tokio::spawn(async move {
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -493,12 +501,37 @@ async fn plan_page(State(app): State<App>, Path(id): Path<String>) -> Response {
         Ok(p) => p.clone_for_display(),
         Err(r) => return r,
     };
-    html_response(StatusCode::OK, plan_view(&app, &plan, None))
+    let retried_by = match retried_by(&app, &plan).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    html_response(StatusCode::OK, plan_view(&app, &plan, retried_by, None))
 }
 
-fn plan_view(app: &App, plan: &Plan, notice: Option<Result<String, String>>) -> String {
+/// The plan that retries `plan`, or an error page.
+async fn retried_by(app: &App, plan: &Plan) -> Result<Option<PlanId>, Response> {
+    crate::storage::retried_by(app.db.store(), plan)
+        .await
+        .map_err(|e| {
+            error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &app.store_label,
+                &crate::storage::Chain(&e).to_string(),
+            )
+        })
+}
+
+fn plan_view(
+    app: &App,
+    plan: &Plan,
+    retried_by: Option<PlanId>,
+    notice: Option<Result<String, String>>,
+) -> String {
     let id = plan.id();
     let live = !plan.status().is_terminal();
+    // Only ended plans with failed work that nobody retried yet: a second retry would run the
+    // same work twice (the process refuses it anyway).
+    let retryable = !live && retried_by.is_none() && plan.clone_retry_failed().is_some();
     let body = html! {
         div.toolbar {
             a.button href="/" { "← Plans" }
@@ -512,7 +545,22 @@ fn plan_view(app: &App, plan: &Plan, notice: Option<Result<String, String>>) -> 
                     }
                 }
             }
+            @if app.options.allow_control && retryable {
+                form method="post" action={ "/plans/" (id) "/retry" } {
+                    button #retry type="submit" title="Run the failed work again, as a new plan in the same group" { "Retry failed work" }
+                }
+            }
             span #live-state .live { @if live { "connecting…" } @else { "finished" } }
+        }
+        @if plan.retry_of().is_some() || retried_by.is_some() {
+            nav.lineage {
+                @if let Some(r) = plan.retry_of() {
+                    a #retry-of href={ "/plans/" (r.plan) } { "← The plan this one retries" }
+                }
+                @if let Some(newer) = retried_by {
+                    a #retried-by href={ "/plans/" (newer) } { "Retried by plan " span.mono { (newer) } " →" }
+                }
+            }
         }
         @match &notice {
             Some(Ok(m)) => div.notice.ok { (m) },
@@ -651,11 +699,13 @@ async fn control_plan(
     State(app): State<App>,
     Path((id, op)): Path<(String, String)>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
 ) -> Response {
     let op = match op.as_str() {
         "stop" => ControlOp::Stop,
         "pause" => ControlOp::Pause,
         "resume" => ControlOp::Resume,
+        "retry" => ControlOp::Retry,
         _ => {
             return error_page(
                 StatusCode::NOT_FOUND,
@@ -668,7 +718,7 @@ async fn control_plan(
         return error_page(
             StatusCode::FORBIDDEN,
             &app.store_label,
-            "This server is read-only: start it with `coercion serve --allow-control` to stop, pause or resume plans.",
+            "This server is read-only: start it with `coercion serve --allow-control` to stop, pause, resume or retry plans.",
         );
     }
     if !same_origin(&headers) {
@@ -682,19 +732,31 @@ async fn control_plan(
         Ok(i) => i,
         Err(r) => return r,
     };
-    let result = control::request(app.db.path(), op, id).await;
+    let client = extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_else(|| "an unknown client".to_owned());
+    let request = control::ControlRequest::new(op, id).via(format!("the web UI for {client}"));
+    let result = control::send(app.db.path(), &request).await;
+    if let Ok(control::Outcome::Retried(new)) = result {
+        return Redirect::to(&format!("/plans/{new}")).into_response();
+    }
     let plan = match read(&app, id).await {
         Ok(p) => p.clone_for_display(),
         Err(r) => return r,
     };
+    let retried_by = match retried_by(&app, &plan).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
     let (status, notice) = match result {
-        Ok(()) => (
+        Ok(_) => (
             StatusCode::OK,
             Ok(format!("Asked the process running this plan to {op} it.")),
         ),
         Err(e) => (StatusCode::CONFLICT, Err(e.to_string())),
     };
-    html_response(status, plan_view(&app, &plan, Some(notice)))
+    html_response(status, plan_view(&app, &plan, retried_by, Some(notice)))
 }
 
 async fn upload_page(State(app): State<App>) -> Response {

@@ -457,6 +457,36 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+/// The plan that retries `plan` ([`Workstream::retry`](crate::Workstream::retry)), if there is
+/// one: the plan of the same group, submitted after it, whose [`Plan::retry_of`] names it.
+/// Reads the group's later plans, a handful in practice.
+pub async fn retried_by(store: &dyn Store, plan: &Plan) -> Result<Option<PlanId>, StoreError> {
+    let filter = ListFilter {
+        group_id: plan.clone_group(),
+        submitted_after: plan.submit_time,
+        ..ListFilter::default()
+    };
+    // Oldest first: a retry that was refused never exists, so the first match is the one.
+    let mut later = store.list(&filter).await?;
+    later.reverse();
+    for summary in later.iter().filter(|s| s.id != plan.id) {
+        let candidate = match store.read(summary.id).await {
+            Ok(p) => p,
+            // Deleted since the listing.
+            Err(StoreError::NotFound(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        if candidate
+            .retry_of
+            .as_ref()
+            .is_some_and(|r| r.plan == plan.id)
+        {
+            return Ok(Some(candidate.id));
+        }
+    }
+    Ok(None)
+}
+
 /// The JSON of `plan` without anything that changes while it runs — every state back to
 /// `NotStarted`, no attempts, no reason, heartbeat or pause — which the stores keep apart from
 /// the definition. A plan that has none of those (a plan being submitted) is written as it is.

@@ -68,7 +68,7 @@ fn fresh_batch(d: &DeferredBatch) -> DeferredBatch {
 
 impl Plan {
     /// The group a clone of this plan belongs to: this plan's group, or this plan itself.
-    fn clone_group(&self) -> Option<uuid::Uuid> {
+    pub(crate) fn clone_group(&self) -> Option<uuid::Uuid> {
         self.group_id.or((!self.id.is_nil()).then_some(self.id.0))
     }
 
@@ -84,6 +84,7 @@ impl Plan {
             reason: Reason::None,
             heartbeat: None,
             paused: false,
+            retry_of: None,
             ..self.clone()
         }
     }

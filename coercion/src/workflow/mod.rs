@@ -935,6 +935,24 @@ pub struct Plan {
     pub(crate) heartbeat: Option<Timestamp>,
     #[serde(default)]
     pub(crate) paused: bool,
+    /// The plan this one retries, when it was made by [`Workstream::retry`](crate::Workstream::retry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) retry_of: Option<RetryOf>,
+}
+
+/// What a plan made by [`Workstream::retry`](crate::Workstream::retry) retries: the plan whose
+/// failed work it runs again, and who asked for it. The other direction (the retry of a plan)
+/// is found in the store: [`retried_by`](crate::storage::retried_by).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RetryOf {
+    /// The plan retried (in the same group as this one).
+    pub plan: PlanId,
+    /// Who asked, as the transport that carried the request proved it: on the control socket,
+    /// the Unix user of the process that connected (`alice (uid 1000)`), followed by what that
+    /// process said it acts for (`via the web UI …`); in a program calling
+    /// [`Workstream::retry`](crate::Workstream::retry) itself, what the program gave.
+    pub requested_by: String,
 }
 
 impl Plan {
@@ -957,6 +975,11 @@ impl Plan {
     /// Opaque bytes of the user's.
     pub fn meta(&self) -> &[u8] {
         &self.meta
+    }
+    /// The plan this one retries and who asked, when [`Workstream::retry`](crate::Workstream::retry)
+    /// made it.
+    pub fn retry_of(&self) -> Option<&RetryOf> {
+        self.retry_of.as_ref()
     }
     /// The plan's checks.
     pub fn checks(&self) -> &CheckSet {
@@ -1035,6 +1058,7 @@ impl Plan {
             reason: Reason::None,
             heartbeat: None,
             paused: false,
+            retry_of: None,
         }
     }
 }

@@ -275,7 +275,8 @@ pub fn long_plan(actions: usize, step: Duration) -> Plan {
 
 /// The body of the child process (a test binary started with `CHILD_DB` set): opens the store
 /// to run plans, starts the long plan, prints `PLAN <id>`, optionally accepts control requests
-/// (`CHILD_LISTEN`: `now`, or `stdin` to wait for a line on standard input first, then print
+/// (`CHILD_LISTEN`: `now`, `linger` to listen now and go on listening after the plan ended,
+/// until killed, or `stdin` to wait for a line on standard input first, then print
 /// `LISTENING`), and prints `DONE <status>` when the plan ends. Does nothing without `CHILD_DB`.
 pub fn child_entry() {
     let Ok(db) = std::env::var(CHILD_DB) else {
@@ -311,7 +312,7 @@ pub fn child_entry() {
                 .unwrap()
                 .unwrap();
         }
-        if listen == "now" || listen == "stdin" {
+        if listen == "now" || listen == "stdin" || listen == "linger" {
             _control = Some(
                 coercion::cli::control::listen(ws.clone(), &db)
                     .await
@@ -321,6 +322,10 @@ pub fn child_entry() {
         }
         let done = ws.wait(id).await.expect("child: wait");
         println!("DONE {}", done.status());
+        if listen == "linger" {
+            // Keeps running (and serving control requests, retries included) until killed.
+            std::future::pending::<()>().await;
+        }
     });
 }
 
