@@ -253,6 +253,38 @@ fn sigkill_at_random_moments_then_recover_loses_nothing() {
                 let t = tally.get(id).unwrap_or_else(|| {
                     panic!("round {round} (seed {seed}): action {id} never ran")
                 });
+                // The history tells the truth: every plugin call is an attempt in the tree,
+                // an attempt the kill cut short is kept as interrupted, and only one ran to
+                // its end (the ledger never fails). One more attempt than calls: the kill came
+                // after the attempt's start was stored, before the plugin wrote its line.
+                let action = plan
+                    .walk()
+                    .find_map(|(_, o)| match o {
+                        coercion::workflow::ObjectRef::Action(a) if a.id().to_string() == *id => {
+                            Some(a)
+                        }
+                        _ => None,
+                    })
+                    .unwrap();
+                let attempts = action.attempts();
+                let interrupted = attempts.iter().filter(|a| a.was_interrupted()).count();
+                assert_eq!(
+                    attempts.len() - interrupted,
+                    1,
+                    "round {round} (seed {seed}): action {id}: one attempt ran to its end"
+                );
+                assert!(
+                    attempts.len() as u32 == t.starts || attempts.len() as u32 == t.starts + 1,
+                    "round {round} (seed {seed}): action {id}: {} attempts in the tree, {} plugin calls",
+                    attempts.len(),
+                    t.starts
+                );
+                if t.starts == 2 {
+                    assert_eq!(
+                        interrupted, 1,
+                        "round {round} (seed {seed}): action {id} ran twice: the first run is an interrupted attempt"
+                    );
+                }
                 assert!(
                     t.ends >= 1,
                     "round {round} (seed {seed}): action {id} never completed: {t:?}"

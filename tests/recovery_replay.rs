@@ -1,10 +1,16 @@
 //! Prefix replay (Go's TestRecovery, made stricter): record every write of a full successful run,
 //! then for every prefix length k start a fresh workstream on a store holding only the first k
 //! writes. Each must recover to a completed plan whose tree matches the uninterrupted run, and no
-//! completed sequence or batch action may run again.
+//! completed sequence or batch action may run again. The expected differences: an attempt open
+//! in the prefix is kept as an interrupted attempt, at its own index, and the re-run comes after
+//! it (so that action's attempt count may differ).
+//!
+//! Then the interrupted attempt itself: kept, not counted against the retries, and never run
+//! again for a plugin marked `not_idempotent`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use coercion::prelude::*;
@@ -93,6 +99,34 @@ fn completed_work(plan: &Plan) -> HashSet<coercion::Uuid> {
         .collect()
 }
 
+/// Actions of `plan` with an attempt started and not ended, by id, with that attempt's index.
+fn open_attempts(plan: &Plan) -> HashMap<coercion::Uuid, usize> {
+    plan.walk()
+        .filter_map(|(_, obj)| match obj {
+            ObjectRef::Action(a) if a.attempts().last().is_some_and(|t| t.end.is_none()) => {
+                Some((a.id(), a.attempts().len() - 1))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every object's path and status, and each action's attempt count except for the actions in
+/// `uncounted` (those interrupted in the prefix, whose re-runs may take more or fewer attempts).
+fn normalized(plan: &Plan, uncounted: &HashMap<coercion::Uuid, usize>) -> String {
+    plan.walk()
+        .map(|(loc, obj)| {
+            let count = match obj {
+                ObjectRef::Action(a) if !uncounted.contains_key(&a.id()) => {
+                    format!(" attempts: {}", a.attempts().len())
+                }
+                _ => String::new(),
+            };
+            format!("{} {}{count}\n", plan.path(loc), obj.state().status)
+        })
+        .collect()
+}
+
 #[tokio::test(start_paused = true)]
 async fn every_prefix_of_a_run_recovers_to_the_same_completed_plan() {
     let fakes = Fakes::new();
@@ -121,7 +155,7 @@ async fn every_prefix_of_a_run_recovers_to_the_same_completed_plan() {
     assert!(matches!(writes[0], RecordedWrite::Create { .. }));
     let id = expected.id();
 
-    let (mut resumed, mut with_completed_work) = (0, 0);
+    let (mut resumed, mut with_completed_work, mut interrupted_prefixes) = (0, 0, 0);
     for k in 1..=writes.len() {
         let store = MemoryStore::new();
         RecordedWrite::replay_all(&writes[..k], &store)
@@ -150,12 +184,43 @@ async fn every_prefix_of_a_run_recovers_to_the_same_completed_plan() {
             .wait(id)
             .await
             .unwrap_or_else(|e| panic!("prefix {k}/{}: {e}", writes.len()));
-        assert_eq!(
-            outline(&recovered),
-            expected_outline,
-            "prefix {k}/{}: the recovered tree differs from the uninterrupted run",
-            writes.len()
-        );
+        let open = open_attempts(&before);
+        if open.is_empty() {
+            assert_eq!(
+                outline(&recovered),
+                expected_outline,
+                "prefix {k}/{}: the recovered tree differs from the uninterrupted run",
+                writes.len()
+            );
+        } else {
+            interrupted_prefixes += 1;
+            assert_eq!(
+                normalized(&recovered, &open),
+                normalized(&expected, &open),
+                "prefix {k}/{}: the recovered tree differs from the uninterrupted run",
+                writes.len()
+            );
+        }
+        // Exactly the attempts open in the prefix are kept as interrupted, at their index.
+        for (_, obj) in recovered.walk() {
+            if let ObjectRef::Action(a) = obj {
+                let interrupted: Vec<usize> = a
+                    .attempts()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| t.was_interrupted())
+                    .map(|(i, _)| i)
+                    .collect();
+                let want: Vec<usize> = open.get(&a.id()).copied().into_iter().collect();
+                assert_eq!(
+                    interrupted,
+                    want,
+                    "prefix {k}: interrupted attempts of {:?}",
+                    a.name()
+                );
+                assert!(a.attempts().iter().all(|t| t.end.is_some()));
+            }
+        }
         let rerun: Vec<_> = fakes
             .action
             .log()
@@ -170,13 +235,179 @@ async fn every_prefix_of_a_run_recovers_to_the_same_completed_plan() {
     }
     // The replay really exercised recovery: most prefixes stopped mid-run, many after some work.
     println!(
-        "{} writes, {resumed} prefixes resumed mid-run, {with_completed_work} with completed work",
+        "{} writes, {resumed} prefixes resumed mid-run, {with_completed_work} with completed work, \
+         {interrupted_prefixes} with an attempt interrupted",
         writes.len()
     );
+    assert!(interrupted_prefixes > writes.len() / 4);
     assert!(
         resumed >= writes.len() - 2,
         "{resumed} of {} prefixes were mid-run",
         writes.len()
     );
     assert!(with_completed_work > writes.len() / 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The interrupted attempt
+// ---------------------------------------------------------------------------------------------
+
+/// A plugin that must never run twice for one attempt, counting its calls.
+#[coercion::plugin(name = "replay-test/charge", not_idempotent)]
+#[derive(Clone, Default)]
+struct Charge {
+    calls: Arc<AtomicUsize>,
+}
+
+impl Plugin for Charge {
+    type Request = ();
+    type Response = ();
+    async fn execute(&self, _ctx: &Context, _req: ()) -> Result<(), PluginError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn one_action(action: ActionSpec) -> Plan {
+    Plan::builder("one action")
+        .block(Block::builder("b").sequence(Sequence::builder("s").action(action)))
+        .build()
+}
+
+fn only_action(plan: &Plan) -> &coercion::Action {
+    plan.walk()
+        .find_map(|(_, o)| match o {
+            ObjectRef::Action(a) => Some(a),
+            _ => None,
+        })
+        .expect("one action")
+}
+
+/// Runs `plan` on a recording store with `registry`, then returns a store holding the writes
+/// up to the first moment attempt `index` (0-based) of its action was open: the store a process
+/// killed during that attempt leaves behind.
+async fn killed_during_attempt(
+    plan: Plan,
+    registry: Registry,
+    index: usize,
+) -> (PlanId, MemoryStore) {
+    let recorder = Arc::new(RecordingStore::new(MemoryStore::new()));
+    let ws = Workstream::builder()
+        .shared_store(recorder.clone())
+        .registry(registry)
+        .build()
+        .await
+        .unwrap();
+    let done = ws.run(plan).await.unwrap();
+    let writes = recorder.writes();
+    for k in 1..=writes.len() {
+        let store = MemoryStore::new();
+        RecordedWrite::replay_all(&writes[..k], &store)
+            .await
+            .unwrap();
+        let p = store.read(done.id()).await.unwrap();
+        let attempts = only_action(&p).attempts();
+        if attempts.len() == index + 1 && attempts[index].end.is_none() {
+            return (done.id(), store);
+        }
+    }
+    panic!("attempt {index} was never open: {}", outline(&done));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_interrupted_by_a_kill_is_kept_and_does_not_count_against_the_retries() {
+    // Always fails, retries 3: four attempts when nothing interrupts it.
+    let plan = || one_action(action("flaky", FakeReq::fail()).retries(3));
+    let (id, store) = killed_during_attempt(plan(), Fakes::new().registry(), 1).await;
+
+    let fakes = Fakes::new();
+    let ws = Workstream::builder()
+        .store(store)
+        .registry(fakes.registry())
+        .build()
+        .await
+        .unwrap();
+    let done = ws.wait(id).await.unwrap();
+    assert_eq!(done.status(), Status::Failed, "{}", outline(&done));
+    let attempts = only_action(&done).attempts();
+    // 1 failed, 2 interrupted, then 3, 4 and 5: four real attempts, as without the kill.
+    assert_eq!(attempts.len(), 5, "{}", outline(&done));
+    let interrupted: Vec<bool> = attempts.iter().map(|t| t.was_interrupted()).collect();
+    assert_eq!(interrupted, [false, true, false, false, false]);
+    let cut = &attempts[1];
+    assert!(cut.end.is_some_and(|end| end >= cut.start));
+    let error = cut.error().unwrap();
+    assert!(!error.permanent);
+    assert!(
+        error.message.contains("attempt 2 was interrupted"),
+        "{}",
+        error.message
+    );
+    // The plugin was called for attempts 3, 4 and 5 in this process: numbered after the kept
+    // attempts, so its calls match the history.
+    let numbers: Vec<u32> = fakes
+        .action
+        .log()
+        .calls()
+        .iter()
+        .map(|c| c.attempt)
+        .collect();
+    assert_eq!(numbers, [3, 4, 5]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_action_without_retries_interrupted_by_a_kill_still_gets_its_attempt() {
+    let (id, store) = killed_during_attempt(
+        one_action(action("once", FakeReq::ok())),
+        Fakes::new().registry(),
+        0,
+    )
+    .await;
+    let fakes = Fakes::new();
+    let ws = Workstream::builder()
+        .store(store)
+        .registry(fakes.registry())
+        .build()
+        .await
+        .unwrap();
+    let done = ws.wait(id).await.unwrap();
+    assert_eq!(done.status(), Status::Completed, "{}", outline(&done));
+    let attempts = only_action(&done).attempts();
+    assert_eq!(attempts.len(), 2);
+    assert!(attempts[0].was_interrupted() && attempts[1].succeeded());
+    assert_eq!(fakes.action.log().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_not_idempotent_plugin_interrupted_by_a_kill_is_not_run_again() {
+    let charge = Charge::default();
+    let registry = || Registry::new().with(charge.clone()).unwrap();
+    let (id, store) = killed_during_attempt(
+        one_action(ActionSpec::new::<Charge>("charge", ()).retries(5)),
+        registry(),
+        0,
+    )
+    .await;
+    charge.calls.store(0, Ordering::SeqCst);
+    let ws = Workstream::builder()
+        .store(store)
+        .registry(registry())
+        .build()
+        .await
+        .unwrap();
+    let done = ws.wait(id).await.unwrap();
+    assert_eq!(done.status(), Status::Failed, "{}", outline(&done));
+    let attempts = only_action(&done).attempts();
+    assert_eq!(attempts.len(), 1);
+    assert!(attempts[0].was_interrupted());
+    let error = attempts[0].error().unwrap();
+    assert!(error.permanent);
+    assert!(
+        error
+            .message
+            .contains("marked not_idempotent, so it is not run again"),
+        "{}",
+        error.message
+    );
+    assert_eq!(charge.calls.load(Ordering::SeqCst), 0, "never run again");
 }

@@ -133,7 +133,9 @@ pub mod codes {
     pub const BAD_RESPONSE: u32 = ENGINE_BASE + 5;
     /// The plugin is not in the workstream's registry.
     pub const NOT_REGISTERED: u32 = ENGINE_BASE + 6;
-    /// A crash interrupted an attempt of a plugin marked `not_idempotent`.
+    /// The attempt was interrupted: the process running it ended (a crash, a kill, a lost
+    /// lease) before it did. Retryable, and not counted against the retries, unless the plugin
+    /// is marked `not_idempotent`: then it is permanent and fails the action.
     pub const INTERRUPTED: u32 = ENGINE_BASE + 7;
     /// A secret in the request could not be decrypted.
     pub const SECRET: u32 = ENGINE_BASE + 8;

@@ -672,6 +672,85 @@ fn retry_runs_the_failed_work_in_the_listening_process_and_both_plans_show_the_l
     assert_eq!(ok(&f.db, &["list", "--json"]), before);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attempt_cut_short_by_sigkill_is_shown_as_interrupted_by_show_and_the_web_page() {
+    let f = tokio::task::spawn_blocking(|| fixture("killed"))
+        .await
+        .unwrap();
+    let db = f.db.clone();
+    // 6 actions of 1.5 s, one at a time; killed while one of them runs.
+    let runner = Runner::start(&db, 6, Duration::from_millis(1500), "no");
+    let id = runner.plan;
+    let (db2, runner) = (db.clone(), runner);
+    let runner = tokio::task::spawn_blocking(move || {
+        wait_until(
+            &db2,
+            id,
+            Duration::from_secs(30),
+            "an attempt is running",
+            |j| {
+                j["objects"].as_array().unwrap().iter().any(|o| {
+                    o["kind"] == "action" && o["status"] == "Running" && o["attempts"] == 1
+                })
+            },
+        );
+        runner
+    })
+    .await
+    .unwrap();
+    // Dropping the runner sends SIGKILL and reaps the process.
+    drop(runner);
+
+    // A new process (here, this one) resumes the plan from the file.
+    let fakes = coercion::testing::Fakes::new();
+    let ws = coercion::Workstream::open(&db, fakes.registry())
+        .await
+        .unwrap();
+    let done = ws.wait(id).await.unwrap();
+    assert_eq!(done.status(), Status::Completed);
+    drop(ws);
+
+    let (db2, sid) = (db.clone(), id.to_string());
+    let (json, text) = tokio::task::spawn_blocking(move || {
+        (
+            ok(&db2, &["show", "--json", &sid]),
+            ok(&db2, &["show", &sid, "--color", "never"]),
+        )
+    })
+    .await
+    .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let cut: Vec<&serde_json::Value> = json["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["interrupted_attempts"] == 1)
+        .collect();
+    assert_eq!(cut.len(), 1, "one action was cut short: {json:#}");
+    assert_eq!(
+        cut[0]["attempts"], 2,
+        "the interrupted attempt and the re-run"
+    );
+    assert_eq!(cut[0]["status"], "Completed");
+    assert!(text.contains("2 attempts (1 interrupted)"), "{text}");
+
+    let server = Server::start(&db, &[]);
+    let page = http()
+        .get(format!("{}/plans/{id}", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("2 attempts (1 interrupted)"), "{page}");
+    assert!(
+        page.contains(r#"<li class="attempt interrupted">"#)
+            && page.contains("attempt 1 was interrupted: the process running the plan stopped"),
+        "the interrupted attempt is listed with its cause"
+    );
+}
+
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

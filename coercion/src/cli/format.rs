@@ -49,13 +49,19 @@ pub(crate) fn status_class(status: Status) -> &'static str {
 /// The CSS class of a plan that completed with failures (amber), instead of `s-completed`.
 pub(crate) const COMPLETED_WITH_FAILURES_CLASS: &str = "s-completed-with-failures";
 
-/// `1 attempt`, `3 attempts`.
-pub(crate) fn attempts(n: usize) -> String {
-    if n == 1 {
+/// `1 attempt`, `3 attempts`, `4 attempts (1 interrupted)`.
+pub(crate) fn attempts(attempts: &[crate::workflow::Attempt]) -> String {
+    let n = attempts.len();
+    let mut text = if n == 1 {
         "1 attempt".to_owned()
     } else {
         format!("{n} attempts")
+    };
+    let interrupted = attempts.iter().filter(|a| a.was_interrupted()).count();
+    if interrupted > 0 {
+        text.push_str(&format!(" ({interrupted} interrupted)"));
     }
+    text
 }
 
 /// `text` with control characters (terminal escapes, newlines) shown escaped, so a hostile
@@ -147,7 +153,32 @@ mod tests {
         assert_eq!(clean("abc\u{202E}fed.exe"), "abc\\u{202e}fed.exe");
         assert_eq!(clean("a\u{2066}b\u{2069}"), "a\\u{2066}b\\u{2069}");
         assert_eq!(clean("plain name"), "plain name");
-        assert_eq!(attempts(1), "1 attempt");
-        assert_eq!(attempts(3), "3 attempts");
+    }
+
+    #[test]
+    fn attempts_are_counted_with_the_interrupted_ones() {
+        use crate::plugin::{PluginError, codes};
+        use crate::workflow::{Attempt, Outcome};
+        let at = chrono::Utc::now();
+        let ended = |outcome| Attempt {
+            start: at,
+            end: Some(at),
+            outcome: Some(outcome),
+        };
+        let failed = || ended(Outcome::Error(Box::new(PluginError::new("no"))));
+        let cut = || {
+            ended(Outcome::Error(Box::new(PluginError::engine(
+                codes::INTERRUPTED,
+                "interrupted",
+                false,
+            ))))
+        };
+        assert_eq!(attempts(&[failed()]), "1 attempt");
+        assert_eq!(attempts(&[failed(), failed(), failed()]), "3 attempts");
+        assert_eq!(attempts(&[cut()]), "1 attempt (1 interrupted)");
+        assert_eq!(
+            attempts(&[failed(), cut(), failed(), failed()]),
+            "4 attempts (1 interrupted)"
+        );
     }
 }

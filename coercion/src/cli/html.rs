@@ -294,8 +294,7 @@ fn batch_node(index: usize, batch: &DeferredBatch, opening: Opening, now: Timest
 fn action_node(index: usize, action: &Action, opening: Opening, now: Timestamp) -> Markup {
     let state = action.state();
     let open = opening.failed_actions && state.status == Status::Failed;
-    let n = action.attempts().len();
-    let extra = (n > 0).then(|| format::attempts(n));
+    let extra = (!action.attempts().is_empty()).then(|| format::attempts(action.attempts()));
     html! {
         details class={ "node action " (format::status_class(state.status)) } data-id=(action.id())
             data-status=(state.status.as_str()) open[open] {
@@ -324,12 +323,16 @@ fn action_node(index: usize, action: &Action, opening: Opening, now: Timestamp) 
                                 end: a.end,
                             };
                             li class={ "attempt " (match &a.outcome {
+                                Some(Outcome::Error(_)) if a.was_interrupted() => "interrupted",
                                 Some(Outcome::Error(_)) => "failed",
                                 Some(Outcome::Response(_)) => "ok",
                                 None => "running",
                             }) } {
                                 div.attempt-head {
-                                    "Attempt " (i + 1) ", started " (format::time(a.start))
+                                    "Attempt " (i + 1)
+                                    @if a.was_interrupted() { " " span.badge.interrupted { "Interrupted" } }
+                                    ", started " (format::time(a.start))
+                                    @if let (true, Some(end)) = (a.was_interrupted(), a.end) { ", found interrupted " (format::time(end)) }
                                     @if let Some(d) = format::state_duration_text(attempt_state, now) { ", " (d) }
                                 }
                                 @match &a.outcome {

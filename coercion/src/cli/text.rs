@@ -190,7 +190,7 @@ pub(crate) fn tree(plan: &Plan, retried_by: Option<PlanId>, now: Timestamp) -> S
         }
         if let ObjectRef::Action(a) = obj {
             if !a.attempts().is_empty() {
-                let _ = write!(out, ", {}", format::attempts(a.attempts().len()));
+                let _ = write!(out, ", {}", format::attempts(a.attempts()));
             }
             let _ = writeln!(out);
             if let Some(e) = a.last_error() {
@@ -240,6 +240,9 @@ struct JsonNode {
     duration_ms: Option<u128>,
     #[serde(skip_serializing_if = "Option::is_none")]
     attempts: Option<usize>,
+    /// Of those, the attempts cut short by the end of the process running them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interrupted_attempts: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_error: Option<String>,
 }
@@ -251,11 +254,13 @@ pub(crate) fn tree_json(plan: &Plan, retried_by: Option<PlanId>, now: Timestamp)
         .walk()
         .map(|(loc, obj)| {
             let state = obj.state();
-            let (attempts, last_error) = match obj {
-                ObjectRef::Action(a) => {
-                    (Some(a.attempts().len()), a.last_error().map(|e| e.chain()))
-                }
-                _ => (None, None),
+            let (attempts, interrupted_attempts, last_error) = match obj {
+                ObjectRef::Action(a) => (
+                    Some(a.attempts().len()),
+                    Some(a.attempts().iter().filter(|t| t.was_interrupted()).count()),
+                    a.last_error().map(|e| e.chain()),
+                ),
+                _ => (None, None, None),
             };
             JsonNode {
                 path: plan.path(loc).to_string(),
@@ -266,6 +271,7 @@ pub(crate) fn tree_json(plan: &Plan, retried_by: Option<PlanId>, now: Timestamp)
                 end: state.end,
                 duration_ms: format::state_duration(state, now).map(|d| d.as_millis()),
                 attempts,
+                interrupted_attempts,
                 last_error,
             }
         })

@@ -66,12 +66,31 @@ pub(crate) async fn run_action_with(
             Ok((ended, Vec::new()))
         }
     };
-    let (status, id, plugin_name, request, timeout, retries, mut next, last, interrupted, name) = {
+    let (
+        status,
+        id,
+        plugin_name,
+        request,
+        timeout,
+        retries,
+        mut next,
+        mut used,
+        last,
+        interrupted,
+        name,
+    ) = {
         let plan = run.plan.lock();
         let a = plan
             .action(loc)
             .expect("the engine only runs actions of its plan");
-        let finished: Vec<&Attempt> = a.attempts.iter().filter(|t| t.end.is_some()).collect();
+        // Attempts that ran to their end count against `retries + 1`; attempts cut short by
+        // the end of the process running them do not (the resume promise holds for actions
+        // without retries), but keep their place in the history.
+        let real: Vec<&Attempt> = a
+            .attempts
+            .iter()
+            .filter(|t| t.end.is_some() && !t.was_interrupted())
+            .collect();
         (
             a.state.status,
             a.id,
@@ -79,9 +98,10 @@ pub(crate) async fn run_action_with(
             a.request.clone(),
             a.timeout,
             a.retries,
-            finished.len() as u32,
-            finished
-                .last()
+            // The index of the next attempt: after every attempt kept, interrupted ones too.
+            a.attempts.len() as u32,
+            real.len() as u32,
+            real.last()
                 .map(|t| (t.succeeded(), t.error().is_some_and(|e| e.permanent))),
             // An attempt that started but never finished: the process running it died.
             a.attempts
@@ -102,18 +122,60 @@ pub(crate) async fn run_action_with(
     }
     let mut changes = prefix;
     // A resumed action whose last finished attempt decided it.
-    if let Some((succeeded, permanent)) = last {
+    if let Some((succeeded, permanent)) = last
+        && interrupted.is_none()
+    {
         if succeeded {
             changes.push(run.status_change(loc, Status::Completed));
             return finish(Ended::Completed, changes).await;
         }
-        if permanent || next > retries {
+        if permanent || used > retries {
             changes.push(run.status_change(loc, Status::Failed));
             return finish(Ended::Failed, changes).await;
         }
     }
     let span = tracing::info_span!("action", plan = %run.id, action = %name, plugin = %plugin_name);
-    let Some(plugin) = run.registry.get(&plugin_name).cloned() else {
+    let plugin = run.registry.get(&plugin_name).cloned();
+    if let Some(start) = interrupted {
+        // The interrupted attempt stays in the history as such, closed now, at its own index;
+        // a re-run gets the next one.
+        let index = next.saturating_sub(1);
+        let rerun = plugin.as_ref().is_none_or(|p| p.idempotent());
+        let mut message = format!(
+            "attempt {} was interrupted: the process running the plan stopped before it ended \
+             (a crash, a kill or a lost lease); found when the plan was resumed",
+            index + 1
+        );
+        if !rerun {
+            // Running it again could do the work twice; the plugin said that must not happen.
+            message.push_str(&format!(
+                "; plugin {plugin_name:?} is marked not_idempotent, so it is not run again \
+                 (check what it did, then retry the plan)"
+            ));
+        }
+        changes.push(Change::Attempt {
+            loc,
+            id,
+            index,
+            attempt: Attempt {
+                start,
+                end: Some(now()),
+                outcome: Some(Outcome::Error(Box::new(PluginError::engine(
+                    codes::INTERRUPTED,
+                    message,
+                    !rerun,
+                )))),
+            },
+        });
+        if !rerun {
+            changes.push(run.status_change(loc, Status::Failed));
+            return finish(Ended::Failed, changes).await;
+        }
+        if plugin.is_some() {
+            tracing::info!(plan = %run.id, action = %name, "running an interrupted attempt again (at-least-once)");
+        }
+    }
+    let Some(plugin) = plugin else {
         let start = now();
         let err = PluginError::engine(
             codes::NOT_REGISTERED,
@@ -134,37 +196,9 @@ pub(crate) async fn run_action_with(
         changes.push(run.status_change(loc, Status::Failed));
         return finish(Ended::Failed, changes).await;
     };
-    if let Some(start) = interrupted {
-        if !plugin.idempotent() {
-            // Running it again could do the work twice; the plugin said that must not happen.
-            let err = PluginError::engine(
-                codes::INTERRUPTED,
-                format!(
-                    "attempt {} was interrupted when the process running the plan stopped; plugin {plugin_name:?} is \
-                     marked not_idempotent, so it is not run again (check what it did, then retry the plan)",
-                    next + 1
-                ),
-                true,
-            );
-            let attempt = Attempt {
-                start,
-                end: Some(now()),
-                outcome: Some(Outcome::Error(Box::new(err))),
-            };
-            changes.push(Change::Attempt {
-                loc,
-                id,
-                index: next,
-                attempt,
-            });
-            changes.push(run.status_change(loc, Status::Failed));
-            return finish(Ended::Failed, changes).await;
-        }
-        tracing::info!(plan = %run.id, action = %name, "running an interrupted attempt again (at-least-once)");
-    }
     let mut delays = plugin.retry_policy().delays();
     // Skip the pauses that preceded attempts already made.
-    for _ in 1..next.max(1) {
+    for _ in 1..used.max(1) {
         delays.next();
     }
     if status != Status::Running {
@@ -232,11 +266,12 @@ pub(crate) async fn run_action_with(
             },
         });
         next = next.saturating_add(1);
+        used = used.saturating_add(1);
         let ended = if succeeded {
             Some(Ended::Completed)
         } else if stopped || stop.is_cancelled() || run.abort.is_cancelled() {
             Some(Ended::Stopped)
-        } else if !retryable || next > retries {
+        } else if !retryable || used > retries {
             Some(Ended::Failed)
         } else {
             None

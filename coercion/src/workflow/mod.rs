@@ -440,6 +440,14 @@ impl Attempt {
             _ => None,
         }
     }
+
+    /// Whether the attempt was cut short by the end of the process running it (a crash, a kill,
+    /// a lost lease): it started, and its end is when a resuming process found it. Such
+    /// attempts keep their place in the history but do not count against `retries + 1`.
+    pub fn was_interrupted(&self) -> bool {
+        self.error()
+            .is_some_and(|e| e.code == crate::plugin::codes::INTERRUPTED)
+    }
 }
 
 /// How a finished attempt ended.
