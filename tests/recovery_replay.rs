@@ -99,6 +99,12 @@ fn completed_work(plan: &Plan) -> HashSet<coercion::Uuid> {
         .collect()
 }
 
+/// This machine's name, as `hostname` prints it.
+fn hostname() -> String {
+    let out = std::process::Command::new("hostname").output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// Actions of `plan` with an attempt started and not ended, by id, with that attempt's index.
 fn open_attempts(plan: &Plan) -> HashMap<coercion::Uuid, usize> {
     plan.walk()
@@ -200,6 +206,22 @@ async fn every_prefix_of_a_run_recovers_to_the_same_completed_plan() {
                 "prefix {k}/{}: the recovered tree differs from the uninterrupted run",
                 writes.len()
             );
+        }
+        // The other expected difference: a plan taken over Running records its resumption.
+        let resumptions = recovered.resumptions();
+        if before.status() == Status::Running {
+            assert_eq!(resumptions.len(), 1, "prefix {k}: one resumption");
+            assert_eq!(
+                resumptions[0].by,
+                format!("pid {} on {}", std::process::id(), hostname()),
+                "prefix {k}: the resuming process"
+            );
+            assert!(
+                resumptions[0].at >= before.heartbeat().unwrap(),
+                "prefix {k}: resumed after the last heartbeat"
+            );
+        } else {
+            assert!(resumptions.is_empty(), "prefix {k}: {resumptions:?}");
         }
         // Exactly the attempts open in the prefix are kept as interrupted, at their index.
         for (_, obj) in recovered.walk() {
@@ -410,4 +432,89 @@ async fn a_not_idempotent_plugin_interrupted_by_a_kill_is_not_run_again() {
         error.message
     );
     assert_eq!(charge.calls.load(Ordering::SeqCst), 0, "never run again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plan_resumed_twice_records_both_resumptions_oldest_first() {
+    // Killed during attempt 1 of 3 sequential actions; the first resuming process is killed in
+    // turn after it recorded its resumption and finished the first action.
+    let plan = Plan::builder("twice")
+        .block(
+            Block::builder("b").sequence(
+                Sequence::builder("s")
+                    .action(action("one", FakeReq::ok()))
+                    .action(action("two", FakeReq::ok()))
+                    .action(action("three", FakeReq::ok())),
+            ),
+        )
+        .build();
+    let recorder = Arc::new(RecordingStore::new(MemoryStore::new()));
+    let ws = Workstream::builder()
+        .shared_store(recorder.clone())
+        .registry(Fakes::new().registry())
+        .build()
+        .await
+        .unwrap();
+    let id = ws.run(plan).await.unwrap().id();
+    let writes = recorder.writes();
+    let mut first_kill = None;
+    for k in 1..=writes.len() {
+        let store = MemoryStore::new();
+        RecordedWrite::replay_all(&writes[..k], &store)
+            .await
+            .unwrap();
+        if open_attempts(&store.read(id).await.unwrap()).len() == 1 {
+            first_kill = Some(k);
+            break;
+        }
+    }
+    let first_kill = first_kill.expect("an attempt was open at some write");
+
+    // The first resumption, recorded; its own writes cut after the first action completed.
+    let store = MemoryStore::new();
+    RecordedWrite::replay_all(&writes[..first_kill], &store)
+        .await
+        .unwrap();
+    let recorder = Arc::new(RecordingStore::new(store));
+    let ws = Workstream::builder()
+        .shared_store(recorder.clone())
+        .registry(Fakes::new().registry())
+        .build()
+        .await
+        .unwrap();
+    let once = ws.wait(id).await.unwrap();
+    assert_eq!(once.resumed_label().as_deref(), Some("resumed once"));
+    let second_writes = recorder.writes();
+    let mut second_kill = None;
+    for k in 1..=second_writes.len() {
+        let store = MemoryStore::new();
+        RecordedWrite::replay_all(&writes[..first_kill], &store)
+            .await
+            .unwrap();
+        RecordedWrite::replay_all(&second_writes[..k], &store)
+            .await
+            .unwrap();
+        let p = store.read(id).await.unwrap();
+        if !p.resumptions().is_empty() && open_attempts(&p).len() == 1 {
+            second_kill = Some(store);
+            break;
+        }
+    }
+    let store = second_kill.expect("the first resuming process ran an attempt");
+    let ws = Workstream::builder()
+        .store(store)
+        .registry(Fakes::new().registry())
+        .build()
+        .await
+        .unwrap();
+    let twice = ws.wait(id).await.unwrap();
+    assert_eq!(twice.status(), Status::Completed, "{}", outline(&twice));
+    let r = twice.resumptions();
+    assert_eq!(r.len(), 2);
+    assert!(r[0].at <= r[1].at, "oldest first");
+    assert_eq!(twice.resumed_label().as_deref(), Some("resumed twice"));
+    assert_eq!(
+        coercion::progress::outcome(&twice),
+        format!("plan {id} Completed, resumed twice")
+    );
 }

@@ -158,11 +158,15 @@ pub async fn watch(ws: &Workstream, id: PlanId) -> Result<Plan, Error> {
 }
 
 /// The outcome line of a finished plan: `plan ID Completed`, `plan ID Completed with 2 failed`
-/// or `plan ID Failed (reason: Block)`.
+/// or `plan ID Failed (reason: Block)`, followed by `, resumed twice` for a plan resumed after
+/// crashes.
 pub fn outcome(plan: &Plan) -> String {
     let mut line = format!("plan {} {}", plan.id(), plan.status_label());
     if plan.status() != Status::Completed {
         line.push_str(&format!(" (reason: {})", plan.reason()));
+    }
+    if let Some(resumed) = plan.resumed_label() {
+        line.push_str(&format!(", {resumed}"));
     }
     line
 }

@@ -162,6 +162,18 @@ impl Plan {
         self.status().as_str().to_owned()
     }
 
+    /// `resumed once`, `resumed twice`, `resumed 3 times` for a plan that processes resumed
+    /// after the one running it stopped ([`Plan::resumptions`]); `None` for a plan that ran in
+    /// one go. The faces show it beside the status.
+    pub fn resumed_label(&self) -> Option<String> {
+        match self.resumptions().len() {
+            0 => None,
+            1 => Some("resumed once".to_owned()),
+            2 => Some("resumed twice".to_owned()),
+            n => Some(format!("resumed {n} times")),
+        }
+    }
+
     /// Every failed or stopped object (the plan itself excluded), in walk order, each with its
     /// path and, for actions, the last plugin error — the exact cause of a failure.
     pub fn failures(&self) -> Vec<Failure> {

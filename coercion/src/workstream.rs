@@ -461,7 +461,7 @@ impl Workstream {
         }
         let plan = self.store_new(plan, true).await?;
         let id = plan.id;
-        self.launch(plan).await?;
+        self.launch_as(plan, true).await?;
         Ok(id)
     }
 
@@ -490,6 +490,8 @@ impl Workstream {
             ));
         }
         assign_ids(&mut plan);
+        // A new plan has not been resumed, whatever the submitted copy said.
+        plan.resumptions.clear();
         let now = crate::engine::now();
         plan.submit_time = Some(now);
         if running {
@@ -542,8 +544,17 @@ impl Workstream {
         self.wait(id).await
     }
 
+    /// Runs `plan` here: a plan not started yet, or a `Running` plan that this process takes
+    /// over from one that stopped (recorded as a resumption).
     pub(crate) async fn launch(&self, plan: Plan) -> Result<(), Error> {
+        self.launch_as(plan, false).await
+    }
+
+    /// [`launch`](Self::launch); `fresh`: the plan was just stored `Running` by this process
+    /// (`submit_and_start`), so running it is no resumption.
+    async fn launch_as(&self, plan: Plan, fresh: bool) -> Result<(), Error> {
         let id = plan.id;
+        let resumed = !fresh && plan.state.status == Status::Running;
         if self.inner.runs.lock().contains_key(&id) {
             return Err(Error::AlreadyStarted(id));
         }
@@ -568,6 +579,7 @@ impl Workstream {
                 self.inner.registry.clone(),
                 self.inner.options.clone(),
                 watchers,
+                resumed,
             );
             runs.insert(id, run.clone());
             run

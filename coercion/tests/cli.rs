@@ -673,7 +673,8 @@ fn retry_runs_the_failed_work_in_the_listening_process_and_both_plans_show_the_l
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_attempt_cut_short_by_sigkill_is_shown_as_interrupted_by_show_and_the_web_page() {
+async fn after_a_sigkill_the_interrupted_attempt_and_the_resumption_are_shown_by_show_and_the_web_page()
+ {
     let f = tokio::task::spawn_blocking(|| fixture("killed"))
         .await
         .unwrap();
@@ -733,6 +734,18 @@ async fn an_attempt_cut_short_by_sigkill_is_shown_as_interrupted_by_show_and_the
     );
     assert_eq!(cut[0]["status"], "Completed");
     assert!(text.contains("2 attempts (1 interrupted)"), "{text}");
+    // The resumption: when, and by which process (this one).
+    let resumptions = json["resumptions"].as_array().unwrap();
+    assert_eq!(resumptions.len(), 1, "{json:#}");
+    let by = resumptions[0]["by"].as_str().unwrap();
+    assert!(
+        by.starts_with(&format!("pid {} on ", std::process::id())),
+        "{by}"
+    );
+    assert!(
+        text.contains("resumed once: ") && text.contains(by),
+        "{text}"
+    );
 
     let server = Server::start(&db, &[]);
     let page = http()
@@ -744,6 +757,10 @@ async fn an_attempt_cut_short_by_sigkill_is_shown_as_interrupted_by_show_and_the
         .await
         .unwrap();
     assert!(page.contains("2 attempts (1 interrupted)"), "{page}");
+    assert!(
+        page.contains(r#"<dd id="resumptions">resumed once:"#) && page.contains(by),
+        "the plan page says it was resumed, when and by whom"
+    );
     assert!(
         page.contains(r#"<li class="attempt interrupted">"#)
             && page.contains("attempt 1 was interrupted: the process running the plan stopped"),

@@ -109,6 +109,14 @@ fn summary(plan: &Plan, now: Timestamp) -> Markup {
             dl.facts {
                 dt { "Plan id" } dd.mono { (plan.id()) }
                 @if let Some(g) = plan.group_id() { dt { "Group" } dd.mono { (g) } }
+                @if let Some(label) = plan.resumed_label() {
+                    dt { "Resumed" } dd #resumptions {
+                        (label) ":"
+                        @for r in plan.resumptions() {
+                            br; (format::time(r.at)) " by " (format::clean(&r.by))
+                        }
+                    }
+                }
                 @if let Some(r) = plan.retry_of() {
                     dt { "Retry of" } dd { span.mono { (r.plan) } ", asked by " (format::clean(&r.requested_by)) }
                 }

@@ -151,6 +151,21 @@ pub(crate) fn tree(plan: &Plan, retried_by: Option<PlanId>, now: Timestamp) -> S
             )
         )
     );
+    if let Some(label) = plan.resumed_label() {
+        let each: Vec<String> = plan
+            .resumptions()
+            .iter()
+            .map(|r| format!("{} by {}", format::time(r.at), clean(&r.by)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {}",
+            paint(
+                status_style(Status::Stopped),
+                &format!("{label}: {}", each.join("; "))
+            )
+        );
+    }
     if let Some(r) = plan.retry_of() {
         let _ = writeln!(
             out,
@@ -225,6 +240,8 @@ struct JsonPlan<'a> {
     retry_of: Option<&'a crate::workflow::RetryOf>,
     /// The plan that retries this one.
     retried_by: Option<PlanId>,
+    /// Every time a process resumed the plan after the one running it stopped.
+    resumptions: &'a [crate::workflow::Resumption],
     objects: Vec<JsonNode>,
 }
 
@@ -288,6 +305,7 @@ pub(crate) fn tree_json(plan: &Plan, retried_by: Option<PlanId>, now: Timestamp)
         submit_time: plan.submit_time(),
         retry_of: plan.retry_of(),
         retried_by,
+        resumptions: plan.resumptions(),
         objects: nodes,
     };
     serde_json::to_string_pretty(&doc).expect("JSON values serialize")

@@ -106,6 +106,8 @@ pub enum UpdateKind {
     Reason(Reason),
     /// The plan was paused (`true`) or resumed.
     Paused(bool),
+    /// A process resumed the plan after the process running it stopped.
+    Resumed(crate::workflow::Resumption),
 }
 
 impl Update {
@@ -141,6 +143,7 @@ impl Update {
                     Change::Reset { loc, .. } => (*loc, UpdateKind::Reset),
                     Change::Reason(r) => (Loc::Plan, UpdateKind::Reason(*r)),
                     Change::Paused(p) => (Loc::Plan, UpdateKind::Paused(*p)),
+                    Change::Resumed(r) => (Loc::Plan, UpdateKind::Resumed(r.clone())),
                     Change::Heartbeat(_) => return None,
                 };
                 Some(Update {
@@ -170,6 +173,9 @@ pub(crate) enum RunError {
 /// The shared state of one plan's execution.
 pub(crate) struct Run {
     pub id: PlanId,
+    /// This process took the plan over `Running` from a process that stopped (recovery at
+    /// start-up, a worker's claim of an expired lease): the run records a resumption first.
+    pub resumed: bool,
     pub plan: Mutex<Plan>,
     pub store: Arc<dyn Store>,
     pub registry: Arc<Registry>,
@@ -201,12 +207,14 @@ impl Run {
         registry: Arc<Registry>,
         options: EngineOptions,
         events: Option<broadcast::Sender<Event>>,
+        resumed: bool,
     ) -> Arc<Run> {
         // Subscribers that came before the run (watching a plan not started yet) keep theirs.
         let events = events.unwrap_or_else(|| broadcast::channel(EVENT_BUFFER).0);
         let paused = plan.paused;
         Arc::new(Run {
             id: plan.id,
+            resumed,
             plan: Mutex::new(plan),
             store,
             registry,

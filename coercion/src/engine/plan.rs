@@ -141,6 +141,11 @@ async fn drive(run: &Arc<Run>) -> Result<Option<Option<Reason>>, RunError> {
         let mut changes = vec![run.status_change(Loc::Plan, Status::Running)];
         changes.push(Change::Heartbeat(now()));
         run.commit(changes).await?;
+    } else if run.resumed {
+        let resumption = crate::workflow::Resumption::now();
+        tracing::info!(plan = %run.id, by = %resumption.by, "plan resumed");
+        run.commit(vec![Change::Resumed(resumption), Change::Heartbeat(now())])
+            .await?;
     }
     run.started.send_replace(true);
 

@@ -356,6 +356,10 @@ pub async fn unknown_plan(store: &dyn Store) {
         Change::Reason(Reason::Block),
         Change::Heartbeat(at(1, 1)),
         Change::Paused(true),
+        Change::Resumed(crate::workflow::Resumption {
+            at: at(1, 1),
+            by: "pid 1 on a host".to_owned(),
+        }),
         Change::State {
             loc: Loc::Plan,
             id: id.0,
@@ -601,7 +605,7 @@ pub async fn random_changes(store: &dyn Store, seed: u64, batches: usize) {
         let mut scratch = model.clone();
         let mut batch = Vec::new();
         for _ in 0..rng.usize(1..6) {
-            let change = match rng.u8(0..10) {
+            let change = match rng.u8(0..11) {
                 0..=2 => {
                     let (loc, id) = objects[rng.usize(..objects.len())];
                     Change::State {
@@ -647,6 +651,11 @@ pub async fn random_changes(store: &dyn Store, seed: u64, batches: usize) {
                 }
                 7 => Change::Reason(reasons[rng.usize(..reasons.len())]),
                 8 => Change::Heartbeat(time(&mut rng)),
+                9 => Change::Resumed(crate::workflow::Resumption {
+                    at: time(&mut rng),
+                    // Names as odd as a host's may be, quotes and all.
+                    by: format!("pid {} on h\"ost-{}", rng.u32(..), rng.u8(..)),
+                }),
                 _ => Change::Paused(rng.bool()),
             };
             let _ = change.apply_to(&mut scratch);

@@ -76,7 +76,7 @@ fn check_batch(plan: &Plan, changes: &[Change]) -> Result<(), StoreError> {
                 plan.action(*loc).ok_or_else(|| bad_loc(plan.id, loc))?;
                 attempts.insert(*loc, 0);
             }
-            Change::Reason(_) | Change::Heartbeat(_) | Change::Paused(_) => {}
+            Change::Reason(_) | Change::Heartbeat(_) | Change::Paused(_) | Change::Resumed(_) => {}
         }
     }
     Ok(())

@@ -83,6 +83,8 @@ pub enum Change {
     Heartbeat(Timestamp),
     /// An operator paused (`true`) or resumed (`false`) the plan.
     Paused(bool),
+    /// A process resumed the plan after the process running it stopped.
+    Resumed(crate::workflow::Resumption),
 }
 
 impl Change {
@@ -121,6 +123,7 @@ impl Change {
             Change::Reason(r) => plan.reason = *r,
             Change::Heartbeat(t) => plan.heartbeat = Some(*t),
             Change::Paused(p) => plan.paused = *p,
+            Change::Resumed(r) => plan.resumptions.push(r.clone()),
         }
         Ok(())
     }
@@ -495,6 +498,7 @@ pub(crate) fn definition_json(plan: &Plan) -> Result<String, StoreError> {
     let pristine = plan.reason == Reason::None
         && plan.heartbeat.is_none()
         && !plan.paused
+        && plan.resumptions.is_empty()
         && plan.walk().all(|(loc, object)| {
             object.state() == State::default()
                 && plan.action(loc).is_none_or(|a| a.attempts.is_empty())
@@ -526,5 +530,6 @@ pub(crate) fn definition_of(plan: &Plan) -> Plan {
     def.reason = Reason::None;
     def.heartbeat = None;
     def.paused = false;
+    def.resumptions.clear();
     def
 }

@@ -85,6 +85,7 @@ impl Plan {
             heartbeat: None,
             paused: false,
             retry_of: None,
+            resumptions: Vec::new(),
             ..self.clone()
         }
     }

@@ -946,6 +946,44 @@ pub struct Plan {
     /// The plan this one retries, when it was made by [`Workstream::retry`](crate::Workstream::retry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) retry_of: Option<RetryOf>,
+    /// Every time a process resumed the plan after the one running it stopped, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) resumptions: Vec<Resumption>,
+}
+
+/// A process resumed a `Running` plan that the process running it had left (a crash, a kill, a
+/// lost lease): when, and which process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Resumption {
+    /// When the resuming process took the plan over.
+    pub at: Timestamp,
+    /// The resuming process: `pid 4242 on build-7`.
+    pub by: String,
+}
+
+impl Resumption {
+    /// A resumption by this process, now.
+    pub(crate) fn now() -> Resumption {
+        Resumption {
+            at: chrono::Utc::now(),
+            by: this_process(),
+        }
+    }
+}
+
+/// `pid 4242 on build-7`: this process, as a resumption names it.
+fn this_process() -> String {
+    let mut name = [0u8; 256];
+    // SAFETY: the buffer is valid for `name.len()` bytes; gethostname writes at most that many.
+    let rc = unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) };
+    let host = if rc == 0 {
+        let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        String::from_utf8_lossy(&name[..len]).into_owned()
+    } else {
+        "an unknown host".to_owned()
+    };
+    format!("pid {} on {host}", std::process::id())
 }
 
 /// What a plan made by [`Workstream::retry`](crate::Workstream::retry) retries: the plan whose
@@ -988,6 +1026,11 @@ impl Plan {
     /// made it.
     pub fn retry_of(&self) -> Option<&RetryOf> {
         self.retry_of.as_ref()
+    }
+    /// Every time a process resumed the plan after the process running it stopped (a crash, a
+    /// kill, a lost lease), oldest first; empty for a plan that ran in one go.
+    pub fn resumptions(&self) -> &[Resumption] {
+        &self.resumptions
     }
     /// The plan's checks.
     pub fn checks(&self) -> &CheckSet {
@@ -1067,6 +1110,7 @@ impl Plan {
             heartbeat: None,
             paused: false,
             retry_of: None,
+            resumptions: Vec::new(),
         }
     }
 }

@@ -248,6 +248,8 @@ pub(super) enum Op {
     Heartbeat(i64),
     /// Whether the plan is paused.
     Paused(bool),
+    /// A resumption to append, as JSON.
+    Resumed(String),
 }
 
 impl Op {
@@ -289,6 +291,9 @@ impl Op {
             Change::Reason(r) => Op::Reason(r.to_string()),
             Change::Heartbeat(t) => Op::Heartbeat(ns(*t)?),
             Change::Paused(p) => Op::Paused(*p),
+            Change::Resumed(r) => Op::Resumed(serde_json::to_string(r).map_err(|e| {
+                StoreError::permanent("a resumption does not serialize").caused_by(e)
+            })?),
         })
     }
 }

@@ -38,8 +38,8 @@ pub(super) async fn read_plan(
     let key = id.0;
     let head = tx
         .prepare_cached(
-            "SELECT p.status, p.start_ns, p.end_ns, p.reason, p.heartbeat_ns, p.paused, d.definition \
-             FROM plans p JOIN plan_definitions d ON d.plan_id = p.id WHERE p.id = $1",
+            "SELECT p.status, p.start_ns, p.end_ns, p.reason, p.heartbeat_ns, p.paused, d.definition, \
+             p.resumptions FROM plans p JOIN plan_definitions d ON d.plan_id = p.id WHERE p.id = $1",
         )
         .await
         .map_err(err)?;
@@ -86,6 +86,8 @@ pub(super) async fn read_plan(
     plan.reason = parse_reason(row.get(3)).map_err(|e| corrupt(store, id, e))?;
     plan.heartbeat = row.get::<_, Option<i64>>(4).map(from_ns);
     plan.paused = row.get(5);
+    plan.resumptions = serde_json::from_str(row.get(7))
+        .map_err(|e| corrupt(store, id, format_args!("its resumptions: {e}")))?;
 
     let locs: HashMap<Uuid, Loc> = plan.walk().map(|(loc, o)| (o.id(), loc)).collect();
     let locate = |object: Uuid| -> Result<Loc, StoreError> {

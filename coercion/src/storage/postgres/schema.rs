@@ -21,10 +21,21 @@ pub(super) struct Migration {
 }
 
 /// Every migration, oldest first. The last one's version is the schema this build writes.
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: V1,
-}];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: V1,
+    },
+    Migration {
+        version: 2,
+        sql: V2,
+    },
+];
+
+/// Version 2: `plans.resumptions`, the JSON array of the plan's resumptions
+/// ([`Resumption`](crate::workflow::Resumption): `at`, `by`), oldest first; `[]` for the plans
+/// of an older schema (none recorded them).
+const V2: &str = "ALTER TABLE plans ADD COLUMN resumptions TEXT NOT NULL DEFAULT '[]';";
 
 /// The schema version this build reads and writes.
 pub(super) fn latest() -> i64 {

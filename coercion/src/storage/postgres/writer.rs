@@ -109,6 +109,8 @@ const UPDATE_PLAN: &str = "UPDATE plans SET \
        reason = coalesce($6, reason), \
        heartbeat_ns = coalesce($7, heartbeat_ns), \
        paused = coalesce($8, paused), \
+       resumptions = CASE WHEN $13::text IS NULL THEN resumptions \
+         ELSE (resumptions::jsonb || $13::text::jsonb)::text END, \
        lease_expires = CASE WHEN $9 AND lease_owner = $11 AND lease_epoch = $12 \
          THEN now() + make_interval(secs => $10) ELSE lease_expires END \
      WHERE id = $1";
@@ -497,8 +499,20 @@ impl Shard {
                     values.paused = Some(*p);
                     touches_plan = true;
                 }
+                Op::Resumed(json) => {
+                    // A JSON array of this write's resumptions, appended in one go.
+                    let list = values.resumptions.get_or_insert_with(|| "[".to_owned());
+                    if list.len() > 1 {
+                        list.push(',');
+                    }
+                    list.push_str(json);
+                    touches_plan = true;
+                }
                 _ => {}
             }
+        }
+        if let Some(list) = &mut values.resumptions {
+            list.push(']');
         }
         if let Fence::Lease { owner, epoch } = fence {
             values.owner = Some(owner);
@@ -583,6 +597,7 @@ impl Shard {
                     &values.lease_secs,
                     &values.owner,
                     &values.epoch,
+                    &values.resumptions,
                 ],
             ),
         );
@@ -694,4 +709,5 @@ struct UpdateValues {
     lease_secs: f64,
     owner: Option<Uuid>,
     epoch: i64,
+    resumptions: Option<String>,
 }

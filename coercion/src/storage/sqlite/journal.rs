@@ -97,7 +97,11 @@ pub(super) fn encode(ops: &[Op]) -> Vec<u8> {
                 out.push(RESET);
                 out.extend_from_slice(id.as_bytes());
             }
-            Op::PlanState { .. } | Op::Reason(_) | Op::Heartbeat(_) | Op::Paused(_) => {}
+            Op::PlanState { .. }
+            | Op::Reason(_)
+            | Op::Heartbeat(_)
+            | Op::Paused(_)
+            | Op::Resumed(_) => {}
         }
     }
     out

@@ -130,11 +130,12 @@ pub(super) fn read_plan(
         Option<i64>,
         bool,
         String,
+        String,
     );
     let row: Option<PlanRow> = tx
         .prepare_cached(
             "SELECT p.pk, p.status, p.start_ns, p.end_ns, p.reason, p.heartbeat_ns, p.paused, \
-             d.definition FROM plans p JOIN plan_definitions d ON d.plan_pk = p.pk WHERE p.id = ?1",
+             d.definition, p.resumptions FROM plans p JOIN plan_definitions d ON d.plan_pk = p.pk WHERE p.id = ?1",
         )
         .and_then(|mut s| {
             s.query_row([&key], |r| {
@@ -147,12 +148,14 @@ pub(super) fn read_plan(
                     r.get(5)?,
                     r.get(6)?,
                     r.get(7)?,
+                    r.get(8)?,
                 ))
             })
             .optional()
         })
         .map_err(err)?;
-    let Some((pk, status, start, end, reason, heartbeat, paused, definition)) = row else {
+    let Some((pk, status, start, end, reason, heartbeat, paused, definition, resumptions)) = row
+    else {
         return Err(StoreError::NotFound(id));
     };
     let mut plan = Plan::from_json(&definition).map_err(|e| corrupt(store, id, e))?;
@@ -171,6 +174,8 @@ pub(super) fn read_plan(
     plan.reason = parse_reason(&reason).map_err(|e| corrupt(store, id, e))?;
     plan.heartbeat = heartbeat.map(from_ns);
     plan.paused = paused;
+    plan.resumptions = serde_json::from_str(&resumptions)
+        .map_err(|e| corrupt(store, id, format_args!("its resumptions: {e}")))?;
 
     // `ord` follows from the definition (see `execution_order`): where each row belongs.
     let mut by_ord: Vec<Option<(Loc, Uuid)>> = vec![None; plan.walk().len()];

@@ -32,6 +32,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         version: 2,
         sql: V2,
     },
+    Migration {
+        version: 3,
+        sql: V3,
+    },
 ];
 
 /// The schema version this build reads and writes.
@@ -165,6 +169,13 @@ CREATE TABLE journal (
     drops   INTEGER NOT NULL CHECK (drops = 0 OR drops = 1),
     PRIMARY KEY (plan_pk, seq)
 ) WITHOUT ROWID;
+";
+
+/// Version 3: `plans.resumptions`, the JSON array of the plan's resumptions
+/// ([`Resumption`](crate::workflow::Resumption): `at`, `by`), oldest first; `[]` for every plan
+/// of an older file (none recorded them).
+const V3: &str = "
+ALTER TABLE plans ADD COLUMN resumptions TEXT NOT NULL DEFAULT '[]';
 ";
 
 /// What a file holds, judged without changing it.
