@@ -145,7 +145,8 @@ impl Registry {
     /// program (not `#[plugin(manual)]` ones).
     ///
     /// A plugin crate that is only listed in `Cargo.toml` but never named in code is not linked,
-    /// so its plugins are missing here: name it once with `use my_plugins as _;`.
+    /// so its plugins are missing here: name it once with `use my_plugins as _;`. Naming one of
+    /// its plugin types (in a `plan!` or the builder) links it too.
     pub fn from_inventory() -> Result<Registry, RegistryError> {
         let mut reg = Registry::new();
         for r in inventory::iter::<crate::__private::PluginRegistration> {
