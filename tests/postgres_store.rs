@@ -376,3 +376,123 @@ async fn migrations_are_safe_and_foreign_schemas_refused() {
         Err(StoreError::Permanent { .. })
     ));
 }
+
+/// The TLS fixtures of `scripts/with-postgres.sh`: the URL of a role that may connect only over
+/// TLS (host name `db.test`, address 127.0.0.1), the CA that signed the server's certificate
+/// (issued for `db.test` only) and an unrelated CA.
+fn tls_fixtures(test: &str) -> Option<(String, String, String)> {
+    pg_url(test)?;
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: run the PostgreSQL tests through scripts/with-postgres.sh")
+        })
+    };
+    Some((
+        var("COERCION_PG_TLS_URL"),
+        var("COERCION_PG_CA"),
+        var("COERCION_PG_OTHER_CA"),
+    ))
+}
+
+async fn connect_error(url: &str, schema: &str) -> String {
+    match PostgresStore::connect_with(url, PostgresOptions::default().schema(schema)).await {
+        Ok(_) => panic!("{url} must be refused"),
+        Err(e) => {
+            assert!(
+                matches!(e, StoreError::Permanent { .. }),
+                "a refused connection is a setting to fix, not worth retrying: {e:?}"
+            );
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            text
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_verify_full_checks_the_ca_and_the_name_and_the_weaker_modes_do_what_libpq_does() {
+    let Some((tls_url, ca, other_ca)) = tls_fixtures("tls") else {
+        return;
+    };
+    let schema = schema("tls");
+    // The role cannot connect in clear: the server refuses it.
+    let clear = format!("{tls_url}&sslmode=disable");
+    let err = connect_error(&clear, &schema).await;
+    assert!(err.contains("no encryption"), "{err}");
+
+    // verify-full: the CA and the name (db.test, reached at hostaddr 127.0.0.1) are checked;
+    // the store works over it.
+    let full = format!("{tls_url}&sslmode=verify-full&sslrootcert={ca}");
+    let over_tls = store(&full, &schema, Duration::from_secs(30)).await;
+    let plan = sample_plan("over TLS");
+    over_tls.create(&plan).await.unwrap();
+    assert_eq!(over_tls.read(plan.id()).await.unwrap().id(), plan.id());
+    drop(over_tls);
+
+    // The same in the key=value form, the CA's path quoted.
+    let port = tls_url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .unwrap();
+    let keywords = format!(
+        "host=db.test hostaddr=127.0.0.1 port={port} user=coercion_tls dbname=coercion_test \
+         sslmode=verify-full sslrootcert='{ca}'"
+    );
+    store(&keywords, &schema, Duration::from_secs(30)).await;
+
+    // A certificate from another CA is refused, naming why.
+    let err = connect_error(
+        &format!("{tls_url}&sslmode=verify-full&sslrootcert={other_ca}"),
+        &schema,
+    )
+    .await;
+    assert!(err.contains("UnknownIssuer"), "{err}");
+
+    // Reached by an address the certificate was not issued for: verify-full refuses it,
+    // verify-ca (the CA only) accepts it.
+    let by_address = tls_url
+        .replace("@db.test:", "@127.0.0.1:")
+        .replace("?hostaddr=127.0.0.1", "?application_name=tls");
+    let err = connect_error(
+        &format!("{by_address}&sslmode=verify-full&sslrootcert={ca}"),
+        &schema,
+    )
+    .await;
+    assert!(
+        err.contains("certificate not valid for name \"127.0.0.1\""),
+        "{err}"
+    );
+    store(
+        &format!("{by_address}&sslmode=verify-ca&sslrootcert={ca}"),
+        &schema,
+        Duration::from_secs(30),
+    )
+    .await;
+    // verify-ca still checks the CA.
+    let err = connect_error(
+        &format!("{by_address}&sslmode=verify-ca&sslrootcert={other_ca}"),
+        &schema,
+    )
+    .await;
+    assert!(err.contains("UnknownIssuer"), "{err}");
+
+    // require (and the default, prefer) encrypt without checking the certificate, as libpq.
+    store(
+        &format!("{by_address}&sslmode=require"),
+        &schema,
+        Duration::from_secs(30),
+    )
+    .await;
+    store(&by_address, &schema, Duration::from_secs(30)).await;
+    // require with a CA checks it, as libpq.
+    let err = connect_error(
+        &format!("{by_address}&sslmode=require&sslrootcert={other_ca}"),
+        &schema,
+    )
+    .await;
+    assert!(err.contains("UnknownIssuer"), "{err}");
+}

@@ -1057,7 +1057,7 @@ async fn with_allow_control_the_web_ui_stops_a_plan_of_another_process() {
     let again = again.text().await.unwrap();
     assert!(
         again.contains("is not running in the process that runs plans from this store")
-            || again.contains("no process accepts stop/pause/resume requests"),
+            || again.contains("no process accepts stop/pause/resume/retry requests"),
         "{again}"
     );
     drop(runner);

@@ -26,6 +26,7 @@
 mod codec;
 mod reader;
 mod schema;
+mod tls;
 mod writer;
 
 use std::collections::HashMap;
@@ -138,6 +139,13 @@ impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/database`, or a
     /// `key=value` connection string) with default options, and creates or migrates the schema.
     ///
+    /// TLS follows libpq's `sslmode` and `sslrootcert` in the URL: `prefer` (the default)
+    /// encrypts when the server offers TLS, `require` always does, `verify-ca` also checks that
+    /// the server's certificate comes from a CA of `sslrootcert` (a PEM file, or `system`),
+    /// `verify-full` also that it was issued for the host name (with `hostaddr=` to connect to
+    /// an address while checking the name), and `disable` never encrypts. Without
+    /// `sslrootcert`, the verifying modes read `~/.postgresql/root.crt`.
+    ///
     /// Must be called inside a tokio runtime, which then runs the store's connections.
     /// Fails with [`StoreError::Transient`] if the server cannot be reached, and with
     /// [`StoreError::Permanent`] for a bad URL, a schema of another application, or one written
@@ -151,7 +159,8 @@ impl PostgresStore {
         url: &str,
         options: PostgresOptions,
     ) -> Result<PostgresStore, StoreError> {
-        let mut config = tokio_postgres::Config::from_str(url)
+        let (url, tls) = tls::split(url)?;
+        let mut config = tokio_postgres::Config::from_str(&url)
             .map_err(|e| StoreError::permanent("postgres: bad connection URL").caused_by(e))?;
         let schema = &options.schema;
         let valid = !schema.is_empty()
@@ -172,7 +181,7 @@ impl PostgresStore {
             .connect_timeout(options.connect_timeout);
         let manager = deadpool_postgres::Manager::from_config(
             config,
-            tokio_postgres::NoTls,
+            tls::connector(&tls)?,
             deadpool_postgres::ManagerConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
             },

@@ -322,9 +322,14 @@ pub(super) fn pg_error(store: &str, doing: &str, e: tokio_postgres::Error) -> St
 /// Whether retrying may help.
 pub(super) fn is_transient(e: &tokio_postgres::Error) -> bool {
     match e.code() {
-        // A closed connection or an I/O error; a conversion error is a bug, not transient.
+        // A closed connection or an I/O error; a conversion error is a bug, not transient; a
+        // TLS failure (a certificate refused, no common protocol) is a setting to fix.
         None => {
-            e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+            let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
+            let tls = io
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<rustls::Error>());
+            !tls && (e.is_closed() || io.is_some())
         }
         Some(code) => {
             let c = code.code();
