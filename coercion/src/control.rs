@@ -339,8 +339,15 @@ pub async fn send(db: &Path, req: &ControlRequest) -> Result<Outcome, ControlErr
 /// Accepts control requests for the plans `workstream` runs, on the store file `db`'s socket
 /// ([`socket_path`]), until the returned guard is dropped (which also removes the socket).
 ///
+/// The socket is served by a thread of its own, so a request is answered even while the
+/// runtime that runs plans is held up by a plugin that blocks its thread: the request is handed
+/// to that runtime, and when it has not been carried out within a moment while the
+/// [watchdog](crate::Workstream::blocked_actions) sees blocked actions, the answer is `busy`,
+/// naming them (the request still runs once the runtime is free).
+///
 /// Fails if another live process already listens there, or the socket cannot be created (the
-/// control directory is refused when another user could enter or replace it).
+/// control directory is refused when another user could enter or replace it). Must be called
+/// inside the tokio runtime that runs the workstream's plans.
 pub async fn listen(workstream: Workstream, db: impl AsRef<Path>) -> io::Result<ControlListener> {
     let dir = private_control_dir()?;
     let path = dir.join(socket_name(&canonical_store_path(db.as_ref())));
@@ -357,28 +364,68 @@ pub async fn listen(workstream: Workstream, db: impl AsRef<Path>) -> io::Result<
         // Left behind by a process that ended.
         std::fs::remove_file(&path)?;
     }
-    let listener = UnixListener::bind(&path)?;
+    let listener = std::os::unix::net::UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    let task = tokio::spawn(async move {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    // Out of file descriptors, say: try again a little later.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+    listener.set_nonblocking(true)?;
+    let plans = tokio::runtime::Handle::current();
+    let (shutdown, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("coercion-control".to_owned())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "the control socket's thread has no runtime; control requests are not served");
+                    return;
                 }
             };
-            let ws = workstream.clone();
-            tokio::spawn(async move {
-                let _ = serve_one(ws, stream).await;
+            runtime.block_on(async move {
+                let listener = match UnixListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the control socket cannot be served");
+                        return;
+                    }
+                };
+                loop {
+                    let stream = tokio::select! {
+                        _ = &mut stopped => return,
+                        accepted = listener.accept() => match accepted {
+                            Ok((stream, _)) => stream,
+                            Err(_) => {
+                                // Out of file descriptors, say: try again a little later.
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                continue;
+                            }
+                        },
+                    };
+                    let (ws, plans) = (workstream.clone(), plans.clone());
+                    tokio::spawn(async move {
+                        let _ = serve_one(ws, plans, stream).await;
+                    });
+                }
             });
-        }
-    });
-    Ok(ControlListener { path, task })
+        })?;
+    Ok(ControlListener {
+        path,
+        shutdown: Some(shutdown),
+        thread: Some(thread),
+    })
 }
 
-async fn serve_one(ws: Workstream, mut stream: UnixStream) -> io::Result<()> {
+/// How long a request may wait for the runtime that runs plans before a blocked one is
+/// reported as `busy`, and at most in all.
+const BUSY_AFTER: Duration = Duration::from_millis(250);
+const ANSWER_WITHIN: Duration = Duration::from_secs(25);
+
+async fn serve_one(
+    ws: Workstream,
+    plans: tokio::runtime::Handle,
+    mut stream: UnixStream,
+) -> io::Result<()> {
     let peer = match stream.peer_cred() {
         Ok(cred) => unix_user(cred.uid()),
         Err(e) => {
@@ -391,26 +438,53 @@ async fn serve_one(ws: Workstream, mut stream: UnixStream) -> io::Result<()> {
     // A request is a few dozen bytes: refuse to buffer more than a little.
     let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, 4096));
     reader.read_line(&mut line).await?;
-    let reply = match serde_json::from_str::<ControlRequest>(&line) {
+    let answer = match serde_json::from_str::<ControlRequest>(&line) {
+        Err(e) => Err(format!("bad control request: {e}")),
+        Ok(req) => {
+            // Carried out on the runtime that runs plans (a retry starts its plan there).
+            let op = req.op;
+            let ws2 = ws.clone();
+            let mut job = plans.spawn(async move { handle(&ws2, &req, &peer).await });
+            let started = tokio::time::Instant::now();
+            loop {
+                match tokio::time::timeout(BUSY_AFTER, &mut job).await {
+                    Ok(Ok(answer)) => break answer,
+                    Ok(Err(e)) => break Err(format!("the request failed: {e}")),
+                    Err(_) => {
+                        let blocked = ws.blocked_actions();
+                        if !blocked.is_empty() {
+                            let what: Vec<String> =
+                                blocked.iter().map(ToString::to_string).collect();
+                            break Err(format!(
+                                "busy: the runtime that runs plans is blocked ({}); the {op} \
+                                 request is queued and is carried out when it is free",
+                                what.join("; ")
+                            ));
+                        }
+                        if started.elapsed() >= ANSWER_WITHIN {
+                            break Err(format!(
+                                "the {op} request was not carried out within {}; it is still queued",
+                                crate::report::human_duration(ANSWER_WITHIN)
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let reply = match answer {
+        Ok(outcome) => Reply {
+            ok: true,
+            plan: match outcome {
+                Outcome::Retried(new) => Some(new),
+                Outcome::Done => None,
+            },
+            error: None,
+        },
         Err(e) => Reply {
             ok: false,
             plan: None,
-            error: Some(format!("bad control request: {e}")),
-        },
-        Ok(req) => match handle(&ws, &req, &peer).await {
-            Ok(outcome) => Reply {
-                ok: true,
-                plan: match outcome {
-                    Outcome::Retried(new) => Some(new),
-                    Outcome::Done => None,
-                },
-                error: None,
-            },
-            Err(e) => Reply {
-                ok: false,
-                plan: None,
-                error: Some(e),
-            },
+            error: Some(e),
         },
     };
     let mut out = serde_json::to_string(&reply).expect("replies serialize");
@@ -489,7 +563,8 @@ fn user_name(uid: u32) -> Option<String> {
 #[derive(Debug)]
 pub struct ControlListener {
     path: PathBuf,
-    task: tokio::task::JoinHandle<()>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ControlListener {
@@ -501,7 +576,14 @@ impl ControlListener {
 
 impl Drop for ControlListener {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        // The thread ends at once: its accept loop waits on the shutdown signal too. Requests
+        // in flight end with it.
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
         let _ = std::fs::remove_file(&self.path);
     }
 }
