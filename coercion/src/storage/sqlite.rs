@@ -59,6 +59,30 @@ impl Synchronous {
     }
 }
 
+/// `PRAGMA user_version` of a store file while a writer has it open; 0 once it closed cleanly.
+pub(super) const WRITER_OPEN: i64 = 1;
+
+/// Refuses a file that a writer left open (it did not close cleanly) whose write-ahead log is
+/// gone — deleted, or not copied with the file: its latest changes are lost, and using it as
+/// if nothing happened would resume plans from an older state, or start over empty.
+fn refuse_lost_wal(conn: &Connection, store: &str, path: &Path) -> Result<(), StoreError> {
+    let mark: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(|e| sql_error(store, "reading the file's header", e))?;
+    if mark != WRITER_OPEN {
+        return Ok(());
+    }
+    Err(StoreError::permanent(format!(
+        "{store}: the file was left open by a process that stopped without closing it, and its \
+         write-ahead log {} is missing, so the latest changes are lost (the log was deleted, or \
+         the file was copied without it). Put the -wal file back beside it; to copy a store, use \
+         `coercion backup`. To open the file as it is anyway, losing what the log held, clear \
+         the mark: sqlite3 {} 'PRAGMA user_version = 0'",
+        sidecar(path, "-wal").display(),
+        path.display()
+    )))
+}
+
 /// SQLite's `quick_check` (the file's structure, without comparing indexes to tables: a
 /// fraction of `integrity_check`'s time), refusing a damaged file with what it found.
 fn quick_check(conn: &Connection, store: &str) -> Result<(), StoreError> {
@@ -288,7 +312,9 @@ impl SqliteStore {
         let lock = WriterLock::acquire(&sidecar(&path, ".lock"), &path)?;
         // A clean close removes the WAL: one left behind means the last writer stopped without
         // closing (a crash, a kill, a power loss), and the file is checked before it is used.
-        let unclean = std::fs::metadata(sidecar(&path, "-wal")).is_ok_and(|m| m.len() > 0);
+        let wal = std::fs::metadata(sidecar(&path, "-wal"));
+        let unclean = wal.as_ref().is_ok_and(|m| m.len() > 0);
+        let wal_missing = wal.is_err();
         let mut conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -304,6 +330,11 @@ impl SqliteStore {
             quick_check(&conn, &store)?;
         }
         let identity = schema::identify(&conn, &store)?;
+        // Only a coercion store carries the mark (another application's file is refused by
+        // `migrate`, naming it).
+        if wal_missing && matches!(identity, schema::Identity::Coercion(_)) {
+            refuse_lost_wal(&conn, &store, &path)?;
+        }
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(setup)?;
@@ -329,6 +360,13 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(setup)?;
         schema::migrate(&mut conn, &store, identity)?;
+        // Mark the file as open by a writer, in the file itself (checkpointed at once): a file
+        // found so marked without a WAL lost its WAL (see `refuse_lost_wal`). A clean close
+        // clears the mark.
+        conn.pragma_update(None, "user_version", WRITER_OPEN)
+            .map_err(setup)?;
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(setup)?;
         #[cfg(test)]
         if let Some(pages) = options.max_page_count {
             conn.pragma_update(None, "max_page_count", pages)
@@ -497,12 +535,16 @@ impl SqliteStore {
         let store = self.inner.store.clone();
         blocking(&self.inner.store, move || {
             readers.with(|conn| {
-                conn.execute("VACUUM INTO ?1", [&dest_text])
-                    .map(|_| ())
-                    .map_err(|e| {
-                        let _ = std::fs::remove_file(&dest_text);
-                        codec::sql_error(&store, &format!("backup to {dest_text}"), e)
-                    })
+                // The copy is a closed store: without the writer's open mark (VACUUM INTO
+                // copies the header), or it would be taken for a file that lost its WAL.
+                let copy = || -> rusqlite::Result<()> {
+                    conn.execute("VACUUM INTO ?1", [&dest_text])?;
+                    Connection::open(&dest_text)?.pragma_update(None, "user_version", 0)
+                };
+                copy().map_err(|e| {
+                    let _ = std::fs::remove_file(&dest_text);
+                    codec::sql_error(&store, &format!("backup to {dest_text}"), e)
+                })
             })
         })
         .await

@@ -971,6 +971,11 @@ async fn a_backup_taken_while_writes_go_on_is_a_consistent_store() {
         err.contains("no/such/dir/b.db") && err.contains("cannot create"),
         "{err}"
     );
+    // The copy is a closed store: it opens to run plans, with everything in it.
+    drop(store);
+    drop(backup);
+    let restored = SqliteStore::open(&copy).unwrap();
+    assert_eq!(restored.list(&Default::default()).await.unwrap(), listed);
 }
 
 #[tokio::test]
@@ -1007,6 +1012,54 @@ async fn a_damaged_file_left_by_an_unclean_shutdown_is_refused_naming_the_proble
         std::fs::read(dir.db()).unwrap(),
         bytes,
         "nothing was written"
+    );
+}
+
+#[tokio::test]
+async fn a_file_left_open_whose_wal_is_gone_is_refused_not_opened_as_it_is() {
+    let dir = TempDir::new("lost-wal");
+    let copy = dir.0.join("copy.db");
+    let plans: Vec<_> = (0..5)
+        .map(|i| crate::storage::contract::sample_run(&format!("lost-{i}")))
+        .collect();
+    let store = SqliteStore::open(dir.db()).unwrap();
+    for plan in &plans {
+        store.create(plan).await.unwrap();
+    }
+    // The state a crash leaves when the WAL is then deleted, or a copy of the file alone
+    // while a writer has it open: the file without its log.
+    std::fs::copy(dir.db(), &copy).unwrap();
+    let bytes = std::fs::read(&copy).unwrap();
+    let err = SqliteStore::open(&copy).unwrap_err().to_string();
+    assert!(
+        err.contains("the file was left open by a process that stopped without closing it")
+            && err.contains("copy.db-wal is missing, so the latest changes are lost")
+            && err.contains("use `coercion backup`")
+            && err.contains("PRAGMA user_version = 0"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&copy).unwrap(), bytes, "nothing was written");
+    assert!(
+        !super::sidecar(&copy, "-wal").exists(),
+        "no WAL was made up"
+    );
+    // The CLI may still read what the copy holds.
+    SqliteStore::open_read_only(&copy).unwrap();
+    // Clearing the mark, as the message says, opens it as it is.
+    Connection::open(&copy)
+        .unwrap()
+        .pragma_update(None, "user_version", 0)
+        .unwrap();
+    drop(SqliteStore::open(&copy).unwrap());
+
+    // A store closed cleanly reopens without its (removed) WAL, and so does a file of an
+    // earlier build (never marked).
+    drop(store);
+    assert!(!super::sidecar(&dir.db(), "-wal").exists());
+    let reopened = SqliteStore::open(dir.db()).unwrap();
+    assert_eq!(
+        reopened.list(&Default::default()).await.unwrap().len(),
+        plans.len()
     );
 }
 

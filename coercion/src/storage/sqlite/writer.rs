@@ -425,6 +425,10 @@ impl Writer {
             drop(syncer.queue);
             let _ = syncer.thread.join();
         }
+        // A clean close: the connection's close checkpoints this into the file with the rest.
+        if let Err(e) = self.conn.pragma_update(None, "user_version", 0) {
+            tracing::warn!(store = %self.store, error = %e, "could not mark the store as closed cleanly");
+        }
     }
 
     /// How long until the next checkpoint is due, if anything was committed since the last.
