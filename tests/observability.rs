@@ -1,25 +1,14 @@
 //! What an attempt does is told through `tracing` events a subscriber sees: failures, retries
 //! with their delay, timeouts — each with the plan, the action and the attempt number.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use coercion::prelude::*;
 use coercion::testing::{FakeAction, FakeReq, Fakes, run_in_memory};
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+#[path = "support/captured.rs"]
+mod captured;
+use captured::Captured;
 
 #[test]
 fn attempt_failures_retries_and_timeouts_are_traced() {
@@ -60,7 +49,7 @@ fn attempt_failures_retries_and_timeouts_are_traced() {
         let done = rt.block_on(run_in_memory(fakes.registry(), plan)).unwrap();
         assert_eq!(done.status(), Status::Completed);
     }
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     let line = |needle: &str| {
         logs.lines()
             .find(|l| l.contains(needle))

@@ -174,6 +174,13 @@ async fn a_lost_lease_fences_every_later_write() {
         );
     }
     assert_eq!(a.fenced_writes(), fenced_before + 3);
+    // A fenced-off lease is no longer listed as A's.
+    assert!(
+        !a.leased_plans().contains(&plan.id()),
+        "A still lists the plan it lost: {:?}",
+        a.leased_plans()
+    );
+    assert_eq!(b.leased_plans(), vec![plan.id()]);
     assert_eq!(
         b.read(plan.id()).await.unwrap(),
         before,
@@ -202,7 +209,7 @@ async fn a_lost_lease_fences_every_later_write() {
 
 /// Idle workers claim runnable plans with `FOR UPDATE SKIP LOCKED`: concurrent claims never
 /// return the same plan; only requested or orphaned plans are claimed, oldest first, at most
-/// `limit` at a time.
+/// `limit` at a time, orphans before plans waiting for their first start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_claims_split_the_runnable_plans() {
     let Some(url) = pg_url("concurrent_claims_split_the_runnable_plans") else {
@@ -254,8 +261,8 @@ async fn concurrent_claims_split_the_runnable_plans() {
     let first = workers[0].claim_runnable(3).await.unwrap();
     assert_eq!(
         first,
-        runnable[..3].to_vec(),
-        "oldest first, at most the limit"
+        runnable[40..43].to_vec(),
+        "orphans (already started) first, oldest first, at most the limit"
     );
     let mut claimed = first.clone();
     loop {
@@ -495,4 +502,112 @@ async fn tls_verify_full_checks_the_ca_and_the_name_and_the_weaker_modes_do_what
     )
     .await;
     assert!(err.contains("UnknownIssuer"), "{err}");
+}
+
+/// Plans whose worker died (already started, their hosts half done) are taken over before plans
+/// that only wait for a first start, whatever their age: with every worker busy, an orphan
+/// should not wait behind a queue of new plans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_are_claimed_before_plans_waiting_to_start() {
+    let Some(url) = pg_url("orphans_are_claimed_before_plans_waiting_to_start") else {
+        return;
+    };
+    let schema = schema("orphans");
+    let client = store(&url, &schema, Duration::from_secs(30)).await;
+    let worker = store(&url, &schema, Duration::from_secs(30)).await;
+    // First in the queue (same submit time, smaller id): waits for its first start.
+    let waiting = sample_plan("waiting");
+    client.create(&waiting).await.unwrap();
+    client.request_start(waiting.id()).await.unwrap();
+    // Behind it: started by a process that died (Running, no live lease).
+    let orphan = sample_plan("orphan");
+    assert!(orphan.id() > waiting.id() && orphan.submit_time() == waiting.submit_time());
+    client.create(&orphan).await.unwrap();
+    client
+        .apply(orphan.id(), &running(&orphan, 61))
+        .await
+        .unwrap();
+
+    assert_eq!(worker.claim_runnable(1).await.unwrap(), vec![orphan.id()]);
+    assert_eq!(worker.claim_runnable(1).await.unwrap(), vec![waiting.id()]);
+}
+
+/// A heartbeat that does not come at least twice per lease is refused when the workstream is
+/// built: one late heartbeat would let another worker take a live plan over and run its actions
+/// again (seen with a 4 s heartbeat and a 1.5 s lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_slower_than_half_the_lease_is_refused() {
+    let Some(url) = pg_url("a_heartbeat_slower_than_half_the_lease_is_refused") else {
+        return;
+    };
+    let schema = schema("heartbeat");
+    let lease = Duration::from_millis(1500);
+    let build = |heartbeat| {
+        let url = url.clone();
+        let schema = schema.clone();
+        async move {
+            coercion::Workstream::builder()
+                .store(store(&url, &schema, lease).await)
+                .registry(coercion::Registry::new())
+                .heartbeat_interval(heartbeat)
+                .build()
+                .await
+        }
+    };
+    match build(Duration::from_secs(4)).await {
+        Err(coercion::Error::Config(message)) => assert!(
+            message.contains("heartbeat_interval is 4s but the store's lease is 1.5s")
+                && message.contains("at most 750ms"),
+            "{message}"
+        ),
+        other => panic!("a 4 s heartbeat on a 1.5 s lease must be refused: {other:?}"),
+    }
+    build(Duration::from_millis(750))
+        .await
+        .expect("two heartbeats per lease are enough");
+}
+
+#[path = "support/captured.rs"]
+mod captured;
+
+/// A worker that starts logs the plans it actually resumed, not every `Running` plan of the
+/// fleet: a plan whose lease a live worker holds is left to it, silently — also when its
+/// heartbeat looks older than `max_last_update` (a clock apart): the start-up does not fail
+/// on it, nor expire it.
+#[tokio::test]
+async fn start_up_recovery_logs_only_the_plans_it_resumed() {
+    let Some(url) = pg_url("start_up_recovery_logs_only_the_plans_it_resumed") else {
+        return;
+    };
+    let schema = schema("recover_log");
+    let live = store(&url, &schema, Duration::from_secs(30)).await;
+    let held = sample_plan("held by a live worker");
+    live.create(&held).await.unwrap();
+    live.acquire(held.id()).await.unwrap();
+    live.apply(held.id(), &running(&held, 1)).await.unwrap();
+
+    let captured = captured::Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing_subscriber::util::SubscriberInitExt::set_default(subscriber);
+    let fakes = coercion::testing::Fakes::new();
+    let ws = coercion::Workstream::builder()
+        .store(store(&url, &schema, Duration::from_secs(30)).await)
+        .registry(fakes.registry())
+        .heartbeat_interval(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    let log = captured.text();
+    assert!(!log.contains("resum"), "{log}");
+    assert!(!log.contains(&held.id().to_string()), "{log}");
+    assert_eq!(
+        live.read(held.id()).await.unwrap().status(),
+        Status::Running
+    );
+    drop(ws);
 }

@@ -114,25 +114,9 @@ impl Plugin for Probe {
 // Leak test
 // ---------------------------------------------------------------------------------------------
 
-/// A `Write` that appends to a shared buffer: the captured log.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
+#[path = "support/captured.rs"]
+mod captured;
+use captured::Captured;
 
 fn unique_marker() -> String {
     format!("marker-{}", Uuid::now_v7().simple())

@@ -319,6 +319,21 @@ impl WorkstreamBuilder {
                  `WorkstreamBuilder::store`, `shared_store` or `in_memory`"
             ))
         })?;
+        // A lease must outlive a late heartbeat, or another worker takes a live plan over and
+        // runs its actions a second time.
+        if let Some(lease) = store.lease()
+            && heartbeat.saturating_mul(2) > lease
+        {
+            return Err(Error::Config(format!(
+                "heartbeat_interval is {} but the store's lease is {}: the heartbeat renews the \
+                 lease, so it must come at least twice per lease (at most {}), or one late \
+                 heartbeat lets another worker take a live plan over and run its actions again; \
+                 shorten WorkstreamBuilder::heartbeat_interval or lengthen PostgresOptions::lease",
+                crate::report::human_duration(heartbeat),
+                crate::report::human_duration(lease),
+                crate::report::human_duration(lease / 2)
+            )));
+        }
         let ws = Workstream {
             inner: Arc::new(Inner {
                 store,
@@ -645,16 +660,28 @@ impl Workstream {
                 .and_then(|t| (crate::engine::now() - t).to_std().ok())
                 .unwrap_or_default();
             if age > max_last_update {
-                tracing::warn!(plan = %plan.id, ?age, "plan too stale to resume; failing it with ExceedRecovery");
                 let changes = crate::engine::expire_changes(&plan, age);
-                self.inner.store.apply(plan.id, &changes).await?;
+                match self.inner.store.apply(plan.id, &changes).await {
+                    Ok(()) => {
+                        tracing::warn!(plan = %plan.id, ?age, "plan too stale to resume; failed it with ExceedRecovery");
+                    }
+                    // A shared store: a live process holds the plan's lease (its heartbeat is
+                    // what looked old, a clock apart): the plan is its to run.
+                    Err(StoreError::Locked(_)) => continue,
+                    Err(e) => return Err(e.into()),
+                }
             } else {
-                tracing::info!(plan = %plan.id, "resuming plan after a restart");
                 let id = plan.id;
                 match self.launch(plan).await {
-                    Ok(()) => resumed.push(id),
+                    Ok(()) => {
+                        tracing::info!(plan = %id, "resumed a plan whose process had stopped");
+                        resumed.push(id);
+                    }
                     // A shared store: a live process holds the plan's lease and runs it.
-                    Err(Error::OwnedElsewhere(_)) => continue,
+                    Err(Error::OwnedElsewhere(_)) => {
+                        tracing::debug!(plan = %id, "not resuming a plan a live process holds");
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 }
             }

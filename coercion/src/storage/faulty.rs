@@ -236,6 +236,10 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.claim_runnable(limit)
     }
 
+    fn lease(&self) -> Option<std::time::Duration> {
+        self.inner.lease()
+    }
+
     fn request_start(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
         self.inner.request_start(id)
     }

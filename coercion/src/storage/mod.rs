@@ -442,6 +442,12 @@ pub trait Store: Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
 
+    /// For shared stores: how long a lease lasts without a heartbeat renewing it (another
+    /// process may take the plan over after it). `None` for single-process stores.
+    fn lease(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// For shared stores: up to `limit` plans this process should run now — plans whose owner's
     /// lease expired, and plans a client asked to start — each already acquired for this
     /// process. Single-process stores have none.

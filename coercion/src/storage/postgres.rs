@@ -20,8 +20,8 @@
 //!   lease on a plan may change it only while nobody holds a live lease.
 //! * **Claiming.** [`Store::claim_runnable`] takes, with `FOR UPDATE SKIP LOCKED`, up to
 //!   `limit` plans that are `Running` with an expired (or no) lease — their process died — or
-//!   that a client asked to start ([`Store::request_start`]), oldest submitted first, and grants
-//!   this instance their leases. The workstream's worker loop (`coercion::worker`) calls it.
+//!   that a client asked to start ([`Store::request_start`]) — orphans first, then oldest
+//!   submitted first — and grants this instance their leases. The workstream's worker loop (`coercion::worker`) calls it.
 
 mod codec;
 mod reader;
@@ -241,8 +241,8 @@ impl PostgresStore {
         self.inner.counters.commits.load(Ordering::Relaxed)
     }
 
-    /// The ids of the plans this instance holds a lease on (granted and not released; a lease
-    /// lost to another process stays listed until released).
+    /// The ids of the plans this instance holds a lease on: granted, not released, and not
+    /// found lost (a write fenced off because another process took the plan over drops it).
     pub fn leased_plans(&self) -> Vec<PlanId> {
         self.inner.leases.lock().keys().copied().collect()
     }
@@ -357,7 +357,7 @@ impl PostgresStore {
                    SELECT id FROM plans \
                    WHERE (status = 'Running' OR (status = 'NotStarted' AND start_requested)) \
                      AND (lease_owner IS NULL OR lease_expires IS NULL OR lease_expires < now()) \
-                   ORDER BY submit_time_ns NULLS LAST, id \
+                   ORDER BY status = 'Running' DESC, submit_time_ns NULLS LAST, id \
                    LIMIT $3 \
                    FOR UPDATE SKIP LOCKED) \
                  UPDATE plans p SET lease_owner = $1, lease_epoch = p.lease_epoch + 1, \
@@ -466,12 +466,25 @@ impl Store for PostgresStore {
         changes: &'a [Change],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let fence = self.fence(id);
-        self.enqueue(id, || {
+        let written = self.enqueue(id, || {
             Ok(Write::Apply {
                 id,
                 ops: changes.iter().map(Op::of).collect::<Result<_, _>>()?,
                 fence,
             })
+        });
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let result = written.await;
+            // Fenced off: the plan is another process's now; stop listing its lease here
+            // (unless it was leased again meanwhile, at a new epoch).
+            if let (Err(StoreError::Locked(_)), Fence::Lease { epoch, .. }) = (&result, fence) {
+                let mut leases = inner.leases.lock();
+                if leases.get(&id) == Some(&epoch) {
+                    leases.remove(&id);
+                }
+            }
+            result
         })
     }
 
@@ -506,6 +519,10 @@ impl Store for PostgresStore {
 
     fn release(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.release_lease(id))
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        Some(self.inner.lease)
     }
 
     fn claim_runnable(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PlanId>, StoreError>> {

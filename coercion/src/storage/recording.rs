@@ -190,6 +190,10 @@ impl<S: Store> Store for RecordingStore<S> {
         self.inner.release(id)
     }
 
+    fn lease(&self) -> Option<std::time::Duration> {
+        self.inner.lease()
+    }
+
     fn claim_runnable(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PlanId>, StoreError>> {
         self.inner.claim_runnable(limit)
     }
