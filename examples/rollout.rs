@@ -528,11 +528,17 @@ async fn run(o: Options) -> Result<(), String> {
     let done = ws.wait(id).await.map_err(|e| e.to_string())?;
     println!();
     if done.status() == Status::Completed {
-        // `Completed`, or `Completed with 2 failed` when hosts failed within the tolerance.
-        println!("plan {} {}", done.id(), done.status_label());
+        // `Completed`, or `Completed with 2 failed` when hosts failed within the tolerance,
+        // and `, resumed once` after a crash.
+        println!("{}", coercion::progress::outcome(&done));
     }
     if done.failure_counts().has_failures() || done.status() != Status::Completed {
         print!("{done}");
+        if done.status() != Status::Completed
+            && let Some(resumed) = done.resumed_label()
+        {
+            println!("(the plan was {resumed})");
+        }
     }
     println!(
         "look at it:  cargo run -p coercion --features cli --bin coercion -- --db {} show {}",
