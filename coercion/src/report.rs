@@ -166,12 +166,7 @@ impl Plan {
     /// after the one running it stopped ([`Plan::resumptions`]); `None` for a plan that ran in
     /// one go. The faces show it beside the status.
     pub fn resumed_label(&self) -> Option<String> {
-        match self.resumptions().len() {
-            0 => None,
-            1 => Some("resumed once".to_owned()),
-            2 => Some("resumed twice".to_owned()),
-            n => Some(format!("resumed {n} times")),
-        }
+        resumed_label(self.resumptions().len())
     }
 
     /// Every failed or stopped object (the plan itself excluded), in walk order, each with its
@@ -438,5 +433,15 @@ mod tests {
         let c = done.failure_counts();
         assert_eq!((c.failed_sequences, c.failed_actions), (0, 1));
         assert_eq!(done.status_label(), "Completed with 1 failed");
+    }
+}
+
+/// `resumed once`, `resumed twice`, `resumed 3 times`; `None` for 0.
+pub(crate) fn resumed_label(times: usize) -> Option<String> {
+    match times {
+        0 => None,
+        1 => Some("resumed once".to_owned()),
+        2 => Some("resumed twice".to_owned()),
+        n => Some(format!("resumed {n} times")),
     }
 }

@@ -712,14 +712,30 @@ async fn after_a_sigkill_the_interrupted_attempt_and_the_resumption_are_shown_by
     drop(ws);
 
     let (db2, sid) = (db.clone(), id.to_string());
-    let (json, text) = tokio::task::spawn_blocking(move || {
+    let (json, text, listed, listed_json) = tokio::task::spawn_blocking(move || {
         (
             ok(&db2, &["show", "--json", &sid]),
             ok(&db2, &["show", &sid, "--color", "never"]),
+            ok(&db2, &["list", "--color", "never"]),
+            ok(&db2, &["list", "--json"]),
         )
     })
     .await
     .unwrap();
+    // The list says so too.
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with(&id.to_string()))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(line.ends_with("[resumed once]"), "{line}");
+    let summaries: serde_json::Value = serde_json::from_str(&listed_json).unwrap();
+    let summary = summaries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id.to_string())
+        .unwrap();
+    assert_eq!(summary["resumptions"], 1);
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     let cut: Vec<&serde_json::Value> = json["objects"]
         .as_array()
@@ -760,6 +776,18 @@ async fn after_a_sigkill_the_interrupted_attempt_and_the_resumption_are_shown_by
     assert!(
         page.contains(r#"<dd id="resumptions">resumed once:"#) && page.contains(by),
         "the plan page says it was resumed, when and by whom"
+    );
+    let list_page = http()
+        .get(format!("{}/", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        list_page.contains(r#"<span class="badge paused resumed">resumed once</span>"#),
+        "the list page marks the resumed plan"
     );
     assert!(
         page.contains(r#"<li class="attempt interrupted">"#)

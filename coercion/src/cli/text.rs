@@ -76,11 +76,14 @@ pub(crate) fn list(
         let dur = format::state_duration(s.state, now)
             .map(format::duration)
             .unwrap_or_else(|| "-".into());
-        let reason = if s.reason == crate::workflow::Reason::None {
+        let mut reason = if s.reason == crate::workflow::Reason::None {
             String::new()
         } else {
             format!(" ({})", s.reason)
         };
+        if let Some(resumed) = s.resumed_label() {
+            reason.push_str(&format!(" [{resumed}]"));
+        }
         let text = label(s);
         let _ = writeln!(
             out,

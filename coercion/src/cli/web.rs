@@ -441,7 +441,8 @@ async fn list_page(State(app): State<App>, Query(q): Query<ListQuery>) -> Respon
                                         Some(label) => (views::label_badge(s.state.status, true, label)),
                                         None => (views::label_badge(s.state.status, false, s.state.status.as_str())),
                                     }
-                                    @if s.reason != crate::workflow::Reason::None { " " span.muted { (s.reason) } } }
+                                    @if s.reason != crate::workflow::Reason::None { " " span.muted { (s.reason) } }
+                                    @if let Some(resumed) = s.resumed_label() { " " span.badge.paused.resumed { (resumed) } } }
                                 td.name { a href={ "/plans/" (s.id) } { bdi { (s.name) } }
                                     @if !s.descr.is_empty() { div.muted { (s.descr) } } }
                                 td { (format::opt_time(s.submit_time)) }

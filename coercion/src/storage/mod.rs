@@ -370,6 +370,10 @@ pub struct PlanSummary {
     pub state: State,
     /// Why it failed.
     pub reason: Reason,
+    /// How many times a process resumed it after the one running it stopped
+    /// ([`Plan::resumptions`]).
+    #[serde(default)]
+    pub resumptions: u32,
 }
 
 impl PlanSummary {
@@ -383,7 +387,13 @@ impl PlanSummary {
             submit_time: plan.submit_time,
             state: plan.state,
             reason: plan.reason,
+            resumptions: u32::try_from(plan.resumptions.len()).unwrap_or(u32::MAX),
         }
+    }
+
+    /// `resumed twice`, as [`Plan::resumed_label`] says it; `None` for a plan never resumed.
+    pub fn resumed_label(&self) -> Option<String> {
+        crate::report::resumed_label(self.resumptions as usize)
     }
 }
 

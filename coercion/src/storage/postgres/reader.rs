@@ -145,7 +145,8 @@ pub(super) async fn list_plans(
 ) -> Result<Vec<PlanSummary>, StoreError> {
     let err = |e: tokio_postgres::Error| pg_error(store, "listing plans", e);
     let mut sql = String::from(
-        "SELECT id, group_id, name, descr, submit_time_ns, status, start_ns, end_ns, reason FROM plans WHERE TRUE",
+        "SELECT id, group_id, name, descr, submit_time_ns, status, start_ns, end_ns, reason, \
+         json_array_length(resumptions::json) FROM plans WHERE TRUE",
     );
     let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
     let mut arg = |sql: &mut String, fragment: &str, value: Box<dyn ToSql + Sync + Send>| {
@@ -211,6 +212,7 @@ pub(super) async fn list_plans(
                 end: r.get::<_, Option<i64>>(7).map(from_ns),
             },
             reason: parse_reason(reason).map_err(|e| corrupt(store, id, e))?,
+            resumptions: u32::try_from(r.get::<_, i32>(9)).unwrap_or(0),
         });
     }
     Ok(out)

@@ -313,7 +313,8 @@ pub(super) fn list_plans(
 ) -> Result<Vec<PlanSummary>, StoreError> {
     let err = |e| sql_error(store, "listing plans", e);
     let mut sql = String::from(
-        "SELECT id, group_id, name, descr, submit_time_ns, status, start_ns, end_ns, reason FROM plans WHERE 1 = 1",
+        "SELECT id, group_id, name, descr, submit_time_ns, status, start_ns, end_ns, reason, \
+         json_array_length(resumptions) FROM plans WHERE 1 = 1",
     );
     let mut args: Vec<Value> = Vec::new();
     if !filter.statuses.is_empty() {
@@ -400,6 +401,7 @@ pub(super) fn list_plans(
                 end: r.get::<_, Option<i64>>(7).map_err(err)?.map(from_ns),
             },
             reason: parse_reason(&reason).map_err(bad)?,
+            resumptions: r.get::<_, u32>(9).map_err(err)?,
         });
     }
     Ok(out)
