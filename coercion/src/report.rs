@@ -322,6 +322,16 @@ impl fmt::Display for Plan {
     }
 }
 
+/// `resumed once`, `resumed twice`, `resumed 3 times`; `None` for 0.
+pub(crate) fn resumed_label(times: usize) -> Option<String> {
+    match times {
+        0 => None,
+        1 => Some("resumed once".to_owned()),
+        2 => Some("resumed twice".to_owned()),
+        n => Some(format!("resumed {n} times")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,15 +443,5 @@ mod tests {
         let c = done.failure_counts();
         assert_eq!((c.failed_sequences, c.failed_actions), (0, 1));
         assert_eq!(done.status_label(), "Completed with 1 failed");
-    }
-}
-
-/// `resumed once`, `resumed twice`, `resumed 3 times`; `None` for 0.
-pub(crate) fn resumed_label(times: usize) -> Option<String> {
-    match times {
-        0 => None,
-        1 => Some("resumed once".to_owned()),
-        2 => Some("resumed twice".to_owned()),
-        n => Some(format!("resumed {n} times")),
     }
 }
