@@ -58,6 +58,9 @@ pub enum ControlOp {
     Resume,
     /// [`Workstream::retry`]: run the failed work of an ended plan again, as a new plan.
     Retry,
+    /// Ask what the process knows of the plan: whether it runs it, and which plugins it lacks
+    /// to run it ([`Workstream::plans_missing_plugins`]). Changes nothing.
+    Inspect,
 }
 
 impl ControlOp {
@@ -68,6 +71,7 @@ impl ControlOp {
             ControlOp::Pause => "pause",
             ControlOp::Resume => "resume",
             ControlOp::Retry => "retry",
+            ControlOp::Inspect => "inspect",
         }
     }
 }
@@ -110,23 +114,44 @@ impl ControlRequest {
 }
 
 /// What a request achieved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Outcome {
     /// Stop, pause or resume was carried out (a stop has begun: the plan ends later).
     Done,
     /// The retry runs as this new plan.
     Retried(PlanId),
+    /// What the process knows of the plan ([`ControlOp::Inspect`]).
+    Inspected {
+        /// The process runs the plan now.
+        running_here: bool,
+        /// The plugins the process lacks to run it (found at its start-up; the plan is left
+        /// as it is until a process that has them opens the store).
+        missing_plugins: Vec<String>,
+    },
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Default, Serialize, Deserialize)]
 struct Reply {
     #[serde(default)]
     ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     plan: Option<PlanId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    running_here: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    missing_plugins: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+}
+
+impl Reply {
+    fn ok() -> Reply {
+        Reply {
+            ok: true,
+            ..Reply::default()
+        }
+    }
 }
 
 /// Why a control request failed.
@@ -327,6 +352,10 @@ pub async fn send(db: &Path, req: &ControlRequest) -> Result<Outcome, ControlErr
                 io::ErrorKind::InvalidData,
                 "bad answer: a retry without the new plan's id",
             ))),
+            (ControlOp::Inspect, _) => Ok(Outcome::Inspected {
+                running_here: reply.running_here.unwrap_or(false),
+                missing_plugins: reply.missing_plugins,
+            }),
             _ => Ok(Outcome::Done),
         },
         (false, Some(e)) => Err(ControlError::Refused(e)),
@@ -473,18 +502,22 @@ async fn serve_one(
         }
     };
     let reply = match answer {
-        Ok(outcome) => Reply {
-            ok: true,
-            plan: match outcome {
-                Outcome::Retried(new) => Some(new),
-                Outcome::Done => None,
-            },
-            error: None,
+        Ok(Outcome::Done) => Reply::ok(),
+        Ok(Outcome::Retried(new)) => Reply {
+            plan: Some(new),
+            ..Reply::ok()
+        },
+        Ok(Outcome::Inspected {
+            running_here,
+            missing_plugins,
+        }) => Reply {
+            running_here: Some(running_here),
+            missing_plugins,
+            ..Reply::ok()
         },
         Err(e) => Reply {
-            ok: false,
-            plan: None,
             error: Some(e),
+            ..Reply::default()
         },
     };
     let mut out = serde_json::to_string(&reply).expect("replies serialize");
@@ -503,12 +536,25 @@ pub async fn handle(
         Some(via) => format!("{sender}, {}", via_text(via)),
         None => sender.to_owned(),
     };
-    tracing::info!(op = %req.op, plan = %req.plan, by = %by, "control request");
+    if req.op == ControlOp::Inspect {
+        tracing::debug!(plan = %req.plan, by = %by, "control request: inspect");
+    } else {
+        tracing::info!(op = %req.op, plan = %req.plan, by = %by, "control request");
+    }
     let result = match req.op {
         ControlOp::Stop => ws.stop(req.plan).await.map(|()| Outcome::Done),
         ControlOp::Pause => ws.pause(req.plan).await.map(|()| Outcome::Done),
         ControlOp::Resume => ws.resume(req.plan).await.map(|()| Outcome::Done),
         ControlOp::Retry => ws.retry(req.plan, by).await.map(Outcome::Retried),
+        ControlOp::Inspect => Ok(Outcome::Inspected {
+            running_here: ws.is_running_here(req.plan),
+            missing_plugins: ws
+                .plans_missing_plugins()
+                .into_iter()
+                .find(|(id, _)| *id == req.plan)
+                .map(|(_, names)| names)
+                .unwrap_or_default(),
+        }),
     };
     result.map_err(|e| match e {
         Error::NotRunning(id) => {

@@ -704,6 +704,11 @@ impl Workstream {
         plans
     }
 
+    /// Whether plan `id` runs in this workstream now.
+    pub fn is_running_here(&self, id: PlanId) -> bool {
+        self.running(id).is_some()
+    }
+
     /// The actions of plans running here whose plugin has been stuck in one poll longer than
     /// the [blocking threshold](WorkstreamBuilder::blocking_threshold): synchronous work on the
     /// async runtime (blocking I/O, a busy loop), which holds up timers, stops and heartbeats.

@@ -1484,3 +1484,67 @@ async fn slow_clients_are_bounded_in_number_and_in_time() {
     assert_eq!(resp.status(), 200);
     server.abort();
 }
+
+/// A plugin only the test process has: the listening child lacks it.
+#[coercion::plugin(name = "cli-test/only-here", manual)]
+#[derive(Default)]
+struct OnlyHere;
+
+impl coercion::Plugin for OnlyHere {
+    type Request = ();
+    type Response = ();
+    async fn execute(
+        &self,
+        _ctx: &coercion::plugin::Context,
+        _req: (),
+    ) -> Result<(), coercion::PluginError> {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        Ok(())
+    }
+}
+
+#[test]
+fn show_names_the_plugins_the_listening_process_lacks_to_run_a_plan() {
+    use coercion::prelude::*;
+    let f = fixture("missing");
+    // A process that has the plugin starts the plan and stops mid-action: the plan stays
+    // Running in the file.
+    let id = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let ws = Workstream::open(&f.db, Registry::new().with(OnlyHere).unwrap())
+            .await
+            .unwrap();
+        let plan =
+            Plan::builder("needs a plugin")
+                .block(Block::builder("b").sequence(
+                    Sequence::builder("s").action(ActionSpec::new::<OnlyHere>("wait", ())),
+                ))
+                .build();
+        ws.submit_and_start(plan).await.unwrap()
+    });
+    let id = id.to_string();
+    // Without a listening process, `show` has nothing more to say.
+    assert!(!ok(&f.db, &["show", &id]).contains("waiting:"));
+
+    // A process without the plugin opens the store: it leaves the plan as it is, and says why.
+    let runner = Runner::start(&f.db, 30, Duration::from_millis(500), "now");
+    let out = ok(&f.db, &["show", &id, "--color", "never"]);
+    assert!(
+        out.contains(
+            "waiting: the process that runs plans from this store lacks the plugins \
+             \"cli-test/only-here\" and leaves the plan as it is"
+        ),
+        "{out}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&f.db, &["show", "--json", &id])).unwrap();
+    assert_eq!(
+        json["missing_plugins"],
+        serde_json::json!(["cli-test/only-here"])
+    );
+    assert_eq!(json["status"], "Running");
+    // A plan the process runs has nothing missing.
+    let live: serde_json::Value =
+        serde_json::from_str(&ok(&f.db, &["show", "--json", &runner.plan.to_string()])).unwrap();
+    assert!(live.get("missing_plugins").is_none(), "{live:#}");
+    drop(runner);
+}

@@ -307,10 +307,25 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let retried_by = crate::storage::retried_by(db.store(), &plan)
                 .await
                 .map_err(|e| db::store_error(db.path(), e))?;
-            if json {
-                print(&format!("{}\n", text::tree_json(&plan, retried_by, now)))
+            // A Running plan: ask the process that listens on the store what keeps it (when
+            // one listens; without one there is nothing more to say).
+            let missing = if plan.status() == Status::Running {
+                match control::request(&cli.db, ControlOp::Inspect, plan.id()).await {
+                    Ok(control::Outcome::Inspected {
+                        missing_plugins, ..
+                    }) => missing_plugins,
+                    _ => Vec::new(),
+                }
             } else {
-                print(&text::tree(&plan, retried_by, now))
+                Vec::new()
+            };
+            if json {
+                print(&format!(
+                    "{}\n",
+                    text::tree_json(&plan, retried_by, &missing, now)
+                ))
+            } else {
+                print(&text::tree(&plan, retried_by, &missing, now))
             }
         }
         Command::Export { id, output } => {

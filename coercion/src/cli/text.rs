@@ -105,8 +105,14 @@ pub(crate) fn list(
 
 /// The whole tree of `plan`, one object per line, indented by depth, coloured by status, with
 /// durations, attempts and the last error of every failed action.
-/// `retried_by` is the plan that retries this one, if any.
-pub(crate) fn tree(plan: &Plan, retried_by: Option<PlanId>, now: Timestamp) -> String {
+/// `retried_by` is the plan that retries this one, if any; `missing` the plugins the process
+/// listening on the store lacks to run it.
+pub(crate) fn tree(
+    plan: &Plan,
+    retried_by: Option<PlanId>,
+    missing: &[String],
+    now: Timestamp,
+) -> String {
     let mut out = String::new();
     let c = Counts::of(plan);
     let _ = write!(
@@ -183,6 +189,22 @@ pub(crate) fn tree(plan: &Plan, retried_by: Option<PlanId>, now: Timestamp) -> S
             )
         );
     }
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.iter().map(|n| format!("{:?}", clean(n))).collect();
+        let _ = writeln!(
+            out,
+            "  {}",
+            paint(
+                status_style(Status::Failed),
+                &format!(
+                    "waiting: the process that runs plans from this store lacks the plugins {} \
+                     and leaves the plan as it is; link the crate that defines them (`use \
+                     my_plugins as _;`) or register them, then start that program again",
+                    names.join(", ")
+                )
+            )
+        );
+    }
     if let Some(newer) = retried_by {
         let _ = writeln!(
             out,
@@ -243,6 +265,9 @@ struct JsonPlan<'a> {
     retry_of: Option<&'a crate::workflow::RetryOf>,
     /// The plan that retries this one.
     retried_by: Option<PlanId>,
+    /// The plugins the process listening on the store lacks to run this Running plan.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    missing_plugins: &'a [String],
     /// Every time a process resumed the plan after the one running it stopped.
     resumptions: &'a [crate::workflow::Resumption],
     objects: Vec<JsonNode>,
@@ -269,7 +294,12 @@ struct JsonNode {
 
 /// `show --json`: the plan's summary and every object with its path, status, times, attempts
 /// and last error, as one JSON document.
-pub(crate) fn tree_json(plan: &Plan, retried_by: Option<PlanId>, now: Timestamp) -> String {
+pub(crate) fn tree_json(
+    plan: &Plan,
+    retried_by: Option<PlanId>,
+    missing_plugins: &[String],
+    now: Timestamp,
+) -> String {
     let nodes: Vec<JsonNode> = plan
         .walk()
         .map(|(loc, obj)| {
@@ -308,6 +338,7 @@ pub(crate) fn tree_json(plan: &Plan, retried_by: Option<PlanId>, now: Timestamp)
         submit_time: plan.submit_time(),
         retry_of: plan.retry_of(),
         retried_by,
+        missing_plugins,
         resumptions: plan.resumptions(),
         objects: nodes,
     };
