@@ -611,3 +611,35 @@ async fn start_up_recovery_logs_only_the_plans_it_resumed() {
     );
     drop(ws);
 }
+
+/// A worker claims only plans whose plugins its registry has: a plan it could not run stays
+/// for a worker that can (before, it was claimed and released again on every poll).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_claims_only_plans_it_can_run() {
+    let Some(url) = pg_url("a_worker_claims_only_plans_it_can_run") else {
+        return;
+    };
+    let schema = schema("plugins");
+    let client = store(&url, &schema, Duration::from_secs(30)).await;
+    let worker = store(&url, &schema, Duration::from_secs(30)).await;
+    // sample_plan calls the test kit's action and check plugins.
+    let plan = sample_plan("needs both fakes");
+    client.create(&plan).await.unwrap();
+    client.request_start(plan.id()).await.unwrap();
+
+    let action_only = vec!["coercion.testing/action".to_owned()];
+    assert_eq!(
+        worker.claim_runnable_for(10, &action_only).await.unwrap(),
+        Vec::<PlanId>::new(),
+        "a worker without the check plugin claims it"
+    );
+    let both = vec![
+        "coercion.testing/action".to_owned(),
+        "coercion.testing/check".to_owned(),
+        "something/else".to_owned(),
+    ];
+    assert_eq!(
+        worker.claim_runnable_for(10, &both).await.unwrap(),
+        vec![plan.id()]
+    );
+}

@@ -107,10 +107,16 @@ impl Workstream {
 
 async fn worker_loop(ws: Workstream, options: WorkerOptions, cancel: CancellationToken) {
     let slots = Arc::new(Semaphore::new(options.max_running));
+    // Only plans this worker can run are claimed.
+    let plugins: Vec<String> = ws
+        .registry()
+        .iter()
+        .map(|(name, _)| name.to_owned())
+        .collect();
     loop {
         let free = slots.available_permits().min(options.claim_batch);
         if free > 0 {
-            match ws.store().claim_runnable(free).await {
+            match ws.store().claim_runnable_for(free, &plugins).await {
                 Ok(ids) => {
                     for id in ids {
                         let Ok(permit) = slots.clone().try_acquire_owned() else {

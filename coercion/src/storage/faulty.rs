@@ -236,6 +236,14 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.claim_runnable(limit)
     }
 
+    fn claim_runnable_for<'a>(
+        &'a self,
+        limit: usize,
+        plugins: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<PlanId>, StoreError>> {
+        self.inner.claim_runnable_for(limit, plugins)
+    }
+
     fn lease(&self) -> Option<std::time::Duration> {
         self.inner.lease()
     }

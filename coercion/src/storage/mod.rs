@@ -465,6 +465,18 @@ pub trait Store: Send + Sync + 'static {
         Box::pin(async { Ok(Vec::new()) })
     }
 
+    /// [`claim_runnable`](Self::claim_runnable), taking only plans that call no plugin outside
+    /// `plugins` (the names of the claiming workstream's registry), so a worker never claims a
+    /// plan it cannot run. Stores that do not know a plan's plugins claim as `claim_runnable`.
+    fn claim_runnable_for<'a>(
+        &'a self,
+        limit: usize,
+        plugins: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<PlanId>, StoreError>> {
+        let _ = plugins;
+        self.claim_runnable(limit)
+    }
+
     /// For shared stores: marks a submitted plan to be started by whichever worker claims it
     /// (a client that executes nothing). Single-process stores do not support it.
     fn request_start(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -344,7 +344,13 @@ impl PostgresStore {
         Ok(())
     }
 
-    async fn claim(&self, limit: usize) -> Result<Vec<PlanId>, StoreError> {
+    /// Claims up to `limit` runnable plans; with `plugins`, only plans that call no other
+    /// plugin (plans of an older schema, whose plugins are not recorded, are claimed anyway).
+    async fn claim(
+        &self,
+        limit: usize,
+        plugins: Option<&[String]>,
+    ) -> Result<Vec<PlanId>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -357,6 +363,7 @@ impl PostgresStore {
                    SELECT id FROM plans \
                    WHERE (status = 'Running' OR (status = 'NotStarted' AND start_requested)) \
                      AND (lease_owner IS NULL OR lease_expires IS NULL OR lease_expires < now()) \
+                     AND ($4::text[] IS NULL OR plugins IS NULL OR plugins <@ $4::text[]) \
                    ORDER BY status = 'Running' DESC, submit_time_ns NULLS LAST, id \
                    LIMIT $3 \
                    FOR UPDATE SKIP LOCKED) \
@@ -369,7 +376,10 @@ impl PostgresStore {
             .map_err(err)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = conn
-            .query(&stmt, &[&self.inner.owner, &self.lease_secs(), &limit])
+            .query(
+                &stmt,
+                &[&self.inner.owner, &self.lease_secs(), &limit, &plugins],
+            )
             .await
             .map_err(err)?;
         let mut leases = self.inner.leases.lock();
@@ -526,7 +536,15 @@ impl Store for PostgresStore {
     }
 
     fn claim_runnable(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PlanId>, StoreError>> {
-        Box::pin(self.claim(limit))
+        Box::pin(self.claim(limit, None))
+    }
+
+    fn claim_runnable_for<'a>(
+        &'a self,
+        limit: usize,
+        plugins: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<PlanId>, StoreError>> {
+        Box::pin(self.claim(limit, Some(plugins)))
     }
 
     fn request_start(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {

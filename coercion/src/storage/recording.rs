@@ -198,6 +198,14 @@ impl<S: Store> Store for RecordingStore<S> {
         self.inner.claim_runnable(limit)
     }
 
+    fn claim_runnable_for<'a>(
+        &'a self,
+        limit: usize,
+        plugins: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<PlanId>, StoreError>> {
+        self.inner.claim_runnable_for(limit, plugins)
+    }
+
     fn request_start(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
         self.inner.request_start(id)
     }

@@ -134,6 +134,8 @@ pub(super) struct PreparedPlan {
     pub reason: String,
     pub heartbeat: Option<i64>,
     pub paused: bool,
+    /// The plugins the plan calls, sorted, once each.
+    pub plugins: Vec<String>,
     pub definition: String,
     pub objects: ObjectCols,
     pub attempts: AttemptRows,
@@ -199,6 +201,13 @@ impl PreparedPlan {
             objects.end.push(state.end);
         }
         let definition = crate::storage::definition_json(plan)?;
+        let plugins: std::collections::BTreeSet<String> = plan
+            .walk()
+            .filter_map(|(_, o)| match o {
+                ObjectRef::Action(a) => Some(a.plugin.to_string()),
+                _ => None,
+            })
+            .collect();
         Ok(PreparedPlan {
             id: plan.id,
             group_id: plan.group_id,
@@ -209,6 +218,7 @@ impl PreparedPlan {
             reason: plan.reason.to_string(),
             heartbeat: opt_ns(plan.heartbeat)?,
             paused: plan.paused,
+            plugins: plugins.into_iter().collect(),
             definition,
             objects,
             attempts,

@@ -30,7 +30,16 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         version: 2,
         sql: V2,
     },
+    Migration {
+        version: 3,
+        sql: V3,
+    },
 ];
+
+/// Version 3: `plans.plugins`, the names of the plugins the plan calls (sorted, once each), so
+/// a worker claims only plans it can run; NULL for the plans of an older schema (claimed by
+/// any worker, as before).
+const V3: &str = "ALTER TABLE plans ADD COLUMN plugins TEXT[];";
 
 /// Version 2: `plans.resumptions`, the JSON array of the plan's resumptions
 /// ([`Resumption`](crate::workflow::Resumption): `at`, `by`), oldest first; `[]` for the plans

@@ -74,7 +74,8 @@ const LOCK_PLAN: &str = "SELECT status, lease_owner, lease_epoch, \
      FROM plans WHERE id = $1 FOR NO KEY UPDATE";
 const PLAN_STATUS: &str = "SELECT status FROM plans WHERE id = $1 FOR NO KEY UPDATE";
 const INSERT_PLAN: &str = "INSERT INTO plans (id, group_id, name, descr, submit_time_ns, status, start_ns, end_ns, \
-     reason, heartbeat_ns, paused) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING";
+     reason, heartbeat_ns, paused, plugins) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+     ON CONFLICT (id) DO NOTHING";
 const INSERT_DEFINITION: &str =
     "INSERT INTO plan_definitions (plan_id, definition) VALUES ($1, $2)";
 const INSERT_OBJECTS: &str = "INSERT INTO objects (plan_id, id, loc, kind, status, start_ns, end_ns) \
@@ -370,6 +371,7 @@ impl Shard {
                     &p.reason,
                     &p.heartbeat,
                     &p.paused,
+                    &p.plugins,
                 ],
             ),
             Self::exec(c, &st.insert_definition, vec![id, &p.definition]),
