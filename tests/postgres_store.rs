@@ -643,3 +643,51 @@ async fn a_worker_claims_only_plans_it_can_run() {
         vec![plan.id()]
     );
 }
+
+/// A schema written by the first version (no `resumptions`, no `plugins`) holding a plan is
+/// migrated in place at connect: the plan reads as before, with no resumption, and any worker
+/// may claim it (its plugins were not recorded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_schema_holding_plans_is_migrated_in_place() {
+    let Some(url) = pg_url("a_version_1_schema_holding_plans_is_migrated_in_place") else {
+        return;
+    };
+    let schema = schema("v1");
+    let plan = sample_plan("from version 1");
+    {
+        let s = store(&url, &schema, Duration::from_secs(30)).await;
+        s.create(&plan).await.unwrap();
+        s.request_start(plan.id()).await.unwrap();
+    }
+    // Back to version 1, as an older coercion left it.
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE {schema}.plans DROP COLUMN resumptions, DROP COLUMN plugins; \
+             UPDATE {schema}.coercion_schema_version SET version = 1"
+        ))
+        .await
+        .unwrap();
+
+    let migrated = store(&url, &schema, Duration::from_secs(30)).await;
+    let version: i64 = client
+        .query_one(
+            &format!("SELECT version FROM {schema}.coercion_schema_version"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 3);
+    let read = migrated.read(plan.id()).await.unwrap();
+    assert!(read.resumptions().is_empty());
+    assert_eq!(read.id(), plan.id());
+    // Plugins not recorded: claimed even by a worker that lists none.
+    assert_eq!(
+        migrated.claim_runnable_for(10, &[]).await.unwrap(),
+        vec![plan.id()]
+    );
+}
