@@ -1126,3 +1126,32 @@ async fn retry_refuses_a_plan_that_has_not_ended_and_two_concurrent_retries_make
     assert_eq!(done.status(), Status::Completed, "{}", outline(&done));
     assert!(done.retry_of().is_some());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_submitted_plan_cannot_claim_to_be_a_retry() {
+    let (ws, script) = workstream().await;
+    script.set("x2", Behaviour::Fail);
+    let original = ws.run(retry_plan()).await.unwrap();
+    // A plan whose JSON says it retries the failed one, asked by someone made up.
+    let mut json: serde_json::Value = serde_json::from_str(&retry_plan().to_json()).unwrap();
+    json["retry_of"] = serde_json::json!({"plan": original.id(), "requested_by": "root (uid 0)"});
+    let forged = Plan::from_json(&json.to_string()).unwrap();
+    assert!(forged.retry_of().is_some());
+    script.all_succeed();
+    let id = ws.submit(forged).await.unwrap();
+    assert_eq!(
+        ws.read(id).await.unwrap().retry_of(),
+        None,
+        "dropped at submit"
+    );
+    // So the real retry of the failed plan is not refused as already retried.
+    let retry = ws.retry(original.id(), "alice (uid 1000)").await.unwrap();
+    assert_eq!(
+        ws.read(retry)
+            .await
+            .unwrap()
+            .retry_of()
+            .map(|r| r.requested_by.as_str()),
+        Some("alice (uid 1000)")
+    );
+}

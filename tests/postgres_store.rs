@@ -181,6 +181,11 @@ async fn a_lost_lease_fences_every_later_write() {
         a.leased_plans()
     );
     assert_eq!(b.leased_plans(), vec![plan.id()]);
+    // …yet A's later writes are still fenced with the lost epoch.
+    locked(
+        a.apply(plan.id(), &[Change::Heartbeat(at(103, 0))]).await,
+        "A writes after its lease was found lost",
+    );
     assert_eq!(
         b.read(plan.id()).await.unwrap(),
         before,

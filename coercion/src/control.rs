@@ -37,6 +37,8 @@ use std::fmt;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -473,7 +475,14 @@ async fn serve_one(
             // Carried out on the runtime that runs plans (a retry starts its plan there).
             let op = req.op;
             let ws2 = ws.clone();
-            let mut job = plans.spawn(async move { handle(&ws2, &req, &peer).await });
+            // Set once the runtime that runs plans has picked the request up: from then on it
+            // is being carried out, and only its end is awaited.
+            let started_on_runtime = Arc::new(AtomicBool::new(false));
+            let picked_up = started_on_runtime.clone();
+            let mut job = plans.spawn(async move {
+                picked_up.store(true, Ordering::SeqCst);
+                handle(&ws2, &req, &peer).await
+            });
             let started = tokio::time::Instant::now();
             loop {
                 match tokio::time::timeout(BUSY_AFTER, &mut job).await {
@@ -481,7 +490,7 @@ async fn serve_one(
                     Ok(Err(e)) => break Err(format!("the request failed: {e}")),
                     Err(_) => {
                         let blocked = ws.blocked_actions();
-                        if !blocked.is_empty() {
+                        if !blocked.is_empty() && !started_on_runtime.load(Ordering::SeqCst) {
                             let what: Vec<String> =
                                 blocked.iter().map(ToString::to_string).collect();
                             break Err(format!(

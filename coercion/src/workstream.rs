@@ -459,7 +459,7 @@ impl Workstream {
     /// Validates `plan` (every problem at once, nothing stored on failure), assigns ids and
     /// the submit time, and stores it. The plan does not run until [`start`](Self::start).
     pub async fn submit(&self, plan: Plan) -> Result<PlanId, Error> {
-        Ok(self.store_new(plan, false).await?.id)
+        Ok(self.store_new(plan, false, None).await?.id)
     }
 
     /// Submits and starts `plan` in one step: the plan is stored already `Running` (with its
@@ -469,20 +469,36 @@ impl Workstream {
     /// [`start`](Self::start) would). A client-only workstream submits, then asks a worker to
     /// start it, as `start` does.
     pub async fn submit_and_start(&self, plan: Plan) -> Result<PlanId, Error> {
+        self.submit_and_start_as(plan, None).await
+    }
+
+    /// [`submit_and_start`](Self::submit_and_start), the plan recording `retry_of` (only
+    /// [`retry`](Self::retry) gives one: a submitted plan's own is dropped).
+    async fn submit_and_start_as(
+        &self,
+        plan: Plan,
+        retry_of: Option<crate::workflow::RetryOf>,
+    ) -> Result<PlanId, Error> {
         if !self.inner.executes {
-            let id = self.submit(plan).await?;
+            let id = self.store_new(plan, false, retry_of).await?.id;
             self.inner.store.request_start(id).await?;
             return Ok(id);
         }
-        let plan = self.store_new(plan, true).await?;
+        let plan = self.store_new(plan, true, retry_of).await?;
         let id = plan.id;
         self.launch_as(plan, true).await?;
         Ok(id)
     }
 
     /// [`submit`](Self::submit), returning the plan as stored; with `running`, stored as
-    /// started (status `Running`, start time and heartbeat now).
-    async fn store_new(&self, mut plan: Plan, running: bool) -> Result<Plan, Error> {
+    /// started (status `Running`, start time and heartbeat now). `retry_of` replaces whatever
+    /// the plan carried: who asked for a retry is recorded by `retry` alone.
+    async fn store_new(
+        &self,
+        mut plan: Plan,
+        running: bool,
+        retry_of: Option<crate::workflow::RetryOf>,
+    ) -> Result<Plan, Error> {
         let keys = self.inner.options.keys.clone();
         crate::secret::with_keys(&keys, || validate_plan(&plan, &self.inner.registry))
             .map_err(Error::Invalid)?;
@@ -507,6 +523,7 @@ impl Workstream {
         assign_ids(&mut plan);
         // A new plan has not been resumed, whatever the submitted copy said.
         plan.resumptions.clear();
+        plan.retry_of = retry_of;
         let now = crate::engine::now();
         plan.submit_time = Some(now);
         if running {
@@ -549,7 +566,7 @@ impl Workstream {
     /// Runs `plan` to its end: submit, start, wait.
     pub async fn run(&self, plan: Plan) -> Result<Plan, Error> {
         // What `start` would read back from the store is the plan just stored.
-        let plan = self.store_new(plan, false).await?;
+        let plan = self.store_new(plan, false, None).await?;
         let id = plan.id;
         if self.inner.executes {
             self.launch(plan).await?;
@@ -848,7 +865,7 @@ impl Workstream {
                 format!("plan {newer} already retries it; retry that plan if it failed too"),
             ));
         }
-        let Some(mut retry) = plan.clone_retry_failed() else {
+        let Some(retry) = plan.clone_retry_failed() else {
             return Err(Error::CannotRetry(
                 id,
                 "none of its sequences failed (it completed, or failed only in checks or deferred \
@@ -858,11 +875,11 @@ impl Workstream {
         };
         let requested_by = requested_by.into();
         tracing::info!(plan = %id, by = %requested_by, "retrying the failed work of the plan");
-        retry.retry_of = Some(crate::workflow::RetryOf {
+        let retry_of = crate::workflow::RetryOf {
             plan: id,
             requested_by,
-        });
-        self.submit_and_start(retry).await
+        };
+        self.submit_and_start_as(retry, Some(retry_of)).await
     }
 
     /// Stops every plan running in this workstream at once, skipping their deferred work.

@@ -129,8 +129,10 @@ struct Inner {
     pool: deadpool_postgres::Pool,
     owner: Uuid,
     lease: Duration,
-    /// The epoch of every lease this instance holds.
-    leases: Mutex<HashMap<PlanId, i64>>,
+    /// The epoch of every lease this instance was granted and has not released, and whether
+    /// it was found lost (a write fenced off): a lost lease still fences this instance's writes
+    /// at its old epoch, so they stay refused.
+    leases: Mutex<HashMap<PlanId, (i64, bool)>>,
     shards: Vec<mpsc::UnboundedSender<Request>>,
     counters: Arc<Counters>,
 }
@@ -244,12 +246,18 @@ impl PostgresStore {
     /// The ids of the plans this instance holds a lease on: granted, not released, and not
     /// found lost (a write fenced off because another process took the plan over drops it).
     pub fn leased_plans(&self) -> Vec<PlanId> {
-        self.inner.leases.lock().keys().copied().collect()
+        self.inner
+            .leases
+            .lock()
+            .iter()
+            .filter(|(_, (_, lost))| !lost)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     fn fence(&self, id: PlanId) -> Fence {
         match self.inner.leases.lock().get(&id) {
-            Some(&epoch) => Fence::Lease {
+            Some(&(epoch, _)) => Fence::Lease {
                 owner: self.inner.owner,
                 epoch,
             },
@@ -300,7 +308,7 @@ impl PostgresStore {
             .await
             .map_err(err)?;
         if let Some(row) = row {
-            self.inner.leases.lock().insert(id, row.get(0));
+            self.inner.leases.lock().insert(id, (row.get(0), false));
             return Ok(());
         }
         let row = conn
@@ -324,7 +332,7 @@ impl PostgresStore {
     }
 
     async fn release_lease(&self, id: PlanId) -> Result<(), StoreError> {
-        let Some(epoch) = self.inner.leases.lock().remove(&id) else {
+        let Some((epoch, _)) = self.inner.leases.lock().remove(&id) else {
             return Ok(());
         };
         let store = &self.inner.store;
@@ -387,7 +395,7 @@ impl PostgresStore {
             .iter()
             .map(|r| {
                 let id = PlanId(r.get(0));
-                leases.insert(id, r.get(1));
+                leases.insert(id, (r.get(1), false));
                 id
             })
             .collect())
@@ -487,12 +495,12 @@ impl Store for PostgresStore {
         Box::pin(async move {
             let result = written.await;
             // Fenced off: the plan is another process's now; stop listing its lease here
-            // (unless it was leased again meanwhile, at a new epoch).
-            if let (Err(StoreError::Locked(_)), Fence::Lease { epoch, .. }) = (&result, fence) {
-                let mut leases = inner.leases.lock();
-                if leases.get(&id) == Some(&epoch) {
-                    leases.remove(&id);
-                }
+            // (unless it was leased again meanwhile, at a new epoch), but keep fencing with it.
+            if let (Err(StoreError::Locked(_)), Fence::Lease { epoch, .. }) = (&result, fence)
+                && let Some(entry) = inner.leases.lock().get_mut(&id)
+                && entry.0 == epoch
+            {
+                entry.1 = true;
             }
             result
         })

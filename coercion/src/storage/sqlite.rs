@@ -360,13 +360,6 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(setup)?;
         schema::migrate(&mut conn, &store, identity)?;
-        // Mark the file as open by a writer, in the file itself (checkpointed at once): a file
-        // found so marked without a WAL lost its WAL (see `refuse_lost_wal`). A clean close
-        // clears the mark.
-        conn.pragma_update(None, "user_version", WRITER_OPEN)
-            .map_err(setup)?;
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            .map_err(setup)?;
         #[cfg(test)]
         if let Some(pages) = options.max_page_count {
             conn.pragma_update(None, "max_page_count", pages)

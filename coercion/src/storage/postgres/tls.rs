@@ -8,13 +8,15 @@
 //! |---|---|---|
 //! | `disable` | no | — |
 //! | `prefer` (the default) | when the server offers TLS | not checked (as libpq) |
-//! | `require` | yes | not checked; checked against `sslrootcert` when one is given (as libpq) |
+//! | `require` | yes | not checked; checked against `sslrootcert` (or `~/.postgresql/root.crt`) when there is one (as libpq) |
 //! | `verify-ca` | yes | signed by a CA of `sslrootcert` |
 //! | `verify-full` | yes | signed by a CA of `sslrootcert`, and issued for the host name |
 //!
-//! `sslrootcert` is a PEM file of CA certificates, or `system` for the system's roots; without
-//! it, `verify-ca` and `verify-full` use `~/.postgresql/root.crt`, as libpq does, and fail
-//! with a message saying so when that file does not exist either.
+//! `sslrootcert` is a PEM file of CA certificates, or `system` for the system's roots (which
+//! means `verify-full`: any public certificate chains to them, so a weaker mode is refused, as
+//! libpq does); without it, `verify-ca` and `verify-full` use `~/.postgresql/root.crt`, as
+//! libpq does, and fail with a message saying so when that file does not exist either (and
+//! `require` checks the CA when that file exists).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,6 +56,16 @@ impl SslMode {
         })
     }
 
+    fn name(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
     /// What tokio-postgres is told: whether TLS is off, tried or required.
     fn for_driver(self) -> &'static str {
         match self {
@@ -80,10 +92,28 @@ pub(super) fn split(url: &str) -> Result<(String, TlsSettings), StoreError> {
         split_keywords(url)?
     };
     let mut settings = TlsSettings::default();
+    let mut mode_given = false;
     for (key, value) in found {
         match key.as_str() {
-            "sslmode" => settings.mode = SslMode::parse(&value)?,
+            "sslmode" => {
+                settings.mode = SslMode::parse(&value)?;
+                mode_given = true;
+            }
             _ => settings.root_cert = Some(value),
+        }
+    }
+    // As libpq: the system's roots are only worth anything with the name checked (any public
+    // certificate for any name chains to them), so `system` means verify-full.
+    if settings.root_cert.as_deref() == Some("system") {
+        if !mode_given {
+            settings.mode = SslMode::VerifyFull;
+        } else if settings.mode != SslMode::VerifyFull {
+            return Err(StoreError::permanent(format!(
+                "postgres: bad connection URL: sslrootcert=system needs sslmode=verify-full (it is {}): \
+                 any public certificate chains to the system's roots, so only the name check \
+                 makes them worth anything",
+                settings.mode.name()
+            )));
         }
     }
     let mode = settings.mode.for_driver();
@@ -158,6 +188,10 @@ fn split_keywords(text: &str) -> Result<(String, Vec<(String, String)>), StoreEr
             i += 1;
         }
         let key: String = bytes[start..i].iter().collect();
+        if key.is_empty() {
+            // tokio-postgres would stop reading there, silently dropping what follows.
+            return Err(bad("a `=` without a key before it".to_owned()));
+        }
         skip_ws(&mut i);
         if i >= bytes.len() || bytes[i] != '=' {
             return Err(bad(format!("{key:?} is not followed by `=`")));
@@ -211,7 +245,10 @@ pub(super) fn connector(
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| StoreError::permanent("postgres: TLS setup").caused_by(e))?;
+    // As libpq: `require` checks the CA when one is given, or when ~/.postgresql/root.crt exists.
+    let default_root = default_root_cert().filter(|p| p.exists());
     let verify = match (settings.mode, &settings.root_cert) {
+        (SslMode::Require, None) if default_root.is_some() => Some(false),
         (SslMode::Disable | SslMode::Prefer, _) | (SslMode::Require, None) => None,
         (SslMode::Require | SslMode::VerifyCa, Some(_)) | (SslMode::VerifyCa, None) => Some(false),
         (SslMode::VerifyFull, _) => Some(true),
@@ -242,6 +279,11 @@ pub(super) fn connector(
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
+/// libpq's default CA file: `~/.postgresql/root.crt`.
+fn default_root_cert() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|home| Path::new(&home).join(".postgresql").join("root.crt"))
+}
+
 /// The CA certificates that verify the server.
 fn roots(settings: &TlsSettings) -> Result<RootCertStore, StoreError> {
     let mut store = RootCertStore::empty();
@@ -257,24 +299,20 @@ fn roots(settings: &TlsSettings) -> Result<RootCertStore, StoreError> {
             return Ok(store);
         }
         Some(path) => PathBuf::from(path),
-        None => {
-            let default = std::env::var_os("HOME")
-                .map(|home| Path::new(&home).join(".postgresql").join("root.crt"));
-            match default {
-                Some(path) if path.exists() => path,
-                _ => {
-                    return Err(StoreError::permanent(format!(
-                        "postgres: sslmode={} checks the server's certificate, but no CA was given: \
+        None => match default_root_cert() {
+            Some(path) if path.exists() => path,
+            _ => {
+                return Err(StoreError::permanent(format!(
+                    "postgres: sslmode={} checks the server's certificate, but no CA was given: \
                          add sslrootcert=/path/to/ca.pem (or sslrootcert=system) to the connection \
                          URL, or put the CA in ~/.postgresql/root.crt",
-                        match settings.mode {
-                            SslMode::VerifyCa => "verify-ca",
-                            _ => "verify-full",
-                        }
-                    )));
-                }
+                    match settings.mode {
+                        SslMode::VerifyCa => "verify-ca",
+                        _ => "verify-full",
+                    }
+                )));
             }
-        }
+        },
     };
     let certs = CertificateDer::pem_file_iter(&file)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -450,6 +488,28 @@ mod tests {
         assert!(e.to_string().contains("no closing quote"), "{e}");
         let e = split("host").unwrap_err();
         assert!(e.to_string().contains("not followed by `=`"), "{e}");
+        let e = split("host=h =x sslmode=verify-full").unwrap_err();
+        assert!(e.to_string().contains("a `=` without a key"), "{e}");
+    }
+
+    #[test]
+    fn the_system_roots_mean_verify_full() {
+        let (_, s) = split("postgres://h/db?sslrootcert=system").unwrap();
+        assert_eq!(s.mode, SslMode::VerifyFull);
+        for weaker in ["prefer", "require", "verify-ca"] {
+            let e = split(&format!(
+                "postgres://h/db?sslrootcert=system&sslmode={weaker}"
+            ))
+            .unwrap_err();
+            assert!(
+                e.to_string().contains(&format!(
+                    "sslrootcert=system needs sslmode=verify-full (it is {weaker})"
+                )),
+                "{e}"
+            );
+        }
+        let (_, s) = split("postgres://h/db?sslrootcert=system&sslmode=verify-full").unwrap();
+        assert_eq!(s.mode, SslMode::VerifyFull);
     }
 
     fn refused(settings: &TlsSettings) -> StoreError {

@@ -367,6 +367,20 @@ impl Writer {
     /// Serves requests until every sender is gone, folding journals when idle and when they
     /// grow past the limit; folds what is left when the store closes.
     pub fn run(mut self, requests: Receiver<Request>) {
+        // Mark the file as open by a writer, in the file itself (checkpointed at once): a file
+        // found so marked without a WAL lost its WAL (`refuse_lost_wal`). Done here, once
+        // nothing of the opening can fail any more (a failed open must not leave the mark); a
+        // clean close clears it.
+        let marked = self
+            .conn
+            .pragma_update(None, "user_version", super::WRITER_OPEN)
+            .and_then(|()| {
+                self.conn
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            });
+        if let Err(e) = marked {
+            tracing::warn!(store = %self.store, error = %e, "could not mark the store as open; a lost WAL would go unnoticed");
+        }
         self.recount();
         let mut group = Vec::with_capacity(self.max_group);
         loop {
