@@ -143,22 +143,22 @@ pub(crate) fn tree(
     if !plan.descr().is_empty() {
         let _ = writeln!(out, "  {}", paint(DIM, &clean(plan.descr())));
     }
-    let _ = writeln!(
-        out,
-        "  {}",
-        paint(
-            DIM,
-            &format!(
-                "submitted {}, started {}, ended {}; actions: {} completed, {} failed, {} running of {}",
-                format::opt_time(plan.submit_time()),
-                format::opt_time(plan.state().start),
-                format::opt_time(plan.state().end),
-                c.completed,
-                c.failed,
-                c.running,
-                c.total
-            )
-        )
+    // A line under the plan's head: indented, in `style`.
+    let mut fact = |style: Style, text: &str| {
+        let _ = writeln!(out, "  {}", paint(style, text));
+    };
+    fact(
+        DIM,
+        &format!(
+            "submitted {}, started {}, ended {}; actions: {} completed, {} failed, {} running of {}",
+            format::opt_time(plan.submit_time()),
+            format::opt_time(plan.state().start),
+            format::opt_time(plan.state().end),
+            c.completed,
+            c.failed,
+            c.running,
+            c.total
+        ),
     );
     if let Some(label) = plan.resumed_label() {
         let each: Vec<String> = plan
@@ -166,53 +166,37 @@ pub(crate) fn tree(
             .iter()
             .map(|r| format!("{} by {}", format::time(r.at), clean(&r.by)))
             .collect();
-        let _ = writeln!(
-            out,
-            "  {}",
-            paint(
-                status_style(Status::Stopped),
-                &format!("{label}: {}", each.join("; "))
-            )
+        fact(
+            status_style(Status::Stopped),
+            &format!("{label}: {}", each.join("; ")),
         );
     }
     if let Some(r) = plan.retry_of() {
-        let _ = writeln!(
-            out,
-            "  {}",
-            paint(
-                DIM,
-                &format!(
-                    "retry of plan {}, asked by {}",
-                    r.plan,
-                    clean(&r.requested_by)
-                )
-            )
+        fact(
+            DIM,
+            &format!(
+                "retry of plan {}, asked by {}",
+                r.plan,
+                clean(&r.requested_by)
+            ),
         );
     }
     if !missing.is_empty() {
         let names: Vec<String> = missing.iter().map(|n| format!("{:?}", clean(n))).collect();
-        let _ = writeln!(
-            out,
-            "  {}",
-            paint(
-                status_style(Status::Failed),
-                &format!(
-                    "waiting: the process that runs plans from this store lacks the plugins {} \
-                     and leaves the plan as it is; link the crate that defines them (`use \
-                     my_plugins as _;`) or register them, then start that program again",
-                    names.join(", ")
-                )
-            )
+        fact(
+            status_style(Status::Failed),
+            &format!(
+                "waiting: the process that runs plans from this store lacks the plugins {} \
+                 and leaves the plan as it is; link the crate that defines them (`use \
+                 my_plugins as _;`) or register them, then start that program again",
+                names.join(", ")
+            ),
         );
     }
     if let Some(newer) = retried_by {
-        let _ = writeln!(
-            out,
-            "  {}",
-            paint(
-                status_style(Status::Stopped),
-                &format!("retried by plan {newer}")
-            )
+        fact(
+            status_style(Status::Stopped),
+            &format!("retried by plan {newer}"),
         );
     }
     for (loc, obj) in plan.walk().skip(1) {
