@@ -443,8 +443,11 @@ proptest! {
                 tokio::time::sleep(after).await;
                 let _ = ws.stop(id).await;
             }
-            // Virtual time: ten years pass in an instant unless the engine is stuck.
-            let done = tokio::time::timeout(MAX_DURATION * 10, ws.wait(id))
+            // Virtual time: a century passes in an instant unless the engine is stuck. The
+            // longest run that ends is far shorter: three sequences one after another, each
+            // four attempts of a year (plus backoff), a year of entrance and one of exit delay,
+            // a year of stop grace: about 15 years.
+            let done = tokio::time::timeout(MAX_DURATION * 100, ws.wait(id))
                 .await
                 .unwrap_or_else(|_| panic!("the run did not end: {x:?}"))
                 .unwrap_or_else(|e| panic!("{e}: {x:?}"));
