@@ -25,9 +25,10 @@ cargo check -p coercion --no-default-features --lib
 bash scripts/browser-deps.sh
 exec env N=6 bash scripts/ssh-hosts.sh --test bash scripts/with-postgres.sh bash -c "
   set -e
-  # The rollout example's own binary, which tests/rollout_ssh.rs runs (--all-targets builds
+  # The rollout and otel examples' own binaries, which tests/rollout_ssh.rs and
+  # tests/otel_example.rs run (--all-targets builds
   # examples only as test harnesses).
-  cargo build --example rollout --features $FEATURES
+  cargo build --example rollout --example otel --features $FEATURES
   cargo test --workspace --all-targets --features $FEATURES
   cargo test --workspace --doc --features $FEATURES
 "

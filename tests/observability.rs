@@ -74,4 +74,13 @@ fn attempt_failures_retries_and_timeouts_are_traced() {
         "{timeout}"
     );
     assert!(line("attempt started").contains("attempt=1"));
+    // Every event sits in its plan's tree of spans, though each sequence runs on a task of its
+    // own: plan, block, sequence, action (an OpenTelemetry exporter draws one trace a plan).
+    let started = line("attempt started");
+    let spans = ["plan{", ":block{", ":sequence{", ":action{"];
+    let at: Vec<Option<usize>> = spans.iter().map(|s| started.find(s)).collect();
+    assert!(
+        at.iter().all(Option::is_some) && at.is_sorted(),
+        "plan > block > sequence > action: {started}"
+    );
 }

@@ -97,6 +97,7 @@ mod engine;
 #[cfg_attr(docsrs, doc(cfg(feature = "inventory")))]
 pub mod inventory;
 mod macros_doc;
+pub mod metrics;
 pub mod plugin;
 pub mod plugins;
 #[cfg(feature = "progress")]

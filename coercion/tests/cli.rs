@@ -7,6 +7,8 @@ mod cli_support;
 use std::time::Duration;
 
 use cli_support::*;
+#[path = "../../tests/support/prometheus.rs"]
+mod prometheus;
 use coercion::storage::{SqliteStore, Store};
 use coercion::{Plan, Status};
 
@@ -801,6 +803,93 @@ fn http() -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_server_says_what_the_store_holds_for_prometheus() {
+    let f = tokio::task::spawn_blocking(|| fixture("metrics"))
+        .await
+        .unwrap();
+    let (runner, listed) = tokio::task::spawn_blocking({
+        let db = f.db.clone();
+        move || {
+            // 40 actions of 500 ms, one at a time: Running while the page is read.
+            let runner = Runner::start(&db, 40, Duration::from_millis(500), "no");
+            wait_until(
+                &db,
+                runner.plan,
+                Duration::from_secs(30),
+                "an action runs",
+                |j| {
+                    j["objects"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|o| o["kind"] == "action" && o["status"] == "Running")
+                },
+            );
+            let listed: serde_json::Value =
+                serde_json::from_str(&ok(&db, &["list", "--json"])).unwrap();
+            (runner, listed)
+        }
+    })
+    .await
+    .unwrap();
+    let server = Server::start(&f.db, &[]);
+    let response = http()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let page = response.text().await.unwrap();
+    let sample = |series: &str| prometheus::sample(&page, series);
+    // Plans by status: as `list` counts them (every status, zero included).
+    for status in Status::ALL {
+        let listed = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["state"]["status"] == status.as_str())
+            .count();
+        assert_eq!(
+            sample(&format!("coercion_store_plans{{status=\"{status}\"}}")),
+            listed as f64,
+            "{status}"
+        );
+    }
+    assert_eq!(sample("coercion_store_plans{status=\"Running\"}"), 1.0);
+    // The running plan's 40 actions by status: one runs, none failed yet.
+    let actions: f64 = Status::ALL
+        .iter()
+        .map(|s| {
+            sample(&format!(
+                "coercion_store_running_plan_actions{{status=\"{s}\"}}"
+            ))
+        })
+        .sum();
+    assert_eq!(actions, 40.0);
+    assert_eq!(
+        sample("coercion_store_running_plan_actions{status=\"Running\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample("coercion_store_running_plan_actions{status=\"Failed\"}"),
+        0.0
+    );
+    assert_eq!(sample("coercion_store_paused_plans"), 0.0);
+    // A heartbeat comes after the start: its age is at most the plan's.
+    let running_for = sample("coercion_store_oldest_running_plan_age_seconds");
+    let heartbeat = sample("coercion_store_heartbeat_age_seconds");
+    assert!(
+        running_for > 0.0 && (0.0..=running_for).contains(&heartbeat),
+        "{running_for} {heartbeat}"
+    );
+    drop(runner);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,9 @@
 //!   redacted) and its HTML report.
 //! * `GET /upload` renders an exported plan JSON dropped (or chosen) by the user; malformed or
 //!   oversized files get a clear message.
+//! * `GET /metrics` says what the store holds for Prometheus: plans by status, the running
+//!   plans' actions by status, the oldest running plan's age and the stalest heartbeat
+//!   ([`crate::metrics::StoreFacts`]).
 //! * `POST /plans/{id}/stop|pause|resume|retry` only with `allow_control`, through
 //!   [`control`]; a retry answers with a redirect to the new plan, and is recorded as asked by
 //!   the server's Unix user "via the web UI for" the client's address.
@@ -106,6 +109,7 @@ pub fn router(db: Db, options: WebOptions) -> Router {
         .route("/plans/{id}/export", get(export_plan))
         .route("/plans/{id}/report", get(report_plan))
         .route("/plans/{id}/{op}", post(control_plan))
+        .route("/metrics", get(metrics_page))
         .route(
             "/upload",
             get(upload_page)
@@ -356,6 +360,25 @@ struct ListQuery {
     group: String,
     #[serde(default)]
     page: usize,
+}
+
+/// What the store holds, for Prometheus ([`crate::metrics::StoreFacts`]).
+async fn metrics_page(State(app): State<App>) -> Response {
+    match crate::metrics::StoreFacts::read(app.db.store()).await {
+        Ok(facts) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            crate::metrics::render_store(&facts),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}\n", store_error(app.db.path(), e)),
+        )
+            .into_response(),
+    }
 }
 
 async fn list_page(State(app): State<App>, Query(q): Query<ListQuery>) -> Response {

@@ -231,25 +231,33 @@ pub(crate) async fn run_action_with(
         };
         let attempt = ctx.attempt;
         tracing::debug!(parent: &span, plan = %run.id, action = %id, attempt, "attempt started");
+        let began = std::time::Instant::now();
         let (result, stopped) = attempt_once(run, stop, &*plugin, &ctx, &request)
             .instrument(span.clone())
             .await;
         let end = now();
         let retryable = matches!(&result, Err(e) if !e.permanent);
-        if let Err(e) = &result {
-            let error = e.chain();
-            match e.code {
-                codes::TIMEOUT => {
-                    tracing::warn!(parent: &span, plan = %run.id, action = %id, attempt, %error, "attempt timed out")
-                }
-                codes::CANCELLED => {
-                    tracing::info!(parent: &span, plan = %run.id, action = %id, attempt, %error, "attempt cancelled")
-                }
-                _ => {
-                    tracing::warn!(parent: &span, plan = %run.id, action = %id, attempt, permanent = e.permanent, %error, "attempt failed")
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => {
+                let error = e.chain();
+                match e.code {
+                    codes::TIMEOUT => {
+                        tracing::warn!(parent: &span, plan = %run.id, action = %id, attempt, %error, "attempt timed out");
+                        "timeout"
+                    }
+                    codes::CANCELLED => {
+                        tracing::info!(parent: &span, plan = %run.id, action = %id, attempt, %error, "attempt cancelled");
+                        "cancelled"
+                    }
+                    _ => {
+                        tracing::warn!(parent: &span, plan = %run.id, action = %id, attempt, permanent = e.permanent, %error, "attempt failed");
+                        "failed"
+                    }
                 }
             }
-        }
+        };
+        crate::metrics::attempt_ended(&plugin_name, outcome, began.elapsed());
         let outcome = match result {
             Ok(resp) => Outcome::Response(resp),
             Err(e) => Outcome::Error(Box::new(e)),
@@ -284,6 +292,7 @@ pub(crate) async fn run_action_with(
         // Back off before the next attempt; a stop during the pause ends the action.
         let pause = delays.next().unwrap_or_default();
         tracing::info!(parent: &span, plan = %run.id, action = %id, attempt, next_attempt = attempt.saturating_add(1), next_delay = %crate::report::human_duration(pause), "retry scheduled");
+        crate::metrics::retry_scheduled(&plugin_name);
         let resumed = tokio::select! {
             _ = tokio::time::sleep(pause) => run.wait_unpaused(stop).await,
             _ = stop.cancelled() => false,

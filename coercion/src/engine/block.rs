@@ -229,11 +229,15 @@ async fn run_sequences(
             tolerance,
             total,
         };
-        tasks.spawn(async move {
-            let r = run_sequence(&ctx, b, s).await;
-            drop(permit);
-            r
-        });
+        // The task keeps the block's span: the sequence's span is its child, not a new root.
+        tasks.spawn(
+            async move {
+                let r = run_sequence(&ctx, b, s).await;
+                drop(permit);
+                r
+            }
+            .in_current_span(),
+        );
         while let Some(done) = tasks.try_join_next() {
             join_result(done)?;
         }

@@ -175,7 +175,8 @@ impl ContLoop {
         let (tx, failed) = watch::channel(false);
         let cancel = stop.child_token();
         let (run2, cancel2, stop2) = (run.clone(), cancel.clone(), stop.clone());
-        let handle = tokio::spawn(async move {
+        // In the span of the plan or block that runs the loop, as the checks run inline are.
+        let handle = tokio::spawn(tracing::Instrument::in_current_span(async move {
             let mut pause_first = first_run_done;
             loop {
                 if pause_first {
@@ -194,7 +195,7 @@ impl ContLoop {
                     return Ok(());
                 }
             }
-        });
+        }));
         Some(ContLoop {
             failed,
             cancel,

@@ -242,11 +242,13 @@ impl Run {
         }
         let mut delays = crate::plugin::RetryPolicy::fast().delays();
         let mut tries = 0;
+        let began = std::time::Instant::now();
         loop {
             match self.store.apply(self.id, &changes).await {
                 Ok(()) => break,
                 Err(e) if e.is_transient() && tries < self.options.store_retries => {
                     tries += 1;
+                    crate::metrics::store_write_retried();
                     tracing::warn!(plan = %self.id, error = %crate::storage::Chain(&e), attempt = tries, "store write failed; retrying");
                     tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(1))).await;
                 }
@@ -258,6 +260,7 @@ impl Run {
                 }
             }
         }
+        crate::metrics::store_committed(began.elapsed());
         self.writes.fetch_add(1, Ordering::Relaxed);
         {
             let mut plan = self.plan.lock();

@@ -22,6 +22,7 @@ use crate::workflow::{CheckSlot, Loc, Parent, Reason, Status};
 pub(crate) async fn run_plan(run: Arc<Run>) {
     let name = run.plan.lock().name.clone();
     let span = tracing::info_span!("plan", plan = %run.id, name = %name);
+    let gauge = crate::metrics::RunGauge::begin();
     let heartbeat = spawn_heartbeat(&run);
     let mut internal = None;
     let outcome = match caught(drive(&run)).instrument(span.clone()).await {
@@ -57,6 +58,7 @@ pub(crate) async fn run_plan(run: Arc<Run>) {
     if let Err(RunError::Store(e)) = &result {
         tracing::error!(plan = %run.id, error = %crate::storage::Chain(e), "plan run ended without finishing; it stays Running in storage for recovery");
     }
+    gauge.ended(run.status_of(Loc::Plan));
     run.finish(result);
 }
 
@@ -141,11 +143,13 @@ async fn drive(run: &Arc<Run>) -> Result<Option<Option<Reason>>, RunError> {
         let mut changes = vec![run.status_change(Loc::Plan, Status::Running)];
         changes.push(Change::Heartbeat(now()));
         run.commit(changes).await?;
+        crate::metrics::plan_started(false);
     } else if run.resumed {
         let resumption = crate::workflow::Resumption::now();
         tracing::info!(plan = %run.id, by = %resumption.by, "plan resumed");
         run.commit(vec![Change::Resumed(resumption), Change::Heartbeat(now())])
             .await?;
+        crate::metrics::plan_started(true);
     }
     run.started.send_replace(true);
 

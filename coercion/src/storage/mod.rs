@@ -433,6 +433,17 @@ pub trait Store: Send + Sync + 'static {
         filter: &'a ListFilter,
     ) -> BoxFuture<'a, Result<Vec<PlanSummary>, StoreError>>;
 
+    /// How many plans match `filter` (its `offset` and `limit` apply as in [`list`]).
+    /// The default lists them; stores that can count without reading override it.
+    ///
+    /// [`list`]: Self::list
+    fn count<'a>(&'a self, filter: &'a ListFilter) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let plans = self.list(filter).await?;
+            Ok(u64::try_from(plans.len()).unwrap_or(u64::MAX))
+        })
+    }
+
     /// Deletes a plan and everything in it. Refused with `Running` while it runs.
     fn delete(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>>;
 

@@ -633,6 +633,14 @@ impl Store for SqliteStore {
         }))
     }
 
+    fn count<'a>(&'a self, filter: &'a ListFilter) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let readers = self.inner.readers.clone();
+        let filter = filter.clone();
+        Box::pin(blocking(&self.inner.store, move || {
+            readers.with(|conn| reader::count_plans(conn, readers.store(), &filter))
+        }))
+    }
+
     fn delete(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
         self.enqueue(|| Ok(Write::Delete(id)))
     }

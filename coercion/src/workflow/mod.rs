@@ -105,6 +105,15 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, in the order of their life.
+    pub const ALL: [Status; 5] = [
+        Status::NotStarted,
+        Status::Running,
+        Status::Completed,
+        Status::Failed,
+        Status::Stopped,
+    ];
+
     /// `Completed`, `Failed` or `Stopped`.
     pub fn is_terminal(self) -> bool {
         matches!(self, Status::Completed | Status::Failed | Status::Stopped)

@@ -312,47 +312,11 @@ pub(super) fn list_plans(
     filter: &ListFilter,
 ) -> Result<Vec<PlanSummary>, StoreError> {
     let err = |e| sql_error(store, "listing plans", e);
-    let mut sql = String::from(
+    let (sql, args) = select_plans(
         "SELECT id, group_id, name, descr, submit_time_ns, status, start_ns, end_ns, reason, \
-         json_array_length(resumptions) FROM plans WHERE 1 = 1",
+         json_array_length(resumptions)",
+        filter,
     );
-    let mut args: Vec<Value> = Vec::new();
-    if !filter.statuses.is_empty() {
-        sql.push_str(" AND status IN (");
-        for (i, status) in filter.statuses.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('?');
-            args.push(Value::Text(status.as_str().to_owned()));
-        }
-        sql.push(')');
-    }
-    if let Some(group) = filter.group_id {
-        sql.push_str(" AND group_id = ?");
-        args.push(Value::Text(id_text(group)));
-    }
-    if let Some(name) = &filter.name_contains {
-        sql.push_str(" AND instr(name, ?) > 0");
-        args.push(Value::Text(name.clone()));
-    }
-    if let Some(t) = filter.submitted_after {
-        sql.push_str(" AND submit_time_ns >= ?");
-        args.push(Value::Integer(clamp_ns(t)));
-    }
-    if let Some(t) = filter.submitted_before {
-        sql.push_str(" AND submit_time_ns < ?");
-        args.push(Value::Integer(clamp_ns(t)));
-    }
-    sql.push_str(" ORDER BY submit_time_ns DESC, id DESC LIMIT ? OFFSET ?");
-    args.push(Value::Integer(
-        filter
-            .limit
-            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)),
-    ));
-    args.push(Value::Integer(
-        i64::try_from(filter.offset).unwrap_or(i64::MAX),
-    ));
 
     let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
     let mut rows = stmt.query(params_from_iter(args)).map_err(err)?;
@@ -484,4 +448,64 @@ fn replay(plan: &mut Plan, locs: &HashMap<Uuid, Loc>, blob: &[u8]) -> Result<(),
         change.apply_to(plan).map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// How many plans match `filter`, counted by SQLite (an index walk, no rows read).
+pub(super) fn count_plans(
+    conn: &Connection,
+    store: &str,
+    filter: &ListFilter,
+) -> Result<u64, StoreError> {
+    let err = |e| sql_error(store, "counting plans", e);
+    let (sql, args) = select_plans("SELECT 1", filter);
+    let sql = format!("SELECT count(*) FROM ({sql})");
+    let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
+    let n: i64 = stmt
+        .query_row(params_from_iter(args), |r| r.get(0))
+        .map_err(err)?;
+    Ok(u64::try_from(n).unwrap_or_default())
+}
+
+/// `columns` of the plans matching `filter`, newest submitted first, with its arguments.
+fn select_plans(columns: &str, filter: &ListFilter) -> (String, Vec<Value>) {
+    let mut sql = format!("{columns} FROM plans WHERE 1 = 1");
+    let mut args: Vec<Value> = Vec::new();
+    if !filter.statuses.is_empty() {
+        sql.push_str(" AND status IN (");
+        for (i, status) in filter.statuses.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('?');
+            args.push(Value::Text(status.as_str().to_owned()));
+        }
+        sql.push(')');
+    }
+    if let Some(group) = filter.group_id {
+        sql.push_str(" AND group_id = ?");
+        args.push(Value::Text(id_text(group)));
+    }
+    if let Some(name) = &filter.name_contains {
+        sql.push_str(" AND instr(name, ?) > 0");
+        args.push(Value::Text(name.clone()));
+    }
+    if let Some(t) = filter.submitted_after {
+        sql.push_str(" AND submit_time_ns >= ?");
+        args.push(Value::Integer(clamp_ns(t)));
+    }
+    if let Some(t) = filter.submitted_before {
+        sql.push_str(" AND submit_time_ns < ?");
+        args.push(Value::Integer(clamp_ns(t)));
+    }
+    sql.push_str(" ORDER BY submit_time_ns DESC, id DESC LIMIT ? OFFSET ?");
+    args.push(Value::Integer(
+        filter
+            .limit
+            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)),
+    ));
+    args.push(Value::Integer(
+        i64::try_from(filter.offset).unwrap_or(i64::MAX),
+    ));
+
+    (sql, args)
 }
