@@ -15,7 +15,8 @@
 #    installs openssh-server and sudo when missing, throwaway keys, a throwaway `become` user
 #    when run as root; it exports SSH_HOSTS_DIR and removes everything after the run).
 # 5. Every test of the workspace — unit, integration, trybuild UI suites, property tests, crash
-#    tests, the CLI and browser tests, the PostgreSQL tests — and every doctest, README included.
+#    tests, the CLI and browser tests, the PostgreSQL tests — and every doctest, README included;
+#    then the API docs with every feature and warnings denied.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,4 +32,7 @@ exec env N=6 bash scripts/ssh-hosts.sh --test bash scripts/with-postgres.sh bash
   cargo build --example rollout --example otel --features $FEATURES
   cargo test --workspace --all-targets --features $FEATURES
   cargo test --workspace --doc --features $FEATURES
+  # The API docs as docs.rs builds them: every feature, warnings (broken links, missing docs)
+  # denied.
+  RUSTDOCFLAGS='-D warnings' cargo doc -p coercion --all-features --no-deps
 "

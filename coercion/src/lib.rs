@@ -80,7 +80,7 @@
 //! `testing` (the test kit, for `[dev-dependencies]`). With `default-features = false` the
 //! engine, the macros, [`MemoryStore`] and the command, file, TCP, sleep and wait plugins remain;
 //! choose a store with [`WorkstreamBuilder::store`] or [`in_memory`](WorkstreamBuilder::in_memory).
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 extern crate self as coercion;
@@ -122,8 +122,95 @@ pub mod __private;
 pub use builder::{
     ActionSpec, BatchBuilder, BlockBuilder, CheckSpec, ChecksBuilder, PlanBuilder, SequenceBuilder,
 };
+#[doc = include_str!("../docs/plan-macro.md")]
+///
+/// ## Example
+///
+/// ```
+/// use coercion::plugins::{Command, CommandReq, TcpCheck, TcpCheckReq};
+/// use coercion::prelude::*;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let port = listener.local_addr()?.port();
+/// let hosts = ["web-1", "web-2", "web-3"];
+/// let plan = coercion::plan! {
+///     name: "restart web",
+///     pre_checks {
+///         action { name: "lb up", plugin: TcpCheck, request: TcpCheckReq::new("127.0.0.1", port) }
+///     }
+///     block {
+///         name: "web",
+///         concurrency: 2,
+///         tolerated_failures: 1,
+///         for host in hosts {
+///             sequence {
+///                 name: host,
+///                 action {
+///                     name: "restart",
+///                     plugin: Command,
+///                     request: CommandReq::new("echo").arg(format!("restarting {host}")),
+///                     timeout: 30s,
+///                     retries: 2,
+///                 }
+///             }
+///         }
+///     }
+/// };
+/// let ws = Workstream::in_memory(Registry::from_inventory()?).await?;
+/// let done = ws.run(plan).await?;
+/// assert_eq!(done.status(), Status::Completed);
+/// assert_eq!(done.blocks()[0].sequences().len(), 3);
+/// # Ok(()) }
+/// ```
+///
+/// ## The macro's own summary
+pub use coercion_macros::plan;
+/// # Example
+///
+/// ```
+/// use coercion::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// pub struct PortReq { pub port: u16 }
+///
+/// /// A check plugin: side-effect free, so `plan!` accepts it in check sections only.
+/// #[coercion::plugin(check, name = "example.com/port-free")]
+/// #[derive(Default)]
+/// pub struct PortFree;
+///
+/// impl Plugin for PortFree {
+///     type Request = PortReq;
+///     type Response = bool;
+///     async fn execute(&self, _ctx: &Context, req: PortReq) -> Result<bool, PluginError> {
+///         Ok(std::net::TcpListener::bind(("127.0.0.1", req.port)).is_ok())
+///     }
+/// }
+///
+/// /// Configured at start-up instead of built with `Default`: registered by hand.
+/// #[coercion::plugin(manual, name = "example.com/notify")]
+/// pub struct Notify { pub channel: String }
+///
+/// impl Plugin for Notify {
+///     type Request = String;
+///     type Response = ();
+///     async fn execute(&self, _ctx: &Context, text: String) -> Result<(), PluginError> {
+///         println!("#{}: {text}", self.channel);
+///         Ok(())
+///     }
+/// }
+///
+/// let registry = Registry::from_inventory()
+///     .unwrap()
+///     .with(Notify { channel: "ops".into() })
+///     .unwrap();
+/// assert!(registry.get("example.com/port-free").is_some());
+/// assert!(registry.get("example.com/notify").is_some());
+/// ```
 pub use coercion_macros::plugin;
-pub use coercion_macros::{block, plan, sequence};
+pub use coercion_macros::{block, sequence};
 pub use engine::watchdog::BlockedAction;
 pub use engine::{Event, Update, UpdateKind};
 pub use plugin::{

@@ -50,6 +50,68 @@ impl fmt::Display for PluginKind {
 ///
 /// Implement it for a struct marked `#[plugin]` or `#[plugin(check)]`. `execute` may be written
 /// as an `async fn`; its future must be `Send`.
+///
+/// ```
+/// use coercion::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// pub struct ResizeReq {
+///     pub pool: String,
+///     pub size: u32,
+/// }
+///
+/// #[derive(Serialize, Deserialize)]
+/// pub struct ResizeResp {
+///     pub was: u32,
+/// }
+///
+/// /// Resizes a worker pool (here, pretends to).
+/// #[coercion::plugin(name = "example.com/resize")]
+/// #[derive(Default)]
+/// pub struct Resize;
+///
+/// impl Plugin for Resize {
+///     type Request = ResizeReq;
+///     type Response = ResizeResp;
+///
+///     async fn execute(&self, ctx: &Context, req: ResizeReq) -> Result<ResizeResp, PluginError> {
+///         if ctx.is_cancelled() {
+///             // The plan was stopped: do not start the work.
+///             return Err(PluginError::permanent("stopped before resizing"));
+///         }
+///         Ok(ResizeResp { was: req.size / 2 })
+///     }
+///
+///     // Refuses the plan at submit, naming the action.
+///     fn validate(&self, req: &ResizeReq) -> Result<(), ValidationError> {
+///         if req.size == 0 {
+///             return Err(ValidationError::new("size must be at least 1"));
+///         }
+///         Ok(())
+///     }
+///
+///     fn retry_policy(&self) -> RetryPolicy {
+///         RetryPolicy { initial: std::time::Duration::from_secs(1), ..RetryPolicy::default() }
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ws = Workstream::in_memory(Registry::from_inventory()?).await?;
+/// let resize = |size| {
+///     Plan::builder("resize")
+///         .block(Block::builder("pools").sequence(Sequence::builder("web").action(
+///             ActionSpec::new::<Resize>("resize", ResizeReq { pool: "web".into(), size }),
+///         )))
+///         .build()
+/// };
+/// let done = ws.run(resize(8)).await?;
+/// let action = &done.blocks()[0].sequences()[0].actions()[0];
+/// assert_eq!(action.response::<Resize>()?.was, 4);
+/// assert!(ws.submit(resize(0)).await.is_err(), "size 0 is refused at submit");
+/// # Ok(()) }
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a coercion plugin",
     label = "not a plugin",

@@ -119,6 +119,25 @@ impl PostgresOptions {
 /// Plans in a PostgreSQL database, shared by several processes. Cloning gives another handle to
 /// the same store instance (same owner id, same leases); connections close when the last handle
 /// is dropped.
+///
+/// ```no_run
+/// use coercion::prelude::*;
+/// use coercion::storage::{PostgresOptions, PostgresStore};
+/// use coercion::worker::WorkerOptions;
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // TLS as libpq's sslmode and sslrootcert say.
+/// let url = "postgres://coercion@db.internal/ops?sslmode=verify-full&sslrootcert=/etc/ssl/ops-ca.pem";
+/// let store = PostgresStore::connect_with(url, PostgresOptions::default()).await?;
+/// // Resumes the plans whose process died (their lease expired) ...
+/// let ws = Workstream::builder()
+///     .store(store)
+///     .registry(Registry::from_inventory()?)
+///     .build()
+///     .await?;
+/// // ... and claims the plans clients hand to any worker.
+/// let worker = ws.spawn_worker(WorkerOptions::default());
+/// # let _ = worker; Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct PostgresStore {
     inner: Arc<Inner>,

@@ -221,6 +221,35 @@ pub struct SqliteStats {
 /// Plans in one SQLite file. Cloning gives another handle to the same store; the file is
 /// closed (and the writer lock released) when the last handle is dropped.
 ///
+/// ```
+/// use coercion::plugins::{Sleep, SleepReq};
+/// use coercion::prelude::*;
+/// use coercion::storage::{SqliteStore, Store as _};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = std::env::temp_dir().join(format!("coercion-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// let path = dir.join("ops.db");
+/// let ws = Workstream::builder()
+///     .store(SqliteStore::open(&path)?) // or `Workstream::open(&path, registry)`
+///     .registry(Registry::from_inventory()?)
+///     .build()
+///     .await?;
+/// let plan = Plan::builder("nap")
+///     .block(Block::builder("b").sequence(Sequence::builder("s").action(
+///         ActionSpec::new::<Sleep>("nap", SleepReq::new(std::time::Duration::from_millis(1))),
+///     )))
+///     .build();
+/// let id = ws.run(plan).await?.id();
+/// drop(ws); // the last handle: the file is closed, the WAL checkpointed into it
+///
+/// // Another process (or this one, later) reads what happened.
+/// let store = SqliteStore::open(&path)?;
+/// assert_eq!(store.read(id).await?.status(), Status::Completed);
+/// # drop(store); std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
+///
 /// * **Durable.** The file is in WAL mode; by default ([`Synchronous::Full`]) a write whose
 ///   future completed has been synced to disk and survives a crash of the process and a power
 ///   loss ([`Synchronous::Normal`] trades the latter for speed).
@@ -251,10 +280,10 @@ pub struct SqliteStats {
 /// * **Closing.** When the last handle is dropped, the writer commits what is queued, folds the
 ///   journals, and closes last, which checkpoints the WAL into the database file and removes
 ///   it: the file alone then holds everything (a copy of it is a complete backup).
-/// * **Schema** (version 2): tables `plans`, `plan_definitions`,
+/// * **Schema** (version 3): tables `plans`, `plan_definitions`,
 ///   `objects`, `attempts`, `journal`, `schema_version`; foreign keys cascade from plans; times
 ///   are integer nanoseconds since the epoch (NULL when unset), so the store holds times between
-///   1677 and 2262. A version-1 file is migrated when opened for writing. Files of other
+///   1677 and 2262. A file of an older version is migrated when opened for writing. Files of other
 ///   applications and files written by a newer coercion are refused.
 ///
 /// Object ids must be unique within a plan (the engine assigns UUIDv7s): `create` refuses a plan
