@@ -314,7 +314,8 @@ pub async fn run_worker(args: WorkerArgs) -> Result<(), Box<dyn std::error::Erro
     let ledger = connect(&args.url).await?;
     setup_ledger(&ledger, &args.schema).await?;
     let registry = Registry::new().with(Ledger::new(&args.url, &args.schema, &args.id))?;
-    // Building the workstream resumes plans whose worker died (their lease expired).
+    // The worker loop takes over plans whose worker died (their lease expired), within
+    // max_running, before plans not started yet.
     let ws = Workstream::builder()
         .store(store.clone())
         .registry(registry)

@@ -696,3 +696,93 @@ async fn a_version_1_schema_holding_plans_is_migrated_in_place() {
         vec![plan.id()]
     );
 }
+
+/// After an outage, a restarted worker takes over at most `max_running` orphans — the rest
+/// stay for other workers — and its start-up takes none outside its slots (it took every
+/// orphan before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_takes_over_at_most_max_running_orphans() {
+    let Some(url) = pg_url("a_restarted_worker_takes_over_at_most_max_running_orphans") else {
+        return;
+    };
+    let schema = schema("recover_slots");
+    // A worker that died with four plans running: leases of 1 s, never renewed.
+    let dead = store(&url, &schema, Duration::from_secs(1)).await;
+    let mut orphans = Vec::new();
+    for i in 0..4 {
+        let mut plan = coercion::Plan::builder(format!("orphan {i}"))
+            .block(
+                coercion::Block::builder("b").sequence(coercion::Sequence::builder("s").action(
+                    coercion::ActionSpec::new::<coercion::testing::FakeAction>(
+                        "waits",
+                        coercion::testing::FakeReq::wait_for_cancel(),
+                    ),
+                )),
+            )
+            .build();
+        contract::assign_ids(&mut plan);
+        dead.create(&plan).await.unwrap();
+        dead.acquire(plan.id()).await.unwrap();
+        let now = chrono::Utc::now();
+        dead.apply(
+            plan.id(),
+            &[
+                Change::State {
+                    loc: Loc::Plan,
+                    id: plan.id().0,
+                    state: State {
+                        status: Status::Running,
+                        start: Some(now),
+                        end: None,
+                    },
+                },
+                Change::Heartbeat(now),
+            ],
+        )
+        .await
+        .unwrap();
+        orphans.push(plan.id());
+    }
+    drop(dead);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let restarted = store(&url, &schema, Duration::from_secs(30)).await;
+    let fakes = coercion::testing::Fakes::new();
+    let ws = coercion::Workstream::builder()
+        .store(restarted.clone())
+        .registry(fakes.registry())
+        .heartbeat_interval(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(
+        restarted.leased_plans(),
+        Vec::<PlanId>::new(),
+        "start-up takes no plan outside the worker's slots"
+    );
+    let worker = ws.spawn_worker(
+        coercion::worker::WorkerOptions::default()
+            .max_running(2)
+            .poll_interval(Duration::from_millis(50)),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while restarted.leased_plans().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker took no orphan"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Many polls later, still two: the others wait for a free slot (or another worker).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut taken = restarted.leased_plans();
+    taken.sort();
+    assert_eq!(taken.len(), 2, "{taken:?}");
+    assert!(taken.iter().all(|id| orphans.contains(id)));
+    let other = store(&url, &schema, Duration::from_secs(30)).await;
+    let claimed = other.claim_runnable(10).await.unwrap();
+    assert_eq!(claimed.len(), 2, "the two left are for another worker");
+    assert!(claimed.iter().all(|id| !taken.contains(id)));
+    worker.stop().await;
+    drop(ws);
+}

@@ -12,14 +12,16 @@
 //! ```
 //!
 //! Every `poll_interval` (with ±20 % jitter, so workers do not poll in lock step) the loop asks
-//! the store for at most `min(claim_batch, max_running − running)` plans
+//! the store for at most `min(claim_batch, max_running − running)` plans (`running`: every plan
+//! the workstream runs, those the program started itself included)
 //! ([`Store::claim_runnable`](crate::Store::claim_runnable), which takes them with
 //! `FOR UPDATE SKIP LOCKED` and leases them to this process), and launches each. A running plan
 //! whose last heartbeat is older than `max_last_update` is failed with `ExceedRecovery` instead
-//! of resumed, as at start-up. Bounding each poll and each worker's running plans spreads the
-//! plans over the workers.
+//! of resumed. Bounding each poll and each worker's running plans spreads the plans over the
+//! workers — also after an outage: building a workstream over a shared store resumes nothing,
+//! so a restarted worker takes over at most `max_running` orphans (they are claimed before
+//! plans not started yet) and leaves the others to other workers.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -106,7 +108,6 @@ impl Workstream {
 }
 
 async fn worker_loop(ws: Workstream, options: WorkerOptions, cancel: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(options.max_running));
     // Only plans this worker can run are claimed.
     let plugins: Vec<String> = ws
         .registry()
@@ -114,23 +115,17 @@ async fn worker_loop(ws: Workstream, options: WorkerOptions, cancel: Cancellatio
         .map(|(name, _)| name.to_owned())
         .collect();
     loop {
-        let free = slots.available_permits().min(options.claim_batch);
+        // Every plan running in the workstream takes a slot: those this loop took over, those
+        // the program started itself.
+        let free = options
+            .max_running
+            .saturating_sub(ws.running_count())
+            .min(options.claim_batch);
         if free > 0 {
             match ws.store().claim_runnable_for(free, &plugins).await {
                 Ok(ids) => {
                     for id in ids {
-                        let Ok(permit) = slots.clone().try_acquire_owned() else {
-                            // Cannot happen: at most `free` plans are claimed. Give it back.
-                            let _ = ws.store().release(id).await;
-                            continue;
-                        };
-                        if take(&ws, id, &options).await {
-                            let ws = ws.clone();
-                            tokio::spawn(async move {
-                                let _ = ws.wait(id).await;
-                                drop(permit);
-                            });
-                        }
+                        take(&ws, id, &options).await;
                     }
                 }
                 Err(e) => {

@@ -275,7 +275,10 @@ impl WorkstreamBuilder {
         self
     }
 
-    /// Whether to resume the store's `Running` plans at start-up (default `true`).
+    /// Whether to resume the store's `Running` plans at start-up (default `true`). Only stores
+    /// owned by one process do it here; over a store shared by several processes, plans whose
+    /// process died are taken over by workers ([`Workstream::spawn_worker`]) within their
+    /// `max_running`, orphans first.
     pub fn recover(mut self, recover: bool) -> Self {
         self.recover = recover;
         self
@@ -283,6 +286,10 @@ impl WorkstreamBuilder {
 
     /// Runs every plugin's `init()`, then recovery (every `Running` plan in the store is
     /// resumed, or failed with `ExceedRecovery` if too stale), and starts the workstream.
+    ///
+    /// Over a shared store (one with a [lease](Store::lease)) recovery is left to the worker
+    /// loop: a restarted worker takes over no more orphans than its `max_running`, and the
+    /// others stay for other workers.
     pub async fn build(self) -> Result<Workstream, Error> {
         let heartbeat = self.options.heartbeat_interval;
         if heartbeat < Duration::from_millis(1) || heartbeat > crate::workflow::MAX_DURATION {
@@ -347,7 +354,8 @@ impl WorkstreamBuilder {
                 executes: self.executes,
             }),
         };
-        if self.recover {
+        // A shared store: the worker loop claims orphans through its slots.
+        if self.recover && ws.inner.store.lease().is_none() {
             ws.recover(self.max_last_update).await?;
         }
         Ok(ws)
@@ -736,6 +744,11 @@ impl Workstream {
             .into_iter()
             .filter(|b| runs.contains(&b.plan))
             .collect()
+    }
+
+    /// How many plans run in this workstream now.
+    pub(crate) fn running_count(&self) -> usize {
+        self.inner.runs.lock().len()
     }
 
     fn running(&self, id: PlanId) -> Option<Arc<Run>> {
