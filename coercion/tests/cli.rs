@@ -1637,3 +1637,208 @@ fn show_names_the_plugins_the_listening_process_lacks_to_run_a_plan() {
     assert!(live.get("missing_plugins").is_none(), "{live:#}");
     drop(runner);
 }
+
+/// The faces on a PostgreSQL store: `list`, `show`, `export`, `report` and `serve` (its plan
+/// page, `/metrics`, and a live page fed while a plan runs in another process — this one),
+/// with `--db postgres://…`. Connecting changes nothing in the database (an unknown schema is
+/// refused, not created); what needs a SQLite file says so.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_and_the_web_ui_read_a_postgresql_store() {
+    use coercion::storage::{PostgresOptions, PostgresStore};
+    use coercion::testing::{FakeAction, FakeReq, Fakes};
+    use coercion::{ActionSpec, Block, Sequence, Workstream};
+
+    let url = match std::env::var("COERCION_PG_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ if std::env::var("COERCION_SKIP_PG").as_deref() == Ok("1") => {
+            eprintln!(
+                "!!!!!!!! SKIPPED: no COERCION_PG_URL — the CLI on PostgreSQL was NOT tested !!!!!!!!"
+            );
+            return;
+        }
+        _ => panic!(
+            "COERCION_PG_URL is not set: run through scripts/with-postgres.sh (the test command does), or set COERCION_SKIP_PG=1"
+        ),
+    };
+    let schema = format!("t_cli_{}", coercion::PlanId::new_v7().0.simple());
+    let db = std::path::PathBuf::from(&url);
+    let with_schema = |args: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(["--pg-schema".to_owned(), schema.clone()]);
+        all
+    };
+    let cli_ok = |args: &[&str]| {
+        let args = with_schema(args);
+        let db = db.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                ok(&db, &args.iter().map(String::as_str).collect::<Vec<_>>())
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let cli_fails = |args: &[&str]| {
+        let args = with_schema(args);
+        let db = db.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                fails(&db, &args.iter().map(String::as_str).collect::<Vec<_>>())
+            })
+            .await
+            .unwrap()
+        }
+    };
+
+    // Before any worker created the schema: refused, and still not there after.
+    let err = cli_fails(&["list"]).await;
+    assert!(
+        err.contains(&format!("schema {schema:?} holds no coercion store")),
+        "{err}"
+    );
+    let (sql, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let found: bool = sql
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.schemata WHERE schema_name = $1)",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!found, "the CLI created the schema");
+
+    let store = PostgresStore::connect_with(&url, PostgresOptions::default().schema(&schema))
+        .await
+        .unwrap();
+    let fakes = Fakes::new();
+    let ws = Workstream::builder()
+        .store(store.clone())
+        .registry(fakes.registry())
+        .build()
+        .await
+        .unwrap();
+    let plan = |name: &str, req: FakeReq, actions: usize| {
+        Plan::builder(name)
+            .block(Block::builder("b").sequence((0..actions).fold(
+                Sequence::builder("s"),
+                |s, i| {
+                    s.action(ActionSpec::new::<FakeAction>(
+                        format!("step {i}"),
+                        req.clone(),
+                    ))
+                },
+            )))
+            .build()
+    };
+    let done = ws
+        .run(plan("deploy on postgres", FakeReq::ok(), 2))
+        .await
+        .unwrap();
+    let failed = ws
+        .run(plan(
+            "migrate on postgres",
+            FakeReq::fail_permanently().tag("disk full"),
+            1,
+        ))
+        .await
+        .unwrap();
+
+    let listed = cli_ok(&["list", "--color", "never"]).await;
+    assert!(
+        listed.contains("deploy on postgres") && listed.contains("migrate on postgres"),
+        "{listed}"
+    );
+    let shown = cli_ok(&["show", &done.id().to_string()[28..], "--color", "never"]).await;
+    assert!(
+        shown.contains("Completed") && shown.contains("step 1"),
+        "{shown}"
+    );
+    let exported = cli_ok(&["export", &failed.id().to_string()]).await;
+    assert_eq!(
+        Plan::from_json(&exported).unwrap().status(),
+        Status::Failed,
+        "{exported}"
+    );
+    let report = cli_ok(&["report", &failed.id().to_string(), "-o", "-"]).await;
+    assert!(
+        report.contains("disk full"),
+        "the failure report names the error"
+    );
+    for (args, what) in [
+        (vec!["stop", &failed.id().to_string()[..]], "`stop`"),
+        (vec!["backup", "/tmp/never-written.db"], "backup"),
+    ] {
+        let err = cli_fails(&args).await;
+        assert!(
+            err.contains(what)
+                && err.contains("works on SQLite store files only")
+                && err.contains("is a PostgreSQL store"),
+            "{err}"
+        );
+    }
+    assert!(!std::path::Path::new("/tmp/never-written.db").exists());
+
+    let server = Server::start(&db, &["--pg-schema", &schema]);
+    let client = http();
+    let page = client
+        .get(format!("{}/plans/{}", server.url, failed.id()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("migrate on postgres") && page.contains("disk full"));
+    let metrics = client
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        prometheus::sample(&metrics, "coercion_store_plans{status=\"Completed\"}"),
+        1.0
+    );
+    assert_eq!(
+        prometheus::sample(&metrics, "coercion_store_plans{status=\"Failed\"}"),
+        1.0
+    );
+
+    // Live: the page's feed follows a plan this process runs, to its end.
+    let id = ws
+        .submit(plan(
+            "live on postgres",
+            FakeReq::sleep(Duration::from_millis(400)),
+            4,
+        ))
+        .await
+        .unwrap();
+    ws.start(id).await.unwrap();
+    let feed = client
+        .get(format!("{}/plans/{id}/events", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let statuses: Vec<&str> = feed
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| {
+            d.split("\"status\":\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+        })
+        .collect();
+    assert_eq!(statuses.first(), Some(&"Running"), "{feed}");
+    assert_eq!(statuses.last(), Some(&"Completed"), "{feed}");
+    assert!(feed.contains("event: end"), "{feed}");
+    drop(ws);
+}

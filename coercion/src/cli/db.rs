@@ -1,21 +1,73 @@
-//! Opening a store file read-only and finding plans in it by (abbreviated) id, with errors that
-//! name the file and the id.
+//! Opening a store read-only — a SQLite file, or (feature `postgres`) a PostgreSQL database —
+//! and finding plans in it by (abbreviated) id, with errors that name the store and the id.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::storage::{Chain, ListFilter, SqliteStore, Store, StoreError};
 use crate::workflow::{Plan, PlanId};
 
 use super::CliError;
 
-/// A store file opened read-only, as the CLI and the web UI use it.
-#[derive(Clone, Debug)]
+/// A store opened read-only, as the CLI and the web UI use it.
+#[derive(Clone)]
 pub struct Db {
-    store: SqliteStore,
-    path: PathBuf,
+    store: Arc<dyn Store>,
+    /// The SQLite file (the control socket and backups are found from it); `None` for
+    /// PostgreSQL.
+    path: Option<PathBuf>,
+    label: String,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("store", &self.label).finish()
+    }
+}
+
+/// Whether `db` names a PostgreSQL database (`postgres://…` or `postgresql://…`) rather than a
+/// SQLite file.
+pub fn is_postgres_url(db: &Path) -> bool {
+    db.to_str()
+        .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
 }
 
 impl Db {
+    /// Opens the store `db` names: a PostgreSQL URL (read through schema `pg_schema`, changing
+    /// nothing in the database) or a SQLite file.
+    pub async fn connect(db: &Path, pg_schema: &str) -> Result<Db, CliError> {
+        if !is_postgres_url(db) {
+            return Db::open(db);
+        }
+        #[cfg(feature = "postgres")]
+        {
+            let url = db.to_str().unwrap_or_default();
+            let options = crate::storage::PostgresOptions::default()
+                .schema(pg_schema)
+                .migrate(false)
+                .pool_size(2)
+                .writers(1);
+            let store = crate::storage::PostgresStore::connect_with(url, options)
+                .await
+                .map_err(|e| CliError::new(format!("{}", Chain(&e))))?;
+            let label = store.describe();
+            Ok(Db {
+                store: Arc::new(store),
+                path: None,
+                label,
+            })
+        }
+        #[cfg(not(feature = "postgres"))]
+        {
+            let _ = pg_schema;
+            Err(CliError::new(
+                "--db names a PostgreSQL database, but this coercion was built without the \
+                 `postgres` feature (cargo install --path coercion --features cli,postgres)"
+                    .to_owned(),
+            ))
+        }
+    }
+
     /// Opens the store file at `path` read-only (it may be in use by a process that runs plans).
     ///
     /// Fails with a message naming the file if it does not exist, is not a file, is not a
@@ -27,7 +79,8 @@ impl Db {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(CliError::new(format!(
                     "{}: no such file; `--db PATH` names the store file (default `coercion.db` in the \
-                     working directory, the file a Workstream writes by default)",
+                     working directory, the file a Workstream writes by default), or \
+                     `--db postgres://…` a PostgreSQL store",
                     path.display()
                 )));
             }
@@ -40,19 +93,35 @@ impl Db {
         }
         let store = SqliteStore::open_read_only(path).map_err(|e| store_error(path, e))?;
         Ok(Db {
-            store,
-            path: path.to_path_buf(),
+            store: Arc::new(store),
+            path: Some(path.to_path_buf()),
+            label: path.display().to_string(),
         })
     }
 
     /// The store.
-    pub fn store(&self) -> &SqliteStore {
-        &self.store
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
     }
 
-    /// The file, as given.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The SQLite file, as given; `None` for PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The store for people: the file as given, or the database without its password.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The SQLite file, or an error saying that `what` needs one.
+    pub fn file_for(&self, what: &str) -> Result<&Path, CliError> {
+        self.path().ok_or_else(|| {
+            CliError::new(format!(
+                "{what} works on SQLite store files only; {} is a PostgreSQL store",
+                self.label
+            ))
+        })
     }
 
     /// The one plan whose id is `id`, starts with `id` or ends with it (case-insensitive,
@@ -79,7 +148,7 @@ impl Db {
             .store
             .list(&ListFilter::default())
             .await
-            .map_err(|e| store_error(&self.path, e))?;
+            .map_err(|e| store_error(&self.label, e))?;
         let matches: Vec<_> = all
             .iter()
             .filter(|s| {
@@ -91,13 +160,13 @@ impl Db {
             [one] => Ok(one.id),
             [] => Err(CliError::new(format!(
                 "no plan with an id starting or ending with `{id}` in {}",
-                self.path.display()
+                self.label
             ))),
             many => {
                 let mut msg = format!(
                     "`{id}` is ambiguous: {} plans in {} have ids starting or ending with it; give more characters (the last 8 are unique in practice):",
                     many.len(),
-                    self.path.display()
+                    self.label
                 );
                 for s in many.iter().take(10) {
                     msg.push_str(&format!(
@@ -124,24 +193,22 @@ impl Db {
     /// Reads the plan with exactly this id.
     pub async fn read_id(&self, id: PlanId) -> Result<Plan, CliError> {
         self.store.read(id).await.map_err(|e| match e {
-            StoreError::NotFound(_) => {
-                CliError::new(format!("no plan {id} in {}", self.path.display()))
-            }
-            other => store_error(&self.path, other),
+            StoreError::NotFound(_) => CliError::new(format!("no plan {id} in {}", self.label)),
+            other => store_error(&self.label, other),
         })
     }
 }
 
-/// A store error as a CLI error naming the file.
-pub(crate) fn store_error(path: &Path, e: StoreError) -> CliError {
+/// A store error as a CLI error naming the store (a file as given, or a database).
+pub(crate) fn store_error(store: impl AsRef<std::ffi::OsStr>, e: StoreError) -> CliError {
+    let store = Path::new(store.as_ref()).display();
     match &e {
         StoreError::Transient { .. } | StoreError::Locked(_) => CliError::new(format!(
-            "{} is locked by another program and could not be read ({}); try again, or stop the \
+            "{store} is locked by another program and could not be read ({}); try again, or stop the \
              program that holds it exclusively",
-            path.display(),
             e.detail()
         )),
-        StoreError::NotFound(id) => CliError::new(format!("no plan {id} in {}", path.display())),
-        other => CliError::new(format!("cannot read {}: {}", path.display(), Chain(other))),
+        StoreError::NotFound(id) => CliError::new(format!("no plan {id} in {store}")),
+        other => CliError::new(format!("cannot read {store}: {}", Chain(other))),
     }
 }

@@ -60,19 +60,32 @@ impl fmt::Display for CliError {
 
 impl std::error::Error for CliError {}
 
-/// Inspect, report on and control coercion plans kept in a SQLite store file.
+/// Inspect, report on and control coercion plans kept in a SQLite store file or a PostgreSQL
+/// database.
 #[derive(Debug, Parser)]
 #[command(name = "coercion", version, about, long_about = None)]
 pub struct Cli {
-    /// The store file (read-only; it may be in use by the process that runs the plans).
+    /// The store: a SQLite file, or a PostgreSQL database (`postgres://user@host/db`, TLS as
+    /// libpq's `sslmode`/`sslrootcert` say). Read-only; it may be in use by the processes that
+    /// run the plans.
     #[arg(
         long,
         global = true,
-        value_name = "PATH",
+        value_name = "PATH|URL",
         env = "COERCION_DB",
         default_value = "coercion.db"
     )]
     pub db: PathBuf,
+
+    /// The PostgreSQL schema that holds the store (with `--db postgres://…`).
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        env = "COERCION_PG_SCHEMA",
+        default_value = "public"
+    )]
+    pub pg_schema: String,
 
     /// When to colour the output.
     #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto)]
@@ -268,7 +281,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             offset,
             json,
         } => {
-            let db = Db::open(&cli.db)?;
+            let db = Db::connect(&cli.db, &cli.pg_schema).await?;
             let filter = ListFilter {
                 statuses: status,
                 group_id: group,
@@ -281,7 +294,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 .store()
                 .list(&filter)
                 .await
-                .map_err(|e| db::store_error(db.path(), e))?;
+                .map_err(|e| db::store_error(db.label(), e))?;
             let more = plans.len() > limit;
             plans.truncate(limit);
             if json {
@@ -289,7 +302,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 return print(&format!("{text}\n"));
             }
             if plans.is_empty() {
-                return print(&format!("no plans match in {}\n", cli.db.display()));
+                return print(&format!("no plans match in {}\n", db.label()));
             }
             let labels = completed_with_failures_labels(&db, &plans).await;
             let mut out = text::list(&plans, &labels, now);
@@ -302,15 +315,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             print(&out)
         }
         Command::Show { id, json } => {
-            let db = Db::open(&cli.db)?;
+            let db = Db::connect(&cli.db, &cli.pg_schema).await?;
             let plan = db.read(&id).await?.clone_for_display();
             let retried_by = crate::storage::retried_by(db.store(), &plan)
                 .await
-                .map_err(|e| db::store_error(db.path(), e))?;
+                .map_err(|e| db::store_error(db.label(), e))?;
             // A Running plan: ask the process that listens on the store what keeps it (when
             // one listens; without one there is nothing more to say).
-            let missing = if plan.status() == Status::Running {
-                match control::request(&cli.db, ControlOp::Inspect, plan.id()).await {
+            let missing = if plan.status() == Status::Running
+                && let Some(file) = db.path()
+            {
+                match control::request(file, ControlOp::Inspect, plan.id()).await {
                     Ok(control::Outcome::Inspected {
                         missing_plugins, ..
                     }) => missing_plugins,
@@ -329,7 +344,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Export { id, output } => {
-            let db = Db::open(&cli.db)?;
+            let db = Db::connect(&cli.db, &cli.pg_schema).await?;
             let plan = db.read(&id).await?.clone_for_display();
             let json = format!("{}\n", plan.to_json());
             match output {
@@ -341,7 +356,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Report { id, output } => {
-            let db = Db::open(&cli.db)?;
+            let db = Db::connect(&cli.db, &cli.pg_schema).await?;
             let plan = db.read(&id).await?;
             let html = html::report(&plan);
             if output.as_os_str() == "-" {
@@ -356,8 +371,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             ))
         }
         Command::Backup { dest } => {
-            let db = Db::open(&cli.db)?;
-            db.store().backup(&dest).await.map_err(|e| {
+            let db = Db::connect(&cli.db, &cli.pg_schema).await?;
+            let store = SqliteStore::open_read_only(db.file_for("backup")?)
+                .map_err(|e| db::store_error(db.label(), e))?;
+            store.backup(&dest).await.map_err(|e| {
                 CliError::new(format!(
                     "backup of {} failed: {}",
                     cli.db.display(),
@@ -376,17 +393,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 dest.display()
             ))
         }
-        Command::Stop { id } => control_command(&cli.db, ControlOp::Stop, &id).await,
-        Command::Pause { id } => control_command(&cli.db, ControlOp::Pause, &id).await,
-        Command::Resume { id } => control_command(&cli.db, ControlOp::Resume, &id).await,
-        Command::Retry { id } => control_command(&cli.db, ControlOp::Retry, &id).await,
+        Command::Stop { ref id } => control_command(&cli, ControlOp::Stop, id).await,
+        Command::Pause { ref id } => control_command(&cli, ControlOp::Pause, id).await,
+        Command::Resume { ref id } => control_command(&cli, ControlOp::Resume, id).await,
+        Command::Retry { ref id } => control_command(&cli, ControlOp::Retry, id).await,
         Command::Serve {
             addr,
             allow_control,
             token_file,
             host_names,
         } => {
-            let db = Db::open(&cli.db)?;
+            let db = Db::connect(&cli.db, &cli.pg_schema).await?;
             let given = match (&token_file, std::env::var("COERCION_SERVE_TOKEN")) {
                 (Some(file), _) => {
                     let text = std::fs::read_to_string(file).map_err(|e| {
@@ -426,7 +443,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 host_names,
                 ..web::WebOptions::default()
             };
-            let path = cli.db.display().to_string();
+            let path = db.label().to_owned();
             web::serve(db, options, |bound| {
                 let mode = if allow_control {
                     "stop/pause/resume/retry allowed"
@@ -452,8 +469,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-async fn control_command(path: &std::path::Path, op: ControlOp, id: &str) -> Result<(), CliError> {
-    let db = Db::open(path)?;
+async fn control_command(cli: &Cli, op: ControlOp, id: &str) -> Result<(), CliError> {
+    let db = Db::connect(&cli.db, &cli.pg_schema).await?;
+    let path = db.file_for(&format!(
+        "`{op}` (through the control socket of the process that runs the plans)"
+    ))?;
     let plan = db.read(id).await?;
     let id = plan.id();
     match (op, plan.status()) {

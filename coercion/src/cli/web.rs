@@ -40,7 +40,7 @@ use super::control::{self, ControlOp};
 use super::db::{Db, store_error};
 use super::format;
 use super::html::{self as views, APP_JS, CSS};
-use crate::storage::{ListFilter, Store};
+use crate::storage::ListFilter;
 use crate::workflow::{Plan, PlanId, Status};
 
 /// The largest exported plan the upload page accepts.
@@ -96,7 +96,7 @@ struct App {
 
 /// The web UI's routes over `db`.
 pub fn router(db: Db, options: WebOptions) -> Router {
-    let store_label = db.path().display().to_string();
+    let store_label = db.label().to_owned();
     let app = App {
         db,
         options,
@@ -375,7 +375,7 @@ async fn metrics_page(State(app): State<App>) -> Response {
             .into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("{}\n", store_error(app.db.path(), e)),
+            format!("{}\n", store_error(app.db.label(), e)),
         )
             .into_response(),
     }
@@ -406,7 +406,7 @@ async fn list_page(State(app): State<App>, Query(q): Query<ListQuery>) -> Respon
     let mut plans = match app.db.store().list(&filter).await {
         Ok(p) => p,
         Err(e) => {
-            let msg = store_error(app.db.path(), e).to_string();
+            let msg = store_error(app.db.label(), e).to_string();
             return error_page(StatusCode::SERVICE_UNAVAILABLE, &app.store_label, &msg);
         }
     };
@@ -561,7 +561,7 @@ fn plan_view(
             a.button href="/" { "← Plans" }
             a.button href={ "/plans/" (id) "/export" } { "Export JSON" }
             a.button href={ "/plans/" (id) "/report" } { "HTML report" }
-            @if app.options.allow_control && live {
+            @if app.options.allow_control && app.db.path().is_some() && live {
                 @let pause_or_resume = if plan.is_paused() { ControlOp::Resume } else { ControlOp::Pause };
                 @for op in [pause_or_resume, ControlOp::Stop] {
                     form method="post" action={ "/plans/" (id) "/" (op.as_str()) } {
@@ -569,7 +569,7 @@ fn plan_view(
                     }
                 }
             }
-            @if app.options.allow_control && retryable {
+            @if app.options.allow_control && app.db.path().is_some() && retryable {
                 form method="post" action={ "/plans/" (id) "/retry" } {
                     button #retry type="submit" title="Run the failed work again, as a new plan in the same group" { "Retry failed work" }
                 }
@@ -761,7 +761,15 @@ async fn control_plan(
         .map(|c| c.0.to_string())
         .unwrap_or_else(|| "an unknown client".to_owned());
     let request = control::ControlRequest::new(op, id).via(format!("the web UI for {client}"));
-    let result = control::send(app.db.path(), &request).await;
+    let result = match app.db.path() {
+        Some(file) => control::send(file, &request)
+            .await
+            .map_err(|e| e.to_string()),
+        None => Err(format!(
+            "Stop, pause, resume and retry reach plans of SQLite stores only so far; {} is a PostgreSQL store.",
+            app.store_label
+        )),
+    };
     if let Ok(control::Outcome::Retried(new)) = result {
         return Redirect::to(&format!("/plans/{new}")).into_response();
     }
@@ -778,7 +786,7 @@ async fn control_plan(
             StatusCode::OK,
             Ok(format!("Asked the process running this plan to {op} it.")),
         ),
-        Err(e) => (StatusCode::CONFLICT, Err(e.to_string())),
+        Err(e) => (StatusCode::CONFLICT, Err(e)),
     };
     html_response(status, plan_view(&app, &plan, retried_by, Some(notice)))
 }

@@ -56,6 +56,7 @@ pub struct PostgresOptions {
     max_group: usize,
     lease: Duration,
     connect_timeout: Duration,
+    migrate: bool,
 }
 
 impl Default for PostgresOptions {
@@ -67,6 +68,7 @@ impl Default for PostgresOptions {
             max_group: 500,
             lease: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            migrate: true,
         }
     }
 }
@@ -112,6 +114,15 @@ impl PostgresOptions {
     /// How long connecting to the server may take (default 10 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Whether connecting creates the schema and brings it to this build's version (default
+    /// `true`). Tools that only look — the `coercion` CLI and its web UI — pass `false`:
+    /// connecting then changes nothing in the database, and fails naming the schema when it
+    /// holds no coercion store or one of another version.
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
         self
     }
 }
@@ -216,7 +227,11 @@ impl PostgresStore {
             })?;
         {
             let mut conn = get(&pool, &store).await?;
-            schema::migrate(&mut conn, &store, schema).await?;
+            if options.migrate {
+                schema::migrate(&mut conn, &store, schema).await?;
+            } else {
+                schema::check(&conn, &store, schema).await?;
+            }
         }
         let counters = Arc::new(Counters::default());
         let shards = (0..options.writers)

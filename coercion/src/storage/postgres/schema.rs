@@ -7,7 +7,7 @@
 //! starting at once migrate it exactly once. Adding version 2 means appending one
 //! [`Migration`] to [`MIGRATIONS`]. A schema written by a newer coercion is refused.
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 use super::codec::pg_error;
 use crate::storage::StoreError;
@@ -146,45 +146,15 @@ pub(super) async fn migrate(
     ))
     .await
     .map_err(err)?;
-    let exists: bool = tx
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM information_schema.tables \
-             WHERE table_schema = $1 AND table_name = 'coercion_schema_version')",
-            &[&schema],
-        )
-        .await
-        .map_err(err)?
-        .get(0);
-    let current: i64 = if exists {
-        let row = tx
-            .query_opt("SELECT version FROM coercion_schema_version", &[])
-            .await
-            .map_err(err)?;
-        match row {
-            Some(r) => r.get(0),
-            None => {
-                return Err(StoreError::permanent(format!(
-                    "{store}: a coercion store whose coercion_schema_version table is empty"
-                )));
-            }
-        }
-    } else {
-        let plans: bool = tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM information_schema.tables \
-                 WHERE table_schema = $1 AND table_name = 'plans')",
-                &[&schema],
-            )
-            .await
-            .map_err(err)?
-            .get(0);
-        if plans {
+    let current = match stored_version(&tx, store, schema).await? {
+        Stored::Version(v) => v,
+        Stored::Empty => 0,
+        Stored::Foreign => {
             return Err(StoreError::permanent(format!(
                 "{store}: schema {schema:?} has a `plans` table but is not a coercion store; \
                  refusing to use it (choose another schema with PostgresOptions::schema)"
             )));
         }
-        0
     };
     if current > latest() {
         return Err(StoreError::permanent(format!(
@@ -205,6 +175,72 @@ pub(super) async fn migrate(
         .map_err(err)?;
     }
     tx.commit().await.map_err(err)
+}
+
+/// What schema `schema` holds.
+enum Stored {
+    /// A coercion store of this version.
+    Version(i64),
+    /// No coercion store, nor anything that looks like one.
+    Empty,
+    /// A `plans` table that is not coercion's.
+    Foreign,
+}
+
+async fn stored_version(
+    client: &impl GenericClient,
+    store: &str,
+    schema: &str,
+) -> Result<Stored, StoreError> {
+    let err = |e: tokio_postgres::Error| pg_error(store, "reading the schema version", e);
+    let table = |name: &'static str| async move {
+        client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.tables \
+                 WHERE table_schema = $1 AND table_name = $2)",
+                &[&schema, &name],
+            )
+            .await
+            .map(|row| row.get::<_, bool>(0))
+    };
+    if table("coercion_schema_version").await.map_err(err)? {
+        let row = client
+            .query_opt("SELECT version FROM coercion_schema_version", &[])
+            .await
+            .map_err(err)?;
+        return match row {
+            Some(r) => Ok(Stored::Version(r.get(0))),
+            None => Err(StoreError::permanent(format!(
+                "{store}: a coercion store whose coercion_schema_version table is empty"
+            ))),
+        };
+    }
+    if table("plans").await.map_err(err)? {
+        Ok(Stored::Foreign)
+    } else {
+        Ok(Stored::Empty)
+    }
+}
+
+/// Checks, changing nothing, that schema `schema` holds a coercion store of this build's
+/// version (for tools that only read).
+pub(super) async fn check(client: &Client, store: &str, schema: &str) -> Result<(), StoreError> {
+    match stored_version(client, store, schema).await? {
+        Stored::Version(v) if v == latest() => Ok(()),
+        Stored::Version(v) if v > latest() => Err(StoreError::permanent(format!(
+            "{store}: written by a newer coercion (schema version {v}; this build knows versions up to {})",
+            latest()
+        ))),
+        Stored::Version(v) => Err(StoreError::permanent(format!(
+            "{store}: the store is at schema version {v}, older than this build's {}; a \
+             workstream or worker of this build migrates it when it connects",
+            latest()
+        ))),
+        Stored::Empty | Stored::Foreign => Err(StoreError::permanent(format!(
+            "{store}: schema {schema:?} holds no coercion store (a workstream or worker creates \
+             it when it connects; name another schema with --pg-schema or COERCION_PG_SCHEMA)"
+        ))),
+    }
 }
 
 /// `name` as a quoted SQL identifier.
