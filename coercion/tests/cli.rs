@@ -805,6 +805,108 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// The events of a server-sent stream: each event's name and its data as JSON (`end` has none).
+fn feed_events(feed: &str) -> Vec<(String, serde_json::Value)> {
+    feed.split("\n\n")
+        .filter_map(|event| {
+            let name = event
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))?
+                .to_owned();
+            let data = event
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .and_then(|d| serde_json::from_str(d).ok())
+                .unwrap_or_default();
+            Some((name, data))
+        })
+        .collect()
+}
+
+/// A live page is rendered once, then sent only what changed: the head, and the nodes whose
+/// state or attempts changed or that run — never the whole tree again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_page_gets_the_whole_plan_once_then_only_what_changed() {
+    let f = tokio::task::spawn_blocking(|| fixture("live_patches"))
+        .await
+        .unwrap();
+    let runner = tokio::task::spawn_blocking({
+        let db = f.db.clone();
+        // 30 actions of 150 ms in 15 sequences, one at a time, run by another process.
+        move || Runner::start(&db, 30, Duration::from_millis(150), "no")
+    })
+    .await
+    .unwrap();
+    let server = Server::start(&f.db, &[]);
+    let feed = http()
+        .get(format!("{}/plans/{}/events", server.url, runner.plan))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events = feed_events(&feed);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"plan"), "{names:?}");
+    assert_eq!(names.last(), Some(&"end"), "{names:?}");
+    let first = events[0].1["html"].as_str().unwrap();
+    assert_eq!(
+        first.matches("class=\"node action ").count(),
+        30,
+        "the first event renders every action"
+    );
+    let patches: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|(n, _)| n == "patch")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(patches.len() + 2, events.len(), "{names:?}");
+    assert!(patches.len() >= 3, "{names:?}");
+    for patch in &patches {
+        let nodes = patch["nodes"].as_array().unwrap();
+        // What runs (an action, its sequence, the block) and what changed since the last poll
+        // — a few nodes (more when polls come late, on a loaded machine), never all 46.
+        assert!(nodes.len() < 23, "{patch:#}");
+        assert!(
+            patch["head"]
+                .as_str()
+                .unwrap()
+                .contains("class=\"summary\"")
+        );
+        assert!(
+            !patch.to_string().contains("plan-tree"),
+            "never the whole tree"
+        );
+    }
+    let last = patches.last().unwrap();
+    assert_eq!(last["status"], "Completed");
+    assert!(
+        last["head"].as_str().unwrap().contains("30 completed"),
+        "{last:#}"
+    );
+    // Every action was sent again once it changed: each ends Completed in some patch.
+    let completed: std::collections::HashSet<&str> = patches
+        .iter()
+        .flat_map(|p| p["nodes"].as_array().unwrap())
+        .filter(|n| {
+            n["html"]
+                .as_str()
+                .is_some_and(|h| h.contains("data-status=\"Completed\""))
+        })
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(completed.len(), 30);
+    let total: usize = patches.iter().map(|p| p.to_string().len()).sum();
+    assert!(
+        total / patches.len() * 4 < first.len(),
+        "a patch is a fraction of the page: {} bytes on average, the page {}",
+        total / patches.len(),
+        first.len()
+    );
+    drop(runner);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_server_says_what_the_store_holds_for_prometheus() {
     let f = tokio::task::spawn_blocking(|| fixture("metrics"))
@@ -1828,17 +1930,20 @@ async fn the_cli_and_the_web_ui_read_a_postgresql_store() {
         .text()
         .await
         .unwrap();
-    let statuses: Vec<&str> = feed
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter_map(|d| {
-            d.split("\"status\":\"")
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-        })
+    let statuses: Vec<String> = feed_events(&feed)
+        .iter()
+        .filter_map(|(_, data)| Some(data.get("status")?.as_str()?.to_owned()))
         .collect();
-    assert_eq!(statuses.first(), Some(&"Running"), "{feed}");
-    assert_eq!(statuses.last(), Some(&"Completed"), "{feed}");
+    assert_eq!(
+        statuses.first().map(String::as_str),
+        Some("Running"),
+        "{feed}"
+    );
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some("Completed"),
+        "{feed}"
+    );
     assert!(feed.contains("event: end"), "{feed}");
     drop(ws);
 }

@@ -9,8 +9,8 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::format::{self, Counts};
 use crate::workflow::{
-    Action, Block, CheckSlot, Checks, DeferredBatch, Outcome, Plan, Sequence, State, Status,
-    Timestamp,
+    Action, Block, CheckSlot, Checks, DeferredBatch, Loc, ObjectRef, Outcome, Plan, Sequence,
+    State, Status, Timestamp,
 };
 
 /// The style sheet of the report and the web UI.
@@ -55,6 +55,17 @@ pub fn report(plan: &Plan) -> String {
 /// failure, as a plan that completed with failures does) and the tree: what the report shows
 /// and what the web UI's plan page replaces on every live update.
 pub(crate) fn plan_body(plan: &Plan, now: Timestamp) -> Markup {
+    html! {
+        div.plan-head { (plan_head(plan, now)) }
+        section.tree {
+            h2 { "Plan tree" }
+            (tree(plan, now))
+        }
+    }
+}
+
+/// What stands above the tree: the summary and, when something failed, the failure report.
+pub(crate) fn plan_head(plan: &Plan, now: Timestamp) -> Markup {
     let with_failures = plan.is_completed_with_failures();
     html! {
         (summary(plan, now))
@@ -64,11 +75,78 @@ pub(crate) fn plan_body(plan: &Plan, now: Timestamp) -> Markup {
                 pre { (plan.failure_report()) }
             }
         }
-        section.tree {
-            h2 { "Plan tree" }
-            (tree(plan, now))
-        }
     }
+}
+
+/// One node of a live page to bring up to date: an action whole (its attempts changed), or
+/// a container's status and head line (its children are patched on their own).
+#[derive(serde::Serialize)]
+pub(crate) struct NodePatch {
+    /// The object's id (`data-id` of its `details`).
+    id: String,
+    /// The whole `details` of an action.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    html: Option<String>,
+    /// A container's `class`, `data-status` and `summary` content.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    class: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    summary: Option<String>,
+}
+
+/// The nodes of `next` to re-render on a page that shows `prev` (the same plan, earlier): the
+/// objects whose state or attempts changed, and the running ones (their durations tick).
+pub(crate) fn node_patches(prev: &Plan, next: &Plan, now: Timestamp) -> Vec<NodePatch> {
+    let opening = Opening::of(next);
+    let mut patches = Vec::new();
+    for ((loc, old), (_, new)) in prev.walk().zip(next.walk()) {
+        let state = new.state();
+        let changed = old.state() != state
+            || matches!((old, new), (ObjectRef::Action(a), ObjectRef::Action(b)) if a.attempts() != b.attempts());
+        if !changed && state.status != Status::Running {
+            continue;
+        }
+        let container = |kind: &str, id: String, head: Markup| NodePatch {
+            id,
+            html: None,
+            class: Some(format!(
+                "node {kind} {}",
+                format::status_class(state.status)
+            )),
+            status: Some(state.status.as_str()),
+            summary: Some(head.into_string()),
+        };
+        patches.push(match (new, loc) {
+            (ObjectRef::Action(a), Loc::Action { index, .. }) => NodePatch {
+                id: a.id().to_string(),
+                html: Some(action_node(index, a, opening, now).into_string()),
+                class: None,
+                status: None,
+                summary: None,
+            },
+            (ObjectRef::Block(b), Loc::Block(i)) => {
+                container("block", b.id().to_string(), block_head(i, b, now))
+            }
+            (ObjectRef::Sequence(q), Loc::Sequence { seq, .. }) => container(
+                "sequence",
+                q.id().to_string(),
+                node_head("sequence", Some(seq), q.name(), state, now, None),
+            ),
+            (ObjectRef::Batch(b), Loc::Batch(i)) => {
+                container("batch", b.id().to_string(), batch_head(i, b, now))
+            }
+            (ObjectRef::Checks(c), Loc::Checks { slot, .. }) => container(
+                "checks",
+                c.id().to_string(),
+                node_head(slot.as_str(), None, "", state, now, None),
+            ),
+            // The plan itself is the page's head, sent whole.
+            _ => continue,
+        });
+    }
+    patches
 }
 
 fn badge(status: Status) -> Markup {
@@ -170,12 +248,18 @@ struct Opening {
     failed_actions: bool,
 }
 
+impl Opening {
+    fn of(plan: &Plan) -> Opening {
+        Opening {
+            small: plan.action_count() <= 40,
+            failed_actions: plan.is_completed_with_failures(),
+        }
+    }
+}
+
 /// The collapsible tree of the plan, in walk order.
 pub(crate) fn tree(plan: &Plan, now: Timestamp) -> Markup {
-    let opening = Opening {
-        small: plan.action_count() <= 40,
-        failed_actions: plan.is_completed_with_failures(),
-    };
+    let opening = Opening::of(plan);
     let before = [CheckSlot::Bypass, CheckSlot::Pre, CheckSlot::Cont];
     html! {
         div.plan-tree data-plan=(plan.id()) {
@@ -238,16 +322,10 @@ fn block_node(index: usize, block: &Block, opening: Opening, now: Timestamp) -> 
         .sequences()
         .iter()
         .any(|s| matches!(s.status(), Status::Failed | Status::Stopped));
-    let info = format!(
-        "{} sequence(s), concurrency {}, tolerates {}",
-        block.sequences().len(),
-        block.concurrency(),
-        block.tolerated_failures()
-    );
     html! {
         details class={ "node block " (format::status_class(state.status)) } data-id=(block.id())
             data-status=(state.status.as_str()) open[open_by_default(opening, state) || holds_failure] {
-            summary { (node_head("block", Some(index), block.name(), state, now, Some(info))) }
+            summary { (block_head(index, block, now)) }
             div.children {
                 @if !block.descr().is_empty() { p.descr { (block.descr()) } }
                 @for slot in [CheckSlot::Bypass, CheckSlot::Pre, CheckSlot::Cont] {
@@ -260,6 +338,23 @@ fn block_node(index: usize, block: &Block, opening: Opening, now: Timestamp) -> 
             }
         }
     }
+}
+
+fn block_head(index: usize, block: &Block, now: Timestamp) -> Markup {
+    let info = format!(
+        "{} sequence(s), concurrency {}, tolerates {}",
+        block.sequences().len(),
+        block.concurrency(),
+        block.tolerated_failures()
+    );
+    node_head(
+        "block",
+        Some(index),
+        block.name(),
+        block.state(),
+        now,
+        Some(info),
+    )
 }
 
 fn sequence_node(index: usize, seq: &Sequence, opening: Opening, now: Timestamp) -> Markup {
@@ -278,6 +373,19 @@ fn sequence_node(index: usize, seq: &Sequence, opening: Opening, now: Timestamp)
 
 fn batch_node(index: usize, batch: &DeferredBatch, opening: Opening, now: Timestamp) -> Markup {
     let state = batch.state();
+    html! {
+        details class={ "node batch " (format::status_class(state.status)) } data-id=(batch.id())
+            data-status=(state.status.as_str()) open[open_by_default(opening, state)] {
+            summary { (batch_head(index, batch, now)) }
+            div.children {
+                @if !batch.descr().is_empty() { p.descr { (batch.descr()) } }
+                @for (i, a) in batch.actions().iter().enumerate() { (action_node(i, a, opening, now)) }
+            }
+        }
+    }
+}
+
+fn batch_head(index: usize, batch: &DeferredBatch, now: Timestamp) -> Markup {
     let info = format!(
         "when {}{}",
         batch.when(),
@@ -287,16 +395,14 @@ fn batch_node(index: usize, batch: &DeferredBatch, opening: Opening, now: Timest
             ""
         }
     );
-    html! {
-        details class={ "node batch " (format::status_class(state.status)) } data-id=(batch.id())
-            data-status=(state.status.as_str()) open[open_by_default(opening, state)] {
-            summary { (node_head("deferred batch", Some(index), batch.name(), state, now, Some(info))) }
-            div.children {
-                @if !batch.descr().is_empty() { p.descr { (batch.descr()) } }
-                @for (i, a) in batch.actions().iter().enumerate() { (action_node(i, a, opening, now)) }
-            }
-        }
-    }
+    node_head(
+        "deferred batch",
+        Some(index),
+        batch.name(),
+        batch.state(),
+        now,
+        Some(info),
+    )
 }
 
 fn action_node(index: usize, action: &Action, opening: Opening, now: Timestamp) -> Markup {

@@ -606,7 +606,11 @@ fn title_case(s: &str) -> String {
 }
 
 enum Feed {
-    Poll { last: Option<String>, sent: Instant },
+    /// `shown`: the plan as the page shows it (its JSON, to tell changes), after the first event.
+    Poll {
+        shown: Option<Box<(Plan, String)>>,
+        sent: Instant,
+    },
     End,
     Done,
 }
@@ -621,15 +625,17 @@ async fn plan_events(State(app): State<App>, Path(id): Path<String>) -> Response
         .into_response()
 }
 
-/// The live feed of a plan: a `plan` event (the rendered page body and the status) at once,
-/// then whenever the stored plan changed (and at least every second while it runs, so running
-/// durations tick), and an `end` event after the plan finished.
+/// The live feed of a plan: a `plan` event at once (the rendered page body and the status),
+/// then only what changed — a `patch` event whenever the stored plan changed (and at least
+/// every second while it runs, so running durations tick): the page's head, and the nodes whose
+/// state or attempts changed or that run ([`views::node_patches`]) — and an `end` event after
+/// the plan finished.
 fn plan_feed(
     app: App,
     id: PlanId,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
     let start = Feed::Poll {
-        last: None,
+        shown: None,
         sent: Instant::now(),
     };
     futures_util::stream::unfold((app, start), move |(app, feed)| async move {
@@ -639,8 +645,8 @@ fn plan_feed(
                 Ok(Event::default().event("end").data("end")),
                 (app, Feed::Done),
             )),
-            Feed::Poll { last, sent } => loop {
-                if last.is_some() {
+            Feed::Poll { shown, sent } => loop {
+                if shown.is_some() {
                     tokio::time::sleep(app.options.poll_interval).await;
                 }
                 let plan = match app.db.read_id(id).await {
@@ -651,18 +657,31 @@ fn plan_feed(
                     }
                 };
                 let json = plan.to_json();
-                let changed = last.as_deref() != Some(json.as_str());
+                let changed = shown.as_ref().is_none_or(|s| s.1 != json);
                 let finished = plan.status().is_terminal();
                 if changed || finished || sent.elapsed() >= Duration::from_secs(1) {
-                    let html = views::plan_body(&plan, chrono::Utc::now()).into_string();
-                    let data =
-                        serde_json::json!({ "html": html, "status": plan.status().as_str() });
-                    let ev = Event::default().event("plan").data(data.to_string());
+                    let now = chrono::Utc::now();
+                    let status = plan.status().as_str();
+                    let ev = match &shown {
+                        None => {
+                            let html = views::plan_body(&plan, now).into_string();
+                            let data = serde_json::json!({ "html": html, "status": status });
+                            Event::default().event("plan").data(data.to_string())
+                        }
+                        Some(before) => {
+                            let data = serde_json::json!({
+                                "head": views::plan_head(&plan, now).into_string(),
+                                "nodes": views::node_patches(&before.0, &plan, now),
+                                "status": status,
+                            });
+                            Event::default().event("patch").data(data.to_string())
+                        }
+                    };
                     let next = if finished {
                         Feed::End
                     } else {
                         Feed::Poll {
-                            last: Some(json),
+                            shown: Some(Box::new((plan, json))),
                             sent: Instant::now(),
                         }
                     };

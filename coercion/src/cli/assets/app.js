@@ -35,6 +35,37 @@
       document.body.dataset.liveUpdates = String(updates);
       if (state) state.textContent = "live · " + msg.status;
     });
+    // After the first render, only what changed: the page's head, and each changed node —
+    // an action whole, a container's status and head line.
+    source.addEventListener("patch", function (ev) {
+      var msg = JSON.parse(ev.data);
+      var head = live.querySelector(".plan-head");
+      if (head) head.innerHTML = msg.head;
+      msg.nodes.forEach(function (n) {
+        var node = live.querySelector('details[data-id="' + n.id + '"]');
+        if (!node) return;
+        if (n.html !== undefined) {
+          var holder = document.createElement("div");
+          holder.innerHTML = n.html;
+          var fresh = holder.firstElementChild;
+          if (!fresh) return;
+          fresh.open = chosen.has(n.id) ? chosen.get(n.id) : node.open;
+          // Inner sections (the request, attempts) stay as the user left them.
+          var before = node.querySelectorAll("details");
+          var after = fresh.querySelectorAll("details");
+          for (var i = 0; i < before.length && i < after.length; i++) after[i].open = before[i].open;
+          node.replaceWith(fresh);
+        } else {
+          node.className = n.class;
+          node.dataset.status = n.status;
+          var summary = node.querySelector(":scope > summary");
+          if (summary) summary.innerHTML = n.summary;
+        }
+      });
+      updates += 1;
+      document.body.dataset.liveUpdates = String(updates);
+      if (state) state.textContent = "live · " + msg.status;
+    });
     source.addEventListener("end", function () {
       source.close();
       if (state) { state.textContent = "finished"; state.classList.remove("on"); }
