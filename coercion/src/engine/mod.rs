@@ -326,6 +326,11 @@ impl Run {
         Change::State { loc, id, state }
     }
 
+    /// The plan as its run left it, once the run finished.
+    pub(crate) fn final_plan(&self) -> Option<Arc<Plan>> {
+        self.final_plan.lock().clone()
+    }
+
     pub(crate) fn status_of(&self, loc: Loc) -> Status {
         if let Some(done) = self.final_plan.lock().as_ref() {
             return done.state_at(loc).map(|s| s.status).unwrap_or_default();

@@ -5,6 +5,7 @@
 //! | `coercion/command` | action | [`Command`] | runs a program, captures its output, applies exit-code rules |
 //! | `coercion/command-check` | check | [`CommandCheck`] | the same, as a check |
 //! | `coercion/http-check` | check | [`HttpCheck`] | sends an HTTP request, expects a status and a body substring (feature `http`, default) |
+//! | `coercion/webhook` | action | [`Webhook`] | POSTs a JSON document (a Slack-compatible `{"text": …}` with [`WebhookReq::slack`]), retrying a busy receiver (feature `http`, default) |
 //! | `coercion/tcp-check` | check | [`TcpCheck`] | connects to a TCP port |
 //! | `coercion/file-exists` | check | [`FileExists`] | a path exists, of a kind, containing a text |
 //! | `coercion/write-file` | action | [`WriteFile`] | writes a file atomically, with a mode |
@@ -52,6 +53,8 @@ mod sleep;
 pub mod ssh;
 mod tcp;
 mod wait_for;
+#[cfg(feature = "http")]
+mod webhook;
 mod write_file;
 
 pub use command::{Command, CommandCheck, CommandReq, CommandResp};
@@ -62,6 +65,9 @@ pub use http::{ExpectedStatus, HttpCheck, HttpCheckReq, HttpCheckResp};
 pub use sleep::{Sleep, SleepReq, SleepResp};
 pub use tcp::{TcpCheck, TcpCheckReq, TcpCheckResp};
 pub use wait_for::{Condition, ConditionResp, WaitFor, WaitForReq, WaitForResp, WaitUntil};
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use webhook::{Webhook, WebhookReq, WebhookResp};
 pub use write_file::{FileContents, WriteFile, WriteFileReq, WriteFileResp};
 
 use crate::plugin::ValidationError;
