@@ -1947,3 +1947,111 @@ async fn the_cli_and_the_web_ui_read_a_postgresql_store() {
     assert!(feed.contains("event: end"), "{feed}");
     drop(ws);
 }
+
+/// Every viewer of a live plan is fed by one store poll per interval, not one each: ten
+/// viewers of a running plan cost about what one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_viewers_of_a_live_plan_share_one_store_poll() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use coercion::plugin::BoxFuture;
+    use coercion::storage::{Change, ListFilter, MemoryStore, PlanSummary, StoreError};
+    use coercion::testing::{FakeAction, FakeReq, Fakes};
+    use coercion::{ActionSpec, Block, PlanId, Sequence, Workstream};
+
+    /// A memory store that counts whole-plan reads.
+    struct Counting {
+        inner: MemoryStore,
+        reads: AtomicUsize,
+    }
+    impl Store for Counting {
+        fn create<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Result<(), StoreError>> {
+            self.inner.create(plan)
+        }
+        fn apply<'a>(
+            &'a self,
+            id: PlanId,
+            changes: &'a [Change],
+        ) -> BoxFuture<'a, Result<(), StoreError>> {
+            self.inner.apply(id, changes)
+        }
+        fn read(&self, id: PlanId) -> BoxFuture<'_, Result<Plan, StoreError>> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.inner.read(id)
+        }
+        fn list<'a>(
+            &'a self,
+            filter: &'a ListFilter,
+        ) -> BoxFuture<'a, Result<Vec<PlanSummary>, StoreError>> {
+            self.inner.list(filter)
+        }
+        fn delete(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
+            self.inner.delete(id)
+        }
+        fn describe(&self) -> String {
+            "counting".into()
+        }
+    }
+
+    let store = Arc::new(Counting {
+        inner: MemoryStore::new(),
+        reads: AtomicUsize::new(0),
+    });
+    let fakes = Fakes::new();
+    let ws = Workstream::builder()
+        .shared_store(store.clone())
+        .registry(fakes.registry())
+        .build()
+        .await
+        .unwrap();
+    let plan = Plan::builder("watched")
+        .block(
+            Block::builder("b").sequence((0..6).fold(Sequence::builder("s"), |s, i| {
+                s.action(ActionSpec::new::<FakeAction>(
+                    format!("step {i}"),
+                    FakeReq::sleep(Duration::from_millis(250)),
+                ))
+            })),
+        )
+        .build();
+    let id = ws.submit(plan).await.unwrap();
+
+    let poll = Duration::from_millis(50);
+    let options = coercion::cli::web::WebOptions {
+        addr: ([127, 0, 0, 1], 0).into(),
+        poll_interval: poll,
+        ..Default::default()
+    };
+    let db = coercion::cli::Db::from_store(store.clone(), "counting");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(coercion::cli::web::serve(db, options, move |addr| {
+        let _ = tx.send(addr);
+    }));
+    let addr = rx.await.unwrap();
+
+    ws.start(id).await.unwrap();
+    let started = std::time::Instant::now();
+    let before = store.reads.load(Ordering::Relaxed);
+    let viewers = (0..10).map(|_| {
+        let url = format!("http://{addr}/plans/{id}/events");
+        async move { http().get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    let feeds = futures_util::future::join_all(viewers).await;
+    let reads = store.reads.load(Ordering::Relaxed) - before;
+    let polls = started.elapsed().as_millis() / poll.as_millis() + 1;
+    for feed in &feeds {
+        let events = feed_events(feed);
+        assert_eq!(events.first().map(|e| e.0.as_str()), Some("plan"));
+        assert_eq!(events.last().map(|e| e.0.as_str()), Some("end"));
+        let last = &events[events.len() - 2].1;
+        assert_eq!(last["status"], "Completed", "{feed}");
+    }
+    // One poller: at most one read per interval (and a few for viewers that arrive as a
+    // poller ends). Ten pollers would read about ten times as often.
+    assert!(
+        reads as u128 <= polls + 10,
+        "{reads} reads in {polls} poll intervals for 10 viewers"
+    );
+    drop(ws);
+}

@@ -68,6 +68,16 @@ impl Db {
         }
     }
 
+    /// A store the program opened itself (its own [`Store`], a `MemoryStore`), shown as
+    /// `label`. Control requests, which go through a SQLite file's socket, are refused for it.
+    pub fn from_store(store: Arc<dyn Store>, label: impl Into<String>) -> Db {
+        Db {
+            store,
+            path: None,
+            label: label.into(),
+        }
+    }
+
     /// Opens the store file at `path` read-only (it may be in use by a process that runs plans).
     ///
     /// Fails with a message naming the file if it does not exist, is not a file, is not a

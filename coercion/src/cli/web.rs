@@ -20,9 +20,11 @@
 //! and style sheet, requests whose `Host` is not this server are refused (DNS rebinding), and
 //! control requests from other origins are refused (CSRF).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -34,7 +36,9 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use futures_util::Stream;
 use maud::{Markup, html};
+use parking_lot::Mutex;
 use serde::Deserialize;
+use tokio::sync::watch;
 
 use super::control::{self, ControlOp};
 use super::db::{Db, store_error};
@@ -92,6 +96,57 @@ struct App {
     db: Db,
     options: WebOptions,
     store_label: String,
+    /// One store poll per watched plan, whatever the number of viewers.
+    watched: Arc<Mutex<HashMap<PlanId, watch::Receiver<Snapshot>>>>,
+}
+
+/// A watched plan as last read: the plan (ready to show) and its JSON, or why it could not be
+/// read; `None` before the first read.
+type Snapshot = Option<Arc<Result<(Plan, String), String>>>;
+
+impl App {
+    /// The plan `id` as the store holds it, kept up to date by one poller shared by every
+    /// viewer: it reads the store every `poll_interval` while anyone watches and the plan
+    /// runs, and stops when the last viewer leaves or the plan ended.
+    fn watch(&self, id: PlanId) -> watch::Receiver<Snapshot> {
+        let mut watched = self.watched.lock();
+        if let Some(rx) = watched.get(&id) {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        watched.insert(id, rx.clone());
+        let app = self.clone();
+        tokio::spawn(async move {
+            let mut shown: Option<String> = None;
+            loop {
+                let read = app.db.read_id(id).await.map(|p| {
+                    let p = p.clone_for_display();
+                    let json = p.to_json();
+                    (p, json)
+                });
+                let over = match &read {
+                    Ok((plan, _)) => plan.status().is_terminal(),
+                    Err(_) => true,
+                };
+                let changed = match &read {
+                    Ok((_, json)) => shown.as_deref() != Some(json.as_str()),
+                    Err(_) => true,
+                };
+                if changed {
+                    shown = read.as_ref().ok().map(|(_, json)| json.clone());
+                    tx.send_replace(Some(Arc::new(read.map_err(|e| e.to_string()))));
+                }
+                // Nobody watches any more (the map holds one receiver), or nothing will change.
+                if over || tx.receiver_count() <= 1 {
+                    let mut watched = app.watched.lock();
+                    watched.remove(&id);
+                    return;
+                }
+                tokio::time::sleep(app.options.poll_interval).await;
+            }
+        });
+        rx
+    }
 }
 
 /// The web UI's routes over `db`.
@@ -101,6 +156,7 @@ pub fn router(db: Db, options: WebOptions) -> Router {
         db,
         options,
         store_label,
+        watched: Arc::default(),
     };
     Router::new()
         .route("/", get(list_page))
@@ -605,16 +661,6 @@ fn title_case(s: &str) -> String {
         .unwrap_or_default()
 }
 
-enum Feed {
-    /// `shown`: the plan as the page shows it (its JSON, to tell changes), after the first event.
-    Poll {
-        shown: Option<Box<(Plan, String)>>,
-        sent: Instant,
-    },
-    End,
-    Done,
-}
-
 async fn plan_events(State(app): State<App>, Path(id): Path<String>) -> Response {
     let id = match resolve(&app, &id).await {
         Ok(i) => i,
@@ -626,69 +672,66 @@ async fn plan_events(State(app): State<App>, Path(id): Path<String>) -> Response
 }
 
 /// The live feed of a plan: a `plan` event at once (the rendered page body and the status),
-/// then only what changed — a `patch` event whenever the stored plan changed (and at least
-/// every second while it runs, so running durations tick): the page's head, and the nodes whose
-/// state or attempts changed or that run ([`views::node_patches`]) — and an `end` event after
-/// the plan finished.
+/// then only what changed — a `patch` event whenever the stored plan changed (and every second
+/// while it runs, so running durations tick): the page's head, and the nodes whose state or
+/// attempts changed or that run ([`views::node_patches`]) — and an `end` event after the plan
+/// finished. Every viewer of a plan is fed from the one poller of [`App::watch`].
 fn plan_feed(
     app: App,
     id: PlanId,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
-    let start = Feed::Poll {
-        shown: None,
-        sent: Instant::now(),
-    };
-    futures_util::stream::unfold((app, start), move |(app, feed)| async move {
-        match feed {
-            Feed::Done => None,
-            Feed::End => Some((
-                Ok(Event::default().event("end").data("end")),
-                (app, Feed::Done),
-            )),
-            Feed::Poll { shown, sent } => loop {
-                if shown.is_some() {
-                    tokio::time::sleep(app.options.poll_interval).await;
-                }
-                let plan = match app.db.read_id(id).await {
-                    Ok(p) => p.clone_for_display(),
-                    Err(e) => {
-                        let ev = Event::default().event("failure").data(e.to_string());
-                        return Some((Ok(ev), (app, Feed::Done)));
-                    }
-                };
-                let json = plan.to_json();
-                let changed = shown.as_ref().is_none_or(|s| s.1 != json);
-                let finished = plan.status().is_terminal();
-                if changed || finished || sent.elapsed() >= Duration::from_secs(1) {
-                    let now = chrono::Utc::now();
-                    let status = plan.status().as_str();
-                    let ev = match &shown {
-                        None => {
-                            let html = views::plan_body(&plan, now).into_string();
-                            let data = serde_json::json!({ "html": html, "status": status });
-                            Event::default().event("plan").data(data.to_string())
-                        }
-                        Some(before) => {
-                            let data = serde_json::json!({
-                                "head": views::plan_head(&plan, now).into_string(),
-                                "nodes": views::node_patches(&before.0, &plan, now),
-                                "status": status,
-                            });
-                            Event::default().event("patch").data(data.to_string())
-                        }
-                    };
-                    let next = if finished {
-                        Feed::End
-                    } else {
-                        Feed::Poll {
-                            shown: Some(Box::new((plan, json))),
-                            sent: Instant::now(),
-                        }
-                    };
-                    return Some((Ok(ev), (app, next)));
-                }
-            },
+    let rx = app.watch(id);
+    // The plan as this viewer's page shows it; `None` before the first event.
+    let state: (watch::Receiver<Snapshot>, Option<Plan>, bool) = (rx, None, false);
+    futures_util::stream::unfold(state, move |(mut rx, shown, ended)| async move {
+        if ended {
+            return None;
         }
+        if let Some(plan) = &shown
+            && plan.status().is_terminal()
+        {
+            let ev = Event::default().event("end").data("end");
+            return Some((Ok(ev), (rx, shown, true)));
+        }
+        if shown.is_none() {
+            // The first read.
+            let _ = rx.wait_for(Option::is_some).await;
+        } else {
+            // A change, or a second gone by (running durations tick).
+            match tokio::time::timeout(Duration::from_secs(1), rx.changed()).await {
+                // The poller is gone (it sends a plan's end before it goes): tick slowly.
+                Ok(Err(_)) => tokio::time::sleep(Duration::from_secs(1)).await,
+                Ok(Ok(())) | Err(_) => {}
+            }
+        }
+        let snapshot = rx.borrow_and_update().clone();
+        let plan = match snapshot.as_deref() {
+            Some(Ok((plan, _))) => plan.clone(),
+            Some(Err(e)) => {
+                let ev = Event::default().event("failure").data(e.clone());
+                return Some((Ok(ev), (rx, shown, true)));
+            }
+            // The poller ended without reading (cannot happen: it reads once first).
+            None => return None,
+        };
+        let now = chrono::Utc::now();
+        let status = plan.status().as_str();
+        let ev = match &shown {
+            None => {
+                let html = views::plan_body(&plan, now).into_string();
+                let data = serde_json::json!({ "html": html, "status": status });
+                Event::default().event("plan").data(data.to_string())
+            }
+            Some(before) => {
+                let data = serde_json::json!({
+                    "head": views::plan_head(&plan, now).into_string(),
+                    "nodes": views::node_patches(before, &plan, now),
+                    "status": status,
+                });
+                Event::default().event("patch").data(data.to_string())
+            }
+        };
+        Some((Ok(ev), (rx, Some(plan), false)))
     })
 }
 
