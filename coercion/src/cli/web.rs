@@ -698,10 +698,10 @@ fn plan_feed(
             let _ = rx.wait_for(Option::is_some).await;
         } else {
             // A change, or a second gone by (running durations tick).
-            match tokio::time::timeout(Duration::from_secs(1), rx.changed()).await {
-                // The poller is gone (it sends a plan's end before it goes): tick slowly.
-                Ok(Err(_)) => tokio::time::sleep(Duration::from_secs(1)).await,
-                Ok(Ok(())) | Err(_) => {}
+            let waited = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
+            // The poller is gone (it sends a plan's end before it goes): tick slowly.
+            if let Ok(Err(_)) = waited {
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
         let snapshot = rx.borrow_and_update().clone();
