@@ -2055,3 +2055,102 @@ async fn many_viewers_of_a_live_plan_share_one_store_poll() {
     );
     drop(ws);
 }
+
+/// The plan page of a 100,000-action plan shows a page of each block's sequences — and every
+/// one that failed, wherever it is — with links to the others, not the whole tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_plan_page_shows_a_page_of_sequences_and_what_failed() {
+    use std::sync::Arc;
+
+    use coercion::storage::{Change, MemoryStore, Store as _};
+    use coercion::testing::{FakeAction, FakeReq, Fakes};
+    use coercion::workflow::Loc;
+    use coercion::{ActionSpec, Block, Sequence, State, Workstream};
+
+    let store = Arc::new(MemoryStore::new());
+    let fakes = Fakes::new();
+    let ws = Workstream::builder()
+        .shared_store(store.clone())
+        .registry(fakes.registry())
+        .build()
+        .await
+        .unwrap();
+    let plan = Plan::builder("ten thousand hosts")
+        .block(Block::builder("fleet").sequences((0..10_000).map(|h| {
+            (0..10).fold(Sequence::builder(format!("host-{h:05}")), |s, a| {
+                s.action(ActionSpec::new::<FakeAction>(
+                    format!("step {a}"),
+                    FakeReq::ok(),
+                ))
+            })
+        })))
+        .build();
+    let id = ws.submit(plan).await.unwrap();
+    // One host far down the list failed.
+    let stored = store.read(id).await.unwrap();
+    let failed = stored.blocks()[0].sequences()[7_321].id();
+    let now = chrono::Utc::now();
+    store
+        .apply(
+            id,
+            &[Change::State {
+                loc: Loc::Sequence {
+                    block: 0,
+                    seq: 7_321,
+                },
+                id: failed,
+                state: State {
+                    status: Status::Failed,
+                    start: Some(now),
+                    end: Some(now),
+                },
+            }],
+        )
+        .await
+        .unwrap();
+
+    let db = coercion::cli::Db::from_store(store.clone(), "memory");
+    let options = coercion::cli::web::WebOptions {
+        addr: ([127, 0, 0, 1], 0).into(),
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(coercion::cli::web::serve(db, options, move |addr| {
+        let _ = tx.send(addr);
+    }));
+    let addr = rx.await.unwrap();
+    let page = |query: &'static str| {
+        let url = format!("http://{addr}/plans/{id}{query}");
+        async move {
+            let response = http().get(url).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.text().await.unwrap()
+        }
+    };
+    let sequences = |html: &str| html.matches("class=\"node sequence ").count();
+
+    let first = page("").await;
+    assert_eq!(sequences(&first), 201, "the first 200, and the failed one");
+    assert!(first.contains("host-00199") && !first.contains("host-00200"));
+    assert!(first.contains("host-07321"), "the failed host is shown");
+    assert!(
+        first.contains("9799 more sequence(s) not shown (this page: 0–200 of 10000"),
+        "says what is left out"
+    );
+    assert!(first.contains("href=\"?from=200\"") && !first.contains("prev-page"));
+    assert!(
+        first.contains(&format!("data-events=\"/plans/{id}/events\"")),
+        "the page is live"
+    );
+    let last = page("?from=9800").await;
+    assert_eq!(sequences(&last), 201);
+    assert!(last.contains("host-09999") && last.contains("host-07321"));
+    assert!(last.contains("href=\"?from=9600\"") && !last.contains("next-page"));
+    assert!(
+        last.contains(&format!("data-events=\"/plans/{id}/events?from=9800\"")),
+        "the live feed renders the same page"
+    );
+    // The whole tree would be tens of megabytes; a page is a small fraction of it.
+    assert!(first.len() < 4_000_000, "{} bytes", first.len());
+    drop(ws);
+}

@@ -55,12 +55,39 @@ pub fn report(plan: &Plan) -> String {
 /// failure, as a plan that completed with failures does) and the tree: what the report shows
 /// and what the web UI's plan page replaces on every live update.
 pub(crate) fn plan_body(plan: &Plan, now: Timestamp) -> Markup {
+    plan_body_in(plan, now, None)
+}
+
+/// [`plan_body`] showing, of each block's sequences, only the page `window` (every sequence
+/// with `None`).
+pub(crate) fn plan_body_in(plan: &Plan, now: Timestamp, window: Option<Window>) -> Markup {
     html! {
         div.plan-head { (plan_head(plan, now)) }
         section.tree {
             h2 { "Plan tree" }
-            (tree(plan, now))
+            (tree_in(plan, now, window))
         }
+    }
+}
+
+/// How many sequences of a block a page of the web UI shows.
+pub(crate) const SEQUENCE_PAGE: usize = 200;
+
+/// The sequences of each block a page shows: `SEQUENCE_PAGE` of them from `from`, and every
+/// one that runs, failed or was stopped wherever it is (what an operator looks for).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Window {
+    /// The first sequence of the page, in every block.
+    pub(crate) from: usize,
+}
+
+impl Window {
+    fn shows(self, index: usize, seq: &Sequence) -> bool {
+        (self.from..self.from.saturating_add(SEQUENCE_PAGE)).contains(&index)
+            || matches!(
+                seq.status(),
+                Status::Running | Status::Failed | Status::Stopped
+            )
     }
 }
 
@@ -243,6 +270,8 @@ fn open_by_default(opening: Opening, state: State) -> bool {
 struct Opening {
     /// Small plans show everything; large ones only what runs or failed.
     small: bool,
+    /// The page of sequences shown (all with `None`).
+    window: Option<Window>,
     /// Failed actions start open (a plan that completed with failures: their errors are the
     /// news).
     failed_actions: bool,
@@ -251,6 +280,7 @@ struct Opening {
 impl Opening {
     fn of(plan: &Plan) -> Opening {
         Opening {
+            window: None,
             small: plan.action_count() <= 40,
             failed_actions: plan.is_completed_with_failures(),
         }
@@ -258,8 +288,11 @@ impl Opening {
 }
 
 /// The collapsible tree of the plan, in walk order.
-pub(crate) fn tree(plan: &Plan, now: Timestamp) -> Markup {
-    let opening = Opening::of(plan);
+fn tree_in(plan: &Plan, now: Timestamp, window: Option<Window>) -> Markup {
+    let opening = Opening {
+        window,
+        ..Opening::of(plan)
+    };
     let before = [CheckSlot::Bypass, CheckSlot::Pre, CheckSlot::Cont];
     html! {
         div.plan-tree data-plan=(plan.id()) {
@@ -331,7 +364,26 @@ fn block_node(index: usize, block: &Block, opening: Opening, now: Timestamp) -> 
                 @for slot in [CheckSlot::Bypass, CheckSlot::Pre, CheckSlot::Cont] {
                     @if let Some(c) = block.checks().get(slot) { (checks_node(slot, c, opening, now)) }
                 }
-                @for (i, s) in block.sequences().iter().enumerate() { (sequence_node(i, s, opening, now)) }
+                @for (i, s) in block.sequences().iter().enumerate() {
+                    @if opening.window.is_none_or(|w| w.shows(i, s)) { (sequence_node(i, s, opening, now)) }
+                }
+                @if let Some(w) = opening.window {
+                    @let hidden = block.sequences().iter().enumerate().filter(|(i, s)| !w.shows(*i, s)).count();
+                    @if hidden > 0 {
+                        p.more-sequences {
+                            (hidden) " more sequence(s) not shown (this page: "
+                            (w.from.min(block.sequences().len())) "–"
+                            (w.from.saturating_add(SEQUENCE_PAGE).min(block.sequences().len()))
+                            " of " (block.sequences().len()) ", and every one that runs, failed or was stopped)"
+                            @if w.from > 0 {
+                                " · " a.prev-page href={ "?from=" (w.from.saturating_sub(SEQUENCE_PAGE)) } { "previous " (SEQUENCE_PAGE) }
+                            }
+                            @if w.from.saturating_add(SEQUENCE_PAGE) < block.sequences().len() {
+                                " · " a.next-page href={ "?from=" (w.from + SEQUENCE_PAGE) } { "next " (SEQUENCE_PAGE) }
+                            }
+                        }
+                    }
+                }
                 @for slot in [CheckSlot::Post, CheckSlot::Deferred] {
                     @if let Some(c) = block.checks().get(slot) { (checks_node(slot, c, opening, now)) }
                 }

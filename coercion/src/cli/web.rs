@@ -569,7 +569,19 @@ async fn read(app: &App, id: PlanId) -> Result<Plan, Response> {
         .map_err(|e| error_page(StatusCode::NOT_FOUND, &app.store_label, &e.to_string()))
 }
 
-async fn plan_page(State(app): State<App>, Path(id): Path<String>) -> Response {
+/// Which page of a large plan's sequences to show.
+#[derive(Debug, Default, Deserialize)]
+struct PageQuery {
+    /// The first sequence of the page, in every block.
+    #[serde(default)]
+    from: usize,
+}
+
+async fn plan_page(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(page): Query<PageQuery>,
+) -> Response {
     let plan_id = match resolve(&app, &id).await {
         Ok(i) => i,
         Err(r) => return r,
@@ -585,7 +597,11 @@ async fn plan_page(State(app): State<App>, Path(id): Path<String>) -> Response {
         Ok(r) => r,
         Err(r) => return r,
     };
-    html_response(StatusCode::OK, plan_view(&app, &plan, retried_by, None))
+    let window = views::Window { from: page.from };
+    html_response(
+        StatusCode::OK,
+        plan_view(&app, &plan, retried_by, None, window),
+    )
 }
 
 /// The plan that retries `plan`, or an error page.
@@ -606,6 +622,7 @@ fn plan_view(
     plan: &Plan,
     retried_by: Option<PlanId>,
     notice: Option<Result<String, String>>,
+    window: views::Window,
 ) -> String {
     let id = plan.id();
     let live = !plan.status().is_terminal();
@@ -647,8 +664,11 @@ fn plan_view(
             Some(Err(m)) => div.notice.error { (m) },
             None => {},
         }
-        div #live data-events=[live.then(|| format!("/plans/{id}/events"))] {
-            (views::plan_body(plan, chrono::Utc::now()))
+        div #live data-events=[live.then(|| match window.from {
+            0 => format!("/plans/{id}/events"),
+            from => format!("/plans/{id}/events?from={from}"),
+        })] {
+            (views::plan_body_in(plan, chrono::Utc::now(), Some(window)))
         }
     };
     views::page(plan.name(), &app.store_label, body)
@@ -661,12 +681,16 @@ fn title_case(s: &str) -> String {
         .unwrap_or_default()
 }
 
-async fn plan_events(State(app): State<App>, Path(id): Path<String>) -> Response {
+async fn plan_events(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(page): Query<PageQuery>,
+) -> Response {
     let id = match resolve(&app, &id).await {
         Ok(i) => i,
         Err(r) => return r,
     };
-    Sse::new(plan_feed(app, id))
+    Sse::new(plan_feed(app, id, views::Window { from: page.from }))
         .keep_alive(KeepAlive::default())
         .into_response()
 }
@@ -679,6 +703,7 @@ async fn plan_events(State(app): State<App>, Path(id): Path<String>) -> Response
 fn plan_feed(
     app: App,
     id: PlanId,
+    window: views::Window,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
     let rx = app.watch(id);
     // The plan as this viewer's page shows it; `None` before the first event.
@@ -718,7 +743,7 @@ fn plan_feed(
         let status = plan.status().as_str();
         let ev = match &shown {
             None => {
-                let html = views::plan_body(&plan, now).into_string();
+                let html = views::plan_body_in(&plan, now, Some(window)).into_string();
                 let data = serde_json::json!({ "html": html, "status": status });
                 Event::default().event("plan").data(data.to_string())
             }
@@ -850,7 +875,16 @@ async fn control_plan(
         ),
         Err(e) => (StatusCode::CONFLICT, Err(e)),
     };
-    html_response(status, plan_view(&app, &plan, retried_by, Some(notice)))
+    html_response(
+        status,
+        plan_view(
+            &app,
+            &plan,
+            retried_by,
+            Some(notice),
+            views::Window::default(),
+        ),
+    )
 }
 
 async fn upload_page(State(app): State<App>) -> Response {
