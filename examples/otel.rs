@@ -4,7 +4,7 @@
 //! `opentelemetry_stdout::SpanExporter` to send them to a collector.
 //!
 //! ```text
-//! cargo run --example otel
+//! cargo run --example otel --features otel
 //! ```
 
 use std::time::Duration;

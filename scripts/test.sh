@@ -20,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-FEATURES="coercion/cli,coercion/ssh,coercion-workspace/postgres"
+FEATURES="coercion/cli,coercion/ssh,coercion-workspace/postgres,coercion-workspace/otel"
 
 cargo check -p coercion --no-default-features --lib
 bash scripts/browser-deps.sh

@@ -2,7 +2,7 @@
 //! plan, each span under its parent — plan, block, sequence, action.
 //!
 //! Runs the example's binary, which `scripts/test.sh` builds first (`cargo build --example
-//! otel`).
+//! otel --features otel`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -19,7 +19,7 @@ fn the_otel_example_exports_one_trace_per_plan() {
         .join("otel");
     assert!(
         bin.exists(),
-        "{} is missing: build it first with `cargo build --example otel` (scripts/test.sh does)",
+        "{} is missing: build it first with `cargo build --example otel --features otel` (scripts/test.sh does)",
         bin.display()
     );
     let out = Command::new(&bin).output().unwrap();
