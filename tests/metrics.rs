@@ -127,7 +127,7 @@ async fn the_process_metrics_are_served_for_prometheus() {
         1.0
     );
     assert_eq!(sample(&page, "coercion_plans_running"), 0.0);
-    // Plan start, each attempt's start and end, status changes, the end: at least a dozen.
-    assert!(sample(&page, "coercion_store_commit_seconds_count") >= 12.0);
+    // At least the plan's start, each of the four attempts' start, and the plan's end.
+    assert!(sample(&page, "coercion_store_commit_seconds_count") >= 6.0);
     assert!(page.contains("coercion_store_commit_seconds_bucket{le=\"0.00005\"}"));
 }
