@@ -101,6 +101,11 @@ async fn webhooks_tell_a_channel_and_on_plan_end_reports_each_end_once() {
             .build()
     };
     let ok = ws.run(plan("deploy", FakeReq::ok())).await.unwrap();
+    assert_eq!(
+        ended.lock().unwrap().as_slice(),
+        [(ok.id(), Status::Completed)],
+        "the hooks ran before `run` returned"
+    );
     let failed = ws
         .run(plan("migrate", FakeReq::fail_permanently()))
         .await

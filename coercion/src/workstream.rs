@@ -189,19 +189,16 @@ pub struct WorkstreamBuilder {
     max_last_update: Duration,
     recover: bool,
     executes: bool,
-    plan_end_hooks: Vec<PlanEndHook>,
 }
-
-/// A function told about every plan whose run ended ([`WorkstreamBuilder::on_plan_end`]).
-type PlanEndHook = Arc<dyn Fn(&Plan) + Send + Sync>;
 
 impl WorkstreamBuilder {
     /// Calls `hook` with the final tree of each plan whose run ends in this workstream
     /// (Completed, Failed or Stopped) — once, in the process that ran it: with several workers
     /// sharing a store, the one that held the plan's lease. A run cut short (its store failed
     /// for good, its lease was lost) is not reported: the plan stays Running, and the process
-    /// that resumes it reports its end. The hook runs on the async runtime: spawn what takes
-    /// time, as below. A panic in it is logged and goes no further.
+    /// that resumes it reports its end. Hooks run on the async runtime, before
+    /// [`Workstream::wait`] and [`Workstream::run`] return for the plan: spawn what takes time,
+    /// as below. A panic in a hook is logged and goes no further.
     ///
     /// ```no_run
     /// use coercion::plugins::{Webhook, WebhookReq};
@@ -223,7 +220,9 @@ impl WorkstreamBuilder {
     /// # Ok(()) }
     /// ```
     pub fn on_plan_end(mut self, hook: impl Fn(&Plan) + Send + Sync + 'static) -> Self {
-        self.plan_end_hooks.push(Arc::new(hook));
+        self.options
+            .plan_end_hooks
+            .push(crate::engine::PlanEndHook(Arc::new(hook)));
         self
     }
 
@@ -387,7 +386,6 @@ impl WorkstreamBuilder {
                 missing_plugins: Mutex::new(HashMap::new()),
                 watchers: Mutex::new(HashMap::new()),
                 executes: self.executes,
-                plan_end_hooks: self.plan_end_hooks,
             }),
         };
         // A shared store: the worker loop claims orphans through its slots.
@@ -399,7 +397,6 @@ impl WorkstreamBuilder {
 }
 
 struct Inner {
-    plan_end_hooks: Vec<PlanEndHook>,
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
     options: EngineOptions,
@@ -464,7 +461,6 @@ impl Workstream {
             max_last_update: Duration::from_secs(30 * 60),
             recover: true,
             executes: true,
-            plan_end_hooks: Vec::new(),
         }
     }
 
@@ -682,21 +678,10 @@ impl Workstream {
             {
                 tracing::warn!(plan = %id, error = %crate::storage::Chain(&e), "could not release the plan after its run");
             }
-            // Ended for good (not cut short by the store, to be resumed elsewhere).
-            let finished = run
-                .final_plan()
-                .filter(|p| !matches!(ended, Some(RunError::Store(_))) && p.status().is_terminal());
             if let Some(e) = ended {
                 inner.interrupted.lock().insert(id, e);
             }
             inner.runs.lock().remove(&id);
-            if let Some(plan) = finished {
-                for hook in &inner.plan_end_hooks {
-                    if std::panic::catch_unwind(AssertUnwindSafe(|| hook(&plan))).is_err() {
-                        tracing::error!(plan = %id, "an on_plan_end hook panicked");
-                    }
-                }
-            }
         });
         let _ = started.wait_for(|s| *s).await;
         Ok(())

@@ -49,7 +49,12 @@ impl Db {
                 .writers(1);
             let store = crate::storage::PostgresStore::connect_with(url, options)
                 .await
-                .map_err(|e| CliError::new(format!("{}", Chain(&e))))?;
+                .map_err(|e| {
+                    CliError::new(format!(
+                        "{} (--pg-schema or COERCION_PG_SCHEMA names the schema; now {pg_schema:?})",
+                        Chain(&e)
+                    ))
+                })?;
             let label = store.describe();
             Ok(Db {
                 store: Arc::new(store),
@@ -128,7 +133,7 @@ impl Db {
     pub fn file_for(&self, what: &str) -> Result<&Path, CliError> {
         self.path().ok_or_else(|| {
             CliError::new(format!(
-                "{what} works on SQLite store files only; {} is a PostgreSQL store",
+                "{what} works on SQLite store files only; {} is not one",
                 self.label
             ))
         })

@@ -70,6 +70,18 @@ pub(crate) fn plan_body_in(plan: &Plan, now: Timestamp, window: Option<Window>) 
     }
 }
 
+/// Whether a sequence joined or left the page `window` between `prev` and `next` (it started,
+/// failed or was stopped off the page): the page must be rendered again.
+pub(crate) fn window_moved(prev: &Plan, next: &Plan, window: Window) -> bool {
+    prev.blocks().iter().zip(next.blocks()).any(|(a, b)| {
+        a.sequences()
+            .iter()
+            .zip(b.sequences())
+            .enumerate()
+            .any(|(i, (x, y))| window.shows(i, x) != window.shows(i, y))
+    })
+}
+
 /// How many sequences of a block a page of the web UI shows.
 pub(crate) const SEQUENCE_PAGE: usize = 200;
 
@@ -125,10 +137,40 @@ pub(crate) struct NodePatch {
 
 /// The nodes of `next` to re-render on a page that shows `prev` (the same plan, earlier): the
 /// objects whose state or attempts changed, and the running ones (their durations tick).
-pub(crate) fn node_patches(prev: &Plan, next: &Plan, now: Timestamp) -> Vec<NodePatch> {
-    let opening = Opening::of(next);
+pub(crate) fn node_patches(
+    prev: &Plan,
+    next: &Plan,
+    now: Timestamp,
+    window: Option<Window>,
+) -> Vec<NodePatch> {
+    let opening = Opening {
+        window,
+        ..Opening::of(next)
+    };
+    // Whether the page shows the object at `loc` (sequences off the page are not on it).
+    let shown = |loc: Loc| {
+        let seq = match loc {
+            Loc::Sequence { block, seq } => Some((block, seq)),
+            Loc::Action {
+                parent: crate::workflow::Parent::Sequence { block, seq },
+                ..
+            } => Some((block, seq)),
+            _ => None,
+        };
+        match (window, seq) {
+            (Some(w), Some((b, s))) => next
+                .blocks()
+                .get(b)
+                .and_then(|block| block.sequences().get(s))
+                .is_some_and(|q| w.shows(s, q)),
+            _ => true,
+        }
+    };
     let mut patches = Vec::new();
     for ((loc, old), (_, new)) in prev.walk().zip(next.walk()) {
+        if !shown(loc) {
+            continue;
+        }
         let state = new.state();
         let changed = old.state() != state
             || matches!((old, new), (ObjectRef::Action(a), ObjectRef::Action(b)) if a.attempts() != b.attempts());
@@ -372,7 +414,7 @@ fn block_node(index: usize, block: &Block, opening: Opening, now: Timestamp) -> 
                     @if hidden > 0 {
                         p.more-sequences {
                             (hidden) " more sequence(s) not shown (this page: "
-                            (w.from.min(block.sequences().len())) "–"
+                            (w.from.saturating_add(1).min(block.sequences().len())) "–"
                             (w.from.saturating_add(SEQUENCE_PAGE).min(block.sequences().len()))
                             " of " (block.sequences().len()) ", and every one that runs, failed or was stopped)"
                             @if w.from > 0 {

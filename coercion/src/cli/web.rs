@@ -100,9 +100,24 @@ struct App {
     watched: Arc<Mutex<HashMap<PlanId, watch::Receiver<Snapshot>>>>,
 }
 
-/// A watched plan as last read: the plan (ready to show) and its JSON, or why it could not be
-/// read; `None` before the first read.
-type Snapshot = Option<Arc<Result<(Plan, String), String>>>;
+/// A watched plan as last read (ready to show), or why it could not be read; `None` before
+/// the first read.
+type Snapshot = Option<Arc<Result<Arc<Plan>, String>>>;
+
+/// Takes a watched plan's entry out of [`App::watched`] if its poller ends by a panic.
+struct Unwatch {
+    app: App,
+    id: PlanId,
+    armed: bool,
+}
+
+impl Drop for Unwatch {
+    fn drop(&mut self) {
+        if self.armed {
+            self.app.watched.lock().remove(&self.id);
+        }
+    }
+}
 
 impl App {
     /// The plan `id` as the store holds it, kept up to date by one poller shared by every
@@ -117,30 +132,33 @@ impl App {
         watched.insert(id, rx.clone());
         let app = self.clone();
         tokio::spawn(async move {
-            let mut shown: Option<String> = None;
+            let mut unwatch = Unwatch {
+                app,
+                id,
+                armed: true,
+            };
+            let app = unwatch.app.clone();
+            // The JSON of the plan last sent, to tell changes.
+            let mut sent: Option<String> = None;
             loop {
-                let read = app.db.read_id(id).await.map(|p| {
-                    let p = p.clone_for_display();
-                    let json = p.to_json();
-                    (p, json)
-                });
-                let over = match &read {
-                    Ok((plan, _)) => plan.status().is_terminal(),
-                    Err(_) => true,
-                };
-                let changed = match &read {
-                    Ok((_, json)) => shown.as_deref() != Some(json.as_str()),
-                    Err(_) => true,
-                };
-                if changed {
-                    shown = read.as_ref().ok().map(|(_, json)| json.clone());
-                    tx.send_replace(Some(Arc::new(read.map_err(|e| e.to_string()))));
+                let read = app.db.read_id(id).await.map(|p| p.clone_for_display());
+                let over = read.as_ref().is_ok_and(|p| p.status().is_terminal()) || read.is_err();
+                let json = read.as_ref().ok().map(Plan::to_json);
+                if read.is_err() || json != sent {
+                    sent = json;
+                    tx.send_replace(Some(Arc::new(
+                        read.map(Arc::new).map_err(|e| e.to_string()),
+                    )));
                 }
-                // Nobody watches any more (the map holds one receiver), or nothing will change.
-                if over || tx.receiver_count() <= 1 {
+                {
+                    // Under the lock `watch` hands out receivers with: no viewer joins between
+                    // this count and the entry's removal.
                     let mut watched = app.watched.lock();
-                    watched.remove(&id);
-                    return;
+                    if over || tx.receiver_count() <= 1 {
+                        watched.remove(&id);
+                        unwatch.armed = false;
+                        return;
+                    }
                 }
                 tokio::time::sleep(app.options.poll_interval).await;
             }
@@ -707,8 +725,8 @@ fn plan_feed(
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
     let rx = app.watch(id);
     // The plan as this viewer's page shows it; `None` before the first event.
-    let state: (watch::Receiver<Snapshot>, Option<Plan>, bool) = (rx, None, false);
-    futures_util::stream::unfold(state, move |(mut rx, shown, ended)| async move {
+    let state: (App, watch::Receiver<Snapshot>, Option<Arc<Plan>>, bool) = (app, rx, None, false);
+    futures_util::stream::unfold(state, move |(app, mut rx, shown, ended)| async move {
         if ended {
             return None;
         }
@@ -716,7 +734,7 @@ fn plan_feed(
             && plan.status().is_terminal()
         {
             let ev = Event::default().event("end").data("end");
-            return Some((Ok(ev), (rx, shown, true)));
+            return Some((Ok(ev), (app, rx, shown, true)));
         }
         if shown.is_none() {
             // The first read.
@@ -724,39 +742,45 @@ fn plan_feed(
         } else {
             // A change, or a second gone by (running durations tick).
             let waited = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
-            // The poller is gone (it sends a plan's end before it goes): tick slowly.
             if let Ok(Err(_)) = waited {
+                // The poller is gone without a last word (it panicked): watch anew.
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                rx = app.watch(id);
+                let _ = rx.wait_for(Option::is_some).await;
             }
         }
         let snapshot = rx.borrow_and_update().clone();
         let plan = match snapshot.as_deref() {
-            Some(Ok((plan, _))) => plan.clone(),
+            Some(Ok(plan)) => plan.clone(),
             Some(Err(e)) => {
                 let ev = Event::default().event("failure").data(e.clone());
-                return Some((Ok(ev), (rx, shown, true)));
+                return Some((Ok(ev), (app, rx, shown, true)));
             }
             // The poller ended without reading (cannot happen: it reads once first).
             None => return None,
         };
         let now = chrono::Utc::now();
         let status = plan.status().as_str();
+        let full = |plan: &Plan| {
+            let html = views::plan_body_in(plan, now, Some(window)).into_string();
+            let data = serde_json::json!({ "html": html, "status": status });
+            Event::default().event("plan").data(data.to_string())
+        };
         let ev = match &shown {
-            None => {
-                let html = views::plan_body_in(&plan, now, Some(window)).into_string();
-                let data = serde_json::json!({ "html": html, "status": status });
-                Event::default().event("plan").data(data.to_string())
-            }
+            None => full(&plan),
+            // A sequence off the page started, failed or stopped: it joins the page, which is
+            // rendered again.
+            Some(before) if views::window_moved(before, &plan, window) => full(&plan),
             Some(before) => {
                 let data = serde_json::json!({
                     "head": views::plan_head(&plan, now).into_string(),
-                    "nodes": views::node_patches(before, &plan, now),
+                    "nodes": views::node_patches(before, &plan, now, Some(window)),
                     "status": status,
                 });
                 Event::default().event("patch").data(data.to_string())
             }
         };
-        Some((Ok(ev), (rx, Some(plan), false)))
+        Some((Ok(ev), (app, rx, Some(plan), false)))
     })
 }
 
@@ -853,7 +877,7 @@ async fn control_plan(
             .await
             .map_err(|e| e.to_string()),
         None => Err(format!(
-            "Stop, pause, resume and retry reach plans of SQLite stores only so far; {} is a PostgreSQL store.",
+            "Stop, pause, resume and retry reach plans of SQLite store files only so far; {} is not one.",
             app.store_label
         )),
     };

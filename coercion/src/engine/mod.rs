@@ -39,6 +39,19 @@ pub(crate) struct EngineOptions {
     /// How long one poll of a plugin may last before the watchdog reports it as blocking its
     /// thread (and the plan's heartbeat stops renewing).
     pub blocking_threshold: Duration,
+    /// Told the final tree of each plan whose run ends here, before its waiters wake.
+    pub plan_end_hooks: Vec<PlanEndHook>,
+}
+
+/// A function told about every plan whose run ended
+/// ([`WorkstreamBuilder::on_plan_end`](crate::WorkstreamBuilder::on_plan_end)).
+#[derive(Clone)]
+pub(crate) struct PlanEndHook(pub Arc<dyn Fn(&Plan) + Send + Sync>);
+
+impl std::fmt::Debug for PlanEndHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PlanEndHook")
+    }
 }
 
 impl Default for EngineOptions {
@@ -49,6 +62,7 @@ impl Default for EngineOptions {
             store_retries: 8,
             keys: Arc::new(crate::secret::KeyRing::default()),
             blocking_threshold: watchdog::DEFAULT_THRESHOLD,
+            plan_end_hooks: Vec::new(),
         }
     }
 }
@@ -324,11 +338,6 @@ impl Run {
             },
         };
         Change::State { loc, id, state }
-    }
-
-    /// The plan as its run left it, once the run finished.
-    pub(crate) fn final_plan(&self) -> Option<Arc<Plan>> {
-        self.final_plan.lock().clone()
     }
 
     pub(crate) fn status_of(&self, loc: Loc) -> Status {

@@ -59,6 +59,20 @@ pub(crate) async fn run_plan(run: Arc<Run>) {
         tracing::error!(plan = %run.id, error = %crate::storage::Chain(e), "plan run ended without finishing; it stays Running in storage for recovery");
     }
     gauge.ended(run.status_of(Loc::Plan));
+    // Ended for good (not cut short by the store, to be resumed elsewhere): the hooks hear of
+    // it before anyone waiting for the plan wakes up.
+    if !run.options.plan_end_hooks.is_empty() && !matches!(result, Err(RunError::Store(_))) {
+        let plan = run.plan.lock().clone();
+        if plan.status().is_terminal() {
+            for hook in &run.options.plan_end_hooks {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (hook.0)(&plan)))
+                    .is_err()
+                {
+                    tracing::error!(plan = %run.id, "an on_plan_end hook panicked");
+                }
+            }
+        }
+    }
     run.finish(result);
 }
 
@@ -144,7 +158,10 @@ async fn drive(run: &Arc<Run>) -> Result<Option<Option<Reason>>, RunError> {
         changes.push(Change::Heartbeat(now()));
         run.commit(changes).await?;
         crate::metrics::plan_started(false);
-    } else if run.resumed {
+    } else if !run.resumed {
+        // Stored already Running by `submit_and_start` or a retry: started here all the same.
+        crate::metrics::plan_started(false);
+    } else {
         let resumption = crate::workflow::Resumption::now();
         tracing::info!(plan = %run.id, by = %resumption.by, "plan resumed");
         run.commit(vec![Change::Resumed(resumption), Change::Heartbeat(now())])

@@ -949,6 +949,9 @@ pub async fn list_filters_and_paging(store: &dyn Store) {
             names(&listed)
         );
         assert_eq!(listed, expected(filter), "[{d}] {filter:?}");
+        // Every filter above names a group or this run's token: nothing else matches.
+        let counted = must(store, "count", store.count(filter).await).await;
+        assert_eq!(counted, count as u64, "[{d}] count of {filter:?}");
     }
 
     // Paging: pages of every size are the slices of the whole listing.
@@ -968,6 +971,8 @@ pub async fn list_filters_and_paging(store: &dyn Store) {
                 page.len()
             );
             assert_eq!(page, expected(&page_filter), "[{d}] page {page_filter:?}");
+            let counted = must(store, "count", store.count(&page_filter).await).await;
+            assert_eq!(counted, page.len() as u64, "[{d}] count of {page_filter:?}");
             paged.extend(page);
         }
         assert_eq!(paged, whole, "[{d}] pages of {limit} put together");

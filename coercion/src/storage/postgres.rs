@@ -139,13 +139,13 @@ impl PostgresOptions {
 /// // TLS as libpq's sslmode and sslrootcert say.
 /// let url = "postgres://coercion@db.internal/ops?sslmode=verify-full&sslrootcert=/etc/ssl/ops-ca.pem";
 /// let store = PostgresStore::connect_with(url, PostgresOptions::default()).await?;
-/// // Resumes the plans whose process died (their lease expired) ...
 /// let ws = Workstream::builder()
 ///     .store(store)
 ///     .registry(Registry::from_inventory()?)
 ///     .build()
 ///     .await?;
-/// // ... and claims the plans clients hand to any worker.
+/// // Takes over the plans whose process died (their lease expired), then the plans clients
+/// // hand to any worker.
 /// let worker = ws.spawn_worker(WorkerOptions::default());
 /// # let _ = worker; Ok(()) }
 /// ```
@@ -554,6 +554,13 @@ impl Store for PostgresStore {
         Box::pin(async move {
             let conn = get(&self.inner.pool, &self.inner.store).await?;
             reader::list_plans(&conn, &self.inner.store, filter).await
+        })
+    }
+
+    fn count<'a>(&'a self, filter: &'a ListFilter) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let conn = get(&self.inner.pool, &self.inner.store).await?;
+            reader::count_plans(&conn, &self.inner.store, filter).await
         })
     }
 

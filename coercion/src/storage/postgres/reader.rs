@@ -138,17 +138,14 @@ pub(super) async fn read_plan(
 
 /// Lists plans matching `filter`, newest submitted first (unsubmitted last), then by id,
 /// descending.
-pub(super) async fn list_plans(
-    conn: &deadpool_postgres::Object,
-    store: &str,
-    filter: &ListFilter,
-) -> Result<Vec<PlanSummary>, StoreError> {
-    let err = |e: tokio_postgres::Error| pg_error(store, "listing plans", e);
-    let mut sql = String::from(
-        "SELECT id, group_id, name, descr, submit_time_ns, status, start_ns, end_ns, reason, \
-         json_array_length(resumptions::json) FROM plans WHERE TRUE",
-    );
-    let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+/// The arguments of a query built by [`select_plans`].
+type Args = Vec<Box<dyn ToSql + Sync + Send>>;
+
+/// `columns` of the plans matching `filter`, newest submitted first, `offset` and `limit`
+/// applied, with its arguments.
+fn select_plans(columns: &str, filter: &ListFilter) -> (String, Args) {
+    let mut sql = format!("SELECT {columns} FROM plans WHERE TRUE");
+    let mut args: Args = Vec::new();
     let mut arg = |sql: &mut String, fragment: &str, value: Box<dyn ToSql + Sync + Send>| {
         args.push(value);
         sql.push_str(&fragment.replace("$?", &format!("${}", args.len())));
@@ -188,6 +185,34 @@ pub(super) async fn list_plans(
         &mut sql,
         " OFFSET $?",
         Box::new(i64::try_from(filter.offset).unwrap_or(i64::MAX)),
+    );
+    (sql, args)
+}
+
+/// How many plans match `filter`, counted by the server.
+pub(super) async fn count_plans(
+    conn: &deadpool_postgres::Object,
+    store: &str,
+    filter: &ListFilter,
+) -> Result<u64, StoreError> {
+    let err = |e: tokio_postgres::Error| pg_error(store, "counting plans", e);
+    let (sql, args) = select_plans("1", filter);
+    let sql = format!("SELECT count(*) FROM ({sql}) AS matching");
+    let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as _).collect();
+    let n: i64 = conn.query_one(&sql, &params).await.map_err(err)?.get(0);
+    Ok(u64::try_from(n).unwrap_or_default())
+}
+
+pub(super) async fn list_plans(
+    conn: &deadpool_postgres::Object,
+    store: &str,
+    filter: &ListFilter,
+) -> Result<Vec<PlanSummary>, StoreError> {
+    let err = |e: tokio_postgres::Error| pg_error(store, "listing plans", e);
+    let (sql, args) = select_plans(
+        "id, group_id, name, descr, submit_time_ns, status, start_ns, end_ns, reason, \
+         json_array_length(resumptions::json)",
+        filter,
     );
     let params: Vec<&(dyn ToSql + Sync)> = args
         .iter()

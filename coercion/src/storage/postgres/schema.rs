@@ -238,7 +238,7 @@ pub(super) async fn check(client: &Client, store: &str, schema: &str) -> Result<
         ))),
         Stored::Empty | Stored::Foreign => Err(StoreError::permanent(format!(
             "{store}: schema {schema:?} holds no coercion store (a workstream or worker creates \
-             it when it connects; name another schema with --pg-schema or COERCION_PG_SCHEMA)"
+             it when it connects; is the schema name right?)"
         ))),
     }
 }
