@@ -138,17 +138,23 @@ impl App {
                 armed: true,
             };
             let app = unwatch.app.clone();
-            // The JSON of the plan last sent, to tell changes.
-            let mut sent: Option<String> = None;
+            // The plan last sent, to tell changes (a comparison, not a serialization: cheap
+            // for large plans).
+            let mut sent: Option<Arc<Plan>> = None;
             loop {
-                let read = app.db.read_id(id).await.map(|p| p.clone_for_display());
+                let read = app
+                    .db
+                    .read_id(id)
+                    .await
+                    .map(|p| Arc::new(p.clone_for_display()));
                 let over = read.as_ref().is_ok_and(|p| p.status().is_terminal()) || read.is_err();
-                let json = read.as_ref().ok().map(Plan::to_json);
-                if read.is_err() || json != sent {
-                    sent = json;
-                    tx.send_replace(Some(Arc::new(
-                        read.map(Arc::new).map_err(|e| e.to_string()),
-                    )));
+                let changed = match (&read, &sent) {
+                    (Ok(now), Some(before)) => now != before,
+                    _ => true,
+                };
+                if changed {
+                    sent = read.as_ref().ok().cloned();
+                    tx.send_replace(Some(Arc::new(read.map_err(|e| e.to_string()))));
                 }
                 {
                     // Under the lock `watch` hands out receivers with: no viewer joins between
