@@ -7,9 +7,13 @@
 //! cargo run --release --example bench -- recovery [--json] [--runs N]
 //! cargo run --release --example bench -- rollout --hosts N [--json] [--runs N]
 //! cargo run --release --example bench -- rollout --inventory FILE [--ssh-config FILE] [--json]
+//! cargo run --release --example bench -- live --db FILE [--sequences N] [--step-ms N]
 //! ```
 //!
 //! Workloads:
+//! * `live` — a plan for others to watch (`scripts/web-load.sh`): `--sequences N` (default 24)
+//!   hosts of 10 actions of `--step-ms` (default 80) each, one at a time, on the SQLite file
+//!   `--db`; prints its wall time when it ends.
 //! * `engine` — 1 block, 1,000 sequences × 10 no-op actions, concurrency 100, in memory.
 //! * `footprint` — a 1,000,000-action plan (100,000 sequences × 10 no-op actions) held and run
 //!   in memory; also prints `bytes_per_action` (peak RSS growth over the baseline per action).
@@ -99,12 +103,14 @@ struct Args {
     inventory: Option<std::path::PathBuf>,
     ssh_config: Option<std::path::PathBuf>,
     limit: String,
+    db: Option<std::path::PathBuf>,
+    step_ms: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let workload = args.next().ok_or(
-        "usage: bench <engine|footprint|durable|recovery|rollout> [--json] [--runs N] [--hosts N] [--sequences N] [--inventory FILE [--ssh-config FILE] [--limit PATTERN]]",
+        "usage: bench <engine|footprint|durable|recovery|rollout|live> [--json] [--runs N] [--hosts N] [--sequences N] [--inventory FILE [--ssh-config FILE] [--limit PATTERN]] [--db FILE] [--step-ms N]",
     )?;
     let mut out = Args {
         workload,
@@ -115,11 +121,15 @@ fn parse_args() -> Result<Args, String> {
         inventory: None,
         ssh_config: None,
         limit: "all".to_owned(),
+        db: None,
+        step_ms: 80,
     };
+    let mut sequences_given = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--json" => out.json = true,
             "--sequences" => {
+                sequences_given = true;
                 out.sequences = args
                     .next()
                     .and_then(|v| v.parse().ok())
@@ -139,6 +149,13 @@ fn parse_args() -> Result<Args, String> {
                 out.ssh_config = Some(args.next().ok_or("--ssh-config takes a file")?.into())
             }
             "--limit" => out.limit = args.next().ok_or("--limit takes a host pattern")?,
+            "--db" => out.db = Some(args.next().ok_or("--db takes a file")?.into()),
+            "--step-ms" => {
+                out.step_ms = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--step-ms takes a number of milliseconds")?;
+            }
             "--runs" => {
                 out.runs = args
                     .next()
@@ -147,6 +164,9 @@ fn parse_args() -> Result<Args, String> {
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    if out.workload == "live" && !sequences_given {
+        out.sequences = 24;
     }
     Ok(out)
 }
@@ -497,6 +517,37 @@ async fn rollout_ssh(
     Ok((hosts.len(), actions, wall))
 }
 
+/// `sequences` hosts of 10 sleeps of `step_ms`, one host at a time, on the SQLite file `db`.
+async fn live(db: &std::path::Path, sequences: usize, step_ms: u64) -> (usize, f64) {
+    use coercion::plugins::{Sleep, SleepReq};
+    let step = std::time::Duration::from_millis(step_ms);
+    let plan = Plan::builder("watched rollout")
+        .block(
+            Block::builder("hosts")
+                .concurrency(1)
+                .sequences((0..sequences).map(|h| {
+                    (0..10).fold(Sequence::builder(format!("host-{h}")), |s, a| {
+                        s.action(ActionSpec::new::<Sleep>(
+                            format!("step {a}"),
+                            SleepReq::new(step),
+                        ))
+                    })
+                })),
+        )
+        .build();
+    let actions = plan.action_count();
+    let ws = Workstream::open(
+        db,
+        Registry::from_inventory().expect("the built-in plugins"),
+    )
+    .await
+    .expect("the store");
+    let t = Instant::now();
+    let done = ws.run(plan).await.expect("the plan runs");
+    assert_eq!(done.status(), Status::Completed, "{done}");
+    (actions, t.elapsed().as_secs_f64())
+}
+
 fn main() {
     let args = match parse_args() {
         Ok(a) => a,
@@ -590,9 +641,19 @@ fn main() {
                     "peak_rss_bytes": peak_rss_bytes(),
                 })
             }
+            "live" => {
+                let Some(db) = args.db.clone() else {
+                    eprintln!("bench: live needs --db FILE (the store the watchers read)");
+                    std::process::exit(2);
+                };
+                let (actions, wall) = rt.block_on(live(&db, args.sequences, args.step_ms));
+                serde_json::json!({
+                    "workload": "live", "store": "sqlite", "actions": actions, "wall_s": wall,
+                })
+            }
             other => {
                 eprintln!(
-                    "bench: unknown workload {other:?} (engine, footprint, durable, recovery, rollout)"
+                    "bench: unknown workload {other:?} (engine, footprint, durable, recovery, rollout, live)"
                 );
                 std::process::exit(2);
             }

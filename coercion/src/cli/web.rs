@@ -98,7 +98,23 @@ struct App {
     store_label: String,
     /// One store poll per watched plan, whatever the number of viewers.
     watched: Arc<Mutex<HashMap<PlanId, watch::Receiver<Snapshot>>>>,
+    /// The last events rendered for each watched plan: viewers in step (the same plan before
+    /// and after, the same page, the same second) render each event once.
+    rendered: Arc<Mutex<HashMap<PlanId, Vec<Rendered>>>>,
 }
+
+/// An event rendered for the viewers of a plan: from `before` (`None`: the whole page) to
+/// `after`, for the page starting at `from`, in second `second`.
+struct Rendered {
+    before: Option<Arc<Plan>>,
+    after: Arc<Plan>,
+    from: usize,
+    second: i64,
+    data: Arc<str>,
+}
+
+/// At most this many plans keep rendered events (the oldest are dropped first).
+const RENDERED_PLANS: usize = 64;
 
 /// A watched plan as last read (ready to show), or why it could not be read; `None` before
 /// the first read.
@@ -120,6 +136,58 @@ impl Drop for Unwatch {
 }
 
 impl App {
+    /// The event data for `after` (the change from `before`, or the whole page), rendered by
+    /// `render` unless a viewer in step rendered it already.
+    fn rendered(
+        &self,
+        id: PlanId,
+        before: Option<&Arc<Plan>>,
+        after: &Arc<Plan>,
+        from: usize,
+        second: i64,
+        render: impl FnOnce() -> String,
+    ) -> Arc<str> {
+        // A plan's last event is rendered for each viewer: nothing to keep once it ended.
+        if after.status().is_terminal() {
+            return render().into();
+        }
+        let same = |r: &Rendered| {
+            Arc::ptr_eq(&r.after, after)
+                && r.from == from
+                && r.second == second
+                && match (&r.before, before) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                }
+        };
+        if let Some(hit) = self
+            .rendered
+            .lock()
+            .get(&id)
+            .and_then(|all| all.iter().find(|r| same(r)))
+        {
+            return hit.data.clone();
+        }
+        let data: Arc<str> = render().into();
+        let mut cache = self.rendered.lock();
+        if cache.len() >= RENDERED_PLANS && !cache.contains_key(&id) {
+            cache.clear();
+        }
+        let entries = cache.entry(id).or_default();
+        if entries.len() >= 8 {
+            entries.remove(0);
+        }
+        entries.push(Rendered {
+            before: before.cloned(),
+            after: after.clone(),
+            from,
+            second,
+            data: data.clone(),
+        });
+        data
+    }
+
     /// The plan `id` as the store holds it, kept up to date by one poller shared by every
     /// viewer: it reads the store every `poll_interval` while anyone watches and the plan
     /// runs, and stops when the last viewer leaves or the plan ended.
@@ -162,6 +230,7 @@ impl App {
                     let mut watched = app.watched.lock();
                     if over || tx.receiver_count() <= 1 {
                         watched.remove(&id);
+                        app.rendered.lock().remove(&id);
                         unwatch.armed = false;
                         return;
                     }
@@ -181,6 +250,7 @@ pub fn router(db: Db, options: WebOptions) -> Router {
         options,
         store_label,
         watched: Arc::default(),
+        rendered: Arc::default(),
     };
     Router::new()
         .route("/", get(list_page))
@@ -767,23 +837,29 @@ fn plan_feed(
         };
         let now = chrono::Utc::now();
         let status = plan.status().as_str();
-        let full = |plan: &Plan| {
-            let html = views::plan_body_in(plan, now, Some(window)).into_string();
-            let data = serde_json::json!({ "html": html, "status": status });
-            Event::default().event("plan").data(data.to_string())
+        let second = now.timestamp();
+        let full = || {
+            let data = app.rendered(id, None, &plan, window.from, second, || {
+                let html = views::plan_body_in(&plan, now, Some(window)).into_string();
+                serde_json::json!({ "html": html, "status": status }).to_string()
+            });
+            Event::default().event("plan").data(&*data)
         };
         let ev = match &shown {
-            None => full(&plan),
+            None => full(),
             // A sequence off the page started, failed or stopped: it joins the page, which is
             // rendered again.
-            Some(before) if views::window_moved(before, &plan, window) => full(&plan),
+            Some(before) if views::window_moved(before, &plan, window) => full(),
             Some(before) => {
-                let data = serde_json::json!({
-                    "head": views::plan_head(&plan, now).into_string(),
-                    "nodes": views::node_patches(before, &plan, now, Some(window)),
-                    "status": status,
+                let data = app.rendered(id, Some(before), &plan, window.from, second, || {
+                    serde_json::json!({
+                        "head": views::plan_head(&plan, now).into_string(),
+                        "nodes": views::node_patches(before, &plan, now, Some(window)),
+                        "status": status,
+                    })
+                    .to_string()
                 });
-                Event::default().event("patch").data(data.to_string())
+                Event::default().event("patch").data(&*data)
             }
         };
         Some((Ok(ev), (app, rx, Some(plan), false)))
