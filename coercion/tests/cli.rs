@@ -1954,51 +1954,13 @@ async fn the_cli_and_the_web_ui_read_a_postgresql_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_viewers_of_a_live_plan_share_one_store_poll() {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use coercion::plugin::BoxFuture;
-    use coercion::storage::{Change, ListFilter, MemoryStore, PlanSummary, StoreError};
+    use coercion::storage::{MemoryStore, RecordingStore};
     use coercion::testing::{FakeAction, FakeReq, Fakes};
-    use coercion::{ActionSpec, Block, PlanId, Sequence, Workstream};
+    use coercion::{ActionSpec, Block, Sequence, Workstream};
 
-    /// A memory store that counts whole-plan reads.
-    struct Counting {
-        inner: MemoryStore,
-        reads: AtomicUsize,
-    }
-    impl Store for Counting {
-        fn create<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Result<(), StoreError>> {
-            self.inner.create(plan)
-        }
-        fn apply<'a>(
-            &'a self,
-            id: PlanId,
-            changes: &'a [Change],
-        ) -> BoxFuture<'a, Result<(), StoreError>> {
-            self.inner.apply(id, changes)
-        }
-        fn read(&self, id: PlanId) -> BoxFuture<'_, Result<Plan, StoreError>> {
-            self.reads.fetch_add(1, Ordering::Relaxed);
-            self.inner.read(id)
-        }
-        fn list<'a>(
-            &'a self,
-            filter: &'a ListFilter,
-        ) -> BoxFuture<'a, Result<Vec<PlanSummary>, StoreError>> {
-            self.inner.list(filter)
-        }
-        fn delete(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
-            self.inner.delete(id)
-        }
-        fn describe(&self) -> String {
-            "counting".into()
-        }
-    }
-
-    let store = Arc::new(Counting {
-        inner: MemoryStore::new(),
-        reads: AtomicUsize::new(0),
-    });
+    // Counts the whole-plan reads.
+    let store = Arc::new(RecordingStore::new(MemoryStore::new()));
     let fakes = Fakes::new();
     let ws = Workstream::builder()
         .shared_store(store.clone())
@@ -2033,13 +1995,13 @@ async fn many_viewers_of_a_live_plan_share_one_store_poll() {
 
     ws.start(id).await.unwrap();
     let started = std::time::Instant::now();
-    let before = store.reads.load(Ordering::Relaxed);
+    let before = store.reads();
     let viewers = (0..10).map(|_| {
         let url = format!("http://{addr}/plans/{id}/events");
         async move { http().get(url).send().await.unwrap().text().await.unwrap() }
     });
     let feeds = futures_util::future::join_all(viewers).await;
-    let reads = store.reads.load(Ordering::Relaxed) - before;
+    let reads = store.reads() - before;
     let polls = started.elapsed().as_millis() / poll.as_millis() + 1;
     for feed in &feeds {
         let events = feed_events(feed);

@@ -70,10 +70,12 @@ struct Entry {
 
 /// Wraps a store and records every `create` and `apply` that succeeds, in the order they were
 /// called — the order in which a store commits them (see [`Store`]). Deletes and the ownership
-/// hooks (`acquire`, `release`, …) are passed on but not recorded; reads pass through.
+/// hooks (`acquire`, `release`, …) are passed on but not recorded; reads pass through,
+/// counted ([`reads`](Self::reads)).
 pub struct RecordingStore<S> {
     inner: S,
     log: Mutex<Vec<Entry>>,
+    reads: std::sync::atomic::AtomicUsize,
 }
 
 impl<S: Store> RecordingStore<S> {
@@ -82,7 +84,13 @@ impl<S: Store> RecordingStore<S> {
         RecordingStore {
             inner,
             log: Mutex::new(Vec::new()),
+            reads: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// How many whole plans were read so far.
+    pub fn reads(&self) -> usize {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The wrapped store.
@@ -164,6 +172,8 @@ impl<S: Store> Store for RecordingStore<S> {
     }
 
     fn read(&self, id: PlanId) -> BoxFuture<'_, Result<Plan, StoreError>> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.read(id)
     }
 
