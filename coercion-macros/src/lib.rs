@@ -21,7 +21,9 @@ use proc_macro::TokenStream;
 /// * `new = path::to::ctor` — build the registered instance with `ctor()` instead of `Default`;
 /// * `manual` — do not register automatically (register configured instances with
 ///   `Registry::with`);
-/// * `not_idempotent` — after a crash, fail an interrupted attempt instead of running it again.
+/// * `not_idempotent` — after a crash, fail an interrupted attempt instead of running it again;
+/// * `preview` — the action plugin implements `coercion::Previews`: it can tell what an attempt
+///   would do, so plans that say `require_previews: true` accept it.
 #[proc_macro_attribute]
 pub fn plugin(args: TokenStream, item: TokenStream) -> TokenStream {
     plugin_attr::expand(args.into(), item.into()).into()

@@ -10,7 +10,14 @@ use syn::{Expr, ExprLit, Item, Lit, Meta, Path, Token};
 
 use crate::suggest::did_you_mean;
 
-const ARGS: &[&str] = &["check", "name", "new", "manual", "not_idempotent"];
+const ARGS: &[&str] = &[
+    "check",
+    "name",
+    "new",
+    "manual",
+    "not_idempotent",
+    "preview",
+];
 
 /// The parsed arguments of one `#[plugin(...)]`.
 #[derive(Default)]
@@ -20,6 +27,7 @@ struct Args {
     new: Option<Path>,
     manual: Option<Span>,
     not_idempotent: Option<Span>,
+    preview: Option<Span>,
 }
 
 fn duplicate(errors: &mut Vec<syn::Error>, span: Span, arg: &str) {
@@ -63,6 +71,11 @@ fn parse_args(args: TokenStream, errors: &mut Vec<syn::Error>) -> Args {
                     duplicate(errors, span, "not_idempotent");
                 }
             }
+            ("preview", Meta::Path(_)) => {
+                if out.preview.replace(span).is_some() {
+                    duplicate(errors, span, "preview");
+                }
+            }
             ("name", Meta::NameValue(nv)) => match &nv.value {
                 Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => {
                     if s.value().trim().is_empty() {
@@ -87,7 +100,7 @@ fn parse_args(args: TokenStream, errors: &mut Vec<syn::Error>) -> Args {
                     "`new` takes the path of a function that returns the plugin: `new = MyPlugin::from_env`",
                 )),
             },
-            ("check" | "manual" | "not_idempotent", _) => errors.push(syn::Error::new(
+            ("check" | "manual" | "not_idempotent" | "preview", _) => errors.push(syn::Error::new(
                 span,
                 format!("`{ident}` takes no value: write `#[plugin({ident})]`"),
             )),
@@ -97,12 +110,18 @@ fn parse_args(args: TokenStream, errors: &mut Vec<syn::Error>) -> Args {
             )),
             (other, _) => {
                 let hint = match did_you_mean(other, ARGS) {
-                    none if none.is_empty() => "; expected one of `check`, `name = \"...\"`, `new = path`, `manual`, `not_idempotent`".to_owned(),
+                    none if none.is_empty() => "; expected one of `check`, `name = \"...\"`, `new = path`, `manual`, `not_idempotent`, `preview`".to_owned(),
                     suggestion => suggestion,
                 };
                 errors.push(syn::Error::new(meta.path().span(), format!("unknown #[plugin] argument `{other}`{hint}")))
             }
         }
+    }
+    if let (Some(preview), Some(_)) = (out.preview, out.check) {
+        errors.push(syn::Error::new(
+            preview,
+            "`preview` is for action plugins: a preview runs check plugins for real (they have no side effects)",
+        ));
     }
     if let (Some(manual), Some(_)) = (out.manual, &out.new) {
         errors.push(syn::Error::new(
@@ -171,6 +190,25 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         )
     };
     let idempotent = parsed.not_idempotent.is_none();
+    let preview = match parsed.preview {
+        Some(span) => quote_spanned! {span=>
+            const PREVIEWS: bool = true;
+            fn __preview<'a>(
+                &'a self,
+                ctx: &'a ::coercion::Context,
+                req: &'a ::coercion::workflow::Json,
+            ) -> ::core::option::Option<
+                ::coercion::plugin::BoxFuture<'a, ::core::result::Result<::coercion::Preview, ::coercion::PluginError>>,
+            > {
+                ::core::option::Option::Some(::coercion::__private::preview_json::<Self>(self, ctx, req))
+            }
+        },
+        None => quote!(),
+    };
+    let preview_marker = match parsed.preview {
+        Some(span) => quote_spanned!(span=> impl ::coercion::__private::IsPreview for #ident {}),
+        None => quote!(),
+    };
     let registration = if parsed.manual.is_some() {
         quote!()
     } else {
@@ -199,9 +237,11 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
                 const NAME: &'static str = #name;
                 const KIND: ::coercion::PluginKind = #kind;
                 const IDEMPOTENT: bool = #idempotent;
+                #preview
             }
             impl ::coercion::__private::Sealed for #ident {}
             impl #kind_tag for #ident {}
+            #preview_marker
             #registration
         };
     }
@@ -225,6 +265,7 @@ mod tests {
     #[test]
     fn accepts_every_argument() {
         assert!(errors_of(quote!(check, name = "a/b", new = Foo::new, not_idempotent)).is_empty());
+        assert!(errors_of(quote!(preview, not_idempotent)).is_empty());
         assert!(errors_of(quote!(manual)).is_empty());
     }
 
@@ -235,6 +276,16 @@ mod tests {
         assert!(errs[0].contains("did you mean `check`?"), "{}", errs[0]);
         assert!(errs[1].contains("string literal"));
         assert!(errs[2].contains("duplicate `manual`"));
+    }
+
+    #[test]
+    fn a_check_plugin_cannot_declare_previews() {
+        let errs = errors_of(quote!(check, preview));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("`preview` is for action plugins"),
+            "{errs:?}"
+        );
     }
 
     #[test]

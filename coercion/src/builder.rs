@@ -236,6 +236,7 @@ impl Block {
             sequences: Vec::new(),
             concurrency: NonZeroUsize::MIN,
             tolerated_failures: Tolerance::Count(0),
+            preview_required: false,
             state: State::default(),
             defects: Vec::new(),
         })
@@ -278,6 +279,13 @@ impl BlockBuilder {
     /// a percentage (`Tolerance::Percent(10)`) or `Tolerance::Unlimited`.
     pub fn tolerated_failures(mut self, tolerance: impl Into<Tolerance>) -> Self {
         self.0.tolerated_failures = tolerance.into();
+        self
+    }
+    /// Requires (with `true`) that every action of the block's sequences previews
+    /// ([`Previews`](crate::Previews)): a plan holding one that does not is refused at submit
+    /// and at preview. `require_previews: true` in `plan!` also checks it at compile time.
+    pub fn require_previews(mut self, required: bool) -> Self {
+        self.0.preview_required = required;
         self
     }
     /// Sets the pause before the block starts.
@@ -395,6 +403,13 @@ impl PlanBuilder {
     /// Ties the plan to others (e.g. a retry to its original).
     pub fn group_id(mut self, group: Uuid) -> Self {
         self.0.group_id = Some(group);
+        self
+    }
+    /// Requires (with `true`) that every action of the plan — sequences and deferred
+    /// batches — previews ([`Previews`](crate::Previews)): the plan is refused at submit and at
+    /// preview otherwise. `require_previews: true` in `plan!` also checks it at compile time.
+    pub fn require_previews(mut self, required: bool) -> Self {
+        self.0.preview_required = required;
         self
     }
     /// Attaches opaque bytes.

@@ -100,6 +100,7 @@ mod macros_doc;
 pub mod metrics;
 pub mod plugin;
 pub mod plugins;
+pub mod preview;
 #[cfg(feature = "progress")]
 #[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
 pub mod progress;
@@ -217,6 +218,7 @@ pub use plugin::{
     ActionPlugin, CheckPlugin, Context, ErrorContext, InitError, Plugin, PluginError, PluginKind,
     PluginMeta, RetryPolicy, ValidationError,
 };
+pub use preview::{Preview, Previews};
 pub use registry::Registry;
 #[cfg(feature = "secrets")]
 pub use secret::{Secret, SecretKey};

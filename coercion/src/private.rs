@@ -5,7 +5,12 @@ use std::sync::Arc;
 
 pub use inventory;
 
-use crate::plugin::{ActionPlugin, CheckPlugin, DynPlugin, Plugin, PluginKind, PluginMeta};
+use crate::plugin::{
+    ActionPlugin, BoxFuture, CheckPlugin, Context, DynPlugin, Plugin, PluginError, PluginKind,
+    PluginMeta,
+};
+use crate::preview::{Preview, Previews};
+use crate::workflow::Json;
 
 /// Seals [`ActionPlugin`] and [`CheckPlugin`]: only `#[plugin]` implements them.
 pub trait Sealed {}
@@ -26,6 +31,44 @@ impl<T: PluginMeta + Sealed + IsAction> ActionPlugin for T {}
 
 #[diagnostic::do_not_recommend]
 impl<T: PluginMeta + Sealed + IsCheck> CheckPlugin for T {}
+
+/// Set by `#[plugin(preview)]`; with [`Previews`] it makes a [`PreviewPlugin`].
+pub trait IsPreview {}
+
+/// An action plugin that previews: what `plan!` accepts in a plan or block that says
+/// `require_previews: true`. Implemented by `#[plugin(preview)]` only.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot preview, so it cannot be used where previews are required",
+    label = "does not preview",
+    note = "this plan or block says `require_previews: true`: every action plugin in it must be declared `#[plugin(preview)]` and implement `coercion::Previews`",
+    note = "make `{Self}` preview, move the action out of the block that requires previews, or remove `require_previews`"
+)]
+pub trait PreviewPlugin: SequencePlugin {}
+
+#[diagnostic::do_not_recommend]
+impl<T: ActionPlugin + Previews + IsPreview> PreviewPlugin for T {}
+
+/// Used by `#[plugin(preview)]`: decodes `req` with the keys of `ctx` and calls
+/// [`Previews::preview`].
+pub fn preview_json<'a, P: Previews>(
+    plugin: &'a P,
+    ctx: &'a Context,
+    req: &'a Json,
+) -> BoxFuture<'a, Result<Preview, PluginError>> {
+    Box::pin(async move {
+        let req = crate::plugin::decode_request::<P>(ctx, req)?;
+        plugin.preview(ctx, &req).await
+    })
+}
+
+/// Used by `plan!` in a plan or block with `require_previews: true`: an action of action plugin
+/// `P`, which must preview (see [`plan_action`]).
+pub fn plan_previewed_action<P: PreviewPlugin + SequencePlugin<Request = R>, R>(
+    name: impl Into<String>,
+    req: R,
+) -> crate::builder::ActionSpec {
+    P::action(name.into(), req)
+}
 
 /// A plugin type the registry can build by itself.
 #[diagnostic::on_unimplemented(

@@ -323,6 +323,27 @@ impl fmt::Display for Plan {
 }
 
 /// `resumed once`, `resumed twice`, `resumed 3 times`; `None` for 0.
+/// `text` with control characters (terminal escapes, newlines) shown escaped, so a hostile
+/// name cannot rewrite the terminal.
+pub(crate) fn clean_for_terminal(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() || is_bidi_control(c) {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
+/// The characters that reorder text around them (embeddings, overrides, isolates, marks): a
+/// name holding one could make a terminal line say something else than it does.
+pub(crate) fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 pub(crate) fn resumed_label(times: usize) -> Option<String> {
     match times {
         0 => None,

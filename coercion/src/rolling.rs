@@ -235,6 +235,13 @@ impl Rolling {
         }
     }
 
+    /// Requires (with `true`) that every action of every batch previews (see
+    /// [`BlockBuilder::require_previews`]).
+    pub fn require_previews(mut self, required: bool) -> Self {
+        self.template = self.template.require_previews(required);
+        self
+    }
+
     /// Sets the description, which each batch's block begins with.
     pub fn descr(mut self, descr: impl Into<String>) -> Self {
         self.descr = descr.into();

@@ -532,22 +532,14 @@ impl Workstream {
         Ok(id)
     }
 
-    /// [`submit`](Self::submit), returning the plan as stored; with `running`, stored as
-    /// started (status `Running`, start time and heartbeat now). `retry_of` replaces whatever
-    /// the plan carried: who asked for a retry is recorded by `retry` alone.
-    async fn store_new(
-        &self,
-        mut plan: Plan,
-        running: bool,
-        retry_of: Option<crate::workflow::RetryOf>,
-    ) -> Result<Plan, Error> {
-        let keys = self.inner.options.keys.clone();
-        crate::secret::with_keys(&keys, || validate_plan(&plan, &self.inner.registry))
+    /// `plan` validated against the registry, its secrets sealed under the workstream's key (they
+    /// were encrypted with this process's key when the plan was built).
+    fn checked(&self, mut plan: Plan) -> Result<Plan, Error> {
+        let keys = &self.inner.options.keys;
+        crate::secret::with_keys(keys, || validate_plan(&plan, &self.inner.registry))
             .map_err(Error::Invalid)?;
-        // Secrets were encrypted with this process's key when the plan was built: store them
-        // under the workstream's key.
         let mut problems = Vec::new();
-        plan.for_each_action_mut(|loc, a| match crate::secret::reseal(&a.request, &keys) {
+        plan.for_each_action_mut(|loc, a| match crate::secret::reseal(&a.request, keys) {
             Ok(j) => a.request = j,
             Err(message) => problems.push((loc, message)),
         });
@@ -562,6 +554,30 @@ impl Workstream {
                     .collect(),
             ));
         }
+        Ok(plan)
+    }
+
+    /// What `plan` would do, without doing it: the checks that judge the world as it is run
+    /// for real (one attempt each), every action is asked for its
+    /// [preview](crate::Previews), post- and deferred checks are listed as running after.
+    /// Nothing is stored and no action's `execute` is called. The plan is validated as
+    /// [`submit`](Self::submit) does (a plan or block that says `require_previews` holding a
+    /// plugin that cannot preview is refused). See [`preview`](crate::preview).
+    pub async fn preview(&self, plan: Plan) -> Result<crate::preview::Report, Error> {
+        let plan = self.checked(plan)?;
+        Ok(crate::preview::run(plan, &self.inner.registry, &self.inner.options.keys).await)
+    }
+
+    /// [`submit`](Self::submit), returning the plan as stored; with `running`, stored as
+    /// started (status `Running`, start time and heartbeat now). `retry_of` replaces whatever
+    /// the plan carried: who asked for a retry is recorded by `retry` alone.
+    async fn store_new(
+        &self,
+        plan: Plan,
+        running: bool,
+        retry_of: Option<crate::workflow::RetryOf>,
+    ) -> Result<Plan, Error> {
+        let mut plan = self.checked(plan)?;
         assign_ids(&mut plan);
         // A new plan has not been resumed, whatever the submitted copy said.
         plan.resumptions.clear();

@@ -18,7 +18,14 @@ use super::valid::{
 
 /// The expression a root node expands to: a `Plan`, a `BlockBuilder` or a `SequenceBuilder`.
 pub(crate) fn expand(root: &NodeIr) -> TokenStream {
-    node(root, Kind::Plan)
+    node(root, Kind::Plan, false)
+}
+
+/// Whether `ir` says `require_previews: true`.
+fn requires_previews(ir: &NodeIr) -> bool {
+    ir.setters
+        .iter()
+        .any(|s| s.field == "require_previews" && matches!(s.value, Arg::Bool(true, _)))
 }
 
 /// The value of the macro when its input was invalid: the errors, then a stand-in of the
@@ -70,8 +77,10 @@ fn push_method(child: Kind, one: &'static str) -> &'static str {
     }
 }
 
-/// The builder expression of `ir`, a child of `parent`.
-fn node(ir: &NodeIr, parent: Kind) -> TokenStream {
+/// The builder expression of `ir`, a child of `parent`; `previews`: an enclosing plan or block
+/// requires previews, so every action plugin under it must preview.
+fn node(ir: &NodeIr, parent: Kind, previews: bool) -> TokenStream {
+    let previews = previews || requires_previews(ir);
     let head = match &ir.head {
         Head::Named(name) => {
             let ty = match ir.kind {
@@ -103,7 +112,11 @@ fn node(ir: &NodeIr, parent: Kind) -> TokenStream {
             &a.name,
             &a.plugin,
             &a.request,
-            matches!(parent, Kind::Checks(_)),
+            match parent {
+                Kind::Checks(_) => "plan_check",
+                _ if previews => "plan_previewed_action",
+                _ => "plan_action",
+            },
         ),
         Head::DeferredActions => unreachable!("deferred batches are added to the plan directly"),
     };
@@ -119,11 +132,11 @@ fn node(ir: &NodeIr, parent: Kind) -> TokenStream {
     };
     // Without loops or branches the children are one chain of builder calls, exactly what a
     // hand-written builder expression is; otherwise a builder local is updated in place.
-    if let Some(calls) = chain(ir.kind, &ir.children) {
+    if let Some(calls) = chain(ir.kind, &ir.children, previews) {
         return quote!(#head #(#setters)* #calls #build);
     }
     let var = local(ir.kind);
-    let stmts = children(&var, ir.kind, &ir.children);
+    let stmts = children(&var, ir.kind, &ir.children, previews);
     quote!({
         let mut #var = #head #(#setters)*;
         #stmts
@@ -133,7 +146,7 @@ fn node(ir: &NodeIr, parent: Kind) -> TokenStream {
 
 /// The calls that add `items` to a `kind` builder as one chain (`.block(a).block(b)`), or
 /// `None` when a `for` or an `if` needs statements.
-fn chain(kind: Kind, items: &[Child]) -> Option<TokenStream> {
+fn chain(kind: Kind, items: &[Child], previews: bool) -> Option<TokenStream> {
     let (one, many) = push_methods(kind);
     let mut out = TokenStream::new();
     for child in items {
@@ -141,13 +154,13 @@ fn chain(kind: Kind, items: &[Child]) -> Option<TokenStream> {
             Child::Node(n) => match n.kind {
                 Kind::Checks(slot) => {
                     let method = Ident::new(slot_method(slot), n.span);
-                    let checks = node(n, kind);
+                    let checks = node(n, kind, previews);
                     quote!(.#method(#checks))
                 }
-                Kind::DeferredActions => chain(Kind::DeferredActions, &n.children)?,
+                Kind::DeferredActions => chain(Kind::DeferredActions, &n.children, previews)?,
                 _ => {
                     let method = Ident::new(push_method(n.kind, one), n.span);
-                    let value = node(n, kind);
+                    let value = node(n, kind, previews);
                     quote!(.#method(#value))
                 }
             },
@@ -169,14 +182,10 @@ fn action_head(
     name: &TokenStream,
     plugin: &TokenStream,
     request: &TokenStream,
-    in_checks: bool,
+    ctor: &str,
 ) -> TokenStream {
     let span = type_span(plugin);
-    let ctor = if in_checks {
-        Ident::new("plan_check", span)
-    } else {
-        Ident::new("plan_action", span)
-    };
+    let ctor = Ident::new(ctor, span);
     let req = Ident::new("__coercion_request", Span::mixed_site().located_at(span));
     quote_spanned! {span=>
         {
@@ -201,7 +210,7 @@ fn type_span(ty: &TokenStream) -> Span {
 }
 
 /// The statements that add `children` to the builder local `var` of a `kind` node.
-fn children(var: &Ident, kind: Kind, items: &[Child]) -> TokenStream {
+fn children(var: &Ident, kind: Kind, items: &[Child], previews: bool) -> TokenStream {
     let (one, many) = push_methods(kind);
     let mut out = TokenStream::new();
     for child in items {
@@ -209,27 +218,29 @@ fn children(var: &Ident, kind: Kind, items: &[Child]) -> TokenStream {
             Child::Node(n) => match n.kind {
                 Kind::Checks(slot) => {
                     let method = Ident::new(slot_method(slot), n.span);
-                    let checks = node(n, kind);
+                    let checks = node(n, kind, previews);
                     quote!(#var = #var.#method(#checks);)
                 }
-                Kind::DeferredActions => children(var, Kind::DeferredActions, &n.children),
+                Kind::DeferredActions => {
+                    children(var, Kind::DeferredActions, &n.children, previews)
+                }
                 _ => {
                     let method = Ident::new(push_method(n.kind, one), n.span);
-                    let value = node(n, kind);
+                    let value = node(n, kind, previews);
                     quote!(#var = #var.#method(#value);)
                 }
             },
             Child::For { pat, expr, body } => {
-                let body = children(var, kind, body);
+                let body = children(var, kind, body, previews);
                 quote!(for #pat in #expr { #body })
             }
             Child::If { arms, else_body } => {
                 let arms = arms.iter().map(|(cond, body)| {
-                    let body = children(var, kind, body);
+                    let body = children(var, kind, body, previews);
                     quote!(if #cond { #body })
                 });
                 let else_body = else_body.as_ref().map(|body| {
-                    let body = children(var, kind, body);
+                    let body = children(var, kind, body, previews);
                     quote!(else { #body })
                 });
                 quote!(#(#arms)else* #else_body)
@@ -271,6 +282,7 @@ fn batch_size(size: &BatchSizeLit) -> TokenStream {
 fn arg(arg: &Arg) -> TokenStream {
     match arg {
         Arg::Expr(e) => quote!(#e),
+        Arg::Bool(b, span) => quote_spanned!(*span=> #b),
         Arg::Duration(DurationLit { amount, unit, span }) => {
             let amount = Literal::u64_unsuffixed(*amount);
             match unit {

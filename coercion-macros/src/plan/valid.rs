@@ -94,7 +94,7 @@ impl Kind {
 
     fn fields(self) -> &'static [&'static str] {
         match self {
-            Kind::Plan => &["name", "descr", "group_id", "meta"],
+            Kind::Plan => &["name", "descr", "group_id", "meta", "require_previews"],
             Kind::Block => &[
                 "name",
                 "descr",
@@ -103,6 +103,7 @@ impl Kind {
                 "tolerated_failures",
                 "entrance_delay",
                 "exit_delay",
+                "require_previews",
             ],
             Kind::Rolling => &[
                 "name",
@@ -112,6 +113,7 @@ impl Kind {
                 "tolerated_failures",
                 "entrance_delay",
                 "exit_delay",
+                "require_previews",
             ],
             Kind::Sequence => &["name", "descr", "key"],
             Kind::Action => &[
@@ -273,6 +275,8 @@ pub(crate) struct Setter {
 /// The argument of a [`Setter`].
 pub(crate) enum Arg {
     Expr(TokenStream),
+    /// `true` or `false`, as `require_previews` takes it.
+    Bool(bool, Span),
     Duration(DurationLit),
     Tolerance(ToleranceLit),
 }
@@ -985,6 +989,18 @@ impl Validator<'_> {
         }
         if name == "tolerated_failures" {
             return self.tolerance(f);
+        }
+        if name == "require_previews" {
+            return match f.value.ident() {
+                Some(i) if i == "true" || i == "false" => Some(Arg::Bool(i == "true", i.span())),
+                _ => {
+                    self.cx.error_spanned(
+                        &f.value,
+                        "`require_previews` takes `true` or `false`: the plugins are checked at compile time, so it cannot be an expression",
+                    );
+                    None
+                }
+            };
         }
         let e = self.expr(f)?;
         match name {

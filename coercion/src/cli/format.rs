@@ -64,26 +64,7 @@ pub(crate) fn attempts(attempts: &[crate::workflow::Attempt]) -> String {
     text
 }
 
-/// `text` with control characters (terminal escapes, newlines) shown escaped, so a hostile
-/// name cannot rewrite the terminal.
-pub(crate) fn clean(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() || is_bidi_control(c) {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
-}
-
-/// The characters that reorder text around them (embeddings, overrides, isolates, marks): a
-/// name holding one could make a terminal line say something else than it does.
-pub(crate) fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-}
+pub(crate) use crate::report::clean_for_terminal as clean;
 
 /// Counts of the actions of a plan by status.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -228,6 +228,7 @@ pub(crate) async fn run_action_with(
             deadline: super::deadline_in(timeout),
             cancel: stop.child_token(),
             span: span.clone(),
+            preview: false,
         };
         let attempt = ctx.attempt;
         tracing::debug!(parent: &span, plan = %run.id, action = %id, attempt, "attempt started");

@@ -91,6 +91,15 @@ pub struct CommandReq {
     /// running behind.
     #[serde(default, skip_serializing_if = "is_false")]
     pub keep_background: bool,
+    /// Run only when this path does not exist (as Ansible's `creates`): a command that makes
+    /// the path is then run once, and a preview can tell whether it would run. Relative to
+    /// `cwd` when that is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creates: Option<PathBuf>,
+    /// Run only when this path exists (as Ansible's `removes`). Relative to `cwd` when that is
+    /// given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removes: Option<PathBuf>,
 }
 
 impl Default for CommandReq {
@@ -108,6 +117,8 @@ impl Default for CommandReq {
             timeout: None,
             output_limit: default_output_limit(),
             keep_background: false,
+            creates: None,
+            removes: None,
         }
     }
 }
@@ -186,8 +197,39 @@ impl CommandReq {
         self
     }
 
+    /// Runs the command only when `path` does not exist (see [`creates`](Self::creates)).
+    pub fn creates(mut self, path: impl Into<PathBuf>) -> CommandReq {
+        self.creates = Some(path.into());
+        self
+    }
+
+    /// Runs the command only when `path` exists (see [`removes`](Self::removes)).
+    pub fn removes(mut self, path: impl Into<PathBuf>) -> CommandReq {
+        self.removes = Some(path.into());
+        self
+    }
+
+    /// Why the command would not run (`creates` exists, `removes` is missing), if so.
+    async fn skipped(&self) -> Option<String> {
+        let at = |p: &PathBuf| match &self.cwd {
+            Some(cwd) if p.is_relative() => cwd.join(p),
+            _ => p.clone(),
+        };
+        if let Some(p) = &self.creates
+            && tokio::fs::symlink_metadata(at(p)).await.is_ok()
+        {
+            return Some(format!("{} exists (`creates`)", p.display()));
+        }
+        if let Some(p) = &self.removes
+            && tokio::fs::symlink_metadata(at(p)).await.is_err()
+        {
+            return Some(format!("{} does not exist (`removes`)", p.display()));
+        }
+        None
+    }
+
     /// The command line, shortened, for messages.
-    fn display(&self) -> String {
+    pub(super) fn display(&self) -> String {
         let mut line = self.program.clone();
         for arg in &self.args {
             line.push(' ');
@@ -214,6 +256,10 @@ pub struct CommandResp {
     /// How long the command ran.
     #[serde(with = "humantime_serde")]
     pub duration: Duration,
+    /// Why the command did not run (`creates` exists, `removes` is missing); the exit code is
+    /// then 0 and the output empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 /// Runs a program (an action plugin, registered as `coercion/command`).
@@ -238,7 +284,7 @@ pub struct CommandResp {
 /// # use std::time::Duration;
 /// let req = CommandReq::new("systemctl").args(["restart", "web"]).timeout(Duration::from_secs(30));
 /// ```
-#[crate::plugin(name = "coercion/command")]
+#[crate::plugin(preview, name = "coercion/command")]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Command;
 
@@ -252,6 +298,30 @@ impl Plugin for Command {
 
     fn validate(&self, req: &CommandReq) -> Result<(), ValidationError> {
         validate(req, "")
+    }
+}
+
+/// A command's effect cannot be known without running it: the preview names the exact program
+/// and arguments that would run, or says why it would not (`creates`, `removes`).
+impl crate::Previews for Command {
+    async fn preview(
+        &self,
+        _ctx: &Context,
+        req: &CommandReq,
+    ) -> Result<crate::Preview, PluginError> {
+        if let Some(why) = req.skipped().await {
+            return Ok(crate::Preview::no_change(format!("would not run: {why}")));
+        }
+        let mut argv = vec![req.program.as_str()];
+        argv.extend(req.args.iter().map(String::as_str));
+        let cwd = req
+            .cwd
+            .as_ref()
+            .map(|d| format!(" in {}", d.display()))
+            .unwrap_or_default();
+        Ok(crate::Preview::would_change(format!(
+            "would run {argv:?}{cwd}"
+        )))
     }
 }
 
@@ -314,6 +384,13 @@ pub(super) fn validate(req: &CommandReq, prefix: &str) -> Result<(), ValidationE
     if req.success_codes.is_empty() {
         return refuse("success_codes", "must list at least one exit code");
     }
+    for (field, path) in [("creates", &req.creates), ("removes", &req.removes)] {
+        if let Some(p) = path
+            && (p.as_os_str().is_empty() || p.as_os_str().as_encoded_bytes().contains(&0))
+        {
+            return refuse(field, "must not be empty or contain a NUL byte");
+        }
+    }
     non_zero(&format!("{prefix}timeout"), req.timeout)
 }
 
@@ -327,6 +404,16 @@ enum Outcome {
 /// Runs the command of `req` for one attempt (also used by `coercion/wait-for`).
 pub(super) async fn run(ctx: &Context, req: &CommandReq) -> Result<CommandResp, PluginError> {
     let shown = req.display();
+    if let Some(why) = req.skipped().await {
+        return Ok(CommandResp {
+            exit_code: 0,
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+            duration: Duration::ZERO,
+            skipped: Some(why),
+        });
+    }
     if let Some(cwd) = &req.cwd
         && !tokio::fs::metadata(cwd).await.is_ok_and(|m| m.is_dir())
     {
@@ -442,6 +529,7 @@ pub(super) async fn run(ctx: &Context, req: &CommandReq) -> Result<CommandResp, 
             stderr,
             truncated: out_truncated || err_truncated,
             duration,
+            skipped: None,
         }),
         Some(code) => {
             let expected = if req.success_codes.len() == 1 {

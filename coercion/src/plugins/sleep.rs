@@ -43,7 +43,7 @@ pub struct SleepResp {
 /// # use std::time::Duration;
 /// let req = SleepReq::new(Duration::from_secs(30));
 /// ```
-#[crate::plugin(name = "coercion/sleep")]
+#[crate::plugin(preview, name = "coercion/sleep")]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Sleep;
 
@@ -62,6 +62,16 @@ impl Plugin for Sleep {
             ))
             .with_code(codes::CANCELLED)),
         }
+    }
+}
+
+/// A sleep changes nothing: the preview says how long it would wait.
+impl crate::Previews for Sleep {
+    async fn preview(&self, _ctx: &Context, req: &SleepReq) -> Result<crate::Preview, PluginError> {
+        Ok(crate::Preview::no_change(format!(
+            "would wait {}",
+            crate::report::human_duration(req.duration)
+        )))
     }
 }
 

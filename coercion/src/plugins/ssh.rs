@@ -646,7 +646,7 @@ fn validate_become(user: Option<&str>) -> Result<(), ValidationError> {
 ///
 /// Errors: see the [module](self). `validate` refuses an empty host or program, port 0, an
 /// invalid environment name, an empty `success_codes`, a zero timeout and NUL bytes.
-#[crate::plugin(name = "coercion/ssh-command")]
+#[crate::plugin(preview, name = "coercion/ssh-command")]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SshCommand;
 
@@ -664,6 +664,28 @@ impl Plugin for SshCommand {
 
     fn validate(&self, req: &SshCommandReq) -> Result<(), ValidationError> {
         req.validate()
+    }
+}
+
+/// A remote command's effect cannot be known without running it: the preview names the host,
+/// the user and the exact program and arguments that would run there.
+impl crate::Previews for SshCommand {
+    async fn preview(
+        &self,
+        _ctx: &Context,
+        req: &SshCommandReq,
+    ) -> Result<crate::Preview, PluginError> {
+        let mut argv = vec![req.program.as_str()];
+        argv.extend(req.args.iter().map(String::as_str));
+        let user = req
+            .become_user
+            .as_ref()
+            .map(|u| format!(" as {u}"))
+            .unwrap_or_default();
+        Ok(crate::Preview::would_change(format!(
+            "would run on {}{user}: {argv:?}",
+            req.target
+        )))
     }
 }
 
@@ -700,7 +722,7 @@ impl Plugin for SshCheck {
 ///
 /// `validate` refuses a relative or directory path, a mode above `0o7777`, bad owner/group
 /// names, and everything [`SshCommand`] refuses in the target.
-#[crate::plugin(name = "coercion/ssh-upload")]
+#[crate::plugin(preview, name = "coercion/ssh-upload")]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SshUpload;
 
@@ -718,6 +740,19 @@ impl Plugin for SshUpload {
 
     fn validate(&self, req: &SshUploadReq) -> Result<(), ValidationError> {
         req.validate()
+    }
+}
+
+/// The preview reads the remote file (its SHA-256, mode, owner and group; its text when it is
+/// small) without writing anything, and compares: no change, or the change with a unified diff
+/// when both sides are UTF-8 text of at most 64 KiB.
+impl crate::Previews for SshUpload {
+    async fn preview(
+        &self,
+        ctx: &Context,
+        req: &SshUploadReq,
+    ) -> Result<crate::Preview, PluginError> {
+        preview_upload(ctx, req).await
     }
 }
 
@@ -1435,7 +1470,120 @@ echo changed"#
     )
 }
 
-async fn run_upload(ctx: &Context, req: &SshUploadReq) -> Result<SshUploadResp, PluginError> {
+/// The largest remote file a preview reads whole, to diff it.
+const PREVIEW_TEXT_LIMIT: usize = 64 * 1024;
+
+/// The remote half of an upload's preview: prints `dir`, `missing`, or `present SHA MODE USER
+/// UID GROUP GID SIZE` followed by the contents when they are at most the limit. Writes nothing.
+fn probe_script(req: &SshUploadReq) -> String {
+    let path = quote(&req.path.to_string_lossy());
+    format!(
+        r#"p={path}
+if [ -d "$p" ]; then echo dir; exit 0; fi
+if [ ! -e "$p" ]; then echo missing; exit 0; fi
+have=$(sha256sum < "$p" | cut -c1-64) || exit 1
+st=$(stat -c '%a %U %u %G %g %s' -- "$p") || exit 1
+echo "present $have $st"
+set -- $st
+if [ "$6" -le {PREVIEW_TEXT_LIMIT} ]; then cat -- "$p" || exit 1; fi"#
+    )
+}
+
+async fn preview_upload(ctx: &Context, req: &SshUploadReq) -> Result<crate::Preview, PluginError> {
+    use crate::Preview;
+    let host = req.target.to_string();
+    let remote = req.path.display().to_string();
+    let (bytes, sha256) = upload_bytes(req).await?;
+    let run = run_remote(
+        ctx,
+        &req.target,
+        req.become_user.as_deref(),
+        &probe_script(req),
+        None,
+        req.timeout,
+        PREVIEW_TEXT_LIMIT + 4096,
+    )
+    .await?;
+    let quoted = quote_output("", &run.stderr);
+    let what = format!("reading {remote} for a preview");
+    if let Some(e) = not_exited(&run.ended, &what, &host, req.timeout, run.started, &quoted) {
+        return Err(e);
+    }
+    let (head, contents) = run.stdout.split_once('\n').unwrap_or((&run.stdout, ""));
+    let fields: Vec<&str> = head.split_whitespace().collect();
+    let shown = format!("{host}:{remote}");
+    let new_text = std::str::from_utf8(&bytes).ok();
+    match fields.as_slice() {
+        ["dir"] => Ok(Preview::cannot_tell(format!(
+            "{shown} is a directory: an upload would fail"
+        ))),
+        ["missing"] => {
+            let diff = new_text
+                .map(|new| crate::preview::unified_diff("", new, "/dev/null", &shown))
+                .unwrap_or_default();
+            Ok(Preview::would_change(format!(
+                "would create {shown} ({} bytes, sha256 {})",
+                bytes.len(),
+                &sha256[..12]
+            ))
+            .with_diff(diff))
+        }
+        ["present", have, mode, user, uid, group, gid, size] => {
+            let mut what = Vec::new();
+            if *have != sha256 {
+                what.push(format!(
+                    "{size} → {} bytes, sha256 {} → {}",
+                    bytes.len(),
+                    &have[..have.len().min(12)],
+                    &sha256[..12]
+                ));
+            }
+            if let Some(m) = req.mode.map(|m| format!("{m:o}"))
+                && m != *mode
+            {
+                what.push(format!("mode {mode} → {m}"));
+            }
+            if let Some(o) = &req.owner
+                && o != user
+                && o != uid
+            {
+                what.push(format!("owner {user} → {o}"));
+            }
+            if let Some(g) = &req.group
+                && g != group
+                && g != gid
+            {
+                what.push(format!("group {group} → {g}"));
+            }
+            if what.is_empty() {
+                return Ok(Preview::no_change(format!(
+                    "{shown} already holds these {} bytes (sha256 {})",
+                    bytes.len(),
+                    &sha256[..12]
+                )));
+            }
+            let small = size
+                .parse::<usize>()
+                .is_ok_and(|n| n <= PREVIEW_TEXT_LIMIT && n == contents.len());
+            let diff = match new_text {
+                Some(new) if small && *have != sha256 => {
+                    crate::preview::unified_diff(contents, new, &shown, &shown)
+                }
+                _ => String::new(),
+            };
+            Ok(
+                Preview::would_change(format!("would replace {shown} ({})", what.join(", ")))
+                    .with_diff(diff),
+            )
+        }
+        _ => Ok(Preview::cannot_tell(format!(
+            "unexpected answer from {host} while reading {remote}: {head:?}"
+        ))),
+    }
+}
+
+/// The bytes an upload sends, and their SHA-256 in hex.
+async fn upload_bytes(req: &SshUploadReq) -> Result<(Vec<u8>, String), PluginError> {
     let host = req.target.to_string();
     let remote = req.path.display().to_string();
     let bytes = match &req.contents {
@@ -1454,6 +1602,13 @@ async fn run_upload(ctx: &Context, req: &SshUploadReq) -> Result<SshUploadResp, 
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
+    Ok((bytes, sha256))
+}
+
+async fn run_upload(ctx: &Context, req: &SshUploadReq) -> Result<SshUploadResp, PluginError> {
+    let host = req.target.to_string();
+    let remote = req.path.display().to_string();
+    let (bytes, sha256) = upload_bytes(req).await?;
     tracing::debug!(host, path = %remote, bytes = bytes.len(), sha256, "ssh: uploading");
     let size = bytes.len() as u64;
     let run = run_remote(

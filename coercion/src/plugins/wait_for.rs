@@ -216,6 +216,10 @@ impl Plugin for WaitFor {
                     break;
                 }
             }
+            // A preview judges the world as it is: one look, no waiting.
+            if ctx.is_preview() {
+                break;
+            }
             let next = poll_started + req.interval;
             if next >= end {
                 break;
@@ -270,10 +274,35 @@ impl Plugin for WaitFor {
 /// waits until a condition holds — a host answering its health check after a restart — with the
 /// same request and response. Waiting has no side effect; it is an action only so that it can
 /// stand between the steps of a sequence.
-#[crate::plugin(name = "coercion/wait-until")]
+#[crate::plugin(preview, name = "coercion/wait-until")]
 #[derive(Debug, Default)]
 pub struct WaitUntil {
     inner: WaitFor,
+}
+
+/// Waiting changes nothing: the preview says what it would wait for.
+impl crate::Previews for WaitUntil {
+    async fn preview(
+        &self,
+        _ctx: &Context,
+        req: &WaitForReq,
+    ) -> Result<crate::Preview, PluginError> {
+        let what = match &req.condition {
+            #[cfg(feature = "http")]
+            Condition::Http(r) => format!("{} {} answers as expected", r.method, r.url),
+            Condition::Tcp(r) => format!("{}:{} accepts connections", r.host, r.port),
+            Condition::File(r) => format!("{} is as expected", r.path.display()),
+            Condition::Command(r) => format!("`{}` succeeds", r.display()),
+        };
+        let within = req
+            .timeout
+            .map(|t| format!(", for at most {}", human_duration(t)))
+            .unwrap_or_default();
+        Ok(crate::Preview::no_change(format!(
+            "would wait until {what} (polling every {}{within})",
+            human_duration(req.interval)
+        )))
+    }
 }
 
 impl Plugin for WaitUntil {

@@ -142,7 +142,7 @@ pub struct WebhookResp {
 ///     .build();
 /// coercion::workflow::validate_plan(&plan, &Registry::from_inventory().unwrap()).unwrap();
 /// ```
-#[crate::plugin(name = "coercion/webhook")]
+#[crate::plugin(preview, name = "coercion/webhook")]
 #[derive(Debug, Default)]
 pub struct Webhook {
     clients: Clients,
@@ -195,6 +195,23 @@ impl Webhook {
                 ..error
             }
         }))
+    }
+}
+
+/// A webhook's effect is the message it sends: the preview names where it would go (a
+/// `secret_url` is not shown).
+impl crate::Previews for Webhook {
+    async fn preview(
+        &self,
+        _ctx: &Context,
+        req: &WebhookReq,
+    ) -> Result<crate::Preview, PluginError> {
+        let (url, secret) = req.target();
+        let to = if secret { "the secret URL" } else { url };
+        Ok(crate::Preview::would_change(format!(
+            "would POST {} bytes to {to}",
+            serde_json::to_vec(&req.body).map(|b| b.len()).unwrap_or(0)
+        )))
     }
 }
 

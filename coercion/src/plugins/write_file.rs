@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::codes;
 use crate::plugin::{Context, Plugin, PluginError, ValidationError};
+use crate::preview::Preview;
 
 /// The highest permission mode: the permission bits plus setuid, setgid and sticky.
 pub(super) const MAX_MODE: u32 = 0o7777;
@@ -124,7 +125,7 @@ pub struct WriteFileResp {
 /// # use coercion::plugins::WriteFileReq;
 /// let req = WriteFileReq::text("/etc/web/config.toml", "port = 8080\n").mode(0o640).create_dirs();
 /// ```
-#[crate::plugin(name = "coercion/write-file")]
+#[crate::plugin(preview, name = "coercion/write-file")]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WriteFile;
 
@@ -171,6 +172,76 @@ impl Plugin for WriteFile {
             )));
         }
         Ok(())
+    }
+}
+
+/// Previews compare the file with the request: contents (a unified diff when both are UTF-8
+/// text) and mode.
+impl crate::Previews for WriteFile {
+    async fn preview(&self, _ctx: &Context, req: &WriteFileReq) -> Result<Preview, PluginError> {
+        let req = req.clone();
+        tokio::task::spawn_blocking(move || preview_write(&req))
+            .await
+            .map_err(|e| PluginError::new("the preview's thread failed").caused_by(&e))
+    }
+}
+
+/// What writing `req` would change, read from the file system without writing.
+fn preview_write(req: &WriteFileReq) -> Preview {
+    let path = &req.path;
+    let shown = path.display().to_string();
+    let new = req.contents.as_bytes();
+    let mode_text = |m: Option<u32>| m.map(|m| format!(", mode {m:o}")).unwrap_or_default();
+    let text_diff = |old: &[u8], from: &str| match (std::str::from_utf8(old), &req.contents) {
+        (Ok(old), FileContents::Text(new)) => crate::preview::unified_diff(old, new, from, &shown),
+        _ => String::new(),
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            Preview::cannot_tell(format!("{shown} is a directory: an attempt would fail"))
+        }
+        Ok(meta) => {
+            let current = meta.permissions().mode() & MAX_MODE;
+            let old = match std::fs::read(path) {
+                Ok(old) => old,
+                Err(e) => return Preview::cannot_tell(format!("cannot read {shown}: {e}")),
+            };
+            let mode = req.mode.filter(|m| *m != current);
+            if old == new && mode.is_none() {
+                return Preview::no_change(format!(
+                    "{shown} already holds these {} bytes (mode {current:o})",
+                    new.len()
+                ));
+            }
+            let mut what = Vec::new();
+            if old != new {
+                what.push(format!("{} → {} bytes", old.len(), new.len()));
+            }
+            if let Some(m) = mode {
+                what.push(format!("mode {current:o} → {m:o}"));
+            }
+            Preview::would_change(format!("would rewrite {shown} ({})", what.join(", ")))
+                .with_diff(text_diff(&old, &shown))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            if !req.create_dirs && !dir.is_dir() {
+                return Preview::cannot_tell(format!(
+                    "directory {} does not exist: an attempt would fail (set `create_dirs` to create it)",
+                    dir.display()
+                ));
+            }
+            Preview::would_change(format!(
+                "would create {shown} ({} bytes{})",
+                new.len(),
+                mode_text(req.mode)
+            ))
+            .with_diff(text_diff(b"", "/dev/null"))
+        }
+        Err(e) => Preview::cannot_tell(format!("cannot inspect {shown}: {e}")),
     }
 }
 

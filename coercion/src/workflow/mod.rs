@@ -527,6 +527,10 @@ pub(crate) fn empty_text() -> Arc<str> {
     EMPTY.clone()
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 fn text_is_empty(s: &Arc<str>) -> bool {
     s.is_empty()
 }
@@ -808,6 +812,9 @@ pub struct Block {
     pub(crate) concurrency: NonZeroUsize,
     #[serde(default)]
     pub(crate) tolerated_failures: Tolerance,
+    /// Every action of its sequences must preview (`require_previews`), checked at submit.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) preview_required: bool,
     #[serde(default)]
     pub(crate) state: State,
     /// Problems found while building (e.g. `concurrency(0)`), reported at submit.
@@ -855,6 +862,10 @@ impl Block {
     /// How many failed sequences the block tolerates.
     pub fn tolerated_failures(&self) -> Tolerance {
         self.tolerated_failures
+    }
+    /// Whether every action of the block's sequences must preview (`require_previews`).
+    pub fn preview_required(&self) -> bool {
+        self.preview_required
     }
     /// The status and times.
     pub fn state(&self) -> State {
@@ -941,6 +952,10 @@ pub struct Plan {
     pub(crate) blocks: Vec<Block>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) deferred: Vec<DeferredBatch>,
+    /// Every action of the plan (sequences and deferred batches) must preview
+    /// (`require_previews`), checked at submit.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) preview_required: bool,
     #[serde(default)]
     pub(crate) submit_time: Option<Timestamp>,
     #[serde(default)]
@@ -1049,6 +1064,10 @@ impl Plan {
     pub fn blocks(&self) -> &[Block] {
         &self.blocks
     }
+    /// Whether every action of the plan must preview (`require_previews`).
+    pub fn preview_required(&self) -> bool {
+        self.preview_required
+    }
     /// The deferred batches, in the order they run.
     pub fn deferred(&self) -> &[DeferredBatch] {
         &self.deferred
@@ -1113,6 +1132,7 @@ impl Plan {
             checks: CheckSet::default(),
             blocks: Vec::new(),
             deferred: Vec::new(),
+            preview_required: false,
             submit_time: None,
             state: State::default(),
             reason: Reason::None,

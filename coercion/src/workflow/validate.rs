@@ -75,6 +75,22 @@ fn too_long(what: &str, d: Duration) -> Option<String> {
     })
 }
 
+/// What requires the action at `loc` to preview: "the plan" or "block[1] \"web\"", if anything.
+fn preview_required_by(plan: &Plan, loc: Loc) -> Option<String> {
+    if plan.preview_required {
+        return Some("the plan".to_owned());
+    }
+    match loc {
+        Loc::Action {
+            parent: super::Parent::Sequence { block, .. },
+            ..
+        } if plan.blocks.get(block)?.preview_required => {
+            Some(plan.path(Loc::Block(block)).to_string())
+        }
+        _ => None,
+    }
+}
+
 /// Checks the whole plan against `registry` and returns **every** problem: names, non-empty
 /// lists, key uniqueness, plugins registered and of the right kind, each request accepted by its
 /// plugin's `validate`, sane durations and tolerances, and that nothing has run yet.
@@ -277,6 +293,19 @@ pub fn validate_plan(plan: &Plan, registry: &Registry) -> Result<(), Vec<Problem
                             p.add(
                                 loc,
                                 format!("plugin {:?} rejected the request: {e}", a.plugin),
+                            );
+                        }
+                        if !in_checks
+                            && !plugin.previews()
+                            && let Some(by) = preview_required_by(plan, loc)
+                        {
+                            p.add(
+                                loc,
+                                format!(
+                                    "plugin {:?} cannot preview, and {by} requires previews (`require_previews`); \
+                                     declare it `#[plugin(preview)]` and implement `Previews`, or move the action",
+                                    a.plugin
+                                ),
                             );
                         }
                     }

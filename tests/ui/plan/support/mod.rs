@@ -46,3 +46,22 @@ impl Plugin for Probe {
 
 /// A type that is not a plugin at all.
 pub struct NotAPlugin;
+
+/// An action plugin that previews.
+#[coercion::plugin(preview, name = "ui.test/resize")]
+#[derive(Default)]
+pub struct Resize;
+
+impl Plugin for Resize {
+    type Request = u32;
+    type Response = ();
+    async fn execute(&self, _ctx: &Context, _size: u32) -> Result<(), PluginError> {
+        Ok(())
+    }
+}
+
+impl coercion::Previews for Resize {
+    async fn preview(&self, _ctx: &Context, size: &u32) -> Result<coercion::Preview, PluginError> {
+        Ok(coercion::Preview::would_change(format!("would resize to {size}")))
+    }
+}
