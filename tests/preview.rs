@@ -349,15 +349,21 @@ async fn actions_spliced_into_a_plan_that_requires_previews_are_checked_at_submi
             r#"block[0] "web" / sequence[1] "opaque" / action[0] "run": plugin "coercion.testing/action" cannot preview, and block[0] "web" requires previews (`require_previews`); declare it `#[plugin(preview)]` and implement `Previews`, or move the action"#
         );
     }
-    // The requirement travels with the plan's definition (export, import).
+    // The requirement travels with the plan's definition (the store, export, import).
     let plan = coercion::plan! {
         name: "strict",
         require_previews: true,
         block { name: "b", sequence { name: "s", action { name: "wait", plugin: Sleep, request: SleepReq::new(Duration::from_millis(1)) } } }
     };
     let json = plan.to_json();
-    assert!(json.contains("\"preview_required\":true"), "{json}");
+    assert!(json.contains("\"preview_required\": true"), "{json}");
     assert!(Plan::from_json(&json).unwrap().preview_required());
+    let dir = tempfile::tempdir().unwrap();
+    let ws = Workstream::open(dir.path().join("plans.db"), Registry::from_inventory().unwrap())
+        .await
+        .unwrap();
+    let id = ws.submit(plan).await.unwrap();
+    assert!(ws.read(id).await.unwrap().preview_required());
 }
 
 #[tokio::test]
