@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --example rollout                      # 8 hosts, canary first, then the rest
 //! cargo run --example rollout -- --fault-rate 0.3  # some hosts fail their health check
+//! cargo run --example rollout -- --check --diff     # what a run would change, changing nothing
 //! cargo run --example rollout -- --crash-after 3   # the process dies mid-run...
 //! cargo run --example rollout                      # ...and the next run resumes the plan
 //! scripts/ssh-hosts.sh --start                     # 20 real SSH hosts on 127.0.0.2…, prints DIR
@@ -90,6 +91,17 @@ struct Options {
     /// The seed of the random choice of broken hosts.
     #[arg(long, default_value_t = 1, value_name = "N")]
     seed: u64,
+    /// Show what the rollout would do and change nothing (as `ansible-playbook --check`): the
+    /// pre-checks run, every step says whether it would change anything; nothing is stored.
+    #[arg(long)]
+    check: bool,
+    /// With `--check`: show each change's diff (the hosts' config files).
+    #[arg(long, requires = "check")]
+    diff: bool,
+    /// The release to deploy (default: a timestamp). Deploying the same release again changes
+    /// no config file.
+    #[arg(long, value_name = "NAME")]
+    release: Option<String>,
     /// Kill this process (SIGKILL) after that many hosts finished; run again to resume.
     #[arg(long, value_name = "SEQUENCES")]
     crash_after: Option<usize>,
@@ -485,9 +497,16 @@ async fn run(o: Options) -> Result<(), String> {
     coercion::rolling::check_serial(&o.serial).map_err(|e| format!("--serial: {e}"))?;
     std::fs::create_dir_all(&o.dir)
         .map_err(|e| format!("cannot create {}: {e}", o.dir.display()))?;
+    let registry = Registry::from_inventory().map_err(|e| e.to_string())?;
+    let version = o
+        .release
+        .clone()
+        .unwrap_or_else(|| format!("v{}", chrono_like_stamp()));
+    if o.check {
+        return check(&o, registry, &version).await;
+    }
     let db = std::path::absolute(&o.db).unwrap_or(o.db.clone());
     println!("plans are kept in {}", db.display());
-    let registry = Registry::from_inventory().map_err(|e| e.to_string())?;
     // Opening the store resumes any plan a crashed run left behind.
     let ws = Workstream::open(&o.db, registry)
         .await
@@ -507,7 +526,6 @@ async fn run(o: Options) -> Result<(), String> {
             summary.id
         }
         None => {
-            let version = format!("v{}", chrono_like_stamp());
             let plan = rollout_plan(&o, &version)?;
             let serial: Vec<String> = o.serial.iter().map(ToString::to_string).collect();
             println!(
@@ -547,6 +565,22 @@ async fn run(o: Options) -> Result<(), String> {
     );
     if done.status() != Status::Completed {
         std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// `--check`: the preview of the rollout, printed as a tree (diffs with `--diff`). No store
+/// is opened, so nothing is stored and no crashed plan is resumed.
+async fn check(o: &Options, registry: Registry, version: &str) -> Result<(), String> {
+    use std::io::IsTerminal as _;
+    let plan = rollout_plan(o, version)?;
+    let ws = Workstream::in_memory(registry)
+        .await
+        .map_err(|e| e.to_string())?;
+    let report = ws.preview(plan).await.map_err(|e| e.to_string())?;
+    print!("{}", report.render(o.diff, std::io::stdout().is_terminal()));
+    if report.summary().checks_failed > 0 {
+        return Err("a check failed: a run would stop there".to_owned());
     }
     Ok(())
 }

@@ -359,9 +359,12 @@ async fn actions_spliced_into_a_plan_that_requires_previews_are_checked_at_submi
     assert!(json.contains("\"preview_required\": true"), "{json}");
     assert!(Plan::from_json(&json).unwrap().preview_required());
     let dir = tempfile::tempdir().unwrap();
-    let ws = Workstream::open(dir.path().join("plans.db"), Registry::from_inventory().unwrap())
-        .await
-        .unwrap();
+    let ws = Workstream::open(
+        dir.path().join("plans.db"),
+        Registry::from_inventory().unwrap(),
+    )
+    .await
+    .unwrap();
     let id = ws.submit(plan).await.unwrap();
     assert!(ws.read(id).await.unwrap().preview_required());
 }

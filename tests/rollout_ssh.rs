@@ -117,7 +117,7 @@ async fn the_rollout_example_deploys_over_ssh_from_a_yaml_inventory() {
 
     // First run: five hosts (the pattern leaves host0001 out), batches of 1, 2 and 2; the
     // instances stay up.
-    let first = args(&["--keep-running"]);
+    let first = args(&["--keep-running", "--release", "r1"]);
     let (ok, out) = run(&first.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(ok, "{out}");
     assert!(out.contains("to 5 hosts over SSH"), "{out}");
@@ -132,6 +132,40 @@ async fn the_rollout_example_deploys_over_ssh_from_a_yaml_inventory() {
         !listening("127.0.0.2", http_port),
         "host0001 was excluded by the pattern, yet something answers there"
     );
+
+    // A preview of the next release over SSH: each remote file is read and compared, nothing
+    // is written (the configs still say r1), nothing is stored (two plans at the end).
+    let check = args(&["--check", "--diff", "--release", "r2"]);
+    let (ok, out) = run(&check.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.matches("= upload service no change").count(),
+        5,
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("~ upload config would change").count(),
+        5,
+        "{out}"
+    );
+    assert_eq!(out.matches("-version=r1\n").count(), 5, "{out}");
+    assert_eq!(out.matches("+version=r2\n").count(), 5, "{out}");
+    assert_eq!(
+        out.matches("~ restart would change (coercion/ssh-command): would run on ")
+            .count(),
+        5,
+        "{out}"
+    );
+    assert!(out.contains("checks: 6 passed, 0 failed"), "{out}");
+    for i in 2..=6 {
+        let config = remote.join(format!("host{i:04}/service.conf"));
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(
+            text.starts_with("version=r1\n"),
+            "{}: {text}",
+            config.display()
+        );
+    }
 
     // Second run: the service binary is already there (uploads skipped), the instances are
     // restarted with the new version, and the deferred cleanup stops them and removes their

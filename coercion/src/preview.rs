@@ -411,6 +411,9 @@ impl Report {
                         );
                     }
                 }
+                ObjectRef::Batch(b) => {
+                    let _ = writeln!(out, "{indent}deferred batch {name} ({})", b.when());
+                }
                 other => {
                     let _ = writeln!(out, "{indent}{} {name}", other.kind_name());
                 }

@@ -572,6 +572,99 @@ fn action_node(index: usize, action: &Action, opening: Opening, now: Timestamp) 
     }
 }
 
+/// The HTML page of a [preview](crate::preview): one self-contained file as [`report`] is (no
+/// script, a Content-Security-Policy), with the summary line and, in plan order, every action's
+/// preview (its diff coloured) and every check's result. Everything from the plan and the
+/// plugins is escaped; names are isolated (`<bdi>`).
+pub fn preview_report(report: &crate::preview::Report) -> String {
+    use crate::preview::{Outcome as Found, Preview};
+    let plan = &report.plan;
+    let mut entries = report.entries.iter().peekable();
+    let rows = html! {
+        @for (loc, obj) in plan.walk() {
+            @let depth = plan.path(loc).depth();
+            @let indent = format!("margin-left: {}em", depth.saturating_sub(1) * 2);
+            @match obj {
+                ObjectRef::Plan(_) => {}
+                ObjectRef::Action(a) => {
+                    @if let Some(entry) = entries.next_if(|e| e.loc == loc) {
+                        @let (class, label, detail, diff) = match &entry.outcome {
+                            Found::Action { preview } => match preview {
+                                Preview::NoChange { summary } => ("unchanged", "no change", summary.clone(), None),
+                                Preview::WouldChange { summary, diff } => ("changed", "would change", summary.clone(), diff.clone()),
+                                Preview::CannotTell { reason } => ("unknown", "cannot tell", reason.clone(), None),
+                            },
+                            Found::Check { passed: true, .. } => ("passed", "passed", String::new(), None),
+                            Found::Check { passed: false, error } => ("failed", "failed", error.clone().unwrap_or_default(), None),
+                            Found::After => ("after", "would run after", String::new(), None),
+                            Found::Skipped { reason } => ("skipped", "skipped", reason.clone(), None),
+                        };
+                        div.preview-entry style=(indent) {
+                            span class={ "preview-badge " (class) } { (label) }
+                            " "
+                            span.name { bdi { (a.name()) } }
+                            " "
+                            span.muted { "(" (a.plugin()) ")" }
+                            @if !detail.is_empty() { " " span.detail { (detail) } }
+                            @if let Some(diff) = diff {
+                                pre.diff {
+                                    @for line in diff.lines() {
+                                        @let class = if line.starts_with("+++") || line.starts_with("---") {
+                                            "file"
+                                        } else if line.starts_with('+') {
+                                            "add"
+                                        } else if line.starts_with('-') {
+                                            "del"
+                                        } else if line.starts_with("@@") {
+                                            "hunk"
+                                        } else {
+                                            "ctx"
+                                        };
+                                        span class=(class) { (line) } "\n"
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                ObjectRef::Checks(_) => {
+                    @if let Loc::Checks { slot, .. } = loc {
+                        div.preview-section.muted style=(indent) { (slot.as_str()) }
+                    }
+                }
+                ObjectRef::Block(b) => { div.preview-section style=(indent) { "block " bdi { (b.name()) } } }
+                ObjectRef::Sequence(q) => { div.preview-section style=(indent) { "sequence " bdi { (q.name()) } } }
+                ObjectRef::Batch(b) => { div.preview-section style=(indent) { "deferred batch " bdi { (b.name()) } " (" (b.when()) ")" } }
+            }
+        }
+    };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="Content-Security-Policy"
+                    content="default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "coercion preview: " (plan.name()) }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                header.top {
+                    span.brand { "coercion" }
+                    span.muted { "preview made " (format::time(chrono::Utc::now())) "; nothing was changed" }
+                }
+                main {
+                    h1 { "Preview of " span.plan-name { bdi { (plan.name()) } } }
+                    p.preview-summary { (report.summary().to_string()) }
+                    (rows)
+                }
+            }
+        }
+    }
+    .into_string()
+}
+
 /// A page of the web UI: the shared layout with the style sheet and script served by the UI.
 pub(crate) fn page(title: &str, store: &str, body: Markup) -> String {
     html! {
@@ -602,6 +695,57 @@ pub(crate) fn page(title: &str, store: &str, body: Markup) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_preview_page_escapes_diffs_and_colours_their_lines() {
+        use crate::preview::{Entry, Outcome, Preview, Report, unified_diff};
+        use crate::workflow::{Loc, Parent};
+        let plan = crate::Plan::builder("configure <web>")
+            .block(
+                crate::Block::builder("b").sequence(crate::Sequence::builder("s").action(
+                    crate::ActionSpec::new::<crate::plugins::Sleep>(
+                        "write \u{202E}gnp.exe",
+                        crate::plugins::SleepReq::new(std::time::Duration::from_secs(1)),
+                    ),
+                )),
+            )
+            .build();
+        let loc = Loc::Action {
+            parent: Parent::Sequence { block: 0, seq: 0 },
+            index: 0,
+        };
+        let diff = unified_diff("a = 1\n", "a = <script>alert(1)</script>\n", "f", "f");
+        let report = Report {
+            entries: vec![Entry {
+                loc,
+                path: plan.path(loc),
+                plugin: "coercion/sleep".into(),
+                outcome: Outcome::Action {
+                    preview: Preview::would_change("would rewrite f").with_diff(diff),
+                },
+            }],
+            plan,
+        };
+        let html = super::preview_report(&report);
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(
+            html.contains("<span class=\"add\">+a = &lt;script&gt;alert(1)&lt;/script&gt;</span>"),
+            "{html}"
+        );
+        assert!(html.contains("<span class=\"del\">-a = 1</span>"), "{html}");
+        assert!(html.contains("<bdi>write \u{202E}gnp.exe</bdi>"), "{html}");
+        assert!(
+            html.contains(
+                "Preview of <span class=\"plan-name\"><bdi>configure &lt;web&gt;</bdi></span>"
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains("1 would change, 0 unchanged, 0 unknown"),
+            "{html}"
+        );
+        assert!(html.contains("Content-Security-Policy"), "{html}");
+    }
+
     #[test]
     fn names_are_isolated_so_their_direction_controls_stay_inside() {
         let plan = crate::Plan::builder("deploy \u{202E}gnp.exe").build();

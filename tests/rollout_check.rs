@@ -1,0 +1,97 @@
+//! The main job's preview: `rollout --check --diff` on local hosts says what a run would change
+//! and changes nothing (no config written, no store created, no instance started); after a
+//! real run of the same release the configs are unchanged, and a new release shows its diff.
+//!
+//! Runs the example's binary, which `scripts/test.sh` builds first (`cargo build --example
+//! rollout`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn rollout_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = profile_dir.join("examples").join("rollout");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build --example rollout` (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+fn rollout(dir: &Path, extra: &[&str]) -> (bool, String) {
+    let (work, db) = (dir.join("work"), dir.join("plans.db"));
+    let out = Command::new(rollout_binary())
+        .args([
+            "--hosts",
+            "3",
+            "--dir",
+            work.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn check_and_diff_preview_the_rollout_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = rollout(dir.path(), &["--check", "--diff", "--release", "r1"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.starts_with("preview of Roll out r1 to 3 hosts\n"),
+        "{out}"
+    );
+    assert_eq!(out.matches("+version=r1").count(), 3, "{out}");
+    assert_eq!(
+        out.matches("✓ ").count(),
+        2,
+        "the two pre-checks ran: {out}"
+    );
+    assert!(
+        out.contains("… canary still healthy would run after"),
+        "{out}"
+    );
+    assert!(
+        out.trim_end().ends_with(
+            "7 would change, 3 unchanged, 0 unknown; checks: 2 passed, 0 failed, 1 would run after"
+        ),
+        "{out}"
+    );
+    assert!(
+        !out.contains('\u{1b}'),
+        "no colours when stdout is not a terminal: {out:?}"
+    );
+    // Nothing was done: no store, no config, no pid file.
+    assert!(!dir.path().join("plans.db").exists());
+    let written: Vec<_> = std::fs::read_dir(dir.path().join("work"))
+        .unwrap()
+        .collect();
+    assert!(written.is_empty(), "{written:?}");
+
+    // `--diff` needs `--check`.
+    let (ok, out) = rollout(dir.path(), &["--diff"]);
+    assert!(!ok && out.contains("--check"), "{out}");
+
+    // After a real run of r1, the same release changes no config; r2 shows its diff.
+    let (ok, out) = rollout(dir.path(), &["--release", "r1"]);
+    assert!(ok, "{out}");
+    let (ok, out) = rollout(dir.path(), &["--check", "--release", "r1"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.matches("= write config no change").count(), 3, "{out}");
+    let (ok, out) = rollout(dir.path(), &["--check", "--diff", "--release", "r2"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.matches("-version=r1\n").count(), 3, "{out}");
+    assert_eq!(out.matches("+version=r2\n").count(), 3, "{out}");
+    let config = std::fs::read_to_string(dir.path().join("work/host-00.conf")).unwrap();
+    assert_eq!(config, "version=r1\nbroken=false\n");
+}
