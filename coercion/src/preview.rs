@@ -42,7 +42,7 @@
 //! let ws = Workstream::in_memory(Registry::from_inventory()?).await?;
 //! let report = ws.preview(plan).await?;
 //! assert_eq!(report.summary().would_change, 1);
-//! assert!(report.to_text(false).contains("+version=2"));
+//! assert!(report.to_text(true).contains("+version=2"), "the diff");
 //! assert_eq!(std::fs::read_to_string(dir.join("a.conf"))?, "version=1\n", "nothing written");
 //! # std::fs::remove_dir_all(&dir)?;
 //! # Ok(()) }
