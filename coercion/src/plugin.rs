@@ -27,6 +27,14 @@ pub(crate) trait PathSource: Send + Sync {
     fn path(&self, loc: Loc) -> ObjectPath;
 }
 
+/// Where a gate finds the decisions people took (the engine's live plan).
+pub(crate) trait GateSource: Send + Sync {
+    /// The last decision taken at the gate at `loc`.
+    fn decision(&self, loc: Loc) -> Option<crate::workflow::Decision>;
+    /// Changes (the value is a count) when a decision was recorded.
+    fn decided(&self) -> tokio::sync::watch::Receiver<u64>;
+}
+
 /// Whether a plugin may be used in check sections or in sequences and deferred batches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum PluginKind {
@@ -406,6 +414,7 @@ pub struct Context {
     pub(crate) action_id: Uuid,
     pub(crate) loc: Loc,
     pub(crate) paths: Option<Arc<dyn PathSource>>,
+    pub(crate) gates: Option<Arc<dyn GateSource>>,
     pub(crate) keys: Option<Arc<crate::secret::KeyRing>>,
     pub(crate) attempt: u32,
     pub(crate) deadline: Instant,
@@ -435,6 +444,7 @@ impl Context {
             action_id: Uuid::nil(),
             loc: Loc::Plan,
             paths: None,
+            gates: None,
             keys: None,
             attempt: 1,
             deadline: crate::engine::deadline_in(timeout),

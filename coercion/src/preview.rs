@@ -217,6 +217,11 @@ pub enum Outcome {
     /// A post- or deferred check: it would run after the actions, judging a world the preview
     /// did not change.
     After,
+    /// An approval gate: a run would wait there for a person (a preview does not wait).
+    Gate {
+        /// What the person would be asked.
+        message: String,
+    },
     /// Not previewed: a bypass check that passed means a run would skip it.
     Skipped {
         /// Which bypass.
@@ -254,6 +259,8 @@ pub struct Summary {
     pub checks_failed: usize,
     /// Post- and deferred checks, which would run after.
     pub checks_after: usize,
+    /// Approval gates a run would wait at.
+    pub gates: usize,
 }
 
 impl fmt::Display for Summary {
@@ -273,6 +280,9 @@ impl fmt::Display for Summary {
         )?;
         if self.checks_after > 0 {
             write!(f, ", {} would run after", self.checks_after)?;
+        }
+        if self.gates > 0 {
+            write!(f, "; {} approval gate(s)", self.gates)?;
         }
         Ok(())
     }
@@ -303,6 +313,7 @@ impl Report {
                 Outcome::Check { passed: true, .. } => s.checks_passed += 1,
                 Outcome::Check { passed: false, .. } => s.checks_failed += 1,
                 Outcome::After => s.checks_after += 1,
+                Outcome::Gate { .. } => s.gates += 1,
                 Outcome::Skipped { .. } => s.skipped += 1,
             }
         }
@@ -359,12 +370,16 @@ impl Report {
                         }
                         Outcome::Check { passed: false, .. } => ("✗", fg(AnsiColor::Red), "failed"),
                         Outcome::After => ("…", Style::new().dimmed(), "would run after"),
+                        Outcome::Gate { .. } => {
+                            ("⏸", fg(AnsiColor::Cyan), "would wait for approval")
+                        }
                         Outcome::Skipped { .. } => ("-", Style::new().dimmed(), "skipped"),
                     };
                     let detail = match &entry.outcome {
                         Outcome::Action { preview } => preview.text().to_owned(),
                         Outcome::Check { error, .. } => error.clone().unwrap_or_default(),
                         Outcome::Skipped { reason } => reason.clone(),
+                        Outcome::Gate { message } => message.clone(),
                         Outcome::After => String::new(),
                     };
                     let detail = if detail.is_empty() {
@@ -522,6 +537,17 @@ pub(crate) async fn run(
                         a.plugin()
                     )),
                 },
+                (Parent::Checks { slot, .. }, Some(plugin))
+                    if runs_now(slot) && plugin.name() == crate::plugins::GATE =>
+                {
+                    Outcome::Gate {
+                        message: a
+                            .request_json()
+                            .decode::<crate::plugins::GateReq>()
+                            .map(|r| r.message)
+                            .unwrap_or_default(),
+                    }
+                }
                 (Parent::Checks { block, slot }, Some(plugin)) if runs_now(slot) => {
                     let result =
                         call(a.timeout(), plugin.execute_json(&ctx, a.request_json())).await;

@@ -47,6 +47,10 @@ pub enum Error {
     /// The plan is not running in this workstream.
     #[error("plan {0} is not running in this workstream")]
     NotRunning(PlanId),
+    /// A decision at a gate could not be taken: no such gate, not waiting, already decided, or
+    /// not an approver. The message says which.
+    #[error("{0}")]
+    Gate(String),
     /// The plan is marked running but no process of this workstream runs it.
     #[error("plan {0} is running in another process")]
     OwnedElsewhere(PlanId),
@@ -125,6 +129,7 @@ impl Error {
             Error::AlreadyStarted(id) => f.debug_tuple("AlreadyStarted").field(id).finish(),
             Error::NotStarted(id) => f.debug_tuple("NotStarted").field(id).finish(),
             Error::NotRunning(id) => f.debug_tuple("NotRunning").field(id).finish(),
+            Error::Gate(why) => f.debug_tuple("Gate").field(why).finish(),
             Error::OwnedElsewhere(id) => f.debug_tuple("OwnedElsewhere").field(id).finish(),
             Error::Stale(id, why) => f.debug_tuple("Stale").field(id).field(why).finish(),
             Error::Storage(e) => f.debug_tuple("Storage").field(e).finish(),
@@ -581,6 +586,7 @@ impl Workstream {
         assign_ids(&mut plan);
         // A new plan has not been resumed, whatever the submitted copy said.
         plan.resumptions.clear();
+        plan.decisions.clear();
         plan.retry_of = retry_of;
         let now = crate::engine::now();
         plan.submit_time = Some(now);
@@ -882,6 +888,36 @@ impl Workstream {
     /// Resumes a paused plan.
     pub async fn resume(&self, id: PlanId) -> Result<(), Error> {
         self.set_paused(id, false).await
+    }
+
+    /// Approves (`approved`) or rejects the gate named `gate` (a [`Gate`](crate::plugins::Gate)
+    /// check's name or key) of plan `id`, which runs in this workstream, on behalf of `by` — the
+    /// identity the caller proved (the control socket passes the peer's Unix user), checked
+    /// against the gate's approvers. The decision is stored before this returns, then the gate
+    /// passes (or fails) with it. Refused when the gate is not waiting or already decided.
+    pub async fn decide(
+        &self,
+        id: PlanId,
+        gate: &str,
+        approved: bool,
+        by: &str,
+        comment: Option<String>,
+    ) -> Result<crate::workflow::Decision, Error> {
+        let run = self.running(id).ok_or(Error::NotRunning(id))?;
+        let decision = {
+            let plan = run.plan.lock();
+            crate::plugins::gate::decision_for(&plan, gate, approved, by, comment)
+                .map_err(Error::Gate)?
+        };
+        run.commit(vec![Change::Decided(decision.clone())])
+            .await
+            .map_err(|e| match e {
+                RunError::Store(s) => Error::Storage(s),
+                other => Error::Interrupted(id, Chain(&other).to_string()),
+            })?;
+        run.decided.send_modify(|n| *n += 1);
+        tracing::info!(plan = %id, gate, by, approved, "gate decided");
+        Ok(decision)
     }
 
     async fn set_paused(&self, id: PlanId, paused: bool) -> Result<(), Error> {

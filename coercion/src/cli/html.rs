@@ -597,6 +597,7 @@ pub fn preview_report(report: &crate::preview::Report) -> String {
                             Found::Check { passed: true, .. } => ("passed", "passed", String::new(), None),
                             Found::Check { passed: false, error } => ("failed", "failed", error.clone().unwrap_or_default(), None),
                             Found::After => ("after", "would run after", String::new(), None),
+                            Found::Gate { message } => ("gate", "would wait for approval", message.clone(), None),
                             Found::Skipped { reason } => ("skipped", "skipped", reason.clone(), None),
                         };
                         div.preview-entry style=(indent) {

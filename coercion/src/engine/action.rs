@@ -223,6 +223,7 @@ pub(crate) async fn run_action_with(
             action_id: id,
             loc,
             paths: Some(run.clone()),
+            gates: Some(run.clone()),
             keys: Some(run.options.keys.clone()),
             attempt: next.saturating_add(1),
             deadline: super::deadline_in(timeout),

@@ -122,6 +122,8 @@ pub enum UpdateKind {
     Paused(bool),
     /// A process resumed the plan after the process running it stopped.
     Resumed(crate::workflow::Resumption),
+    /// A person approved or rejected the gate at the update's location.
+    Decided(crate::workflow::Decision),
 }
 
 impl Update {
@@ -158,6 +160,7 @@ impl Update {
                     Change::Reason(r) => (Loc::Plan, UpdateKind::Reason(*r)),
                     Change::Paused(p) => (Loc::Plan, UpdateKind::Paused(*p)),
                     Change::Resumed(r) => (Loc::Plan, UpdateKind::Resumed(r.clone())),
+                    Change::Decided(d) => (d.gate, UpdateKind::Decided(d.clone())),
                     Change::Heartbeat(_) => return None,
                 };
                 Some(Update {
@@ -208,6 +211,8 @@ pub(crate) struct Run {
     /// `true` once the plan is durably `Running` (or the run ended first).
     pub started: watch::Sender<bool>,
     pub writes: AtomicU64,
+    /// Counts the decisions recorded at the plan's gates, which gates wait on.
+    pub decided: watch::Sender<u64>,
     /// The first phase that failed, in time order.
     reason: Mutex<Option<Reason>>,
     final_plan: Mutex<Option<Arc<Plan>>>,
@@ -242,6 +247,7 @@ impl Run {
             done: watch::channel(None).0,
             started: watch::channel(false).0,
             writes: AtomicU64::new(0),
+            decided: watch::channel(0).0,
             reason: Mutex::new(None),
             final_plan: Mutex::new(None),
             store_failure: Mutex::new(None),
@@ -516,6 +522,15 @@ pub(crate) fn expire_changes(plan: &Plan, age: Duration) -> Vec<Change> {
         },
     });
     changes
+}
+
+impl crate::plugin::GateSource for Run {
+    fn decision(&self, loc: Loc) -> Option<crate::workflow::Decision> {
+        self.plan.lock().decision_at(loc).cloned()
+    }
+    fn decided(&self) -> watch::Receiver<u64> {
+        self.decided.subscribe()
+    }
 }
 
 impl crate::plugin::PathSource for Run {

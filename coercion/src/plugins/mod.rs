@@ -45,6 +45,7 @@
 
 mod command;
 mod file_exists;
+pub(crate) mod gate;
 #[cfg(feature = "http")]
 mod http;
 mod sleep;
@@ -59,6 +60,7 @@ mod write_file;
 
 pub use command::{Command, CommandCheck, CommandReq, CommandResp};
 pub use file_exists::{FileExists, FileExistsReq, FileExistsResp, FileKind};
+pub use gate::{GATE, Gate, GateReq, GateResp};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use http::{ExpectedStatus, HttpCheck, HttpCheckReq, HttpCheckResp};
@@ -110,6 +112,10 @@ pub mod codes {
     pub const SSH_HOST_KEY: u32 = 52;
     /// SSH: the connection broke while a command ran, or no channel could be opened on it.
     pub const SSH_CONNECTION: u32 = 53;
+    /// `coercion/gate`: a person rejected the gate.
+    pub const REJECTED: u32 = 60;
+    /// `coercion/gate`: nobody decided before the gate's timeout.
+    pub const NOT_DECIDED: u32 = 61;
 }
 
 /// Refuses a zero duration in field `field`.

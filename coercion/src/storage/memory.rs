@@ -76,6 +76,10 @@ fn check_batch(plan: &Plan, changes: &[Change]) -> Result<(), StoreError> {
                 plan.action(*loc).ok_or_else(|| bad_loc(plan.id, loc))?;
                 attempts.insert(*loc, 0);
             }
+            Change::Decided(d) => {
+                plan.action(d.gate)
+                    .ok_or_else(|| bad_loc(plan.id, &d.gate))?;
+            }
             Change::Reason(_) | Change::Heartbeat(_) | Change::Paused(_) | Change::Resumed(_) => {}
         }
     }

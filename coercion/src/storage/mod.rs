@@ -85,6 +85,8 @@ pub enum Change {
     Paused(bool),
     /// A process resumed the plan after the process running it stopped.
     Resumed(crate::workflow::Resumption),
+    /// A person approved or rejected a gate of the plan.
+    Decided(crate::workflow::Decision),
 }
 
 impl Change {
@@ -124,6 +126,11 @@ impl Change {
             Change::Heartbeat(t) => plan.heartbeat = Some(*t),
             Change::Paused(p) => plan.paused = *p,
             Change::Resumed(r) => plan.resumptions.push(r.clone()),
+            Change::Decided(d) => {
+                let id = plan.id;
+                plan.action(d.gate).ok_or_else(|| bad_loc(id, &d.gate))?;
+                plan.decisions.push(d.clone());
+            }
         }
         Ok(())
     }
@@ -538,6 +545,7 @@ pub(crate) fn definition_json(plan: &Plan) -> Result<String, StoreError> {
         && plan.heartbeat.is_none()
         && !plan.paused
         && plan.resumptions.is_empty()
+        && plan.decisions.is_empty()
         && plan.walk().all(|(loc, object)| {
             object.state() == State::default()
                 && plan.action(loc).is_none_or(|a| a.attempts.is_empty())
@@ -570,5 +578,6 @@ pub(crate) fn definition_of(plan: &Plan) -> Plan {
     def.heartbeat = None;
     def.paused = false;
     def.resumptions.clear();
+    def.decisions.clear();
     def
 }

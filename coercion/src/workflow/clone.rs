@@ -86,6 +86,7 @@ impl Plan {
             paused: false,
             retry_of: None,
             resumptions: Vec::new(),
+            decisions: Vec::new(),
             ..self.clone()
         }
     }

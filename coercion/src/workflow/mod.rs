@@ -973,6 +973,89 @@ pub struct Plan {
     /// Every time a process resumed the plan after the one running it stopped, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) resumptions: Vec<Resumption>,
+    /// Every decision a person took at one of the plan's gates, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) decisions: Vec<Decision>,
+}
+
+/// A person approved or rejected a gate ([`coercion/gate`](crate::plugins::Gate)): who, when,
+/// why. Kept in the plan ([`Plan::decisions`]); the gate's own attempt shows it too.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Decision {
+    /// Where the gate is (a check of the plan or of a block).
+    pub gate: Loc,
+    /// Approved (`true`) or rejected.
+    pub approved: bool,
+    /// Who decided, as the transport that carried the decision proved it: `alice (uid 1000)`
+    /// on the control socket; what a program passes to [`Workstream::decide`](crate::Workstream::decide).
+    pub by: String,
+    /// When.
+    pub at: Timestamp,
+    /// What the person said, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+impl Decision {
+    /// A decision at `gate`, now.
+    pub fn new(
+        gate: Loc,
+        approved: bool,
+        by: impl Into<String>,
+        comment: Option<String>,
+    ) -> Decision {
+        Decision {
+            gate,
+            approved,
+            by: by.into(),
+            at: chrono::Utc::now(),
+            comment,
+        }
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} by {} at {}",
+            if self.approved {
+                "approved"
+            } else {
+                "rejected"
+            },
+            self.by,
+            self.at.format("%Y-%m-%d %H:%M:%S UTC")
+        )?;
+        if let Some(c) = &self.comment {
+            write!(f, ": {c}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A gate a plan waits at now ([`Plan::waiting_gates`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WaitingGate {
+    /// Where the gate is.
+    pub loc: Loc,
+    /// The gate's name (its check's name).
+    pub name: String,
+    /// Since when it waits (its attempt's start).
+    pub since: Timestamp,
+}
+
+impl fmt::Display for WaitingGate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "waiting for approval: {}, since {}",
+            self.name,
+            self.since.format("%H:%M:%S UTC")
+        )
+    }
 }
 
 /// A process resumed a `Running` plan that the process running it had left (a crash, a kill, a
@@ -1055,6 +1138,32 @@ impl Plan {
     /// kill, a lost lease), oldest first; empty for a plan that ran in one go.
     pub fn resumptions(&self) -> &[Resumption] {
         &self.resumptions
+    }
+    /// The decisions people took at the plan's gates, oldest first.
+    pub fn decisions(&self) -> &[Decision] {
+        &self.decisions
+    }
+    /// The last decision taken at the gate at `loc`, if any.
+    pub fn decision_at(&self, loc: Loc) -> Option<&Decision> {
+        self.decisions.iter().rev().find(|d| d.gate == loc)
+    }
+    /// The gates the plan waits at now: gate checks whose attempt runs.
+    pub fn waiting_gates(&self) -> Vec<WaitingGate> {
+        self.walk()
+            .filter_map(|(loc, obj)| match obj {
+                ObjectRef::Action(a)
+                    if a.plugin() == crate::plugins::GATE && a.status() == Status::Running =>
+                {
+                    let attempt = a.attempts().last().filter(|t| t.end.is_none())?;
+                    Some(WaitingGate {
+                        loc,
+                        name: a.name().to_owned(),
+                        since: attempt.start,
+                    })
+                }
+                _ => None,
+            })
+            .collect()
     }
     /// The plan's checks.
     pub fn checks(&self) -> &CheckSet {
@@ -1140,6 +1249,7 @@ impl Plan {
             paused: false,
             retry_of: None,
             resumptions: Vec::new(),
+            decisions: Vec::new(),
         }
     }
 }

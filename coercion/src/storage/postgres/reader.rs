@@ -39,7 +39,7 @@ pub(super) async fn read_plan(
     let head = tx
         .prepare_cached(
             "SELECT p.status, p.start_ns, p.end_ns, p.reason, p.heartbeat_ns, p.paused, d.definition, \
-             p.resumptions FROM plans p JOIN plan_definitions d ON d.plan_id = p.id WHERE p.id = $1",
+             p.resumptions, p.decisions FROM plans p JOIN plan_definitions d ON d.plan_id = p.id WHERE p.id = $1",
         )
         .await
         .map_err(err)?;
@@ -88,6 +88,8 @@ pub(super) async fn read_plan(
     plan.paused = row.get(5);
     plan.resumptions = serde_json::from_str(row.get(7))
         .map_err(|e| corrupt(store, id, format_args!("its resumptions: {e}")))?;
+    plan.decisions = serde_json::from_str(row.get(8))
+        .map_err(|e| corrupt(store, id, format_args!("its gates' decisions: {e}")))?;
 
     let locs: HashMap<Uuid, Loc> = plan.walk().map(|(loc, o)| (o.id(), loc)).collect();
     let locate = |object: Uuid| -> Result<Loc, StoreError> {

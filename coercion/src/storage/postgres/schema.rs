@@ -34,7 +34,16 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         version: 3,
         sql: V3,
     },
+    Migration {
+        version: 4,
+        sql: V4,
+    },
 ];
+
+/// Version 4: `plans.decisions`, the JSON array of the decisions people took at the plan's
+/// gates ([`Decision`](crate::workflow::Decision)), oldest first; `[]` for the plans of an
+/// older schema (none had gates).
+const V4: &str = "ALTER TABLE plans ADD COLUMN decisions TEXT NOT NULL DEFAULT '[]';";
 
 /// Version 3: `plans.plugins`, the names of the plugins the plan calls (sorted, once each), so
 /// a worker claims only plans it can run; NULL for the plans of an older schema (claimed by

@@ -112,6 +112,8 @@ const UPDATE_PLAN: &str = "UPDATE plans SET \
        paused = coalesce($8, paused), \
        resumptions = CASE WHEN $13::text IS NULL THEN resumptions \
          ELSE (resumptions::jsonb || $13::text::jsonb)::text END, \
+       decisions = CASE WHEN $14::text IS NULL THEN decisions \
+         ELSE (decisions::jsonb || $14::text::jsonb)::text END, \
        lease_expires = CASE WHEN $9 AND lease_owner = $11 AND lease_epoch = $12 \
          THEN now() + make_interval(secs => $10) ELSE lease_expires END \
      WHERE id = $1";
@@ -501,19 +503,22 @@ impl Shard {
                     values.paused = Some(*p);
                     touches_plan = true;
                 }
+                // JSON arrays of this write's resumptions and decisions, appended in one go.
                 Op::Resumed(json) => {
-                    // A JSON array of this write's resumptions, appended in one go.
-                    let list = values.resumptions.get_or_insert_with(|| "[".to_owned());
-                    if list.len() > 1 {
-                        list.push(',');
-                    }
-                    list.push_str(json);
+                    json_list_push(&mut values.resumptions, json);
+                    touches_plan = true;
+                }
+                Op::Decided(json) => {
+                    json_list_push(&mut values.decisions, json);
                     touches_plan = true;
                 }
                 _ => {}
             }
         }
-        if let Some(list) = &mut values.resumptions {
+        for list in [&mut values.resumptions, &mut values.decisions]
+            .into_iter()
+            .flatten()
+        {
             list.push(']');
         }
         if let Fence::Lease { owner, epoch } = fence {
@@ -600,6 +605,7 @@ impl Shard {
                     &values.owner,
                     &values.epoch,
                     &values.resumptions,
+                    &values.decisions,
                 ],
             ),
         );
@@ -712,4 +718,15 @@ struct UpdateValues {
     owner: Option<Uuid>,
     epoch: i64,
     resumptions: Option<String>,
+    decisions: Option<String>,
+}
+
+/// Appends the JSON value `json` to the JSON array being built in `list` (opened on first use;
+/// the caller closes it).
+fn json_list_push(list: &mut Option<String>, json: &str) {
+    let list = list.get_or_insert_with(|| "[".to_owned());
+    if list.len() > 1 {
+        list.push(',');
+    }
+    list.push_str(json);
 }

@@ -285,6 +285,8 @@ pub(super) enum Op {
     Paused(bool),
     /// A resumption to append, as JSON.
     Resumed(String),
+    /// A gate's decision to append, as JSON.
+    Decided(String),
 }
 
 impl Op {
@@ -320,6 +322,9 @@ impl Op {
             Change::Paused(p) => Op::Paused(*p),
             Change::Resumed(r) => Op::Resumed(serde_json::to_string(r).map_err(|e| {
                 StoreError::permanent("a resumption does not serialize").caused_by(e)
+            })?),
+            Change::Decided(d) => Op::Decided(serde_json::to_string(d).map_err(|e| {
+                StoreError::permanent("a gate's decision does not serialize").caused_by(e)
             })?),
         })
     }

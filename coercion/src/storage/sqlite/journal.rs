@@ -101,7 +101,8 @@ pub(super) fn encode(ops: &[Op]) -> Vec<u8> {
             | Op::Reason(_)
             | Op::Heartbeat(_)
             | Op::Paused(_)
-            | Op::Resumed(_) => {}
+            | Op::Resumed(_)
+            | Op::Decided(_) => {}
         }
     }
     out

@@ -131,11 +131,12 @@ pub(super) fn read_plan(
         bool,
         String,
         String,
+        String,
     );
     let row: Option<PlanRow> = tx
         .prepare_cached(
             "SELECT p.pk, p.status, p.start_ns, p.end_ns, p.reason, p.heartbeat_ns, p.paused, \
-             d.definition, p.resumptions FROM plans p JOIN plan_definitions d ON d.plan_pk = p.pk WHERE p.id = ?1",
+             d.definition, p.resumptions, p.decisions FROM plans p JOIN plan_definitions d ON d.plan_pk = p.pk WHERE p.id = ?1",
         )
         .and_then(|mut s| {
             s.query_row([&key], |r| {
@@ -149,12 +150,24 @@ pub(super) fn read_plan(
                     r.get(6)?,
                     r.get(7)?,
                     r.get(8)?,
+                    r.get(9)?,
                 ))
             })
             .optional()
         })
         .map_err(err)?;
-    let Some((pk, status, start, end, reason, heartbeat, paused, definition, resumptions)) = row
+    let Some((
+        pk,
+        status,
+        start,
+        end,
+        reason,
+        heartbeat,
+        paused,
+        definition,
+        resumptions,
+        decisions,
+    )) = row
     else {
         return Err(StoreError::NotFound(id));
     };
@@ -176,6 +189,8 @@ pub(super) fn read_plan(
     plan.paused = paused;
     plan.resumptions = serde_json::from_str(&resumptions)
         .map_err(|e| corrupt(store, id, format_args!("its resumptions: {e}")))?;
+    plan.decisions = serde_json::from_str(&decisions)
+        .map_err(|e| corrupt(store, id, format_args!("its gates' decisions: {e}")))?;
 
     // `ord` follows from the definition (see `execution_order`): where each row belongs.
     let mut by_ord: Vec<Option<(Loc, Uuid)>> = vec![None; plan.walk().len()];

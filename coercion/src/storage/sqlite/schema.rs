@@ -36,6 +36,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         version: 3,
         sql: V3,
     },
+    Migration {
+        version: 4,
+        sql: V4,
+    },
 ];
 
 /// The schema version this build reads and writes.
@@ -176,6 +180,13 @@ CREATE TABLE journal (
 /// of an older file (none recorded them).
 const V3: &str = "
 ALTER TABLE plans ADD COLUMN resumptions TEXT NOT NULL DEFAULT '[]';
+";
+
+/// Version 4: `plans.decisions`, the JSON array of the decisions people took at the plan's
+/// gates ([`Decision`](crate::workflow::Decision): `gate`, `approved`, `by`, `at`, `comment`),
+/// oldest first; `[]` for every plan of an older file (none had gates).
+const V4: &str = "
+ALTER TABLE plans ADD COLUMN decisions TEXT NOT NULL DEFAULT '[]';
 ";
 
 /// What a file holds, judged without changing it.

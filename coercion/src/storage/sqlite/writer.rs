@@ -345,6 +345,8 @@ const COUNT_ATTEMPTS: &str = "SELECT ord, count(*) FROM attempts WHERE plan_pk =
 const UPDATE_REASON: &str = "UPDATE plans SET reason = ?2 WHERE pk = ?1";
 const UPDATE_HEARTBEAT: &str = "UPDATE plans SET heartbeat_ns = ?2 WHERE pk = ?1";
 const UPDATE_PAUSED: &str = "UPDATE plans SET paused = ?2 WHERE pk = ?1";
+const APPEND_DECISION: &str =
+    "UPDATE plans SET decisions = json_insert(decisions, '$[#]', json(?2)) WHERE pk = ?1";
 const APPEND_RESUMPTION: &str =
     "UPDATE plans SET resumptions = json_insert(resumptions, '$[#]', json(?2)) WHERE pk = ?1";
 const DELETE_PLAN: &str = "DELETE FROM plans WHERE pk = ?1";
@@ -1010,6 +1012,7 @@ impl Writer {
                 Op::Heartbeat(t) => execute(UPDATE_HEARTBEAT, params![plan, t])?,
                 Op::Paused(p) => execute(UPDATE_PAUSED, params![plan, p])?,
                 Op::Resumed(json) => execute(APPEND_RESUMPTION, params![plan, json])?,
+                Op::Decided(json) => execute(APPEND_DECISION, params![plan, json])?,
             }
         }
         if !blob.is_empty() {
