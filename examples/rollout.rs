@@ -38,6 +38,7 @@ use coercion::plugins::{
     Command, CommandReq, Condition, FileExists, FileExistsReq, FileKind, HttpCheck, HttpCheckReq,
     WaitForReq, WaitUntil, WriteFile, WriteFileReq,
 };
+use coercion::plugins::{Gate, GateReq};
 use coercion::prelude::*;
 use coercion::progress::Progress;
 use coercion::rolling::{BatchSize, Rolling};
@@ -98,6 +99,13 @@ struct Options {
     /// With `--check`: show each change's diff (the hosts' config files).
     #[arg(long, requires = "check")]
     diff: bool,
+    /// Wait for a person to approve the canary before the other batches: `coercion approve ID
+    /// 'promote canary'` (or reject it, which rolls nothing further out).
+    #[arg(long)]
+    gate: bool,
+    /// How long the gate waits for a decision before it fails the rollout.
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = humantime::parse_duration, requires = "gate")]
+    gate_timeout: Duration,
     /// The release to deploy (default: a timestamp). Deploying the same release again changes
     /// no config file.
     #[arg(long, value_name = "NAME")]
@@ -135,6 +143,9 @@ struct Instance {
     #[arg(long)]
     pidfile: PathBuf,
 }
+
+/// The name of the canary's approval gate (`--gate`).
+const GATE_NAME: &str = "promote canary";
 
 /// The port an instance listens on over SSH, unless the host has `http_port`.
 const DEFAULT_HTTP_PORT: u16 = 18080;
@@ -206,14 +217,29 @@ fn rollout_plan(o: &Options, version: &str) -> Result<Plan, String> {
             cleanup = cleanup.action(action);
         }
     }
-    plan = plan
-        .rolling(
-            Rolling::new("deploy", o.serial.clone())
-                .descr("the same steps on every host, batch after batch; a failed batch stops the rest")
-                .concurrency(o.concurrency)
-                .tolerated_failures(Tolerance::Percent(o.tolerance))
-                .sequences(sequences),
+    let mut batches = Rolling::new("deploy", o.serial.clone())
+        .descr("the same steps on every host, batch after batch; a failed batch stops the rest")
+        .concurrency(o.concurrency)
+        .tolerated_failures(Tolerance::Percent(o.tolerance))
+        .sequences(sequences)
+        .into_blocks();
+    if o.gate
+        && let Some(after_canary) = batches.get_mut(1)
+    {
+        // The batch after the canary waits for a person: a durable check of its own.
+        let gate = CheckSpec::new::<Gate>(
+            GATE_NAME,
+            GateReq::new(format!(
+                "The canary runs {version}: roll it out to the other hosts?"
+            )),
         )
+        .timeout(o.gate_timeout);
+        *after_canary = after_canary
+            .clone()
+            .pre_checks(Checks::builder().action(gate));
+    }
+    plan = plan
+        .blocks(batches)
         .post_checks(Checks::builder().action(CheckSpec::new::<HttpCheck>(
             "canary still healthy",
             HttpCheckReq::get(&canary_health).body_contains(format!("version={version}")),
@@ -407,6 +433,7 @@ async fn watch(
     ws: &Workstream,
     id: PlanId,
     crash_after: Option<usize>,
+    db: &Path,
 ) -> Result<(), coercion::Error> {
     let mut events = ws.events(id).await?;
     // The stream starts with the plan as it is: the bars start from there.
@@ -414,8 +441,30 @@ async fn watch(
         return Ok(());
     };
     let progress = Progress::new(&plan);
+    let ask = |name: &str| {
+        progress.suspend(|| {
+            eprintln!(
+                "waiting for approval: {name}. Decide from another terminal:\n  \
+                 cargo run -p coercion --features cli --bin coercion -- --db {} approve {id} {name:?} [--comment TEXT]\n  \
+                 (or `reject`)",
+                db.display()
+            )
+        })
+    };
+    for gate in plan.waiting_gates() {
+        ask(&gate.name);
+    }
     let mut finished = 0;
     while let Some(event) = events.next().await {
+        if let coercion::Event::Updated(updates) = &event {
+            for u in updates.iter() {
+                if matches!(u.what, coercion::UpdateKind::AttemptStarted { .. })
+                    && u.path.to_string().ends_with(&format!("{GATE_NAME:?}"))
+                {
+                    ask(GATE_NAME);
+                }
+            }
+        }
         for _ in progress.update(&event) {
             finished += 1;
             if crash_after == Some(finished) {
@@ -511,6 +560,10 @@ async fn run(o: Options) -> Result<(), String> {
     let ws = Workstream::open(&o.db, registry)
         .await
         .map_err(|e| e.to_string())?;
+    // `coercion stop|pause|resume ID` and `coercion approve ID GATE` reach this process.
+    let _control = coercion::control::listen(ws.clone(), &o.db)
+        .await
+        .map_err(|e| format!("cannot accept control requests: {e}"))?;
     let resumed = ws
         .list(&coercion::ListFilter::status(Status::Running))
         .await
@@ -540,7 +593,7 @@ async fn run(o: Options) -> Result<(), String> {
             ws.submit_and_start(plan).await.map_err(|e| e.to_string())?
         }
     };
-    watch(&ws, id, o.crash_after)
+    watch(&ws, id, o.crash_after, &db)
         .await
         .map_err(|e| e.to_string())?;
     let done = ws.wait(id).await.map_err(|e| e.to_string())?;

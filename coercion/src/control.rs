@@ -63,6 +63,10 @@ pub enum ControlOp {
     /// Ask what the process knows of the plan: whether it runs it, and which plugins it lacks
     /// to run it ([`Workstream::plans_missing_plugins`]). Changes nothing.
     Inspect,
+    /// [`Workstream::decide`]: approve the gate [`ControlRequest::gate`], as the sender.
+    Approve,
+    /// [`Workstream::decide`]: reject the gate [`ControlRequest::gate`], as the sender.
+    Reject,
 }
 
 impl ControlOp {
@@ -74,6 +78,8 @@ impl ControlOp {
             ControlOp::Resume => "resume",
             ControlOp::Retry => "retry",
             ControlOp::Inspect => "inspect",
+            ControlOp::Approve => "approve",
+            ControlOp::Reject => "reject",
         }
     }
 }
@@ -96,6 +102,12 @@ pub struct ControlRequest {
     /// client asked). Recorded beside the identity the transport proves, never instead of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub via: Option<String>,
+    /// For `approve` and `reject`: the gate's name (or key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
+    /// For `approve` and `reject`: what the person says, recorded with the decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 impl ControlRequest {
@@ -105,6 +117,27 @@ impl ControlRequest {
             op,
             plan,
             via: None,
+            gate: None,
+            comment: None,
+        }
+    }
+
+    /// `approve` (or `reject`) the gate named `gate` of plan `plan`, with an optional comment.
+    pub fn decide(
+        approve: bool,
+        plan: PlanId,
+        gate: impl Into<String>,
+        comment: Option<String>,
+    ) -> ControlRequest {
+        let op = if approve {
+            ControlOp::Approve
+        } else {
+            ControlOp::Reject
+        };
+        ControlRequest {
+            gate: Some(gate.into()),
+            comment,
+            ..ControlRequest::new(op, plan)
         }
     }
 
@@ -466,8 +499,9 @@ async fn serve_one(
     };
     let (read, mut write) = stream.split();
     let mut line = String::new();
-    // A request is a few dozen bytes: refuse to buffer more than a little.
-    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, 4096));
+    // A request is a few dozen bytes (a decision's comment, a few hundred): refuse to buffer
+    // more than a little.
+    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, 16 * 1024));
     reader.read_line(&mut line).await?;
     let answer = match serde_json::from_str::<ControlRequest>(&line) {
         Err(e) => Err(format!("bad control request: {e}")),
@@ -555,6 +589,26 @@ pub async fn handle(
         ControlOp::Pause => ws.pause(req.plan).await.map(|()| Outcome::Done),
         ControlOp::Resume => ws.resume(req.plan).await.map(|()| Outcome::Done),
         ControlOp::Retry => ws.retry(req.plan, by).await.map(Outcome::Retried),
+        ControlOp::Approve | ControlOp::Reject => {
+            let Some(gate) = &req.gate else {
+                return Err(format!("`{}` needs the gate's name", req.op));
+            };
+            // The approvers are checked against the sender the transport proved; what it
+            // relays for is recorded with it.
+            let by = match &req.via {
+                Some(via) => format!("{sender}, {}", via_text(via)),
+                None => sender.to_owned(),
+            };
+            ws.decide(
+                req.plan,
+                gate,
+                req.op == ControlOp::Approve,
+                &by,
+                req.comment.clone(),
+            )
+            .await
+            .map(|_| Outcome::Done)
+        }
         ControlOp::Inspect => Ok(Outcome::Inspected {
             running_here: ws.is_running_here(req.plan),
             missing_plugins: ws
@@ -578,6 +632,12 @@ pub async fn handle(
 fn via_text(via: &str) -> String {
     let clean: String = via.chars().filter(|c| !c.is_control()).take(200).collect();
     format!("via {clean}")
+}
+
+/// The user this process runs as, as the control socket would name it: `alice (uid 1000)`.
+pub fn current_user() -> String {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unix_user(unsafe { libc::geteuid() })
 }
 
 /// `alice (uid 1000)`, or `uid 1000` for a user without a name.

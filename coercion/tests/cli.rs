@@ -2173,3 +2173,171 @@ async fn a_large_plan_page_shows_a_page_of_sequences_and_what_failed() {
     );
     drop(ws);
 }
+
+/// Polls `show` until the plan waits at a gate; returns its output.
+fn wait_for_gate(db: &std::path::Path, id: &str) -> String {
+    for _ in 0..600 {
+        let out = ok(db, &["show", id]);
+        if out.contains("waiting for approval: promote canary, since ") {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("plan {id} never waited at its gate");
+}
+
+#[test]
+fn gates_are_approved_and_rejected_through_the_cli_as_the_unix_user() {
+    let dir = TempDir::new("gates-cli");
+    let db = dir.join("plans.db");
+    let me = user_name();
+
+    // Approved by an approver, with a comment: the plan goes on; the decision is in every face.
+    let mut child = Runner::start_plan(&db, 0, Duration::ZERO, "now", &format!("gated:{me}"));
+    let id = child.plan.to_string();
+    let shown = wait_for_gate(&db, &id);
+    assert!(
+        shown.contains(&format!("(coercion approve {id} \"promote canary\")")),
+        "{shown}"
+    );
+    let err = fails(&db, &["approve", &id, "promote"]);
+    assert!(
+        err.contains(r#"has no gate named "promote" (its gates: "promote canary")"#),
+        "{err}"
+    );
+    let out = ok(
+        &db,
+        &[
+            "approve",
+            &id,
+            "promote canary",
+            "--comment",
+            "canary <b>healthy</b>",
+        ],
+    );
+    assert_eq!(
+        out,
+        format!("plan {id}: gate \"promote canary\" approved\n")
+    );
+    assert_eq!(child.wait_for("DONE"), "DONE Completed");
+    let shown = ok(&db, &["show", &id]);
+    let by = coercion::cli::control::current_user();
+    assert!(
+        shown.contains(&format!("gate \"promote canary\": approved by {by} at ")),
+        "{shown}"
+    );
+    assert!(shown.contains(": canary <b>healthy</b>"), "{shown}");
+    assert!(!shown.contains("waiting for approval"), "{shown}");
+    let export: serde_json::Value = serde_json::from_str(&ok(&db, &["export", &id])).unwrap();
+    assert_eq!(export["decisions"][0]["approved"], true, "{export:#}");
+    assert_eq!(export["decisions"][0]["by"], by.as_str(), "{export:#}");
+    assert_eq!(export["decisions"][0]["comment"], "canary <b>healthy</b>");
+    let report = dir.join("report.html");
+    ok(&db, &["report", "--output", report.to_str().unwrap(), &id]);
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        html.contains("<q>canary &lt;b&gt;healthy&lt;/b&gt;</q>"),
+        "the decision, escaped, in the report"
+    );
+    // Decided once: the plan has ended, so a second decision is refused.
+    let err = fails(&db, &["reject", &id, "promote canary"]);
+    assert!(err.contains("only a running plan waits at a gate"), "{err}");
+    drop(child);
+
+    // Rejected: the gate fails with who and why, the block fails, the rollback runs.
+    let mut child = Runner::start_plan(&db, 0, Duration::ZERO, "now", "gated:");
+    let id = child.plan.to_string();
+    wait_for_gate(&db, &id);
+    ok(
+        &db,
+        &[
+            "reject",
+            &id,
+            "promote canary",
+            "--comment",
+            "error rate up",
+        ],
+    );
+    assert_eq!(child.wait_for("DONE"), "DONE Failed");
+    let shown = ok(&db, &["show", &id]);
+    assert!(shown.contains("error: rejected: rejected by "), "{shown}");
+    assert!(shown.contains(": error rate up"), "{shown}");
+    assert!(
+        shown.contains(r#"deferred batch[0] "roll back": Completed"#),
+        "{shown}"
+    );
+    drop(child);
+
+    // Not an approver: refused, and the plan still waits.
+    let mut child = Runner::start_plan(&db, 0, Duration::ZERO, "now", "gated:someone-else");
+    let id = child.plan.to_string();
+    wait_for_gate(&db, &id);
+    let err = fails(&db, &["approve", &id, "promote canary"]);
+    assert!(
+        err.contains(&format!(
+            "{by} may not decide gate \"promote canary\" (approvers: someone-else)"
+        )),
+        "{err}"
+    );
+    wait_for_gate(&db, &id);
+    drop(child);
+}
+
+#[test]
+fn a_gate_approved_while_no_process_runs_its_plan_is_taken_after_the_restart() {
+    let dir = TempDir::new("gates-restart");
+    let db = dir.join("plans.db");
+    let child = Runner::start_plan(&db, 0, Duration::ZERO, "now", "gated:");
+    let id = child.plan.to_string();
+    wait_for_gate(&db, &id);
+    // SIGKILL: the plan stays Running, waiting at its gate, with nobody to ask.
+    unsafe { libc::kill(child.pid() as i32, libc::SIGKILL) };
+    drop(child);
+    let out = ok(
+        &db,
+        &[
+            "approve",
+            &id,
+            "promote canary",
+            "--comment",
+            "approved offline",
+        ],
+    );
+    assert!(
+        out.contains("approved, recorded in")
+            && out.contains("the gate takes this decision when a process resumes it"),
+        "{out}"
+    );
+    // The next process resumes the plan, and the gate takes the recorded decision at once.
+    let mut child = Runner::start_plan(&db, 0, Duration::ZERO, "", "resume");
+    assert_eq!(child.plan.to_string(), id);
+    assert_eq!(child.wait_for("DONE"), "DONE Completed");
+    let shown = ok(&db, &["show", &id]);
+    assert!(shown.contains("resumed once"), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "gate \"promote canary\": approved by {} at ",
+            coercion::cli::control::current_user()
+        )),
+        "{shown}"
+    );
+    assert!(shown.contains(": approved offline"), "{shown}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&db, &["show", "--json", &id])).unwrap();
+    let status = |path: &str| {
+        json["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["path"] == path)
+            .map(|o| o["status"].clone())
+    };
+    assert_eq!(
+        status(r#"block[1] "fleet" / sequence[0] "host-1" / action[0] "deploy""#),
+        Some("Completed".into()),
+        "the fleet ran: {json:#}"
+    );
+    assert_eq!(
+        json["decisions"][0]["comment"], "approved offline",
+        "{json:#}"
+    );
+}

@@ -267,6 +267,28 @@ fn summary(plan: &Plan, now: Timestamp) -> Markup {
                 @if let Some(r) = plan.retry_of() {
                     dt { "Retry of" } dd { span.mono { (r.plan) } ", asked by " (format::clean(&r.requested_by)) }
                 }
+                @let gates = plan.waiting_gates();
+                @if !gates.is_empty() {
+                    dt { "Waiting" } dd #waiting-gates {
+                        @for (i, g) in gates.iter().enumerate() {
+                            @if i > 0 { br; }
+                            "for approval: " bdi { (g.name) } ", since " (format::time(g.since))
+                        }
+                    }
+                }
+                @if !plan.decisions().is_empty() {
+                    dt { "Decisions" } dd #decisions {
+                        @for (i, d) in plan.decisions().iter().enumerate() {
+                            @if i > 0 { br; }
+                            bdi { (plan.action(d.gate).map(|a| a.name()).unwrap_or("?")) } ": "
+                            span class=(if d.approved { "s-completed" } else { "s-failed" }) {
+                                (if d.approved { "approved" } else { "rejected" })
+                            }
+                            " by " (format::clean(&d.by)) " at " (format::time(d.at))
+                            @if let Some(c) = &d.comment { " — " q { (c) } }
+                        }
+                    }
+                }
                 dt { "Status" } dd { (plan.status_label())
                     @if plan.reason() != crate::workflow::Reason::None { " (reason: " (plan.reason()) ")" } }
                 dt { "Submitted" } dd { (format::opt_time(plan.submit_time())) }

@@ -183,6 +183,29 @@ pub enum Command {
         /// The plan's id or a unique prefix of it.
         id: String,
     },
+    /// Approve a gate a plan waits at: asks the process that runs the plan; when none runs it,
+    /// records the decision in the store, where the plan finds it when it resumes. You decide as
+    /// your Unix user, which the gate's approvers must name.
+    Approve {
+        /// The plan's id or a unique prefix of it.
+        id: String,
+        /// The gate's name (or key).
+        gate: String,
+        /// Why, recorded with the decision.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Reject a gate a plan waits at (the gate fails, so its block fails and the plan's
+    /// `OnFailure` batches run); reaches the plan as `approve` does.
+    Reject {
+        /// The plan's id or a unique prefix of it.
+        id: String,
+        /// The gate's name (or key).
+        gate: String,
+        /// Why, recorded with the decision.
+        #[arg(long)]
+        comment: Option<String>,
+    },
     /// Serve the web UI: plan list, live plan pages, upload of exported plans.
     Serve {
         /// The address to listen on. Beyond loopback, every request must carry the server's
@@ -397,6 +420,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Pause { ref id } => control_command(&cli, ControlOp::Pause, id).await,
         Command::Resume { ref id } => control_command(&cli, ControlOp::Resume, id).await,
         Command::Retry { ref id } => control_command(&cli, ControlOp::Retry, id).await,
+        Command::Approve {
+            ref id,
+            ref gate,
+            ref comment,
+        } => gate_command(&cli, true, id, gate, comment.clone()).await,
+        Command::Reject {
+            ref id,
+            ref gate,
+            ref comment,
+        } => gate_command(&cli, false, id, gate, comment.clone()).await,
         Command::Serve {
             addr,
             allow_control,
@@ -466,6 +499,54 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             .await
             .map_err(|e| CliError::new(format!("cannot serve on {addr}: {e}")))
         }
+    }
+}
+
+/// `approve` / `reject`: through the control socket of the process that runs the plan, or,
+/// when none listens, written into the store file (its writer lock proves no process runs it).
+async fn gate_command(
+    cli: &Cli,
+    approve: bool,
+    id: &str,
+    gate: &str,
+    comment: Option<String>,
+) -> Result<(), CliError> {
+    let verb = if approve { "approve" } else { "reject" };
+    let db = Db::connect(&cli.db, &cli.pg_schema).await?;
+    let path = db.file_for(&format!("`{verb}`"))?.to_path_buf();
+    let plan = db.read(id).await?;
+    let id = plan.id();
+    if plan.status() != Status::Running {
+        return Err(CliError::new(format!(
+            "plan {id} is {}: only a running plan waits at a gate",
+            plan.status()
+        )));
+    }
+    let done = if approve { "approved" } else { "rejected" };
+    let req = control::ControlRequest::decide(approve, id, gate, comment.clone());
+    match control::send(&path, &req).await {
+        Ok(_) => print(&format!("plan {id}: gate {gate:?} {done}\n")),
+        Err(control::ControlError::NoListener { .. }) => {
+            drop(db);
+            let store = SqliteStore::open(&path).map_err(|e| {
+                CliError::new(format!(
+                    "no process listens for control requests on {}, and the store cannot be \
+                     opened to record the decision: {}",
+                    path.display(),
+                    crate::storage::Chain(&e)
+                ))
+            })?;
+            let by = control::current_user();
+            crate::plugins::record_decision(&store, id, gate, approve, &by, comment)
+                .await
+                .map_err(|e| CliError::new(e.to_string()))?;
+            print(&format!(
+                "plan {id}: gate {gate:?} {done}, recorded in {} (no process runs the plan now: \
+                 the gate takes this decision when a process resumes it)\n",
+                path.display()
+            ))
+        }
+        Err(e) => Err(CliError::new(e.to_string())),
     }
 }
 

@@ -171,6 +171,28 @@ pub(crate) fn tree(
             &format!("{label}: {}", each.join("; ")),
         );
     }
+    for gate in plan.waiting_gates() {
+        fact(
+            status_style(Status::Running),
+            &format!(
+                "{} (coercion approve {} {:?})",
+                clean(&gate.to_string()),
+                plan.id(),
+                clean(&gate.name)
+            ),
+        );
+    }
+    for d in plan.decisions() {
+        let name = plan.action(d.gate).map(|a| a.name()).unwrap_or("?");
+        fact(
+            if d.approved {
+                status_style(Status::Completed)
+            } else {
+                status_style(Status::Failed)
+            },
+            &format!("gate {:?}: {}", clean(name), clean(&d.to_string())),
+        );
+    }
     if let Some(r) = plan.retry_of() {
         fact(
             DIM,
@@ -254,6 +276,8 @@ struct JsonPlan<'a> {
     missing_plugins: &'a [String],
     /// Every time a process resumed the plan after the one running it stopped.
     resumptions: &'a [crate::workflow::Resumption],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    decisions: &'a [crate::workflow::Decision],
     objects: Vec<JsonNode>,
 }
 
@@ -324,6 +348,7 @@ pub(crate) fn tree_json(
         retried_by,
         missing_plugins,
         resumptions: plan.resumptions(),
+        decisions: plan.decisions(),
         objects: nodes,
     };
     serde_json::to_string_pretty(&doc).expect("JSON values serialize")

@@ -12,6 +12,7 @@
 //! * `GET /metrics` says what the store holds for Prometheus: plans by status, the running
 //!   plans' actions by status, the oldest running plan's age and the stalest heartbeat
 //!   ([`crate::metrics::StoreFacts`]).
+//! * `POST /plans/{id}/gates/approve|reject` (a form: `gate`, `comment`) the same way;
 //! * `POST /plans/{id}/stop|pause|resume|retry` only with `allow_control`, through
 //!   [`control`]; a retry answers with a redirect to the new plan, and is recorded as asked by
 //!   the server's Unix user "via the web UI for" the client's address.
@@ -259,6 +260,7 @@ pub fn router(db: Db, options: WebOptions) -> Router {
         .route("/plans/{id}/export", get(export_plan))
         .route("/plans/{id}/report", get(report_plan))
         .route("/plans/{id}/{op}", post(control_plan))
+        .route("/plans/{id}/gates/{op}", post(gate_plan))
         .route("/metrics", get(metrics_page))
         .route(
             "/upload",
@@ -753,6 +755,26 @@ fn plan_view(
                 }
             }
         }
+        @for gate in plan.waiting_gates() {
+            section.gate {
+                @let message = plan.action(gate.loc)
+                    .and_then(|a| a.request_json().decode::<crate::plugins::GateReq>().ok())
+                    .map(|r| r.message)
+                    .unwrap_or_default();
+                p { strong { "Waiting for approval: " bdi { (gate.name) } } ", since " (format::time(gate.since)) }
+                @if !message.is_empty() { p.descr { (message) } }
+                @if app.options.allow_control && app.db.path().is_some() {
+                    form.gate-form method="post" action={ "/plans/" (id) "/gates/approve" } {
+                        input type="hidden" name="gate" value=(gate.name);
+                        input type="text" name="comment" placeholder="Comment (recorded with the decision)" maxlength="2000";
+                        button.approve type="submit" { "Approve" }
+                        button.danger.reject type="submit" formaction={ "/plans/" (id) "/gates/reject" } { "Reject" }
+                    }
+                } @else {
+                    p.muted { "Decide with " code { "coercion approve " (id) " '" (gate.name) "'" } " or " code { "coercion reject …" } "." }
+                }
+            }
+        }
         @match &notice {
             Some(Ok(m)) => div.notice.ok { (m) },
             Some(Err(m)) => div.notice.error { (m) },
@@ -931,21 +953,76 @@ async fn control_plan(
             );
         }
     };
+    send_control(&app, &id, &headers, &extensions, op, |id| {
+        control::ControlRequest::new(op, id)
+    })
+    .await
+}
+
+/// A gate's decision from the plan page's form.
+#[derive(Deserialize)]
+struct GateForm {
+    gate: String,
+    #[serde(default)]
+    comment: String,
+}
+
+async fn gate_plan(
+    State(app): State<App>,
+    Path((id, op)): Path<(String, String)>,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
+    axum::extract::Form(form): axum::extract::Form<GateForm>,
+) -> Response {
+    let approve = match op.as_str() {
+        "approve" => true,
+        "reject" => false,
+        _ => {
+            return error_page(
+                StatusCode::NOT_FOUND,
+                &app.store_label,
+                "There is no such operation.",
+            );
+        }
+    };
+    let op = if approve {
+        ControlOp::Approve
+    } else {
+        ControlOp::Reject
+    };
+    let comment = Some(form.comment).filter(|c| !c.trim().is_empty());
+    send_control(&app, &id, &headers, &extensions, op, |id| {
+        control::ControlRequest::decide(approve, id, form.gate, comment)
+    })
+    .await
+}
+
+/// Sends the control request `make(id)` for the plan `id` names to the process that runs it,
+/// when this server allows control and the request comes from its own pages; answers with the
+/// plan's page and what happened.
+async fn send_control(
+    app: &App,
+    id: &str,
+    headers: &HeaderMap,
+    extensions: &axum::http::Extensions,
+    op: ControlOp,
+    make: impl FnOnce(PlanId) -> control::ControlRequest,
+) -> Response {
     if !app.options.allow_control {
         return error_page(
             StatusCode::FORBIDDEN,
             &app.store_label,
-            "This server is read-only: start it with `coercion serve --allow-control` to stop, pause, resume or retry plans.",
+            "This server is read-only: start it with `coercion serve --allow-control` to stop, pause, resume, retry plans or decide their gates.",
         );
     }
-    if !same_origin(&headers) {
+    if !same_origin(headers) {
         return error_page(
             StatusCode::FORBIDDEN,
             &app.store_label,
             "Control requests must come from this server's own pages.",
         );
     }
-    let id = match resolve(&app, &id).await {
+    let id = match resolve(app, id).await {
         Ok(i) => i,
         Err(r) => return r,
     };
@@ -953,38 +1030,46 @@ async fn control_plan(
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|c| c.0.to_string())
         .unwrap_or_else(|| "an unknown client".to_owned());
-    let request = control::ControlRequest::new(op, id).via(format!("the web UI for {client}"));
+    let request = make(id).via(format!("the web UI for {client}"));
     let result = match app.db.path() {
         Some(file) => control::send(file, &request)
             .await
             .map_err(|e| e.to_string()),
         None => Err(format!(
-            "Stop, pause, resume and retry reach plans of SQLite store files only so far; {} is not one.",
+            "Stop, pause, resume, retry and gate decisions reach plans of SQLite store files only so far; {} is not one.",
             app.store_label
         )),
     };
     if let Ok(control::Outcome::Retried(new)) = result {
         return Redirect::to(&format!("/plans/{new}")).into_response();
     }
-    let plan = match read(&app, id).await {
+    let plan = match read(app, id).await {
         Ok(p) => p.clone_for_display(),
         Err(r) => return r,
     };
-    let retried_by = match retried_by(&app, &plan).await {
+    let retried_by = match retried_by(app, &plan).await {
         Ok(r) => r,
         Err(r) => return r,
     };
     let (status, notice) = match result {
         Ok(_) => (
             StatusCode::OK,
-            Ok(format!("Asked the process running this plan to {op} it.")),
+            Ok(match (op, &request.gate) {
+                (ControlOp::Approve, Some(g)) => {
+                    format!("Approved gate \u{201c}{g}\u{201d}: the plan goes on.")
+                }
+                (ControlOp::Reject, Some(g)) => {
+                    format!("Rejected gate \u{201c}{g}\u{201d}: its block fails.")
+                }
+                _ => format!("Asked the process running this plan to {op} it."),
+            }),
         ),
         Err(e) => (StatusCode::CONFLICT, Err(e)),
     };
     html_response(
         status,
         plan_view(
-            &app,
+            app,
             &plan,
             retried_by,
             Some(notice),

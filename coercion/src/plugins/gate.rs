@@ -244,3 +244,46 @@ pub(crate) fn decision_for(
         .filter(|c| !c.trim().is_empty());
     Ok(crate::workflow::Decision::new(loc, approved, by, comment))
 }
+
+/// Records a decision at the gate named `gate` of plan `id` straight into `store`, for a plan
+/// that **no process runs now** (its process crashed, or was stopped, while the plan waited at
+/// the gate): the process that resumes the plan finds the decision and passes (or fails) the
+/// gate at once. `by` is who decides, as the caller proved it (the CLI passes the Unix user it
+/// runs as), checked against the gate's approvers.
+///
+/// Only for a store with one writer: the caller must hold it for writing (an open
+/// [`SqliteStore`](crate::storage::SqliteStore) holds the file's writer lock, so no process
+/// runs its plans meanwhile). A store shared by several processes (PostgreSQL) is refused:
+/// there, only the process holding the plan's lease writes to it.
+pub async fn record_decision(
+    store: &dyn crate::Store,
+    id: crate::PlanId,
+    gate: &str,
+    approved: bool,
+    by: &str,
+    comment: Option<String>,
+) -> Result<crate::workflow::Decision, crate::Error> {
+    use crate::workflow::Status;
+    if store.lease().is_some() {
+        return Err(crate::Error::Gate(format!(
+            "{} is shared by several processes: a decision there goes to the process that runs the plan",
+            store.describe()
+        )));
+    }
+    let plan = store.read(id).await.map_err(|e| match e {
+        crate::StoreError::NotFound(_) => crate::Error::NotFound(id),
+        e => crate::Error::Storage(e),
+    })?;
+    if plan.status() != Status::Running {
+        return Err(crate::Error::Gate(format!(
+            "plan {id} is {}: only a running plan waits at a gate",
+            plan.status()
+        )));
+    }
+    let decision = decision_for(&plan, gate, approved, by, comment).map_err(crate::Error::Gate)?;
+    store
+        .apply(id, &[crate::storage::Change::Decided(decision.clone())])
+        .await?;
+    tracing::info!(plan = %id, gate, by, approved, "gate decided in the store (no process runs the plan)");
+    Ok(decision)
+}

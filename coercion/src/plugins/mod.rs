@@ -60,7 +60,7 @@ mod write_file;
 
 pub use command::{Command, CommandCheck, CommandReq, CommandResp};
 pub use file_exists::{FileExists, FileExistsReq, FileExistsResp, FileKind};
-pub use gate::{GATE, Gate, GateReq, GateResp};
+pub use gate::{GATE, Gate, GateReq, GateResp, record_decision};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use http::{ExpectedStatus, HttpCheck, HttpCheckReq, HttpCheckResp};

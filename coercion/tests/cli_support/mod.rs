@@ -249,6 +249,53 @@ const CHILD_DB: &str = "COERCION_CLI_CHILD_DB";
 const CHILD_ACTIONS: &str = "COERCION_CLI_CHILD_ACTIONS";
 const CHILD_STEP_MS: &str = "COERCION_CLI_CHILD_STEP_MS";
 const CHILD_LISTEN: &str = "COERCION_CLI_CHILD_LISTEN";
+const CHILD_PLAN: &str = "COERCION_CLI_CHILD_PLAN";
+
+/// The gated plan a child runs with `CHILD_PLAN=gated:APPROVERS`: a canary, then the fleet
+/// behind the gate "promote canary" (one hour to decide), a rollback on failure.
+pub fn gated_plan(approvers: &[&str]) -> Plan {
+    use coercion::plugins::{Gate, GateReq};
+    Plan::builder("gated rollout")
+        .block(
+            Block::builder("canary").sequence(Sequence::builder("host-0").action(
+                ActionSpec::new::<FakeAction>("deploy", FakeReq::ok().tag("canary")),
+            )),
+        )
+        .block(
+            Block::builder("fleet")
+                .pre_checks(
+                    Checks::builder().action(
+                        CheckSpec::new::<Gate>(
+                            "promote canary",
+                            GateReq::new("Promote <the> release?")
+                                .approvers(approvers.iter().copied()),
+                        )
+                        .timeout(Duration::from_secs(3600)),
+                    ),
+                )
+                .sequence(
+                    Sequence::builder("host-1").action(ActionSpec::new::<FakeAction>(
+                        "deploy",
+                        FakeReq::ok().tag("fleet"),
+                    )),
+                ),
+        )
+        .deferred(
+            DeferredBatch::builder("roll back", When::OnFailure).action(ActionSpec::new::<
+                FakeAction,
+            >(
+                "roll back",
+                FakeReq::ok().tag("rollback"),
+            )),
+        )
+        .build()
+}
+
+/// The name (without the uid) of the user running the tests, as the control socket names it.
+pub fn user_name() -> String {
+    let user = coercion::cli::control::current_user();
+    user.split(" (").next().unwrap().to_owned()
+}
 
 /// The long plan the child runs: `actions` actions of `step` each, one after another, in
 /// sequences of two.
@@ -293,16 +340,36 @@ pub fn child_entry() {
             .unwrap_or(500),
     );
     let listen = std::env::var(CHILD_LISTEN).unwrap_or_default();
+    let which = std::env::var(CHILD_PLAN).unwrap_or_default();
     runtime().block_on(async move {
         let fakes = Fakes::new();
-        let ws = Workstream::open(&db, fakes.registry())
+        let registry = fakes
+            .registry()
+            .with(coercion::plugins::Gate)
+            .expect("child: the registry");
+        let ws = Workstream::open(&db, registry)
             .await
             .expect("child: open the store to run plans");
-        let id = ws
-            .submit(long_plan(actions, step))
-            .await
-            .expect("child: submit");
-        ws.start(id).await.expect("child: start");
+        let id = if which == "resume" {
+            // Opening the store resumed the plan a killed process left Running.
+            ws.list(&coercion::ListFilter::status(Status::Running))
+                .await
+                .expect("child: list")
+                .first()
+                .expect("child: a plan to resume")
+                .id
+        } else {
+            let plan = match which.strip_prefix("gated:") {
+                Some(approvers) => {
+                    let names: Vec<&str> = approvers.split(',').filter(|n| !n.is_empty()).collect();
+                    gated_plan(&names)
+                }
+                None => long_plan(actions, step),
+            };
+            let id = ws.submit(plan).await.expect("child: submit");
+            ws.start(id).await.expect("child: start");
+            id
+        };
         println!("PLAN {id}");
         let mut _control = None;
         if listen == "stdin" {
@@ -342,6 +409,18 @@ impl Runner {
     /// Starts the child (this test binary, running only its ignored `child_process_entry`)
     /// and waits until its plan runs.
     pub fn start(db: &Path, actions: usize, step: Duration, listen: &str) -> Runner {
+        Runner::start_plan(db, actions, step, listen, "")
+    }
+
+    /// [`start`](Self::start) with `CHILD_PLAN` = `plan`: `gated:alice,bob` runs
+    /// [`gated_plan`], `resume` only resumes the plan a killed child left running.
+    pub fn start_plan(
+        db: &Path,
+        actions: usize,
+        step: Duration,
+        listen: &str,
+        plan: &str,
+    ) -> Runner {
         let exe = std::env::current_exe().expect("the test binary");
         let mut child = Command::new(exe)
             .args([
@@ -356,6 +435,7 @@ impl Runner {
             .env(CHILD_ACTIONS, actions.to_string())
             .env(CHILD_STEP_MS, step.as_millis().to_string())
             .env(CHILD_LISTEN, listen)
+            .env(CHILD_PLAN, plan)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
