@@ -2174,18 +2174,6 @@ async fn a_large_plan_page_shows_a_page_of_sequences_and_what_failed() {
     drop(ws);
 }
 
-/// Polls `show` until the plan waits at a gate; returns its output.
-fn wait_for_gate(db: &std::path::Path, id: &str) -> String {
-    for _ in 0..600 {
-        let out = ok(db, &["show", id]);
-        if out.contains("waiting for approval: promote canary, since ") {
-            return out;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("plan {id} never waited at its gate");
-}
-
 #[test]
 fn gates_are_approved_and_rejected_through_the_cli_as_the_unix_user() {
     let dir = TempDir::new("gates-cli");

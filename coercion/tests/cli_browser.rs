@@ -115,6 +115,13 @@ fn the_web_ui_and_the_report_work_in_headless_chromium() {
     // The child also accepts control requests, after its plan ended too: the Retry button's
     // request runs there.
     let runner = Runner::start(&f.db, 20, Duration::from_millis(600), "linger");
+    // A plan waiting at its approval gate, in a store of its own (one process listens per
+    // store), with a server that may decide it.
+    let gate_dir = TempDir::new("browser-gate");
+    let gate_db = gate_dir.join("plans.db");
+    let mut gate_runner = Runner::start_plan(&gate_db, 0, Duration::ZERO, "now", "gated:");
+    wait_for_gate(&gate_db, &gate_runner.plan.to_string());
+    let gate_server = Server::start(&gate_db, &["--allow-control"]);
     let server = Server::start(&f.db, &[]);
     let control_server = Server::start(&f.db, &["--allow-control"]);
     let ids = [runner.plan, f.hostile, f.failed, f.completed, f.tolerated]
@@ -136,6 +143,8 @@ fn the_web_ui_and_the_report_work_in_headless_chromium() {
         .env("FAILED_ID", f.failed.to_string())
         .env("HOSTILE_ID", f.hostile.to_string())
         .env("LIVE_ID", runner.plan.to_string())
+        .env("GATE_URL", &gate_server.url)
+        .env("GATE_ID", gate_runner.plan.to_string())
         .env("ALL_IDS", ids)
         .env("FAILED_TAG", FAILED_TAG)
         .env("TOLERATED_ID", f.tolerated.to_string())
@@ -165,6 +174,8 @@ fn the_web_ui_and_the_report_work_in_headless_chromium() {
         "report-hostile.png",
         "report-failed.png",
         "web-plan-retried.png",
+        "web-plan-gate-waiting.png",
+        "web-plan-gate-approved.png",
     ] {
         let meta = std::fs::metadata(artifacts.join(shot))
             .unwrap_or_else(|e| panic!("screenshot {shot}: {e}"));
@@ -173,7 +184,13 @@ fn the_web_ui_and_the_report_work_in_headless_chromium() {
             "{shot} was taken by this run"
         );
     }
+    assert_eq!(
+        gate_runner.wait_for("DONE"),
+        "DONE Completed",
+        "the approved plan went on"
+    );
     drop(server);
     drop(control_server);
+    drop(gate_server);
     drop(runner);
 }

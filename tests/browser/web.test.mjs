@@ -30,6 +30,8 @@ const HOSTILE_ERROR = env("HOSTILE_ERROR");
 const HOSTILE_EXPORT = env("HOSTILE_EXPORT");
 const REPORT_HOSTILE = env("REPORT_HOSTILE");
 const REPORT_FAILED = env("REPORT_FAILED");
+const GATE_URL = env("GATE_URL");
+const GATE_ID = env("GATE_ID");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 
 let browser;
@@ -280,5 +282,38 @@ test("Retry runs a failed plan's failed work as a new plan, linked both ways, on
   assert.match(await link.innerText(), new RegExp(newId));
   assert.equal(await page.locator("#retry").count(), 0, "a plan already retried has no Retry button");
   await shot(page, "web-plan-retried.png");
+  assert.deepEqual(page.errors, []);
+});
+
+test("a plan waiting at a gate is approved with one click, and the decision is recorded", async () => {
+  const page = await newPage();
+  await page.goto(`${GATE_URL}/plans/${GATE_ID}`);
+  const gate = page.locator("section.gate");
+  await gate.waitFor();
+  assert.match(await gate.innerText(), /Waiting for approval: promote canary, since /);
+  assert.match(await gate.innerText(), /Promote <the> release\?/, "the gate's message, as text");
+  assert.match(await page.locator("#waiting-gates").innerText(), /for approval: promote canary, since /);
+  await shot(page, "web-plan-gate-waiting.png");
+
+  await gate.locator("input[name=comment]").fill("canary <b>healthy</b>");
+  await Promise.all([page.waitForLoadState("load"), gate.locator("button.approve").click()]);
+  const refused = page.locator(".notice.error");
+  if ((await refused.count()) > 0) assert.fail(`the approval was refused: ${await refused.innerText()}`);
+  assert.match(await page.locator(".notice.ok").innerText(), /Approved gate .promote canary.: the plan goes on\./);
+  const decisions = page.locator("#decisions");
+  await decisions.waitFor();
+  const text = await decisions.innerText();
+  assert.match(text, /promote canary: approved by .*\(uid \d+\), via the web UI for 127\.0\.0\.1:\d+ at /, "who, through what");
+  assert.match(text, /canary <b>healthy<\/b>/, "the comment, as text");
+  assert.equal(await page.locator("#decisions b").count(), 0, "the comment's markup is not markup");
+  // The plan goes on to the end.
+  for (let i = 0; i < 100; i++) {
+    await page.goto(`${GATE_URL}/plans/${GATE_ID}`);
+    if ((await page.locator("section.summary").innerText()).includes("Completed")) break;
+    await page.waitForTimeout(100);
+  }
+  assert.match(await page.locator("section.summary").innerText(), /Completed/);
+  assert.equal(await page.locator("section.gate").count(), 0, "no gate waits any more");
+  await shot(page, "web-plan-gate-approved.png");
   assert.deepEqual(page.errors, []);
 });

@@ -662,3 +662,15 @@ pub fn many_plans(name: &str, n: usize) -> (TempDir, PathBuf) {
     });
     (dir, db)
 }
+
+/// Polls `show` until the plan waits at a gate; returns its output.
+pub fn wait_for_gate(db: &std::path::Path, id: &str) -> String {
+    for _ in 0..600 {
+        let out = ok(db, &["show", id]);
+        if out.contains("waiting for approval: promote canary, since ") {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("plan {id} never waited at its gate");
+}
