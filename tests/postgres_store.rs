@@ -671,7 +671,7 @@ async fn a_version_1_schema_holding_plans_is_migrated_in_place() {
     tokio::spawn(conn);
     client
         .batch_execute(&format!(
-            "ALTER TABLE {schema}.plans DROP COLUMN resumptions, DROP COLUMN plugins; \
+            "ALTER TABLE {schema}.plans DROP COLUMN resumptions, DROP COLUMN plugins, DROP COLUMN decisions; \
              UPDATE {schema}.coercion_schema_version SET version = 1"
         ))
         .await
@@ -686,9 +686,10 @@ async fn a_version_1_schema_holding_plans_is_migrated_in_place() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let read = migrated.read(plan.id()).await.unwrap();
     assert!(read.resumptions().is_empty());
+    assert!(read.decisions().is_empty());
     assert_eq!(read.id(), plan.id());
     // Plugins not recorded: claimed even by a worker that lists none.
     assert_eq!(

@@ -360,6 +360,15 @@ pub async fn unknown_plan(store: &dyn Store) {
             at: at(1, 1),
             by: "pid 1 on a host".to_owned(),
         }),
+        Change::Decided(crate::workflow::Decision::new(
+            Loc::Action {
+                parent: crate::workflow::Parent::Sequence { block: 0, seq: 0 },
+                index: 0,
+            },
+            true,
+            "alice",
+            None,
+        )),
         Change::State {
             loc: Loc::Plan,
             id: id.0,
@@ -605,7 +614,7 @@ pub async fn random_changes(store: &dyn Store, seed: u64, batches: usize) {
         let mut scratch = model.clone();
         let mut batch = Vec::new();
         for _ in 0..rng.usize(1..6) {
-            let change = match rng.u8(0..11) {
+            let change = match rng.u8(0..12) {
                 0..=2 => {
                     let (loc, id) = objects[rng.usize(..objects.len())];
                     Change::State {
@@ -656,6 +665,18 @@ pub async fn random_changes(store: &dyn Store, seed: u64, batches: usize) {
                     // Names as odd as a host's may be, quotes and all.
                     by: format!("pid {} on h\"ost-{}", rng.u32(..), rng.u8(..)),
                 }),
+                10 => {
+                    let (loc, _) = actions[rng.usize(..actions.len())];
+                    Change::Decided(crate::workflow::Decision {
+                        gate: loc,
+                        approved: rng.bool(),
+                        by: format!("us\"er-{} (uid {})", rng.u8(..), rng.u32(..)),
+                        at: time(&mut rng),
+                        comment: rng
+                            .bool()
+                            .then(|| format!("why {} — ✓ 'quoted'", rng.u32(..))),
+                    })
+                }
                 _ => Change::Paused(rng.bool()),
             };
             let _ = change.apply_to(&mut scratch);

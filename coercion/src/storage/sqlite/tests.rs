@@ -775,7 +775,7 @@ async fn a_version_1_file_is_migrated_when_opened_for_writing_and_keeps_its_plan
         .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(version, latest());
-    assert_eq!(latest(), 3);
+    assert_eq!(latest(), 4);
     assert_eq!(journal_rows(&dir.db()), 0);
     let indexes: i64 = raw
         .query_row(
