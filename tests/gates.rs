@@ -118,7 +118,7 @@ async fn an_approved_gate_lets_the_plan_through_and_records_who() {
     let done = ws.wait(id).await.unwrap();
     assert_eq!(done.status(), Status::Completed, "{done}");
     assert_eq!(log.tags(), vec!["canary".to_owned(), "fleet".to_owned()]);
-    assert_eq!(done.decisions(), &[d.clone()]);
+    assert_eq!(done.decisions(), std::slice::from_ref(&d));
     let resp: GateResp = gate_action(&done).response::<Gate>().unwrap();
     assert_eq!(
         (resp.by.as_str(), resp.comment.as_deref()),

@@ -2257,7 +2257,7 @@ fn gates_are_approved_and_rejected_through_the_cli_as_the_unix_user() {
     drop(child);
 
     // Not an approver: refused, and the plan still waits.
-    let mut child = Runner::start_plan(&db, 0, Duration::ZERO, "now", "gated:someone-else");
+    let child = Runner::start_plan(&db, 0, Duration::ZERO, "now", "gated:someone-else");
     let id = child.plan.to_string();
     wait_for_gate(&db, &id);
     let err = fails(&db, &["approve", &id, "promote canary"]);
