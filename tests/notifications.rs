@@ -159,3 +159,61 @@ async fn webhooks_tell_a_channel_and_on_plan_end_reports_each_end_once() {
     want.sort();
     assert_eq!(ends, want, "each end reported once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_gate_tells_a_channel_when_a_plan_starts_waiting_for_approval() {
+    use coercion::plugins::{Gate, GateReq};
+    let (url, mut received) = receiver().await;
+    let hook_url = format!("{url}/gate");
+    let fakes = Fakes::new();
+    let ws = Workstream::builder()
+        .in_memory()
+        .registry(fakes.registry().with(Gate).unwrap())
+        .on_gate(move |plan, gate| {
+            let text = format!(
+                "{}: {} (approvers: {}) — coercion approve {} {:?}",
+                plan.name(),
+                gate.message,
+                gate.approvers.join(", "),
+                plan.id(),
+                gate.name
+            );
+            let req = WebhookReq::slack(&hook_url, text);
+            tokio::spawn(async move { Webhook::default().send(&req).await.unwrap() });
+        })
+        .on_gate(|_, _| panic!("a hook that panics stops nothing"))
+        .build()
+        .await
+        .unwrap();
+    let plan = Plan::builder("release")
+        .block(
+            Block::builder("fleet")
+                .pre_checks(
+                    Checks::builder().action(
+                        CheckSpec::new::<Gate>(
+                            "promote",
+                            GateReq::new("Ship v2?").approvers(["alice"]),
+                        )
+                        .timeout(Duration::from_secs(600)),
+                    ),
+                )
+                .sequence(
+                    Sequence::builder("s")
+                        .action(ActionSpec::new::<FakeAction>("a", FakeReq::ok())),
+                ),
+        )
+        .build();
+    let id = ws.submit_and_start(plan).await.unwrap();
+    let (path, body) = tokio::time::timeout(Duration::from_secs(10), received.recv())
+        .await
+        .expect("the gate hook posted within 10 s")
+        .unwrap();
+    assert_eq!(path, "/gate");
+    assert_eq!(
+        body["text"],
+        format!("release: Ship v2? (approvers: alice) — coercion approve {id} \"promote\"")
+    );
+    ws.decide(id, "promote", true, "alice", None).await.unwrap();
+    assert_eq!(ws.wait(id).await.unwrap().status(), Status::Completed);
+    assert!(received.try_recv().is_err(), "told once");
+}

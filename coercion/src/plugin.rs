@@ -33,6 +33,8 @@ pub(crate) trait GateSource: Send + Sync {
     fn decision(&self, loc: Loc) -> Option<crate::workflow::Decision>;
     /// Changes (the value is a count) when a decision was recorded.
     fn decided(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// The gate at `loc` starts waiting for a person: tells the workstream's gate hooks.
+    fn waiting(&self, loc: Loc);
 }
 
 /// Whether a plugin may be used in check sections or in sequences and deferred batches.

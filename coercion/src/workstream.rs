@@ -231,6 +231,42 @@ impl WorkstreamBuilder {
         self
     }
 
+    /// Calls `hook` with the plan and the gate each time a plan run by this workstream starts
+    /// waiting at an approval gate ([`Gate`](crate::plugins::Gate)) — in the process that runs
+    /// it (with several workers, the lease holder), once per wait (a process that resumes the
+    /// plan waits, and tells, again). Not called when the decision was already taken (recorded
+    /// while no process ran the plan). Like [`on_plan_end`](Self::on_plan_end), it runs on the
+    /// runtime that runs plans: spawn what takes time; a panic is logged and goes no further.
+    ///
+    /// ```no_run
+    /// use coercion::plugins::{Webhook, WebhookReq};
+    /// use coercion::prelude::*;
+    /// # async fn demo(registry: Registry) -> Result<(), coercion::Error> {
+    /// let ws = Workstream::builder()
+    ///     .registry(registry)
+    ///     .on_gate(|plan, gate| {
+    ///         let text = format!(
+    ///             "{}: {} — coercion approve {} {:?}",
+    ///             plan.name(), gate.message, plan.id(), gate.name
+    ///         );
+    ///         tokio::spawn(async move {
+    ///             let _ = Webhook::default().send(&WebhookReq::slack("http://chat.internal/hooks/ops", text)).await;
+    ///         });
+    ///     })
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn on_gate(
+        mut self,
+        hook: impl Fn(&Plan, &crate::workflow::WaitingGate) + Send + Sync + 'static,
+    ) -> Self {
+        self.options
+            .gate_hooks
+            .push(crate::engine::GateHook(Arc::new(hook)));
+        self
+    }
+
     /// The store plans are kept in. Without one, plans are kept in the embedded SQLite store
     /// at [`DEFAULT_DB_PATH`] in the working directory (feature `sqlite`, default; without that
     /// feature [`build`](Self::build) fails with [`Error::Config`] unless a store is chosen).

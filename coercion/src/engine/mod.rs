@@ -41,6 +41,19 @@ pub(crate) struct EngineOptions {
     pub blocking_threshold: Duration,
     /// Told the final tree of each plan whose run ends here, before its waiters wake.
     pub plan_end_hooks: Vec<PlanEndHook>,
+    /// Told when a plan run here starts waiting at an approval gate.
+    pub gate_hooks: Vec<GateHook>,
+}
+
+/// A function told when a plan starts waiting at a gate
+/// ([`WorkstreamBuilder::on_gate`](crate::WorkstreamBuilder::on_gate)).
+#[derive(Clone)]
+pub(crate) struct GateHook(pub Arc<dyn Fn(&Plan, &crate::workflow::WaitingGate) + Send + Sync>);
+
+impl std::fmt::Debug for GateHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GateHook")
+    }
 }
 
 /// A function told about every plan whose run ended
@@ -63,6 +76,7 @@ impl Default for EngineOptions {
             keys: Arc::new(crate::secret::KeyRing::default()),
             blocking_threshold: watchdog::DEFAULT_THRESHOLD,
             plan_end_hooks: Vec::new(),
+            gate_hooks: Vec::new(),
         }
     }
 }
@@ -530,6 +544,22 @@ impl crate::plugin::GateSource for Run {
     }
     fn decided(&self) -> watch::Receiver<u64> {
         self.decided.subscribe()
+    }
+    fn waiting(&self, loc: Loc) {
+        if self.options.gate_hooks.is_empty() {
+            return;
+        }
+        let plan = self.plan.lock().clone();
+        let Some(gate) = plan.waiting_gates().into_iter().find(|g| g.loc == loc) else {
+            return;
+        };
+        for hook in &self.options.gate_hooks {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (hook.0)(&plan, &gate)))
+                .is_err()
+            {
+                tracing::error!(plan = %self.id, gate = %gate.name, "a gate hook panicked");
+            }
+        }
     }
 }
 

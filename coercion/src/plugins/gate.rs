@@ -115,7 +115,7 @@ impl Plugin for Gate {
             .unwrap_or(started)
             .max(started);
         let mut decided = gates.decided();
-        tracing::info!(gate = %ctx.path(), message = %req.message, "waiting for approval");
+        let mut told = false;
         loop {
             decided.borrow_and_update();
             if let Some(d) = gates.decision(ctx.loc()) {
@@ -128,6 +128,11 @@ impl Plugin for Gate {
                 } else {
                     Err(PluginError::permanent(format!("rejected: {d}")).with_code(codes::REJECTED))
                 };
+            }
+            if !told {
+                told = true;
+                tracing::info!(gate = %ctx.path(), message = %req.message, "waiting for approval");
+                gates.waiting(ctx.loc());
             }
             tokio::select! {
                 biased;

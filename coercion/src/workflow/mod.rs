@@ -1043,6 +1043,10 @@ pub struct WaitingGate {
     pub loc: Loc,
     /// The gate's name (its check's name).
     pub name: String,
+    /// What the person is asked (the gate's message).
+    pub message: String,
+    /// Who may decide (empty: anyone who reaches the plan's process).
+    pub approvers: Vec<String>,
     /// Since when it waits (its attempt's start).
     pub since: Timestamp,
 }
@@ -1155,9 +1159,13 @@ impl Plan {
                     if a.plugin() == crate::plugins::GATE && a.status() == Status::Running =>
                 {
                     let attempt = a.attempts().last().filter(|t| t.end.is_none())?;
+                    let req: crate::plugins::GateReq =
+                        a.request_json().decode().unwrap_or_default();
                     Some(WaitingGate {
                         loc,
                         name: a.name().to_owned(),
+                        message: req.message,
+                        approvers: req.approvers,
                         since: attempt.start,
                     })
                 }
