@@ -789,3 +789,61 @@ async fn concurrent_commands_on_one_host_wait_for_a_channel() {
         "the commands did not run concurrently at all ({most})"
     );
 }
+
+#[tokio::test]
+async fn creates_and_removes_make_a_remote_command_predictable_and_previewable() {
+    use coercion::{Preview, Previews};
+    let Some(hosts) =
+        Hosts::get("creates_and_removes_make_a_remote_command_predictable_and_previewable")
+    else {
+        return;
+    };
+    let t = hosts.target(6);
+    let dir = format!("/tmp/{}", unique("creates"));
+    let marker = format!("{dir}/installed marker");
+    let install = SshCommandReq::shell(
+        t.clone(),
+        format!("mkdir -p '{dir}' && touch '{marker}' && echo installed"),
+    )
+    .creates(&marker);
+
+    // Not there yet: it would run (the exact argv), and it does.
+    let preview = SshCommand.preview(&ctx(), &install).await.unwrap();
+    assert_eq!(
+        preview,
+        Preview::would_change(format!(
+            "would run on {t}: [\"sh\", \"-c\", \"mkdir -p '{dir}' && touch '{marker}' && echo installed\"]"
+        ))
+    );
+    let resp = run(install.clone()).await.unwrap();
+    assert_eq!(
+        (resp.skipped.as_deref(), resp.stdout.as_str()),
+        (None, "installed\n")
+    );
+
+    // There now: it would not run, and it does not.
+    let preview = SshCommand.preview(&ctx(), &install).await.unwrap();
+    assert_eq!(
+        preview,
+        Preview::no_change(format!("would not run on {t}: {marker} exists (`creates`)"))
+    );
+    let resp = run(install).await.unwrap();
+    assert_eq!(resp.skipped, Some(format!("{marker} exists (`creates`)")));
+    assert_eq!((resp.exit_code, resp.stdout.as_str()), (0, ""));
+
+    // `removes`: runs only while the path exists.
+    let remove = SshCommandReq::shell(t.clone(), format!("rm -rf '{dir}'")).removes(&marker);
+    assert!(matches!(
+        SshCommand.preview(&ctx(), &remove).await.unwrap(),
+        Preview::WouldChange { .. }
+    ));
+    assert_eq!(run(remove.clone()).await.unwrap().skipped, None);
+    assert_eq!(
+        hosts.ssh(6, &format!("test -e '{marker}' && echo there || echo gone")),
+        "gone\n"
+    );
+    assert_eq!(
+        run(remove).await.unwrap().skipped,
+        Some(format!("{marker} does not exist (`removes`)"))
+    );
+}

@@ -263,6 +263,14 @@ pub struct SshCommandReq {
     /// How many bytes of stdout, and of stderr, to keep: the last ones. Default 64 KiB each.
     #[serde(default = "default_output_limit")]
     pub output_limit: usize,
+    /// Run only when this remote path does not exist (as Ansible's `creates`), relative to
+    /// `cwd` when that is given: a command that makes the path runs once, and a preview can
+    /// tell whether it would run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creates: Option<PathBuf>,
+    /// Run only when this remote path exists (as Ansible's `removes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removes: Option<PathBuf>,
 }
 
 impl SshCommandReq {
@@ -281,7 +289,22 @@ impl SshCommandReq {
             permanent_failure: false,
             timeout: None,
             output_limit: default_output_limit(),
+            creates: None,
+            removes: None,
         }
+    }
+
+    /// Runs the command only when the remote `path` does not exist (see
+    /// [`creates`](Self::creates)).
+    pub fn creates(mut self, path: impl Into<PathBuf>) -> SshCommandReq {
+        self.creates = Some(path.into());
+        self
+    }
+
+    /// Runs the command only when the remote `path` exists (see [`removes`](Self::removes)).
+    pub fn removes(mut self, path: impl Into<PathBuf>) -> SshCommandReq {
+        self.removes = Some(path.into());
+        self
     }
 
     /// Runs `script` with `sh -c` on `target`.
@@ -399,6 +422,13 @@ impl SshCommandReq {
         {
             return refuse("cwd", "must be a path when given (not empty, no NUL byte)");
         }
+        for (field, path) in [("creates", &self.creates), ("removes", &self.removes)] {
+            if let Some(p) = path
+                && (p.as_os_str().is_empty() || p.to_string_lossy().contains('\0'))
+            {
+                return refuse(field, "must be a path when given (not empty, no NUL byte)");
+            }
+        }
         validate_become(self.become_user.as_deref())?;
         if self.success_codes.is_empty() {
             return refuse("success_codes", "must list at least one exit code");
@@ -423,6 +453,10 @@ pub struct SshCommandResp {
     /// How long the command ran, connecting included.
     #[serde(with = "humantime_serde")]
     pub duration: Duration,
+    /// Why the command did not run (`creates` exists, `removes` is missing on the host); the
+    /// exit code is then 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 /// What [`SshUpload`] sends. In JSON: `{ "text": "port = 8080\n" }`, `{ "base64": "AP8=" }` or
@@ -672,9 +706,39 @@ impl Plugin for SshCommand {
 impl crate::Previews for SshCommand {
     async fn preview(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         req: &SshCommandReq,
     ) -> Result<crate::Preview, PluginError> {
+        if req.creates.is_some() || req.removes.is_some() {
+            let script = format!("{}{}echo run", cd_script(req), skip_script(req));
+            let run = run_remote(
+                ctx,
+                &req.target,
+                req.become_user.as_deref(),
+                &script,
+                None,
+                req.timeout,
+                4096,
+            )
+            .await?;
+            let host = req.target.to_string();
+            if let Some(e) = not_exited(
+                &run.ended,
+                "the `creates`/`removes` check",
+                &host,
+                req.timeout,
+                run.started,
+                &quote_output(&run.stdout, &run.stderr),
+            ) {
+                return Err(e);
+            }
+            if let Some(why) = run.stdout.trim().strip_prefix(SKIPPED) {
+                return Ok(crate::Preview::no_change(format!(
+                    "would not run on {host}: {}",
+                    why.trim()
+                )));
+            }
+        }
         let mut argv = vec![req.program.as_str()];
         argv.extend(req.args.iter().map(String::as_str));
         let user = req
@@ -1002,13 +1066,8 @@ fn remote_line(become_user: Option<&str>, inner: &str) -> String {
 
 /// The inner script of a command request: cd, exports, exec.
 fn command_script(req: &SshCommandReq) -> String {
-    let mut script = String::new();
-    if let Some(cwd) = &req.cwd {
-        script.push_str(&format!(
-            "cd -- {} || exit 1; ",
-            quote(&cwd.to_string_lossy())
-        ));
-    }
+    let mut script = cd_script(req);
+    script.push_str(&skip_script(req));
     for (key, value) in &req.env {
         script.push_str(&format!("export {key}={}; ", quote(value)));
     }
@@ -1017,6 +1076,40 @@ fn command_script(req: &SshCommandReq) -> String {
     for arg in &req.args {
         script.push(' ');
         script.push_str(&quote(arg));
+    }
+    script
+}
+
+/// `cd -- CWD || exit 1; ` when the request has a working directory.
+fn cd_script(req: &SshCommandReq) -> String {
+    match &req.cwd {
+        Some(cwd) => format!("cd -- {} || exit 1; ", quote(&cwd.to_string_lossy())),
+        None => String::new(),
+    }
+}
+
+/// What a remote command prints, alone on its first line, when `creates`/`removes` say it
+/// does not run.
+const SKIPPED: &str = "coercion-skipped:";
+
+/// The checks of `creates` and `removes`: print [`SKIPPED`] and the reason, exit 0.
+fn skip_script(req: &SshCommandReq) -> String {
+    let mut script = String::new();
+    if let Some(p) = &req.creates {
+        let p = p.to_string_lossy();
+        script.push_str(&format!(
+            "if [ -e {q} ] || [ -L {q} ]; then printf '%s\\n' {why}; exit 0; fi; ",
+            q = quote(&p),
+            why = quote(&format!("{SKIPPED} {p} exists (`creates`)")),
+        ));
+    }
+    if let Some(p) = &req.removes {
+        let p = p.to_string_lossy();
+        script.push_str(&format!(
+            "if [ ! -e {q} ] && [ ! -L {q} ]; then printf '%s\\n' {why}; exit 0; fi; ",
+            q = quote(&p),
+            why = quote(&format!("{SKIPPED} {p} does not exist (`removes`)")),
+        ));
     }
     script
 }
@@ -1401,13 +1494,23 @@ async fn run_command(ctx: &Context, req: &SshCommandReq) -> Result<SshCommandRes
     };
     let code = status.code().unwrap_or(-1);
     if req.success_codes.contains(&code) {
+        // The `creates`/`removes` checks answer alone, before the command would print.
+        let skipped = (req.creates.is_some() || req.removes.is_some())
+            .then(|| run.stdout.strip_prefix(SKIPPED))
+            .flatten()
+            .map(|why| why.trim().to_owned());
         return Ok(SshCommandResp {
             host,
             exit_code: code,
-            stdout: run.stdout,
+            stdout: if skipped.is_some() {
+                String::new()
+            } else {
+                run.stdout
+            },
             stderr: run.stderr,
             truncated: run.truncated,
             duration: run.started.elapsed(),
+            skipped,
         });
     }
     let expected = if req.success_codes.len() == 1 {
