@@ -48,7 +48,10 @@ pub(crate) struct EngineOptions {
 /// A function told when a plan starts waiting at a gate
 /// ([`WorkstreamBuilder::on_gate`](crate::WorkstreamBuilder::on_gate)).
 #[derive(Clone)]
-pub(crate) struct GateHook(pub Arc<dyn Fn(&Plan, &crate::workflow::WaitingGate) + Send + Sync>);
+pub(crate) struct GateHook(pub Arc<GateHookFn>);
+
+/// What [`GateHook`] calls.
+pub(crate) type GateHookFn = dyn Fn(&Plan, &crate::workflow::WaitingGate) + Send + Sync;
 
 impl std::fmt::Debug for GateHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
