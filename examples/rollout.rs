@@ -210,6 +210,7 @@ fn rollout_plan(o: &Options, version: &str) -> Result<Plan, String> {
     if let Some(stop_all) = stop_all {
         cleanup = cleanup.action(stop_all);
     }
+    let hosts_count = hosts.len();
     let mut sequences = Vec::with_capacity(hosts.len());
     for host in hosts {
         sequences.push(host.sequence);
@@ -223,6 +224,17 @@ fn rollout_plan(o: &Options, version: &str) -> Result<Plan, String> {
         .tolerated_failures(Tolerance::Percent(o.tolerance))
         .sequences(sequences)
         .into_blocks();
+    if o.gate && batches.len() < 2 {
+        return Err(format!(
+            "--gate holds the batches after the canary, but --serial {} makes one batch of {} hosts",
+            o.serial
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            hosts_count
+        ));
+    }
     if o.gate
         && let Some(after_canary) = batches.get_mut(1)
     {
@@ -445,9 +457,10 @@ async fn watch(
         progress.suspend(|| {
             eprintln!(
                 "waiting for approval: {name}. Decide from another terminal:\n  \
-                 cargo run -p coercion --features cli --bin coercion -- --db {} approve {id} {name:?} [--comment TEXT]\n  \
+                 cargo run -p coercion --features cli --bin coercion -- --db {} approve {id} {} [--comment TEXT]\n  \
                  (or `reject`)",
-                db.display()
+                shell_quote(db).unwrap_or_else(|e| e),
+                shell_quote(name).unwrap_or_else(|e| e),
             )
         })
     };

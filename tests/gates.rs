@@ -204,3 +204,81 @@ async fn a_gate_nobody_decides_times_out() {
     assert_eq!(log.tags(), vec!["canary".to_owned(), "rollback".to_owned()]);
     assert!(done.decisions().is_empty());
 }
+
+#[tokio::test]
+async fn a_gate_is_decided_once_even_by_two_people_at_the_same_moment() {
+    let ws = Workstream::in_memory(coercion::testing::registry())
+        .await
+        .unwrap();
+    let id = ws
+        .submit_and_start(gated_plan(&[], Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    waiting(&ws, id).await;
+    let (a, b) = tokio::join!(
+        ws.decide(id, "promote canary", true, "alice", None),
+        ws.decide(id, "promote canary", false, "bob", None),
+    );
+    assert!(a.is_ok() != b.is_ok(), "exactly one decision: {a:?} {b:?}");
+    let refused = a.err().or(b.err()).unwrap().to_string();
+    assert!(
+        refused.starts_with(r#"gate "promote canary" was already approved by alice"#),
+        "{refused}"
+    );
+    let done = ws.wait(id).await.unwrap();
+    assert_eq!(done.decisions().len(), 1);
+    assert_eq!(done.status(), Status::Completed);
+}
+
+#[tokio::test]
+async fn a_gate_outside_pre_and_post_checks_is_refused_at_submit() {
+    let plan = Plan::builder("odd")
+        .block(
+            Block::builder("b")
+                .bypass_checks(Checks::builder().action(CheckSpec::new::<Gate>(
+                    "skip?",
+                    GateReq::new("Skip the block?"),
+                )))
+                .sequence(
+                    Sequence::builder("s")
+                        .action(ActionSpec::new::<FakeAction>("a", FakeReq::ok())),
+                ),
+        )
+        .build();
+    let ws = Workstream::in_memory(coercion::testing::registry())
+        .await
+        .unwrap();
+    let Err(coercion::Error::Invalid(problems)) = ws.submit(plan).await else {
+        panic!("refused");
+    };
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].to_string().starts_with(r#"block[0] "b" / bypass_checks / action[0] "skip?": an approval gate cannot sit in bypass_checks"#),
+        "{}",
+        problems[0]
+    );
+}
+
+#[tokio::test]
+async fn a_relayed_request_cannot_decide_a_gate_that_names_its_approvers() {
+    use coercion::control::{ControlRequest, handle};
+    let ws = Workstream::in_memory(coercion::testing::registry())
+        .await
+        .unwrap();
+    let id = ws
+        .submit_and_start(gated_plan(&["alice"], Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    waiting(&ws, id).await;
+    let relayed = ControlRequest::decide(true, id, "promote canary", None)
+        .via("the web UI for 10.0.0.7:5000");
+    let err = handle(&ws, &relayed, "alice (uid 1000)").await.unwrap_err();
+    assert!(err.contains("names its approvers (alice), and a request relayed for someone else cannot prove who they are"), "{err}");
+    // Sent by alice herself: accepted.
+    let direct = ControlRequest::decide(true, id, "promote canary", Some("ok".into()));
+    handle(&ws, &direct, "alice (uid 1000)").await.unwrap();
+    assert_eq!(
+        ws.wait(id).await.unwrap().decisions()[0].by,
+        "alice (uid 1000)"
+    );
+}

@@ -78,6 +78,17 @@ fn check_and_diff_preview_the_rollout_and_change_nothing() {
         .collect();
     assert!(written.is_empty(), "{written:?}");
 
+    // A gate needs a batch after the canary.
+    let (ok, out) = rollout(dir.path(), &["--check", "--gate", "--serial", "100%"]);
+    assert!(!ok && out.contains("--gate holds the batches after the canary, but --serial 100% makes one batch of 3 hosts"), "{out}");
+    let (ok, out) = rollout(dir.path(), &["--check", "--gate", "--release", "r1"]);
+    assert!(
+        ok && out.contains(
+            "⏸ promote canary would wait for approval (coercion/gate): The canary runs r1"
+        ),
+        "{out}"
+    );
+
     // `--diff` needs `--check`.
     let (ok, out) = rollout(dir.path(), &["--diff"]);
     assert!(!ok && out.contains("--check"), "{out}");

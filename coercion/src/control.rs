@@ -594,7 +594,21 @@ pub async fn handle(
                 return Err(format!("`{}` needs the gate's name", req.op));
             };
             // The approvers are checked against the sender the transport proved; what it
-            // relays for is recorded with it.
+            // relays for is recorded with it. A relay (the web UI) cannot prove who its client
+            // is: it may not decide a gate that names its approvers.
+            if req.via.is_some() {
+                let plan = ws.read(req.plan).await.map_err(|e| e.to_string())?;
+                if let Ok((_, gate_req)) = crate::plugins::gate::waiting_gate(&plan, gate)
+                    && !gate_req.approvers.is_empty()
+                {
+                    return Err(format!(
+                        "gate {gate:?} names its approvers ({}), and a request relayed for someone \
+                         else cannot prove who they are: decide with `coercion approve` or \
+                         `coercion reject` as your own user",
+                        gate_req.approvers.join(", ")
+                    ));
+                }
+            }
             let by = match &req.via {
                 Some(via) => format!("{sender}, {}", via_text(via)),
                 None => sender.to_owned(),

@@ -35,6 +35,9 @@ pub(crate) trait GateSource: Send + Sync {
     fn decided(&self) -> tokio::sync::watch::Receiver<u64>;
     /// The gate at `loc` starts waiting for a person: tells the workstream's gate hooks.
     fn waiting(&self, loc: Loc);
+    /// The gate at `loc` stops waiting (timed out, stopped): no decision is taken after this;
+    /// returns the one taken just before, if any.
+    fn close(&self, loc: Loc) -> BoxFuture<'_, Option<crate::workflow::Decision>>;
 }
 
 /// Whether a plugin may be used in check sections or in sequences and deferred batches.

@@ -940,11 +940,18 @@ impl Workstream {
         comment: Option<String>,
     ) -> Result<crate::workflow::Decision, Error> {
         let run = self.running(id).ok_or(Error::NotRunning(id))?;
+        // One decision at a time per plan, none after its gate stopped waiting.
+        let _deciding = run.deciding.lock().await;
         let decision = {
             let plan = run.plan.lock();
             crate::plugins::gate::decision_for(&plan, gate, approved, by, comment)
                 .map_err(Error::Gate)?
         };
+        if run.closed_gates.lock().contains(&decision.gate) {
+            return Err(Error::Gate(format!(
+                "gate {gate:?} is no longer waiting: it timed out or its plan is stopping"
+            )));
+        }
         run.commit(vec![Change::Decided(decision.clone())])
             .await
             .map_err(|e| match e {

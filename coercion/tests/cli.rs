@@ -2185,7 +2185,7 @@ fn gates_are_approved_and_rejected_through_the_cli_as_the_unix_user() {
     let id = child.plan.to_string();
     let shown = wait_for_gate(&db, &id);
     assert!(
-        shown.contains(&format!("(coercion approve {id} \"promote canary\")")),
+        shown.contains(&format!("(coercion approve {id} 'promote canary')")),
         "{shown}"
     );
     let err = fails(&db, &["approve", &id, "promote"]);
@@ -2224,7 +2224,7 @@ fn gates_are_approved_and_rejected_through_the_cli_as_the_unix_user() {
     ok(&db, &["report", "--output", report.to_str().unwrap(), &id]);
     let html = std::fs::read_to_string(&report).unwrap();
     assert!(
-        html.contains("<q>canary &lt;b&gt;healthy&lt;/b&gt;</q>"),
+        html.contains("<q><bdi>canary &lt;b&gt;healthy&lt;/b&gt;</bdi></q>"),
         "the decision, escaped, in the report"
     );
     // Decided once: the plan has ended, so a second decision is refused.

@@ -108,6 +108,14 @@ pub(crate) fn pretty_json(text: &str) -> String {
         .unwrap_or_else(|| text.to_owned())
 }
 
+/// `text` quoted for a POSIX shell, so a suggested command can be pasted as it is (a name with
+/// `$(…)` stays a name); `'…'` when it cannot be quoted (a NUL byte).
+pub(crate) fn shell_word(text: &str) -> String {
+    shlex::try_quote(text)
+        .map(|q| q.into_owned())
+        .unwrap_or_else(|_| "'…'".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

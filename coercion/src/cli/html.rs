@@ -285,7 +285,7 @@ fn summary(plan: &Plan, now: Timestamp) -> Markup {
                                 (if d.approved { "approved" } else { "rejected" })
                             }
                             " by " (format::clean(&d.by)) " at " (format::time(d.at))
-                            @if let Some(c) = &d.comment { " — " q { (c) } }
+                            @if let Some(c) = &d.comment { " — " q { bdi { (c) } } }
                         }
                     }
                 }

@@ -522,6 +522,15 @@ async fn gate_command(
             plan.status()
         )));
     }
+    if let Some(c) = &comment
+        && c.chars().count() > crate::plugins::gate::MAX_COMMENT
+    {
+        return Err(CliError::new(format!(
+            "--comment has {} characters; a decision keeps at most {}",
+            c.chars().count(),
+            crate::plugins::gate::MAX_COMMENT
+        )));
+    }
     let done = if approve { "approved" } else { "rejected" };
     let req = control::ControlRequest::decide(approve, id, gate, comment.clone());
     match control::send(&path, &req).await {

@@ -175,10 +175,10 @@ pub(crate) fn tree(
         fact(
             status_style(Status::Running),
             &format!(
-                "{} (coercion approve {} {:?})",
+                "{} (coercion approve {} {})",
                 clean(&gate.to_string()),
                 plan.id(),
-                clean(&gate.name)
+                clean(&format::shell_word(&gate.name))
             ),
         );
     }

@@ -771,7 +771,7 @@ fn plan_view(
                         button.danger.reject type="submit" formaction={ "/plans/" (id) "/gates/reject" } { "Reject" }
                     }
                 } @else {
-                    p.muted { "Decide with " code { "coercion approve " (id) " '" (gate.name) "'" } " or " code { "coercion reject …" } "." }
+                    p.muted { "Decide with " code { "coercion approve " (id) " " (format::shell_word(&gate.name)) } " or " code { "coercion reject …" } "." }
                 }
             }
         }
@@ -972,8 +972,21 @@ async fn gate_plan(
     Path((id, op)): Path<(String, String)>,
     headers: HeaderMap,
     extensions: axum::http::Extensions,
-    axum::extract::Form(form): axum::extract::Form<GateForm>,
+    form: Result<axum::extract::Form<GateForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    if let Some(refused) = control_refused(&app, &headers) {
+        return refused;
+    }
+    let form = match form {
+        Ok(axum::extract::Form(form)) => form,
+        Err(e) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                &app.store_label,
+                &format!("A gate's decision needs the form's `gate` field: {e}"),
+            );
+        }
+    };
     let approve = match op.as_str() {
         "approve" => true,
         "reject" => false,
@@ -990,11 +1003,34 @@ async fn gate_plan(
     } else {
         ControlOp::Reject
     };
-    let comment = Some(form.comment).filter(|c| !c.trim().is_empty());
+    let comment = Some(form.comment)
+        .filter(|c| !c.trim().is_empty())
+        .map(|c| c.chars().take(crate::plugins::gate::MAX_COMMENT).collect());
+    let gate: String = form.gate.chars().take(1000).collect();
     send_control(&app, &id, &headers, &extensions, op, |id| {
-        control::ControlRequest::decide(approve, id, form.gate, comment)
+        control::ControlRequest::decide(approve, id, gate, comment)
     })
     .await
+}
+
+/// The refusal of a control request, unless this server allows control and the request comes
+/// from its own pages.
+fn control_refused(app: &App, headers: &HeaderMap) -> Option<Response> {
+    if !app.options.allow_control {
+        return Some(error_page(
+            StatusCode::FORBIDDEN,
+            &app.store_label,
+            "This server is read-only: start it with `coercion serve --allow-control` to stop, pause, resume, retry plans or decide their gates.",
+        ));
+    }
+    if !same_origin(headers) {
+        return Some(error_page(
+            StatusCode::FORBIDDEN,
+            &app.store_label,
+            "Control requests must come from this server's own pages.",
+        ));
+    }
+    None
 }
 
 /// Sends the control request `make(id)` for the plan `id` names to the process that runs it,
@@ -1008,19 +1044,8 @@ async fn send_control(
     op: ControlOp,
     make: impl FnOnce(PlanId) -> control::ControlRequest,
 ) -> Response {
-    if !app.options.allow_control {
-        return error_page(
-            StatusCode::FORBIDDEN,
-            &app.store_label,
-            "This server is read-only: start it with `coercion serve --allow-control` to stop, pause, resume, retry plans or decide their gates.",
-        );
-    }
-    if !same_origin(headers) {
-        return error_page(
-            StatusCode::FORBIDDEN,
-            &app.store_label,
-            "Control requests must come from this server's own pages.",
-        );
+    if let Some(refused) = control_refused(app, headers) {
+        return refused;
     }
     let id = match resolve(app, id).await {
         Ok(i) => i,

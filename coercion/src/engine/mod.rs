@@ -230,6 +230,11 @@ pub(crate) struct Run {
     pub writes: AtomicU64,
     /// Counts the decisions recorded at the plan's gates, which gates wait on.
     pub decided: watch::Sender<u64>,
+    /// Held while a decision is checked and stored, and while a gate closes (timed out,
+    /// stopped): a gate is decided once, and never after it stopped waiting.
+    pub deciding: tokio::sync::Mutex<()>,
+    /// The gates that stopped waiting without a decision (until they wait again).
+    pub closed_gates: Mutex<std::collections::HashSet<Loc>>,
     /// The first phase that failed, in time order.
     reason: Mutex<Option<Reason>>,
     final_plan: Mutex<Option<Arc<Plan>>>,
@@ -265,6 +270,8 @@ impl Run {
             started: watch::channel(false).0,
             writes: AtomicU64::new(0),
             decided: watch::channel(0).0,
+            deciding: tokio::sync::Mutex::new(()),
+            closed_gates: Mutex::new(std::collections::HashSet::new()),
             reason: Mutex::new(None),
             final_plan: Mutex::new(None),
             store_failure: Mutex::new(None),
@@ -548,7 +555,15 @@ impl crate::plugin::GateSource for Run {
     fn decided(&self) -> watch::Receiver<u64> {
         self.decided.subscribe()
     }
+    fn close(&self, loc: Loc) -> crate::plugin::BoxFuture<'_, Option<crate::workflow::Decision>> {
+        Box::pin(async move {
+            let _deciding = self.deciding.lock().await;
+            self.closed_gates.lock().insert(loc);
+            self.plan.lock().decision_at(loc).cloned()
+        })
+    }
     fn waiting(&self, loc: Loc) {
+        self.closed_gates.lock().remove(&loc);
         if self.options.gate_hooks.is_empty() {
             return;
         }

@@ -10,6 +10,9 @@ use crate::plugin::{Context, Plugin, PluginError, ValidationError};
 use crate::report::human_duration;
 use crate::workflow::Timestamp;
 
+/// The longest comment a decision keeps, in characters.
+pub const MAX_COMMENT: usize = 2000;
+
 /// The registered name of [`Gate`].
 pub const GATE: &str = "coercion/gate";
 
@@ -94,6 +97,19 @@ pub struct GateResp {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Gate;
 
+/// What a decision makes of the gate's attempt.
+fn outcome(d: crate::workflow::Decision) -> Result<GateResp, PluginError> {
+    if d.approved {
+        Ok(GateResp {
+            by: d.by,
+            at: d.at,
+            comment: d.comment,
+        })
+    } else {
+        Err(PluginError::permanent(format!("rejected: {d}")).with_code(codes::REJECTED))
+    }
+}
+
 /// Time kept before the attempt's deadline so the gate reports its own timeout.
 const MARGIN: Duration = Duration::from_millis(200);
 
@@ -119,15 +135,7 @@ impl Plugin for Gate {
         loop {
             decided.borrow_and_update();
             if let Some(d) = gates.decision(ctx.loc()) {
-                return if d.approved {
-                    Ok(GateResp {
-                        by: d.by,
-                        at: d.at,
-                        comment: d.comment,
-                    })
-                } else {
-                    Err(PluginError::permanent(format!("rejected: {d}")).with_code(codes::REJECTED))
-                };
+                return outcome(d);
             }
             if !told {
                 told = true;
@@ -137,6 +145,10 @@ impl Plugin for Gate {
             tokio::select! {
                 biased;
                 () = ctx.cancelled() => {
+                    // A decision taken just before the stop still counts.
+                    if let Some(d) = gates.close(ctx.loc()).await {
+                        return outcome(d);
+                    }
                     return Err(PluginError::permanent("stopped with the plan while waiting for approval")
                         .with_code(codes::CANCELLED));
                 }
@@ -147,6 +159,9 @@ impl Plugin for Gate {
                     }
                 }
                 () = tokio::time::sleep_until(end) => {
+                    if let Some(d) = gates.close(ctx.loc()).await {
+                        return outcome(d);
+                    }
                     return Err(PluginError::permanent(format!(
                         "nobody approved or rejected it within {} ({})",
                         human_duration(started.elapsed()),
@@ -241,9 +256,10 @@ pub(crate) fn decision_for(
     }
     let comment = comment
         .map(|c| {
+            // Terminal escapes and direction overrides out: a comment is shown in every face.
             c.chars()
-                .filter(|c| !c.is_control() || *c == '\n')
-                .take(2000)
+                .filter(|c| (!c.is_control() || *c == '\n') && !crate::report::is_bidi_control(*c))
+                .take(MAX_COMMENT)
                 .collect::<String>()
         })
         .filter(|c| !c.trim().is_empty());

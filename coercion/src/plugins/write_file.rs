@@ -192,14 +192,24 @@ fn preview_write(req: &WriteFileReq) -> Preview {
     let shown = path.display().to_string();
     let new = req.contents.as_bytes();
     let mode_text = |m: Option<u32>| m.map(|m| format!(", mode {m:o}")).unwrap_or_default();
+    // Diffs of text up to a size people read; beyond it, the summary says what changes.
+    const DIFF_LIMIT: usize = 256 * 1024;
     let text_diff = |old: &[u8], from: &str| match (std::str::from_utf8(old), &req.contents) {
-        (Ok(old), FileContents::Text(new)) => crate::preview::unified_diff(old, new, from, &shown),
+        (Ok(old), FileContents::Text(new))
+            if old.len() <= DIFF_LIMIT && new.len() <= DIFF_LIMIT =>
+        {
+            crate::preview::unified_diff(old, new, from, &shown)
+        }
         _ => String::new(),
     };
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_dir() => {
             Preview::cannot_tell(format!("{shown} is a directory: an attempt would fail"))
         }
+        // A FIFO or a device would block or stream the read: not read in a preview.
+        Ok(meta) if !meta.is_file() => Preview::cannot_tell(format!(
+            "{shown} is not a regular file: a preview does not read it"
+        )),
         Ok(meta) => {
             let current = meta.permissions().mode() & MAX_MODE;
             let old = match std::fs::read(path) {

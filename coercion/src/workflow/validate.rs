@@ -284,6 +284,20 @@ pub fn validate_plan(plan: &Plan, registry: &Registry) -> Result<(), Vec<Problem
                     p.add(loc, "plugin name is blank");
                     continue;
                 }
+                if &*a.plugin == crate::plugins::GATE
+                    && let Loc::Action {
+                        parent: super::Parent::Checks { slot, .. },
+                        ..
+                    } = loc
+                    && !matches!(slot, CheckSlot::Pre | CheckSlot::Post)
+                {
+                    p.add(
+                        loc,
+                        format!(
+                            "an approval gate cannot sit in {slot}: it belongs in pre_checks (wait before the work) or post_checks (wait after it); in bypass checks an approval would skip the work, in continuous or deferred checks nothing waits for it"
+                        ),
+                    );
+                }
                 match registered {
                     None => p.add(loc, format!("plugin {:?} is not registered", a.plugin)),
                     // A request that did not serialize is already reported as a defect; its
