@@ -2188,6 +2188,11 @@ fn gates_are_approved_and_rejected_through_the_cli_as_the_unix_user() {
         shown.contains(&format!("(coercion approve {id} 'promote canary')")),
         "{shown}"
     );
+    let listed = ok(&db, &["list"]);
+    assert!(
+        listed.contains("Running, waiting for approval: promote canary"),
+        "{listed}"
+    );
     let err = fails(&db, &["approve", &id, "promote"]);
     assert!(
         err.contains(r#"has no gate named "promote" (its gates: "promote canary")"#),

@@ -287,6 +287,8 @@ test("Retry runs a failed plan's failed work as a new plan, linked both ways, on
 
 test("a plan waiting at a gate is approved with one click, and the decision is recorded", async () => {
   const page = await newPage();
+  await page.goto(`${GATE_URL}/`);
+  assert.match(await page.locator(`tr[data-plan="${GATE_ID}"]`).innerText(), /Running, waiting for approval: promote canary/);
   await page.goto(`${GATE_URL}/plans/${GATE_ID}`);
   const gate = page.locator("section.gate");
   await gate.waitFor();

@@ -274,19 +274,32 @@ fn write_file(path: &std::path::Path, text: &str) -> Result<(), CliError> {
         .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))
 }
 
-/// The status labels ([`crate::workflow::Plan::status_label`]) of the completed plans among `plans` that
-/// completed with failures, by id: a summary does not carry the counts, so each completed
-/// plan is read. A plan that cannot be read (deleted meanwhile) keeps its plain status.
-pub(crate) async fn completed_with_failures_labels(
+/// The labels of the plans among `plans` whose plain status does not say enough, by id: the
+/// completed plans that completed with failures ([`crate::workflow::Plan::status_label`]) and
+/// the running plans that wait for a person at a gate (`Running, waiting for approval: NAME`).
+/// A summary carries neither, so each completed or running plan is read; one that cannot be
+/// read (deleted meanwhile) keeps its plain status. Faces show these labels in amber.
+pub(crate) async fn attention_labels(
     db: &Db,
     plans: &[crate::storage::PlanSummary],
 ) -> std::collections::HashMap<crate::workflow::PlanId, String> {
     let mut labels = std::collections::HashMap::new();
-    for s in plans.iter().filter(|s| s.state.status == Status::Completed) {
-        if let Ok(plan) = db.store().read(s.id).await
-            && plan.is_completed_with_failures()
-        {
+    for s in plans
+        .iter()
+        .filter(|s| matches!(s.state.status, Status::Completed | Status::Running))
+    {
+        let Ok(plan) = db.store().read(s.id).await else {
+            continue;
+        };
+        if plan.is_completed_with_failures() {
             labels.insert(s.id, plan.status_label());
+        }
+        let gates: Vec<String> = plan.waiting_gates().into_iter().map(|g| g.name).collect();
+        if !gates.is_empty() {
+            labels.insert(
+                s.id,
+                format!("Running, waiting for approval: {}", gates.join(", ")),
+            );
         }
     }
     labels
@@ -327,7 +340,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             if plans.is_empty() {
                 return print(&format!("no plans match in {}\n", db.label()));
             }
-            let labels = completed_with_failures_labels(&db, &plans).await;
+            let labels = attention_labels(&db, &plans).await;
             let mut out = text::list(&plans, &labels, now);
             if more {
                 out.push_str(&format!(

@@ -42,7 +42,8 @@ fn label_style(status: Status, completed_with_failures: bool) -> Style {
 }
 
 /// The plan list: one line per plan, newest first, with a header. `labels` holds, by plan id,
-/// the status label of plans that completed with failures ([`Plan::status_label`]).
+/// the labels shown in amber instead of the plain status (see `attention_labels`): plans that
+/// completed with failures ([`Plan::status_label`]) or wait at an approval gate.
 pub(crate) fn list(
     plans: &[PlanSummary],
     labels: &HashMap<PlanId, String>,

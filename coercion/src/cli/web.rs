@@ -564,7 +564,7 @@ async fn list_page(State(app): State<App>, Query(q): Query<ListQuery>) -> Respon
     };
     let more = plans.len() > PAGE_SIZE;
     plans.truncate(PAGE_SIZE);
-    let labels = super::completed_with_failures_labels(&app.db, &plans).await;
+    let labels = super::attention_labels(&app.db, &plans).await;
     let now = chrono::Utc::now();
     let page_link = |page: usize| {
         let mut url = format!("/?page={page}");
