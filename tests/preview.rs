@@ -451,3 +451,67 @@ async fn names_and_diffs_cannot_rewrite_the_terminal() {
         "{text:?}"
     );
 }
+
+/// A previewing plugin that counts how many of its previews run at once.
+#[coercion::plugin(manual, preview, name = "test/slow-preview")]
+#[derive(Clone, Default)]
+struct SlowPreview {
+    now: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+}
+
+impl Plugin for SlowPreview {
+    type Request = u32;
+    type Response = ();
+    async fn execute(&self, _ctx: &Context, _req: u32) -> Result<(), PluginError> {
+        Ok(())
+    }
+}
+
+impl Previews for SlowPreview {
+    async fn preview(&self, _ctx: &Context, n: &u32) -> Result<Preview, PluginError> {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        Ok(Preview::would_change(format!("host {n}")))
+    }
+}
+
+#[tokio::test]
+async fn a_block_is_previewed_as_many_at_a_time_as_its_concurrency_in_plan_order() {
+    let slow = SlowPreview::default();
+    let plan = Plan::builder("fleet")
+        .block(
+            Block::builder("web")
+                .concurrency(4)
+                .sequences((0..12).map(|n| {
+                    Sequence::builder(format!("host-{n}"))
+                        .action(ActionSpec::new::<SlowPreview>("configure", n))
+                })),
+        )
+        .block(Block::builder("db").sequences((12..14).map(|n| {
+            Sequence::builder(format!("host-{n}"))
+                .action(ActionSpec::new::<SlowPreview>("configure", n))
+        })))
+        .build();
+    let ws = Workstream::in_memory(Registry::new().with(slow.clone()).unwrap())
+        .await
+        .unwrap();
+    let report = ws.preview(plan).await.unwrap();
+    assert_eq!(
+        slow.most.load(Ordering::SeqCst),
+        4,
+        "the web block's concurrency, never more"
+    );
+    let texts: Vec<String> = report
+        .entries
+        .iter()
+        .map(|e| match &e.outcome {
+            Outcome::Action { preview } => preview.text().to_owned(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let expected: Vec<String> = (0..14).map(|n| format!("host {n}")).collect();
+    assert_eq!(texts, expected, "the report keeps plan order");
+}

@@ -11,7 +11,8 @@
 //!   without polling ([`Context::is_preview`]);
 //! * post-checks and deferred checks are listed as "would run after": they would judge a world
 //!   the preview did not change;
-//! * every action is asked for its preview, in plan order; an action whose plugin cannot
+//! * every action is asked for its preview, block after block, each block's actions as many at
+//!   a time as its concurrency (the report keeps plan order); an action whose plugin cannot
 //!   preview is reported "cannot tell", never skipped silently;
 //! * nothing is stored: a preview is not a run, the plan store never sees it.
 //!
@@ -502,6 +503,7 @@ pub(crate) async fn run(
     use std::collections::HashMap;
 
     let mut entries = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
     // Per bypass section (`None`: the plan's), whether every check of it passed so far. A
     // section is walked before everything it can skip.
     let mut bypass: HashMap<Option<usize>, bool> = HashMap::new();
@@ -568,18 +570,33 @@ pub(crate) async fn run(
                     outcome
                 }
                 (Parent::Checks { .. }, Some(_)) => Outcome::After,
-                (_, Some(plugin)) => Outcome::Action {
-                    preview: match plugin.preview_json(&ctx, a.request_json()) {
-                        None => Preview::cannot_tell(format!(
-                            "plugin {:?} cannot preview: an attempt would run it",
-                            a.plugin()
-                        )),
-                        Some(fut) => match call(a.timeout(), fut).await {
-                            Ok(preview) => preview,
-                            Err(e) => Preview::cannot_tell(format!("the preview failed: {e}")),
-                        },
-                    },
+                (_, Some(plugin)) if !plugin.previews() => Outcome::Action {
+                    preview: Preview::cannot_tell(format!(
+                        "plugin {:?} cannot preview: an attempt would run it",
+                        a.plugin()
+                    )),
                 },
+                (parent, Some(plugin)) => {
+                    // Asked below, several at a time: the entry is filled in then.
+                    let (group, limit) = match parent {
+                        Parent::Sequence { block, .. } => {
+                            (Some(block), plan.blocks()[block].concurrency().get())
+                        }
+                        _ => (None, 1),
+                    };
+                    jobs.push(Job {
+                        entry: entries.len(),
+                        group,
+                        limit,
+                        plugin: plugin.clone(),
+                        ctx,
+                        request: a.request_json().clone(),
+                        timeout: a.timeout(),
+                    });
+                    Outcome::Action {
+                        preview: Preview::cannot_tell("not asked"),
+                    }
+                }
             }
         };
         entries.push(Entry {
@@ -589,7 +606,49 @@ pub(crate) async fn run(
             outcome,
         });
     }
+    // The actions' previews, block by block in plan order, each block's as many at a time as
+    // its concurrency allows (a fleet is asked as a run would touch it); deferred batches' one
+    // at a time.
+    use futures_util::StreamExt as _;
+    let mut jobs = jobs.into_iter().peekable();
+    while let Some(first) = jobs.next() {
+        let (group, limit) = (first.group, first.limit);
+        let mut batch = vec![first];
+        while let Some(job) = jobs.next_if(|j| j.group == group) {
+            batch.push(job);
+        }
+        let answers: Vec<(usize, Preview)> = futures_util::stream::iter(batch)
+            .map(|job| async move {
+                let preview = match job.plugin.preview_json(&job.ctx, &job.request) {
+                    None => Preview::cannot_tell("the plugin cannot preview"),
+                    Some(fut) => match call(job.timeout, fut).await {
+                        Ok(preview) => preview,
+                        Err(e) => Preview::cannot_tell(format!("the preview failed: {e}")),
+                    },
+                };
+                (job.entry, preview)
+            })
+            .buffer_unordered(limit.max(1))
+            .collect()
+            .await;
+        for (entry, preview) in answers {
+            entries[entry].outcome = Outcome::Action { preview };
+        }
+    }
     Report { plan, entries }
+}
+
+/// One action's preview to ask.
+struct Job {
+    /// Its index in the report's entries.
+    entry: usize,
+    /// Its block (`None`: a deferred batch), and how many of the group are asked at a time.
+    group: Option<usize>,
+    limit: usize,
+    plugin: std::sync::Arc<dyn crate::plugin::DynPlugin>,
+    ctx: Context,
+    request: crate::workflow::Json,
+    timeout: std::time::Duration,
 }
 
 /// Awaits a plugin call within `timeout`, a panic or an error as its message.
