@@ -194,7 +194,7 @@ impl Reply {
 pub enum ControlError {
     /// No process listens for control requests on this store file.
     #[error(
-        "no process accepts stop/pause/resume/retry requests for {}: these act only in the process that runs plans from this store, and no such process listens ({reason}). A program enables this with coercion::control::listen(workstream, store file)",
+        "no process accepts control requests (stop, pause, resume, retry, approve, reject) for {}: these act only in the process that runs plans from this store, and no such process listens for you ({reason}). A program enables this with coercion::control::listen(workstream, store file); the socket is private to the user that runs it",
         .db.display()
     )]
     NoListener {

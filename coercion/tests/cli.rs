@@ -544,8 +544,9 @@ fn a_plan_running_in_another_process_is_shown_and_controlled() {
     // No control channel yet: the CLI says why it cannot pause the plan.
     let err = fails(&f.db, &["pause", &id]);
     assert!(
-        err.contains("no process accepts stop/pause/resume/retry requests for")
-            && err.contains("does not exist"),
+        err.contains(
+            "no process accepts control requests (stop, pause, resume, retry, approve, reject) for"
+        ) && err.contains("does not exist"),
         "{err}"
     );
 
@@ -668,7 +669,9 @@ fn retry_runs_the_failed_work_in_the_listening_process_and_both_plans_show_the_l
     let before = ok(&f.db, &["list", "--json"]);
     let err = fails(&f.db, &["retry", &f.tolerated.to_string()]);
     assert!(
-        err.contains("no process accepts stop/pause/resume/retry requests for"),
+        err.contains(
+            "no process accepts control requests (stop, pause, resume, retry, approve, reject) for"
+        ),
         "{err}"
     );
     assert_eq!(ok(&f.db, &["list", "--json"]), before);
@@ -1276,7 +1279,9 @@ async fn with_allow_control_the_web_ui_stops_a_plan_of_another_process() {
     let again = again.text().await.unwrap();
     assert!(
         again.contains("is not running in the process that runs plans from this store")
-            || again.contains("no process accepts stop/pause/resume/retry requests"),
+            || again.contains(
+                "no process accepts control requests (stop, pause, resume, retry, approve, reject)"
+            ),
         "{again}"
     );
     drop(runner);
@@ -2270,6 +2275,24 @@ fn gates_are_approved_and_rejected_through_the_cli_as_the_unix_user() {
         err.contains(&format!(
             "{by} may not decide gate \"promote canary\" (approvers: someone-else)"
         )),
+        "{err}"
+    );
+    wait_for_gate(&db, &id);
+    drop(child);
+}
+
+#[test]
+fn a_gate_of_a_process_that_does_not_listen_cannot_be_decided_and_says_why() {
+    let dir = TempDir::new("gates-deaf");
+    let db = dir.join("plans.db");
+    // Runs the plan, holds the store, accepts no control request.
+    let child = Runner::start_plan(&db, 0, Duration::ZERO, "", "gated:");
+    let id = child.plan.to_string();
+    wait_for_gate(&db, &id);
+    let err = fails(&db, &["approve", &id, "promote canary"]);
+    assert!(
+        err.contains(&format!(r#"cannot approve gate "promote canary" of plan {id}: no process listens for your control requests on"#))
+            && err.contains("a process holds the store (it runs its plans) but does not accept control requests from you"),
         "{err}"
     );
     wait_for_gate(&db, &id);

@@ -551,9 +551,16 @@ async fn gate_command(
         Err(control::ControlError::NoListener { .. }) => {
             drop(db);
             let store = SqliteStore::open(&path).map_err(|e| {
+                let why = if matches!(e, crate::StoreError::Locked(_)) {
+                    "a process holds the store (it runs its plans) but does not accept control \
+                     requests from you: it does not call coercion::control::listen, or it runs as \
+                     another user (the control socket is private to its user)"
+                } else {
+                    "and the store cannot be opened to record the decision"
+                };
                 CliError::new(format!(
-                    "no process listens for control requests on {}, and the store cannot be \
-                     opened to record the decision: {}",
+                    "cannot {verb} gate {gate:?} of plan {id}: no process listens for your control \
+                     requests on {}; {why}: {}",
                     path.display(),
                     crate::storage::Chain(&e)
                 ))
