@@ -275,10 +275,11 @@ pub(crate) fn decision_for(
 /// Only for a store with one writer: the caller must hold it for writing (an open
 /// [`SqliteStore`](crate::storage::SqliteStore) holds the file's writer lock, so no other
 /// process runs its plans meanwhile) and must not run the plan itself — a workstream running the
-/// plan in this process would not see the decision: use [`Workstream::decide`] there.
+/// plan in this process would not see the decision: use [`Workstream::decide`] there. A store
+/// shared by several processes (PostgreSQL) is refused: there, only the process holding the
+/// plan's lease writes to it.
 ///
-/// [`Workstream::decide`]: crate::Workstream::decide A store shared by several processes (PostgreSQL) is refused:
-/// there, only the process holding the plan's lease writes to it.
+/// [`Workstream::decide`]: crate::Workstream::decide
 pub async fn record_decision(
     store: &dyn crate::Store,
     id: crate::PlanId,
