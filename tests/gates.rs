@@ -8,43 +8,9 @@ use coercion::plugins::{Gate, GateReq, GateResp};
 use coercion::prelude::*;
 use coercion::testing::{FakeAction, FakeReq};
 
-/// A canary block, a gate before the rest, a deferred batch that runs on failure.
-pub fn gated_plan(approvers: &[&str], timeout: Duration) -> Plan {
-    Plan::builder("gated rollout")
-        .block(
-            Block::builder("canary").sequence(Sequence::builder("host-0").action(
-                ActionSpec::new::<FakeAction>("deploy", FakeReq::ok().tag("canary")),
-            )),
-        )
-        .block(
-            Block::builder("fleet")
-                .pre_checks(
-                    Checks::builder().action(
-                        CheckSpec::new::<Gate>(
-                            "promote canary",
-                            GateReq::new("Promote the release to the fleet?")
-                                .approvers(approvers.iter().copied()),
-                        )
-                        .timeout(timeout),
-                    ),
-                )
-                .sequence(
-                    Sequence::builder("host-1").action(ActionSpec::new::<FakeAction>(
-                        "deploy",
-                        FakeReq::ok().tag("fleet"),
-                    )),
-                ),
-        )
-        .deferred(
-            DeferredBatch::builder("roll back", When::OnFailure).action(ActionSpec::new::<
-                FakeAction,
-            >(
-                "roll back",
-                FakeReq::ok().tag("rollback"),
-            )),
-        )
-        .build()
-}
+#[path = "../coercion/tests/cli_support/gated.rs"]
+mod gated;
+use gated::gated_plan;
 
 async fn waiting(ws: &Workstream, id: PlanId) -> Plan {
     for _ in 0..500 {
@@ -196,7 +162,7 @@ async fn a_gate_nobody_decides_times_out() {
     assert!(
         error
             .message
-            .ends_with("(Promote the release to the fleet?)"),
+            .ends_with("(Promote <the> release to the fleet?)"),
         "{}",
         error.message
     );

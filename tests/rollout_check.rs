@@ -5,20 +5,12 @@
 //! Runs the example's binary, which `scripts/test.sh` builds first (`cargo build --example
 //! rollout`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn rollout_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = profile_dir.join("examples").join("rollout");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first with `cargo build --example rollout` (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
-}
+#[path = "support/rollout_binary.rs"]
+mod rollout_binary;
+use rollout_binary::rollout_binary;
 
 fn rollout(dir: &Path, extra: &[&str]) -> (bool, String) {
     let (work, db) = (dir.join("work"), dir.join("plans.db"));

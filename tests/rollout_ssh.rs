@@ -7,25 +7,16 @@
 //! `SSH_HOSTS_DIR` the test fails when `CI` is set and is skipped (loudly) otherwise.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use coercion::ListFilter;
 use coercion::plugins::ssh::SshUpload;
 use coercion::prelude::*;
 
-/// The example's binary: `target/<profile>/examples/rollout`, beside this test's `deps/`.
-fn rollout_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = profile_dir.join("examples").join("rollout");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first with `cargo build --example rollout` (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
-}
+#[path = "support/rollout_binary.rs"]
+mod rollout_binary;
+use rollout_binary::rollout_binary;
 
 fn hosts_dir() -> Option<PathBuf> {
     match std::env::var_os("SSH_HOSTS_DIR") {

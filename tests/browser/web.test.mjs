@@ -293,7 +293,7 @@ test("a plan waiting at a gate is approved with one click, and the decision is r
   const gate = page.locator("section.gate");
   await gate.waitFor();
   assert.match(await gate.innerText(), /Waiting for approval: promote canary, since /);
-  assert.match(await gate.innerText(), /Promote <the> release\?/, "the gate's message, as text");
+  assert.match(await gate.innerText(), /Promote <the> release to the fleet\?/, "the gate's message, as text");
   assert.match(await page.locator("#waiting-gates").innerText(), /for approval: promote canary, since /);
   await shot(page, "web-plan-gate-waiting.png");
 

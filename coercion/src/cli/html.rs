@@ -26,6 +26,16 @@ pub(crate) const APP_JS: &str = include_str!("assets/app.js");
 pub fn report(plan: &Plan) -> String {
     let plan = plan.clone_for_display();
     let now = chrono::Utc::now();
+    standalone(
+        &format!("coercion report: {}", plan.name()),
+        html! { "report generated " (format::time(now)) },
+        plan_body(&plan, now),
+    )
+}
+
+/// A self-contained page (the report, a preview): the style sheet inline, no script and no
+/// external resource, which a Content-Security-Policy forbids; `note` beside the brand.
+fn standalone(title: &str, note: Markup, body: Markup) -> String {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -34,17 +44,15 @@ pub fn report(plan: &Plan) -> String {
                 meta http-equiv="Content-Security-Policy"
                     content="default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "coercion report: " (plan.name()) }
+                title { (title) }
                 style { (PreEscaped(CSS)) }
             }
             body {
                 header.top {
                     span.brand { "coercion" }
-                    span.muted { "report generated " (format::time(now)) }
+                    span.muted { (note) }
                 }
-                main {
-                    (plan_body(&plan, now))
-                }
+                main { (body) }
             }
         }
     }
@@ -661,31 +669,15 @@ pub fn preview_report(report: &crate::preview::Report) -> String {
             }
         }
     };
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta http-equiv="Content-Security-Policy"
-                    content="default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "coercion preview: " (plan.name()) }
-                style { (PreEscaped(CSS)) }
-            }
-            body {
-                header.top {
-                    span.brand { "coercion" }
-                    span.muted { "preview made " (format::time(chrono::Utc::now())) "; nothing was changed" }
-                }
-                main {
-                    h1 { "Preview of " span.plan-name { bdi { (plan.name()) } } }
-                    p.preview-summary { (report.summary().to_string()) }
-                    (rows)
-                }
-            }
-        }
-    }
-    .into_string()
+    standalone(
+        &format!("coercion preview: {}", plan.name()),
+        html! { "preview made " (format::time(chrono::Utc::now())) "; nothing was changed" },
+        html! {
+            h1 { "Preview of " span.plan-name { bdi { (plan.name()) } } }
+            p.preview-summary { (report.summary().to_string()) }
+            (rows)
+        },
+    )
 }
 
 /// A page of the web UI: the shared layout with the style sheet and script served by the UI.
