@@ -7,6 +7,15 @@
 //! only once the batch is durable, which lets a durable store commit many concurrent batches in
 //! one transaction (group commit). Reading a plan back gives the tree with every change applied.
 //! A store knows nothing of retries, plugins or phases.
+//!
+//! The two SQL stores (`sqlite/`, `postgres/`) share what is the same in both in one private
+//! module, `sql`: the column forms of times, states and attempts, a plan's objects encoded for
+//! `create`, a [`Change`] encoded for a writer (`Op`), the plan's row decoded, the checks made of
+//! what is read back, migrations and the writers' requests, failures and counters. Each backend
+//! keeps its SQL, schema, error mapping, writer loop and (SQLite) journal. A new [`Change`]
+//! variant is written in: `Change` and its `apply_to` (here), the memory store's batch check,
+//! `sql::Op`, each SQL writer, the SQLite journal's encoding (if it changes an object) and each
+//! schema (if it needs a column).
 
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
@@ -18,6 +27,8 @@ mod memory;
 mod postgres;
 #[cfg(feature = "testing")]
 mod recording;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 

@@ -40,10 +40,11 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use self::codec::{Op, PreparedPlan, pg_error};
+use self::codec::{PreparedPlan, pg_error};
 use self::writer::{Counters, Fence, Request, Shard, Write};
 use super::{Change, ListFilter, PlanSummary, Store, StoreError};
 use crate::plugin::BoxFuture;
+use crate::storage::sql::Op;
 use crate::workflow::{Plan, PlanId};
 
 /// Options of [`PostgresStore::connect_with`]; [`PostgresOptions::default()`] is what
@@ -274,7 +275,7 @@ impl PostgresStore {
 
     /// How many transactions the writers committed; with group commit, fewer than writes.
     pub fn commits(&self) -> u64 {
-        self.inner.counters.commits.load(Ordering::Relaxed)
+        self.inner.counters.group.commits.load(Ordering::Relaxed)
     }
 
     /// The ids of the plans this instance holds a lease on: granted, not released, and not

@@ -24,12 +24,13 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
-use self::codec::{Op, PreparedPlan, sql_error};
+use self::codec::{PreparedPlan, sql_error};
 use self::lock::WriterLock;
 use self::reader::{ReaderPool, blocking};
 use self::writer::{Counters, Folding, Journal, Request, Syncer, Write, Writer};
 use super::{Change, ListFilter, PlanSummary, Store, StoreError};
 use crate::plugin::BoxFuture;
+use crate::storage::sql::Op;
 use crate::workflow::{Plan, PlanId};
 
 /// How hard SQLite works to make a commit durable (`PRAGMA synchronous`, in WAL mode).
@@ -498,10 +499,10 @@ impl SqliteStore {
     pub fn stats(&self) -> SqliteStats {
         let c = &self.inner.counters;
         SqliteStats {
-            writes: c.writes.load(Ordering::Relaxed),
-            failed_writes: c.failed_writes.load(Ordering::Relaxed),
-            commits: c.commits.load(Ordering::Relaxed),
-            largest_group: c.largest_group.load(Ordering::Relaxed),
+            writes: c.group.writes.load(Ordering::Relaxed),
+            failed_writes: c.group.failed_writes.load(Ordering::Relaxed),
+            commits: c.group.commits.load(Ordering::Relaxed),
+            largest_group: c.group.largest_group.load(Ordering::Relaxed),
             syncs: c.syncs.load(Ordering::Relaxed),
             folds: c.folds.load(Ordering::Relaxed),
             folded_rows: c.folded_rows.load(Ordering::Relaxed),

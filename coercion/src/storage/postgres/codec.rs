@@ -4,121 +4,14 @@
 //! `text` cannot hold NUL characters), locations, definitions and outcomes as JSON text (JSON
 //! escapes NUL). Also the mapping of driver errors to [`StoreError`].
 
-use std::collections::HashMap;
-use std::str::FromStr;
-
-use chrono::DateTime;
 use uuid::Uuid;
 
-use crate::storage::{Change, StoreError};
-use crate::workflow::{
-    Attempt, Loc, ObjectRef, Outcome, Plan, PlanId, Reason, State, Status, Timestamp,
-};
-
-/// A time as nanoseconds since the epoch; times outside 1677..2262 cannot be stored.
-pub(super) fn ns(t: Timestamp) -> Result<i64, StoreError> {
-    t.timestamp_nanos_opt().ok_or_else(|| {
-        StoreError::permanent(format!(
-            "time {t} cannot be stored: the PostgreSQL store holds times between 1677-09-21 and 2262-04-11"
-        ))
-    })
-}
-
-pub(super) fn opt_ns(t: Option<Timestamp>) -> Result<Option<i64>, StoreError> {
-    t.map(ns).transpose()
-}
-
-pub(super) fn from_ns(n: i64) -> Timestamp {
-    DateTime::from_timestamp_nanos(n)
-}
-
-/// A bound for a time filter: times out of range clamp to the ends of the range.
-pub(super) fn clamp_ns(t: Timestamp) -> i64 {
-    t.timestamp_nanos_opt().unwrap_or(if t.timestamp() > 0 {
-        i64::MAX
-    } else {
-        i64::MIN
-    })
-}
-
-pub(super) fn parse_status(text: &str) -> Result<Status, String> {
-    Status::from_str(text)
-}
-
-pub(super) fn parse_reason(text: &str) -> Result<Reason, String> {
-    Reason::from_str(text)
-}
+use crate::storage::StoreError;
+use crate::storage::sql::{AttemptCols, StateCols, encode_objects, opt_ns};
+use crate::workflow::{Loc, ObjectRef, Plan, PlanId};
 
 pub(super) fn loc_json(loc: &Loc) -> String {
     serde_json::to_string(loc).unwrap_or_default()
-}
-
-fn kind_of(object: &ObjectRef<'_>) -> &'static str {
-    match object {
-        ObjectRef::Plan(_) => "plan",
-        ObjectRef::Checks(_) => "checks",
-        ObjectRef::Block(_) => "block",
-        ObjectRef::Sequence(_) => "sequence",
-        ObjectRef::Batch(_) => "batch",
-        ObjectRef::Action(_) => "action",
-    }
-}
-
-/// A state in column form: status name, start and end.
-#[derive(Debug, Clone)]
-pub(super) struct StateCols {
-    pub status: &'static str,
-    pub start: Option<i64>,
-    pub end: Option<i64>,
-}
-
-impl StateCols {
-    pub fn of(state: &State) -> Result<StateCols, StoreError> {
-        Ok(StateCols {
-            status: state.status.as_str(),
-            start: opt_ns(state.start)?,
-            end: opt_ns(state.end)?,
-        })
-    }
-}
-
-/// An attempt in column form.
-#[derive(Debug, Clone)]
-pub(super) struct AttemptCols {
-    pub start: i64,
-    pub end: Option<i64>,
-    pub outcome: Option<String>,
-}
-
-impl AttemptCols {
-    pub fn of(attempt: &Attempt) -> Result<AttemptCols, StoreError> {
-        let outcome = match &attempt.outcome {
-            None => None,
-            Some(o) => Some(serde_json::to_string(o).map_err(|e| {
-                StoreError::permanent("an attempt's outcome does not serialize").caused_by(e)
-            })?),
-        };
-        Ok(AttemptCols {
-            start: ns(attempt.start)?,
-            end: opt_ns(attempt.end)?,
-            outcome,
-        })
-    }
-
-    pub fn decode(start: i64, end: Option<i64>, outcome: Option<&str>) -> Result<Attempt, String> {
-        let outcome = match outcome {
-            None => None,
-            Some(text) => Some(
-                serde_json::from_str::<Outcome>(text)
-                    .map_err(|e| format!("unreadable attempt outcome: {e}"))?,
-            ),
-        };
-        Ok(Attempt {
-            start: from_ns(start),
-            end: end.map(from_ns),
-            outcome,
-        })
-    }
 }
 
 /// Everything `create` writes, encoded by the caller so the writer only runs SQL. Objects and
@@ -166,39 +59,24 @@ impl PreparedPlan {
     /// Encodes `plan`. Fails if two objects share an id (ids address objects in the store), or
     /// if a time is out of range.
     pub fn of(plan: &Plan) -> Result<PreparedPlan, StoreError> {
-        let mut seen: HashMap<Uuid, Loc> = HashMap::new();
         let mut objects = ObjectCols::default();
         let mut attempts = AttemptRows::default();
-        for (loc, object) in plan.walk() {
-            let id = object.id();
-            if let Some(first) = seen.insert(id, loc) {
-                return Err(StoreError::permanent(format!(
-                    "plan {}: object id {id} is used twice (at {} and at {}); ids must be unique within a plan",
-                    plan.id,
-                    plan.path(first),
-                    plan.path(loc)
-                )));
+        for object in encode_objects(plan) {
+            let object = object?;
+            for (idx, attempt) in object.attempts.iter().enumerate() {
+                let cols = AttemptCols::of(attempt)?;
+                attempts.action_id.push(object.id);
+                attempts.idx.push(i32::try_from(idx).unwrap_or(i32::MAX));
+                attempts.start.push(cols.start);
+                attempts.end.push(cols.end);
+                attempts.outcome.push(cols.outcome);
             }
-            if let ObjectRef::Plan(_) = object {
-                continue;
-            }
-            if let ObjectRef::Action(action) = object {
-                for (idx, attempt) in action.attempts.iter().enumerate() {
-                    let cols = AttemptCols::of(attempt)?;
-                    attempts.action_id.push(id);
-                    attempts.idx.push(i32::try_from(idx).unwrap_or(i32::MAX));
-                    attempts.start.push(cols.start);
-                    attempts.end.push(cols.end);
-                    attempts.outcome.push(cols.outcome);
-                }
-            }
-            let state = StateCols::of(&object.state())?;
-            objects.id.push(id);
-            objects.loc.push(loc_json(&loc));
-            objects.kind.push(kind_of(&object));
-            objects.status.push(state.status);
-            objects.start.push(state.start);
-            objects.end.push(state.end);
+            objects.id.push(object.id);
+            objects.loc.push(loc_json(&object.loc));
+            objects.kind.push(object.kind);
+            objects.status.push(object.state.status);
+            objects.start.push(object.state.start);
+            objects.end.push(object.state.end);
         }
         let definition = crate::storage::definition_json(plan)?;
         let plugins: std::collections::BTreeSet<String> = plan
@@ -222,93 +100,6 @@ impl PreparedPlan {
             definition,
             objects,
             attempts,
-        })
-    }
-}
-
-/// One change, encoded for the writer.
-#[derive(Debug)]
-pub(super) enum Op {
-    /// The plan's own state (`Loc::Plan`); `id` must be the plan's id.
-    PlanState { id: Uuid, state: StateCols },
-    /// The state of a non-plan object.
-    ObjectState {
-        id: Uuid,
-        loc: String,
-        debug_loc: Loc,
-        state: StateCols,
-    },
-    /// Sets attempt `index` of an action and drops later ones.
-    Attempt {
-        id: Uuid,
-        loc: String,
-        debug_loc: Loc,
-        index: i32,
-        cols: AttemptCols,
-    },
-    /// An action back to `NotStarted` without attempts.
-    Reset {
-        id: Uuid,
-        loc: String,
-        debug_loc: Loc,
-    },
-    /// The plan's failure reason.
-    Reason(String),
-    /// The plan's heartbeat; also renews this process's lease on the plan.
-    Heartbeat(i64),
-    /// Whether the plan is paused.
-    Paused(bool),
-    /// A resumption to append, as JSON.
-    Resumed(String),
-    /// A gate's decision to append, as JSON.
-    Decided(String),
-}
-
-impl Op {
-    pub fn of(change: &Change) -> Result<Op, StoreError> {
-        Ok(match change {
-            Change::State {
-                loc: Loc::Plan,
-                id,
-                state,
-            } => Op::PlanState {
-                id: *id,
-                state: StateCols::of(state)?,
-            },
-            Change::State { loc, id, state } => Op::ObjectState {
-                id: *id,
-                loc: loc_json(loc),
-                debug_loc: *loc,
-                state: StateCols::of(state)?,
-            },
-            Change::Attempt {
-                loc,
-                id,
-                index,
-                attempt,
-            } => Op::Attempt {
-                id: *id,
-                loc: loc_json(loc),
-                debug_loc: *loc,
-                index: i32::try_from(*index).map_err(|_| {
-                    StoreError::permanent(format!("attempt index {index} is too large"))
-                })?,
-                cols: AttemptCols::of(attempt)?,
-            },
-            Change::Reset { loc, id } => Op::Reset {
-                id: *id,
-                loc: loc_json(loc),
-                debug_loc: *loc,
-            },
-            Change::Reason(r) => Op::Reason(r.to_string()),
-            Change::Heartbeat(t) => Op::Heartbeat(ns(*t)?),
-            Change::Paused(p) => Op::Paused(*p),
-            Change::Resumed(r) => Op::Resumed(serde_json::to_string(r).map_err(|e| {
-                StoreError::permanent("a resumption does not serialize").caused_by(e)
-            })?),
-            Change::Decided(d) => Op::Decided(serde_json::to_string(d).map_err(|e| {
-                StoreError::permanent("a gate's decision does not serialize").caused_by(e)
-            })?),
         })
     }
 }

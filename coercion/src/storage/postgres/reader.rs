@@ -7,15 +7,12 @@ use tokio_postgres::IsolationLevel;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::codec::{AttemptCols, clamp_ns, from_ns, parse_reason, parse_status, pg_error};
+use super::codec::pg_error;
+use crate::storage::sql::{
+    AttemptCols, PlanRow, StateCols, clamp_ns, corrupt, from_ns, push_attempt,
+};
 use crate::storage::{ListFilter, PlanSummary, StoreError};
-use crate::workflow::{Loc, Plan, PlanId, State};
-
-fn corrupt(store: &str, id: PlanId, what: impl std::fmt::Display) -> StoreError {
-    StoreError::permanent(format!(
-        "{store}: plan {id} is stored inconsistently: {what}"
-    ))
-}
+use crate::workflow::{Loc, Plan, PlanId};
 
 fn text(store: &str, id: PlanId, bytes: Vec<u8>) -> Result<String, StoreError> {
     String::from_utf8(bytes).map_err(|e| corrupt(store, id, e))
@@ -68,28 +65,18 @@ pub(super) async fn read_plan(
     let attempts = attempts.map_err(err)?;
     tx.commit().await.map_err(err)?;
 
-    let status: String = row.get(0);
-    let definition: String = row.get(6);
-    let mut plan = Plan::from_json(&definition).map_err(|e| corrupt(store, id, e))?;
-    if plan.id != id {
-        return Err(corrupt(
-            store,
-            id,
-            format_args!("its definition carries id {}", plan.id),
-        ));
-    }
-    plan.state = State {
-        status: parse_status(&status).map_err(|e| corrupt(store, id, e))?,
-        start: row.get::<_, Option<i64>>(1).map(from_ns),
-        end: row.get::<_, Option<i64>>(2).map(from_ns),
+    let plan = PlanRow {
+        status: row.get(0),
+        start: row.get(1),
+        end: row.get(2),
+        reason: row.get(3),
+        heartbeat: row.get(4),
+        paused: row.get(5),
+        definition: row.get(6),
+        resumptions: row.get(7),
+        decisions: row.get(8),
     };
-    plan.reason = parse_reason(row.get(3)).map_err(|e| corrupt(store, id, e))?;
-    plan.heartbeat = row.get::<_, Option<i64>>(4).map(from_ns);
-    plan.paused = row.get(5);
-    plan.resumptions = serde_json::from_str(row.get(7))
-        .map_err(|e| corrupt(store, id, format_args!("its resumptions: {e}")))?;
-    plan.decisions = serde_json::from_str(row.get(8))
-        .map_err(|e| corrupt(store, id, format_args!("its gates' decisions: {e}")))?;
+    let mut plan = plan.decode(store, id)?;
 
     let locs: HashMap<Uuid, Loc> = plan.walk().map(|(loc, o)| (o.id(), loc)).collect();
     let locate = |object: Uuid| -> Result<Loc, StoreError> {
@@ -103,11 +90,8 @@ pub(super) async fn read_plan(
     };
     for r in &objects {
         let loc = locate(r.get(0))?;
-        let state = State {
-            status: parse_status(r.get(1)).map_err(|e| corrupt(store, id, e))?,
-            start: r.get::<_, Option<i64>>(2).map(from_ns),
-            end: r.get::<_, Option<i64>>(3).map(from_ns),
-        };
+        let state =
+            StateCols::decode(r.get(1), r.get(2), r.get(3)).map_err(|e| corrupt(store, id, e))?;
         if let Some(s) = plan.state_at_mut(loc) {
             *s = state;
         }
@@ -119,21 +103,14 @@ pub(super) async fn read_plan(
         let attempt =
             AttemptCols::decode(r.get(2), r.get(3), outcome).map_err(|e| corrupt(store, id, e))?;
         let loc = locate(object)?;
-        let action = plan.action_mut(loc).ok_or_else(|| {
-            corrupt(
-                store,
-                id,
-                format_args!("attempts of {object}, which is not an action"),
-            )
-        })?;
-        if idx as usize != action.attempts.len() {
-            return Err(corrupt(
-                store,
-                id,
-                format_args!("attempt {idx} of action {object} follows a gap"),
-            ));
-        }
-        action.attempts.push(attempt);
+        push_attempt(
+            store,
+            id,
+            object,
+            plan.action_mut(loc),
+            i64::from(idx),
+            attempt,
+        )?;
     }
     Ok(plan)
 }
@@ -233,12 +210,9 @@ pub(super) async fn list_plans(
             name: text(store, id, r.get(2))?,
             descr: text(store, id, r.get(3))?,
             submit_time: r.get::<_, Option<i64>>(4).map(from_ns),
-            state: State {
-                status: parse_status(status).map_err(|e| corrupt(store, id, e))?,
-                start: r.get::<_, Option<i64>>(6).map(from_ns),
-                end: r.get::<_, Option<i64>>(7).map(from_ns),
-            },
-            reason: parse_reason(reason).map_err(|e| corrupt(store, id, e))?,
+            state: StateCols::decode(status, r.get(6), r.get(7))
+                .map_err(|e| corrupt(store, id, e))?,
+            reason: reason.parse().map_err(|e| corrupt(store, id, e))?,
             resumptions: u32::try_from(r.get::<_, i32>(9)).unwrap_or(0),
         });
     }

@@ -5,40 +5,16 @@
 //! one-row table `coercion_schema_version`. Connecting applies every migration the schema
 //! lacks, all in one transaction under a transaction-level advisory lock, so several workers
 //! starting at once migrate it exactly once. Adding version 2 means appending one
-//! [`Migration`] to [`MIGRATIONS`]. A schema written by a newer coercion is refused.
+//! step to [`MIGRATIONS`]. A schema written by a newer coercion is refused.
 
 use tokio_postgres::{Client, GenericClient};
 
 use super::codec::pg_error;
 use crate::storage::StoreError;
+use crate::storage::sql::Migrations;
 
-/// One step from version `version - 1` to `version`.
-pub(super) struct Migration {
-    /// The version the schema has after this step.
-    pub version: i64,
-    /// The SQL that performs the step.
-    pub sql: &'static str,
-}
-
-/// Every migration, oldest first. The last one's version is the schema this build writes.
-pub(super) const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        sql: V1,
-    },
-    Migration {
-        version: 2,
-        sql: V2,
-    },
-    Migration {
-        version: 3,
-        sql: V3,
-    },
-    Migration {
-        version: 4,
-        sql: V4,
-    },
-];
+/// Every migration, oldest first: step `i` brings the schema to version `i + 1`.
+pub(super) const MIGRATIONS: Migrations = Migrations(&[V1, V2, V3, V4]);
 
 /// Version 4: `plans.decisions`, the JSON array of the decisions people took at the plan's
 /// gates ([`Decision`](crate::workflow::Decision)), oldest first; `[]` for the plans of an
@@ -57,7 +33,7 @@ const V2: &str = "ALTER TABLE plans ADD COLUMN resumptions TEXT NOT NULL DEFAULT
 
 /// The schema version this build reads and writes.
 pub(super) fn latest() -> i64 {
-    MIGRATIONS.last().map_or(0, |m| m.version)
+    MIGRATIONS.latest()
 }
 
 /// Key of the advisory lock that serializes migrations ("coer" "sche").
@@ -171,14 +147,14 @@ pub(super) async fn migrate(
             latest()
         )));
     }
-    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
-        tx.batch_execute(migration.sql).await.map_err(err)?;
+    for (version, sql) in MIGRATIONS.after(current) {
+        tx.batch_execute(sql).await.map_err(err)?;
         tx.execute("DELETE FROM coercion_schema_version", &[])
             .await
             .map_err(err)?;
         tx.execute(
             "INSERT INTO coercion_schema_version (version) VALUES ($1)",
-            &[&migration.version],
+            &[&version],
         )
         .await
         .map_err(err)?;

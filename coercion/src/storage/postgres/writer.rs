@@ -14,13 +14,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_postgres::Statement;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::codec::{Op, PreparedPlan, pg_error};
+use super::codec::{PreparedPlan, loc_json, pg_error};
 use crate::storage::StoreError;
+use crate::storage::sql::{Failure, GroupCounters, Op};
 use crate::workflow::PlanId;
 
 /// How a write is checked against the plan's lease.
@@ -44,19 +45,13 @@ pub(super) enum Write {
 }
 
 /// A write and where to send its result.
-pub(super) struct Request {
-    pub write: Write,
-    pub reply: oneshot::Sender<Result<(), StoreError>>,
-}
+pub(super) type Request = crate::storage::sql::Request<Write>;
 
 /// Counters of the writers, read by [`PostgresStore::stats`](super::PostgresStore::stats).
 #[derive(Debug, Default)]
 pub(super) struct Counters {
-    pub commits: AtomicU64,
-    pub writes: AtomicU64,
-    pub failed_writes: AtomicU64,
+    pub group: GroupCounters,
     pub fenced_writes: AtomicU64,
-    pub largest_group: AtomicU64,
 }
 
 /// One shard: a queue and the task that serves it.
@@ -118,19 +113,6 @@ const UPDATE_PLAN: &str = "UPDATE plans SET \
          THEN now() + make_interval(secs => $10) ELSE lease_expires END \
      WHERE id = $1";
 const DELETE_PLAN: &str = "DELETE FROM plans WHERE id = $1 AND status <> 'Running'";
-
-/// Why a request failed: its own error, or a failure of the database or the connection that
-/// spoils the whole group.
-enum Failure {
-    Request(StoreError),
-    Group(StoreError),
-}
-
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Failure {
-        Failure::Request(e)
-    }
-}
 
 /// A writer's connection and its prepared statements.
 struct Conn {
@@ -207,14 +189,12 @@ impl Shard {
     }
 
     async fn commit_group(&self, conn: &mut Option<Conn>, group: &mut Vec<Request>) {
-        let n = group.len() as u64;
-        self.counters.writes.fetch_add(n, Ordering::Relaxed);
-        self.counters.largest_group.fetch_max(n, Ordering::Relaxed);
+        self.counters.group.group(group.len());
         let results = match self.connection(conn).await {
             Err(e) => vec![Err(e); group.len()],
             Ok(c) => match self.run_group(c, group).await {
                 Ok(()) => {
-                    self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                    self.counters.group.committed();
                     vec![Ok(()); group.len()]
                 }
                 Err(Failure::Group(e)) => {
@@ -232,12 +212,12 @@ impl Shard {
                         let one = std::slice::from_ref(request);
                         results.push(match self.run_group(c, one).await {
                             Ok(()) => {
-                                self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                                self.counters.group.committed();
                                 Ok(())
                             }
-                            Err(Failure::Request(e) | Failure::Group(e)) => {
+                            Err(failure) => {
                                 let _ = c.batch_execute("ROLLBACK").await;
-                                Err(e)
+                                Err(failure.into_error())
                             }
                         });
                     }
@@ -252,14 +232,11 @@ impl Shard {
                 }
             },
         };
-        let failed = results.iter().filter(|r| r.is_err()).count() as u64;
+        self.counters.group.results(&results);
         let fenced = results
             .iter()
             .filter(|r| matches!(r, Err(StoreError::Locked(_))))
             .count() as u64;
-        self.counters
-            .failed_writes
-            .fetch_add(failed, Ordering::Relaxed);
         self.counters
             .fenced_writes
             .fetch_add(fenced, Ordering::Relaxed);
@@ -526,13 +503,27 @@ impl Shard {
             values.epoch = epoch;
             values.renew = values.heartbeat.is_some();
         }
-        let steps = ops
-            .iter()
-            .filter_map(|op| -> Option<Pending<'_, StepResult>> {
+        // Each object change's location as stored (JSON) and attempt index as an `int`.
+        let mut keys: Vec<(String, i32)> = Vec::with_capacity(ops.len());
+        for op in ops {
+            keys.push(match op {
+                Op::ObjectState { loc, .. } | Op::Reset { loc, .. } => (loc_json(loc), 0),
+                Op::Attempt { loc, index, .. } => (
+                    loc_json(loc),
+                    i32::try_from(*index).map_err(|_| {
+                        Failure::Request(StoreError::permanent(format!(
+                            "plan {id}: attempt index {index} of the action at {loc:?} is too large"
+                        )))
+                    })?,
+                ),
+                _ => (String::new(), 0),
+            });
+        }
+        let steps = ops.iter().zip(&keys).filter_map(
+            |(op, (loc, index))| -> Option<Pending<'_, StepResult>> {
                 match op {
                     Op::ObjectState {
                         id: object,
-                        loc,
                         state: s,
                         ..
                     } => {
@@ -544,11 +535,7 @@ impl Shard {
                         Some(Box::pin(async move { f.await.map(StepResult::Rows) }))
                     }
                     Op::Attempt {
-                        id: object,
-                        loc,
-                        index,
-                        cols,
-                        ..
+                        id: object, cols, ..
                     } => {
                         let f = Self::query_opt(
                             c,
@@ -568,9 +555,7 @@ impl Shard {
                                 .map(|r| StepResult::Count(r.map(|r| r.get::<_, i64>(0))))
                         }))
                     }
-                    Op::Reset {
-                        id: object, loc, ..
-                    } => {
+                    Op::Reset { id: object, .. } => {
                         let reset = Self::exec(c, &st.reset_action, vec![&key, object, loc]);
                         let delete = Self::exec(c, &st.delete_attempts, vec![&key, object]);
                         Some(Box::pin(async move {
@@ -581,7 +566,8 @@ impl Shard {
                     }
                     _ => None,
                 }
-            });
+            },
+        );
         let steps: Vec<Pending<'_, StepResult>> = steps.collect();
         let (row, results, updated) = tokio::join!(
             biased;
@@ -620,9 +606,7 @@ impl Shard {
         for op in ops {
             match op {
                 Op::ObjectState {
-                    id: object,
-                    debug_loc,
-                    ..
+                    id: object, loc, ..
                 } => {
                     let changed = matches!(
                         results.next().transpose().map_err(&fail)?,
@@ -630,14 +614,12 @@ impl Shard {
                     );
                     if !changed {
                         return Err(missing(format!(
-                            "plan {id} has no object {object} at {debug_loc:?}"
+                            "plan {id} has no object {object} at {loc:?}"
                         )));
                     }
                 }
                 Op::Reset {
-                    id: object,
-                    debug_loc,
-                    ..
+                    id: object, loc, ..
                 } => {
                     let changed = matches!(
                         results.next().transpose().map_err(&fail)?,
@@ -645,13 +627,13 @@ impl Shard {
                     );
                     if !changed {
                         return Err(missing(format!(
-                            "plan {id} has no action {object} at {debug_loc:?}"
+                            "plan {id} has no action {object} at {loc:?}"
                         )));
                     }
                 }
                 Op::Attempt {
                     id: object,
-                    debug_loc,
+                    loc,
                     index,
                     ..
                 } => {
@@ -659,13 +641,13 @@ impl Shard {
                         Some(StepResult::Count(Some(n))) => n,
                         _ => {
                             return Err(missing(format!(
-                                "plan {id} has no action {object} at {debug_loc:?}"
+                                "plan {id} has no action {object} at {loc:?}"
                             )));
                         }
                     };
                     if i64::from(*index) > count {
                         return Err(missing(format!(
-                            "plan {id}: attempt {index} of the action at {debug_loc:?} skips attempt {count}"
+                            "plan {id}: attempt {index} of the action at {loc:?} skips attempt {count}"
                         )));
                     }
                 }

@@ -1,44 +1,15 @@
-//! How values are written to and read from SQLite: ids as canonical UUID text, times as
-//! integer nanoseconds since the Unix epoch (NULL when unset), statuses and reasons as their
-//! names, locations and outcomes as JSON. Also the mapping of SQLite errors to [`StoreError`].
+//! How SQLite stores what the SQL stores share ([`crate::storage::sql`]): ids as canonical UUID
+//! text, a plan's objects by their place in execution order (`ord`), each with its row only
+//! when it has a state or attempts. Also the mapping of SQLite errors to [`StoreError`].
 
 use std::collections::HashMap;
-use std::str::FromStr;
 
-use chrono::DateTime;
 use rusqlite::ErrorCode;
 use uuid::Uuid;
 
-use crate::storage::{Change, StoreError};
-use crate::workflow::{
-    Attempt, Loc, ObjectRef, Outcome, Parent, Plan, PlanId, Reason, State, Status, Timestamp,
-};
-
-/// A time as nanoseconds since the epoch; times outside 1677..2262 cannot be stored.
-pub(super) fn ns(t: Timestamp) -> Result<i64, StoreError> {
-    t.timestamp_nanos_opt().ok_or_else(|| {
-        StoreError::permanent(format!(
-            "time {t} cannot be stored: the SQLite store holds times between 1677-09-21 and 2262-04-11"
-        ))
-    })
-}
-
-pub(super) fn opt_ns(t: Option<Timestamp>) -> Result<Option<i64>, StoreError> {
-    t.map(ns).transpose()
-}
-
-pub(super) fn from_ns(n: i64) -> Timestamp {
-    DateTime::from_timestamp_nanos(n)
-}
-
-/// A bound for a time filter: times out of range clamp to the ends of the range.
-pub(super) fn clamp_ns(t: Timestamp) -> i64 {
-    t.timestamp_nanos_opt().unwrap_or(if t.timestamp() > 0 {
-        i64::MAX
-    } else {
-        i64::MIN
-    })
-}
+use crate::storage::StoreError;
+use crate::storage::sql::{AttemptCols, StateCols, encode_objects, opt_ns};
+use crate::workflow::{Loc, Parent, Plan, PlanId};
 
 pub(super) fn id_text(id: Uuid) -> String {
     id.hyphenated().to_string()
@@ -46,82 +17,6 @@ pub(super) fn id_text(id: Uuid) -> String {
 
 pub(super) fn parse_id(text: &str, what: &str) -> Result<Uuid, String> {
     Uuid::parse_str(text).map_err(|e| format!("{what} `{text}` is not a UUID: {e}"))
-}
-
-pub(super) fn parse_status(text: &str) -> Result<Status, String> {
-    Status::from_str(text)
-}
-
-pub(super) fn parse_reason(text: &str) -> Result<Reason, String> {
-    Reason::from_str(text)
-}
-
-pub(super) fn kind_of(object: &ObjectRef<'_>) -> &'static str {
-    match object {
-        ObjectRef::Plan(_) => "plan",
-        ObjectRef::Checks(_) => "checks",
-        ObjectRef::Block(_) => "block",
-        ObjectRef::Sequence(_) => "sequence",
-        ObjectRef::Batch(_) => "batch",
-        ObjectRef::Action(_) => "action",
-    }
-}
-
-/// A state in column form: status name, start and end.
-#[derive(Debug)]
-pub(super) struct StateCols {
-    pub status: &'static str,
-    pub start: Option<i64>,
-    pub end: Option<i64>,
-}
-
-impl StateCols {
-    pub fn of(state: &State) -> Result<StateCols, StoreError> {
-        Ok(StateCols {
-            status: state.status.as_str(),
-            start: opt_ns(state.start)?,
-            end: opt_ns(state.end)?,
-        })
-    }
-}
-
-/// An attempt in column form.
-#[derive(Debug)]
-pub(super) struct AttemptCols {
-    pub start: i64,
-    pub end: Option<i64>,
-    pub outcome: Option<String>,
-}
-
-impl AttemptCols {
-    pub fn of(attempt: &Attempt) -> Result<AttemptCols, StoreError> {
-        let outcome = match &attempt.outcome {
-            None => None,
-            Some(o) => Some(serde_json::to_string(o).map_err(|e| {
-                StoreError::permanent("an attempt's outcome does not serialize").caused_by(e)
-            })?),
-        };
-        Ok(AttemptCols {
-            start: ns(attempt.start)?,
-            end: opt_ns(attempt.end)?,
-            outcome,
-        })
-    }
-
-    pub fn decode(start: i64, end: Option<i64>, outcome: Option<&str>) -> Result<Attempt, String> {
-        let outcome = match outcome {
-            None => None,
-            Some(text) => Some(
-                serde_json::from_str::<Outcome>(text)
-                    .map_err(|e| format!("unreadable attempt outcome: {e}"))?,
-            ),
-        };
-        Ok(Attempt {
-            start: from_ns(start),
-            end: end.map(from_ns),
-            outcome,
-        })
-    }
 }
 
 /// An object of a plan being created: where it is, and its row of the `objects` table if it
@@ -166,41 +61,26 @@ impl PreparedPlan {
     /// Encodes `plan`. Fails if two objects share an id (ids address objects in the store), or
     /// if a time is out of range.
     pub fn of(plan: &Plan) -> Result<PreparedPlan, StoreError> {
-        let mut seen: HashMap<Uuid, Loc> = HashMap::new();
         let mut objects = Vec::new();
         let mut attempts = Vec::new();
         let order = execution_order(plan);
-        for ((loc, object), ord) in plan.walk().zip(order) {
-            let id = object.id();
-            if let Some(first) = seen.insert(id, loc) {
-                return Err(StoreError::permanent(format!(
-                    "plan {}: object id {id} is used twice (at {} and at {}); ids must be unique within a plan",
-                    plan.id,
-                    plan.path(first),
-                    plan.path(loc)
-                )));
+        for object in encode_objects(plan) {
+            let object = object?;
+            let ord = order[object.position];
+            for (idx, attempt) in object.attempts.iter().enumerate() {
+                attempts.push(AttemptRow {
+                    ord,
+                    idx: idx as i64,
+                    cols: AttemptCols::of(attempt)?,
+                });
             }
-            if let ObjectRef::Plan(_) = object {
-                continue;
-            }
-            if let ObjectRef::Action(action) = object {
-                for (idx, attempt) in action.attempts.iter().enumerate() {
-                    attempts.push(AttemptRow {
-                        ord,
-                        idx: idx as i64,
-                        cols: AttemptCols::of(attempt)?,
-                    });
-                }
-            }
-            let state = object.state();
             objects.push(ObjectRow {
                 ord,
-                id,
-                loc,
-                kind: kind_of(&object),
-                state: StateCols::of(&state)?,
-                stored: state != State::default()
-                    || matches!(object, ObjectRef::Action(a) if !a.attempts.is_empty()),
+                id: object.id,
+                loc: object.loc,
+                kind: object.kind,
+                state: object.state,
+                stored: object.touched,
             });
         }
         let definition = crate::storage::definition_json(plan)?;
@@ -254,80 +134,6 @@ pub(super) fn execution_order(plan: &Plan) -> Vec<i64> {
         ord[i] = rank as i64;
     }
     ord
-}
-
-/// One change, encoded for the writer thread. Objects are named by their id and location: the
-/// writer checks them against what it knows of the plan's objects.
-#[derive(Debug)]
-pub(super) enum Op {
-    /// The plan's own state (`Loc::Plan`); `id` must be the plan's id.
-    PlanState { id: Uuid, state: StateCols },
-    /// The state of a non-plan object.
-    ObjectState {
-        id: Uuid,
-        loc: Loc,
-        state: StateCols,
-    },
-    /// Sets attempt `index` of an action and drops later ones.
-    Attempt {
-        id: Uuid,
-        loc: Loc,
-        index: i64,
-        cols: AttemptCols,
-    },
-    /// An action back to `NotStarted` without attempts.
-    Reset { id: Uuid, loc: Loc },
-    /// The plan's failure reason.
-    Reason(String),
-    /// The plan's heartbeat.
-    Heartbeat(i64),
-    /// Whether the plan is paused.
-    Paused(bool),
-    /// A resumption to append, as JSON.
-    Resumed(String),
-    /// A gate's decision to append, as JSON.
-    Decided(String),
-}
-
-impl Op {
-    pub fn of(change: &Change) -> Result<Op, StoreError> {
-        Ok(match change {
-            Change::State {
-                loc: Loc::Plan,
-                id,
-                state,
-            } => Op::PlanState {
-                id: *id,
-                state: StateCols::of(state)?,
-            },
-            Change::State { loc, id, state } => Op::ObjectState {
-                id: *id,
-                loc: *loc,
-                state: StateCols::of(state)?,
-            },
-            Change::Attempt {
-                loc,
-                id,
-                index,
-                attempt,
-            } => Op::Attempt {
-                id: *id,
-                loc: *loc,
-                index: i64::from(*index),
-                cols: AttemptCols::of(attempt)?,
-            },
-            Change::Reset { loc, id } => Op::Reset { id: *id, loc: *loc },
-            Change::Reason(r) => Op::Reason(r.to_string()),
-            Change::Heartbeat(t) => Op::Heartbeat(ns(*t)?),
-            Change::Paused(p) => Op::Paused(*p),
-            Change::Resumed(r) => Op::Resumed(serde_json::to_string(r).map_err(|e| {
-                StoreError::permanent("a resumption does not serialize").caused_by(e)
-            })?),
-            Change::Decided(d) => Op::Decided(serde_json::to_string(d).map_err(|e| {
-                StoreError::permanent("a gate's decision does not serialize").caused_by(e)
-            })?),
-        })
-    }
 }
 
 /// Maps a SQLite error to a store error: busy and locked databases are transient, everything

@@ -24,8 +24,9 @@ use std::collections::{BTreeMap, HashMap};
 use rusqlite::{Connection, params};
 use uuid::Uuid;
 
-use super::codec::{Op, sql_error};
+use super::codec::sql_error;
 use crate::storage::StoreError;
+use crate::storage::sql::Op;
 use crate::workflow::Status;
 
 const APPEND: &str = "INSERT INTO journal (plan_pk, seq, changes, drops) VALUES (?1, ?2, ?3, ?4)";
@@ -81,7 +82,7 @@ pub(super) fn encode(ops: &[Op]) -> Vec<u8> {
             } => {
                 out.push(ATTEMPT);
                 out.extend_from_slice(id.as_bytes());
-                out.extend_from_slice(&u32::try_from(*index).unwrap_or(u32::MAX).to_le_bytes());
+                out.extend_from_slice(&index.to_le_bytes());
                 out.extend_from_slice(&cols.start.to_le_bytes());
                 out.push(u8::from(cols.end.is_some()) | u8::from(cols.outcome.is_some()) << 1);
                 if let Some(end) = cols.end {
@@ -393,7 +394,7 @@ pub(super) fn fold(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::sqlite::codec::{AttemptCols, StateCols};
+    use crate::storage::sql::{AttemptCols, StateCols};
     use crate::workflow::Loc;
 
     #[test]

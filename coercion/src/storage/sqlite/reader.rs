@@ -10,11 +10,11 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter, types::Value};
 use uuid::Uuid;
 
-use super::codec::{
-    AttemptCols, clamp_ns, execution_order, from_ns, id_text, kind_of, parse_id, parse_reason,
-    parse_status, sql_error,
-};
+use super::codec::{execution_order, id_text, parse_id, sql_error};
 use super::journal;
+use crate::storage::sql::{
+    AttemptCols, PlanRow, StateCols, clamp_ns, corrupt, from_ns, kind_of, push_attempt,
+};
 use crate::storage::{Change, ListFilter, PlanSummary, StoreError};
 use crate::workflow::{Loc, Plan, PlanId, State};
 
@@ -100,12 +100,6 @@ pub(super) async fn blocking<R: Send + 'static>(
     }
 }
 
-fn corrupt(store: &str, id: PlanId, what: impl std::fmt::Display) -> StoreError {
-    StoreError::permanent(format!(
-        "{store}: plan {id} is stored inconsistently: {what}"
-    ))
-}
-
 /// Where each object of a plan is stored: id, `ord`, location and kind.
 pub(super) type ObjectIndex = Vec<(Uuid, i64, Loc, &'static str)>;
 
@@ -121,7 +115,7 @@ pub(super) fn read_plan(
     let err = |e| sql_error(store, &format!("reading plan {id}"), e);
     let tx = conn.unchecked_transaction().map_err(err)?;
     let key = id_text(id.0);
-    type PlanRow = (
+    type HeadRow = (
         i64,
         String,
         Option<i64>,
@@ -133,7 +127,7 @@ pub(super) fn read_plan(
         String,
         String,
     );
-    let row: Option<PlanRow> = tx
+    let row: Option<HeadRow> = tx
         .prepare_cached(
             "SELECT p.pk, p.status, p.start_ns, p.end_ns, p.reason, p.heartbeat_ns, p.paused, \
              d.definition, p.resumptions, p.decisions FROM plans p JOIN plan_definitions d ON d.plan_pk = p.pk WHERE p.id = ?1",
@@ -171,26 +165,18 @@ pub(super) fn read_plan(
     else {
         return Err(StoreError::NotFound(id));
     };
-    let mut plan = Plan::from_json(&definition).map_err(|e| corrupt(store, id, e))?;
-    if plan.id != id {
-        return Err(corrupt(
-            store,
-            id,
-            format_args!("its definition carries id {}", plan.id),
-        ));
-    }
-    plan.state = State {
-        status: parse_status(&status).map_err(|e| corrupt(store, id, e))?,
-        start: start.map(from_ns),
-        end: end.map(from_ns),
+    let plan = PlanRow {
+        status: &status,
+        start,
+        end,
+        reason: &reason,
+        heartbeat,
+        paused,
+        definition: &definition,
+        resumptions: &resumptions,
+        decisions: &decisions,
     };
-    plan.reason = parse_reason(&reason).map_err(|e| corrupt(store, id, e))?;
-    plan.heartbeat = heartbeat.map(from_ns);
-    plan.paused = paused;
-    plan.resumptions = serde_json::from_str(&resumptions)
-        .map_err(|e| corrupt(store, id, format_args!("its resumptions: {e}")))?;
-    plan.decisions = serde_json::from_str(&decisions)
-        .map_err(|e| corrupt(store, id, format_args!("its gates' decisions: {e}")))?;
+    let mut plan = plan.decode(store, id)?;
 
     // `ord` follows from the definition (see `execution_order`): where each row belongs.
     let mut by_ord: Vec<Option<(Loc, Uuid)>> = vec![None; plan.walk().len()];
@@ -244,11 +230,12 @@ pub(super) fn read_plan(
             .map_err(err)?
             .as_str()
             .map_err(|e| err(e.into()))?;
-        let state = State {
-            status: parse_status(status).map_err(|e| corrupt(store, id, e))?,
-            start: r.get::<_, Option<i64>>(3).map_err(err)?.map(from_ns),
-            end: r.get::<_, Option<i64>>(4).map_err(err)?.map(from_ns),
-        };
+        let state = StateCols::decode(
+            status,
+            r.get::<_, Option<i64>>(3).map_err(err)?,
+            r.get::<_, Option<i64>>(4).map_err(err)?,
+        )
+        .map_err(|e| corrupt(store, id, e))?;
         if let Some(s) = plan.state_at_mut(loc) {
             *s = state;
         }
@@ -272,21 +259,7 @@ pub(super) fn read_plan(
             .map_err(|e| err(e.into()))?;
         let attempt = AttemptCols::decode(r.get(2).map_err(err)?, r.get(3).map_err(err)?, outcome)
             .map_err(|e| corrupt(store, id, e))?;
-        let action = plan.action_mut(loc).ok_or_else(|| {
-            corrupt(
-                store,
-                id,
-                format_args!("attempts of {object}, which is not an action"),
-            )
-        })?;
-        if idx != action.attempts.len() as i64 {
-            return Err(corrupt(
-                store,
-                id,
-                format_args!("attempt {idx} of action {object} follows a gap"),
-            ));
-        }
-        action.attempts.push(attempt);
+        push_attempt(store, id, object, plan.action_mut(loc), idx, attempt)?;
     }
     drop(rows);
     drop(stmt);
@@ -374,12 +347,13 @@ pub(super) fn list_plans(
             name: text(2, "name")?,
             descr: text(3, "description")?,
             submit_time: r.get::<_, Option<i64>>(4).map_err(err)?.map(from_ns),
-            state: State {
-                status: parse_status(&status).map_err(bad)?,
-                start: r.get::<_, Option<i64>>(6).map_err(err)?.map(from_ns),
-                end: r.get::<_, Option<i64>>(7).map_err(err)?.map(from_ns),
-            },
-            reason: parse_reason(&reason).map_err(bad)?,
+            state: StateCols::decode(
+                &status,
+                r.get::<_, Option<i64>>(6).map_err(err)?,
+                r.get::<_, Option<i64>>(7).map_err(err)?,
+            )
+            .map_err(bad)?,
+            reason: reason.parse().map_err(bad)?,
             resumptions: r.get::<_, u32>(9).map_err(err)?,
         });
     }

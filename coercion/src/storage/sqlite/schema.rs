@@ -2,49 +2,25 @@
 //!
 //! A coercion file is marked with `PRAGMA application_id` = [`APPLICATION_ID`] and carries its
 //! schema version in the one-row table `schema_version`. Opening a file for writing applies every
-//! migration it lacks, each in its own transaction; adding version 2 means appending one
-//! [`Migration`] to [`MIGRATIONS`]. Files of other applications, and files written by a newer
+//! migration it lacks, each in its own transaction; a new version is its SQL appended to
+//! [`MIGRATIONS`]. Files of other applications, and files written by a newer
 //! coercion, are refused with a clear error instead of being modified.
 
 use rusqlite::{Connection, OptionalExtension};
 
 use super::codec::sql_error;
 use crate::storage::StoreError;
+use crate::storage::sql::Migrations;
 
 /// `PRAGMA application_id` of coercion files: "coer" in ASCII.
 pub(super) const APPLICATION_ID: i32 = 0x636F_6572;
 
-/// One step from version `version - 1` to `version`.
-pub(super) struct Migration {
-    /// The version the file has after this step.
-    pub version: i64,
-    /// The SQL that performs the step.
-    pub sql: &'static str,
-}
-
-/// Every migration, oldest first. The last one's version is the schema this build writes.
-pub(super) const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        sql: V1,
-    },
-    Migration {
-        version: 2,
-        sql: V2,
-    },
-    Migration {
-        version: 3,
-        sql: V3,
-    },
-    Migration {
-        version: 4,
-        sql: V4,
-    },
-];
+/// Every migration, oldest first: step `i` brings the file to version `i + 1`.
+pub(super) const MIGRATIONS: Migrations = Migrations(&[V1, V2, V3, V4]);
 
 /// The schema version this build reads and writes.
 pub(super) fn latest() -> i64 {
-    MIGRATIONS.last().map_or(0, |m| m.version)
+    MIGRATIONS.latest()
 }
 
 /// Version 1.
@@ -275,17 +251,17 @@ pub(super) fn migrate(
 }
 
 fn apply_migrations(conn: &mut Connection, store: &str, current: i64) -> Result<(), StoreError> {
-    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
-        let doing = format!("migrating the schema to version {}", migration.version);
+    for (version, sql) in MIGRATIONS.after(current) {
+        let doing = format!("migrating the schema to version {version}");
         let tx = conn
             .transaction()
             .map_err(|e| sql_error(store, &doing, e))?;
         (|| {
-            tx.execute_batch(migration.sql)?;
+            tx.execute_batch(sql)?;
             tx.execute("DELETE FROM schema_version", [])?;
             tx.execute(
                 "INSERT INTO schema_version (version) VALUES (?1)",
-                [migration.version],
+                [version],
             )?;
             tx.pragma_update(None, "application_id", APPLICATION_ID)?;
             let broken: i64 =

@@ -26,9 +26,10 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::codec::{Op, PreparedPlan, execution_order, id_text, kind_of, sql_error};
+use super::codec::{PreparedPlan, execution_order, id_text, sql_error};
 use super::journal;
 use crate::storage::StoreError;
+use crate::storage::sql::{Failure, GroupCounters, Op, kind_of};
 use crate::workflow::{Loc, PlanId, Status};
 
 /// One queued write.
@@ -51,18 +52,12 @@ pub(super) enum Write {
 }
 
 /// A write and where to send its result.
-pub(super) struct Request {
-    pub write: Write,
-    pub reply: oneshot::Sender<Result<(), StoreError>>,
-}
+pub(super) type Request = crate::storage::sql::Request<Write>;
 
 /// Counters of the writer, read by [`SqliteStore::stats`](super::SqliteStore::stats).
 #[derive(Debug, Default)]
 pub(super) struct Counters {
-    pub commits: AtomicU64,
-    pub writes: AtomicU64,
-    pub failed_writes: AtomicU64,
-    pub largest_group: AtomicU64,
+    pub group: GroupCounters,
     pub syncs: AtomicU64,
     pub folds: AtomicU64,
     pub folded_rows: AtomicU64,
@@ -351,20 +346,6 @@ const APPEND_RESUMPTION: &str =
     "UPDATE plans SET resumptions = json_insert(resumptions, '$[#]', json(?2)) WHERE pk = ?1";
 const DELETE_PLAN: &str = "DELETE FROM plans WHERE pk = ?1";
 
-/// Why a request failed: its own error, or a failure of SQLite that rolled back the whole group.
-enum Failure {
-    Request(StoreError),
-    Group(StoreError),
-}
-
-impl Failure {
-    fn into_error(self) -> StoreError {
-        match self {
-            Failure::Request(e) | Failure::Group(e) => e,
-        }
-    }
-}
-
 impl Writer {
     /// Serves requests until every sender is gone, folding journals when idle and when they
     /// grow past the limit; folds what is left when the store closes.
@@ -600,9 +581,7 @@ impl Writer {
     }
 
     fn commit_group(&self, group: &mut Vec<Request>) {
-        let n = group.len() as u64;
-        self.counters.writes.fetch_add(n, Ordering::Relaxed);
-        self.counters.largest_group.fetch_max(n, Ordering::Relaxed);
+        self.counters.group.group(group.len());
         let poisoned = self.syncer.as_ref().and_then(|s| s.failure.lock().clone());
         // Fast path: the whole group in one transaction without savepoints. Only if a write
         // fails is the group run again with a savepoint around each write.
@@ -621,7 +600,7 @@ impl Writer {
             Ok(results)
         }) {
             Ok(results) => {
-                self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                self.counters.group.committed();
                 results
             }
             Err(e) => {
@@ -630,10 +609,7 @@ impl Writer {
                 vec![Err(e); group.len()]
             }
         };
-        let failed = results.iter().filter(|r| r.is_err()).count() as u64;
-        self.counters
-            .failed_writes
-            .fetch_add(failed, Ordering::Relaxed);
+        self.counters.group.results(&results);
         let replies: Replies = group.drain(..).map(|r| r.reply).zip(results).collect();
         let replies = match &self.syncer {
             // Failed groups wait too, so that callers are answered in order.
@@ -996,12 +972,13 @@ impl Writer {
                         Some(count) => count,
                         None => self.count_attempts(id, plan, known.ord)?,
                     };
-                    if *index > count {
+                    let index = i64::from(*index);
+                    if index > count {
                         return Err(StoreError::permanent(format!(
                             "plan {id}: attempt {index} of the action at {loc:?} skips attempt {count}"
                         )));
                     }
-                    drops |= *index + 1 < count;
+                    drops |= index + 1 < count;
                     self.set_attempts(plan, *object, index + 1);
                 }
                 Op::Reset { id: object, loc } => {

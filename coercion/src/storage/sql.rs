@@ -1,0 +1,396 @@
+//! What the two SQL stores share, written once: the column forms of values (times as integer
+//! nanoseconds since the Unix epoch, statuses, reasons and object kinds as their names,
+//! outcomes as JSON), a [`Change`] encoded for a writer ([`Op`]), the plan's own row decoded
+//! ([`PlanRow`]), the checks a reader makes of what it reads back, the shape of a schema's
+//! migrations and of a request to a writer.
+//!
+//! Each backend keeps its SQL, its schema, its error mapping, how it stores ids, names and
+//! locations, and (SQLite) its journal.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::DateTime;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::storage::{Change, StoreError};
+use crate::workflow::{
+    Action, Attempt, Loc, ObjectRef, Outcome, Plan, PlanId, Reason, State, Status, Timestamp,
+};
+
+/// A time as nanoseconds since the epoch; times outside 1677..2262 cannot be stored.
+pub(crate) fn ns(t: Timestamp) -> Result<i64, StoreError> {
+    t.timestamp_nanos_opt().ok_or_else(|| {
+        StoreError::permanent(format!(
+            "time {t} cannot be stored: the store holds times between 1677-09-21 and 2262-04-11"
+        ))
+    })
+}
+
+pub(crate) fn opt_ns(t: Option<Timestamp>) -> Result<Option<i64>, StoreError> {
+    t.map(ns).transpose()
+}
+
+pub(crate) fn from_ns(n: i64) -> Timestamp {
+    DateTime::from_timestamp_nanos(n)
+}
+
+/// A bound for a time filter: times out of range clamp to the ends of the range.
+pub(crate) fn clamp_ns(t: Timestamp) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(if t.timestamp() > 0 {
+        i64::MAX
+    } else {
+        i64::MIN
+    })
+}
+
+/// The name an object's kind is stored under (the `kind` column).
+pub(crate) fn kind_of(object: &ObjectRef<'_>) -> &'static str {
+    match object {
+        ObjectRef::Plan(_) => "plan",
+        ObjectRef::Checks(_) => "checks",
+        ObjectRef::Block(_) => "block",
+        ObjectRef::Sequence(_) => "sequence",
+        ObjectRef::Batch(_) => "batch",
+        ObjectRef::Action(_) => "action",
+    }
+}
+
+/// A state in column form: status name, start and end.
+#[derive(Debug, Clone)]
+pub(crate) struct StateCols {
+    pub status: &'static str,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+}
+
+impl StateCols {
+    pub fn of(state: &State) -> Result<StateCols, StoreError> {
+        Ok(StateCols {
+            status: state.status.as_str(),
+            start: opt_ns(state.start)?,
+            end: opt_ns(state.end)?,
+        })
+    }
+
+    /// The state of columns read back.
+    pub fn decode(status: &str, start: Option<i64>, end: Option<i64>) -> Result<State, String> {
+        Ok(State {
+            status: Status::from_str(status)?,
+            start: start.map(from_ns),
+            end: end.map(from_ns),
+        })
+    }
+}
+
+/// An attempt in column form.
+#[derive(Debug, Clone)]
+pub(crate) struct AttemptCols {
+    pub start: i64,
+    pub end: Option<i64>,
+    pub outcome: Option<String>,
+}
+
+impl AttemptCols {
+    pub fn of(attempt: &Attempt) -> Result<AttemptCols, StoreError> {
+        let outcome = match &attempt.outcome {
+            None => None,
+            Some(o) => Some(serde_json::to_string(o).map_err(|e| {
+                StoreError::permanent("an attempt's outcome does not serialize").caused_by(e)
+            })?),
+        };
+        Ok(AttemptCols {
+            start: ns(attempt.start)?,
+            end: opt_ns(attempt.end)?,
+            outcome,
+        })
+    }
+
+    pub fn decode(start: i64, end: Option<i64>, outcome: Option<&str>) -> Result<Attempt, String> {
+        let outcome = match outcome {
+            None => None,
+            Some(text) => Some(
+                serde_json::from_str::<Outcome>(text)
+                    .map_err(|e| format!("unreadable attempt outcome: {e}"))?,
+            ),
+        };
+        Ok(Attempt {
+            start: from_ns(start),
+            end: end.map(from_ns),
+            outcome,
+        })
+    }
+}
+
+/// An object of a plan being created (any but the plan itself), in column form.
+pub(crate) struct EncodedObject<'p> {
+    /// Its place in [`Plan::walk`]'s order.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code, reason = "SQLite orders rows by it"))]
+    pub position: usize,
+    pub id: Uuid,
+    pub loc: Loc,
+    pub kind: &'static str,
+    pub state: StateCols,
+    /// Whether its state is not the default one or it has attempts: it needs a row where a
+    /// store keeps rows only for such objects.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code, reason = "SQLite omits rows by it"))]
+    pub touched: bool,
+    /// Its attempts, if it is an action.
+    pub attempts: &'p [Attempt],
+}
+
+/// The objects of `plan` other than the plan itself, in walk order, in column form. Fails if
+/// two objects share an id (ids address objects in the store) or a time is out of range.
+pub(crate) fn encode_objects(
+    plan: &Plan,
+) -> impl Iterator<Item = Result<EncodedObject<'_>, StoreError>> {
+    let mut seen: HashMap<Uuid, Loc> = HashMap::new();
+    plan.walk()
+        .enumerate()
+        .filter_map(move |(position, (loc, object))| {
+            let id = object.id();
+            if let Some(first) = seen.insert(id, loc) {
+                return Some(Err(StoreError::permanent(format!(
+                    "plan {}: object id {id} is used twice (at {} and at {}); ids must be unique within a plan",
+                    plan.id,
+                    plan.path(first),
+                    plan.path(loc)
+                ))));
+            }
+            let attempts: &[Attempt] = match object {
+                ObjectRef::Plan(_) => return None,
+                ObjectRef::Action(action) => &action.attempts,
+                _ => &[],
+            };
+            let state = object.state();
+            Some(StateCols::of(&state).map(|cols| EncodedObject {
+                position,
+                id,
+                loc,
+                kind: kind_of(&object),
+                state: cols,
+                touched: state != State::default() || !attempts.is_empty(),
+                attempts,
+            }))
+        })
+}
+
+/// One change, encoded for a writer (outside the writer, so it only runs SQL). Objects are
+/// named by their id and location: the writer checks them against what it stores.
+#[derive(Debug)]
+pub(crate) enum Op {
+    /// The plan's own state (`Loc::Plan`); `id` must be the plan's id.
+    PlanState { id: Uuid, state: StateCols },
+    /// The state of a non-plan object.
+    ObjectState {
+        id: Uuid,
+        loc: Loc,
+        state: StateCols,
+    },
+    /// Sets attempt `index` of an action and drops later ones.
+    Attempt {
+        id: Uuid,
+        loc: Loc,
+        index: u32,
+        cols: AttemptCols,
+    },
+    /// An action back to `NotStarted` without attempts.
+    Reset { id: Uuid, loc: Loc },
+    /// The plan's failure reason.
+    Reason(String),
+    /// The plan's heartbeat (on a shared store, also a renewal of the writer's lease).
+    Heartbeat(i64),
+    /// Whether the plan is paused.
+    Paused(bool),
+    /// A resumption to append, as JSON.
+    Resumed(String),
+    /// A gate's decision to append, as JSON.
+    Decided(String),
+}
+
+impl Op {
+    pub fn of(change: &Change) -> Result<Op, StoreError> {
+        let json = |value: Result<String, serde_json::Error>, what: &str| {
+            value.map_err(|e| {
+                StoreError::permanent(format!("{what} does not serialize")).caused_by(e)
+            })
+        };
+        Ok(match change {
+            Change::State {
+                loc: Loc::Plan,
+                id,
+                state,
+            } => Op::PlanState {
+                id: *id,
+                state: StateCols::of(state)?,
+            },
+            Change::State { loc, id, state } => Op::ObjectState {
+                id: *id,
+                loc: *loc,
+                state: StateCols::of(state)?,
+            },
+            Change::Attempt {
+                loc,
+                id,
+                index,
+                attempt,
+            } => Op::Attempt {
+                id: *id,
+                loc: *loc,
+                index: *index,
+                cols: AttemptCols::of(attempt)?,
+            },
+            Change::Reset { loc, id } => Op::Reset { id: *id, loc: *loc },
+            Change::Reason(r) => Op::Reason(r.to_string()),
+            Change::Heartbeat(t) => Op::Heartbeat(ns(*t)?),
+            Change::Paused(p) => Op::Paused(*p),
+            Change::Resumed(r) => Op::Resumed(json(serde_json::to_string(r), "a resumption")?),
+            Change::Decided(d) => Op::Decided(json(serde_json::to_string(d), "a gate's decision")?),
+        })
+    }
+}
+
+/// A write sent to a writer, and where its result goes.
+pub(crate) struct Request<W> {
+    pub write: W,
+    pub reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Why a write of a group failed: its own error (the others may still commit), or a failure of
+/// the database or the connection that spoils the whole group.
+pub(crate) enum Failure {
+    Request(StoreError),
+    Group(StoreError),
+}
+
+impl Failure {
+    pub fn into_error(self) -> StoreError {
+        match self {
+            Failure::Request(e) | Failure::Group(e) => e,
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
+        Failure::Request(e)
+    }
+}
+
+/// What a store's writers did with the writes sent to them.
+#[derive(Debug, Default)]
+pub(crate) struct GroupCounters {
+    pub commits: AtomicU64,
+    pub writes: AtomicU64,
+    pub failed_writes: AtomicU64,
+    pub largest_group: AtomicU64,
+}
+
+impl GroupCounters {
+    /// A group of `n` writes is about to run.
+    pub fn group(&self, n: usize) {
+        let n = n as u64;
+        self.writes.fetch_add(n, Ordering::Relaxed);
+        self.largest_group.fetch_max(n, Ordering::Relaxed);
+    }
+
+    /// A transaction committed.
+    pub fn committed(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The results of a group's writes are known.
+    pub fn results(&self, results: &[Result<(), StoreError>]) {
+        let failed = results.iter().filter(|r| r.is_err()).count() as u64;
+        self.failed_writes.fetch_add(failed, Ordering::Relaxed);
+    }
+}
+
+/// Plan `id` read back from `store` is not what was written.
+pub(crate) fn corrupt(store: &str, id: PlanId, what: impl std::fmt::Display) -> StoreError {
+    StoreError::permanent(format!(
+        "{store}: plan {id} is stored inconsistently: {what}"
+    ))
+}
+
+/// The columns of a plan's own row (and its definition) as read back.
+pub(crate) struct PlanRow<'a> {
+    pub status: &'a str,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    pub reason: &'a str,
+    pub heartbeat: Option<i64>,
+    pub paused: bool,
+    pub definition: &'a str,
+    pub resumptions: &'a str,
+    pub decisions: &'a str,
+}
+
+impl PlanRow<'_> {
+    /// Plan `id` as its row says, every object as in the definition; fails naming what is
+    /// unreadable.
+    pub fn decode(&self, store: &str, id: PlanId) -> Result<Plan, StoreError> {
+        let bad = |e: String| corrupt(store, id, e);
+        let mut plan = Plan::from_json(self.definition).map_err(|e| corrupt(store, id, e))?;
+        if plan.id != id {
+            return Err(bad(format!("its definition carries id {}", plan.id)));
+        }
+        plan.state = StateCols::decode(self.status, self.start, self.end).map_err(bad)?;
+        plan.reason = Reason::from_str(self.reason).map_err(bad)?;
+        plan.heartbeat = self.heartbeat.map(from_ns);
+        plan.paused = self.paused;
+        plan.resumptions = serde_json::from_str(self.resumptions)
+            .map_err(|e| bad(format!("its resumptions: {e}")))?;
+        plan.decisions = serde_json::from_str(self.decisions)
+            .map_err(|e| bad(format!("its gates' decisions: {e}")))?;
+        Ok(plan)
+    }
+}
+
+/// Appends attempt `idx`, read back, to `action` (object `object` of plan `id`): attempts are
+/// read in order, so one that does not come next follows a gap.
+pub(crate) fn push_attempt(
+    store: &str,
+    id: PlanId,
+    object: Uuid,
+    action: Option<&mut Action>,
+    idx: i64,
+    attempt: Attempt,
+) -> Result<(), StoreError> {
+    let action = action.ok_or_else(|| {
+        corrupt(
+            store,
+            id,
+            format_args!("attempts of {object}, which is not an action"),
+        )
+    })?;
+    if usize::try_from(idx).ok() != Some(action.attempts.len()) {
+        return Err(corrupt(
+            store,
+            id,
+            format_args!("attempt {idx} of action {object} follows a gap"),
+        ));
+    }
+    action.attempts.push(attempt);
+    Ok(())
+}
+
+/// A schema's migrations, oldest first: the SQL of step `i` takes the schema from version `i`
+/// to `i + 1`. The last one's version is the schema this build writes.
+pub(crate) struct Migrations(pub &'static [&'static str]);
+
+impl Migrations {
+    /// The schema version this build reads and writes.
+    pub const fn latest(&self) -> i64 {
+        self.0.len() as i64
+    }
+
+    /// The steps after version `current`, each with the version it brings the schema to.
+    pub fn after(&self, current: i64) -> impl Iterator<Item = (i64, &'static str)> + '_ {
+        (1..)
+            .zip(self.0.iter().copied())
+            .filter(move |(version, _)| *version > current)
+    }
+}
