@@ -1494,6 +1494,89 @@ fn backup_writes_a_consistent_copy_while_another_process_runs_plans() {
     assert_eq!(std::fs::read(&copy).unwrap(), before);
 }
 
+/// A store in a directory this user cannot write to (a read-only mount, another user's
+/// directory): SQLite cannot create `<db>-shm` beside it. With no process running plans from it,
+/// the CLI reads the file as immutable and says so; while a process holds the writer's lock, or
+/// when a write-ahead log waits beside the file, it refuses and says why (immutable reads could
+/// see torn pages or miss committed writes). As root, the reader runs as `nobody`.
+#[test]
+fn a_store_in_a_directory_the_reader_cannot_write_is_read_as_immutable_when_no_writer_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture("immutable");
+    // A directory every user can traverse, holding a read-only one with the store.
+    let outer = TempDir(
+        std::env::temp_dir().join(format!("coercion-immutable-{}", coercion::PlanId::new_v7())),
+    );
+    std::fs::create_dir(&outer.0).unwrap();
+    std::fs::set_permissions(&outer.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = outer.join("ro");
+    std::fs::create_dir(&dir).unwrap();
+    let db = dir.join("coercion.db");
+    std::fs::copy(&f.db, &db).unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // The writer's lock file, as the process that wrote the store left it.
+    std::fs::copy(f.dir.join("coercion.db.lock"), dir.join("coercion.db.lock")).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let root = unsafe { libc::geteuid() } == 0;
+    let run = |args: &[&str]| {
+        let mut cmd = if root {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+            c
+        } else {
+            std::process::Command::new(BIN)
+        };
+        cmd.arg("--db")
+            .arg(&db)
+            .args(args)
+            .env_remove("COERCION_DB")
+            .output()
+            .expect("run the coercion binary")
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+
+    // No writer: the plans are listed and shown, with a note on standard error.
+    let out = run(&["list"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    for id in [f.completed, f.failed] {
+        assert!(stdout.contains(&id.to_string()), "{id} missing: {stdout}");
+    }
+    assert!(
+        stderr.contains("read as an immutable file") && stderr.contains("coercion.db-shm"),
+        "{stderr}"
+    );
+    let out = run(&["show", &f.failed.to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(FAILED_TAG));
+    assert!(
+        !dir.join("coercion.db-shm").exists(),
+        "nothing is created beside the file"
+    );
+
+    // A process holds the writer's lock: refused, naming the reason and what to do.
+    let lock = std::fs::File::open(dir.join("coercion.db.lock")).unwrap();
+    lock.lock().unwrap();
+    let out = run(&["list"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}{stderr}", text(&out.stdout));
+    assert!(
+        stderr.contains("a process runs plans from it") && stderr.contains("torn"),
+        "{stderr}"
+    );
+    lock.unlock().unwrap();
+
+    // A write-ahead log beside the file holds writes the file lacks: refused too.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.join("coercion.db-wal"), b"not yet checkpointed").unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let out = run(&["list"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}{stderr}", text(&out.stdout));
+    assert!(stderr.contains("coercion.db-wal"), "{stderr}");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// `coercion serve` beyond loopback: a token on every request, and `Host` checked against IP
 /// addresses and the names it was told (no DNS rebinding).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

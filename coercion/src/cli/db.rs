@@ -1,6 +1,7 @@
 //! Opening a store read-only — a SQLite file, or (feature `postgres`) a PostgreSQL database —
 //! and finding plans in it by (abbreviated) id, with errors that name the store and the id.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -107,6 +108,17 @@ impl Db {
             }
         }
         let store = SqliteStore::open_read_only(path).map_err(|e| store_error(path, e))?;
+        if store.is_immutable() {
+            let mut shm = path.as_os_str().to_owned();
+            shm.push("-shm");
+            let _ = writeln!(
+                anstream::stderr(),
+                "coercion: note: {} cannot be created by this user, so {} is read as an immutable file \
+                 (no process runs plans from it; a read fails if one starts)",
+                std::path::Path::new(&shm).display(),
+                path.display()
+            );
+        }
         Ok(Db {
             store: Arc::new(store),
             path: Some(path.to_path_buf()),

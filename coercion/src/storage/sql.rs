@@ -127,7 +127,10 @@ impl AttemptCols {
 /// An object of a plan being created (any but the plan itself), in column form.
 pub(crate) struct EncodedObject<'p> {
     /// Its place in [`Plan::walk`]'s order.
-    #[cfg_attr(not(feature = "sqlite"), allow(dead_code, reason = "SQLite orders rows by it"))]
+    #[cfg_attr(
+        not(feature = "sqlite"),
+        allow(dead_code, reason = "SQLite orders rows by it")
+    )]
     pub position: usize,
     pub id: Uuid,
     pub loc: Loc,
@@ -135,7 +138,10 @@ pub(crate) struct EncodedObject<'p> {
     pub state: StateCols,
     /// Whether its state is not the default one or it has attempts: it needs a row where a
     /// store keeps rows only for such objects.
-    #[cfg_attr(not(feature = "sqlite"), allow(dead_code, reason = "SQLite omits rows by it"))]
+    #[cfg_attr(
+        not(feature = "sqlite"),
+        allow(dead_code, reason = "SQLite omits rows by it")
+    )]
     pub touched: bool,
     /// Its attempts, if it is an action.
     pub attempts: &'p [Attempt],

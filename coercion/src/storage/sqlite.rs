@@ -257,7 +257,9 @@ pub struct SqliteStats {
 /// * **One writer process.** [`SqliteStore::open`] holds an exclusive lock on `<file>.lock` for
 ///   the store's lifetime; a second process (or a second store in this process) that opens the
 ///   file to run plans gets [`StoreError::Locked`]. [`SqliteStore::open_read_only`] works at any
-///   time, also while another process runs plans, and sees every committed write.
+///   time, also while another process runs plans, and sees every committed write. Where the
+///   reader cannot create `<file>-shm` and no process runs plans from the file, it reads the file
+///   as immutable ([`SqliteStore::is_immutable`]).
 /// * **Group commit.** One writer thread owns the only writing connection. Writes are queued in
 ///   the order `create`/`apply`/`delete` are *called* (not the order their futures are polled);
 ///   the writer runs everything queued in one transaction, commits once, and only then completes
@@ -464,13 +466,44 @@ impl SqliteStore {
             }
         }
         let options = SqliteOptions::default();
-        let readers = ReaderPool::new(
-            path.clone(),
-            store.clone(),
-            options.busy_timeout,
-            options.read_connections,
-        );
-        readers.with(|conn| schema::check_readable(&store, schema::identify(conn, &store)?))?;
+        let pool = |store: &Arc<str>| {
+            ReaderPool::new(
+                path.clone(),
+                store.clone(),
+                options.busy_timeout,
+                options.read_connections,
+            )
+        };
+        let check = |readers: &ReaderPool| {
+            readers.with(|conn| {
+                schema::check_readable(readers.store(), schema::identify(conn, readers.store())?)
+            })
+        };
+        let mut readers = pool(&store);
+        if let Err(e) = check(&readers) {
+            let shm = sidecar(&path, "-shm");
+            if shm.exists() || !cannot_write_beside(&e) {
+                return Err(e);
+            }
+            // SQLite reads a file in WAL mode through `-shm`, which this user cannot create
+            // (a read-only mount, another user's directory). With no writer and no log to
+            // read, the file is all there is: read it as immutable.
+            let wal = sidecar(&path, "-wal");
+            if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+                return Err(StoreError::permanent(format!(
+                    "{store}: its write-ahead log {} holds writes the file lacks, and reading it needs {}, \
+                     which this user cannot create; open the store once as a user who can write beside it \
+                     (that folds the log into the file), or copy the three files elsewhere",
+                    wal.display(),
+                    shm.display()
+                ))
+                .caused_by(e));
+            }
+            let store: Arc<str> =
+                format!("sqlite:{} (read-only, immutable)", path.display()).into();
+            readers = pool(&store).immutable(sidecar(&path, ".lock"));
+            check(&readers)?;
+        }
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
@@ -493,6 +526,14 @@ impl SqliteStore {
     /// Whether the store was opened with [`open_read_only`](Self::open_read_only).
     pub fn is_read_only(&self) -> bool {
         self.inner.requests.is_none()
+    }
+
+    /// Whether [`open_read_only`](Self::open_read_only) reads the file as immutable: this user
+    /// cannot create the `-shm` file SQLite reads a store through (the file is on a read-only
+    /// mount, or in a directory of another user) and no process was running plans from it.
+    /// Every read then first checks that still no process does, and fails if one does.
+    pub fn is_immutable(&self) -> bool {
+        self.inner.readers.is_immutable()
     }
 
     /// What the writer did so far.
@@ -700,6 +741,18 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 /// `path` with `suffix` appended to its file name (`plans.db` → `plans.db.lock`).
+/// Whether `e`, from opening a file read-only, says SQLite could not create a file beside it
+/// (its `-shm`).
+fn cannot_write_beside(e: &StoreError) -> bool {
+    let code = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<rusqlite::Error>())
+        .and_then(rusqlite::Error::sqlite_error_code);
+    matches!(
+        code,
+        Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
+    )
+}
+
 fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     let mut name = OsString::from(path.as_os_str());
     name.push(suffix);

@@ -68,3 +68,21 @@ impl WriterLock {
         Ok(WriterLock { file })
     }
 }
+
+/// Whether a process holds the writer's lock on `lock_path` (no lock file: none does). Takes a
+/// shared lock and releases it at once, so it never stands in a writer's way for long.
+pub(super) fn held(lock_path: &Path) -> std::io::Result<bool> {
+    let file = match File::open(lock_path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => {
+            file.unlock()?;
+            Ok(false)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => Ok(true),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}

@@ -2,7 +2,7 @@
 //! consistent snapshot, never blocked by the writer in WAL mode), run on tokio's blocking pool.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +25,9 @@ pub(super) struct ReaderPool {
     busy_timeout: Duration,
     idle: Mutex<Vec<Connection>>,
     max_idle: usize,
+    /// Set when the file is read as immutable (see [`ReaderPool::immutable`]): the writer's
+    /// lock file, checked before every read.
+    immutable: Option<PathBuf>,
 }
 
 impl ReaderPool {
@@ -40,7 +43,18 @@ impl ReaderPool {
             busy_timeout,
             idle: Mutex::new(Vec::new()),
             max_idle,
+            immutable: None,
         }
+    }
+
+    /// Reads the file as immutable (SQLite's `immutable=1`: no locks, no `-shm`), for a file
+    /// beside which this user cannot create `-shm`. Sound only while nothing writes the file:
+    /// every read first checks that no process holds the writer's lock `lock_path`, and no
+    /// connection is kept between reads (an immutable connection never notices changes).
+    pub fn immutable(mut self, lock_path: PathBuf) -> ReaderPool {
+        self.immutable = Some(lock_path);
+        self.max_idle = 0;
+        self
     }
 
     /// Closes the idle connections.
@@ -50,12 +64,35 @@ impl ReaderPool {
 
     /// Opens a read-only connection (not from the pool).
     pub fn connect(&self) -> Result<Connection, StoreError> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_EXRESCODE,
-        )
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_EXRESCODE;
+        let conn = match &self.immutable {
+            None => Connection::open_with_flags(&self.path, flags),
+            Some(lock) => {
+                if super::lock::held(lock).map_err(|e| {
+                    StoreError::permanent(format!(
+                        "{}: cannot tell whether a process runs plans from it: cannot read its lock file {}",
+                        self.store,
+                        lock.display()
+                    ))
+                    .caused_by(e)
+                })? {
+                    return Err(StoreError::permanent(format!(
+                        "{}: a process runs plans from it; this user cannot create {} to read it beside \
+                         that process, and reading it as an immutable file could see torn pages. Read it \
+                         as a user who can write to {}, or while no process runs plans from it",
+                        self.store,
+                        super::sidecar(&self.path, "-shm").display(),
+                        self.path.parent().unwrap_or(Path::new("/")).display()
+                    )));
+                }
+                Connection::open_with_flags(
+                    immutable_uri(&self.path),
+                    flags | OpenFlags::SQLITE_OPEN_URI,
+                )
+            }
+        }
         .map_err(|e| sql_error(&self.store, "opening a read connection", e))?;
         conn.busy_timeout(self.busy_timeout)
             .map_err(|e| sql_error(&self.store, "setting the busy timeout", e))?;
@@ -85,6 +122,19 @@ impl ReaderPool {
     pub fn store(&self) -> &str {
         &self.store
     }
+
+    pub fn is_immutable(&self) -> bool {
+        self.immutable.is_some()
+    }
+}
+
+/// The URI that opens `path` as an immutable file.
+fn immutable_uri(path: &Path) -> String {
+    use percent_encoding::{AsciiSet, CONTROLS, percent_encode};
+    // What a URI's path cannot hold as it is: `?` and `#` end it, `%` escapes.
+    const ESCAPED: &AsciiSet = &CONTROLS.add(b'%').add(b'?').add(b'#');
+    let bytes = path.as_os_str().as_encoded_bytes();
+    format!("file:{}?immutable=1", percent_encode(bytes, ESCAPED))
 }
 
 /// Runs blocking work on tokio's blocking pool when a runtime is there, inline otherwise.
