@@ -327,7 +327,7 @@ pub async fn run_worker(args: WorkerArgs) -> Result<(), Box<dyn std::error::Erro
             .poll_interval(args.poll)
             .max_running(args.max_running)
             .claim_batch(args.claim_batch),
-    );
+    )?;
     println!("ready {} {}", args.id, store.owner_id());
     let status = async {
         loop {

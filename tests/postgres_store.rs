@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use coercion::storage::contract::{self, at, sample_plan};
-use coercion::storage::{Change, PostgresOptions, PostgresStore, Store, StoreError};
+use coercion::storage::{Change, PostgresOptions, PostgresStore, SharedStore, Store, StoreError};
 use coercion::workflow::Loc;
 use coercion::{PlanId, State, Status};
 
@@ -761,11 +761,13 @@ async fn a_restarted_worker_takes_over_at_most_max_running_orphans() {
         Vec::<PlanId>::new(),
         "start-up takes no plan outside the worker's slots"
     );
-    let worker = ws.spawn_worker(
-        coercion::worker::WorkerOptions::default()
-            .max_running(2)
-            .poll_interval(Duration::from_millis(50)),
-    );
+    let worker = ws
+        .spawn_worker(
+            coercion::worker::WorkerOptions::default()
+                .max_running(2)
+                .poll_interval(Duration::from_millis(50)),
+        )
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while restarted.leased_plans().len() < 2 {
         assert!(

@@ -222,7 +222,7 @@ pub use preview::{Preview, Previews};
 pub use registry::Registry;
 #[cfg(feature = "secrets")]
 pub use secret::{Secret, SecretKey};
-pub use storage::{ListFilter, MemoryStore, PlanSummary, Store, StoreError};
+pub use storage::{ListFilter, MemoryStore, PlanSummary, SharedStore, Store, StoreError};
 /// Object ids and group ids are UUIDs (v7 for ids coercion assigns).
 pub use uuid::Uuid;
 pub use workflow::{

@@ -5,7 +5,7 @@
 //! ```no_run
 //! # async fn demo(ws: coercion::Workstream) {
 //! use coercion::worker::WorkerOptions;
-//! let worker = ws.spawn_worker(WorkerOptions::default());
+//! let worker = ws.spawn_worker(WorkerOptions::default()).expect("a shared store");
 //! // … until shutdown:
 //! worker.stop().await;
 //! # }
@@ -14,10 +14,11 @@
 //! Every `poll_interval` (with ±20 % jitter, so workers do not poll in lock step) the loop asks
 //! the store for at most `min(claim_batch, max_running − running)` plans (`running`: every plan
 //! the workstream runs, those the program started itself included)
-//! ([`Store::claim_runnable`](crate::Store::claim_runnable), which takes them with
+//! ([`SharedStore::claim_runnable`], which takes them with
 //! `FOR UPDATE SKIP LOCKED` and leases them to this process), and launches each. A running plan
-//! whose last heartbeat is older than `max_last_update` is failed with `ExceedRecovery` instead
-//! of resumed. Bounding each poll and each worker's running plans spreads the plans over the
+//! whose last heartbeat is older than the workstream's
+//! [`max_last_update`](crate::WorkstreamBuilder::max_last_update) is failed with `ExceedRecovery`
+//! instead of resumed, by the same rule as start-up recovery. Bounding each poll and each worker's running plans spreads the plans over the
 //! workers — also after an outage: building a workstream over a shared store resumes nothing,
 //! so a restarted worker takes over at most `max_running` orphans (they are claimed before
 //! plans not started yet) and leaves the others to other workers.
@@ -27,8 +28,9 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::storage::SharedStore;
 use crate::workflow::{PlanId, Status};
-use crate::workstream::{Error, Workstream};
+use crate::workstream::{Error, TakeOver, Workstream};
 
 /// Options of [`Workstream::spawn_worker`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,7 +38,6 @@ pub struct WorkerOptions {
     poll_interval: Duration,
     max_running: usize,
     claim_batch: usize,
-    max_last_update: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -45,7 +46,6 @@ impl Default for WorkerOptions {
             poll_interval: Duration::from_secs(1),
             max_running: 100,
             claim_batch: 10,
-            max_last_update: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -71,13 +71,6 @@ impl WorkerOptions {
         self.claim_batch = plans.max(1);
         self
     }
-
-    /// A claimed running plan whose last heartbeat is older than this is failed with
-    /// `ExceedRecovery` instead of resumed (default 30 min).
-    pub fn max_last_update(mut self, age: Duration) -> Self {
-        self.max_last_update = age;
-        self
-    }
 }
 
 /// A running worker loop; see [`Workstream::spawn_worker`].
@@ -99,15 +92,27 @@ impl WorkerHandle {
 impl Workstream {
     /// Starts a worker loop in the background (see the [module docs](crate::worker)): this
     /// workstream then runs plans that clients started and takes over plans whose process died.
-    /// Only stores shared by several processes hand out plans; with others the loop idles.
-    pub fn spawn_worker(&self, options: WorkerOptions) -> WorkerHandle {
+    /// Only stores shared by several processes hand out plans ([`Store::shared`](crate::Store::shared)): over any
+    /// other store this fails with [`Error::Config`].
+    pub fn spawn_worker(&self, options: WorkerOptions) -> Result<WorkerHandle, Error> {
+        if self.store().shared().is_none() {
+            return Err(Error::Config(format!(
+                "a worker takes plans from a store shared by several processes (PostgresStore); \
+                 {} belongs to this process, which runs and resumes its plans itself",
+                self.store().describe()
+            )));
+        }
         let cancel = CancellationToken::new();
         let task = tokio::spawn(worker_loop(self.clone(), options, cancel.clone()));
-        WorkerHandle { cancel, task }
+        Ok(WorkerHandle { cancel, task })
     }
 }
 
 async fn worker_loop(ws: Workstream, options: WorkerOptions, cancel: CancellationToken) {
+    let store = ws.store().clone();
+    let Some(shared) = store.shared() else {
+        return;
+    };
     // Only plans this worker can run are claimed.
     let plugins: Vec<String> = ws
         .registry()
@@ -122,10 +127,10 @@ async fn worker_loop(ws: Workstream, options: WorkerOptions, cancel: Cancellatio
             .saturating_sub(ws.running_count())
             .min(options.claim_batch);
         if free > 0 {
-            match ws.store().claim_runnable_for(free, &plugins).await {
+            match shared.claim_runnable_for(free, &plugins).await {
                 Ok(ids) => {
                     for id in ids {
-                        take(&ws, id, &options).await;
+                        take(&ws, shared, id).await;
                     }
                 }
                 Err(e) => {
@@ -141,48 +146,56 @@ async fn worker_loop(ws: Workstream, options: WorkerOptions, cancel: Cancellatio
     }
 }
 
-/// Runs a claimed plan: resumes it, fails it if too stale, or gives it back. `true` when it
-/// was launched.
-async fn take(ws: &Workstream, id: PlanId, options: &WorkerOptions) -> bool {
-    let store = ws.store();
-    let plan = match store.read(id).await {
+/// Runs a claimed plan by the workstream's one rule ([`Workstream::take_over`]: resumed, or
+/// failed if too stale); gives it back when it was not launched (unless another process holds
+/// it). `true` when it was launched.
+async fn take(ws: &Workstream, shared: &dyn SharedStore, id: PlanId) -> bool {
+    let plan = match ws.store().read(id).await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(plan = %id, error = %crate::storage::Chain(&e), "worker: cannot read a claimed plan; giving it back");
-            let _ = store.release(id).await;
+            let _ = shared.release(id).await;
             return false;
         }
     };
     if plan.state.status == Status::Running {
-        let last = plan.heartbeat.or(plan.state.start).or(plan.submit_time);
-        let age = last
-            .and_then(|t| (crate::engine::now() - t).to_std().ok())
-            .unwrap_or_default();
-        if age > options.max_last_update {
-            tracing::warn!(plan = %id, ?age, "worker: plan too stale to resume; failing it with ExceedRecovery");
-            let changes = crate::engine::expire_changes(&plan, age);
-            if let Err(e) = store.apply(id, &changes).await {
-                tracing::warn!(plan = %id, error = %crate::storage::Chain(&e), "worker: could not fail a stale plan");
-            }
-            let _ = store.release(id).await;
-            return false;
-        }
         tracing::info!(plan = %id, "worker: taking over a plan whose process stopped");
-    } else if plan.state.status != Status::NotStarted {
-        // Ended meanwhile.
-        let _ = store.release(id).await;
-        return false;
     }
-    match ws.launch(plan).await {
-        Ok(()) => true,
-        // Already running here (its lease had lapsed and was renewed by this claim).
-        Err(Error::AlreadyStarted(_)) => false,
-        Err(e) => {
-            tracing::warn!(plan = %id, error = %crate::storage::Chain(&e), "worker: could not launch a claimed plan");
-            if !matches!(e, Error::OwnedElsewhere(_)) {
-                let _ = store.release(id).await;
-            }
+    match ws.take_over(plan).await {
+        Ok(TakeOver::Launched) => true,
+        Ok(TakeOver::OwnedElsewhere) => false,
+        Ok(TakeOver::Expired | TakeOver::MissingPlugins | TakeOver::Skipped) => {
+            let _ = shared.release(id).await;
             false
         }
+        Err(e) => {
+            tracing::warn!(plan = %id, error = %crate::storage::Chain(&e), "worker: could not take a claimed plan over");
+            let _ = shared.release(id).await;
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store of one process hands out no plans: a worker over it would idle for ever, so
+    /// asking for one is refused, naming the store.
+    #[tokio::test]
+    async fn a_worker_over_a_store_of_one_process_is_refused() {
+        let ws = Workstream::builder()
+            .in_memory()
+            .registry(crate::Registry::new())
+            .build()
+            .await
+            .unwrap();
+        let err = ws.spawn_worker(WorkerOptions::default()).unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains("shared by several processes") && message.contains("memory"),
+            "{message}"
+        );
     }
 }

@@ -335,8 +335,9 @@ impl WorkstreamBuilder {
         self
     }
 
-    /// A `Running` plan found at start-up whose last heartbeat is older than this is failed
-    /// with reason `ExceedRecovery` instead of resumed (default 30 min).
+    /// A `Running` plan whose process stopped and whose last heartbeat is older than this is
+    /// failed with reason `ExceedRecovery` instead of resumed (default 30 min): at start-up, and
+    /// when a worker ([`Workstream::spawn_worker`]) takes a plan over.
     pub fn max_last_update(mut self, age: Duration) -> Self {
         self.max_last_update = age;
         self
@@ -362,7 +363,7 @@ impl WorkstreamBuilder {
     /// Runs every plugin's `init()`, then recovery (every `Running` plan in the store is
     /// resumed, or failed with `ExceedRecovery` if too stale), and starts the workstream.
     ///
-    /// Over a shared store (one with a [lease](Store::lease)) recovery is left to the worker
+    /// Over a shared store (one with a [`Store::shared`] side) recovery is left to the worker
     /// loop: a restarted worker takes over no more orphans than its `max_running`, and the
     /// others stay for other workers.
     pub async fn build(self) -> Result<Workstream, Error> {
@@ -403,7 +404,7 @@ impl WorkstreamBuilder {
         })?;
         // A lease must outlive a late heartbeat, or another worker takes a live plan over and
         // runs its actions a second time.
-        if let Some(lease) = store.lease()
+        if let Some(lease) = store.shared().map(|s| s.lease())
             && heartbeat.saturating_mul(2) > lease
         {
             return Err(Error::Config(format!(
@@ -427,11 +428,12 @@ impl WorkstreamBuilder {
                 missing_plugins: Mutex::new(HashMap::new()),
                 watchers: Mutex::new(HashMap::new()),
                 executes: self.executes,
+                max_last_update: self.max_last_update,
             }),
         };
         // A shared store: the worker loop claims orphans through its slots.
-        if self.recover && ws.inner.store.lease().is_none() {
-            ws.recover(self.max_last_update).await?;
+        if self.recover && ws.inner.store.shared().is_none() {
+            ws.recover().await?;
         }
         Ok(ws)
     }
@@ -452,6 +454,24 @@ struct Inner {
     interrupted: Mutex<HashMap<PlanId, RunError>>,
     /// `false` for a client that submits and starts plans for workers to run.
     executes: bool,
+    /// A `Running` plan whose last sign of life is older than this is failed with
+    /// `ExceedRecovery` instead of taken over (start-up recovery and workers alike).
+    max_last_update: Duration,
+}
+
+/// What [`Workstream::take_over`] did with a plan whose process stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum TakeOver {
+    /// It runs here now.
+    Launched,
+    /// Too stale to resume: failed with `ExceedRecovery`.
+    Expired,
+    /// Left as it is: this workstream lacks plugins it calls.
+    MissingPlugins,
+    /// Left as it is: a live process holds its lease and runs it.
+    OwnedElsewhere,
+    /// Left as it is: it runs here already, or it ended meanwhile.
+    Skipped,
 }
 
 /// Submits, runs, watches and controls plans over one store and one registry. Cheap to clone.
@@ -564,7 +584,7 @@ impl Workstream {
     ) -> Result<PlanId, Error> {
         if !self.inner.executes {
             let id = self.store_new(plan, false, retry_of).await?.id;
-            self.inner.store.request_start(id).await?;
+            self.hand_over(id).await?;
             return Ok(id);
         }
         let plan = self.store_new(plan, true, retry_of).await?;
@@ -658,7 +678,7 @@ impl Workstream {
             return Err(Error::AlreadyStarted(id));
         }
         if !self.inner.executes {
-            return Ok(self.inner.store.request_start(id).await?);
+            return self.hand_over(id).await;
         }
         self.launch(plan).await
     }
@@ -671,9 +691,20 @@ impl Workstream {
         if self.inner.executes {
             self.launch(plan).await?;
         } else {
-            self.inner.store.request_start(id).await?;
+            self.hand_over(id).await?;
         }
         self.wait(id).await
+    }
+
+    /// A client-only workstream's start: the shared store marks plan `id` for whichever worker
+    /// claims it.
+    async fn hand_over(&self, id: PlanId) -> Result<(), Error> {
+        let shared = self.inner.store.shared().ok_or_else(|| {
+            Error::Storage(StoreError::permanent(format!(
+                "plan {id}: this store cannot hand plans to other workers; start it in a workstream that executes plans"
+            )))
+        })?;
+        Ok(shared.request_start(id).await?)
     }
 
     /// Runs `plan` here: a plan not started yet, or a `Running` plan that this process takes
@@ -694,10 +725,12 @@ impl Workstream {
         if !missing.is_empty() {
             return Err(Error::MissingPlugins(id, missing));
         }
-        self.inner.store.acquire(id).await.map_err(|e| match e {
-            StoreError::Locked(_) => Error::OwnedElsewhere(id),
-            other => Error::Storage(other),
-        })?;
+        if let Some(shared) = self.inner.store.shared() {
+            shared.acquire(id).await.map_err(|e| match e {
+                StoreError::Locked(_) => Error::OwnedElsewhere(id),
+                other => Error::Storage(other),
+            })?;
+        }
         let run = {
             let mut runs = self.inner.runs.lock();
             if runs.contains_key(&id) {
@@ -732,7 +765,8 @@ impl Workstream {
             let ended = run.done.borrow().clone().and_then(Result::err);
             // A store that failed leaves the plan Running for recovery, in this store's hands.
             if !matches!(ended, Some(RunError::Store(_)))
-                && let Err(e) = inner.store.release(id).await
+                && let Some(shared) = inner.store.shared()
+                && let Err(e) = shared.release(id).await
             {
                 tracing::warn!(plan = %id, error = %crate::storage::Chain(&e), "could not release the plan after its run");
             }
@@ -747,7 +781,7 @@ impl Workstream {
 
     /// Resumes every `Running` plan of the store, or fails it with `ExceedRecovery` when its
     /// last heartbeat is older than `max_last_update`. Returns the ids resumed.
-    async fn recover(&self, max_last_update: Duration) -> Result<Vec<PlanId>, Error> {
+    async fn recover(&self) -> Result<Vec<PlanId>, Error> {
         let running = self
             .inner
             .store
@@ -763,47 +797,68 @@ impl Workstream {
                 Err(StoreError::NotFound(_)) => continue,
                 Err(e) => return Err(e.into()),
             };
-            // Left exactly as it is (not failed, not expired) until a workstream with the
-            // plugins opens the store.
-            let missing = self.inner.registry.missing_for(&plan);
-            if !missing.is_empty() {
-                let err = Error::MissingPlugins(plan.id, missing.clone());
-                tracing::warn!(plan = %plan.id, error = %err, "not resuming a plan whose plugins are missing");
-                self.inner.missing_plugins.lock().insert(plan.id, missing);
-                continue;
+            let id = plan.id;
+            if self.take_over(plan).await? == TakeOver::Launched {
+                resumed.push(id);
             }
+        }
+        Ok(resumed)
+    }
+
+    /// The one rule for a plan whose process stopped, found at start-up or claimed by a worker
+    /// (and for a plan a worker claimed that was not started yet): a `Running` plan whose last
+    /// sign of life is older than `max_last_update` is failed with `ExceedRecovery`; a plan
+    /// whose plugins this workstream lacks is left exactly as it is (until a workstream with
+    /// them opens the store); any other is launched here. Errors are the store's, or the
+    /// launch's.
+    pub(crate) async fn take_over(&self, plan: Plan) -> Result<TakeOver, Error> {
+        let id = plan.id;
+        match plan.state.status {
+            Status::Running | Status::NotStarted => {}
+            _ => return Ok(TakeOver::Skipped),
+        }
+        let missing = self.inner.registry.missing_for(&plan);
+        if !missing.is_empty() {
+            let err = Error::MissingPlugins(id, missing.clone());
+            tracing::warn!(plan = %id, error = %err, "not resuming a plan whose plugins are missing");
+            self.inner.missing_plugins.lock().insert(id, missing);
+            return Ok(TakeOver::MissingPlugins);
+        }
+        if plan.state.status == Status::Running {
             let last = plan.heartbeat.or(plan.state.start).or(plan.submit_time);
             let age = last
                 .and_then(|t| (crate::engine::now() - t).to_std().ok())
                 .unwrap_or_default();
-            if age > max_last_update {
+            if age > self.inner.max_last_update {
                 let changes = crate::engine::expire_changes(&plan, age);
-                match self.inner.store.apply(plan.id, &changes).await {
+                return match self.inner.store.apply(id, &changes).await {
                     Ok(()) => {
-                        tracing::warn!(plan = %plan.id, ?age, "plan too stale to resume; failed it with ExceedRecovery");
+                        tracing::warn!(plan = %id, ?age, "plan too stale to resume; failed it with ExceedRecovery");
+                        Ok(TakeOver::Expired)
                     }
                     // A shared store: a live process holds the plan's lease (its heartbeat is
                     // what looked old, a clock apart): the plan is its to run.
-                    Err(StoreError::Locked(_)) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            } else {
-                let id = plan.id;
-                match self.launch(plan).await {
-                    Ok(()) => {
-                        tracing::info!(plan = %id, "resumed a plan whose process had stopped");
-                        resumed.push(id);
-                    }
-                    // A shared store: a live process holds the plan's lease and runs it.
-                    Err(Error::OwnedElsewhere(_)) => {
-                        tracing::debug!(plan = %id, "not resuming a plan a live process holds");
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                }
+                    Err(StoreError::Locked(_)) => Ok(TakeOver::OwnedElsewhere),
+                    Err(e) => Err(e.into()),
+                };
             }
         }
-        Ok(resumed)
+        let resuming = plan.state.status == Status::Running;
+        match self.launch(plan).await {
+            Ok(()) => {
+                if resuming {
+                    tracing::info!(plan = %id, "resumed a plan whose process had stopped");
+                }
+                Ok(TakeOver::Launched)
+            }
+            Err(Error::AlreadyStarted(_)) => Ok(TakeOver::Skipped),
+            // A shared store: a live process holds the plan's lease and runs it.
+            Err(Error::OwnedElsewhere(_)) => {
+                tracing::debug!(plan = %id, "not resuming a plan a live process holds");
+                Ok(TakeOver::OwnedElsewhere)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The `Running` plans found in the store at start-up that this workstream left as they are

@@ -289,7 +289,7 @@ pub async fn record_decision(
     comment: Option<String>,
 ) -> Result<crate::workflow::Decision, crate::Error> {
     use crate::workflow::Status;
-    if store.lease().is_some() {
+    if store.shared().is_some() {
         return Err(crate::Error::Gate(format!(
             "{} is shared by several processes: a decision there goes to the process that runs the plan",
             store.describe()

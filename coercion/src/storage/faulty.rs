@@ -224,32 +224,8 @@ impl<S: Store> Store for FaultyStore<S> {
         format!("faulty({})", self.inner.describe())
     }
 
-    fn acquire(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.acquire(id)
-    }
-
-    fn release(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.release(id)
-    }
-
-    fn claim_runnable(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PlanId>, StoreError>> {
-        self.inner.claim_runnable(limit)
-    }
-
-    fn claim_runnable_for<'a>(
-        &'a self,
-        limit: usize,
-        plugins: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<PlanId>, StoreError>> {
-        self.inner.claim_runnable_for(limit, plugins)
-    }
-
-    fn lease(&self) -> Option<std::time::Duration> {
-        self.inner.lease()
-    }
-
-    fn request_start(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.request_start(id)
+    fn shared(&self) -> Option<&dyn crate::storage::SharedStore> {
+        self.inner.shared()
     }
 }
 

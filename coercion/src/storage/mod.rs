@@ -468,31 +468,33 @@ pub trait Store: Send + Sync + 'static {
     /// A short description for messages (`memory`, `sqlite:/path/to/file.db`).
     fn describe(&self) -> String;
 
-    /// Takes ownership of plan `id` for this process before it runs or resumes. Stores shared
-    /// by several processes grant a lease (fails with [`StoreError::Locked`] while another live
-    /// process holds it) and fence every later write of this process by it; single-process
-    /// stores own everything already.
-    fn acquire(&self, _id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async { Ok(()) })
-    }
-
-    /// Gives up ownership of plan `id` after its run ended.
-    fn release(&self, _id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async { Ok(()) })
-    }
-
-    /// For shared stores: how long a lease lasts without a heartbeat renewing it (another
-    /// process may take the plan over after it). `None` for single-process stores.
-    fn lease(&self) -> Option<std::time::Duration> {
+    /// The store's side for several processes, if it is shared by them (the PostgreSQL store):
+    /// leases and claims. `None` (the default) for a store one process owns, which owns every
+    /// plan in it already. A store that wraps another one answers for it.
+    fn shared(&self) -> Option<&dyn SharedStore> {
         None
     }
+}
 
-    /// For shared stores: up to `limit` plans this process should run now — plans whose owner's
-    /// lease expired, and plans a client asked to start — each already acquired for this
-    /// process. Single-process stores have none.
-    fn claim_runnable(&self, _limit: usize) -> BoxFuture<'_, Result<Vec<PlanId>, StoreError>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
+/// What a store shared by several processes adds to [`Store`]: each plan is run by the process
+/// holding its lease, which its heartbeat renews; a plan whose lease expired is taken over by
+/// another process (see [`crate::worker`]). Reached through [`Store::shared`].
+pub trait SharedStore: Store {
+    /// Takes ownership of plan `id` for this process before it runs or resumes: grants a lease
+    /// (fails with [`StoreError::Locked`] while another live process holds it) and fences every
+    /// later write of this process by it.
+    fn acquire(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Gives up ownership of plan `id` after its run ended.
+    fn release(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// How long a lease lasts without a heartbeat renewing it (another process may take the
+    /// plan over after it).
+    fn lease(&self) -> std::time::Duration;
+
+    /// Up to `limit` plans this process should run now — plans whose owner's lease expired,
+    /// and plans a client asked to start — each already acquired for this process.
+    fn claim_runnable(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PlanId>, StoreError>>;
 
     /// [`claim_runnable`](Self::claim_runnable), taking only plans that call no plugin outside
     /// `plugins` (the names of the claiming workstream's registry), so a worker never claims a
@@ -506,15 +508,9 @@ pub trait Store: Send + Sync + 'static {
         self.claim_runnable(limit)
     }
 
-    /// For shared stores: marks a submitted plan to be started by whichever worker claims it
-    /// (a client that executes nothing). Single-process stores do not support it.
-    fn request_start(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            Err(StoreError::permanent(format!(
-                "plan {id}: this store cannot hand plans to other workers; start it in a workstream that executes plans"
-            )))
-        })
-    }
+    /// Marks a submitted plan to be started by whichever worker claims it (for a client that
+    /// executes nothing).
+    fn request_start(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
 /// The plan that retries `plan` ([`Workstream::retry`](crate::Workstream::retry)), if there is

@@ -9,7 +9,7 @@
 //!   writer commits everything queued at the moment in one transaction and completes the
 //!   futures only after the commit.
 //! * **Leases.** Each store instance has an owner id ([`PostgresStore::owner_id`]). Before a
-//!   plan runs or resumes, [`Store::acquire`] grants this instance a lease on it: owner, expiry
+//!   plan runs or resumes, [`SharedStore::acquire`] grants this instance a lease on it: owner, expiry
 //!   (server clock, [`PostgresOptions::lease`] from now) and an epoch incremented at every
 //!   grant. The run's heartbeat ([`Change::Heartbeat`]) renews the lease. Another process may
 //!   take a plan over only once its lease expired, and taking over increments the epoch.
@@ -18,9 +18,9 @@
 //!   (paused, partitioned, too slow to heartbeat) gets [`StoreError::Locked`] for every later
 //!   write of that plan, so its run aborts and writes nothing more. A process that holds no
 //!   lease on a plan may change it only while nobody holds a live lease.
-//! * **Claiming.** [`Store::claim_runnable`] takes, with `FOR UPDATE SKIP LOCKED`, up to
+//! * **Claiming.** [`SharedStore::claim_runnable`] takes, with `FOR UPDATE SKIP LOCKED`, up to
 //!   `limit` plans that are `Running` with an expired (or no) lease — their process died — or
-//!   that a client asked to start ([`Store::request_start`]) — orphans first, then oldest
+//!   that a client asked to start ([`SharedStore::request_start`]) — orphans first, then oldest
 //!   submitted first — and grants this instance their leases. The workstream's worker loop (`coercion::worker`) calls it.
 
 mod codec;
@@ -42,7 +42,7 @@ use uuid::Uuid;
 
 use self::codec::{PreparedPlan, pg_error};
 use self::writer::{Counters, Fence, Request, Shard, Write};
-use super::{Change, ListFilter, PlanSummary, Store, StoreError};
+use super::{Change, ListFilter, PlanSummary, SharedStore, Store, StoreError};
 use crate::plugin::BoxFuture;
 use crate::storage::sql::Op;
 use crate::workflow::{Plan, PlanId};
@@ -147,7 +147,7 @@ impl PostgresOptions {
 ///     .await?;
 /// // Takes over the plans whose process died (their lease expired), then the plans clients
 /// // hand to any worker.
-/// let worker = ws.spawn_worker(WorkerOptions::default());
+/// let worker = ws.spawn_worker(WorkerOptions::default())?;
 /// # let _ = worker; Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -573,6 +573,12 @@ impl Store for PostgresStore {
         self.inner.store.to_string()
     }
 
+    fn shared(&self) -> Option<&dyn SharedStore> {
+        Some(self)
+    }
+}
+
+impl SharedStore for PostgresStore {
     fn acquire(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.acquire_lease(id))
     }
@@ -581,8 +587,8 @@ impl Store for PostgresStore {
         Box::pin(self.release_lease(id))
     }
 
-    fn lease(&self) -> Option<Duration> {
-        Some(self.inner.lease)
+    fn lease(&self) -> Duration {
+        self.inner.lease
     }
 
     fn claim_runnable(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PlanId>, StoreError>> {

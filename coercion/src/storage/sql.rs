@@ -48,14 +48,7 @@ pub(crate) fn clamp_ns(t: Timestamp) -> i64 {
 
 /// The name an object's kind is stored under (the `kind` column).
 pub(crate) fn kind_of(object: &ObjectRef<'_>) -> &'static str {
-    match object {
-        ObjectRef::Plan(_) => "plan",
-        ObjectRef::Checks(_) => "checks",
-        ObjectRef::Block(_) => "block",
-        ObjectRef::Sequence(_) => "sequence",
-        ObjectRef::Batch(_) => "batch",
-        ObjectRef::Action(_) => "action",
-    }
+    object.stored_kind()
 }
 
 /// A state in column form: status name, start and end.

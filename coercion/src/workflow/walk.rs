@@ -59,13 +59,28 @@ impl<'a> ObjectRef<'a> {
 
     /// What kind of object this is, in one word (`plan`, `checks`, `block`, …).
     pub fn kind_name(&self) -> &'static str {
+        self.kind_names().0
+    }
+
+    /// The name of the object's kind in the stores' `kind` columns (written in files and
+    /// databases, so it never changes).
+    #[cfg_attr(
+        not(any(feature = "sqlite", feature = "postgres")),
+        allow(dead_code, reason = "only the SQL stores have a kind column")
+    )]
+    pub(crate) fn stored_kind(&self) -> &'static str {
+        self.kind_names().1
+    }
+
+    /// The one table of kind names: for people, and as stored.
+    fn kind_names(&self) -> (&'static str, &'static str) {
         match self {
-            ObjectRef::Plan(_) => "plan",
-            ObjectRef::Checks(_) => "checks",
-            ObjectRef::Block(_) => "block",
-            ObjectRef::Sequence(_) => "sequence",
-            ObjectRef::Batch(_) => "deferred batch",
-            ObjectRef::Action(_) => "action",
+            ObjectRef::Plan(_) => ("plan", "plan"),
+            ObjectRef::Checks(_) => ("checks", "checks"),
+            ObjectRef::Block(_) => ("block", "block"),
+            ObjectRef::Sequence(_) => ("sequence", "sequence"),
+            ObjectRef::Batch(_) => ("deferred batch", "batch"),
+            ObjectRef::Action(_) => ("action", "action"),
         }
     }
 }
