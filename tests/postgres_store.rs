@@ -102,6 +102,63 @@ fn locked(result: Result<(), StoreError>, what: &str) -> String {
 /// A lease keeps other processes out; once it expires another process takes the plan over
 /// with a new epoch, and from then on every write of the first process is refused — also a
 /// heartbeat, also one in a batch with other changes — and changes nothing.
+/// Another process is told of the plans a store writes (LISTEN/NOTIFY, one notice per committed
+/// group): of those of its own schema only, and not of a write that failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_store_instance_is_told_of_the_plans_written_in_its_schema() {
+    use coercion::storage::Changed;
+    use tokio::sync::broadcast::error::RecvError;
+
+    let Some(url) = pg_url("another_store_instance_is_told_of_the_plans_written_in_its_schema")
+    else {
+        return;
+    };
+    let schema = schema("notices");
+    let writer = store(&url, &schema, Duration::from_secs(30)).await;
+    let reader = store(&url, &schema, Duration::from_secs(30)).await;
+    let elsewhere = store(
+        &url,
+        &self::schema("notices_other"),
+        Duration::from_secs(30),
+    )
+    .await;
+    let mut told = reader
+        .changes()
+        .expect("a PostgreSQL store tells of changes");
+    // The listener says "anything may have changed" once it listens: from then on, nothing
+    // is missed.
+    let first = tokio::time::timeout(Duration::from_secs(10), told.recv()).await;
+    assert_eq!(first.expect("the listener listens").unwrap(), Changed::Any);
+    async fn next(
+        told: &mut tokio::sync::broadcast::Receiver<Changed>,
+    ) -> Result<Changed, RecvError> {
+        tokio::time::timeout(Duration::from_secs(10), told.recv())
+            .await
+            .expect("a notice within 10 s")
+    }
+
+    let plan = sample_plan("told");
+    writer.create(&plan).await.unwrap();
+    assert_eq!(
+        next(&mut told).await.unwrap(),
+        Changed::Plans(vec![plan.id()].into())
+    );
+    writer.apply(plan.id(), &running(&plan, 1)).await.unwrap();
+    assert!(next(&mut told).await.unwrap().concerns(plan.id()));
+    // A write to another schema, and a write that fails, tell this schema's readers nothing.
+    let other = sample_plan("elsewhere");
+    elsewhere.create(&other).await.unwrap();
+    assert!(writer.create(&plan).await.is_err());
+    writer.delete(plan.id()).await.unwrap_err(); // Running: refused
+    let marker = sample_plan("marker");
+    writer.create(&marker).await.unwrap();
+    match next(&mut told).await {
+        Ok(changed) => assert_eq!(changed, Changed::Plans(vec![marker.id()].into())),
+        Err(RecvError::Lagged(n)) => panic!("lagged by {n}"),
+        Err(RecvError::Closed) => panic!("closed"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_lease_fences_every_later_write() {
     let Some(url) = pg_url("a_lost_lease_fences_every_later_write") else {

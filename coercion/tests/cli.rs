@@ -2107,6 +2107,84 @@ async fn many_viewers_of_a_live_plan_share_one_store_poll() {
     drop(ws);
 }
 
+/// Over a store that tells of changed plans, a live page reads its plan when told, not on a
+/// timer: a watched plan that does not change is not read again (here for a second, twenty
+/// poll intervals), and a running one is followed to its end although the safety-net read
+/// would come only after an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_page_over_a_store_that_tells_of_changes_reads_only_when_told() {
+    use std::sync::Arc;
+
+    use coercion::storage::{MemoryStore, RecordingStore, Store as _};
+    use coercion::testing::{FakeAction, FakeReq, Fakes};
+    use coercion::{ActionSpec, Block, Sequence, Workstream};
+
+    // Counts the whole-plan reads; a memory store tells of every write.
+    let store = Arc::new(RecordingStore::new(MemoryStore::new()));
+    assert!(store.changes().is_some());
+    let fakes = Fakes::new();
+    let ws = Workstream::builder()
+        .shared_store(store.clone())
+        .registry(fakes.registry())
+        .build()
+        .await
+        .unwrap();
+    let plan = Plan::builder("told")
+        .block(
+            Block::builder("b").sequence((0..4).fold(Sequence::builder("s"), |s, i| {
+                s.action(ActionSpec::new::<FakeAction>(
+                    format!("step {i}"),
+                    FakeReq::sleep(Duration::from_millis(100)),
+                ))
+            })),
+        )
+        .build();
+    let id = ws.submit(plan).await.unwrap();
+    let options = coercion::cli::web::WebOptions {
+        addr: ([127, 0, 0, 1], 0).into(),
+        poll_interval: Duration::from_millis(50),
+        notice_fallback: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let db = coercion::cli::Db::from_store(store.clone(), "told");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(coercion::cli::web::serve(db, options, move |addr| {
+        let _ = tx.send(addr);
+    }));
+    let addr = rx.await.unwrap();
+
+    let before = store.reads();
+    let url = format!("http://{addr}/plans/{id}/events");
+    let viewer =
+        tokio::spawn(async move { http().get(url).send().await.unwrap().text().await.unwrap() });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = store.reads() - before;
+    assert!(
+        (1..=2).contains(&idle),
+        "{idle} reads of a plan that did not change in a second (a poller would read ~20)"
+    );
+    ws.start(id).await.unwrap();
+    let feed = tokio::time::timeout(Duration::from_secs(60), viewer)
+        .await
+        .expect("the feed follows the plan to its end")
+        .unwrap();
+    let statuses: Vec<String> = feed_events(&feed)
+        .iter()
+        .filter_map(|(_, data)| Some(data.get("status")?.as_str()?.to_owned()))
+        .collect();
+    assert_eq!(
+        statuses.first().map(String::as_str),
+        Some("NotStarted"),
+        "{feed}"
+    );
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some("Completed"),
+        "{feed}"
+    );
+    drop(ws);
+}
+
 /// The plan page of a 100,000-action plan shows a page of each block's sequences — and every
 /// one that failed, wherever it is — with links to the others, not the whole tree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,7 +39,7 @@ use futures_util::Stream;
 use maud::{Markup, html};
 use parking_lot::Mutex;
 use serde::Deserialize;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::control::{self, ControlOp};
 use super::db::{Db, store_error};
@@ -59,8 +59,13 @@ const PAGE_SIZE: usize = 50;
 pub struct WebOptions {
     /// Show stop/pause/resume buttons and accept their requests.
     pub allow_control: bool,
-    /// How often a live plan page polls the store (default 300 ms).
+    /// How often a live plan page polls the store (default 300 ms). Over a store that tells
+    /// of changed plans ([`Store::changes`](crate::storage::Store::changes): PostgreSQL), a
+    /// page reads its plan when told it changed instead, at most once per `poll_interval`.
     pub poll_interval: Duration,
+    /// Over a store that tells of changed plans, a watched plan is read at the latest after
+    /// this long without a notice (default 10 s), in case notices were lost.
+    pub notice_fallback: Duration,
     /// The address the server listens on; requests must name it (or a loopback name when it
     /// is a loopback address) in their `Host` header.
     pub addr: SocketAddr,
@@ -83,6 +88,7 @@ impl Default for WebOptions {
         WebOptions {
             allow_control: false,
             poll_interval: Duration::from_millis(300),
+            notice_fallback: Duration::from_secs(10),
             addr: SocketAddr::from(([127, 0, 0, 1], 3030)),
             token: None,
             host_names: Vec::new(),
@@ -190,8 +196,9 @@ impl App {
     }
 
     /// The plan `id` as the store holds it, kept up to date by one poller shared by every
-    /// viewer: it reads the store every `poll_interval` while anyone watches and the plan
-    /// runs, and stops when the last viewer leaves or the plan ended.
+    /// viewer: it reads the store every `poll_interval` (or, over a store that tells of
+    /// changes, when told the plan changed) while anyone watches and the plan runs, and stops
+    /// when the last viewer leaves or the plan ended.
     fn watch(&self, id: PlanId) -> watch::Receiver<Snapshot> {
         let mut watched = self.watched.lock();
         if let Some(rx) = watched.get(&id) {
@@ -210,7 +217,9 @@ impl App {
             // The plan last sent, to tell changes (a comparison, not a serialization: cheap
             // for large plans).
             let mut sent: Option<Arc<Plan>> = None;
+            let mut notices = app.db.store().changes();
             loop {
+                let last_read = tokio::time::Instant::now();
                 let read = app
                     .db
                     .read_id(id)
@@ -225,18 +234,49 @@ impl App {
                     sent = read.as_ref().ok().cloned();
                     tx.send_replace(Some(Arc::new(read.map_err(|e| e.to_string()))));
                 }
-                {
-                    // Under the lock `watch` hands out receivers with: no viewer joins between
-                    // this count and the entry's removal.
+                // Under the lock `watch` hands out receivers with: no viewer joins between this
+                // count and the entry's removal.
+                let leave = |over: bool| {
                     let mut watched = app.watched.lock();
-                    if over || tx.receiver_count() <= 1 {
+                    let leave = over || tx.receiver_count() <= 1;
+                    if leave {
                         watched.remove(&id);
                         app.rendered.lock().remove(&id);
-                        unwatch.armed = false;
-                        return;
+                    }
+                    leave
+                };
+                if leave(over) {
+                    unwatch.armed = false;
+                    return;
+                }
+                let Some(rx) = &mut notices else {
+                    tokio::time::sleep(app.options.poll_interval).await;
+                    continue;
+                };
+                // Told of changes: wait for one of this plan (or a lost notice), checking every
+                // second whether anyone still watches; then keep reads `poll_interval` apart.
+                let fallback = tokio::time::sleep(app.options.notice_fallback);
+                tokio::pin!(fallback);
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = &mut fallback => break,
+                        _ = tick.tick() => if leave(false) {
+                            unwatch.armed = false;
+                            return;
+                        },
+                        notice = rx.recv() => match notice {
+                            Ok(changed) if !changed.concerns(id) => {}
+                            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => break,
+                            Err(broadcast::error::RecvError::Closed) => {
+                                notices = None;
+                                break;
+                            }
+                        },
                     }
                 }
-                tokio::time::sleep(app.options.poll_interval).await;
+                tokio::time::sleep_until(last_read + app.options.poll_interval).await;
             }
         });
         rx

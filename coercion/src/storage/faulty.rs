@@ -227,6 +227,10 @@ impl<S: Store> Store for FaultyStore<S> {
     fn shared(&self) -> Option<&dyn crate::storage::SharedStore> {
         self.inner.shared()
     }
+
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<crate::storage::Changed>> {
+        self.inner.changes()
+    }
 }
 
 #[cfg(test)]

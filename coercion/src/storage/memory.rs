@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{Change, ListFilter, PlanSummary, Store, StoreError, bad_loc};
+use super::{Change, Changed, ListFilter, PlanSummary, Store, StoreError, bad_loc};
 use crate::plugin::BoxFuture;
 use crate::workflow::{Loc, Plan, PlanId, Status};
 
@@ -22,15 +22,34 @@ use crate::workflow::{Loc, Plan, PlanId, Status};
 /// # drop(ws);
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Default)]
+///
+/// It tells of every write ([`Store::changes`]): all its writers are in this process.
+#[derive(Clone)]
 pub struct MemoryStore {
     plans: Arc<Mutex<HashMap<PlanId, Plan>>>,
+    notices: tokio::sync::broadcast::Sender<Changed>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            plans: Arc::default(),
+            notices: tokio::sync::broadcast::channel(1_024).0,
+        }
+    }
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> MemoryStore {
         MemoryStore::default()
+    }
+
+    /// Tells the receivers of [`Store::changes`] that plan `id` changed (if there are any).
+    fn notify(&self, id: PlanId) {
+        if self.notices.receiver_count() > 0 {
+            let _ = self.notices.send(Changed::Plans(Arc::new([id])));
+        }
     }
 
     fn apply_now(&self, id: PlanId, changes: &[Change]) -> Result<(), StoreError> {
@@ -99,6 +118,9 @@ impl Store for MemoryStore {
                 }
             }
         };
+        if result.is_ok() {
+            self.notify(plan.id);
+        }
         Box::pin(async move { result })
     }
 
@@ -108,6 +130,9 @@ impl Store for MemoryStore {
         changes: &'a [Change],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let result = self.apply_now(id, changes);
+        if result.is_ok() {
+            self.notify(id);
+        }
         Box::pin(async move { result })
     }
 
@@ -153,10 +178,17 @@ impl Store for MemoryStore {
                 }
             }
         };
+        if result.is_ok() {
+            self.notify(id);
+        }
         Box::pin(async move { result })
     }
 
     fn describe(&self) -> String {
         "memory".to_owned()
+    }
+
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Changed>> {
+        Some(self.notices.subscribe())
     }
 }

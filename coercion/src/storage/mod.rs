@@ -468,11 +468,41 @@ pub trait Store: Send + Sync + 'static {
     /// A short description for messages (`memory`, `sqlite:/path/to/file.db`).
     fn describe(&self) -> String;
 
+    /// Notices of plans whose stored state changed, written by any process, for faces that
+    /// follow plans (the web UI's live pages) instead of reading them again and again. `None`
+    /// (the default): the store cannot tell, and readers poll. The PostgreSQL store sends one
+    /// notice per committed group of writes (`LISTEN`/`NOTIFY`). A receiver that lags behind
+    /// gets [`broadcast::error::RecvError::Lagged`](tokio::sync::broadcast::error::RecvError):
+    /// take it as [`Changed::Any`].
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Changed>> {
+        None
+    }
+
     /// The store's side for several processes, if it is shared by them (the PostgreSQL store):
     /// leases and claims. `None` (the default) for a store one process owns, which owns every
     /// plan in it already. A store that wraps another one answers for it.
     fn shared(&self) -> Option<&dyn SharedStore> {
         None
+    }
+}
+
+/// A notice of [`Store::changes`]: which plans changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Changed {
+    /// These plans changed.
+    Plans(Arc<[PlanId]>),
+    /// Any plan may have changed: too many to name, or notices may have been lost (the store
+    /// lost its connection and listens again).
+    Any,
+}
+
+impl Changed {
+    /// Whether plan `id` may have changed.
+    pub fn concerns(&self, id: PlanId) -> bool {
+        match self {
+            Changed::Plans(ids) => ids.contains(&id),
+            Changed::Any => true,
+        }
     }
 }
 

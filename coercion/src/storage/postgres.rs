@@ -24,6 +24,7 @@
 //!   submitted first — and grants this instance their leases. The workstream's worker loop (`coercion::worker`) calls it.
 
 mod codec;
+mod notify;
 mod reader;
 mod schema;
 mod tls;
@@ -166,6 +167,18 @@ struct Inner {
     leases: Mutex<HashMap<PlanId, (i64, bool)>>,
     shards: Vec<mpsc::UnboundedSender<Request>>,
     counters: Arc<Counters>,
+    schema: Arc<str>,
+    /// How to connect the listener of [`Store::changes`].
+    listener: (
+        tokio_postgres::Config,
+        tokio_postgres_rustls::MakeRustlsConnect,
+    ),
+    /// The notices of changed plans, once something asked for them; the guard stops the
+    /// listener with the store.
+    notices: std::sync::OnceLock<(
+        tokio::sync::broadcast::Sender<super::Changed>,
+        tokio_util::sync::DropGuard,
+    )>,
 }
 
 impl PostgresStore {
@@ -212,9 +225,11 @@ impl PostgresStore {
             .options(format!("-c search_path={schema}"))
             .application_name("coercion")
             .connect_timeout(options.connect_timeout);
+        let tls = tls::connector(&tls)?;
+        let listener = (config.clone(), tls.clone());
         let manager = deadpool_postgres::Manager::from_config(
             config,
-            tls::connector(&tls)?,
+            tls,
             deadpool_postgres::ManagerConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
             },
@@ -241,6 +256,7 @@ impl PostgresStore {
                 let shard = Shard {
                     pool: pool.clone(),
                     store: store.clone(),
+                    schema: schema.as_str().into(),
                     counters: counters.clone(),
                     max_group: options.max_group,
                     lease: options.lease,
@@ -258,6 +274,9 @@ impl PostgresStore {
                 leases: Mutex::new(HashMap::new()),
                 shards,
                 counters,
+                schema: schema.as_str().into(),
+                listener,
+                notices: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -575,6 +594,24 @@ impl Store for PostgresStore {
 
     fn shared(&self) -> Option<&dyn SharedStore> {
         Some(self)
+    }
+
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<super::Changed>> {
+        // The listener runs on the runtime of the first caller (a store is used inside one).
+        tokio::runtime::Handle::try_current().ok()?;
+        let inner = &self.inner;
+        let (tx, _) = inner.notices.get_or_init(|| {
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let tx = notify::start(
+                inner.listener.0.clone(),
+                inner.listener.1.clone(),
+                inner.schema.clone(),
+                inner.store.clone(),
+                cancel.clone(),
+            );
+            (tx, cancel.drop_guard())
+        });
+        Some(tx.subscribe())
     }
 }
 

@@ -195,6 +195,10 @@ impl<S: Store> Store for RecordingStore<S> {
     fn shared(&self) -> Option<&dyn crate::storage::SharedStore> {
         self.inner.shared()
     }
+
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<crate::storage::Changed>> {
+        self.inner.changes()
+    }
 }
 
 #[cfg(test)]

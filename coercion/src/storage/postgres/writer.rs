@@ -20,6 +20,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::codec::{PreparedPlan, loc_json, pg_error};
+use super::notify;
 use crate::storage::StoreError;
 use crate::storage::sql::{Failure, GroupCounters, Op};
 use crate::workflow::PlanId;
@@ -58,6 +59,8 @@ pub(super) struct Counters {
 pub(super) struct Shard {
     pub pool: deadpool_postgres::Pool,
     pub store: Arc<str>,
+    /// The store's schema, named in the notice of each committed group.
+    pub schema: Arc<str>,
     pub counters: Arc<Counters>,
     pub max_group: usize,
     /// How far a heartbeat pushes the lease's expiry.
@@ -141,6 +144,7 @@ struct Statements {
     delete_attempts: Statement,
     update_plan: Statement,
     delete_plan: Statement,
+    notify: Statement,
 }
 
 impl Statements {
@@ -158,6 +162,7 @@ impl Statements {
             delete_attempts: c.prepare(DELETE_ATTEMPTS).await?,
             update_plan: c.prepare(UPDATE_PLAN).await?,
             delete_plan: c.prepare(DELETE_PLAN).await?,
+            notify: c.prepare("SELECT pg_notify($1, $2)").await?,
         })
     }
 }
@@ -293,9 +298,25 @@ impl Shard {
         if let Some(e) = first_request_error {
             return Err(Failure::Request(e));
         }
-        c.batch_execute("COMMIT")
-            .await
-            .map_err(|e| self.err("committing", e))
+        // One notice per group, naming its plans, delivered when (and only if) it commits; sent
+        // with COMMIT in one round trip. Should it fail, the transaction is aborted and COMMIT
+        // only rolls it back: the group failed.
+        let payload = notify::payload(
+            &self.schema,
+            group.iter().map(|r| match &r.write {
+                Write::Create(plan) => plan.id,
+                Write::Apply { id, .. } | Write::Delete(id) => *id,
+            }),
+        );
+        let channel = notify::CHANNEL;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&channel, &payload];
+        let (notified, committed) = tokio::join!(
+            biased;
+            c.client.execute(&c.st.notify, &params),
+            c.client.batch_execute("COMMIT"),
+        );
+        notified.map_err(|e| self.err("notifying the group's changes", e))?;
+        committed.map_err(|e| self.err("committing", e))
     }
 
     /// A database error inside a write: an error of the whole group either way (the

@@ -1,0 +1,145 @@
+//! Notices of changed plans through PostgreSQL's `LISTEN`/`NOTIFY`: every writer's committed
+//! group sends one notice on [`CHANNEL`] naming its schema and the plans it wrote (sent inside
+//! the transaction, so delivered only if it commits); [`start`] listens on a connection of its
+//! own and hands the notices of the store's schema to [`Store::changes`] receivers.
+//!
+//! [`Store::changes`]: crate::storage::Store::changes
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use tokio::sync::broadcast;
+use tokio_postgres::AsyncMessage;
+use tokio_util::sync::CancellationToken;
+
+use crate::storage::Changed;
+use crate::workflow::PlanId;
+
+/// The channel every coercion store of a database notifies on; the payload names the schema.
+pub(super) const CHANNEL: &str = "coercion_changes";
+
+/// PostgreSQL refuses payloads of 8,000 bytes or more; past this, a notice says "any plan".
+const MAX_PAYLOAD: usize = 7_900;
+
+/// How many notices a slow receiver may fall behind before it is told it lagged.
+const BUFFER: usize = 1_024;
+
+/// The payload of the notice of a group that wrote `ids` (in any order, repeats allowed) in
+/// `schema`: `schema id,id,…`, or `schema *` when the ids do not fit.
+pub(super) fn payload(schema: &str, ids: impl IntoIterator<Item = PlanId>) -> String {
+    let mut ids: Vec<PlanId> = ids.into_iter().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut out = format!("{schema} ");
+    for (i, id) in ids.iter().enumerate() {
+        if out.len() + 37 > MAX_PAYLOAD {
+            return format!("{schema} *");
+        }
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&id.to_string());
+    }
+    out
+}
+
+/// What a notice says of `schema`'s plans; `None` for another schema's notice (or one that
+/// does not parse, which no coercion writer sends).
+fn parse(schema: &str, payload: &str) -> Option<Changed> {
+    let (of, ids) = payload.split_once(' ')?;
+    if of != schema {
+        return None;
+    }
+    if ids == "*" {
+        return Some(Changed::Any);
+    }
+    let ids: Result<Vec<PlanId>, _> = ids.split(',').map(|id| id.parse::<PlanId>()).collect();
+    Some(ids.map_or(Changed::Any, |ids| Changed::Plans(ids.into())))
+}
+
+/// Listens for the notices of `schema` on a connection of its own until `cancel` fires, and
+/// sends them to the returned channel. A lost connection is made again (after 1 s, then up to
+/// 30 s apart); each time the listener (re)connects it sends [`Changed::Any`], since notices
+/// may have been missed meanwhile.
+pub(super) fn start(
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    schema: Arc<str>,
+    store: Arc<str>,
+    cancel: CancellationToken,
+) -> broadcast::Sender<Changed> {
+    let (tx, _) = broadcast::channel(BUFFER);
+    let sender = tx.clone();
+    tokio::spawn(async move {
+        let mut pause = Duration::from_secs(1);
+        loop {
+            let listened = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = listen(&config, &tls, &schema, &sender) => r,
+            };
+            if let Err(e) = listened {
+                tracing::warn!(store = %store, error = %e, "listening for changed plans failed; listening again in {pause:?}");
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(30));
+        }
+    });
+    tx
+}
+
+/// One connection's worth of listening: returns when the connection ends.
+async fn listen(
+    config: &tokio_postgres::Config,
+    tls: &tokio_postgres_rustls::MakeRustlsConnect,
+    schema: &str,
+    tx: &broadcast::Sender<Changed>,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(tls.clone()).await?;
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    let sql = format!("LISTEN {CHANNEL}");
+    let listening = client.batch_execute(&sql);
+    tokio::pin!(listening);
+    // The connection is driven by reading its messages, also while LISTEN runs.
+    let mut listened = false;
+    loop {
+        tokio::select! {
+            r = &mut listening, if !listened => {
+                r?;
+                listened = true;
+                let _ = tx.send(Changed::Any);
+            }
+            message = messages.next() => match message {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if let Some(changed) = parse(schema, n.payload()) {
+                        let _ = tx.send(changed);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_names_its_schema_and_plans_once_each_and_says_any_when_they_do_not_fit() {
+        let a = PlanId::new_v7();
+        let b = PlanId::new_v7();
+        let text = payload("ops", [b, a, b]);
+        assert_eq!(parse("ops", &text), Some(Changed::Plans(vec![a, b].into())));
+        assert_eq!(parse("other", &text), None);
+        let many = payload("ops", (0..1_000).map(|_| PlanId::new_v7()));
+        assert_eq!(many, "ops *");
+        assert_eq!(parse("ops", &many), Some(Changed::Any));
+        assert!(payload("ops", (0..200).map(|_| PlanId::new_v7())).len() < MAX_PAYLOAD);
+    }
+}
