@@ -729,6 +729,7 @@ async fn a_version_1_schema_holding_plans_is_migrated_in_place() {
     client
         .batch_execute(&format!(
             "ALTER TABLE {schema}.plans DROP COLUMN resumptions, DROP COLUMN plugins, DROP COLUMN decisions; \
+             DROP TABLE {schema}.control_requests; \
              UPDATE {schema}.coercion_schema_version SET version = 1"
         ))
         .await
@@ -743,7 +744,7 @@ async fn a_version_1_schema_holding_plans_is_migrated_in_place() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let read = migrated.read(plan.id()).await.unwrap();
     assert!(read.resumptions().is_empty());
     assert!(read.decisions().is_empty());

@@ -484,6 +484,140 @@ async fn sigkill_a_worker_mid_run_every_plan_completes_once() {
     }
 }
 
+/// Control through the database: a client's pause, resume and stop reach the worker that holds
+/// the plan; a pause sent while that worker is dead (SIGKILL) waits in the database for the
+/// worker that takes the plan over, which starts it paused and runs nothing of it; a request for
+/// an ended plan is refused; who asked is the client's database role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_requests_reach_whichever_worker_holds_the_plan_through_the_database() {
+    use coercion::control::{self, ControlError, ControlOp, ControlRequest, Outcome};
+
+    let Some(url) =
+        pg_url("control_requests_reach_whichever_worker_holds_the_plan_through_the_database")
+    else {
+        return;
+    };
+    let schema = schema("control");
+    let (ws, store, sql) = client(&url, &schema).await;
+    let first = Worker::spawn(&args(&url, &schema, "first", 2_000));
+    first.wait_ready();
+    // Two hosts of 40 steps of ~150 ms: long enough to pause, resume and kill mid-run.
+    let id = ws
+        .submit(ledger_plan("controlled", 2, 40, 2, 150, 7))
+        .await
+        .unwrap();
+    ws.start(id).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.read(id).await.unwrap().status() != Status::Running {
+        assert!(Instant::now() < deadline, "the plan did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let send = |op: ControlOp, wait_ms: u64| {
+        let store = store.clone();
+        async move {
+            control::send_shared(
+                &store,
+                &ControlRequest::new(op, id),
+                Duration::from_millis(wait_ms),
+            )
+            .await
+        }
+    };
+
+    // The worker that holds the plan carries requests out and answers.
+    assert_eq!(
+        send(ControlOp::Pause, 20_000).await.unwrap(),
+        Some(Outcome::Done)
+    );
+    assert!(store.read(id).await.unwrap().is_paused());
+    assert_eq!(
+        send(ControlOp::Resume, 20_000).await.unwrap(),
+        Some(Outcome::Done)
+    );
+    assert!(!store.read(id).await.unwrap().is_paused());
+
+    // Its worker dies; a pause sent now is kept, unanswered, for the next holder.
+    first.signal("-KILL");
+    assert_eq!(send(ControlOp::Pause, 500).await.unwrap(), None);
+    let pending: i64 = sql
+        .query_one(
+            &format!("SELECT count(*) FROM {schema}.control_requests WHERE answered_at IS NULL"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pending, 1);
+    let second = Worker::spawn(&args(&url, &schema, "second", 2_000));
+    second.wait_ready();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let unanswered: i64 = sql
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM {schema}.control_requests WHERE answered_at IS NULL"
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if unanswered == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker that took the plan over did not answer the pause"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let plan = store.read(id).await.unwrap();
+    assert!(plan.is_paused(), "taken over, the plan is paused");
+    assert_eq!(
+        plan.resumptions().len(),
+        1,
+        "the second worker took it over"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let by_second = ledger(&sql, &schema)
+        .await
+        .iter()
+        .filter(|r| r.worker == "second")
+        .count();
+    assert_eq!(by_second, 0, "the second worker ran steps of a paused plan");
+
+    // A stop ends it; then there is nothing left to control.
+    assert_eq!(
+        send(ControlOp::Stop, 20_000).await.unwrap(),
+        Some(Outcome::Done)
+    );
+    wait_all_ended(&store, &[id], Duration::from_secs(60)).await;
+    assert_eq!(store.read(id).await.unwrap().status(), Status::Stopped);
+    match send(ControlOp::Stop, 1_000).await {
+        Err(ControlError::Refused(m)) => assert!(m.contains("has ended (Stopped)"), "{m}"),
+        other => panic!("a stop of an ended plan gave {other:?}"),
+    }
+
+    // Every request was answered; each names the client's role as who asked.
+    let rows = sql
+        .query(
+            &format!(
+                "SELECT requested_by = current_user, answer FROM {schema}.control_requests ORDER BY id"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in &rows {
+        assert!(r.get::<_, bool>(0));
+        assert_eq!(
+            r.get::<_, Option<String>>(1).as_deref(),
+            Some(r#"{"ok":true}"#)
+        );
+    }
+}
+
 /// A worker paused (SIGSTOP) past its lease's expiry loses the plan to another worker; once
 /// resumed (SIGCONT) it cannot write to the plan any more — its writes are refused — and it
 /// stops running it on its own: it starts no further action of the plan.

@@ -187,6 +187,46 @@ impl Reply {
             ..Reply::default()
         }
     }
+
+    /// The answer to a request, as sent back.
+    fn of(answer: Result<Outcome, String>) -> Reply {
+        match answer {
+            Ok(Outcome::Done) => Reply::ok(),
+            Ok(Outcome::Retried(new)) => Reply {
+                plan: Some(new),
+                ..Reply::ok()
+            },
+            Ok(Outcome::Inspected {
+                running_here,
+                missing_plugins,
+            }) => Reply {
+                running_here: Some(running_here),
+                missing_plugins,
+                ..Reply::ok()
+            },
+            Err(e) => Reply {
+                error: Some(e),
+                ..Reply::default()
+            },
+        }
+    }
+
+    /// What the answer to an `op` request says; `Err` names what is wrong with a malformed one.
+    fn outcome(self, op: ControlOp) -> Result<Result<Outcome, String>, &'static str> {
+        match (self.ok, self.error) {
+            (true, _) => match (op, self.plan) {
+                (ControlOp::Retry, Some(new)) => Ok(Ok(Outcome::Retried(new))),
+                (ControlOp::Retry, None) => Err("a retry without the new plan's id"),
+                (ControlOp::Inspect, _) => Ok(Ok(Outcome::Inspected {
+                    running_here: self.running_here.unwrap_or(false),
+                    missing_plugins: self.missing_plugins,
+                })),
+                _ => Ok(Ok(Outcome::Done)),
+            },
+            (false, Some(e)) => Ok(Err(e)),
+            (false, None) => Ok(Err("the process refused the request".to_owned())),
+        }
+    }
 }
 
 /// Why a control request failed.
@@ -380,24 +420,115 @@ pub async fn send(db: &Path, req: &ControlRequest) -> Result<Outcome, ControlErr
             format!("bad answer: {e}"),
         ))
     })?;
-    match (reply.ok, reply.error) {
-        (true, _) => match (req.op, reply.plan) {
-            (ControlOp::Retry, Some(new)) => Ok(Outcome::Retried(new)),
-            (ControlOp::Retry, None) => Err(io_err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "bad answer: a retry without the new plan's id",
-            ))),
-            (ControlOp::Inspect, _) => Ok(Outcome::Inspected {
-                running_here: reply.running_here.unwrap_or(false),
-                missing_plugins: reply.missing_plugins,
-            }),
-            _ => Ok(Outcome::Done),
-        },
-        (false, Some(e)) => Err(ControlError::Refused(e)),
-        (false, None) => Err(ControlError::Refused(
-            "the process refused the request".to_owned(),
-        )),
+    match reply.outcome(req.op) {
+        Ok(answer) => answer.map_err(ControlError::Refused),
+        Err(bad) => Err(io_err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad answer: {bad}"),
+        ))),
     }
+}
+
+/// Sends `req` through a store shared by several processes (PostgreSQL), from any machine: the
+/// store keeps it until the process holding the plan's lease carries it out — at once, told by
+/// a notice, or the worker that takes the plan over if that process died — and records its
+/// answer. Waits up to `wait` for the answer: `Ok(None)` when none came by then (the request
+/// stays and is carried out later). Who asked is who the store says (PostgreSQL: the client's
+/// role); `via` is recorded beside it. Refused for a plan that has ended; `retry` and `inspect`
+/// are not sent this way (a retry is [`Workstream::retry`] on a client of the store).
+pub async fn send_shared(
+    store: &dyn crate::storage::SharedStore,
+    req: &ControlRequest,
+    wait: Duration,
+) -> Result<Option<Outcome>, ControlError> {
+    if matches!(req.op, ControlOp::Retry | ControlOp::Inspect) {
+        return Err(ControlError::Refused(format!(
+            "`{}` is not sent through the database: a retry is Workstream::retry on a client of the store",
+            req.op
+        )));
+    }
+    let mut told = store.changes();
+    let request = serde_json::to_string(req).expect("requests serialize");
+    let number = store
+        .send_control(req.plan, &request)
+        .await
+        .map_err(|e| ControlError::Refused(e.to_string()))?;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let answer = store
+            .control_answer(number)
+            .await
+            .map_err(|e| ControlError::Refused(e.to_string()))?;
+        if let Some(answer) = answer {
+            let reply: Reply = serde_json::from_str(&answer).map_err(|e| {
+                ControlError::Refused(format!("control request {number}: bad answer: {e}"))
+            })?;
+            return match reply.outcome(req.op) {
+                Ok(answer) => answer.map(Some).map_err(ControlError::Refused),
+                Err(bad) => Err(ControlError::Refused(format!(
+                    "control request {number}: bad answer: {bad}"
+                ))),
+            };
+        }
+        // Told when it is answered; read again every half second in case a notice is lost.
+        let next = (tokio::time::Instant::now() + Duration::from_millis(500)).min(deadline);
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        match &mut told {
+            Some(rx) => loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => break,
+                    notice = rx.recv() => match notice {
+                        Ok(changed) if !changed.concerns(req.plan) => {}
+                        _ => break,
+                    },
+                }
+            },
+            None => tokio::time::sleep_until(next).await,
+        }
+    }
+}
+
+/// Carries out the requests kept by a shared store ([`send_shared`]) for the plans `ws` runs,
+/// oldest first, and records each answer (as the holder of the plan's lease). Returns how many
+/// were answered. A worker ([`Workstream::spawn_worker`]) calls it on every poll and when told
+/// of a request.
+pub async fn answer_shared(ws: &Workstream, store: &dyn crate::storage::SharedStore) -> usize {
+    let running = ws.running_ids();
+    let pending = match store.pending_controls(&running).await {
+        Ok(pending) => pending,
+        Err(e) => {
+            tracing::warn!(error = %crate::storage::Chain(&e), "reading control requests failed; reading them again later");
+            return 0;
+        }
+    };
+    let mut answered = 0;
+    for request in pending {
+        let answer = match serde_json::from_str::<ControlRequest>(&request.request) {
+            Ok(req) if req.plan != request.plan => Err(format!(
+                "the request names plan {}, not {}",
+                req.plan, request.plan
+            )),
+            Ok(req) => {
+                handle(
+                    ws,
+                    &req,
+                    &format!("{} (database role)", request.requested_by),
+                )
+                .await
+            }
+            Err(e) => Err(format!("not a control request: {e}")),
+        };
+        let answer = serde_json::to_string(&Reply::of(answer)).expect("replies serialize");
+        match store.answer_control(&request, &answer).await {
+            Ok(()) => answered += 1,
+            Err(e) => {
+                tracing::warn!(plan = %request.plan, request = request.id, error = %crate::storage::Chain(&e), "could not record the answer to a control request");
+            }
+        }
+    }
+    answered
 }
 
 /// Accepts control requests for the plans `workstream` runs, on the store file `db`'s socket
@@ -544,26 +675,7 @@ async fn serve_one(
             }
         }
     };
-    let reply = match answer {
-        Ok(Outcome::Done) => Reply::ok(),
-        Ok(Outcome::Retried(new)) => Reply {
-            plan: Some(new),
-            ..Reply::ok()
-        },
-        Ok(Outcome::Inspected {
-            running_here,
-            missing_plugins,
-        }) => Reply {
-            running_here: Some(running_here),
-            missing_plugins,
-            ..Reply::ok()
-        },
-        Err(e) => Reply {
-            error: Some(e),
-            ..Reply::default()
-        },
-    };
-    let mut out = serde_json::to_string(&reply).expect("replies serialize");
+    let mut out = serde_json::to_string(&Reply::of(answer)).expect("replies serialize");
     out.push('\n');
     write.write_all(out.as_bytes()).await
 }

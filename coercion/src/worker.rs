@@ -25,10 +25,10 @@
 
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
-use crate::storage::SharedStore;
+use crate::storage::{Changed, SharedStore};
 use crate::workflow::{PlanId, Status};
 use crate::workstream::{Error, TakeOver, Workstream};
 
@@ -119,6 +119,8 @@ async fn worker_loop(ws: Workstream, options: WorkerOptions, cancel: Cancellatio
         .iter()
         .map(|(name, _)| name.to_owned())
         .collect();
+    // Told of control requests (and of every other change, which it skips).
+    let mut told = shared.changes();
     loop {
         // Every plan running in the workstream takes a slot: those this loop took over, those
         // the program started itself.
@@ -138,11 +140,36 @@ async fn worker_loop(ws: Workstream, options: WorkerOptions, cancel: Cancellatio
                 }
             }
         }
+        #[cfg(feature = "control")]
+        crate::control::answer_shared(&ws, shared).await;
         let jitter = 0.8 + 0.4 * fastrand::f64();
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(options.poll_interval.mul_f64(jitter)) => {}
+        let poll = tokio::time::sleep(options.poll_interval.mul_f64(jitter));
+        tokio::pin!(poll);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = &mut poll => break,
+                // A control request for a plan running here is carried out at once.
+                notice = recv(&mut told) => match notice {
+                    Some(Changed::Control(id)) if ws.is_running_here(id) => break,
+                    Some(_) => {}
+                    None => told = None,
+                },
+            }
         }
+    }
+}
+
+/// The next notice, if there are notices: `None` when the channel closed; never for a lagging
+/// receiver (it says [`Changed::Any`]), nor without notices (it waits for ever).
+async fn recv(told: &mut Option<broadcast::Receiver<Changed>>) -> Option<Changed> {
+    let Some(rx) = told else {
+        return std::future::pending().await;
+    };
+    match rx.recv().await {
+        Ok(changed) => Some(changed),
+        Err(broadcast::error::RecvError::Lagged(_)) => Some(Changed::Any),
+        Err(broadcast::error::RecvError::Closed) => None,
     }
 }
 
@@ -150,7 +177,8 @@ async fn worker_loop(ws: Workstream, options: WorkerOptions, cancel: Cancellatio
 /// failed if too stale); gives it back when it was not launched (unless another process holds
 /// it). `true` when it was launched.
 async fn take(ws: &Workstream, shared: &dyn SharedStore, id: PlanId) -> bool {
-    let plan = match ws.store().read(id).await {
+    #[cfg_attr(not(feature = "control"), allow(unused_mut))]
+    let mut plan = match ws.store().read(id).await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(plan = %id, error = %crate::storage::Chain(&e), "worker: cannot read a claimed plan; giving it back");
@@ -160,6 +188,21 @@ async fn take(ws: &Workstream, shared: &dyn SharedStore, id: PlanId) -> bool {
     };
     if plan.state.status == Status::Running {
         tracing::info!(plan = %id, "worker: taking over a plan whose process stopped");
+    }
+    // A stop or a pause someone asked for while no process held the plan: it starts paused,
+    // so nothing runs before the request is carried out (next, by `answer_shared`).
+    #[cfg(feature = "control")]
+    if let Ok(pending) = shared.pending_controls(&[id]).await
+        && pending.iter().any(|r| {
+            serde_json::from_str::<crate::control::ControlRequest>(&r.request).is_ok_and(|r| {
+                matches!(
+                    r.op,
+                    crate::control::ControlOp::Stop | crate::control::ControlOp::Pause
+                )
+            })
+        })
+    {
+        plan.paused = true;
     }
     match ws.take_over(plan).await {
         Ok(TakeOver::Launched) => true,

@@ -881,6 +881,12 @@ impl Workstream {
         self.running(id).is_some()
     }
 
+    /// The plans running in this workstream now.
+    #[cfg_attr(not(feature = "control"), allow(dead_code))]
+    pub(crate) fn running_ids(&self) -> Vec<PlanId> {
+        self.inner.runs.lock().keys().copied().collect()
+    }
+
     /// The actions of plans running here whose plugin has been stuck in one poll longer than
     /// the [blocking threshold](WorkstreamBuilder::blocking_threshold): synchronous work on the
     /// async runtime (blocking I/O, a busy loop), which holds up timers, stops and heartbeats.

@@ -826,6 +826,16 @@ fn feed_events(feed: &str) -> Vec<(String, serde_json::Value)> {
         .collect()
 }
 
+/// The plan statuses a live page's feed sent go from `first` to `last`.
+fn assert_feed_goes(feed: &str, first: &str, last: &str) {
+    let statuses: Vec<String> = feed_events(feed)
+        .iter()
+        .filter_map(|(_, data)| Some(data.get("status")?.as_str()?.to_owned()))
+        .collect();
+    assert_eq!(statuses.first().map(String::as_str), Some(first), "{feed}");
+    assert_eq!(statuses.last().map(String::as_str), Some(last), "{feed}");
+}
+
 /// A live page is rendered once, then sent only what changed: the head, and the nodes whose
 /// state or attempts changed or that run — never the whole tree again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1959,19 +1969,68 @@ async fn the_cli_and_the_web_ui_read_a_postgresql_store() {
         report.contains("disk full"),
         "the failure report names the error"
     );
-    for (args, what) in [
-        (vec!["stop", &failed.id().to_string()[..]], "`stop`"),
-        (vec!["backup", "/tmp/never-written.db"], "backup"),
-    ] {
-        let err = cli_fails(&args).await;
-        assert!(
-            err.contains(what)
-                && err.contains("works on SQLite store files only")
-                && err.contains("is not one"),
-            "{err}"
-        );
-    }
+    let err = cli_fails(&["backup", "/tmp/never-written.db"]).await;
+    assert!(
+        err.contains("backup")
+            && err.contains("works on SQLite store files only")
+            && err.contains("is not one"),
+        "{err}"
+    );
     assert!(!std::path::Path::new("/tmp/never-written.db").exists());
+    // Control goes through the database: refused for an ended plan, carried out by the worker
+    // that holds a running one.
+    let err = cli_fails(&["stop", &failed.id().to_string()]).await;
+    assert!(err.contains("has already ended (Failed)"), "{err}");
+    let worker = ws
+        .spawn_worker(
+            coercion::worker::WorkerOptions::default().poll_interval(Duration::from_millis(100)),
+        )
+        .unwrap();
+    let long = ws
+        .submit(plan(
+            "controlled on postgres",
+            FakeReq::sleep(Duration::from_millis(300)),
+            30,
+        ))
+        .await
+        .unwrap();
+    ws.start(long).await.unwrap();
+    let paused = cli_ok(&["pause", &long.to_string()]).await;
+    assert!(paused.contains("is paused"), "{paused}");
+    assert!(store.read(long).await.unwrap().is_paused());
+    let resumed = cli_ok(&["resume", &long.to_string()]).await;
+    assert!(resumed.contains("is resumed"), "{resumed}");
+    // The web UI with --allow-control sends its requests the same way.
+    {
+        let server = Server::start(&db, &["--pg-schema", &schema, "--allow-control"]);
+        let page = http()
+            .get(format!("{}/plans/{long}", server.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains(&format!("action=\"/plans/{long}/pause\"")),
+            "no Pause button on a PostgreSQL plan's page"
+        );
+        let answer = http()
+            .post(format!("{}/plans/{long}/pause", server.url))
+            .header("origin", server.url.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let text = answer.text().await.unwrap();
+        assert!(text.contains("to pause it"), "{text}");
+        assert!(store.read(long).await.unwrap().is_paused());
+    }
+    let stopped = cli_ok(&["stop", &long.to_string()]).await;
+    assert!(stopped.contains("is stopping"), "{stopped}");
+    let ended = ws.wait(long).await.unwrap();
+    assert_eq!(ended.status(), Status::Stopped);
+    worker.stop().await;
 
     let server = Server::start(&db, &["--pg-schema", &schema]);
     let client = http();
@@ -2019,77 +2078,98 @@ async fn the_cli_and_the_web_ui_read_a_postgresql_store() {
         .text()
         .await
         .unwrap();
-    let statuses: Vec<String> = feed_events(&feed)
-        .iter()
-        .filter_map(|(_, data)| Some(data.get("status")?.as_str()?.to_owned()))
-        .collect();
-    assert_eq!(
-        statuses.first().map(String::as_str),
-        Some("Running"),
-        "{feed}"
-    );
-    assert_eq!(
-        statuses.last().map(String::as_str),
-        Some("Completed"),
-        "{feed}"
-    );
+    assert_feed_goes(&feed, "Running", "Completed");
     assert!(feed.contains("event: end"), "{feed}");
     drop(ws);
+}
+
+/// A plan of `steps` sleeps of `step`, submitted (not started) to a workstream over a memory
+/// store that counts its whole-plan reads, and a web UI over that store with `options` (on a
+/// free port of loopback).
+struct CountedLive {
+    store: std::sync::Arc<coercion::storage::RecordingStore<coercion::storage::MemoryStore>>,
+    ws: coercion::Workstream,
+    id: coercion::PlanId,
+    addr: std::net::SocketAddr,
+    _fakes: coercion::testing::Fakes,
+}
+
+impl CountedLive {
+    async fn start(
+        steps: usize,
+        step: Duration,
+        options: coercion::cli::web::WebOptions,
+    ) -> CountedLive {
+        use std::sync::Arc;
+
+        use coercion::storage::{MemoryStore, RecordingStore};
+        use coercion::testing::{FakeAction, FakeReq, Fakes};
+        use coercion::{ActionSpec, Block, Sequence, Workstream};
+
+        let store = Arc::new(RecordingStore::new(MemoryStore::new()));
+        let fakes = Fakes::new();
+        let ws = Workstream::builder()
+            .shared_store(store.clone())
+            .registry(fakes.registry())
+            .build()
+            .await
+            .unwrap();
+        let plan = Plan::builder("watched")
+            .block(
+                Block::builder("b").sequence((0..steps).fold(Sequence::builder("s"), |s, i| {
+                    s.action(ActionSpec::new::<FakeAction>(
+                        format!("step {i}"),
+                        FakeReq::sleep(step),
+                    ))
+                })),
+            )
+            .build();
+        let id = ws.submit(plan).await.unwrap();
+        let options = coercion::cli::web::WebOptions {
+            addr: ([127, 0, 0, 1], 0).into(),
+            ..options
+        };
+        let db = coercion::cli::Db::from_store(store.clone(), "counting");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(coercion::cli::web::serve(db, options, move |addr| {
+            let _ = tx.send(addr);
+        }));
+        let addr = rx.await.unwrap();
+        CountedLive {
+            store,
+            ws,
+            id,
+            addr,
+            _fakes: fakes,
+        }
+    }
+
+    /// The whole feed of one viewer of the plan's live page.
+    fn view(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let url = format!("http://{}/plans/{}/events", self.addr, self.id);
+        async move { http().get(url).send().await.unwrap().text().await.unwrap() }
+    }
 }
 
 /// Every viewer of a live plan is fed by one store poll per interval, not one each: ten
 /// viewers of a running plan cost about what one does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_viewers_of_a_live_plan_share_one_store_poll() {
-    use std::sync::Arc;
-
-    use coercion::storage::{MemoryStore, RecordingStore};
-    use coercion::testing::{FakeAction, FakeReq, Fakes};
-    use coercion::{ActionSpec, Block, Sequence, Workstream};
-
-    // Counts the whole-plan reads.
-    let store = Arc::new(RecordingStore::new(MemoryStore::new()));
-    let fakes = Fakes::new();
-    let ws = Workstream::builder()
-        .shared_store(store.clone())
-        .registry(fakes.registry())
-        .build()
-        .await
-        .unwrap();
-    let plan = Plan::builder("watched")
-        .block(
-            Block::builder("b").sequence((0..6).fold(Sequence::builder("s"), |s, i| {
-                s.action(ActionSpec::new::<FakeAction>(
-                    format!("step {i}"),
-                    FakeReq::sleep(Duration::from_millis(250)),
-                ))
-            })),
-        )
-        .build();
-    let id = ws.submit(plan).await.unwrap();
-
     let poll = Duration::from_millis(50);
-    let options = coercion::cli::web::WebOptions {
-        addr: ([127, 0, 0, 1], 0).into(),
-        poll_interval: poll,
-        ..Default::default()
-    };
-    let db = coercion::cli::Db::from_store(store.clone(), "counting");
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(coercion::cli::web::serve(db, options, move |addr| {
-        let _ = tx.send(addr);
-    }));
-    let addr = rx.await.unwrap();
-
-    ws.start(id).await.unwrap();
+    let live = CountedLive::start(
+        6,
+        Duration::from_millis(250),
+        coercion::cli::web::WebOptions {
+            poll_interval: poll,
+            ..Default::default()
+        },
+    )
+    .await;
+    live.ws.start(live.id).await.unwrap();
     let started = std::time::Instant::now();
-    let before = store.reads();
-    let viewers = (0..10).map(|_| {
-        let url = format!("http://{addr}/plans/{id}/events");
-        async move { http().get(url).send().await.unwrap().text().await.unwrap() }
-    });
-    let feeds = futures_util::future::join_all(viewers).await;
-    let reads = store.reads() - before;
+    let before = live.store.reads();
+    let feeds = futures_util::future::join_all((0..10).map(|_| live.view())).await;
+    let reads = live.store.reads() - before;
     let polls = started.elapsed().as_millis() / poll.as_millis() + 1;
     for feed in &feeds {
         let events = feed_events(feed);
@@ -2104,7 +2184,6 @@ async fn many_viewers_of_a_live_plan_share_one_store_poll() {
         reads as u128 <= polls + 10,
         "{reads} reads in {polls} poll intervals for 10 viewers"
     );
-    drop(ws);
 }
 
 /// Over a store that tells of changed plans, a live page reads its plan when told, not on a
@@ -2113,76 +2192,34 @@ async fn many_viewers_of_a_live_plan_share_one_store_poll() {
 /// would come only after an hour.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_page_over_a_store_that_tells_of_changes_reads_only_when_told() {
-    use std::sync::Arc;
+    use coercion::storage::Store as _;
 
-    use coercion::storage::{MemoryStore, RecordingStore, Store as _};
-    use coercion::testing::{FakeAction, FakeReq, Fakes};
-    use coercion::{ActionSpec, Block, Sequence, Workstream};
-
-    // Counts the whole-plan reads; a memory store tells of every write.
-    let store = Arc::new(RecordingStore::new(MemoryStore::new()));
-    assert!(store.changes().is_some());
-    let fakes = Fakes::new();
-    let ws = Workstream::builder()
-        .shared_store(store.clone())
-        .registry(fakes.registry())
-        .build()
-        .await
-        .unwrap();
-    let plan = Plan::builder("told")
-        .block(
-            Block::builder("b").sequence((0..4).fold(Sequence::builder("s"), |s, i| {
-                s.action(ActionSpec::new::<FakeAction>(
-                    format!("step {i}"),
-                    FakeReq::sleep(Duration::from_millis(100)),
-                ))
-            })),
-        )
-        .build();
-    let id = ws.submit(plan).await.unwrap();
-    let options = coercion::cli::web::WebOptions {
-        addr: ([127, 0, 0, 1], 0).into(),
-        poll_interval: Duration::from_millis(50),
-        notice_fallback: Duration::from_secs(3600),
-        ..Default::default()
-    };
-    let db = coercion::cli::Db::from_store(store.clone(), "told");
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(coercion::cli::web::serve(db, options, move |addr| {
-        let _ = tx.send(addr);
-    }));
-    let addr = rx.await.unwrap();
-
-    let before = store.reads();
-    let url = format!("http://{addr}/plans/{id}/events");
-    let viewer =
-        tokio::spawn(async move { http().get(url).send().await.unwrap().text().await.unwrap() });
+    let live = CountedLive::start(
+        4,
+        Duration::from_millis(100),
+        coercion::cli::web::WebOptions {
+            poll_interval: Duration::from_millis(50),
+            notice_fallback: Duration::from_secs(3600),
+            ..Default::default()
+        },
+    )
+    .await;
+    // A memory store tells of every write.
+    assert!(live.store.changes().is_some());
+    let before = live.store.reads();
+    let viewer = tokio::spawn(live.view());
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle = store.reads() - before;
+    let idle = live.store.reads() - before;
     assert!(
         (1..=2).contains(&idle),
         "{idle} reads of a plan that did not change in a second (a poller would read ~20)"
     );
-    ws.start(id).await.unwrap();
+    live.ws.start(live.id).await.unwrap();
     let feed = tokio::time::timeout(Duration::from_secs(60), viewer)
         .await
         .expect("the feed follows the plan to its end")
         .unwrap();
-    let statuses: Vec<String> = feed_events(&feed)
-        .iter()
-        .filter_map(|(_, data)| Some(data.get("status")?.as_str()?.to_owned()))
-        .collect();
-    assert_eq!(
-        statuses.first().map(String::as_str),
-        Some("NotStarted"),
-        "{feed}"
-    );
-    assert_eq!(
-        statuses.last().map(String::as_str),
-        Some("Completed"),
-        "{feed}"
-    );
-    drop(ws);
+    assert_feed_goes(&feed, "NotStarted", "Completed");
 }
 
 /// The plan page of a 100,000-action plan shows a page of each block's sequences — and every

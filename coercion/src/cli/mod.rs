@@ -526,7 +526,10 @@ async fn gate_command(
 ) -> Result<(), CliError> {
     let verb = if approve { "approve" } else { "reject" };
     let db = Db::connect(&cli.db, &cli.pg_schema).await?;
-    let path = db.file_for(&format!("`{verb}`"))?.to_path_buf();
+    let route = match db.store().shared() {
+        Some(shared) => Route::Database(shared),
+        None => Route::Socket(db.file_for(&format!("`{verb}`"))?),
+    };
     let plan = db.read(id).await?;
     let id = plan.id();
     if plan.status() != Status::Running {
@@ -546,6 +549,16 @@ async fn gate_command(
     }
     let done = if approve { "approved" } else { "rejected" };
     let req = control::ControlRequest::decide(approve, id, gate, comment.clone());
+    let path = match route {
+        Route::Socket(path) => path.to_path_buf(),
+        Route::Database(shared) => {
+            return if through_database(shared, &req).await? {
+                print(&format!("plan {id}: gate {gate:?} {done}\n"))
+            } else {
+                print(&not_answered_yet(id, req.op))
+            };
+        }
+    };
     match control::send(&path, &req).await {
         Ok(_) => print(&format!("plan {id}: gate {gate:?} {done}\n")),
         Err(control::ControlError::NoListener { .. }) => {
@@ -579,11 +592,46 @@ async fn gate_command(
     }
 }
 
+/// Where a control request goes: the socket beside a SQLite file, or a shared store.
+enum Route<'a> {
+    Socket(&'a std::path::Path),
+    Database(&'a dyn crate::storage::SharedStore),
+}
+
+/// How long `stop`, `pause`, `resume`, `approve` and `reject` wait for the answer of the
+/// process that holds a plan of a shared store.
+const SHARED_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Sends `req` through the shared store `store` and waits for its answer; `Ok(false)` when
+/// none came in time (the request stays, and is carried out when a process holds the plan).
+async fn through_database(
+    store: &dyn crate::storage::SharedStore,
+    req: &control::ControlRequest,
+) -> Result<bool, CliError> {
+    match control::send_shared(store, req, SHARED_ANSWER_WAIT).await {
+        Ok(answer) => Ok(answer.is_some()),
+        Err(e) => Err(CliError::new(e.to_string())),
+    }
+}
+
+/// What to say when a request sent through the database was not answered in time.
+fn not_answered_yet(id: crate::PlanId, op: ControlOp) -> String {
+    format!(
+        "plan {id}: the {op} request is recorded in the database, but no process holding the plan \
+         answered within {}: it is carried out by the process that holds the plan's lease — or, if \
+         that process died, by the worker that takes the plan over\n",
+        crate::report::human_duration(SHARED_ANSWER_WAIT)
+    )
+}
+
 async fn control_command(cli: &Cli, op: ControlOp, id: &str) -> Result<(), CliError> {
     let db = Db::connect(&cli.db, &cli.pg_schema).await?;
-    let path = db.file_for(&format!(
-        "`{op}` (through the control socket of the process that runs the plans)"
-    ))?;
+    let route = match db.store().shared().filter(|_| op != ControlOp::Retry) {
+        Some(shared) => Route::Database(shared),
+        None => Route::Socket(db.file_for(&format!(
+            "`{op}` (through the control socket of the process that runs the plans)"
+        ))?),
+    };
     let plan = db.read(id).await?;
     let id = plan.id();
     match (op, plan.status()) {
@@ -605,9 +653,17 @@ async fn control_command(cli: &Cli, op: ControlOp, id: &str) -> Result<(), CliEr
         }
         _ => {}
     }
-    let outcome = control::request(path, op, id)
-        .await
-        .map_err(|e| CliError::new(e.to_string()))?;
+    let outcome = match route {
+        Route::Socket(path) => control::request(path, op, id)
+            .await
+            .map_err(|e| CliError::new(e.to_string()))?,
+        Route::Database(shared) => {
+            if !through_database(shared, &control::ControlRequest::new(op, id)).await? {
+                return print(&not_answered_yet(id, op));
+            }
+            control::Outcome::Done
+        }
+    };
     let done = match (op, outcome) {
         (_, control::Outcome::Retried(new)) => {
             format!("is retried as plan {new}: its failed work runs again (coercion show {new})")

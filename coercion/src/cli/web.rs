@@ -15,7 +15,9 @@
 //! * `POST /plans/{id}/gates/approve|reject` (a form: `gate`, `comment`) the same way;
 //! * `POST /plans/{id}/stop|pause|resume|retry` only with `allow_control`, through
 //!   [`control`]; a retry answers with a redirect to the new plan, and is recorded as asked by
-//!   the server's Unix user "via the web UI for" the client's address.
+//!   the server's Unix user "via the web UI for" the client's address. Over a shared store
+//!   (PostgreSQL) the requests go through the database ([`control::send_shared`]; asked by the
+//!   server's database role) to the process that holds the plan; retry is for SQLite files.
 //!
 //! Every page is sent with a Content-Security-Policy that allows only this server's own script
 //! and style sheet, requests whose `Host` is not this server are refused (DNS rebinding), and
@@ -770,7 +772,7 @@ fn plan_view(
             a.button href="/" { "← Plans" }
             a.button href={ "/plans/" (id) "/export" } { "Export JSON" }
             a.button href={ "/plans/" (id) "/report" } { "HTML report" }
-            @if app.options.allow_control && app.db.path().is_some() && live {
+            @if can_control(app) && live {
                 @let pause_or_resume = if plan.is_paused() { ControlOp::Resume } else { ControlOp::Pause };
                 @for op in [pause_or_resume, ControlOp::Stop] {
                     form method="post" action={ "/plans/" (id) "/" (op.as_str()) } {
@@ -803,7 +805,7 @@ fn plan_view(
                     .unwrap_or_default();
                 p { strong { "Waiting for approval: " bdi { (gate.name) } } ", since " (format::time(gate.since)) }
                 @if !message.is_empty() { p.descr { (message) } }
-                @if app.options.allow_control && app.db.path().is_some() {
+                @if can_control(app) {
                     form.gate-form method="post" action={ "/plans/" (id) "/gates/approve" } {
                         input type="hidden" name="gate" value=(gate.name);
                         input type="text" name="comment" placeholder="Comment (recorded with the decision)" maxlength="2000";
@@ -1053,6 +1055,12 @@ async fn gate_plan(
     .await
 }
 
+/// Whether this server offers stop, pause, resume and gate decisions: it allows control, and
+/// its store is a file whose process listens, or a shared store (the requests go through it).
+fn can_control(app: &App) -> bool {
+    app.options.allow_control && (app.db.path().is_some() || app.db.store().shared().is_some())
+}
+
 /// The refusal of a control request, unless this server allows control and the request comes
 /// from its own pages.
 fn control_refused(app: &App, headers: &HeaderMap) -> Option<Response> {
@@ -1072,6 +1080,9 @@ fn control_refused(app: &App, headers: &HeaderMap) -> Option<Response> {
     }
     None
 }
+
+/// How long a control request sent through a shared store waits for its answer.
+const SHARED_ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 /// Sends the control request `make(id)` for the plan `id` names to the process that runs it,
 /// when this server allows control and the request comes from its own pages; answers with the
@@ -1096,12 +1107,22 @@ async fn send_control(
         .map(|c| c.0.to_string())
         .unwrap_or_else(|| "an unknown client".to_owned());
     let request = make(id).via(format!("the web UI for {client}"));
-    let result = match app.db.path() {
-        Some(file) => control::send(file, &request)
+    let result = match (app.db.path(), app.db.store().shared()) {
+        (Some(file), _) => control::send(file, &request)
             .await
             .map_err(|e| e.to_string()),
-        None => Err(format!(
-            "Stop, pause, resume, retry and gate decisions reach plans of SQLite store files only so far; {} is not one.",
+        (None, Some(shared)) if op != ControlOp::Retry => {
+            match control::send_shared(shared, &request, SHARED_ANSWER_WAIT).await {
+                Ok(Some(outcome)) => Ok(outcome),
+                Ok(None) => Err(format!(
+                    "The request is recorded in the database, but no process holding the plan answered within {}: it is carried out by the process that holds the plan's lease, or by the worker that takes the plan over.",
+                    crate::report::human_duration(SHARED_ANSWER_WAIT)
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        (None, _) => Err(format!(
+            "Retry reaches plans of SQLite store files only; {} is not one (a retry is Workstream::retry on a client of the store).",
             app.store_label
         )),
     };

@@ -488,12 +488,16 @@ pub trait Store: Send + Sync + 'static {
 
 /// A notice of [`Store::changes`]: which plans changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Changed {
     /// These plans changed.
     Plans(Arc<[PlanId]>),
     /// Any plan may have changed: too many to name, or notices may have been lost (the store
     /// lost its connection and listens again).
     Any,
+    /// A control request for this plan was sent or answered ([`SharedStore::send_control`],
+    /// [`SharedStore::answer_control`]).
+    Control(PlanId),
 }
 
 impl Changed {
@@ -502,8 +506,23 @@ impl Changed {
         match self {
             Changed::Plans(ids) => ids.contains(&id),
             Changed::Any => true,
+            Changed::Control(plan) => *plan == id,
         }
     }
+}
+
+/// A control request a shared store keeps until the process holding its plan answers it
+/// ([`SharedStore::send_control`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredControl {
+    /// The store's number for it (increasing: requests are answered in this order).
+    pub id: i64,
+    /// The plan it is for.
+    pub plan: PlanId,
+    /// The request, in the control protocol's JSON ([`crate::control`]).
+    pub request: String,
+    /// Who asked, as the store knows them (PostgreSQL: the client's role).
+    pub requested_by: String,
 }
 
 /// What a store shared by several processes adds to [`Store`]: each plan is run by the process
@@ -541,6 +560,34 @@ pub trait SharedStore: Store {
     /// Marks a submitted plan to be started by whichever worker claims it (for a client that
     /// executes nothing).
     fn request_start(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Keeps `request` (the control protocol's JSON) for plan `id` until the process holding
+    /// the plan answers it — now, or the process that takes the plan over — and tells of it
+    /// ([`Changed::Control`]). Refused for a plan that does not exist or has ended. Returns the
+    /// request's number.
+    fn send_control<'a>(
+        &'a self,
+        id: PlanId,
+        request: &'a str,
+    ) -> BoxFuture<'a, Result<i64, StoreError>>;
+
+    /// The unanswered requests for `plans`, oldest first.
+    fn pending_controls<'a>(
+        &'a self,
+        plans: &'a [PlanId],
+    ) -> BoxFuture<'a, Result<Vec<StoredControl>, StoreError>>;
+
+    /// Records `answer` (the control protocol's JSON) to `request`, as the holder of its plan's
+    /// lease: fails with [`StoreError::Locked`] when this process does not hold it (the next
+    /// holder answers), and tells of it ([`Changed::Control`]).
+    fn answer_control<'a>(
+        &'a self,
+        request: &'a StoredControl,
+        answer: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The answer to request number `request`, once given (`None` before).
+    fn control_answer(&self, request: i64) -> BoxFuture<'_, Result<Option<String>, StoreError>>;
 }
 
 /// The plan that retries `plan` ([`Workstream::retry`](crate::Workstream::retry)), if there is

@@ -43,10 +43,10 @@ use uuid::Uuid;
 
 use self::codec::{PreparedPlan, pg_error};
 use self::writer::{Counters, Fence, Request, Shard, Write};
-use super::{Change, ListFilter, PlanSummary, SharedStore, Store, StoreError};
+use super::{Change, ListFilter, PlanSummary, SharedStore, Store, StoreError, StoredControl};
 use crate::plugin::BoxFuture;
 use crate::storage::sql::Op;
-use crate::workflow::{Plan, PlanId};
+use crate::workflow::{Plan, PlanId, Status};
 
 /// Options of [`PostgresStore::connect_with`]; [`PostgresOptions::default()`] is what
 /// [`PostgresStore::connect`] uses.
@@ -485,6 +485,129 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    async fn insert_control(&self, id: PlanId, request: &str) -> Result<i64, StoreError> {
+        let store = &self.inner.store;
+        let mut conn = get(&self.inner.pool, store).await?;
+        let err = |e: tokio_postgres::Error| {
+            pg_error(
+                store,
+                &format!("sending a control request for plan {id}"),
+                e,
+            )
+        };
+        let tx = conn.transaction().await.map_err(err)?;
+        let status: String = match tx
+            .query_opt("SELECT status FROM plans WHERE id = $1", &[&id.0])
+            .await
+            .map_err(err)?
+        {
+            None => return Err(StoreError::NotFound(id)),
+            Some(row) => row.get(0),
+        };
+        if Status::from_str(&status).is_ok_and(Status::is_terminal) {
+            return Err(StoreError::permanent(format!(
+                "plan {id} has ended ({status}): only a plan that has not ended can be stopped, paused, resumed or decided"
+            )));
+        }
+        let number: i64 = tx
+            .query_one(
+                "INSERT INTO control_requests (plan_id, request) VALUES ($1, $2) RETURNING id",
+                &[&id.0, &request],
+            )
+            .await
+            .map_err(err)?
+            .get(0);
+        let told = notify::control_payload(&self.inner.schema, id);
+        tx.execute("SELECT pg_notify($1, $2)", &[&notify::CHANNEL, &told])
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(number)
+    }
+
+    async fn select_pending_controls(
+        &self,
+        plans: &[PlanId],
+    ) -> Result<Vec<StoredControl>, StoreError> {
+        if plans.is_empty() {
+            return Ok(Vec::new());
+        }
+        let store = &self.inner.store;
+        let conn = get(&self.inner.pool, store).await?;
+        let ids: Vec<Uuid> = plans.iter().map(|p| p.0).collect();
+        let rows = conn
+            .query(
+                "SELECT id, plan_id, request, requested_by FROM control_requests \
+                 WHERE plan_id = ANY($1) AND answered_at IS NULL ORDER BY id",
+                &[&ids],
+            )
+            .await
+            .map_err(|e| pg_error(store, "reading control requests", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredControl {
+                id: r.get(0),
+                plan: PlanId(r.get(1)),
+                request: r.get(2),
+                requested_by: r.get(3),
+            })
+            .collect())
+    }
+
+    async fn record_answer(&self, request: &StoredControl, answer: &str) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let id = request.plan;
+        let mut conn = get(&self.inner.pool, store).await?;
+        let err = |e: tokio_postgres::Error| {
+            pg_error(
+                store,
+                &format!("answering control request {} of plan {id}", request.id),
+                e,
+            )
+        };
+        let tx = conn.transaction().await.map_err(err)?;
+        let answered = tx
+            .execute(
+                "UPDATE control_requests c SET answered_at = now(), answered_by = $3, answer = $2 \
+                 FROM plans p WHERE c.id = $1 AND c.answered_at IS NULL AND p.id = c.plan_id \
+                 AND p.lease_owner = $3 AND p.lease_expires > now()",
+                &[&request.id, &answer, &self.inner.owner],
+            )
+            .await
+            .map_err(err)?;
+        if answered == 0 {
+            return Err(StoreError::Locked(format!(
+                "{store}: control request {} of plan {id} is answered already, or this process no longer holds the plan's lease",
+                request.id
+            )));
+        }
+        let told = notify::control_payload(&self.inner.schema, id);
+        tx.execute("SELECT pg_notify($1, $2)", &[&notify::CHANNEL, &told])
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn select_answer(&self, request: i64) -> Result<Option<String>, StoreError> {
+        let store = &self.inner.store;
+        let conn = get(&self.inner.pool, store).await?;
+        let row = conn
+            .query_opt(
+                "SELECT answer FROM control_requests WHERE id = $1",
+                &[&request],
+            )
+            .await
+            .map_err(|e| pg_error(store, &format!("reading control request {request}"), e))?;
+        match row {
+            Some(r) => Ok(r.get(0)),
+            None => Err(StoreError::permanent(format!(
+                "{store}: there is no control request {request}"
+            ))),
+        }
+    }
+}
+
 async fn get(
     pool: &deadpool_postgres::Pool,
     store: &str,
@@ -642,5 +765,32 @@ impl SharedStore for PostgresStore {
 
     fn request_start(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.mark_start_requested(id))
+    }
+
+    fn send_control<'a>(
+        &'a self,
+        id: PlanId,
+        request: &'a str,
+    ) -> BoxFuture<'a, Result<i64, StoreError>> {
+        Box::pin(self.insert_control(id, request))
+    }
+
+    fn pending_controls<'a>(
+        &'a self,
+        plans: &'a [PlanId],
+    ) -> BoxFuture<'a, Result<Vec<StoredControl>, StoreError>> {
+        Box::pin(self.select_pending_controls(plans))
+    }
+
+    fn answer_control<'a>(
+        &'a self,
+        request: &'a StoredControl,
+        answer: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.record_answer(request, answer))
+    }
+
+    fn control_answer(&self, request: i64) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        Box::pin(self.select_answer(request))
     }
 }

@@ -44,6 +44,12 @@ pub(super) fn payload(schema: &str, ids: impl IntoIterator<Item = PlanId>) -> St
     out
 }
 
+/// The payload of the notice of a control request for plan `id` of `schema`, sent or
+/// answered: `schema ?id`.
+pub(super) fn control_payload(schema: &str, id: PlanId) -> String {
+    format!("{schema} ?{id}")
+}
+
 /// What a notice says of `schema`'s plans; `None` for another schema's notice (or one that
 /// does not parse, which no coercion writer sends).
 fn parse(schema: &str, payload: &str) -> Option<Changed> {
@@ -53,6 +59,9 @@ fn parse(schema: &str, payload: &str) -> Option<Changed> {
     }
     if ids == "*" {
         return Some(Changed::Any);
+    }
+    if let Some(id) = ids.strip_prefix('?') {
+        return id.parse().ok().map(Changed::Control);
     }
     let ids: Result<Vec<PlanId>, _> = ids.split(',').map(|id| id.parse::<PlanId>()).collect();
     Some(ids.map_or(Changed::Any, |ids| Changed::Plans(ids.into())))
@@ -141,5 +150,9 @@ mod tests {
         assert_eq!(many, "ops *");
         assert_eq!(parse("ops", &many), Some(Changed::Any));
         assert!(payload("ops", (0..200).map(|_| PlanId::new_v7())).len() < MAX_PAYLOAD);
+        assert_eq!(
+            parse("ops", &control_payload("ops", a)),
+            Some(Changed::Control(a))
+        );
     }
 }

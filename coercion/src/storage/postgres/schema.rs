@@ -14,7 +14,24 @@ use crate::storage::StoreError;
 use crate::storage::sql::Migrations;
 
 /// Every migration, oldest first: step `i` brings the schema to version `i + 1`.
-pub(super) const MIGRATIONS: Migrations = Migrations(&[V1, V2, V3, V4]);
+pub(super) const MIGRATIONS: Migrations = Migrations(&[V1, V2, V3, V4, V5]);
+
+/// Version 5: `control_requests`, the stop, pause, resume, approve and reject requests of
+/// clients on any machine (the control protocol's JSON, who asked: the client's PostgreSQL role),
+/// carried out by the process that holds the plan's lease, which records its answer.
+const V5: &str = "
+CREATE TABLE control_requests (
+    id           BIGINT      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    plan_id      UUID        NOT NULL REFERENCES plans (id) ON DELETE CASCADE,
+    request      TEXT        NOT NULL,
+    requested_by TEXT        NOT NULL DEFAULT current_user,
+    requested_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    answered_at  TIMESTAMPTZ,
+    answered_by  UUID,
+    answer       TEXT
+);
+CREATE INDEX control_requests_pending ON control_requests (plan_id, id) WHERE answered_at IS NULL;
+";
 
 /// Version 4: `plans.decisions`, the JSON array of the decisions people took at the plan's
 /// gates ([`Decision`](crate::workflow::Decision)), oldest first; `[]` for the plans of an
