@@ -99,9 +99,6 @@ fn locked(result: Result<(), StoreError>, what: &str) -> String {
     }
 }
 
-/// A lease keeps other processes out; once it expires another process takes the plan over
-/// with a new epoch, and from then on every write of the first process is refused — also a
-/// heartbeat, also one in a batch with other changes — and changes nothing.
 /// Another process is told of the plans a store writes (LISTEN/NOTIFY, one notice per committed
 /// group): of those of its own schema only, and not of a write that failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,6 +156,9 @@ async fn another_store_instance_is_told_of_the_plans_written_in_its_schema() {
     }
 }
 
+/// A lease keeps other processes out; once it expires another process takes the plan over
+/// with a new epoch, and from then on every write of the first process is refused — also a
+/// heartbeat, also one in a batch with other changes — and changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_lease_fences_every_later_write() {
     let Some(url) = pg_url("a_lost_lease_fences_every_later_write") else {
@@ -729,7 +729,7 @@ async fn a_version_1_schema_holding_plans_is_migrated_in_place() {
     client
         .batch_execute(&format!(
             "ALTER TABLE {schema}.plans DROP COLUMN resumptions, DROP COLUMN plugins, DROP COLUMN decisions; \
-             DROP TABLE {schema}.control_requests; \
+             DROP TABLE {schema}.control_requests; DROP FUNCTION {schema}.control_requests_asked_by(); \
              UPDATE {schema}.coercion_schema_version SET version = 1"
         ))
         .await
@@ -846,4 +846,75 @@ async fn a_restarted_worker_takes_over_at_most_max_running_orphans() {
     assert!(claimed.iter().all(|id| !taken.contains(id)));
     worker.stop().await;
     drop(ws);
+}
+
+/// A worker that claims a plan it runs itself — its lease lapsed (a late heartbeat, a database
+/// hiccup) and the claim took it again — keeps the lease: the run goes on under it, and the plan
+/// is not left for another worker to run a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_claims_its_own_running_plan_keeps_the_lease() {
+    let Some(url) = pg_url("a_worker_that_claims_its_own_running_plan_keeps_the_lease") else {
+        return;
+    };
+    let schema = schema("reclaim");
+    let s = store(&url, &schema, Duration::from_secs(30)).await;
+    let fakes = coercion::testing::Fakes::new();
+    let ws = coercion::Workstream::builder()
+        .store(s.clone())
+        .registry(fakes.registry())
+        .heartbeat_interval(Duration::from_secs(10))
+        .build()
+        .await
+        .unwrap();
+    let worker = ws
+        .spawn_worker(
+            coercion::worker::WorkerOptions::default().poll_interval(Duration::from_millis(50)),
+        )
+        .unwrap();
+    let plan = coercion::Plan::builder("long")
+        .block(
+            coercion::Block::builder("b").sequence(coercion::Sequence::builder("s").action(
+                coercion::ActionSpec::new::<coercion::testing::FakeAction>(
+                    "waits",
+                    coercion::testing::FakeReq::wait_for_cancel(),
+                ),
+            )),
+        )
+        .build();
+    let id = ws.submit_and_start(plan).await.unwrap();
+    assert_eq!(s.leased_plans(), vec![id]);
+    let (sql, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let query = format!("SELECT lease_owner::text FROM {schema}.plans WHERE id = $1");
+    async fn owner(sql: &tokio_postgres::Client, query: &str, id: PlanId) -> Option<String> {
+        sql.query_one(query, &[&id.0]).await.unwrap().get(0)
+    }
+    let me = Some(s.owner_id().to_string());
+    assert_eq!(owner(&sql, &query, id).await, me);
+    // The lease lapses; the worker's next polls claim the plan it runs.
+    sql.execute(
+        &format!(
+            "UPDATE {schema}.plans SET lease_expires = now() - interval '1 second' WHERE id = $1"
+        ),
+        &[&id.0],
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        owner(&sql, &query, id).await,
+        me,
+        "the worker gave its running plan up"
+    );
+    assert_eq!(s.leased_plans(), vec![id]);
+    let other = store(&url, &schema, Duration::from_secs(30)).await;
+    assert_eq!(
+        other.claim_runnable(10).await.unwrap(),
+        Vec::<PlanId>::new()
+    );
+    ws.stop(id).await.unwrap();
+    ws.wait(id).await.unwrap();
+    worker.stop().await;
 }

@@ -598,11 +598,11 @@ async fn control_requests_reach_whichever_worker_holds_the_plan_through_the_data
         other => panic!("a stop of an ended plan gave {other:?}"),
     }
 
-    // Every request was answered; each names the client's role as who asked.
+    // Every request was answered; each names the role the client logged in as.
     let rows = sql
         .query(
             &format!(
-                "SELECT requested_by = current_user, answer FROM {schema}.control_requests ORDER BY id"
+                "SELECT requested_by = session_user, answer FROM {schema}.control_requests ORDER BY id"
             ),
             &[],
         )
@@ -616,6 +616,36 @@ async fn control_requests_reach_whichever_worker_holds_the_plan_through_the_data
             Some(r#"{"ok":true}"#)
         );
     }
+    // A client cannot write another role's name as who asked, nor change it afterwards.
+    let row = sql
+        .query_one(
+            &format!(
+                "INSERT INTO {schema}.control_requests (plan_id, request, requested_by) \
+                 VALUES ($1, '{{}}', 'mallory') RETURNING id, requested_by = session_user"
+            ),
+            &[&id.0],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(1), "the forged name was kept");
+    let forged: i64 = row.get(0);
+    sql.execute(
+        &format!("UPDATE {schema}.control_requests SET requested_by = 'mallory' WHERE id = $1"),
+        &[&forged],
+    )
+    .await
+    .unwrap();
+    let kept: bool = sql
+        .query_one(
+            &format!(
+                "SELECT requested_by = session_user FROM {schema}.control_requests WHERE id = $1"
+            ),
+            &[&forged],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(kept, "who asked was changed afterwards");
 }
 
 /// A worker paused (SIGSTOP) past its lease's expiry loses the plan to another worker; once

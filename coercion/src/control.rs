@@ -505,7 +505,15 @@ pub async fn answer_shared(ws: &Workstream, store: &dyn crate::storage::SharedSt
     };
     let mut answered = 0;
     for request in pending {
+        let running_here = ws.is_running_here(request.plan);
+        if !running_here && !request.plan_ended {
+            continue;
+        }
         let answer = match serde_json::from_str::<ControlRequest>(&request.request) {
+            Ok(req) if !running_here => Err(format!(
+                "plan {} ended before a process carried the {} request out",
+                request.plan, req.op
+            )),
             Ok(req) if req.plan != request.plan => Err(format!(
                 "the request names plan {}, not {}",
                 req.plan, request.plan
@@ -514,7 +522,9 @@ pub async fn answer_shared(ws: &Workstream, store: &dyn crate::storage::SharedSt
                 handle(
                     ws,
                     &req,
-                    &format!("{} (database role)", request.requested_by),
+                    // Database roles are named apart from Unix users: a gate's approvers
+                    // name `pg:alice` for the role alice.
+                    &format!("pg:{} (database role)", request.requested_by),
                 )
                 .await
             }

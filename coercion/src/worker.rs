@@ -206,8 +206,10 @@ async fn take(ws: &Workstream, shared: &dyn SharedStore, id: PlanId) -> bool {
     }
     match ws.take_over(plan).await {
         Ok(TakeOver::Launched) => true,
-        Ok(TakeOver::OwnedElsewhere) => false,
-        Ok(TakeOver::Expired | TakeOver::MissingPlugins | TakeOver::Skipped) => {
+        // Another process holds it, or this one runs it (the claim renewed its lease): the
+        // lease is not given up.
+        Ok(TakeOver::OwnedElsewhere | TakeOver::RunningHere) => false,
+        Ok(TakeOver::Expired | TakeOver::MissingPlugins | TakeOver::Ended) => {
             let _ = shared.release(id).await;
             false
         }

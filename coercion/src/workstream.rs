@@ -470,8 +470,11 @@ pub(crate) enum TakeOver {
     MissingPlugins,
     /// Left as it is: a live process holds its lease and runs it.
     OwnedElsewhere,
-    /// Left as it is: it runs here already, or it ended meanwhile.
-    Skipped,
+    /// Left as it is: it ended meanwhile.
+    Ended,
+    /// It runs here already (its lease had lapsed, and this process claimed it again): the
+    /// run goes on under the renewed lease.
+    RunningHere,
 }
 
 /// Submits, runs, watches and controls plans over one store and one registry. Cheap to clone.
@@ -815,7 +818,7 @@ impl Workstream {
         let id = plan.id;
         match plan.state.status {
             Status::Running | Status::NotStarted => {}
-            _ => return Ok(TakeOver::Skipped),
+            _ => return Ok(TakeOver::Ended),
         }
         let missing = self.inner.registry.missing_for(&plan);
         if !missing.is_empty() {
@@ -851,7 +854,7 @@ impl Workstream {
                 }
                 Ok(TakeOver::Launched)
             }
-            Err(Error::AlreadyStarted(_)) => Ok(TakeOver::Skipped),
+            Err(Error::AlreadyStarted(_)) => Ok(TakeOver::RunningHere),
             // A shared store: a live process holds the plan's lease and runs it.
             Err(Error::OwnedElsewhere(_)) => {
                 tracing::debug!(plan = %id, "not resuming a plan a live process holds");

@@ -2083,30 +2083,31 @@ async fn the_cli_and_the_web_ui_read_a_postgresql_store() {
     drop(ws);
 }
 
-/// A plan of `steps` sleeps of `step`, submitted (not started) to a workstream over a memory
-/// store that counts its whole-plan reads, and a web UI over that store with `options` (on a
+/// A plan of `steps` sleeps of `step`, submitted (not started) to a workstream over `inner`
+/// wrapped to count its whole-plan reads, and a web UI over that store with `options` (on a
 /// free port of loopback).
-struct CountedLive {
-    store: std::sync::Arc<coercion::storage::RecordingStore<coercion::storage::MemoryStore>>,
+struct CountedLive<S> {
+    store: std::sync::Arc<coercion::storage::RecordingStore<S>>,
     ws: coercion::Workstream,
     id: coercion::PlanId,
     addr: std::net::SocketAddr,
     _fakes: coercion::testing::Fakes,
 }
 
-impl CountedLive {
+impl<S: coercion::storage::Store> CountedLive<S> {
     async fn start(
+        inner: S,
         steps: usize,
         step: Duration,
         options: coercion::cli::web::WebOptions,
-    ) -> CountedLive {
+    ) -> CountedLive<S> {
         use std::sync::Arc;
 
-        use coercion::storage::{MemoryStore, RecordingStore};
+        use coercion::storage::RecordingStore;
         use coercion::testing::{FakeAction, FakeReq, Fakes};
         use coercion::{ActionSpec, Block, Sequence, Workstream};
 
-        let store = Arc::new(RecordingStore::new(MemoryStore::new()));
+        let store = Arc::new(RecordingStore::new(inner));
         let fakes = Fakes::new();
         let ws = Workstream::builder()
             .shared_store(store.clone())
@@ -2152,11 +2153,18 @@ impl CountedLive {
 }
 
 /// Every viewer of a live plan is fed by one store poll per interval, not one each: ten
-/// viewers of a running plan cost about what one does.
+/// viewers of a running plan cost about what one does (a SQLite store: it does not tell of
+/// changes, so the page polls).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_viewers_of_a_live_plan_share_one_store_poll() {
+    use coercion::storage::Store as _;
+
+    let dir = TempDir::new("viewers");
+    let sqlite = SqliteStore::open(dir.join("coercion.db")).unwrap();
+    assert!(sqlite.changes().is_none(), "the page would not poll");
     let poll = Duration::from_millis(50);
     let live = CountedLive::start(
+        sqlite,
         6,
         Duration::from_millis(250),
         coercion::cli::web::WebOptions {
@@ -2195,6 +2203,7 @@ async fn a_live_page_over_a_store_that_tells_of_changes_reads_only_when_told() {
     use coercion::storage::Store as _;
 
     let live = CountedLive::start(
+        coercion::storage::MemoryStore::new(),
         4,
         Duration::from_millis(100),
         coercion::cli::web::WebOptions {

@@ -618,8 +618,8 @@ async fn through_database(
 fn not_answered_yet(id: crate::PlanId, op: ControlOp) -> String {
     format!(
         "plan {id}: the {op} request is recorded in the database, but no process holding the plan \
-         answered within {}: it is carried out by the process that holds the plan's lease — or, if \
-         that process died, by the worker that takes the plan over\n",
+         answered within {}: the worker (Workstream::spawn_worker) that holds the plan's lease \
+         carries it out — or, if that worker died, the worker that takes the plan over\n",
         crate::report::human_duration(SHARED_ANSWER_WAIT)
     )
 }

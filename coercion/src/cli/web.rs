@@ -1121,8 +1121,12 @@ async fn send_control(
                 Err(e) => Err(e.to_string()),
             }
         }
-        (None, _) => Err(format!(
+        (None, Some(_)) => Err(format!(
             "Retry reaches plans of SQLite store files only; {} is not one (a retry is Workstream::retry on a client of the store).",
+            app.store_label
+        )),
+        (None, None) => Err(format!(
+            "Control requests reach plans of a SQLite store file (through its process's socket) or of a shared store (through it); {} is neither.",
             app.store_label
         )),
     };

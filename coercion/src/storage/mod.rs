@@ -523,6 +523,8 @@ pub struct StoredControl {
     pub request: String,
     /// Who asked, as the store knows them (PostgreSQL: the client's role).
     pub requested_by: String,
+    /// The plan ended and no process answered for seconds: nobody will carry the request out.
+    pub plan_ended: bool,
 }
 
 /// What a store shared by several processes adds to [`Store`]: each plan is run by the process
@@ -571,15 +573,17 @@ pub trait SharedStore: Store {
         request: &'a str,
     ) -> BoxFuture<'a, Result<i64, StoreError>>;
 
-    /// The unanswered requests for `plans`, oldest first.
+    /// The unanswered requests for `plans`, and those of plans that ended a few seconds ago
+    /// or more ([`StoredControl::plan_ended`]), oldest first.
     fn pending_controls<'a>(
         &'a self,
         plans: &'a [PlanId],
     ) -> BoxFuture<'a, Result<Vec<StoredControl>, StoreError>>;
 
     /// Records `answer` (the control protocol's JSON) to `request`, as the holder of its plan's
-    /// lease: fails with [`StoreError::Locked`] when this process does not hold it (the next
-    /// holder answers), and tells of it ([`Changed::Control`]).
+    /// lease — or for a plan that ended: fails with [`StoreError::Locked`] when this process
+    /// holds no lease on a plan that runs (the next holder answers), and tells of it
+    /// ([`Changed::Control`]).
     fn answer_control<'a>(
         &'a self,
         request: &'a StoredControl,

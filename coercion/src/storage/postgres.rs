@@ -518,28 +518,42 @@ impl PostgresStore {
             .await
             .map_err(err)?
             .get(0);
-        let told = notify::control_payload(&self.inner.schema, id);
-        tx.execute("SELECT pg_notify($1, $2)", &[&notify::CHANNEL, &told])
-            .await
-            .map_err(err)?;
         tx.commit().await.map_err(err)?;
+        self.tell_control(&conn, id).await;
         Ok(number)
+    }
+
+    /// Tells listeners that a control request of plan `id` was sent or answered, after its
+    /// transaction committed (a notice that fails loses nothing: the workers and the client
+    /// read again within a second).
+    async fn tell_control(&self, conn: &deadpool_postgres::Object, id: PlanId) {
+        let told = notify::control_payload(&self.inner.schema, id);
+        if let Err(e) = conn
+            .execute("SELECT pg_notify($1, $2)", &[&notify::CHANNEL, &told])
+            .await
+        {
+            tracing::warn!(store = %self.inner.store, plan = %id, error = %e, "telling listeners of a control request failed");
+        }
     }
 
     async fn select_pending_controls(
         &self,
         plans: &[PlanId],
     ) -> Result<Vec<StoredControl>, StoreError> {
-        if plans.is_empty() {
-            return Ok(Vec::new());
-        }
         let store = &self.inner.store;
         let conn = get(&self.inner.pool, store).await?;
         let ids: Vec<Uuid> = plans.iter().map(|p| p.0).collect();
+        // A request of a plan that ended is left a few seconds to the process that held it (a
+        // stop ends the plan it asked for, and the answer follows).
         let rows = conn
             .query(
-                "SELECT id, plan_id, request, requested_by FROM control_requests \
-                 WHERE plan_id = ANY($1) AND answered_at IS NULL ORDER BY id",
+                "SELECT c.id, c.plan_id, c.request, c.requested_by, \
+                   p.status IN ('Completed', 'Failed', 'Stopped') \
+                 FROM control_requests c JOIN plans p ON p.id = c.plan_id \
+                 WHERE c.answered_at IS NULL AND (c.plan_id = ANY($1) \
+                   OR (p.status IN ('Completed', 'Failed', 'Stopped') \
+                       AND c.requested_at < now() - interval '5 seconds')) \
+                 ORDER BY c.id",
                 &[&ids],
             )
             .await
@@ -551,6 +565,7 @@ impl PostgresStore {
                 plan: PlanId(r.get(1)),
                 request: r.get(2),
                 requested_by: r.get(3),
+                plan_ended: r.get(4),
             })
             .collect())
     }
@@ -571,7 +586,8 @@ impl PostgresStore {
             .execute(
                 "UPDATE control_requests c SET answered_at = now(), answered_by = $3, answer = $2 \
                  FROM plans p WHERE c.id = $1 AND c.answered_at IS NULL AND p.id = c.plan_id \
-                 AND p.lease_owner = $3 AND p.lease_expires > now()",
+                 AND ((p.lease_owner = $3 AND p.lease_expires > now()) \
+                      OR p.status IN ('Completed', 'Failed', 'Stopped'))",
                 &[&request.id, &answer, &self.inner.owner],
             )
             .await
@@ -582,11 +598,9 @@ impl PostgresStore {
                 request.id
             )));
         }
-        let told = notify::control_payload(&self.inner.schema, id);
-        tx.execute("SELECT pg_notify($1, $2)", &[&notify::CHANNEL, &told])
-            .await
-            .map_err(err)?;
-        tx.commit().await.map_err(err)
+        tx.commit().await.map_err(err)?;
+        self.tell_control(&conn, id).await;
+        Ok(())
     }
 
     async fn select_answer(&self, request: i64) -> Result<Option<String>, StoreError> {

@@ -502,7 +502,14 @@ impl SqliteStore {
             let store: Arc<str> =
                 format!("sqlite:{} (read-only, immutable)", path.display()).into();
             readers = pool(&store).immutable(sidecar(&path, ".lock"));
-            check(&readers)?;
+            if let Err(immutable) = check(&readers) {
+                // Not a file this user cannot write beside after all (or one being written):
+                // the first error says what happened.
+                return Err(match immutable {
+                    StoreError::Permanent { source: None, .. } => immutable,
+                    _ => e,
+                });
+            }
         }
         Ok(SqliteStore {
             inner: Arc::new(Inner {

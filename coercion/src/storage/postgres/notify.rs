@@ -83,12 +83,22 @@ pub(super) fn start(
     tokio::spawn(async move {
         let mut pause = Duration::from_secs(1);
         loop {
+            let mut listening = false;
             let listened = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = listen(&config, &tls, &schema, &sender) => r,
+                r = listen(&config, &tls, &schema, &sender, &mut listening) => r,
             };
-            if let Err(e) = listened {
-                tracing::warn!(store = %store, error = %e, "listening for changed plans failed; listening again in {pause:?}");
+            if listening {
+                // It listened before it failed: the next failure starts the pauses again.
+                pause = Duration::from_secs(1);
+            }
+            match listened {
+                Ok(()) => {
+                    tracing::warn!(store = %store, "the connection that listens for changed plans closed; listening again in {pause:?}")
+                }
+                Err(e) => {
+                    tracing::warn!(store = %store, error = %e, "listening for changed plans failed; listening again in {pause:?}")
+                }
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -100,26 +110,50 @@ pub(super) fn start(
     tx
 }
 
-/// One connection's worth of listening: returns when the connection ends.
+/// How often the listening connection is checked (a connection cut without a word — a
+/// failover, a NAT that forgot it — would otherwise wait for the kernel's keepalive, hours).
+const PING_EVERY: Duration = Duration::from_secs(30);
+
+/// One connection's worth of listening: returns when the connection ends or stops answering.
+/// `listening` is set once `LISTEN` took effect.
 async fn listen(
     config: &tokio_postgres::Config,
     tls: &tokio_postgres_rustls::MakeRustlsConnect,
     schema: &str,
     tx: &broadcast::Sender<Changed>,
+    listening: &mut bool,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(tls.clone()).await?;
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
     let sql = format!("LISTEN {CHANNEL}");
-    let listening = client.batch_execute(&sql);
-    tokio::pin!(listening);
-    // The connection is driven by reading its messages, also while LISTEN runs.
-    let mut listened = false;
+    let listen = client.batch_execute(&sql);
+    tokio::pin!(listen);
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut pinging: Option<
+        std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>>,
+    > = None;
+    // The connection is driven by reading its messages, also while a statement runs.
     loop {
         tokio::select! {
-            r = &mut listening, if !listened => {
+            r = &mut listen, if !*listening => {
                 r?;
-                listened = true;
+                *listening = true;
                 let _ = tx.send(Changed::Any);
+            }
+            _ = ping.tick(), if *listening && pinging.is_none() => {
+                let client = &client;
+                pinging = Some(Box::pin(async move {
+                    tokio::time::timeout(Duration::from_secs(10), client.simple_query("SELECT 1"))
+                        .await
+                        .is_ok_and(|r| r.is_ok())
+                }));
+            }
+            alive = async { pinging.as_mut().expect("guarded").await }, if pinging.is_some() => {
+                pinging = None;
+                if !alive {
+                    return Ok(());
+                }
             }
             message = messages.next() => match message {
                 Some(Ok(AsyncMessage::Notification(n))) => {

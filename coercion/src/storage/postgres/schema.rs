@@ -17,20 +17,37 @@ use crate::storage::sql::Migrations;
 pub(super) const MIGRATIONS: Migrations = Migrations(&[V1, V2, V3, V4, V5]);
 
 /// Version 5: `control_requests`, the stop, pause, resume, approve and reject requests of
-/// clients on any machine (the control protocol's JSON, who asked: the client's PostgreSQL role),
-/// carried out by the process that holds the plan's lease, which records its answer.
+/// clients on any machine (the control protocol's JSON), carried out by the process that holds
+/// the plan's lease, which records its answer. Who asked is the role the client logged in as
+/// (`session_user`), set by a trigger whatever the client writes: a client cannot speak for
+/// another role.
 const V5: &str = "
 CREATE TABLE control_requests (
     id           BIGINT      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     plan_id      UUID        NOT NULL REFERENCES plans (id) ON DELETE CASCADE,
     request      TEXT        NOT NULL,
-    requested_by TEXT        NOT NULL DEFAULT current_user,
+    requested_by TEXT        NOT NULL DEFAULT session_user,
     requested_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     answered_at  TIMESTAMPTZ,
     answered_by  UUID,
     answer       TEXT
 );
 CREATE INDEX control_requests_pending ON control_requests (plan_id, id) WHERE answered_at IS NULL;
+CREATE OR REPLACE FUNCTION control_requests_asked_by() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.requested_by := session_user;
+        NEW.requested_at := now();
+    ELSE
+        NEW.requested_by := OLD.requested_by;
+        NEW.requested_at := OLD.requested_at;
+        NEW.request := OLD.request;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER control_requests_asked_by BEFORE INSERT OR UPDATE ON control_requests
+    FOR EACH ROW EXECUTE FUNCTION control_requests_asked_by();
 ";
 
 /// Version 4: `plans.decisions`, the JSON array of the decisions people took at the plan's

@@ -298,9 +298,11 @@ impl Shard {
         if let Some(e) = first_request_error {
             return Err(Failure::Request(e));
         }
-        // One notice per group, naming its plans, delivered when (and only if) it commits; sent
-        // with COMMIT in one round trip. Should it fail, the transaction is aborted and COMMIT
-        // only rolls it back: the group failed.
+        // One notice per group, naming its plans, sent right after COMMIT in the same round
+        // trip but in a transaction of its own: a notice that fails (PostgreSQL's notice queue
+        // full because some listener stalls) must not fail the writes, and the lock PostgreSQL
+        // takes to queue a notice at commit is not held by the writes' transaction. Readers
+        // also read at least every few seconds, so a lost notice only delays them.
         let payload = notify::payload(
             &self.schema,
             group.iter().map(|r| match &r.write {
@@ -310,13 +312,16 @@ impl Shard {
         );
         let channel = notify::CHANNEL;
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&channel, &payload];
-        let (notified, committed) = tokio::join!(
+        let (committed, notified) = tokio::join!(
             biased;
-            c.client.execute(&c.st.notify, &params),
             c.client.batch_execute("COMMIT"),
+            c.client.execute(&c.st.notify, &params),
         );
-        notified.map_err(|e| self.err("notifying the group's changes", e))?;
-        committed.map_err(|e| self.err("committing", e))
+        committed.map_err(|e| self.err("committing", e))?;
+        if let Err(e) = notified {
+            tracing::warn!(store = %self.store, error = %e, "telling listeners of committed changes failed; they read again within seconds");
+        }
+        Ok(())
     }
 
     /// A database error inside a write: an error of the whole group either way (the

@@ -70,23 +70,7 @@ impl ReaderPool {
         let conn = match &self.immutable {
             None => Connection::open_with_flags(&self.path, flags),
             Some(lock) => {
-                if super::lock::held(lock).map_err(|e| {
-                    StoreError::permanent(format!(
-                        "{}: cannot tell whether a process runs plans from it: cannot read its lock file {}",
-                        self.store,
-                        lock.display()
-                    ))
-                    .caused_by(e)
-                })? {
-                    return Err(StoreError::permanent(format!(
-                        "{}: a process runs plans from it; this user cannot create {} to read it beside \
-                         that process, and reading it as an immutable file could see torn pages. Read it \
-                         as a user who can write to {}, or while no process runs plans from it",
-                        self.store,
-                        super::sidecar(&self.path, "-shm").display(),
-                        self.path.parent().unwrap_or(Path::new("/")).display()
-                    )));
-                }
+                self.check_still_immutable(lock)?;
                 Connection::open_with_flags(
                     immutable_uri(&self.path),
                     flags | OpenFlags::SQLITE_OPEN_URI,
@@ -99,8 +83,39 @@ impl ReaderPool {
         Ok(conn)
     }
 
+    /// For a file read as immutable: nothing writes it — no process holds the writer's lock
+    /// `lock`, no `-shm` appeared (a writer opened it), no write-ahead log holds writes.
+    fn check_still_immutable(&self, lock: &Path) -> Result<(), StoreError> {
+        let held = super::lock::held(lock).map_err(|e| {
+            StoreError::permanent(format!(
+                "{}: cannot tell whether a process runs plans from it: cannot read its lock file {}",
+                self.store,
+                lock.display()
+            ))
+            .caused_by(e)
+        })?;
+        let wal = super::sidecar(&self.path, "-wal");
+        let written = held
+            || super::sidecar(&self.path, "-shm").exists()
+            || std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+        if written {
+            return Err(StoreError::permanent(format!(
+                "{}: a process runs plans from it (or left writes in {}); this user cannot create {} \
+                 to read it beside that process, and reading it as an immutable file could see torn \
+                 pages or miss writes. Read it as a user who can write to {}, or while no process runs \
+                 plans from it",
+                self.store,
+                wal.display(),
+                super::sidecar(&self.path, "-shm").display(),
+                self.path.parent().unwrap_or(Path::new("/")).display()
+            )));
+        }
+        Ok(())
+    }
+
     /// Runs `f` with a pooled connection. A connection whose use failed is not returned to
-    /// the pool.
+    /// the pool. A file read as immutable is checked again after the read: what was read while
+    /// a writer started is not returned.
     pub fn with<R>(
         &self,
         f: impl FnOnce(&Connection) -> Result<R, StoreError>,
@@ -110,6 +125,11 @@ impl ReaderPool {
             None => self.connect()?,
         };
         let result = f(&conn);
+        if let Some(lock) = &self.immutable
+            && result.is_ok()
+        {
+            self.check_still_immutable(lock)?;
+        }
         if result.is_ok() || matches!(result, Err(StoreError::NotFound(_))) {
             let mut idle = self.idle.lock();
             if idle.len() < self.max_idle {
