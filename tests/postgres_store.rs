@@ -46,6 +46,35 @@ async fn store(url: &str, schema: &str, lease: Duration) -> PostgresStore {
         .unwrap_or_else(|e| panic!("connect to {url} (schema {schema}): {e}"))
 }
 
+/// A plan of one action that runs until it is cancelled.
+fn waiting_plan(name: &str) -> coercion::Plan {
+    coercion::Plan::builder(name)
+        .block(
+            coercion::Block::builder("b").sequence(coercion::Sequence::builder("s").action(
+                coercion::ActionSpec::new::<coercion::testing::FakeAction>(
+                    "waits",
+                    coercion::testing::FakeReq::wait_for_cancel(),
+                ),
+            )),
+        )
+        .build()
+}
+
+/// A workstream over `store` with the fake plugins, renewing its leases every `heartbeat`.
+async fn worker_workstream(
+    store: &PostgresStore,
+    fakes: &coercion::testing::Fakes,
+    heartbeat: Duration,
+) -> coercion::Workstream {
+    coercion::Workstream::builder()
+        .store(store.clone())
+        .registry(fakes.registry())
+        .heartbeat_interval(heartbeat)
+        .build()
+        .await
+        .unwrap()
+}
+
 macro_rules! contract_tests {
     ($($name:ident: |$store:ident| $check:expr;)*) => {
         mod contract_suite {
@@ -769,16 +798,7 @@ async fn a_restarted_worker_takes_over_at_most_max_running_orphans() {
     let dead = store(&url, &schema, Duration::from_secs(1)).await;
     let mut orphans = Vec::new();
     for i in 0..4 {
-        let mut plan = coercion::Plan::builder(format!("orphan {i}"))
-            .block(
-                coercion::Block::builder("b").sequence(coercion::Sequence::builder("s").action(
-                    coercion::ActionSpec::new::<coercion::testing::FakeAction>(
-                        "waits",
-                        coercion::testing::FakeReq::wait_for_cancel(),
-                    ),
-                )),
-            )
-            .build();
+        let mut plan = waiting_plan(&format!("orphan {i}"));
         contract::assign_ids(&mut plan);
         dead.create(&plan).await.unwrap();
         dead.acquire(plan.id()).await.unwrap();
@@ -807,13 +827,7 @@ async fn a_restarted_worker_takes_over_at_most_max_running_orphans() {
 
     let restarted = store(&url, &schema, Duration::from_secs(30)).await;
     let fakes = coercion::testing::Fakes::new();
-    let ws = coercion::Workstream::builder()
-        .store(restarted.clone())
-        .registry(fakes.registry())
-        .heartbeat_interval(Duration::from_secs(1))
-        .build()
-        .await
-        .unwrap();
+    let ws = worker_workstream(&restarted, &fakes, Duration::from_secs(1)).await;
     assert_eq!(
         restarted.leased_plans(),
         Vec::<PlanId>::new(),
@@ -859,29 +873,13 @@ async fn a_worker_that_claims_its_own_running_plan_keeps_the_lease() {
     let schema = schema("reclaim");
     let s = store(&url, &schema, Duration::from_secs(30)).await;
     let fakes = coercion::testing::Fakes::new();
-    let ws = coercion::Workstream::builder()
-        .store(s.clone())
-        .registry(fakes.registry())
-        .heartbeat_interval(Duration::from_secs(10))
-        .build()
-        .await
-        .unwrap();
+    let ws = worker_workstream(&s, &fakes, Duration::from_secs(10)).await;
     let worker = ws
         .spawn_worker(
             coercion::worker::WorkerOptions::default().poll_interval(Duration::from_millis(50)),
         )
         .unwrap();
-    let plan = coercion::Plan::builder("long")
-        .block(
-            coercion::Block::builder("b").sequence(coercion::Sequence::builder("s").action(
-                coercion::ActionSpec::new::<coercion::testing::FakeAction>(
-                    "waits",
-                    coercion::testing::FakeReq::wait_for_cancel(),
-                ),
-            )),
-        )
-        .build();
-    let id = ws.submit_and_start(plan).await.unwrap();
+    let id = ws.submit_and_start(waiting_plan("long")).await.unwrap();
     assert_eq!(s.leased_plans(), vec![id]);
     let (sql, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await

@@ -2083,6 +2083,20 @@ async fn the_cli_and_the_web_ui_read_a_postgresql_store() {
     drop(ws);
 }
 
+/// A workstream over `store` (shared with the test) with the fake plugins, and their fakes.
+async fn fakes_workstream(
+    store: std::sync::Arc<dyn coercion::storage::Store>,
+) -> (coercion::Workstream, coercion::testing::Fakes) {
+    let fakes = coercion::testing::Fakes::new();
+    let ws = coercion::Workstream::builder()
+        .shared_store(store)
+        .registry(fakes.registry())
+        .build()
+        .await
+        .unwrap();
+    (ws, fakes)
+}
+
 /// A plan of `steps` sleeps of `step`, submitted (not started) to a workstream over `inner`
 /// wrapped to count its whole-plan reads, and a web UI over that store with `options` (on a
 /// free port of loopback).
@@ -2104,17 +2118,11 @@ impl<S: coercion::storage::Store> CountedLive<S> {
         use std::sync::Arc;
 
         use coercion::storage::RecordingStore;
-        use coercion::testing::{FakeAction, FakeReq, Fakes};
-        use coercion::{ActionSpec, Block, Sequence, Workstream};
+        use coercion::testing::{FakeAction, FakeReq};
+        use coercion::{ActionSpec, Block, Sequence};
 
         let store = Arc::new(RecordingStore::new(inner));
-        let fakes = Fakes::new();
-        let ws = Workstream::builder()
-            .shared_store(store.clone())
-            .registry(fakes.registry())
-            .build()
-            .await
-            .unwrap();
+        let (ws, fakes) = fakes_workstream(store.clone()).await;
         let plan = Plan::builder("watched")
             .block(
                 Block::builder("b").sequence((0..steps).fold(Sequence::builder("s"), |s, i| {
@@ -2238,18 +2246,12 @@ async fn a_large_plan_page_shows_a_page_of_sequences_and_what_failed() {
     use std::sync::Arc;
 
     use coercion::storage::{Change, MemoryStore, Store as _};
-    use coercion::testing::{FakeAction, FakeReq, Fakes};
+    use coercion::testing::{FakeAction, FakeReq};
     use coercion::workflow::Loc;
-    use coercion::{ActionSpec, Block, Sequence, State, Workstream};
+    use coercion::{ActionSpec, Block, Sequence, State};
 
     let store = Arc::new(MemoryStore::new());
-    let fakes = Fakes::new();
-    let ws = Workstream::builder()
-        .shared_store(store.clone())
-        .registry(fakes.registry())
-        .build()
-        .await
-        .unwrap();
+    let (ws, _fakes) = fakes_workstream(store.clone()).await;
     let plan = Plan::builder("ten thousand hosts")
         .block(Block::builder("fleet").sequences((0..10_000).map(|h| {
             (0..10).fold(Sequence::builder(format!("host-{h:05}")), |s, a| {
