@@ -578,6 +578,33 @@ async fn control_requests_reach_whichever_worker_holds_the_plan_through_the_data
         1,
         "the second worker took it over"
     );
+    // Who ran it, under which lease: the first worker started it, the second resumed it under
+    // the next grant of the lease, the epoch the database holds now.
+    let owners = plan.owners();
+    assert_eq!(owners.len(), 2, "{owners:?}");
+    assert!(!owners[0].resumed && owners[1].resumed, "{owners:?}");
+    let (first, second) = (owners[0].epoch.unwrap(), owners[1].epoch.unwrap());
+    assert!(second > first, "{owners:?}");
+    let held: i64 = sql
+        .query_one(
+            &format!("SELECT lease_epoch FROM {schema}.plans WHERE id = $1"),
+            &[&id.0],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(held, i64::try_from(second).unwrap());
+    let listed = store
+        .list(&coercion::storage::ListFilter::default())
+        .await
+        .unwrap();
+    let summary = listed.iter().find(|s| s.id == id).unwrap();
+    assert_eq!(
+        summary.owner.as_ref(),
+        plan.owner(),
+        "the summary names the owner"
+    );
+    assert_eq!(summary.resumptions, 1);
     tokio::time::sleep(Duration::from_millis(600)).await;
     let by_second = ledger(&sql, &schema)
         .await

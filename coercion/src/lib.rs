@@ -226,8 +226,8 @@ pub use storage::{ListFilter, MemoryStore, PlanSummary, SharedStore, Store, Stor
 /// Object ids and group ids are UUIDs (v7 for ids coercion assigns).
 pub use uuid::Uuid;
 pub use workflow::{
-    Action, Attempt, Block, Checks, DeferredBatch, Plan, PlanId, Reason, Resumption, RetryOf,
-    Sequence, State, Status, Tolerance, When,
+    Action, Attempt, Block, Checks, DeferredBatch, Owner, Plan, PlanId, Reason, RetryOf, Sequence,
+    State, Status, Tolerance, When,
 };
 pub use workstream::{Error, EventStream, StatusStream, Workstream, WorkstreamBuilder};
 

@@ -644,7 +644,7 @@ impl Workstream {
         let mut plan = self.checked(plan)?;
         assign_ids(&mut plan);
         // A new plan has not been resumed, whatever the submitted copy said.
-        plan.resumptions.clear();
+        plan.owners.clear();
         plan.decisions.clear();
         plan.retry_of = retry_of;
         let now = crate::engine::now();

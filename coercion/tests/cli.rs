@@ -767,6 +767,19 @@ async fn after_a_sigkill_the_interrupted_attempt_and_the_resumption_are_shown_by
         text.contains("resumed once: ") && text.contains(by),
         "{text}"
     );
+    // Who ran it: the killed process started it, this one resumed it and ran it last.
+    let owners = json["owners"].as_array().unwrap();
+    assert_eq!(owners.len(), 2, "{json:#}");
+    assert_eq!(owners[0]["resumed"], false, "{json:#}");
+    assert_eq!(owners[1]["resumed"], true, "{json:#}");
+    assert_eq!(owners[1]["by"], by);
+    let first = owners[0]["by"].as_str().unwrap();
+    assert!(first.starts_with("pid ") && first != by, "{json:#}");
+    assert_eq!(
+        summary["owner"]["by"], by,
+        "list --json names the last owner"
+    );
+    assert!(text.contains(&format!("ran on {by} since ")), "{text}");
 
     let server = Server::start(&db, &[]);
     let page = http()
@@ -782,6 +795,18 @@ async fn after_a_sigkill_the_interrupted_attempt_and_the_resumption_are_shown_by
         page.contains(r#"<dd id="resumptions">resumed once:"#) && page.contains(by),
         "the plan page says it was resumed, when and by whom"
     );
+    assert!(
+        page.contains(&format!(r#"<dd id="owner">{by} since "#)),
+        "the plan page says which process ran it last"
+    );
+    // Each attempt names the process that ran it: the interrupted one the killed process,
+    // the re-run this one.
+    for owner in [first, by] {
+        assert!(
+            page.contains(&format!(r#", by <span class="owner">{owner}</span>"#)),
+            "no attempt names {owner}"
+        );
+    }
     let list_page = http()
         .get(format!("{}/", server.url))
         .send()

@@ -30,6 +30,16 @@ pub(crate) fn time(t: Timestamp) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
+/// `pid 4242 on build-7 since 2026-12-03 16:20:01 UTC (lease epoch 3)`: who ran a plan, since
+/// when, under which lease; cleaned for a terminal.
+pub(crate) fn owner(o: &crate::workflow::Owner) -> String {
+    let mut text = format!("{} since {}", clean(&o.by), time(o.at));
+    if let Some(epoch) = o.epoch {
+        text.push_str(&format!(" (lease epoch {epoch})"));
+    }
+    text
+}
+
 /// `time(t)` or `-`.
 pub(crate) fn opt_time(t: Option<Timestamp>) -> String {
     t.map(time).unwrap_or_else(|| "-".to_owned())

@@ -264,11 +264,15 @@ fn summary(plan: &Plan, now: Timestamp) -> Markup {
             dl.facts {
                 dt { "Plan id" } dd.mono { (plan.id()) }
                 @if let Some(g) = plan.group_id() { dt { "Group" } dd.mono { (g) } }
+                @if let Some(o) = plan.owner() {
+                    dt { @if state.status == Status::Running { "Runs on" } @else { "Ran on" } }
+                    dd #owner { (format::owner(o)) }
+                }
                 @if let Some(label) = plan.resumed_label() {
                     dt { "Resumed" } dd #resumptions {
                         (label) ":"
                         @for r in plan.resumptions() {
-                            br; (format::time(r.at)) " by " (format::clean(&r.by))
+                            br; (format::owner(r))
                         }
                     }
                 }
@@ -339,7 +343,9 @@ fn open_by_default(opening: Opening, state: State) -> bool {
 
 /// Which nodes of the tree start open.
 #[derive(Clone, Copy)]
-struct Opening {
+struct Opening<'a> {
+    /// The processes that ran the plan, when there were several: each attempt names its own.
+    owners: Option<&'a Plan>,
     /// Small plans show everything; large ones only what runs or failed.
     small: bool,
     /// The page of sequences shown (all with `None`).
@@ -349,9 +355,10 @@ struct Opening {
     failed_actions: bool,
 }
 
-impl Opening {
-    fn of(plan: &Plan) -> Opening {
+impl Opening<'_> {
+    fn of(plan: &Plan) -> Opening<'_> {
         Opening {
+            owners: (plan.owners().len() > 1).then_some(plan),
             window: None,
             small: plan.action_count() <= 40,
             failed_actions: plan.is_completed_with_failures(),
@@ -529,7 +536,7 @@ fn batch_head(index: usize, batch: &DeferredBatch, now: Timestamp) -> Markup {
     )
 }
 
-fn action_node(index: usize, action: &Action, opening: Opening, now: Timestamp) -> Markup {
+fn action_node(index: usize, action: &Action, opening: Opening<'_>, now: Timestamp) -> Markup {
     let state = action.state();
     let open = opening.failed_actions && state.status == Status::Failed;
     let extra = (!action.attempts().is_empty()).then(|| format::attempts(action.attempts()));
@@ -572,6 +579,9 @@ fn action_node(index: usize, action: &Action, opening: Opening, now: Timestamp) 
                                     ", started " (format::time(a.start))
                                     @if let (true, Some(end)) = (a.was_interrupted(), a.end) { ", found interrupted " (format::time(end)) }
                                     @if let Some(d) = format::state_duration_text(attempt_state, now) { ", " (d) }
+                                    @if let Some(o) = opening.owners.and_then(|p| p.owner_at(a.start)) {
+                                        ", by " span.owner { (format::clean(&o.by)) }
+                                    }
                                 }
                                 @match &a.outcome {
                                     Some(Outcome::Error(e)) => {

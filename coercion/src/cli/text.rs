@@ -161,11 +161,19 @@ pub(crate) fn tree(
             c.total
         ),
     );
+    if let Some(owner) = plan.owner() {
+        let verb = if plan.state().status == Status::Running {
+            "runs on"
+        } else {
+            "ran on"
+        };
+        fact(DIM, &format!("{verb} {}", format::owner(owner)));
+    }
     if let Some(label) = plan.resumed_label() {
         let each: Vec<String> = plan
             .resumptions()
             .iter()
-            .map(|r| format!("{} by {}", format::time(r.at), clean(&r.by)))
+            .map(|r| format::owner(r))
             .collect();
         fact(
             status_style(Status::Stopped),
@@ -275,8 +283,11 @@ struct JsonPlan<'a> {
     /// The plugins the process listening on the store lacks to run this Running plan.
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     missing_plugins: &'a [String],
-    /// Every time a process resumed the plan after the one running it stopped.
-    resumptions: &'a [crate::workflow::Resumption],
+    /// Every process that ran the plan, oldest first ([`Plan::owners`]).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    owners: &'a [crate::workflow::Owner],
+    /// The owners that resumed the plan after the one running it stopped.
+    resumptions: Vec<&'a crate::workflow::Owner>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     decisions: &'a [crate::workflow::Decision],
     objects: Vec<JsonNode>,
@@ -348,6 +359,7 @@ pub(crate) fn tree_json(
         retry_of: plan.retry_of(),
         retried_by,
         missing_plugins,
+        owners: plan.owners(),
         resumptions: plan.resumptions(),
         decisions: plan.decisions(),
         objects: nodes,

@@ -137,8 +137,9 @@ pub enum UpdateKind {
     Reason(Reason),
     /// The plan was paused (`true`) or resumed.
     Paused(bool),
-    /// A process resumed the plan after the process running it stopped.
-    Resumed(crate::workflow::Resumption),
+    /// A process took the plan: started it, or resumed it after the process running it stopped
+    /// ([`Owner::resumed`](crate::workflow::Owner::resumed)).
+    Owner(crate::workflow::Owner),
     /// A person approved or rejected the gate at the update's location.
     Decided(crate::workflow::Decision),
 }
@@ -176,7 +177,7 @@ impl Update {
                     Change::Reset { loc, .. } => (*loc, UpdateKind::Reset),
                     Change::Reason(r) => (Loc::Plan, UpdateKind::Reason(*r)),
                     Change::Paused(p) => (Loc::Plan, UpdateKind::Paused(*p)),
-                    Change::Resumed(r) => (Loc::Plan, UpdateKind::Resumed(r.clone())),
+                    Change::Owner(o) => (Loc::Plan, UpdateKind::Owner(o.clone())),
                     Change::Decided(d) => (d.gate, UpdateKind::Decided(d.clone())),
                     Change::Heartbeat(_) => return None,
                 };

@@ -11,7 +11,7 @@ use super::checks::{CheckResult, ContLoop, ContWatch, run_checks, run_checks_onc
 use super::{Run, RunError, caught, fail_running, now};
 use crate::plugin::{PluginError, codes};
 use crate::storage::Change;
-use crate::workflow::{CheckSlot, Loc, Parent, Reason, Status};
+use crate::workflow::{CheckSlot, Loc, Owner, Parent, Reason, Status};
 
 /// Runs (or resumes) the plan to its end and publishes the outcome.
 ///
@@ -153,18 +153,24 @@ async fn drive(run: &Arc<Run>) -> Result<Option<Option<Reason>>, RunError> {
     if status.is_terminal() {
         return Ok(None);
     }
+    // Who runs the plan from here on, recorded before any step: the plan's history of owners
+    // says which process ran which attempt.
+    let epoch = run.store.shared().and_then(|s| s.lease_epoch(run.id));
     if status == Status::NotStarted {
+        let owner = Owner::now(false, epoch);
         let mut changes = vec![run.status_change(Loc::Plan, Status::Running)];
-        changes.push(Change::Heartbeat(now()));
+        changes.extend([Change::Owner(owner), Change::Heartbeat(now())]);
         run.commit(changes).await?;
         crate::metrics::plan_started(false);
     } else if !run.resumed {
         // Stored already Running by `submit_and_start` or a retry: started here all the same.
+        run.commit(vec![Change::Owner(Owner::now(false, epoch))])
+            .await?;
         crate::metrics::plan_started(false);
     } else {
-        let resumption = crate::workflow::Resumption::now();
-        tracing::info!(plan = %run.id, by = %resumption.by, "plan resumed");
-        run.commit(vec![Change::Resumed(resumption), Change::Heartbeat(now())])
+        let owner = Owner::now(true, epoch);
+        tracing::info!(plan = %run.id, by = %owner.by, epoch = ?owner.epoch, "plan resumed");
+        run.commit(vec![Change::Owner(owner), Change::Heartbeat(now())])
             .await?;
         crate::metrics::plan_started(true);
     }

@@ -356,9 +356,11 @@ pub async fn unknown_plan(store: &dyn Store) {
         Change::Reason(Reason::Block),
         Change::Heartbeat(at(1, 1)),
         Change::Paused(true),
-        Change::Resumed(crate::workflow::Resumption {
+        Change::Owner(crate::workflow::Owner {
             at: at(1, 1),
             by: "pid 1 on a host".to_owned(),
+            epoch: Some(7),
+            resumed: true,
         }),
         Change::Decided(crate::workflow::Decision::new(
             Loc::Action {
@@ -660,10 +662,12 @@ pub async fn random_changes(store: &dyn Store, seed: u64, batches: usize) {
                 }
                 7 => Change::Reason(reasons[rng.usize(..reasons.len())]),
                 8 => Change::Heartbeat(time(&mut rng)),
-                9 => Change::Resumed(crate::workflow::Resumption {
+                9 => Change::Owner(crate::workflow::Owner {
                     at: time(&mut rng),
                     // Names as odd as a host's may be, quotes and all.
                     by: format!("pid {} on h\"ost-{}", rng.u32(..), rng.u8(..)),
+                    epoch: rng.bool().then(|| rng.u64(..)),
+                    resumed: rng.bool(),
                 }),
                 10 => {
                     let (loc, _) = actions[rng.usize(..actions.len())];

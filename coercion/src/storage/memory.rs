@@ -99,7 +99,7 @@ fn check_batch(plan: &Plan, changes: &[Change]) -> Result<(), StoreError> {
                 plan.action(d.gate)
                     .ok_or_else(|| bad_loc(plan.id, &d.gate))?;
             }
-            Change::Reason(_) | Change::Heartbeat(_) | Change::Paused(_) | Change::Resumed(_) => {}
+            Change::Reason(_) | Change::Heartbeat(_) | Change::Paused(_) | Change::Owner(_) => {}
         }
     }
     Ok(())

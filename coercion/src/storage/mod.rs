@@ -94,8 +94,8 @@ pub enum Change {
     Heartbeat(Timestamp),
     /// An operator paused (`true`) or resumed (`false`) the plan.
     Paused(bool),
-    /// A process resumed the plan after the process running it stopped.
-    Resumed(crate::workflow::Resumption),
+    /// A process took the plan: started it, or resumed it after the process running it stopped.
+    Owner(crate::workflow::Owner),
     /// A person approved or rejected a gate of the plan.
     Decided(crate::workflow::Decision),
 }
@@ -136,7 +136,7 @@ impl Change {
             Change::Reason(r) => plan.reason = *r,
             Change::Heartbeat(t) => plan.heartbeat = Some(*t),
             Change::Paused(p) => plan.paused = *p,
-            Change::Resumed(r) => plan.resumptions.push(r.clone()),
+            Change::Owner(o) => plan.owners.push(o.clone()),
             Change::Decided(d) => {
                 let id = plan.id;
                 plan.action(d.gate).ok_or_else(|| bad_loc(id, &d.gate))?;
@@ -392,6 +392,9 @@ pub struct PlanSummary {
     /// ([`Plan::resumptions`]).
     #[serde(default)]
     pub resumptions: u32,
+    /// The process that runs it now, or ran it last ([`Plan::owner`]); `None` before it started.
+    #[serde(default)]
+    pub owner: Option<crate::workflow::Owner>,
 }
 
 impl PlanSummary {
@@ -405,7 +408,8 @@ impl PlanSummary {
             submit_time: plan.submit_time,
             state: plan.state,
             reason: plan.reason,
-            resumptions: u32::try_from(plan.resumptions.len()).unwrap_or(u32::MAX),
+            resumptions: u32::try_from(plan.resumptions().len()).unwrap_or(u32::MAX),
+            owner: plan.owner().cloned(),
         }
     }
 
@@ -539,6 +543,10 @@ pub trait SharedStore: Store {
     /// Gives up ownership of plan `id` after its run ended.
     fn release(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>>;
 
+    /// The epoch of the lease this process holds on plan `id` ([`Owner::epoch`](crate::workflow::Owner::epoch)),
+    /// `None` when it holds none.
+    fn lease_epoch(&self, id: PlanId) -> Option<u64>;
+
     /// How long a lease lasts without a heartbeat renewing it (another process may take the
     /// plan over after it).
     fn lease(&self) -> std::time::Duration;
@@ -632,7 +640,7 @@ pub(crate) fn definition_json(plan: &Plan) -> Result<String, StoreError> {
     let pristine = plan.reason == Reason::None
         && plan.heartbeat.is_none()
         && !plan.paused
-        && plan.resumptions.is_empty()
+        && plan.owners.is_empty()
         && plan.decisions.is_empty()
         && plan.walk().all(|(loc, object)| {
             object.state() == State::default()
@@ -665,7 +673,7 @@ pub(crate) fn definition_of(plan: &Plan) -> Plan {
     def.reason = Reason::None;
     def.heartbeat = None;
     def.paused = false;
-    def.resumptions.clear();
+    def.owners.clear();
     def.decisions.clear();
     def
 }

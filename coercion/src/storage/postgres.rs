@@ -765,6 +765,12 @@ impl SharedStore for PostgresStore {
         self.inner.lease
     }
 
+    fn lease_epoch(&self, id: PlanId) -> Option<u64> {
+        let leases = self.inner.leases.lock();
+        let &(epoch, _) = leases.get(&id)?;
+        u64::try_from(epoch).ok()
+    }
+
     fn claim_runnable(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PlanId>, StoreError>> {
         Box::pin(self.claim(limit, None))
     }

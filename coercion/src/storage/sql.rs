@@ -203,8 +203,8 @@ pub(crate) enum Op {
     Heartbeat(i64),
     /// Whether the plan is paused.
     Paused(bool),
-    /// A resumption to append, as JSON.
-    Resumed(String),
+    /// An owner to append, as JSON.
+    Owner(String),
     /// A gate's decision to append, as JSON.
     Decided(String),
 }
@@ -245,7 +245,7 @@ impl Op {
             Change::Reason(r) => Op::Reason(r.to_string()),
             Change::Heartbeat(t) => Op::Heartbeat(ns(*t)?),
             Change::Paused(p) => Op::Paused(*p),
-            Change::Resumed(r) => Op::Resumed(json(serde_json::to_string(r), "a resumption")?),
+            Change::Owner(o) => Op::Owner(json(serde_json::to_string(o), "an owner")?),
             Change::Decided(d) => Op::Decided(json(serde_json::to_string(d), "a gate's decision")?),
         })
     }
@@ -323,8 +323,20 @@ pub(crate) struct PlanRow<'a> {
     pub heartbeat: Option<i64>,
     pub paused: bool,
     pub definition: &'a str,
-    pub resumptions: &'a str,
+    /// The `resumptions` column: the owners, a JSON array.
+    pub owners: &'a str,
     pub decisions: &'a str,
+}
+
+/// The owner of a plan's summary: the last element of its owners (column `resumptions`), as
+/// JSON text; `None` for a plan not started.
+pub fn decode_owner(
+    store: &str,
+    id: PlanId,
+    json: Option<&str>,
+) -> Result<Option<crate::workflow::Owner>, StoreError> {
+    json.map(|j| serde_json::from_str(j).map_err(|e| corrupt(store, id, format!("its owner: {e}"))))
+        .transpose()
 }
 
 impl PlanRow<'_> {
@@ -340,8 +352,8 @@ impl PlanRow<'_> {
         plan.reason = Reason::from_str(self.reason).map_err(bad)?;
         plan.heartbeat = self.heartbeat.map(from_ns);
         plan.paused = self.paused;
-        plan.resumptions = serde_json::from_str(self.resumptions)
-            .map_err(|e| bad(format!("its resumptions: {e}")))?;
+        plan.owners = serde_json::from_str(self.owners)
+            .map_err(|e| bad(format!("its owners (column resumptions): {e}")))?;
         plan.decisions = serde_json::from_str(self.decisions)
             .map_err(|e| bad(format!("its gates' decisions: {e}")))?;
         Ok(plan)

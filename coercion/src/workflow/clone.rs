@@ -85,7 +85,7 @@ impl Plan {
             heartbeat: None,
             paused: false,
             retry_of: None,
-            resumptions: Vec::new(),
+            owners: Vec::new(),
             decisions: Vec::new(),
             ..self.clone()
         }

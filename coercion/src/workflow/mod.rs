@@ -970,9 +970,11 @@ pub struct Plan {
     /// The plan this one retries, when it was made by [`Workstream::retry`](crate::Workstream::retry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) retry_of: Option<RetryOf>,
-    /// Every time a process resumed the plan after the one running it stopped, oldest first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) resumptions: Vec<Resumption>,
+    /// Every process that ran the plan, oldest first: the one that started it, then each that
+    /// resumed it after the one running it stopped. (Exports of earlier versions name this list
+    /// `resumptions` and hold only the resuming processes.)
+    #[serde(default, alias = "resumptions", skip_serializing_if = "Vec::is_empty")]
+    pub(crate) owners: Vec<Owner>,
     /// Every decision a person took at one of the plan's gates, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) decisions: Vec<Decision>,
@@ -1062,23 +1064,40 @@ impl fmt::Display for WaitingGate {
     }
 }
 
-/// A process resumed a `Running` plan that the process running it had left (a crash, a kill, a
-/// lost lease): when, and which process.
+/// A process that ran a plan: the one that started it, or one that resumed it after the process
+/// running it had left (a crash, a kill, a lost lease) — when, which process, and at which lease
+/// epoch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
-pub struct Resumption {
-    /// When the resuming process took the plan over.
+pub struct Owner {
+    /// When the process took the plan (started or resumed it).
     pub at: Timestamp,
-    /// The resuming process: `pid 4242 on build-7`.
+    /// The process: `pid 4242 on build-7`.
     pub by: String,
+    /// The epoch of the lease it ran the plan under, on a store shared by several processes
+    /// (PostgreSQL: every grant of a plan's lease increments it, and every write is fenced by it);
+    /// `None` on a store of one process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// Whether it resumed the plan after another process (or an earlier run of itself) stopped,
+    /// rather than started it. Records of earlier versions are all resumptions.
+    #[serde(default = "resumed_by_default")]
+    pub resumed: bool,
 }
 
-impl Resumption {
-    /// A resumption by this process, now.
-    pub(crate) fn now() -> Resumption {
-        Resumption {
+/// Earlier versions kept only resumptions.
+fn resumed_by_default() -> bool {
+    true
+}
+
+impl Owner {
+    /// This process, taking a plan now.
+    pub(crate) fn now(resumed: bool, epoch: Option<u64>) -> Owner {
+        Owner {
             at: chrono::Utc::now(),
             by: this_process(),
+            epoch,
+            resumed,
         }
     }
 }
@@ -1138,10 +1157,26 @@ impl Plan {
     pub fn retry_of(&self) -> Option<&RetryOf> {
         self.retry_of.as_ref()
     }
-    /// Every time a process resumed the plan after the process running it stopped (a crash, a
-    /// kill, a lost lease), oldest first; empty for a plan that ran in one go.
-    pub fn resumptions(&self) -> &[Resumption] {
-        &self.resumptions
+    /// Every process that ran the plan, oldest first: the one that started it, then each that
+    /// resumed it ([`Owner::resumed`]); empty for a plan not started. An attempt ran under the
+    /// last owner that took the plan before the attempt started.
+    pub fn owners(&self) -> &[Owner] {
+        &self.owners
+    }
+    /// The process that runs the plan now, or ran it last: the last of [`owners`](Self::owners).
+    pub fn owner(&self) -> Option<&Owner> {
+        self.owners.last()
+    }
+    /// The owner under which an attempt that started at `start` ran: the last owner that took
+    /// the plan at or before `start` (each owner's clock stamps both, so this holds across
+    /// machines as long as their clocks agree to within the lease).
+    pub fn owner_at(&self, start: Timestamp) -> Option<&Owner> {
+        self.owners.iter().rev().find(|o| o.at <= start)
+    }
+    /// The owners that resumed the plan after the process running it stopped (a crash, a kill, a
+    /// lost lease), oldest first; empty for a plan that ran in one go.
+    pub fn resumptions(&self) -> Vec<&Owner> {
+        self.owners.iter().filter(|o| o.resumed).collect()
     }
     /// The decisions people took at the plan's gates, oldest first.
     pub fn decisions(&self) -> &[Decision] {
@@ -1256,7 +1291,7 @@ impl Plan {
             heartbeat: None,
             paused: false,
             retry_of: None,
-            resumptions: Vec::new(),
+            owners: Vec::new(),
             decisions: Vec::new(),
         }
     }

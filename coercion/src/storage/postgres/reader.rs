@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::codec::pg_error;
 use crate::storage::sql::{
-    AttemptCols, PlanRow, StateCols, clamp_ns, corrupt, from_ns, push_attempt,
+    AttemptCols, PlanRow, StateCols, clamp_ns, corrupt, decode_owner, from_ns, push_attempt,
 };
 use crate::storage::{ListFilter, PlanSummary, StoreError};
 use crate::workflow::{Loc, Plan, PlanId};
@@ -73,7 +73,7 @@ pub(super) async fn read_plan(
         heartbeat: row.get(4),
         paused: row.get(5),
         definition: row.get(6),
-        resumptions: row.get(7),
+        owners: row.get(7),
         decisions: row.get(8),
     };
     let mut plan = plan.decode(store, id)?;
@@ -190,7 +190,9 @@ pub(super) async fn list_plans(
     let err = |e: tokio_postgres::Error| pg_error(store, "listing plans", e);
     let (sql, args) = select_plans(
         "id, group_id, name, descr, submit_time_ns, status, start_ns, end_ns, reason, \
-         json_array_length(resumptions::json)",
+         (SELECT count(*) FROM json_array_elements(resumptions::json) o \
+          WHERE coalesce((o->>'resumed')::boolean, true))::int4, \
+         (resumptions::json -> -1)::text",
         filter,
     );
     let params: Vec<&(dyn ToSql + Sync)> = args
@@ -214,6 +216,7 @@ pub(super) async fn list_plans(
                 .map_err(|e| corrupt(store, id, e))?,
             reason: reason.parse().map_err(|e| corrupt(store, id, e))?,
             resumptions: u32::try_from(r.get::<_, i32>(9)).unwrap_or(0),
+            owner: decode_owner(store, id, r.get(10))?,
         });
     }
     Ok(out)

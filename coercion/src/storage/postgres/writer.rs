@@ -507,7 +507,7 @@ impl Shard {
                     touches_plan = true;
                 }
                 // JSON arrays of this write's resumptions and decisions, appended in one go.
-                Op::Resumed(json) => {
+                Op::Owner(json) => {
                     json_list_push(&mut values.resumptions, json);
                     touches_plan = true;
                 }

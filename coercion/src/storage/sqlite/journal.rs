@@ -102,7 +102,7 @@ pub(super) fn encode(ops: &[Op]) -> Vec<u8> {
             | Op::Reason(_)
             | Op::Heartbeat(_)
             | Op::Paused(_)
-            | Op::Resumed(_)
+            | Op::Owner(_)
             | Op::Decided(_) => {}
         }
     }

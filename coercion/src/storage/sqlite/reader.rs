@@ -13,7 +13,8 @@ use uuid::Uuid;
 use super::codec::{execution_order, id_text, parse_id, sql_error};
 use super::journal;
 use crate::storage::sql::{
-    AttemptCols, PlanRow, StateCols, clamp_ns, corrupt, from_ns, kind_of, push_attempt,
+    AttemptCols, PlanRow, StateCols, clamp_ns, corrupt, decode_owner, from_ns, kind_of,
+    push_attempt,
 };
 use crate::storage::{Change, ListFilter, PlanSummary, StoreError};
 use crate::workflow::{Loc, Plan, PlanId, State};
@@ -220,18 +221,8 @@ pub(super) fn read_plan(
             .optional()
         })
         .map_err(err)?;
-    let Some((
-        pk,
-        status,
-        start,
-        end,
-        reason,
-        heartbeat,
-        paused,
-        definition,
-        resumptions,
-        decisions,
-    )) = row
+    let Some((pk, status, start, end, reason, heartbeat, paused, definition, owners, decisions)) =
+        row
     else {
         return Err(StoreError::NotFound(id));
     };
@@ -243,7 +234,7 @@ pub(super) fn read_plan(
         heartbeat,
         paused,
         definition: &definition,
-        resumptions: &resumptions,
+        owners: &owners,
         decisions: &decisions,
     };
     let mut plan = plan.decode(store, id)?;
@@ -372,7 +363,9 @@ pub(super) fn list_plans(
     let err = |e| sql_error(store, "listing plans", e);
     let (sql, args) = select_plans(
         "SELECT id, group_id, name, descr, submit_time_ns, status, start_ns, end_ns, reason, \
-         json_array_length(resumptions)",
+         (SELECT count(*) FROM json_each(resumptions) \
+          WHERE coalesce(json_extract(value, '$.resumed'), 1)), \
+         json_extract(resumptions, '$[#-1]')",
         filter,
     );
 
@@ -425,6 +418,11 @@ pub(super) fn list_plans(
             .map_err(bad)?,
             reason: reason.parse().map_err(bad)?,
             resumptions: r.get::<_, u32>(9).map_err(err)?,
+            owner: decode_owner(
+                store,
+                id,
+                r.get::<_, Option<String>>(10).map_err(err)?.as_deref(),
+            )?,
         });
     }
     Ok(out)

@@ -342,7 +342,7 @@ const UPDATE_HEARTBEAT: &str = "UPDATE plans SET heartbeat_ns = ?2 WHERE pk = ?1
 const UPDATE_PAUSED: &str = "UPDATE plans SET paused = ?2 WHERE pk = ?1";
 const APPEND_DECISION: &str =
     "UPDATE plans SET decisions = json_insert(decisions, '$[#]', json(?2)) WHERE pk = ?1";
-const APPEND_RESUMPTION: &str =
+const APPEND_OWNER: &str =
     "UPDATE plans SET resumptions = json_insert(resumptions, '$[#]', json(?2)) WHERE pk = ?1";
 const DELETE_PLAN: &str = "DELETE FROM plans WHERE pk = ?1";
 
@@ -988,7 +988,7 @@ impl Writer {
                 Op::Reason(reason) => execute(UPDATE_REASON, params![plan, reason])?,
                 Op::Heartbeat(t) => execute(UPDATE_HEARTBEAT, params![plan, t])?,
                 Op::Paused(p) => execute(UPDATE_PAUSED, params![plan, p])?,
-                Op::Resumed(json) => execute(APPEND_RESUMPTION, params![plan, json])?,
+                Op::Owner(json) => execute(APPEND_OWNER, params![plan, json])?,
                 Op::Decided(json) => execute(APPEND_DECISION, params![plan, json])?,
             }
         }
