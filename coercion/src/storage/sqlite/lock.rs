@@ -26,12 +26,17 @@ impl WriterLock {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o644);
         let mut file = options.open(lock_path).map_err(|e| {
-            StoreError::permanent(format!(
-                "sqlite:{}: cannot open the lock file {}",
-                db.display(),
-                lock_path.display()
-            ))
-            .caused_by(e)
+            // The usual cause, said plainly: the store's directory is not there.
+            let dir = lock_path.parent().filter(|d| !d.as_os_str().is_empty());
+            let why = match dir.map(|d| (d, std::fs::metadata(d))) {
+                Some((d, Err(m))) if m.kind() == std::io::ErrorKind::NotFound => format!(
+                    "the directory {} does not exist (create it, or choose another path)",
+                    d.display()
+                ),
+                Some((d, Ok(m))) if !m.is_dir() => format!("{} is not a directory", d.display()),
+                _ => format!("cannot open the lock file {}", lock_path.display()),
+            };
+            StoreError::permanent(format!("sqlite:{}: {why}", db.display())).caused_by(e)
         })?;
         match file.try_lock() {
             Ok(()) => {}

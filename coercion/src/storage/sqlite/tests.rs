@@ -44,6 +44,28 @@ fn permanent(result: Result<SqliteStore, StoreError>) -> String {
 }
 
 #[test]
+fn a_store_in_a_directory_that_does_not_exist_is_refused_naming_the_directory() {
+    let dir = TempDir::new("missing-dir");
+    let missing = dir.0.join("not-made-yet");
+    let msg = permanent(SqliteStore::open(missing.join("plans.db")));
+    assert!(
+        msg.contains(&format!(
+            "the directory {} does not exist",
+            missing.display()
+        )),
+        "{msg}"
+    );
+    assert!(!missing.exists(), "nothing was created");
+    // A file where the directory should be is named too.
+    std::fs::write(&missing, b"").unwrap();
+    let msg = permanent(SqliteStore::open(missing.join("plans.db")));
+    assert!(
+        msg.contains(&format!("{} is not a directory", missing.display())),
+        "{msg}"
+    );
+}
+
+#[test]
 fn a_new_file_is_marked_and_at_the_latest_schema_version_and_reopens() {
     let dir = TempDir::new("marked");
     drop(SqliteStore::open(dir.db()).unwrap());
