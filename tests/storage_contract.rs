@@ -109,6 +109,7 @@ contract_tests! {
     concurrent_applies_complete_in_order: |store| contract::concurrent_applies_complete_in_order(store, 500);
     list_filters_and_paging: |store| contract::list_filters_and_paging(store);
     delete_rules: |store| contract::delete_rules(store);
+    prune_rules: |store| contract::prune_rules(store);
     large_plan: |store| contract::large_plan(store, 20_000);
     hostile_text: |store| contract::hostile_text(store);
     whole_suite_on_one_store: |store| contract::all(store);

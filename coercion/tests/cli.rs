@@ -1529,6 +1529,100 @@ fn backup_writes_a_consistent_copy_while_another_process_runs_plans() {
     assert_eq!(std::fs::read(&copy).unwrap(), before);
 }
 
+/// `prune` deletes the plans that ended longer ago than `--older-than` — never a running one —
+/// names them (`--dry-run` deletes nothing, and works while another process runs plans); a
+/// SQLite file is pruned only while no process runs plans from it, and the refusal names it.
+#[test]
+fn prune_deletes_the_plans_that_ended_before_the_cut_and_nothing_else() {
+    let f = fixture("prune");
+    let ended = [f.tolerated, f.completed, f.failed, f.hostile];
+    let out = ok(&f.db, &["prune", "--older-than", "1h", "--dry-run"]);
+    assert!(out.contains("would delete 0 plan(s) of"), "{out}");
+
+    let runner = Runner::start(&f.db, 40, Duration::from_millis(300), "none");
+    wait_until(
+        &f.db,
+        runner.plan,
+        Duration::from_secs(30),
+        "the plan runs",
+        |j| j["status"] == "Running",
+    );
+    let dry = ok(&f.db, &["prune", "--older-than", "0s", "--dry-run"]);
+    for id in ended {
+        assert!(dry.contains(&format!("would delete {id}")), "{id}: {dry}");
+    }
+    assert!(!dry.contains(&runner.plan.to_string()), "{dry}");
+    assert!(dry.contains("would delete 4 plan(s)"), "{dry}");
+    // Only failed plans, of one group: none (the group's plan completed).
+    let group = f.group.to_string();
+    let dry = ok(
+        &f.db,
+        &[
+            "prune",
+            "--older-than",
+            "0s",
+            "--dry-run",
+            "--status",
+            "Failed",
+            "--group",
+            &group,
+        ],
+    );
+    assert!(dry.contains("would delete 0 plan(s)"), "{dry}");
+    // The process running plans holds the file: refused, naming it, nothing deleted.
+    let err = fails(&f.db, &["prune", "--older-than", "0s"]);
+    assert!(
+        err.contains("a SQLite store has one writer") && err.contains(&runner.pid().to_string()),
+        "{err}"
+    );
+    assert!(ok(&f.db, &["list"]).contains(&f.completed.to_string()));
+    let running = runner.plan;
+    drop(runner);
+
+    let out = ok(
+        &f.db,
+        &["prune", "--older-than", "0s", "--status", "Completed"],
+    );
+    assert!(out.contains(&format!("deleted {}", f.completed)), "{out}");
+    assert!(out.contains("deleted 2 plan(s)"), "{out}");
+    let out = ok(&f.db, &["prune", "--older-than", "0s"]);
+    assert!(out.contains("deleted 2 plan(s)"), "{out}");
+    let listed = ok(&f.db, &["list"]);
+    for id in ended {
+        assert!(
+            !listed.contains(&id.to_string()),
+            "{id} still listed: {listed}"
+        );
+    }
+    // The killed process's plan is still Running in the file: kept.
+    assert!(listed.contains(&running.to_string()), "{listed}");
+
+    // Bad input, named.
+    let err = fails(
+        &f.db,
+        &["prune", "--older-than", "1s", "--status", "Running"],
+    );
+    assert!(
+        err.contains("--status Running: prune deletes only plans that ended"),
+        "{err}"
+    );
+    let err = fails(&f.db, &["prune", "--older-than", "100000000years"]);
+    assert!(
+        err.contains("--older-than") && err.contains("too long ago"),
+        "{err}"
+    );
+    let out = coercion(&f.db, &["prune", "--older-than", "5 parsecs"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--older-than"),
+        "{err}"
+    );
+    let missing = f.dir.0.join("missing.db");
+    let err = fails(&missing, &["prune", "--older-than", "1d"]);
+    assert!(err.contains("no such file"), "{err}");
+    assert!(!missing.exists(), "prune created a store");
+}
+
 /// A store in a directory this user cannot write to (a read-only mount, another user's
 /// directory): SQLite cannot create `<db>-shm` beside it. With no process running plans from it,
 /// the CLI reads the file as immutable and says so; while a process holds the writer's lock, or
@@ -2105,6 +2199,17 @@ async fn the_cli_and_the_web_ui_read_a_postgresql_store() {
         .unwrap();
     assert_feed_goes(&feed, "Running", "Completed");
     assert!(feed.contains("event: end"), "{feed}");
+
+    // Retention: a prune deletes the failed plan while the workstream is still connected.
+    let failed_id = failed.id().to_string();
+    let out = cli_ok(&["prune", "--older-than", "0s", "--status", "Failed"]).await;
+    assert!(
+        out.contains(&format!("deleted {failed_id}")) && out.contains("deleted 1 plan(s)"),
+        "{out}"
+    );
+    let listed = cli_ok(&["list"]).await;
+    assert!(!listed.contains(&failed_id), "{listed}");
+    assert!(listed.contains(&id.to_string()), "{listed}");
     drop(ws);
 }
 

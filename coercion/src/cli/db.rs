@@ -74,6 +74,31 @@ impl Db {
         }
     }
 
+    /// [`connect`](Self::connect) to change the store: a SQLite file is opened as its writer,
+    /// which fails, naming the process, while another process runs plans from it (a PostgreSQL
+    /// store takes writes from any number of processes).
+    pub async fn connect_for_writes(db: &Path, pg_schema: &str) -> Result<Db, CliError> {
+        if is_postgres_url(db) {
+            return Db::connect(db, pg_schema).await;
+        }
+        must_be_a_file(db)?;
+        let store = SqliteStore::open(db).map_err(|e| match e {
+            StoreError::Locked(_) => CliError::new(format!(
+                "{}: {}; a SQLite store has one writer: stop it first, or prune while no process \
+                 runs plans from this file",
+                db.display(),
+                e.detail()
+            )),
+            other => store_error(db, other),
+        })?;
+        let label = db.display().to_string();
+        Ok(Db {
+            store: Arc::new(store),
+            path: Some(db.to_path_buf()),
+            label,
+        })
+    }
+
     /// A store the program opened itself (its own [`Store`], a `MemoryStore`), shown as
     /// `label`. Control requests, which go through a SQLite file's socket, are refused for it.
     pub fn from_store(store: Arc<dyn Store>, label: impl Into<String>) -> Db {
@@ -89,24 +114,7 @@ impl Db {
     /// Fails with a message naming the file if it does not exist, is not a file, is not a
     /// SQLite database or not a coercion store, or is locked by another program.
     pub fn open(path: &Path) -> Result<Db, CliError> {
-        match std::fs::metadata(path) {
-            Ok(m) if m.is_file() => {}
-            Ok(_) => return Err(CliError::new(format!("{}: not a file", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(CliError::new(format!(
-                    "{}: no such file; `--db PATH` names the store file (default `coercion.db` in the \
-                     working directory, the file a Workstream writes by default), or \
-                     `--db postgres://…` a PostgreSQL store",
-                    path.display()
-                )));
-            }
-            Err(e) => {
-                return Err(CliError::new(format!(
-                    "{}: cannot open: {e}",
-                    path.display()
-                )));
-            }
-        }
+        must_be_a_file(path)?;
         let store = SqliteStore::open_read_only(path).map_err(|e| store_error(path, e))?;
         if store.is_immutable() {
             let mut shm = path.as_os_str().to_owned();
@@ -237,5 +245,24 @@ pub(crate) fn store_error(store: impl AsRef<std::ffi::OsStr>, e: StoreError) -> 
         )),
         StoreError::NotFound(id) => CliError::new(format!("no plan {id} in {store}")),
         other => CliError::new(format!("cannot read {store}: {}", Chain(other))),
+    }
+}
+
+/// Fails naming `path` unless it is an existing file: a store that is not there is never
+/// created by a command that reads or prunes it.
+fn must_be_a_file(path: &Path) -> Result<(), CliError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(CliError::new(format!("{}: not a file", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(CliError::new(format!(
+            "{}: no such file; `--db PATH` names the store file (default `coercion.db` in the \
+             working directory, the file a Workstream writes by default), or \
+             `--db postgres://…` a PostgreSQL store",
+            path.display()
+        ))),
+        Err(e) => Err(CliError::new(format!(
+            "{}: cannot open: {e}",
+            path.display()
+        ))),
     }
 }

@@ -162,6 +162,24 @@ pub enum Command {
         #[arg(value_name = "DEST.db")]
         dest: PathBuf,
     },
+    /// Delete the plans that ended (Completed, Failed, Stopped) longer ago than an age, with
+    /// everything in them: the retention of a store that grows without end. A SQLite file is
+    /// pruned only while no process runs plans from it (it has one writer); a PostgreSQL store at
+    /// any time.
+    Prune {
+        /// Delete plans that ended longer ago than this (`30d`, `12h`, `90min`, `1w`).
+        #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+        /// Only plans with this status (Completed, Failed, Stopped); all three by default.
+        #[arg(long, value_delimiter = ',')]
+        status: Vec<Status>,
+        /// Only plans of this group (a UUID).
+        #[arg(long)]
+        group: Option<uuid::Uuid>,
+        /// Name the plans that would be deleted, and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Stop a running plan (asks the process that runs it).
     Stop {
         /// The plan's id or a unique prefix of it.
@@ -305,6 +323,62 @@ pub(crate) async fn attention_labels(
     labels
 }
 
+/// `coercion prune`: deletes (or, dry, names) the plans that ended before `now - older_than`.
+async fn prune_command(
+    cli: &Cli,
+    older_than: std::time::Duration,
+    status: &[Status],
+    group: Option<uuid::Uuid>,
+    dry_run: bool,
+) -> Result<(), CliError> {
+    if let Some(s) = status.iter().find(|s| !s.is_terminal()) {
+        return Err(CliError::new(format!(
+            "--status {s}: prune deletes only plans that ended (Completed, Failed, Stopped)"
+        )));
+    }
+    let now = chrono::Utc::now();
+    let cut = chrono::TimeDelta::from_std(older_than)
+        .ok()
+        .and_then(|age| now.checked_sub_signed(age))
+        .ok_or_else(|| {
+            CliError::new(format!(
+                "--older-than {}: too long ago for a date",
+                humantime::format_duration(older_than)
+            ))
+        })?;
+    let db = if dry_run {
+        Db::connect(&cli.db, &cli.pg_schema).await?
+    } else {
+        Db::connect_for_writes(&cli.db, &cli.pg_schema).await?
+    };
+    let filter = ListFilter {
+        statuses: status.to_vec(),
+        group_id: group,
+        ..ListFilter::default()
+    };
+    let pruned = crate::storage::prune(db.store(), &filter, cut, dry_run)
+        .await
+        .map_err(|e| db::store_error(db.label(), e))?;
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    let mut out = String::new();
+    for p in &pruned {
+        out.push_str(&format!(
+            "{verb} {}  {}  ended {}  {}\n",
+            p.id,
+            p.state.status,
+            format::opt_time(p.state.end),
+            format::clean(&p.name)
+        ));
+    }
+    out.push_str(&format!(
+        "{verb} {} plan(s) of {} that ended before {}\n",
+        pruned.len(),
+        db.label(),
+        format::time(cut)
+    ));
+    print(&out)
+}
+
 /// Runs one parsed command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let now = chrono::Utc::now();
@@ -429,6 +503,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 dest.display()
             ))
         }
+        Command::Prune {
+            older_than,
+            ref status,
+            group,
+            dry_run,
+        } => prune_command(&cli, older_than, status, group, dry_run).await,
         Command::Stop { ref id } => control_command(&cli, ControlOp::Stop, id).await,
         Command::Pause { ref id } => control_command(&cli, ControlOp::Pause, id).await,
         Command::Resume { ref id } => control_command(&cli, ControlOp::Resume, id).await,

@@ -16,7 +16,7 @@ use chrono::TimeZone as _;
 use futures_util::FutureExt as _;
 use uuid::Uuid;
 
-use super::{Change, ListFilter, PlanSummary, Store, StoreError};
+use super::{Change, ListFilter, PlanSummary, Store, StoreError, prune};
 use crate::builder::{ActionSpec, CheckSpec};
 use crate::plugin::PluginError;
 use crate::testing::{FakeAction, FakeCheck, FakeReq};
@@ -36,6 +36,7 @@ pub async fn all(store: &dyn Store) {
     concurrent_applies_complete_in_order(store, 300).await;
     list_filters_and_paging(store).await;
     delete_rules(store).await;
+    prune_rules(store).await;
     large_plan(store, 20_000).await;
     hostile_text(store).await;
 }
@@ -1033,6 +1034,147 @@ pub async fn list_filters_and_paging(store: &dyn Store) {
             .is_empty(),
         "[{d}] offset usize::MAX"
     );
+}
+
+/// [`prune`](crate::storage::prune) deletes the plans that ended before the cut — and only
+/// those: not plans running or not started, not plans that ended after it, not plans outside
+/// its filter; a dry run deletes nothing; a second prune finds nothing.
+pub async fn prune_rules(store: &dyn Store) {
+    let d = store.describe();
+    let group = Uuid::now_v7();
+    // (name, status, submitted, ended): the cut is at(50).
+    let specs: [(&str, Status, i64, Option<i64>); 7] = [
+        ("old-completed", Status::Completed, 1, Some(10)),
+        ("old-failed", Status::Failed, 2, Some(20)),
+        ("old-stopped", Status::Stopped, 3, Some(49)),
+        ("recent", Status::Completed, 4, Some(51)),
+        ("running", Status::Running, 5, None),
+        ("not-started", Status::NotStarted, 6, None),
+        ("at-the-cut", Status::Completed, 7, Some(50)),
+    ];
+    let mut ids = Vec::new();
+    for (name, status, submit, end) in specs {
+        let mut plan = sample_plan(name);
+        plan.group_id = Some(group);
+        plan.submit_time = Some(at(submit, 0));
+        must(store, "create", store.create(&plan).await).await;
+        if status != Status::NotStarted {
+            let state = State {
+                status,
+                start: Some(at(submit, 1)),
+                end: end.map(|e| at(e, 0)),
+            };
+            let changes = [Change::State {
+                loc: Loc::Plan,
+                id: plan.id.0,
+                state,
+            }];
+            must(store, "apply", store.apply(plan.id, &changes).await).await;
+        }
+        ids.push((name, plan.id));
+    }
+    // Another group's old plan is outside the filter.
+    let mut other = sample_plan("other group");
+    other.group_id = Some(Uuid::now_v7());
+    other.submit_time = Some(at(1, 0));
+    must(store, "create", store.create(&other).await).await;
+    let ended = [Change::State {
+        loc: Loc::Plan,
+        id: other.id.0,
+        state: State {
+            status: Status::Completed,
+            start: Some(at(1, 1)),
+            end: Some(at(2, 0)),
+        },
+    }];
+    must(store, "apply", store.apply(other.id, &ended).await).await;
+
+    let filter = ListFilter {
+        group_id: Some(group),
+        ..ListFilter::default()
+    };
+    let names =
+        |list: &[PlanSummary]| -> Vec<String> { list.iter().map(|s| s.name.clone()).collect() };
+    let remaining = || async {
+        let mut left = names(&must(store, "list", store.list(&filter).await).await);
+        left.sort();
+        left
+    };
+    let all_names = {
+        let mut all: Vec<String> = specs.iter().map(|s| s.0.to_owned()).collect();
+        all.sort();
+        all
+    };
+    let dry = must(
+        store,
+        "prune --dry-run",
+        prune(store, &filter, at(50, 0), true).await,
+    )
+    .await;
+    assert_eq!(
+        names(&dry),
+        ["old-stopped", "old-failed", "old-completed"],
+        "[{d}] a dry run names the plans that ended before the cut, newest submitted first"
+    );
+    assert_eq!(
+        remaining().await,
+        all_names,
+        "[{d}] a dry run deletes nothing"
+    );
+    let only_failed = ListFilter {
+        statuses: vec![Status::Failed, Status::Running],
+        ..filter.clone()
+    };
+    let failed = must(
+        store,
+        "prune",
+        prune(store, &only_failed, at(50, 0), false).await,
+    )
+    .await;
+    assert_eq!(
+        names(&failed),
+        ["old-failed"],
+        "[{d}] statuses restrict a prune"
+    );
+    let pruned = must(
+        store,
+        "prune",
+        prune(store, &filter, at(50, 0), false).await,
+    )
+    .await;
+    assert_eq!(
+        names(&pruned),
+        ["old-stopped", "old-completed"],
+        "[{d}] prune"
+    );
+    assert_eq!(
+        remaining().await,
+        ["at-the-cut", "not-started", "recent", "running"],
+        "[{d}] what a prune keeps"
+    );
+    for (name, id) in &ids {
+        let gone = matches!(store.read(*id).await, Err(StoreError::NotFound(_)));
+        assert_eq!(
+            gone,
+            name.starts_with("old-"),
+            "[{d}] after the prune, {name} is {}",
+            if gone { "gone" } else { "there" }
+        );
+    }
+    assert!(
+        must(
+            store,
+            "prune",
+            prune(store, &filter, at(50, 0), false).await
+        )
+        .await
+        .is_empty(),
+        "[{d}] a second prune finds nothing"
+    );
+    store
+        .read(other.id)
+        .await
+        .unwrap_or_else(|e| panic!("[{d}] a plan outside the filter was pruned: {e}"));
 }
 
 /// A running plan cannot be deleted; any other plan can, with everything in it: its id (and its

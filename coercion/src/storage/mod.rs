@@ -602,6 +602,74 @@ pub trait SharedStore: Store {
     fn control_answer(&self, request: i64) -> BoxFuture<'_, Result<Option<String>, StoreError>>;
 }
 
+/// Deletes, with everything in them, the plans that match `filter` (its statuses, group, name
+/// and submit times; paging is ignored) and ended — `Completed`, `Failed` or `Stopped` — before
+/// `ended_before`; with `dry_run`, deletes nothing. Returns the summaries of the plans deleted
+/// (or that would be), newest submitted first. Plans not started or running are never deleted;
+/// a plan deleted meanwhile by someone else is skipped. Each plan is deleted on its own, so an
+/// error leaves the plans before it deleted and those after it untouched.
+///
+/// Retention for a store that grows without end: `coercion prune --older-than 30d` calls this.
+pub async fn prune(
+    store: &dyn Store,
+    filter: &ListFilter,
+    ended_before: Timestamp,
+    dry_run: bool,
+) -> Result<Vec<PlanSummary>, StoreError> {
+    const PAGE: usize = 500;
+    let ended = [Status::Completed, Status::Failed, Status::Stopped];
+    let statuses = if filter.statuses.is_empty() {
+        ended.to_vec()
+    } else {
+        filter
+            .statuses
+            .iter()
+            .copied()
+            .filter(|s| ended.contains(s))
+            .collect()
+    };
+    if statuses.is_empty() {
+        return Ok(Vec::new());
+    }
+    // A plan that ended before the cut was submitted before it.
+    let submitted_before = Some(
+        filter
+            .submitted_before
+            .map_or(ended_before, |t| t.min(ended_before)),
+    );
+    let mut page = ListFilter {
+        statuses,
+        submitted_before,
+        offset: 0,
+        limit: Some(PAGE),
+        ..filter.clone()
+    };
+    let mut pruned = Vec::new();
+    loop {
+        let plans = store.list(&page).await?;
+        let done = plans.len() < PAGE;
+        for summary in plans {
+            if summary.state.end.is_none_or(|end| end >= ended_before) {
+                // Kept: the next page starts after it.
+                page.offset += 1;
+                continue;
+            }
+            if dry_run {
+                page.offset += 1;
+            } else {
+                match store.delete(summary.id).await {
+                    Ok(()) | Err(StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            pruned.push(summary);
+        }
+        if done {
+            return Ok(pruned);
+        }
+    }
+}
+
 /// The plan that retries `plan` ([`Workstream::retry`](crate::Workstream::retry)), if there is
 /// one: the plan of the same group, submitted after it, whose [`Plan::retry_of`] names it.
 /// Reads the group's later plans, a handful in practice.
