@@ -145,8 +145,9 @@ chmod 600 "$DATA/server.key"
 if [ "$(id -u)" -eq 0 ]; then chown "$RUN_AS" "$DATA/server.key" "$DATA/server.crt"; fi
 chmod 755 "$TLS"
 chmod 644 "$TLS/ca.crt" "$TLS/other-ca.crt"
-# The role of the TLS tests may not connect without TLS.
-{ echo "hostnossl all coercion_tls all reject"; cat "$DATA/pg_hba.conf"; } >"$DATA/pg_hba.conf.new"
+# The role of the TLS tests may not connect without TLS; the role of the password tests must
+# give its password (every other role is trusted on loopback).
+{ echo "hostnossl all coercion_tls all reject"; echo "host all coercion_pw all scram-sha-256"; cat "$DATA/pg_hba.conf"; } >"$DATA/pg_hba.conf.new"
 mv "$DATA/pg_hba.conf.new" "$DATA/pg_hba.conf"
 if [ "$(id -u)" -eq 0 ]; then chown "$RUN_AS" "$DATA/pg_hba.conf"; fi
 

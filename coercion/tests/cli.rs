@@ -2058,6 +2058,86 @@ async fn the_cli_and_the_web_ui_read_a_postgresql_store() {
         .run(plan("deploy on postgres", FakeReq::ok(), 2))
         .await
         .unwrap();
+
+    // A password kept out of the URL: a role that must give one (scram-sha-256 in pg_hba.conf,
+    // scripts/with-postgres.sh) connects with the password from PGPASSWORD or a private
+    // password file, and a refusal says where the password came from.
+    sql.batch_execute(
+        "DO $$ BEGIN CREATE ROLE coercion_pw LOGIN SUPERUSER; \
+         EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+         ALTER ROLE coercion_pw PASSWORD 'pw-for-tests'",
+    )
+    .await
+    .unwrap();
+    let pw_url = url.replacen("://coercion@", "://coercion_pw@", 1);
+    assert_ne!(pw_url, url, "{url}");
+    let dir = TempDir::new("pgpass");
+    let passfile = dir.join("pgpass");
+    let port = url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        &passfile,
+        format!("# ours\n127.0.0.1:{port}:*:coercion_pw:pw-for-tests\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let done_id = done.id().to_string();
+    let list_with = |env: Vec<(&'static str, String)>| {
+        let args = with_schema(&["--db", &pw_url, "list"]);
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(BIN)
+                .args(&args)
+                .env_remove("PGPASSWORD")
+                .env("PGPASSFILE", "/nonexistent/pgpass")
+                .envs(env)
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let (code, out, err) = list_with(vec![("PGPASSFILE", passfile.display().to_string())])
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&done_id), "{out}");
+    let (code, out, err) = list_with(vec![("PGPASSWORD", "pw-for-tests".to_owned())])
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&done_id), "{out}");
+    let (code, _, err) = list_with(vec![("PGPASSWORD", "wrong".to_owned())])
+        .await
+        .unwrap();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("password authentication failed") && err.contains("from PGPASSWORD"),
+        "{err}"
+    );
+    let (code, _, err) = list_with(vec![]).await.unwrap();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(
+            "no password was found in the URL, PGPASSWORD or a matching line of /nonexistent/pgpass"
+        ),
+        "{err}"
+    );
+    std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = list_with(vec![("PGPASSFILE", passfile.display().to_string())])
+        .await
+        .unwrap();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("chmod 600"), "{err}");
     let failed = ws
         .run(plan(
             "migrate on postgres",

@@ -1036,7 +1036,7 @@ pub async fn list_filters_and_paging(store: &dyn Store) {
     );
 }
 
-/// [`prune`](crate::storage::prune) deletes the plans that ended before the cut — and only
+/// [`prune`] deletes the plans that ended before the cut — and only
 /// those: not plans running or not started, not plans that ended after it, not plans outside
 /// its filter; a dry run deletes nothing; a second prune finds nothing.
 pub async fn prune_rules(store: &dyn Store) {

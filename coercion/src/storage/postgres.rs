@@ -25,6 +25,7 @@
 
 mod codec;
 mod notify;
+mod password;
 mod reader;
 mod schema;
 mod tls;
@@ -208,6 +209,8 @@ impl PostgresStore {
         let (url, tls) = tls::split(url)?;
         let mut config = tokio_postgres::Config::from_str(&url)
             .map_err(|e| StoreError::permanent("postgres: bad connection URL").caused_by(e))?;
+        let passwords = password::Sources::of_process();
+        let password = password::fill(&mut config, &passwords)?;
         let schema = &options.schema;
         let valid = !schema.is_empty()
             && schema.len() <= 63
@@ -242,7 +245,9 @@ impl PostgresStore {
                 StoreError::permanent(format!("{store}: cannot build the pool")).caused_by(e)
             })?;
         {
-            let mut conn = get(&pool, &store).await?;
+            let mut conn = get(&pool, &store)
+                .await
+                .map_err(|e| password::explain(e, &password, &passwords))?;
             if options.migrate {
                 schema::migrate(&mut conn, &store, schema).await?;
             } else {

@@ -61,7 +61,8 @@ const V4: &str = "ALTER TABLE plans ADD COLUMN decisions TEXT NOT NULL DEFAULT '
 const V3: &str = "ALTER TABLE plans ADD COLUMN plugins TEXT[];";
 
 /// Version 2: `plans.resumptions`, the JSON array of the plan's resumptions
-/// ([`Resumption`](crate::workflow::Resumption): `at`, `by`), oldest first; `[]` for the plans
+/// ([`Owner`](crate::workflow::Owner)s since the owners were recorded: `at`, `by`, `epoch`,
+/// `resumed`; before, resumptions only: `at`, `by`), oldest first; `[]` for the plans
 /// of an older schema (none recorded them).
 const V2: &str = "ALTER TABLE plans ADD COLUMN resumptions TEXT NOT NULL DEFAULT '[]';";
 

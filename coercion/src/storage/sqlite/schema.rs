@@ -152,7 +152,8 @@ CREATE TABLE journal (
 ";
 
 /// Version 3: `plans.resumptions`, the JSON array of the plan's resumptions
-/// ([`Resumption`](crate::workflow::Resumption): `at`, `by`), oldest first; `[]` for every plan
+/// ([`Owner`](crate::workflow::Owner)s since the owners were recorded: `at`, `by`, `epoch`,
+/// `resumed`; before, resumptions only: `at`, `by`), oldest first; `[]` for every plan
 /// of an older file (none recorded them).
 const V3: &str = "
 ALTER TABLE plans ADD COLUMN resumptions TEXT NOT NULL DEFAULT '[]';
