@@ -5,11 +5,20 @@
 //! SQLite store. When a write of the group fails, the transaction is rolled back and each write
 //! of the group runs again in its own transaction, so only the failing caller gets the error.
 //!
+//! The applies of a group are one batch, whatever their number: one round trip (pipelined with
+//! BEGIN) locks their plans' rows and reads what the checks need of the objects they touch
+//! (location, kind, attempt count); the writes are checked in call order and folded into the
+//! final state of each object, each action's attempts and each plan's row; one more round trip
+//! writes those with a statement per table (`unnest` arrays), COMMITs and sends the group's
+//! notice. A group costs three round trips and a handful of statements instead of a few
+//! statements per change.
+//!
 //! Every `apply` is fenced: it first locks the plan's row and checks the lease. A write of a
 //! process that holds the plan's lease must carry the lease's current epoch; a write of a
 //! process that holds no lease is accepted only while no live lease exists. A write whose
 //! check fails changes nothing and gets [`StoreError::Locked`].
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -22,7 +31,7 @@ use uuid::Uuid;
 use super::codec::{PreparedPlan, loc_json, pg_error};
 use super::notify;
 use crate::storage::StoreError;
-use crate::storage::sql::{Failure, GroupCounters, Op};
+use crate::storage::sql::{AttemptCols, Failure, GroupCounters, Op, StateCols};
 use crate::workflow::PlanId;
 
 /// How a write is checked against the plan's lease.
@@ -67,9 +76,10 @@ pub(super) struct Shard {
     pub lease: Duration,
 }
 
-const LOCK_PLAN: &str = "SELECT status, lease_owner, lease_epoch, \
-     (lease_owner IS NULL OR lease_expires IS NULL OR lease_expires < now()) AS free, lease_expires::text \
-     FROM plans WHERE id = $1 FOR NO KEY UPDATE";
+/// Locks the rows of the plans a batch of applies changes, for the fence and for every check.
+const LOCK_PLANS: &str = "SELECT status, lease_owner, lease_epoch, \
+     (lease_owner IS NULL OR lease_expires IS NULL OR lease_expires < now()) AS free, lease_expires::text, id \
+     FROM plans WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
 const PLAN_STATUS: &str = "SELECT status FROM plans WHERE id = $1 FOR NO KEY UPDATE";
 const INSERT_PLAN: &str = "INSERT INTO plans (id, group_id, name, descr, submit_time_ns, status, start_ns, end_ns, \
      reason, heartbeat_ns, paused, plugins) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
@@ -80,26 +90,24 @@ const INSERT_OBJECTS: &str = "INSERT INTO objects (plan_id, id, loc, kind, statu
      SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[])";
 const INSERT_ATTEMPTS: &str = "INSERT INTO attempts (plan_id, action_id, idx, start_ns, end_ns, outcome) \
      SELECT $1, * FROM unnest($2::uuid[], $3::int[], $4::bigint[], $5::bigint[], $6::text[])";
-const UPDATE_OBJECT_STATE: &str = "UPDATE objects SET status = $4, start_ns = $5, end_ns = $6 \
-     WHERE plan_id = $1 AND id = $2 AND loc = $3";
-/// Sets attempt `$4` of an action (insert or update) and drops later ones, in one statement.
-/// Returns the number of attempts before, or no row if the action does not exist; writes
-/// nothing when attempt `$4` would leave a gap.
-const SET_ATTEMPT: &str = "WITH obj AS ( \
-       SELECT (SELECT count(*) FROM attempts a WHERE a.plan_id = $1 AND a.action_id = $2) AS n \
-       FROM objects WHERE plan_id = $1 AND id = $2 AND loc = $3 AND kind = 'action'), \
-     del AS ( \
-       DELETE FROM attempts WHERE plan_id = $1 AND action_id = $2 AND idx > $4 \
-       AND EXISTS (SELECT 1 FROM obj WHERE n >= $4)), \
-     up AS ( \
-       INSERT INTO attempts (plan_id, action_id, idx, start_ns, end_ns, outcome) \
-       SELECT $1, $2, $4, $5, $6, $7 FROM obj WHERE n >= $4 \
-       ON CONFLICT (plan_id, action_id, idx) DO UPDATE \
-       SET start_ns = EXCLUDED.start_ns, end_ns = EXCLUDED.end_ns, outcome = EXCLUDED.outcome) \
-     SELECT n FROM obj";
-const RESET_ACTION: &str = "UPDATE objects SET status = 'NotStarted', start_ns = NULL, end_ns = NULL \
-     WHERE plan_id = $1 AND id = $2 AND loc = $3 AND kind = 'action'";
-const DELETE_ATTEMPTS: &str = "DELETE FROM attempts WHERE plan_id = $1 AND action_id = $2";
+/// What a batch's checks need of the objects it touches: where each is, its kind and how many
+/// attempts it has (read under the plans' locks).
+const READ_OBJECTS: &str = "SELECT o.plan_id, o.id, o.loc, o.kind, \
+     (SELECT count(*) FROM attempts a WHERE a.plan_id = o.plan_id AND a.action_id = o.id) \
+     FROM objects o JOIN unnest($1::uuid[], $2::uuid[]) AS u(p, i) ON o.plan_id = u.p AND o.id = u.i";
+/// The final state of every object a batch changes, in one statement.
+const UPDATE_OBJECTS: &str = "UPDATE objects o SET status = u.status, start_ns = u.s, end_ns = u.e \
+     FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::bigint[]) AS u(p, i, status, s, e) \
+     WHERE o.plan_id = u.p AND o.id = u.i";
+/// Drops the attempts from index `n` on of each listed action (an attempt set again, a reset).
+const TRIM_ATTEMPTS: &str = "DELETE FROM attempts a \
+     USING unnest($1::uuid[], $2::uuid[], $3::int[]) AS u(p, i, n) \
+     WHERE a.plan_id = u.p AND a.action_id = u.i AND a.idx >= u.n";
+/// Every attempt a batch sets, each once, in one statement.
+const UPSERT_ATTEMPTS: &str = "INSERT INTO attempts (plan_id, action_id, idx, start_ns, end_ns, outcome) \
+     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::bigint[], $5::bigint[], $6::text[]) \
+     ON CONFLICT (plan_id, action_id, idx) DO UPDATE \
+     SET start_ns = EXCLUDED.start_ns, end_ns = EXCLUDED.end_ns, outcome = EXCLUDED.outcome";
 /// Every column of the plan's row that changes take part in: `$n` flags say which are set.
 const UPDATE_PLAN: &str = "UPDATE plans SET \
        status = CASE WHEN $2 THEN $3 ELSE status END, \
@@ -132,16 +140,16 @@ impl std::ops::Deref for Conn {
 
 /// The writer's statements, prepared on its connection.
 struct Statements {
-    lock_plan: Statement,
+    lock_plans: Statement,
     plan_status: Statement,
     insert_plan: Statement,
     insert_definition: Statement,
     insert_objects: Statement,
     insert_attempts: Statement,
-    update_object_state: Statement,
-    set_attempt: Statement,
-    reset_action: Statement,
-    delete_attempts: Statement,
+    read_objects: Statement,
+    update_objects: Statement,
+    trim_attempts: Statement,
+    upsert_attempts: Statement,
     update_plan: Statement,
     delete_plan: Statement,
     notify: Statement,
@@ -150,16 +158,16 @@ struct Statements {
 impl Statements {
     async fn prepare(c: &deadpool_postgres::Object) -> Result<Statements, tokio_postgres::Error> {
         Ok(Statements {
-            lock_plan: c.prepare(LOCK_PLAN).await?,
+            lock_plans: c.prepare(LOCK_PLANS).await?,
             plan_status: c.prepare(PLAN_STATUS).await?,
             insert_plan: c.prepare(INSERT_PLAN).await?,
             insert_definition: c.prepare(INSERT_DEFINITION).await?,
             insert_objects: c.prepare(INSERT_OBJECTS).await?,
             insert_attempts: c.prepare(INSERT_ATTEMPTS).await?,
-            update_object_state: c.prepare(UPDATE_OBJECT_STATE).await?,
-            set_attempt: c.prepare(SET_ATTEMPT).await?,
-            reset_action: c.prepare(RESET_ACTION).await?,
-            delete_attempts: c.prepare(DELETE_ATTEMPTS).await?,
+            read_objects: c.prepare(READ_OBJECTS).await?,
+            update_objects: c.prepare(UPDATE_OBJECTS).await?,
+            trim_attempts: c.prepare(TRIM_ATTEMPTS).await?,
+            upsert_attempts: c.prepare(UPSERT_ATTEMPTS).await?,
             update_plan: c.prepare(UPDATE_PLAN).await?,
             delete_plan: c.prepare(DELETE_PLAN).await?,
             notify: c.prepare("SELECT pg_notify($1, $2)").await?,
@@ -168,6 +176,8 @@ impl Statements {
 }
 
 type Params<'a> = Vec<&'a (dyn ToSql + Sync)>;
+/// The parameters of the notice sent after a group commits: channel and payload.
+type Notice<'a> = [&'a (dyn ToSql + Sync); 2];
 type Pending<'a, T> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<T, tokio_postgres::Error>> + Send + 'a>,
 >;
@@ -274,30 +284,6 @@ impl Shard {
     /// the group runs again write by write, so what statements after a failing one did never
     /// counts.
     async fn run_group(&self, c: &Conn, group: &[Request]) -> Result<(), Failure> {
-        c.batch_execute("BEGIN")
-            .await
-            .map_err(|e| self.err("starting a transaction", e))?;
-        let outcomes = futures_util::future::join_all(group.iter().map(|r| async move {
-            match &r.write {
-                Write::Create(plan) => self.create(c, plan).await,
-                Write::Apply { id, ops, fence } => self.apply(c, *id, ops, *fence).await,
-                Write::Delete(id) => self.delete(c, *id).await,
-            }
-        }))
-        .await;
-        let mut first_request_error = None;
-        for outcome in outcomes {
-            match outcome {
-                Ok(()) => {}
-                Err(Failure::Group(e)) => return Err(Failure::Group(e)),
-                Err(Failure::Request(e)) => {
-                    first_request_error.get_or_insert(e);
-                }
-            }
-        }
-        if let Some(e) = first_request_error {
-            return Err(Failure::Request(e));
-        }
         // One notice per group, naming its plans, sent right after COMMIT in the same round
         // trip but in a transaction of its own: a notice that fails (PostgreSQL's notice queue
         // full because some listener stalls) must not fail the writes, and the lock PostgreSQL
@@ -311,11 +297,87 @@ impl Shard {
             }),
         );
         let channel = notify::CHANNEL;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&channel, &payload];
+        let notice: Notice<'_> = [&channel, &payload];
+        // BEGIN goes out in the same round trip as the group's first statements.
+        let (begun, committed) = tokio::join!(
+            biased;
+            c.batch_execute("BEGIN"),
+            self.run_writes(c, group, &notice),
+        );
+        begun.map_err(|e| self.err("starting a transaction", e))?;
+        if !committed? {
+            self.commit(c, &notice).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs the writes of `group` in call order — each run of applies as one batch (a few
+    /// statements for all of them), each run of creates and deletes pipelined. When the last run
+    /// is a batch of applies and every write before it succeeded, the batch commits (and sends
+    /// `notice`) in the round trip of its writes: returns whether it did.
+    async fn run_writes(
+        &self,
+        c: &Conn,
+        group: &[Request],
+        notice: &Notice<'_>,
+    ) -> Result<bool, Failure> {
+        let mut first_request_error = None;
+        let mut committed = false;
+        let runs: Vec<&[Request]> = group
+            .chunk_by(|a, b| {
+                matches!(a.write, Write::Apply { .. }) == matches!(b.write, Write::Apply { .. })
+            })
+            .collect();
+        let last = runs.len().saturating_sub(1);
+        for (i, run) in runs.into_iter().enumerate() {
+            let outcomes = if matches!(run[0].write, Write::Apply { .. }) {
+                let applies: Vec<Apply<'_>> = run
+                    .iter()
+                    .filter_map(|r| match &r.write {
+                        Write::Apply { id, ops, fence } => Some(Apply {
+                            id: *id,
+                            ops,
+                            fence: *fence,
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                let commit = (i == last && first_request_error.is_none()).then_some(notice);
+                let outcome = self.apply_batch(c, &applies, commit).await;
+                committed = commit.is_some() && outcome.is_ok();
+                vec![outcome]
+            } else {
+                futures_util::future::join_all(run.iter().map(|r| async move {
+                    match &r.write {
+                        Write::Create(plan) => self.create(c, plan).await,
+                        Write::Delete(id) => self.delete(c, *id).await,
+                        Write::Apply { .. } => unreachable!("a run holds no apply"),
+                    }
+                }))
+                .await
+            };
+            for outcome in outcomes {
+                match outcome {
+                    Ok(()) => {}
+                    Err(Failure::Group(e)) => return Err(Failure::Group(e)),
+                    Err(Failure::Request(e)) => {
+                        first_request_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        match first_request_error {
+            Some(e) => Err(Failure::Request(e)),
+            None => Ok(committed),
+        }
+    }
+
+    /// Commits, and sends `notice` in the same round trip (its failure is only logged).
+    async fn commit(&self, c: &Conn, notice: &Notice<'_>) -> Result<(), Failure> {
         let (committed, notified) = tokio::join!(
             biased;
             c.client.batch_execute("COMMIT"),
-            c.client.execute(&c.st.notify, &params),
+            c.client.execute(&c.st.notify, notice),
         );
         committed.map_err(|e| self.err("committing", e))?;
         if let Err(e) = notified {
@@ -422,7 +484,7 @@ impl Shard {
     fn judge_fence(
         &self,
         id: PlanId,
-        row: Option<tokio_postgres::Row>,
+        row: Option<&tokio_postgres::Row>,
         fence: Fence,
     ) -> Result<bool, Failure> {
         let Some(row) = row else {
@@ -465,223 +527,311 @@ impl Shard {
         }
     }
 
-    /// Locks plan `id`'s row, checks the lease (in the same transaction) and applies `ops`.
-    /// Every statement is sent on the first poll, in order; the results are judged after.
-    async fn apply(&self, c: &Conn, id: PlanId, ops: &[Op], fence: Fence) -> Result<(), Failure> {
+    /// Applies a run of writes in a few statements whatever their number: locks the rows of
+    /// their plans and reads what the checks need of the objects they touch (one round trip),
+    /// checks every write in call order against that — the fence, each object's location and
+    /// kind, each attempt's index — while folding them into the final state of each object,
+    /// each action's attempts and each plan's row, then writes those (one more round trip). A
+    /// write that fails a check fails the batch with its error (the group then runs write by
+    /// write, so only its caller gets it); nothing is written for a batch that fails.
+    ///
+    /// With `commit`, the batch's writes are followed, in the same round trip, by COMMIT and
+    /// the notice (a write that fails has aborted the transaction, so that COMMIT rolls back).
+    async fn apply_batch(
+        &self,
+        c: &Conn,
+        applies: &[Apply<'_>],
+        commit: Option<&Notice<'_>>,
+    ) -> Result<(), Failure> {
         let st = &c.st;
-        let key = id.0;
-        // Changes of the plan's own row are gathered into one update; they touch no object, so
-        // their order relative to object changes does not matter. A heartbeat of the lease
-        // holder renews the lease (the statement checks owner and epoch itself).
-        let mut values = UpdateValues {
-            lease_secs: self.lease.as_secs_f64(),
-            ..UpdateValues::default()
+        let doing = match applies {
+            [one] => format!("updating plan {}", one.id),
+            _ => format!("updating {} plans", applies.len()),
         };
-        let mut touches_plan = false;
-        let mut bad_plan_state = None;
-        for op in ops {
-            match op {
-                Op::PlanState {
-                    id: object,
-                    state: s,
-                } => {
-                    if *object != id.0 && bad_plan_state.is_none() {
-                        bad_plan_state = Some(format!("plan {id} has no object {object} at Plan"));
-                    }
-                    values.has_state = true;
-                    values.status = Some(s.status);
-                    values.start = s.start;
-                    values.end = s.end;
-                    touches_plan = true;
-                }
-                Op::Reason(r) => {
-                    values.reason = Some(r.clone());
-                    touches_plan = true;
-                }
-                Op::Heartbeat(t) => {
-                    values.heartbeat = Some(*t);
-                    touches_plan = true;
-                }
-                Op::Paused(p) => {
-                    values.paused = Some(*p);
-                    touches_plan = true;
-                }
-                // JSON arrays of this write's resumptions and decisions, appended in one go.
-                Op::Owner(json) => {
-                    json_list_push(&mut values.resumptions, json);
-                    touches_plan = true;
-                }
-                Op::Decided(json) => {
-                    json_list_push(&mut values.decisions, json);
-                    touches_plan = true;
-                }
-                _ => {}
-            }
-        }
-        for list in [&mut values.resumptions, &mut values.decisions]
-            .into_iter()
-            .flatten()
-        {
-            list.push(']');
-        }
-        if let Fence::Lease { owner, epoch } = fence {
-            values.owner = Some(owner);
-            values.epoch = epoch;
-            values.renew = values.heartbeat.is_some();
-        }
-        // Each object change's location as stored (JSON) and attempt index as an `int`.
-        let mut keys: Vec<(String, i32)> = Vec::with_capacity(ops.len());
-        for op in ops {
-            keys.push(match op {
-                Op::ObjectState { loc, .. } | Op::Reset { loc, .. } => (loc_json(loc), 0),
-                Op::Attempt { loc, index, .. } => (
-                    loc_json(loc),
-                    i32::try_from(*index).map_err(|_| {
-                        Failure::Request(StoreError::permanent(format!(
-                            "plan {id}: attempt index {index} of the action at {loc:?} is too large"
-                        )))
-                    })?,
-                ),
-                _ => (String::new(), 0),
-            });
-        }
-        let steps = ops.iter().zip(&keys).filter_map(
-            |(op, (loc, index))| -> Option<Pending<'_, StepResult>> {
-                match op {
-                    Op::ObjectState {
-                        id: object,
-                        state: s,
-                        ..
-                    } => {
-                        let f = Self::exec(
-                            c,
-                            &st.update_object_state,
-                            vec![&key, object, loc, &s.status, &s.start, &s.end],
-                        );
-                        Some(Box::pin(async move { f.await.map(StepResult::Rows) }))
-                    }
-                    Op::Attempt {
-                        id: object, cols, ..
-                    } => {
-                        let f = Self::query_opt(
-                            c,
-                            &st.set_attempt,
-                            vec![
-                                &key,
-                                object,
-                                loc,
-                                index,
-                                &cols.start,
-                                &cols.end,
-                                &cols.outcome,
-                            ],
-                        );
-                        Some(Box::pin(async move {
-                            f.await
-                                .map(|r| StepResult::Count(r.map(|r| r.get::<_, i64>(0))))
-                        }))
-                    }
-                    Op::Reset { id: object, .. } => {
-                        let reset = Self::exec(c, &st.reset_action, vec![&key, object, loc]);
-                        let delete = Self::exec(c, &st.delete_attempts, vec![&key, object]);
-                        Some(Box::pin(async move {
-                            let (n, d) = tokio::join!(biased; reset, delete);
-                            d?;
-                            n.map(StepResult::Rows)
-                        }))
+        let fail = |e| self.fail(&doing, e);
+
+        // What to lock and read.
+        let mut plan_ids: Vec<Uuid> = applies.iter().map(|a| a.id.0).collect();
+        plan_ids.sort_unstable();
+        plan_ids.dedup();
+        let mut keys: Vec<(Uuid, Uuid)> = applies
+            .iter()
+            .flat_map(|a| {
+                a.ops.iter().filter_map(move |op| match op {
+                    Op::ObjectState { id, .. } | Op::Attempt { id, .. } | Op::Reset { id, .. } => {
+                        Some((a.id.0, *id))
                     }
                     _ => None,
+                })
+            })
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let (key_plans, key_objects): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
+        let lock_params: [&(dyn ToSql + Sync); 1] = [&plan_ids];
+        let read_params: [&(dyn ToSql + Sync); 2] = [&key_plans, &key_objects];
+        let (locked, read) = tokio::join!(
+            biased;
+            c.client.query(&st.lock_plans, &lock_params),
+            async {
+                if keys.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    c.client.query(&st.read_objects, &read_params).await
                 }
             },
         );
-        let steps: Vec<Pending<'_, StepResult>> = steps.collect();
-        let (row, results, updated) = tokio::join!(
-            biased;
-            Self::query_opt(c, &st.lock_plan, vec![&key]),
-            futures_util::future::join_all(steps),
-            Self::exec_if(
-                touches_plan,
+        let locked = locked.map_err(&fail)?;
+        let read = read.map_err(&fail)?;
+        let rows: HashMap<Uuid, &tokio_postgres::Row> =
+            locked.iter().map(|r| (r.get::<_, Uuid>(5), r)).collect();
+        let known: HashMap<(Uuid, Uuid), Known> = read
+            .iter()
+            .map(|r| {
+                (
+                    (r.get(0), r.get(1)),
+                    Known {
+                        loc: r.get(2),
+                        kind: r.get(3),
+                        attempts: r.get(4),
+                    },
+                )
+            })
+            .collect();
+
+        // Check and fold, write by write, op by op, in call order.
+        // An action reset: back to its definition's state.
+        const NOT_STARTED: StateCols = StateCols {
+            status: "NotStarted",
+            start: None,
+            end: None,
+        };
+        let mut objects: HashMap<(Uuid, Uuid), &StateCols> = HashMap::new();
+        let mut attempts: HashMap<(Uuid, Uuid), Attempts<'_>> = HashMap::new();
+        let mut plans: Vec<(Uuid, UpdateValues)> = Vec::new();
+        let missing = |what: String| Failure::Request(StoreError::permanent(what));
+        for apply in applies {
+            let id = apply.id;
+            let plan = id.0;
+            self.judge_fence(id, rows.get(&plan).copied(), apply.fence)?;
+            let at = match plans.iter().position(|(p, _)| *p == plan) {
+                Some(i) => i,
+                None => {
+                    plans.push((
+                        plan,
+                        UpdateValues {
+                            lease_secs: self.lease.as_secs_f64(),
+                            ..UpdateValues::default()
+                        },
+                    ));
+                    plans.len() - 1
+                }
+            };
+            let values = &mut plans[at].1;
+            if let Fence::Lease { owner, epoch } = apply.fence {
+                values.owner = Some(owner);
+                values.epoch = epoch;
+            }
+            // The plan's own row first (as before: its changes touch no object).
+            for op in apply.ops {
+                match op {
+                    Op::PlanState {
+                        id: object,
+                        state: s,
+                    } => {
+                        if *object != plan {
+                            return Err(missing(format!(
+                                "plan {id} has no object {object} at Plan"
+                            )));
+                        }
+                        values.touched = true;
+                        values.has_state = true;
+                        values.status = Some(s.status);
+                        values.start = s.start;
+                        values.end = s.end;
+                    }
+                    Op::Reason(r) => {
+                        values.touched = true;
+                        values.reason = Some(r.clone());
+                    }
+                    Op::Heartbeat(t) => {
+                        values.touched = true;
+                        values.heartbeat = Some(*t);
+                        // A heartbeat of the lease holder renews the lease (the statement
+                        // checks owner and epoch itself).
+                        values.renew |= matches!(apply.fence, Fence::Lease { .. });
+                    }
+                    Op::Paused(p) => {
+                        values.touched = true;
+                        values.paused = Some(*p);
+                    }
+                    Op::Owner(json) => {
+                        values.touched = true;
+                        json_list_push(&mut values.resumptions, json);
+                    }
+                    Op::Decided(json) => {
+                        values.touched = true;
+                        json_list_push(&mut values.decisions, json);
+                    }
+                    Op::ObjectState { .. } | Op::Attempt { .. } | Op::Reset { .. } => {}
+                }
+            }
+            for op in apply.ops {
+                match op {
+                    Op::ObjectState {
+                        id: object,
+                        loc,
+                        state: s,
+                    } => {
+                        if known
+                            .get(&(plan, *object))
+                            .is_none_or(|k| k.loc != loc_json(loc))
+                        {
+                            return Err(missing(format!(
+                                "plan {id} has no object {object} at {loc:?}"
+                            )));
+                        }
+                        objects.insert((plan, *object), s);
+                    }
+                    Op::Attempt {
+                        id: object,
+                        loc,
+                        index,
+                        cols,
+                    } => {
+                        let k = known
+                            .get(&(plan, *object))
+                            .filter(|k| k.kind == "action" && k.loc == loc_json(loc))
+                            .ok_or_else(|| {
+                                missing(format!("plan {id} has no action {object} at {loc:?}"))
+                            })?;
+                        let index = i32::try_from(*index).map_err(|_| {
+                            missing(format!(
+                                "plan {id}: attempt index {index} of the action at {loc:?} is too large"
+                            ))
+                        })?;
+                        let a = attempts
+                            .entry((plan, *object))
+                            .or_insert_with(|| Attempts::stored(k.attempts));
+                        if i64::from(index) > a.count {
+                            return Err(missing(format!(
+                                "plan {id}: attempt {index} of the action at {loc:?} skips attempt {}",
+                                a.count
+                            )));
+                        }
+                        a.set(index, cols);
+                    }
+                    Op::Reset { id: object, loc } => {
+                        let k = known
+                            .get(&(plan, *object))
+                            .filter(|k| k.kind == "action" && k.loc == loc_json(loc))
+                            .ok_or_else(|| {
+                                missing(format!("plan {id} has no action {object} at {loc:?}"))
+                            })?;
+                        objects.insert((plan, *object), &NOT_STARTED);
+                        attempts
+                            .entry((plan, *object))
+                            .or_insert_with(|| Attempts::stored(k.attempts))
+                            .reset();
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (_, values) in &mut plans {
+            for list in [&mut values.resumptions, &mut values.decisions]
+                .into_iter()
+                .flatten()
+            {
+                list.push(']');
+            }
+        }
+
+        // Write the folded state: one statement per table, one per plan row changed.
+        let mut o = ObjectCols::default();
+        for (&(p, i), state) in &objects {
+            o.plan.push(p);
+            o.id.push(i);
+            o.status.push(state.status);
+            o.start.push(state.start);
+            o.end.push(state.end);
+        }
+        let (mut trim, mut set) = (TrimCols::default(), SetCols::default());
+        for (&(p, i), a) in &attempts {
+            if a.count < a.stored {
+                trim.plan.push(p);
+                trim.id.push(i);
+                trim.from.push(i32::try_from(a.count).unwrap_or(i32::MAX));
+            }
+            for (&idx, cols) in &a.set {
+                set.plan.push(p);
+                set.id.push(i);
+                set.idx.push(idx);
+                set.start.push(cols.start);
+                set.end.push(cols.end);
+                set.outcome.push(cols.outcome.as_deref());
+            }
+        }
+        let plan_updates = plans.iter().filter(|(_, v)| v.touched).map(|(plan, v)| {
+            Self::exec(
                 c,
                 &st.update_plan,
                 vec![
-                    &key,
-                    &values.has_state,
-                    &values.status,
-                    &values.start,
-                    &values.end,
-                    &values.reason,
-                    &values.heartbeat,
-                    &values.paused,
-                    &values.renew,
-                    &values.lease_secs,
-                    &values.owner,
-                    &values.epoch,
-                    &values.resumptions,
-                    &values.decisions,
+                    plan,
+                    &v.has_state,
+                    &v.status,
+                    &v.start,
+                    &v.end,
+                    &v.reason,
+                    &v.heartbeat,
+                    &v.paused,
+                    &v.renew,
+                    &v.lease_secs,
+                    &v.owner,
+                    &v.epoch,
+                    &v.resumptions,
+                    &v.decisions,
                 ],
+            )
+        });
+        let plan_updates: Vec<Pending<'_, u64>> = plan_updates.collect();
+        // Trimming before setting: the two touch different indexes, but a set attempt must
+        // never be dropped by a trim sent after it.
+        let (updated, trimmed, upserted, plans_updated, committed) = tokio::join!(
+            biased;
+            Self::exec_if(
+                !o.id.is_empty(),
+                c,
+                &st.update_objects,
+                vec![&o.plan, &o.id, &o.status, &o.start, &o.end],
             ),
+            Self::exec_if(
+                !trim.id.is_empty(),
+                c,
+                &st.trim_attempts,
+                vec![&trim.plan, &trim.id, &trim.from],
+            ),
+            Self::exec_if(
+                !set.id.is_empty(),
+                c,
+                &st.upsert_attempts,
+                vec![&set.plan, &set.id, &set.idx, &set.start, &set.end, &set.outcome],
+            ),
+            futures_util::future::join_all(plan_updates),
+            async {
+                match commit {
+                    Some(notice) => self.commit(c, notice).await,
+                    None => Ok(()),
+                }
+            },
         );
-        let doing = format!("updating plan {id}");
-        let fail = |e| self.fail(&doing, e);
-        let missing = |what: String| Failure::Request(StoreError::permanent(what));
-        self.judge_fence(id, row.map_err(&fail)?, fence)?;
-        if let Some(what) = bad_plan_state {
-            return Err(missing(what));
-        }
-        let mut results = results.into_iter();
-        for op in ops {
-            match op {
-                Op::ObjectState {
-                    id: object, loc, ..
-                } => {
-                    let changed = matches!(
-                        results.next().transpose().map_err(&fail)?,
-                        Some(StepResult::Rows(n)) if n > 0
-                    );
-                    if !changed {
-                        return Err(missing(format!(
-                            "plan {id} has no object {object} at {loc:?}"
-                        )));
-                    }
-                }
-                Op::Reset {
-                    id: object, loc, ..
-                } => {
-                    let changed = matches!(
-                        results.next().transpose().map_err(&fail)?,
-                        Some(StepResult::Rows(n)) if n > 0
-                    );
-                    if !changed {
-                        return Err(missing(format!(
-                            "plan {id} has no action {object} at {loc:?}"
-                        )));
-                    }
-                }
-                Op::Attempt {
-                    id: object,
-                    loc,
-                    index,
-                    ..
-                } => {
-                    let count = match results.next().transpose().map_err(&fail)? {
-                        Some(StepResult::Count(Some(n))) => n,
-                        _ => {
-                            return Err(missing(format!(
-                                "plan {id} has no action {object} at {loc:?}"
-                            )));
-                        }
-                    };
-                    if i64::from(*index) > count {
-                        return Err(missing(format!(
-                            "plan {id}: attempt {index} of the action at {loc:?} skips attempt {count}"
-                        )));
-                    }
-                }
-                _ => {}
-            }
-        }
         updated.map_err(&fail)?;
-        Ok(())
+        trimmed.map_err(&fail)?;
+        upserted.map_err(&fail)?;
+        for u in plans_updated {
+            u.map_err(&fail)?;
+        }
+        committed
     }
 
     async fn delete(&self, c: &Conn, id: PlanId) -> Result<(), Failure> {
@@ -703,17 +853,85 @@ impl Shard {
     }
 }
 
-/// What one pipelined statement of an `apply` returned.
-enum StepResult {
-    /// Rows changed.
-    Rows(u64),
-    /// Attempts before (none: no such action).
-    Count(Option<i64>),
+/// One `apply` of a batch.
+struct Apply<'a> {
+    id: PlanId,
+    ops: &'a [Op],
+    fence: Fence,
+}
+
+/// What a batch's checks know of an object: its location as stored, its kind, its attempts.
+struct Known {
+    loc: String,
+    kind: String,
+    attempts: i64,
+}
+
+/// An action's attempts as a batch leaves them: how many there are (`stored` before it), and
+/// those it sets (every other index below `count` stays as stored).
+struct Attempts<'a> {
+    stored: i64,
+    count: i64,
+    set: BTreeMap<i32, &'a AttemptCols>,
+}
+
+impl<'a> Attempts<'a> {
+    fn stored(count: i64) -> Attempts<'a> {
+        Attempts {
+            stored: count,
+            count,
+            set: BTreeMap::new(),
+        }
+    }
+
+    /// Sets attempt `index` (at most `count`) and drops the later ones.
+    fn set(&mut self, index: i32, cols: &'a AttemptCols) {
+        self.set.split_off(&index);
+        self.set.insert(index, cols);
+        self.count = i64::from(index) + 1;
+    }
+
+    /// No attempt at all.
+    fn reset(&mut self) {
+        self.set.clear();
+        self.count = 0;
+    }
+}
+
+/// The columns of `UPDATE_OBJECTS`.
+#[derive(Default)]
+struct ObjectCols {
+    plan: Vec<Uuid>,
+    id: Vec<Uuid>,
+    status: Vec<&'static str>,
+    start: Vec<Option<i64>>,
+    end: Vec<Option<i64>>,
+}
+
+/// The columns of `TRIM_ATTEMPTS`.
+#[derive(Default)]
+struct TrimCols {
+    plan: Vec<Uuid>,
+    id: Vec<Uuid>,
+    from: Vec<i32>,
+}
+
+/// The columns of `UPSERT_ATTEMPTS`.
+#[derive(Default)]
+struct SetCols<'a> {
+    plan: Vec<Uuid>,
+    id: Vec<Uuid>,
+    idx: Vec<i32>,
+    start: Vec<i64>,
+    end: Vec<Option<i64>>,
+    outcome: Vec<Option<&'a str>>,
 }
 
 /// The values of the plan row's update, owned by the write's future.
 #[derive(Default)]
 struct UpdateValues {
+    /// Whether any change touches the row (else no statement is sent).
+    touched: bool,
     has_state: bool,
     status: Option<&'static str>,
     start: Option<i64>,
