@@ -101,6 +101,7 @@ contract_tests! {
     random_changes_seed_1: |store| contract::random_changes(store, 1, 200);
     random_changes_seed_2: |store| contract::random_changes(store, 2, 200);
     random_changes_seed_3: |store| contract::random_changes(store, 0xdead_beef, 200);
+    random_changes_in_flight: |store| contract::random_changes_in_flight(store, 4, 400, 8);
     concurrent_applies_complete_in_order: |store| contract::concurrent_applies_complete_in_order(store, 500);
     list_filters_and_paging: |store| contract::list_filters_and_paging(store);
     delete_rules: |store| contract::delete_rules(store);

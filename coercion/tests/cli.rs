@@ -2137,7 +2137,11 @@ async fn the_cli_and_the_web_ui_read_a_postgresql_store() {
         .await
         .unwrap();
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("chmod 600"), "{err}");
+    assert!(
+        err.contains("was ignored: others can read or write it (mode 0644)")
+            && err.contains("chmod 600"),
+        "{err}"
+    );
     let failed = ws
         .run(plan(
             "migrate on postgres",

@@ -82,6 +82,9 @@ impl Db {
             return Db::connect(db, pg_schema).await;
         }
         must_be_a_file(db)?;
+        // Judged as a reader would first: an empty file or another application's database is
+        // refused, never turned into a store.
+        drop(SqliteStore::open_read_only(db).map_err(|e| store_error(db, e))?);
         let store = SqliteStore::open(db).map_err(|e| match e {
             StoreError::Locked(_) => CliError::new(format!(
                 "{}: {}; a SQLite store has one writer: stop it first, or prune while no process \

@@ -588,6 +588,21 @@ pub async fn batches_are_atomic(store: &dyn Store) {
 /// applied to a plan with every kind of object: after every batch the store reads back exactly
 /// what the model holds, and the store refuses exactly the batches the model refuses.
 pub async fn random_changes(store: &dyn Store, seed: u64, batches: usize) {
+    random_changes_in_flight(store, seed, batches, 1).await;
+}
+
+/// [`random_changes`] with `in_flight` batches sent at once (called in order, then awaited
+/// together): a store that commits the writes queued at one moment together (group commit)
+/// must give each the answer, and the plan the state, that the same batches one after another
+/// give — a refused batch refused alone, the others applied in order around it.
+pub async fn random_changes_in_flight(
+    store: &dyn Store,
+    seed: u64,
+    batches: usize,
+    in_flight: usize,
+) {
+    let in_flight = in_flight.max(1);
+    let mut pending: Vec<(usize, Vec<Change>, Result<(), StoreError>)> = Vec::new();
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut model = sample_run(&format!("random changes, seed {seed:#x}"));
     must(store, "create", store.create(&model).await).await;
@@ -717,13 +732,25 @@ pub async fn random_changes(store: &dyn Store, seed: u64, batches: usize) {
             batch.insert(position, bad);
         }
         let expected = model_apply(&mut model, &batch);
-        let got = store.apply(model.id, &batch).await;
-        assert_eq!(
-            got.is_ok(),
-            expected.is_ok(),
-            "[{}] seed {seed:#x}, batch {n}: {batch:?}: the store answered {got:?}, the model {expected:?}",
-            store.describe()
-        );
+        pending.push((n, batch, expected));
+        if pending.len() < in_flight && n + 1 < batches {
+            continue;
+        }
+        let answers = futures_util::future::join_all(
+            pending
+                .iter()
+                .map(|(_, batch, _)| store.apply(model.id, batch))
+                .collect::<Vec<_>>(),
+        )
+        .await;
+        for ((n, batch, expected), got) in pending.drain(..).zip(answers) {
+            assert_eq!(
+                got.is_ok(),
+                expected.is_ok(),
+                "[{}] seed {seed:#x}, batch {n} ({in_flight} in flight): {batch:?}: the store answered {got:?}, the model {expected:?}",
+                store.describe()
+            );
+        }
         read_equals(store, &model, &format!("seed {seed:#x}, after batch {n}")).await;
     }
 }

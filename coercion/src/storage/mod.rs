@@ -605,7 +605,8 @@ pub trait SharedStore: Store {
 /// Deletes, with everything in them, the plans that match `filter` (its statuses, group, name
 /// and submit times; paging is ignored) and ended — `Completed`, `Failed` or `Stopped` — before
 /// `ended_before`; with `dry_run`, deletes nothing. Returns the summaries of the plans deleted
-/// (or that would be), newest submitted first. Plans not started or running are never deleted;
+/// (or that would be), newest submitted first. Plans not started or running are never deleted,
+/// nor an ended plan without an end time (none is stored so by coercion);
 /// a plan deleted meanwhile by someone else is skipped. Each plan is deleted on its own, so an
 /// error leaves the plans before it deleted and those after it untouched.
 ///
@@ -631,15 +632,10 @@ pub async fn prune(
     if statuses.is_empty() {
         return Ok(Vec::new());
     }
-    // A plan that ended before the cut was submitted before it.
-    let submitted_before = Some(
-        filter
-            .submitted_before
-            .map_or(ended_before, |t| t.min(ended_before)),
-    );
+    // Not narrowed by submit time: a plan stored without one (`Store::create` of a plan never
+    // submitted through a workstream) is pruned too.
     let mut page = ListFilter {
         statuses,
-        submitted_before,
         offset: 0,
         limit: Some(PAGE),
         ..filter.clone()

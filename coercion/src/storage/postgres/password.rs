@@ -1,12 +1,12 @@
-//! The password of a connection whose URL carries none, found where libpq finds it, so that
-//! no password has to sit in a URL (shown by `ps`, kept in shell histories and unit files):
-//! `PGPASSWORD`, then the password file — `PGPASSFILE`, by default `~/.pgpass` — whose lines are
-//! `host:port:database:user:password` (`*` matches anything, `\:` and `\\` escape, `#` starts a
-//! comment line; the first matching line wins).
+//! The password of a connection whose URL carries none (or an empty one), found where libpq
+//! finds it, so that no password has to sit in a URL (shown by `ps`, kept in shell histories and
+//! unit files): `PGPASSWORD`, then the password file — `PGPASSFILE`, by default `~/.pgpass` —
+//! whose lines are `host:port:database:user:password` (a field that is `*` matches anything,
+//! `\:` and `\\` escape, `#` starts a comment line; the first matching line wins).
 //!
-//! Unlike libpq, which warns and ignores a password file that others can read, a matching line in
-//! such a file is refused with an error naming the file: a password readable by others is not a
-//! secret, and a warning nobody reads would hide that.
+//! As libpq, a password file that others can read or write is ignored with a warning; and when
+//! the server then refuses the login, the error says so (see [`explain`]). The file is read when
+//! the store connects: a password changed in it reaches new connections after a restart.
 
 use std::path::{Path, PathBuf};
 
@@ -14,8 +14,9 @@ use tokio_postgres::config::Host;
 
 use crate::storage::StoreError;
 
-/// Where passwords are looked for: the process's environment, or a test's.
-#[derive(Debug, Default)]
+/// Where passwords are looked for: the process's environment, or a test's. (No `Debug`: it
+/// holds a password.)
+#[derive(Default)]
 pub(crate) struct Sources {
     /// `PGPASSWORD`.
     pub password: Option<String>,
@@ -46,6 +47,9 @@ pub(crate) enum Found {
     File(PathBuf),
     /// None anywhere: the server may not ask for one.
     Nowhere,
+    /// The line for this connection is in a password file others can read or write (this
+    /// mode): ignored, as libpq ignores it.
+    Unsafe(PathBuf, u32),
 }
 
 /// Sets `config`'s password from `sources` when its URL carries none.
@@ -56,7 +60,7 @@ pub(crate) fn fill(
     let Some(user) = config.get_user().map(str::to_owned) else {
         return Ok(Found::InUrl);
     };
-    if config.get_password().is_some() {
+    if config.get_password().is_some_and(|p| !p.is_empty()) {
         return Ok(Found::InUrl);
     }
     if let Some(password) = &sources.password {
@@ -71,11 +75,22 @@ pub(crate) fn fill(
         // As libpq: a missing or unreadable file is no password.
         Err(_) => return Ok(Found::Nowhere),
     };
+    // The first host's (a URL naming several hosts uses one password for all).
     let hosts: Vec<String> = match config.get_hosts().first() {
         Some(Host::Tcp(name)) => vec![name.clone()],
-        // A socket directory matches its path, and `localhost` as libpq's default socket does.
+        // A socket directory matches its path; the usual default directories also match
+        // `localhost`, as libpq's default socket does.
         #[cfg(unix)]
-        Some(Host::Unix(path)) => vec![path.display().to_string(), "localhost".to_owned()],
+        Some(Host::Unix(path)) => {
+            let mut names = vec![path.display().to_string()];
+            if ["/var/run/postgresql", "/run/postgresql", "/tmp"]
+                .iter()
+                .any(|d| path == Path::new(d))
+            {
+                names.push("localhost".to_owned());
+            }
+            names
+        }
         None => vec!["localhost".to_owned()],
     };
     let port = config
@@ -87,18 +102,33 @@ pub(crate) fn fill(
     let database = config.get_dbname().unwrap_or(&user).to_owned();
     let Some(password) = text.lines().find_map(|line| {
         let fields = split(line)?;
-        let matches = |field: &str, value: &str| field == "*" || field == value;
+        let matches = |field: &Field, value: &str| field.any || field.text == value;
         (hosts.iter().any(|h| matches(&fields[0], h))
             && matches(&fields[1], &port)
             && matches(&fields[2], &database)
             && matches(&fields[3], &user))
-        .then(|| fields[4].clone())
+        .then(|| fields[4].text.clone())
     }) else {
         return Ok(Found::Nowhere);
     };
-    refuse_if_readable_by_others(file)?;
+    if let Some(mode) = readable_by_others(file) {
+        tracing::warn!(
+            file = %file.display(),
+            "the password file can be read or written by others (mode {mode:04o}) and is ignored; make it private: chmod 600 {}",
+            file.display()
+        );
+        return Ok(Found::Unsafe(file.clone(), mode));
+    }
     config.password(password.as_str());
     Ok(Found::File(file.clone()))
+}
+
+/// One field of a password file's line: its text, unescaped, and whether it is `*` unescaped
+/// (which matches anything; `\*` is a star).
+#[derive(Debug, PartialEq, Eq)]
+struct Field {
+    text: String,
+    any: bool,
 }
 
 /// `e`, a failure to connect, with where the password came from when the server refused it
@@ -131,6 +161,12 @@ pub(crate) fn explain(mut e: StoreError, found: &Found, sources: &Sources) -> St
             ),
             None => "no password was found in the URL or PGPASSWORD".to_owned(),
         },
+        Found::Unsafe(file, mode) => format!(
+            "the password file {} was ignored: others can read or write it (mode {mode:04o}); \
+             make it private: chmod 600 {}",
+            file.display(),
+            file.display()
+        ),
     };
     if let StoreError::Transient { message, .. } | StoreError::Permanent { message, .. } = &mut e {
         message.push_str(&format!(" ({note})"));
@@ -139,56 +175,49 @@ pub(crate) fn explain(mut e: StoreError, found: &Found, sources: &Sources) -> St
 }
 
 /// The five fields of a password file's line, unescaped; `None` for a comment, a blank line or
-/// a line of fewer fields (skipped, as libpq skips them).
-fn split(line: &str) -> Option<[String; 5]> {
+/// a line of fewer fields (skipped, as libpq skips them). The password ends at the first
+/// unescaped `:` after it, as in libpq.
+fn split(line: &str) -> Option<[Field; 5]> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
     if line.starts_with('#') || line.trim().is_empty() {
         return None;
     }
-    let mut fields: Vec<String> = vec![String::new()];
+    let mut fields: Vec<Field> = Vec::with_capacity(5);
+    let (mut text, mut escaped) = (String::new(), false);
     let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            // The password, the last field, takes the rest of the line, colons included.
-            ':' if fields.len() < 5 => fields.push(String::new()),
-            '\\' => {
+    loop {
+        match chars.next() {
+            Some('\\') => {
                 if let Some(next) = chars.next() {
-                    fields.last_mut()?.push(next);
+                    text.push(next);
+                    escaped = true;
                 }
             }
-            c => fields.last_mut()?.push(c),
+            Some(c) if c != ':' => text.push(c),
+            end => {
+                let any = text == "*" && !escaped;
+                fields.push(Field { text, any });
+                if end.is_none() || fields.len() == 5 {
+                    break;
+                }
+                (text, escaped) = (String::new(), false);
+            }
         }
     }
     fields.try_into().ok()
 }
 
+/// The file's mode when others can read or write it.
 #[cfg(unix)]
-fn refuse_if_readable_by_others(file: &Path) -> Result<(), StoreError> {
+fn readable_by_others(file: &Path) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(file)
-        .map_err(|e| {
-            StoreError::permanent(format!(
-                "postgres: cannot read the password file {}",
-                file.display()
-            ))
-            .caused_by(e)
-        })?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(StoreError::permanent(format!(
-            "postgres: the password file {} can be read or written by others (mode {:04o}); \
-             make it private: chmod 600 {}",
-            file.display(),
-            mode & 0o7777,
-            file.display()
-        )));
-    }
-    Ok(())
+    let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then_some(mode)
 }
 
 #[cfg(not(unix))]
-fn refuse_if_readable_by_others(_file: &Path) -> Result<(), StoreError> {
-    Ok(())
+fn readable_by_others(_file: &Path) -> Option<u32> {
+    None
 }
 
 #[cfg(test)]
@@ -227,16 +256,41 @@ mod tests {
         }
     }
 
+    fn texts(line: &str) -> Option<Vec<(String, bool)>> {
+        split(line).map(|f| f.into_iter().map(|f| (f.text, f.any)).collect())
+    }
+
     #[test]
-    fn a_line_is_five_fields_with_escapes_and_the_password_keeps_its_colons() {
+    fn a_line_is_five_fields_with_escapes_as_libpq_reads_them() {
+        let field = |t: &str, any: bool| (t.to_owned(), any);
         assert_eq!(
-            split(r"db\:1:5432:*:al\\ice:pa:ss\word").unwrap(),
-            ["db:1", "5432", "*", r"al\ice", "pa:ssword"].map(String::from)
+            texts(r"db\:1:5432:*:al\\ice:pa\:ss\word:ignored").unwrap(),
+            [
+                field("db:1", false),
+                field("5432", false),
+                field("*", true),
+                field(r"al\ice", false),
+                field("pa:ssword", false)
+            ]
+        );
+        assert_eq!(
+            texts(r"\*:*:*:*:pw").unwrap()[0],
+            field("*", false),
+            "an escaped star"
+        );
+        assert_eq!(
+            texts("h:1:d:u:pw\r").unwrap()[4],
+            field("pw", false),
+            "CRLF"
         );
         assert_eq!(split("# a:b:c:d:e"), None);
         assert_eq!(split("   "), None);
         assert_eq!(split("a:b:c:d"), None, "four fields");
-        assert_eq!(split("a:b:c:d:").unwrap()[4], "", "an empty password");
+        assert_eq!(
+            texts("a:b:c:d:").unwrap()[4],
+            field("", false),
+            "an empty password"
+        );
     }
 
     #[test]
@@ -286,18 +340,40 @@ mod tests {
     }
 
     #[test]
-    fn a_password_file_others_can_read_is_refused_when_it_has_the_password() {
+    fn a_password_file_others_can_read_is_ignored_and_named() {
         let file = File::new("db:*:*:deploy:secret\n", 0o644);
         let mut c = config("postgres://deploy@db/coercion");
-        let err = fill(&mut c, &file.sources()).unwrap_err().to_string();
-        assert!(
-            err.contains("can be read or written by others (mode 0644)")
-                && err.contains(&format!("chmod 600 {}", file.0.display())),
-            "{err}"
+        assert_eq!(
+            fill(&mut c, &file.sources()).unwrap(),
+            Found::Unsafe(file.0.clone(), 0o644)
         );
         assert_eq!(c.get_password(), None);
         // A file with no line for this connection is not in the way.
         let mut c = config("postgres://someone-else@db/coercion");
+        assert_eq!(fill(&mut c, &file.sources()).unwrap(), Found::Nowhere);
+    }
+
+    #[test]
+    fn an_empty_url_password_is_no_password_and_sockets_match_their_directory() {
+        let file = File::new(
+            "/srv/pg:5432:*:deploy:other-cluster\nlocalhost:5432:*:deploy:default-socket\n\
+             db.prod:5432:*:deploy:from-file\n",
+            0o600,
+        );
+        let mut c = config("postgres://deploy:@db.prod/coercion");
+        fill(&mut c, &file.sources()).unwrap();
+        assert_eq!(
+            c.get_password(),
+            Some(&b"from-file"[..]),
+            "an empty one is none"
+        );
+        let mut c = config("host=/srv/pg user=deploy");
+        fill(&mut c, &file.sources()).unwrap();
+        assert_eq!(c.get_password(), Some(&b"other-cluster"[..]));
+        let mut c = config("host=/var/run/postgresql user=deploy");
+        fill(&mut c, &file.sources()).unwrap();
+        assert_eq!(c.get_password(), Some(&b"default-socket"[..]));
+        let mut c = config("host=/srv/other user=deploy");
         assert_eq!(fill(&mut c, &file.sources()).unwrap(), Found::Nowhere);
     }
 }

@@ -323,7 +323,30 @@ impl Shard {
     ) -> Result<bool, Failure> {
         let mut first_request_error = None;
         let mut committed = false;
-        let runs: Vec<&[Request]> = group
+        // A create is the first write of its plan: it goes first, so that the applies around it
+        // stay one batch (`submit_and_start` in many tasks interleaves creates and applies). One
+        // after an earlier write of its id in this group keeps its place.
+        let mut seen = std::collections::HashSet::new();
+        let mut ordered: Vec<&Request> = Vec::with_capacity(group.len());
+        let mut rest: Vec<&Request> = Vec::with_capacity(group.len());
+        for r in group {
+            match &r.write {
+                Write::Create(plan) if !seen.contains(&plan.id) => {
+                    seen.insert(plan.id);
+                    ordered.push(r);
+                }
+                Write::Create(plan) => {
+                    seen.insert(plan.id);
+                    rest.push(r);
+                }
+                Write::Apply { id, .. } | Write::Delete(id) => {
+                    seen.insert(*id);
+                    rest.push(r);
+                }
+            }
+        }
+        ordered.extend(rest);
+        let runs: Vec<&[&Request]> = ordered
             .chunk_by(|a, b| {
                 matches!(a.write, Write::Apply { .. }) == matches!(b.write, Write::Apply { .. })
             })
