@@ -1621,6 +1621,11 @@ fn prune_deletes_the_plans_that_ended_before_the_cut_and_nothing_else() {
     let err = fails(&missing, &["prune", "--older-than", "1d"]);
     assert!(err.contains("no such file"), "{err}");
     assert!(!missing.exists(), "prune created a store");
+    // An empty file is not a store, and prune does not make it one.
+    let empty = f.dir.0.join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    fails(&empty, &["prune", "--older-than", "1d"]);
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0, "prune wrote to an empty file");
 }
 
 /// A store in a directory this user cannot write to (a read-only mount, another user's
