@@ -1625,7 +1625,11 @@ fn prune_deletes_the_plans_that_ended_before_the_cut_and_nothing_else() {
     let empty = f.dir.0.join("empty.db");
     std::fs::write(&empty, b"").unwrap();
     fails(&empty, &["prune", "--older-than", "1d"]);
-    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0, "prune wrote to an empty file");
+    assert_eq!(
+        std::fs::metadata(&empty).unwrap().len(),
+        0,
+        "prune wrote to an empty file"
+    );
 }
 
 /// A store in a directory this user cannot write to (a read-only mount, another user's

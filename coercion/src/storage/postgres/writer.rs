@@ -699,6 +699,13 @@ impl Shard {
                     Op::ObjectState { .. } | Op::Attempt { .. } | Op::Reset { .. } => {}
                 }
             }
+            // The action `object` at `loc` of this plan, as read.
+            let action = |object: &Uuid, loc: &crate::workflow::Loc| {
+                known
+                    .get(&(plan, *object))
+                    .filter(|k| k.kind == "action" && k.loc == loc_json(loc))
+                    .ok_or_else(|| missing(format!("plan {id} has no action {object} at {loc:?}")))
+            };
             for op in apply.ops {
                 match op {
                     Op::ObjectState {
@@ -722,12 +729,7 @@ impl Shard {
                         index,
                         cols,
                     } => {
-                        let k = known
-                            .get(&(plan, *object))
-                            .filter(|k| k.kind == "action" && k.loc == loc_json(loc))
-                            .ok_or_else(|| {
-                                missing(format!("plan {id} has no action {object} at {loc:?}"))
-                            })?;
+                        let k = action(object, loc)?;
                         let index = i32::try_from(*index).map_err(|_| {
                             missing(format!(
                                 "plan {id}: attempt index {index} of the action at {loc:?} is too large"
@@ -745,12 +747,7 @@ impl Shard {
                         a.set(index, cols);
                     }
                     Op::Reset { id: object, loc } => {
-                        let k = known
-                            .get(&(plan, *object))
-                            .filter(|k| k.kind == "action" && k.loc == loc_json(loc))
-                            .ok_or_else(|| {
-                                missing(format!("plan {id} has no action {object} at {loc:?}"))
-                            })?;
+                        let k = action(object, loc)?;
                         objects.insert((plan, *object), &NOT_STARTED);
                         attempts
                             .entry((plan, *object))
