@@ -191,3 +191,56 @@ async fn submit_and_start_leaves_no_not_started_orphan() {
     let done = again.wait(id).await.unwrap();
     assert_eq!(done.status(), Status::Completed, "{}", outline(&done));
 }
+
+/// A prune that fails part way says which plans it deleted before (they stay deleted) and
+/// leaves the others.
+#[tokio::test]
+async fn a_prune_stopped_by_a_failing_delete_names_what_it_deleted() {
+    use coercion::storage::contract::{at, sample_plan};
+    use coercion::storage::{Change, ListFilter, prune};
+    use coercion::workflow::{Loc, State};
+
+    let inner = MemoryStore::new();
+    let mut ids = Vec::new();
+    for (i, name) in ["first", "second", "third"].into_iter().enumerate() {
+        let plan = sample_plan(name);
+        inner.create(&plan).await.unwrap();
+        let ended = [Change::State {
+            loc: Loc::Plan,
+            id: plan.id().0,
+            state: State {
+                status: Status::Completed,
+                start: Some(at(i as i64, 1)),
+                end: Some(at(i as i64 + 1, 0)),
+            },
+        }];
+        inner.apply(plan.id(), &ended).await.unwrap();
+        ids.push(plan.id());
+    }
+    // The second delete fails.
+    let faulty = FaultyStore::failing(inner.clone(), FaultRule::Nth(2), FaultKind::Permanent);
+    let err = prune(&faulty, &ListFilter::default(), at(100, 0), false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.error, coercion::StoreError::Permanent { .. }),
+        "{err:?}"
+    );
+    // One deleted, the next failed, the last not reached: two left, the deleted one not among
+    // them.
+    assert_eq!(err.deleted.len(), 1, "{err:?}");
+    assert!(
+        err.to_string().contains("after deleting 1 plan(s)"),
+        "{err}"
+    );
+    let left: Vec<PlanId> = inner
+        .list(&ListFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(!left.contains(&err.deleted[0].id));
+    assert!(ids.contains(&err.deleted[0].id));
+}

@@ -356,9 +356,10 @@ async fn prune_command(
         group_id: group,
         ..ListFilter::default()
     };
-    let pruned = crate::storage::prune(db.store(), &filter, cut, dry_run)
-        .await
-        .map_err(|e| db::store_error(db.label(), e))?;
+    let (pruned, failed) = match crate::storage::prune(db.store(), &filter, cut, dry_run).await {
+        Ok(pruned) => (pruned, None),
+        Err(e) => (e.deleted, Some(e.error)),
+    };
     let verb = if dry_run { "would delete" } else { "deleted" };
     let mut out = String::new();
     for p in &pruned {
@@ -369,6 +370,15 @@ async fn prune_command(
             format::opt_time(p.state.end),
             format::clean(&p.name)
         ));
+    }
+    if let Some(e) = failed {
+        // What was deleted stays deleted: say so before the error.
+        print(&out)?;
+        let e = db::store_error(db.label(), e);
+        return Err(CliError::new(format!(
+            "pruning stopped after deleting {} plan(s): {e}",
+            pruned.len()
+        )));
     }
     out.push_str(&format!(
         "{verb} {} plan(s) of {} that ended before {}\n",

@@ -1135,7 +1135,9 @@ pub async fn prune_rules(store: &dyn Store) {
     let dry = must(
         store,
         "prune --dry-run",
-        prune(store, &filter, at(50, 0), true).await,
+        prune(store, &filter, at(50, 0), true)
+            .await
+            .map_err(|e| e.error),
     )
     .await;
     assert_eq!(
@@ -1155,7 +1157,9 @@ pub async fn prune_rules(store: &dyn Store) {
     let failed = must(
         store,
         "prune",
-        prune(store, &only_failed, at(50, 0), false).await,
+        prune(store, &only_failed, at(50, 0), false)
+            .await
+            .map_err(|e| e.error),
     )
     .await;
     assert_eq!(
@@ -1166,7 +1170,9 @@ pub async fn prune_rules(store: &dyn Store) {
     let pruned = must(
         store,
         "prune",
-        prune(store, &filter, at(50, 0), false).await,
+        prune(store, &filter, at(50, 0), false)
+            .await
+            .map_err(|e| e.error),
     )
     .await;
     assert_eq!(
@@ -1192,7 +1198,9 @@ pub async fn prune_rules(store: &dyn Store) {
         must(
             store,
             "prune",
-            prune(store, &filter, at(50, 0), false).await
+            prune(store, &filter, at(50, 0), false)
+                .await
+                .map_err(|e| e.error)
         )
         .await
         .is_empty(),

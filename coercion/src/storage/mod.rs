@@ -606,9 +606,9 @@ pub trait SharedStore: Store {
 /// and submit times; paging is ignored) and ended — `Completed`, `Failed` or `Stopped` — before
 /// `ended_before`; with `dry_run`, deletes nothing. Returns the summaries of the plans deleted
 /// (or that would be), newest submitted first. Plans not started or running are never deleted,
-/// nor an ended plan without an end time (none is stored so by coercion);
-/// a plan deleted meanwhile by someone else is skipped. Each plan is deleted on its own, so an
-/// error leaves the plans before it deleted and those after it untouched.
+/// nor an ended plan without an end time (none is stored so by coercion); a plan deleted
+/// meanwhile by someone else is skipped. Each plan is deleted on its own, so an error leaves the
+/// plans before it deleted ([`PruneError::deleted`] names them) and those after it untouched.
 ///
 /// Retention for a store that grows without end: `coercion prune --older-than 30d` calls this.
 pub async fn prune(
@@ -616,7 +616,7 @@ pub async fn prune(
     filter: &ListFilter,
     ended_before: Timestamp,
     dry_run: bool,
-) -> Result<Vec<PlanSummary>, StoreError> {
+) -> Result<Vec<PlanSummary>, PruneError> {
     const PAGE: usize = 500;
     let ended = [Status::Completed, Status::Failed, Status::Stopped];
     let statuses = if filter.statuses.is_empty() {
@@ -642,7 +642,15 @@ pub async fn prune(
     };
     let mut pruned = Vec::new();
     loop {
-        let plans = store.list(&page).await?;
+        let plans = match store.list(&page).await {
+            Ok(plans) => plans,
+            Err(error) => {
+                return Err(PruneError {
+                    deleted: pruned,
+                    error,
+                });
+            }
+        };
         let done = plans.len() < PAGE;
         for summary in plans {
             if summary.state.end.is_none_or(|end| end >= ended_before) {
@@ -655,7 +663,12 @@ pub async fn prune(
             } else {
                 match store.delete(summary.id).await {
                     Ok(()) | Err(StoreError::NotFound(_)) => {}
-                    Err(e) => return Err(e),
+                    Err(error) => {
+                        return Err(PruneError {
+                            deleted: pruned,
+                            error,
+                        });
+                    }
                 }
             }
             pruned.push(summary);
@@ -663,6 +676,33 @@ pub async fn prune(
         if done {
             return Ok(pruned);
         }
+    }
+}
+
+/// A [`prune`] that stopped: the store's error, and the plans it had deleted before (they stay
+/// deleted).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct PruneError {
+    /// The plans deleted before the error, newest submitted first.
+    pub deleted: Vec<PlanSummary>,
+    /// What failed.
+    pub error: StoreError,
+}
+
+impl fmt::Display for PruneError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "pruning stopped after deleting {} plan(s)",
+            self.deleted.len()
+        )
+    }
+}
+
+impl std::error::Error for PruneError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
     }
 }
 
