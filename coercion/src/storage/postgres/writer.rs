@@ -636,6 +636,9 @@ impl Shard {
         for apply in applies {
             let id = apply.id;
             let plan = id.0;
+            // Judged against the row as locked for the batch, before any renewal an earlier
+            // write of the batch makes: owner and epoch do not change within a batch (a renewal
+            // only moves the expiry), and a process writes unleased only after releasing.
             self.judge_fence(id, rows.get(&plan).copied(), apply.fence)?;
             let at = match plans.iter().position(|(p, _)| *p == plan) {
                 Some(i) => i,
