@@ -20,6 +20,9 @@ use coercion::workflow::{ObjectRef, Outcome};
 use coercion::{ListFilter, PlanId, Status, Store};
 use pg_worker::{Ledger, LedgerResp, WorkerArgs, ledger_plan};
 
+#[path = "../coercion/tests/cli_support/gated.rs"]
+mod gated;
+
 fn pg_url(test: &str) -> Option<String> {
     match std::env::var("COERCION_PG_URL") {
         Ok(url) if !url.is_empty() => Some(url),
@@ -852,4 +855,102 @@ async fn load_200_plans_across_three_workers() {
         3,
         "every worker ran plans: {per_worker:?}"
     );
+}
+
+/// Gate approvals through the database: a client's approve reaches the worker that holds the
+/// plan, which records the decision as the client's database role (`pg:<role>`) and lets the
+/// plan through; a role the gate does not name is refused and nothing is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_is_approved_through_the_database_as_the_clients_role() {
+    use coercion::control::{self, ControlError, ControlRequest, Outcome};
+    use coercion::storage::PostgresOptions;
+    use coercion::worker::WorkerOptions;
+
+    let Some(url) = pg_url("a_gate_is_approved_through_the_database_as_the_clients_role") else {
+        return;
+    };
+    let schema = schema("gate");
+    let store = PostgresStore::connect_with(&url, PostgresOptions::default().schema(&schema))
+        .await
+        .unwrap();
+    let role: String = {
+        let (sql, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        sql.query_one("SELECT session_user::text", &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    let approver = format!("pg:{role}");
+    let ws = Workstream::builder()
+        .store(store.clone())
+        .registry(coercion::testing::registry())
+        .build()
+        .await
+        .unwrap();
+    let worker = ws
+        .spawn_worker(WorkerOptions::default().poll_interval(Duration::from_millis(100)))
+        .unwrap();
+    let only_alice = ws
+        .submit(gated::gated_plan(&["pg:alice"], Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    let ours = ws
+        .submit(gated::gated_plan(&[&approver], Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    for id in [only_alice, ours] {
+        ws.start(id).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in [only_alice, ours] {
+        while store.read(id).await.unwrap().waiting_gates().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "plan {id} never reached its gate"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let decide = |id: PlanId| {
+        let store = store.clone();
+        async move {
+            control::send_shared(
+                &store,
+                &ControlRequest::decide(true, id, "promote canary", Some("looks good".into())),
+                Duration::from_secs(20),
+            )
+            .await
+        }
+    };
+
+    // This role is not among the gate's approvers: refused, nothing recorded, still waiting.
+    match decide(only_alice).await {
+        Err(ControlError::Refused(m)) => assert!(
+            m.contains(&format!(
+                "{approver} (database role) may not decide gate \"promote canary\""
+            )),
+            "{m}"
+        ),
+        other => panic!("an approval by a role the gate does not name gave {other:?}"),
+    }
+    let plan = store.read(only_alice).await.unwrap();
+    assert!(plan.decisions().is_empty());
+    assert_eq!(plan.waiting_gates().len(), 1);
+
+    // Named: approved by the worker that holds the plan, recorded as the role, and the plan
+    // goes through to its end.
+    assert_eq!(decide(ours).await.unwrap(), Some(Outcome::Done));
+    let done = ws.wait(ours).await.unwrap();
+    assert_eq!(done.status(), Status::Completed, "{done}");
+    let decisions = done.decisions();
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    assert!(decisions[0].approved);
+    assert_eq!(decisions[0].by, format!("{approver} (database role)"));
+    assert_eq!(decisions[0].comment.as_deref(), Some("looks good"));
+
+    ws.stop(only_alice).await.unwrap();
+    worker.stop().await;
 }
