@@ -508,15 +508,8 @@ fn a_plan_running_in_another_process_is_shown_and_controlled() {
     let mut runner = Runner::start(&f.db, 12, Duration::from_millis(800), "stdin");
     let id = runner.plan.to_string();
 
-    // The CLI reads while the other process writes. `start` returns before the engine has
-    // stored the plan's Running status: wait for it.
-    wait_until(
-        &f.db,
-        runner.plan,
-        Duration::from_secs(30),
-        "the plan runs",
-        |j| j["status"] == "Running",
-    );
+    // The CLI reads while the other process writes.
+    runner.wait_running(&f.db);
     let listed = ok(&f.db, &["list", "--status", "running"]);
     assert!(
         listed.contains(&id) && listed.contains("rolling restart (live)"),
@@ -1504,13 +1497,7 @@ async fn a_store_in_a_deep_directory_is_controlled_through_a_short_private_socke
 fn backup_writes_a_consistent_copy_while_another_process_runs_plans() {
     let f = fixture("backup");
     let runner = Runner::start(&f.db, 12, Duration::from_millis(300), "none");
-    wait_until(
-        &f.db,
-        runner.plan,
-        Duration::from_secs(30),
-        "the plan runs",
-        |j| j["status"] == "Running",
-    );
+    runner.wait_running(&f.db);
     let copy = f.dir.0.join("copy.db");
     let out = ok(&f.db, &["backup", copy.to_str().unwrap()]);
     assert!(
@@ -1540,13 +1527,7 @@ fn prune_deletes_the_plans_that_ended_before_the_cut_and_nothing_else() {
     assert!(out.contains("would delete 0 plan(s) of"), "{out}");
 
     let runner = Runner::start(&f.db, 40, Duration::from_millis(300), "none");
-    wait_until(
-        &f.db,
-        runner.plan,
-        Duration::from_secs(30),
-        "the plan runs",
-        |j| j["status"] == "Running",
-    );
+    runner.wait_running(&f.db);
     let dry = ok(&f.db, &["prune", "--older-than", "0s", "--dry-run"]);
     for id in ended {
         assert!(dry.contains(&format!("would delete {id}")), "{id}: {dry}");

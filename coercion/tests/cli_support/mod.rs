@@ -457,6 +457,18 @@ impl Runner {
         self.wait_for("LISTENING");
     }
 
+    /// Waits (30 s at most) until the store `db` says the child's plan is Running: `start`
+    /// returns before the engine has stored that status.
+    pub fn wait_running(&self, db: &Path) {
+        wait_until(
+            db,
+            self.plan,
+            Duration::from_secs(30),
+            "the plan runs",
+            |j| j["status"] == "Running",
+        );
+    }
+
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
