@@ -436,16 +436,16 @@ async fn bad_input_gives_errors_not_panics_and_the_store_keeps_working() {
         ),
         (
             vec![Change::Attempt {
-                loc,
-                id,
-                index: 3,
+                loc: Loc::Block(0),
+                id: plan.blocks()[0].id(),
+                index: 0,
                 attempt: Attempt {
                     start: at(0, 0),
                     end: None,
                     outcome: None,
                 },
             }],
-            "skips",
+            "has no action",
         ),
     ];
     for (batch, expected) in &bad_batches {
@@ -578,7 +578,8 @@ async fn a_failing_write_in_a_group_fails_alone() {
         .find_map(|(l, o)| matches!(o, ObjectRef::Action(_)).then_some((l, o.id())))
         .unwrap();
     let unknown = PlanId::new_v7();
-    // Every tenth write is bad: an attempt that skips one, or a plan that does not exist.
+    // Every tenth write is bad: an attempt of an action the plan does not have, or a plan that
+    // does not exist.
     let mut next_attempt = 0;
     let batches: Vec<(PlanId, Vec<Change>)> = (0..300u32)
         .map(|i| {
@@ -593,9 +594,9 @@ async fn a_failing_write_in_a_group_fails_alone() {
                     vec![
                         Change::Heartbeat(at(i.into(), 1)),
                         Change::Attempt {
-                            loc,
+                            loc: Loc::Sequence { block: 0, seq: 99 },
                             id,
-                            index: 10_000,
+                            index: 0,
                             attempt,
                         },
                     ],
@@ -625,7 +626,7 @@ async fn a_failing_write_in_a_group_fails_alone() {
     for (i, result) in results.iter().enumerate() {
         match i % 10 {
             3 => assert!(
-                matches!(result, Err(StoreError::Permanent { message: m, .. }) if m.contains("skips")),
+                matches!(result, Err(StoreError::Permanent { message: m, .. }) if m.contains("has no action")),
                 "write {i}: {result:?}"
             ),
             7 => assert_eq!(result, &Err(StoreError::NotFound(unknown)), "write {i}"),

@@ -285,6 +285,15 @@ impl Run {
         if self.abort.is_cancelled() {
             return Err(self.failure());
         }
+        // The rules of a batch are checked here, against the run's own tree, once: a store
+        // persists what it is given. A batch that breaks them is the engine's own bug.
+        let checked = crate::storage::check_changes(&self.plan.lock(), &changes);
+        if let Err(e) = checked {
+            tracing::error!(plan = %self.id, error = %e, "the engine made a change its plan cannot take; stopping the run");
+            *self.store_failure.lock() = Some(e.clone());
+            self.abort.cancel();
+            return Err(RunError::Store(e));
+        }
         let mut delays = crate::plugin::RetryPolicy::fast().delays();
         let mut tries = 0;
         let began = std::time::Instant::now();
@@ -310,7 +319,7 @@ impl Run {
         {
             let mut plan = self.plan.lock();
             for c in &changes {
-                // The store accepted the same changes, so they apply here too.
+                // Checked above, so they apply.
                 let _ = c.apply_to(&mut plan);
             }
         }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{Change, Changed, ListFilter, PlanSummary, Store, StoreError, bad_loc};
+use super::{Change, Changed, ListFilter, PlanSummary, Store, StoreError};
 use crate::plugin::BoxFuture;
-use crate::workflow::{Loc, Plan, PlanId, Status};
+use crate::workflow::{Plan, PlanId, Status};
 
 /// Plans kept in memory: for tests and ephemeral runs. Cloning gives another handle to the same
 /// plans. Nothing survives the process.
@@ -56,53 +56,12 @@ impl MemoryStore {
         let mut plans = self.plans.lock();
         let plan = plans.get_mut(&id).ok_or(StoreError::NotFound(id))?;
         // Atomic: check the whole batch first, so a bad change cannot leave it half applied.
-        check_batch(plan, changes)?;
+        super::check_changes(plan, changes)?;
         for c in changes {
             c.apply_to(plan)?;
         }
         Ok(())
     }
-}
-
-/// Fails as [`Change::apply_to`] would on the first change of `changes` that cannot apply
-/// after the ones before it, without changing `plan`.
-fn check_batch(plan: &Plan, changes: &[Change]) -> Result<(), StoreError> {
-    // Attempt counts of the actions that earlier changes of the batch touched.
-    let mut attempts: HashMap<Loc, usize> = HashMap::new();
-    for c in changes {
-        match c {
-            Change::State { loc, .. } => {
-                plan.state_at(*loc).ok_or_else(|| bad_loc(plan.id, loc))?;
-            }
-            Change::Attempt { loc, index, .. } => {
-                let len = match attempts.get(loc) {
-                    Some(n) => *n,
-                    None => plan
-                        .action(*loc)
-                        .ok_or_else(|| bad_loc(plan.id, loc))?
-                        .attempts
-                        .len(),
-                };
-                if *index as usize > len {
-                    return Err(StoreError::permanent(format!(
-                        "plan {}: attempt {index} of the action at {loc:?} skips attempt {len}",
-                        plan.id
-                    )));
-                }
-                attempts.insert(*loc, *index as usize + 1);
-            }
-            Change::Reset { loc, .. } => {
-                plan.action(*loc).ok_or_else(|| bad_loc(plan.id, loc))?;
-                attempts.insert(*loc, 0);
-            }
-            Change::Decided(d) => {
-                plan.action(d.gate)
-                    .ok_or_else(|| bad_loc(plan.id, &d.gate))?;
-            }
-            Change::Reason(_) | Change::Heartbeat(_) | Change::Paused(_) | Change::Owner(_) => {}
-        }
-    }
-    Ok(())
 }
 
 impl Store for MemoryStore {

@@ -68,8 +68,10 @@ pub enum Change {
         /// Its new state.
         state: State,
     },
-    /// Attempt number `index` (0-based) of the action at `loc` is now `attempt`; later attempts,
-    /// if any were stored (a continuous check that runs again), are dropped.
+    /// Attempt number `index` (0-based) of the action at `loc` is now `attempt`: either the
+    /// next attempt (`index` equals the number of attempts so far) or the last one written again
+    /// (as it ends). Any other index is refused by [`check_changes`]; a continuous check that
+    /// runs again starts over with [`Change::Reset`].
     Attempt {
         /// Where the action is.
         loc: Loc,
@@ -117,15 +119,13 @@ impl Change {
                 let id = plan.id;
                 let action = plan.action_mut(*loc).ok_or_else(|| bad_loc(id, loc))?;
                 let i = *index as usize;
-                if i > action.attempts.len() {
-                    return Err(StoreError::permanent(format!(
-                        "plan {id}: attempt {i} of the action at {loc:?} skips attempt {}",
-                        action.attempts.len()
-                    )));
+                check_attempt(id, loc, i, action.attempts.len())?;
+                if i < action.attempts.len() {
+                    action.attempts[i] = attempt.clone();
+                } else {
+                    action.attempts.reserve_exact(1);
+                    action.attempts.push(attempt.clone());
                 }
-                action.attempts.truncate(i);
-                action.attempts.reserve_exact(1);
-                action.attempts.push(attempt.clone());
             }
             Change::Reset { loc, .. } => {
                 let id = plan.id;
@@ -145,6 +145,68 @@ impl Change {
         }
         Ok(())
     }
+}
+
+/// Checks that attempt `index` of the action at `loc`, which has `len` attempts, is the next
+/// one or the last one.
+fn check_attempt(id: PlanId, loc: &Loc, index: usize, len: usize) -> Result<(), StoreError> {
+    if index > len {
+        return Err(StoreError::permanent(format!(
+            "plan {id}: attempt {index} of the action at {loc:?} skips attempt {len}"
+        )));
+    }
+    if index + 1 < len {
+        return Err(StoreError::permanent(format!(
+            "plan {id}: attempt {index} of the action at {loc:?} is not its last ({len} are \
+             stored): only the last attempt or the next one can be written"
+        )));
+    }
+    Ok(())
+}
+
+/// Fails as [`Change::apply_to`] would on the first change of `changes` that cannot apply to
+/// `plan` after the ones before it, without changing `plan`.
+///
+/// This is where the rules of a batch are checked once, above the stores: the engine checks
+/// each batch against its own tree before a store sees it, and the memory store checks with it
+/// too. A SQL store persists what it is given: it still refuses an object that is not in the
+/// plan, but it does not count attempts to find a skipped one.
+pub fn check_changes(plan: &Plan, changes: &[Change]) -> Result<(), StoreError> {
+    // Attempt counts of the actions that earlier changes of the batch touched.
+    let mut attempts: Vec<(Loc, usize)> = Vec::new();
+    for c in changes {
+        match c {
+            Change::State { loc, .. } => {
+                plan.state_at(*loc).ok_or_else(|| bad_loc(plan.id, loc))?;
+            }
+            Change::Attempt { loc, index, .. } => {
+                let slot = match attempts.iter().position(|(l, _)| l == loc) {
+                    Some(slot) => slot,
+                    None => {
+                        let action = plan.action(*loc).ok_or_else(|| bad_loc(plan.id, loc))?;
+                        attempts.push((*loc, action.attempts.len()));
+                        attempts.len() - 1
+                    }
+                };
+                let (i, len) = (*index as usize, attempts[slot].1);
+                check_attempt(plan.id, loc, i, len)?;
+                attempts[slot].1 = len.max(i + 1);
+            }
+            Change::Reset { loc, .. } => {
+                plan.action(*loc).ok_or_else(|| bad_loc(plan.id, loc))?;
+                match attempts.iter_mut().find(|(l, _)| l == loc) {
+                    Some(entry) => entry.1 = 0,
+                    None => attempts.push((*loc, 0)),
+                }
+            }
+            Change::Decided(d) => {
+                plan.action(d.gate)
+                    .ok_or_else(|| bad_loc(plan.id, &d.gate))?;
+            }
+            Change::Reason(_) | Change::Heartbeat(_) | Change::Paused(_) | Change::Owner(_) => {}
+        }
+    }
+    Ok(())
 }
 
 fn bad_loc(id: PlanId, loc: &Loc) -> StoreError {
@@ -440,6 +502,11 @@ pub trait Store: Send + Sync + 'static {
     fn create<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Applies `changes` to plan `id`, atomically.
+    ///
+    /// The caller has checked the batch against the plan with [`check_changes`], as the engine
+    /// does against its own tree: a store refuses an object that is not in the plan, but the
+    /// SQL stores do not count attempts, so a batch that skips one is stored and the plan then
+    /// reads back as corrupt.
     fn apply<'a>(
         &'a self,
         id: PlanId,
@@ -780,4 +847,72 @@ pub(crate) fn definition_of(plan: &Plan) -> Plan {
     def.owners.clear();
     def.decisions.clear();
     def
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::contract::{at, sample_plan};
+    use crate::workflow::ObjectRef;
+
+    fn attempt(index: u32, loc: Loc, id: Uuid) -> Change {
+        Change::Attempt {
+            loc,
+            id,
+            index,
+            attempt: Attempt {
+                start: at(i64::from(index), 0),
+                end: None,
+                outcome: None,
+            },
+        }
+    }
+
+    /// An attempt index is the next one or the last one, counted through the batch; the check
+    /// refuses anything else, names it, and changes nothing.
+    #[test]
+    fn a_batch_may_write_only_the_last_attempt_or_the_next() {
+        let mut plan = sample_plan("attempt rules");
+        let (loc, id) = plan
+            .walk()
+            .find_map(|(l, o)| matches!(o, ObjectRef::Action(_)).then_some((l, o.id())))
+            .unwrap();
+        let ok = [
+            attempt(0, loc, id),
+            attempt(0, loc, id),
+            attempt(1, loc, id),
+            attempt(2, loc, id),
+            attempt(2, loc, id),
+        ];
+        check_changes(&plan, &ok).unwrap();
+        for c in &ok {
+            c.apply_to(&mut plan).unwrap();
+        }
+        let before = plan.clone();
+        let refused = [
+            (vec![attempt(4, loc, id)], "attempt 4", "skips attempt 3"),
+            (
+                vec![attempt(3, loc, id), attempt(5, loc, id)],
+                "attempt 5",
+                "skips attempt 4",
+            ),
+            (vec![attempt(1, loc, id)], "attempt 1", "is not its last"),
+            (
+                vec![Change::Reset { loc, id }, attempt(1, loc, id)],
+                "attempt 1",
+                "skips attempt 0",
+            ),
+        ];
+        for (batch, which, why) in refused {
+            let e = check_changes(&plan, &batch).unwrap_err().to_string();
+            assert!(e.contains(which) && e.contains(why), "{batch:?}: {e}");
+            let mut scratch = plan.clone();
+            let applied: Result<Vec<()>, _> =
+                batch.iter().map(|c| c.apply_to(&mut scratch)).collect();
+            assert!(applied.is_err(), "apply_to took {batch:?}");
+        }
+        assert_eq!(plan, before);
+        // A reset starts over at 0.
+        check_changes(&plan, &[Change::Reset { loc, id }, attempt(0, loc, id)]).unwrap();
+    }
 }

@@ -7,7 +7,7 @@
 //!
 //! The applies of a group are one batch, whatever their number: one round trip (pipelined with
 //! BEGIN) locks their plans' rows and reads what the checks need of the objects they touch
-//! (location, kind, attempt count); the writes are checked in call order and folded into the
+//! (location and kind); the writes are checked in call order and folded into the
 //! final state of each object, each action's attempts and each plan's row; one more round trip
 //! writes those with a statement per table (`unnest` arrays), COMMITs and sends the group's
 //! notice. A group costs three round trips and a handful of statements instead of a few
@@ -90,19 +90,19 @@ const INSERT_OBJECTS: &str = "INSERT INTO objects (plan_id, id, loc, kind, statu
      SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[])";
 const INSERT_ATTEMPTS: &str = "INSERT INTO attempts (plan_id, action_id, idx, start_ns, end_ns, outcome) \
      SELECT $1, * FROM unnest($2::uuid[], $3::int[], $4::bigint[], $5::bigint[], $6::text[])";
-/// What a batch's checks need of the objects it touches: where each is, its kind and how many
-/// attempts it has (read under the plans' locks).
-const READ_OBJECTS: &str = "SELECT o.plan_id, o.id, o.loc, o.kind, \
-     (SELECT count(*) FROM attempts a WHERE a.plan_id = o.plan_id AND a.action_id = o.id) \
+/// What a batch's checks need of the objects it touches: where each is and its kind (read
+/// under the plans' locks). Attempt indexes are not checked here: the engine checks them
+/// against its own tree (`storage::check_changes`).
+const READ_OBJECTS: &str = "SELECT o.plan_id, o.id, o.loc, o.kind \
      FROM objects o JOIN unnest($1::uuid[], $2::uuid[]) AS u(p, i) ON o.plan_id = u.p AND o.id = u.i";
 /// The final state of every object a batch changes, in one statement.
 const UPDATE_OBJECTS: &str = "UPDATE objects o SET status = u.status, start_ns = u.s, end_ns = u.e \
      FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::bigint[]) AS u(p, i, status, s, e) \
      WHERE o.plan_id = u.p AND o.id = u.i";
-/// Drops the attempts from index `n` on of each listed action (an attempt set again, a reset).
+/// Drops every attempt of each listed action (a reset).
 const TRIM_ATTEMPTS: &str = "DELETE FROM attempts a \
-     USING unnest($1::uuid[], $2::uuid[], $3::int[]) AS u(p, i, n) \
-     WHERE a.plan_id = u.p AND a.action_id = u.i AND a.idx >= u.n";
+     USING unnest($1::uuid[], $2::uuid[]) AS u(p, i) \
+     WHERE a.plan_id = u.p AND a.action_id = u.i";
 /// Every attempt a batch sets, each once, in one statement.
 const UPSERT_ATTEMPTS: &str = "INSERT INTO attempts (plan_id, action_id, idx, start_ns, end_ns, outcome) \
      SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::bigint[], $5::bigint[], $6::text[]) \
@@ -616,7 +616,6 @@ impl Shard {
                     Known {
                         loc: r.get(2),
                         kind: r.get(3),
-                        attempts: r.get(4),
                     },
                 )
             })
@@ -732,30 +731,24 @@ impl Shard {
                         index,
                         cols,
                     } => {
-                        let k = action(object, loc)?;
+                        action(object, loc)?;
                         let index = i32::try_from(*index).map_err(|_| {
                             missing(format!(
                                 "plan {id}: attempt index {index} of the action at {loc:?} is too large"
                             ))
                         })?;
-                        let a = attempts
-                            .entry((plan, *object))
-                            .or_insert_with(|| Attempts::stored(k.attempts));
-                        if i64::from(index) > a.count {
-                            return Err(missing(format!(
-                                "plan {id}: attempt {index} of the action at {loc:?} skips attempt {}",
-                                a.count
-                            )));
-                        }
-                        a.set(index, cols);
-                    }
-                    Op::Reset { id: object, loc } => {
-                        let k = action(object, loc)?;
-                        objects.insert((plan, *object), &NOT_STARTED);
                         attempts
                             .entry((plan, *object))
-                            .or_insert_with(|| Attempts::stored(k.attempts))
-                            .reset();
+                            .or_default()
+                            .set
+                            .insert(index, cols);
+                    }
+                    Op::Reset { id: object, loc } => {
+                        action(object, loc)?;
+                        objects.insert((plan, *object), &NOT_STARTED);
+                        let a = attempts.entry((plan, *object)).or_default();
+                        a.set.clear();
+                        a.reset = true;
                     }
                     _ => {}
                 }
@@ -781,10 +774,9 @@ impl Shard {
         }
         let (mut trim, mut set) = (TrimCols::default(), SetCols::default());
         for (&(p, i), a) in &attempts {
-            if a.count < a.stored {
+            if a.reset {
                 trim.plan.push(p);
                 trim.id.push(i);
-                trim.from.push(i32::try_from(a.count).unwrap_or(i32::MAX));
             }
             for (&idx, cols) in &a.set {
                 set.plan.push(p);
@@ -832,7 +824,7 @@ impl Shard {
                 !trim.id.is_empty(),
                 c,
                 &st.trim_attempts,
-                vec![&trim.plan, &trim.id, &trim.from],
+                vec![&trim.plan, &trim.id],
             ),
             Self::exec_if(
                 !set.id.is_empty(),
@@ -883,42 +875,18 @@ struct Apply<'a> {
     fence: Fence,
 }
 
-/// What a batch's checks know of an object: its location as stored, its kind, its attempts.
+/// What a batch's checks know of an object: its location as stored and its kind.
 struct Known {
     loc: String,
     kind: String,
-    attempts: i64,
 }
 
-/// An action's attempts as a batch leaves them: how many there are (`stored` before it), and
-/// those it sets (every other index below `count` stays as stored).
+/// What a batch does to an action's attempts: whether it drops those stored before it (a
+/// reset), and the ones it sets (each the last or the next: `storage::check_changes`).
+#[derive(Default)]
 struct Attempts<'a> {
-    stored: i64,
-    count: i64,
+    reset: bool,
     set: BTreeMap<i32, &'a AttemptCols>,
-}
-
-impl<'a> Attempts<'a> {
-    fn stored(count: i64) -> Attempts<'a> {
-        Attempts {
-            stored: count,
-            count,
-            set: BTreeMap::new(),
-        }
-    }
-
-    /// Sets attempt `index` (at most `count`) and drops the later ones.
-    fn set(&mut self, index: i32, cols: &'a AttemptCols) {
-        self.set.split_off(&index);
-        self.set.insert(index, cols);
-        self.count = i64::from(index) + 1;
-    }
-
-    /// No attempt at all.
-    fn reset(&mut self) {
-        self.set.clear();
-        self.count = 0;
-    }
 }
 
 /// The columns of `UPDATE_OBJECTS`.
@@ -936,7 +904,6 @@ struct ObjectCols {
 struct TrimCols {
     plan: Vec<Uuid>,
     id: Vec<Uuid>,
-    from: Vec<i32>,
 }
 
 /// The columns of `UPSERT_ATTEMPTS`.

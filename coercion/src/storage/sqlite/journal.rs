@@ -16,8 +16,8 @@
 //! ```
 //!
 //! `id` is the object's UUID; statuses are numbered in [`STATUSES`] order. An attempt replaces
-//! the attempt of its index and drops later ones; a reset puts the action back to `NotStarted`
-//! without attempts.
+//! the attempt of its index (the last or the next one: `storage::check_changes`); a reset puts
+//! the action back to `NotStarted` without attempts.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -222,16 +222,16 @@ impl<'a> Reader<'a> {
 }
 
 /// Appends `changes` (an [`encode`]d blob) to plan `plan`'s journal as row `*seq`, which then
-/// advances. `drops`: whether an attempt of the write dropped later attempts that existed.
+/// advances. Its `drops` flag is 0: an attempt no longer drops later ones (see the `schema`
+/// module).
 pub(super) fn append(
     conn: &Connection,
     plan: i64,
     seq: &mut i64,
     changes: &[u8],
-    drops: bool,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(APPEND)?
-        .execute(params![plan, *seq, changes, drops])?;
+        .execute(params![plan, *seq, changes, false])?;
     *seq += 1;
     Ok(())
 }

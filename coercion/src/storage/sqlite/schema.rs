@@ -116,7 +116,9 @@ CREATE TABLE attempts (
 /// and delete them. Readers apply a plan's remaining journal rows, in order, on top of its
 /// tables within the same snapshot, so what they see does not depend on folding. `drops` is 1
 /// when an attempt of the write dropped later attempts that existed: folding then deletes
-/// stored attempts, and otherwise does not look for any.
+/// stored attempts, and otherwise does not look for any. Only rows of older versions have it:
+/// an attempt is now always the last one or the next (`storage::check_changes`), and a reset,
+/// which drops them all, tells the fold by itself.
 ///
 /// `objects` keeps, per object, only its kind and its state: its id and location follow from
 /// the definition and its `ord` (the reader and the writer both derive them), and an object

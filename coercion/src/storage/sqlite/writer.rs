@@ -265,14 +265,12 @@ impl Default for Cache {
 /// one process runs at a time in practice.
 const CACHED_OBJECTS: usize = 1 << 22;
 
-/// One object row: its clustering key, location and kind never change; `attempts` is the
-/// number of attempt rows of an action, when known.
+/// One object row: its clustering key, location and kind, which never change.
 #[derive(Clone, Copy)]
 struct Known {
     ord: i64,
     loc: Loc,
     kind: &'static str,
-    attempts: Option<i64>,
 }
 
 impl Cache {
@@ -285,10 +283,6 @@ impl Cache {
 
     fn get(&self, plan: i64, object: uuid::Uuid) -> Option<Known> {
         self.objects.get(&plan)?.get(&object).copied()
-    }
-
-    fn get_mut(&mut self, plan: i64, object: uuid::Uuid) -> Option<&mut Known> {
-        self.objects.get_mut(&plan)?.get_mut(&object)
     }
 
     /// Adds what is not known yet of `objects` of the plan with key `plan`, first forgetting
@@ -336,7 +330,6 @@ const INSERT_ATTEMPT: &str = "INSERT INTO attempts (plan_pk, ord, idx, start_ns,
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 const UPDATE_PLAN_STATE: &str =
     "UPDATE plans SET status = ?2, start_ns = ?3, end_ns = ?4 WHERE pk = ?1";
-const COUNT_ATTEMPTS: &str = "SELECT ord, count(*) FROM attempts WHERE plan_pk = ?1 GROUP BY ord";
 const UPDATE_REASON: &str = "UPDATE plans SET reason = ?2 WHERE pk = ?1";
 const UPDATE_HEARTBEAT: &str = "UPDATE plans SET heartbeat_ns = ?2 WHERE pk = ?1";
 const UPDATE_PAUSED: &str = "UPDATE plans SET paused = ?2 WHERE pk = ?1";
@@ -781,8 +774,7 @@ impl Writer {
     }
 
     /// Fills the cache with the objects of the plan with key `plan`, from its definition (ids
-    /// and locations) and the execution order (`ord`), as the reader places rows. Attempt counts
-    /// are left unknown.
+    /// and locations) and the execution order (`ord`), as the reader places rows.
     fn learn_plan(&self, plan: i64) -> Result<(), StoreError> {
         let err = |e| {
             sql_error(
@@ -820,15 +812,9 @@ impl Writer {
     fn learn(&self, plan: i64, objects: &super::reader::ObjectIndex) {
         self.cache.borrow_mut().add(
             plan,
-            objects.iter().map(|&(object, ord, loc, kind)| {
-                let known = Known {
-                    ord,
-                    loc,
-                    kind,
-                    attempts: None,
-                };
-                (object, known)
-            }),
+            objects
+                .iter()
+                .map(|&(object, ord, loc, kind)| (object, Known { ord, loc, kind })),
         );
     }
 
@@ -843,12 +829,6 @@ impl Writer {
         }
     }
 
-    /// Records what is now known of the attempts of `object`.
-    fn set_attempts(&self, plan: i64, object: uuid::Uuid, count: i64) {
-        if let Some(known) = self.cache.borrow_mut().get_mut(plan, object) {
-            known.attempts = Some(count);
-        }
-    }
     fn create(&self, p: &PreparedPlan) -> Result<(), StoreError> {
         let err = |e| sql_error(&self.store, &format!("creating plan {}", p.id), e);
         if self.plan_key(p.id)?.is_some() {
@@ -906,10 +886,6 @@ impl Writer {
     /// Caches the objects of a plan just created: its first changes then find them without a
     /// query.
     fn remember(&self, pk: i64, p: &PreparedPlan) {
-        let mut attempts: HashMap<i64, i64> = HashMap::new();
-        for a in &p.attempts {
-            *attempts.entry(a.ord).or_default() += 1;
-        }
         self.cache.borrow_mut().add(
             pk,
             p.objects.iter().map(|o| {
@@ -917,8 +893,6 @@ impl Writer {
                     ord: o.ord,
                     loc: o.loc,
                     kind: o.kind,
-                    attempts: (o.kind == "action")
-                        .then(|| attempts.get(&o.ord).copied().unwrap_or(0)),
                 };
                 (o.id, known)
             }),
@@ -926,8 +900,9 @@ impl Writer {
     }
 
     /// Runs the changes of one `apply`: the plan's own fields are updated in place; changes to
-    /// its objects are checked against what the writer knows of them, and `blob`, their
-    /// encoding, is appended to the journal.
+    /// its objects are checked against what the writer knows of them (that each is in the plan,
+    /// where the change says; attempt indexes are the caller's, see `storage::check_changes`),
+    /// and `blob`, their encoding, is appended to the journal.
     fn apply(&self, id: PlanId, ops: &[Op], blob: &[u8]) -> Result<(), StoreError> {
         let Some(plan) = self.plan_key(id)? else {
             return Err(StoreError::NotFound(id));
@@ -940,7 +915,6 @@ impl Writer {
                 .map(drop)
                 .map_err(err)
         };
-        let mut drops = false;
         let mut ended = false;
         for op in ops {
             match op {
@@ -962,28 +936,10 @@ impl Writer {
                     self.object(id, plan, *object, *loc, false)?;
                 }
                 Op::Attempt {
-                    id: object,
-                    loc,
-                    index,
-                    ..
-                } => {
-                    let known = self.object(id, plan, *object, *loc, true)?;
-                    let count = match known.attempts {
-                        Some(count) => count,
-                        None => self.count_attempts(id, plan, known.ord)?,
-                    };
-                    let index = i64::from(*index);
-                    if index > count {
-                        return Err(StoreError::permanent(format!(
-                            "plan {id}: attempt {index} of the action at {loc:?} skips attempt {count}"
-                        )));
-                    }
-                    drops |= index + 1 < count;
-                    self.set_attempts(plan, *object, index + 1);
+                    id: object, loc, ..
                 }
-                Op::Reset { id: object, loc } => {
+                | Op::Reset { id: object, loc } => {
                     self.object(id, plan, *object, *loc, true)?;
-                    self.set_attempts(plan, *object, 0);
                 }
                 Op::Reason(reason) => execute(UPDATE_REASON, params![plan, reason])?,
                 Op::Heartbeat(t) => execute(UPDATE_HEARTBEAT, params![plan, t])?,
@@ -1001,7 +957,7 @@ impl Writer {
                 )));
             }
             let mut journal = self.journal.borrow_mut();
-            journal::append(&self.conn, plan, &mut journal.next_seq, blob, drops).map_err(err)?;
+            journal::append(&self.conn, plan, &mut journal.next_seq, blob).map_err(err)?;
             *journal.pending.entry(plan).or_default() += 1;
         }
         if ended {
@@ -1016,59 +972,6 @@ impl Writer {
             }
         }
         Ok(())
-    }
-
-    /// The number of attempts of the action with key `ord`. The writer does not know it (after
-    /// a restart or a rollback): it counts the attempts of every action of the plan at once —
-    /// the attempts table, then the journal replayed on top (nothing is folded) — and caches
-    /// the counts it did not know.
-    fn count_attempts(&self, id: PlanId, plan: i64, ord: i64) -> Result<i64, StoreError> {
-        let err = |e| {
-            sql_error(
-                &self.store,
-                &format!("counting the attempts of plan {id}"),
-                e,
-            )
-        };
-        let mut counts: HashMap<i64, i64> = HashMap::new();
-        {
-            let mut stmt = self.conn.prepare_cached(COUNT_ATTEMPTS).map_err(err)?;
-            let mut rows = stmt.query([plan]).map_err(err)?;
-            while let Some(r) = rows.next().map_err(err)? {
-                counts.insert(r.get(0).map_err(err)?, r.get(1).map_err(err)?);
-            }
-        }
-        for (seq, blob, _) in journal::read(&self.conn, plan, None).map_err(err)? {
-            let entries = journal::decode(&blob).map_err(|e| {
-                StoreError::permanent(format!(
-                    "{}: plan {id}: journal row {seq} is unreadable: {e}",
-                    self.store
-                ))
-            })?;
-            for entry in entries {
-                match entry {
-                    journal::Entry::Attempt {
-                        id: object, index, ..
-                    } => {
-                        counts.insert(self.ord_of(plan, object)?.0, index + 1);
-                    }
-                    journal::Entry::Reset { id: object } => {
-                        counts.insert(self.ord_of(plan, object)?.0, 0);
-                    }
-                    journal::Entry::State { .. } => {}
-                }
-            }
-        }
-        // Counts already known stay: they include changes of this write not appended yet.
-        if let Some(known) = self.cache.borrow_mut().objects.get_mut(&plan) {
-            for k in known
-                .values_mut()
-                .filter(|k| k.kind == "action" && k.attempts.is_none())
-            {
-                k.attempts = Some(counts.get(&k.ord).copied().unwrap_or(0));
-            }
-        }
-        Ok(counts.get(&ord).copied().unwrap_or(0))
     }
 
     /// Folds (the first `limit` rows of) plan `plan`'s journal in the open transaction.
@@ -1133,7 +1036,6 @@ mod tests {
                 ord: i64::from(i),
                 loc: Loc::Block(i as usize),
                 kind: "block",
-                attempts: None,
             };
             (uuid::Uuid::from_u128(u128::from(i)), known)
         })
@@ -1168,11 +1070,6 @@ mod tests {
         cache.add(4, objects(12));
         assert_eq!(cache.count, 12);
         assert_eq!(cache.objects.len(), 1);
-        cache.get_mut(4, uuid::Uuid::from_u128(0)).unwrap().attempts = Some(2);
-        assert_eq!(
-            cache.get(4, uuid::Uuid::from_u128(0)).unwrap().attempts,
-            Some(2)
-        );
         cache.forget(4);
         assert_eq!(cache.count, 0);
         assert!(cache.get(4, uuid::Uuid::from_u128(0)).is_none());
