@@ -954,3 +954,87 @@ async fn a_gate_is_approved_through_the_database_as_the_clients_role() {
     ws.stop(only_alice).await.unwrap();
     worker.stop().await;
 }
+
+/// A program that runs its plans over PostgreSQL itself (a workstream, no `spawn_worker`)
+/// carries out the control requests clients send through the database, as a worker does: a
+/// gate approved, a plan stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_running_its_own_plans_answers_control_requests_through_the_database() {
+    use coercion::control::{self, ControlRequest, Outcome};
+    use coercion::storage::PostgresOptions;
+
+    let Some(url) =
+        pg_url("a_program_running_its_own_plans_answers_control_requests_through_the_database")
+    else {
+        return;
+    };
+    let schema = schema("own");
+    let store = PostgresStore::connect_with(&url, PostgresOptions::default().schema(&schema))
+        .await
+        .unwrap();
+    let role: String = {
+        let (sql, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        sql.query_one("SELECT session_user::text", &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    let ws = Workstream::builder()
+        .store(store.clone())
+        .registry(coercion::testing::registry())
+        .build()
+        .await
+        .unwrap();
+    let approver = format!("pg:{role}");
+    let gated = ws
+        .submit(gated::gated_plan(&[&approver], Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    let stopped = ws
+        .submit(gated::gated_plan(&[&approver], Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    for id in [gated, stopped] {
+        ws.start(id).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in [gated, stopped] {
+        while store.read(id).await.unwrap().waiting_gates().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "plan {id} never reached its gate"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // A separate client: another store over the same schema, as the CLI would be.
+    let client = PostgresStore::connect_with(&url, PostgresOptions::default().schema(&schema))
+        .await
+        .unwrap();
+    let approve = ControlRequest::decide(true, gated, "promote canary", None);
+    assert_eq!(
+        control::send_shared(&client, &approve, Duration::from_secs(10))
+            .await
+            .unwrap(),
+        Some(Outcome::Done)
+    );
+    let done = ws.wait(gated).await.unwrap();
+    assert_eq!(done.status(), Status::Completed, "{done}");
+    assert_eq!(
+        done.decisions()[0].by,
+        format!("{approver} (database role)")
+    );
+
+    let stop = ControlRequest::new(control::ControlOp::Stop, stopped);
+    assert_eq!(
+        control::send_shared(&client, &stop, Duration::from_secs(10))
+            .await
+            .unwrap(),
+        Some(Outcome::Done)
+    );
+    let ended = ws.wait(stopped).await.unwrap();
+    assert_eq!(ended.status(), Status::Stopped, "{ended}");
+}

@@ -492,9 +492,11 @@ pub async fn send_shared(
 
 /// Carries out the requests kept by a shared store ([`send_shared`]) for the plans `ws` runs,
 /// oldest first, and records each answer (as the holder of the plan's lease). Returns how many
-/// were answered. A worker ([`Workstream::spawn_worker`]) calls it on every poll and when told
-/// of a request.
+/// were answered. A workstream that runs plans over a shared store calls it itself, when told
+/// of a request and every second while plans run in it (a worker also right after it took plans
+/// over); one call at a time per workstream.
 pub async fn answer_shared(ws: &Workstream, store: &dyn crate::storage::SharedStore) -> usize {
+    let _one_at_a_time = ws.answering().await;
     let running = ws.running_ids();
     let pending = match store.pending_controls(&running).await {
         Ok(pending) => pending,

@@ -25,10 +25,14 @@
 
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::Semaphore;
+#[cfg(feature = "control")]
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::storage::{Changed, SharedStore};
+#[cfg(feature = "control")]
+use crate::storage::Changed;
+use crate::storage::SharedStore;
 use crate::workflow::{PlanId, Status};
 use crate::workstream::{Error, TakeOver, Workstream};
 
@@ -119,8 +123,6 @@ async fn worker_loop(ws: Workstream, options: WorkerOptions, cancel: Cancellatio
         .iter()
         .map(|(name, _)| name.to_owned())
         .collect();
-    // Told of control requests (and of every other change, which it skips).
-    let mut told = shared.changes();
     loop {
         // Every plan running in the workstream takes a slot: those this loop took over, those
         // the program started itself.
@@ -140,28 +142,66 @@ async fn worker_loop(ws: Workstream, options: WorkerOptions, cancel: Cancellatio
                 }
             }
         }
+        // Requests kept while no process held the plans just taken (they started paused if one
+        // was a stop or a pause), and those of plans that ended unanswered. Requests for plans
+        // running here are also carried out as they come (`spawn_control_answerer`).
         #[cfg(feature = "control")]
         crate::control::answer_shared(&ws, shared).await;
         let jitter = 0.8 + 0.4 * fastrand::f64();
-        let poll = tokio::time::sleep(options.poll_interval.mul_f64(jitter));
-        tokio::pin!(poll);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = &mut poll => break,
-                // A control request for a plan running here is carried out at once.
-                notice = recv(&mut told) => match notice {
-                    Some(Changed::Control(id)) if ws.is_running_here(id) => break,
-                    Some(_) => {}
-                    None => told = None,
-                },
-            }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(options.poll_interval.mul_f64(jitter)) => {}
         }
     }
 }
 
+/// How often a workstream over a shared store looks for control requests while plans run in
+/// it, in case a notice was lost (a dropped connection); a notice is acted on at once.
+#[cfg(feature = "control")]
+const CONTROL_POLL: Duration = Duration::from_secs(1);
+
+/// Starts the task that carries out the control requests kept by the shared store for the
+/// plans `ws` runs ([`crate::control::answer_shared`]): when told of one, and every
+/// [`CONTROL_POLL`] while plans run. It ends soon after the workstream is dropped.
+#[cfg(feature = "control")]
+pub(crate) fn spawn_control_answerer(ws: &Workstream) {
+    let weak = ws.downgrade();
+    let store = ws.store().clone();
+    tokio::spawn(async move {
+        let Some(shared) = store.shared() else {
+            return;
+        };
+        let mut told = shared.changes();
+        let mut tick = tokio::time::interval(CONTROL_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut asked = None;
+            tokio::select! {
+                _ = tick.tick() => {}
+                notice = recv(&mut told) => match notice {
+                    Some(Changed::Control(id)) => asked = Some(id),
+                    Some(Changed::Any) => {}
+                    Some(_) => continue,
+                    None => told = None,
+                },
+            }
+            let Some(ws) = Workstream::upgrade(&weak) else {
+                return;
+            };
+            let wanted = match asked {
+                Some(id) => ws.is_running_here(id),
+                None => ws.running_count() > 0,
+            };
+            if wanted {
+                crate::control::answer_shared(&ws, shared).await;
+            }
+        }
+    });
+}
+
 /// The next notice, if there are notices: `None` when the channel closed; never for a lagging
 /// receiver (it says [`Changed::Any`]), nor without notices (it waits for ever).
+#[cfg(feature = "control")]
 async fn recv(told: &mut Option<broadcast::Receiver<Changed>>) -> Option<Changed> {
     let Some(rx) = told else {
         return std::future::pending().await;

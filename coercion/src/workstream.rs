@@ -429,8 +429,16 @@ impl WorkstreamBuilder {
                 watchers: Mutex::new(HashMap::new()),
                 executes: self.executes,
                 max_last_update: self.max_last_update,
+                #[cfg(feature = "control")]
+                answering: tokio::sync::Mutex::new(()),
             }),
         };
+        // On a shared store, control requests come through the database: whoever runs a plan
+        // carries them out, a worker or a program that started the plan itself.
+        #[cfg(feature = "control")]
+        if ws.inner.executes && ws.inner.store.shared().is_some() {
+            crate::worker::spawn_control_answerer(&ws);
+        }
         // A shared store: the worker loop claims orphans through its slots.
         if self.recover && ws.inner.store.shared().is_none() {
             ws.recover().await?;
@@ -439,7 +447,7 @@ impl WorkstreamBuilder {
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
     options: EngineOptions,
@@ -457,6 +465,10 @@ struct Inner {
     /// A `Running` plan whose last sign of life is older than this is failed with
     /// `ExceedRecovery` instead of taken over (start-up recovery and workers alike).
     max_last_update: Duration,
+    /// Held while control requests from a shared store are carried out, so that two tasks of
+    /// this process never carry the same request out twice.
+    #[cfg(feature = "control")]
+    answering: tokio::sync::Mutex<()>,
 }
 
 /// What [`Workstream::take_over`] did with a plan whose process stopped.
@@ -882,6 +894,24 @@ impl Workstream {
     /// Whether plan `id` runs in this workstream now.
     pub fn is_running_here(&self, id: PlanId) -> bool {
         self.running(id).is_some()
+    }
+
+    /// Taken while carrying out the control requests of a shared store (one task at a time).
+    #[cfg(feature = "control")]
+    pub(crate) async fn answering(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.answering.lock().await
+    }
+
+    /// A handle that does not keep the workstream alive (for its background tasks).
+    #[cfg_attr(not(feature = "control"), allow(dead_code))]
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    /// The workstream of a handle from [`Workstream::downgrade`], unless it was dropped.
+    #[cfg_attr(not(feature = "control"), allow(dead_code))]
+    pub(crate) fn upgrade(weak: &std::sync::Weak<Inner>) -> Option<Workstream> {
+        weak.upgrade().map(|inner| Workstream { inner })
     }
 
     /// The plans running in this workstream now.
