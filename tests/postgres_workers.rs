@@ -582,12 +582,13 @@ async fn control_requests_reach_whichever_worker_holds_the_plan_through_the_data
         "the second worker took it over"
     );
     // Who ran it, under which lease: the first worker started it, the second resumed it under
-    // the next grant of the lease, the epoch the database holds now.
+    // the next grant of the lease (its claim: the run's own acquire keeps the lease it holds),
+    // the epoch the database holds now.
     let owners = plan.owners();
     assert_eq!(owners.len(), 2, "{owners:?}");
     assert!(!owners[0].resumed && owners[1].resumed, "{owners:?}");
     let (first, second) = (owners[0].epoch.unwrap(), owners[1].epoch.unwrap());
-    assert!(second > first, "{owners:?}");
+    assert_eq!(second, first + 1, "{owners:?}");
     let held: i64 = sql
         .query_one(
             &format!("SELECT lease_epoch FROM {schema}.plans WHERE id = $1"),

@@ -604,7 +604,8 @@ pub struct StoredControl {
 pub trait SharedStore: Store {
     /// Takes ownership of plan `id` for this process before it runs or resumes: grants a lease
     /// (fails with [`StoreError::Locked`] while another live process holds it) and fences every
-    /// later write of this process by it.
+    /// later write of this process by it. A live lease this process holds already (a claim just
+    /// granted it) is renewed under the same epoch: one takeover is one grant.
     fn acquire(&self, id: PlanId) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Gives up ownership of plan `id` after its run ended.

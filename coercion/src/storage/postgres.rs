@@ -355,7 +355,9 @@ impl PostgresStore {
         let err = |e: tokio_postgres::Error| pg_error(store, &format!("leasing plan {id}"), e);
         let stmt = conn
             .prepare_cached(
-                "UPDATE plans SET lease_owner = $2, lease_epoch = lease_epoch + 1, \
+                "UPDATE plans SET lease_owner = $2, \
+                 lease_epoch = CASE WHEN lease_owner = $2 AND lease_expires >= now() \
+                   THEN lease_epoch ELSE lease_epoch + 1 END, \
                  lease_expires = now() + make_interval(secs => $3) \
                  WHERE id = $1 AND (lease_owner IS NULL OR lease_owner = $2 OR lease_expires IS NULL \
                  OR lease_expires < now()) RETURNING lease_epoch",
