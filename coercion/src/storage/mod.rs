@@ -13,9 +13,9 @@
 //! `create`, a [`Change`] encoded for a writer (`Op`), the plan's row decoded, the checks made of
 //! what is read back, migrations and the writers' requests, failures and counters. Each backend
 //! keeps its SQL, schema, error mapping, writer loop and (SQLite) journal. A new [`Change`]
-//! variant is written in: `Change` and its `apply_to` (here), the memory store's batch check,
-//! `sql::Op`, each SQL writer, the SQLite journal's encoding (if it changes an object) and each
-//! schema (if it needs a column).
+//! variant is written in: `Change`, its `apply_to` and [`check_changes`] (here, the rules of a
+//! batch, checked once above the stores), `sql::Op`, each SQL writer, the SQLite journal's
+//! encoding (if it changes an object) and each schema (if it needs a column).
 
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
