@@ -652,25 +652,13 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Runs `f` with the secret keys of `ctx` (its workstream's), if it has them.
-fn with_keys_of(ctx: &Context, f: &mut dyn FnMut()) {
-    match &ctx.keys {
-        Some(ring) => crate::secret::with_keys(ring, f),
-        None => f(),
-    }
-}
-
 /// Decodes a stored request of plugin `P` with the keys of `ctx`: a secret that does not
 /// decrypt and a request of another shape are told apart by their codes.
 pub(crate) fn decode_request<P: Plugin>(
     ctx: &Context,
     req: &Json,
 ) -> Result<P::Request, PluginError> {
-    let mut decoded = None;
-    with_keys_of(ctx, &mut || {
-        decoded = Some(crate::secret::decode_request::<P::Request>(req))
-    });
-    decoded.expect("set above").map_err(|e| {
+    crate::secret::decode_request::<P::Request>(req, ctx.keys.as_deref()).map_err(|e| {
         if e.is_secret() {
             PluginError::engine(codes::SECRET, e.to_string(), true)
         } else {
@@ -745,7 +733,7 @@ impl<P: PluginMeta> DynPlugin for P {
         Plugin::init(self)
     }
     fn validate_json(&self, req: &Json) -> Result<(), ValidationError> {
-        let req: P::Request = crate::secret::decode_request(req).map_err(|e| {
+        let req: P::Request = crate::secret::decode_request(req, None).map_err(|e| {
             ValidationError::new(format!(
                 "the request does not decode into `{}`: {e}",
                 std::any::type_name::<P::Request>()
@@ -761,15 +749,26 @@ impl<P: PluginMeta> DynPlugin for P {
         Box::pin(async move {
             let req = decode_request::<P>(ctx, req)?;
             let resp = Plugin::execute(self, ctx, req).await?;
-            let mut encoded = None;
-            with_keys_of(ctx, &mut || encoded = Some(Json::encode(&resp)));
-            encoded.expect("set above").map_err(|e| {
+            let encoded = Json::encode(&resp).map_err(|e| {
                 PluginError::engine(
                     codes::BAD_RESPONSE,
                     format!("the plugin's response does not serialize: {e}"),
                     true,
                 )
-            })
+            })?;
+            // Its secrets were sealed under the process key: under the workstream's key now,
+            // as everything it stores.
+            #[cfg(feature = "secrets")]
+            if let Some(ring) = &ctx.keys {
+                return crate::secret::reseal(&encoded, ring).map_err(|e| {
+                    PluginError::engine(
+                        codes::BAD_RESPONSE,
+                        format!("the plugin's response holds a secret that cannot be sealed: {e}"),
+                        true,
+                    )
+                });
+            }
+            Ok(encoded)
         })
     }
     fn previews(&self) -> bool {

@@ -11,15 +11,21 @@
 //! `Debug` and `Display` print `Secret(***)`; the plaintext is reachable only through
 //! [`Secret::expose`].
 //!
+//! Keys are passed explicitly, never through ambient state: a `Secret` always serializes under
+//! the process key, and always deserializes with the process key (and, for reading plans
+//! outside a workstream, the keys configured on this process's workstreams). The workstream
+//! moves secrets between its own key ring and the process key at its boundaries, with its ring
+//! in hand: `submit` seals requests under its key, a plugin's request is opened to the process
+//! key just before it is decoded (`decode_request` with the ring), and a plugin's response is
+//! sealed under the workstream's key as soon as it is encoded.
+//!
 //! `Secret` and `SecretKey` come with the `secrets` feature (default; XChaCha20-Poly1305 from
 //! `chacha20poly1305`). Without it, the types are absent, and a stored request that holds an
 //! encrypted secret is refused at submit.
 
-use std::cell::RefCell;
 use std::fmt;
 #[cfg(feature = "secrets")]
 use std::path::Path;
-use std::sync::Arc;
 #[cfg(feature = "secrets")]
 use std::sync::LazyLock;
 
@@ -200,7 +206,8 @@ impl SecretKey {
 }
 
 #[cfg(feature = "secrets")]
-/// The key that lives as long as this process: used until a workstream re-encrypts.
+/// The key that lives as long as this process: every `Secret` serializes under it, and a
+/// workstream re-encrypts under its own key at its boundaries.
 static PROCESS_KEY: LazyLock<SecretKey> = LazyLock::new(SecretKey::generate);
 
 #[cfg(feature = "secrets")]
@@ -270,35 +277,6 @@ impl KeyRing {
     }
 }
 
-thread_local! {
-    #[cfg(feature = "secrets")]
-    static CURRENT: RefCell<Option<Arc<KeyRing>>> = const { RefCell::new(None) };
-    static FAILED: RefCell<bool> = const { RefCell::new(false) };
-}
-
-#[cfg(feature = "secrets")]
-fn with_ring<R>(f: impl FnOnce(&KeyRing) -> R) -> R {
-    CURRENT.with(|c| match &*c.borrow() {
-        Some(ring) => f(ring),
-        None => f(&KeyRing::outside()),
-    })
-}
-
-/// Runs `f` with `ring` as the keys that secrets encrypt and decrypt with.
-#[cfg(feature = "secrets")]
-pub(crate) fn with_keys<R>(ring: &Arc<KeyRing>, f: impl FnOnce() -> R) -> R {
-    let prev = CURRENT.with(|c| c.replace(Some(ring.clone())));
-    let r = f();
-    CURRENT.with(|c| *c.borrow_mut() = prev);
-    r
-}
-
-/// Runs `f` (without the `secrets` feature there are no keys to set).
-#[cfg(not(feature = "secrets"))]
-pub(crate) fn with_keys<R>(_ring: &Arc<KeyRing>, f: impl FnOnce() -> R) -> R {
-    f()
-}
-
 #[cfg(feature = "secrets")]
 #[derive(Serialize, Deserialize)]
 struct Sealed {
@@ -310,48 +288,56 @@ struct Sealed {
 impl<T: Serialize> Serialize for Secret<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let plaintext = serde_json::to_vec(&self.0).map_err(serde::ser::Error::custom)?;
-        let sealed = with_ring(|r| r.encrypting().encrypt(&plaintext));
+        let sealed = PROCESS_KEY.encrypt(&plaintext);
         Sealed { sealed }.serialize(s)
     }
 }
 
 #[cfg(feature = "secrets")]
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Secret<T> {
+    /// Decrypts with the process key, then with the keys configured on this process's
+    /// workstreams (a plan read outside the engine); a workstream opens a request to the
+    /// process key before decoding it (`decode_request`).
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let Sealed { sealed } = Sealed::deserialize(d)?;
-        let fail = |msg: String| {
-            FAILED.with(|f| *f.borrow_mut() = true);
-            serde::de::Error::custom(msg)
-        };
-        if sealed == REDACTED {
-            return Err(fail("the secret was redacted (the plan came from an export or a display copy) and cannot be used".into()));
-        }
-        let data = B64
-            .decode(&sealed)
-            .map_err(|_| fail("a secret is not valid base64".into()))?;
-        let plaintext = with_ring(|r| {
-            r.keys.iter().find_map(|k| k.decrypt(&data)).ok_or_else(|| {
-                if r.configured {
-                    format!("a secret in the request cannot be decrypted with the configured key; {KEY_HELP}")
-                } else {
-                    format!(
-                        "a secret in the request was encrypted by another process and no secret key is configured, \
-                         so it cannot be decrypted after a restart; {KEY_HELP}"
-                    )
-                }
-            })
-        })
-        .map_err(fail)?;
+        let plaintext =
+            open_sealed(&sealed, &KeyRing::outside()).map_err(serde::de::Error::custom)?;
         // serde's message may quote the value (`invalid type: string "…"`): keep only where the
         // plaintext stopped decoding, never what it holds.
         serde_json::from_slice(&plaintext).map(Secret).map_err(|e| {
-            fail(format!(
-                "a secret does not decode into `{}` (its plaintext is not shown; decoding stopped at column {})",
+            serde::de::Error::custom(format!(
+                "{NOT_DECODED} `{}` (its plaintext is not shown; decoding stopped at column {})",
                 std::any::type_name::<T>(),
                 e.column()
             ))
         })
     }
+}
+
+/// How the message of a secret whose plaintext is not of the field's type begins.
+#[cfg(feature = "secrets")]
+const NOT_DECODED: &str = "a secret does not decode into";
+
+/// The plaintext of the sealed text `sealed`, decrypted with one of `ring`'s keys; the error
+/// says why not (redacted, not base64, no key opens it).
+#[cfg(feature = "secrets")]
+fn open_sealed(sealed: &str, ring: &KeyRing) -> Result<Vec<u8>, String> {
+    if sealed == REDACTED {
+        return Err("the secret was redacted (the plan came from an export or a display copy) and cannot be used".into());
+    }
+    let data = B64
+        .decode(sealed)
+        .map_err(|_| "a secret is not valid base64".to_string())?;
+    ring.keys.iter().find_map(|k| k.decrypt(&data)).ok_or_else(|| {
+        if ring.configured {
+            format!("a secret in the request cannot be decrypted with the configured key; {KEY_HELP}")
+        } else {
+            format!(
+                "a secret in the request was encrypted by another process and no secret key is configured, \
+                 so it cannot be decrypted after a restart; {KEY_HELP}"
+            )
+        }
+    })
 }
 
 /// Why a stored request did not decode.
@@ -373,14 +359,68 @@ impl fmt::Display for DecodeError {
     }
 }
 
-/// Decodes a stored request into the plugin's request type, decrypting secrets with the keys
-/// of the calling context (see [`with_keys`]).
-pub(crate) fn decode_request<T: DeserializeOwned>(req: &Json) -> Result<T, DecodeError> {
-    FAILED.with(|f| *f.borrow_mut() = false);
-    req.decode().map_err(|e| DecodeError {
-        message: e.to_string(),
-        secret: FAILED.with(|f| *f.borrow()),
+/// Decodes a stored request into the plugin's request type. With `ring` (a workstream's keys),
+/// its secrets are first opened with them to the process key, which `Secret`'s `Deserialize`
+/// uses; a failure there, or a secret whose plaintext is not of its field's type, is a secret
+/// error ([`DecodeError::is_secret`]).
+pub(crate) fn decode_request<T: DeserializeOwned>(
+    req: &Json,
+    ring: Option<&KeyRing>,
+) -> Result<T, DecodeError> {
+    let secret = |message: String| DecodeError {
+        message,
+        secret: true,
+    };
+    let opened;
+    let req = match ring {
+        Some(ring) if may_hold_secret(req) => {
+            opened = to_process_key(req, ring).map_err(secret)?;
+            &opened
+        }
+        _ => req,
+    };
+    req.decode().map_err(|e| {
+        let message = e.to_string();
+        DecodeError {
+            secret: is_secret_failure(&message),
+            message,
+        }
     })
+}
+
+/// Whether a decode error comes from a secret (its messages are this module's own).
+#[cfg(feature = "secrets")]
+fn is_secret_failure(message: &str) -> bool {
+    [
+        NOT_DECODED,
+        "the secret was redacted",
+        "a secret is not valid base64",
+        "a secret in the request",
+    ]
+    .iter()
+    .any(|start| message.starts_with(start))
+}
+
+#[cfg(not(feature = "secrets"))]
+fn is_secret_failure(_message: &str) -> bool {
+    false
+}
+
+/// `json` with every secret opened with `ring`'s keys and sealed again under the process key.
+#[cfg(feature = "secrets")]
+pub(crate) fn to_process_key(json: &Json, ring: &KeyRing) -> Result<Json, String> {
+    if !may_hold_secret(json) {
+        return Ok(json.clone());
+    }
+    rewrite(json, &mut |sealed| {
+        Ok(PROCESS_KEY.encrypt(&open_sealed(sealed, ring)?))
+    })
+}
+
+/// Without the `secrets` feature there is nothing to open: [`reseal`] refuses such requests.
+#[cfg(not(feature = "secrets"))]
+pub(crate) fn to_process_key(json: &Json, ring: &KeyRing) -> Result<Json, String> {
+    reseal(json, ring)
 }
 
 /// Whether a JSON text may hold a secret (cheap pre-check).
@@ -470,6 +510,8 @@ pub(crate) fn redact(json: &Json) -> Json {
 
 #[cfg(all(test, feature = "secrets"))]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[derive(Serialize, Deserialize, Debug)]
@@ -503,7 +545,7 @@ mod tests {
         let json = Json::encode(&req).unwrap();
         assert!(!json.as_str().contains("hunter2"), "{}", json.as_str());
         assert!(json.as_str().contains(SECRET_MARKER));
-        let back: Req = decode_request(&json).unwrap();
+        let back: Req = decode_request(&json, None).unwrap();
         assert_eq!(back.password.expose(), "hunter2-marker");
     }
 
@@ -523,20 +565,55 @@ mod tests {
             keys: vec![SecretKey::from_bytes([7; 32])],
             configured: true,
         };
-        let back: Req = with_keys(&Arc::new(only_configured), || decode_request(&sealed)).unwrap();
+        let back: Req = decode_request(&sealed, Some(&only_configured)).unwrap();
         assert_eq!(back.password.expose(), "pw");
         let wrong = KeyRing {
             keys: vec![SecretKey::from_bytes([8; 32])],
             configured: true,
         };
-        let err = with_keys(&Arc::new(wrong), || decode_request::<Req>(&sealed)).unwrap_err();
+        let err = decode_request::<Req>(&sealed, Some(&wrong)).unwrap_err();
         assert!(err.is_secret());
         assert!(err.to_string().contains("configured key"), "{err}");
         drop(other);
         let redacted = redact(&sealed);
         assert!(redacted.as_str().contains(REDACTED));
-        let err = decode_request::<Req>(&redacted).unwrap_err();
+        let err = decode_request::<Req>(&redacted, None).unwrap_err();
+        assert!(err.is_secret());
         assert!(err.to_string().contains("redacted"), "{err}");
+        let err = decode_request::<Req>(&redacted, Some(&ring)).unwrap_err();
+        assert!(err.is_secret());
+        assert!(err.to_string().contains("redacted"), "{err}");
+    }
+
+    /// The keys a decode uses are the ones it is given: a request sealed under one
+    /// workstream's key does not open with another workstream's ring, although both keys are
+    /// configured in this process; and what a `Secret` serializes under never depends on the
+    /// caller (always the process key, resealed explicitly).
+    #[test]
+    fn a_decode_uses_the_ring_it_is_given_and_nothing_else() {
+        let a = KeyRing::new(Some(SecretKey::from_bytes([21; 32])));
+        let b = KeyRing::new(Some(SecretKey::from_bytes([22; 32])));
+        let req = Req {
+            user: "u".into(),
+            password: Secret::new("pw-a".into()),
+        };
+        let plain = Json::encode(&req).unwrap();
+        // Sealed under the process key, whoever serializes.
+        let back: Req = decode_request(&plain, Some(&KeyRing::default())).unwrap();
+        assert_eq!(back.password.expose(), "pw-a");
+        let sealed_a = reseal(&plain, &a).unwrap();
+        let back: Req = decode_request(&sealed_a, Some(&a)).unwrap();
+        assert_eq!(back.password.expose(), "pw-a");
+        let err = decode_request::<Req>(&sealed_a, Some(&b)).unwrap_err();
+        assert!(err.is_secret(), "{err}");
+        assert!(err.to_string().contains("configured key"), "{err}");
+        // A request of the wrong shape is not a secret error.
+        let other = Json::from_text(r#"{"user": 1}"#).unwrap();
+        assert!(
+            !decode_request::<Req>(&other, Some(&a))
+                .unwrap_err()
+                .is_secret()
+        );
     }
 
     #[test]

@@ -612,23 +612,33 @@ impl Workstream {
     /// were encrypted with this process's key when the plan was built).
     fn checked(&self, mut plan: Plan) -> Result<Plan, Error> {
         let keys = &self.inner.options.keys;
-        crate::secret::with_keys(keys, || validate_plan(&plan, &self.inner.registry))
-            .map_err(Error::Invalid)?;
-        let mut problems = Vec::new();
-        plan.for_each_action_mut(|loc, a| match crate::secret::reseal(&a.request, keys) {
-            Ok(j) => a.request = j,
-            Err(message) => problems.push((loc, message)),
-        });
-        if !problems.is_empty() {
-            return Err(Error::Invalid(
-                problems
-                    .into_iter()
-                    .map(|(loc, message)| Problem {
-                        path: plan.path(loc),
-                        message,
-                    })
-                    .collect(),
-            ));
+        // Validated with its secrets under the process key (which decoding uses), then sealed
+        // under the workstream's key.
+        type Step = fn(
+            &crate::workflow::Json,
+            &crate::secret::KeyRing,
+        ) -> Result<crate::workflow::Json, String>;
+        let steps: [Step; 2] = [crate::secret::to_process_key, crate::secret::reseal];
+        for (i, step) in steps.into_iter().enumerate() {
+            let mut problems = Vec::new();
+            plan.for_each_action_mut(|loc, a| match step(&a.request, keys) {
+                Ok(j) => a.request = j,
+                Err(message) => problems.push((loc, message)),
+            });
+            if !problems.is_empty() {
+                return Err(Error::Invalid(
+                    problems
+                        .into_iter()
+                        .map(|(loc, message)| Problem {
+                            path: plan.path(loc),
+                            message,
+                        })
+                        .collect(),
+                ));
+            }
+            if i == 0 {
+                validate_plan(&plan, &self.inner.registry).map_err(Error::Invalid)?;
+            }
         }
         Ok(plan)
     }
