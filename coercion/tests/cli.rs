@@ -693,12 +693,43 @@ async fn after_a_sigkill_the_interrupted_attempt_and_the_resumption_are_shown_by
                 })
             },
         );
+        // While its process lives, the plan runs on it.
+        let text = ok(&db2, &["show", &id.to_string(), "--color", "never"]);
+        assert!(
+            text.contains("runs on pid ") && !text.contains("no process runs it"),
+            "{text}"
+        );
         runner
     })
     .await
     .unwrap();
     // Dropping the runner sends SIGKILL and reaps the process.
     drop(runner);
+
+    // Nobody runs the plan now: the faces say so instead of "runs on <the dead process>".
+    let (db2, sid) = (db.clone(), id.to_string());
+    let (text, json, listed) = tokio::task::spawn_blocking(move || {
+        (
+            ok(&db2, &["show", &sid, "--color", "never"]),
+            ok(&db2, &["show", "--json", &sid]),
+            ok(&db2, &["list", "--color", "never"]),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        text.contains("ran on pid ")
+            && text.contains("no process runs it now: the process that ran it stopped")
+            && !text.contains("runs on pid"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["stranded"], true, "{json:#}");
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with(&id.to_string()))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(line.contains("no process runs it"), "{line}");
 
     // A new process (here, this one) resumes the plan from the file.
     let fakes = coercion::testing::Fakes::new();

@@ -18,6 +18,9 @@ pub struct Db {
     /// PostgreSQL.
     path: Option<PathBuf>,
     label: String,
+    /// The same store when it is a SQLite file, which can tell whether a process runs plans
+    /// from it.
+    file: Option<Arc<SqliteStore>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -61,6 +64,7 @@ impl Db {
                 store: Arc::new(store),
                 path: None,
                 label,
+                file: None,
             })
         }
         #[cfg(not(feature = "postgres"))]
@@ -95,8 +99,10 @@ impl Db {
             other => store_error(db, other),
         })?;
         let label = db.display().to_string();
+        let store = Arc::new(store);
         Ok(Db {
-            store: Arc::new(store),
+            store: store.clone(),
+            file: Some(store),
             path: Some(db.to_path_buf()),
             label,
         })
@@ -109,6 +115,7 @@ impl Db {
             store,
             path: None,
             label: label.into(),
+            file: None,
         }
     }
 
@@ -130,8 +137,10 @@ impl Db {
                 path.display()
             );
         }
+        let store = Arc::new(store);
         Ok(Db {
-            store: Arc::new(store),
+            store: store.clone(),
+            file: Some(store),
             path: Some(path.to_path_buf()),
             label: path.display().to_string(),
         })
@@ -145,6 +154,13 @@ impl Db {
     /// The SQLite file, as given; `None` for PostgreSQL.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
+    }
+
+    /// Whether a process runs plans from the store now, when the store can tell: a SQLite file
+    /// (its writer's lock). `None` for PostgreSQL (a worker takes a plan over when its lease
+    /// lapses) and for a store the program opened itself, or when the lock cannot be read.
+    pub fn runs_plans_now(&self) -> Option<bool> {
+        self.file.as_ref()?.runs_plans_now().ok()
     }
 
     /// The store for people: the file as given, or the database without its password.

@@ -302,10 +302,18 @@ pub(crate) async fn attention_labels(
     plans: &[crate::storage::PlanSummary],
 ) -> std::collections::HashMap<crate::workflow::PlanId, String> {
     let mut labels = std::collections::HashMap::new();
+    let stranded = db.runs_plans_now() == Some(false);
     for s in plans
         .iter()
         .filter(|s| matches!(s.state.status, Status::Completed | Status::Running))
     {
+        if stranded && s.state.status == Status::Running {
+            labels.insert(
+                s.id,
+                "Running, but no process runs it (its process stopped)".to_owned(),
+            );
+            continue;
+        }
         let Ok(plan) = db.store().read(s.id).await else {
             continue;
         };
@@ -440,27 +448,28 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let retried_by = crate::storage::retried_by(db.store(), &plan)
                 .await
                 .map_err(|e| db::store_error(db.label(), e))?;
-            // A Running plan: ask the process that listens on the store what keeps it (when
-            // one listens; without one there is nothing more to say).
-            let missing = if plan.status() == Status::Running
+            // A Running plan: whether a process runs plans from the store at all, and if one
+            // listens, what keeps it from running this one.
+            let mut live = text::Liveness::default();
+            if plan.status() == Status::Running
                 && let Some(file) = db.path()
             {
-                match control::request(file, ControlOp::Inspect, plan.id()).await {
-                    Ok(control::Outcome::Inspected {
+                live.stranded = db.runs_plans_now() == Some(false);
+                if !live.stranded
+                    && let Ok(control::Outcome::Inspected {
                         missing_plugins, ..
-                    }) => missing_plugins,
-                    _ => Vec::new(),
+                    }) = control::request(file, ControlOp::Inspect, plan.id()).await
+                {
+                    live.missing_plugins = missing_plugins;
                 }
-            } else {
-                Vec::new()
-            };
+            }
             if json {
                 print(&format!(
                     "{}\n",
-                    text::tree_json(&plan, retried_by, &missing, now)
+                    text::tree_json(&plan, retried_by, &live, now)
                 ))
             } else {
-                print(&text::tree(&plan, retried_by, &missing, now))
+                print(&text::tree(&plan, retried_by, &live, now))
             }
         }
         Command::Export { id, output } => {

@@ -108,12 +108,27 @@ pub(crate) fn list(
 /// durations, attempts and the last error of every failed action.
 /// `retried_by` is the plan that retries this one, if any; `missing` the plugins the process
 /// listening on the store lacks to run it.
+/// What `show` learned of a Running plan beside the plan itself.
+#[derive(Debug, Default)]
+pub(crate) struct Liveness {
+    /// The plugins the process listening on the store lacks to run the plan.
+    pub(crate) missing_plugins: Vec<String>,
+    /// No process runs plans from the store now (a SQLite file whose writer's lock nobody
+    /// holds): the process that ran the plan stopped.
+    pub(crate) stranded: bool,
+}
+
+/// What `show` says of a stranded plan (see [`Liveness::stranded`]).
+pub(crate) const STRANDED: &str = "no process runs it now: the process that ran it stopped; it \
+     resumes when a program that runs plans opens this store";
+
 pub(crate) fn tree(
     plan: &Plan,
     retried_by: Option<PlanId>,
-    missing: &[String],
+    live: &Liveness,
     now: Timestamp,
 ) -> String {
+    let missing = &live.missing_plugins;
     let mut out = String::new();
     let c = Counts::of(plan);
     let _ = write!(
@@ -162,12 +177,21 @@ pub(crate) fn tree(
         ),
     );
     if let Some(owner) = plan.owner() {
-        let verb = if plan.state().status == Status::Running {
-            "runs on"
+        if live.stranded {
+            fact(
+                status_style(Status::Stopped),
+                &format!("ran on {}; {STRANDED}", format::owner(owner)),
+            );
         } else {
-            "ran on"
-        };
-        fact(DIM, &format!("{verb} {}", format::owner(owner)));
+            let verb = if plan.state().status == Status::Running {
+                "runs on"
+            } else {
+                "ran on"
+            };
+            fact(DIM, &format!("{verb} {}", format::owner(owner)));
+        }
+    } else if live.stranded {
+        fact(status_style(Status::Stopped), STRANDED);
     }
     if let Some(label) = plan.resumed_label() {
         let each: Vec<String> = plan
@@ -283,6 +307,9 @@ struct JsonPlan<'a> {
     /// The plugins the process listening on the store lacks to run this Running plan.
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     missing_plugins: &'a [String],
+    /// The plan is Running but no process runs plans from the store (its process stopped).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stranded: bool,
     /// Every process that ran the plan, oldest first ([`Plan::owners`]).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     owners: &'a [crate::workflow::Owner],
@@ -317,7 +344,7 @@ struct JsonNode {
 pub(crate) fn tree_json(
     plan: &Plan,
     retried_by: Option<PlanId>,
-    missing_plugins: &[String],
+    live: &Liveness,
     now: Timestamp,
 ) -> String {
     let nodes: Vec<JsonNode> = plan
@@ -358,7 +385,8 @@ pub(crate) fn tree_json(
         submit_time: plan.submit_time(),
         retry_of: plan.retry_of(),
         retried_by,
-        missing_plugins,
+        missing_plugins: &live.missing_plugins,
+        stranded: live.stranded,
         owners: plan.owners(),
         resumptions: plan.resumptions(),
         decisions: plan.decisions(),

@@ -543,6 +543,17 @@ impl SqliteStore {
         self.inner.readers.is_immutable()
     }
 
+    /// Whether a process runs plans from this file now: this store, if it writes, or another
+    /// process holding the file's writer lock (`<db>.lock`). A plan stored `Running` while no
+    /// process does was left by a process that stopped; it resumes when a program that runs
+    /// plans opens the file. Fails only when the lock file cannot be read.
+    pub fn runs_plans_now(&self) -> Result<bool, StoreError> {
+        if self.inner.requests.is_some() {
+            return Ok(true);
+        }
+        lock::held_for(&self.inner.store, &sidecar(&self.inner.path, ".lock"))
+    }
+
     /// What the writer did so far.
     pub fn stats(&self) -> SqliteStats {
         let c = &self.inner.counters;

@@ -91,3 +91,14 @@ pub(super) fn held(lock_path: &Path) -> std::io::Result<bool> {
         Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
+
+/// [`held`], failing with a message that names the store and the lock file.
+pub(super) fn held_for(store: &str, lock_path: &Path) -> Result<bool, StoreError> {
+    held(lock_path).map_err(|e| {
+        StoreError::permanent(format!(
+            "{store}: cannot tell whether a process runs plans from it: cannot read its lock file {}",
+            lock_path.display()
+        ))
+        .caused_by(e)
+    })
+}

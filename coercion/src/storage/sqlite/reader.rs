@@ -87,14 +87,7 @@ impl ReaderPool {
     /// For a file read as immutable: nothing writes it — no process holds the writer's lock
     /// `lock`, no `-shm` appeared (a writer opened it), no write-ahead log holds writes.
     fn check_still_immutable(&self, lock: &Path) -> Result<(), StoreError> {
-        let held = super::lock::held(lock).map_err(|e| {
-            StoreError::permanent(format!(
-                "{}: cannot tell whether a process runs plans from it: cannot read its lock file {}",
-                self.store,
-                lock.display()
-            ))
-            .caused_by(e)
-        })?;
+        let held = super::lock::held_for(&self.store, lock)?;
         let wal = super::sidecar(&self.path, "-wal");
         let written = held
             || super::sidecar(&self.path, "-shm").exists()
