@@ -730,6 +730,21 @@ async fn after_a_sigkill_the_interrupted_attempt_and_the_resumption_are_shown_by
         .find(|l| l.starts_with(&id.to_string()))
         .unwrap_or_else(|| panic!("{listed}"));
     assert!(line.contains("no process runs it"), "{line}");
+    let server = Server::start(&db, &[]);
+    let page = http()
+        .get(format!("{}/plans/{id}", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<dt>Ran on</dt>")
+            && page.contains(r#"<dd class="s-stopped" id="stranded">no process runs it now"#),
+        "the plan page says nobody runs the plan: {page}"
+    );
+    drop(server);
 
     // A new process (here, this one) resumes the plan from the file.
     let fakes = coercion::testing::Fakes::new();

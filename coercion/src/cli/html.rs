@@ -63,14 +63,19 @@ fn standalone(title: &str, note: Markup, body: Markup) -> String {
 /// failure, as a plan that completed with failures does) and the tree: what the report shows
 /// and what the web UI's plan page replaces on every live update.
 pub(crate) fn plan_body(plan: &Plan, now: Timestamp) -> Markup {
-    plan_body_in(plan, now, None)
+    plan_body_in(plan, now, None, false)
 }
 
 /// [`plan_body`] showing, of each block's sequences, only the page `window` (every sequence
-/// with `None`).
-pub(crate) fn plan_body_in(plan: &Plan, now: Timestamp, window: Option<Window>) -> Markup {
+/// with `None`); `stranded`: no process runs the Running plan now (see [`plan_head`]).
+pub(crate) fn plan_body_in(
+    plan: &Plan,
+    now: Timestamp,
+    window: Option<Window>,
+    stranded: bool,
+) -> Markup {
     html! {
-        div.plan-head { (plan_head(plan, now)) }
+        div.plan-head { (plan_head(plan, now, stranded)) }
         section.tree {
             h2 { "Plan tree" }
             (tree_in(plan, now, window))
@@ -112,10 +117,12 @@ impl Window {
 }
 
 /// What stands above the tree: the summary and, when something failed, the failure report.
-pub(crate) fn plan_head(plan: &Plan, now: Timestamp) -> Markup {
+/// `stranded`: the plan is Running but no process runs plans from its store (its process
+/// stopped), said where the page names who runs it.
+pub(crate) fn plan_head(plan: &Plan, now: Timestamp, stranded: bool) -> Markup {
     let with_failures = plan.is_completed_with_failures();
     html! {
-        (summary(plan, now))
+        (summary(plan, now, stranded))
         @if matches!(plan.status(), Status::Failed | Status::Stopped) || plan.failure_counts().has_failures() {
             section.failure-report.completed-with-failures[with_failures] {
                 h2 { "Failure report" }
@@ -250,7 +257,7 @@ pub(crate) fn label_badge(status: Status, completed_with_failures: bool, label: 
     html! { span class={ "badge " (class) } { (label) } }
 }
 
-fn summary(plan: &Plan, now: Timestamp) -> Markup {
+fn summary(plan: &Plan, now: Timestamp, stranded: bool) -> Markup {
     let c = Counts::of(plan);
     let state = plan.state();
     html! {
@@ -265,8 +272,12 @@ fn summary(plan: &Plan, now: Timestamp) -> Markup {
                 dt { "Plan id" } dd.mono { (plan.id()) }
                 @if let Some(g) = plan.group_id() { dt { "Group" } dd.mono { (g) } }
                 @if let Some(o) = plan.owner() {
-                    dt { @if state.status == Status::Running { "Runs on" } @else { "Ran on" } }
+                    dt { @if state.status == Status::Running && !stranded { "Runs on" } @else { "Ran on" } }
                     dd #owner { (format::owner(o)) }
+                }
+                @if stranded {
+                    dt { "Not running" }
+                    dd #stranded.s-stopped { (super::text::STRANDED) }
                 }
                 @if let Some(label) = plan.resumed_label() {
                     dt { "Resumed" } dd #resumptions {

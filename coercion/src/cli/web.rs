@@ -145,6 +145,12 @@ impl Drop for Unwatch {
 }
 
 impl App {
+    /// Whether `plan` is Running while no process runs plans from the store (a SQLite file
+    /// whose writer's lock nobody holds): its process stopped.
+    fn stranded(&self, plan: &Plan) -> bool {
+        plan.status() == Status::Running && self.db.runs_plans_now() == Some(false)
+    }
+
     /// The event data for `after` (the change from `before`, or the whole page), rendered by
     /// `render` unless a viewer in step rendered it already.
     fn rendered(
@@ -826,7 +832,7 @@ fn plan_view(
             0 => format!("/plans/{id}/events"),
             from => format!("/plans/{id}/events?from={from}"),
         })] {
-            (views::plan_body_in(plan, chrono::Utc::now(), Some(window)))
+            (views::plan_body_in(plan, chrono::Utc::now(), Some(window), app.stranded(plan)))
         }
     };
     views::page(plan.name(), &app.store_label, body)
@@ -902,9 +908,10 @@ fn plan_feed(
         let now = chrono::Utc::now();
         let status = plan.status().as_str();
         let second = now.timestamp();
+        let stranded = app.stranded(&plan);
         let full = || {
             let data = app.rendered(id, None, &plan, window.from, second, || {
-                let html = views::plan_body_in(&plan, now, Some(window)).into_string();
+                let html = views::plan_body_in(&plan, now, Some(window), stranded).into_string();
                 serde_json::json!({ "html": html, "status": status }).to_string()
             });
             Event::default().event("plan").data(&*data)
@@ -917,7 +924,7 @@ fn plan_feed(
             Some(before) => {
                 let data = app.rendered(id, Some(before), &plan, window.from, second, || {
                     serde_json::json!({
-                        "head": views::plan_head(&plan, now).into_string(),
+                        "head": views::plan_head(&plan, now, stranded).into_string(),
                         "nodes": views::node_patches(before, &plan, now, Some(window)),
                         "status": status,
                     })
