@@ -98,6 +98,7 @@ contract_tests! {
     unknown_plan: |store| contract::unknown_plan(store);
     every_change_kind: |store| contract::every_change_kind(store);
     batches_are_atomic: |store| contract::batches_are_atomic(store);
+    a_batch_applied_twice_reads_as_once: |store| contract::a_batch_applied_twice_reads_as_once(store);
     random_changes_seed_1: |store| contract::random_changes(store, 1, 200);
     random_changes_seed_2: |store| contract::random_changes(store, 2, 200);
     random_changes_seed_3: |store| contract::random_changes(store, 0xdead_beef, 200);
@@ -916,5 +917,51 @@ async fn a_worker_that_claims_its_own_running_plan_keeps_the_lease() {
     );
     ws.stop(id).await.unwrap();
     ws.wait(id).await.unwrap();
+    worker.stop().await;
+}
+
+/// `submit_and_start` over a shared store: no other worker can claim the plan between its
+/// creation and this process's lease (it used to be stored `Running` without a lease, which a
+/// worker polling at that moment took for an orphan: the submitter then failed with "owned
+/// elsewhere" while another process ran the plan).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_and_start_keeps_the_plan_from_other_workers() {
+    let Some(url) = pg_url("submit_and_start_keeps_the_plan_from_other_workers") else {
+        return;
+    };
+    let schema = schema("submit_start");
+    let fakes = coercion::testing::Fakes::new();
+    let mine = store(&url, &schema, Duration::from_secs(30)).await;
+    let ws = worker_workstream(&mine, &fakes, Duration::from_secs(10)).await;
+    // Another process's worker, claiming as fast as it can.
+    let other = store(&url, &schema, Duration::from_secs(30)).await;
+    let other_ws = worker_workstream(&other, &fakes, Duration::from_secs(10)).await;
+    let worker = other_ws
+        .spawn_worker(
+            coercion::worker::WorkerOptions::default()
+                .poll_interval(Duration::from_millis(1))
+                .claim_batch(100),
+        )
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let id = ws
+            .submit_and_start(waiting_plan(&format!("mine {i}")))
+            .await
+            .unwrap_or_else(|e| panic!("plan {i}: {e}"));
+        ids.push(id);
+    }
+    for id in &ids {
+        assert!(ws.is_running_here(*id), "plan {id} does not run here");
+        assert!(
+            !other_ws.is_running_here(*id),
+            "plan {id} runs in the other process"
+        );
+    }
+    assert_eq!(other.leased_plans(), Vec::<coercion::PlanId>::new());
+    for id in ids {
+        ws.stop(id).await.unwrap();
+        ws.wait(id).await.unwrap();
+    }
     worker.stop().await;
 }

@@ -602,6 +602,15 @@ impl Workstream {
             self.hand_over(id).await?;
             return Ok(id);
         }
+        if self.inner.store.shared().is_some() {
+            // Stored `Running` without a lease, it would look like an orphan to a worker
+            // polling at that moment: stored not started (which no worker claims), it becomes
+            // `Running` once this process holds its lease, as `start` does.
+            let plan = self.store_new(plan, false, retry_of).await?;
+            let id = plan.id;
+            self.launch(plan).await?;
+            return Ok(id);
+        }
         let plan = self.store_new(plan, true, retry_of).await?;
         let id = plan.id;
         self.launch_as(plan, true).await?;
