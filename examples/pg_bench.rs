@@ -187,7 +187,9 @@ async fn run_workers(
         let by = s.owner.as_ref().map_or("?", |o| o.by.as_str()).to_owned();
         *per_owner.entry(by).or_default() += 1;
     }
-    let spread: Vec<usize> = per_owner.into_values().collect();
+    let mut spread: Vec<usize> = per_owner.into_values().collect();
+    // Workers that ran no plan.
+    spread.resize(spread.len().max(workers), 0);
     Ok(serde_json::json!({
         "workload": "durable-workers", "store": "postgres", "workers": workers, "plans": plans,
         "actions": actions, "wall_s": wall, "actions_per_s": actions as f64 / wall,

@@ -103,6 +103,7 @@ contract_tests! {
     unknown_plan: |store| contract::unknown_plan(store);
     every_change_kind: |store| contract::every_change_kind(store);
     batches_are_atomic: |store| contract::batches_are_atomic(store);
+    a_batch_applied_twice_reads_as_once: |store| contract::a_batch_applied_twice_reads_as_once(store);
     random_changes_seed_1: |store| contract::random_changes(store, 1, 200);
     random_changes_seed_2: |store| contract::random_changes(store, 2, 200);
     random_changes_seed_3: |store| contract::random_changes(store, 0xdead_beef, 200);

@@ -535,6 +535,11 @@ pub async fn answer_shared(ws: &Workstream, store: &dyn crate::storage::SharedSt
         let answer = serde_json::to_string(&Reply::of(answer)).expect("replies serialize");
         match store.answer_control(&request, &answer).await {
             Ok(()) => answered += 1,
+            // Another process answered first (a request of an ended plan, which any process
+            // that runs plans answers), or the lease moved on: nothing is lost.
+            Err(e @ crate::storage::StoreError::Locked(_)) => {
+                tracing::debug!(plan = %request.plan, request = request.id, error = %crate::storage::Chain(&e), "another process answers this control request");
+            }
             Err(e) => {
                 tracing::warn!(plan = %request.plan, request = request.id, error = %crate::storage::Chain(&e), "could not record the answer to a control request");
             }

@@ -277,8 +277,11 @@ impl KeyRing {
     }
 }
 
+/// A sealed secret as stored: one key, `$secret` (another field would hide it from the
+/// rewrites that re-seal and redact secrets).
 #[cfg(feature = "secrets")]
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Sealed {
     #[serde(rename = "$secret")]
     sealed: String,
@@ -415,6 +418,35 @@ pub(crate) fn to_process_key(json: &Json, ring: &KeyRing) -> Result<Json, String
     rewrite(json, &mut |sealed| {
         Ok(PROCESS_KEY.encrypt(&open_sealed(sealed, ring)?))
     })
+}
+
+/// `json`, a plugin's response encoded by this process (its secrets under the process key),
+/// with those secrets sealed under `ring`'s key. Any other `{"$secret": …}` value (one the
+/// plugin passed through, sealed elsewhere or redacted) is left as it is: a response is never
+/// refused after its action ran. A response that cannot be rewritten (nested deeper than the
+/// JSON parser goes) keeps its secrets under the process key, which is logged.
+#[cfg(feature = "secrets")]
+pub(crate) fn seal_response(json: Json, ring: &KeyRing) -> Json {
+    if !may_hold_secret(&json) {
+        return json;
+    }
+    let sealed = rewrite(&json, &mut |sealed| {
+        let opened = B64
+            .decode(sealed)
+            .ok()
+            .and_then(|d| PROCESS_KEY.decrypt(&d));
+        Ok(match opened {
+            Some(plaintext) => ring.encrypting().encrypt(&plaintext),
+            None => sealed.to_owned(),
+        })
+    });
+    match sealed {
+        Ok(sealed) => sealed,
+        Err(e) => {
+            tracing::warn!(error = %e, "a plugin's response holds secrets that could not be sealed under the workstream's key (kept under this process's key: they cannot be decrypted after a restart)");
+            json
+        }
+    }
 }
 
 /// Without the `secrets` feature there is nothing to open: [`reseal`] refuses such requests.
@@ -614,6 +646,37 @@ mod tests {
                 .unwrap_err()
                 .is_secret()
         );
+    }
+
+    /// A response's own secrets go under the workstream's key; a `{"$secret": …}` value it
+    /// passed through (sealed elsewhere, or redacted) stays as it was, and nothing is refused.
+    #[test]
+    fn a_response_seals_its_own_secrets_and_leaves_foreign_ones() {
+        #[derive(Serialize, Deserialize)]
+        struct Resp {
+            token: Secret<String>,
+            foreign: serde_json::Value,
+            redacted: serde_json::Value,
+        }
+        let ring = KeyRing::new(Some(SecretKey::from_bytes([31; 32])));
+        let elsewhere = SecretKey::from_bytes([32; 32]).encrypt(b"\"theirs\"");
+        let resp = Resp {
+            token: Secret::new("ours".into()),
+            foreign: serde_json::json!({ SECRET_MARKER: elsewhere }),
+            redacted: serde_json::json!({ SECRET_MARKER: REDACTED }),
+        };
+        let json = seal_response(Json::encode(&resp).unwrap(), &ring);
+        let value: serde_json::Value = json.decode().unwrap();
+        assert_eq!(value["foreign"][SECRET_MARKER], elsewhere.as_str());
+        assert_eq!(value["redacted"][SECRET_MARKER], REDACTED);
+        let token = value["token"][SECRET_MARKER].as_str().unwrap();
+        let data = B64.decode(token).unwrap();
+        assert!(
+            PROCESS_KEY.decrypt(&data).is_none(),
+            "still under the process key"
+        );
+        assert_eq!(ring.encrypting().decrypt(&data).unwrap(), b"\"ours\"");
+        assert!(!json.as_str().contains("ours"));
     }
 
     #[test]

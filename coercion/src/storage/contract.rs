@@ -32,6 +32,7 @@ pub async fn all(store: &dyn Store) {
     unknown_plan(store).await;
     every_change_kind(store).await;
     batches_are_atomic(store).await;
+    a_batch_applied_twice_reads_as_once(store).await;
     random_changes(store, 0x5eed, 150).await;
     concurrent_applies_complete_in_order(store, 300).await;
     list_filters_and_paging(store).await;
@@ -572,6 +573,53 @@ pub async fn batches_are_atomic(store: &dyn Store) {
             read_equals(store, &model, &format!("after the refused batch {batch:?}")).await;
         }
     }
+}
+
+/// A batch applied again, as the engine does when a write's answer was lost after the store
+/// took it (a transient error): the interrupted attempt closed and the next one started, the
+/// action's state, the heartbeat. Every store takes it, and the plan reads back as after one
+/// apply.
+pub async fn a_batch_applied_twice_reads_as_once(store: &dyn Store) {
+    let mut model = sample_plan("applied twice");
+    must(store, "create", store.create(&model).await).await;
+    let (loc, id) = model
+        .walk()
+        .find_map(|(loc, o)| matches!(o, ObjectRef::Action(_)).then_some((loc, o.id())))
+        .expect("an action");
+    let attempt = |i: u32, ended: bool| Change::Attempt {
+        loc,
+        id,
+        index: i,
+        attempt: Attempt {
+            start: at(i64::from(i), 0),
+            end: ended.then(|| at(i64::from(i), 5)),
+            outcome: ended
+                .then(|| Outcome::Error(Box::new(PluginError::new(format!("interrupted {i}"))))),
+        },
+    };
+    let first = [attempt(0, false)];
+    let again = [
+        attempt(0, true),
+        attempt(1, false),
+        Change::State {
+            loc,
+            id,
+            state: State {
+                status: Status::Running,
+                start: Some(at(0, 0)),
+                end: None,
+            },
+        },
+        Change::Heartbeat(at(1, 1)),
+    ];
+    for batch in [&first[..], &again[..], &again[..]] {
+        must(store, "apply", store.apply(model.id, batch).await).await;
+    }
+    for batch in [&first[..], &again[..]] {
+        model_apply(&mut model, batch)
+            .unwrap_or_else(|e| panic!("the model refused a change: {e}"));
+    }
+    read_equals(store, &model, "after a batch applied twice").await;
 }
 
 /// Random sequences of changes (seeded; about one batch in eight holds an invalid change)

@@ -56,7 +56,7 @@ impl MemoryStore {
         let mut plans = self.plans.lock();
         let plan = plans.get_mut(&id).ok_or(StoreError::NotFound(id))?;
         // Atomic: check the whole batch first, so a bad change cannot leave it half applied.
-        super::check_changes(plan, changes)?;
+        super::check_batch(plan, changes, false)?;
         for c in changes {
             c.apply_to(plan)?;
         }

@@ -68,10 +68,13 @@ pub enum Change {
         /// Its new state.
         state: State,
     },
-    /// Attempt number `index` (0-based) of the action at `loc` is now `attempt`: either the
-    /// next attempt (`index` equals the number of attempts so far) or the last one written again
-    /// (as it ends). Any other index is refused by [`check_changes`]; a continuous check that
-    /// runs again starts over with [`Change::Reset`].
+    /// Attempt number `index` (0-based) of the action at `loc` is now `attempt`. The engine
+    /// writes only the next attempt (`index` equals the number of attempts so far) or its last
+    /// one again (as it ends): [`check_changes`] refuses anything else, and a continuous check
+    /// that runs again starts over with [`Change::Reset`]. Applied to a plan that has more
+    /// attempts (a batch applied again after a write whose answer was lost), the later attempts
+    /// are dropped, so that applying a batch twice leaves what applying it once does; an index
+    /// that skips one is refused.
     Attempt {
         /// Where the action is.
         loc: Loc,
@@ -119,13 +122,10 @@ impl Change {
                 let id = plan.id;
                 let action = plan.action_mut(*loc).ok_or_else(|| bad_loc(id, loc))?;
                 let i = *index as usize;
-                check_attempt(id, loc, i, action.attempts.len())?;
-                if i < action.attempts.len() {
-                    action.attempts[i] = attempt.clone();
-                } else {
-                    action.attempts.reserve_exact(1);
-                    action.attempts.push(attempt.clone());
-                }
+                check_attempt(id, loc, i, action.attempts.len(), false)?;
+                action.attempts.truncate(i);
+                action.attempts.reserve_exact(1);
+                action.attempts.push(attempt.clone());
             }
             Change::Reset { loc, .. } => {
                 let id = plan.id;
@@ -147,15 +147,21 @@ impl Change {
     }
 }
 
-/// Checks that attempt `index` of the action at `loc`, which has `len` attempts, is the next
-/// one or the last one.
-fn check_attempt(id: PlanId, loc: &Loc, index: usize, len: usize) -> Result<(), StoreError> {
+/// Checks that attempt `index` of the action at `loc`, which has `len` attempts, skips none,
+/// and with `strict` that it is the next one or the last one.
+fn check_attempt(
+    id: PlanId,
+    loc: &Loc,
+    index: usize,
+    len: usize,
+    strict: bool,
+) -> Result<(), StoreError> {
     if index > len {
         return Err(StoreError::permanent(format!(
             "plan {id}: attempt {index} of the action at {loc:?} skips attempt {len}"
         )));
     }
-    if index + 1 < len {
+    if strict && index + 1 < len {
         return Err(StoreError::permanent(format!(
             "plan {id}: attempt {index} of the action at {loc:?} is not its last ({len} are \
              stored): only the last attempt or the next one can be written"
@@ -164,14 +170,23 @@ fn check_attempt(id: PlanId, loc: &Loc, index: usize, len: usize) -> Result<(), 
     Ok(())
 }
 
-/// Fails as [`Change::apply_to`] would on the first change of `changes` that cannot apply to
-/// `plan` after the ones before it, without changing `plan`.
+/// Fails on the first change of `changes` that breaks the rules of a batch, applied to `plan`
+/// after the ones before it, without changing `plan`: every object is in the plan, and each
+/// attempt is its action's next one or its last one written again.
 ///
-/// This is where the rules of a batch are checked once, above the stores: the engine checks
-/// each batch against its own tree before a store sees it, and the memory store checks with it
-/// too. A SQL store persists what it is given: it still refuses an object that is not in the
-/// plan, but it does not count attempts to find a skipped one.
+/// This is where the rules are checked once, above the stores: the engine checks each batch
+/// against its own tree before a store sees it. A SQL store persists what it is given: it still
+/// refuses an object that is not in the plan, but it does not count attempts. (The memory
+/// store checks that a batch applies, as [`Change::apply_to`] would, so that a batch applied
+/// again after a lost answer is taken as the SQL stores take it.)
 pub fn check_changes(plan: &Plan, changes: &[Change]) -> Result<(), StoreError> {
+    check_batch(plan, changes, true)
+}
+
+/// Fails as [`Change::apply_to`] would on the first change of `changes` that cannot apply to
+/// `plan` after the ones before it (with `strict`, also on an attempt that is neither the
+/// next nor the last), without changing `plan`.
+pub(crate) fn check_batch(plan: &Plan, changes: &[Change], strict: bool) -> Result<(), StoreError> {
     // Attempt counts of the actions that earlier changes of the batch touched.
     let mut attempts: Vec<(Loc, usize)> = Vec::new();
     for c in changes {
@@ -189,8 +204,8 @@ pub fn check_changes(plan: &Plan, changes: &[Change]) -> Result<(), StoreError> 
                     }
                 };
                 let (i, len) = (*index as usize, attempts[slot].1);
-                check_attempt(plan.id, loc, i, len)?;
-                attempts[slot].1 = len.max(i + 1);
+                check_attempt(plan.id, loc, i, len, strict)?;
+                attempts[slot].1 = i + 1;
             }
             Change::Reset { loc, .. } => {
                 plan.action(*loc).ok_or_else(|| bad_loc(plan.id, loc))?;
@@ -870,7 +885,9 @@ mod tests {
     }
 
     /// An attempt index is the next one or the last one, counted through the batch; the check
-    /// refuses anything else, names it, and changes nothing.
+    /// refuses anything else, names it, and changes nothing. `apply_to` refuses only a skipped
+    /// attempt: applying a batch again (after a write whose answer was lost) drops what it
+    /// re-sets, so twice gives what once does.
     #[test]
     fn a_batch_may_write_only_the_last_attempt_or_the_next() {
         let mut plan = sample_plan("attempt rules");
@@ -890,29 +907,55 @@ mod tests {
             c.apply_to(&mut plan).unwrap();
         }
         let before = plan.clone();
+        // (batch, which, why, whether apply_to takes it)
         let refused = [
-            (vec![attempt(4, loc, id)], "attempt 4", "skips attempt 3"),
+            (
+                vec![attempt(4, loc, id)],
+                "attempt 4",
+                "skips attempt 3",
+                false,
+            ),
             (
                 vec![attempt(3, loc, id), attempt(5, loc, id)],
                 "attempt 5",
                 "skips attempt 4",
+                false,
             ),
-            (vec![attempt(1, loc, id)], "attempt 1", "is not its last"),
+            (
+                vec![attempt(1, loc, id)],
+                "attempt 1",
+                "is not its last",
+                true,
+            ),
             (
                 vec![Change::Reset { loc, id }, attempt(1, loc, id)],
                 "attempt 1",
                 "skips attempt 0",
+                false,
             ),
         ];
-        for (batch, which, why) in refused {
+        for (batch, which, why, applies) in refused {
             let e = check_changes(&plan, &batch).unwrap_err().to_string();
             assert!(e.contains(which) && e.contains(why), "{batch:?}: {e}");
             let mut scratch = plan.clone();
             let applied: Result<Vec<()>, _> =
                 batch.iter().map(|c| c.apply_to(&mut scratch)).collect();
-            assert!(applied.is_err(), "apply_to took {batch:?}");
+            assert_eq!(applied.is_ok(), applies, "apply_to of {batch:?}");
         }
         assert_eq!(plan, before);
+        // The same batch applied twice: as once.
+        let batch = [attempt(2, loc, id), attempt(3, loc, id)];
+        check_changes(&plan, &batch).unwrap();
+        let mut once = plan.clone();
+        for c in &batch {
+            c.apply_to(&mut once).unwrap();
+        }
+        let mut twice = once.clone();
+        for c in &batch {
+            c.apply_to(&mut twice).unwrap();
+        }
+        assert_eq!(twice, once);
+        assert_eq!(once.action(loc).unwrap().attempts.len(), 4);
         // A reset starts over at 0.
         check_changes(&plan, &[Change::Reset { loc, id }, attempt(0, loc, id)]).unwrap();
     }
