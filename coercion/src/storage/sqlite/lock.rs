@@ -8,6 +8,11 @@ use std::path::Path;
 
 use crate::storage::StoreError;
 
+/// How many times, [`PROBE_WAIT`] apart, a writer tries the lock again when it is held: a
+/// reader's probe ([`held`]) holds it for microseconds, a running process for its lifetime.
+const PROBE_RETRIES: u32 = 10;
+const PROBE_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// A held lock; released on drop.
 #[derive(Debug)]
 pub(super) struct WriterLock {
@@ -17,7 +22,8 @@ pub(super) struct WriterLock {
 
 impl WriterLock {
     /// Takes the lock on `lock_path` for the database `db` (named in messages), or fails with
-    /// [`StoreError::Locked`] at once if another process — or another store of this one — holds it.
+    /// [`StoreError::Locked`] if another process — or another store of this one — holds it
+    /// (within ~50 ms: a reader's probe is waited out).
     pub fn acquire(lock_path: &Path, db: &Path) -> Result<WriterLock, StoreError> {
         use std::io::{Read, Seek, SeekFrom, Write};
 
@@ -38,7 +44,19 @@ impl WriterLock {
             };
             StoreError::permanent(format!("sqlite:{}: {why}", db.display())).caused_by(e)
         })?;
-        match file.try_lock() {
+        // A reader probing the lock (`held`) holds it shared for a few microseconds: try a few
+        // more times over ~50 ms before taking the lock for a running process's.
+        let mut tries = 0;
+        let locked = loop {
+            match file.try_lock() {
+                Err(std::fs::TryLockError::WouldBlock) if tries < PROBE_RETRIES => {
+                    tries += 1;
+                    std::thread::sleep(PROBE_WAIT);
+                }
+                other => break other,
+            }
+        };
+        match locked {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut text = String::new();
@@ -101,4 +119,51 @@ pub(super) fn held_for(store: &str, lock_path: &Path) -> Result<bool, StoreError
         ))
         .caused_by(e)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Readers probe the lock (`held`: a shared lock taken and released at once) whenever they
+    /// ask whether a process runs plans — `show`, `list`, each second of a live page. A writer
+    /// starting at that instant must not take the probe for a running process.
+    #[test]
+    fn a_writer_starting_during_probes_is_not_refused() {
+        let dir = std::env::temp_dir().join(format!(
+            "coercion-lock-probe-{}-{}",
+            std::process::id(),
+            uuid::Uuid::now_v7().simple()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (db, lock) = (dir.join("s.db"), dir.join("s.db.lock"));
+        drop(WriterLock::acquire(&lock, &db).unwrap());
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let probed = std::sync::Arc::new(AtomicU64::new(0));
+        let probes = {
+            let (stop, probed, lock) = (stop.clone(), probed.clone(), lock.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    held(&lock).unwrap();
+                    probed.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        while probed.load(Ordering::Relaxed) == 0 {
+            std::thread::yield_now();
+        }
+        let starts = 2_000;
+        let refused = (0..starts)
+            .filter(|_| WriterLock::acquire(&lock, &db).is_err())
+            .count();
+        stop.store(true, Ordering::Relaxed);
+        probes.join().unwrap();
+        let probed = probed.load(Ordering::Relaxed);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            refused, 0,
+            "of {starts} starts, {refused} were refused during {probed} probes"
+        );
+    }
 }
