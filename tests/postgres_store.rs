@@ -762,6 +762,8 @@ async fn a_version_1_schema_holding_plans_is_migrated_in_place() {
         .batch_execute(&format!(
             "ALTER TABLE {schema}.plans DROP COLUMN resumptions, DROP COLUMN plugins, DROP COLUMN decisions; \
              DROP TABLE {schema}.control_requests; DROP FUNCTION {schema}.control_requests_asked_by(); \
+             ALTER TABLE {schema}.attempts ADD FOREIGN KEY (plan_id, action_id) \
+               REFERENCES {schema}.objects (plan_id, id) ON DELETE CASCADE; \
              UPDATE {schema}.coercion_schema_version SET version = 1"
         ))
         .await
@@ -776,7 +778,7 @@ async fn a_version_1_schema_holding_plans_is_migrated_in_place() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     let read = migrated.read(plan.id()).await.unwrap();
     assert!(read.resumptions().is_empty());
     assert!(read.decisions().is_empty());
@@ -786,6 +788,56 @@ async fn a_version_1_schema_holding_plans_is_migrated_in_place() {
         migrated.claim_runnable_for(10, &[]).await.unwrap(),
         vec![plan.id()]
     );
+    // Version 6: attempts no longer reference objects by a foreign key…
+    let keys: i64 = client
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM pg_constraint WHERE conrelid = '{schema}.attempts'::regclass \
+                 AND contype = 'f'"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(keys, 0, "the attempts' foreign key is dropped");
+    // …and deleting a plan deletes its attempts all the same.
+    let (loc, action) = read
+        .walk()
+        .find_map(|(l, o)| {
+            matches!(o, coercion::workflow::ObjectRef::Action(_)).then_some((l, o.id()))
+        })
+        .unwrap();
+    migrated.release(plan.id()).await.unwrap();
+    let ended = [
+        Change::Attempt {
+            loc,
+            id: action,
+            index: 0,
+            attempt: coercion::Attempt {
+                start: at(1, 0),
+                end: Some(at(2, 0)),
+                outcome: None,
+            },
+        },
+        Change::State {
+            loc: Loc::Plan,
+            id: plan.id().0,
+            state: State {
+                status: Status::Completed,
+                start: Some(at(1, 0)),
+                end: Some(at(3, 0)),
+            },
+        },
+    ];
+    migrated.apply(plan.id(), &ended).await.unwrap();
+    let attempts = format!("SELECT count(*) FROM {schema}.attempts WHERE plan_id = $1");
+    let id = plan.id().0;
+    let count: i64 = client.query_one(&attempts, &[&id]).await.unwrap().get(0);
+    assert_eq!(count, 1);
+    migrated.delete(plan.id()).await.unwrap();
+    let count: i64 = client.query_one(&attempts, &[&id]).await.unwrap().get(0);
+    assert_eq!(count, 0, "the plan's attempts went with it");
 }
 
 /// After an outage, a restarted worker takes over at most `max_running` orphans — the rest

@@ -14,7 +14,24 @@ use crate::storage::StoreError;
 use crate::storage::sql::Migrations;
 
 /// Every migration, oldest first: step `i` brings the schema to version `i + 1`.
-pub(super) const MIGRATIONS: Migrations = Migrations(&[V1, V2, V3, V4, V5]);
+pub(super) const MIGRATIONS: Migrations = Migrations(&[V1, V2, V3, V4, V5, V6]);
+
+/// Version 6: `attempts` no longer references `objects` by a foreign key. Checking it cost
+/// every attempt written a lookup and a row lock of its object (~19 µs, a fifth of a group's
+/// writes); the writer checks that the object is an action of the plan, under the plan's
+/// lock, before it writes, and deleting a plan deletes its attempts itself.
+const V6: &str = "
+DO $$
+DECLARE c name;
+BEGIN
+    FOR c IN SELECT conname FROM pg_constraint
+             WHERE conrelid = 'attempts'::regclass AND contype = 'f'
+                   AND confrelid = 'objects'::regclass LOOP
+        EXECUTE format('ALTER TABLE attempts DROP CONSTRAINT %I', c);
+    END LOOP;
+END
+$$;
+";
 
 /// Version 5: `control_requests`, the stop, pause, resume, approve and reject requests of
 /// clients on any machine (the control protocol's JSON), carried out by the process that holds

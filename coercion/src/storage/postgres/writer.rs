@@ -123,7 +123,9 @@ const UPDATE_PLAN: &str = "UPDATE plans SET \
        lease_expires = CASE WHEN $9 AND lease_owner = $11 AND lease_epoch = $12 \
          THEN now() + make_interval(secs => $10) ELSE lease_expires END \
      WHERE id = $1";
-const DELETE_PLAN: &str = "DELETE FROM plans WHERE id = $1 AND status <> 'Running'";
+/// Deletes an ended plan (its objects by their foreign key, its attempts here: they have none).
+const DELETE_PLAN: &str = "WITH gone AS (DELETE FROM plans WHERE id = $1 AND status <> 'Running' RETURNING id) \
+     DELETE FROM attempts WHERE plan_id IN (SELECT id FROM gone)";
 
 /// A writer's connection and its prepared statements.
 struct Conn {
