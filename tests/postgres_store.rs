@@ -1017,3 +1017,51 @@ async fn submit_and_start_keeps_the_plan_from_other_workers() {
     }
     worker.stop().await;
 }
+
+/// The listener for changed plans runs on the runtime of the caller that started it; when that
+/// runtime shuts down, the next caller of `changes` gets a listener on its own runtime (it used
+/// to get a receiver that nothing fed any more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_starts_again_when_its_runtime_is_gone() {
+    use coercion::storage::Changed;
+
+    let Some(url) = pg_url("the_listener_starts_again_when_its_runtime_is_gone") else {
+        return;
+    };
+    let schema = schema("listener_rt");
+    let writer = store(&url, &schema, Duration::from_secs(30)).await;
+    let reader = store(&url, &schema, Duration::from_secs(30)).await;
+    // A first caller on a runtime of its own, which then shuts down.
+    let first = reader.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut told = first.changes().expect("notices");
+            let listening = tokio::time::timeout(Duration::from_secs(10), told.recv()).await;
+            assert_eq!(
+                listening.expect("the listener listens").unwrap(),
+                Changed::Any
+            );
+        });
+    })
+    .join()
+    .unwrap();
+    // This runtime's caller is told of what is written from now on.
+    let mut told = reader.changes().expect("notices");
+    async fn next(told: &mut tokio::sync::broadcast::Receiver<Changed>) -> Changed {
+        tokio::time::timeout(Duration::from_secs(10), told.recv())
+            .await
+            .expect("a notice within 10 s")
+            .unwrap()
+    }
+    assert_eq!(next(&mut told).await, Changed::Any, "listening again");
+    let plan = sample_plan("after the runtime");
+    writer.create(&plan).await.unwrap();
+    assert_eq!(
+        next(&mut told).await,
+        Changed::Plans(vec![plan.id()].into())
+    );
+}

@@ -174,12 +174,17 @@ struct Inner {
         tokio_postgres::Config,
         tokio_postgres_rustls::MakeRustlsConnect,
     ),
-    /// The notices of changed plans, once something asked for them; the guard stops the
-    /// listener with the store.
-    notices: std::sync::OnceLock<(
-        tokio::sync::broadcast::Sender<super::Changed>,
-        tokio_util::sync::DropGuard,
-    )>,
+    /// The notices of changed plans, once something asked for them: the channel, the task
+    /// that listens (on the runtime of the caller that started it), and the guard that stops
+    /// it with the store.
+    notices: parking_lot::Mutex<Option<Listener>>,
+}
+
+/// The task that listens for notices, and what it sends them to.
+struct Listener {
+    sender: tokio::sync::broadcast::Sender<super::Changed>,
+    task: tokio::task::JoinHandle<()>,
+    _stop: tokio_util::sync::DropGuard,
 }
 
 impl PostgresStore {
@@ -281,7 +286,7 @@ impl PostgresStore {
                 counters,
                 schema: schema.as_str().into(),
                 listener,
-                notices: std::sync::OnceLock::new(),
+                notices: parking_lot::Mutex::new(None),
             }),
         })
     }
@@ -741,21 +746,40 @@ impl Store for PostgresStore {
     }
 
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<super::Changed>> {
-        // The listener runs on the runtime of the first caller (a store is used inside one).
+        // The listener runs on the runtime of the caller that starts it; when that runtime
+        // has shut down (the task ended with it), the next caller starts it again on its own,
+        // feeding the same channel, so receivers from before are told again too.
         tokio::runtime::Handle::try_current().ok()?;
         let inner = &self.inner;
-        let (tx, _) = inner.notices.get_or_init(|| {
-            let cancel = tokio_util::sync::CancellationToken::new();
-            let tx = notify::start(
-                inner.listener.0.clone(),
-                inner.listener.1.clone(),
-                inner.schema.clone(),
-                inner.store.clone(),
-                cancel.clone(),
-            );
-            (tx, cancel.drop_guard())
+        let mut notices = inner.notices.lock();
+        let sender = match notices.take() {
+            Some(listener) if !listener.task.is_finished() => {
+                let rx = listener.sender.subscribe();
+                *notices = Some(listener);
+                return Some(rx);
+            }
+            Some(stopped) => {
+                tracing::debug!(store = %inner.store, "the listener for changed plans stopped with its runtime; listening again");
+                stopped.sender.clone()
+            }
+            None => notify::channel(),
+        };
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let task = notify::start(
+            inner.listener.0.clone(),
+            inner.listener.1.clone(),
+            inner.schema.clone(),
+            inner.store.clone(),
+            sender.clone(),
+            cancel.clone(),
+        );
+        let rx = sender.subscribe();
+        *notices = Some(Listener {
+            sender,
+            task,
+            _stop: cancel.drop_guard(),
         });
-        Some(tx.subscribe())
+        Some(rx)
     }
 }
 

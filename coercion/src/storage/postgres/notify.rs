@@ -67,19 +67,24 @@ fn parse(schema: &str, payload: &str) -> Option<Changed> {
     Some(ids.map_or(Changed::Any, |ids| Changed::Plans(ids.into())))
 }
 
-/// Listens for the notices of `schema` on a connection of its own until `cancel` fires, and
-/// sends them to the returned channel. A lost connection is made again (after 1 s, then up to
-/// 30 s apart); each time the listener (re)connects it sends [`Changed::Any`], since notices
-/// may have been missed meanwhile.
+/// A channel for the notices [`start`] hands out.
+pub(super) fn channel() -> broadcast::Sender<Changed> {
+    broadcast::channel(BUFFER).0
+}
+
+/// Listens for the notices of `schema` on a connection of its own, on the current runtime,
+/// until `cancel` fires or the runtime shuts down, and sends them to `sender`. A lost
+/// connection is made again (after 1 s, then up to 30 s apart); each time the listener
+/// (re)connects it sends [`Changed::Any`], since notices may have been missed meanwhile. The
+/// returned handle tells whether it still runs.
 pub(super) fn start(
     config: tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
     schema: Arc<str>,
     store: Arc<str>,
+    sender: broadcast::Sender<Changed>,
     cancel: CancellationToken,
-) -> broadcast::Sender<Changed> {
-    let (tx, _) = broadcast::channel(BUFFER);
-    let sender = tx.clone();
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut pause = Duration::from_secs(1);
         loop {
@@ -106,8 +111,7 @@ pub(super) fn start(
             }
             pause = (pause * 2).min(Duration::from_secs(30));
         }
-    });
-    tx
+    })
 }
 
 /// How often the listening connection is checked (a connection cut without a word — a
