@@ -580,11 +580,11 @@ fn main() {
                 })
             }
             "durable" => {
+                // With --db, the store is left there (to look at, serve, measure).
                 let dir = scratch_dir("durable");
-                let (actions, wall, stats, close) = rt.block_on(run_sqlite(
-                    &dir.join("durable.db"),
-                    noop_plan(args.sequences, 10, 100),
-                ));
+                let path = args.db.clone().unwrap_or_else(|| dir.join("durable.db"));
+                let (actions, wall, stats, close) =
+                    rt.block_on(run_sqlite(&path, noop_plan(args.sequences, 10, 100)));
                 let _ = std::fs::remove_dir_all(&dir);
                 serde_json::json!({
                     "workload": "durable", "store": "sqlite", "synchronous": "FULL", "actions": actions, "wall_s": wall,
