@@ -194,3 +194,100 @@ fn the_web_ui_and_the_report_work_in_headless_chromium() {
     drop(gate_server);
     drop(runner);
 }
+
+/// The web UI over PostgreSQL, in the browser: a plan that another process runs (this one, a
+/// workstream over the database) is paused with the plan page's button, shows as paused live,
+/// starts no action while paused, and is resumed the same way (`tests/browser/postgres.test.mjs`).
+#[cfg(feature = "postgres")]
+#[test]
+fn the_web_ui_pauses_a_plan_another_process_runs_on_postgresql() {
+    use coercion::storage::{PostgresOptions, PostgresStore};
+    use coercion::testing::{FakeAction, FakeReq, Fakes};
+    use coercion::{ActionSpec, Block, Plan, Sequence, Status, Store, Workstream};
+
+    if skipped() {
+        return;
+    }
+    let url = match std::env::var("COERCION_PG_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ if std::env::var("COERCION_SKIP_PG").as_deref() == Ok("1") => {
+            let banner = "\n!!!!!!!! SKIPPED: no COERCION_PG_URL — the web UI on PostgreSQL was NOT tested in a browser !!!!!!!!\n";
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), banner.as_bytes());
+            return;
+        }
+        _ => panic!(
+            "COERCION_PG_URL is not set: run through scripts/with-postgres.sh (the test command does), or set COERCION_SKIP_PG=1"
+        ),
+    };
+    let chromium = require_browser();
+    let started = SystemTime::now();
+    let artifacts = artifacts();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let schema = format!("t_browser_{}", coercion::PlanId::new_v7().0.simple());
+    let fakes = Fakes::new();
+    // 40 actions of 300 ms, one after the other: about 12 s of run to pause and resume.
+    let (ws, store, id) = rt.block_on(async {
+        let store = PostgresStore::connect_with(&url, PostgresOptions::default().schema(&schema))
+            .await
+            .unwrap();
+        let ws = Workstream::builder()
+            .store(store.clone())
+            .registry(fakes.registry())
+            .build()
+            .await
+            .unwrap();
+        let plan = Plan::builder("paused from the browser")
+            .block(Block::builder("b").sequence((0..40).fold(
+                Sequence::builder("host-1"),
+                |s, i| {
+                    s.action(ActionSpec::new::<FakeAction>(
+                        format!("step {i}"),
+                        FakeReq::sleep(Duration::from_millis(300)),
+                    ))
+                },
+            )))
+            .build();
+        let id = ws.submit_and_start(plan).await.unwrap();
+        (ws, store, id)
+    });
+    let db = PathBuf::from(&url);
+    let server = Server::start(&db, &["--pg-schema", &schema, "--allow-control"]);
+
+    let status = Command::new("node")
+        .args([
+            "--test",
+            "--test-reporter=spec",
+            "--test-concurrency=1",
+            "postgres.test.mjs",
+        ])
+        .current_dir(browser_dir())
+        .env("COERCION_URL", &server.url)
+        .env("PLAN_ID", id.to_string())
+        .env("ARTIFACTS", &artifacts)
+        .env("CHROMIUM", &chromium)
+        .status()
+        .expect("run node");
+    assert!(
+        status.success(),
+        "the browser test on PostgreSQL failed ({status}); see its output above"
+    );
+    for shot in ["web-pg-paused.png", "web-pg-resumed.png"] {
+        let meta = std::fs::metadata(artifacts.join(shot))
+            .unwrap_or_else(|e| panic!("screenshot {shot}: {e}"));
+        assert!(
+            meta.modified().unwrap() >= started,
+            "{shot} was taken by this run"
+        );
+    }
+    rt.block_on(async {
+        let plan = store.read(id).await.unwrap();
+        assert!(!plan.is_paused(), "resumed from the browser");
+        let done = ws.wait(id).await.unwrap();
+        assert_eq!(done.status(), Status::Completed, "{done}");
+    });
+    drop(server);
+}

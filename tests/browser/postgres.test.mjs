@@ -1,0 +1,83 @@
+// The web UI over PostgreSQL in Debian's headless Chromium: a plan that another process runs is
+// paused and resumed from its page. Started by coercion/tests/cli_browser.rs
+// (`the_web_ui_pauses_a_plan_another_process_runs_on_postgresql`), which runs the plan and
+// `coercion serve --db postgres://… --allow-control`.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import path from "node:path";
+import fs from "node:fs";
+import { chromium } from "playwright-core";
+
+const env = (name) => {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set: run these tests through cargo (coercion/tests/cli_browser.rs)`);
+  return v;
+};
+const URL_BASE = env("COERCION_URL");
+const PLAN_ID = env("PLAN_ID");
+const ARTIFACTS = env("ARTIFACTS");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+
+let browser;
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ],
+  });
+});
+after(async () => {
+  if (browser) await browser.close();
+});
+
+async function shot(page, name) {
+  const file = path.join(ARTIFACTS, name);
+  await page.screenshot({ path: file, fullPage: true });
+  assert.ok(fs.statSync(file).size > 5000, `${name} is a real picture`);
+}
+
+const completed = (page) => page.locator('#live details.action[data-status="Completed"]').count();
+const badge = (page) => page.locator("#live .summary h1 .badge.paused").count();
+
+test("a plan another process runs on PostgreSQL is paused and resumed from its page", async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(`${URL_BASE}/plans/${PLAN_ID}`);
+  // Running, and updating live (fed by the database's notices).
+  await page.waitForFunction(() => Number(document.body.dataset.liveUpdates || 0) >= 1, null, { timeout: 20000 });
+  assert.equal(await badge(page), 0, "not paused yet");
+
+  // Pause: the request goes through the database to the process that runs the plan.
+  await Promise.all([page.waitForLoadState("load"), page.locator('form[action$="/pause"] button').click()]);
+  const refused = page.locator(".notice.error");
+  if ((await refused.count()) > 0) assert.fail(`the pause was refused: ${await refused.innerText()}`);
+  assert.match(await page.locator(".notice.ok").innerText(), /pause/i);
+  await page.goto(`${URL_BASE}/plans/${PLAN_ID}`);
+  await page.waitForFunction(() => document.querySelector("#live .summary h1 .badge.paused") !== null, null, { timeout: 20000 });
+  assert.equal(await page.locator('form[action$="/resume"] button').count(), 1, "a Resume button instead");
+  // Paused: the action that ran when the pause came may end, then nothing more starts.
+  await page.waitForTimeout(1000);
+  const held = await completed(page);
+  await page.waitForTimeout(2000);
+  assert.equal(await completed(page), held, "no action ended while paused");
+  assert.ok(held < 40, "the plan was paused before its end");
+  await shot(page, "web-pg-paused.png");
+
+  // Resume: it goes on, live.
+  await Promise.all([page.waitForLoadState("load"), page.locator('form[action$="/resume"] button').click()]);
+  if ((await refused.count()) > 0) assert.fail(`the resume was refused: ${await refused.innerText()}`);
+  assert.match(await page.locator(".notice.ok").innerText(), /resume/i);
+  await page.goto(`${URL_BASE}/plans/${PLAN_ID}`);
+  await page.waitForFunction(() => document.querySelector("#live .summary h1 .badge.paused") === null, null, { timeout: 20000 });
+  await page.waitForFunction(
+    (n) => document.querySelectorAll('#live details.action[data-status="Completed"]').length > n,
+    held, { timeout: 20000 });
+  await shot(page, "web-pg-resumed.png");
+  assert.deepEqual(errors, []);
+  await context.close();
+});
