@@ -858,6 +858,32 @@ async fn load_200_plans_across_three_workers() {
     );
 }
 
+/// The database role the tests' connections log in as.
+async fn session_role(url: &str) -> String {
+    let (sql, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sql.query_one("SELECT session_user::text", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Waits (30 s at most) until each of `ids` waits at a gate.
+async fn wait_for_gates(store: &PostgresStore, ids: &[PlanId]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for &id in ids {
+        while store.read(id).await.unwrap().waiting_gates().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "plan {id} never reached its gate"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// Gate approvals through the database: a client's approve reaches the worker that holds the
 /// plan, which records the decision as the client's database role (`pg:<role>`) and lets the
 /// plan through; a role the gate does not name is refused and nothing is recorded.
@@ -874,16 +900,7 @@ async fn a_gate_is_approved_through_the_database_as_the_clients_role() {
     let store = PostgresStore::connect_with(&url, PostgresOptions::default().schema(&schema))
         .await
         .unwrap();
-    let role: String = {
-        let (sql, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        sql.query_one("SELECT session_user::text", &[])
-            .await
-            .unwrap()
-            .get(0)
-    };
+    let role = session_role(&url).await;
     let approver = format!("pg:{role}");
     let ws = Workstream::builder()
         .store(store.clone())
@@ -905,16 +922,7 @@ async fn a_gate_is_approved_through_the_database_as_the_clients_role() {
     for id in [only_alice, ours] {
         ws.start(id).await.unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for id in [only_alice, ours] {
-        while store.read(id).await.unwrap().waiting_gates().is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "plan {id} never reached its gate"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    wait_for_gates(&store, &[only_alice, ours]).await;
     let decide = |id: PlanId| {
         let store = store.clone();
         async move {
@@ -973,16 +981,7 @@ async fn a_program_running_its_own_plans_answers_control_requests_through_the_da
     let store = PostgresStore::connect_with(&url, PostgresOptions::default().schema(&schema))
         .await
         .unwrap();
-    let role: String = {
-        let (sql, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        sql.query_one("SELECT session_user::text", &[])
-            .await
-            .unwrap()
-            .get(0)
-    };
+    let role = session_role(&url).await;
     let ws = Workstream::builder()
         .store(store.clone())
         .registry(coercion::testing::registry())
@@ -1001,16 +1000,7 @@ async fn a_program_running_its_own_plans_answers_control_requests_through_the_da
     for id in [gated, stopped] {
         ws.start(id).await.unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for id in [gated, stopped] {
-        while store.read(id).await.unwrap().waiting_gates().is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "plan {id} never reached its gate"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    wait_for_gates(&store, &[gated, stopped]).await;
     // A separate client: another store over the same schema, as the CLI would be.
     let client = PostgresStore::connect_with(&url, PostgresOptions::default().schema(&schema))
         .await

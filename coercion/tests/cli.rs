@@ -731,14 +731,7 @@ async fn after_a_sigkill_the_interrupted_attempt_and_the_resumption_are_shown_by
         .unwrap_or_else(|| panic!("{listed}"));
     assert!(line.contains("no process runs it"), "{line}");
     let server = Server::start(&db, &[]);
-    let page = http()
-        .get(format!("{}/plans/{id}", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&format!("{}/plans/{id}", server.url)).await;
     assert!(
         page.contains("<dt>Ran on</dt>")
             && page.contains(r#"<dd class="s-stopped" id="stranded">no process runs it now"#),
@@ -821,14 +814,7 @@ async fn after_a_sigkill_the_interrupted_attempt_and_the_resumption_are_shown_by
     assert!(text.contains(&format!("ran on {by} since ")), "{text}");
 
     let server = Server::start(&db, &[]);
-    let page = http()
-        .get(format!("{}/plans/{id}", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&format!("{}/plans/{id}", server.url)).await;
     assert!(page.contains("2 attempts (1 interrupted)"), "{page}");
     assert!(
         page.contains(r#"<dd id="resumptions">resumed once:"#) && page.contains(by),
@@ -846,14 +832,7 @@ async fn after_a_sigkill_the_interrupted_attempt_and_the_resumption_are_shown_by
             "no attempt names {owner}"
         );
     }
-    let list_page = http()
-        .get(format!("{}/", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list_page = get_text(&format!("{}/", server.url)).await;
     assert!(
         list_page.contains(r#"<span class="badge paused resumed">resumed once</span>"#),
         "the list page marks the resumed plan"
@@ -863,6 +842,11 @@ async fn after_a_sigkill_the_interrupted_attempt_and_the_resumption_are_shown_by
             && page.contains("attempt 1 was interrupted: the process running the plan stopped"),
         "the interrupted attempt is listed with its cause"
     );
+}
+
+/// The body of a GET of `url` (which must answer).
+async fn get_text(url: &str) -> String {
+    http().get(url).send().await.unwrap().text().await.unwrap()
 }
 
 fn http() -> reqwest::Client {
@@ -915,14 +899,7 @@ async fn a_live_page_gets_the_whole_plan_once_then_only_what_changed() {
     .await
     .unwrap();
     let server = Server::start(&f.db, &[]);
-    let feed = http()
-        .get(format!("{}/plans/{}/events", server.url, runner.plan))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let feed = get_text(&format!("{}/plans/{}/events", server.url, runner.plan)).await;
     let events = feed_events(&feed);
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.first(), Some(&"plan"), "{names:?}");
@@ -2242,14 +2219,7 @@ async fn the_cli_and_the_web_ui_read_a_postgresql_store() {
     // The web UI with --allow-control sends its requests the same way.
     {
         let server = Server::start(&db, &["--pg-schema", &schema, "--allow-control"]);
-        let page = http()
-            .get(format!("{}/plans/{long}", server.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = get_text(&format!("{}/plans/{long}", server.url)).await;
         assert!(
             page.contains(&format!("action=\"/plans/{long}/pause\"")),
             "no Pause button on a PostgreSQL plan's page"

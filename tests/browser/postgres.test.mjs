@@ -4,49 +4,24 @@
 // `coercion serve --db postgres://… --allow-control`.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import path from "node:path";
-import fs from "node:fs";
-import { chromium } from "playwright-core";
+import { env, launch, newPage, shot } from "./common.mjs";
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set: run these tests through cargo (coercion/tests/cli_browser.rs)`);
-  return v;
-};
 const URL_BASE = env("COERCION_URL");
 const PLAN_ID = env("PLAN_ID");
-const ARTIFACTS = env("ARTIFACTS");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 
 let browser;
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
+  browser = await launch();
 });
 after(async () => {
   if (browser) await browser.close();
 });
 
-async function shot(page, name) {
-  const file = path.join(ARTIFACTS, name);
-  await page.screenshot({ path: file, fullPage: true });
-  assert.ok(fs.statSync(file).size > 5000, `${name} is a real picture`);
-}
-
 const completed = (page) => page.locator('#live details.action[data-status="Completed"]').count();
 const badge = (page) => page.locator("#live .summary h1 .badge.paused").count();
 
 test("a plan another process runs on PostgreSQL is paused and resumed from its page", async () => {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  const page = await context.newPage();
-  const errors = [];
-  page.on("pageerror", (e) => errors.push(String(e)));
+  const page = await newPage(browser);
   await page.goto(`${URL_BASE}/plans/${PLAN_ID}`);
   // Running, and updating live (fed by the database's notices).
   await page.waitForFunction(() => Number(document.body.dataset.liveUpdates || 0) >= 1, null, { timeout: 20000 });
@@ -78,6 +53,6 @@ test("a plan another process runs on PostgreSQL is paused and resumed from its p
     (n) => document.querySelectorAll('#live details.action[data-status="Completed"]').length > n,
     held, { timeout: 20000 });
   await shot(page, "web-pg-resumed.png");
-  assert.deepEqual(errors, []);
-  await context.close();
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
 });

@@ -5,18 +5,11 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { pathToFileURL } from "node:url";
-import path from "node:path";
 import fs from "node:fs";
-import { chromium } from "playwright-core";
+import { env, launch, newPage as freshPage, shot } from "./common.mjs";
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set: run these tests through cargo (coercion/tests/cli_browser.rs)`);
-  return v;
-};
 const URL_BASE = env("COERCION_URL");
 const CONTROL_URL = env("CONTROL_URL");
-const ARTIFACTS = env("ARTIFACTS");
 const FAILED_ID = env("FAILED_ID");
 const HOSTILE_ID = env("HOSTILE_ID");
 const LIVE_ID = env("LIVE_ID");
@@ -32,19 +25,10 @@ const REPORT_HOSTILE = env("REPORT_HOSTILE");
 const REPORT_FAILED = env("REPORT_FAILED");
 const GATE_URL = env("GATE_URL");
 const GATE_ID = env("GATE_ID");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-
 let browser;
 
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
+  browser = await launch();
 });
 
 after(async () => {
@@ -52,21 +36,7 @@ after(async () => {
 });
 
 // A fresh page that records what it requested and every console error.
-async function newPage(options = {}) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, ...options });
-  const page = await context.newPage();
-  page.requests = [];
-  page.errors = [];
-  page.on("request", (r) => page.requests.push(r.url()));
-  page.on("pageerror", (e) => page.errors.push(String(e)));
-  return page;
-}
-
-async function shot(page, name) {
-  const file = path.join(ARTIFACTS, name);
-  await page.screenshot({ path: file, fullPage: true });
-  assert.ok(fs.statSync(file).size > 5000, `${name} is a real picture`);
-}
+const newPage = (options = {}) => freshPage(browser, options);
 
 // Nothing the hostile names tried to run ran.
 async function assertNothingRan(page) {
