@@ -825,6 +825,77 @@ async fn typed_access_decrypts_secrets_sealed_with_the_configured_key() {
     assert!(err.to_string().contains("redacted"), "{err}");
 }
 
+/// The keys are the workstream's, passed explicitly: a plan it hands out (`read`, `wait`, its
+/// `on_plan_end` hook) decodes; the same plan read from the store directly does not, and says
+/// to read it through the workstream; another workstream of the process with another key does
+/// not open it either (no process-wide list of keys).
+#[tokio::test]
+async fn typed_access_goes_through_the_workstream_that_holds_the_key() {
+    let (registry, _seen) = plugins();
+    let (registry_b, _) = plugins();
+    let hooked: Arc<Mutex<Option<String>>> = Arc::default();
+    let store = coercion::storage::MemoryStore::new();
+    let ws = Workstream::builder()
+        .store(store.clone())
+        .registry(registry)
+        .secret_key(SecretKey::generate())
+        .on_plan_end({
+            let hooked = hooked.clone();
+            move |plan| {
+                let login = &plan.blocks()[0].sequences()[0].actions()[0];
+                *hooked.lock().unwrap() = login
+                    .request::<Login>()
+                    .ok()
+                    .map(|r| r.password.expose().clone());
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let marker = unique_marker();
+    let plan = Plan::builder("explicit keys")
+        .block(
+            Block::builder("b").sequence(
+                Sequence::builder("s")
+                    .action(ActionSpec::new::<Login>("login", creds("alice", &marker))),
+            ),
+        )
+        .build();
+    let done = ws.run(plan).await.unwrap();
+    let id = done.id();
+    assert_eq!(hooked.lock().unwrap().as_deref(), Some(marker.as_str()));
+    let read = ws.read(id).await.unwrap();
+    let login = &read.blocks()[0].sequences()[0].actions()[0];
+    assert_eq!(login.request::<Login>().unwrap().password.expose(), &marker);
+
+    let raw = store.read(id).await.unwrap();
+    let err = raw.blocks()[0].sequences()[0].actions()[0]
+        .request::<Login>()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot be decrypted with this process's key")
+            && err.contains("Workstream::read"),
+        "{err}"
+    );
+    assert!(!err.contains(&marker));
+
+    let other = Workstream::builder()
+        .store(store.clone())
+        .registry(registry_b)
+        .secret_key(SecretKey::generate())
+        .build()
+        .await
+        .unwrap();
+    let elsewhere = other.read(id).await.unwrap();
+    assert!(
+        elsewhere.blocks()[0].sequences()[0].actions()[0]
+            .request::<Login>()
+            .is_err(),
+        "another workstream's key opened the secret"
+    );
+}
+
 #[derive(Serialize, Deserialize)]
 struct PinReq {
     user: String,

@@ -960,6 +960,13 @@ impl Workstream {
         self.inner.runs.lock().get(&id).cloned()
     }
 
+    /// A plan as this workstream hands it out: its secrets opened to this process's key, so
+    /// that typed access (`Action::request::<P>()`) decodes them.
+    fn handed_out(&self, mut plan: Plan) -> Plan {
+        crate::secret::open_plan(&mut plan, &self.inner.options.keys);
+        plan
+    }
+
     /// Waits until the plan has ended and returns its final tree.
     pub async fn wait(&self, id: PlanId) -> Result<Plan, Error> {
         if let Some(run) = self.running(id) {
@@ -972,7 +979,7 @@ impl Workstream {
             if let Some(Err(e)) = result {
                 return Err(run_error(id, &e));
             }
-            return Ok(run.snapshot());
+            return Ok(self.handed_out(run.snapshot()));
         }
         if let Some(e) = self.inner.interrupted.lock().get(&id) {
             return Err(run_error(id, e));
@@ -986,20 +993,22 @@ impl Workstream {
         match plan.state.status {
             Status::NotStarted => Err(Error::NotStarted(id)),
             Status::Running => Err(Error::OwnedElsewhere(id)),
-            _ => Ok(plan),
+            _ => Ok(self.handed_out(plan)),
         }
     }
 
     /// The plan as it is now (live while it runs here, else from the store).
     pub async fn read(&self, id: PlanId) -> Result<Plan, Error> {
         if let Some(run) = self.running(id) {
-            return Ok(run.snapshot());
+            return Ok(self.handed_out(run.snapshot()));
         }
-        self.inner
+        let plan = self
+            .inner
             .store
             .read(id)
             .await
-            .map_err(|e| from_store(id, e))
+            .map_err(|e| from_store(id, e))?;
+        Ok(self.handed_out(plan))
     }
 
     /// Plans matching `filter`, newest submitted first.
