@@ -1261,75 +1261,70 @@ impl Workstream {
                 }
             }
         };
-        // The plans in the stream, as every plan this workstream hands out.
-        let ws = self.clone();
-        let handed_out = move |event| match event {
-            Event::Snapshot(plan) => Event::Snapshot(Box::new(ws.handed_out(*plan))),
-            Event::Finished(plan) => Event::Finished(Box::new(ws.handed_out(*plan))),
-            other => other,
-        };
-        let events = futures_util::stream::unfold(Some(state), move |state| async move {
-            match state? {
-                State::Items(mut it) => it.next().map(|e| (e, Some(State::Items(it)))),
-                State::Waiting(ws, rx, Some(first)) => {
-                    Some((first, Some(State::Waiting(ws, rx, None))))
-                }
-                State::Waiting(ws, mut rx, None) => {
-                    // The first event of the run: from then on, follow the run itself.
-                    let event = match rx.recv().await {
-                        Ok(e) => e,
-                        Err(RecvError::Lagged(_)) => match ws.running(id) {
-                            Some(run) => Event::Snapshot(Box::new(run.snapshot())),
-                            None => Event::Snapshot(Box::new(ws.read(id).await.ok()?)),
-                        },
-                        Err(RecvError::Closed) => return None,
-                    };
-                    if matches!(event, Event::Finished(_)) {
-                        return Some((event, None));
+        Ok(Box::pin(futures_util::stream::unfold(
+            Some(state),
+            move |state| async move {
+                match state? {
+                    State::Items(mut it) => it.next().map(|e| (e, Some(State::Items(it)))),
+                    State::Waiting(ws, rx, Some(first)) => {
+                        Some((first, Some(State::Waiting(ws, rx, None))))
                     }
-                    let next = match ws.running(id) {
-                        Some(run) => State::Live(run, rx, None),
-                        None => State::Waiting(ws, rx, None),
-                    };
-                    Some((event, Some(next)))
-                }
-                State::Live(run, rx, Some(first)) => {
-                    Some((first, Some(State::Live(run, rx, None))))
-                }
-                State::Live(run, mut rx, None) => {
-                    // A run that ended before this subscription saw its `Finished` event ends
-                    // the stream with the final tree instead of waiting forever.
-                    use tokio::sync::broadcast::error::TryRecvError;
-                    let received = match rx.try_recv() {
-                        Err(TryRecvError::Empty) => {
-                            let mut done = run.done.subscribe();
-                            tokio::select! {
-                                r = rx.recv() => r,
-                                _ = done.wait_for(|d| d.is_some()) => match rx.try_recv() {
-                                    Ok(e) => Ok(e),
-                                    Err(_) => Err(RecvError::Closed),
-                                },
+                    State::Waiting(ws, mut rx, None) => {
+                        // The first event of the run: from then on, follow the run itself.
+                        let event = match rx.recv().await {
+                            Ok(e) => e,
+                            Err(RecvError::Lagged(_)) => match ws.running(id) {
+                                Some(run) => Event::Snapshot(Box::new(run.snapshot())),
+                                None => Event::Snapshot(Box::new(ws.read(id).await.ok()?)),
+                            },
+                            Err(RecvError::Closed) => return None,
+                        };
+                        if matches!(event, Event::Finished(_)) {
+                            return Some((event, None));
+                        }
+                        let next = match ws.running(id) {
+                            Some(run) => State::Live(run, rx, None),
+                            None => State::Waiting(ws, rx, None),
+                        };
+                        Some((event, Some(next)))
+                    }
+                    State::Live(run, rx, Some(first)) => {
+                        Some((first, Some(State::Live(run, rx, None))))
+                    }
+                    State::Live(run, mut rx, None) => {
+                        // A run that ended before this subscription saw its `Finished` event ends
+                        // the stream with the final tree instead of waiting forever.
+                        use tokio::sync::broadcast::error::TryRecvError;
+                        let received = match rx.try_recv() {
+                            Err(TryRecvError::Empty) => {
+                                let mut done = run.done.subscribe();
+                                tokio::select! {
+                                    r = rx.recv() => r,
+                                    _ = done.wait_for(|d| d.is_some()) => match rx.try_recv() {
+                                        Ok(e) => Ok(e),
+                                        Err(_) => Err(RecvError::Closed),
+                                    },
+                                }
+                            }
+                            Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                            Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                            Ok(e) => Ok(e),
+                        };
+                        match received {
+                            Ok(Event::Finished(p)) => Some((Event::Finished(p), None)),
+                            Ok(e) => Some((e, Some(State::Live(run, rx, None)))),
+                            Err(RecvError::Lagged(_)) => {
+                                let snap = Event::Snapshot(Box::new(run.snapshot()));
+                                Some((snap, Some(State::Live(run, rx, None))))
+                            }
+                            Err(RecvError::Closed) => {
+                                Some((Event::Finished(Box::new(run.snapshot())), None))
                             }
                         }
-                        Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
-                        Err(TryRecvError::Closed) => Err(RecvError::Closed),
-                        Ok(e) => Ok(e),
-                    };
-                    match received {
-                        Ok(Event::Finished(p)) => Some((Event::Finished(p), None)),
-                        Ok(e) => Some((e, Some(State::Live(run, rx, None)))),
-                        Err(RecvError::Lagged(_)) => {
-                            let snap = Event::Snapshot(Box::new(run.snapshot()));
-                            Some((snap, Some(State::Live(run, rx, None))))
-                        }
-                        Err(RecvError::Closed) => {
-                            Some((Event::Finished(Box::new(run.snapshot())), None))
-                        }
                     }
                 }
-            }
-        });
-        Ok(Box::pin(futures_util::StreamExt::map(events, handed_out)))
+            },
+        )))
     }
 }
 
