@@ -12,14 +12,12 @@
 //! [`Secret::expose`].
 //!
 //! Keys are passed explicitly, never through ambient state: a `Secret` always serializes under
-//! the process key, and always deserializes with the process key alone. The workstream moves
-//! secrets between its own key ring and the process key at its boundaries, with its ring in
-//! hand: `submit` seals requests under its key, a plugin's request is opened to the process key
-//! just before it is decoded (`decode_request` with the ring), a plugin's response is sealed
-//! under the workstream's key as soon as it is encoded, and a plan the workstream hands out
-//! (`wait`, `read`, `run`, its hooks) has its secrets opened to the process key, so that
-//! `Action::request::<P>()` and `response::<P>()` decode them. A plan read from the store
-//! directly keeps them under the workstream's key: typed access to them fails and says so.
+//! the process key, and always deserializes with the process key (and, for reading plans
+//! outside a workstream, the keys configured on this process's workstreams). The workstream
+//! moves secrets between its own key ring and the process key at its boundaries, with its ring
+//! in hand: `submit` seals requests under its key, a plugin's request is opened to the process
+//! key just before it is decoded (`decode_request` with the ring), and a plugin's response is
+//! sealed under the workstream's key as soon as it is encoded.
 //!
 //! `Secret` and `SecretKey` come with the `secrets` feature (default; XChaCha20-Poly1305 from
 //! `chacha20poly1305`). Without it, the types are absent, and a stored request that holds an
@@ -212,6 +210,11 @@ impl SecretKey {
 /// workstream re-encrypts under its own key at its boundaries.
 static PROCESS_KEY: LazyLock<SecretKey> = LazyLock::new(SecretKey::generate);
 
+#[cfg(feature = "secrets")]
+/// The keys configured on workstreams of this process, so that reading a plan outside the engine
+/// (`Action::request`, `Action::response`) decrypts what those workstreams sealed.
+static CONFIGURED_KEYS: std::sync::RwLock<Vec<SecretKey>> = std::sync::RwLock::new(Vec::new());
+
 /// The keys a decode may use, the first one encrypting.
 #[cfg(feature = "secrets")]
 #[derive(Clone, Debug)]
@@ -238,11 +241,34 @@ impl KeyRing {
     /// The workstream's key (if configured) first, then the process key.
     pub(crate) fn new(configured: Option<SecretKey>) -> KeyRing {
         let is_configured = configured.is_some();
+        if let Some(key) = &configured {
+            let mut known = CONFIGURED_KEYS.write().unwrap_or_else(|e| e.into_inner());
+            if !known.iter().any(|k| k.0 == key.0) {
+                known.push(key.clone());
+            }
+        }
         let mut keys: Vec<SecretKey> = configured.into_iter().collect();
         keys.push(PROCESS_KEY.clone());
         KeyRing {
             keys,
             configured: is_configured,
+        }
+    }
+
+    /// Outside a workstream: encrypts with the process key, decrypts with it and with every key
+    /// configured on a workstream of this process.
+    fn outside() -> KeyRing {
+        let mut keys = vec![PROCESS_KEY.clone()];
+        keys.extend(
+            CONFIGURED_KEYS
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
+        KeyRing {
+            configured: keys.len() > 1,
+            keys,
         }
     }
 
@@ -272,22 +298,13 @@ impl<T: Serialize> Serialize for Secret<T> {
 
 #[cfg(feature = "secrets")]
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Secret<T> {
-    /// Decrypts with the process key: a workstream opens what it sealed to the process key
-    /// before it decodes a request or hands a plan out.
+    /// Decrypts with the process key, then with the keys configured on this process's
+    /// workstreams (a plan read outside the engine); a workstream opens a request to the
+    /// process key before decoding it (`decode_request`).
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let Sealed { sealed } = Sealed::deserialize(d)?;
-        let plaintext = open_sealed(&sealed, &KeyRing::default()).map_err(|e| {
-            let unopened = sealed != REDACTED && B64.decode(&sealed).is_ok();
-            serde::de::Error::custom(if unopened {
-                format!(
-                    "{NOT_HERE}: it is sealed under a workstream's configured key (read the plan \
-                     through that workstream — `Workstream::read` or `wait` — which opens it) or \
-                     by another process"
-                )
-            } else {
-                e
-            })
-        })?;
+        let plaintext =
+            open_sealed(&sealed, &KeyRing::outside()).map_err(serde::de::Error::custom)?;
         // serde's message may quote the value (`invalid type: string "…"`): keep only where the
         // plaintext stopped decoding, never what it holds.
         serde_json::from_slice(&plaintext).map(Secret).map_err(|e| {
@@ -303,10 +320,6 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Secret<T> {
 /// How the message of a secret whose plaintext is not of the field's type begins.
 #[cfg(feature = "secrets")]
 const NOT_DECODED: &str = "a secret does not decode into";
-
-/// How the message of a secret this process's key does not open begins.
-#[cfg(feature = "secrets")]
-const NOT_HERE: &str = "a secret cannot be decrypted with this process's key";
 
 /// The plaintext of the sealed text `sealed`, decrypted with one of `ring`'s keys; the error
 /// says why not (redacted, not base64, no key opens it).
@@ -383,7 +396,6 @@ pub(crate) fn decode_request<T: DeserializeOwned>(
 fn is_secret_failure(message: &str) -> bool {
     [
         NOT_DECODED,
-        NOT_HERE,
         "the secret was redacted",
         "a secret is not valid base64",
         "a secret in the request",
@@ -436,41 +448,6 @@ pub(crate) fn seal_response(json: Json, ring: &KeyRing) -> Json {
         }
     }
 }
-
-/// Opens the secrets of `plan`'s requests and responses, sealed under `ring`'s keys, to the
-/// process key, so that typed access decodes them: for a plan a workstream hands out. What no
-/// key of the ring opens (sealed by another process, redacted) is left as it is.
-#[cfg(feature = "secrets")]
-pub(crate) fn open_plan(plan: &mut crate::workflow::Plan, ring: &KeyRing) {
-    if !ring.configured {
-        // Everything this process sealed is under the process key already.
-        return;
-    }
-    let open = |json: &mut Json| {
-        if may_hold_secret(json)
-            && let Ok(opened) = rewrite(json, &mut |sealed| {
-                Ok(match open_sealed(sealed, ring) {
-                    Ok(plaintext) => PROCESS_KEY.encrypt(&plaintext),
-                    Err(_) => sealed.to_owned(),
-                })
-            })
-        {
-            *json = opened;
-        }
-    };
-    plan.for_each_action_mut(|_, a| {
-        open(&mut a.request);
-        for attempt in &mut a.attempts {
-            if let Some(crate::workflow::Outcome::Response(json)) = &mut attempt.outcome {
-                open(json);
-            }
-        }
-    });
-}
-
-/// Without the `secrets` feature there are no secrets to open.
-#[cfg(not(feature = "secrets"))]
-pub(crate) fn open_plan(_plan: &mut crate::workflow::Plan, _ring: &KeyRing) {}
 
 /// Without the `secrets` feature there is nothing to open: [`reseal`] refuses such requests.
 #[cfg(not(feature = "secrets"))]

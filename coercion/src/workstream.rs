@@ -960,13 +960,6 @@ impl Workstream {
         self.inner.runs.lock().get(&id).cloned()
     }
 
-    /// A plan as this workstream hands it out: its secrets opened to this process's key, so
-    /// that typed access (`Action::request::<P>()`) decodes them.
-    fn handed_out(&self, mut plan: Plan) -> Plan {
-        crate::secret::open_plan(&mut plan, &self.inner.options.keys);
-        plan
-    }
-
     /// Waits until the plan has ended and returns its final tree.
     pub async fn wait(&self, id: PlanId) -> Result<Plan, Error> {
         if let Some(run) = self.running(id) {
@@ -979,7 +972,7 @@ impl Workstream {
             if let Some(Err(e)) = result {
                 return Err(run_error(id, &e));
             }
-            return Ok(self.handed_out(run.snapshot()));
+            return Ok(run.snapshot());
         }
         if let Some(e) = self.inner.interrupted.lock().get(&id) {
             return Err(run_error(id, e));
@@ -993,22 +986,20 @@ impl Workstream {
         match plan.state.status {
             Status::NotStarted => Err(Error::NotStarted(id)),
             Status::Running => Err(Error::OwnedElsewhere(id)),
-            _ => Ok(self.handed_out(plan)),
+            _ => Ok(plan),
         }
     }
 
     /// The plan as it is now (live while it runs here, else from the store).
     pub async fn read(&self, id: PlanId) -> Result<Plan, Error> {
         if let Some(run) = self.running(id) {
-            return Ok(self.handed_out(run.snapshot()));
+            return Ok(run.snapshot());
         }
-        let plan = self
-            .inner
+        self.inner
             .store
             .read(id)
             .await
-            .map_err(|e| from_store(id, e))?;
-        Ok(self.handed_out(plan))
+            .map_err(|e| from_store(id, e))
     }
 
     /// Plans matching `filter`, newest submitted first.

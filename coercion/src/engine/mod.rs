@@ -577,12 +577,10 @@ impl crate::plugin::GateSource for Run {
         if self.options.gate_hooks.is_empty() {
             return;
         }
-        let mut plan = self.plan.lock().clone();
+        let plan = self.plan.lock().clone();
         let Some(gate) = plan.waiting_gates().into_iter().find(|g| g.loc == loc) else {
             return;
         };
-        // As the workstream hands plans out: typed access decodes their secrets.
-        crate::secret::open_plan(&mut plan, &self.options.keys);
         for hook in &self.options.gate_hooks {
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (hook.0)(&plan, &gate)))
                 .is_err()

@@ -62,9 +62,7 @@ pub(crate) async fn run_plan(run: Arc<Run>) {
     // Ended for good (not cut short by the store, to be resumed elsewhere): the hooks hear of
     // it before anyone waiting for the plan wakes up.
     if !run.options.plan_end_hooks.is_empty() && !matches!(result, Err(RunError::Store(_))) {
-        let mut plan = run.plan.lock().clone();
-        // As the workstream hands plans out: typed access decodes their secrets.
-        crate::secret::open_plan(&mut plan, &run.options.keys);
+        let plan = run.plan.lock().clone();
         if plan.status().is_terminal() {
             for hook in &run.options.plan_end_hooks {
                 if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (hook.0)(&plan)))
