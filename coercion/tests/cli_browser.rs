@@ -197,7 +197,8 @@ fn the_web_ui_and_the_report_work_in_headless_chromium() {
 
 /// The web UI over PostgreSQL, in the browser: a plan that another process runs (this one, a
 /// workstream over the database) is paused with the plan page's button, shows as paused live,
-/// starts no action while paused, and is resumed the same way (`tests/browser/postgres.test.mjs`).
+/// starts no action while paused, and is resumed the same way (`tests/browser/postgres.test.mjs`);
+/// then it is stopped from here.
 #[cfg(feature = "postgres")]
 #[test]
 fn the_web_ui_pauses_a_plan_another_process_runs_on_postgresql() {
@@ -229,7 +230,8 @@ fn the_web_ui_pauses_a_plan_another_process_runs_on_postgresql() {
         .unwrap();
     let schema = format!("t_browser_{}", coercion::PlanId::new_v7().0.simple());
     let fakes = Fakes::new();
-    // 40 actions of 300 ms, one after the other: about 12 s of run to pause and resume.
+    // 200 actions of 300 ms, one after the other: a minute of run, longer than the browser needs
+    // to start, pause and resume it, on a loaded machine too.
     let (ws, store, id) = rt.block_on(async {
         let store = PostgresStore::connect_with(&url, PostgresOptions::default().schema(&schema))
             .await
@@ -241,7 +243,7 @@ fn the_web_ui_pauses_a_plan_another_process_runs_on_postgresql() {
             .await
             .unwrap();
         let plan = Plan::builder("paused from the browser")
-            .block(Block::builder("b").sequence((0..40).fold(
+            .block(Block::builder("b").sequence((0..200).fold(
                 Sequence::builder("host-1"),
                 |s, i| {
                     s.action(ActionSpec::new::<FakeAction>(
@@ -286,8 +288,9 @@ fn the_web_ui_pauses_a_plan_another_process_runs_on_postgresql() {
     rt.block_on(async {
         let plan = store.read(id).await.unwrap();
         assert!(!plan.is_paused(), "resumed from the browser");
+        ws.stop(id).await.unwrap();
         let done = ws.wait(id).await.unwrap();
-        assert_eq!(done.status(), Status::Completed, "{done}");
+        assert_eq!(done.status(), Status::Stopped, "{done}");
     });
     drop(server);
 }

@@ -104,7 +104,8 @@ const MIGRATION_LOCK: i64 = 0x636F_6572_7363_6865;
 /// * `objects`: one row per check section, block, sequence, deferred batch and action.
 /// * `attempts`: one row per attempt of an action; the outcome is JSON.
 ///
-/// Deleting a plan cascades to everything else.
+/// Deleting a plan cascades to everything else (since version 6, attempts excepted: the
+/// writer's delete removes them in the same statement).
 const V1: &str = "
 CREATE TABLE coercion_schema_version (
     version BIGINT NOT NULL

@@ -9,8 +9,9 @@ use std::path::Path;
 use crate::storage::StoreError;
 
 /// How many times, [`PROBE_WAIT`] apart, a writer tries the lock again when it is held: a
-/// reader's probe ([`held`]) holds it for microseconds, a running process for its lifetime.
-const PROBE_RETRIES: u32 = 10;
+/// reader's probe ([`held`]) holds it for microseconds (longer only when the prober is
+/// descheduled), a running process for its lifetime.
+const PROBE_RETRIES: u32 = 20;
 const PROBE_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// A held lock; released on drop.
@@ -23,7 +24,7 @@ pub(super) struct WriterLock {
 impl WriterLock {
     /// Takes the lock on `lock_path` for the database `db` (named in messages), or fails with
     /// [`StoreError::Locked`] if another process — or another store of this one — holds it
-    /// (within ~50 ms: a reader's probe is waited out).
+    /// (within ~100 ms: a reader's probe is waited out).
     pub fn acquire(lock_path: &Path, db: &Path) -> Result<WriterLock, StoreError> {
         use std::io::{Read, Seek, SeekFrom, Write};
 
@@ -45,7 +46,7 @@ impl WriterLock {
             StoreError::permanent(format!("sqlite:{}: {why}", db.display())).caused_by(e)
         })?;
         // A reader probing the lock (`held`) holds it shared for a few microseconds: try a few
-        // more times over ~50 ms before taking the lock for a running process's.
+        // more times over ~100 ms before taking the lock for a running process's.
         let mut tries = 0;
         let locked = loop {
             match file.try_lock() {
