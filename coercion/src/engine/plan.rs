@@ -29,7 +29,7 @@ pub(crate) async fn run_plan(run: Arc<Run>) {
         Err(RunError::Internal(message)) => {
             tracing::error!(plan = %run.id, error = %message, "internal error of the engine; failing what runs, running the deferred work that can run, then ending the plan (reason Internal)");
             let ended = end_after_internal_error(&run, &message)
-                .instrument(span)
+                .instrument(span.clone())
                 .await;
             internal = Some(message);
             ended.map(|()| Some(run.reason()))
@@ -73,6 +73,9 @@ pub(crate) async fn run_plan(run: Arc<Run>) {
             }
         }
     }
+    // The plan's span closes (and is exported) before anyone waiting for the plan wakes up: a
+    // program that shuts its tracer down after `wait` has every span of the run.
+    drop(span);
     run.finish(result);
 }
 
