@@ -2300,6 +2300,51 @@ async fn the_cli_and_the_web_ui_read_a_postgresql_store() {
     let listed = cli_ok(&["list"]).await;
     assert!(!listed.contains(&failed_id), "{listed}");
     assert!(listed.contains(&id.to_string()), "{listed}");
+
+    // A Running plan whose lease nobody holds (its process stopped, no worker took it over) is
+    // named so, not "runs on" the process that held it last.
+    {
+        use coercion::storage::{Change, SharedStore};
+        let short = PostgresStore::connect_with(
+            &url,
+            PostgresOptions::default()
+                .schema(&schema)
+                .lease(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+        let orphan = coercion::storage::contract::sample_plan("left by its process");
+        short.create(&orphan).await.unwrap();
+        short.acquire(orphan.id()).await.unwrap();
+        let started = [Change::State {
+            loc: coercion::workflow::Loc::Plan,
+            id: orphan.id().0,
+            state: coercion::State {
+                status: Status::Running,
+                start: Some(chrono::Utc::now()),
+                end: None,
+            },
+        }];
+        short.apply(orphan.id(), &started).await.unwrap();
+        let oid = orphan.id().to_string();
+        let held = cli_ok(&["show", &oid, "--color", "never"]).await;
+        assert!(!held.contains("no process runs it"), "{held}");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let shown = cli_ok(&["show", &oid, "--color", "never"]).await;
+        assert!(
+            shown.contains("no process runs it now: no live process holds its lease"),
+            "{shown}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&cli_ok(&["show", "--json", &oid]).await).unwrap();
+        assert_eq!(json["stranded"], true, "{json:#}");
+        let listed = cli_ok(&["list", "--color", "never"]).await;
+        let line = listed
+            .lines()
+            .find(|l| l.starts_with(&oid))
+            .unwrap_or_else(|| panic!("{listed}"));
+        assert!(line.contains("no process runs it"), "{line}");
+    }
     drop(ws);
 }
 

@@ -163,6 +163,16 @@ impl Db {
         self.file.as_ref()?.runs_plans_now().ok()
     }
 
+    /// Whether a process runs plan `id` (Running) now, when the store can tell: over a SQLite
+    /// file, whether any process runs plans from it; over PostgreSQL, whether a live process
+    /// holds the plan's lease. `None` when the store cannot tell or the question failed.
+    pub async fn plan_has_process(&self, id: PlanId) -> Option<bool> {
+        if self.file.is_some() {
+            return self.runs_plans_now();
+        }
+        self.store.shared()?.lease_held(id).await.ok().flatten()
+    }
+
     /// The store for people: the file as given, or the database without its password.
     pub fn label(&self) -> &str {
         &self.label

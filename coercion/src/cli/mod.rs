@@ -302,12 +302,11 @@ pub(crate) async fn attention_labels(
     plans: &[crate::storage::PlanSummary],
 ) -> std::collections::HashMap<crate::workflow::PlanId, String> {
     let mut labels = std::collections::HashMap::new();
-    let stranded = db.runs_plans_now() == Some(false);
     for s in plans
         .iter()
         .filter(|s| matches!(s.state.status, Status::Completed | Status::Running))
     {
-        if stranded && s.state.status == Status::Running {
+        if s.state.status == Status::Running && db.plan_has_process(s.id).await == Some(false) {
             labels.insert(
                 s.id,
                 "Running, but no process runs it (its process stopped)".to_owned(),
@@ -451,11 +450,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             // A Running plan: whether a process runs plans from the store at all, and if one
             // listens, what keeps it from running this one.
             let mut live = text::Liveness::default();
-            if plan.status() == Status::Running
-                && let Some(file) = db.path()
-            {
-                live.stranded = db.runs_plans_now() == Some(false);
-                if !live.stranded
+            if plan.status() == Status::Running {
+                if db.plan_has_process(plan.id()).await == Some(false) {
+                    live.stranded = Some(match db.path() {
+                        Some(_) => text::STRANDED,
+                        None => text::STRANDED_SHARED,
+                    });
+                } else if let Some(file) = db.path()
                     && let Ok(control::Outcome::Inspected {
                         missing_plugins, ..
                     }) = control::request(file, ControlOp::Inspect, plan.id()).await

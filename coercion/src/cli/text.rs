@@ -113,14 +113,18 @@ pub(crate) fn list(
 pub(crate) struct Liveness {
     /// The plugins the process listening on the store lacks to run the plan.
     pub(crate) missing_plugins: Vec<String>,
-    /// No process runs plans from the store now (a SQLite file whose writer's lock nobody
-    /// holds): the process that ran the plan stopped.
-    pub(crate) stranded: bool,
+    /// No process runs the plan now (a SQLite file whose writer's lock nobody holds, a
+    /// PostgreSQL plan whose lease nobody holds): the process that ran it stopped. What to say.
+    pub(crate) stranded: Option<&'static str>,
 }
 
-/// What `show` says of a stranded plan (see [`Liveness::stranded`]).
+/// What `show` says of a stranded plan of a SQLite file (see [`Liveness::stranded`]).
 pub(crate) const STRANDED: &str = "no process runs it now: the process that ran it stopped; it \
      resumes when a program that runs plans opens this store";
+
+/// What `show` says of a stranded plan of a shared store (see [`Liveness::stranded`]).
+pub(crate) const STRANDED_SHARED: &str = "no process runs it now: no live process holds its \
+     lease (the process that ran it stopped); a worker takes it over when one runs";
 
 pub(crate) fn tree(
     plan: &Plan,
@@ -177,10 +181,10 @@ pub(crate) fn tree(
         ),
     );
     if let Some(owner) = plan.owner() {
-        if live.stranded {
+        if let Some(stranded) = live.stranded {
             fact(
                 status_style(Status::Stopped),
-                &format!("ran on {}; {STRANDED}", format::owner(owner)),
+                &format!("ran on {}; {stranded}", format::owner(owner)),
             );
         } else {
             let verb = if plan.state().status == Status::Running {
@@ -190,8 +194,8 @@ pub(crate) fn tree(
             };
             fact(DIM, &format!("{verb} {}", format::owner(owner)));
         }
-    } else if live.stranded {
-        fact(status_style(Status::Stopped), STRANDED);
+    } else if let Some(stranded) = live.stranded {
+        fact(status_style(Status::Stopped), stranded);
     }
     if let Some(label) = plan.resumed_label() {
         let each: Vec<String> = plan
@@ -386,7 +390,7 @@ pub(crate) fn tree_json(
         retry_of: plan.retry_of(),
         retried_by,
         missing_plugins: &live.missing_plugins,
-        stranded: live.stranded,
+        stranded: live.stranded.is_some(),
         owners: plan.owners(),
         resumptions: plan.resumptions(),
         decisions: plan.decisions(),

@@ -634,6 +634,15 @@ pub trait SharedStore: Store {
     /// plan over after it).
     fn lease(&self) -> std::time::Duration;
 
+    /// Whether some live process holds plan `id`'s lease now, as the database sees it (any
+    /// process, this one included): what the faces ask before saying "runs on". `false` for a
+    /// plan no process holds (its owner stopped and no worker took it over yet). Stores that
+    /// cannot tell answer `None`.
+    fn lease_held(&self, id: PlanId) -> BoxFuture<'_, Result<Option<bool>, StoreError>> {
+        let _ = id;
+        Box::pin(async { Ok(None) })
+    }
+
     /// Up to `limit` plans this process should run now — plans whose owner's lease expired,
     /// and plans a client asked to start — each already acquired for this process.
     fn claim_runnable(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PlanId>, StoreError>>;

@@ -796,6 +796,24 @@ impl SharedStore for PostgresStore {
         self.inner.lease
     }
 
+    fn lease_held(&self, id: PlanId) -> BoxFuture<'_, Result<Option<bool>, StoreError>> {
+        Box::pin(async move {
+            let store = &self.inner.store;
+            let conn = get(&self.inner.pool, store).await?;
+            let row = conn
+                .query_opt(
+                    "SELECT lease_owner IS NOT NULL AND lease_expires >= now() FROM plans WHERE id = $1",
+                    &[&id.0],
+                )
+                .await
+                .map_err(|e| pg_error(store, &format!("reading the lease of plan {id}"), e))?;
+            match row {
+                Some(r) => Ok(Some(r.get::<_, Option<bool>>(0).unwrap_or(false))),
+                None => Err(StoreError::NotFound(id)),
+            }
+        })
+    }
+
     fn lease_epoch(&self, id: PlanId) -> Option<u64> {
         let leases = self.inner.leases.lock();
         let &(epoch, _) = leases.get(&id)?;
