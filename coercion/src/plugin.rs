@@ -760,7 +760,7 @@ impl<P: PluginMeta> DynPlugin for P {
             // as everything it stores.
             #[cfg(feature = "secrets")]
             if let Some(ring) = &ctx.keys {
-                return Ok(crate::secret::seal_response(encoded, ring));
+                return Ok(crate::secret::seal_for_store(encoded, ring));
             }
             Ok(encoded)
         })

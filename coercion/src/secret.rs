@@ -409,50 +409,69 @@ fn is_secret_failure(_message: &str) -> bool {
     false
 }
 
-/// `json` with every secret opened with `ring`'s keys and sealed again under the process key.
+/// `json` with every secret that one of `opens` opens sealed again under `under`; one that none
+/// opens is an error (why, from `open_sealed`), or with `keep_unopened` is left as it is.
 #[cfg(feature = "secrets")]
-pub(crate) fn to_process_key(json: &Json, ring: &KeyRing) -> Result<Json, String> {
+fn reseal_with(
+    json: &Json,
+    opens: &KeyRing,
+    under: &SecretKey,
+    keep_unopened: bool,
+) -> Result<Json, String> {
     if !may_hold_secret(json) {
         return Ok(json.clone());
     }
-    rewrite(json, &mut |sealed| {
-        Ok(PROCESS_KEY.encrypt(&open_sealed(sealed, ring)?))
+    rewrite(json, &mut |sealed| match open_sealed(sealed, opens) {
+        Ok(plaintext) => Ok(under.encrypt(&plaintext)),
+        Err(_) if keep_unopened => Ok(sealed.to_owned()),
+        Err(why) => Err(why),
     })
 }
 
-/// `json`, a plugin's response encoded by this process (its secrets under the process key),
-/// with those secrets sealed under `ring`'s key. Any other `{"$secret": …}` value (one the
-/// plugin passed through, sealed elsewhere or redacted) is left as it is: a response is never
-/// refused after its action ran. A response that cannot be rewritten (nested deeper than the
-/// JSON parser goes) keeps its secrets under the process key, which is logged.
+/// `json` with every secret opened with `ring`'s keys and sealed again under the process key
+/// (which `Secret`'s `Deserialize` uses): a request about to be decoded or validated.
 #[cfg(feature = "secrets")]
-pub(crate) fn seal_response(json: Json, ring: &KeyRing) -> Json {
-    if !may_hold_secret(&json) {
-        return json;
-    }
-    let sealed = rewrite(&json, &mut |sealed| {
-        let opened = B64
-            .decode(sealed)
-            .ok()
-            .and_then(|d| PROCESS_KEY.decrypt(&d));
-        Ok(match opened {
-            Some(plaintext) => ring.encrypting().encrypt(&plaintext),
-            None => sealed.to_owned(),
-        })
-    });
-    match sealed {
+pub(crate) fn to_process_key(json: &Json, ring: &KeyRing) -> Result<Json, String> {
+    reseal_with(json, ring, &PROCESS_KEY, false)
+}
+
+/// `json`, encoded by this process (its secrets under the process key), with those secrets
+/// sealed under `ring`'s key, as the workstream stores them: a submitted request, a plugin's
+/// response. Any other `{"$secret": …}` value (one a plugin passed through, sealed elsewhere or
+/// redacted) is left as it is: a response is never refused after its action ran. What cannot
+/// be rewritten (nested deeper than the JSON parser goes) keeps its secrets under the process
+/// key, which is logged.
+#[cfg(feature = "secrets")]
+pub(crate) fn seal_for_store(json: Json, ring: &KeyRing) -> Json {
+    match reseal_with(&json, &KeyRing::default(), ring.encrypting(), true) {
         Ok(sealed) => sealed,
         Err(e) => {
-            tracing::warn!(error = %e, "a plugin's response holds secrets that could not be sealed under the workstream's key (kept under this process's key: they cannot be decrypted after a restart)");
+            tracing::warn!(error = %e, "secrets could not be sealed under the workstream's key (kept under this process's key: they cannot be decrypted after a restart)");
             json
         }
     }
 }
 
-/// Without the `secrets` feature there is nothing to open: [`reseal`] refuses such requests.
+/// Refuses a request that holds an encrypted secret: without the `secrets` feature nothing can
+/// decrypt it.
 #[cfg(not(feature = "secrets"))]
-pub(crate) fn to_process_key(json: &Json, ring: &KeyRing) -> Result<Json, String> {
-    reseal(json, ring)
+pub(crate) fn to_process_key(json: &Json, _ring: &KeyRing) -> Result<Json, String> {
+    if !may_hold_secret(json) {
+        return Ok(json.clone());
+    }
+    rewrite(json, &mut |_| {
+        Err(
+            "the request holds an encrypted secret, but coercion was built without its \
+             `secrets` feature; enable it (`coercion = { features = [\"secrets\"] }`)"
+                .into(),
+        )
+    })
+}
+
+/// Without the `secrets` feature there are no secrets to seal.
+#[cfg(not(feature = "secrets"))]
+pub(crate) fn seal_for_store(json: Json, _ring: &KeyRing) -> Json {
+    json
 }
 
 /// Whether a JSON text may hold a secret (cheap pre-check).
@@ -483,46 +502,6 @@ fn rewrite(json: &Json, f: &mut dyn FnMut(&str) -> Result<String, String>) -> Re
     let mut value: serde_json::Value = json.decode().map_err(|e| e.to_string())?;
     walk(&mut value, f)?;
     Json::encode(&value).map_err(|e| e.to_string())
-}
-
-/// Re-encrypts every secret of `json` under `ring`'s encrypting key.
-#[cfg(feature = "secrets")]
-pub(crate) fn reseal(json: &Json, ring: &KeyRing) -> Result<Json, String> {
-    if !may_hold_secret(json) {
-        return Ok(json.clone());
-    }
-    rewrite(json, &mut |sealed| {
-        if sealed == REDACTED {
-            return Err(
-                "the request holds a redacted secret (from an export); set the secret again".into(),
-            );
-        }
-        let data = B64
-            .decode(sealed)
-            .map_err(|_| "a secret is not valid base64".to_string())?;
-        let plaintext = ring
-            .keys
-            .iter()
-            .find_map(|k| k.decrypt(&data))
-            .ok_or_else(|| format!("a secret cannot be decrypted by this process; {KEY_HELP}"))?;
-        Ok(ring.encrypting().encrypt(&plaintext))
-    })
-}
-
-/// Refuses a request that holds an encrypted secret: without the `secrets` feature nothing can
-/// decrypt it.
-#[cfg(not(feature = "secrets"))]
-pub(crate) fn reseal(json: &Json, _ring: &KeyRing) -> Result<Json, String> {
-    if !may_hold_secret(json) {
-        return Ok(json.clone());
-    }
-    rewrite(json, &mut |_| {
-        Err(
-            "the request holds an encrypted secret, but coercion was built without its \
-             `secrets` feature; enable it (`coercion = { features = [\"secrets\"] }`)"
-                .into(),
-        )
-    })
 }
 
 /// Replaces every secret of `json` with the redaction marker. A request that holds a secret but
@@ -589,7 +568,7 @@ mod tests {
         };
         let json = Json::encode(&req).unwrap();
         let ring = Arc::new(KeyRing::new(Some(SecretKey::from_bytes([7; 32]))));
-        let sealed = reseal(&json, &ring).unwrap();
+        let sealed = seal_for_store(json.clone(), &ring);
         assert_ne!(sealed, json);
         // Only the configured key opens it now.
         let other = Arc::new(KeyRing::new(Some(SecretKey::from_bytes([8; 32]))));
@@ -633,7 +612,7 @@ mod tests {
         // Sealed under the process key, whoever serializes.
         let back: Req = decode_request(&plain, Some(&KeyRing::default())).unwrap();
         assert_eq!(back.password.expose(), "pw-a");
-        let sealed_a = reseal(&plain, &a).unwrap();
+        let sealed_a = seal_for_store(plain.clone(), &a);
         let back: Req = decode_request(&sealed_a, Some(&a)).unwrap();
         assert_eq!(back.password.expose(), "pw-a");
         let err = decode_request::<Req>(&sealed_a, Some(&b)).unwrap_err();
@@ -665,7 +644,7 @@ mod tests {
             foreign: serde_json::json!({ SECRET_MARKER: elsewhere }),
             redacted: serde_json::json!({ SECRET_MARKER: REDACTED }),
         };
-        let json = seal_response(Json::encode(&resp).unwrap(), &ring);
+        let json = seal_for_store(Json::encode(&resp).unwrap(), &ring);
         let value: serde_json::Value = json.decode().unwrap();
         assert_eq!(value["foreign"][SECRET_MARKER], elsewhere.as_str());
         assert_eq!(value["redacted"][SECRET_MARKER], REDACTED);

@@ -623,32 +623,28 @@ impl Workstream {
         let keys = &self.inner.options.keys;
         // Validated with its secrets under the process key (which decoding uses), then sealed
         // under the workstream's key.
-        type Step = fn(
-            &crate::workflow::Json,
-            &crate::secret::KeyRing,
-        ) -> Result<crate::workflow::Json, String>;
-        let steps: [Step; 2] = [crate::secret::to_process_key, crate::secret::reseal];
-        for (i, step) in steps.into_iter().enumerate() {
-            let mut problems = Vec::new();
-            plan.for_each_action_mut(|loc, a| match step(&a.request, keys) {
+        let mut problems = Vec::new();
+        plan.for_each_action_mut(
+            |loc, a| match crate::secret::to_process_key(&a.request, keys) {
                 Ok(j) => a.request = j,
                 Err(message) => problems.push((loc, message)),
-            });
-            if !problems.is_empty() {
-                return Err(Error::Invalid(
-                    problems
-                        .into_iter()
-                        .map(|(loc, message)| Problem {
-                            path: plan.path(loc),
-                            message,
-                        })
-                        .collect(),
-                ));
-            }
-            if i == 0 {
-                validate_plan(&plan, &self.inner.registry).map_err(Error::Invalid)?;
-            }
+            },
+        );
+        if !problems.is_empty() {
+            return Err(Error::Invalid(
+                problems
+                    .into_iter()
+                    .map(|(loc, message)| Problem {
+                        path: plan.path(loc),
+                        message,
+                    })
+                    .collect(),
+            ));
         }
+        validate_plan(&plan, &self.inner.registry).map_err(Error::Invalid)?;
+        plan.for_each_action_mut(|_, a| {
+            a.request = crate::secret::seal_for_store(a.request.clone(), keys);
+        });
         Ok(plan)
     }
 

@@ -104,10 +104,6 @@ pub(crate) fn list(
     out
 }
 
-/// The whole tree of `plan`, one object per line, indented by depth, coloured by status, with
-/// durations, attempts and the last error of every failed action.
-/// `retried_by` is the plan that retries this one, if any; `missing` the plugins the process
-/// listening on the store lacks to run it.
 /// What `show` learned of a Running plan beside the plan itself.
 #[derive(Debug, Default)]
 pub(crate) struct Liveness {
@@ -126,6 +122,10 @@ pub(crate) const STRANDED: &str = "no process runs it now: the process that ran 
 pub(crate) const STRANDED_SHARED: &str = "no process runs it now: no live process holds its \
      lease (the process that ran it stopped); a worker takes it over when one runs";
 
+/// The whole tree of `plan`, one object per line, indented by depth, coloured by status, with
+/// durations, attempts and the last error of every failed action.
+/// `retried_by` is the plan that retries this one, if any; `live` what is known of the process
+/// that runs it.
 pub(crate) fn tree(
     plan: &Plan,
     retried_by: Option<PlanId>,
