@@ -748,7 +748,8 @@ impl Store for PostgresStore {
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<super::Changed>> {
         // The listener runs on the runtime of the caller that starts it; when that runtime
         // has shut down (the task ended with it), the next caller starts it again on its own,
-        // feeding the same channel, so receivers from before are told again too.
+        // feeding the same channel: receivers from before hear nothing meanwhile, and are
+        // told again from that call on.
         tokio::runtime::Handle::try_current().ok()?;
         let inner = &self.inner;
         let mut notices = inner.notices.lock();

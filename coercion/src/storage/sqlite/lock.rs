@@ -131,13 +131,9 @@ mod tests {
     /// starting at that instant must not take the probe for a running process.
     #[test]
     fn a_writer_starting_during_probes_is_not_refused() {
-        let dir = std::env::temp_dir().join(format!(
-            "coercion-lock-probe-{}-{}",
-            std::process::id(),
-            uuid::Uuid::now_v7().simple()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (db, lock) = (dir.join("s.db"), dir.join("s.db.lock"));
+        let dir = super::super::tests::TempDir::new("lock-probe");
+        let db = dir.db();
+        let lock = super::super::sidecar(&db, ".lock");
         drop(WriterLock::acquire(&lock, &db).unwrap());
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         let stop = std::sync::Arc::new(AtomicBool::new(false));
@@ -161,7 +157,6 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         probes.join().unwrap();
         let probed = probed.load(Ordering::Relaxed);
-        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(
             refused, 0,
             "of {starts} starts, {refused} were refused during {probed} probes"

@@ -14,10 +14,10 @@ use crate::storage::contract::{at, sample_plan};
 use crate::storage::{Change, Store, StoreError};
 use crate::workflow::PlanId;
 
-struct TempDir(PathBuf);
+pub(super) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new(test: &str) -> TempDir {
+    pub(super) fn new(test: &str) -> TempDir {
         let dir = std::env::temp_dir()
             .join("coercion-sqlite-unit")
             .join(format!("{test}-{}", PlanId::new_v7()));
@@ -25,7 +25,7 @@ impl TempDir {
         TempDir(dir)
     }
 
-    fn db(&self) -> PathBuf {
+    pub(super) fn db(&self) -> PathBuf {
         self.0.join("plans.db")
     }
 }
