@@ -737,6 +737,11 @@ async fn after_a_sigkill_the_interrupted_attempt_and_the_resumption_are_shown_by
             && page.contains(r#"<dd class="s-stopped" id="stranded">no process runs it now"#),
         "the plan page says nobody runs the plan: {page}"
     );
+    let list_page = get_text(&format!("{}/", server.url)).await;
+    assert!(
+        list_page.contains("Running, but no process runs it"),
+        "the list page says so too: {list_page}"
+    );
     drop(server);
 
     // A new process (here, this one) resumes the plan from the file.
