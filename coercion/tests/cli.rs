@@ -1986,17 +1986,8 @@ async fn the_cli_and_the_web_ui_read_a_postgresql_store() {
     use coercion::testing::{FakeAction, FakeReq, Fakes};
     use coercion::{ActionSpec, Block, Sequence, Workstream};
 
-    let url = match std::env::var("COERCION_PG_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ if std::env::var("COERCION_SKIP_PG").as_deref() == Ok("1") => {
-            eprintln!(
-                "!!!!!!!! SKIPPED: no COERCION_PG_URL — the CLI on PostgreSQL was NOT tested !!!!!!!!"
-            );
-            return;
-        }
-        _ => panic!(
-            "COERCION_PG_URL is not set: run through scripts/with-postgres.sh (the test command does), or set COERCION_SKIP_PG=1"
-        ),
+    let Some(url) = pg_url("the CLI on PostgreSQL") else {
+        return;
     };
     let schema = format!("t_cli_{}", coercion::PlanId::new_v7().0.simple());
     let db = std::path::PathBuf::from(&url);

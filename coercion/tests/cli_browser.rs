@@ -209,16 +209,8 @@ fn the_web_ui_pauses_a_plan_another_process_runs_on_postgresql() {
     if skipped() {
         return;
     }
-    let url = match std::env::var("COERCION_PG_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ if std::env::var("COERCION_SKIP_PG").as_deref() == Ok("1") => {
-            let banner = "\n!!!!!!!! SKIPPED: no COERCION_PG_URL — the web UI on PostgreSQL was NOT tested in a browser !!!!!!!!\n";
-            let _ = std::io::Write::write_all(&mut std::io::stderr(), banner.as_bytes());
-            return;
-        }
-        _ => panic!(
-            "COERCION_PG_URL is not set: run through scripts/with-postgres.sh (the test command does), or set COERCION_SKIP_PG=1"
-        ),
+    let Some(url) = pg_url("the web UI on PostgreSQL in a browser") else {
+        return;
     };
     let chromium = require_browser();
     let started = SystemTime::now();

@@ -651,3 +651,25 @@ pub fn wait_for_gate(db: &std::path::Path, id: &str) -> String {
     }
     panic!("plan {id} never waited at its gate");
 }
+
+/// The throwaway PostgreSQL server's URL (`COERCION_PG_URL`, set by scripts/with-postgres.sh);
+/// `None` after a loud banner naming `what` was not tested when `COERCION_SKIP_PG=1`; a panic
+/// saying how to get one otherwise.
+#[allow(dead_code)] // Not every test binary that includes this module tests PostgreSQL.
+pub fn pg_url(what: &str) -> Option<String> {
+    match std::env::var("COERCION_PG_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("COERCION_SKIP_PG").as_deref() == Ok("1") => {
+            // Written to the process's stderr directly: libtest captures `eprintln!`.
+            let banner = format!(
+                "\n!!!!!!!! SKIPPED: no COERCION_PG_URL — {what} was NOT tested !!!!!!!!\n"
+            );
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), banner.as_bytes());
+            None
+        }
+        _ => panic!(
+            "COERCION_PG_URL is not set: run through scripts/with-postgres.sh (the test command \
+             does), or set COERCION_SKIP_PG=1"
+        ),
+    }
+}
