@@ -148,18 +148,23 @@ impl Plan {
         self.status() == Status::Completed && self.failure_counts().has_failures()
     }
 
+    /// Every action of the plan (checks and deferred batches included) counted by status.
+    pub fn action_counts(&self) -> ActionCounts {
+        let mut c = ActionCounts::default();
+        for (_, obj) in self.walk() {
+            if let ObjectRef::Action(a) = obj {
+                c.add(a.status());
+            }
+        }
+        c
+    }
+
     /// The plan's status in the words every face shows: `Completed with 2 failed` (the
     /// number of failed actions, one per failed sequence) for a plan that
     /// [completed with failures](Plan::is_completed_with_failures), otherwise the status
     /// itself (`Completed`, `Failed`, …).
     pub fn status_label(&self) -> String {
-        if self.status() == Status::Completed {
-            let c = self.failure_counts();
-            if c.has_failures() {
-                return completed_with_failures(&c);
-            }
-        }
-        self.status().as_str().to_owned()
+        status_label(self, &self.failure_counts())
     }
 
     /// `resumed once`, `resumed twice`, `resumed 3 times` for a plan that processes resumed
@@ -197,9 +202,55 @@ impl Plan {
     /// object (with the objects that contain them) showing status, duration, attempts and the
     /// last error. Also what `Display` prints.
     pub fn failure_report(&self) -> String {
-        let mut out = String::new();
-        let _ = write_report(self, &mut out);
-        out
+        failure_report(self, &self.failure_counts())
+    }
+}
+
+/// [`Plan::status_label`] of a plan whose failures are counted in `counts`.
+pub(crate) fn status_label(plan: &Plan, counts: &FailureCounts) -> String {
+    if plan.status() == Status::Completed && counts.has_failures() {
+        return completed_with_failures(counts);
+    }
+    plan.status().as_str().to_owned()
+}
+
+/// [`Plan::failure_report`] of a plan whose failures are counted in `counts` (a page of a
+/// plan lists the failures it holds under the counts of the whole).
+pub(crate) fn failure_report(plan: &Plan, counts: &FailureCounts) -> String {
+    let mut out = String::new();
+    let _ = write_report(plan, counts, &mut out);
+    out
+}
+
+/// Counts of actions by status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct ActionCounts {
+    /// Every action.
+    pub total: usize,
+    /// Actions that did not start.
+    pub not_started: usize,
+    /// Actions that run.
+    pub running: usize,
+    /// Actions that completed.
+    pub completed: usize,
+    /// Actions that failed.
+    pub failed: usize,
+    /// Actions that were stopped.
+    pub stopped: usize,
+}
+
+impl ActionCounts {
+    /// Counts one more action in `status`.
+    pub fn add(&mut self, status: Status) {
+        self.total += 1;
+        match status {
+            Status::NotStarted => self.not_started += 1,
+            Status::Running => self.running += 1,
+            Status::Completed => self.completed += 1,
+            Status::Failed => self.failed += 1,
+            Status::Stopped => self.stopped += 1,
+        }
     }
 }
 
@@ -249,13 +300,12 @@ fn completed_with_failures(c: &FailureCounts) -> String {
     format!("Completed with {n} failed")
 }
 
-fn summary(plan: &Plan) -> String {
-    let c = plan.failure_counts();
+fn summary(plan: &Plan, c: &FailureCounts) -> String {
     let mut line = format!(
         "plan {:?} ({}) {}",
         plan.name(),
         plan.id(),
-        plan.status_label()
+        status_label(plan, c)
     );
     if plan.reason() != crate::workflow::Reason::None {
         let _ = write!(line, " (reason: {})", plan.reason());
@@ -273,8 +323,8 @@ fn summary(plan: &Plan) -> String {
     line
 }
 
-fn write_report(plan: &Plan, out: &mut String) -> fmt::Result {
-    writeln!(out, "{}", summary(plan))?;
+fn write_report(plan: &Plan, counts: &FailureCounts, out: &mut String) -> fmt::Result {
+    writeln!(out, "{}", summary(plan, counts))?;
     let failures = plan.failures();
     if failures.is_empty() {
         return Ok(());

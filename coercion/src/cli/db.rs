@@ -256,10 +256,29 @@ impl Db {
 
     /// Reads the plan with exactly this id.
     pub async fn read_id(&self, id: PlanId) -> Result<Plan, CliError> {
-        self.store.read(id).await.map_err(|e| match e {
+        self.store
+            .read(id)
+            .await
+            .map_err(|e| self.read_error(id, e))
+    }
+
+    /// Reads the page `spec` of the plan with exactly this id.
+    pub async fn read_page(
+        &self,
+        id: PlanId,
+        spec: crate::storage::PageSpec,
+    ) -> Result<crate::storage::PlanPage, CliError> {
+        self.store
+            .read_page(id, spec)
+            .await
+            .map_err(|e| self.read_error(id, e))
+    }
+
+    fn read_error(&self, id: PlanId, e: StoreError) -> CliError {
+        match e {
             StoreError::NotFound(_) => CliError::new(format!("no plan {id} in {}", self.label)),
             other => store_error(&self.label, other),
-        })
+        }
     }
 }
 

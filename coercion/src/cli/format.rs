@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::workflow::{Action, Plan, State, Status, Timestamp};
+use crate::workflow::{State, Status, Timestamp};
 
 pub(crate) use crate::report::human_duration as duration;
 
@@ -75,40 +75,6 @@ pub(crate) fn attempts(attempts: &[crate::workflow::Attempt]) -> String {
 }
 
 pub(crate) use crate::report::clean_for_terminal as clean;
-
-/// Counts of the actions of a plan by status.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Counts {
-    pub(crate) total: usize,
-    pub(crate) completed: usize,
-    pub(crate) failed: usize,
-    pub(crate) running: usize,
-    pub(crate) stopped: usize,
-}
-
-impl Counts {
-    /// Counts every action of `plan` (checks and deferred batches included).
-    pub(crate) fn of(plan: &Plan) -> Counts {
-        let mut c = Counts::default();
-        for (_, obj) in plan.walk() {
-            if let crate::workflow::ObjectRef::Action(a) = obj {
-                c.add(a);
-            }
-        }
-        c
-    }
-
-    fn add(&mut self, a: &Action) {
-        self.total += 1;
-        match a.status() {
-            Status::Completed => self.completed += 1,
-            Status::Failed => self.failed += 1,
-            Status::Running => self.running += 1,
-            Status::Stopped => self.stopped += 1,
-            Status::NotStarted => {}
-        }
-    }
-}
 
 /// Pretty-prints a JSON text; returns it unchanged if it does not parse.
 pub(crate) fn pretty_json(text: &str) -> String {

@@ -7,7 +7,8 @@
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use super::format::{self, Counts};
+use super::format;
+use crate::storage::PlanPage;
 use crate::workflow::{
     Action, Block, CheckSlot, Checks, DeferredBatch, Loc, ObjectRef, Outcome, Plan, Sequence,
     State, Status, Timestamp,
@@ -29,7 +30,7 @@ pub fn report(plan: &Plan) -> String {
     standalone(
         &format!("coercion report: {}", plan.name()),
         html! { "report generated " (format::time(now)) },
-        plan_body(&plan, now),
+        plan_body(&PlanPage::whole(plan), now, false),
     )
 }
 
@@ -60,73 +61,38 @@ fn standalone(title: &str, note: Markup, body: Markup) -> String {
 }
 
 /// The summary header, the failure report (when the plan failed, was stopped or has any
-/// failure, as a plan that completed with failures does) and the tree: what the report shows
-/// and what the web UI's plan page replaces on every live update.
-pub(crate) fn plan_body(plan: &Plan, now: Timestamp) -> Markup {
-    plan_body_in(plan, now, None, false)
-}
-
-/// [`plan_body`] showing, of each block's sequences, only the page `window` (every sequence
-/// with `None`); `stranded`: no process runs the Running plan now (see [`plan_head`]).
-pub(crate) fn plan_body_in(
-    plan: &Plan,
-    now: Timestamp,
-    window: Option<Window>,
-    stranded: bool,
-) -> Markup {
+/// failure, as a plan that completed with failures does) and the tree of the sequences `page`
+/// holds: what the report shows and what the web UI's plan page replaces on every live update.
+/// `stranded`: no process runs the Running plan now (see [`plan_head`]).
+pub(crate) fn plan_body(page: &PlanPage, now: Timestamp, stranded: bool) -> Markup {
     html! {
-        div.plan-head { (plan_head(plan, now, stranded)) }
+        div.plan-head { (plan_head(page, now, stranded)) }
         section.tree {
             h2 { "Plan tree" }
-            (tree_in(plan, now, window))
+            (tree(page, now))
         }
     }
 }
 
-/// Whether a sequence joined or left the page `window` between `prev` and `next` (it started,
-/// failed or was stopped off the page): the page must be rendered again.
-pub(crate) fn window_moved(prev: &Plan, next: &Plan, window: Window) -> bool {
-    prev.blocks().iter().zip(next.blocks()).any(|(a, b)| {
-        a.sequences()
-            .iter()
-            .zip(b.sequences())
-            .enumerate()
-            .any(|(i, (x, y))| window.shows(i, x) != window.shows(i, y))
-    })
-}
-
-/// How many sequences of a block a page of the web UI shows.
-pub(crate) const SEQUENCE_PAGE: usize = 200;
-
-/// The sequences of each block a page shows: `SEQUENCE_PAGE` of them from `from`, and every
-/// one that runs, failed or was stopped wherever it is (what an operator looks for).
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Window {
-    /// The first sequence of the page, in every block.
-    pub(crate) from: usize,
-}
-
-impl Window {
-    fn shows(self, index: usize, seq: &Sequence) -> bool {
-        (self.from..self.from.saturating_add(SEQUENCE_PAGE)).contains(&index)
-            || matches!(
-                seq.status(),
-                Status::Running | Status::Failed | Status::Stopped
-            )
-    }
+/// Whether the sequences `next` holds differ from those `prev` holds (one started, failed or
+/// was stopped off the page): the page must be rendered again.
+pub(crate) fn window_moved(prev: &PlanPage, next: &PlanPage) -> bool {
+    (0..next.plan().blocks().len())
+        .any(|b| prev.shown(b) != next.shown(b) || prev.left_out(b) != next.left_out(b))
 }
 
 /// What stands above the tree: the summary and, when something failed, the failure report.
 /// `stranded`: the plan is Running but no process runs plans from its store (its process
 /// stopped), said where the page names who runs it.
-pub(crate) fn plan_head(plan: &Plan, now: Timestamp, stranded: bool) -> Markup {
-    let with_failures = plan.is_completed_with_failures();
+pub(crate) fn plan_head(page: &PlanPage, now: Timestamp, stranded: bool) -> Markup {
+    let plan = page.plan();
+    let with_failures = page.is_completed_with_failures();
     html! {
-        (summary(plan, now, stranded))
-        @if matches!(plan.status(), Status::Failed | Status::Stopped) || plan.failure_counts().has_failures() {
+        (summary(page, now, stranded))
+        @if matches!(plan.status(), Status::Failed | Status::Stopped) || page.failure_counts().has_failures() {
             section.failure-report.completed-with-failures[with_failures] {
                 h2 { "Failure report" }
-                pre { (plan.failure_report()) }
+                pre { (page.failure_report()) }
             }
         }
     }
@@ -150,18 +116,11 @@ pub(crate) struct NodePatch {
     summary: Option<String>,
 }
 
-/// The nodes of `next` to re-render on a page that shows `prev` (the same plan, earlier): the
-/// objects whose state or attempts changed, and the running ones (their durations tick).
-pub(crate) fn node_patches(
-    prev: &Plan,
-    next: &Plan,
-    now: Timestamp,
-    window: Option<Window>,
-) -> Vec<NodePatch> {
-    let opening = Opening {
-        window,
-        ..Opening::of(next)
-    };
+/// The nodes of `next` to re-render on a page that shows `prev` (the same plan, earlier, with
+/// the same sequences whole: see [`window_moved`]): the objects whose state or attempts
+/// changed, and the running ones (their durations tick).
+pub(crate) fn node_patches(prev: &PlanPage, next: &PlanPage, now: Timestamp) -> Vec<NodePatch> {
+    let opening = Opening::of(next);
     // Whether the page shows the object at `loc` (sequences off the page are not on it).
     let shown = |loc: Loc| {
         let seq = match loc {
@@ -172,17 +131,10 @@ pub(crate) fn node_patches(
             } => Some((block, seq)),
             _ => None,
         };
-        match (window, seq) {
-            (Some(w), Some((b, s))) => next
-                .blocks()
-                .get(b)
-                .and_then(|block| block.sequences().get(s))
-                .is_some_and(|q| w.shows(s, q)),
-            _ => true,
-        }
+        seq.is_none_or(|(b, s)| next.shows(b, s))
     };
     let mut patches = Vec::new();
-    for ((loc, old), (_, new)) in prev.walk().zip(next.walk()) {
+    for ((loc, old), (_, new)) in prev.plan().walk().zip(next.plan().walk()) {
         if !shown(loc) {
             continue;
         }
@@ -239,11 +191,11 @@ fn badge(status: Status) -> Markup {
 
 /// The plan's own badge: its status label ([`Plan::status_label`]), amber
 /// (`s-completed-with-failures`) for a plan that completed with failures.
-pub(crate) fn plan_badge(plan: &Plan) -> Markup {
+fn plan_badge(page: &PlanPage) -> Markup {
     label_badge(
-        plan.status(),
-        plan.is_completed_with_failures(),
-        &plan.status_label(),
+        page.plan().status(),
+        page.is_completed_with_failures(),
+        &page.status_label(),
     )
 }
 
@@ -257,14 +209,15 @@ pub(crate) fn label_badge(status: Status, completed_with_failures: bool, label: 
     html! { span class={ "badge " (class) } { (label) } }
 }
 
-fn summary(plan: &Plan, now: Timestamp, stranded: bool) -> Markup {
-    let c = Counts::of(plan);
+fn summary(page: &PlanPage, now: Timestamp, stranded: bool) -> Markup {
+    let plan = page.plan();
+    let c = page.actions();
     let state = plan.state();
     html! {
         section.summary {
             h1 {
                 span.plan-name { bdi { (plan.name()) } }
-                " " (plan_badge(plan))
+                " " (plan_badge(page))
                 @if plan.is_paused() { " " span.badge.paused { "Paused" } }
             }
             @if !plan.descr().is_empty() { p.descr { (plan.descr()) } }
@@ -312,7 +265,7 @@ fn summary(plan: &Plan, now: Timestamp, stranded: bool) -> Markup {
                         }
                     }
                 }
-                dt { "Status" } dd { (plan.status_label())
+                dt { "Status" } dd { (page.status_label())
                     @if plan.reason() != crate::workflow::Reason::None { " (reason: " (plan.reason()) ")" } }
                 dt { "Submitted" } dd { (format::opt_time(plan.submit_time())) }
                 dt { "Started" } dd { (format::opt_time(state.start)) }
@@ -352,37 +305,36 @@ fn open_by_default(opening: Opening, state: State) -> bool {
         )
 }
 
-/// Which nodes of the tree start open.
+/// Which nodes of the tree start open, and which sequences it shows.
 #[derive(Clone, Copy)]
 struct Opening<'a> {
     /// The processes that ran the plan, when there were several: each attempt names its own.
     owners: Option<&'a Plan>,
     /// Small plans show everything; large ones only what runs or failed.
     small: bool,
-    /// The page of sequences shown (all with `None`).
-    window: Option<Window>,
+    /// The page: which sequences the tree shows.
+    page: &'a PlanPage,
     /// Failed actions start open (a plan that completed with failures: their errors are the
     /// news).
     failed_actions: bool,
 }
 
 impl Opening<'_> {
-    fn of(plan: &Plan) -> Opening<'_> {
+    fn of(page: &PlanPage) -> Opening<'_> {
+        let plan = page.plan();
         Opening {
             owners: (plan.owners().len() > 1).then_some(plan),
-            window: None,
-            small: plan.action_count() <= 40,
-            failed_actions: plan.is_completed_with_failures(),
+            page,
+            small: page.actions().total <= 40,
+            failed_actions: page.is_completed_with_failures(),
         }
     }
 }
 
 /// The collapsible tree of the plan, in walk order.
-fn tree_in(plan: &Plan, now: Timestamp, window: Option<Window>) -> Markup {
-    let opening = Opening {
-        window,
-        ..Opening::of(plan)
-    };
+fn tree(page: &PlanPage, now: Timestamp) -> Markup {
+    let opening = Opening::of(page);
+    let plan = page.plan();
     let before = [CheckSlot::Bypass, CheckSlot::Pre, CheckSlot::Cont];
     html! {
         div.plan-tree data-plan=(plan.id()) {
@@ -439,6 +391,7 @@ fn checks_node(slot: CheckSlot, checks: &Checks, opening: Opening, now: Timestam
 }
 
 fn block_node(index: usize, block: &Block, opening: Opening, now: Timestamp) -> Markup {
+    let page = opening.page;
     let state = block.state();
     // A completed block may hold failed sequences (within its tolerance): open, to show them.
     let holds_failure = block
@@ -454,22 +407,28 @@ fn block_node(index: usize, block: &Block, opening: Opening, now: Timestamp) -> 
                 @for slot in [CheckSlot::Bypass, CheckSlot::Pre, CheckSlot::Cont] {
                     @if let Some(c) = block.checks().get(slot) { (checks_node(slot, c, opening, now)) }
                 }
-                @for (i, s) in block.sequences().iter().enumerate() {
-                    @if opening.window.is_none_or(|w| w.shows(i, s)) { (sequence_node(i, s, opening, now)) }
+                @for &i in page.shown(index) {
+                    @if let Some(s) = block.sequences().get(i) { (sequence_node(i, s, opening, now)) }
                 }
-                @if let Some(w) = opening.window {
-                    @let hidden = block.sequences().iter().enumerate().filter(|(i, s)| !w.shows(*i, s)).count();
+                @if let Some(w) = page.spec() {
+                    @let all = block.sequences().len();
+                    @let hidden = all.saturating_sub(page.shown(index).len());
+                    @let left_out = page.left_out(index);
                     @if hidden > 0 {
                         p.more-sequences {
                             (hidden) " more sequence(s) not shown (this page: "
-                            (w.from.saturating_add(1).min(block.sequences().len())) "–"
-                            (w.from.saturating_add(SEQUENCE_PAGE).min(block.sequences().len()))
-                            " of " (block.sequences().len()) ", and every one that runs, failed or was stopped)"
-                            @if w.from > 0 {
-                                " · " a.prev-page href={ "?from=" (w.from.saturating_sub(SEQUENCE_PAGE)) } { "previous " (SEQUENCE_PAGE) }
+                            (w.from.saturating_add(1).min(all)) "–"
+                            (w.from.saturating_add(w.len).min(all))
+                            " of " (all) ", and the ones that run, failed or were stopped"
+                            @if left_out > 0 {
+                                "; " span.left-out { (left_out) " of those past the first " (w.attention) " are not shown either" }
                             }
-                            @if w.from.saturating_add(SEQUENCE_PAGE) < block.sequences().len() {
-                                " · " a.next-page href={ "?from=" (w.from + SEQUENCE_PAGE) } { "next " (SEQUENCE_PAGE) }
+                            ")"
+                            @if w.from > 0 {
+                                " · " a.prev-page href={ "?from=" (w.from.saturating_sub(w.len)) } { "previous " (w.len) }
+                            }
+                            @if w.from.saturating_add(w.len) < all {
+                                " · " a.next-page href={ "?from=" (w.from.saturating_add(w.len)) } { "next " (w.len) }
                             }
                         }
                     }
@@ -780,6 +739,55 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("Content-Security-Policy"), "{html}");
+    }
+
+    #[test]
+    fn a_page_counts_the_whole_plan_and_says_what_it_leaves_out() {
+        use crate::storage::{PageSpec, PlanPage};
+        use crate::testing::*;
+        use crate::{ActionSpec, Block, Plan, Sequence};
+        let fakes = Fakes::new();
+        let plan = Plan::builder("fleet")
+            .block(
+                Block::builder("web")
+                    .tolerated_failures(10)
+                    .sequences((0..50).map(|i| {
+                        let req = if [20, 30, 40].contains(&i) {
+                            FakeReq::fail_permanently()
+                        } else {
+                            FakeReq::ok()
+                        };
+                        Sequence::builder(format!("host-{i:02}"))
+                            .action(ActionSpec::new::<FakeAction>("copy", req))
+                            .action(ActionSpec::new::<FakeAction>("restart", FakeReq::ok()))
+                    })),
+            )
+            .build();
+        let done = run_paused(fakes.registry(), plan).unwrap();
+        let spec = PageSpec {
+            from: 0,
+            len: 10,
+            attention: 2,
+        };
+        let page = PlanPage::of(done, spec);
+        let html = super::plan_body(&page, chrono::Utc::now(), false).into_string();
+        assert_eq!(html.matches("class=\"node sequence ").count(), 12, "{html}");
+        assert!(html.contains("host-20") && html.contains("host-30"));
+        assert!(
+            html.contains("94 completed</span>, <span class=\"s-failed\">3 failed</span>"),
+            "the counts are the whole plan's: {html}"
+        );
+        assert!(html.contains("100 in all"), "{html}");
+        assert!(html.contains("Completed with 3 failed"), "{html}");
+        assert!(
+            html.contains("38 more sequence(s) not shown (this page: 1–10 of 50"),
+            "{html}"
+        );
+        assert!(
+            html.contains("1 of those past the first 2 are not shown either"),
+            "{html}"
+        );
+        assert!(html.contains("href=\"?from=10\""), "{html}");
     }
 
     #[test]

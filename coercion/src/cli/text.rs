@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use anstyle::{AnsiColor, Style};
 use serde::Serialize;
 
-use super::format::{self, Counts, clean};
+use super::format::{self, clean};
 use crate::storage::PlanSummary;
 use crate::workflow::{ObjectRef, Plan, PlanId, Status, Timestamp};
 
@@ -134,7 +134,7 @@ pub(crate) fn tree(
 ) -> String {
     let missing = &live.missing_plugins;
     let mut out = String::new();
-    let c = Counts::of(plan);
+    let c = plan.action_counts();
     let _ = write!(
         out,
         "{} {} {}",

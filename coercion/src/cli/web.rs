@@ -47,7 +47,7 @@ use super::control::{self, ControlOp};
 use super::db::{Db, store_error};
 use super::format;
 use super::html::{self as views, APP_JS, CSS};
-use crate::storage::ListFilter;
+use crate::storage::{ListFilter, PageSpec, PlanPage};
 use crate::workflow::{Plan, PlanId, Status};
 
 /// The largest exported plan the upload page accepts.
@@ -105,19 +105,19 @@ struct App {
     db: Db,
     options: WebOptions,
     store_label: String,
-    /// One store poll per watched plan, whatever the number of viewers.
-    watched: Arc<Mutex<HashMap<PlanId, watch::Receiver<Snapshot>>>>,
+    /// One store poll per watched page of a plan, whatever the number of viewers.
+    watched: Arc<Mutex<HashMap<Watched, watch::Receiver<Snapshot>>>>,
     /// The last events rendered for each watched plan: viewers in step (the same plan before
     /// and after, the same page, the same second) render each event once.
     rendered: Arc<Mutex<HashMap<PlanId, Vec<Rendered>>>>,
 }
 
 /// An event rendered for the viewers of a plan: from `before` (`None`: the whole page) to
-/// `after`, for the page starting at `from`, in second `second`.
+/// `after`, for the page `spec`, in second `second`.
 struct Rendered {
-    before: Option<Arc<Plan>>,
-    after: Arc<Plan>,
-    from: usize,
+    before: Option<Arc<PlanPage>>,
+    after: Arc<PlanPage>,
+    spec: PageSpec,
     second: i64,
     data: Arc<str>,
 }
@@ -125,21 +125,24 @@ struct Rendered {
 /// At most this many plans keep rendered events (the oldest are dropped first).
 const RENDERED_PLANS: usize = 64;
 
-/// A watched plan as last read (ready to show), or why it could not be read; `None` before
-/// the first read.
-type Snapshot = Option<Arc<Result<Arc<Plan>, String>>>;
+/// A watched page of a plan as last read (ready to show), or why it could not be read; `None`
+/// before the first read.
+type Snapshot = Option<Arc<Result<Arc<PlanPage>, String>>>;
 
-/// Takes a watched plan's entry out of [`App::watched`] if its poller ends by a panic.
+/// A page of a plan that viewers watch.
+type Watched = (PlanId, PageSpec);
+
+/// Takes a watched page's entry out of [`App::watched`] if its poller ends by a panic.
 struct Unwatch {
     app: App,
-    id: PlanId,
+    key: Watched,
     armed: bool,
 }
 
 impl Drop for Unwatch {
     fn drop(&mut self) {
         if self.armed {
-            self.app.watched.lock().remove(&self.id);
+            self.app.watched.lock().remove(&self.key);
         }
     }
 }
@@ -156,19 +159,18 @@ impl App {
     fn rendered(
         &self,
         id: PlanId,
-        before: Option<&Arc<Plan>>,
-        after: &Arc<Plan>,
-        from: usize,
+        before: Option<&Arc<PlanPage>>,
+        after: &Arc<PlanPage>,
         second: i64,
         render: impl FnOnce() -> String,
     ) -> Arc<str> {
         // A plan's last event is rendered for each viewer: nothing to keep once it ended.
-        if after.status().is_terminal() {
+        if after.plan().status().is_terminal() {
             return render().into();
         }
         let same = |r: &Rendered| {
             Arc::ptr_eq(&r.after, after)
-                && r.from == from
+                && after.spec().is_none_or(|s| s == r.spec)
                 && r.second == second
                 && match (&r.before, before) {
                     (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -196,44 +198,46 @@ impl App {
         entries.push(Rendered {
             before: before.cloned(),
             after: after.clone(),
-            from,
+            spec: after.spec().unwrap_or(PageSpec::from(0)),
             second,
             data: data.clone(),
         });
         data
     }
 
-    /// The plan `id` as the store holds it, kept up to date by one poller shared by every
-    /// viewer: it reads the store every `poll_interval` (or, over a store that tells of
-    /// changes, when told the plan changed) while anyone watches and the plan runs, and stops
-    /// when the last viewer leaves or the plan ended.
-    fn watch(&self, id: PlanId) -> watch::Receiver<Snapshot> {
+    /// The page `spec` of plan `id` as the store holds it, kept up to date by one poller
+    /// shared by every viewer of that page: it reads the store every `poll_interval` (or, over
+    /// a store that tells of changes, when told the plan changed) while anyone watches and the
+    /// plan runs, and stops when the last viewer leaves or the plan ended.
+    fn watch(&self, id: PlanId, spec: PageSpec) -> watch::Receiver<Snapshot> {
+        let key = (id, spec);
         let mut watched = self.watched.lock();
-        if let Some(rx) = watched.get(&id) {
+        if let Some(rx) = watched.get(&key) {
             return rx.clone();
         }
         let (tx, rx) = watch::channel(None);
-        watched.insert(id, rx.clone());
+        watched.insert(key, rx.clone());
         let app = self.clone();
         tokio::spawn(async move {
             let mut unwatch = Unwatch {
                 app,
-                id,
+                key,
                 armed: true,
             };
             let app = unwatch.app.clone();
-            // The plan last sent, to tell changes (a comparison, not a serialization: cheap
+            // The page last sent, to tell changes (a comparison, not a serialization: cheap
             // for large plans).
-            let mut sent: Option<Arc<Plan>> = None;
+            let mut sent: Option<Arc<PlanPage>> = None;
             let mut notices = app.db.store().changes();
             loop {
                 let last_read = tokio::time::Instant::now();
                 let read = app
                     .db
-                    .read_id(id)
+                    .read_page(id, spec)
                     .await
-                    .map(|p| Arc::new(p.clone_for_display()));
-                let over = read.as_ref().is_ok_and(|p| p.status().is_terminal()) || read.is_err();
+                    .map(|p| Arc::new(p.into_display()));
+                let over =
+                    read.as_ref().is_ok_and(|p| p.plan().status().is_terminal()) || read.is_err();
                 let changed = match (&read, &sent) {
                     (Ok(now), Some(before)) => now != before,
                     _ => true,
@@ -248,7 +252,7 @@ impl App {
                     let mut watched = app.watched.lock();
                     let leave = over || tx.receiver_count() <= 1;
                     if leave {
-                        watched.remove(&id);
+                        watched.remove(&key);
                         app.rendered.lock().remove(&id);
                     }
                     leave
@@ -733,19 +737,24 @@ async fn plan_page(
     if plan_id.to_string() != id {
         return Redirect::to(&format!("/plans/{plan_id}")).into_response();
     }
-    let plan = match read(&app, plan_id).await {
-        Ok(p) => p.clone_for_display(),
+    let page = match read_page(&app, plan_id, PageSpec::from(page.from)).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let retried_by = match retried_by(&app, &plan).await {
+    let retried_by = match retried_by(&app, page.plan()).await {
         Ok(r) => r,
         Err(r) => return r,
     };
-    let window = views::Window { from: page.from };
-    html_response(
-        StatusCode::OK,
-        plan_view(&app, &plan, retried_by, None, window),
-    )
+    html_response(StatusCode::OK, plan_view(&app, &page, retried_by, None))
+}
+
+/// The page `spec` of plan `id`, its secrets redacted, or an error page.
+async fn read_page(app: &App, id: PlanId, spec: PageSpec) -> Result<PlanPage, Response> {
+    app.db
+        .read_page(id, spec)
+        .await
+        .map(PlanPage::into_display)
+        .map_err(|e| error_page(StatusCode::NOT_FOUND, &app.store_label, &e.to_string()))
 }
 
 /// The plan that retries `plan`, or an error page.
@@ -763,16 +772,23 @@ async fn retried_by(app: &App, plan: &Plan) -> Result<Option<PlanId>, Response> 
 
 fn plan_view(
     app: &App,
-    plan: &Plan,
+    page: &PlanPage,
     retried_by: Option<PlanId>,
     notice: Option<Result<String, String>>,
-    window: views::Window,
 ) -> String {
+    let plan = page.plan();
     let id = plan.id();
     let live = !plan.status().is_terminal();
     // Only ended plans with failed work that nobody retried yet: a second retry would run the
-    // same work twice (the process refuses it anyway).
-    let retryable = !live && retried_by.is_none() && plan.clone_retry_failed().is_some();
+    // same work twice (the process refuses it anyway). A page without every sequence's actions
+    // cannot build the retry: any failure, or a plan that did not complete, has work to retry.
+    let retryable = !live
+        && retried_by.is_none()
+        && if page.is_whole() {
+            plan.clone_retry_failed().is_some()
+        } else {
+            plan.status() != Status::Completed || page.failure_counts().has_failures()
+        };
     let body = html! {
         div.toolbar {
             a.button href="/" { "← Plans" }
@@ -828,11 +844,11 @@ fn plan_view(
             Some(Err(m)) => div.notice.error { (m) },
             None => {},
         }
-        div #live data-events=[live.then(|| match window.from {
+        div #live data-events=[live.then(|| match page.spec().map_or(0, |s| s.from) {
             0 => format!("/plans/{id}/events"),
             from => format!("/plans/{id}/events?from={from}"),
         })] {
-            (views::plan_body_in(plan, chrono::Utc::now(), Some(window), app.stranded(plan)))
+            (views::plan_body(page, chrono::Utc::now(), app.stranded(plan)))
         }
     };
     views::page(plan.name(), &app.store_label, body)
@@ -854,7 +870,7 @@ async fn plan_events(
         Ok(i) => i,
         Err(r) => return r,
     };
-    Sse::new(plan_feed(app, id, views::Window { from: page.from }))
+    Sse::new(plan_feed(app, id, PageSpec::from(page.from)))
         .keep_alive(KeepAlive::default())
         .into_response()
 }
@@ -867,17 +883,18 @@ async fn plan_events(
 fn plan_feed(
     app: App,
     id: PlanId,
-    window: views::Window,
+    spec: PageSpec,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
-    let rx = app.watch(id);
-    // The plan as this viewer's page shows it; `None` before the first event.
-    let state: (App, watch::Receiver<Snapshot>, Option<Arc<Plan>>, bool) = (app, rx, None, false);
+    let rx = app.watch(id, spec);
+    // The page as this viewer shows it; `None` before the first event.
+    let state: (App, watch::Receiver<Snapshot>, Option<Arc<PlanPage>>, bool) =
+        (app, rx, None, false);
     futures_util::stream::unfold(state, move |(app, mut rx, shown, ended)| async move {
         if ended {
             return None;
         }
-        if let Some(plan) = &shown
-            && plan.status().is_terminal()
+        if let Some(page) = &shown
+            && page.plan().status().is_terminal()
         {
             let ev = Event::default().event("end").data("end");
             return Some((Ok(ev), (app, rx, shown, true)));
@@ -891,13 +908,13 @@ fn plan_feed(
             if let Ok(Err(_)) = waited {
                 // The poller is gone without a last word (it panicked): watch anew.
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                rx = app.watch(id);
+                rx = app.watch(id, spec);
                 let _ = rx.wait_for(Option::is_some).await;
             }
         }
         let snapshot = rx.borrow_and_update().clone();
-        let plan = match snapshot.as_deref() {
-            Some(Ok(plan)) => plan.clone(),
+        let page = match snapshot.as_deref() {
+            Some(Ok(page)) => page.clone(),
             Some(Err(e)) => {
                 let ev = Event::default().event("failure").data(e.clone());
                 return Some((Ok(ev), (app, rx, shown, true)));
@@ -906,12 +923,12 @@ fn plan_feed(
             None => return None,
         };
         let now = chrono::Utc::now();
-        let status = plan.status().as_str();
+        let status = page.plan().status().as_str();
         let second = now.timestamp();
-        let stranded = app.stranded(&plan);
+        let stranded = app.stranded(page.plan());
         let full = || {
-            let data = app.rendered(id, None, &plan, window.from, second, || {
-                let html = views::plan_body_in(&plan, now, Some(window), stranded).into_string();
+            let data = app.rendered(id, None, &page, second, || {
+                let html = views::plan_body(&page, now, stranded).into_string();
                 serde_json::json!({ "html": html, "status": status }).to_string()
             });
             Event::default().event("plan").data(&*data)
@@ -920,12 +937,12 @@ fn plan_feed(
             None => full(),
             // A sequence off the page started, failed or stopped: it joins the page, which is
             // rendered again.
-            Some(before) if views::window_moved(before, &plan, window) => full(),
+            Some(before) if views::window_moved(before, &page) => full(),
             Some(before) => {
-                let data = app.rendered(id, Some(before), &plan, window.from, second, || {
+                let data = app.rendered(id, Some(before), &page, second, || {
                     serde_json::json!({
-                        "head": views::plan_head(&plan, now, stranded).into_string(),
-                        "nodes": views::node_patches(before, &plan, now, Some(window)),
+                        "head": views::plan_head(&page, now, stranded).into_string(),
+                        "nodes": views::node_patches(before, &page, now),
                         "status": status,
                     })
                     .to_string()
@@ -933,7 +950,7 @@ fn plan_feed(
                 Event::default().event("patch").data(&*data)
             }
         };
-        Some((Ok(ev), (app, rx, Some(plan), false)))
+        Some((Ok(ev), (app, rx, Some(page), false)))
     })
 }
 
@@ -1140,11 +1157,11 @@ async fn send_control(
     if let Ok(control::Outcome::Retried(new)) = result {
         return Redirect::to(&format!("/plans/{new}")).into_response();
     }
-    let plan = match read(app, id).await {
-        Ok(p) => p.clone_for_display(),
+    let page = match read_page(app, id, PageSpec::from(0)).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let retried_by = match retried_by(app, &plan).await {
+    let retried_by = match retried_by(app, page.plan()).await {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -1163,16 +1180,7 @@ async fn send_control(
         ),
         Err(e) => (StatusCode::CONFLICT, Err(e)),
     };
-    html_response(
-        status,
-        plan_view(
-            app,
-            &plan,
-            retried_by,
-            Some(notice),
-            views::Window::default(),
-        ),
-    )
+    html_response(status, plan_view(app, &page, retried_by, Some(notice)))
 }
 
 async fn upload_page(State(app): State<App>) -> Response {
@@ -1216,7 +1224,7 @@ async fn upload_plan(headers: HeaderMap, body: Bytes) -> Response {
         );
     };
     let plan = match Plan::from_json(text) {
-        Ok(p) => p.clone_for_display(),
+        Ok(p) => p.into_display(),
         Err(e) => {
             return fail(format!(
                 "This file is not an exported coercion plan: {}",
@@ -1226,7 +1234,7 @@ async fn upload_plan(headers: HeaderMap, body: Bytes) -> Response {
     };
     let m: Markup = html! {
         div.notice.ok { "Showing the uploaded plan " strong { bdi { (plan.name()) } } " (" (plan.id()) ")." }
-        div.uploaded { (views::plan_body(&plan, chrono::Utc::now())) }
+        div.uploaded { (views::plan_body(&PlanPage::whole(plan), chrono::Utc::now(), false)) }
     };
     (StatusCode::OK, Html(m.into_string())).into_response()
 }

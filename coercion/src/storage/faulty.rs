@@ -209,6 +209,14 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.read(id)
     }
 
+    fn read_page(
+        &self,
+        id: PlanId,
+        spec: super::PageSpec,
+    ) -> BoxFuture<'_, Result<super::PlanPage, StoreError>> {
+        self.inner.read_page(id, spec)
+    }
+
     fn list<'a>(
         &'a self,
         filter: &'a ListFilter,

@@ -23,6 +23,7 @@ pub mod contract;
 #[cfg(feature = "testing")]
 mod faulty;
 mod memory;
+mod page;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "testing")]
@@ -36,6 +37,7 @@ mod sqlite;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub use faulty::{FaultKind, FaultRule, FaultTiming, FaultyStore};
 pub use memory::MemoryStore;
+pub use page::{PageSpec, PlanPage};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresOptions, PostgresStore};
@@ -530,6 +532,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reads a whole plan with every change applied.
     fn read(&self, id: PlanId) -> BoxFuture<'_, Result<Plan, StoreError>>;
+
+    /// Reads the page `spec` of a plan ([`PlanPage`]): every object but the actions of the
+    /// sequences off the page, and the counts of the whole plan. The default reads the whole
+    /// plan and leaves those actions out; a store that can read less overrides it.
+    fn read_page(&self, id: PlanId, spec: PageSpec) -> BoxFuture<'_, Result<PlanPage, StoreError>> {
+        Box::pin(async move { Ok(PlanPage::of(self.read(id).await?, spec)) })
+    }
 
     /// Lists plans matching `filter`, newest submitted first.
     fn list<'a>(

@@ -177,6 +177,16 @@ impl<S: Store> Store for RecordingStore<S> {
         self.inner.read(id)
     }
 
+    fn read_page(
+        &self,
+        id: PlanId,
+        spec: super::PageSpec,
+    ) -> BoxFuture<'_, Result<super::PlanPage, StoreError>> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.read_page(id, spec)
+    }
+
     fn list<'a>(
         &'a self,
         filter: &'a ListFilter,

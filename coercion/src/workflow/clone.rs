@@ -115,7 +115,12 @@ impl Plan {
     /// secrets, which are replaced with `{"$secret": "redacted"}` in requests and responses.
     /// Exports, reports and the web UI show this copy.
     pub fn clone_for_display(&self) -> Plan {
-        let mut plan = self.clone();
+        self.clone().into_display()
+    }
+
+    /// [`Plan::clone_for_display`] without the copy: the plan itself, redacted.
+    pub fn into_display(self) -> Plan {
+        let mut plan = self;
         plan.for_each_action_mut(|_, a| {
             a.request = crate::secret::redact(&a.request);
             for t in &mut a.attempts {
