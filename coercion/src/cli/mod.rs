@@ -295,8 +295,10 @@ fn write_file(path: &std::path::Path, text: &str) -> Result<(), CliError> {
 /// The labels of the plans among `plans` whose plain status does not say enough, by id: the
 /// completed plans that completed with failures ([`crate::workflow::Plan::status_label`]) and
 /// the running plans that wait for a person at a gate (`Running, waiting for approval: NAME`).
-/// A summary carries neither, so each completed or running plan is read; one that cannot be
-/// read (deleted meanwhile) keeps its plain status. Faces show these labels in amber.
+/// A summary carries neither, so a page of each completed or running plan is read (no
+/// sequence of its own, only those that run, failed or were stopped: a waiting gate runs, the
+/// counts are the whole plan's); one that cannot be read (deleted meanwhile) keeps its plain
+/// status. Faces show these labels in amber.
 pub(crate) async fn attention_labels(
     db: &Db,
     plans: &[crate::storage::PlanSummary],
@@ -313,13 +315,23 @@ pub(crate) async fn attention_labels(
             );
             continue;
         }
-        let Ok(plan) = db.store().read(s.id).await else {
+        let spec = crate::storage::PageSpec {
+            from: 0,
+            len: 0,
+            attention: crate::storage::PageSpec::ATTENTION,
+        };
+        let Ok(page) = db.store().read_page(s.id, spec).await else {
             continue;
         };
-        if plan.is_completed_with_failures() {
-            labels.insert(s.id, plan.status_label());
+        if page.is_completed_with_failures() {
+            labels.insert(s.id, page.status_label());
         }
-        let gates: Vec<String> = plan.waiting_gates().into_iter().map(|g| g.name).collect();
+        let gates: Vec<String> = page
+            .plan()
+            .waiting_gates()
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
         if !gates.is_empty() {
             labels.insert(
                 s.id,

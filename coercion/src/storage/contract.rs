@@ -789,6 +789,63 @@ pub async fn random_changes_in_flight(
             );
         }
         read_equals(store, &model, &format!("seed {seed:#x}, after batch {n}")).await;
+        pages_equal(store, &model, &format!("seed {seed:#x}, after batch {n}")).await;
+    }
+}
+
+/// Every page of `expected` a store reads ([`Store::read_page`]) is the page of the plan it
+/// reads whole: the same objects, the actions of the same sequences, the same counts.
+async fn pages_equal(store: &dyn Store, expected: &Plan, what: &str) {
+    use crate::storage::{PageSpec, PlanPage};
+    let specs = [
+        PageSpec::from(0),
+        PageSpec {
+            from: 0,
+            len: 1,
+            attention: 1,
+        },
+        PageSpec {
+            from: 1,
+            len: 1,
+            attention: 0,
+        },
+        PageSpec {
+            from: 0,
+            len: 0,
+            attention: usize::MAX,
+        },
+        PageSpec {
+            from: usize::MAX,
+            len: usize::MAX,
+            attention: 0,
+        },
+    ];
+    for spec in specs {
+        let got = must(
+            store,
+            &format!("reading page {spec:?} of plan {} ({what})", expected.id),
+            store.read_page(expected.id, spec).await,
+        )
+        .await;
+        let want = PlanPage::of(expected.clone(), spec);
+        if got != want {
+            let diff = first_difference(want.plan(), got.plan());
+            panic!(
+                "[{}] {what}: page {spec:?} differs from the page of the whole plan: {diff}\n\
+                 counts: expected {:?} {:?}, got {:?} {:?}; shown: expected {:?}, got {:?}",
+                store.describe(),
+                want.actions(),
+                want.failure_counts(),
+                got.actions(),
+                got.failure_counts(),
+                (0..want.plan().blocks().len())
+                    .map(|b| want.shown(b).to_vec())
+                    .collect::<Vec<_>>(),
+                (0..got.plan().blocks().len())
+                    .map(|b| got.shown(b).to_vec())
+                    .collect::<Vec<_>>(),
+            );
+        }
     }
 }
 
@@ -1423,6 +1480,7 @@ pub async fn large_plan(store: &dyn Store, actions: usize) {
     .await;
     model_apply(&mut model, &changes).unwrap_or_else(|e| panic!("the model refused a change: {e}"));
     read_equals(store, &model, "a large plan after changes").await;
+    pages_equal(store, &model, "a large plan after changes").await;
     must(store, "delete a large plan", store.delete(plan.id).await).await;
     assert_eq!(
         store.read(plan.id).await.err(),

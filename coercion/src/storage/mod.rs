@@ -819,9 +819,15 @@ pub async fn retried_by(store: &dyn Store, plan: &Plan) -> Result<Option<PlanId>
     // Oldest first: a retry that was refused never exists, so the first match is the one.
     let mut later = store.list(&filter).await?;
     later.reverse();
+    // A page without sequences: what says which plan a plan retries, without its actions.
+    let head = PageSpec {
+        from: 0,
+        len: 0,
+        attention: 0,
+    };
     for summary in later.iter().filter(|s| s.id != plan.id) {
-        let candidate = match store.read(summary.id).await {
-            Ok(p) => p,
+        let candidate = match store.read_page(summary.id, head).await {
+            Ok(p) => p.plan().clone(),
             // Deleted since the listing.
             Err(StoreError::NotFound(_)) => continue,
             Err(e) => return Err(e),
@@ -840,7 +846,8 @@ pub async fn retried_by(store: &dyn Store, plan: &Plan) -> Result<Option<PlanId>
 /// The JSON of `plan` without anything that changes while it runs — every state back to
 /// `NotStarted`, no attempts, no reason, heartbeat or pause — which the stores keep apart from
 /// the definition. A plan that has none of those (a plan being submitted) is written as it is.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+/// (PostgreSQL keeps it whole; SQLite in pieces.)
+#[cfg(feature = "postgres")]
 pub(crate) fn definition_json(plan: &Plan) -> Result<String, StoreError> {
     let pristine = plan.reason == Reason::None
         && plan.heartbeat.is_none()

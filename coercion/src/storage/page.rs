@@ -144,6 +144,27 @@ impl PlanPage {
         (keep, left)
     }
 
+    /// A page from its parts, as a store that reads pages itself assembles it: `plan` holds
+    /// the actions of exactly the sequences of `shown`.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn from_parts(
+        plan: Plan,
+        spec: PageSpec,
+        shown: Vec<Vec<usize>>,
+        left_out: Vec<usize>,
+        actions: ActionCounts,
+        failures: FailureCounts,
+    ) -> PlanPage {
+        PlanPage {
+            plan,
+            spec: Some(spec),
+            shown,
+            left_out,
+            actions,
+            failures,
+        }
+    }
+
     /// The plan, with the actions of only the sequences the page shows (see the type's docs).
     pub fn plan(&self) -> &Plan {
         &self.plan

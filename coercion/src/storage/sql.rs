@@ -343,8 +343,13 @@ impl PlanRow<'_> {
     /// Plan `id` as its row says, every object as in the definition; fails naming what is
     /// unreadable.
     pub fn decode(&self, store: &str, id: PlanId) -> Result<Plan, StoreError> {
+        let plan = Plan::from_json(self.definition).map_err(|e| corrupt(store, id, e))?;
+        self.finish(store, id, plan)
+    }
+
+    /// `plan`, read from the definition, with the row's own columns.
+    pub fn finish(&self, store: &str, id: PlanId, mut plan: Plan) -> Result<Plan, StoreError> {
         let bad = |e: String| corrupt(store, id, e);
-        let mut plan = Plan::from_json(self.definition).map_err(|e| corrupt(store, id, e))?;
         if plan.id != id {
             return Err(bad(format!("its definition carries id {}", plan.id)));
         }

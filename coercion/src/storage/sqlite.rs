@@ -4,6 +4,7 @@
 mod codec;
 mod journal;
 mod lock;
+mod page;
 mod reader;
 mod schema;
 mod writer;
@@ -708,6 +709,20 @@ impl Store for SqliteStore {
                 }
             }
             Ok(plan)
+        })
+    }
+
+    fn read_page(
+        &self,
+        id: PlanId,
+        spec: crate::storage::PageSpec,
+    ) -> BoxFuture<'_, Result<crate::storage::PlanPage, StoreError>> {
+        let readers = self.inner.readers.clone();
+        Box::pin(async move {
+            blocking(&self.inner.store, move || {
+                readers.with(|conn| page::read_page(conn, readers.store(), id, spec))
+            })
+            .await
         })
     }
 

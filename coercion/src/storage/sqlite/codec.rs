@@ -52,7 +52,10 @@ pub(super) struct PreparedPlan {
     pub reason: String,
     pub heartbeat: Option<i64>,
     pub paused: bool,
+    /// The definition without its blocks' sequences (schema version 5).
     pub definition: String,
+    /// Every sequence's definition, block by block.
+    pub sequences: Vec<SequenceDef>,
     pub objects: Vec<ObjectRow>,
     pub attempts: Vec<AttemptRow>,
 }
@@ -83,7 +86,7 @@ impl PreparedPlan {
                 stored: object.touched,
             });
         }
-        let definition = crate::storage::definition_json(plan)?;
+        let (definition, sequences) = definition_parts(plan)?;
         Ok(PreparedPlan {
             id: plan.id,
             id_text: id_text(plan.id.0),
@@ -96,9 +99,143 @@ impl PreparedPlan {
             heartbeat: opt_ns(plan.heartbeat)?,
             paused: plan.paused,
             definition,
+            sequences,
             objects,
             attempts,
         })
+    }
+}
+
+/// One row of `sequence_definitions`: a sequence of the definition, as stored.
+#[derive(Debug)]
+pub(super) struct SequenceDef {
+    pub block: i64,
+    pub seq: i64,
+    /// How many actions it has.
+    pub actions: i64,
+    /// The sequence without its actions (`actions: []`), as JSON.
+    pub head: String,
+    /// Its actions, a JSON array.
+    pub body: String,
+}
+
+/// The definition of `plan` in pieces: the plan without its blocks' sequences, and each
+/// sequence (see schema version 5).
+fn definition_parts(plan: &Plan) -> Result<(String, Vec<SequenceDef>), StoreError> {
+    let failed = |e: serde_json::Error| {
+        StoreError::permanent(format!("plan {} does not serialize", plan.id)).caused_by(e)
+    };
+    let mut def = crate::storage::definition_of(plan);
+    let mut sequences = Vec::new();
+    for (b, block) in def.blocks.iter_mut().enumerate() {
+        for (s, mut seq) in std::mem::take(&mut block.sequences).into_iter().enumerate() {
+            let actions = std::mem::take(&mut seq.actions);
+            sequences.push(SequenceDef {
+                block: b as i64,
+                seq: s as i64,
+                actions: actions.len() as i64,
+                head: serde_json::to_string(&seq).map_err(failed)?,
+                body: serde_json::to_string(&actions).map_err(failed)?,
+            });
+        }
+    }
+    Ok((serde_json::to_string(&def).map_err(failed)?, sequences))
+}
+
+/// Where the objects of a plan sit in execution order (their `ord`), from the plan without its
+/// sequences' actions and each sequence's number of actions: what [`execution_order`] gives
+/// for the whole plan, without holding every action. In walk order, a block's sequences and
+/// their actions are one run of positions; the run keeps its place, and within it the
+/// sequences come first, then the actions by index in the sequence and sequence.
+pub(super) struct Layout {
+    /// `ord` of each object outside the runs, by location.
+    outside: HashMap<Loc, i64>,
+    /// Per block, where its run starts and each sequence's number of actions.
+    runs: Vec<(i64, Vec<u32>)>,
+}
+
+impl Layout {
+    /// The layout of `plan`, whose sequence `seq` of block `block` has `counts[block][seq]`
+    /// actions (its own actions, if any, are not looked at).
+    pub fn new(plan: &Plan, counts: &[Vec<u32>]) -> Layout {
+        let mut outside = HashMap::new();
+        let mut runs: Vec<(i64, Vec<u32>)> = counts.iter().map(|c| (0, c.clone())).collect();
+        let mut position: i64 = 0;
+        for (loc, _) in plan.walk() {
+            match loc {
+                Loc::Sequence { block, seq } => {
+                    let n = counts
+                        .get(block)
+                        .and_then(|c| c.get(seq))
+                        .copied()
+                        .unwrap_or(0);
+                    if seq == 0
+                        && let Some(run) = runs.get_mut(block)
+                    {
+                        run.0 = position;
+                    }
+                    position += 1 + i64::from(n);
+                }
+                Loc::Action {
+                    parent: Parent::Sequence { .. },
+                    ..
+                } => {}
+                _ => {
+                    outside.insert(loc, position);
+                    position += 1;
+                }
+            }
+        }
+        Layout { outside, runs }
+    }
+
+    /// `ord` of the object at `loc` outside the blocks' sequences (`None` for one inside).
+    pub fn outside(&self, loc: Loc) -> Option<i64> {
+        self.outside.get(&loc).copied()
+    }
+
+    /// The `ord`s of block `block`'s sequences: `start..start + n`.
+    pub fn sequences(&self, block: usize) -> std::ops::Range<i64> {
+        self.runs
+            .get(block)
+            .map_or(0..0, |(start, c)| *start..*start + c.len() as i64)
+    }
+
+    /// The `ord`s of the actions of the sequences `seqs` (ascending) of block `block`: for
+    /// each, one `ord` per action, in order.
+    pub fn actions(&self, block: usize, seqs: &[usize]) -> Vec<Vec<i64>> {
+        let Some((start, counts)) = self.runs.get(block) else {
+            return Vec::new();
+        };
+        let longest = counts.iter().copied().max().unwrap_or(0) as usize;
+        // How many sequences have more than `i` actions; then where index `i` starts.
+        let mut having = vec![0i64; longest];
+        for &c in counts {
+            for h in &mut having[..c as usize] {
+                *h += 1;
+            }
+        }
+        let mut first = Vec::with_capacity(longest);
+        let mut at = *start + counts.len() as i64;
+        for h in &having {
+            first.push(at);
+            at += h;
+        }
+        // Sequences before the one looked at that have more than `i` actions.
+        let mut before = vec![0i64; longest];
+        let mut next = 0;
+        let mut out = Vec::with_capacity(seqs.len());
+        for &s in seqs {
+            while next < s.min(counts.len()) {
+                for b in &mut before[..counts[next] as usize] {
+                    *b += 1;
+                }
+                next += 1;
+            }
+            let n = counts.get(s).copied().unwrap_or(0) as usize;
+            out.push((0..n).map(|i| first[i] + before[i]).collect());
+        }
+        out
     }
 }
 

@@ -130,6 +130,15 @@ pub(super) enum Entry<'a> {
     },
 }
 
+impl Entry<'_> {
+    /// The object it changes.
+    pub fn id(&self) -> Uuid {
+        match self {
+            Entry::State { id, .. } | Entry::Attempt { id, .. } | Entry::Reset { id } => *id,
+        }
+    }
+}
+
 /// Decodes a journal row's blob; the error says what is wrong and where.
 pub(super) fn decode(blob: &[u8]) -> Result<Vec<Entry<'_>>, String> {
     let mut r = Reader { blob, at: 0 };

@@ -178,59 +178,10 @@ pub(super) fn read_plan(
 ) -> Result<(Plan, Option<(i64, ObjectIndex)>), StoreError> {
     let err = |e| sql_error(store, &format!("reading plan {id}"), e);
     let tx = conn.unchecked_transaction().map_err(err)?;
-    let key = id_text(id.0);
-    type HeadRow = (
-        i64,
-        String,
-        Option<i64>,
-        Option<i64>,
-        String,
-        Option<i64>,
-        bool,
-        String,
-        String,
-        String,
-    );
-    let row: Option<HeadRow> = tx
-        .prepare_cached(
-            "SELECT p.pk, p.status, p.start_ns, p.end_ns, p.reason, p.heartbeat_ns, p.paused, \
-             d.definition, p.resumptions, p.decisions FROM plans p JOIN plan_definitions d ON d.plan_pk = p.pk WHERE p.id = ?1",
-        )
-        .and_then(|mut s| {
-            s.query_row([&key], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                ))
-            })
-            .optional()
-        })
-        .map_err(err)?;
-    let Some((pk, status, start, end, reason, heartbeat, paused, definition, owners, decisions)) =
-        row
-    else {
-        return Err(StoreError::NotFound(id));
-    };
-    let plan = PlanRow {
-        status: &status,
-        start,
-        end,
-        reason: &reason,
-        heartbeat,
-        paused,
-        definition: &definition,
-        owners: &owners,
-        decisions: &decisions,
-    };
-    let mut plan = plan.decode(store, id)?;
+    let (pk, mut plan) = read_head(&tx, store, id)?;
+    attach_sequences(&tx, pk, &mut plan)
+        .map_err(err)?
+        .map_err(|e| corrupt(store, id, e))?;
 
     // `ord` follows from the definition (see `execution_order`): where each row belongs.
     let mut by_ord: Vec<Option<(Loc, Uuid)>> = vec![None; plan.walk().len()];
@@ -347,6 +298,69 @@ pub(super) fn read_plan(
     Ok((plan, index))
 }
 
+/// The row of plan `id` and its definition without its blocks' sequences: its key and the
+/// plan as far as they say.
+pub(super) fn read_head(
+    conn: &Connection,
+    store: &str,
+    id: PlanId,
+) -> Result<(i64, Plan), StoreError> {
+    let err = |e| sql_error(store, &format!("reading plan {id}"), e);
+    let key = id_text(id.0);
+    type HeadRow = (
+        i64,
+        String,
+        Option<i64>,
+        Option<i64>,
+        String,
+        Option<i64>,
+        bool,
+        String,
+        String,
+        String,
+    );
+    let row: Option<HeadRow> = conn
+        .prepare_cached(
+            "SELECT p.pk, p.status, p.start_ns, p.end_ns, p.reason, p.heartbeat_ns, p.paused, \
+             d.definition, p.resumptions, p.decisions FROM plans p JOIN plan_definitions d ON d.plan_pk = p.pk WHERE p.id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([&key], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(err)?;
+    let Some((pk, status, start, end, reason, heartbeat, paused, definition, owners, decisions)) =
+        row
+    else {
+        return Err(StoreError::NotFound(id));
+    };
+    let plan = PlanRow {
+        status: &status,
+        start,
+        end,
+        reason: &reason,
+        heartbeat,
+        paused,
+        definition: &definition,
+        owners: &owners,
+        decisions: &decisions,
+    };
+    Ok((pk, plan.decode(store, id)?))
+}
+
 /// Lists plans matching `filter`, newest submitted first, then by id, descending.
 pub(super) fn list_plans(
     conn: &Connection,
@@ -454,50 +468,125 @@ pub(super) fn integrity_check(conn: &Connection, store: &str) -> Result<(), Stor
     }
 }
 
+/// Puts the sequences of the plan with key `pk` (rows of `sequence_definitions`) into
+/// `plan`, read from its definition without them. The inner error says what is wrong.
+pub(super) fn attach_sequences(
+    conn: &Connection,
+    pk: i64,
+    plan: &mut Plan,
+) -> rusqlite::Result<Result<(), String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT block, seq, actions, head, body FROM sequence_definitions WHERE plan_pk = ?1 \
+         ORDER BY block, seq",
+    )?;
+    let mut rows = stmt.query([pk])?;
+    while let Some(r) = rows.next()? {
+        let (block, seq): (i64, i64) = (r.get(0)?, r.get(1)?);
+        let mut sequence = match decode_head(r.get_ref(3)?.as_str()?) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(format!("sequence {seq} of block {block}: {e}"))),
+        };
+        match serde_json::from_str::<Vec<crate::workflow::Action>>(r.get_ref(4)?.as_str()?) {
+            Ok(actions) if actions.len() as i64 == r.get::<_, i64>(2)? => {
+                sequence.actions = actions;
+            }
+            Ok(actions) => {
+                return Ok(Err(format!(
+                    "sequence {seq} of block {block} has {} actions, its row says {}",
+                    actions.len(),
+                    r.get::<_, i64>(2)?
+                )));
+            }
+            Err(e) => {
+                return Ok(Err(format!(
+                    "the actions of sequence {seq} of block {block}: {e}"
+                )));
+            }
+        }
+        if let Err(e) = place_sequence(plan, block, seq, sequence) {
+            return Ok(Err(e));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// A sequence's head (`sequence_definitions.head`): the sequence without its actions.
+pub(super) fn decode_head(json: &str) -> Result<crate::workflow::Sequence, String> {
+    serde_json::from_str(json).map_err(|e| e.to_string())
+}
+
+/// Appends `sequence`, read as sequence `seq` of block `block`, to the plan: sequences are
+/// read in order, so one that does not come next is out of place.
+pub(super) fn place_sequence(
+    plan: &mut Plan,
+    block: i64,
+    seq: i64,
+    sequence: crate::workflow::Sequence,
+) -> Result<(), String> {
+    let blocks = plan.blocks.len();
+    let target = usize::try_from(block)
+        .ok()
+        .and_then(|b| plan.blocks.get_mut(b))
+        .ok_or_else(|| {
+            format!("a sequence of block {block}, which is not in its definition ({blocks} blocks)")
+        })?;
+    if usize::try_from(seq).ok() != Some(target.sequences.len()) {
+        return Err(format!(
+            "sequence {seq} of block {block} follows sequence {} of it",
+            target.sequences.len() as i64 - 1
+        ));
+    }
+    target.sequences.push(sequence);
+    Ok(())
+}
+
 /// Applies the changes of one journal row to `plan`, as the `Change`s they were; `locs` places
 /// objects by id.
 fn replay(plan: &mut Plan, locs: &HashMap<Uuid, Loc>, blob: &[u8]) -> Result<(), String> {
-    let place = |object: Uuid| {
-        locs.get(&object)
-            .copied()
-            .ok_or_else(|| format!("object {object} is not in the plan"))
-    };
     for entry in journal::decode(blob)? {
-        let change = match entry {
-            journal::Entry::State {
-                id,
-                status,
-                start,
-                end,
-            } => Change::State {
-                loc: place(id)?,
-                id,
-                state: State {
-                    status,
-                    start: start.map(from_ns),
-                    end: end.map(from_ns),
-                },
-            },
-            journal::Entry::Attempt {
-                id,
-                index,
-                start,
-                end,
-                outcome,
-            } => Change::Attempt {
-                loc: place(id)?,
-                id,
-                index: u32::try_from(index).map_err(|_| format!("attempt index {index}"))?,
-                attempt: AttemptCols::decode(start, end, outcome)?,
-            },
-            journal::Entry::Reset { id } => Change::Reset {
-                loc: place(id)?,
-                id,
-            },
-        };
-        change.apply_to(plan).map_err(|e| e.to_string())?;
+        let id = entry.id();
+        let loc = locs
+            .get(&id)
+            .copied()
+            .ok_or_else(|| format!("object {id} is not in the plan"))?;
+        entry_change(entry, loc)?
+            .apply_to(plan)
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// The `Change` a journal entry was, for the object at `loc`.
+pub(super) fn entry_change(entry: journal::Entry<'_>, loc: Loc) -> Result<Change, String> {
+    Ok(match entry {
+        journal::Entry::State {
+            id,
+            status,
+            start,
+            end,
+        } => Change::State {
+            loc,
+            id,
+            state: State {
+                status,
+                start: start.map(from_ns),
+                end: end.map(from_ns),
+            },
+        },
+        journal::Entry::Attempt {
+            id,
+            index,
+            start,
+            end,
+            outcome,
+        } => Change::Attempt {
+            loc,
+            id,
+            index: u32::try_from(index).map_err(|_| format!("attempt index {index}"))?,
+            attempt: AttemptCols::decode(start, end, outcome)?,
+        },
+        journal::Entry::Reset { id } => Change::Reset { loc, id },
+    })
 }
 
 /// How many plans match `filter`, counted by SQLite (an index walk, no rows read).

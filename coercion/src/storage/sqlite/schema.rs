@@ -16,7 +16,7 @@ use crate::storage::sql::Migrations;
 pub(super) const APPLICATION_ID: i32 = 0x636F_6572;
 
 /// Every migration, oldest first: step `i` brings the file to version `i + 1`.
-pub(super) const MIGRATIONS: Migrations = Migrations(&[V1, V2, V3, V4]);
+pub(super) const MIGRATIONS: Migrations = Migrations(&[V1, V2, V3, V4, V5]);
 
 /// The schema version this build reads and writes.
 pub(super) fn latest() -> i64 {
@@ -166,6 +166,40 @@ ALTER TABLE plans ADD COLUMN resumptions TEXT NOT NULL DEFAULT '[]';
 /// oldest first; `[]` for every plan of an older file (none had gates).
 const V4: &str = "
 ALTER TABLE plans ADD COLUMN decisions TEXT NOT NULL DEFAULT '[]';
+";
+
+/// Version 5: the definition in pieces, so that a face can read a page of a large plan.
+///
+/// `plan_definitions.definition` keeps the plan as submitted without its blocks' sequences
+/// (each block's `sequences` is `[]`); `sequence_definitions` has one row per sequence, in
+/// its block (`block`, `seq`: indexes), with `head`, the sequence's JSON with `actions: []`,
+/// `body`, the JSON array of its actions, and `actions`, how many there are (the `ord` of
+/// every object follows from the definition without the actions and these counts: see
+/// `codec::Layout`). A whole read joins the pieces; a page reads the heads of every sequence
+/// and the bodies of the page's. A plan of 100,000 sequences writes 100,000 more rows at
+/// create. Existing definitions are split by SQLite's JSON functions, which keep member
+/// order and number text.
+const V5: &str = "
+CREATE TABLE sequence_definitions (
+    plan_pk INTEGER NOT NULL REFERENCES plans (pk) ON DELETE CASCADE,
+    block   INTEGER NOT NULL CHECK (block >= 0),
+    seq     INTEGER NOT NULL CHECK (seq >= 0),
+    actions INTEGER NOT NULL CHECK (actions >= 0),
+    head    TEXT    NOT NULL,
+    body    TEXT    NOT NULL,
+    PRIMARY KEY (plan_pk, block, seq)
+);
+
+INSERT INTO sequence_definitions (plan_pk, block, seq, actions, head, body)
+    SELECT d.plan_pk, b.key, s.key, json_array_length(s.value, '$.actions'),
+           json_set(s.value, '$.actions', json('[]')), json_extract(s.value, '$.actions')
+    FROM plan_definitions d, json_each(d.definition, '$.blocks') b,
+         json_each(b.value, '$.sequences') s;
+
+UPDATE plan_definitions SET definition = json_set(definition, '$.blocks', json((
+    SELECT json_group_array(json_set(b.value, '$.sequences', json('[]')) ORDER BY b.key)
+    FROM json_each(plan_definitions.definition, '$.blocks') b)))
+    WHERE json_array_length(definition, '$.blocks') > 0;
 ";
 
 /// What a file holds, judged without changing it.

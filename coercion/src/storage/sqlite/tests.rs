@@ -721,7 +721,7 @@ async fn a_version_1_file_is_migrated_when_opened_for_writing_and_keeps_its_plan
         .unwrap();
         raw.execute(
             "INSERT INTO plan_definitions (plan_pk, definition) VALUES (1, ?1)",
-            [&p.definition],
+            [serde_json::to_string(&crate::storage::definition_of(&plan)).unwrap()],
         )
         .unwrap();
         for o in &p.objects {
@@ -784,8 +784,26 @@ async fn a_version_1_file_is_migrated_when_opened_for_writing_and_keeps_its_plan
         .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(version, latest());
-    assert_eq!(latest(), 4);
+    assert_eq!(latest(), 5);
     assert_eq!(journal_rows(&dir.db()), 0);
+    // Version 5 split the definition: one row per sequence, none left in the plan's own.
+    let sequences: i64 = raw
+        .query_row("SELECT count(*) FROM sequence_definitions", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let all: usize = plan.blocks().iter().map(|b| b.sequences().len()).sum();
+    assert!(all > 1);
+    assert_eq!(sequences, all as i64);
+    let left: i64 = raw
+        .query_row(
+            "SELECT sum(json_array_length(b.value, '$.sequences')) FROM plan_definitions d, \
+             json_each(d.definition, '$.blocks') b",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0);
     let indexes: i64 = raw
         .query_row(
             "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = 'objects_by_id'",
@@ -1100,4 +1118,221 @@ async fn a_plan_whose_name_is_not_utf8_is_listed_with_the_others() {
             .iter()
             .any(|s| s.id == good.id && s.name == good.name())
     );
+}
+
+#[test]
+fn the_layout_places_objects_where_the_execution_order_does() {
+    use super::codec::{Layout, execution_order};
+    use crate::workflow::{Loc, Parent};
+    let mut uneven = crate::storage::contract::sample_run("layout");
+    // Sequences of different lengths, and one without actions.
+    uneven.blocks[0].sequences[1].actions.truncate(1);
+    uneven.blocks[1].sequences[0].actions.clear();
+    let extra = uneven.blocks[0].sequences[0].actions[0].clone();
+    uneven.blocks[0].sequences[2].actions.push(extra);
+    for plan in [sample_plan("layout"), uneven] {
+        let counts: Vec<Vec<u32>> = plan
+            .blocks()
+            .iter()
+            .map(|b| {
+                b.sequences()
+                    .iter()
+                    .map(|s| s.actions().len() as u32)
+                    .collect()
+            })
+            .collect();
+        let layout = Layout::new(&plan, &counts);
+        let order = execution_order(&plan);
+        for ((loc, _), ord) in plan.walk().zip(&order) {
+            let placed = match loc {
+                Loc::Plan => continue,
+                Loc::Sequence { block, seq } => layout.sequences(block).start + seq as i64,
+                Loc::Action {
+                    parent: Parent::Sequence { block, seq },
+                    index,
+                } => layout.actions(block, &[seq])[0][index],
+                other => layout.outside(other).unwrap(),
+            };
+            assert_eq!(placed, *ord, "{loc:?}");
+        }
+        for (b, block) in plan.blocks().iter().enumerate() {
+            let all: Vec<usize> = (0..block.sequences().len()).collect();
+            let each: Vec<Vec<i64>> = all
+                .iter()
+                .map(|&s| layout.actions(b, &[s]).remove(0))
+                .collect();
+            assert_eq!(layout.actions(b, &all), each, "block {b}, all at once");
+        }
+    }
+}
+
+/// A run as the engine writes it (each sequence starts, its actions run with attempts, it
+/// ends), its pages read without a whole read, before and after the journal is folded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_is_read_without_the_whole_plan_and_matches_it() {
+    use crate::storage::{PageSpec, PlanPage};
+    use crate::workflow::{Attempt, Loc, Outcome, Parent, State, Status};
+    let dir = TempDir::new("page");
+    let mut plan = sample_plan("page");
+    for b in 0..plan.blocks.len() {
+        let more: Vec<_> = (0..40)
+            .map(|i| {
+                let mut s = plan.blocks[b].sequences[0].clone();
+                s.id = uuid::Uuid::now_v7();
+                s.name = format!("extra-{b}-{i}");
+                for a in &mut s.actions {
+                    a.id = uuid::Uuid::now_v7();
+                }
+                s
+            })
+            .collect();
+        plan.blocks[b].sequences.extend(more);
+    }
+    let specs = [
+        PageSpec::from(0),
+        PageSpec {
+            from: 10,
+            len: 5,
+            attention: 3,
+        },
+        PageSpec {
+            from: 0,
+            len: 0,
+            attention: 0,
+        },
+    ];
+    let check = |store: SqliteStore, what: &'static str| {
+        let id = plan.id;
+        async move {
+            let whole = store.read(id).await.unwrap();
+            let conn = Connection::open(dir_db(&store)).unwrap();
+            for spec in specs {
+                let part = super::page::read_part(&conn, "test", id, spec)
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("{what}: {spec:?} needed a whole read"));
+                assert_eq!(part, PlanPage::of(whole.clone(), spec), "{what}: {spec:?}");
+                assert_eq!(store.read_page(id, spec).await.unwrap(), part);
+            }
+            store
+        }
+    };
+    fn dir_db(store: &SqliteStore) -> PathBuf {
+        PathBuf::from(store.describe().trim_start_matches("sqlite:"))
+    }
+    let store = SqliteStore::open(dir.db()).unwrap();
+    store.create(&plan).await.unwrap();
+    let store = check(store, "created").await;
+    let state = |status, t: i64| State {
+        status,
+        start: Some(at(t, 0)),
+        end: (status != Status::Running).then(|| at(t + 1, 0)),
+    };
+    let mut t = 0;
+    for (b, block) in plan.blocks.iter().enumerate() {
+        for (s, seq) in block.sequences.iter().enumerate().step_by(3) {
+            t += 10;
+            let sloc = Loc::Sequence { block: b, seq: s };
+            let mut batch = vec![Change::State {
+                loc: sloc,
+                id: seq.id,
+                state: state(Status::Running, t),
+            }];
+            let fails = s % 7 == 6;
+            for (i, a) in seq.actions.iter().enumerate() {
+                let loc = Loc::Action {
+                    parent: Parent::Sequence { block: b, seq: s },
+                    index: i,
+                };
+                let ok = !(fails && i == 0);
+                batch.push(Change::State {
+                    loc,
+                    id: a.id,
+                    state: state(Status::Running, t),
+                });
+                batch.push(Change::Attempt {
+                    loc,
+                    id: a.id,
+                    index: 0,
+                    attempt: Attempt {
+                        start: at(t, 0),
+                        end: Some(at(t, 5)),
+                        outcome: Some(if ok {
+                            Outcome::Response(crate::workflow::Json::from_text("{}").unwrap())
+                        } else {
+                            Outcome::Error(Box::new(crate::plugin::PluginError::permanent("boom")))
+                        }),
+                    },
+                });
+                let end = if ok {
+                    Status::Completed
+                } else {
+                    Status::Failed
+                };
+                batch.push(Change::State {
+                    loc,
+                    id: a.id,
+                    state: state(end, t),
+                });
+                store.apply(plan.id, &batch).await.unwrap();
+                batch.clear();
+                if !ok {
+                    break;
+                }
+            }
+            // Every fifth sequence still runs.
+            if s % 5 != 4 {
+                let end = if fails {
+                    Status::Failed
+                } else {
+                    Status::Completed
+                };
+                store
+                    .apply(
+                        plan.id,
+                        &[Change::State {
+                            loc: sloc,
+                            id: seq.id,
+                            state: state(end, t),
+                        }],
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    let store = check(store, "in the journal").await;
+    drop(store);
+    let store = SqliteStore::open(dir.db()).unwrap();
+    assert_eq!(journal_rows(&dir.db()), 0, "closing folded the journal");
+    let store = check(store, "folded").await;
+    // Changes in the journal over rows in the tables: the sequences that ran end (one of
+    // them stopped), and an action of each starts over.
+    for (b, block) in plan.blocks.iter().enumerate() {
+        for (s, seq) in block.sequences.iter().enumerate().skip(9).step_by(15) {
+            t += 10;
+            let end = if s % 2 == 0 {
+                Status::Stopped
+            } else {
+                Status::Completed
+            };
+            let loc = Loc::Action {
+                parent: Parent::Sequence { block: b, seq: s },
+                index: 0,
+            };
+            let batch = [
+                Change::Reset {
+                    loc,
+                    id: seq.actions[0].id,
+                },
+                Change::State {
+                    loc: Loc::Sequence { block: b, seq: s },
+                    id: seq.id,
+                    state: state(end, t),
+                },
+            ];
+            store.apply(plan.id, &batch).await.unwrap();
+        }
+    }
+    assert!(journal_rows(&dir.db()) > 0);
+    check(store, "in the journal over folded rows").await;
 }

@@ -325,6 +325,8 @@ const INSERT_DEFINITION: &str =
     "INSERT INTO plan_definitions (plan_pk, definition) VALUES (?1, ?2)";
 const INSERT_OBJECT: &str = "INSERT INTO objects (plan_pk, ord, kind, status, start_ns, end_ns) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const INSERT_SEQUENCE_DEFINITION: &str = "INSERT INTO sequence_definitions \
+     (plan_pk, block, seq, actions, head, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 const DEFINITION: &str = "SELECT definition FROM plan_definitions WHERE plan_pk = ?1";
 const INSERT_ATTEMPT: &str = "INSERT INTO attempts (plan_pk, ord, idx, start_ns, end_ns, outcome) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
@@ -791,13 +793,17 @@ impl Writer {
         let Some(definition) = definition else {
             return Ok(());
         };
-        let def = crate::workflow::Plan::from_json(&definition).map_err(|e| {
+        let unreadable = |e: String| {
             StoreError::permanent(format!(
-                "{}: the definition of plan #{plan} is unreadable",
+                "{}: the definition of plan #{plan} is unreadable: {e}",
                 self.store
             ))
-            .caused_by(e)
-        })?;
+        };
+        let mut def =
+            crate::workflow::Plan::from_json(&definition).map_err(|e| unreadable(e.to_string()))?;
+        super::reader::attach_sequences(&self.conn, plan, &mut def)
+            .map_err(err)?
+            .map_err(unreadable)?;
         let objects: super::reader::ObjectIndex = def
             .walk()
             .zip(execution_order(&def))
@@ -858,6 +864,15 @@ impl Writer {
             .prepare_cached(INSERT_DEFINITION)
             .and_then(|mut s| s.execute(params![pk, p.definition]))
             .map_err(err)?;
+        let mut insert = self
+            .conn
+            .prepare_cached(INSERT_SEQUENCE_DEFINITION)
+            .map_err(err)?;
+        for d in &p.sequences {
+            insert
+                .execute(params![pk, d.block, d.seq, d.actions, d.head, d.body])
+                .map_err(err)?;
+        }
         let mut insert = self.conn.prepare_cached(INSERT_OBJECT).map_err(err)?;
         for o in p.objects.iter().filter(|o| o.stored) {
             let state = &o.state;

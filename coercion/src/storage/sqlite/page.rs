@@ -1,0 +1,544 @@
+//! Reading a page of a plan ([`Store::read_page`](crate::storage::Store::read_page)) without
+//! reading the whole plan: the definition without its sequences, every sequence's head (not
+//! its actions), the actions of the page's sequences, and counts by SQL.
+//!
+//! What it reads, for a plan of `S` sequences and a page of `P` of them: the plan's row, `S`
+//! sequence heads and states (range reads in key order), the bodies, states and attempts of the
+//! `P` sequences' actions (point reads), one `GROUP BY` over the plan's object rows for the
+//! counts, and the plan's journal rows not folded yet. The journal names objects by id: the
+//! changes of an action of a sequence off the page are counted by finding its sequence — one
+//! that the journal also changes, since an action changes only while its sequence runs and
+//! folding keeps the journal's order — and reading that sequence's action ids. Should an id
+//! remain unknown, the page is made from a whole read instead (never a wrong count).
+
+use std::collections::HashMap;
+
+use rusqlite::Connection;
+use uuid::Uuid;
+
+use super::codec::{Layout, sql_error};
+use super::journal;
+use super::reader::{entry_change, read_head, read_plan};
+use crate::report::{ActionCounts, FailureCounts};
+use crate::storage::sql::{AttemptCols, StateCols, corrupt, push_attempt};
+use crate::storage::{PageSpec, PlanPage, StoreError};
+use crate::workflow::{Action, CheckSlot, Loc, ObjectRef, Parent, Plan, PlanId, State, Status};
+
+/// An object whose journal changes were applied: its status in the tables and now.
+struct Touched {
+    /// 0: a sequence, 1: an action, `None`: anything else (not counted).
+    counted: Option<usize>,
+    table: Status,
+    now: Status,
+}
+
+/// Reads the page `spec` of plan `id`.
+pub(super) fn read_page(
+    conn: &Connection,
+    store: &str,
+    id: PlanId,
+    spec: PageSpec,
+) -> Result<PlanPage, StoreError> {
+    match read_part(conn, store, id, spec)? {
+        Some(page) => Ok(page),
+        None => Ok(PlanPage::of(read_plan(conn, store, id, false)?.0, spec)),
+    }
+}
+
+/// The page, read without reading the whole plan; `None` if the journal names an object the
+/// reading cannot place (then only a whole read can make the page).
+pub(super) fn read_part(
+    conn: &Connection,
+    store: &str,
+    id: PlanId,
+    spec: PageSpec,
+) -> Result<Option<PlanPage>, StoreError> {
+    let err = |e| sql_error(store, &format!("reading a page of plan {id}"), e);
+    let tx = conn.unchecked_transaction().map_err(err)?;
+    let page = Reading::new(&tx, store, id)?.page(spec)?;
+    tx.finish().map_err(err)?;
+    Ok(page)
+}
+
+struct Reading<'c> {
+    conn: &'c Connection,
+    store: &'c str,
+    id: PlanId,
+    pk: i64,
+    plan: Plan,
+    counts: Vec<Vec<u32>>,
+    layout: Layout,
+    /// Objects whose place is known: every one but the actions of sequences.
+    known: HashMap<Uuid, (Loc, i64)>,
+}
+
+impl<'c> Reading<'c> {
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        sql_error(
+            self.store,
+            &format!("reading a page of plan {}", self.id),
+            e,
+        )
+    }
+
+    fn corrupt(&self, what: impl std::fmt::Display) -> StoreError {
+        corrupt(self.store, self.id, what)
+    }
+
+    /// The plan with every sequence's head, and where its objects are.
+    fn new(conn: &'c Connection, store: &'c str, id: PlanId) -> Result<Reading<'c>, StoreError> {
+        let (pk, mut plan) = read_head(conn, store, id)?;
+        let err = |e| sql_error(store, &format!("reading a page of plan {id}"), e);
+        let mut counts: Vec<Vec<u32>> = vec![Vec::new(); plan.blocks.len()];
+        {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT block, seq, actions, head FROM sequence_definitions \
+                     WHERE plan_pk = ?1 ORDER BY block, seq",
+                )
+                .map_err(err)?;
+            let mut rows = stmt.query([pk]).map_err(err)?;
+            while let Some(r) = rows.next().map_err(err)? {
+                let (block, seq, n): (i64, i64, i64) = (
+                    r.get(0).map_err(err)?,
+                    r.get(1).map_err(err)?,
+                    r.get(2).map_err(err)?,
+                );
+                let head = r
+                    .get_ref(3)
+                    .map_err(err)?
+                    .as_str()
+                    .map_err(|e| err(e.into()))?;
+                let sequence = super::reader::decode_head(head).map_err(|e| {
+                    corrupt(
+                        store,
+                        id,
+                        format_args!("sequence {seq} of block {block}: {e}"),
+                    )
+                })?;
+                super::reader::place_sequence(&mut plan, block, seq, sequence)
+                    .map_err(|e| corrupt(store, id, e))?;
+                let n = u32::try_from(n).map_err(|_| {
+                    corrupt(
+                        store,
+                        id,
+                        format_args!("sequence {seq} of block {block} has {n} actions"),
+                    )
+                })?;
+                counts[block as usize].push(n);
+            }
+        }
+        let layout = Layout::new(&plan, &counts);
+        let mut known = HashMap::new();
+        for (loc, object) in plan.walk() {
+            let ord = match loc {
+                Loc::Plan => continue,
+                Loc::Sequence { block, seq } => layout.sequences(block).start + seq as i64,
+                _ => match layout.outside(loc) {
+                    Some(ord) => ord,
+                    None => continue,
+                },
+            };
+            known.insert(object.id(), (loc, ord));
+        }
+        Ok(Reading {
+            conn,
+            store,
+            id,
+            pk,
+            plan,
+            counts,
+            layout,
+            known,
+        })
+    }
+
+    /// The page, or `None` if the journal names an object this reading cannot place.
+    fn page(mut self, spec: PageSpec) -> Result<Option<PlanPage>, StoreError> {
+        // States and attempts in the tables: of everything but the sequences' actions.
+        for block in 0..self.plan.blocks.len() {
+            let range = self.layout.sequences(block);
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT ord, status, start_ns, end_ns FROM objects \
+                     WHERE plan_pk = ?1 AND ord >= ?2 AND ord < ?3",
+                )
+                .map_err(|e| self.err(e))?;
+            let mut rows = stmt
+                .query(rusqlite::params![self.pk, range.start, range.end])
+                .map_err(|e| self.err(e))?;
+            while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+                let ord: i64 = r.get(0).map_err(|e| self.err(e))?;
+                let state = self.state_cols(r, 1)?;
+                self.plan.blocks[block].sequences[(ord - range.start) as usize].state = state;
+            }
+        }
+        let outside: Vec<(Loc, i64)> = self
+            .plan
+            .walk()
+            .filter_map(|(loc, _)| self.layout.outside(loc).map(|ord| (loc, ord)))
+            .collect();
+        for (loc, ord) in outside {
+            self.load(loc, ord)?;
+        }
+
+        // The journal: first the changes of what is placed (sequences included: which ones
+        // the page shows depends on their states).
+        let rows = journal::read(self.conn, self.pk, None).map_err(|e| self.err(e))?;
+        let mut entries = Vec::new();
+        for (seq, blob, _) in &rows {
+            entries.extend(
+                journal::decode(blob)
+                    .map_err(|e| self.corrupt(format_args!("journal row {seq}: {e}")))?,
+            );
+        }
+        let mut touched: HashMap<Uuid, Touched> = HashMap::new();
+        let mut pending = Vec::new();
+        for entry in entries {
+            if self.known.contains_key(&entry.id()) {
+                self.apply(entry, &mut touched)?;
+            } else {
+                pending.push(entry);
+            }
+        }
+
+        // The page's sequences, whole.
+        let mut shown = Vec::with_capacity(self.plan.blocks.len());
+        let mut left_out = Vec::with_capacity(self.plan.blocks.len());
+        for block in 0..self.plan.blocks.len() {
+            let (keep, left) = PlanPage::choose(
+                spec,
+                self.plan.blocks[block]
+                    .sequences
+                    .iter()
+                    .map(|s| s.state.status)
+                    .enumerate(),
+            );
+            for (seq, ords) in keep.iter().zip(self.layout.actions(block, &keep)) {
+                let actions = self.body(block, *seq, &ords)?;
+                for (index, (action, ord)) in actions.iter().zip(&ords).enumerate() {
+                    let loc = Loc::Action {
+                        parent: Parent::Sequence { block, seq: *seq },
+                        index,
+                    };
+                    self.known.insert(action.id, (loc, *ord));
+                }
+                self.plan.blocks[block].sequences[*seq].actions = actions;
+                for (index, ord) in ords.iter().enumerate() {
+                    let loc = Loc::Action {
+                        parent: Parent::Sequence { block, seq: *seq },
+                        index,
+                    };
+                    self.load(loc, *ord)?;
+                }
+            }
+            shown.push(keep);
+            left_out.push(left);
+        }
+
+        // Then the changes of the page's actions; those of actions off the page only count.
+        let mut off_page: HashMap<Uuid, i64> = HashMap::new();
+        if pending.iter().any(|e| !self.known.contains_key(&e.id())) {
+            // Their sequences are among those the journal changes.
+            for (block, seqs) in self.changed_off_page(&touched, &shown) {
+                for (seq, ords) in seqs.iter().zip(self.layout.actions(block, &seqs)) {
+                    for (action, ord) in self.body(block, *seq, &ords)?.iter().zip(ords) {
+                        off_page.insert(action.id, ord);
+                    }
+                }
+            }
+        }
+        for entry in pending {
+            let id = entry.id();
+            if self.known.contains_key(&id) {
+                self.apply(entry, &mut touched)?;
+                continue;
+            }
+            let Some(&ord) = off_page.get(&id) else {
+                return Ok(None);
+            };
+            let table = match touched.get(&id) {
+                Some(t) => t.table,
+                None => self.table_status(ord)?,
+            };
+            let t = touched.entry(id).or_insert(Touched {
+                counted: Some(1),
+                table,
+                now: table,
+            });
+            match entry {
+                journal::Entry::State { status, .. } => t.now = status,
+                journal::Entry::Reset { .. } => t.now = Status::NotStarted,
+                journal::Entry::Attempt { .. } => {}
+            }
+        }
+
+        let (actions, failures) = self.counts(&touched)?;
+        Ok(Some(PlanPage::from_parts(
+            self.plan, spec, shown, left_out, actions, failures,
+        )))
+    }
+
+    /// The states and attempts in the tables of the object at `loc` (`ord`).
+    fn load(&mut self, loc: Loc, ord: i64) -> Result<(), StoreError> {
+        let state = {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT status, start_ns, end_ns FROM objects WHERE plan_pk = ?1 AND ord = ?2",
+                )
+                .map_err(|e| self.err(e))?;
+            let mut rows = stmt
+                .query(rusqlite::params![self.pk, ord])
+                .map_err(|e| self.err(e))?;
+            match rows.next().map_err(|e| self.err(e))? {
+                Some(r) => Some(self.state_cols(r, 0)?),
+                None => None,
+            }
+        };
+        if let (Some(state), Some(slot)) = (state, self.plan.state_at_mut(loc)) {
+            *slot = state;
+        }
+        if self.plan.action(loc).is_none() {
+            return Ok(());
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT idx, start_ns, end_ns, outcome FROM attempts \
+                 WHERE plan_pk = ?1 AND ord = ?2 ORDER BY idx",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt
+            .query(rusqlite::params![self.pk, ord])
+            .map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let idx: i64 = r.get(0).map_err(|e| self.err(e))?;
+            let outcome = r
+                .get_ref(3)
+                .map_err(|e| self.err(e))?
+                .as_str_or_null()
+                .map_err(|e| self.err(e.into()))?;
+            let attempt = AttemptCols::decode(
+                r.get(1).map_err(|e| self.err(e))?,
+                r.get(2).map_err(|e| self.err(e))?,
+                outcome,
+            )
+            .map_err(|e| self.corrupt(e))?;
+            let object = self.plan.action(loc).map_or(Uuid::nil(), |a| a.id);
+            push_attempt(
+                self.store,
+                self.id,
+                object,
+                self.plan.action_mut(loc),
+                idx,
+                attempt,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn state_cols(&self, r: &rusqlite::Row<'_>, at: usize) -> Result<State, StoreError> {
+        let status = r
+            .get_ref(at)
+            .map_err(|e| self.err(e))?
+            .as_str()
+            .map_err(|e| self.err(e.into()))?;
+        StateCols::decode(
+            status,
+            r.get(at + 1).map_err(|e| self.err(e))?,
+            r.get(at + 2).map_err(|e| self.err(e))?,
+        )
+        .map_err(|e| self.corrupt(e))
+    }
+
+    /// The status in the tables of the object `ord` (`NotStarted` without a row).
+    fn table_status(&self, ord: i64) -> Result<Status, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT status FROM objects WHERE plan_pk = ?1 AND ord = ?2")
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt
+            .query(rusqlite::params![self.pk, ord])
+            .map_err(|e| self.err(e))?;
+        match rows.next().map_err(|e| self.err(e))? {
+            None => Ok(Status::NotStarted),
+            Some(r) => {
+                let name = r
+                    .get_ref(0)
+                    .map_err(|e| self.err(e))?
+                    .as_str()
+                    .map_err(|e| self.err(e.into()))?;
+                StateCols::decode(name, None, None)
+                    .map(|s| s.status)
+                    .map_err(|e| self.corrupt(e))
+            }
+        }
+    }
+
+    /// The actions of sequence `seq` of block `block`, which has one per `ords`.
+    fn body(&self, block: usize, seq: usize, ords: &[i64]) -> Result<Vec<Action>, StoreError> {
+        let body: String = self
+            .conn
+            .prepare_cached(
+                "SELECT body FROM sequence_definitions WHERE plan_pk = ?1 AND block = ?2 AND seq = ?3",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    rusqlite::params![self.pk, block as i64, seq as i64],
+                    |r| r.get(0),
+                )
+            })
+            .map_err(|e| self.err(e))?;
+        let actions: Vec<Action> = serde_json::from_str(&body).map_err(|e| {
+            self.corrupt(format_args!(
+                "the actions of sequence {seq} of block {block}: {e}"
+            ))
+        })?;
+        if actions.len() != ords.len() {
+            return Err(self.corrupt(format_args!(
+                "sequence {seq} of block {block} has {} actions, its row says {}",
+                actions.len(),
+                ords.len()
+            )));
+        }
+        Ok(actions)
+    }
+
+    /// Applies a journal entry of a placed object to the plan, noting its statuses.
+    fn apply(
+        &mut self,
+        entry: journal::Entry<'_>,
+        touched: &mut HashMap<Uuid, Touched>,
+    ) -> Result<(), StoreError> {
+        let id = entry.id();
+        let (loc, _) = self.known[&id];
+        let before = self.plan.state_at(loc).unwrap_or_default().status;
+        let change = entry_change(entry, loc).map_err(|e| self.corrupt(e))?;
+        change
+            .apply_to(&mut self.plan)
+            .map_err(|e| self.corrupt(e))?;
+        let now = self.plan.state_at(loc).unwrap_or_default().status;
+        touched
+            .entry(id)
+            .or_insert(Touched {
+                counted: match loc {
+                    Loc::Sequence { .. } => Some(0),
+                    Loc::Action { .. } => Some(1),
+                    _ => None,
+                },
+                table: before,
+                now,
+            })
+            .now = now;
+        Ok(())
+    }
+
+    /// Per block, the sequences off the page whose state the journal changed.
+    fn changed_off_page(
+        &self,
+        touched: &HashMap<Uuid, Touched>,
+        shown: &[Vec<usize>],
+    ) -> Vec<(usize, Vec<usize>)> {
+        let mut out: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (b, block) in self.plan.blocks.iter().enumerate() {
+            let seqs: Vec<usize> = block
+                .sequences
+                .iter()
+                .enumerate()
+                .filter(|(s, q)| touched.contains_key(&q.id) && shown[b].binary_search(s).is_err())
+                .map(|(s, _)| s)
+                .collect();
+            if !seqs.is_empty() {
+                out.push((b, seqs));
+            }
+        }
+        out
+    }
+
+    /// The counts of the whole plan: the tables' by SQL, corrected by the journal's changes.
+    fn counts(
+        &self,
+        touched: &HashMap<Uuid, Touched>,
+    ) -> Result<(ActionCounts, FailureCounts), StoreError> {
+        // [sequences, actions] by status (`STATUSES` order).
+        let mut by: [[i64; 5]; 2] = [[0; 5]; 2];
+        let slot = |s: Status| journal::STATUSES.iter().position(|x| *x == s).unwrap_or(0);
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT kind, status, count(*) FROM objects WHERE plan_pk = ?1 \
+                     AND (kind = 'sequence' OR kind = 'action') GROUP BY kind, status",
+                )
+                .map_err(|e| self.err(e))?;
+            let mut rows = stmt.query([self.pk]).map_err(|e| self.err(e))?;
+            while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+                let kind: String = r.get(0).map_err(|e| self.err(e))?;
+                let status: String = r.get(1).map_err(|e| self.err(e))?;
+                let n: i64 = r.get(2).map_err(|e| self.err(e))?;
+                let status = StateCols::decode(&status, None, None)
+                    .map_err(|e| self.corrupt(e))?
+                    .status;
+                by[usize::from(kind == "action")][slot(status)] += n;
+            }
+        }
+        for t in touched.values() {
+            let Some(k) = t.counted else { continue };
+            by[k][slot(t.table)] -= 1;
+            by[k][slot(t.now)] += 1;
+        }
+        let get = |k: usize, s: Status| usize::try_from(by[k][slot(s)]).unwrap_or(0);
+
+        let mut actions = ActionCounts::default();
+        let mut bypass = ActionCounts::default();
+        for (loc, object) in self.plan.walk() {
+            if let (ObjectRef::Action(a), false) = (
+                object,
+                matches!(
+                    loc,
+                    Loc::Action {
+                        parent: Parent::Sequence { .. },
+                        ..
+                    }
+                ),
+            ) {
+                actions.total += 1;
+                if matches!(
+                    loc,
+                    Loc::Action {
+                        parent: Parent::Checks {
+                            slot: CheckSlot::Bypass,
+                            ..
+                        },
+                        ..
+                    }
+                ) {
+                    bypass.add(a.state.status);
+                }
+            }
+        }
+        actions.total += self
+            .counts
+            .iter()
+            .flatten()
+            .map(|&n| n as usize)
+            .sum::<usize>();
+        actions.running = get(1, Status::Running);
+        actions.completed = get(1, Status::Completed);
+        actions.failed = get(1, Status::Failed);
+        actions.stopped = get(1, Status::Stopped);
+        actions.not_started = actions
+            .total
+            .saturating_sub(actions.running + actions.completed + actions.failed + actions.stopped);
+        let failures = FailureCounts {
+            sequences: self.counts.iter().map(Vec::len).sum(),
+            failed_sequences: get(0, Status::Failed),
+            stopped_sequences: get(0, Status::Stopped),
+            failed_actions: actions.failed.saturating_sub(bypass.failed),
+            stopped_actions: actions.stopped.saturating_sub(bypass.stopped),
+        };
+        Ok((actions, failures))
+    }
+}
