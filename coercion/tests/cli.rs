@@ -2504,15 +2504,33 @@ async fn a_live_page_over_a_store_that_tells_of_changes_reads_only_when_told() {
 /// one that failed, wherever it is — with links to the others, not the whole tree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_plan_page_shows_a_page_of_sequences_and_what_failed() {
-    use std::sync::Arc;
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(coercion::storage::MemoryStore::new());
+    let (ws, _fakes) = fakes_workstream(store.clone()).await;
+    large_plan_page(ws, store).await;
+}
 
-    use coercion::storage::{Change, MemoryStore, Store as _};
+/// The same page over a SQLite file, which reads only the page of the plan
+/// (`Store::read_page`): the same sequences, the failed ones joining it live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_plan_page_over_sqlite_shows_the_same_page() {
+    let dir = TempDir::new("large-page");
+    let fakes = coercion::testing::Fakes::new();
+    let ws = coercion::Workstream::builder()
+        .sqlite(dir.join("plans.db"))
+        .registry(fakes.registry())
+        .build()
+        .await
+        .unwrap();
+    let store = ws.store().clone();
+    large_plan_page(ws, store).await;
+}
+
+async fn large_plan_page(ws: coercion::Workstream, store: std::sync::Arc<dyn Store>) {
+    use coercion::storage::Change;
     use coercion::testing::{FakeAction, FakeReq};
     use coercion::workflow::Loc;
     use coercion::{ActionSpec, Block, Sequence, State};
 
-    let store = Arc::new(MemoryStore::new());
-    let (ws, _fakes) = fakes_workstream(store.clone()).await;
     let plan = Plan::builder("ten thousand hosts")
         .block(Block::builder("fleet").sequences((0..10_000).map(|h| {
             (0..10).fold(Sequence::builder(format!("host-{h:05}")), |s, a| {
@@ -2547,7 +2565,7 @@ async fn a_large_plan_page_shows_a_page_of_sequences_and_what_failed() {
         .await
         .unwrap();
 
-    let db = coercion::cli::Db::from_store(store.clone(), "memory");
+    let db = coercion::cli::Db::from_store(store.clone(), store.describe());
     let options = coercion::cli::web::WebOptions {
         addr: ([127, 0, 0, 1], 0).into(),
         ..Default::default()

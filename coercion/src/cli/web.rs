@@ -236,6 +236,12 @@ impl App {
                     .read_page(id, spec)
                     .await
                     .map(|p| Arc::new(p.into_display()));
+                // A read that takes long (a page of a very large plan) is repeated at most a
+                // quarter of the time: a live viewer costs the server a bounded share of a core.
+                let gap = app
+                    .options
+                    .poll_interval
+                    .max(last_read.elapsed().saturating_mul(4));
                 let over =
                     read.as_ref().is_ok_and(|p| p.plan().status().is_terminal()) || read.is_err();
                 let changed = match (&read, &sent) {
@@ -262,7 +268,7 @@ impl App {
                     return;
                 }
                 let Some(rx) = &mut notices else {
-                    tokio::time::sleep(app.options.poll_interval).await;
+                    tokio::time::sleep_until(last_read + gap).await;
                     continue;
                 };
                 // Told of changes: wait for one of this plan (or a lost notice), checking every
@@ -288,7 +294,7 @@ impl App {
                         },
                     }
                 }
-                tokio::time::sleep_until(last_read + app.options.poll_interval).await;
+                tokio::time::sleep_until(last_read + gap).await;
             }
         });
         rx

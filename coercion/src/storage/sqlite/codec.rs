@@ -201,6 +201,14 @@ impl Layout {
             .map_or(0..0, |(start, c)| *start..*start + c.len() as i64)
     }
 
+    /// The `ord`s of block `block`'s sequences' actions.
+    pub fn action_range(&self, block: usize) -> std::ops::Range<i64> {
+        self.runs.get(block).map_or(0..0, |(start, c)| {
+            let first = *start + c.len() as i64;
+            first..first + c.iter().map(|&n| i64::from(n)).sum::<i64>()
+        })
+    }
+
     /// The `ord`s of the actions of the sequences `seqs` (ascending) of block `block`: for
     /// each, one `ord` per action, in order.
     pub fn actions(&self, block: usize, seqs: &[usize]) -> Vec<Vec<i64>> {

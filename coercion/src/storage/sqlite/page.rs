@@ -26,8 +26,8 @@ use crate::workflow::{Action, CheckSlot, Loc, ObjectRef, Parent, Plan, PlanId, S
 
 /// An object whose journal changes were applied: its status in the tables and now.
 struct Touched {
-    /// 0: a sequence, 1: an action, `None`: anything else (not counted).
-    counted: Option<usize>,
+    /// An action of a sequence: counted from the tables, so corrected by the journal.
+    counted: bool,
     table: Status,
     now: Status,
 }
@@ -68,8 +68,11 @@ struct Reading<'c> {
     plan: Plan,
     counts: Vec<Vec<u32>>,
     layout: Layout,
-    /// Objects whose place is known: every one but the actions of sequences.
-    known: HashMap<Uuid, (Loc, i64)>,
+    /// Where the objects the journal changes are, of those placed so far (a plan's own
+    /// objects and sequences at once, the page's actions once read).
+    known: HashMap<Uuid, Loc>,
+    /// The objects the journal changes.
+    journaled: std::collections::HashSet<Uuid>,
 }
 
 impl<'c> Reading<'c> {
@@ -90,6 +93,24 @@ impl<'c> Reading<'c> {
         let (pk, mut plan) = read_head(conn, store, id)?;
         let err = |e| sql_error(store, &format!("reading a page of plan {id}"), e);
         let mut counts: Vec<Vec<u32>> = vec![Vec::new(); plan.blocks.len()];
+        {
+            // Room for every sequence at once (no copy of a large list as it grows).
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT block, count(*) FROM sequence_definitions WHERE plan_pk = ?1 \
+                     GROUP BY block",
+                )
+                .map_err(err)?;
+            let mut rows = stmt.query([pk]).map_err(err)?;
+            while let Some(r) = rows.next().map_err(err)? {
+                let (block, n): (i64, i64) = (r.get(0).map_err(err)?, r.get(1).map_err(err)?);
+                if let (Some(b), Ok(n)) = (plan.blocks.get_mut(block as usize), usize::try_from(n))
+                {
+                    b.sequences.reserve_exact(n);
+                    counts[block as usize].reserve_exact(n);
+                }
+            }
+        }
         {
             let mut stmt = conn
                 .prepare_cached(
@@ -129,18 +150,6 @@ impl<'c> Reading<'c> {
             }
         }
         let layout = Layout::new(&plan, &counts);
-        let mut known = HashMap::new();
-        for (loc, object) in plan.walk() {
-            let ord = match loc {
-                Loc::Plan => continue,
-                Loc::Sequence { block, seq } => layout.sequences(block).start + seq as i64,
-                _ => match layout.outside(loc) {
-                    Some(ord) => ord,
-                    None => continue,
-                },
-            };
-            known.insert(object.id(), (loc, ord));
-        }
         Ok(Reading {
             conn,
             store,
@@ -149,7 +158,8 @@ impl<'c> Reading<'c> {
             plan,
             counts,
             layout,
-            known,
+            known: HashMap::new(),
+            journaled: Default::default(),
         })
     }
 
@@ -193,6 +203,14 @@ impl<'c> Reading<'c> {
                     .map_err(|e| self.corrupt(format_args!("journal row {seq}: {e}")))?,
             );
         }
+        self.journaled = entries.iter().map(journal::Entry::id).collect();
+        if !self.journaled.is_empty() {
+            for (loc, object) in self.plan.walk() {
+                if loc != Loc::Plan && self.journaled.contains(&object.id()) {
+                    self.known.insert(object.id(), loc);
+                }
+            }
+        }
         let mut touched: HashMap<Uuid, Touched> = HashMap::new();
         let mut pending = Vec::new();
         for entry in entries {
@@ -217,12 +235,14 @@ impl<'c> Reading<'c> {
             );
             for (seq, ords) in keep.iter().zip(self.layout.actions(block, &keep)) {
                 let actions = self.body(block, *seq, &ords)?;
-                for (index, (action, ord)) in actions.iter().zip(&ords).enumerate() {
+                for (index, action) in actions.iter().enumerate() {
                     let loc = Loc::Action {
                         parent: Parent::Sequence { block, seq: *seq },
                         index,
                     };
-                    self.known.insert(action.id, (loc, *ord));
+                    if self.journaled.contains(&action.id) {
+                        self.known.insert(action.id, loc);
+                    }
                 }
                 self.plan.blocks[block].sequences[*seq].actions = actions;
                 for (index, ord) in ords.iter().enumerate() {
@@ -263,7 +283,7 @@ impl<'c> Reading<'c> {
                 None => self.table_status(ord)?,
             };
             let t = touched.entry(id).or_insert(Touched {
-                counted: Some(1),
+                counted: true,
                 table,
                 now: table,
             });
@@ -413,7 +433,7 @@ impl<'c> Reading<'c> {
         touched: &mut HashMap<Uuid, Touched>,
     ) -> Result<(), StoreError> {
         let id = entry.id();
-        let (loc, _) = self.known[&id];
+        let loc = self.known[&id];
         let before = self.plan.state_at(loc).unwrap_or_default().status;
         let change = entry_change(entry, loc).map_err(|e| self.corrupt(e))?;
         change
@@ -423,11 +443,13 @@ impl<'c> Reading<'c> {
         touched
             .entry(id)
             .or_insert(Touched {
-                counted: match loc {
-                    Loc::Sequence { .. } => Some(0),
-                    Loc::Action { .. } => Some(1),
-                    _ => None,
-                },
+                counted: matches!(
+                    loc,
+                    Loc::Action {
+                        parent: Parent::Sequence { .. },
+                        ..
+                    }
+                ),
                 table: before,
                 now,
             })
@@ -457,85 +479,110 @@ impl<'c> Reading<'c> {
         out
     }
 
-    /// The counts of the whole plan: the tables' by SQL, corrected by the journal's changes.
+    /// The counts of the whole plan. The actions of the blocks' sequences are counted in the
+    /// tables — each block's rows by key range, the few not `Completed` through the partial
+    /// index `objects_unfinished`, none read whole — and corrected by the journal's changes;
+    /// everything else is in the plan as read.
     fn counts(
         &self,
         touched: &HashMap<Uuid, Touched>,
     ) -> Result<(ActionCounts, FailureCounts), StoreError> {
-        // [sequences, actions] by status (`STATUSES` order).
-        let mut by: [[i64; 5]; 2] = [[0; 5]; 2];
         let slot = |s: Status| journal::STATUSES.iter().position(|x| *x == s).unwrap_or(0);
+        let ranges: Vec<std::ops::Range<i64>> = (0..self.plan.blocks.len())
+            .map(|b| self.layout.action_range(b))
+            .collect();
+        let mut rows: i64 = 0;
+        for range in ranges.iter().filter(|r| !r.is_empty()) {
+            rows += self
+                .conn
+                .prepare_cached(
+                    "SELECT count(*) FROM objects WHERE plan_pk = ?1 AND ord >= ?2 AND ord < ?3",
+                )
+                .and_then(|mut s| {
+                    s.query_row(rusqlite::params![self.pk, range.start, range.end], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                })
+                .map_err(|e| self.err(e))?;
+        }
+        // Rows by status (`STATUSES` order); the rest are `Completed`.
+        let mut by = [0i64; 5];
         {
             let mut stmt = self
                 .conn
                 .prepare_cached(
-                    "SELECT kind, status, count(*) FROM objects WHERE plan_pk = ?1 \
-                     AND (kind = 'sequence' OR kind = 'action') GROUP BY kind, status",
+                    "SELECT ord, status FROM objects WHERE plan_pk = ?1 AND status <> 'Completed'",
                 )
                 .map_err(|e| self.err(e))?;
-            let mut rows = stmt.query([self.pk]).map_err(|e| self.err(e))?;
-            while let Some(r) = rows.next().map_err(|e| self.err(e))? {
-                let kind: String = r.get(0).map_err(|e| self.err(e))?;
+            let mut found = stmt.query([self.pk]).map_err(|e| self.err(e))?;
+            while let Some(r) = found.next().map_err(|e| self.err(e))? {
+                let ord: i64 = r.get(0).map_err(|e| self.err(e))?;
+                if !ranges.iter().any(|range| range.contains(&ord)) {
+                    continue;
+                }
                 let status: String = r.get(1).map_err(|e| self.err(e))?;
-                let n: i64 = r.get(2).map_err(|e| self.err(e))?;
                 let status = StateCols::decode(&status, None, None)
                     .map_err(|e| self.corrupt(e))?
                     .status;
-                by[usize::from(kind == "action")][slot(status)] += n;
+                by[slot(status)] += 1;
             }
         }
-        for t in touched.values() {
-            let Some(k) = t.counted else { continue };
-            by[k][slot(t.table)] -= 1;
-            by[k][slot(t.now)] += 1;
+        by[slot(Status::Completed)] = rows - by.iter().sum::<i64>();
+        for t in touched.values().filter(|t| t.counted) {
+            by[slot(t.table)] -= 1;
+            by[slot(t.now)] += 1;
         }
-        let get = |k: usize, s: Status| usize::try_from(by[k][slot(s)]).unwrap_or(0);
-
-        let mut actions = ActionCounts::default();
-        let mut bypass = ActionCounts::default();
-        for (loc, object) in self.plan.walk() {
-            if let (ObjectRef::Action(a), false) = (
-                object,
-                matches!(
-                    loc,
-                    Loc::Action {
-                        parent: Parent::Sequence { .. },
-                        ..
-                    }
-                ),
-            ) {
-                actions.total += 1;
-                if matches!(
-                    loc,
-                    Loc::Action {
-                        parent: Parent::Checks {
-                            slot: CheckSlot::Bypass,
-                            ..
-                        },
-                        ..
-                    }
-                ) {
-                    bypass.add(a.state.status);
-                }
-            }
-        }
-        actions.total += self
-            .counts
-            .iter()
-            .flatten()
-            .map(|&n| n as usize)
-            .sum::<usize>();
-        actions.running = get(1, Status::Running);
-        actions.completed = get(1, Status::Completed);
-        actions.failed = get(1, Status::Failed);
-        actions.stopped = get(1, Status::Stopped);
+        let get = |s: Status| usize::try_from(by[slot(s)]).unwrap_or(0);
+        let mut actions = ActionCounts {
+            total: self.counts.iter().flatten().map(|&n| n as usize).sum(),
+            running: get(Status::Running),
+            completed: get(Status::Completed),
+            failed: get(Status::Failed),
+            stopped: get(Status::Stopped),
+            ..ActionCounts::default()
+        };
         actions.not_started = actions
             .total
             .saturating_sub(actions.running + actions.completed + actions.failed + actions.stopped);
+
+        // Everything else: the actions of checks and deferred batches, and the sequences.
+        let mut bypass = ActionCounts::default();
+        let (mut failed_sequences, mut stopped_sequences) = (0, 0);
+        for (loc, object) in self.plan.walk() {
+            match (object, loc) {
+                (
+                    ObjectRef::Action(_),
+                    Loc::Action {
+                        parent: Parent::Sequence { .. },
+                        ..
+                    },
+                ) => {}
+                (ObjectRef::Action(a), _) => {
+                    actions.add(a.state.status);
+                    if let Loc::Action {
+                        parent:
+                            Parent::Checks {
+                                slot: CheckSlot::Bypass,
+                                ..
+                            },
+                        ..
+                    } = loc
+                    {
+                        bypass.add(a.state.status);
+                    }
+                }
+                (ObjectRef::Sequence(q), _) => match q.state.status {
+                    Status::Failed => failed_sequences += 1,
+                    Status::Stopped => stopped_sequences += 1,
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
         let failures = FailureCounts {
             sequences: self.counts.iter().map(Vec::len).sum(),
-            failed_sequences: get(0, Status::Failed),
-            stopped_sequences: get(0, Status::Stopped),
+            failed_sequences,
+            stopped_sequences,
             failed_actions: actions.failed.saturating_sub(bypass.failed),
             stopped_actions: actions.stopped.saturating_sub(bypass.stopped),
         };

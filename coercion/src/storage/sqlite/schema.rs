@@ -179,7 +179,13 @@ ALTER TABLE plans ADD COLUMN decisions TEXT NOT NULL DEFAULT '[]';
 /// and the bodies of the page's. A plan of 100,000 sequences writes 100,000 more rows at
 /// create. Existing definitions are split by SQLite's JSON functions, which keep member
 /// order and number text.
+///
+/// `objects_unfinished` indexes the few object rows not `Completed`, so that a page counts a
+/// plan's actions by status without reading a million rows: rows are counted by key range,
+/// those not completed are found through the index.
 const V5: &str = "
+CREATE INDEX objects_unfinished ON objects (plan_pk, ord, status) WHERE status <> 'Completed';
+
 CREATE TABLE sequence_definitions (
     plan_pk INTEGER NOT NULL REFERENCES plans (pk) ON DELETE CASCADE,
     block   INTEGER NOT NULL CHECK (block >= 0),
