@@ -7,17 +7,23 @@
 #   scripts/plan-page.sh                      # 1,000,000 actions (100,000 hosts)
 #   SEQUENCES=10000 scripts/plan-page.sh      # 100,000 actions
 #
-# Release builds of `bench` and `coercion` are built first.
+# Release builds of `bench` and `coercion` are built first, unless BIN names a directory that
+# holds both (`BIN=/tmp/before-bin scripts/plan-page.sh`: another build, for a comparison).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SEQUENCES=${SEQUENCES:-100000}
 ROUNDS=${ROUNDS:-3}
 
-cargo build -q --release --example bench
-cargo build -q --release -p coercion --features cli --bin coercion
-COERCION=$PWD/target/release/coercion
-BENCH=$PWD/target/release/examples/bench
+if [ -n "${BIN:-}" ]; then
+    COERCION=$BIN/coercion
+    BENCH=$BIN/bench
+else
+    cargo build -q --release --example bench
+    cargo build -q --release -p coercion --features cli --bin coercion
+    COERCION=$PWD/target/release/coercion
+    BENCH=$PWD/target/release/examples/bench
+fi
 
 DIR=$(mktemp -d /tmp/coercion-plan-page.XXXXXX)
 cleanup() {

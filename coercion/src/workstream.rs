@@ -669,7 +669,7 @@ impl Workstream {
         retry_of: Option<crate::workflow::RetryOf>,
     ) -> Result<Plan, Error> {
         let mut plan = self.checked(plan)?;
-        assign_ids(&mut plan);
+        plan.assign_ids();
         // A new plan has not been resumed, whatever the submitted copy said.
         plan.owners.clear();
         plan.decisions.clear();
@@ -1312,45 +1312,5 @@ impl Workstream {
                 }
             },
         )))
-    }
-}
-
-/// Gives the plan and every object in it a fresh UUIDv7.
-fn assign_ids(plan: &mut Plan) {
-    use uuid::Uuid;
-    plan.id = PlanId::new_v7();
-    for slot in CHECK_SLOTS {
-        if let Some(c) = plan.checks.get_mut(slot) {
-            assign_checks(c);
-        }
-    }
-    for block in &mut plan.blocks {
-        block.id = Uuid::now_v7();
-        for slot in CHECK_SLOTS {
-            if let Some(c) = block.checks.get_mut(slot) {
-                assign_checks(c);
-            }
-        }
-        for seq in &mut block.sequences {
-            seq.id = Uuid::now_v7();
-            for a in &mut seq.actions {
-                a.id = Uuid::now_v7();
-            }
-        }
-    }
-    for batch in &mut plan.deferred {
-        batch.id = Uuid::now_v7();
-        for a in &mut batch.actions {
-            a.id = Uuid::now_v7();
-        }
-    }
-}
-
-const CHECK_SLOTS: [crate::workflow::CheckSlot; 5] = crate::workflow::CheckSlot::ALL;
-
-fn assign_checks(checks: &mut crate::workflow::Checks) {
-    checks.id = uuid::Uuid::now_v7();
-    for a in &mut checks.actions {
-        a.id = uuid::Uuid::now_v7();
     }
 }

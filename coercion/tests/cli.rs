@@ -2504,7 +2504,8 @@ async fn a_live_page_over_a_store_that_tells_of_changes_reads_only_when_told() {
 /// one that failed, wherever it is — with links to the others, not the whole tree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_plan_page_shows_a_page_of_sequences_and_what_failed() {
-    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(coercion::storage::MemoryStore::new());
+    let store: std::sync::Arc<dyn Store> =
+        std::sync::Arc::new(coercion::storage::MemoryStore::new());
     let (ws, _fakes) = fakes_workstream(store.clone()).await;
     large_plan_page(ws, store).await;
 }

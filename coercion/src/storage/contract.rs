@@ -21,8 +21,8 @@ use crate::builder::{ActionSpec, CheckSpec};
 use crate::plugin::PluginError;
 use crate::testing::{FakeAction, FakeCheck, FakeReq};
 use crate::workflow::{
-    Attempt, Block, CheckSlot, Checks, DeferredBatch, Json, Loc, ObjectRef, Outcome, Plan, PlanId,
-    Reason, Sequence, State, Status, Timestamp, Tolerance, When,
+    Attempt, Block, Checks, DeferredBatch, Json, Loc, ObjectRef, Outcome, Plan, PlanId, Reason,
+    Sequence, State, Status, Timestamp, Tolerance, When,
 };
 
 /// Runs every check of the contract against `store`, with the default sizes.
@@ -52,34 +52,7 @@ pub fn at(secs: i64, nanos: u32) -> Timestamp {
 
 /// Gives the plan and every object in it a fresh UUIDv7, as submit does.
 pub fn assign_ids(plan: &mut Plan) {
-    fn checks(set: &mut crate::workflow::CheckSet) {
-        for slot in CheckSlot::ALL {
-            if let Some(c) = set.get_mut(slot) {
-                c.id = Uuid::now_v7();
-                for a in &mut c.actions {
-                    a.id = Uuid::now_v7();
-                }
-            }
-        }
-    }
-    plan.id = PlanId::new_v7();
-    checks(&mut plan.checks);
-    for block in &mut plan.blocks {
-        block.id = Uuid::now_v7();
-        checks(&mut block.checks);
-        for seq in &mut block.sequences {
-            seq.id = Uuid::now_v7();
-            for a in &mut seq.actions {
-                a.id = Uuid::now_v7();
-            }
-        }
-    }
-    for batch in &mut plan.deferred {
-        batch.id = Uuid::now_v7();
-        for a in &mut batch.actions {
-            a.id = Uuid::now_v7();
-        }
-    }
+    plan.assign_ids();
 }
 
 fn check_section(tag: &str) -> crate::builder::ChecksBuilder {

@@ -849,16 +849,7 @@ pub async fn retried_by(store: &dyn Store, plan: &Plan) -> Result<Option<PlanId>
 /// (PostgreSQL keeps it whole; SQLite in pieces.)
 #[cfg(feature = "postgres")]
 pub(crate) fn definition_json(plan: &Plan) -> Result<String, StoreError> {
-    let pristine = plan.reason == Reason::None
-        && plan.heartbeat.is_none()
-        && !plan.paused
-        && plan.owners.is_empty()
-        && plan.decisions.is_empty()
-        && plan.walk().all(|(loc, object)| {
-            object.state() == State::default()
-                && plan.action(loc).is_none_or(|a| a.attempts.is_empty())
-        });
-    let json = if pristine {
+    let json = if is_definition(plan) {
         serde_json::to_string(plan)
     } else {
         serde_json::to_string(&definition_of(plan))
@@ -866,6 +857,21 @@ pub(crate) fn definition_json(plan: &Plan) -> Result<String, StoreError> {
     json.map_err(|e| {
         StoreError::permanent(format!("plan {} does not serialize", plan.id)).caused_by(e)
     })
+}
+
+/// Whether `plan` is only a definition: nothing in it ran (a plan being submitted), so it is
+/// stored as it is ([`definition_of`] gives the same plan).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn is_definition(plan: &Plan) -> bool {
+    plan.reason == Reason::None
+        && plan.heartbeat.is_none()
+        && !plan.paused
+        && plan.owners.is_empty()
+        && plan.decisions.is_empty()
+        && plan.walk().all(|(loc, object)| {
+            object.state() == State::default()
+                && plan.action(loc).is_none_or(|a| a.attempts.is_empty())
+        })
 }
 
 /// `plan` as defined: every state back to `NotStarted`, no attempts, no reason, heartbeat or

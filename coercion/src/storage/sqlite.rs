@@ -280,12 +280,16 @@ pub struct SqliteStats {
 ///   tables in the same snapshot, and a crash before a fold loses nothing (the next writer, or
 ///   any reader, picks the journal up).
 /// * **Readers** use their own read-only connections on tokio's blocking pool; each read is one
-///   consistent snapshot.
+///   consistent snapshot. A *page* of a plan ([`Store::read_page`]) reads the definition
+///   without its sequences' actions, every sequence's head and state, the page's actions, and
+///   counts the rest by key range and through the index of unfinished rows: the page of a
+///   1,000,000-action plan takes about 0.3 s and tens of megabytes, not a whole read.
 /// * **Closing.** When the last handle is dropped, the writer commits what is queued, folds the
 ///   journals, and closes last, which checkpoints the WAL into the database file and removes
 ///   it: the file alone then holds everything (a copy of it is a complete backup).
-/// * **Schema** (version 3): tables `plans`, `plan_definitions`,
-///   `objects`, `attempts`, `journal`, `schema_version`; foreign keys cascade from plans; times
+/// * **Schema** (version 5): tables `plans`, `plan_definitions` (the definition without its
+///   blocks' sequences), `sequence_definitions` (one row per sequence), `objects`, `attempts`,
+///   `journal`, `schema_version`; foreign keys cascade from plans; times
 ///   are integer nanoseconds since the epoch (NULL when unset), so the store holds times between
 ///   1677 and 2262. A file of an older version is migrated when opened for writing. Files of other
 ///   applications and files written by a newer coercion are refused.

@@ -118,6 +118,52 @@ impl Plan {
         self.clone().into_display()
     }
 
+    /// A copy of the plan without its blocks' sequences (each block's list is empty): what a
+    /// store keeps apart from the sequences. Nothing else is left out.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn without_sequences(&self) -> Plan {
+        let Plan {
+            schema_version,
+            id,
+            name,
+            descr,
+            group_id,
+            meta,
+            checks,
+            blocks,
+            deferred,
+            preview_required,
+            submit_time,
+            state,
+            reason,
+            heartbeat,
+            paused,
+            retry_of,
+            owners,
+            decisions,
+        } = self;
+        Plan {
+            schema_version: *schema_version,
+            id: *id,
+            name: name.clone(),
+            descr: descr.clone(),
+            group_id: *group_id,
+            meta: meta.clone(),
+            checks: checks.clone(),
+            blocks: blocks.iter().map(Block::without_sequences).collect(),
+            deferred: deferred.clone(),
+            preview_required: *preview_required,
+            submit_time: *submit_time,
+            state: *state,
+            reason: *reason,
+            heartbeat: *heartbeat,
+            paused: *paused,
+            retry_of: retry_of.clone(),
+            owners: owners.clone(),
+            decisions: decisions.clone(),
+        }
+    }
+
     /// [`Plan::clone_for_display`] without the copy: the plan itself, redacted.
     pub fn into_display(self) -> Plan {
         let mut plan = self;
@@ -183,5 +229,65 @@ impl Plan {
 fn redact_attempt(t: &mut Attempt) {
     if let Some(Outcome::Response(json)) = &mut t.outcome {
         *json = crate::secret::redact(json);
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl Block {
+    /// A copy of the block with no sequences.
+    fn without_sequences(&self) -> Block {
+        let Block {
+            id,
+            key,
+            name,
+            descr,
+            entrance_delay,
+            exit_delay,
+            checks,
+            sequences: _,
+            concurrency,
+            tolerated_failures,
+            preview_required,
+            state,
+            defects,
+        } = self;
+        Block {
+            id: *id,
+            key: key.clone(),
+            name: name.clone(),
+            descr: descr.clone(),
+            entrance_delay: *entrance_delay,
+            exit_delay: *exit_delay,
+            checks: checks.clone(),
+            sequences: Vec::new(),
+            concurrency: *concurrency,
+            tolerated_failures: *tolerated_failures,
+            preview_required: *preview_required,
+            state: *state,
+            defects: defects.clone(),
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl Sequence {
+    /// A copy of the sequence with no actions.
+    pub(crate) fn without_actions(&self) -> Sequence {
+        let Sequence {
+            id,
+            key,
+            name,
+            descr,
+            actions: _,
+            state,
+        } = self;
+        Sequence {
+            id: *id,
+            key: key.clone(),
+            name: name.clone(),
+            descr: descr.clone(),
+            actions: Vec::new(),
+            state: *state,
+        }
     }
 }

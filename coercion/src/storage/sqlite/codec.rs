@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::storage::StoreError;
 use crate::storage::sql::{AttemptCols, StateCols, encode_objects, opt_ns};
-use crate::workflow::{Loc, Parent, Plan, PlanId};
+use crate::workflow::{Loc, Parent, Plan, PlanId, Sequence};
 
 pub(super) fn id_text(id: Uuid) -> String {
     id.hyphenated().to_string()
@@ -54,8 +54,8 @@ pub(super) struct PreparedPlan {
     pub paused: bool,
     /// The definition without its blocks' sequences (schema version 5).
     pub definition: String,
-    /// Every sequence's definition, block by block.
-    pub sequences: Vec<SequenceDef>,
+    /// The sequences' definitions, in chunks, block by block.
+    pub sequences: Vec<ChunkDef>,
     pub objects: Vec<ObjectRow>,
     pub attempts: Vec<AttemptRow>,
 }
@@ -106,40 +106,57 @@ impl PreparedPlan {
     }
 }
 
-/// One row of `sequence_definitions`: a sequence of the definition, as stored.
+/// How many consecutive sequences of a block a row of `sequence_definitions` holds at most
+/// (schema version 5's migration splits by the same number).
+pub(super) const CHUNK: usize = 64;
+
+/// One row of `sequence_definitions`: consecutive sequences of a block, as stored.
 #[derive(Debug)]
-pub(super) struct SequenceDef {
+pub(super) struct ChunkDef {
     pub block: i64,
-    pub seq: i64,
-    /// How many actions it has.
-    pub actions: i64,
-    /// The sequence without its actions (`actions: []`), as JSON.
-    pub head: String,
-    /// Its actions, a JSON array.
-    pub body: String,
+    /// The index of its first sequence.
+    pub first: i64,
+    /// The JSON array of each sequence's number of actions.
+    pub counts: String,
+    /// The JSON array of the sequences without their actions (`actions: []`).
+    pub heads: String,
+    /// The JSON array of each sequence's actions (an array).
+    pub bodies: String,
 }
 
-/// The definition of `plan` in pieces: the plan without its blocks' sequences, and each
-/// sequence (see schema version 5).
-fn definition_parts(plan: &Plan) -> Result<(String, Vec<SequenceDef>), StoreError> {
+/// The definition of `plan` in pieces: the plan without its blocks' sequences, and its
+/// sequences in chunks (see schema version 5).
+fn definition_parts(plan: &Plan) -> Result<(String, Vec<ChunkDef>), StoreError> {
+    if crate::storage::is_definition(plan) {
+        parts_of(plan)
+    } else {
+        parts_of(&crate::storage::definition_of(plan))
+    }
+}
+
+/// The pieces of `def`, a plan that is only a definition.
+fn parts_of(def: &Plan) -> Result<(String, Vec<ChunkDef>), StoreError> {
     let failed = |e: serde_json::Error| {
-        StoreError::permanent(format!("plan {} does not serialize", plan.id)).caused_by(e)
+        StoreError::permanent(format!("plan {} does not serialize", def.id)).caused_by(e)
     };
-    let mut def = crate::storage::definition_of(plan);
-    let mut sequences = Vec::new();
-    for (b, block) in def.blocks.iter_mut().enumerate() {
-        for (s, mut seq) in std::mem::take(&mut block.sequences).into_iter().enumerate() {
-            let actions = std::mem::take(&mut seq.actions);
-            sequences.push(SequenceDef {
+    let mut chunks = Vec::new();
+    for (b, block) in def.blocks.iter().enumerate() {
+        for (c, seqs) in block.sequences.chunks(CHUNK).enumerate() {
+            let counts: Vec<usize> = seqs.iter().map(|s| s.actions.len()).collect();
+            let heads: Vec<Sequence> = seqs.iter().map(Sequence::without_actions).collect();
+            let bodies: Vec<&Vec<crate::workflow::Action>> =
+                seqs.iter().map(|s| &s.actions).collect();
+            chunks.push(ChunkDef {
                 block: b as i64,
-                seq: s as i64,
-                actions: actions.len() as i64,
-                head: serde_json::to_string(&seq).map_err(failed)?,
-                body: serde_json::to_string(&actions).map_err(failed)?,
+                first: (c * CHUNK) as i64,
+                counts: serde_json::to_string(&counts).map_err(failed)?,
+                heads: serde_json::to_string(&heads).map_err(failed)?,
+                bodies: serde_json::to_string(&bodies).map_err(failed)?,
             });
         }
     }
-    Ok((serde_json::to_string(&def).map_err(failed)?, sequences))
+    let skeleton = serde_json::to_string(&def.without_sequences()).map_err(failed)?;
+    Ok((skeleton, chunks))
 }
 
 /// Where the objects of a plan sit in execution order (their `ord`), from the plan without its

@@ -67,6 +67,8 @@ struct Reading<'c> {
     pk: i64,
     plan: Plan,
     counts: Vec<Vec<u32>>,
+    /// Per block, the first sequence of each of its rows of `sequence_definitions`.
+    chunks: Vec<Vec<i64>>,
     layout: Layout,
     /// Where the objects the journal changes are, of those placed so far (a plan's own
     /// objects and sequences at once, the page's actions once read).
@@ -93,12 +95,13 @@ impl<'c> Reading<'c> {
         let (pk, mut plan) = read_head(conn, store, id)?;
         let err = |e| sql_error(store, &format!("reading a page of plan {id}"), e);
         let mut counts: Vec<Vec<u32>> = vec![Vec::new(); plan.blocks.len()];
+        let mut chunks: Vec<Vec<i64>> = vec![Vec::new(); plan.blocks.len()];
         {
             // Room for every sequence at once (no copy of a large list as it grows).
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT block, count(*) FROM sequence_definitions WHERE plan_pk = ?1 \
-                     GROUP BY block",
+                    "SELECT block, sum(json_array_length(counts)) FROM sequence_definitions \
+                     WHERE plan_pk = ?1 GROUP BY block",
                 )
                 .map_err(err)?;
             let mut rows = stmt.query([pk]).map_err(err)?;
@@ -114,39 +117,40 @@ impl<'c> Reading<'c> {
         {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT block, seq, actions, head FROM sequence_definitions \
-                     WHERE plan_pk = ?1 ORDER BY block, seq",
+                    "SELECT block, first, counts, heads FROM sequence_definitions \
+                     WHERE plan_pk = ?1 ORDER BY block, first",
                 )
                 .map_err(err)?;
             let mut rows = stmt.query([pk]).map_err(err)?;
             while let Some(r) = rows.next().map_err(err)? {
-                let (block, seq, n): (i64, i64, i64) = (
-                    r.get(0).map_err(err)?,
-                    r.get(1).map_err(err)?,
-                    r.get(2).map_err(err)?,
-                );
-                let head = r
-                    .get_ref(3)
-                    .map_err(err)?
-                    .as_str()
-                    .map_err(|e| err(e.into()))?;
-                let sequence = super::reader::decode_head(head).map_err(|e| {
-                    corrupt(
-                        store,
-                        id,
-                        format_args!("sequence {seq} of block {block}: {e}"),
-                    )
-                })?;
-                super::reader::place_sequence(&mut plan, block, seq, sequence)
-                    .map_err(|e| corrupt(store, id, e))?;
-                let n = u32::try_from(n).map_err(|_| {
-                    corrupt(
-                        store,
-                        id,
-                        format_args!("sequence {seq} of block {block} has {n} actions"),
-                    )
-                })?;
-                counts[block as usize].push(n);
+                let (block, first): (i64, i64) = (r.get(0).map_err(err)?, r.get(1).map_err(err)?);
+                let text = |at| -> Result<&str, StoreError> {
+                    r.get_ref(at)
+                        .map_err(err)?
+                        .as_str()
+                        .map_err(|e| err(e.into()))
+                };
+                let n = super::reader::decode_chunk(text(2)?, text(3)?)
+                    .and_then(|(n, heads)| {
+                        for (i, head) in heads.into_iter().enumerate() {
+                            super::reader::place_sequence(
+                                &mut plan,
+                                block,
+                                first + i as i64,
+                                head,
+                            )?;
+                        }
+                        Ok(n)
+                    })
+                    .map_err(|e| {
+                        corrupt(
+                            store,
+                            id,
+                            format_args!("the sequences of block {block} from {first}: {e}"),
+                        )
+                    })?;
+                counts[block as usize].extend(n);
+                chunks[block as usize].push(first);
             }
         }
         let layout = Layout::new(&plan, &counts);
@@ -157,6 +161,7 @@ impl<'c> Reading<'c> {
             pk,
             plan,
             counts,
+            chunks,
             layout,
             known: HashMap::new(),
             journaled: Default::default(),
@@ -233,8 +238,12 @@ impl<'c> Reading<'c> {
                     .map(|s| s.state.status)
                     .enumerate(),
             );
-            for (seq, ords) in keep.iter().zip(self.layout.actions(block, &keep)) {
-                let actions = self.body(block, *seq, &ords)?;
+            let bodies = self.bodies(block, &keep)?;
+            for ((seq, ords), actions) in keep
+                .iter()
+                .zip(self.layout.actions(block, &keep))
+                .zip(bodies)
+            {
                 for (index, action) in actions.iter().enumerate() {
                     let loc = Loc::Action {
                         parent: Parent::Sequence { block, seq: *seq },
@@ -262,8 +271,9 @@ impl<'c> Reading<'c> {
         if pending.iter().any(|e| !self.known.contains_key(&e.id())) {
             // Their sequences are among those the journal changes.
             for (block, seqs) in self.changed_off_page(&touched, &shown) {
-                for (seq, ords) in seqs.iter().zip(self.layout.actions(block, &seqs)) {
-                    for (action, ord) in self.body(block, *seq, &ords)?.iter().zip(ords) {
+                let bodies = self.bodies(block, &seqs)?;
+                for (ords, actions) in self.layout.actions(block, &seqs).into_iter().zip(bodies) {
+                    for (action, ord) in actions.iter().zip(ords) {
                         off_page.insert(action.id, ord);
                     }
                 }
@@ -397,33 +407,69 @@ impl<'c> Reading<'c> {
         }
     }
 
-    /// The actions of sequence `seq` of block `block`, which has one per `ords`.
-    fn body(&self, block: usize, seq: usize, ords: &[i64]) -> Result<Vec<Action>, StoreError> {
-        let body: String = self
-            .conn
-            .prepare_cached(
-                "SELECT body FROM sequence_definitions WHERE plan_pk = ?1 AND block = ?2 AND seq = ?3",
-            )
-            .and_then(|mut s| {
-                s.query_row(
-                    rusqlite::params![self.pk, block as i64, seq as i64],
-                    |r| r.get(0),
+    /// The actions of the sequences `seqs` (ascending) of block `block`, read from the rows
+    /// that hold them.
+    fn bodies(&self, block: usize, seqs: &[usize]) -> Result<Vec<Vec<Action>>, StoreError> {
+        let firsts = self.chunks.get(block).map_or(&[][..], Vec::as_slice);
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut at = 0;
+        while at < seqs.len() {
+            let seq = seqs[at] as i64;
+            let first = match firsts.binary_search(&seq) {
+                Ok(i) => firsts[i],
+                Err(0) => {
+                    return Err(
+                        self.corrupt(format_args!("no row holds sequence {seq} of block {block}"))
+                    );
+                }
+                Err(i) => firsts[i - 1],
+            };
+            let text: String = self
+                .conn
+                .prepare_cached(
+                    "SELECT bodies FROM sequence_definitions WHERE plan_pk = ?1 AND block = ?2 AND first = ?3",
                 )
-            })
-            .map_err(|e| self.err(e))?;
-        let actions: Vec<Action> = serde_json::from_str(&body).map_err(|e| {
-            self.corrupt(format_args!(
-                "the actions of sequence {seq} of block {block}: {e}"
-            ))
-        })?;
-        if actions.len() != ords.len() {
-            return Err(self.corrupt(format_args!(
-                "sequence {seq} of block {block} has {} actions, its row says {}",
-                actions.len(),
-                ords.len()
-            )));
+                .and_then(|mut s| {
+                    s.query_row(rusqlite::params![self.pk, block as i64, first], |r| r.get(0))
+                })
+                .map_err(|e| self.err(e))?;
+            let all: Vec<&serde_json::value::RawValue> =
+                serde_json::from_str(&text).map_err(|e| {
+                    self.corrupt(format_args!(
+                        "the sequences of block {block} from {first}: {e}"
+                    ))
+                })?;
+            // Every wanted sequence this row holds (at least the one it was read for).
+            let before = at;
+            while let Some(&s) = seqs.get(at) {
+                let Some(raw) = (s as i64)
+                    .checked_sub(first)
+                    .and_then(|i| all.get(i as usize))
+                else {
+                    break;
+                };
+                let actions: Vec<Action> = serde_json::from_str(raw.get()).map_err(|e| {
+                    self.corrupt(format_args!(
+                        "the actions of sequence {s} of block {block}: {e}"
+                    ))
+                })?;
+                let n = self.counts[block].get(s).copied().unwrap_or(0) as usize;
+                if actions.len() != n {
+                    return Err(self.corrupt(format_args!(
+                        "sequence {s} of block {block} has {} actions, its row says {n}",
+                        actions.len()
+                    )));
+                }
+                out.push(actions);
+                at += 1;
+            }
+            if at == before {
+                return Err(self.corrupt(format_args!(
+                    "the row of block {block} from {first} does not hold sequence {seq}"
+                )));
+            }
         }
-        Ok(actions)
+        Ok(out)
     }
 
     /// Applies a journal entry of a placed object to the plan, noting its statuses.

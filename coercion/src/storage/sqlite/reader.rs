@@ -476,43 +476,61 @@ pub(super) fn attach_sequences(
     plan: &mut Plan,
 ) -> rusqlite::Result<Result<(), String>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT block, seq, actions, head, body FROM sequence_definitions WHERE plan_pk = ?1 \
-         ORDER BY block, seq",
+        "SELECT block, first, counts, heads, bodies FROM sequence_definitions \
+         WHERE plan_pk = ?1 ORDER BY block, first",
     )?;
     let mut rows = stmt.query([pk])?;
     while let Some(r) = rows.next()? {
-        let (block, seq): (i64, i64) = (r.get(0)?, r.get(1)?);
-        let mut sequence = match decode_head(r.get_ref(3)?.as_str()?) {
-            Ok(s) => s,
-            Err(e) => return Ok(Err(format!("sequence {seq} of block {block}: {e}"))),
-        };
-        match serde_json::from_str::<Vec<crate::workflow::Action>>(r.get_ref(4)?.as_str()?) {
-            Ok(actions) if actions.len() as i64 == r.get::<_, i64>(2)? => {
-                sequence.actions = actions;
-            }
-            Ok(actions) => {
-                return Ok(Err(format!(
-                    "sequence {seq} of block {block} has {} actions, its row says {}",
-                    actions.len(),
-                    r.get::<_, i64>(2)?
-                )));
-            }
-            Err(e) => {
-                return Ok(Err(format!(
-                    "the actions of sequence {seq} of block {block}: {e}"
-                )));
-            }
-        }
-        if let Err(e) = place_sequence(plan, block, seq, sequence) {
-            return Ok(Err(e));
+        let (block, first): (i64, i64) = (r.get(0)?, r.get(1)?);
+        let bodies = r.get_ref(4)?.as_str()?;
+        let chunk = decode_chunk(r.get_ref(2)?.as_str()?, r.get_ref(3)?.as_str()?).and_then(
+            |(counts, heads)| {
+                let bodies: Vec<Vec<crate::workflow::Action>> =
+                    serde_json::from_str(bodies).map_err(|e| format!("bodies: {e}"))?;
+                Ok((counts, heads, bodies))
+            },
+        );
+        let result = chunk
+            .and_then(|(counts, heads, bodies)| {
+                if bodies.len() != heads.len() {
+                    return Err(format!("{} heads but {} bodies", heads.len(), bodies.len()));
+                }
+                for (i, ((mut head, body), n)) in
+                    heads.into_iter().zip(bodies).zip(counts).enumerate()
+                {
+                    let seq = first + i as i64;
+                    if body.len() != n as usize {
+                        return Err(format!(
+                            "sequence {seq} of block {block} has {} actions, its row says {n}",
+                            body.len()
+                        ));
+                    }
+                    head.actions = body;
+                    place_sequence(plan, block, seq, head)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| format!("the sequences of block {block} from {first}: {e}"));
+        if result.is_err() {
+            return Ok(result);
         }
     }
     Ok(Ok(()))
 }
 
-/// A sequence's head (`sequence_definitions.head`): the sequence without its actions.
-pub(super) fn decode_head(json: &str) -> Result<crate::workflow::Sequence, String> {
-    serde_json::from_str(json).map_err(|e| e.to_string())
+/// A chunk of sequences' counts and heads (`sequence_definitions.counts`, `.heads`): how many
+/// actions each sequence has, and each without its actions.
+pub(super) fn decode_chunk(
+    counts: &str,
+    heads: &str,
+) -> Result<(Vec<u32>, Vec<crate::workflow::Sequence>), String> {
+    let counts: Vec<u32> = serde_json::from_str(counts).map_err(|e| format!("counts: {e}"))?;
+    let heads: Vec<crate::workflow::Sequence> =
+        serde_json::from_str(heads).map_err(|e| format!("heads: {e}"))?;
+    if counts.len() != heads.len() {
+        return Err(format!("{} counts but {} heads", counts.len(), heads.len()));
+    }
+    Ok((counts, heads))
 }
 
 /// Appends `sequence`, read as sequence `seq` of block `block`, to the plan: sequences are

@@ -786,11 +786,14 @@ async fn a_version_1_file_is_migrated_when_opened_for_writing_and_keeps_its_plan
     assert_eq!(version, latest());
     assert_eq!(latest(), 5);
     assert_eq!(journal_rows(&dir.db()), 0);
-    // Version 5 split the definition: one row per sequence, none left in the plan's own.
+    // Version 5 split the definition: every sequence in its block's rows, none left in the
+    // plan's own.
     let sequences: i64 = raw
-        .query_row("SELECT count(*) FROM sequence_definitions", [], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT sum(json_array_length(heads)) FROM sequence_definitions",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     let all: usize = plan.blocks().iter().map(|b| b.sequences().len()).sum();
     assert!(all > 1);
@@ -1175,7 +1178,7 @@ async fn a_page_is_read_without_the_whole_plan_and_matches_it() {
     let dir = TempDir::new("page");
     let mut plan = sample_plan("page");
     for b in 0..plan.blocks.len() {
-        let more: Vec<_> = (0..40)
+        let more: Vec<_> = (0..150)
             .map(|i| {
                 let mut s = plan.blocks[b].sequences[0].clone();
                 s.id = uuid::Uuid::now_v7();
@@ -1335,4 +1338,93 @@ async fn a_page_is_read_without_the_whole_plan_and_matches_it() {
     }
     assert!(journal_rows(&dir.db()) > 0);
     check(store, "in the journal over folded rows").await;
+}
+
+/// A version-4 file (the definition whole) is split into version 5's pieces when opened for
+/// writing: blocks of more sequences than a row holds read back whole and by page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_4_file_is_split_into_pieces_and_reads_back_the_same() {
+    use super::codec::PreparedPlan;
+    use crate::storage::{PageSpec, PlanPage};
+    let dir = TempDir::new("v4");
+    let mut plan = crate::storage::contract::sample_run("v4");
+    let extra: Vec<_> = (0..150)
+        .map(|i| {
+            let mut s = plan.blocks[1].sequences[0].clone();
+            s.name = format!("extra-{i}");
+            s
+        })
+        .collect();
+    plan.blocks[1].sequences.extend(extra);
+    plan.assign_ids();
+    {
+        let raw = Connection::open(dir.db()).unwrap();
+        for sql in &super::schema::MIGRATIONS.0[..4] {
+            raw.execute_batch(sql).unwrap();
+        }
+        raw.execute("INSERT INTO schema_version (version) VALUES (4)", [])
+            .unwrap();
+        raw.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        let p = PreparedPlan::of(&plan).unwrap();
+        raw.execute(
+            "INSERT INTO plans (pk, id, group_id, name, descr, submit_time_ns, status, start_ns, \
+             end_ns, reason, heartbeat_ns, paused) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            rusqlite::params![
+                p.id_text, p.group_id, p.name, p.descr, p.submit_time, p.state.status, p.state.start,
+                p.state.end, p.reason, p.heartbeat, p.paused
+            ],
+        )
+        .unwrap();
+        raw.execute(
+            "INSERT INTO plan_definitions (plan_pk, definition) VALUES (1, ?1)",
+            [serde_json::to_string(&crate::storage::definition_of(&plan)).unwrap()],
+        )
+        .unwrap();
+        for o in p.objects.iter().filter(|o| o.stored) {
+            raw.execute(
+                "INSERT INTO objects (plan_pk, ord, kind, status, start_ns, end_ns) \
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![o.ord, o.kind, o.state.status, o.state.start, o.state.end],
+            )
+            .unwrap();
+        }
+        for a in &p.attempts {
+            raw.execute(
+                "INSERT INTO attempts (plan_pk, ord, idx, start_ns, end_ns, outcome) \
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![a.ord, a.idx, a.cols.start, a.cols.end, a.cols.outcome],
+            )
+            .unwrap();
+        }
+    }
+    let store = SqliteStore::open(dir.db()).unwrap();
+    assert_eq!(store.read(plan.id).await.unwrap(), plan);
+    let conn = Connection::open(dir.db()).unwrap();
+    let rows: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sequence_definitions WHERE block = 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 3, "152 sequences in rows of 64");
+    for spec in [
+        PageSpec::from(0),
+        PageSpec {
+            from: 60,
+            len: 10,
+            attention: 2,
+        },
+        PageSpec {
+            from: 150,
+            len: 100,
+            attention: 0,
+        },
+    ] {
+        let part = super::page::read_part(&conn, "test", plan.id, spec)
+            .unwrap()
+            .expect("no journal: read in part");
+        assert_eq!(part, PlanPage::of(plan.clone(), spec), "{spec:?}");
+    }
 }

@@ -326,7 +326,7 @@ const INSERT_DEFINITION: &str =
 const INSERT_OBJECT: &str = "INSERT INTO objects (plan_pk, ord, kind, status, start_ns, end_ns) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 const INSERT_SEQUENCE_DEFINITION: &str = "INSERT INTO sequence_definitions \
-     (plan_pk, block, seq, actions, head, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+     (plan_pk, block, first, counts, heads, bodies) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 const DEFINITION: &str = "SELECT definition FROM plan_definitions WHERE plan_pk = ?1";
 const INSERT_ATTEMPT: &str = "INSERT INTO attempts (plan_pk, ord, idx, start_ns, end_ns, outcome) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
@@ -868,9 +868,9 @@ impl Writer {
             .conn
             .prepare_cached(INSERT_SEQUENCE_DEFINITION)
             .map_err(err)?;
-        for d in &p.sequences {
+        for c in &p.sequences {
             insert
-                .execute(params![pk, d.block, d.seq, d.actions, d.head, d.body])
+                .execute(params![pk, c.block, c.first, c.counts, c.heads, c.bodies])
                 .map_err(err)?;
         }
         let mut insert = self.conn.prepare_cached(INSERT_OBJECT).map_err(err)?;
