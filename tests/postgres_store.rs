@@ -764,8 +764,17 @@ async fn a_version_1_schema_holding_plans_is_migrated_in_place() {
              DROP TABLE {schema}.control_requests; DROP FUNCTION {schema}.control_requests_asked_by(); \
              ALTER TABLE {schema}.attempts ADD FOREIGN KEY (plan_id, action_id) \
                REFERENCES {schema}.objects (plan_id, id) ON DELETE CASCADE; \
+             DROP TABLE {schema}.sequence_definitions; \
              UPDATE {schema}.coercion_schema_version SET version = 1"
         ))
+        .await
+        .unwrap();
+    // Its definition whole, as every version before 7 stored it.
+    client
+        .execute(
+            &format!("UPDATE {schema}.plan_definitions SET definition = $1"),
+            &[&serde_json::to_string(&plan).unwrap()],
+        )
         .await
         .unwrap();
 
@@ -778,8 +787,22 @@ async fn a_version_1_schema_holding_plans_is_migrated_in_place() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 6);
+    assert_eq!(version, 7);
     let read = migrated.read(plan.id()).await.unwrap();
+    // A definition stored whole (before version 7) reads back whole, and by page.
+    assert_eq!(read.blocks().len(), plan.blocks().len());
+    for (a, b) in read.blocks().iter().zip(plan.blocks()) {
+        assert_eq!(a.sequences().len(), b.sequences().len());
+    }
+    let spec = coercion::storage::PageSpec {
+        from: 1,
+        len: 1,
+        attention: 0,
+    };
+    assert_eq!(
+        migrated.read_page(plan.id(), spec).await.unwrap(),
+        coercion::storage::PlanPage::of(read.clone(), spec)
+    );
     assert!(read.resumptions().is_empty());
     assert!(read.decisions().is_empty());
     assert_eq!(read.id(), plan.id());

@@ -843,22 +843,6 @@ pub async fn retried_by(store: &dyn Store, plan: &Plan) -> Result<Option<PlanId>
     Ok(None)
 }
 
-/// The JSON of `plan` without anything that changes while it runs — every state back to
-/// `NotStarted`, no attempts, no reason, heartbeat or pause — which the stores keep apart from
-/// the definition. A plan that has none of those (a plan being submitted) is written as it is.
-/// (PostgreSQL keeps it whole; SQLite in pieces.)
-#[cfg(feature = "postgres")]
-pub(crate) fn definition_json(plan: &Plan) -> Result<String, StoreError> {
-    let json = if is_definition(plan) {
-        serde_json::to_string(plan)
-    } else {
-        serde_json::to_string(&definition_of(plan))
-    };
-    json.map_err(|e| {
-        StoreError::permanent(format!("plan {} does not serialize", plan.id)).caused_by(e)
-    })
-}
-
 /// Whether `plan` is only a definition: nothing in it ran (a plan being submitted), so it is
 /// stored as it is ([`definition_of`] gives the same plan).
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

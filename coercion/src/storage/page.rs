@@ -146,7 +146,7 @@ impl PlanPage {
 
     /// A page from its parts, as a store that reads pages itself assembles it: `plan` holds
     /// the actions of exactly the sequences of `shown`.
-    #[cfg(feature = "sqlite")]
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn from_parts(
         plan: Plan,
         spec: PageSpec,

@@ -25,6 +25,7 @@
 
 mod codec;
 mod notify;
+mod page;
 mod password;
 mod reader;
 mod schema;
@@ -713,6 +714,17 @@ impl Store for PostgresStore {
         Box::pin(async move {
             let mut conn = get(&self.inner.pool, &self.inner.store).await?;
             reader::read_plan(&mut conn, &self.inner.store, id).await
+        })
+    }
+
+    fn read_page(
+        &self,
+        id: PlanId,
+        spec: crate::storage::PageSpec,
+    ) -> BoxFuture<'_, Result<crate::storage::PlanPage, StoreError>> {
+        Box::pin(async move {
+            let mut conn = get(&self.inner.pool, &self.inner.store).await?;
+            page::read_page(&mut conn, &self.inner.store, id, spec).await
         })
     }
 

@@ -410,3 +410,145 @@ impl Migrations {
             .filter(move |(version, _)| *version > current)
     }
 }
+
+/// How many consecutive sequences of a block a row of `sequence_definitions` holds at most
+/// (SQLite's schema version 5 migration splits by the same number).
+pub(crate) const CHUNK: usize = 64;
+
+/// One row of `sequence_definitions`: consecutive sequences of a block, as stored.
+#[derive(Debug)]
+pub(crate) struct ChunkDef {
+    pub block: i64,
+    /// The index of its first sequence.
+    pub first: i64,
+    /// The JSON array of each sequence's number of actions.
+    pub counts: String,
+    /// The JSON array of the sequences without their actions (`actions: []`).
+    pub heads: String,
+    /// The JSON array of each sequence's actions (an array).
+    pub bodies: String,
+}
+
+/// The definition of `plan` in pieces: the plan without its blocks' sequences, and its
+/// sequences in chunks (see SQLite's schema version 5).
+pub(crate) fn definition_parts(plan: &Plan) -> Result<(String, Vec<ChunkDef>), StoreError> {
+    if crate::storage::is_definition(plan) {
+        parts_of(plan)
+    } else {
+        parts_of(&crate::storage::definition_of(plan))
+    }
+}
+
+/// The pieces of `def`, a plan that is only a definition.
+fn parts_of(def: &Plan) -> Result<(String, Vec<ChunkDef>), StoreError> {
+    let failed = |e: serde_json::Error| {
+        StoreError::permanent(format!("plan {} does not serialize", def.id)).caused_by(e)
+    };
+    let mut chunks = Vec::new();
+    for (b, block) in def.blocks.iter().enumerate() {
+        for (c, seqs) in block.sequences.chunks(CHUNK).enumerate() {
+            let counts: Vec<usize> = seqs.iter().map(|s| s.actions.len()).collect();
+            let heads: Vec<crate::workflow::Sequence> = seqs
+                .iter()
+                .map(crate::workflow::Sequence::without_actions)
+                .collect();
+            let bodies: Vec<&Vec<crate::workflow::Action>> =
+                seqs.iter().map(|s| &s.actions).collect();
+            chunks.push(ChunkDef {
+                block: b as i64,
+                first: (c * CHUNK) as i64,
+                counts: serde_json::to_string(&counts).map_err(failed)?,
+                heads: serde_json::to_string(&heads).map_err(failed)?,
+                bodies: serde_json::to_string(&bodies).map_err(failed)?,
+            });
+        }
+    }
+    let skeleton = serde_json::to_string(&def.without_sequences()).map_err(failed)?;
+    Ok((skeleton, chunks))
+}
+
+/// A row of `sequence_definitions` as read: a chunk of consecutive sequences of a block.
+pub(crate) struct ChunkRow<'a> {
+    pub block: i64,
+    pub first: i64,
+    pub counts: &'a str,
+    pub heads: &'a str,
+}
+
+impl ChunkRow<'_> {
+    /// How many actions each of the chunk's sequences has, and each without its actions.
+    pub fn decode(&self) -> Result<(Vec<u32>, Vec<crate::workflow::Sequence>), String> {
+        let counts: Vec<u32> =
+            serde_json::from_str(self.counts).map_err(|e| self.error(format!("counts: {e}")))?;
+        let heads: Vec<crate::workflow::Sequence> =
+            serde_json::from_str(self.heads).map_err(|e| self.error(format!("heads: {e}")))?;
+        if counts.len() != heads.len() {
+            return Err(self.error(format!("{} counts but {} heads", counts.len(), heads.len())));
+        }
+        Ok((counts, heads))
+    }
+
+    /// Appends the chunk's sequences, without their actions, to `plan`; their counts.
+    pub fn place(&self, plan: &mut Plan) -> Result<Vec<u32>, String> {
+        let (counts, heads) = self.decode()?;
+        for (i, head) in heads.into_iter().enumerate() {
+            place_sequence(plan, self.block, self.first + i as i64, head)
+                .map_err(|e| self.error(e))?;
+        }
+        Ok(counts)
+    }
+
+    /// Appends the chunk's sequences with their actions (`bodies`) to `plan`.
+    pub fn attach(&self, plan: &mut Plan, bodies: &str) -> Result<(), String> {
+        let (counts, heads) = self.decode()?;
+        let bodies: Vec<Vec<Action>> =
+            serde_json::from_str(bodies).map_err(|e| self.error(format!("bodies: {e}")))?;
+        if bodies.len() != heads.len() {
+            return Err(self.error(format!("{} heads but {} bodies", heads.len(), bodies.len())));
+        }
+        for (i, ((mut head, body), n)) in heads.into_iter().zip(bodies).zip(counts).enumerate() {
+            let seq = self.first + i as i64;
+            if body.len() != n as usize {
+                return Err(self.error(format!(
+                    "sequence {seq} has {} actions, its row says {n}",
+                    body.len()
+                )));
+            }
+            head.actions = body;
+            place_sequence(plan, self.block, seq, head).map_err(|e| self.error(e))?;
+        }
+        Ok(())
+    }
+
+    fn error(&self, e: impl std::fmt::Display) -> String {
+        format!(
+            "the sequences of block {} from {}: {e}",
+            self.block, self.first
+        )
+    }
+}
+
+/// Appends `sequence`, read as sequence `seq` of block `block`, to the plan: sequences are
+/// read in order, so one that does not come next is out of place.
+fn place_sequence(
+    plan: &mut Plan,
+    block: i64,
+    seq: i64,
+    sequence: crate::workflow::Sequence,
+) -> Result<(), String> {
+    let blocks = plan.blocks.len();
+    let target = usize::try_from(block)
+        .ok()
+        .and_then(|b| plan.blocks.get_mut(b))
+        .ok_or_else(|| {
+            format!("a sequence of block {block}, which is not in its definition ({blocks} blocks)")
+        })?;
+    if usize::try_from(seq).ok() != Some(target.sequences.len()) {
+        return Err(format!(
+            "sequence {seq} of block {block} follows sequence {} of it",
+            target.sequences.len() as i64 - 1
+        ));
+    }
+    target.sequences.push(sequence);
+    Ok(())
+}

@@ -120,7 +120,7 @@ impl Plan {
 
     /// A copy of the plan without its blocks' sequences (each block's list is empty): what a
     /// store keeps apart from the sequences. Nothing else is left out.
-    #[cfg(feature = "sqlite")]
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn without_sequences(&self) -> Plan {
         let Plan {
             schema_version,
@@ -232,7 +232,7 @@ fn redact_attempt(t: &mut Attempt) {
     }
 }
 
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl Block {
     /// A copy of the block with no sequences.
     fn without_sequences(&self) -> Block {
@@ -269,7 +269,7 @@ impl Block {
     }
 }
 
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl Sequence {
     /// A copy of the sequence with no actions.
     pub(crate) fn without_actions(&self) -> Sequence {

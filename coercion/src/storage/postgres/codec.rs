@@ -29,7 +29,10 @@ pub(super) struct PreparedPlan {
     pub paused: bool,
     /// The plugins the plan calls, sorted, once each.
     pub plugins: Vec<String>,
+    /// The definition without its blocks' sequences (schema version 7).
     pub definition: String,
+    /// The sequences, in chunks.
+    pub sequences: ChunkCols,
     pub objects: ObjectCols,
     pub attempts: AttemptRows,
 }
@@ -43,6 +46,16 @@ pub(super) struct ObjectCols {
     pub status: Vec<&'static str>,
     pub start: Vec<Option<i64>>,
     pub end: Vec<Option<i64>>,
+}
+
+/// The `sequence_definitions` rows of a plan, column by column.
+#[derive(Debug, Default)]
+pub(super) struct ChunkCols {
+    pub block: Vec<i32>,
+    pub first: Vec<i32>,
+    pub counts: Vec<String>,
+    pub heads: Vec<String>,
+    pub bodies: Vec<String>,
 }
 
 /// The `attempts` rows of a plan, column by column.
@@ -78,7 +91,19 @@ impl PreparedPlan {
             objects.start.push(object.state.start);
             objects.end.push(object.state.end);
         }
-        let definition = crate::storage::definition_json(plan)?;
+        let (definition, chunks) = crate::storage::sql::definition_parts(plan)?;
+        let mut sequences = ChunkCols::default();
+        for c in chunks {
+            sequences
+                .block
+                .push(i32::try_from(c.block).unwrap_or(i32::MAX));
+            sequences
+                .first
+                .push(i32::try_from(c.first).unwrap_or(i32::MAX));
+            sequences.counts.push(c.counts);
+            sequences.heads.push(c.heads);
+            sequences.bodies.push(c.bodies);
+        }
         let plugins: std::collections::BTreeSet<String> = plan
             .walk()
             .filter_map(|(_, o)| match o {
@@ -98,6 +123,7 @@ impl PreparedPlan {
             paused: plan.paused,
             plugins: plugins.into_iter().collect(),
             definition,
+            sequences,
             objects,
             attempts,
         })

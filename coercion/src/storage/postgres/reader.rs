@@ -9,13 +9,29 @@ use uuid::Uuid;
 
 use super::codec::pg_error;
 use crate::storage::sql::{
-    AttemptCols, PlanRow, StateCols, clamp_ns, corrupt, decode_owner, from_ns, push_attempt,
+    AttemptCols, ChunkRow, PlanRow, StateCols, clamp_ns, corrupt, decode_owner, from_ns,
+    push_attempt,
 };
 use crate::storage::{ListFilter, PlanSummary, StoreError};
 use crate::workflow::{Loc, Plan, PlanId};
 
 fn text(store: &str, id: PlanId, bytes: Vec<u8>) -> Result<String, StoreError> {
     String::from_utf8(bytes).map_err(|e| corrupt(store, id, e))
+}
+
+/// A plan's rows of `sequence_definitions`, in order (a plan created before schema version 7
+/// has none: its definition holds its sequences).
+const CHUNKS: &str = "SELECT block, first, counts, heads, bodies FROM sequence_definitions \
+     WHERE plan_id = $1 ORDER BY block, first";
+
+/// A row of [`CHUNKS`] (its `bodies`, column 4, apart).
+fn chunk_row(r: &tokio_postgres::Row) -> ChunkRow<'_> {
+    ChunkRow {
+        block: i64::from(r.get::<_, i32>(0)),
+        first: i64::from(r.get::<_, i32>(1)),
+        counts: r.get(2),
+        heads: r.get(3),
+    }
 }
 
 /// Reads plan `id` whole: the stored definition with every object's state and attempts.
@@ -51,16 +67,19 @@ pub(super) async fn read_plan(
         )
         .await
         .map_err(err)?;
-    // The three queries are pipelined on the connection.
+    let chunks = tx.prepare_cached(CHUNKS).await.map_err(err)?;
+    // The four queries are pipelined on the connection.
     let params: [&(dyn ToSql + Sync); 1] = [&key];
-    let (head, objects, attempts) = tokio::join!(
+    let (head, chunks, objects, attempts) = tokio::join!(
         tx.query_opt(&head, &params),
+        tx.query(&chunks, &params),
         tx.query(&objects, &params),
         tx.query(&attempts, &params)
     );
     let Some(row) = head.map_err(err)? else {
         return Err(StoreError::NotFound(id));
     };
+    let chunks = chunks.map_err(err)?;
     let objects = objects.map_err(err)?;
     let attempts = attempts.map_err(err)?;
     tx.commit().await.map_err(err)?;
@@ -77,6 +96,11 @@ pub(super) async fn read_plan(
         decisions: row.get(8),
     };
     let mut plan = plan.decode(store, id)?;
+    for r in &chunks {
+        chunk_row(r)
+            .attach(&mut plan, r.get(4))
+            .map_err(|e| corrupt(store, id, e))?;
+    }
 
     let locs: HashMap<Uuid, Loc> = plan.walk().map(|(loc, o)| (o.id(), loc)).collect();
     let locate = |object: Uuid| -> Result<Loc, StoreError> {

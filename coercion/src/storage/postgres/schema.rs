@@ -14,7 +14,26 @@ use crate::storage::StoreError;
 use crate::storage::sql::Migrations;
 
 /// Every migration, oldest first: step `i` brings the schema to version `i + 1`.
-pub(super) const MIGRATIONS: Migrations = Migrations(&[V1, V2, V3, V4, V5, V6]);
+pub(super) const MIGRATIONS: Migrations = Migrations(&[V1, V2, V3, V4, V5, V6, V7]);
+
+/// Version 7: the definitions of new plans in pieces, so that a face can read a page of a
+/// large plan (as SQLite's version 5). `plan_definitions.definition` of a plan created from now
+/// on is the plan without its blocks' sequences; `sequence_definitions` holds them in chunks of
+/// consecutive sequences of a block (`first`: the index of the chunk's first one), each a row of
+/// three JSON arrays, one element per sequence: `counts` (its number of actions), `heads` (the
+/// sequence with `actions: []`), `bodies` (its actions). Plans created before keep their whole
+/// definition and no chunk (a reader tells them apart so); their pages are cut from whole reads.
+const V7: &str = "
+CREATE TABLE sequence_definitions (
+    plan_id UUID    NOT NULL REFERENCES plans (id) ON DELETE CASCADE,
+    block   INTEGER NOT NULL CHECK (block >= 0),
+    first   INTEGER NOT NULL CHECK (first >= 0),
+    counts  TEXT    NOT NULL,
+    heads   TEXT    NOT NULL,
+    bodies  TEXT    NOT NULL,
+    PRIMARY KEY (plan_id, block, first)
+);
+";
 
 /// Version 6: `attempts` no longer references `objects` by a foreign key. Checking it cost
 /// every attempt written a lookup and a row lock of its object (~19 µs, a fifth of a group's

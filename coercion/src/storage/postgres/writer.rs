@@ -86,6 +86,9 @@ const INSERT_PLAN: &str = "INSERT INTO plans (id, group_id, name, descr, submit_
      ON CONFLICT (id) DO NOTHING";
 const INSERT_DEFINITION: &str =
     "INSERT INTO plan_definitions (plan_id, definition) VALUES ($1, $2)";
+const INSERT_SEQUENCES: &str = "INSERT INTO sequence_definitions \
+     (plan_id, block, first, counts, heads, bodies) \
+     SELECT $1, * FROM unnest($2::integer[], $3::integer[], $4::text[], $5::text[], $6::text[])";
 const INSERT_OBJECTS: &str = "INSERT INTO objects (plan_id, id, loc, kind, status, start_ns, end_ns) \
      SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[])";
 const INSERT_ATTEMPTS: &str = "INSERT INTO attempts (plan_id, action_id, idx, start_ns, end_ns, outcome) \
@@ -146,6 +149,7 @@ struct Statements {
     plan_status: Statement,
     insert_plan: Statement,
     insert_definition: Statement,
+    insert_sequences: Statement,
     insert_objects: Statement,
     insert_attempts: Statement,
     read_objects: Statement,
@@ -164,6 +168,7 @@ impl Statements {
             plan_status: c.prepare(PLAN_STATUS).await?,
             insert_plan: c.prepare(INSERT_PLAN).await?,
             insert_definition: c.prepare(INSERT_DEFINITION).await?,
+            insert_sequences: c.prepare(INSERT_SEQUENCES).await?,
             insert_objects: c.prepare(INSERT_OBJECTS).await?,
             insert_attempts: c.prepare(INSERT_ATTEMPTS).await?,
             read_objects: c.prepare(READ_OBJECTS).await?,
@@ -445,8 +450,9 @@ impl Shard {
         let st = &c.st;
         let o = &p.objects;
         let a = &p.attempts;
+        let q = &p.sequences;
         // All statements are sent on the first poll, in order.
-        let (plan, def, objects, attempts) = tokio::join!(
+        let (plan, def, sequences, objects, attempts) = tokio::join!(
             biased;
             Self::exec(
                 c,
@@ -468,6 +474,12 @@ impl Shard {
             ),
             Self::exec(c, &st.insert_definition, vec![id, &p.definition]),
             Self::exec_if(
+                !q.block.is_empty(),
+                c,
+                &st.insert_sequences,
+                vec![id, &q.block, &q.first, &q.counts, &q.heads, &q.bodies],
+            ),
+            Self::exec_if(
                 !o.id.is_empty(),
                 c,
                 &st.insert_objects,
@@ -485,6 +497,7 @@ impl Shard {
             return Err(Failure::Request(StoreError::AlreadyExists(p.id)));
         }
         def.map_err(|e| self.fail(&doing, e))?;
+        sequences.map_err(|e| self.fail(&doing, e))?;
         objects.map_err(|e| self.fail(&doing, e))?;
         attempts.map_err(|e| self.fail(&doing, e))?;
         Ok(())

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::storage::StoreError;
 use crate::storage::sql::{AttemptCols, StateCols, encode_objects, opt_ns};
-use crate::workflow::{Loc, Parent, Plan, PlanId, Sequence};
+use crate::workflow::{Loc, Parent, Plan, PlanId};
 
 pub(super) fn id_text(id: Uuid) -> String {
     id.hyphenated().to_string()
@@ -55,7 +55,7 @@ pub(super) struct PreparedPlan {
     /// The definition without its blocks' sequences (schema version 5).
     pub definition: String,
     /// The sequences' definitions, in chunks, block by block.
-    pub sequences: Vec<ChunkDef>,
+    pub sequences: Vec<crate::storage::sql::ChunkDef>,
     pub objects: Vec<ObjectRow>,
     pub attempts: Vec<AttemptRow>,
 }
@@ -86,7 +86,7 @@ impl PreparedPlan {
                 stored: object.touched,
             });
         }
-        let (definition, sequences) = definition_parts(plan)?;
+        let (definition, sequences) = crate::storage::sql::definition_parts(plan)?;
         Ok(PreparedPlan {
             id: plan.id,
             id_text: id_text(plan.id.0),
@@ -104,59 +104,6 @@ impl PreparedPlan {
             attempts,
         })
     }
-}
-
-/// How many consecutive sequences of a block a row of `sequence_definitions` holds at most
-/// (schema version 5's migration splits by the same number).
-pub(super) const CHUNK: usize = 64;
-
-/// One row of `sequence_definitions`: consecutive sequences of a block, as stored.
-#[derive(Debug)]
-pub(super) struct ChunkDef {
-    pub block: i64,
-    /// The index of its first sequence.
-    pub first: i64,
-    /// The JSON array of each sequence's number of actions.
-    pub counts: String,
-    /// The JSON array of the sequences without their actions (`actions: []`).
-    pub heads: String,
-    /// The JSON array of each sequence's actions (an array).
-    pub bodies: String,
-}
-
-/// The definition of `plan` in pieces: the plan without its blocks' sequences, and its
-/// sequences in chunks (see schema version 5).
-fn definition_parts(plan: &Plan) -> Result<(String, Vec<ChunkDef>), StoreError> {
-    if crate::storage::is_definition(plan) {
-        parts_of(plan)
-    } else {
-        parts_of(&crate::storage::definition_of(plan))
-    }
-}
-
-/// The pieces of `def`, a plan that is only a definition.
-fn parts_of(def: &Plan) -> Result<(String, Vec<ChunkDef>), StoreError> {
-    let failed = |e: serde_json::Error| {
-        StoreError::permanent(format!("plan {} does not serialize", def.id)).caused_by(e)
-    };
-    let mut chunks = Vec::new();
-    for (b, block) in def.blocks.iter().enumerate() {
-        for (c, seqs) in block.sequences.chunks(CHUNK).enumerate() {
-            let counts: Vec<usize> = seqs.iter().map(|s| s.actions.len()).collect();
-            let heads: Vec<Sequence> = seqs.iter().map(Sequence::without_actions).collect();
-            let bodies: Vec<&Vec<crate::workflow::Action>> =
-                seqs.iter().map(|s| &s.actions).collect();
-            chunks.push(ChunkDef {
-                block: b as i64,
-                first: (c * CHUNK) as i64,
-                counts: serde_json::to_string(&counts).map_err(failed)?,
-                heads: serde_json::to_string(&heads).map_err(failed)?,
-                bodies: serde_json::to_string(&bodies).map_err(failed)?,
-            });
-        }
-    }
-    let skeleton = serde_json::to_string(&def.without_sequences()).map_err(failed)?;
-    Ok((skeleton, chunks))
 }
 
 /// Where the objects of a plan sit in execution order (their `ord`), from the plan without its

@@ -130,25 +130,13 @@ impl<'c> Reading<'c> {
                         .as_str()
                         .map_err(|e| err(e.into()))
                 };
-                let n = super::reader::decode_chunk(text(2)?, text(3)?)
-                    .and_then(|(n, heads)| {
-                        for (i, head) in heads.into_iter().enumerate() {
-                            super::reader::place_sequence(
-                                &mut plan,
-                                block,
-                                first + i as i64,
-                                head,
-                            )?;
-                        }
-                        Ok(n)
-                    })
-                    .map_err(|e| {
-                        corrupt(
-                            store,
-                            id,
-                            format_args!("the sequences of block {block} from {first}: {e}"),
-                        )
-                    })?;
+                let chunk = crate::storage::sql::ChunkRow {
+                    block,
+                    first,
+                    counts: text(2)?,
+                    heads: text(3)?,
+                };
+                let n = chunk.place(&mut plan).map_err(|e| corrupt(store, id, e))?;
                 counts[block as usize].extend(n);
                 chunks[block as usize].push(first);
             }

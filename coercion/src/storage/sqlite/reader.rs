@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::codec::{execution_order, id_text, parse_id, sql_error};
 use super::journal;
 use crate::storage::sql::{
-    AttemptCols, PlanRow, StateCols, clamp_ns, corrupt, decode_owner, from_ns, kind_of,
+    AttemptCols, ChunkRow, PlanRow, StateCols, clamp_ns, corrupt, decode_owner, from_ns, kind_of,
     push_attempt,
 };
 use crate::storage::{Change, ListFilter, PlanSummary, StoreError};
@@ -481,81 +481,17 @@ pub(super) fn attach_sequences(
     )?;
     let mut rows = stmt.query([pk])?;
     while let Some(r) = rows.next()? {
-        let (block, first): (i64, i64) = (r.get(0)?, r.get(1)?);
-        let bodies = r.get_ref(4)?.as_str()?;
-        let chunk = decode_chunk(r.get_ref(2)?.as_str()?, r.get_ref(3)?.as_str()?).and_then(
-            |(counts, heads)| {
-                let bodies: Vec<Vec<crate::workflow::Action>> =
-                    serde_json::from_str(bodies).map_err(|e| format!("bodies: {e}"))?;
-                Ok((counts, heads, bodies))
-            },
-        );
-        let result = chunk
-            .and_then(|(counts, heads, bodies)| {
-                if bodies.len() != heads.len() {
-                    return Err(format!("{} heads but {} bodies", heads.len(), bodies.len()));
-                }
-                for (i, ((mut head, body), n)) in
-                    heads.into_iter().zip(bodies).zip(counts).enumerate()
-                {
-                    let seq = first + i as i64;
-                    if body.len() != n as usize {
-                        return Err(format!(
-                            "sequence {seq} of block {block} has {} actions, its row says {n}",
-                            body.len()
-                        ));
-                    }
-                    head.actions = body;
-                    place_sequence(plan, block, seq, head)?;
-                }
-                Ok(())
-            })
-            .map_err(|e| format!("the sequences of block {block} from {first}: {e}"));
-        if result.is_err() {
-            return Ok(result);
+        let chunk = ChunkRow {
+            block: r.get(0)?,
+            first: r.get(1)?,
+            counts: r.get_ref(2)?.as_str()?,
+            heads: r.get_ref(3)?.as_str()?,
+        };
+        if let Err(e) = chunk.attach(plan, r.get_ref(4)?.as_str()?) {
+            return Ok(Err(e));
         }
     }
     Ok(Ok(()))
-}
-
-/// A chunk of sequences' counts and heads (`sequence_definitions.counts`, `.heads`): how many
-/// actions each sequence has, and each without its actions.
-pub(super) fn decode_chunk(
-    counts: &str,
-    heads: &str,
-) -> Result<(Vec<u32>, Vec<crate::workflow::Sequence>), String> {
-    let counts: Vec<u32> = serde_json::from_str(counts).map_err(|e| format!("counts: {e}"))?;
-    let heads: Vec<crate::workflow::Sequence> =
-        serde_json::from_str(heads).map_err(|e| format!("heads: {e}"))?;
-    if counts.len() != heads.len() {
-        return Err(format!("{} counts but {} heads", counts.len(), heads.len()));
-    }
-    Ok((counts, heads))
-}
-
-/// Appends `sequence`, read as sequence `seq` of block `block`, to the plan: sequences are
-/// read in order, so one that does not come next is out of place.
-pub(super) fn place_sequence(
-    plan: &mut Plan,
-    block: i64,
-    seq: i64,
-    sequence: crate::workflow::Sequence,
-) -> Result<(), String> {
-    let blocks = plan.blocks.len();
-    let target = usize::try_from(block)
-        .ok()
-        .and_then(|b| plan.blocks.get_mut(b))
-        .ok_or_else(|| {
-            format!("a sequence of block {block}, which is not in its definition ({blocks} blocks)")
-        })?;
-    if usize::try_from(seq).ok() != Some(target.sequences.len()) {
-        return Err(format!(
-            "sequence {seq} of block {block} follows sequence {} of it",
-            target.sequences.len() as i64 - 1
-        ));
-    }
-    target.sequences.push(sequence);
-    Ok(())
 }
 
 /// Applies the changes of one journal row to `plan`, as the `Change`s they were; `locs` places

@@ -1,0 +1,316 @@
+//! Reading a page of a plan ([`Store::read_page`](crate::storage::Store::read_page)) without
+//! reading the whole plan, in one `REPEATABLE READ` snapshot: the definition without its
+//! sequences, every sequence's head, the states of everything but the sequences' actions and
+//! of the page's actions (by id), the page's chunks of actions, and the actions counted by
+//! status in SQL. A plan created before schema version 7 (its definition whole) is cut from a
+//! whole read.
+
+use std::collections::HashMap;
+
+use tokio_postgres::IsolationLevel;
+use uuid::Uuid;
+
+use super::codec::pg_error;
+use super::reader::read_plan;
+use crate::report::{ActionCounts, FailureCounts};
+use crate::storage::sql::{AttemptCols, ChunkRow, PlanRow, StateCols, corrupt, push_attempt};
+use crate::storage::{PageSpec, PlanPage, StoreError};
+use crate::workflow::{Action, CheckSlot, Loc, ObjectRef, Parent, Plan, PlanId, Status};
+
+const HEAD: &str = "SELECT p.status, p.start_ns, p.end_ns, p.reason, p.heartbeat_ns, p.paused, \
+     d.definition, p.resumptions, p.decisions FROM plans p \
+     JOIN plan_definitions d ON d.plan_id = p.id WHERE p.id = $1";
+const HEADS: &str = "SELECT block, first, counts, heads FROM sequence_definitions \
+     WHERE plan_id = $1 ORDER BY block, first";
+const BODIES: &str = "SELECT block, first, bodies FROM sequence_definitions \
+     WHERE plan_id = $1 AND (block, first) IN (SELECT * FROM unnest($2::integer[], $3::integer[]))";
+const STATES: &str =
+    "SELECT id, status, start_ns, end_ns FROM objects WHERE plan_id = $1 AND id = ANY($2)";
+const ATTEMPTS: &str = "SELECT action_id, idx, start_ns, end_ns, outcome FROM attempts \
+     WHERE plan_id = $1 AND action_id = ANY($2) ORDER BY action_id, idx";
+const COUNTS: &str = "SELECT status, count(*) FROM objects WHERE plan_id = $1 AND kind = 'action' \
+     GROUP BY status";
+
+/// Reads the page `spec` of plan `id`.
+pub(super) async fn read_page(
+    conn: &mut deadpool_postgres::Object,
+    store: &str,
+    id: PlanId,
+    spec: PageSpec,
+) -> Result<PlanPage, StoreError> {
+    let page = {
+        let err =
+            |e: tokio_postgres::Error| pg_error(store, &format!("reading a page of plan {id}"), e);
+        let tx = conn
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(err)?;
+        let page = read_in(&tx, store, id, spec).await?;
+        tx.commit().await.map_err(err)?;
+        page
+    };
+    match page {
+        Some(page) => Ok(page),
+        None => Ok(PlanPage::of(read_plan(conn, store, id).await?, spec)),
+    }
+}
+
+/// The page, or `None` for a plan whose definition is whole (created before version 7).
+async fn read_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    store: &str,
+    id: PlanId,
+    spec: PageSpec,
+) -> Result<Option<PlanPage>, StoreError> {
+    let err =
+        |e: tokio_postgres::Error| pg_error(store, &format!("reading a page of plan {id}"), e);
+    let bad = |e: String| corrupt(store, id, e);
+    let key = id.0;
+    let (head, heads, counted) = {
+        let head = tx.prepare_cached(HEAD).await.map_err(err)?;
+        let heads = tx.prepare_cached(HEADS).await.map_err(err)?;
+        let counts = tx.prepare_cached(COUNTS).await.map_err(err)?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
+        // Pipelined on the connection.
+        let (head, heads, counted) = tokio::join!(
+            tx.query_opt(&head, &params),
+            tx.query(&heads, &params),
+            tx.query(&counts, &params)
+        );
+        (
+            head.map_err(err)?,
+            heads.map_err(err)?,
+            counted.map_err(err)?,
+        )
+    };
+    let Some(row) = head else {
+        return Err(StoreError::NotFound(id));
+    };
+    let mut plan = PlanRow {
+        status: row.get(0),
+        start: row.get(1),
+        end: row.get(2),
+        reason: row.get(3),
+        heartbeat: row.get(4),
+        paused: row.get(5),
+        definition: row.get(6),
+        owners: row.get(7),
+        decisions: row.get(8),
+    }
+    .decode(store, id)?;
+    if heads.is_empty() && plan.blocks.iter().any(|b| !b.sequences.is_empty()) {
+        return Ok(None);
+    }
+    let mut counts: Vec<Vec<u32>> = vec![Vec::new(); plan.blocks.len()];
+    let mut chunks: Vec<Vec<i64>> = vec![Vec::new(); plan.blocks.len()];
+    for r in &heads {
+        let chunk = ChunkRow {
+            block: i64::from(r.get::<_, i32>(0)),
+            first: i64::from(r.get::<_, i32>(1)),
+            counts: r.get(2),
+            heads: r.get(3),
+        };
+        let n = chunk.place(&mut plan).map_err(bad)?;
+        counts[chunk.block as usize].extend(n);
+        chunks[chunk.block as usize].push(chunk.first);
+    }
+    drop(heads);
+
+    // Everything but the sequences' actions.
+    let mut locs: HashMap<Uuid, Loc> = plan
+        .walk()
+        .filter(|(loc, _)| *loc != Loc::Plan)
+        .map(|(loc, o)| (o.id(), loc))
+        .collect();
+    let ids: Vec<Uuid> = locs.keys().copied().collect();
+    load(tx, store, id, &mut plan, &locs, &ids).await?;
+
+    // The page's sequences, whole.
+    let mut shown = Vec::with_capacity(plan.blocks.len());
+    let mut left_out = Vec::with_capacity(plan.blocks.len());
+    let mut wanted: Vec<(i32, i32)> = Vec::new();
+    for (b, block) in plan.blocks.iter().enumerate() {
+        let (keep, left) = PlanPage::choose(
+            spec,
+            block.sequences.iter().map(|s| s.state.status).enumerate(),
+        );
+        for &s in &keep {
+            let first = match chunks[b].binary_search(&(s as i64)) {
+                Ok(i) => chunks[b][i],
+                Err(0) => return Err(bad(format!("no row holds sequence {s} of block {b}"))),
+                Err(i) => chunks[b][i - 1],
+            };
+            let w = (b as i32, first as i32);
+            if wanted.last() != Some(&w) {
+                wanted.push(w);
+            }
+        }
+        shown.push(keep);
+        left_out.push(left);
+    }
+    let (blocks, firsts): (Vec<i32>, Vec<i32>) = wanted.into_iter().unzip();
+    let bodies = tx.prepare_cached(BODIES).await.map_err(err)?;
+    let mut action_ids = Vec::new();
+    for r in tx
+        .query(&bodies, &[&key, &blocks, &firsts])
+        .await
+        .map_err(err)?
+    {
+        let (b, first) = (r.get::<_, i32>(0) as usize, i64::from(r.get::<_, i32>(1)));
+        let text: &str = r.get(2);
+        let all: Vec<&serde_json::value::RawValue> = serde_json::from_str(text)
+            .map_err(|e| bad(format!("the sequences of block {b} from {first}: {e}")))?;
+        for &s in &shown[b] {
+            let Some(raw) = (s as i64)
+                .checked_sub(first)
+                .and_then(|i| all.get(i as usize))
+            else {
+                continue;
+            };
+            let actions: Vec<Action> = serde_json::from_str(raw.get())
+                .map_err(|e| bad(format!("the actions of sequence {s} of block {b}: {e}")))?;
+            let n = counts[b].get(s).copied().unwrap_or(0) as usize;
+            if actions.len() != n {
+                return Err(bad(format!(
+                    "sequence {s} of block {b} has {} actions, its row says {n}",
+                    actions.len()
+                )));
+            }
+            for (index, a) in actions.iter().enumerate() {
+                let loc = Loc::Action {
+                    parent: Parent::Sequence { block: b, seq: s },
+                    index,
+                };
+                locs.insert(a.id, loc);
+                action_ids.push(a.id);
+            }
+            plan.blocks[b].sequences[s].actions = actions;
+        }
+    }
+    for (b, keep) in shown.iter().enumerate() {
+        if let Some(&s) = keep
+            .iter()
+            .find(|&&s| plan.blocks[b].sequences[s].actions.len() != counts[b][s] as usize)
+        {
+            return Err(bad(format!(
+                "no row holds the actions of sequence {s} of block {b}"
+            )));
+        }
+    }
+    load(tx, store, id, &mut plan, &locs, &action_ids).await?;
+
+    // Every action by status; the sequences and the bypass checks from the plan.
+    let mut actions = ActionCounts::default();
+    for r in &counted {
+        let status: &str = r.get(0);
+        let n = usize::try_from(r.get::<_, i64>(1)).unwrap_or(0);
+        let status = StateCols::decode(status, None, None).map_err(bad)?.status;
+        match status {
+            // Counted below: every action of the definition not counted otherwise.
+            Status::NotStarted => {}
+            Status::Running => actions.running += n,
+            Status::Completed => actions.completed += n,
+            Status::Failed => actions.failed += n,
+            Status::Stopped => actions.stopped += n,
+        }
+    }
+    let mut bypass = ActionCounts::default();
+    let (mut failed_sequences, mut stopped_sequences) = (0, 0);
+    actions.total = counts.iter().flatten().map(|&n| n as usize).sum();
+    for (loc, object) in plan.walk() {
+        if let (
+            ObjectRef::Action(_),
+            Loc::Action {
+                parent: Parent::Checks { .. } | Parent::Batch(_),
+                ..
+            },
+        ) = (object, loc)
+        {
+            actions.total += 1;
+        }
+        match (object, loc) {
+            (
+                ObjectRef::Action(a),
+                Loc::Action {
+                    parent:
+                        Parent::Checks {
+                            slot: CheckSlot::Bypass,
+                            ..
+                        },
+                    ..
+                },
+            ) => bypass.add(a.state.status),
+            (ObjectRef::Sequence(q), _) => match q.state.status {
+                Status::Failed => failed_sequences += 1,
+                Status::Stopped => stopped_sequences += 1,
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    actions.not_started = actions
+        .total
+        .saturating_sub(actions.running + actions.completed + actions.failed + actions.stopped);
+    let failures = FailureCounts {
+        sequences: counts.iter().map(Vec::len).sum(),
+        failed_sequences,
+        stopped_sequences,
+        failed_actions: actions.failed.saturating_sub(bypass.failed),
+        stopped_actions: actions.stopped.saturating_sub(bypass.stopped),
+    };
+    Ok(Some(PlanPage::from_parts(
+        plan, spec, shown, left_out, actions, failures,
+    )))
+}
+
+/// The states of the objects `ids` (placed by `locs`) and the attempts of those that are
+/// actions, into `plan`.
+async fn load(
+    tx: &deadpool_postgres::Transaction<'_>,
+    store: &str,
+    id: PlanId,
+    plan: &mut Plan,
+    locs: &HashMap<Uuid, Loc>,
+    ids: &[Uuid],
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let err =
+        |e: tokio_postgres::Error| pg_error(store, &format!("reading a page of plan {id}"), e);
+    let bad = |e: String| corrupt(store, id, e);
+    let key = id.0;
+    let states = tx.prepare_cached(STATES).await.map_err(err)?;
+    let attempts = tx.prepare_cached(ATTEMPTS).await.map_err(err)?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&key, &ids];
+    let (states, attempts) = tokio::join!(tx.query(&states, &params), tx.query(&attempts, &params));
+    for r in states.map_err(err)? {
+        let object: Uuid = r.get(0);
+        let state = StateCols::decode(r.get(1), r.get(2), r.get(3)).map_err(bad)?;
+        if let Some(s) = locs.get(&object).and_then(|loc| plan.state_at_mut(*loc)) {
+            *s = state;
+        }
+    }
+    for r in attempts.map_err(err)? {
+        let object: Uuid = r.get(0);
+        let idx: i32 = r.get(1);
+        let outcome: Option<&str> = r.get(4);
+        let attempt = AttemptCols::decode(r.get(2), r.get(3), outcome).map_err(bad)?;
+        let loc = locs
+            .get(&object)
+            .copied()
+            .ok_or_else(|| bad(format!("object {object} is not in its definition")))?;
+        push_attempt(
+            store,
+            id,
+            object,
+            plan.action_mut(loc),
+            i64::from(idx),
+            attempt,
+        )?;
+    }
+    Ok(())
+}
