@@ -15,6 +15,11 @@
 //! the first start to the last plan ended. One JSON line per run,
 //! `{"workload":"durable-workers","workers","plans","actions","wall_s","actions_per_s",...}`,
 //! with `plans_per_worker`: how the plans were spread (from each plan's owner).
+//!
+//! `--page SEQUENCES` measures what the web UI's plan page reads: it submits a plan of
+//! SEQUENCES × 10 no-op actions (not run), then a fresh process of this program reads its first
+//! page (`Store::read_page`) three times and then the whole plan once, and prints
+//! `{"workload":"page","actions","page_s":[…],"page_peak_rss_bytes","whole_s","whole_peak_rss_bytes"}`.
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::process::{Child, Command, Stdio};
@@ -197,8 +202,65 @@ async fn run_workers(
     }))
 }
 
+/// `--page`: submits a plan of `sequences` × 10 actions in a fresh schema; measures its reads
+/// in a process of its own.
+async fn page(url: &str, sequences: usize) -> Result<String, Box<dyn std::error::Error>> {
+    let schema = format!("bench_{}", PlanId::new_v7().0.simple());
+    let store =
+        PostgresStore::connect_with(url, PostgresOptions::default().schema(&schema)).await?;
+    let ws = Workstream::builder()
+        .store(store.clone())
+        .registry(Registry::new().with(Noop)?)
+        .client_only()
+        .build()
+        .await?;
+    let id = ws.submit(noop_plan(sequences, 10, 100)).await?;
+    drop(ws);
+    let out = Command::new(std::env::current_exe()?)
+        .args(["--read-page", &schema, &id.to_string()])
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("the reading process failed: {}", out.status).into());
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
+/// `--read-page SCHEMA ID`: the reads `--page` measures, in this fresh process.
+async fn read_page(
+    url: &str,
+    schema: &str,
+    id: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let store = PostgresStore::connect_with(url, PostgresOptions::default().schema(schema)).await?;
+    let id: PlanId = id.parse()?;
+    let mut page_s = Vec::new();
+    let mut actions = 0;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let page = store
+            .read_page(id, coercion::storage::PageSpec::from(0))
+            .await?;
+        page_s.push(t.elapsed().as_secs_f64());
+        actions = page.actions().total;
+    }
+    let page_peak = peak_rss_bytes();
+    let t = Instant::now();
+    let whole = store.read(id).await?;
+    let whole_s = t.elapsed().as_secs_f64();
+    assert_eq!(whole.action_count(), actions);
+    Ok(serde_json::json!({
+        "workload": "page", "store": "postgres", "actions": actions, "page_s": page_s,
+        "page_peak_rss_bytes": page_peak, "whole_s": whole_s,
+        "whole_peak_rss_bytes": peak_rss_bytes(),
+    })
+    .to_string())
+}
+
 fn main() {
     let mut runs = 1;
+    let mut paged: Option<usize> = None;
+    let mut reading: Option<(String, String)> = None;
     let mut writers = 2;
     let mut workers: Vec<usize> = Vec::new();
     let mut plans = 30;
@@ -225,6 +287,16 @@ fn main() {
                     .unwrap_or_else(|| usage("--workers takes counts above 0, as 1,2,3"))
             }
             "--serve" => serving = args.next(),
+            "--page" => {
+                paged = Some(
+                    number()
+                        .filter(|n| *n > 0)
+                        .unwrap_or_else(|| usage("--page takes a number of sequences above 0")),
+                )
+            }
+            "--read-page" => {
+                reading = args.next().zip(args.next());
+            }
             other => usage(&format!("unknown argument {other:?}")),
         }
     }
@@ -239,6 +311,22 @@ fn main() {
         eprintln!("pg_bench: {e}");
         std::process::exit(1)
     };
+    if let Some((schema, id)) = reading {
+        let line = rt
+            .block_on(read_page(&url, &schema, &id))
+            .unwrap_or_else(|e| fail(e));
+        println!("{line}");
+        return;
+    }
+    if let Some(sequences) = paged {
+        for _ in 0..runs {
+            let line = rt
+                .block_on(page(&url, sequences))
+                .unwrap_or_else(|e| fail(e));
+            println!("{line}");
+        }
+        return;
+    }
     if let Some(schema) = serving {
         rt.block_on(serve(&url, &schema, writers))
             .unwrap_or_else(|e| fail(e));
@@ -273,7 +361,7 @@ fn main() {
 
 fn usage(message: &str) -> ! {
     eprintln!(
-        "pg_bench: {message}\nusage: pg_bench [--runs N] [--writers N] [--workers N,N,... [--plans N]]"
+        "pg_bench: {message}\nusage: pg_bench [--runs N] [--writers N] [--workers N,N,... [--plans N] | --page SEQUENCES]"
     );
     std::process::exit(2)
 }

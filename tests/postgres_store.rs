@@ -758,6 +758,18 @@ async fn a_version_1_schema_holding_plans_is_migrated_in_place() {
         .await
         .unwrap();
     tokio::spawn(conn);
+    // A build before version 7 cannot take a definition stored in pieces for a plan of empty
+    // blocks: it does not read as a plan at all.
+    let stored: String = client
+        .query_one(
+            &format!("SELECT definition FROM {schema}.plan_definitions"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let refused = coercion::Plan::from_json(&stored).unwrap_err().to_string();
+    assert!(refused.contains("missing field"), "{refused}");
     client
         .batch_execute(&format!(
             "ALTER TABLE {schema}.plans DROP COLUMN resumptions, DROP COLUMN plugins, DROP COLUMN decisions; \

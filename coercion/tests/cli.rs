@@ -2665,6 +2665,47 @@ async fn large_plan_page(ws: coercion::Workstream, store: std::sync::Arc<dyn Sto
         failed_again,
         "the page was rendered again with the host that failed"
     );
+    drop(feed);
+
+    // Any `from` is one of the pages the links name; at most 16 pages of a plan are followed
+    // live at once.
+    let odd = page("?from=250").await;
+    assert!(
+        odd.contains("this page: 201–400 of 10000"),
+        "from=250 shows the page from 200"
+    );
+    let mut feeds = Vec::new();
+    for k in 0..16 {
+        let response = http()
+            .get(format!(
+                "http://{addr}/plans/{id}/events?from={}",
+                200 * k + 7
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "page {k}");
+        feeds.push(response);
+    }
+    let refused = http()
+        .get(format!("http://{addr}/plans/{id}/events?from=9800"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    let text = refused.text().await.unwrap();
+    assert!(
+        text.contains("16 pages of this plan are followed live already"),
+        "{text}"
+    );
+    // A page followed already can be followed by one more viewer.
+    let again = http()
+        .get(format!("http://{addr}/plans/{id}/events?from=200"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    drop(feeds);
     drop(ws);
 }
 

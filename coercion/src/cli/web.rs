@@ -731,6 +731,18 @@ struct PageQuery {
     from: usize,
 }
 
+impl PageQuery {
+    /// The page, starting at a multiple of the page's length (the pages the links name): any
+    /// `from` a client sends maps to one of them.
+    fn spec(&self) -> PageSpec {
+        PageSpec::from(self.from - self.from % PageSpec::LEN)
+    }
+}
+
+/// At most this many pages of one plan are followed live at once (each costs a store read
+/// per interval); a viewer of one more gets an error.
+const LIVE_PAGES_PER_PLAN: usize = 16;
+
 async fn plan_page(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -743,7 +755,7 @@ async fn plan_page(
     if plan_id.to_string() != id {
         return Redirect::to(&format!("/plans/{plan_id}")).into_response();
     }
-    let page = match read_page(&app, plan_id, PageSpec::from(page.from)).await {
+    let page = match read_page(&app, plan_id, page.spec()).await {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -876,7 +888,22 @@ async fn plan_events(
         Ok(i) => i,
         Err(r) => return r,
     };
-    Sse::new(plan_feed(app, id, PageSpec::from(page.from)))
+    let spec = page.spec();
+    let pages = {
+        let watched = app.watched.lock();
+        (!watched.contains_key(&(id, spec)))
+            .then(|| watched.keys().filter(|(plan, _)| *plan == id).count())
+    };
+    if pages.is_some_and(|n| n >= LIVE_PAGES_PER_PLAN) {
+        return error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &app.store_label,
+            &format!(
+                "{LIVE_PAGES_PER_PLAN} pages of this plan are followed live already; open one of them, or try again later."
+            ),
+        );
+    }
+    Sse::new(plan_feed(app, id, spec))
         .keep_alive(KeepAlive::default())
         .into_response()
 }

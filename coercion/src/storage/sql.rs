@@ -343,8 +343,20 @@ impl PlanRow<'_> {
     /// Plan `id` as its row says, every object as in the definition; fails naming what is
     /// unreadable.
     pub fn decode(&self, store: &str, id: PlanId) -> Result<Plan, StoreError> {
-        let plan = Plan::from_json(self.definition).map_err(|e| corrupt(store, id, e))?;
+        let plan = match self.definition.strip_prefix(SKELETON_OPEN) {
+            Some(_) => serde_json::from_str::<Skeleton>(self.definition)
+                .map(|s| s.skeleton)
+                .map_err(|e| corrupt(store, id, format_args!("its definition: {e}")))?,
+            None => Plan::from_json(self.definition).map_err(|e| corrupt(store, id, e))?,
+        };
         self.finish(store, id, plan)
+    }
+
+    /// Whether the definition is a skeleton wrapped as [`wrap_skeleton`] makes it: the
+    /// sequences are in `sequence_definitions`.
+    #[cfg(feature = "postgres")]
+    pub fn is_wrapped_skeleton(&self) -> bool {
+        self.definition.starts_with(SKELETON_OPEN)
     }
 
     /// `plan`, read from the definition, with the row's own columns.
@@ -467,6 +479,25 @@ fn parts_of(def: &Plan) -> Result<(String, Vec<ChunkDef>), StoreError> {
     Ok((skeleton, chunks))
 }
 
+/// How a definition without its sequences begins when a store wraps it ([`wrap_skeleton`]).
+const SKELETON_OPEN: &str = "{\"skeleton\":";
+
+/// A definition without its sequences, wrapped so that a build that does not know of
+/// `sequence_definitions` cannot read it as a plan of empty blocks (it fails, naming a missing
+/// field, instead of running nothing): PostgreSQL, where workers of two versions share a store
+/// during an upgrade.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Skeleton {
+    skeleton: Plan,
+}
+
+/// `skeleton` (the JSON of a plan without its sequences) wrapped as `{"skeleton": …}`.
+#[cfg(feature = "postgres")]
+pub(crate) fn wrap_skeleton(skeleton: &str) -> String {
+    format!("{SKELETON_OPEN}{skeleton}}}")
+}
+
 /// A row of `sequence_definitions` as read: a chunk of consecutive sequences of a block.
 pub(crate) struct ChunkRow<'a> {
     pub block: i64,
@@ -484,6 +515,12 @@ impl ChunkRow<'_> {
             serde_json::from_str(self.heads).map_err(|e| self.error(format!("heads: {e}")))?;
         if counts.len() != heads.len() {
             return Err(self.error(format!("{} counts but {} heads", counts.len(), heads.len())));
+        }
+        if let Some(i) = heads.iter().position(|h| !h.actions.is_empty()) {
+            return Err(self.error(format!(
+                "the head of sequence {} holds actions",
+                self.first + i as i64
+            )));
         }
         Ok((counts, heads))
     }

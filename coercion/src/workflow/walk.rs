@@ -59,7 +59,7 @@ impl<'a> ObjectRef<'a> {
 
     /// What kind of object this is, in one word (`plan`, `checks`, `block`, …).
     pub fn kind_name(&self) -> &'static str {
-        self.kind_names().0
+        kind_names(self.loc_kind()).0
     }
 
     /// The name of the object's kind in the stores' `kind` columns (written in files and
@@ -69,19 +69,49 @@ impl<'a> ObjectRef<'a> {
         allow(dead_code, reason = "only the SQL stores have a kind column")
     )]
     pub(crate) fn stored_kind(&self) -> &'static str {
-        self.kind_names().1
+        kind_names(self.loc_kind()).1
     }
 
-    /// The one table of kind names: for people, and as stored.
-    fn kind_names(&self) -> (&'static str, &'static str) {
+    /// A location of an object of the same kind (what [`kind_names`] is keyed by).
+    fn loc_kind(&self) -> Loc {
         match self {
-            ObjectRef::Plan(_) => ("plan", "plan"),
-            ObjectRef::Checks(_) => ("checks", "checks"),
-            ObjectRef::Block(_) => ("block", "block"),
-            ObjectRef::Sequence(_) => ("sequence", "sequence"),
-            ObjectRef::Batch(_) => ("deferred batch", "batch"),
-            ObjectRef::Action(_) => ("action", "action"),
+            ObjectRef::Plan(_) => Loc::Plan,
+            ObjectRef::Checks(_) => Loc::Checks {
+                block: None,
+                slot: crate::workflow::CheckSlot::Pre,
+            },
+            ObjectRef::Block(_) => Loc::Block(0),
+            ObjectRef::Sequence(_) => Loc::Sequence { block: 0, seq: 0 },
+            ObjectRef::Batch(_) => Loc::Batch(0),
+            ObjectRef::Action(_) => Loc::Action {
+                parent: Parent::Batch(0),
+                index: 0,
+            },
         }
+    }
+}
+
+impl Loc {
+    /// The name of the kind of the object at this location in the stores' `kind` columns (see
+    /// [`ObjectRef::stored_kind`]).
+    #[cfg_attr(
+        not(feature = "sqlite"),
+        allow(dead_code, reason = "SQLite's page reader checks kinds by location")
+    )]
+    pub(crate) fn stored_kind(&self) -> &'static str {
+        kind_names(*self).1
+    }
+}
+
+/// The one table of kind names, by the kind of location: for people, and as stored.
+fn kind_names(loc: Loc) -> (&'static str, &'static str) {
+    match loc {
+        Loc::Plan => ("plan", "plan"),
+        Loc::Checks { .. } => ("checks", "checks"),
+        Loc::Block(_) => ("block", "block"),
+        Loc::Sequence { .. } => ("sequence", "sequence"),
+        Loc::Batch(_) => ("deferred batch", "batch"),
+        Loc::Action { .. } => ("action", "action"),
     }
 }
 

@@ -91,7 +91,9 @@ impl PreparedPlan {
             objects.start.push(object.state.start);
             objects.end.push(object.state.end);
         }
-        let (definition, chunks) = crate::storage::sql::definition_parts(plan)?;
+        let (skeleton, chunks) = crate::storage::sql::definition_parts(plan)?;
+        // Wrapped: a worker of a version before 7 cannot take it for a plan of empty blocks.
+        let definition = crate::storage::sql::wrap_skeleton(&skeleton);
         let mut sequences = ChunkCols::default();
         for c in chunks {
             sequences

@@ -89,7 +89,7 @@ async fn read_in(
     let Some(row) = head else {
         return Err(StoreError::NotFound(id));
     };
-    let mut plan = PlanRow {
+    let plan_row = PlanRow {
         status: row.get(0),
         start: row.get(1),
         end: row.get(2),
@@ -99,11 +99,12 @@ async fn read_in(
         definition: row.get(6),
         owners: row.get(7),
         decisions: row.get(8),
-    }
-    .decode(store, id)?;
-    if heads.is_empty() && plan.blocks.iter().any(|b| !b.sequences.is_empty()) {
+    };
+    if !plan_row.is_wrapped_skeleton() {
+        // Stored whole, before version 7.
         return Ok(None);
     }
+    let mut plan = plan_row.decode(store, id)?;
     let mut counts: Vec<Vec<u32>> = vec![Vec::new(); plan.blocks.len()];
     let mut chunks: Vec<Vec<i64>> = vec![Vec::new(); plan.blocks.len()];
     for r in &heads {

@@ -179,11 +179,17 @@ impl Layout {
         let Some((start, counts)) = self.runs.get(block) else {
             return Vec::new();
         };
-        let longest = counts.iter().copied().max().unwrap_or(0) as usize;
+        // Only the indexes the sequences asked for have: a count read from a damaged row of
+        // another sequence sizes nothing.
+        let longest = seqs
+            .iter()
+            .map(|&s| counts.get(s).copied().unwrap_or(0) as usize)
+            .max()
+            .unwrap_or(0);
         // How many sequences have more than `i` actions; then where index `i` starts.
         let mut having = vec![0i64; longest];
         for &c in counts {
-            for h in &mut having[..c as usize] {
+            for h in &mut having[..(c as usize).min(longest)] {
                 *h += 1;
             }
         }
@@ -199,7 +205,7 @@ impl Layout {
         let mut out = Vec::with_capacity(seqs.len());
         for &s in seqs {
             while next < s.min(counts.len()) {
-                for b in &mut before[..counts[next] as usize] {
+                for b in &mut before[..(counts[next] as usize).min(longest)] {
                     *b += 1;
                 }
                 next += 1;
@@ -208,6 +214,20 @@ impl Layout {
             out.push((0..n).map(|i| first[i] + before[i]).collect());
         }
         out
+    }
+
+    /// How many objects the plan has (the `ord`s are `0..end`).
+    pub fn end(&self) -> i64 {
+        let outside = self.outside.values().copied().max().map_or(0, |o| o + 1);
+        let runs = self
+            .runs
+            .iter()
+            .map(|(start, c)| {
+                *start + c.len() as i64 + c.iter().map(|&n| i64::from(n)).sum::<i64>()
+            })
+            .max()
+            .unwrap_or(0);
+        outside.max(runs)
     }
 }
 

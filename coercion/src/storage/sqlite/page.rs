@@ -158,13 +158,25 @@ impl<'c> Reading<'c> {
 
     /// The page, or `None` if the journal names an object this reading cannot place.
     fn page(mut self, spec: PageSpec) -> Result<Option<PlanPage>, StoreError> {
+        // Rows past the plan's last object: its counts do not match its rows.
+        let last: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT max(ord) FROM objects WHERE plan_pk = ?1")
+            .and_then(|mut s| s.query_row([self.pk], |r| r.get(0)))
+            .map_err(|e| self.err(e))?;
+        if let Some(last) = last.filter(|&l| l >= self.layout.end()) {
+            return Err(self.corrupt(format_args!(
+                "object #{last} is not in its definition ({} objects)",
+                self.layout.end()
+            )));
+        }
         // States and attempts in the tables: of everything but the sequences' actions.
         for block in 0..self.plan.blocks.len() {
             let range = self.layout.sequences(block);
             let mut stmt = self
                 .conn
                 .prepare_cached(
-                    "SELECT ord, status, start_ns, end_ns FROM objects \
+                    "SELECT ord, kind, status, start_ns, end_ns FROM objects \
                      WHERE plan_pk = ?1 AND ord >= ?2 AND ord < ?3",
                 )
                 .map_err(|e| self.err(e))?;
@@ -173,7 +185,8 @@ impl<'c> Reading<'c> {
                 .map_err(|e| self.err(e))?;
             while let Some(r) = rows.next().map_err(|e| self.err(e))? {
                 let ord: i64 = r.get(0).map_err(|e| self.err(e))?;
-                let state = self.state_cols(r, 1)?;
+                self.check_kind(r, 1, ord, "sequence")?;
+                let state = self.state_cols(r, 2)?;
                 self.plan.blocks[block].sequences[(ord - range.start) as usize].state = state;
             }
         }
@@ -304,14 +317,17 @@ impl<'c> Reading<'c> {
             let mut stmt = self
                 .conn
                 .prepare_cached(
-                    "SELECT status, start_ns, end_ns FROM objects WHERE plan_pk = ?1 AND ord = ?2",
+                    "SELECT kind, status, start_ns, end_ns FROM objects WHERE plan_pk = ?1 AND ord = ?2",
                 )
                 .map_err(|e| self.err(e))?;
             let mut rows = stmt
                 .query(rusqlite::params![self.pk, ord])
                 .map_err(|e| self.err(e))?;
             match rows.next().map_err(|e| self.err(e))? {
-                Some(r) => Some(self.state_cols(r, 0)?),
+                Some(r) => {
+                    self.check_kind(r, 0, ord, loc.stored_kind())?;
+                    Some(self.state_cols(r, 1)?)
+                }
                 None => None,
             }
         };
@@ -357,6 +373,28 @@ impl<'c> Reading<'c> {
         Ok(())
     }
 
+    /// Refuses a row whose kind (column `at`) is not `kind`, the kind of the object its `ord`
+    /// places it at: counts that do not match the rows shift every place after them.
+    fn check_kind(
+        &self,
+        r: &rusqlite::Row<'_>,
+        at: usize,
+        ord: i64,
+        kind: &str,
+    ) -> Result<(), StoreError> {
+        let found = r
+            .get_ref(at)
+            .map_err(|e| self.err(e))?
+            .as_str()
+            .map_err(|e| self.err(e.into()))?;
+        if found != kind {
+            return Err(self.corrupt(format_args!(
+                "the row of {kind} #{ord} is marked as kind `{found}`"
+            )));
+        }
+        Ok(())
+    }
+
     fn state_cols(&self, r: &rusqlite::Row<'_>, at: usize) -> Result<State, StoreError> {
         let status = r
             .get_ref(at)
@@ -375,7 +413,7 @@ impl<'c> Reading<'c> {
     fn table_status(&self, ord: i64) -> Result<Status, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT status FROM objects WHERE plan_pk = ?1 AND ord = ?2")
+            .prepare_cached("SELECT kind, status FROM objects WHERE plan_pk = ?1 AND ord = ?2")
             .map_err(|e| self.err(e))?;
         let mut rows = stmt
             .query(rusqlite::params![self.pk, ord])
@@ -383,8 +421,9 @@ impl<'c> Reading<'c> {
         match rows.next().map_err(|e| self.err(e))? {
             None => Ok(Status::NotStarted),
             Some(r) => {
+                self.check_kind(r, 0, ord, "action")?;
                 let name = r
-                    .get_ref(0)
+                    .get_ref(1)
                     .map_err(|e| self.err(e))?
                     .as_str()
                     .map_err(|e| self.err(e.into()))?;
@@ -491,7 +530,9 @@ impl<'c> Reading<'c> {
         Ok(())
     }
 
-    /// Per block, the sequences off the page whose state the journal changed.
+    /// Per block, the sequences off the page that the journal changed or that run: those whose
+    /// actions the journal can change (an action changes only while its sequence runs, and the
+    /// journal is folded in order).
     fn changed_off_page(
         &self,
         touched: &HashMap<Uuid, Touched>,
@@ -503,7 +544,10 @@ impl<'c> Reading<'c> {
                 .sequences
                 .iter()
                 .enumerate()
-                .filter(|(s, q)| touched.contains_key(&q.id) && shown[b].binary_search(s).is_err())
+                .filter(|(s, q)| {
+                    (touched.contains_key(&q.id) || q.state.status == Status::Running)
+                        && shown[b].binary_search(s).is_err()
+                })
                 .map(|(s, _)| s)
                 .collect();
             if !seqs.is_empty() {

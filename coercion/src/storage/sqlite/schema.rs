@@ -180,7 +180,9 @@ ALTER TABLE plans ADD COLUMN decisions TEXT NOT NULL DEFAULT '[]';
 /// (the columns before `bodies`, so its overflow pages are not read) and the bodies of the
 /// chunks that hold its sequences. Chunks keep a create to a few large rows (one row per
 /// sequence made a create of 1,000 sequences 20 % slower). Existing definitions are split by
-/// SQLite's JSON functions, which keep member order and number text.
+/// SQLite's JSON functions, which keep member order and number text; a definition that is not
+/// JSON is left as it is (reading that plan names it as damaged, as before) rather than
+/// stopping the migration of every other plan.
 ///
 /// `objects_unfinished` indexes the few object rows not `Completed`, so that a page counts a
 /// plan's actions by status without reading a million rows: rows are counted by key range,
@@ -205,12 +207,13 @@ INSERT INTO sequence_definitions (plan_pk, block, first, counts, heads, bodies)
            json_group_array(json(json_extract(s.value, '$.actions')) ORDER BY s.key)
     FROM plan_definitions d, json_each(d.definition, '$.blocks') b,
          json_each(b.value, '$.sequences') s
+    WHERE json_valid(d.definition)
     GROUP BY d.plan_pk, b.key, s.key / 64;
 
 UPDATE plan_definitions SET definition = json_set(definition, '$.blocks', json((
     SELECT json_group_array(json_set(b.value, '$.sequences', json('[]')) ORDER BY b.key)
     FROM json_each(plan_definitions.definition, '$.blocks') b)))
-    WHERE json_array_length(definition, '$.blocks') > 0;
+    WHERE json_valid(definition) AND json_array_length(definition, '$.blocks') > 0;
 ";
 
 /// What a file holds, judged without changing it.

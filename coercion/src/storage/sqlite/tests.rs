@@ -1222,7 +1222,9 @@ async fn a_page_is_read_without_the_whole_plan_and_matches_it() {
     fn dir_db(store: &SqliteStore) -> PathBuf {
         PathBuf::from(store.describe().trim_start_matches("sqlite:"))
     }
-    let store = SqliteStore::open(dir.db()).unwrap();
+    // Folded only at close: what is in the journal stays there.
+    let store =
+        SqliteStore::open_with(dir.db(), SqliteOptions::default().fold_when_idle(None)).unwrap();
     store.create(&plan).await.unwrap();
     let store = check(store, "created").await;
     let state = |status, t: i64| State {
@@ -1305,7 +1307,9 @@ async fn a_page_is_read_without_the_whole_plan_and_matches_it() {
     }
     let store = check(store, "in the journal").await;
     drop(store);
-    let store = SqliteStore::open(dir.db()).unwrap();
+    // Folded only at close: what is in the journal stays there.
+    let store =
+        SqliteStore::open_with(dir.db(), SqliteOptions::default().fold_when_idle(None)).unwrap();
     assert_eq!(journal_rows(&dir.db()), 0, "closing folded the journal");
     let store = check(store, "folded").await;
     // Changes in the journal over rows in the tables: the sequences that ran end (one of
@@ -1322,22 +1326,89 @@ async fn a_page_is_read_without_the_whole_plan_and_matches_it() {
                 parent: Parent::Sequence { block: b, seq: s },
                 index: 0,
             };
-            let batch = [
-                Change::Reset {
-                    loc,
-                    id: seq.actions[0].id,
-                },
-                Change::State {
+            let mut batch = vec![Change::Reset {
+                loc,
+                id: seq.actions[0].id,
+            }];
+            // One of them keeps running: its start is folded, its action's change is not (a
+            // page without it finds that action through the sequences that run).
+            if s != 39 {
+                batch.push(Change::State {
                     loc: Loc::Sequence { block: b, seq: s },
                     id: seq.id,
                     state: state(end, t),
-                },
-            ];
+                });
+            }
             store.apply(plan.id, &batch).await.unwrap();
         }
     }
     assert!(journal_rows(&dir.db()) > 0);
-    check(store, "in the journal over folded rows").await;
+    let store = check(store, "in the journal over folded rows").await;
+
+    // An action changed while its sequence never ran (no engine writes that): the page cannot
+    // place it without every sequence's actions, so it is cut from a whole read — the same page.
+    let (b, s) = (1, 100);
+    let seq = &plan.blocks[b].sequences[s];
+    assert_eq!(
+        store.read(plan.id).await.unwrap().blocks[b].sequences[s]
+            .state
+            .status,
+        Status::NotStarted
+    );
+    let loc = Loc::Action {
+        parent: Parent::Sequence { block: b, seq: s },
+        index: 1,
+    };
+    store
+        .apply(
+            plan.id,
+            &[Change::State {
+                loc,
+                id: seq.actions[1].id,
+                state: state(Status::Failed, t + 50),
+            }],
+        )
+        .await
+        .unwrap();
+    let whole = store.read(plan.id).await.unwrap();
+    let conn = Connection::open(dir.db()).unwrap();
+    let spec = PageSpec {
+        from: 0,
+        len: 10,
+        attention: 0,
+    };
+    assert!(
+        super::page::read_part(&conn, "test", plan.id, spec)
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store.read_page(plan.id, spec).await.unwrap(),
+        PlanPage::of(whole, spec)
+    );
+    drop(store);
+
+    // Counts that do not match the rows (a damaged row) give an error naming the plan, not a
+    // page of misplaced states.
+    conn.execute(
+        "UPDATE sequence_definitions SET counts = json_set(counts, '$[5]', 3) WHERE block = 0 AND first = 0",
+        [],
+    )
+    .unwrap();
+    let damaged = super::page::read_part(
+        &conn,
+        "test",
+        plan.id,
+        PageSpec {
+            from: 100,
+            len: 5,
+            attention: 0,
+        },
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(damaged.contains(&plan.id.to_string()), "{damaged}");
 }
 
 /// A version-4 file (the definition whole) is split into version 5's pieces when opened for
