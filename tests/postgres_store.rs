@@ -776,7 +776,7 @@ async fn a_version_1_schema_holding_plans_is_migrated_in_place() {
              DROP TABLE {schema}.control_requests; DROP FUNCTION {schema}.control_requests_asked_by(); \
              ALTER TABLE {schema}.attempts ADD FOREIGN KEY (plan_id, action_id) \
                REFERENCES {schema}.objects (plan_id, id) ON DELETE CASCADE; \
-             DROP TABLE {schema}.sequence_definitions; \
+             DROP TABLE {schema}.sequence_definitions; DROP INDEX {schema}.objects_containers; \
              UPDATE {schema}.coercion_schema_version SET version = 1"
         ))
         .await
@@ -1099,4 +1099,47 @@ async fn the_listener_starts_again_when_its_runtime_is_gone() {
         next(&mut told).await,
         Changed::Plans(vec![plan.id()].into())
     );
+}
+
+/// A page is read the same whether its actions are counted on a second connection (in the
+/// first one's snapshot) or, with none free, on the same one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_is_the_same_with_one_connection_or_two() {
+    let Some(url) = pg_url("a_page_is_the_same_with_one_connection_or_two") else {
+        return;
+    };
+    use coercion::storage::{PageSpec, PlanPage};
+    let schema = schema("pages");
+    let two = store(&url, &schema, Duration::from_secs(30)).await;
+    let plan = contract::sample_run("pages");
+    two.create(&plan).await.unwrap();
+    let one = PostgresStore::connect_with(
+        &url,
+        PostgresOptions::default().schema(&schema).pool_size(1),
+    )
+    .await
+    .unwrap();
+    let whole = two.read(plan.id()).await.unwrap();
+    for spec in [
+        PageSpec::from(0),
+        PageSpec {
+            from: 1,
+            len: 1,
+            attention: 0,
+        },
+    ] {
+        let want = PlanPage::of(whole.clone(), spec);
+        assert_eq!(
+            two.read_page(plan.id(), spec).await.unwrap(),
+            want,
+            "{spec:?}"
+        );
+        // The only reading connection is taken: the count shares it.
+        let (a, b) = tokio::join!(
+            one.read_page(plan.id(), spec),
+            one.read_page(plan.id(), spec)
+        );
+        assert_eq!(a.unwrap(), want, "{spec:?}, one connection");
+        assert_eq!(b.unwrap(), want, "{spec:?}, one connection");
+    }
 }

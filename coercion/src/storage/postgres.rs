@@ -724,7 +724,15 @@ impl Store for PostgresStore {
     ) -> BoxFuture<'_, Result<crate::storage::PlanPage, StoreError>> {
         Box::pin(async move {
             let mut conn = get(&self.inner.pool, &self.inner.store).await?;
-            page::read_page(&mut conn, &self.inner.store, id, spec).await
+            // A second connection if one is free now (never waited for: page reads holding one
+            // each must not wait for each other's second).
+            let pool = &self.inner.pool;
+            let now = deadpool_postgres::Timeouts {
+                wait: Some(std::time::Duration::ZERO),
+                ..pool.timeouts()
+            };
+            let second = pool.timeout_get(&now).await.ok();
+            page::read_page(&mut conn, second, &self.inner.store, id, spec).await
         })
     }
 

@@ -26,14 +26,20 @@ const BODIES: &str = "SELECT block, first, bodies FROM sequence_definitions \
      WHERE plan_id = $1 AND (block, first) IN (SELECT * FROM unnest($2::integer[], $3::integer[]))";
 const STATES: &str =
     "SELECT id, status, start_ns, end_ns FROM objects WHERE plan_id = $1 AND id = ANY($2)";
+/// Through the partial index `objects_containers`.
+const CONTAINERS: &str = "SELECT loc, status, start_ns, end_ns FROM objects \
+     WHERE plan_id = $1 AND kind <> 'action'";
 const ATTEMPTS: &str = "SELECT action_id, idx, start_ns, end_ns, outcome FROM attempts \
      WHERE plan_id = $1 AND action_id = ANY($2) ORDER BY action_id, idx";
 const COUNTS: &str = "SELECT status, count(*) FROM objects WHERE plan_id = $1 AND kind = 'action' \
      GROUP BY status";
 
-/// Reads the page `spec` of plan `id`.
+/// Reads the page `spec` of plan `id`. With a `second` connection, the actions are counted on
+/// it while the rest is read, in the same snapshot (exported by the first transaction and
+/// imported by the second): the count is the longest read.
 pub(super) async fn read_page(
     conn: &mut deadpool_postgres::Object,
+    second: Option<deadpool_postgres::Object>,
     store: &str,
     id: PlanId,
     spec: PageSpec,
@@ -48,7 +54,35 @@ pub(super) async fn read_page(
             .start()
             .await
             .map_err(err)?;
-        let page = read_in(&tx, store, id, spec).await?;
+        let page = match second {
+            None => {
+                let (page, counted) =
+                    tokio::join!(read_in(&tx, store, id, spec), count(&tx, store, id));
+                finish(page?, counted?)
+            }
+            Some(mut other) => {
+                let snapshot: String = tx
+                    .query_one("SELECT pg_export_snapshot()", &[])
+                    .await
+                    .map_err(err)?
+                    .get(0);
+                let tx2 = other
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
+                    .await
+                    .map_err(err)?;
+                // The id is PostgreSQL's own (hex digits and dashes), never text from outside.
+                tx2.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{snapshot}'"))
+                    .await
+                    .map_err(err)?;
+                let (page, counted) =
+                    tokio::join!(read_in(&tx, store, id, spec), count(&tx2, store, id));
+                tx2.commit().await.map_err(err)?;
+                finish(page?, counted?)
+            }
+        };
         tx.commit().await.map_err(err)?;
         page
     };
@@ -58,33 +92,25 @@ pub(super) async fn read_page(
     }
 }
 
-/// The page, or `None` for a plan whose definition is whole (created before version 7).
+/// The page but for the counts of its actions, or `None` for a plan whose definition is whole
+/// (created before version 7).
 async fn read_in(
     tx: &deadpool_postgres::Transaction<'_>,
     store: &str,
     id: PlanId,
     spec: PageSpec,
-) -> Result<Option<PlanPage>, StoreError> {
+) -> Result<Option<Read>, StoreError> {
     let err =
         |e: tokio_postgres::Error| pg_error(store, &format!("reading a page of plan {id}"), e);
     let bad = |e: String| corrupt(store, id, e);
     let key = id.0;
-    let (head, heads, counted) = {
+    let (head, heads) = {
         let head = tx.prepare_cached(HEAD).await.map_err(err)?;
         let heads = tx.prepare_cached(HEADS).await.map_err(err)?;
-        let counts = tx.prepare_cached(COUNTS).await.map_err(err)?;
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
         // Pipelined on the connection.
-        let (head, heads, counted) = tokio::join!(
-            tx.query_opt(&head, &params),
-            tx.query(&heads, &params),
-            tx.query(&counts, &params)
-        );
-        (
-            head.map_err(err)?,
-            heads.map_err(err)?,
-            counted.map_err(err)?,
-        )
+        let (head, heads) = tokio::join!(tx.query_opt(&head, &params), tx.query(&heads, &params));
+        (head.map_err(err)?, heads.map_err(err)?)
     };
     let Some(row) = head else {
         return Err(StoreError::NotFound(id));
@@ -120,10 +146,29 @@ async fn read_in(
     }
     drop(heads);
 
-    // Everything but the sequences' actions.
+    // Everything but actions, placed by their stored location (a row at a wrong place is
+    // refused), read as a stream; then the actions of checks and deferred batches by id.
+    {
+        let containers = tx.prepare_cached(CONTAINERS).await.map_err(err)?;
+        let rows = tx.query_raw(&containers, [&key]).await.map_err(err)?;
+        futures_util::pin_mut!(rows);
+        while let Some(r) = futures_util::StreamExt::next(&mut rows).await {
+            let r = r.map_err(err)?;
+            let text: &str = r.get(0);
+            let loc: Loc = serde_json::from_str(text)
+                .map_err(|e| bad(format!("an object's location {text:?}: {e}")))?;
+            let state = StateCols::decode(r.get(1), r.get(2), r.get(3)).map_err(bad)?;
+            match (loc, plan.state_at_mut(loc)) {
+                (Loc::Plan | Loc::Action { .. }, _) | (_, None) => {
+                    return Err(bad(format!("a row of kind other than action at {loc:?}")));
+                }
+                (_, Some(s)) => *s = state,
+            }
+        }
+    }
     let mut locs: HashMap<Uuid, Loc> = plan
         .walk()
-        .filter(|(loc, _)| *loc != Loc::Plan)
+        .filter(|(loc, _)| matches!(loc, Loc::Action { .. }))
         .map(|(loc, o)| (o.id(), loc))
         .collect();
     let ids: Vec<Uuid> = locs.keys().copied().collect();
@@ -203,14 +248,43 @@ async fn read_in(
     }
     load(tx, store, id, &mut plan, &locs, &action_ids).await?;
 
-    // Every action by status; the sequences and the bypass checks from the plan.
+    Ok(Some(Read {
+        plan,
+        spec,
+        shown,
+        left_out,
+        counts,
+    }))
+}
+
+/// A page read but for the counts of its actions.
+struct Read {
+    plan: Plan,
+    spec: PageSpec,
+    shown: Vec<Vec<usize>>,
+    left_out: Vec<usize>,
+    /// Each sequence's number of actions, by block.
+    counts: Vec<Vec<u32>>,
+}
+
+/// The plan's actions by status, as stored.
+async fn count(
+    tx: &deadpool_postgres::Transaction<'_>,
+    store: &str,
+    id: PlanId,
+) -> Result<ActionCounts, StoreError> {
+    let err =
+        |e: tokio_postgres::Error| pg_error(store, &format!("reading a page of plan {id}"), e);
+    let counts = tx.prepare_cached(COUNTS).await.map_err(err)?;
     let mut actions = ActionCounts::default();
-    for r in &counted {
+    for r in tx.query(&counts, &[&id.0]).await.map_err(err)? {
         let status: &str = r.get(0);
         let n = usize::try_from(r.get::<_, i64>(1)).unwrap_or(0);
-        let status = StateCols::decode(status, None, None).map_err(bad)?.status;
+        let status = StateCols::decode(status, None, None)
+            .map_err(|e| corrupt(store, id, e))?
+            .status;
         match status {
-            // Counted below: every action of the definition not counted otherwise.
+            // Counted in `finish`: every action of the definition not counted otherwise.
             Status::NotStarted => {}
             Status::Running => actions.running += n,
             Status::Completed => actions.completed += n,
@@ -218,6 +292,18 @@ async fn read_in(
             Status::Stopped => actions.stopped += n,
         }
     }
+    Ok(actions)
+}
+
+/// The page from what was read and the actions counted; `None` as [`read_in`] gives it.
+fn finish(read: Option<Read>, mut actions: ActionCounts) -> Option<PlanPage> {
+    let Read {
+        plan,
+        spec,
+        shown,
+        left_out,
+        counts,
+    } = read?;
     let mut bypass = ActionCounts::default();
     let (mut failed_sequences, mut stopped_sequences) = (0, 0);
     actions.total = counts.iter().flatten().map(|&n| n as usize).sum();
@@ -262,9 +348,9 @@ async fn read_in(
         failed_actions: actions.failed.saturating_sub(bypass.failed),
         stopped_actions: actions.stopped.saturating_sub(bypass.stopped),
     };
-    Ok(Some(PlanPage::from_parts(
+    Some(PlanPage::from_parts(
         plan, spec, shown, left_out, actions, failures,
-    )))
+    ))
 }
 
 /// The states of the objects `ids` (placed by `locs`) and the attempts of those that are

@@ -23,7 +23,11 @@ pub(super) const MIGRATIONS: Migrations = Migrations(&[V1, V2, V3, V4, V5, V6, V
 /// three JSON arrays, one element per sequence: `counts` (its number of actions), `heads` (the
 /// sequence with `actions: []`), `bodies` (its actions). Plans created before keep their whole
 /// definition and no chunk (a reader tells them apart so); their pages are cut from whole reads.
+/// `objects_containers` indexes the rows of everything but actions (a page reads the states of
+/// a plan's sequences through it; `kind` never changes, so updates of states stay in place).
 const V7: &str = "
+CREATE INDEX objects_containers ON objects (plan_id) WHERE kind <> 'action';
+
 CREATE TABLE sequence_definitions (
     plan_id UUID    NOT NULL REFERENCES plans (id) ON DELETE CASCADE,
     block   INTEGER NOT NULL CHECK (block >= 0),
