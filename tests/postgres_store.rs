@@ -1134,7 +1134,7 @@ async fn a_page_is_the_same_with_one_connection_or_two() {
             want,
             "{spec:?}"
         );
-        // The only reading connection is taken: the count shares it.
+        // One connection for reads (`pool_size(1)`): the count always shares it.
         let (a, b) = tokio::join!(
             one.read_page(plan.id(), spec),
             one.read_page(plan.id(), spec)

@@ -161,6 +161,9 @@ pub struct PostgresStore {
 struct Inner {
     store: Arc<str>,
     pool: deadpool_postgres::Pool,
+    /// How many of the pool's connections serve reads ([`PostgresOptions::pool_size`]; the
+    /// rest are the writers').
+    read_slots: usize,
     owner: Uuid,
     lease: Duration,
     /// The epoch of every lease this instance was granted and has not released, and whether
@@ -279,6 +282,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 store,
+                read_slots: options.pool_size,
                 pool,
                 owner: Uuid::now_v7(),
                 lease: options.lease,
@@ -724,14 +728,20 @@ impl Store for PostgresStore {
     ) -> BoxFuture<'_, Result<crate::storage::PlanPage, StoreError>> {
         Box::pin(async move {
             let mut conn = get(&self.inner.pool, &self.inner.store).await?;
-            // A second connection if one is free now (never waited for: page reads holding one
-            // each must not wait for each other's second).
+            // A second connection if one is idle now, or can be opened within the readers'
+            // share of the pool (never waited for: page reads holding one each must not wait
+            // for each other's second; nor taken from the writers' room).
             let pool = &self.inner.pool;
             let now = deadpool_postgres::Timeouts {
                 wait: Some(std::time::Duration::ZERO),
                 ..pool.timeouts()
             };
-            let second = pool.timeout_get(&now).await.ok();
+            let status = pool.status();
+            let second = if status.available > 0 || status.size < self.inner.read_slots {
+                pool.timeout_get(&now).await.ok()
+            } else {
+                None
+            };
             page::read_page(&mut conn, second, &self.inner.store, id, spec).await
         })
     }

@@ -66,20 +66,32 @@ pub(super) async fn read_page(
                     .await
                     .map_err(err)?
                     .get(0);
-                let tx2 = other
-                    .build_transaction()
-                    .isolation_level(IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start()
-                    .await
-                    .map_err(err)?;
-                // The id is PostgreSQL's own (hex digits and dashes), never text from outside.
-                tx2.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{snapshot}'"))
-                    .await
-                    .map_err(err)?;
-                let (page, counted) =
-                    tokio::join!(read_in(&tx, store, id, spec), count(&tx2, store, id));
-                tx2.commit().await.map_err(err)?;
+                // Counted on the other connection in this snapshot; should that connection
+                // fail (a socket the server closed, say), on this one, still in the snapshot.
+                let elsewhere = async {
+                    if !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                        return None;
+                    }
+                    let tx2 = other
+                        .build_transaction()
+                        .isolation_level(IsolationLevel::RepeatableRead)
+                        .read_only(true)
+                        .start()
+                        .await
+                        .ok()?;
+                    tx2.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{snapshot}'"))
+                        .await
+                        .ok()?;
+                    let counted = count(&tx2, store, id).await;
+                    // Read-only: nothing to lose if the commit fails.
+                    let _ = tx2.commit().await;
+                    Some(counted)
+                };
+                let (page, counted) = tokio::join!(read_in(&tx, store, id, spec), elsewhere);
+                let counted = match counted {
+                    Some(Ok(c)) => Ok(c),
+                    _ => count(&tx, store, id).await,
+                };
                 finish(page?, counted?)
             }
         };
@@ -200,15 +212,33 @@ async fn read_in(
     let (blocks, firsts): (Vec<i32>, Vec<i32>) = wanted.into_iter().unzip();
     let bodies = tx.prepare_cached(BODIES).await.map_err(err)?;
     let mut action_ids = Vec::new();
-    for r in tx
-        .query(&bodies, &[&key, &blocks, &firsts])
-        .await
-        .map_err(err)?
-    {
-        let (b, first) = (r.get::<_, i32>(0) as usize, i64::from(r.get::<_, i32>(1)));
+    // A row at a time: the rows of a page's sequences can hold much of the plan.
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&key, &blocks, &firsts];
+    let rows = tx.query_raw(&bodies, params).await.map_err(err)?;
+    futures_util::pin_mut!(rows);
+    while let Some(r) = futures_util::StreamExt::next(&mut rows).await {
+        let r = r.map_err(err)?;
+        let (block, first) = (r.get::<_, i32>(0), i64::from(r.get::<_, i32>(1)));
+        let Some(b) = usize::try_from(block).ok().filter(|&b| b < shown.len()) else {
+            return Err(bad(format!(
+                "a row of block {block}, which is not in its definition"
+            )));
+        };
         let text: &str = r.get(2);
         let all: Vec<&serde_json::value::RawValue> = serde_json::from_str(text)
             .map_err(|e| bad(format!("the sequences of block {b} from {first}: {e}")))?;
+        // As many as the row's heads: up to the next row's first sequence, or the block's end.
+        let held = chunks[b]
+            .iter()
+            .find(|&&f| f > first)
+            .map_or(counts[b].len() as i64, |&f| f)
+            - first;
+        if all.len() as i64 != held {
+            return Err(bad(format!(
+                "the sequences of block {b} from {first}: {} bodies for {held} heads",
+                all.len()
+            )));
+        }
         for &s in &shown[b] {
             let Some(raw) = (s as i64)
                 .checked_sub(first)

@@ -23,11 +23,8 @@ pub(super) const MIGRATIONS: Migrations = Migrations(&[V1, V2, V3, V4, V5, V6, V
 /// three JSON arrays, one element per sequence: `counts` (its number of actions), `heads` (the
 /// sequence with `actions: []`), `bodies` (its actions). Plans created before keep their whole
 /// definition and no chunk (a reader tells them apart so); their pages are cut from whole reads.
-/// `objects_containers` indexes the rows of everything but actions (a page reads the states of
-/// a plan's sequences through it; `kind` never changes, so updates of states stay in place).
+/// The partial index [`CONTAINERS_INDEX`] comes with it, built outside the migration.
 const V7: &str = "
-CREATE INDEX objects_containers ON objects (plan_id) WHERE kind <> 'action';
-
 CREATE TABLE sequence_definitions (
     plan_id UUID    NOT NULL REFERENCES plans (id) ON DELETE CASCADE,
     block   INTEGER NOT NULL CHECK (block >= 0),
@@ -235,8 +232,21 @@ pub(super) async fn migrate(
         .await
         .map_err(err)?;
     }
-    tx.commit().await.map_err(err)
+    tx.commit().await.map_err(err)?;
+    // Built without a lock on writes (a store with millions of rows keeps running while it
+    // builds), hence outside the migration's transaction; a page reads without it, only
+    // slower, so a failure (another process building it at the same moment) is no error.
+    if let Err(e) = client.batch_execute(CONTAINERS_INDEX).await {
+        tracing::debug!(store, error = %e, "the index objects_containers is not built (yet)");
+    }
+    Ok(())
 }
+
+/// `objects_containers` indexes the rows of everything but actions: a page reads the states of
+/// a plan's sequences through it (since version 7). `kind` never changes, so updates of states
+/// stay in place (HOT).
+const CONTAINERS_INDEX: &str = "CREATE INDEX CONCURRENTLY IF NOT EXISTS objects_containers \
+     ON objects (plan_id) WHERE kind <> 'action'";
 
 /// What schema `schema` holds.
 enum Stored {
