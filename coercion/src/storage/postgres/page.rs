@@ -11,15 +11,12 @@ use tokio_postgres::IsolationLevel;
 use uuid::Uuid;
 
 use super::codec::pg_error;
-use super::reader::read_plan;
+use super::reader::{HEAD, chunk_row, plan_row, push_attempt_row, read_plan};
 use crate::report::{ActionCounts, FailureCounts};
-use crate::storage::sql::{AttemptCols, ChunkRow, PlanRow, StateCols, corrupt, push_attempt};
+use crate::storage::sql::{StateCols, corrupt};
 use crate::storage::{PageSpec, PlanPage, StoreError};
 use crate::workflow::{Action, CheckSlot, Loc, ObjectRef, Parent, Plan, PlanId, Status};
 
-const HEAD: &str = "SELECT p.status, p.start_ns, p.end_ns, p.reason, p.heartbeat_ns, p.paused, \
-     d.definition, p.resumptions, p.decisions FROM plans p \
-     JOIN plan_definitions d ON d.plan_id = p.id WHERE p.id = $1";
 const HEADS: &str = "SELECT block, first, counts, heads FROM sequence_definitions \
      WHERE plan_id = $1 ORDER BY block, first";
 const BODIES: &str = "SELECT block, first, bodies FROM sequence_definitions \
@@ -127,17 +124,7 @@ async fn read_in(
     let Some(row) = head else {
         return Err(StoreError::NotFound(id));
     };
-    let plan_row = PlanRow {
-        status: row.get(0),
-        start: row.get(1),
-        end: row.get(2),
-        reason: row.get(3),
-        heartbeat: row.get(4),
-        paused: row.get(5),
-        definition: row.get(6),
-        owners: row.get(7),
-        decisions: row.get(8),
-    };
+    let plan_row = plan_row(&row);
     if !plan_row.is_wrapped_skeleton() {
         // Stored whole, before version 7.
         return Ok(None);
@@ -146,12 +133,7 @@ async fn read_in(
     let mut counts: Vec<Vec<u32>> = vec![Vec::new(); plan.blocks.len()];
     let mut chunks: Vec<Vec<i64>> = vec![Vec::new(); plan.blocks.len()];
     for r in &heads {
-        let chunk = ChunkRow {
-            block: i64::from(r.get::<_, i32>(0)),
-            first: i64::from(r.get::<_, i32>(1)),
-            counts: r.get(2),
-            heads: r.get(3),
-        };
+        let chunk = chunk_row(r);
         let n = chunk.place(&mut plan).map_err(bad)?;
         counts[chunk.block as usize].extend(n);
         chunks[chunk.block as usize].push(chunk.first);
@@ -412,22 +394,7 @@ async fn load(
         }
     }
     for r in attempts.map_err(err)? {
-        let object: Uuid = r.get(0);
-        let idx: i32 = r.get(1);
-        let outcome: Option<&str> = r.get(4);
-        let attempt = AttemptCols::decode(r.get(2), r.get(3), outcome).map_err(bad)?;
-        let loc = locs
-            .get(&object)
-            .copied()
-            .ok_or_else(|| bad(format!("object {object} is not in its definition")))?;
-        push_attempt(
-            store,
-            id,
-            object,
-            plan.action_mut(loc),
-            i64::from(idx),
-            attempt,
-        )?;
+        push_attempt_row(store, id, plan, &r, |object| locs.get(&object).copied())?;
     }
     Ok(())
 }

@@ -24,8 +24,28 @@ fn text(store: &str, id: PlanId, bytes: Vec<u8>) -> Result<String, StoreError> {
 const CHUNKS: &str = "SELECT block, first, counts, heads, bodies FROM sequence_definitions \
      WHERE plan_id = $1 ORDER BY block, first";
 
-/// A row of [`CHUNKS`] (its `bodies`, column 4, apart).
-fn chunk_row(r: &tokio_postgres::Row) -> ChunkRow<'_> {
+/// A plan's own row and its definition.
+pub(super) const HEAD: &str = "SELECT p.status, p.start_ns, p.end_ns, p.reason, p.heartbeat_ns, \
+     p.paused, d.definition, p.resumptions, p.decisions FROM plans p \
+     JOIN plan_definitions d ON d.plan_id = p.id WHERE p.id = $1";
+
+/// A row of [`HEAD`].
+pub(super) fn plan_row(r: &tokio_postgres::Row) -> PlanRow<'_> {
+    PlanRow {
+        status: r.get(0),
+        start: r.get(1),
+        end: r.get(2),
+        reason: r.get(3),
+        heartbeat: r.get(4),
+        paused: r.get(5),
+        definition: r.get(6),
+        owners: r.get(7),
+        decisions: r.get(8),
+    }
+}
+
+/// A row of [`CHUNKS`] (its `bodies`, column 4, apart), or of a query of its first four columns.
+pub(super) fn chunk_row(r: &tokio_postgres::Row) -> ChunkRow<'_> {
     ChunkRow {
         block: i64::from(r.get::<_, i32>(0)),
         first: i64::from(r.get::<_, i32>(1)),
@@ -49,13 +69,7 @@ pub(super) async fn read_plan(
         .await
         .map_err(err)?;
     let key = id.0;
-    let head = tx
-        .prepare_cached(
-            "SELECT p.status, p.start_ns, p.end_ns, p.reason, p.heartbeat_ns, p.paused, d.definition, \
-             p.resumptions, p.decisions FROM plans p JOIN plan_definitions d ON d.plan_id = p.id WHERE p.id = $1",
-        )
-        .await
-        .map_err(err)?;
+    let head = tx.prepare_cached(HEAD).await.map_err(err)?;
     let objects = tx
         .prepare_cached("SELECT id, status, start_ns, end_ns FROM objects WHERE plan_id = $1")
         .await
@@ -84,18 +98,7 @@ pub(super) async fn read_plan(
     let attempts = attempts.map_err(err)?;
     tx.commit().await.map_err(err)?;
 
-    let plan = PlanRow {
-        status: row.get(0),
-        start: row.get(1),
-        end: row.get(2),
-        reason: row.get(3),
-        heartbeat: row.get(4),
-        paused: row.get(5),
-        definition: row.get(6),
-        owners: row.get(7),
-        decisions: row.get(8),
-    };
-    let mut plan = plan.decode(store, id)?;
+    let mut plan = plan_row(&row).decode(store, id)?;
     for r in &chunks {
         chunk_row(r)
             .attach(&mut plan, r.get(4))
@@ -121,22 +124,40 @@ pub(super) async fn read_plan(
         }
     }
     for r in &attempts {
-        let object: Uuid = r.get(0);
-        let idx: i32 = r.get(1);
-        let outcome: Option<&str> = r.get(4);
-        let attempt =
-            AttemptCols::decode(r.get(2), r.get(3), outcome).map_err(|e| corrupt(store, id, e))?;
-        let loc = locate(object)?;
-        push_attempt(
-            store,
-            id,
-            object,
-            plan.action_mut(loc),
-            i64::from(idx),
-            attempt,
-        )?;
+        push_attempt_row(store, id, &mut plan, r, |object| locate(object).ok())?;
     }
     Ok(plan)
+}
+
+/// Appends the attempt of row `r` (`action_id, idx, start_ns, end_ns, outcome`) to its action,
+/// placed by `locate`.
+pub(super) fn push_attempt_row(
+    store: &str,
+    id: PlanId,
+    plan: &mut Plan,
+    r: &tokio_postgres::Row,
+    locate: impl Fn(Uuid) -> Option<Loc>,
+) -> Result<(), StoreError> {
+    let object: Uuid = r.get(0);
+    let idx: i32 = r.get(1);
+    let outcome: Option<&str> = r.get(4);
+    let attempt =
+        AttemptCols::decode(r.get(2), r.get(3), outcome).map_err(|e| corrupt(store, id, e))?;
+    let loc = locate(object).ok_or_else(|| {
+        corrupt(
+            store,
+            id,
+            format_args!("object {object} is not in its definition"),
+        )
+    })?;
+    push_attempt(
+        store,
+        id,
+        object,
+        plan.action_mut(loc),
+        i64::from(idx),
+        attempt,
+    )
 }
 
 /// Lists plans matching `filter`, newest submitted first (unsubmitted last), then by id,

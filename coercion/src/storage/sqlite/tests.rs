@@ -710,44 +710,24 @@ async fn a_version_1_file_is_migrated_when_opened_for_writing_and_keeps_its_plan
         raw.pragma_update(None, "application_id", APPLICATION_ID)
             .unwrap();
         let p = PreparedPlan::of(&plan).unwrap();
-        raw.execute(
-            "INSERT INTO plans (pk, id, group_id, name, descr, submit_time_ns, status, start_ns, \
-             end_ns, reason, heartbeat_ns, paused) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            rusqlite::params![
-                p.id_text, p.group_id, p.name, p.descr, p.submit_time, p.state.status, p.state.start,
-                p.state.end, p.reason, p.heartbeat, p.paused
-            ],
-        )
-        .unwrap();
-        raw.execute(
-            "INSERT INTO plan_definitions (plan_pk, definition) VALUES (1, ?1)",
-            [serde_json::to_string(&crate::storage::definition_of(&plan)).unwrap()],
-        )
-        .unwrap();
-        for o in &p.objects {
-            raw.execute(
-                "INSERT INTO objects (plan_pk, ord, id, loc, kind, status, start_ns, end_ns) \
-                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                rusqlite::params![
-                    o.ord,
-                    o.id.hyphenated().to_string(),
-                    serde_json::to_string(&o.loc).unwrap(),
-                    o.kind,
-                    o.state.status,
-                    o.state.start,
-                    o.state.end
-                ],
-            )
-            .unwrap();
-        }
-        for a in &p.attempts {
-            raw.execute(
-                "INSERT INTO attempts (plan_pk, ord, idx, start_ns, end_ns, outcome) \
-                 VALUES (1, ?1, ?2, ?3, ?4, ?5)",
-                rusqlite::params![a.ord, a.idx, a.cols.start, a.cols.end, a.cols.outcome],
-            )
-            .unwrap();
-        }
+        insert_old_plan(&raw, &plan, &p, |raw| {
+            for o in &p.objects {
+                raw.execute(
+                    "INSERT INTO objects (plan_pk, ord, id, loc, kind, status, start_ns, end_ns) \
+                     VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    rusqlite::params![
+                        o.ord,
+                        o.id.hyphenated().to_string(),
+                        serde_json::to_string(&o.loc).unwrap(),
+                        o.kind,
+                        o.state.status,
+                        o.state.start,
+                        o.state.end
+                    ],
+                )
+                .unwrap();
+            }
+        });
         assert!(!p.attempts.is_empty());
     }
     let message = permanent(SqliteStore::open_read_only(dir.db()));
@@ -1438,36 +1418,16 @@ async fn a_version_4_file_is_split_into_pieces_and_reads_back_the_same() {
         raw.pragma_update(None, "application_id", APPLICATION_ID)
             .unwrap();
         let p = PreparedPlan::of(&plan).unwrap();
-        raw.execute(
-            "INSERT INTO plans (pk, id, group_id, name, descr, submit_time_ns, status, start_ns, \
-             end_ns, reason, heartbeat_ns, paused) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            rusqlite::params![
-                p.id_text, p.group_id, p.name, p.descr, p.submit_time, p.state.status, p.state.start,
-                p.state.end, p.reason, p.heartbeat, p.paused
-            ],
-        )
-        .unwrap();
-        raw.execute(
-            "INSERT INTO plan_definitions (plan_pk, definition) VALUES (1, ?1)",
-            [serde_json::to_string(&crate::storage::definition_of(&plan)).unwrap()],
-        )
-        .unwrap();
-        for o in p.objects.iter().filter(|o| o.stored) {
-            raw.execute(
-                "INSERT INTO objects (plan_pk, ord, kind, status, start_ns, end_ns) \
-                 VALUES (1, ?1, ?2, ?3, ?4, ?5)",
-                rusqlite::params![o.ord, o.kind, o.state.status, o.state.start, o.state.end],
-            )
-            .unwrap();
-        }
-        for a in &p.attempts {
-            raw.execute(
-                "INSERT INTO attempts (plan_pk, ord, idx, start_ns, end_ns, outcome) \
-                 VALUES (1, ?1, ?2, ?3, ?4, ?5)",
-                rusqlite::params![a.ord, a.idx, a.cols.start, a.cols.end, a.cols.outcome],
-            )
-            .unwrap();
-        }
+        insert_old_plan(&raw, &plan, &p, |raw| {
+            for o in p.objects.iter().filter(|o| o.stored) {
+                raw.execute(
+                    "INSERT INTO objects (plan_pk, ord, kind, status, start_ns, end_ns) \
+                     VALUES (1, ?1, ?2, ?3, ?4, ?5)",
+                    rusqlite::params![o.ord, o.kind, o.state.status, o.state.start, o.state.end],
+                )
+                .unwrap();
+            }
+        });
     }
     let store = SqliteStore::open(dir.db()).unwrap();
     assert_eq!(store.read(plan.id).await.unwrap(), plan);
@@ -1497,5 +1457,39 @@ async fn a_version_4_file_is_split_into_pieces_and_reads_back_the_same() {
             .unwrap()
             .expect("no journal: read in part");
         assert_eq!(part, PlanPage::of(plan.clone(), spec), "{spec:?}");
+    }
+}
+
+/// Writes `plan` (prepared as `p`) as a file of a version before 5 held it: its row as plan 1,
+/// its whole definition, its objects by `objects` (their table changed between versions), then
+/// its attempts (which refer to them).
+fn insert_old_plan(
+    raw: &Connection,
+    plan: &crate::workflow::Plan,
+    p: &super::codec::PreparedPlan,
+    objects: impl FnOnce(&Connection),
+) {
+    raw.execute(
+        "INSERT INTO plans (pk, id, group_id, name, descr, submit_time_ns, status, start_ns, \
+         end_ns, reason, heartbeat_ns, paused) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        rusqlite::params![
+            p.id_text, p.group_id, p.name, p.descr, p.submit_time, p.state.status, p.state.start,
+            p.state.end, p.reason, p.heartbeat, p.paused
+        ],
+    )
+    .unwrap();
+    raw.execute(
+        "INSERT INTO plan_definitions (plan_pk, definition) VALUES (1, ?1)",
+        [serde_json::to_string(&crate::storage::definition_of(plan)).unwrap()],
+    )
+    .unwrap();
+    objects(raw);
+    for a in &p.attempts {
+        raw.execute(
+            "INSERT INTO attempts (plan_pk, ord, idx, start_ns, end_ns, outcome) \
+             VALUES (1, ?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![a.ord, a.idx, a.cols.start, a.cols.end, a.cols.outcome],
+        )
+        .unwrap();
     }
 }
