@@ -108,14 +108,7 @@ impl PlanPage {
             shown.push(keep);
             left_out.push(left);
         }
-        PlanPage {
-            plan,
-            spec: Some(spec),
-            shown,
-            left_out,
-            actions,
-            failures,
-        }
+        PlanPage::from_parts(plan, spec, shown, left_out, actions, failures)
     }
 
     /// The sequences of one block that `spec` holds whole, ascending, and how many that want
@@ -146,7 +139,6 @@ impl PlanPage {
 
     /// A page from its parts, as a store that reads pages itself assembles it: `plan` holds
     /// the actions of exactly the sequences of `shown`.
-    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn from_parts(
         plan: Plan,
         spec: PageSpec,

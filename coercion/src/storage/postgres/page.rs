@@ -7,11 +7,10 @@
 
 use std::collections::HashMap;
 
-use tokio_postgres::IsolationLevel;
 use uuid::Uuid;
 
 use super::codec::pg_error;
-use super::reader::{HEAD, chunk_row, plan_row, push_attempt_row, read_plan};
+use super::reader::{HEAD, chunk_row, plan_row, push_attempt_row, read_plan, snapshot};
 use crate::report::{ActionCounts, FailureCounts};
 use crate::storage::sql::{StateCols, corrupt};
 use crate::storage::{PageSpec, PlanPage, StoreError};
@@ -44,13 +43,7 @@ pub(super) async fn read_page(
     let page = {
         let err =
             |e: tokio_postgres::Error| pg_error(store, &format!("reading a page of plan {id}"), e);
-        let tx = conn
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(err)?;
+        let tx = snapshot(conn).await.map_err(err)?;
         let page = match second {
             None => {
                 let (page, counted) =
@@ -58,7 +51,7 @@ pub(super) async fn read_page(
                 finish(page?, counted?)
             }
             Some(mut other) => {
-                let snapshot: String = tx
+                let exported: String = tx
                     .query_one("SELECT pg_export_snapshot()", &[])
                     .await
                     .map_err(err)?
@@ -66,17 +59,11 @@ pub(super) async fn read_page(
                 // Counted on the other connection in this snapshot; should that connection
                 // fail (a socket the server closed, say), on this one, still in the snapshot.
                 let elsewhere = async {
-                    if !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                    if !exported.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
                         return None;
                     }
-                    let tx2 = other
-                        .build_transaction()
-                        .isolation_level(IsolationLevel::RepeatableRead)
-                        .read_only(true)
-                        .start()
-                        .await
-                        .ok()?;
-                    tx2.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{snapshot}'"))
+                    let tx2 = snapshot(&mut other).await.ok()?;
+                    tx2.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{exported}'"))
                         .await
                         .ok()?;
                     let counted = count(&tx2, store, id).await;

@@ -54,6 +54,18 @@ pub(super) fn chunk_row(r: &tokio_postgres::Row) -> ChunkRow<'_> {
     }
 }
 
+/// A read-only `REPEATABLE READ` transaction on `conn`: one consistent snapshot (readers never
+/// block writers).
+pub(super) async fn snapshot(
+    conn: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>, tokio_postgres::Error> {
+    conn.build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+}
+
 /// Reads plan `id` whole: the stored definition with every object's state and attempts.
 pub(super) async fn read_plan(
     conn: &mut deadpool_postgres::Object,
@@ -61,13 +73,7 @@ pub(super) async fn read_plan(
     id: PlanId,
 ) -> Result<Plan, StoreError> {
     let err = |e: tokio_postgres::Error| pg_error(store, &format!("reading plan {id}"), e);
-    let tx = conn
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(err)?;
+    let tx = snapshot(conn).await.map_err(err)?;
     let key = id.0;
     let head = tx.prepare_cached(HEAD).await.map_err(err)?;
     let objects = tx
