@@ -12,10 +12,15 @@
 //! module, `sql`: the column forms of times, states and attempts, a plan's objects encoded for
 //! `create`, a [`Change`] encoded for a writer (`Op`), the plan's row decoded, the checks made of
 //! what is read back, migrations and the writers' requests, failures and counters. Each backend
-//! keeps its SQL, schema, error mapping, writer loop and (SQLite) journal. A new [`Change`]
-//! variant is written in: `Change`, its `apply_to` and [`check_changes`] (here, the rules of a
-//! batch, checked once above the stores), `sql::Op`, each SQL writer, the SQLite journal's
-//! encoding (if it changes an object) and each schema (if it needs a column).
+//! keeps its SQL, schema, error mapping, writer loop and (SQLite) journal.
+//!
+//! A new [`Change`] variant touches three places: (1) this module — the variant, its
+//! [`Change::apply_to`] (the memory store and every reader's journal replay go through it) and
+//! [`check_changes`] (the rules of a batch, checked once above the stores); (2) `sql::Op::of`,
+//! which lowers it to the row forms the writers apply (the plan row's columns, an object's
+//! state, an attempt, a reset), so that no writer and no journal matches on a `Change`; (3) only
+//! if it stores something no column holds yet: the column, in each backend's schema (a
+//! migration), its update statement and its reader.
 
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]

@@ -695,7 +695,10 @@ impl Store for PostgresStore {
         let written = self.enqueue(id, || {
             Ok(Write::Apply {
                 id,
-                ops: changes.iter().map(Op::of).collect::<Result<_, _>>()?,
+                ops: changes
+                    .iter()
+                    .map(|c| Op::of(id, c))
+                    .collect::<Result<_, _>>()?,
                 fence,
             })
         });

@@ -176,12 +176,16 @@ pub(crate) fn encode_objects(
         })
 }
 
-/// One change, encoded for a writer (outside the writer, so it only runs SQL). Objects are
-/// named by their id and location: the writer checks them against what it stores.
+/// One change as the rows it writes. A [`Change`] is lowered here, once ([`Op::of`]); the
+/// writers apply these forms without knowing which change they came from, so that a new
+/// `Change` that writes columns the stores already have touches `storage/mod.rs` (the variant,
+/// [`Change::apply_to`], [`check_changes`](crate::storage::check_changes)) and this function,
+/// nothing else. Objects are named by their id and location: the writer checks them against
+/// what it stores.
 #[derive(Debug)]
 pub(crate) enum Op {
-    /// The plan's own state (`Loc::Plan`); `id` must be the plan's id.
-    PlanState { id: Uuid, state: StateCols },
+    /// Columns of the plan's own row.
+    Plan(PlanSet),
     /// The state of a non-plan object.
     ObjectState {
         id: Uuid,
@@ -197,57 +201,91 @@ pub(crate) enum Op {
     },
     /// An action back to `NotStarted` without attempts.
     Reset { id: Uuid, loc: Loc },
-    /// The plan's failure reason.
-    Reason(String),
-    /// The plan's heartbeat (on a shared store, also a renewal of the writer's lease).
-    Heartbeat(i64),
+}
+
+/// What one change writes on the plan's own row: the columns it sets (`None`: left as they
+/// are) and the JSON values it appends to the row's lists. Each backend applies it with one
+/// statement of its own; a new column is a field here, a column in each schema, and that
+/// statement.
+#[derive(Debug, Default)]
+pub(crate) struct PlanSet {
+    /// Status, start and end.
+    pub state: Option<StateCols>,
+    /// The failure reason's name.
+    pub reason: Option<String>,
+    /// The heartbeat (on a shared store, also a renewal of the writer's lease).
+    pub heartbeat: Option<i64>,
     /// Whether the plan is paused.
-    Paused(bool),
-    /// An owner to append, as JSON.
-    Owner(String),
-    /// A gate's decision to append, as JSON.
-    Decided(String),
+    pub paused: Option<bool>,
+    /// An owner to append to `resumptions`, as JSON.
+    pub owner: Option<String>,
+    /// A gate's decision to append to `decisions`, as JSON.
+    pub decision: Option<String>,
 }
 
 impl Op {
-    pub fn of(change: &Change) -> Result<Op, StoreError> {
+    /// `change`, a change of plan `plan`, as the rows it writes.
+    pub fn of(plan: PlanId, change: &Change) -> Result<Op, StoreError> {
         let json = |value: Result<String, serde_json::Error>, what: &str| {
             value.map_err(|e| {
                 StoreError::permanent(format!("{what} does not serialize")).caused_by(e)
             })
         };
-        Ok(match change {
+        let set = |set: PlanSet| Ok(Op::Plan(set));
+        match change {
             Change::State {
                 loc: Loc::Plan,
                 id,
                 state,
-            } => Op::PlanState {
-                id: *id,
-                state: StateCols::of(state)?,
-            },
-            Change::State { loc, id, state } => Op::ObjectState {
+            } => {
+                if *id != plan.0 {
+                    return Err(StoreError::permanent(format!(
+                        "plan {plan} has no object {id} at Plan"
+                    )));
+                }
+                set(PlanSet {
+                    state: Some(StateCols::of(state)?),
+                    ..PlanSet::default()
+                })
+            }
+            Change::State { loc, id, state } => Ok(Op::ObjectState {
                 id: *id,
                 loc: *loc,
                 state: StateCols::of(state)?,
-            },
+            }),
             Change::Attempt {
                 loc,
                 id,
                 index,
                 attempt,
-            } => Op::Attempt {
+            } => Ok(Op::Attempt {
                 id: *id,
                 loc: *loc,
                 index: *index,
                 cols: AttemptCols::of(attempt)?,
-            },
-            Change::Reset { loc, id } => Op::Reset { id: *id, loc: *loc },
-            Change::Reason(r) => Op::Reason(r.to_string()),
-            Change::Heartbeat(t) => Op::Heartbeat(ns(*t)?),
-            Change::Paused(p) => Op::Paused(*p),
-            Change::Owner(o) => Op::Owner(json(serde_json::to_string(o), "an owner")?),
-            Change::Decided(d) => Op::Decided(json(serde_json::to_string(d), "a gate's decision")?),
-        })
+            }),
+            Change::Reset { loc, id } => Ok(Op::Reset { id: *id, loc: *loc }),
+            Change::Reason(r) => set(PlanSet {
+                reason: Some(r.to_string()),
+                ..PlanSet::default()
+            }),
+            Change::Heartbeat(t) => set(PlanSet {
+                heartbeat: Some(ns(*t)?),
+                ..PlanSet::default()
+            }),
+            Change::Paused(p) => set(PlanSet {
+                paused: Some(*p),
+                ..PlanSet::default()
+            }),
+            Change::Owner(o) => set(PlanSet {
+                owner: Some(json(serde_json::to_string(o), "an owner")?),
+                ..PlanSet::default()
+            }),
+            Change::Decided(d) => set(PlanSet {
+                decision: Some(json(serde_json::to_string(d), "a gate's decision")?),
+                ..PlanSet::default()
+            }),
+        }
     }
 }
 

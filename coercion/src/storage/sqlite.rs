@@ -687,7 +687,10 @@ impl Store for SqliteStore {
         changes: &'a [Change],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.enqueue(|| {
-            let ops: Vec<Op> = changes.iter().map(Op::of).collect::<Result<_, _>>()?;
+            let ops: Vec<Op> = changes
+                .iter()
+                .map(|c| Op::of(id, c))
+                .collect::<Result<_, _>>()?;
             let journal = journal::encode(&ops);
             Ok(Write::Apply { id, ops, journal })
         })

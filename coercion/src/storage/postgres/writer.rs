@@ -675,43 +675,32 @@ impl Shard {
             // The plan's own row first (as before: its changes touch no object).
             for op in apply.ops {
                 match op {
-                    Op::PlanState {
-                        id: object,
-                        state: s,
-                    } => {
-                        if *object != plan {
-                            return Err(missing(format!(
-                                "plan {id} has no object {object} at Plan"
-                            )));
+                    Op::Plan(set) => {
+                        values.touched = true;
+                        if let Some(s) = &set.state {
+                            values.has_state = true;
+                            values.status = Some(s.status);
+                            values.start = s.start;
+                            values.end = s.end;
                         }
-                        values.touched = true;
-                        values.has_state = true;
-                        values.status = Some(s.status);
-                        values.start = s.start;
-                        values.end = s.end;
-                    }
-                    Op::Reason(r) => {
-                        values.touched = true;
-                        values.reason = Some(r.clone());
-                    }
-                    Op::Heartbeat(t) => {
-                        values.touched = true;
-                        values.heartbeat = Some(*t);
-                        // A heartbeat of the lease holder renews the lease (the statement
-                        // checks owner and epoch itself).
-                        values.renew |= matches!(apply.fence, Fence::Lease { .. });
-                    }
-                    Op::Paused(p) => {
-                        values.touched = true;
-                        values.paused = Some(*p);
-                    }
-                    Op::Owner(json) => {
-                        values.touched = true;
-                        json_list_push(&mut values.resumptions, json);
-                    }
-                    Op::Decided(json) => {
-                        values.touched = true;
-                        json_list_push(&mut values.decisions, json);
+                        if let Some(r) = &set.reason {
+                            values.reason = Some(r.clone());
+                        }
+                        if let Some(t) = set.heartbeat {
+                            values.heartbeat = Some(t);
+                            // A heartbeat of the lease holder renews the lease (the statement
+                            // checks owner and epoch itself).
+                            values.renew |= matches!(apply.fence, Fence::Lease { .. });
+                        }
+                        if let Some(p) = set.paused {
+                            values.paused = Some(p);
+                        }
+                        if let Some(json) = &set.owner {
+                            json_list_push(&mut values.resumptions, json);
+                        }
+                        if let Some(json) = &set.decision {
+                            json_list_push(&mut values.decisions, json);
+                        }
                     }
                     Op::ObjectState { .. } | Op::Attempt { .. } | Op::Reset { .. } => {}
                 }

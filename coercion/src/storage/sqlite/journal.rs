@@ -98,12 +98,7 @@ pub(super) fn encode(ops: &[Op]) -> Vec<u8> {
                 out.push(RESET);
                 out.extend_from_slice(id.as_bytes());
             }
-            Op::PlanState { .. }
-            | Op::Reason(_)
-            | Op::Heartbeat(_)
-            | Op::Paused(_)
-            | Op::Owner(_)
-            | Op::Decided(_) => {}
+            Op::Plan(_) => {}
         }
     }
     out
@@ -403,7 +398,7 @@ pub(super) fn fold(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::sql::{AttemptCols, StateCols};
+    use crate::storage::sql::{AttemptCols, PlanSet, StateCols};
     use crate::workflow::Loc;
 
     #[test]
@@ -419,7 +414,10 @@ mod tests {
                     end: Some(i64::MAX),
                 },
             },
-            Op::Heartbeat(7),
+            Op::Plan(PlanSet {
+                heartbeat: Some(7),
+                ..PlanSet::default()
+            }),
             Op::Attempt {
                 id: b,
                 loc: Loc::Block(1),
@@ -470,7 +468,12 @@ mod tests {
                 },
             ]
         );
-        assert!(encode(&[Op::Heartbeat(1), Op::Paused(true)]).is_empty());
+        let plan_only = Op::Plan(PlanSet {
+            heartbeat: Some(1),
+            paused: Some(true),
+            ..PlanSet::default()
+        });
+        assert!(encode(&[plan_only]).is_empty());
         // Every truncation, and some corruptions, are errors that say where.
         for n in 0..blob.len() {
             let cut = &blob[..n];

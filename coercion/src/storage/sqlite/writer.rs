@@ -330,15 +330,20 @@ const INSERT_SEQUENCE_DEFINITION: &str = "INSERT INTO sequence_definitions \
 const DEFINITION: &str = "SELECT definition FROM plan_definitions WHERE plan_pk = ?1";
 const INSERT_ATTEMPT: &str = "INSERT INTO attempts (plan_pk, ord, idx, start_ns, end_ns, outcome) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
-const UPDATE_PLAN_STATE: &str =
-    "UPDATE plans SET status = ?2, start_ns = ?3, end_ns = ?4 WHERE pk = ?1";
-const UPDATE_REASON: &str = "UPDATE plans SET reason = ?2 WHERE pk = ?1";
-const UPDATE_HEARTBEAT: &str = "UPDATE plans SET heartbeat_ns = ?2 WHERE pk = ?1";
-const UPDATE_PAUSED: &str = "UPDATE plans SET paused = ?2 WHERE pk = ?1";
-const APPEND_DECISION: &str =
-    "UPDATE plans SET decisions = json_insert(decisions, '$[#]', json(?2)) WHERE pk = ?1";
-const APPEND_OWNER: &str =
-    "UPDATE plans SET resumptions = json_insert(resumptions, '$[#]', json(?2)) WHERE pk = ?1";
+/// Every column of the plan's row a change may write ([`crate::storage::sql::PlanSet`]): `?2`
+/// says whether the state is set, a `NULL` leaves a column as it is.
+const UPDATE_PLAN: &str = "UPDATE plans SET \
+       status = CASE WHEN ?2 THEN ?3 ELSE status END, \
+       start_ns = CASE WHEN ?2 THEN ?4 ELSE start_ns END, \
+       end_ns = CASE WHEN ?2 THEN ?5 ELSE end_ns END, \
+       reason = coalesce(?6, reason), \
+       heartbeat_ns = coalesce(?7, heartbeat_ns), \
+       paused = coalesce(?8, paused), \
+       resumptions = CASE WHEN ?9 IS NULL THEN resumptions \
+         ELSE json_insert(resumptions, '$[#]', json(?9)) END, \
+       decisions = CASE WHEN ?10 IS NULL THEN decisions \
+         ELSE json_insert(decisions, '$[#]', json(?10)) END \
+     WHERE pk = ?1";
 const DELETE_PLAN: &str = "DELETE FROM plans WHERE pk = ?1";
 
 impl Writer {
@@ -933,16 +938,25 @@ impl Writer {
         let mut ended = false;
         for op in ops {
             match op {
-                Op::PlanState { id: object, state } => {
-                    if *object != id.0 {
-                        return Err(StoreError::permanent(format!(
-                            "plan {id} has no object {object} at Plan"
-                        )));
+                Op::Plan(set) => {
+                    let state = set.state.as_ref();
+                    if let Some(state) = state {
+                        ended = Status::from_str(state.status).is_ok_and(Status::is_terminal);
                     }
-                    ended = Status::from_str(state.status).is_ok_and(Status::is_terminal);
                     execute(
-                        UPDATE_PLAN_STATE,
-                        params![plan, state.status, state.start, state.end],
+                        UPDATE_PLAN,
+                        params![
+                            plan,
+                            state.is_some(),
+                            state.map(|s| s.status),
+                            state.and_then(|s| s.start),
+                            state.and_then(|s| s.end),
+                            set.reason,
+                            set.heartbeat,
+                            set.paused,
+                            set.owner,
+                            set.decision
+                        ],
                     )?;
                 }
                 Op::ObjectState {
@@ -956,11 +970,6 @@ impl Writer {
                 | Op::Reset { id: object, loc } => {
                     self.object(id, plan, *object, *loc, true)?;
                 }
-                Op::Reason(reason) => execute(UPDATE_REASON, params![plan, reason])?,
-                Op::Heartbeat(t) => execute(UPDATE_HEARTBEAT, params![plan, t])?,
-                Op::Paused(p) => execute(UPDATE_PAUSED, params![plan, p])?,
-                Op::Owner(json) => execute(APPEND_OWNER, params![plan, json])?,
-                Op::Decided(json) => execute(APPEND_DECISION, params![plan, json])?,
             }
         }
         if !blob.is_empty() {
