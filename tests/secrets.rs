@@ -788,6 +788,11 @@ fn recovery_without_a_key_fails_the_action_with_how_to_configure_one() {
     assert!(report.contains(DEFAULT_KEY_ENV), "{report}");
 }
 
+/// The key of `typed_access_decrypts_secrets_sealed_with_the_configured_key`.
+fn configured_key() -> SecretKey {
+    SecretKey::from_bytes([0x5c; 32])
+}
+
 /// `Action::request::<P>()` and `Action::response::<P>()` give the plaintext back to the program
 /// whose workstream sealed the secrets with its configured key (SPEC §3: typed access).
 #[tokio::test]
@@ -796,7 +801,7 @@ async fn typed_access_decrypts_secrets_sealed_with_the_configured_key() {
     let ws = Workstream::builder()
         .in_memory()
         .registry(registry)
-        .secret_key(SecretKey::generate())
+        .secret_key(configured_key())
         .build()
         .await
         .unwrap();
@@ -816,6 +821,18 @@ async fn typed_access_decrypts_secrets_sealed_with_the_configured_key() {
     assert_eq!(req.password.expose(), &marker);
     let resp = login.response::<Login>().unwrap();
     assert_eq!(resp.token.expose(), &format!("token-for-{marker}"));
+    // Explicitly, with the key and nothing else: the same plaintext; with another key, an
+    // error that names the key.
+    let key = configured_key();
+    let req = login.request_with_key::<Login>(&key).unwrap();
+    assert_eq!(req.password.expose(), &marker);
+    let resp = login.response_with_key::<Login>(&key).unwrap();
+    assert_eq!(resp.token.expose(), &format!("token-for-{marker}"));
+    let err = login
+        .request_with_key::<Login>(&SecretKey::generate())
+        .unwrap_err();
+    assert!(err.to_string().contains("configured key"), "{err}");
+    assert!(!err.to_string().contains(&marker), "{err}");
     // Still sealed at rest, and a display copy has nothing to decrypt.
     assert!(!done.to_json().contains(&marker));
     let display = done.clone_for_display();

@@ -13,7 +13,8 @@
 //!
 //! Keys are passed explicitly, never through ambient state: a `Secret` always serializes under
 //! the process key, and always deserializes with the process key (and, for reading plans
-//! outside a workstream, the keys configured on this process's workstreams). The workstream
+//! outside a workstream, the keys configured on this process's workstreams that are still
+//! alive; `Action::request_with_key` takes its key explicitly instead). The workstream
 //! moves secrets between its own key ring and the process key at its boundaries, with its ring
 //! in hand: `submit` seals requests under its key, a plugin's request is opened to the process
 //! key just before it is decoded (`decode_request` with the ring), and a plugin's response is
@@ -27,7 +28,7 @@ use std::fmt;
 #[cfg(feature = "secrets")]
 use std::path::Path;
 #[cfg(feature = "secrets")]
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Weak};
 
 #[cfg(feature = "secrets")]
 use base64::Engine as _;
@@ -208,18 +209,20 @@ impl SecretKey {
 #[cfg(feature = "secrets")]
 /// The key that lives as long as this process: every `Secret` serializes under it, and a
 /// workstream re-encrypts under its own key at its boundaries.
-static PROCESS_KEY: LazyLock<SecretKey> = LazyLock::new(SecretKey::generate);
+static PROCESS_KEY: LazyLock<Arc<SecretKey>> = LazyLock::new(|| Arc::new(SecretKey::generate()));
 
 #[cfg(feature = "secrets")]
-/// The keys configured on workstreams of this process, so that reading a plan outside the engine
-/// (`Action::request`, `Action::response`) decrypts what those workstreams sealed.
-static CONFIGURED_KEYS: std::sync::RwLock<Vec<SecretKey>> = std::sync::RwLock::new(Vec::new());
+/// The keys configured on the workstreams of this process that are still alive (a key leaves
+/// when the last key ring holding it is dropped), so that reading a plan outside the engine
+/// (`Action::request`, `Action::response`) decrypts what those workstreams sealed. Explicit
+/// access without it: `Action::request_with_key`, `Action::response_with_key`.
+static LIVE_KEYS: std::sync::Mutex<Vec<Weak<SecretKey>>> = std::sync::Mutex::new(Vec::new());
 
 /// The keys a decode may use, the first one encrypting.
 #[cfg(feature = "secrets")]
 #[derive(Clone, Debug)]
 pub(crate) struct KeyRing {
-    keys: Vec<SecretKey>,
+    keys: Vec<Arc<SecretKey>>,
     configured: bool,
 }
 
@@ -238,33 +241,43 @@ impl Default for KeyRing {
 
 #[cfg(feature = "secrets")]
 impl KeyRing {
-    /// The workstream's key (if configured) first, then the process key.
+    /// The workstream's key (if configured) first, then the process key. A configured key is
+    /// listed among this process's live keys for as long as this ring or a clone of it lives.
     pub(crate) fn new(configured: Option<SecretKey>) -> KeyRing {
-        let is_configured = configured.is_some();
+        let configured = configured.map(Arc::new);
         if let Some(key) = &configured {
-            let mut known = CONFIGURED_KEYS.write().unwrap_or_else(|e| e.into_inner());
-            if !known.iter().any(|k| k.0 == key.0) {
-                known.push(key.clone());
-            }
+            let mut live = LIVE_KEYS.lock().unwrap_or_else(|e| e.into_inner());
+            live.retain(|k| k.strong_count() > 0);
+            live.push(Arc::downgrade(key));
         }
-        let mut keys: Vec<SecretKey> = configured.into_iter().collect();
-        keys.push(PROCESS_KEY.clone());
+        KeyRing::of(configured)
+    }
+
+    /// `key` first, then the process key, without listing `key` anywhere: an explicit decode.
+    pub(crate) fn explicit(key: &SecretKey) -> KeyRing {
+        KeyRing::of(Some(Arc::new(key.clone())))
+    }
+
+    fn of(configured: Option<Arc<SecretKey>>) -> KeyRing {
+        let is_configured = configured.is_some();
+        let mut keys: Vec<Arc<SecretKey>> = configured.into_iter().collect();
+        keys.push(Arc::clone(&PROCESS_KEY));
         KeyRing {
             keys,
             configured: is_configured,
         }
     }
 
-    /// Outside a workstream: encrypts with the process key, decrypts with it and with every key
-    /// configured on a workstream of this process.
+    /// Outside a workstream: encrypts with the process key, decrypts with it and with the keys
+    /// configured on the workstreams of this process that are alive.
     fn outside() -> KeyRing {
-        let mut keys = vec![PROCESS_KEY.clone()];
+        let mut keys = vec![Arc::clone(&PROCESS_KEY)];
         keys.extend(
-            CONFIGURED_KEYS
-                .read()
+            LIVE_KEYS
+                .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .iter()
-                .cloned(),
+                .filter_map(Weak::upgrade),
         );
         KeyRing {
             configured: keys.len() > 1,
@@ -298,7 +311,7 @@ impl<T: Serialize> Serialize for Secret<T> {
 
 #[cfg(feature = "secrets")]
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Secret<T> {
-    /// Decrypts with the process key, then with the keys configured on this process's
+    /// Decrypts with the process key, then with the keys configured on this process's live
     /// workstreams (a plan read outside the engine); a workstream opens a request to the
     /// process key before decoding it (`decode_request`).
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -573,13 +586,13 @@ mod tests {
         // Only the configured key opens it now.
         let other = Arc::new(KeyRing::new(Some(SecretKey::from_bytes([8; 32]))));
         let only_configured = KeyRing {
-            keys: vec![SecretKey::from_bytes([7; 32])],
+            keys: vec![Arc::new(SecretKey::from_bytes([7; 32]))],
             configured: true,
         };
         let back: Req = decode_request(&sealed, Some(&only_configured)).unwrap();
         assert_eq!(back.password.expose(), "pw");
         let wrong = KeyRing {
-            keys: vec![SecretKey::from_bytes([8; 32])],
+            keys: vec![Arc::new(SecretKey::from_bytes([8; 32]))],
             configured: true,
         };
         let err = decode_request::<Req>(&sealed, Some(&wrong)).unwrap_err();
@@ -656,6 +669,33 @@ mod tests {
         );
         assert_eq!(ring.encrypting().decrypt(&data).unwrap(), b"\"ours\"");
         assert!(!json.as_str().contains("ours"));
+    }
+
+    /// A configured key is among the keys typed access outside a workstream may use while a
+    /// ring holding it lives (a workstream and its clones), and leaves with the last one: the
+    /// process-wide list does not grow with every workstream ever built.
+    #[test]
+    fn a_configured_key_is_live_while_its_ring_lives() {
+        let bytes = [41; 32];
+        let live = || KeyRing::outside().keys.iter().any(|k| k.0 == bytes);
+        assert!(!live());
+        let ring = KeyRing::new(Some(SecretKey::from_bytes(bytes)));
+        let clone = ring.clone();
+        assert!(live());
+        drop(ring);
+        assert!(live(), "a clone still holds it");
+        drop(clone);
+        assert!(!live());
+        // An explicit ring lists nothing.
+        let explicit = KeyRing::explicit(&SecretKey::from_bytes(bytes));
+        assert!(!live());
+        assert_eq!(explicit.encrypting().0, bytes);
+        // Dead entries are dropped as keys are added.
+        for i in 0..100u8 {
+            drop(KeyRing::new(Some(SecretKey::from_bytes([i; 32]))));
+        }
+        let listed = LIVE_KEYS.lock().unwrap().len();
+        assert!(listed < 50, "{listed} entries listed");
     }
 
     #[test]

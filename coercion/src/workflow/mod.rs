@@ -585,7 +585,9 @@ impl Action {
         self.state.status
     }
 
-    /// The request decoded as plugin `P`'s request type.
+    /// The request decoded as plugin `P`'s request type. Its secrets decrypt with this
+    /// process's key or the key of one of its workstreams that is alive; with another key, see
+    /// `request_with_key`.
     pub fn request<P: Plugin + PluginMeta>(&self) -> Result<P::Request, TypedAccessError> {
         self.check_plugin::<P>()?;
         self.request
@@ -600,6 +602,34 @@ impl Action {
             Some(Outcome::Response(json)) => json
                 .decode()
                 .map_err(|e| TypedAccessError::Decode(e.to_string())),
+            _ => Err(TypedAccessError::NoResponse),
+        }
+    }
+
+    /// The request decoded as plugin `P`'s request type, its secrets decrypted with `key` (or
+    /// this process's own key) and nothing else: typed access to a plan whose workstream is
+    /// gone, or that another process sealed with `key`.
+    #[cfg(feature = "secrets")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "secrets")))]
+    pub fn request_with_key<P: Plugin + PluginMeta>(
+        &self,
+        key: &crate::secret::SecretKey,
+    ) -> Result<P::Request, TypedAccessError> {
+        self.check_plugin::<P>()?;
+        decode_with_key(&self.request, key)
+    }
+
+    /// The response of the last successful attempt, decoded as plugin `P`'s response type, its
+    /// secrets decrypted with `key` (or this process's own key) and nothing else.
+    #[cfg(feature = "secrets")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "secrets")))]
+    pub fn response_with_key<P: Plugin + PluginMeta>(
+        &self,
+        key: &crate::secret::SecretKey,
+    ) -> Result<P::Response, TypedAccessError> {
+        self.check_plugin::<P>()?;
+        match self.attempts.last().and_then(|a| a.outcome.as_ref()) {
+            Some(Outcome::Response(json)) => decode_with_key(json, key),
             _ => Err(TypedAccessError::NoResponse),
         }
     }
@@ -619,6 +649,17 @@ impl Action {
             })
         }
     }
+}
+
+/// `json` decoded as `T`, its secrets opened with `key` (or the process key) alone.
+#[cfg(feature = "secrets")]
+fn decode_with_key<T: serde::de::DeserializeOwned>(
+    json: &Json,
+    key: &crate::secret::SecretKey,
+) -> Result<T, TypedAccessError> {
+    let ring = crate::secret::KeyRing::explicit(key);
+    crate::secret::decode_request(json, Some(&ring))
+        .map_err(|e| TypedAccessError::Decode(e.to_string()))
 }
 
 /// Why a typed read of an action's request or response failed.
