@@ -184,8 +184,8 @@ pub(crate) fn encode_objects(
 /// what it stores.
 #[derive(Debug)]
 pub(crate) enum Op {
-    /// Columns of the plan's own row.
-    Plan(PlanSet),
+    /// Columns of the plan's own row (boxed: rare, and larger than the others).
+    Plan(Box<PlanSet>),
     /// The state of a non-plan object.
     ObjectState {
         id: Uuid,
@@ -231,7 +231,7 @@ impl Op {
                 StoreError::permanent(format!("{what} does not serialize")).caused_by(e)
             })
         };
-        let set = |set: PlanSet| Ok(Op::Plan(set));
+        let set = |set: PlanSet| Ok(Op::Plan(Box::new(set)));
         match change {
             Change::State {
                 loc: Loc::Plan,

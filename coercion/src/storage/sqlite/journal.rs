@@ -414,10 +414,10 @@ mod tests {
                     end: Some(i64::MAX),
                 },
             },
-            Op::Plan(PlanSet {
+            Op::Plan(Box::new(PlanSet {
                 heartbeat: Some(7),
                 ..PlanSet::default()
-            }),
+            })),
             Op::Attempt {
                 id: b,
                 loc: Loc::Block(1),
@@ -468,11 +468,11 @@ mod tests {
                 },
             ]
         );
-        let plan_only = Op::Plan(PlanSet {
+        let plan_only = Op::Plan(Box::new(PlanSet {
             heartbeat: Some(1),
             paused: Some(true),
             ..PlanSet::default()
-        });
+        }));
         assert!(encode(&[plan_only]).is_empty());
         // Every truncation, and some corruptions, are errors that say where.
         for n in 0..blob.len() {
