@@ -1349,7 +1349,7 @@ pub async fn delete_rules(store: &dyn Store) {
         );
 
         // Nothing of it is left: the same plan (same ids) can be created again.
-        let fresh = super::definition_of(&plan);
+        let fresh = plan.definition();
         must(store, "re-create after delete", store.create(&fresh).await).await;
         read_equals(store, &fresh, "re-created after delete").await;
     }

@@ -848,43 +848,6 @@ pub async fn retried_by(store: &dyn Store, plan: &Plan) -> Result<Option<PlanId>
     Ok(None)
 }
 
-/// Whether `plan` is only a definition: nothing in it ran (a plan being submitted), so it is
-/// stored as it is ([`definition_of`] gives the same plan).
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) fn is_definition(plan: &Plan) -> bool {
-    plan.reason == Reason::None
-        && plan.heartbeat.is_none()
-        && !plan.paused
-        && plan.owners.is_empty()
-        && plan.decisions.is_empty()
-        && plan.walk().all(|(loc, object)| {
-            object.state() == State::default()
-                && plan.action(loc).is_none_or(|a| a.attempts.is_empty())
-        })
-}
-
-/// `plan` as defined: every state back to `NotStarted`, no attempts, no reason, heartbeat or
-/// pause (same ids).
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "testing"))]
-pub(crate) fn definition_of(plan: &Plan) -> Plan {
-    let mut def = plan.clone();
-    let locs: Vec<Loc> = def.walk().map(|(loc, _)| loc).collect();
-    for loc in locs {
-        if let Some(state) = def.state_at_mut(loc) {
-            *state = State::default();
-        }
-        if let Some(action) = def.action_mut(loc) {
-            action.attempts.clear();
-        }
-    }
-    def.reason = Reason::None;
-    def.heartbeat = None;
-    def.paused = false;
-    def.owners.clear();
-    def.decisions.clear();
-    def
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -482,10 +482,10 @@ pub(crate) struct ChunkDef {
 /// The definition of `plan` in pieces: the plan without its blocks' sequences, and its
 /// sequences in chunks (see SQLite's schema version 5).
 pub(crate) fn definition_parts(plan: &Plan) -> Result<(String, Vec<ChunkDef>), StoreError> {
-    if crate::storage::is_definition(plan) {
+    if plan.is_definition() {
         parts_of(plan)
     } else {
-        parts_of(&crate::storage::definition_of(plan))
+        parts_of(&plan.definition())
     }
 }
 

@@ -1,70 +1,6 @@
 //! Clones of a plan: for resubmission, for display, and of only the work that did not succeed.
 
-use super::{
-    Action, Attempt, Block, CheckSet, Checks, DeferredBatch, Outcome, Plan, PlanId, Reason,
-    Sequence, State, Status,
-};
-
-fn fresh_action(a: &Action) -> Action {
-    Action {
-        id: uuid::Uuid::nil(),
-        attempts: Vec::new(),
-        state: State::default(),
-        ..a.clone()
-    }
-}
-
-fn fresh_checks(c: &Checks) -> Checks {
-    Checks {
-        id: uuid::Uuid::nil(),
-        actions: c.actions.iter().map(fresh_action).collect(),
-        state: State::default(),
-        ..c.clone()
-    }
-}
-
-fn fresh_check_set(set: &CheckSet) -> CheckSet {
-    CheckSet {
-        bypass: set.bypass.as_ref().map(fresh_checks),
-        pre: set.pre.as_ref().map(fresh_checks),
-        cont: set.cont.as_ref().map(fresh_checks),
-        post: set.post.as_ref().map(fresh_checks),
-        deferred: set.deferred.as_ref().map(fresh_checks),
-    }
-}
-
-fn fresh_sequence(s: &Sequence, keep: impl Fn(&Action) -> bool) -> Sequence {
-    Sequence {
-        id: uuid::Uuid::nil(),
-        actions: s
-            .actions
-            .iter()
-            .filter(|a| keep(a))
-            .map(fresh_action)
-            .collect(),
-        state: State::default(),
-        ..s.clone()
-    }
-}
-
-fn fresh_block(b: &Block, sequences: Vec<Sequence>) -> Block {
-    Block {
-        id: uuid::Uuid::nil(),
-        checks: fresh_check_set(&b.checks),
-        sequences,
-        state: State::default(),
-        ..b.clone()
-    }
-}
-
-fn fresh_batch(d: &DeferredBatch) -> DeferredBatch {
-    DeferredBatch {
-        id: uuid::Uuid::nil(),
-        actions: d.actions.iter().map(fresh_action).collect(),
-        state: State::default(),
-        ..d.clone()
-    }
-}
+use super::{Attempt, Block, Outcome, Plan, State, Status};
 
 impl Plan {
     /// The group a clone of this plan belongs to: this plan's group, or this plan itself.
@@ -72,43 +8,23 @@ impl Plan {
         self.group_id.or((!self.id.is_nil()).then_some(self.id.0))
     }
 
-    fn fresh_shell(&self, blocks: Vec<Block>) -> Plan {
-        Plan {
-            id: PlanId::NIL,
-            group_id: self.clone_group(),
-            checks: fresh_check_set(&self.checks),
-            blocks,
-            deferred: self.deferred.iter().map(fresh_batch).collect(),
-            submit_time: None,
-            state: State::default(),
-            reason: Reason::None,
-            heartbeat: None,
-            paused: false,
-            retry_of: None,
-            owners: Vec::new(),
-            decisions: Vec::new(),
-            ..self.clone()
-        }
+    /// This plan, taken as the definition of a new one: its run state reset
+    /// ([`reset_run_state`](Self::reset_run_state)), no ids, no submit time, no retry link, in
+    /// this plan's group.
+    fn into_fresh(mut self) -> Plan {
+        self.group_id = self.clone_group();
+        self.reset_run_state();
+        self.walk_mut(|_, object| *object.id = uuid::Uuid::nil());
+        self.submit_time = None;
+        self.retry_of = None;
+        self
     }
 
     /// A copy of the definitions only, ready to submit again: no ids, states, attempts or
     /// reason; keys and secrets kept; in the same group as this plan (its group, or this plan's
     /// id when it has none), so the two stay tied together.
     pub fn clone_for_resubmit(&self) -> Plan {
-        let blocks = self
-            .blocks
-            .iter()
-            .map(|b| {
-                fresh_block(
-                    b,
-                    b.sequences
-                        .iter()
-                        .map(|s| fresh_sequence(s, |_| true))
-                        .collect(),
-                )
-            })
-            .collect();
-        self.fresh_shell(blocks)
+        self.clone().into_fresh()
     }
 
     /// A copy for people to look at: everything kept (ids, states, attempts, responses) except
@@ -196,33 +112,28 @@ impl Plan {
         if bypassed {
             return None;
         }
-        let blocks: Vec<Block> = self
-            .blocks
-            .iter()
-            .filter_map(|b| {
-                let bypassed = b
-                    .checks
-                    .bypass
-                    .as_ref()
-                    .is_some_and(|c| c.state.status == Status::Completed)
-                    && b.state.status == Status::Completed;
-                if bypassed {
-                    return None;
-                }
-                let sequences: Vec<Sequence> = b
-                    .sequences
-                    .iter()
-                    .filter(|s| s.state.status != Status::Completed)
-                    .map(|s| fresh_sequence(s, |a| a.state.status != Status::Completed))
-                    .filter(|s| !s.actions.is_empty())
-                    .collect();
-                (!sequences.is_empty()).then(|| fresh_block(b, sequences))
-            })
-            .collect();
-        if blocks.is_empty() {
+        let bypassed = |b: &Block| {
+            b.checks
+                .bypass
+                .as_ref()
+                .is_some_and(|c| c.state.status == Status::Completed)
+                && b.state.status == Status::Completed
+        };
+        let not_completed = |state: &State| state.status != Status::Completed;
+        let mut retry = self.clone();
+        retry.blocks.retain(|b| !bypassed(b));
+        for block in &mut retry.blocks {
+            block.sequences.retain(|s| not_completed(&s.state));
+            for seq in &mut block.sequences {
+                seq.actions.retain(|a| not_completed(&a.state));
+            }
+            block.sequences.retain(|s| !s.actions.is_empty());
+        }
+        retry.blocks.retain(|b| !b.sequences.is_empty());
+        if retry.blocks.is_empty() {
             return None;
         }
-        Some(self.fresh_shell(blocks))
+        Some(retry.into_fresh())
     }
 }
 
@@ -270,10 +181,10 @@ impl Block {
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-impl Sequence {
+impl super::Sequence {
     /// A copy of the sequence with no actions.
-    pub(crate) fn without_actions(&self) -> Sequence {
-        let Sequence {
+    pub(crate) fn without_actions(&self) -> super::Sequence {
+        let super::Sequence {
             id,
             key,
             name,
@@ -281,7 +192,7 @@ impl Sequence {
             actions: _,
             state,
         } = self;
-        Sequence {
+        super::Sequence {
             id: *id,
             key: key.clone(),
             name: name.clone(),

@@ -234,34 +234,7 @@ impl Plan {
     /// Gives the plan and every object in it a fresh UUIDv7, in walk order (as submit does;
     /// the one place ids are handed out).
     pub(crate) fn assign_ids(&mut self) {
-        fn checks(set: &mut crate::workflow::CheckSet) {
-            for slot in CheckSlot::ALL {
-                if let Some(c) = set.get_mut(slot) {
-                    c.id = Uuid::now_v7();
-                    for a in &mut c.actions {
-                        a.id = Uuid::now_v7();
-                    }
-                }
-            }
-        }
-        self.id = crate::workflow::PlanId::new_v7();
-        checks(&mut self.checks);
-        for block in &mut self.blocks {
-            block.id = Uuid::now_v7();
-            checks(&mut block.checks);
-            for seq in &mut block.sequences {
-                seq.id = Uuid::now_v7();
-                for a in &mut seq.actions {
-                    a.id = Uuid::now_v7();
-                }
-            }
-        }
-        for batch in &mut self.deferred {
-            batch.id = Uuid::now_v7();
-            for a in &mut batch.actions {
-                a.id = Uuid::now_v7();
-            }
-        }
+        self.walk_mut(|_, object| *object.id = Uuid::now_v7());
     }
 
     /// Calls `f` on every action of the plan (checks and deferred batches included).

@@ -469,3 +469,36 @@ fn json_null_is_valid_json() {
     assert_eq!(Json::null().as_str(), "null");
     assert_eq!(Json::null().decode::<Option<u8>>().unwrap(), None);
 }
+
+/// `walk_mut` visits what `walk` visits, in the same order, with each object's own id, state
+/// and (actions only) attempts; resetting the run state through it gives back the definition,
+/// and fresh ids come in walk order.
+#[test]
+fn the_mutable_walk_follows_the_walk_and_resets_to_the_definition() {
+    let mut run = full_run();
+    let walked: Vec<(Loc, Uuid, State, Option<usize>)> = run
+        .walk()
+        .map(|(loc, o)| {
+            let attempts = match o {
+                ObjectRef::Action(a) => Some(a.attempts.len()),
+                _ => None,
+            };
+            (loc, o.id(), o.state(), attempts)
+        })
+        .collect();
+    let mut visited = Vec::new();
+    run.walk_mut(|loc, o| visited.push((loc, *o.id, *o.state, o.attempts.map(|a| a.len()))));
+    assert_eq!(visited, walked);
+    assert!(walked.iter().any(|(_, _, _, a)| a.is_some_and(|n| n > 0)));
+    assert!(!run.is_definition());
+
+    let mut def = full_definition();
+    def.assign_ids();
+    let ids: Vec<Uuid> = def.walk().map(|(_, o)| o.id()).collect();
+    assert!(ids.is_sorted(), "ids are handed out in walk order");
+    assert!(def.is_definition());
+    let mut reset = run.definition();
+    assert!(reset.is_definition());
+    assert_eq!(reset.walk().count(), run.walk().count());
+    reset.walk_mut(|loc, o| assert_eq!(Some(*o.id), run.id_at(loc), "ids kept"));
+}

@@ -225,3 +225,129 @@ impl<'a> Iterator for Walk<'a> {
 }
 
 impl ExactSizeIterator for Walk<'_> {}
+
+/// The parts of an object that are not its definition, and its id, as [`Plan::walk_mut`]
+/// hands them out.
+pub(crate) struct ObjectMut<'a> {
+    /// Its id (the plan's own for [`Loc::Plan`]).
+    pub id: &'a mut uuid::Uuid,
+    /// Its state.
+    pub state: &'a mut super::State,
+    /// Its attempts, if it is an action.
+    pub attempts: Option<&'a mut Vec<super::Attempt>>,
+}
+
+impl Plan {
+    /// Calls `f` on every object of the plan in [`Walk`]'s order, with what of it may change:
+    /// its id, its state and (an action's) attempts.
+    pub(crate) fn walk_mut(&mut self, mut f: impl FnMut(Loc, ObjectMut<'_>)) {
+        use super::CheckSlot::{self, *};
+        fn actions(f: &mut impl FnMut(Loc, ObjectMut<'_>), parent: Parent, actions: &mut [Action]) {
+            for (index, a) in actions.iter_mut().enumerate() {
+                let object = ObjectMut {
+                    id: &mut a.id,
+                    state: &mut a.state,
+                    attempts: Some(&mut a.attempts),
+                };
+                f(Loc::Action { parent, index }, object);
+            }
+        }
+        fn checks(
+            f: &mut impl FnMut(Loc, ObjectMut<'_>),
+            set: &mut CheckSet,
+            block: Option<usize>,
+            slots: &[CheckSlot],
+        ) {
+            for &slot in slots {
+                if let Some(c) = set.get_mut(slot) {
+                    let object = ObjectMut {
+                        id: &mut c.id,
+                        state: &mut c.state,
+                        attempts: None,
+                    };
+                    f(Loc::Checks { block, slot }, object);
+                    actions(f, Parent::Checks { block, slot }, &mut c.actions);
+                }
+            }
+        }
+        let plan = ObjectMut {
+            id: &mut self.id.0,
+            state: &mut self.state,
+            attempts: None,
+        };
+        f(Loc::Plan, plan);
+        checks(&mut f, &mut self.checks, None, &[Bypass, Pre, Cont]);
+        for (b, block) in self.blocks.iter_mut().enumerate() {
+            let object = ObjectMut {
+                id: &mut block.id,
+                state: &mut block.state,
+                attempts: None,
+            };
+            f(Loc::Block(b), object);
+            checks(&mut f, &mut block.checks, Some(b), &[Bypass, Pre, Cont]);
+            for (s, seq) in block.sequences.iter_mut().enumerate() {
+                let object = ObjectMut {
+                    id: &mut seq.id,
+                    state: &mut seq.state,
+                    attempts: None,
+                };
+                f(Loc::Sequence { block: b, seq: s }, object);
+                let parent = Parent::Sequence { block: b, seq: s };
+                actions(&mut f, parent, &mut seq.actions);
+            }
+            checks(&mut f, &mut block.checks, Some(b), &[Post, Deferred]);
+        }
+        checks(&mut f, &mut self.checks, None, &[Post]);
+        for (i, batch) in self.deferred.iter_mut().enumerate() {
+            let object = ObjectMut {
+                id: &mut batch.id,
+                state: &mut batch.state,
+                attempts: None,
+            };
+            f(Loc::Batch(i), object);
+            actions(&mut f, Parent::Batch(i), &mut batch.actions);
+        }
+        checks(&mut f, &mut self.checks, None, &[Deferred]);
+    }
+
+    /// Back to the definition: every state `NotStarted`, no attempts, and none of the plan's
+    /// own run state (reason, heartbeat, pause, owners, decisions). Ids, keys, requests, the
+    /// submit time and the retry link stay. The one place that says what run state is.
+    pub(crate) fn reset_run_state(&mut self) {
+        self.walk_mut(|_, object| {
+            *object.state = super::State::default();
+            if let Some(attempts) = object.attempts {
+                attempts.clear();
+            }
+        });
+        self.reason = super::Reason::None;
+        self.heartbeat = None;
+        self.paused = false;
+        self.owners.clear();
+        self.decisions.clear();
+    }
+
+    /// A copy of the plan as defined ([`reset_run_state`](Self::reset_run_state)): what a store
+    /// keeps of it apart from its run state.
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "testing", test))]
+    pub(crate) fn definition(&self) -> Plan {
+        let mut def = self.clone();
+        def.reset_run_state();
+        def
+    }
+
+    /// Whether nothing of the plan ran: [`reset_run_state`](Self::reset_run_state) would
+    /// leave it as it is.
+    #[cfg(any(feature = "sqlite", feature = "postgres", test))]
+    pub(crate) fn is_definition(&self) -> bool {
+        self.reason == super::Reason::None
+            && self.heartbeat.is_none()
+            && !self.paused
+            && self.owners.is_empty()
+            && self.decisions.is_empty()
+            && self.walk().all(|(_, object)| {
+                object.state() == super::State::default()
+                    && !matches!(object, ObjectRef::Action(a) if !a.attempts.is_empty())
+            })
+    }
+}

@@ -1480,7 +1480,7 @@ fn insert_old_plan(
     .unwrap();
     raw.execute(
         "INSERT INTO plan_definitions (plan_pk, definition) VALUES (1, ?1)",
-        [serde_json::to_string(&crate::storage::definition_of(plan)).unwrap()],
+        [serde_json::to_string(&plan.definition()).unwrap()],
     )
     .unwrap();
     objects(raw);
