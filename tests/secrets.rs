@@ -831,7 +831,7 @@ async fn typed_access_decrypts_secrets_sealed_with_the_configured_key() {
     let err = login
         .request_with_key::<Login>(&SecretKey::generate())
         .unwrap_err();
-    assert!(err.to_string().contains("configured key"), "{err}");
+    assert!(err.to_string().contains("with the key given"), "{err}");
     assert!(!err.to_string().contains(&marker), "{err}");
     // Still sealed at rest, and a display copy has nothing to decrypt.
     assert!(!done.to_json().contains(&marker));
@@ -840,6 +840,51 @@ async fn typed_access_decrypts_secrets_sealed_with_the_configured_key() {
         .request::<Login>()
         .unwrap_err();
     assert!(err.to_string().contains("redacted"), "{err}");
+}
+
+/// Once the workstream that sealed a plan's secrets is gone, its key is no longer one this
+/// process holds: typed access says so and how to decode with the key; the explicit form works.
+#[tokio::test]
+async fn typed_access_after_the_workstream_is_dropped_needs_the_key() {
+    let (registry, _seen) = plugins();
+    let key = SecretKey::from_bytes([0x6d; 32]);
+    let ws = Workstream::builder()
+        .in_memory()
+        .registry(registry)
+        .secret_key(key.clone())
+        .build()
+        .await
+        .unwrap();
+    let marker = unique_marker();
+    let plan = Plan::builder("after the workstream")
+        .block(
+            Block::builder("b").sequence(
+                Sequence::builder("s")
+                    .action(ActionSpec::new::<Login>("login", creds("alice", &marker))),
+            ),
+        )
+        .build();
+    let done = ws.run(plan).await.unwrap();
+    let login = done.blocks()[0].sequences()[0].actions()[0].clone();
+    assert_eq!(login.request::<Login>().unwrap().password.expose(), &marker);
+    drop(ws);
+    // The runs' tasks hold the workstream's keys until they have ended.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        match login.request::<Login>() {
+            Err(e) => break e,
+            Ok(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Ok(_) => panic!("the dropped workstream's key still decrypts after 10 s"),
+        }
+    };
+    let message = err.to_string();
+    assert!(message.contains("request_with_key"), "{message}");
+    assert!(message.contains("still alive"), "{message}");
+    assert!(!message.contains(&marker), "{message}");
+    let req = login.request_with_key::<Login>(&key).unwrap();
+    assert_eq!(req.password.expose(), &marker);
 }
 
 #[derive(Serialize, Deserialize)]

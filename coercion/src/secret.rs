@@ -223,7 +223,19 @@ static LIVE_KEYS: std::sync::Mutex<Vec<Weak<SecretKey>>> = std::sync::Mutex::new
 #[derive(Clone, Debug)]
 pub(crate) struct KeyRing {
     keys: Vec<Arc<SecretKey>>,
-    configured: bool,
+    holder: Holder,
+}
+
+/// Whose keys a ring holds: what to say when none of them opens a secret.
+#[cfg(feature = "secrets")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Holder {
+    /// A workstream's: its configured key, if any, and the process key.
+    Workstream { configured: bool },
+    /// Typed access outside a workstream: the process key and the live workstreams' keys.
+    Outside,
+    /// A key given for one decode, and the process key.
+    Explicit,
 }
 
 /// Without the `secrets` feature there are no keys (and no `Secret` to seal).
@@ -250,22 +262,21 @@ impl KeyRing {
             live.retain(|k| k.strong_count() > 0);
             live.push(Arc::downgrade(key));
         }
-        KeyRing::of(configured)
+        let holder = Holder::Workstream {
+            configured: configured.is_some(),
+        };
+        KeyRing::of(configured, holder)
     }
 
     /// `key` first, then the process key, without listing `key` anywhere: an explicit decode.
     pub(crate) fn explicit(key: &SecretKey) -> KeyRing {
-        KeyRing::of(Some(Arc::new(key.clone())))
+        KeyRing::of(Some(Arc::new(key.clone())), Holder::Explicit)
     }
 
-    fn of(configured: Option<Arc<SecretKey>>) -> KeyRing {
-        let is_configured = configured.is_some();
-        let mut keys: Vec<Arc<SecretKey>> = configured.into_iter().collect();
+    fn of(first: Option<Arc<SecretKey>>, holder: Holder) -> KeyRing {
+        let mut keys: Vec<Arc<SecretKey>> = first.into_iter().collect();
         keys.push(Arc::clone(&PROCESS_KEY));
-        KeyRing {
-            keys,
-            configured: is_configured,
-        }
+        KeyRing { keys, holder }
     }
 
     /// Outside a workstream: encrypts with the process key, decrypts with it and with the keys
@@ -280,8 +291,8 @@ impl KeyRing {
                 .filter_map(Weak::upgrade),
         );
         KeyRing {
-            configured: keys.len() > 1,
             keys,
+            holder: Holder::Outside,
         }
     }
 
@@ -330,6 +341,10 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Secret<T> {
     }
 }
 
+/// How the message of a secret that typed access cannot open begins.
+#[cfg(feature = "secrets")]
+const NOT_OPENED: &str = "a secret cannot be decrypted";
+
 /// How the message of a secret whose plaintext is not of the field's type begins.
 #[cfg(feature = "secrets")]
 const NOT_DECODED: &str = "a secret does not decode into";
@@ -345,13 +360,21 @@ fn open_sealed(sealed: &str, ring: &KeyRing) -> Result<Vec<u8>, String> {
         .decode(sealed)
         .map_err(|_| "a secret is not valid base64".to_string())?;
     ring.keys.iter().find_map(|k| k.decrypt(&data)).ok_or_else(|| {
-        if ring.configured {
-            format!("a secret in the request cannot be decrypted with the configured key; {KEY_HELP}")
-        } else {
-            format!(
+        match ring.holder {
+            Holder::Workstream { configured: true } => format!(
+                "a secret in the request cannot be decrypted with the configured key; {KEY_HELP}"
+            ),
+            Holder::Workstream { configured: false } => format!(
                 "a secret in the request was encrypted by another process and no secret key is configured, \
                  so it cannot be decrypted after a restart; {KEY_HELP}"
-            )
+            ),
+            Holder::Outside => format!(
+                "{NOT_OPENED} with this process's key or the key of one of its workstreams that is \
+                 still alive (its workstream was dropped, or another process sealed it): decode it \
+                 with `Action::request_with_key` or `Action::response_with_key` and the key it was \
+                 sealed with"
+            ),
+            Holder::Explicit => format!("{NOT_OPENED} with the key given (or this process's key)"),
         }
     })
 }
@@ -409,6 +432,7 @@ pub(crate) fn decode_request<T: DeserializeOwned>(
 fn is_secret_failure(message: &str) -> bool {
     [
         NOT_DECODED,
+        NOT_OPENED,
         "the secret was redacted",
         "a secret is not valid base64",
         "a secret in the request",
@@ -587,13 +611,13 @@ mod tests {
         let other = Arc::new(KeyRing::new(Some(SecretKey::from_bytes([8; 32]))));
         let only_configured = KeyRing {
             keys: vec![Arc::new(SecretKey::from_bytes([7; 32]))],
-            configured: true,
+            holder: Holder::Workstream { configured: true },
         };
         let back: Req = decode_request(&sealed, Some(&only_configured)).unwrap();
         assert_eq!(back.password.expose(), "pw");
         let wrong = KeyRing {
             keys: vec![Arc::new(SecretKey::from_bytes([8; 32]))],
-            configured: true,
+            holder: Holder::Workstream { configured: true },
         };
         let err = decode_request::<Req>(&sealed, Some(&wrong)).unwrap_err();
         assert!(err.is_secret());

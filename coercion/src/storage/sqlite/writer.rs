@@ -330,19 +330,20 @@ const INSERT_SEQUENCE_DEFINITION: &str = "INSERT INTO sequence_definitions \
 const DEFINITION: &str = "SELECT definition FROM plan_definitions WHERE plan_pk = ?1";
 const INSERT_ATTEMPT: &str = "INSERT INTO attempts (plan_pk, ord, idx, start_ns, end_ns, outcome) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
-/// Every column of the plan's row a change may write ([`crate::storage::sql::PlanSet`]): `?2`
-/// says whether the state is set, a `NULL` leaves a column as it is.
-const UPDATE_PLAN: &str = "UPDATE plans SET \
-       status = CASE WHEN ?2 THEN ?3 ELSE status END, \
-       start_ns = CASE WHEN ?2 THEN ?4 ELSE start_ns END, \
-       end_ns = CASE WHEN ?2 THEN ?5 ELSE end_ns END, \
-       reason = coalesce(?6, reason), \
-       heartbeat_ns = coalesce(?7, heartbeat_ns), \
-       paused = coalesce(?8, paused), \
-       resumptions = CASE WHEN ?9 IS NULL THEN resumptions \
-         ELSE json_insert(resumptions, '$[#]', json(?9)) END, \
-       decisions = CASE WHEN ?10 IS NULL THEN decisions \
-         ELSE json_insert(decisions, '$[#]', json(?10)) END \
+/// The plan's state ([`crate::storage::sql::PlanSet::state`]), apart from its other columns:
+/// `status` is indexed, and naming it in an `UPDATE` rewrites its index entry even when the value
+/// stays (every heartbeat would).
+const UPDATE_PLAN_STATE: &str =
+    "UPDATE plans SET status = ?2, start_ns = ?3, end_ns = ?4 WHERE pk = ?1";
+/// Every other column of the plan's row a change may write: a `NULL` leaves it as it is.
+const UPDATE_PLAN_RUN: &str = "UPDATE plans SET \
+       reason = coalesce(?2, reason), \
+       heartbeat_ns = coalesce(?3, heartbeat_ns), \
+       paused = coalesce(?4, paused), \
+       resumptions = CASE WHEN ?5 IS NULL THEN resumptions \
+         ELSE json_insert(resumptions, '$[#]', json(?5)) END, \
+       decisions = CASE WHEN ?6 IS NULL THEN decisions \
+         ELSE json_insert(decisions, '$[#]', json(?6)) END \
      WHERE pk = ?1";
 const DELETE_PLAN: &str = "DELETE FROM plans WHERE pk = ?1";
 
@@ -939,25 +940,31 @@ impl Writer {
         for op in ops {
             match op {
                 Op::Plan(set) => {
-                    let state = set.state.as_ref();
-                    if let Some(state) = state {
+                    if let Some(state) = &set.state {
                         ended = Status::from_str(state.status).is_ok_and(Status::is_terminal);
+                        execute(
+                            UPDATE_PLAN_STATE,
+                            params![plan, state.status, state.start, state.end],
+                        )?;
                     }
-                    execute(
-                        UPDATE_PLAN,
-                        params![
-                            plan,
-                            state.is_some(),
-                            state.map(|s| s.status),
-                            state.and_then(|s| s.start),
-                            state.and_then(|s| s.end),
-                            set.reason,
-                            set.heartbeat,
-                            set.paused,
-                            set.owner,
-                            set.decision
-                        ],
-                    )?;
+                    let run = set.reason.is_some()
+                        || set.heartbeat.is_some()
+                        || set.paused.is_some()
+                        || set.owner.is_some()
+                        || set.decision.is_some();
+                    if run {
+                        execute(
+                            UPDATE_PLAN_RUN,
+                            params![
+                                plan,
+                                set.reason,
+                                set.heartbeat,
+                                set.paused,
+                                set.owner,
+                                set.decision
+                            ],
+                        )?;
+                    }
                 }
                 Op::ObjectState {
                     id: object, loc, ..
