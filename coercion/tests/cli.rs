@@ -2523,10 +2523,50 @@ async fn a_large_plan_page_over_sqlite_shows_the_same_page() {
         .await
         .unwrap();
     let store = ws.store().clone();
-    large_plan_page(ws, store).await;
+    let id = large_plan_page(ws, store).await;
+
+    // `show` pages the same way: the first 200 hosts and the failed ones, the whole plan's
+    // counts, what it leaves out and the commands that show the rest.
+    let db = dir.join("plans.db");
+    let id = id.to_string();
+    let hosts = |out: &str| {
+        out.lines()
+            .filter(|l| l.trim_start().starts_with("sequence["))
+            .count()
+    };
+    let first = ok(&db, &["show", &id]);
+    assert_eq!(hosts(&first), 202, "200, and the 2 failed hosts:\n{first}");
+    assert!(first.contains("\"host-00199\"") && !first.contains("\"host-00200\""));
+    assert!(first.contains("\"host-07321\"") && first.contains("\"host-08000\""));
+    assert!(first.contains("of 100000"), "the whole plan's action count");
+    assert!(
+        first.contains("9798 more sequence(s) not shown (this page: 1–200 of 10000"),
+        "{first}"
+    );
+    assert!(first.contains(&format!("next 200: coercion show {id} --from 200")));
+    assert!(!first.contains("previous 200"));
+    let next = ok(&db, &["show", &id, "--from", "200"]);
+    assert!(next.contains("\"host-00200\"") && !next.contains("\"host-00199\""));
+    assert!(next.contains("this page: 201–400 of 10000"));
+    assert!(next.contains(&format!("previous 200: coercion show {id} --from 0")));
+    let all = ok(&db, &["show", &id, "--all"]);
+    assert_eq!(hosts(&all), 10_000);
+    assert!(!all.contains("not shown"));
+    // Past the end: the failed hosts, and what there is.
+    let past = ok(&db, &["show", &id, "--from", "20000"]);
+    assert_eq!(hosts(&past), 2, "{past}");
+    assert!(past.contains("this page: none of 10000"), "{past}");
+    let refused = coercion(&db, &["show", &id, "--from", "200", "--json"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--json"));
 }
 
-async fn large_plan_page(ws: coercion::Workstream, store: std::sync::Arc<dyn Store>) {
+/// Runs the checks of a 10,000-host plan's pages on `store`; returns the plan's id (two hosts
+/// failed: 7,321 and 8,000).
+async fn large_plan_page(
+    ws: coercion::Workstream,
+    store: std::sync::Arc<dyn Store>,
+) -> coercion::PlanId {
     use coercion::storage::Change;
     use coercion::testing::{FakeAction, FakeReq};
     use coercion::workflow::Loc;
@@ -2707,6 +2747,7 @@ async fn large_plan_page(ws: coercion::Workstream, store: std::sync::Arc<dyn Sto
     assert_eq!(again.status(), 200);
     drop(feeds);
     drop(ws);
+    id
 }
 
 #[test]

@@ -76,6 +76,68 @@ pub(crate) fn attempts(attempts: &[crate::workflow::Attempt]) -> String {
 
 pub(crate) use crate::report::clean_for_terminal as clean;
 
+/// What a page of a plan leaves out of one block, as both faces say it (`Display`): "`hidden`
+/// more sequence(s) not shown (this page: `first`–`last` of `all`, and the ones that run,
+/// failed or were stopped; `left_out` of those past the first `attention` are not shown
+/// either)", with where the pages before and after it start.
+pub(crate) struct Window {
+    /// The page's spec.
+    pub spec: crate::storage::PageSpec,
+    /// The block's sequences.
+    pub all: usize,
+    /// Those not shown.
+    pub hidden: usize,
+    /// The page's first and last sequence, counted from 1 (`first > last`: the page starts
+    /// past the block's end).
+    pub first: usize,
+    pub last: usize,
+    /// Running, failed or stopped sequences past the page's attention limit.
+    pub left_out: usize,
+    /// Where the previous and the next page start (`--from`, `?from=`), if there is one.
+    pub previous: Option<usize>,
+    pub next: Option<usize>,
+}
+
+impl Window {
+    /// What `page` leaves out of block `block`; `None` if it shows every sequence of it.
+    pub fn of(page: &crate::storage::PlanPage, block: usize) -> Option<Window> {
+        let spec = page.spec()?;
+        let all = page.plan().blocks().get(block)?.sequences().len();
+        let hidden = all.saturating_sub(page.shown(block).len());
+        let end = spec.from.saturating_add(spec.len);
+        (hidden > 0).then(|| Window {
+            spec,
+            all,
+            hidden,
+            first: spec.from.saturating_add(1),
+            last: end.min(all),
+            left_out: page.left_out(block),
+            previous: (spec.from > 0).then(|| spec.from.saturating_sub(spec.len)),
+            next: (end < all).then_some(end),
+        })
+    }
+}
+
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} more sequence(s) not shown (this page: ", self.hidden)?;
+        if self.first > self.last {
+            write!(f, "none of {}", self.all)?;
+        } else {
+            write!(f, "{}–{} of {}", self.first, self.last, self.all)?;
+        }
+        f.write_str(", and the ones that run, failed or were stopped")?;
+        if self.left_out > 0 {
+            write!(
+                f,
+                "; {} of those past the first {} are not shown either",
+                self.left_out, self.spec.attention
+            )?;
+        }
+        f.write_str(")")
+    }
+}
+
 /// Pretty-prints a JSON text; returns it unchanged if it does not parse.
 pub(crate) fn pretty_json(text: &str) -> String {
     serde_json::from_str::<serde_json::Value>(text)

@@ -410,26 +410,14 @@ fn block_node(index: usize, block: &Block, opening: Opening, now: Timestamp) -> 
                 @for &i in page.shown(index) {
                     @if let Some(s) = block.sequences().get(i) { (sequence_node(i, s, opening, now)) }
                 }
-                @if let Some(w) = page.spec() {
-                    @let all = block.sequences().len();
-                    @let hidden = all.saturating_sub(page.shown(index).len());
-                    @let left_out = page.left_out(index);
-                    @if hidden > 0 {
-                        p.more-sequences {
-                            (hidden) " more sequence(s) not shown (this page: "
-                            (w.from.saturating_add(1).min(all)) "–"
-                            (w.from.saturating_add(w.len).min(all))
-                            " of " (all) ", and the ones that run, failed or were stopped"
-                            @if left_out > 0 {
-                                "; " span.left-out { (left_out) " of those past the first " (w.attention) " are not shown either" }
-                            }
-                            ")"
-                            @if w.from > 0 {
-                                " · " a.prev-page href={ "?from=" (w.from.saturating_sub(w.len)) } { "previous " (w.len) }
-                            }
-                            @if w.from.saturating_add(w.len) < all {
-                                " · " a.next-page href={ "?from=" (w.from.saturating_add(w.len)) } { "next " (w.len) }
-                            }
+                @if let Some(w) = format::Window::of(page, index) {
+                    p.more-sequences {
+                        (w)
+                        @if let Some(from) = w.previous {
+                            " · " a.prev-page href={ "?from=" (from) } { "previous " (w.spec.len) }
+                        }
+                        @if let Some(from) = w.next {
+                            " · " a.next-page href={ "?from=" (from) } { "next " (w.spec.len) }
                         }
                     }
                 }

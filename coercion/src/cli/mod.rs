@@ -139,6 +139,13 @@ pub enum Command {
         /// Print JSON (the summary and every object with its path) instead of a tree.
         #[arg(long)]
         json: bool,
+        /// Show the page of each block's sequences from this one (0-based; pages of 200), and
+        /// the ones that run, failed or were stopped.
+        #[arg(long, value_name = "SEQUENCE", conflicts_with_all = ["json", "all"])]
+        from: Option<usize>,
+        /// Show every sequence (a large plan is read whole).
+        #[arg(long)]
+        all: bool,
     },
     /// Print a plan as JSON (the export format; secrets redacted).
     Export {
@@ -453,10 +460,23 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             print(&out)
         }
-        Command::Show { id, json } => {
+        Command::Show {
+            id,
+            json,
+            from,
+            all,
+        } => {
+            use crate::storage::{PageSpec, PlanPage};
             let db = Db::connect(&cli.db, &cli.pg_schema).await?;
-            let plan = db.read(&id).await?.clone_for_display();
-            let retried_by = crate::storage::retried_by(db.store(), &plan)
+            let id = db.resolve(&id).await?;
+            let page = if json || all {
+                PlanPage::whole(db.read_id(id).await?)
+            } else {
+                db.read_page(id, PageSpec::from(from.unwrap_or(0))).await?
+            }
+            .into_display();
+            let plan = page.plan();
+            let retried_by = crate::storage::retried_by(db.store(), plan)
                 .await
                 .map_err(|e| db::store_error(db.label(), e))?;
             // A Running plan: whether a process runs plans from the store at all, and if one
@@ -479,10 +499,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             if json {
                 print(&format!(
                     "{}\n",
-                    text::tree_json(&plan, retried_by, &live, now)
+                    text::tree_json(plan, retried_by, &live, now)
                 ))
             } else {
-                print(&text::tree(&plan, retried_by, &live, now))
+                print(&text::tree(&page, retried_by, &live, now))
             }
         }
         Command::Export { id, output } => {

@@ -7,8 +7,8 @@ use anstyle::{AnsiColor, Style};
 use serde::Serialize;
 
 use super::format::{self, clean};
-use crate::storage::PlanSummary;
-use crate::workflow::{ObjectRef, Plan, PlanId, Status, Timestamp};
+use crate::storage::{PlanPage, PlanSummary};
+use crate::workflow::{Loc, ObjectRef, Plan, PlanId, Status, Timestamp};
 
 fn status_style(status: Status) -> Style {
     let color = match status {
@@ -122,19 +122,21 @@ pub(crate) const STRANDED: &str = "no process runs it now: the process that ran 
 pub(crate) const STRANDED_SHARED: &str = "no process runs it now: no live process holds its \
      lease (the process that ran it stopped); a worker takes it over when one runs";
 
-/// The whole tree of `plan`, one object per line, indented by depth, coloured by status, with
-/// durations, attempts and the last error of every failed action.
-/// `retried_by` is the plan that retries this one, if any; `live` what is known of the process
-/// that runs it.
+/// The tree of `page`, one object per line, indented by depth, coloured by status, with
+/// durations, attempts and the last error of every failed action: every object but the
+/// sequences off the page, of which each block says how many it leaves out and how to see
+/// them; the counts are the whole plan's. `retried_by` is the plan that retries this one, if
+/// any; `live` what is known of the process that runs it.
 pub(crate) fn tree(
-    plan: &Plan,
+    page: &PlanPage,
     retried_by: Option<PlanId>,
     live: &Liveness,
     now: Timestamp,
 ) -> String {
+    let plan = page.plan();
     let missing = &live.missing_plugins;
     let mut out = String::new();
-    let c = plan.action_counts();
+    let c = page.actions();
     let _ = write!(
         out,
         "{} {} {}",
@@ -146,8 +148,8 @@ pub(crate) fn tree(
         out,
         "  {}",
         paint(
-            label_style(plan.status(), plan.is_completed_with_failures()),
-            &plan.status_label()
+            label_style(plan.status(), page.is_completed_with_failures()),
+            &page.status_label()
         )
     );
     if plan.reason() != crate::workflow::Reason::None {
@@ -259,6 +261,11 @@ pub(crate) fn tree(
         );
     }
     for (loc, obj) in plan.walk().skip(1) {
+        if let Loc::Sequence { block, seq } = loc
+            && !page.shows(block, seq)
+        {
+            continue;
+        }
         let path = plan.path(loc);
         let indent = "  ".repeat(path.depth());
         let label = path
@@ -287,8 +294,34 @@ pub(crate) fn tree(
         } else {
             let _ = writeln!(out);
         }
+        if let Loc::Block(block) = loc
+            && let Some(w) = format::Window::of(page, block)
+        {
+            let _ = writeln!(out, "{indent}  {}", paint(DIM, &window_note(plan.id(), &w)));
+        }
     }
     out
+}
+
+/// What a page leaves out of a block, and the commands that show the rest.
+fn window_note(id: PlanId, w: &format::Window) -> String {
+    let mut note = w.to_string();
+    if let Some(from) = w.previous {
+        let _ = write!(
+            note,
+            "; previous {}: coercion show {id} --from {from}",
+            w.spec.len
+        );
+    }
+    if let Some(from) = w.next {
+        let _ = write!(
+            note,
+            "; next {}: coercion show {id} --from {from}",
+            w.spec.len
+        );
+    }
+    note.push_str("; every one: --all");
+    note
 }
 
 /// The document of `show --json`.
