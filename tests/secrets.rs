@@ -793,15 +793,14 @@ fn configured_key() -> SecretKey {
     SecretKey::from_bytes([0x5c; 32])
 }
 
-/// `Action::request::<P>()` and `Action::response::<P>()` give the plaintext back to the program
-/// whose workstream sealed the secrets with its configured key (SPEC §3: typed access).
-#[tokio::test]
-async fn typed_access_decrypts_secrets_sealed_with_the_configured_key() {
+/// A plan of one `login` action with a secret password (a fresh marker, returned) run to its
+/// end by an in-memory workstream with `key`; the workstream is returned alive.
+async fn run_login(key: SecretKey) -> (Workstream, Plan, String) {
     let (registry, _seen) = plugins();
     let ws = Workstream::builder()
         .in_memory()
         .registry(registry)
-        .secret_key(configured_key())
+        .secret_key(key)
         .build()
         .await
         .unwrap();
@@ -815,6 +814,15 @@ async fn typed_access_decrypts_secrets_sealed_with_the_configured_key() {
         )
         .build();
     let done = ws.run(plan).await.unwrap();
+    (ws, done, marker)
+}
+
+/// `Action::request::<P>()` and `Action::response::<P>()` give the plaintext back to the program
+/// whose workstream sealed the secrets with its configured key (SPEC §3: typed access).
+#[tokio::test]
+async fn typed_access_decrypts_secrets_sealed_with_the_configured_key() {
+    // The workstream lives to the end: typed access uses its key.
+    let (_ws, done, marker) = run_login(configured_key()).await;
     assert_eq!(done.status(), Status::Completed);
     let login = &done.blocks()[0].sequences()[0].actions()[0];
     let req = login.request::<Login>().unwrap();
@@ -846,25 +854,8 @@ async fn typed_access_decrypts_secrets_sealed_with_the_configured_key() {
 /// process holds: typed access says so and how to decode with the key; the explicit form works.
 #[tokio::test]
 async fn typed_access_after_the_workstream_is_dropped_needs_the_key() {
-    let (registry, _seen) = plugins();
     let key = SecretKey::from_bytes([0x6d; 32]);
-    let ws = Workstream::builder()
-        .in_memory()
-        .registry(registry)
-        .secret_key(key.clone())
-        .build()
-        .await
-        .unwrap();
-    let marker = unique_marker();
-    let plan = Plan::builder("after the workstream")
-        .block(
-            Block::builder("b").sequence(
-                Sequence::builder("s")
-                    .action(ActionSpec::new::<Login>("login", creds("alice", &marker))),
-            ),
-        )
-        .build();
-    let done = ws.run(plan).await.unwrap();
+    let (ws, done, marker) = run_login(key.clone()).await;
     let login = done.blocks()[0].sequences()[0].actions()[0].clone();
     assert_eq!(login.request::<Login>().unwrap().password.expose(), &marker);
     drop(ws);
