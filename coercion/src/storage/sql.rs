@@ -204,9 +204,9 @@ pub(crate) enum Op {
 }
 
 /// What one change writes on the plan's own row: the columns it sets (`None`: left as they
-/// are) and the JSON values it appends to the row's lists. Each backend applies it with one
-/// statement of its own; a new column is a field here, a column in each schema, and that
-/// statement.
+/// are) and the JSON values it appends to the row's lists. Each backend applies it with
+/// statements of its own (SQLite writes the indexed state apart from the rest); a new column is
+/// a field here, a column in each schema, and those statements.
 #[derive(Debug, Default)]
 pub(crate) struct PlanSet {
     /// Status, start and end.
