@@ -45,8 +45,7 @@ use uuid::Uuid;
 use crate::plugin::{ActionPlugin, CheckPlugin, PluginKind, PluginMeta};
 use crate::rolling::Rolling;
 use crate::workflow::{
-    Action, Block, CheckSet, CheckSlot, Checks, DEFAULT_CONT_DELAY, DEFAULT_TIMEOUT, DeferredBatch,
-    Json, Plan, Sequence, State, Tolerance, When,
+    Action, Block, CheckSlot, Checks, DeferredBatch, Json, Plan, Sequence, Tolerance, When,
 };
 
 fn new_action<P: PluginMeta>(name: String, req: &P::Request, kind: PluginKind) -> Action {
@@ -60,20 +59,7 @@ fn new_action<P: PluginMeta>(name: String, req: &P::Request, kind: PluginKind) -
             Json::null()
         }
     };
-    Action {
-        id: Uuid::nil(),
-        key: None,
-        name: name.into(),
-        descr: crate::workflow::empty_text(),
-        plugin,
-        kind,
-        request,
-        timeout: DEFAULT_TIMEOUT,
-        retries: 0,
-        attempts: Vec::new(),
-        state: State::default(),
-        defects,
-    }
+    Action::defined(name.into(), plugin, kind, request, defects)
 }
 
 macro_rules! action_setters {
@@ -136,13 +122,7 @@ pub struct ChecksBuilder(Checks);
 impl Checks {
     /// A check section with no actions yet; `delay` (for continuous checks) defaults to 30 s.
     pub fn builder() -> ChecksBuilder {
-        ChecksBuilder(Checks {
-            id: Uuid::nil(),
-            key: None,
-            delay: DEFAULT_CONT_DELAY,
-            actions: Vec::new(),
-            state: State::default(),
-        })
+        ChecksBuilder(Checks::empty())
     }
 }
 
@@ -180,14 +160,7 @@ pub struct SequenceBuilder(pub(crate) Sequence);
 impl Sequence {
     /// A sequence named `name` with no actions yet.
     pub fn builder(name: impl Into<String>) -> SequenceBuilder {
-        SequenceBuilder(Sequence {
-            id: Uuid::nil(),
-            key: None,
-            name: name.into(),
-            descr: String::new(),
-            actions: Vec::new(),
-            state: State::default(),
-        })
+        SequenceBuilder(Sequence::named(name.into()))
     }
 }
 
@@ -225,21 +198,7 @@ pub struct BlockBuilder(pub(crate) Block);
 impl Block {
     /// A block named `name`: concurrency 1, no tolerated failure, no delays, no sequences yet.
     pub fn builder(name: impl Into<String>) -> BlockBuilder {
-        BlockBuilder(Block {
-            id: Uuid::nil(),
-            key: None,
-            name: name.into(),
-            descr: String::new(),
-            entrance_delay: Duration::ZERO,
-            exit_delay: Duration::ZERO,
-            checks: CheckSet::default(),
-            sequences: Vec::new(),
-            concurrency: NonZeroUsize::MIN,
-            tolerated_failures: Tolerance::Count(0),
-            preview_required: false,
-            state: State::default(),
-            defects: Vec::new(),
-        })
+        BlockBuilder(Block::named(name.into()))
     }
 }
 
@@ -338,16 +297,7 @@ impl DeferredBatch {
     /// A batch named `name` that runs `when`; it does not fail the plan unless
     /// [`fail_plan`](BatchBuilder::fail_plan) is set.
     pub fn builder(name: impl Into<String>, when: When) -> BatchBuilder {
-        BatchBuilder(DeferredBatch {
-            id: Uuid::nil(),
-            key: None,
-            name: name.into(),
-            descr: String::new(),
-            when,
-            fail_plan: false,
-            actions: Vec::new(),
-            state: State::default(),
-        })
+        BatchBuilder(DeferredBatch::named(name.into(), when))
     }
 }
 

@@ -225,10 +225,10 @@ impl StoreFacts {
                 Err(StoreError::NotFound(_)) => continue,
                 Err(e) => return Err(e),
             };
-            if plan.state.status != Status::Running {
+            if plan.status() != Status::Running {
                 continue;
             }
-            if plan.paused {
+            if plan.is_paused() {
                 facts.paused_plans += 1;
             }
             for (_, object) in plan.walk() {
@@ -236,10 +236,10 @@ impl StoreFacts {
                     *facts.running_plan_actions.entry(a.status()).or_default() += 1;
                 }
             }
-            if let Some(start) = plan.state.start {
+            if let Some(start) = plan.state().start {
                 let running_for = age(start);
                 facts.oldest_running_age = facts.oldest_running_age.max(Some(running_for));
-                let beat = plan.heartbeat.map_or(running_for, age);
+                let beat = plan.heartbeat().map_or(running_for, age);
                 facts.stalest_heartbeat_age = facts.stalest_heartbeat_age.max(Some(beat));
             }
         }

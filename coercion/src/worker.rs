@@ -226,7 +226,7 @@ async fn take(ws: &Workstream, shared: &dyn SharedStore, id: PlanId) -> bool {
             return false;
         }
     };
-    if plan.state.status == Status::Running {
+    if plan.status() == Status::Running {
         tracing::info!(plan = %id, "worker: taking over a plan whose process stopped");
     }
     // A stop or a pause someone asked for while no process held the plan: it starts paused,
@@ -242,7 +242,7 @@ async fn take(ws: &Workstream, shared: &dyn SharedStore, id: PlanId) -> bool {
             })
         })
     {
-        plan.paused = true;
+        *plan.run_mut().paused = true;
     }
     match ws.take_over(plan).await {
         Ok(TakeOver::Launched) => true,

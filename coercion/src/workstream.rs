@@ -671,18 +671,20 @@ impl Workstream {
         let mut plan = self.checked(plan)?;
         plan.assign_ids();
         // A new plan has not been resumed, whatever the submitted copy said.
-        plan.owners.clear();
-        plan.decisions.clear();
+        let run = plan.run_mut();
+        run.owners.clear();
+        run.decisions.clear();
         plan.retry_of = retry_of;
         let now = crate::engine::now();
         plan.submit_time = Some(now);
         if running {
-            plan.state = crate::workflow::State {
+            let run = plan.run_mut();
+            *run.state = crate::workflow::State {
                 status: Status::Running,
                 start: Some(now),
                 end: None,
             };
-            plan.heartbeat = Some(now);
+            *run.heartbeat = Some(now);
         }
         self.inner
             .store
@@ -704,7 +706,7 @@ impl Workstream {
             .read(id)
             .await
             .map_err(|e| from_store(id, e))?;
-        if plan.state.status != Status::NotStarted {
+        if plan.status() != Status::NotStarted {
             return Err(Error::AlreadyStarted(id));
         }
         if !self.inner.executes {
@@ -747,7 +749,7 @@ impl Workstream {
     /// (`submit_and_start`), so running it is no resumption.
     async fn launch_as(&self, plan: Plan, fresh: bool) -> Result<(), Error> {
         let id = plan.id;
-        let resumed = !fresh && plan.state.status == Status::Running;
+        let resumed = !fresh && plan.status() == Status::Running;
         if self.inner.runs.lock().contains_key(&id) {
             return Err(Error::AlreadyStarted(id));
         }
@@ -843,7 +845,7 @@ impl Workstream {
     /// launch's.
     pub(crate) async fn take_over(&self, plan: Plan) -> Result<TakeOver, Error> {
         let id = plan.id;
-        match plan.state.status {
+        match plan.status() {
             Status::Running | Status::NotStarted => {}
             _ => return Ok(TakeOver::Ended),
         }
@@ -854,8 +856,8 @@ impl Workstream {
             self.inner.missing_plugins.lock().insert(id, missing);
             return Ok(TakeOver::MissingPlugins);
         }
-        if plan.state.status == Status::Running {
-            let last = plan.heartbeat.or(plan.state.start).or(plan.submit_time);
+        if plan.status() == Status::Running {
+            let last = plan.heartbeat().or(plan.state().start).or(plan.submit_time);
             let age = last
                 .and_then(|t| (crate::engine::now() - t).to_std().ok())
                 .unwrap_or_default();
@@ -873,7 +875,7 @@ impl Workstream {
                 };
             }
         }
-        let resuming = plan.state.status == Status::Running;
+        let resuming = plan.status() == Status::Running;
         match self.launch(plan).await {
             Ok(()) => {
                 if resuming {
@@ -979,7 +981,7 @@ impl Workstream {
             .read(id)
             .await
             .map_err(|e| from_store(id, e))?;
-        match plan.state.status {
+        match plan.status() {
             Status::NotStarted => Err(Error::NotStarted(id)),
             Status::Running => Err(Error::OwnedElsewhere(id)),
             _ => Ok(plan),
@@ -1103,7 +1105,7 @@ impl Workstream {
     ) -> Result<PlanId, Error> {
         let _one_at_a_time = self.inner.retrying.lock().await;
         let plan = self.read(id).await?;
-        let status = plan.state.status;
+        let status = plan.status();
         if !status.is_terminal() {
             return Err(Error::CannotRetry(
                 id,
@@ -1166,7 +1168,7 @@ impl Workstream {
                 }
                 match ws.read(id).await {
                     Ok(plan) => {
-                        let more = !plan.state.status.is_terminal() || ws.running(id).is_some();
+                        let more = !plan.status().is_terminal() || ws.running(id).is_some();
                         Some((Ok(plan), more.then_some(false)))
                     }
                     Err(e) => Some((Err(e), None)),
@@ -1230,7 +1232,7 @@ impl Workstream {
                     .read(id)
                     .await
                     .map_err(|e| from_store(id, e))?;
-                match (plan.state.status, watching) {
+                match (plan.status(), watching) {
                     (Status::NotStarted, Some(rx)) => {
                         State::Waiting(self.clone(), rx, Some(Event::Snapshot(Box::new(plan))))
                     }
@@ -1240,7 +1242,7 @@ impl Workstream {
                     }
                     _ => {
                         let mut items = vec![Event::Snapshot(Box::new(plan.clone()))];
-                        if plan.state.status.is_terminal() {
+                        if plan.status().is_terminal() {
                             items.push(Event::Finished(Box::new(plan)));
                         }
                         State::Items(items.into_iter())

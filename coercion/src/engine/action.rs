@@ -87,24 +87,24 @@ pub(crate) async fn run_action_with(
         // the end of the process running them do not (the resume promise holds for actions
         // without retries), but keep their place in the history.
         let real: Vec<&Attempt> = a
-            .attempts
+            .attempts()
             .iter()
             .filter(|t| t.end.is_some() && !t.was_interrupted())
             .collect();
         (
-            a.state.status,
+            a.status(),
             a.id,
             a.plugin.clone(),
             a.request.clone(),
             a.timeout,
             a.retries,
             // The index of the next attempt: after every attempt kept, interrupted ones too.
-            a.attempts.len() as u32,
+            a.attempts().len() as u32,
             real.len() as u32,
             real.last()
                 .map(|t| (t.succeeded(), t.error().is_some_and(|e| e.permanent))),
             // An attempt that started but never finished: the process running it died.
-            a.attempts
+            a.attempts()
                 .last()
                 .filter(|t| t.end.is_none())
                 .map(|t| t.start),

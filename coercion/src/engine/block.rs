@@ -36,7 +36,7 @@ pub(crate) async fn run_block(
         let plan = run.plan.lock();
         let block = &plan.blocks[b];
         (
-            block.state.status,
+            block.status(),
             block.name.clone(),
             block.entrance_delay,
             block.exit_delay,
@@ -189,7 +189,11 @@ async fn run_sequences(
     let (concurrency, tolerance, statuses) = {
         let plan = run.plan.lock();
         let block = &plan.blocks[b];
-        let statuses: Vec<Status> = block.sequences.iter().map(|s| s.state.status).collect();
+        let statuses: Vec<Status> = block
+            .sequences
+            .iter()
+            .map(crate::workflow::Sequence::status)
+            .collect();
         (block.concurrency.get(), block.tolerated_failures, statuses)
     };
     let total = statuses.len();
@@ -284,7 +288,7 @@ async fn run_sequence(ctx: &SeqCtx, b: usize, s: usize) -> Result<(), RunError> 
     let (status, name, n) = {
         let plan = run.plan.lock();
         let seq = &plan.blocks[b].sequences[s];
-        (seq.state.status, seq.name.clone(), seq.actions.len())
+        (seq.status(), seq.name.clone(), seq.actions.len())
     };
     let span = tracing::info_span!("sequence", plan = %run.id, sequence = %name);
     async {

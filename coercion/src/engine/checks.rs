@@ -31,7 +31,7 @@ impl CheckResult {
 fn checks_status(run: &Run, block: Option<usize>, slot: CheckSlot) -> Option<(Status, usize)> {
     let plan = run.plan.lock();
     plan.checks_at(block, slot)
-        .map(|c| (c.state.status, c.actions.len()))
+        .map(|c| (c.status(), c.actions.len()))
 }
 
 /// Runs the section once, or reports its stored result if it already finished (recovery).
@@ -73,7 +73,7 @@ pub(crate) async fn run_checks(
         let plan = run.plan.lock();
         let checks = plan.checks_at(block, slot).expect("checked above");
         for (index, a) in checks.actions.iter().enumerate() {
-            if a.state.status.is_terminal() {
+            if a.status().is_terminal() {
                 changes.push(Change::Reset {
                     loc: Loc::Action { parent, index },
                     id: a.id,

@@ -253,7 +253,7 @@ impl Run {
     ) -> Arc<Run> {
         // Subscribers that came before the run (watching a plan not started yet) keep theirs.
         let events = events.unwrap_or_else(|| broadcast::channel(EVENT_BUFFER).0);
-        let paused = plan.paused;
+        let paused = plan.is_paused();
         Arc::new(Run {
             id: plan.id,
             resumed,
@@ -551,7 +551,7 @@ pub(crate) fn expire_changes(plan: &Plan, age: Duration) -> Vec<Change> {
         id: plan.id.0,
         state: State {
             status: Status::Failed,
-            start: plan.state.start,
+            start: plan.state().start,
             end: Some(now()),
         },
     });

@@ -274,7 +274,7 @@ async fn run_deferred(run: &Arc<Run>, failed: bool) -> Result<(), RunError> {
         .lock()
         .deferred
         .iter()
-        .map(|d| (d.when, d.fail_plan, d.state.status))
+        .map(|d| (d.when, d.fail_plan, d.status()))
         .collect();
     for (i, (when, fail_plan, status)) in batches.into_iter().enumerate() {
         if run.emergency() {
@@ -303,10 +303,7 @@ async fn run_batch(run: &Arc<Run>, i: usize) -> Result<Status, RunError> {
     let loc = Loc::Batch(i);
     let (status, n) = {
         let plan = run.plan.lock();
-        (
-            plan.deferred[i].state.status,
-            plan.deferred[i].actions.len(),
-        )
+        (plan.deferred[i].status(), plan.deferred[i].actions.len())
     };
     if status.is_terminal() {
         return Ok(status);
@@ -357,7 +354,7 @@ async fn finish(run: &Arc<Run>, reason: Option<Reason>) -> Result<(), RunError> 
     };
     let mut changes = vec![Change::Reason(reason), run.status_change(Loc::Plan, status)];
     // A finished plan is not paused.
-    if run.plan.lock().paused {
+    if run.plan.lock().is_paused() {
         changes.push(Change::Paused(false));
     }
     run.commit(changes).await

@@ -173,10 +173,10 @@ pub fn sample_run(name: &str) -> Plan {
             },
         };
         *plan.state_at_mut(*loc).expect("a walked location") = state;
-        if let Some(action) = plan.action_mut(*loc) {
+        if let Some(attempts) = plan.attempts_mut(*loc) {
             match i % 4 {
                 0 => {}
-                1 => action.attempts.push(Attempt {
+                1 => attempts.push(Attempt {
                     start: at(i as i64, 11),
                     end: Some(at(i as i64, 12)),
                     outcome: Some(Outcome::Response(
@@ -185,18 +185,18 @@ pub fn sample_run(name: &str) -> Plan {
                     )),
                 }),
                 2 => {
-                    action.attempts.push(Attempt {
+                    attempts.push(Attempt {
                         start: at(i as i64, 1),
                         end: Some(at(i as i64, 2)),
                         outcome: Some(Outcome::Error(Box::new(error_with_source("first")))),
                     });
-                    action.attempts.push(Attempt {
+                    attempts.push(Attempt {
                         start: at(i as i64, 3),
                         end: None,
                         outcome: None,
                     });
                 }
-                _ => action.attempts.push(Attempt {
+                _ => attempts.push(Attempt {
                     start: at(i as i64, 5),
                     end: Some(at(i as i64, 6)),
                     outcome: Some(Outcome::Error(Box::new(PluginError::permanent("gave up")))),
@@ -204,9 +204,10 @@ pub fn sample_run(name: &str) -> Plan {
             }
         }
     }
-    plan.reason = Reason::Block;
-    plan.heartbeat = Some(at(100, 999_999_999));
-    plan.paused = true;
+    let run = plan.run_mut();
+    *run.reason = Reason::Block;
+    *run.heartbeat = Some(at(100, 999_999_999));
+    *run.paused = true;
     plan
 }
 
@@ -246,13 +247,12 @@ fn first_difference(expected: &Plan, got: &Plan) -> String {
             return format!("action at {loc:?}: expected {x:?}, got {y:?}");
         }
     }
-    if (expected.reason, expected.heartbeat, expected.paused)
-        != (got.reason, got.heartbeat, got.paused)
-    {
+    let own = |p: &Plan| (p.reason(), p.heartbeat(), p.is_paused());
+    if own(expected) != own(got) {
         return format!(
             "reason/heartbeat/paused: expected {:?}, got {:?}",
-            (expected.reason, expected.heartbeat, expected.paused),
-            (got.reason, got.heartbeat, got.paused)
+            own(expected),
+            own(got)
         );
     }
     format!("expected {expected:?}\ngot {got:?}")
@@ -485,7 +485,7 @@ pub async fn batches_are_atomic(store: &dyn Store) {
     let (action_loc, action_id) = model
         .walk()
         .find_map(|(loc, o)| {
-            matches!(o, ObjectRef::Action(a) if a.attempts.is_empty()).then_some((loc, o.id()))
+            matches!(o, ObjectRef::Action(a) if a.attempts().is_empty()).then_some((loc, o.id()))
         })
         .expect("an action without attempts");
     let (block_loc, block_id) = (Loc::Block(0), model.blocks[0].id);
@@ -658,7 +658,7 @@ pub async fn random_changes_in_flight(
                 }
                 3..=5 => {
                     let (loc, id) = actions[rng.usize(..actions.len())];
-                    let len = scratch.action(loc).map_or(0, |a| a.attempts.len()) as u32;
+                    let len = scratch.attempts_at(loc).map_or(0, <[_]>::len) as u32;
                     let outcome = match rng.u8(0..3) {
                         0 => None,
                         1 => Some(Outcome::Response(
@@ -1391,17 +1391,17 @@ pub async fn large_plan(store: &dyn Store, actions: usize) {
     );
     let locs: Vec<Loc> = plan.walk().map(|(loc, _)| loc).collect();
     for (i, loc) in locs.iter().enumerate().step_by(7) {
-        if let Some(a) = plan.action_mut(*loc) {
-            a.state = State {
-                status: Status::Completed,
-                start: Some(at(i as i64, 1)),
-                end: Some(at(i as i64, 2)),
-            };
-            a.attempts.push(Attempt {
+        if let Some(attempts) = plan.attempts_mut(*loc) {
+            attempts.push(Attempt {
                 start: at(i as i64, 1),
                 end: Some(at(i as i64, 2)),
                 outcome: Some(Outcome::Response(Json::null())),
             });
+            *plan.state_at_mut(*loc).expect("an action") = State {
+                status: Status::Completed,
+                start: Some(at(i as i64, 1)),
+                end: Some(at(i as i64, 2)),
+            };
         }
     }
     must(store, "create a large plan", store.create(&plan).await).await;

@@ -130,7 +130,7 @@ impl Store for MemoryStore {
             let mut plans = self.plans.lock();
             match plans.get(&id) {
                 None => Err(StoreError::NotFound(id)),
-                Some(p) if p.state.status == Status::Running => Err(StoreError::Running(id)),
+                Some(p) if p.status() == Status::Running => Err(StoreError::Running(id)),
                 Some(_) => {
                     plans.remove(&id);
                     Ok(())

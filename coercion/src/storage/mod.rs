@@ -127,27 +127,28 @@ impl Change {
                 ..
             } => {
                 let id = plan.id;
-                let action = plan.action_mut(*loc).ok_or_else(|| bad_loc(id, loc))?;
+                let attempts = plan.attempts_mut(*loc).ok_or_else(|| bad_loc(id, loc))?;
                 let i = *index as usize;
-                check_attempt(id, loc, i, action.attempts.len(), false)?;
-                action.attempts.truncate(i);
-                action.attempts.reserve_exact(1);
-                action.attempts.push(attempt.clone());
+                check_attempt(id, loc, i, attempts.len(), false)?;
+                attempts.truncate(i);
+                attempts.reserve_exact(1);
+                attempts.push(attempt.clone());
             }
             Change::Reset { loc, .. } => {
                 let id = plan.id;
-                let action = plan.action_mut(*loc).ok_or_else(|| bad_loc(id, loc))?;
-                action.attempts.clear();
-                action.state = State::default();
+                plan.attempts_mut(*loc)
+                    .ok_or_else(|| bad_loc(id, loc))?
+                    .clear();
+                *plan.state_at_mut(*loc).ok_or_else(|| bad_loc(id, loc))? = State::default();
             }
-            Change::Reason(r) => plan.reason = *r,
-            Change::Heartbeat(t) => plan.heartbeat = Some(*t),
-            Change::Paused(p) => plan.paused = *p,
-            Change::Owner(o) => plan.owners.push(o.clone()),
+            Change::Reason(r) => *plan.run_mut().reason = *r,
+            Change::Heartbeat(t) => *plan.run_mut().heartbeat = Some(*t),
+            Change::Paused(p) => *plan.run_mut().paused = *p,
+            Change::Owner(o) => plan.run_mut().owners.push(o.clone()),
             Change::Decided(d) => {
                 let id = plan.id;
                 plan.action(d.gate).ok_or_else(|| bad_loc(id, &d.gate))?;
-                plan.decisions.push(d.clone());
+                plan.run_mut().decisions.push(d.clone());
             }
         }
         Ok(())
@@ -205,8 +206,10 @@ pub(crate) fn check_batch(plan: &Plan, changes: &[Change], strict: bool) -> Resu
                 let slot = match attempts.iter().position(|(l, _)| l == loc) {
                     Some(slot) => slot,
                     None => {
-                        let action = plan.action(*loc).ok_or_else(|| bad_loc(plan.id, loc))?;
-                        attempts.push((*loc, action.attempts.len()));
+                        let done = plan
+                            .attempts_at(*loc)
+                            .ok_or_else(|| bad_loc(plan.id, loc))?;
+                        attempts.push((*loc, done.len()));
                         attempts.len() - 1
                     }
                 };
@@ -490,8 +493,8 @@ impl PlanSummary {
             name: plan.name.clone(),
             descr: plan.descr.clone(),
             submit_time: plan.submit_time,
-            state: plan.state,
-            reason: plan.reason,
+            state: plan.state(),
+            reason: plan.reason(),
             resumptions: u32::try_from(plan.resumptions().len()).unwrap_or(u32::MAX),
             owner: plan.owner().cloned(),
         }
@@ -938,7 +941,7 @@ mod tests {
             c.apply_to(&mut twice).unwrap();
         }
         assert_eq!(twice, once);
-        assert_eq!(once.action(loc).unwrap().attempts.len(), 4);
+        assert_eq!(once.attempts_at(loc).unwrap().len(), 4);
         // A reset starts over at 0.
         check_changes(&plan, &[Change::Reset { loc, id }, attempt(0, loc, id)]).unwrap();
     }

@@ -97,7 +97,11 @@ impl PlanPage {
         for block in &mut plan.blocks {
             let (keep, left) = PlanPage::choose(
                 spec,
-                block.sequences.iter().map(|s| s.state.status).enumerate(),
+                block
+                    .sequences
+                    .iter()
+                    .map(crate::workflow::Sequence::status)
+                    .enumerate(),
             );
             let mut next = keep.iter().peekable();
             for (i, seq) in block.sequences.iter_mut().enumerate() {

@@ -160,7 +160,7 @@ pub(crate) fn encode_objects(
             }
             let attempts: &[Attempt] = match object {
                 ObjectRef::Plan(_) => return None,
-                ObjectRef::Action(action) => &action.attempts,
+                ObjectRef::Action(action) => action.attempts(),
                 _ => &[],
             };
             let state = object.state();
@@ -403,13 +403,14 @@ impl PlanRow<'_> {
         if plan.id != id {
             return Err(bad(format!("its definition carries id {}", plan.id)));
         }
-        plan.state = StateCols::decode(self.status, self.start, self.end).map_err(bad)?;
-        plan.reason = Reason::from_str(self.reason).map_err(bad)?;
-        plan.heartbeat = self.heartbeat.map(from_ns);
-        plan.paused = self.paused;
-        plan.owners = serde_json::from_str(self.owners)
+        let run = plan.run_mut();
+        *run.state = StateCols::decode(self.status, self.start, self.end).map_err(bad)?;
+        *run.reason = Reason::from_str(self.reason).map_err(bad)?;
+        *run.heartbeat = self.heartbeat.map(from_ns);
+        *run.paused = self.paused;
+        *run.owners = serde_json::from_str(self.owners)
             .map_err(|e| bad(format!("its owners (column resumptions): {e}")))?;
-        plan.decisions = serde_json::from_str(self.decisions)
+        *run.decisions = serde_json::from_str(self.decisions)
             .map_err(|e| bad(format!("its gates' decisions: {e}")))?;
         Ok(plan)
     }
@@ -421,25 +422,25 @@ pub(crate) fn push_attempt(
     store: &str,
     id: PlanId,
     object: Uuid,
-    action: Option<&mut Action>,
+    attempts: Option<&mut Vec<Attempt>>,
     idx: i64,
     attempt: Attempt,
 ) -> Result<(), StoreError> {
-    let action = action.ok_or_else(|| {
+    let attempts = attempts.ok_or_else(|| {
         corrupt(
             store,
             id,
             format_args!("attempts of {object}, which is not an action"),
         )
     })?;
-    if usize::try_from(idx).ok() != Some(action.attempts.len()) {
+    if usize::try_from(idx).ok() != Some(attempts.len()) {
         return Err(corrupt(
             store,
             id,
             format_args!("attempt {idx} of action {object} follows a gap"),
         ));
     }
-    action.attempts.push(attempt);
+    attempts.push(attempt);
     Ok(())
 }
 

@@ -706,8 +706,7 @@ impl Store for SqliteStore {
                 readers.with(|conn| reader::read_plan(conn, readers.store(), id, index))
             })
             .await?;
-            if let (Some((pk, objects)), crate::workflow::Status::Running) =
-                (index, plan.state.status)
+            if let (Some((pk, objects)), crate::workflow::Status::Running) = (index, plan.status())
             {
                 // Once per plan; nobody waits for this: the writer learns what it does not know
                 // yet, outside any transaction.

@@ -4,6 +4,12 @@
 //! Objects are built with the typed builder ([`crate::builder`]) or the `plan!{}` macro, which
 //! only accept plugins of the right kind, and are read through accessor methods. Their state is
 //! owned by the engine: nothing here lets user code change an object's status or attempts.
+//!
+//! Run state (each object's state, each action's attempts, the plan's own state, reason,
+//! heartbeat, pause, owners and decisions) is private to this module: the rest of the crate
+//! reads it through the accessors and changes it by location only — `Plan::state_at_mut`,
+//! `Plan::attempts_mut`, `Plan::run_mut`, `Plan::walk_mut` and
+//! `Plan::reset_run_state` — so where it is kept is this module's business alone.
 
 mod clone;
 mod path;
@@ -487,12 +493,99 @@ pub struct Action {
     #[serde(default)]
     pub(crate) retries: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) attempts: Vec<Attempt>,
+    pub(in crate::workflow) attempts: Vec<Attempt>,
     #[serde(default)]
-    pub(crate) state: State,
+    pub(in crate::workflow) state: State,
     /// Problems found while building (e.g. a request that does not serialize), reported at submit.
     #[serde(skip)]
     pub(crate) defects: Defects,
+}
+
+// Definitions as the builder starts them: no id yet, defaults, and every run state at its
+// start (the builder is outside this module, which alone holds objects' run state).
+impl Action {
+    pub(crate) fn defined(
+        name: Arc<str>,
+        plugin: Arc<str>,
+        kind: PluginKind,
+        request: Json,
+        defects: Defects,
+    ) -> Action {
+        Action {
+            id: Uuid::nil(),
+            key: None,
+            name,
+            descr: empty_text(),
+            plugin,
+            kind,
+            request,
+            timeout: DEFAULT_TIMEOUT,
+            retries: 0,
+            attempts: Vec::new(),
+            state: State::default(),
+            defects,
+        }
+    }
+}
+
+impl Checks {
+    pub(crate) fn empty() -> Checks {
+        Checks {
+            id: Uuid::nil(),
+            key: None,
+            delay: DEFAULT_CONT_DELAY,
+            actions: Vec::new(),
+            state: State::default(),
+        }
+    }
+}
+
+impl Sequence {
+    pub(crate) fn named(name: String) -> Sequence {
+        Sequence {
+            id: Uuid::nil(),
+            key: None,
+            name,
+            descr: String::new(),
+            actions: Vec::new(),
+            state: State::default(),
+        }
+    }
+}
+
+impl Block {
+    pub(crate) fn named(name: String) -> Block {
+        Block {
+            id: Uuid::nil(),
+            key: None,
+            name,
+            descr: String::new(),
+            entrance_delay: Duration::ZERO,
+            exit_delay: Duration::ZERO,
+            checks: CheckSet::default(),
+            sequences: Vec::new(),
+            concurrency: NonZeroUsize::MIN,
+            tolerated_failures: Tolerance::Count(0),
+            preview_required: false,
+            state: State::default(),
+            defects: Vec::new(),
+        }
+    }
+}
+
+impl DeferredBatch {
+    pub(crate) fn named(name: String, when: When) -> DeferredBatch {
+        DeferredBatch {
+            id: Uuid::nil(),
+            key: None,
+            name,
+            descr: String::new(),
+            when,
+            fail_plan: false,
+            actions: Vec::new(),
+            state: State::default(),
+        }
+    }
 }
 
 /// Problems found while building an object, reported at submit. One pointer wide, since
@@ -693,7 +786,7 @@ pub struct Checks {
     pub(crate) delay: Duration,
     pub(crate) actions: Vec<Action>,
     #[serde(default)]
-    pub(crate) state: State,
+    pub(in crate::workflow) state: State,
 }
 
 fn default_cont_delay() -> Duration {
@@ -799,7 +892,7 @@ pub struct Sequence {
     pub(crate) descr: String,
     pub(crate) actions: Vec<Action>,
     #[serde(default)]
-    pub(crate) state: State,
+    pub(in crate::workflow) state: State,
 }
 
 impl Sequence {
@@ -857,7 +950,7 @@ pub struct Block {
     #[serde(default, skip_serializing_if = "is_false")]
     pub(crate) preview_required: bool,
     #[serde(default)]
-    pub(crate) state: State,
+    pub(in crate::workflow) state: State,
     /// Problems found while building (e.g. `concurrency(0)`), reported at submit.
     #[serde(skip)]
     pub(crate) defects: Vec<String>,
@@ -933,7 +1026,7 @@ pub struct DeferredBatch {
     pub(crate) fail_plan: bool,
     pub(crate) actions: Vec<Action>,
     #[serde(default)]
-    pub(crate) state: State,
+    pub(in crate::workflow) state: State,
 }
 
 impl DeferredBatch {
@@ -1000,14 +1093,14 @@ pub struct Plan {
     #[serde(default)]
     pub(crate) submit_time: Option<Timestamp>,
     #[serde(default)]
-    pub(crate) state: State,
+    pub(in crate::workflow) state: State,
     #[serde(default)]
-    pub(crate) reason: Reason,
+    pub(in crate::workflow) reason: Reason,
     /// Persisted while the plan runs, so recovery can tell a stale plan from a live one.
     #[serde(default)]
-    pub(crate) heartbeat: Option<Timestamp>,
+    pub(in crate::workflow) heartbeat: Option<Timestamp>,
     #[serde(default)]
-    pub(crate) paused: bool,
+    pub(in crate::workflow) paused: bool,
     /// The plan this one retries, when it was made by [`Workstream::retry`](crate::Workstream::retry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) retry_of: Option<RetryOf>,
@@ -1015,10 +1108,10 @@ pub struct Plan {
     /// resumed it after the one running it stopped. (Exports of earlier versions name this list
     /// `resumptions` and hold only the resuming processes.)
     #[serde(default, alias = "resumptions", skip_serializing_if = "Vec::is_empty")]
-    pub(crate) owners: Vec<Owner>,
+    pub(in crate::workflow) owners: Vec<Owner>,
     /// Every decision a person took at one of the plan's gates, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) decisions: Vec<Decision>,
+    pub(in crate::workflow) decisions: Vec<Decision>,
 }
 
 /// A person approved or rejected a gate ([`coercion/gate`](crate::plugins::Gate)): who, when,

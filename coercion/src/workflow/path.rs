@@ -342,6 +342,19 @@ impl Plan {
         })
     }
 
+    /// The attempts of the action at `loc`, if `loc` is an action.
+    pub fn attempts_at(&self, loc: Loc) -> Option<&[super::Attempt]> {
+        Some(&self.action(loc)?.attempts)
+    }
+
+    /// The attempts of the action at `loc`, to change (with [`state_at_mut`](Self::state_at_mut),
+    /// [`walk_mut`](Self::walk_mut) and [`reset_run_state`](Self::reset_run_state), the only
+    /// ways in which code outside the model changes an object's run state).
+    pub(crate) fn attempts_mut(&mut self, loc: Loc) -> Option<&mut Vec<super::Attempt>> {
+        Some(&mut self.action_mut(loc)?.attempts)
+    }
+
+    /// The state of the object at `loc`, to change.
     pub(crate) fn state_at_mut(&mut self, loc: Loc) -> Option<&mut super::State> {
         Some(match loc {
             Loc::Plan => &mut self.state,

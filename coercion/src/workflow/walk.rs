@@ -237,7 +237,38 @@ pub(crate) struct ObjectMut<'a> {
     pub attempts: Option<&'a mut Vec<super::Attempt>>,
 }
 
+/// The plan's own run state, as [`Plan::run_mut`] hands it out.
+pub(crate) struct PlanRunMut<'a> {
+    /// Its state.
+    pub state: &'a mut super::State,
+    /// Why it ended as it did.
+    pub reason: &'a mut super::Reason,
+    /// The last heartbeat of the process running it.
+    pub heartbeat: &'a mut Option<crate::workflow::Timestamp>,
+    /// Whether it is paused.
+    pub paused: &'a mut bool,
+    /// The processes that ran it, in order.
+    pub owners: &'a mut Vec<super::Owner>,
+    /// The decisions taken on its gates.
+    pub decisions: &'a mut Vec<super::Decision>,
+}
+
 impl Plan {
+    /// The plan's own run state, to change (its objects' is changed through
+    /// [`walk_mut`](Self::walk_mut), [`state_at_mut`](Self::state_at_mut) and
+    /// [`attempts_mut`](Self::attempts_mut)). With those, the only way code outside the model
+    /// changes run state: the model alone knows where run state lives.
+    pub(crate) fn run_mut(&mut self) -> PlanRunMut<'_> {
+        PlanRunMut {
+            state: &mut self.state,
+            reason: &mut self.reason,
+            heartbeat: &mut self.heartbeat,
+            paused: &mut self.paused,
+            owners: &mut self.owners,
+            decisions: &mut self.decisions,
+        }
+    }
+
     /// Calls `f` on every object of the plan in [`Walk`]'s order, with what of it may change:
     /// its id, its state and (an action's) attempts.
     pub(crate) fn walk_mut(&mut self, mut f: impl FnMut(Loc, ObjectMut<'_>)) {

@@ -162,7 +162,11 @@ async fn read_in(
     for (b, block) in plan.blocks.iter().enumerate() {
         let (keep, left) = PlanPage::choose(
             spec,
-            block.sequences.iter().map(|s| s.state.status).enumerate(),
+            block
+                .sequences
+                .iter()
+                .map(crate::workflow::Sequence::status)
+                .enumerate(),
         );
         for &s in &keep {
             let first = match chunks[b].binary_search(&(s as i64)) {
@@ -328,8 +332,8 @@ fn finish(read: Option<Read>, mut actions: ActionCounts) -> Option<PlanPage> {
                         },
                     ..
                 },
-            ) => bypass.add(a.state.status),
-            (ObjectRef::Sequence(q), _) => match q.state.status {
+            ) => bypass.add(a.status()),
+            (ObjectRef::Sequence(q), _) => match q.status() {
                 Status::Failed => failed_sequences += 1,
                 Status::Stopped => stopped_sequences += 1,
                 _ => {}

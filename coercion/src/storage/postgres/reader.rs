@@ -160,7 +160,7 @@ pub(super) fn push_attempt_row(
         store,
         id,
         object,
-        plan.action_mut(loc),
+        plan.attempts_mut(loc),
         i64::from(idx),
         attempt,
     )

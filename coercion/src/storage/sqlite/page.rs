@@ -187,7 +187,14 @@ impl<'c> Reading<'c> {
                 let ord: i64 = r.get(0).map_err(|e| self.err(e))?;
                 self.check_kind(r, 1, ord, "sequence")?;
                 let state = self.state_cols(r, 2)?;
-                self.plan.blocks[block].sequences[(ord - range.start) as usize].state = state;
+                let loc = Loc::Sequence {
+                    block,
+                    seq: (ord - range.start) as usize,
+                };
+                *self
+                    .plan
+                    .state_at_mut(loc)
+                    .expect("a sequence of this page") = state;
             }
         }
         let outside: Vec<(Loc, i64)> = self
@@ -236,7 +243,7 @@ impl<'c> Reading<'c> {
                 self.plan.blocks[block]
                     .sequences
                     .iter()
-                    .map(|s| s.state.status)
+                    .map(crate::workflow::Sequence::status)
                     .enumerate(),
             );
             let bodies = self.bodies(block, &keep)?;
@@ -365,7 +372,7 @@ impl<'c> Reading<'c> {
                 self.store,
                 self.id,
                 object,
-                self.plan.action_mut(loc),
+                self.plan.attempts_mut(loc),
                 idx,
                 attempt,
             )?;
@@ -545,7 +552,7 @@ impl<'c> Reading<'c> {
                 .iter()
                 .enumerate()
                 .filter(|(s, q)| {
-                    (touched.contains_key(&q.id) || q.state.status == Status::Running)
+                    (touched.contains_key(&q.id) || q.status() == Status::Running)
                         && shown[b].binary_search(s).is_err()
                 })
                 .map(|(s, _)| s)
@@ -636,7 +643,7 @@ impl<'c> Reading<'c> {
                     },
                 ) => {}
                 (ObjectRef::Action(a), _) => {
-                    actions.add(a.state.status);
+                    actions.add(a.status());
                     if let Loc::Action {
                         parent:
                             Parent::Checks {
@@ -646,10 +653,10 @@ impl<'c> Reading<'c> {
                         ..
                     } = loc
                     {
-                        bypass.add(a.state.status);
+                        bypass.add(a.status());
                     }
                 }
-                (ObjectRef::Sequence(q), _) => match q.state.status {
+                (ObjectRef::Sequence(q), _) => match q.status() {
                     Status::Failed => failed_sequences += 1,
                     Status::Stopped => stopped_sequences += 1,
                     _ => {}

@@ -264,7 +264,7 @@ pub(super) fn read_plan(
             .map_err(|e| err(e.into()))?;
         let attempt = AttemptCols::decode(r.get(2).map_err(err)?, r.get(3).map_err(err)?, outcome)
             .map_err(|e| corrupt(store, id, e))?;
-        push_attempt(store, id, object, plan.action_mut(loc), idx, attempt)?;
+        push_attempt(store, id, object, plan.attempts_mut(loc), idx, attempt)?;
     }
     drop(rows);
     drop(stmt);

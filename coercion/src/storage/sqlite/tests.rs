@@ -207,7 +207,7 @@ async fn a_database_locked_by_someone_else_gives_transient_errors_then_recovers(
         "{result:?}"
     );
     assert_eq!(
-        store.read(plan.id).await.unwrap().heartbeat,
+        store.read(plan.id).await.unwrap().heartbeat(),
         None,
         "reads go on meanwhile"
     );
@@ -216,7 +216,10 @@ async fn a_database_locked_by_someone_else_gives_transient_errors_then_recovers(
         .apply(plan.id, &[Change::Heartbeat(at(2, 2))])
         .await
         .unwrap();
-    assert_eq!(store.read(plan.id).await.unwrap().heartbeat, Some(at(2, 2)));
+    assert_eq!(
+        store.read(plan.id).await.unwrap().heartbeat(),
+        Some(at(2, 2))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,7 +273,7 @@ async fn a_full_disk_fails_the_writes_it_touches_and_the_store_stays_consistent(
     let last_ok = results.iter().rposition(Result::is_ok);
     let read = store.read(small.id).await.unwrap();
     assert_eq!(
-        read.heartbeat,
+        read.heartbeat(),
         last_ok.map(|i| at(i as i64, 0)),
         "{results:?}"
     );
@@ -285,7 +288,7 @@ async fn a_full_disk_fails_the_writes_it_touches_and_the_store_stays_consistent(
         .apply(small.id, &[Change::Paused(true)])
         .await
         .unwrap();
-    assert!(store.read(small.id).await.unwrap().paused);
+    assert!(store.read(small.id).await.unwrap().is_paused());
     store.integrity_check().await.unwrap();
 }
 
@@ -566,7 +569,7 @@ async fn a_journal_left_unfolded_is_read_whole_and_folded_by_the_next_writer() {
             change.apply_to(&mut expected).unwrap();
         }
     }
-    assert_eq!(expected.action(loc).unwrap().attempts.len(), 1);
+    assert_eq!(expected.attempts_at(loc).unwrap().len(), 1);
 
     let unfolded = SqliteOptions::default()
         .fold_when_idle(None)
@@ -676,9 +679,8 @@ async fn a_new_writer_places_changes_after_the_journal_and_refuses_objects_not_i
             .read(plan.id)
             .await
             .unwrap()
-            .action(loc)
+            .attempts_at(loc)
             .unwrap()
-            .attempts
             .len(),
         3
     );
@@ -1330,9 +1332,7 @@ async fn a_page_is_read_without_the_whole_plan_and_matches_it() {
     let (b, s) = (1, 100);
     let seq = &plan.blocks[b].sequences[s];
     assert_eq!(
-        store.read(plan.id).await.unwrap().blocks[b].sequences[s]
-            .state
-            .status,
+        store.read(plan.id).await.unwrap().blocks[b].sequences[s].status(),
         Status::NotStarted
     );
     let loc = Loc::Action {
