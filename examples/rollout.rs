@@ -549,13 +549,21 @@ async fn main() {
         }
         return;
     }
-    if let Err(e) = run(options).await {
-        eprintln!("rollout: {e}");
-        std::process::exit(1);
+    match run(options).await {
+        Ok(true) => {}
+        // The plan did not complete. `run` has closed the store by now (its workstream is
+        // dropped when it returns): exiting from inside it would leave the WAL unmerged.
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("rollout: {e}");
+            std::process::exit(1);
+        }
     }
 }
 
-async fn run(o: Options) -> Result<(), String> {
+/// Runs the rollout (or, with `--check`, previews it); `Ok(false)` if the plan did not
+/// complete.
+async fn run(o: Options) -> Result<bool, String> {
     coercion::rolling::check_serial(&o.serial).map_err(|e| format!("--serial: {e}"))?;
     std::fs::create_dir_all(&o.dir)
         .map_err(|e| format!("cannot create {}: {e}", o.dir.display()))?;
@@ -565,7 +573,7 @@ async fn run(o: Options) -> Result<(), String> {
         .clone()
         .unwrap_or_else(|| format!("v{}", chrono_like_stamp()));
     if o.check {
-        return check(&o, registry, &version).await;
+        return check(&o, registry, &version).await.map(|()| true);
     }
     let db = std::path::absolute(&o.db).unwrap_or(o.db.clone());
     println!("plans are kept in {}", db.display());
@@ -629,10 +637,7 @@ async fn run(o: Options) -> Result<(), String> {
         db.display(),
         done.id()
     );
-    if done.status() != Status::Completed {
-        std::process::exit(1);
-    }
-    Ok(())
+    Ok(done.status() == Status::Completed)
 }
 
 /// `--check`: the preview of the rollout, printed as a tree (diffs with `--diff`). No store

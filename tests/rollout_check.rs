@@ -98,3 +98,21 @@ fn check_and_diff_preview_the_rollout_and_change_nothing() {
     let config = std::fs::read_to_string(dir.path().join("work/host-00.conf")).unwrap();
     assert_eq!(config, "version=r1\nbroken=false\n");
 }
+
+/// A rollout that fails still closes its store before it exits: the WAL is checkpointed into
+/// the file and removed, as after a run that succeeded (the README: "the file alone then holds
+/// everything"). The failure is the README's own example.
+#[test]
+fn a_failed_rollout_closes_its_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = rollout(dir.path(), &["--fault-rate", "0.5", "--seed", "3"]);
+    assert!(!ok, "the README's failing run fails: {out}");
+    assert!(out.contains("Failed (reason: Block)"), "{out}");
+    assert!(dir.path().join("plans.db").exists(), "{out}");
+    let wal = dir.path().join("plans.db-wal");
+    assert!(
+        !wal.exists(),
+        "a WAL of {} bytes left behind: {out}",
+        std::fs::metadata(&wal).map_or(0, |m| m.len())
+    );
+}
