@@ -486,7 +486,7 @@ async fn clone_for_display_keeps_state_and_redacts_secrets_in_requests_and_respo
         );
     }
     // Responses are redacted too, the rest of them kept.
-    let copy = display.blocks()[0].sequences()[0].actions()[0].clone();
+    let copy = display.blocks()[0].sequences()[0].actions()[0];
     match &copy.attempts()[0].outcome {
         Some(Outcome::Response(json)) => {
             assert!(json.as_str().contains(REDACTED), "{json:?}");

@@ -98,21 +98,12 @@ fn assert_calls(log: &CallLog, groups: &[&[&str]]) {
 }
 
 /// The action (in a sequence, batch or check section) named `name`.
-fn action<'a>(plan: &'a Plan, name: &str) -> &'a Action {
-    fn find<'a>(actions: &'a [Action], name: &str) -> Option<&'a Action> {
-        actions.iter().find(|a| a.name() == name)
-    }
-    let in_checks = |set: &'a coercion::workflow::CheckSet| {
-        set.iter().find_map(|(_, c)| find(c.actions(), name))
-    };
-    in_checks(plan.checks())
-        .or_else(|| {
-            plan.blocks().iter().find_map(|b| {
-                in_checks(b.checks())
-                    .or_else(|| b.sequences().iter().find_map(|s| find(s.actions(), name)))
-            })
+fn action<'a>(plan: &'a Plan, name: &str) -> ActionView<'a> {
+    plan.walk()
+        .find_map(|(_, o)| match o {
+            ObjectRef::Action(a) if a.name() == name => Some(a),
+            _ => None,
         })
-        .or_else(|| plan.deferred().iter().find_map(|d| find(d.actions(), name)))
         .unwrap_or_else(|| panic!("no action named {name:?}"))
 }
 

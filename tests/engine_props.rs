@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use coercion::prelude::*;
 use coercion::testing::*;
-use coercion::workflow::{CheckSet, CheckSlot};
+use coercion::workflow::{CheckSetView, CheckSlot};
 use coercion::workstream::Stream;
 use coercion::{ChecksBuilder, Event};
 use proptest::prelude::*;
@@ -362,32 +362,32 @@ fn execute(plan: Plan, stop_after: Option<Duration>) -> Ran {
 // Properties of a final tree
 // ---------------------------------------------------------------------------------------------
 
-fn section(set: &CheckSet, slot: CheckSlot) -> Option<Status> {
+fn section(set: &CheckSetView<'_>, slot: CheckSlot) -> Option<Status> {
     set.get(slot).map(|c| c.status())
 }
 
-fn failed(set: &CheckSet, slot: CheckSlot) -> bool {
+fn failed(set: &CheckSetView<'_>, slot: CheckSlot) -> bool {
     section(set, slot) == Some(Status::Failed)
 }
 
-fn untouched_actions(actions: &[Action]) -> bool {
+fn untouched_actions(actions: &[ActionView<'_>]) -> bool {
     actions
         .iter()
         .all(|a| a.status() == Status::NotStarted && a.attempts().is_empty())
 }
 
-fn untouched_checks(set: &CheckSet) -> bool {
+fn untouched_checks(set: &CheckSetView<'_>) -> bool {
     set.iter()
-        .all(|(_, c)| c.status() == Status::NotStarted && untouched_actions(c.actions()))
+        .all(|(_, c)| c.status() == Status::NotStarted && untouched_actions(&c.actions()))
 }
 
 /// Nothing in the block ran.
-fn untouched_block(b: &Block) -> bool {
+fn untouched_block(b: &BlockView<'_>) -> bool {
     b.status() == Status::NotStarted
-        && untouched_checks(b.checks())
+        && untouched_checks(&b.checks())
         && b.sequences()
             .iter()
-            .all(|s| s.status() == Status::NotStarted && untouched_actions(s.actions()))
+            .all(|s| s.status() == Status::NotStarted && untouched_actions(&s.actions()))
 }
 
 /// Actions run in order and stop at the first that does not complete; each finished action
@@ -395,7 +395,7 @@ fn untouched_block(b: &Block) -> bool {
 /// `actions` (a sequence or a batch) must have, `None` for "never started".
 fn check_ordered_actions(
     what: &str,
-    actions: &[Action],
+    actions: &[ActionView<'_>],
     scripts: &[Act],
 ) -> Result<Option<Status>, TestCaseError> {
     let first_open = actions.iter().position(|a| a.status() != Status::Completed);
@@ -457,11 +457,11 @@ fn check_ordered_actions(
 /// Checks one block; returns whether it failed.
 fn check_block(
     i: usize,
-    b: &Block,
+    b: &BlockView<'_>,
     shape: &BlockShape,
     stopped: bool,
 ) -> Result<bool, TestCaseError> {
-    let checks = b.checks();
+    let checks = &b.checks();
     for (slot, c) in checks.iter() {
         prop_assert!(
             c.status() != Status::Running,
@@ -503,7 +503,7 @@ fn check_block(
     let mut started_seen_gap = false;
     let mut any_started = false;
     for (j, (s, scripts)) in b.sequences().iter().zip(&shape.sequences).enumerate() {
-        let expected = check_ordered_actions(&format!("b{i}s{j}"), s.actions(), scripts)?;
+        let expected = check_ordered_actions(&format!("b{i}s{j}"), &s.actions(), scripts)?;
         match expected {
             None => prop_assert_eq!(
                 s.status(),
@@ -645,7 +645,7 @@ fn check_block(
 
 /// Checks the whole tree against the shape; `stopped`: the plan was stopped while it ran.
 fn check_tree(shape: &PlanShape, done: &Plan, stopped: bool) -> Check {
-    let checks = done.checks();
+    let checks = &done.checks();
     if section(checks, CheckSlot::Bypass) == Some(Status::Completed) {
         prop_assert!(!stopped || done.status() == Status::Stopped);
         if !stopped {
@@ -723,12 +723,12 @@ fn check_tree(shape: &PlanShape, done: &Plan, stopped: bool) -> Check {
                 d.when()
             );
         }
-        let expected = check_ordered_actions(&format!("d{i}"), d.actions(), scripts)?;
+        let expected = check_ordered_actions(&format!("d{i}"), &d.actions(), scripts)?;
         if d.status() != Status::NotStarted {
             prop_assert_eq!(Some(d.status()), expected, "batch {} vs its actions", i);
         } else {
             prop_assert!(
-                untouched_actions(d.actions()),
+                untouched_actions(&d.actions()),
                 "batch {i} NotStarted but ran"
             );
         }

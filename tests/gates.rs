@@ -23,8 +23,8 @@ async fn waiting(ws: &Workstream, id: PlanId) -> Plan {
     panic!("plan {id} never reached its gate");
 }
 
-fn gate_action(plan: &Plan) -> &Action {
-    &plan.blocks()[1]
+fn gate_action(plan: &Plan) -> ActionView<'_> {
+    plan.blocks()[1]
         .checks()
         .get(coercion::workflow::CheckSlot::Pre)
         .unwrap()

@@ -489,17 +489,29 @@ fn walk_locations_lead_back_to_the_objects() {
                 let Loc::Checks { block, slot } = loc else {
                     panic!("{loc:?}")
                 };
-                assert!(std::ptr::eq(c, plan.checks_at(block, slot).unwrap()));
+                let located = plan.checks_at(block, slot).unwrap();
+                assert!(std::ptr::eq(c.definition(), located.definition()));
             }
-            ObjectRef::Block(b) => assert!(std::ptr::eq(b, plan.block_at(loc).unwrap())),
-            ObjectRef::Sequence(s) => assert!(std::ptr::eq(s, plan.sequence_at(loc).unwrap())),
-            ObjectRef::Batch(b) => assert!(std::ptr::eq(b, plan.batch_at(loc).unwrap())),
+            ObjectRef::Block(b) => assert!(std::ptr::eq(
+                b.definition(),
+                plan.block_at(loc).unwrap().definition()
+            )),
+            ObjectRef::Sequence(s) => assert!(std::ptr::eq(
+                s.definition(),
+                plan.sequence_at(loc).unwrap().definition()
+            )),
+            ObjectRef::Batch(b) => assert!(std::ptr::eq(
+                b.definition(),
+                plan.batch_at(loc).unwrap().definition()
+            )),
             ObjectRef::Action(a) => {
-                assert!(std::ptr::eq(a, plan.action(loc).unwrap()));
+                let located = plan.action(loc).unwrap();
+                assert!(std::ptr::eq(a.definition(), located.definition()));
                 let Loc::Action { parent, index } = loc else {
                     panic!("{loc:?}")
                 };
-                assert!(std::ptr::eq(a, &plan.actions_of(parent).unwrap()[index]));
+                let listed = plan.actions_of(parent).unwrap()[index];
+                assert!(std::ptr::eq(a.definition(), listed.definition()));
             }
         }
     }

@@ -296,7 +296,7 @@ fn one_action(action: ActionSpec) -> Plan {
         .build()
 }
 
-fn only_action(plan: &Plan) -> &coercion::Action {
+fn only_action(plan: &Plan) -> coercion::ActionView<'_> {
     plan.walk()
         .find_map(|(_, o)| match o {
             ObjectRef::Action(a) => Some(a),

@@ -475,7 +475,7 @@ fn no_secret_leaks_on_the_memory_store() {
             .done
             .walk()
             .find_map(|(_, o)| match o {
-                ObjectRef::Action(a) if a.name() == "login" => Some(a.clone()),
+                ObjectRef::Action(a) if a.name() == "login" => Some(a),
                 _ => None,
             })
             .unwrap();
@@ -699,7 +699,7 @@ fn crash_and_recover(round: &Round, key: Option<&str>, marker: &str) -> Plan {
     plan
 }
 
-fn action<'a>(plan: &'a Plan, name: &str) -> &'a Action {
+fn action<'a>(plan: &'a Plan, name: &str) -> ActionView<'a> {
     plan.walk()
         .find_map(|(_, o)| match o {
             ObjectRef::Action(a) if a.name() == name => Some(a),
@@ -856,7 +856,7 @@ async fn typed_access_decrypts_secrets_sealed_with_the_configured_key() {
 async fn typed_access_after_the_workstream_is_dropped_needs_the_key() {
     let key = SecretKey::from_bytes([0x6d; 32]);
     let (ws, done, marker) = run_login(key.clone()).await;
-    let login = done.blocks()[0].sequences()[0].actions()[0].clone();
+    let login = done.blocks()[0].sequences()[0].actions()[0];
     assert_eq!(login.request::<Login>().unwrap().password.expose(), &marker);
     drop(ws);
     // The runs' tasks hold the workstream's keys until they have ended.

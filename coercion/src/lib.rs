@@ -226,8 +226,9 @@ pub use storage::{ListFilter, MemoryStore, PlanSummary, SharedStore, Store, Stor
 /// Object ids and group ids are UUIDs (v7 for ids coercion assigns).
 pub use uuid::Uuid;
 pub use workflow::{
-    Action, Attempt, Block, Checks, DeferredBatch, Owner, Plan, PlanId, Reason, RetryOf, Sequence,
-    State, Status, Tolerance, When,
+    Action, ActionView, Attempt, BatchView, Block, BlockView, CheckSetView, Checks, ChecksView,
+    DeferredBatch, ObjectRef, Owner, Plan, PlanId, Reason, RetryOf, Sequence, SequenceView, State,
+    Status, Tolerance, When,
 };
 pub use workstream::{Error, EventStream, StatusStream, Workstream, WorkstreamBuilder};
 
@@ -239,8 +240,8 @@ pub mod prelude {
     #[cfg(feature = "secrets")]
     pub use crate::secret::{Secret, SecretKey};
     pub use crate::workflow::{
-        Action, Block, Checks, DeferredBatch, Plan, PlanId, Reason, Sequence, Status, Tolerance,
-        When,
+        Action, ActionView, Block, BlockView, Checks, DeferredBatch, ObjectRef, Plan, PlanId,
+        Reason, Sequence, Status, Tolerance, When,
     };
     pub use crate::workstream::Workstream;
 }

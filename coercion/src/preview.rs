@@ -453,10 +453,10 @@ fn obj_name<'a>(obj: &ObjectRef<'a>) -> &'a str {
     match obj {
         ObjectRef::Plan(p) => p.name(),
         ObjectRef::Checks(_) => "",
-        ObjectRef::Block(b) => b.name(),
-        ObjectRef::Sequence(s) => s.name(),
-        ObjectRef::Batch(b) => b.name(),
-        ObjectRef::Action(a) => a.name(),
+        ObjectRef::Block(b) => b.definition().name(),
+        ObjectRef::Sequence(s) => s.definition().name(),
+        ObjectRef::Batch(b) => b.definition().name(),
+        ObjectRef::Action(a) => a.definition().name(),
     }
 }
 

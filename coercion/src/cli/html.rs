@@ -10,8 +10,8 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use super::format;
 use crate::storage::PlanPage;
 use crate::workflow::{
-    Action, Block, CheckSlot, Checks, DeferredBatch, Loc, ObjectRef, Outcome, Plan, Sequence,
-    State, Status, Timestamp,
+    ActionView, BatchView, BlockView, CheckSlot, ChecksView, Loc, ObjectRef, Outcome, Plan,
+    SequenceView, State, Status, Timestamp,
 };
 
 /// The style sheet of the report and the web UI.
@@ -256,7 +256,7 @@ fn summary(page: &PlanPage, now: Timestamp, stranded: bool) -> Markup {
                     dt { "Decisions" } dd #decisions {
                         @for (i, d) in plan.decisions().iter().enumerate() {
                             @if i > 0 { br; }
-                            bdi { (plan.action(d.gate).map(|a| a.name()).unwrap_or("?")) } ": "
+                            bdi { (plan.action(d.gate).map(|a| a.definition().name()).unwrap_or("?")) } ": "
                             span class=(if d.approved { "s-completed" } else { "s-failed" }) {
                                 (if d.approved { "approved" } else { "rejected" })
                             }
@@ -341,9 +341,9 @@ fn tree(page: &PlanPage, now: Timestamp) -> Markup {
             @for slot in before {
                 @if let Some(c) = plan.checks().get(slot) { (checks_node(slot, c, opening, now)) }
             }
-            @for (i, b) in plan.blocks().iter().enumerate() { (block_node(i, b, opening, now)) }
+            @for (i, b) in plan.blocks().into_iter().enumerate() { (block_node(i, b, opening, now)) }
             @if let Some(c) = plan.checks().get(CheckSlot::Post) { (checks_node(CheckSlot::Post, c, opening, now)) }
-            @for (i, b) in plan.deferred().iter().enumerate() { (batch_node(i, b, opening, now)) }
+            @for (i, b) in plan.deferred().into_iter().enumerate() { (batch_node(i, b, opening, now)) }
             @if let Some(c) = plan.checks().get(CheckSlot::Deferred) { (checks_node(CheckSlot::Deferred, c, opening, now)) }
             @if plan.blocks().is_empty() && plan.checks().is_empty() && plan.deferred().is_empty() {
                 p.muted { "This plan has no blocks, checks or deferred batches." }
@@ -372,7 +372,12 @@ fn node_head(
     }
 }
 
-fn checks_node(slot: CheckSlot, checks: &Checks, opening: Opening, now: Timestamp) -> Markup {
+fn checks_node(
+    slot: CheckSlot,
+    checks: ChecksView<'_>,
+    opening: Opening,
+    now: Timestamp,
+) -> Markup {
     let state = checks.state();
     // A failing bypass check only means "do not skip": not a failure to show open.
     let opening = Opening {
@@ -384,18 +389,18 @@ fn checks_node(slot: CheckSlot, checks: &Checks, opening: Opening, now: Timestam
             data-status=(state.status.as_str()) open[open_by_default(opening, state)] {
             summary { (node_head(slot.as_str(), None, "", state, now, None)) }
             div.children {
-                @for (i, a) in checks.actions().iter().enumerate() { (action_node(i, a, opening, now)) }
+                @for (i, a) in checks.actions().into_iter().enumerate() { (action_node(i, a, opening, now)) }
             }
         }
     }
 }
 
-fn block_node(index: usize, block: &Block, opening: Opening, now: Timestamp) -> Markup {
+fn block_node(index: usize, block: BlockView<'_>, opening: Opening, now: Timestamp) -> Markup {
     let page = opening.page;
     let state = block.state();
+    let sequences = block.sequences();
     // A completed block may hold failed sequences (within its tolerance): open, to show them.
-    let holds_failure = block
-        .sequences()
+    let holds_failure = sequences
         .iter()
         .any(|s| matches!(s.status(), Status::Failed | Status::Stopped));
     html! {
@@ -408,7 +413,7 @@ fn block_node(index: usize, block: &Block, opening: Opening, now: Timestamp) -> 
                     @if let Some(c) = block.checks().get(slot) { (checks_node(slot, c, opening, now)) }
                 }
                 @for &i in page.shown(index) {
-                    @if let Some(s) = block.sequences().get(i) { (sequence_node(i, s, opening, now)) }
+                    @if let Some(&s) = sequences.get(i) { (sequence_node(i, s, opening, now)) }
                 }
                 @if let Some(w) = format::Window::of(page, index) {
                     p.more-sequences {
@@ -429,7 +434,7 @@ fn block_node(index: usize, block: &Block, opening: Opening, now: Timestamp) -> 
     }
 }
 
-fn block_head(index: usize, block: &Block, now: Timestamp) -> Markup {
+fn block_head(index: usize, block: BlockView<'_>, now: Timestamp) -> Markup {
     let info = format!(
         "{} sequence(s), concurrency {}, tolerates {}",
         block.sequences().len(),
@@ -446,7 +451,7 @@ fn block_head(index: usize, block: &Block, now: Timestamp) -> Markup {
     )
 }
 
-fn sequence_node(index: usize, seq: &Sequence, opening: Opening, now: Timestamp) -> Markup {
+fn sequence_node(index: usize, seq: SequenceView<'_>, opening: Opening, now: Timestamp) -> Markup {
     let state = seq.state();
     html! {
         details class={ "node sequence " (format::status_class(state.status)) } data-id=(seq.id())
@@ -454,13 +459,13 @@ fn sequence_node(index: usize, seq: &Sequence, opening: Opening, now: Timestamp)
             summary { (node_head("sequence", Some(index), seq.name(), state, now, None)) }
             div.children {
                 @if !seq.descr().is_empty() { p.descr { (seq.descr()) } }
-                @for (i, a) in seq.actions().iter().enumerate() { (action_node(i, a, opening, now)) }
+                @for (i, a) in seq.actions().into_iter().enumerate() { (action_node(i, a, opening, now)) }
             }
         }
     }
 }
 
-fn batch_node(index: usize, batch: &DeferredBatch, opening: Opening, now: Timestamp) -> Markup {
+fn batch_node(index: usize, batch: BatchView<'_>, opening: Opening, now: Timestamp) -> Markup {
     let state = batch.state();
     html! {
         details class={ "node batch " (format::status_class(state.status)) } data-id=(batch.id())
@@ -468,13 +473,13 @@ fn batch_node(index: usize, batch: &DeferredBatch, opening: Opening, now: Timest
             summary { (batch_head(index, batch, now)) }
             div.children {
                 @if !batch.descr().is_empty() { p.descr { (batch.descr()) } }
-                @for (i, a) in batch.actions().iter().enumerate() { (action_node(i, a, opening, now)) }
+                @for (i, a) in batch.actions().into_iter().enumerate() { (action_node(i, a, opening, now)) }
             }
         }
     }
 }
 
-fn batch_head(index: usize, batch: &DeferredBatch, now: Timestamp) -> Markup {
+fn batch_head(index: usize, batch: BatchView<'_>, now: Timestamp) -> Markup {
     let info = format!(
         "when {}{}",
         batch.when(),
@@ -494,7 +499,12 @@ fn batch_head(index: usize, batch: &DeferredBatch, now: Timestamp) -> Markup {
     )
 }
 
-fn action_node(index: usize, action: &Action, opening: Opening<'_>, now: Timestamp) -> Markup {
+fn action_node(
+    index: usize,
+    action: ActionView<'_>,
+    opening: Opening<'_>,
+    now: Timestamp,
+) -> Markup {
     let state = action.state();
     let open = opening.failed_actions && state.status == Status::Failed;
     let extra = (!action.attempts().is_empty()).then(|| format::attempts(action.attempts()));

@@ -222,7 +222,10 @@ pub(crate) fn tree(
         );
     }
     for d in plan.decisions() {
-        let name = plan.action(d.gate).map(|a| a.name()).unwrap_or("?");
+        let name = plan
+            .action(d.gate)
+            .map(|a| a.definition().name())
+            .unwrap_or("?");
         fact(
             if d.approved {
                 status_style(Status::Completed)

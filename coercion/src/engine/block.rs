@@ -34,7 +34,9 @@ pub(crate) async fn run_block(
     let loc = Loc::Block(b);
     let (status, name, entrance, exit) = {
         let plan = run.plan.lock();
-        let block = &plan.blocks[b];
+        let block = plan
+            .block_at(loc)
+            .expect("the engine only runs blocks of its plan");
         (
             block.status(),
             block.name.clone(),
@@ -188,12 +190,10 @@ async fn run_sequences(
 ) -> Result<SequencesOutcome, RunError> {
     let (concurrency, tolerance, statuses) = {
         let plan = run.plan.lock();
-        let block = &plan.blocks[b];
-        let statuses: Vec<Status> = block
-            .sequences
-            .iter()
-            .map(crate::workflow::Sequence::status)
-            .collect();
+        let block = plan
+            .block_at(Loc::Block(b))
+            .expect("the engine only runs blocks of its plan");
+        let statuses: Vec<Status> = block.sequences().iter().map(|s| s.status()).collect();
         (block.concurrency.get(), block.tolerated_failures, statuses)
     };
     let total = statuses.len();
@@ -287,7 +287,9 @@ async fn run_sequence(ctx: &SeqCtx, b: usize, s: usize) -> Result<(), RunError> 
     let loc = Loc::Sequence { block: b, seq: s };
     let (status, name, n) = {
         let plan = run.plan.lock();
-        let seq = &plan.blocks[b].sequences[s];
+        let seq = plan
+            .sequence_at(loc)
+            .expect("the engine only runs sequences of its plan");
         (seq.status(), seq.name.clone(), seq.actions.len())
     };
     let span = tracing::info_span!("sequence", plan = %run.id, sequence = %name);

@@ -72,7 +72,7 @@ pub(crate) async fn run_checks(
     {
         let plan = run.plan.lock();
         let checks = plan.checks_at(block, slot).expect("checked above");
-        for (index, a) in checks.actions.iter().enumerate() {
+        for (index, a) in checks.actions().into_iter().enumerate() {
             if a.status().is_terminal() {
                 changes.push(Change::Reset {
                     loc: Loc::Action { parent, index },

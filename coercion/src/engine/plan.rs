@@ -272,7 +272,7 @@ async fn run_deferred(run: &Arc<Run>, failed: bool) -> Result<(), RunError> {
     let batches: Vec<(crate::workflow::When, bool, Status)> = run
         .plan
         .lock()
-        .deferred
+        .deferred()
         .iter()
         .map(|d| (d.when, d.fail_plan, d.status()))
         .collect();
@@ -303,7 +303,10 @@ async fn run_batch(run: &Arc<Run>, i: usize) -> Result<Status, RunError> {
     let loc = Loc::Batch(i);
     let (status, n) = {
         let plan = run.plan.lock();
-        (plan.deferred[i].status(), plan.deferred[i].actions.len())
+        let batch = plan
+            .batch_at(loc)
+            .expect("the engine only runs batches of its plan");
+        (batch.status(), batch.actions.len())
     };
     if status.is_terminal() {
         return Ok(status);

@@ -242,7 +242,7 @@ fn first_difference(expected: &Plan, got: &Plan) -> String {
             return format!("state at {loc:?}: expected {sa:?}, got {sb:?}");
         }
         if let (ObjectRef::Action(x), ObjectRef::Action(y)) = (a, b)
-            && x != y
+            && (x.definition(), x.attempts()) != (y.definition(), y.attempts())
         {
             return format!("action at {loc:?}: expected {x:?}, got {y:?}");
         }

@@ -94,15 +94,13 @@ impl PlanPage {
         let failures = plan.failure_counts();
         let mut shown = Vec::with_capacity(plan.blocks.len());
         let mut left_out = Vec::with_capacity(plan.blocks.len());
-        for block in &mut plan.blocks {
-            let (keep, left) = PlanPage::choose(
-                spec,
-                block
-                    .sequences
-                    .iter()
-                    .map(crate::workflow::Sequence::status)
-                    .enumerate(),
-            );
+        let statuses: Vec<Vec<Status>> = plan
+            .blocks()
+            .iter()
+            .map(|b| b.sequences().iter().map(|s| s.status()).collect())
+            .collect();
+        for (block, statuses) in plan.blocks.iter_mut().zip(statuses) {
+            let (keep, left) = PlanPage::choose(spec, statuses.into_iter().enumerate());
             let mut next = keep.iter().peekable();
             for (i, seq) in block.sequences.iter_mut().enumerate() {
                 if next.next_if(|k| **k == i).is_none() {

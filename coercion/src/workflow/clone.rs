@@ -1,6 +1,6 @@
 //! Clones of a plan: for resubmission, for display, and of only the work that did not succeed.
 
-use super::{Attempt, Block, Outcome, Plan, State, Status};
+use super::{Attempt, Block, CheckSlot, Outcome, Plan, Status};
 
 impl Plan {
     /// The group a clone of this plan belongs to: this plan's group, or this plan itself.
@@ -14,7 +14,7 @@ impl Plan {
     fn into_fresh(mut self) -> Plan {
         self.group_id = self.clone_group();
         self.reset_run_state();
-        self.walk_mut(|_, object| *object.id = uuid::Uuid::nil());
+        self.for_each_id_mut(|id| *id = uuid::Uuid::nil());
         self.submit_time = None;
         self.retry_of = None;
         self
@@ -38,6 +38,14 @@ impl Plan {
     /// store keeps apart from the sequences. Nothing else is left out.
     #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn without_sequences(&self) -> Plan {
+        let mut plan = self.without_blocks();
+        plan.blocks = self.blocks.iter().map(Block::without_sequences).collect();
+        plan.run = self.run.without_sequences();
+        plan
+    }
+
+    /// A copy of the plan with no blocks and no run state.
+    fn without_blocks(&self) -> Plan {
         let Plan {
             schema_version,
             id,
@@ -46,17 +54,12 @@ impl Plan {
             group_id,
             meta,
             checks,
-            blocks,
+            blocks: _,
             deferred,
             preview_required,
             submit_time,
-            state,
-            reason,
-            heartbeat,
-            paused,
             retry_of,
-            owners,
-            decisions,
+            run: _,
         } = self;
         Plan {
             schema_version: *schema_version,
@@ -66,26 +69,21 @@ impl Plan {
             group_id: *group_id,
             meta: meta.clone(),
             checks: checks.clone(),
-            blocks: blocks.iter().map(Block::without_sequences).collect(),
+            blocks: Vec::new(),
             deferred: deferred.clone(),
             preview_required: *preview_required,
             submit_time: *submit_time,
-            state: *state,
-            reason: *reason,
-            heartbeat: *heartbeat,
-            paused: *paused,
             retry_of: retry_of.clone(),
-            owners: owners.clone(),
-            decisions: decisions.clone(),
+            run: super::run::PlanRun::default(),
         }
     }
 
     /// [`Plan::clone_for_display`] without the copy: the plan itself, redacted.
     pub fn into_display(self) -> Plan {
         let mut plan = self;
-        plan.for_each_action_mut(|_, a| {
-            a.request = crate::secret::redact(&a.request);
-            for t in &mut a.attempts {
+        plan.for_each_action_mut(|_, a| a.request = crate::secret::redact(&a.request));
+        plan.walk_mut(|_, object| {
+            for t in object.attempts.into_iter().flatten() {
                 redact_attempt(t);
             }
         });
@@ -103,36 +101,47 @@ impl Plan {
     /// returns `None` for it too; run it again with [`clone_for_resubmit`](Self::clone_for_resubmit).
     pub fn clone_retry_failed(&self) -> Option<Plan> {
         // A plan whose bypass checks passed completed without running its blocks: it succeeded.
-        let bypassed = self
-            .checks
-            .bypass
-            .as_ref()
-            .is_some_and(|c| c.state.status == Status::Completed)
-            && self.state.status == Status::Completed;
-        if bypassed {
-            return None;
-        }
-        let bypassed = |b: &Block| {
-            b.checks
-                .bypass
-                .as_ref()
-                .is_some_and(|c| c.state.status == Status::Completed)
-                && b.state.status == Status::Completed
+        let done = |status: Status| status == Status::Completed;
+        let bypassed = |checks: super::CheckSetView<'_>, status: Status| {
+            checks
+                .get(CheckSlot::Bypass)
+                .is_some_and(|c| done(c.status()))
+                && done(status)
         };
-        let not_completed = |state: &State| state.status != Status::Completed;
-        let mut retry = self.clone();
-        retry.blocks.retain(|b| !bypassed(b));
-        for block in &mut retry.blocks {
-            block.sequences.retain(|s| not_completed(&s.state));
-            for seq in &mut block.sequences {
-                seq.actions.retain(|a| not_completed(&a.state));
-            }
-            block.sequences.retain(|s| !s.actions.is_empty());
-        }
-        retry.blocks.retain(|b| !b.sequences.is_empty());
-        if retry.blocks.is_empty() {
+        if bypassed(self.checks(), self.status()) {
             return None;
         }
+        let mut blocks = Vec::new();
+        for block in self.blocks() {
+            if bypassed(block.checks(), block.status()) {
+                continue;
+            }
+            let sequences: Vec<super::Sequence> = block
+                .sequences()
+                .into_iter()
+                .filter(|s| !done(s.status()))
+                .filter_map(|s| {
+                    let mut seq = s.without_actions();
+                    seq.actions = s
+                        .actions()
+                        .into_iter()
+                        .filter(|a| !done(a.status()))
+                        .map(|a| a.definition().clone())
+                        .collect();
+                    (!seq.actions.is_empty()).then_some(seq)
+                })
+                .collect();
+            if !sequences.is_empty() {
+                let mut kept = block.without_sequences();
+                kept.sequences = sequences;
+                blocks.push(kept);
+            }
+        }
+        if blocks.is_empty() {
+            return None;
+        }
+        let mut retry = self.without_blocks();
+        retry.blocks = blocks;
         Some(retry.into_fresh())
     }
 }
@@ -143,7 +152,6 @@ fn redact_attempt(t: &mut Attempt) {
     }
 }
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl Block {
     /// A copy of the block with no sequences.
     fn without_sequences(&self) -> Block {
@@ -159,7 +167,6 @@ impl Block {
             concurrency,
             tolerated_failures,
             preview_required,
-            state,
             defects,
         } = self;
         Block {
@@ -174,13 +181,11 @@ impl Block {
             concurrency: *concurrency,
             tolerated_failures: *tolerated_failures,
             preview_required: *preview_required,
-            state: *state,
             defects: defects.clone(),
         }
     }
 }
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl super::Sequence {
     /// A copy of the sequence with no actions.
     pub(crate) fn without_actions(&self) -> super::Sequence {
@@ -190,7 +195,6 @@ impl super::Sequence {
             name,
             descr,
             actions: _,
-            state,
         } = self;
         super::Sequence {
             id: *id,
@@ -198,7 +202,6 @@ impl super::Sequence {
             name: name.clone(),
             descr: descr.clone(),
             actions: Vec::new(),
-            state: *state,
         }
     }
 }

@@ -5,19 +5,40 @@
 //! only accept plugins of the right kind, and are read through accessor methods. Their state is
 //! owned by the engine: nothing here lets user code change an object's status or attempts.
 //!
-//! Run state (each object's state, each action's attempts, the plan's own state, reason,
-//! heartbeat, pause, owners and decisions) is private to this module: the rest of the crate
-//! reads it through the accessors and changes it by location only — `Plan::state_at_mut`,
-//! `Plan::attempts_mut`, `Plan::run_mut`, `Plan::walk_mut` and
-//! `Plan::reset_run_state` — so where it is kept is this module's business alone.
+//! The objects are definitions: what is to run. What happened — each object's state, each
+//! action's attempts, the plan's own state, reason, heartbeat, pause, owners and decisions — is
+//! the plan's run state, a tree of the same shape keyed by location (`run.rs`). A plan hands its
+//! objects out as views ([`BlockView`], [`SequenceView`], [`ActionView`], …), which dereference
+//! to the definition and add the run state:
+//!
+//! ```
+//! # use coercion::prelude::*;
+//! # use coercion::testing::{FakeAction, FakeReq};
+//! let plan = Plan::builder("p")
+//!     .block(Block::builder("b").sequence(
+//!         Sequence::builder("s").action(ActionSpec::new::<FakeAction>("a", FakeReq::ok())),
+//!     ))
+//!     .build();
+//! let action = plan.blocks()[0].sequences()[0].actions()[0];
+//! assert_eq!(action.name(), "a"); // the definition
+//! assert_eq!(action.status(), Status::NotStarted); // the run state
+//! assert!(action.attempts().is_empty());
+//! ```
+//!
+//! The run state is private to this module: the rest of the crate reads it through views and
+//! changes it by location only (`Plan::state_at_mut`, `Plan::attempts_mut`, `Plan::run_mut`,
+//! `Plan::walk_mut`, `Plan::reset_run_state`).
 
 mod clone;
 mod path;
+mod run;
 mod validate;
+mod view;
 mod walk;
 
 pub use path::{Loc, ObjectPath, Parent, PathSegment};
 pub use validate::{MAX_DURATION, Problem, validate_plan};
+pub use view::{ActionView, BatchView, BlockView, CheckSetView, ChecksView, SequenceView};
 pub use walk::{ObjectRef, Walk};
 
 use std::fmt;
@@ -364,6 +385,17 @@ impl CheckSlot {
             CheckSlot::Deferred => "deferred_checks",
         }
     }
+
+    /// The slot's field in a check set's JSON (`pre`, …).
+    pub(crate) fn field_name(self) -> &'static str {
+        match self {
+            CheckSlot::Bypass => "bypass",
+            CheckSlot::Pre => "pre",
+            CheckSlot::Cont => "cont",
+            CheckSlot::Post => "post",
+            CheckSlot::Deferred => "deferred",
+        }
+    }
 }
 
 impl fmt::Display for CheckSlot {
@@ -492,10 +524,6 @@ pub struct Action {
     pub(crate) timeout: Duration,
     #[serde(default)]
     pub(crate) retries: u32,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(in crate::workflow) attempts: Vec<Attempt>,
-    #[serde(default)]
-    pub(in crate::workflow) state: State,
     /// Problems found while building (e.g. a request that does not serialize), reported at submit.
     #[serde(skip)]
     pub(crate) defects: Defects,
@@ -521,8 +549,6 @@ impl Action {
             request,
             timeout: DEFAULT_TIMEOUT,
             retries: 0,
-            attempts: Vec::new(),
-            state: State::default(),
             defects,
         }
     }
@@ -535,7 +561,6 @@ impl Checks {
             key: None,
             delay: DEFAULT_CONT_DELAY,
             actions: Vec::new(),
-            state: State::default(),
         }
     }
 }
@@ -548,7 +573,6 @@ impl Sequence {
             name,
             descr: String::new(),
             actions: Vec::new(),
-            state: State::default(),
         }
     }
 }
@@ -567,7 +591,6 @@ impl Block {
             concurrency: NonZeroUsize::MIN,
             tolerated_failures: Tolerance::Count(0),
             preview_required: false,
-            state: State::default(),
             defects: Vec::new(),
         }
     }
@@ -583,7 +606,6 @@ impl DeferredBatch {
             when,
             fail_plan: false,
             actions: Vec::new(),
-            state: State::default(),
         }
     }
 }
@@ -665,18 +687,6 @@ impl Action {
     pub fn retries(&self) -> u32 {
         self.retries
     }
-    /// The finished (and, while running, current) attempts, oldest first.
-    pub fn attempts(&self) -> &[Attempt] {
-        &self.attempts
-    }
-    /// The status and times.
-    pub fn state(&self) -> State {
-        self.state
-    }
-    /// The status.
-    pub fn status(&self) -> Status {
-        self.state.status
-    }
 
     /// The request decoded as plugin `P`'s request type. Its secrets decrypt with this
     /// process's key or the key of one of its workstreams that is alive; with another key, see
@@ -686,17 +696,6 @@ impl Action {
         self.request
             .decode()
             .map_err(|e| TypedAccessError::Decode(e.to_string()))
-    }
-
-    /// The response of the last successful attempt, decoded as plugin `P`'s response type.
-    pub fn response<P: Plugin + PluginMeta>(&self) -> Result<P::Response, TypedAccessError> {
-        self.check_plugin::<P>()?;
-        match self.attempts.last().and_then(|a| a.outcome.as_ref()) {
-            Some(Outcome::Response(json)) => json
-                .decode()
-                .map_err(|e| TypedAccessError::Decode(e.to_string())),
-            _ => Err(TypedAccessError::NoResponse),
-        }
     }
 
     /// The request decoded as plugin `P`'s request type, its secrets decrypted with `key` (or
@@ -710,26 +709,6 @@ impl Action {
     ) -> Result<P::Request, TypedAccessError> {
         self.check_plugin::<P>()?;
         decode_with_key(&self.request, key)
-    }
-
-    /// The response of the last successful attempt, decoded as plugin `P`'s response type, its
-    /// secrets decrypted with `key` (or this process's own key) and nothing else.
-    #[cfg(feature = "secrets")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "secrets")))]
-    pub fn response_with_key<P: Plugin + PluginMeta>(
-        &self,
-        key: &crate::secret::SecretKey,
-    ) -> Result<P::Response, TypedAccessError> {
-        self.check_plugin::<P>()?;
-        match self.attempts.last().and_then(|a| a.outcome.as_ref()) {
-            Some(Outcome::Response(json)) => decode_with_key(json, key),
-            _ => Err(TypedAccessError::NoResponse),
-        }
-    }
-
-    /// The error of the last attempt, if it failed.
-    pub fn last_error(&self) -> Option<&PluginError> {
-        self.attempts.last().and_then(Attempt::error)
     }
 
     fn check_plugin<P: PluginMeta>(&self) -> Result<(), TypedAccessError> {
@@ -785,8 +764,6 @@ pub struct Checks {
     #[serde(with = "humantime_serde", default = "default_cont_delay")]
     pub(crate) delay: Duration,
     pub(crate) actions: Vec<Action>,
-    #[serde(default)]
-    pub(in crate::workflow) state: State,
 }
 
 fn default_cont_delay() -> Duration {
@@ -809,14 +786,6 @@ impl Checks {
     /// The check actions (run concurrently).
     pub fn actions(&self) -> &[Action] {
         &self.actions
-    }
-    /// The status and times.
-    pub fn state(&self) -> State {
-        self.state
-    }
-    /// The status.
-    pub fn status(&self) -> Status {
-        self.state.status
     }
 }
 
@@ -891,8 +860,6 @@ pub struct Sequence {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub(crate) descr: String,
     pub(crate) actions: Vec<Action>,
-    #[serde(default)]
-    pub(in crate::workflow) state: State,
 }
 
 impl Sequence {
@@ -915,14 +882,6 @@ impl Sequence {
     /// The actions, in the order they run.
     pub fn actions(&self) -> &[Action] {
         &self.actions
-    }
-    /// The status and times.
-    pub fn state(&self) -> State {
-        self.state
-    }
-    /// The status.
-    pub fn status(&self) -> Status {
-        self.state.status
     }
 }
 
@@ -949,8 +908,6 @@ pub struct Block {
     /// Every action of its sequences must preview (`require_previews`), checked at submit.
     #[serde(default, skip_serializing_if = "is_false")]
     pub(crate) preview_required: bool,
-    #[serde(default)]
-    pub(in crate::workflow) state: State,
     /// Problems found while building (e.g. `concurrency(0)`), reported at submit.
     #[serde(skip)]
     pub(crate) defects: Vec<String>,
@@ -1001,14 +958,6 @@ impl Block {
     pub fn preview_required(&self) -> bool {
         self.preview_required
     }
-    /// The status and times.
-    pub fn state(&self) -> State {
-        self.state
-    }
-    /// The status.
-    pub fn status(&self) -> Status {
-        self.state.status
-    }
 }
 
 /// Actions that run after the blocks, selected by how the plan went.
@@ -1025,8 +974,6 @@ pub struct DeferredBatch {
     #[serde(default)]
     pub(crate) fail_plan: bool,
     pub(crate) actions: Vec<Action>,
-    #[serde(default)]
-    pub(in crate::workflow) state: State,
 }
 
 impl DeferredBatch {
@@ -1058,60 +1005,83 @@ impl DeferredBatch {
     pub fn actions(&self) -> &[Action] {
         &self.actions
     }
-    /// The status and times.
-    pub fn state(&self) -> State {
-        self.state
-    }
-    /// The status.
-    pub fn status(&self) -> Status {
-        self.state.status
-    }
 }
 
 /// A whole workflow: blocks run one after another, with checks and deferred work.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// A plan is its definition (the fields below but the last) and its run state (`run`: every
+/// object's state and attempts by location, and the plan's own). Its JSON holds both, each
+/// object's run state beside its definition (`view.rs` writes and reads it).
+#[derive(Clone, Debug)]
 pub struct Plan {
     pub(crate) schema_version: SchemaVersion,
-    #[serde(default)]
     pub(crate) id: PlanId,
     pub(crate) name: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub(crate) descr: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) group_id: Option<Uuid>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "base64_bytes")]
     pub(crate) meta: Vec<u8>,
-    #[serde(default, skip_serializing_if = "CheckSet::is_empty")]
     pub(crate) checks: CheckSet,
     pub(crate) blocks: Vec<Block>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) deferred: Vec<DeferredBatch>,
     /// Every action of the plan (sequences and deferred batches) must preview
     /// (`require_previews`), checked at submit.
-    #[serde(default, skip_serializing_if = "is_false")]
     pub(crate) preview_required: bool,
-    #[serde(default)]
     pub(crate) submit_time: Option<Timestamp>,
-    #[serde(default)]
-    pub(in crate::workflow) state: State,
-    #[serde(default)]
-    pub(in crate::workflow) reason: Reason,
-    /// Persisted while the plan runs, so recovery can tell a stale plan from a live one.
-    #[serde(default)]
-    pub(in crate::workflow) heartbeat: Option<Timestamp>,
-    #[serde(default)]
-    pub(in crate::workflow) paused: bool,
     /// The plan this one retries, when it was made by [`Workstream::retry`](crate::Workstream::retry).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) retry_of: Option<RetryOf>,
-    /// Every process that ran the plan, oldest first: the one that started it, then each that
-    /// resumed it after the one running it stopped. (Exports of earlier versions name this list
-    /// `resumptions` and hold only the resuming processes.)
-    #[serde(default, alias = "resumptions", skip_serializing_if = "Vec::is_empty")]
-    pub(in crate::workflow) owners: Vec<Owner>,
-    /// Every decision a person took at one of the plan's gates, oldest first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(in crate::workflow) decisions: Vec<Decision>,
+    /// The run state: the plan's own (state, reason, the heartbeat persisted while it runs so
+    /// recovery can tell a stale plan from a live one, pause, every process that ran it, the
+    /// decisions taken at its gates) and its objects' by location.
+    pub(in crate::workflow) run: run::PlanRun,
+}
+
+/// Plans are equal when their definitions are and every object's run state is: where nothing
+/// was written reads as not started, however the run state was filled.
+impl PartialEq for Plan {
+    fn eq(&self, other: &Plan) -> bool {
+        let own = |p: &Plan| {
+            (
+                p.run.state,
+                p.run.reason,
+                p.run.heartbeat,
+                p.run.paused,
+                p.run.owners.clone(),
+                p.run.decisions.clone(),
+            )
+        };
+        self.schema_version == other.schema_version
+            && self.id == other.id
+            && self.name == other.name
+            && self.descr == other.descr
+            && self.group_id == other.group_id
+            && self.meta == other.meta
+            && self.checks == other.checks
+            && self.blocks == other.blocks
+            && self.deferred == other.deferred
+            && self.preview_required == other.preview_required
+            && self.submit_time == other.submit_time
+            && self.retry_of == other.retry_of
+            && own(self) == own(other)
+            && self.walk().zip(other.walk()).all(|((la, a), (lb, b))| {
+                la == lb
+                    && a.state() == b.state()
+                    && match (a, b) {
+                        (ObjectRef::Action(a), ObjectRef::Action(b)) => {
+                            a.attempts() == b.attempts()
+                        }
+                        _ => true,
+                    }
+            })
+    }
+}
+
+/// [`base64_bytes`] as a value to serialize.
+pub(crate) struct Base64<'a>(pub(crate) &'a [u8]);
+
+impl Serialize for Base64<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        base64_bytes::serialize(self.0, s)
+    }
 }
 
 /// A person approved or rejected a gate ([`coercion/gate`](crate::plugins::Gate)): who, when,
@@ -1295,30 +1265,30 @@ impl Plan {
     /// resumed it ([`Owner::resumed`]); empty for a plan not started. An attempt ran under the
     /// last owner that took the plan before the attempt started.
     pub fn owners(&self) -> &[Owner] {
-        &self.owners
+        &self.run.owners
     }
     /// The process that runs the plan now, or ran it last: the last of [`owners`](Self::owners).
     pub fn owner(&self) -> Option<&Owner> {
-        self.owners.last()
+        self.run.owners.last()
     }
     /// The owner under which an attempt that started at `start` ran: the last owner that took
     /// the plan at or before `start` (each owner's clock stamps both, so this holds across
     /// machines as long as their clocks agree to within the lease).
     pub fn owner_at(&self, start: Timestamp) -> Option<&Owner> {
-        self.owners.iter().rev().find(|o| o.at <= start)
+        self.run.owners.iter().rev().find(|o| o.at <= start)
     }
     /// The owners that resumed the plan after the process running it stopped (a crash, a kill, a
     /// lost lease), oldest first; empty for a plan that ran in one go.
     pub fn resumptions(&self) -> Vec<&Owner> {
-        self.owners.iter().filter(|o| o.resumed).collect()
+        self.run.owners.iter().filter(|o| o.resumed).collect()
     }
     /// The decisions people took at the plan's gates, oldest first.
     pub fn decisions(&self) -> &[Decision] {
-        &self.decisions
+        &self.run.decisions
     }
     /// The last decision taken at the gate at `loc`, if any.
     pub fn decision_at(&self, loc: Loc) -> Option<&Decision> {
-        self.decisions.iter().rev().find(|d| d.gate == loc)
+        self.run.decisions.iter().rev().find(|d| d.gate == loc)
     }
     /// The gates the plan waits at now: gate checks whose attempt runs.
     pub fn waiting_gates(&self) -> Vec<WaitingGate> {
@@ -1342,21 +1312,38 @@ impl Plan {
             })
             .collect()
     }
-    /// The plan's checks.
-    pub fn checks(&self) -> &CheckSet {
-        &self.checks
+    /// The plan's checks, with their run state.
+    pub fn checks(&self) -> CheckSetView<'_> {
+        CheckSetView {
+            def: &self.checks,
+            run: &self.run.checks,
+        }
     }
-    /// The blocks, in the order they run.
-    pub fn blocks(&self) -> &[Block] {
-        &self.blocks
+    /// The blocks, in the order they run, with their run state.
+    pub fn blocks(&self) -> Vec<BlockView<'_>> {
+        self.blocks
+            .iter()
+            .enumerate()
+            .map(|(b, def)| BlockView {
+                def,
+                run: self.run.block(b),
+            })
+            .collect()
     }
     /// Whether every action of the plan must preview (`require_previews`).
     pub fn preview_required(&self) -> bool {
         self.preview_required
     }
-    /// The deferred batches, in the order they run.
-    pub fn deferred(&self) -> &[DeferredBatch] {
-        &self.deferred
+    /// The deferred batches, in the order they run, with their run state.
+    pub fn deferred(&self) -> Vec<BatchView<'_>> {
+        self.deferred
+            .iter()
+            .enumerate()
+            .map(|(i, def)| BatchView {
+                def,
+                run: self.run.batch(i),
+            })
+            .collect()
     }
     /// When the plan was submitted.
     pub fn submit_time(&self) -> Option<Timestamp> {
@@ -1364,23 +1351,23 @@ impl Plan {
     }
     /// The status and times.
     pub fn state(&self) -> State {
-        self.state
+        self.run.state
     }
     /// The status.
     pub fn status(&self) -> Status {
-        self.state.status
+        self.run.state.status
     }
     /// Why the plan failed (the first failing phase).
     pub fn reason(&self) -> Reason {
-        self.reason
+        self.run.reason
     }
     /// The last heartbeat of the process that runs (or ran) the plan.
     pub fn heartbeat(&self) -> Option<Timestamp> {
-        self.heartbeat
+        self.run.heartbeat
     }
     /// Whether an operator paused the plan.
     pub fn is_paused(&self) -> bool {
-        self.paused
+        self.run.paused
     }
 
     /// Every object of the plan with its path, in a fixed order (Go's `walk`).
@@ -1404,7 +1391,7 @@ impl Plan {
     /// field, or a schema version this build does not understand. The plan is not validated
     /// against any registry here: `submit` does that.
     pub fn from_json(text: &str) -> Result<Plan, ImportError> {
-        serde_json::from_str(text).map_err(|e| ImportError(e.to_string()))
+        Plan::read(text).map_err(|e| ImportError(e.to_string()))
     }
 
     pub(crate) fn empty(name: String) -> Plan {
@@ -1420,13 +1407,8 @@ impl Plan {
             deferred: Vec::new(),
             preview_required: false,
             submit_time: None,
-            state: State::default(),
-            reason: Reason::None,
-            heartbeat: None,
-            paused: false,
             retry_of: None,
-            owners: Vec::new(),
-            decisions: Vec::new(),
+            run: run::PlanRun::default(),
         }
     }
 }

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use uuid::Uuid;
 
-use super::{Action, Block, CheckSlot, Checks, DeferredBatch, Plan, Sequence};
+use super::view::{ActionView, BatchView, BlockView, ChecksView, SequenceView};
+use super::{Action, CheckSlot, Checks, Plan};
 
 /// The container of an action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -212,14 +213,23 @@ impl Plan {
         }
     }
 
-    /// The check section at `block`/`slot`.
-    pub fn checks_at(&self, block: Option<usize>, slot: CheckSlot) -> Option<&Checks> {
+    /// The check section at `block`/`slot`, with its run state.
+    pub fn checks_at(&self, block: Option<usize>, slot: CheckSlot) -> Option<ChecksView<'_>> {
+        Some(ChecksView {
+            def: self.checks_def(block, slot)?,
+            run: self.run.checks(block).get(slot),
+        })
+    }
+
+    /// The check section at `block`/`slot`, as defined.
+    pub(crate) fn checks_def(&self, block: Option<usize>, slot: CheckSlot) -> Option<&Checks> {
         match block {
             None => self.checks.get(slot),
             Some(b) => self.blocks.get(b)?.checks.get(slot),
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn checks_at_mut(
         &mut self,
         block: Option<usize>,
@@ -231,13 +241,30 @@ impl Plan {
         }
     }
 
+    /// The action at `loc`, as defined, to change (the model's tests).
+    #[cfg(test)]
+    pub(crate) fn action_mut(&mut self, loc: Loc) -> Option<&mut Action> {
+        let Loc::Action { parent, index } = loc else {
+            return None;
+        };
+        let actions = match parent {
+            Parent::Checks { block, slot } => &mut self.checks_at_mut(block, slot)?.actions,
+            Parent::Sequence { block, seq } => {
+                &mut self.blocks.get_mut(block)?.sequences.get_mut(seq)?.actions
+            }
+            Parent::Batch(i) => &mut self.deferred.get_mut(i)?.actions,
+        };
+        actions.get_mut(index)
+    }
+
     /// Gives the plan and every object in it a fresh UUIDv7, in walk order (as submit does;
     /// the one place ids are handed out).
     pub(crate) fn assign_ids(&mut self) {
-        self.walk_mut(|_, object| *object.id = Uuid::now_v7());
+        self.for_each_id_mut(|id| *id = Uuid::now_v7());
     }
 
-    /// Calls `f` on every action of the plan (checks and deferred batches included).
+    /// Calls `f` on every action of the plan (checks and deferred batches included), as
+    /// defined.
     pub(crate) fn for_each_action_mut(&mut self, mut f: impl FnMut(Loc, &mut Action)) {
         let mut visit = |parent: Parent, actions: &mut Vec<Action>| {
             for (index, a) in actions.iter_mut().enumerate() {
@@ -270,49 +297,77 @@ impl Plan {
         }
     }
 
-    /// The block at `loc`, if `loc` is a block.
-    pub fn block_at(&self, loc: Loc) -> Option<&Block> {
+    /// The block at `loc`, if `loc` is a block, with its run state.
+    pub fn block_at(&self, loc: Loc) -> Option<BlockView<'_>> {
         match loc {
-            Loc::Block(b) => self.blocks.get(b),
+            Loc::Block(b) => Some(BlockView {
+                def: self.blocks.get(b)?,
+                run: self.run.block(b),
+            }),
             _ => None,
         }
     }
 
-    /// The sequence at `loc`, if `loc` is a sequence.
-    pub fn sequence_at(&self, loc: Loc) -> Option<&Sequence> {
+    /// The sequence at `loc`, if `loc` is a sequence, with its run state.
+    pub fn sequence_at(&self, loc: Loc) -> Option<SequenceView<'_>> {
         match loc {
-            Loc::Sequence { block, seq } => self.blocks.get(block)?.sequences.get(seq),
+            Loc::Sequence { block, seq } => Some(SequenceView {
+                def: self.blocks.get(block)?.sequences.get(seq)?,
+                run: self.run.block(block).sequence(seq),
+            }),
             _ => None,
         }
     }
 
-    /// The batch at `loc`, if `loc` is a deferred batch.
-    pub fn batch_at(&self, loc: Loc) -> Option<&DeferredBatch> {
+    /// The batch at `loc`, if `loc` is a deferred batch, with its run state.
+    pub fn batch_at(&self, loc: Loc) -> Option<BatchView<'_>> {
         match loc {
-            Loc::Batch(i) => self.deferred.get(i),
+            Loc::Batch(i) => Some(BatchView {
+                def: self.deferred.get(i)?,
+                run: self.run.batch(i),
+            }),
             _ => None,
         }
     }
 
-    /// The action at `loc`, if `loc` is an action.
-    pub fn action(&self, loc: Loc) -> Option<&Action> {
+    /// The action at `loc`, if `loc` is an action, with its run state.
+    pub fn action(&self, loc: Loc) -> Option<ActionView<'_>> {
         let Loc::Action { parent, index } = loc else {
             return None;
         };
-        self.actions_of(parent)?.get(index)
+        Some(ActionView {
+            def: self.actions_def(parent)?.get(index)?,
+            run: self.run.container(parent).action(index),
+        })
     }
 
-    pub(crate) fn action_mut(&mut self, loc: Loc) -> Option<&mut Action> {
+    /// The action at `loc`, as defined.
+    pub(crate) fn action_def(&self, loc: Loc) -> Option<&Action> {
         let Loc::Action { parent, index } = loc else {
             return None;
         };
-        self.actions_of_mut(parent)?.get_mut(index)
+        self.actions_def(parent)?.get(index)
     }
 
-    /// The actions of a container.
-    pub fn actions_of(&self, parent: Parent) -> Option<&[Action]> {
+    /// The actions of a container, with their run state.
+    pub fn actions_of(&self, parent: Parent) -> Option<Vec<ActionView<'_>>> {
+        let defs = self.actions_def(parent)?;
+        let run = self.run.container(parent);
+        Some(
+            defs.iter()
+                .enumerate()
+                .map(|(i, def)| ActionView {
+                    def,
+                    run: run.action(i),
+                })
+                .collect(),
+        )
+    }
+
+    /// The actions of a container, as defined.
+    pub(crate) fn actions_def(&self, parent: Parent) -> Option<&[Action]> {
         match parent {
-            Parent::Checks { block, slot } => Some(&self.checks_at(block, slot)?.actions),
+            Parent::Checks { block, slot } => Some(&self.checks_def(block, slot)?.actions),
             Parent::Sequence { block, seq } => {
                 Some(&self.blocks.get(block)?.sequences.get(seq)?.actions)
             }
@@ -320,52 +375,107 @@ impl Plan {
         }
     }
 
-    pub(crate) fn actions_of_mut(&mut self, parent: Parent) -> Option<&mut Vec<Action>> {
-        match parent {
-            Parent::Checks { block, slot } => Some(&mut self.checks_at_mut(block, slot)?.actions),
-            Parent::Sequence { block, seq } => {
-                Some(&mut self.blocks.get_mut(block)?.sequences.get_mut(seq)?.actions)
-            }
-            Parent::Batch(i) => Some(&mut self.deferred.get_mut(i)?.actions),
+    /// Whether the definition has an object at `loc`.
+    fn defines(&self, loc: Loc) -> bool {
+        match loc {
+            Loc::Plan => true,
+            Loc::Checks { block, slot } => self.checks_def(block, slot).is_some(),
+            Loc::Block(b) => b < self.blocks.len(),
+            Loc::Sequence { block, seq } => self
+                .blocks
+                .get(block)
+                .is_some_and(|b| seq < b.sequences.len()),
+            Loc::Batch(i) => i < self.deferred.len(),
+            Loc::Action { .. } => self.action_def(loc).is_some(),
         }
     }
 
     /// The state of the object at `loc`.
     pub fn state_at(&self, loc: Loc) -> Option<super::State> {
-        Some(match loc {
-            Loc::Plan => self.state,
-            Loc::Checks { block, slot } => self.checks_at(block, slot)?.state,
-            Loc::Block(b) => self.blocks.get(b)?.state,
-            Loc::Sequence { .. } => self.sequence_at(loc)?.state,
-            Loc::Batch(i) => self.deferred.get(i)?.state,
-            Loc::Action { .. } => self.action(loc)?.state,
-        })
+        self.defines(loc).then(|| self.run.state(loc))
     }
 
     /// The attempts of the action at `loc`, if `loc` is an action.
     pub fn attempts_at(&self, loc: Loc) -> Option<&[super::Attempt]> {
-        Some(&self.action(loc)?.attempts)
+        let Loc::Action { parent, index } = loc else {
+            return None;
+        };
+        self.action_def(loc)?;
+        Some(&self.run.container(parent).action(index).attempts)
     }
 
     /// The attempts of the action at `loc`, to change (with [`state_at_mut`](Self::state_at_mut),
-    /// [`walk_mut`](Self::walk_mut) and [`reset_run_state`](Self::reset_run_state), the only
-    /// ways in which code outside the model changes an object's run state).
+    /// [`run_mut`](Self::run_mut) and [`walk_mut`](Self::walk_mut), the only ways in which code
+    /// outside the model changes run state).
     pub(crate) fn attempts_mut(&mut self, loc: Loc) -> Option<&mut Vec<super::Attempt>> {
-        Some(&mut self.action_mut(loc)?.attempts)
+        let Loc::Action { parent, index } = loc else {
+            return None;
+        };
+        self.action_def(loc)?;
+        self.make_room(loc);
+        Some(&mut self.run.container_mut(parent).action_mut(index).attempts)
     }
 
     /// The state of the object at `loc`, to change.
     pub(crate) fn state_at_mut(&mut self, loc: Loc) -> Option<&mut super::State> {
-        Some(match loc {
-            Loc::Plan => &mut self.state,
-            Loc::Checks { block, slot } => &mut self.checks_at_mut(block, slot)?.state,
-            Loc::Block(b) => &mut self.blocks.get_mut(b)?.state,
-            Loc::Sequence { block, seq } => {
-                &mut self.blocks.get_mut(block)?.sequences.get_mut(seq)?.state
+        if !self.defines(loc) {
+            return None;
+        }
+        self.make_room(loc);
+        Some(self.run.state_mut(loc))
+    }
+
+    /// Sizes the run state's lists on the way to `loc` (which the definition has) to the
+    /// definition's, the first time they are written: the run state grows as it is written,
+    /// and would otherwise keep up to twice the room it needs.
+    fn make_room(&mut self, loc: Loc) {
+        fn room<T>(list: &mut Vec<T>, len: usize) {
+            if list.capacity() < len {
+                list.reserve_exact(len - list.len());
             }
-            Loc::Batch(i) => &mut self.deferred.get_mut(i)?.state,
-            Loc::Action { .. } => &mut self.action_mut(loc)?.state,
-        })
+        }
+        let (block, parent) = match loc {
+            Loc::Plan | Loc::Checks { block: None, .. } => (None, None),
+            Loc::Checks { block, .. } => (block, None),
+            Loc::Block(b) => (Some(b), None),
+            Loc::Sequence { block, .. } => (Some(block), None),
+            Loc::Batch(_) => (None, None),
+            Loc::Action { parent, .. } => match parent {
+                Parent::Checks { block, .. } => (block, Some(parent)),
+                Parent::Sequence { block, .. } => (Some(block), Some(parent)),
+                Parent::Batch(_) => (None, Some(parent)),
+            },
+        };
+        if let Some(b) = block {
+            room(&mut self.run.blocks, self.blocks.len());
+            if matches!(
+                loc,
+                Loc::Sequence { .. }
+                    | Loc::Action {
+                        parent: Parent::Sequence { .. },
+                        ..
+                    }
+            ) {
+                room(
+                    &mut self.run.block_mut(b).sequences,
+                    self.blocks[b].sequences.len(),
+                );
+            }
+        }
+        if matches!(
+            loc,
+            Loc::Batch(_)
+                | Loc::Action {
+                    parent: Parent::Batch(_),
+                    ..
+                }
+        ) {
+            room(&mut self.run.deferred, self.deferred.len());
+        }
+        if let Some(parent) = parent {
+            let len = self.actions_def(parent).map_or(0, <[Action]>::len);
+            room(&mut self.run.container_mut(parent).actions, len);
+        }
     }
 
     /// The id of the object at `loc` (the plan's id for [`Loc::Plan`]).

@@ -121,9 +121,10 @@ fn full_run() -> Plan {
     let mut plan = full_definition();
     plan.id = PlanId(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001));
     plan.submit_time = Some(at(0, 1));
-    plan.reason = Reason::Block;
-    plan.heartbeat = Some(at(100, 999_999_999));
-    plan.paused = true;
+    let run = plan.run_mut();
+    *run.reason = Reason::Block;
+    *run.heartbeat = Some(at(100, 999_999_999));
+    *run.paused = true;
     let locs: Vec<Loc> = plan.walk().map(|(loc, _)| loc).collect();
     let statuses = [
         Status::NotStarted,
@@ -150,7 +151,7 @@ fn full_run() -> Plan {
     };
     let root = PluginError::new("connection reset by peer").with_code(104);
     let err = PluginError::new("scp failed").with_code(7).caused_by(&root);
-    plan.action_mut(copy).unwrap().attempts = vec![
+    *plan.attempts_mut(copy).unwrap() = vec![
         Attempt {
             start: at(10, 1),
             end: Some(at(11, 2)),
@@ -173,7 +174,7 @@ fn full_run() -> Plan {
         parent: Parent::Sequence { block: 0, seq: 0 },
         index: 1,
     };
-    plan.action_mut(restart).unwrap().attempts = vec![Attempt {
+    *plan.attempts_mut(restart).unwrap() = vec![Attempt {
         start: at(16, 0),
         end: None,
         outcome: None,
@@ -236,7 +237,7 @@ fn run_plan_round_trips_through_json() {
         parent: Parent::Sequence { block: 0, seq: 0 },
         index: 0,
     };
-    assert_eq!(plan.action(copy).unwrap().attempts.len(), 3);
+    assert_eq!(plan.action(copy).unwrap().attempts().len(), 3);
     let text = plan.to_json();
     let back = Plan::from_json(&text).unwrap();
     assert_eq!(back, plan);
@@ -252,14 +253,17 @@ fn run_plan_round_trips_through_json() {
     assert!(back.is_paused());
     assert_eq!(back.reason(), Reason::Block);
     assert_eq!(back.meta(), [0u8, 159, 146, 150, 255, b'\n']);
-    let err = back.action(copy).unwrap().attempts[0].error().unwrap();
+    let err = back.action(copy).unwrap().attempts()[0].error().unwrap();
     assert_eq!(err.chain(), "scp failed: connection reset by peer");
     assert_eq!(err.source.as_ref().unwrap().code, 104);
     assert_eq!(
         back.blocks[0].sequences[0].actions[1].timeout,
         Duration::new(3_600, 42)
     );
-    assert_eq!(back.blocks[0].sequences[0].actions[1].attempts[0].end, None);
+    assert_eq!(
+        back.blocks()[0].sequences()[0].actions()[1].attempts()[0].end,
+        None
+    );
     let states: Vec<State> = back.walk().map(|(_, o)| o.state()).collect();
     let before: Vec<State> = plan.walk().map(|(_, o)| o.state()).collect();
     assert_eq!(states, before);
@@ -334,8 +338,13 @@ fn typed_access_reads_the_request_and_the_last_response() {
         Err(TypedAccessError::NoResponse)
     );
 
-    let mut failed = copy.clone();
-    failed.attempts.swap(0, 2);
+    let loc = Loc::Action {
+        parent: Parent::Sequence { block: 0, seq: 0 },
+        index: 0,
+    };
+    let mut swapped = plan.clone();
+    swapped.attempts_mut(loc).unwrap().swap(0, 2);
+    let failed = swapped.action(loc).unwrap();
     assert_eq!(
         failed.response::<FakeAction>(),
         Err(TypedAccessError::NoResponse)
@@ -345,7 +354,7 @@ fn typed_access_reads_the_request_and_the_last_response() {
         "scp failed: connection reset by peer"
     );
 
-    let mut garbled = copy.clone();
+    let mut garbled = copy.definition().clone();
     garbled.request = Json::from_text(r#"{"tag": 5}"#).unwrap();
     assert!(
         matches!(garbled.request::<FakeAction>(), Err(TypedAccessError::Decode(m)) if m.contains("invalid type"))
@@ -480,7 +489,7 @@ fn the_mutable_walk_follows_the_walk_and_resets_to_the_definition() {
         .walk()
         .map(|(loc, o)| {
             let attempts = match o {
-                ObjectRef::Action(a) => Some(a.attempts.len()),
+                ObjectRef::Action(a) => Some(a.attempts().len()),
                 _ => None,
             };
             (loc, o.id(), o.state(), attempts)
@@ -501,4 +510,144 @@ fn the_mutable_walk_follows_the_walk_and_resets_to_the_definition() {
     assert!(reset.is_definition());
     assert_eq!(reset.walk().count(), run.walk().count());
     reset.walk_mut(|loc, o| assert_eq!(Some(*o.id), run.id_at(loc), "ids kept"));
+}
+
+/// Each object's JSON is its definition's (the derived form the stores keep) with its run
+/// state added, and nothing else: the views' serializers and the definitions' `#[serde]`
+/// attributes cannot drift apart. (Falsified by leaving `descr`'s emptiness check out of
+/// `SequenceView`'s serializer.)
+#[test]
+fn the_json_form_is_the_definition_and_the_run_state() {
+    fn without_run(mut value: serde_json::Value) -> serde_json::Value {
+        let object = value.as_object_mut().expect("an object");
+        object.remove("state").expect("every object has its state");
+        object.remove("attempts");
+        value
+    }
+    fn same<T: serde::Serialize>(view: &impl serde::Serialize, def: &T, what: &str) {
+        let view = serde_json::to_value(view).unwrap();
+        let mut def = serde_json::to_value(def).unwrap();
+        // The containers' children are compared one by one below.
+        for field in ["actions", "sequences", "checks"] {
+            if let (Some(v), Some(d)) = (view.get(field), def.get_mut(field)) {
+                assert_eq!(v.is_null(), d.is_null(), "{what}: {field}");
+                *d = v.clone();
+            }
+        }
+        assert_eq!(without_run(view), def, "{what}");
+    }
+    // And a plan of defaults: no keys, no descriptions, no checks.
+    let bare = Plan::builder("bare")
+        .block(
+            Block::builder("b").sequence(Sequence::builder("s").action(ActionSpec::new::<
+                FakeAction,
+            >(
+                "a", FakeReq::ok()
+            ))),
+        )
+        .build();
+    for plan in [full_definition(), full_run(), bare] {
+        let mut actions_with_attempts = 0;
+        for (loc, object) in plan.walk() {
+            let what = format!("{loc:?}");
+            match object {
+                ObjectRef::Plan(_) => {}
+                ObjectRef::Checks(c) => same(&c, c.definition(), &what),
+                ObjectRef::Block(b) => same(&b, b.definition(), &what),
+                ObjectRef::Sequence(s) => same(&s, s.definition(), &what),
+                ObjectRef::Batch(d) => same(&d, d.definition(), &what),
+                ObjectRef::Action(a) => {
+                    let value = serde_json::to_value(a).unwrap();
+                    assert_eq!(value["state"], serde_json::to_value(a.state()).unwrap());
+                    if a.attempts().is_empty() {
+                        assert!(value.get("attempts").is_none(), "{what}");
+                    } else {
+                        actions_with_attempts += 1;
+                        assert_eq!(
+                            value["attempts"],
+                            serde_json::to_value(a.attempts()).unwrap()
+                        );
+                    }
+                    same(&a, a.definition(), &what);
+                }
+            }
+        }
+        assert_eq!(actions_with_attempts > 0, !plan.run.blocks.is_empty());
+    }
+}
+
+/// The run state is written where it happens: a location nothing was written at reads as not
+/// started, plans are equal however sparsely their run state was written, and the lists on
+/// the way to a written location take the definition's size, not twice it.
+#[test]
+fn run_state_is_kept_by_location_and_sparse() {
+    let def = full_definition();
+    assert!(def.run.blocks.is_empty(), "a definition has no run state");
+    let last = Loc::Action {
+        parent: Parent::Sequence { block: 2, seq: 0 },
+        index: 1,
+    };
+    let running = State {
+        status: Status::Running,
+        start: Some(at(1, 0)),
+        end: None,
+    };
+    let mut sparse = def.clone();
+    *sparse.state_at_mut(last).unwrap() = running;
+    sparse.attempts_mut(last).unwrap().push(Attempt {
+        start: at(1, 0),
+        end: None,
+        outcome: None,
+    });
+    assert_eq!(sparse.state_at(last), Some(running));
+    assert_eq!(sparse.action(last).unwrap().attempts().len(), 1);
+    // Everything else reads as not started, through every accessor.
+    for (loc, object) in sparse.walk() {
+        if loc != last && loc != Loc::Plan {
+            assert_eq!(object.state(), State::default(), "{loc:?}");
+            assert_eq!(sparse.state_at(loc), Some(State::default()), "{loc:?}");
+        }
+    }
+    // Room for exactly the definition's objects on the way, and no run state elsewhere.
+    assert_eq!(sparse.run.blocks.capacity(), def.blocks.len());
+    assert_eq!(
+        sparse.run.blocks[2].sequences.capacity(),
+        def.blocks[2].sequences.len()
+    );
+    assert_eq!(
+        sparse.run.blocks[2].sequences[0].actions.capacity(),
+        def.blocks[2].sequences[0].actions.len()
+    );
+    assert!(def.blocks[2].sequences[0].actions.len() >= 2);
+    assert!(sparse.run.blocks[0].sequences.is_empty());
+    // The same run state written densely (every object) is the same plan.
+    let mut dense = def.clone();
+    dense.walk_mut(|loc, o| {
+        if loc == last {
+            *o.state = running;
+            o.attempts.unwrap().push(Attempt {
+                start: at(1, 0),
+                end: None,
+                outcome: None,
+            });
+        }
+    });
+    assert!(!dense.run.blocks[0].sequences.is_empty());
+    assert_eq!(dense, sparse);
+    let mut other = dense.clone();
+    *other.state_at_mut(Loc::Block(0)).unwrap() = running;
+    assert_ne!(other, sparse, "a state written anywhere makes a difference");
+    // A location the definition does not have is refused, and writes nothing.
+    let nowhere = Loc::Action {
+        parent: Parent::Sequence { block: 2, seq: 9 },
+        index: 0,
+    };
+    assert_eq!(sparse.state_at(nowhere), None);
+    assert!(sparse.state_at_mut(nowhere).is_none());
+    assert!(sparse.attempts_mut(nowhere).is_none());
+    assert!(sparse.run.blocks[2].sequences.len() <= def.blocks[2].sequences.len());
+    // Back to the definition drops it all.
+    sparse.reset_run_state();
+    assert!(sparse.run.blocks.is_empty());
+    assert_eq!(sparse, def);
 }

@@ -113,18 +113,18 @@ pub fn validate_plan(plan: &Plan, registry: &Registry) -> Result<(), Vec<Problem
     if plan.blocks.is_empty() {
         p.add(Loc::Plan, "the plan has no blocks");
     }
-    if plan.paused {
+    if plan.run.paused {
         p.add(
             Loc::Plan,
             "the plan is marked paused; a plan is paused by an operator while it runs, not before (remove `paused` from the imported plan)",
         );
     }
-    if plan.reason != super::Reason::None {
+    if plan.run.reason != super::Reason::None {
         p.add(
             Loc::Plan,
             format!(
                 "reason must be None before the plan runs, found {}",
-                plan.reason
+                plan.run.reason
             ),
         );
     }
@@ -232,7 +232,7 @@ pub fn validate_plan(plan: &Plan, registry: &Registry) -> Result<(), Vec<Problem
                 if let Some(problem) = too_long("timeout", a.timeout) {
                     p.add(loc, problem);
                 }
-                if !a.attempts.is_empty() {
+                if !a.attempts().is_empty() {
                     p.add(loc, "the action already has attempts");
                 }
                 for d in &a.defects {

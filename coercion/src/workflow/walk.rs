@@ -1,35 +1,37 @@
 //! [`Plan::walk`]: every object of a plan in a fixed order.
 
 use super::path::{Loc, Parent};
-use super::{Action, Block, CheckSet, Checks, DeferredBatch, Plan, Sequence};
+use super::run::{CheckSetRun, ContainerRun, NO_ACTION, PlanRun};
+use super::view::{ActionView, BatchView, BlockView, CheckSetView, ChecksView, SequenceView};
+use super::{Action, CheckSet, CheckSlot, Plan};
 
-/// A reference to any object of a plan.
+/// Any object of a plan, with its run state.
 #[derive(Clone, Copy, Debug)]
 pub enum ObjectRef<'a> {
     /// The plan.
     Plan(&'a Plan),
     /// A check section.
-    Checks(&'a Checks),
+    Checks(ChecksView<'a>),
     /// A block.
-    Block(&'a Block),
+    Block(BlockView<'a>),
     /// A sequence.
-    Sequence(&'a Sequence),
+    Sequence(SequenceView<'a>),
     /// A deferred batch.
-    Batch(&'a DeferredBatch),
+    Batch(BatchView<'a>),
     /// An action.
-    Action(&'a Action),
+    Action(ActionView<'a>),
 }
 
 impl<'a> ObjectRef<'a> {
     /// The object's state.
     pub fn state(&self) -> super::State {
         match self {
-            ObjectRef::Plan(o) => o.state,
-            ObjectRef::Checks(o) => o.state,
-            ObjectRef::Block(o) => o.state,
-            ObjectRef::Sequence(o) => o.state,
-            ObjectRef::Batch(o) => o.state,
-            ObjectRef::Action(o) => o.state,
+            ObjectRef::Plan(o) => o.state(),
+            ObjectRef::Checks(o) => o.state(),
+            ObjectRef::Block(o) => o.state(),
+            ObjectRef::Sequence(o) => o.state(),
+            ObjectRef::Batch(o) => o.state(),
+            ObjectRef::Action(o) => o.state(),
         }
     }
 
@@ -49,11 +51,11 @@ impl<'a> ObjectRef<'a> {
     pub fn key(&self) -> Option<&'a str> {
         match self {
             ObjectRef::Plan(_) => None,
-            ObjectRef::Checks(o) => o.key.as_deref(),
-            ObjectRef::Block(o) => o.key.as_deref(),
-            ObjectRef::Sequence(o) => o.key.as_deref(),
-            ObjectRef::Batch(o) => o.key.as_deref(),
-            ObjectRef::Action(o) => o.key.as_deref(),
+            ObjectRef::Checks(o) => o.definition().key.as_deref(),
+            ObjectRef::Block(o) => o.definition().key.as_deref(),
+            ObjectRef::Sequence(o) => o.definition().key.as_deref(),
+            ObjectRef::Batch(o) => o.definition().key.as_deref(),
+            ObjectRef::Action(o) => o.definition().key.as_deref(),
         }
     }
 
@@ -125,62 +127,70 @@ fn kind_names(loc: Loc) -> (&'static str, &'static str) {
 /// million actions does not allocate per action.
 pub struct Walk<'a> {
     nodes: std::vec::IntoIter<Node<'a>>,
-    actions: Option<(Parent, std::iter::Enumerate<std::slice::Iter<'a, Action>>)>,
+    actions: Option<(
+        Parent,
+        &'a ContainerRun,
+        std::iter::Enumerate<std::slice::Iter<'a, Action>>,
+    )>,
     remaining: usize,
 }
 
 enum Node<'a> {
     One(Loc, ObjectRef<'a>),
-    Actions(Parent, &'a [Action]),
+    Actions(Parent, &'a [Action], &'a ContainerRun),
 }
 
 impl<'a> Walk<'a> {
     pub(crate) fn new(plan: &'a Plan) -> Walk<'a> {
         let mut nodes = Vec::new();
         nodes.push(Node::One(Loc::Plan, ObjectRef::Plan(plan)));
-        let push_actions = |nodes: &mut Vec<Node<'a>>, actions: &'a [Action], parent: Parent| {
-            nodes.push(Node::Actions(parent, actions));
-        };
         let push_checks = |nodes: &mut Vec<Node<'a>>,
-                           set: &'a CheckSet,
+                           set: CheckSetView<'a>,
                            block: Option<usize>,
                            slots: &[super::CheckSlot]| {
             for &slot in slots {
                 if let Some(c) = set.get(slot) {
                     nodes.push(Node::One(Loc::Checks { block, slot }, ObjectRef::Checks(c)));
-                    push_actions(nodes, &c.actions, Parent::Checks { block, slot });
+                    let parent = Parent::Checks { block, slot };
+                    nodes.push(Node::Actions(parent, &c.definition().actions, c.run));
                 }
             }
         };
         use super::CheckSlot::*;
-        push_checks(&mut nodes, &plan.checks, None, &[Bypass, Pre, Cont]);
-        for (b, block) in plan.blocks.iter().enumerate() {
+        push_checks(&mut nodes, plan.checks(), None, &[Bypass, Pre, Cont]);
+        for (b, def) in plan.blocks.iter().enumerate() {
+            let block = BlockView {
+                def,
+                run: plan.run.block(b),
+            };
             nodes.push(Node::One(Loc::Block(b), ObjectRef::Block(block)));
-            push_checks(&mut nodes, &block.checks, Some(b), &[Bypass, Pre, Cont]);
-            for (s, seq) in block.sequences.iter().enumerate() {
+            push_checks(&mut nodes, block.checks(), Some(b), &[Bypass, Pre, Cont]);
+            for (s, def) in def.sequences.iter().enumerate() {
+                let run = block.run.sequence(s);
                 nodes.push(Node::One(
                     Loc::Sequence { block: b, seq: s },
-                    ObjectRef::Sequence(seq),
+                    ObjectRef::Sequence(SequenceView { def, run }),
                 ));
-                push_actions(
-                    &mut nodes,
-                    &seq.actions,
-                    Parent::Sequence { block: b, seq: s },
-                );
+                let parent = Parent::Sequence { block: b, seq: s };
+                nodes.push(Node::Actions(parent, &def.actions, run));
             }
-            push_checks(&mut nodes, &block.checks, Some(b), &[Post, Deferred]);
+            push_checks(&mut nodes, block.checks(), Some(b), &[Post, Deferred]);
         }
-        push_checks(&mut nodes, &plan.checks, None, &[Post]);
-        for (i, batch) in plan.deferred.iter().enumerate() {
-            nodes.push(Node::One(Loc::Batch(i), ObjectRef::Batch(batch)));
-            push_actions(&mut nodes, &batch.actions, Parent::Batch(i));
+        push_checks(&mut nodes, plan.checks(), None, &[Post]);
+        for (i, def) in plan.deferred.iter().enumerate() {
+            let run = plan.run.batch(i);
+            nodes.push(Node::One(
+                Loc::Batch(i),
+                ObjectRef::Batch(BatchView { def, run }),
+            ));
+            nodes.push(Node::Actions(Parent::Batch(i), &def.actions, run));
         }
-        push_checks(&mut nodes, &plan.checks, None, &[Deferred]);
+        push_checks(&mut nodes, plan.checks(), None, &[Deferred]);
         let remaining = nodes
             .iter()
             .map(|n| match n {
                 Node::One(..) => 1,
-                Node::Actions(_, a) => a.len(),
+                Node::Actions(_, a, _) => a.len(),
             })
             .sum();
         Walk {
@@ -195,15 +205,16 @@ impl<'a> Iterator for Walk<'a> {
     type Item = (Loc, ObjectRef<'a>);
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some((parent, it)) = &mut self.actions {
-                if let Some((index, a)) = it.next() {
+            if let Some((parent, run, it)) = &mut self.actions {
+                if let Some((index, def)) = it.next() {
                     self.remaining -= 1;
+                    let run = run.actions.get(index).unwrap_or(&NO_ACTION);
                     return Some((
                         Loc::Action {
                             parent: *parent,
                             index,
                         },
-                        ObjectRef::Action(a),
+                        ObjectRef::Action(ActionView { def, run }),
                     ));
                 }
                 self.actions = None;
@@ -213,8 +224,8 @@ impl<'a> Iterator for Walk<'a> {
                     self.remaining -= 1;
                     return Some((loc, obj));
                 }
-                Node::Actions(parent, actions) => {
-                    self.actions = Some((parent, actions.iter().enumerate()))
+                Node::Actions(parent, actions, run) => {
+                    self.actions = Some((parent, run, actions.iter().enumerate()))
                 }
             }
         }
@@ -228,6 +239,13 @@ impl ExactSizeIterator for Walk<'_> {}
 
 /// The parts of an object that are not its definition, and its id, as [`Plan::walk_mut`]
 /// hands them out.
+#[cfg_attr(
+    not(test),
+    allow(
+        dead_code,
+        reason = "outside the model's tests, only attempts are changed this way"
+    )
+)]
 pub(crate) struct ObjectMut<'a> {
     /// Its id (the plan's own for [`Loc::Plan`]).
     pub id: &'a mut uuid::Uuid,
@@ -259,26 +277,64 @@ impl Plan {
     /// [`attempts_mut`](Self::attempts_mut)). With those, the only way code outside the model
     /// changes run state: the model alone knows where run state lives.
     pub(crate) fn run_mut(&mut self) -> PlanRunMut<'_> {
+        let run = &mut self.run;
         PlanRunMut {
-            state: &mut self.state,
-            reason: &mut self.reason,
-            heartbeat: &mut self.heartbeat,
-            paused: &mut self.paused,
-            owners: &mut self.owners,
-            decisions: &mut self.decisions,
+            state: &mut run.state,
+            reason: &mut run.reason,
+            heartbeat: &mut run.heartbeat,
+            paused: &mut run.paused,
+            owners: &mut run.owners,
+            decisions: &mut run.decisions,
         }
     }
 
+    /// Calls `f` on every object's id (the plan's own first), in [`Walk`]'s order.
+    pub(crate) fn for_each_id_mut(&mut self, mut f: impl FnMut(&mut uuid::Uuid)) {
+        use super::CheckSlot::*;
+        fn checks(f: &mut impl FnMut(&mut uuid::Uuid), set: &mut CheckSet, slots: &[CheckSlot]) {
+            for &slot in slots {
+                if let Some(c) = set.get_mut(slot) {
+                    f(&mut c.id);
+                    c.actions.iter_mut().for_each(|a| f(&mut a.id));
+                }
+            }
+        }
+        f(&mut self.id.0);
+        checks(&mut f, &mut self.checks, &[Bypass, Pre, Cont]);
+        for block in &mut self.blocks {
+            f(&mut block.id);
+            checks(&mut f, &mut block.checks, &[Bypass, Pre, Cont]);
+            for seq in &mut block.sequences {
+                f(&mut seq.id);
+                seq.actions.iter_mut().for_each(|a| f(&mut a.id));
+            }
+            checks(&mut f, &mut block.checks, &[Post, Deferred]);
+        }
+        checks(&mut f, &mut self.checks, &[Post]);
+        for batch in &mut self.deferred {
+            f(&mut batch.id);
+            batch.actions.iter_mut().for_each(|a| f(&mut a.id));
+        }
+        checks(&mut f, &mut self.checks, &[Deferred]);
+    }
+
     /// Calls `f` on every object of the plan in [`Walk`]'s order, with what of it may change:
-    /// its id, its state and (an action's) attempts.
+    /// its id, its state and (an action's) attempts. Every object's run state is written out
+    /// (where nothing was, as not started).
     pub(crate) fn walk_mut(&mut self, mut f: impl FnMut(Loc, ObjectMut<'_>)) {
-        use super::CheckSlot::{self, *};
-        fn actions(f: &mut impl FnMut(Loc, ObjectMut<'_>), parent: Parent, actions: &mut [Action]) {
-            for (index, a) in actions.iter_mut().enumerate() {
+        use super::CheckSlot::*;
+        fn actions(
+            f: &mut impl FnMut(Loc, ObjectMut<'_>),
+            parent: Parent,
+            defs: &mut [Action],
+            run: &mut ContainerRun,
+        ) {
+            for (index, a) in defs.iter_mut().enumerate() {
+                let r = run.action_mut(index);
                 let object = ObjectMut {
                     id: &mut a.id,
-                    state: &mut a.state,
-                    attempts: Some(&mut a.attempts),
+                    state: &mut r.state,
+                    attempts: Some(&mut r.attempts),
                 };
                 f(Loc::Action { parent, index }, object);
             }
@@ -286,76 +342,90 @@ impl Plan {
         fn checks(
             f: &mut impl FnMut(Loc, ObjectMut<'_>),
             set: &mut CheckSet,
+            run: &mut CheckSetRun,
             block: Option<usize>,
             slots: &[CheckSlot],
         ) {
             for &slot in slots {
                 if let Some(c) = set.get_mut(slot) {
+                    let r = run.get_mut(slot);
                     let object = ObjectMut {
                         id: &mut c.id,
-                        state: &mut c.state,
+                        state: &mut r.state,
                         attempts: None,
                     };
                     f(Loc::Checks { block, slot }, object);
-                    actions(f, Parent::Checks { block, slot }, &mut c.actions);
+                    actions(f, Parent::Checks { block, slot }, &mut c.actions, r);
                 }
             }
         }
+        let run = &mut self.run;
         let plan = ObjectMut {
             id: &mut self.id.0,
-            state: &mut self.state,
+            state: &mut run.state,
             attempts: None,
         };
         f(Loc::Plan, plan);
-        checks(&mut f, &mut self.checks, None, &[Bypass, Pre, Cont]);
+        checks(
+            &mut f,
+            &mut self.checks,
+            &mut run.checks,
+            None,
+            &[Bypass, Pre, Cont],
+        );
         for (b, block) in self.blocks.iter_mut().enumerate() {
+            let br = run.block_mut(b);
             let object = ObjectMut {
                 id: &mut block.id,
-                state: &mut block.state,
+                state: &mut br.state,
                 attempts: None,
             };
             f(Loc::Block(b), object);
-            checks(&mut f, &mut block.checks, Some(b), &[Bypass, Pre, Cont]);
+            checks(
+                &mut f,
+                &mut block.checks,
+                &mut br.checks,
+                Some(b),
+                &[Bypass, Pre, Cont],
+            );
             for (s, seq) in block.sequences.iter_mut().enumerate() {
+                let sr = br.sequence_mut(s);
                 let object = ObjectMut {
                     id: &mut seq.id,
-                    state: &mut seq.state,
+                    state: &mut sr.state,
                     attempts: None,
                 };
                 f(Loc::Sequence { block: b, seq: s }, object);
                 let parent = Parent::Sequence { block: b, seq: s };
-                actions(&mut f, parent, &mut seq.actions);
+                actions(&mut f, parent, &mut seq.actions, sr);
             }
-            checks(&mut f, &mut block.checks, Some(b), &[Post, Deferred]);
+            checks(
+                &mut f,
+                &mut block.checks,
+                &mut br.checks,
+                Some(b),
+                &[Post, Deferred],
+            );
         }
-        checks(&mut f, &mut self.checks, None, &[Post]);
+        checks(&mut f, &mut self.checks, &mut run.checks, None, &[Post]);
         for (i, batch) in self.deferred.iter_mut().enumerate() {
+            let r = run.batch_mut(i);
             let object = ObjectMut {
                 id: &mut batch.id,
-                state: &mut batch.state,
+                state: &mut r.state,
                 attempts: None,
             };
             f(Loc::Batch(i), object);
-            actions(&mut f, Parent::Batch(i), &mut batch.actions);
+            actions(&mut f, Parent::Batch(i), &mut batch.actions, r);
         }
-        checks(&mut f, &mut self.checks, None, &[Deferred]);
+        checks(&mut f, &mut self.checks, &mut run.checks, None, &[Deferred]);
     }
 
     /// Back to the definition: every state `NotStarted`, no attempts, and none of the plan's
     /// own run state (reason, heartbeat, pause, owners, decisions). Ids, keys, requests, the
     /// submit time and the retry link stay. The one place that says what run state is.
     pub(crate) fn reset_run_state(&mut self) {
-        self.walk_mut(|_, object| {
-            *object.state = super::State::default();
-            if let Some(attempts) = object.attempts {
-                attempts.clear();
-            }
-        });
-        self.reason = super::Reason::None;
-        self.heartbeat = None;
-        self.paused = false;
-        self.owners.clear();
-        self.decisions.clear();
+        self.run = PlanRun::default();
     }
 
     /// A copy of the plan as defined ([`reset_run_state`](Self::reset_run_state)): what a store
@@ -371,14 +441,15 @@ impl Plan {
     /// leave it as it is.
     #[cfg(any(feature = "sqlite", feature = "postgres", test))]
     pub(crate) fn is_definition(&self) -> bool {
-        self.reason == super::Reason::None
-            && self.heartbeat.is_none()
-            && !self.paused
-            && self.owners.is_empty()
-            && self.decisions.is_empty()
+        let run = &self.run;
+        run.reason == super::Reason::None
+            && run.heartbeat.is_none()
+            && !run.paused
+            && run.owners.is_empty()
+            && run.decisions.is_empty()
             && self.walk().all(|(_, object)| {
                 object.state() == super::State::default()
-                    && !matches!(object, ObjectRef::Action(a) if !a.attempts.is_empty())
+                    && !matches!(object, ObjectRef::Action(a) if !a.attempts().is_empty())
             })
     }
 }

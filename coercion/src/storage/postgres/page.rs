@@ -159,14 +159,10 @@ async fn read_in(
     let mut shown = Vec::with_capacity(plan.blocks.len());
     let mut left_out = Vec::with_capacity(plan.blocks.len());
     let mut wanted: Vec<(i32, i32)> = Vec::new();
-    for (b, block) in plan.blocks.iter().enumerate() {
+    for (b, block) in plan.blocks().iter().enumerate() {
         let (keep, left) = PlanPage::choose(
             spec,
-            block
-                .sequences
-                .iter()
-                .map(crate::workflow::Sequence::status)
-                .enumerate(),
+            block.sequences().iter().map(|s| s.status()).enumerate(),
         );
         for &s in &keep {
             let first = match chunks[b].binary_search(&(s as i64)) {

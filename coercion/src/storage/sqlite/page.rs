@@ -240,10 +240,10 @@ impl<'c> Reading<'c> {
         for block in 0..self.plan.blocks.len() {
             let (keep, left) = PlanPage::choose(
                 spec,
-                self.plan.blocks[block]
-                    .sequences
+                self.plan.blocks()[block]
+                    .sequences()
                     .iter()
-                    .map(crate::workflow::Sequence::status)
+                    .map(|s| s.status())
                     .enumerate(),
             );
             let bodies = self.bodies(block, &keep)?;
@@ -546,9 +546,9 @@ impl<'c> Reading<'c> {
         shown: &[Vec<usize>],
     ) -> Vec<(usize, Vec<usize>)> {
         let mut out: Vec<(usize, Vec<usize>)> = Vec::new();
-        for (b, block) in self.plan.blocks.iter().enumerate() {
+        for (b, block) in self.plan.blocks().iter().enumerate() {
             let seqs: Vec<usize> = block
-                .sequences
+                .sequences()
                 .iter()
                 .enumerate()
                 .filter(|(s, q)| {

@@ -1332,7 +1332,7 @@ async fn a_page_is_read_without_the_whole_plan_and_matches_it() {
     let (b, s) = (1, 100);
     let seq = &plan.blocks[b].sequences[s];
     assert_eq!(
-        store.read(plan.id).await.unwrap().blocks[b].sequences[s].status(),
+        store.read(plan.id).await.unwrap().blocks()[b].sequences()[s].status(),
         Status::NotStarted
     );
     let loc = Loc::Action {

@@ -1,0 +1,259 @@
+//! A plan's run state, apart from its definition: a tree of the same shape, keyed by location.
+//!
+//! The definition (`Plan`'s blocks, sequences, checks, batches and actions) says what is to
+//! run; this tree holds what happened — each object's state, each action's attempts, the plan's
+//! own state, reason, heartbeat, pause, owners and decisions — at the same location. It is
+//! sparse: a location nothing was written at reads as not started (a definition has an empty
+//! tree), and it grows as run state is written. Its serde form is the run-state fields of a
+//! plan's JSON, so reading a plan's JSON twice — once as the definition, once as this — gives
+//! both halves.
+
+use serde::Deserialize;
+
+use super::path::{Loc, Parent};
+use super::{Attempt, CheckSlot, Decision, Owner, Reason, State, Status, Timestamp};
+
+/// Not started, never attempted: what every location holds until something is written there.
+const NOT_STARTED: State = State {
+    status: Status::NotStarted,
+    start: None,
+    end: None,
+};
+
+/// An action's run state.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub(crate) struct ActionRun {
+    #[serde(default)]
+    pub(crate) state: State,
+    #[serde(default)]
+    pub(crate) attempts: Vec<Attempt>,
+}
+
+/// The run state of a container of actions: a check section, a sequence or a deferred batch.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct ContainerRun {
+    #[serde(default)]
+    pub(crate) state: State,
+    #[serde(default)]
+    pub(crate) actions: Vec<ActionRun>,
+}
+
+/// The run state of the five check sections of a plan or a block.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct CheckSetRun {
+    #[serde(default)]
+    bypass: ContainerRun,
+    #[serde(default)]
+    pre: ContainerRun,
+    #[serde(default)]
+    cont: ContainerRun,
+    #[serde(default)]
+    post: ContainerRun,
+    #[serde(default)]
+    deferred: ContainerRun,
+}
+
+/// A block's run state.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct BlockRun {
+    #[serde(default)]
+    pub(crate) state: State,
+    #[serde(default)]
+    pub(crate) checks: CheckSetRun,
+    #[serde(default)]
+    pub(crate) sequences: Vec<ContainerRun>,
+}
+
+/// A plan's run state: its own, and its objects' by location.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct PlanRun {
+    #[serde(default)]
+    pub(crate) state: State,
+    #[serde(default)]
+    pub(crate) reason: Reason,
+    #[serde(default)]
+    pub(crate) heartbeat: Option<Timestamp>,
+    #[serde(default)]
+    pub(crate) paused: bool,
+    #[serde(default, alias = "resumptions")]
+    pub(crate) owners: Vec<Owner>,
+    #[serde(default)]
+    pub(crate) decisions: Vec<Decision>,
+    #[serde(default)]
+    pub(crate) checks: CheckSetRun,
+    #[serde(default)]
+    pub(crate) blocks: Vec<BlockRun>,
+    #[serde(default)]
+    pub(crate) deferred: Vec<ContainerRun>,
+}
+
+pub(crate) static NO_ACTION: ActionRun = ActionRun {
+    state: NOT_STARTED,
+    attempts: Vec::new(),
+};
+
+pub(crate) static NO_CONTAINER: ContainerRun = ContainerRun {
+    state: NOT_STARTED,
+    actions: Vec::new(),
+};
+
+const EMPTY_CONTAINER: ContainerRun = ContainerRun {
+    state: NOT_STARTED,
+    actions: Vec::new(),
+};
+
+static NO_BLOCK: BlockRun = BlockRun {
+    state: NOT_STARTED,
+    checks: CheckSetRun {
+        bypass: EMPTY_CONTAINER,
+        pre: EMPTY_CONTAINER,
+        cont: EMPTY_CONTAINER,
+        post: EMPTY_CONTAINER,
+        deferred: EMPTY_CONTAINER,
+    },
+    sequences: Vec::new(),
+};
+
+/// The element at `i`, or `none` where nothing was written.
+fn at<'a, T>(v: &'a [T], i: usize, none: &'a T) -> &'a T {
+    v.get(i).unwrap_or(none)
+}
+
+/// The element at `i`, made (with everything before it) if nothing was written there yet.
+fn at_mut<T: Default>(v: &mut Vec<T>, i: usize) -> &mut T {
+    if v.len() <= i {
+        v.resize_with(i + 1, T::default);
+    }
+    &mut v[i]
+}
+
+impl ContainerRun {
+    pub(crate) fn action(&self, index: usize) -> &ActionRun {
+        at(&self.actions, index, &NO_ACTION)
+    }
+    pub(crate) fn action_mut(&mut self, index: usize) -> &mut ActionRun {
+        at_mut(&mut self.actions, index)
+    }
+}
+
+impl CheckSetRun {
+    pub(crate) fn get(&self, slot: CheckSlot) -> &ContainerRun {
+        match slot {
+            CheckSlot::Bypass => &self.bypass,
+            CheckSlot::Pre => &self.pre,
+            CheckSlot::Cont => &self.cont,
+            CheckSlot::Post => &self.post,
+            CheckSlot::Deferred => &self.deferred,
+        }
+    }
+    pub(crate) fn get_mut(&mut self, slot: CheckSlot) -> &mut ContainerRun {
+        match slot {
+            CheckSlot::Bypass => &mut self.bypass,
+            CheckSlot::Pre => &mut self.pre,
+            CheckSlot::Cont => &mut self.cont,
+            CheckSlot::Post => &mut self.post,
+            CheckSlot::Deferred => &mut self.deferred,
+        }
+    }
+}
+
+impl BlockRun {
+    pub(crate) fn sequence(&self, seq: usize) -> &ContainerRun {
+        at(&self.sequences, seq, &NO_CONTAINER)
+    }
+    pub(crate) fn sequence_mut(&mut self, seq: usize) -> &mut ContainerRun {
+        at_mut(&mut self.sequences, seq)
+    }
+}
+
+impl PlanRun {
+    /// This run state without the blocks' sequences' (what a store keeps with the plan's row).
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) fn without_sequences(&self) -> PlanRun {
+        PlanRun {
+            owners: self.owners.clone(),
+            decisions: self.decisions.clone(),
+            checks: self.checks.clone(),
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| BlockRun {
+                    state: b.state,
+                    checks: b.checks.clone(),
+                    sequences: Vec::new(),
+                })
+                .collect(),
+            deferred: self.deferred.clone(),
+            ..*self
+        }
+    }
+
+    pub(crate) fn block(&self, b: usize) -> &BlockRun {
+        at(&self.blocks, b, &NO_BLOCK)
+    }
+    pub(crate) fn block_mut(&mut self, b: usize) -> &mut BlockRun {
+        at_mut(&mut self.blocks, b)
+    }
+    pub(crate) fn checks(&self, block: Option<usize>) -> &CheckSetRun {
+        match block {
+            None => &self.checks,
+            Some(b) => &self.block(b).checks,
+        }
+    }
+    pub(crate) fn batch(&self, i: usize) -> &ContainerRun {
+        at(&self.deferred, i, &NO_CONTAINER)
+    }
+    pub(crate) fn batch_mut(&mut self, i: usize) -> &mut ContainerRun {
+        at_mut(&mut self.deferred, i)
+    }
+
+    /// The run state of the container `parent`.
+    pub(crate) fn container(&self, parent: Parent) -> &ContainerRun {
+        match parent {
+            Parent::Checks { block, slot } => self.checks(block).get(slot),
+            Parent::Sequence { block, seq } => self.block(block).sequence(seq),
+            Parent::Batch(i) => self.batch(i),
+        }
+    }
+    pub(crate) fn container_mut(&mut self, parent: Parent) -> &mut ContainerRun {
+        match parent {
+            Parent::Checks { block: None, slot } => self.checks.get_mut(slot),
+            Parent::Checks {
+                block: Some(b),
+                slot,
+            } => self.block_mut(b).checks.get_mut(slot),
+            Parent::Sequence { block, seq } => self.block_mut(block).sequence_mut(seq),
+            Parent::Batch(i) => self.batch_mut(i),
+        }
+    }
+
+    /// The state at `loc` (not started where nothing was written).
+    pub(crate) fn state(&self, loc: Loc) -> State {
+        match loc {
+            Loc::Plan => self.state,
+            Loc::Checks { block, slot } => self.checks(block).get(slot).state,
+            Loc::Block(b) => self.block(b).state,
+            Loc::Sequence { block, seq } => self.container(Parent::Sequence { block, seq }).state,
+            Loc::Batch(i) => self.batch(i).state,
+            Loc::Action { parent, index } => self.container(parent).action(index).state,
+        }
+    }
+
+    /// The state at `loc`, to change. The caller checks that the definition has an object there.
+    pub(crate) fn state_mut(&mut self, loc: Loc) -> &mut State {
+        match loc {
+            Loc::Plan => &mut self.state,
+            Loc::Checks { block, slot } => {
+                &mut self.container_mut(Parent::Checks { block, slot }).state
+            }
+            Loc::Block(b) => &mut self.block_mut(b).state,
+            Loc::Sequence { block, seq } => {
+                &mut self.container_mut(Parent::Sequence { block, seq }).state
+            }
+            Loc::Batch(i) => &mut self.container_mut(Parent::Batch(i)).state,
+            Loc::Action { parent, index } => {
+                &mut self.container_mut(parent).action_mut(index).state
+            }
+        }
+    }
+}
