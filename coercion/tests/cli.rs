@@ -2552,10 +2552,27 @@ async fn a_large_plan_page_over_sqlite_shows_the_same_page() {
     let all = ok(&db, &["show", &id, "--all"]);
     assert_eq!(hosts(&all), 10_000);
     assert!(!all.contains("not shown"));
-    // Past the end: the failed hosts, and what there is.
+    // Past the end: the failed hosts, and what there is; the previous page is the last one.
     let past = ok(&db, &["show", &id, "--from", "20000"]);
     assert_eq!(hosts(&past), 2, "{past}");
     assert!(past.contains("this page: none of 10000"), "{past}");
+    assert!(
+        past.contains(&format!("previous 200: coercion show {id} --from 9800")),
+        "{past}"
+    );
+    // Any sequence number shows the page that holds it, as the web UI's `?from=` does.
+    let odd = ok(&db, &["show", &id, "--from", "250"]);
+    assert!(odd.contains("this page: 201–400 of 10000"), "{odd}");
+    // A value that is not a sequence number is named as such.
+    for bad in ["-1", "x", "99999999999999999999"] {
+        let refused = coercion(&db, &["show", &id, "--from", bad]);
+        assert!(!refused.status.success());
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            err.contains(&format!("`{bad}` is not a sequence number")),
+            "{bad}: {err}"
+        );
+    }
     let refused = coercion(&db, &["show", &id, "--from", "200", "--json"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--json"));
@@ -2713,6 +2730,32 @@ async fn large_plan_page(
     assert!(
         odd.contains("this page: 201–400 of 10000"),
         "from=250 shows the page from 200"
+    );
+    // A short id is sent on to the whole one, on the same page.
+    let whole = id.to_string();
+    let short = &whole[whole.len() - 12..];
+    let response = http()
+        .get(format!("http://{addr}/plans/{short}?from=250"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(
+        response.headers()["location"],
+        format!("/plans/{id}?from=200").as_str()
+    );
+    // A `from` that is not a number gets an error page that says so.
+    let bad = http()
+        .get(format!("http://{addr}/plans/{id}?from=-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let bad = bad.text().await.unwrap();
+    assert!(bad.contains("<html"), "an HTML page: {bad}");
+    assert!(
+        bad.contains("query is not valid") && bad.contains("from"),
+        "{bad}"
     );
     let mut feeds = Vec::new();
     for k in 0..16 {

@@ -112,7 +112,11 @@ impl Window {
             first: spec.from.saturating_add(1),
             last: end.min(all),
             left_out: page.left_out(block),
-            previous: (spec.from > 0).then(|| spec.from.saturating_sub(spec.len)),
+            // Past the block's end, the previous page is its last one.
+            previous: (spec.from > 0 && all > 0).then(|| {
+                let len = spec.len.max(1);
+                spec.from.saturating_sub(len).min((all - 1) / len * len)
+            }),
             next: (end < all).then_some(end),
         })
     }

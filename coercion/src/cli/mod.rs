@@ -139,9 +139,16 @@ pub enum Command {
         /// Print JSON (the summary and every object with its path) instead of a tree.
         #[arg(long)]
         json: bool,
-        /// Show the page of each block's sequences from this one (0-based; pages of 200), and
-        /// the ones that run, failed or were stopped.
-        #[arg(long, value_name = "SEQUENCE", conflicts_with_all = ["json", "all"])]
+        /// Show the page of each block's sequences that holds this one (0-based; pages of 200,
+        /// from 0, 200, 400, …, as the web UI's), and the ones that run, failed or were
+        /// stopped.
+        #[arg(
+            long,
+            value_name = "SEQUENCE",
+            conflicts_with_all = ["json", "all"],
+            allow_negative_numbers = true,
+            value_parser = sequence_number
+        )]
         from: Option<usize>,
         /// Show every sequence (a large plan is read whole).
         #[arg(long)]
@@ -283,6 +290,16 @@ pub fn main() -> ExitCode {
 
 /// Writes `text` to standard output (colours stripped when it is not a terminal); a closed
 /// pipe (`coercion list | head`) is not an error.
+/// `--from`'s value: a sequence number, said plainly when it is not one.
+fn sequence_number(text: &str) -> Result<usize, String> {
+    text.parse().map_err(|e: std::num::ParseIntError| {
+        format!(
+            "`{text}` is not a sequence number (0, 1, 2, … up to {}): {e}",
+            usize::MAX
+        )
+    })
+}
+
 fn print(text: &str) -> Result<(), CliError> {
     let mut out = anstream::stdout();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
@@ -472,7 +489,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let page = if json || all {
                 PlanPage::whole(db.read_id(id).await?)
             } else {
-                db.read_page(id, PageSpec::from(from.unwrap_or(0))).await?
+                db.read_page(id, PageSpec::holding(from.unwrap_or(0)))
+                    .await?
             }
             .into_display();
             let plan = page.plan();

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -591,7 +592,14 @@ async fn metrics_page(State(app): State<App>) -> Response {
     }
 }
 
-async fn list_page(State(app): State<App>, Query(q): Query<ListQuery>) -> Response {
+async fn list_page(
+    State(app): State<App>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let q = match query(&app, q) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
     let mut problems = Vec::new();
     let mut filter = ListFilter {
         offset: q.page * PAGE_SIZE,
@@ -732,11 +740,21 @@ struct PageQuery {
 }
 
 impl PageQuery {
-    /// The page, starting at a multiple of the page's length (the pages the links name): any
-    /// `from` a client sends maps to one of them.
+    /// The page holding sequence `from` (the pages the links name).
     fn spec(&self) -> PageSpec {
-        PageSpec::from(self.from - self.from % PageSpec::LEN)
+        PageSpec::holding(self.from)
     }
+}
+
+/// A query string, or the error page that says what is wrong with it.
+fn query<T>(app: &App, query: Result<Query<T>, QueryRejection>) -> Result<T, Response> {
+    query.map(|Query(q)| q).map_err(|e| {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            &app.store_label,
+            &format!("The address's query is not valid: {}", e.body_text()),
+        )
+    })
 }
 
 /// At most this many pages of one plan are followed live at once (each costs a store read
@@ -746,14 +764,25 @@ const LIVE_PAGES_PER_PLAN: usize = 16;
 async fn plan_page(
     State(app): State<App>,
     Path(id): Path<String>,
-    Query(page): Query<PageQuery>,
+    page: Result<Query<PageQuery>, QueryRejection>,
 ) -> Response {
+    let page = match query(&app, page) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let plan_id = match resolve(&app, &id).await {
         Ok(i) => i,
         Err(r) => return r,
     };
     if plan_id.to_string() != id {
-        return Redirect::to(&format!("/plans/{plan_id}")).into_response();
+        // The same page of the plan, under its whole id.
+        let from = page.spec().from;
+        let query = if from > 0 {
+            format!("?from={from}")
+        } else {
+            String::new()
+        };
+        return Redirect::to(&format!("/plans/{plan_id}{query}")).into_response();
     }
     let page = match read_page(&app, plan_id, page.spec()).await {
         Ok(p) => p,
@@ -882,8 +911,12 @@ fn title_case(s: &str) -> String {
 async fn plan_events(
     State(app): State<App>,
     Path(id): Path<String>,
-    Query(page): Query<PageQuery>,
+    page: Result<Query<PageQuery>, QueryRejection>,
 ) -> Response {
+    let page = match query(&app, page) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let id = match resolve(&app, &id).await {
         Ok(i) => i,
         Err(r) => return r,

@@ -37,6 +37,12 @@ impl PageSpec {
         }
     }
 
+    /// The page that holds sequence `index`: pages start at multiples of [`PageSpec::LEN`]
+    /// (the pages the faces' links name), so any sequence number a client gives maps to one.
+    pub fn holding(index: usize) -> PageSpec {
+        PageSpec::from(index - index % PageSpec::LEN)
+    }
+
     /// Whether sequence `index` belongs to the page itself (not only for attention).
     pub fn in_range(&self, index: usize) -> bool {
         (self.from..self.from.saturating_add(self.len)).contains(&index)
