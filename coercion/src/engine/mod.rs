@@ -361,9 +361,11 @@ impl Run {
     /// The change that moves the object at `loc` to `status` now.
     pub(crate) fn status_change(&self, loc: Loc, status: Status) -> Change {
         let now = now();
-        let plan = self.plan.lock();
-        let old = plan.state_at(loc).unwrap_or_default();
-        let id = plan.id_at(loc).unwrap_or_default();
+        let (id, old) = {
+            let plan = self.plan.lock();
+            (plan.id_at(loc), plan.state_at(loc))
+        };
+        let (id, old) = (id.unwrap_or_default(), old.unwrap_or_default());
         let state = match status {
             Status::NotStarted => State::default(),
             Status::Running => State {

@@ -200,7 +200,9 @@ pub(crate) fn check_batch(plan: &Plan, changes: &[Change], strict: bool) -> Resu
     for c in changes {
         match c {
             Change::State { loc, .. } => {
-                plan.state_at(*loc).ok_or_else(|| bad_loc(plan.id, loc))?;
+                if !plan.defines(*loc) {
+                    return Err(bad_loc(plan.id, loc));
+                }
             }
             Change::Attempt { loc, index, .. } => {
                 let slot = match attempts.iter().position(|(l, _)| l == loc) {

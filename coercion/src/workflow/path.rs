@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use uuid::Uuid;
 
+use super::run::ContainerRun;
 use super::view::{ActionView, BatchView, BlockView, ChecksView, SequenceView};
 use super::{Action, CheckSlot, Checks, Plan};
 
@@ -222,6 +223,7 @@ impl Plan {
     }
 
     /// The check section at `block`/`slot`, as defined.
+    #[inline]
     pub(crate) fn checks_def(&self, block: Option<usize>, slot: CheckSlot) -> Option<&Checks> {
         match block {
             None => self.checks.get(slot),
@@ -331,6 +333,7 @@ impl Plan {
     }
 
     /// The action at `loc`, if `loc` is an action, with its run state.
+    #[inline]
     pub fn action(&self, loc: Loc) -> Option<ActionView<'_>> {
         let Loc::Action { parent, index } = loc else {
             return None;
@@ -342,6 +345,7 @@ impl Plan {
     }
 
     /// The action at `loc`, as defined.
+    #[inline]
     pub(crate) fn action_def(&self, loc: Loc) -> Option<&Action> {
         let Loc::Action { parent, index } = loc else {
             return None;
@@ -365,6 +369,7 @@ impl Plan {
     }
 
     /// The actions of a container, as defined.
+    #[inline]
     pub(crate) fn actions_def(&self, parent: Parent) -> Option<&[Action]> {
         match parent {
             Parent::Checks { block, slot } => Some(&self.checks_def(block, slot)?.actions),
@@ -376,7 +381,8 @@ impl Plan {
     }
 
     /// Whether the definition has an object at `loc`.
-    fn defines(&self, loc: Loc) -> bool {
+    #[inline]
+    pub(crate) fn defines(&self, loc: Loc) -> bool {
         match loc {
             Loc::Plan => true,
             Loc::Checks { block, slot } => self.checks_def(block, slot).is_some(),
@@ -391,11 +397,13 @@ impl Plan {
     }
 
     /// The state of the object at `loc`.
+    #[inline]
     pub fn state_at(&self, loc: Loc) -> Option<super::State> {
         self.defines(loc).then(|| self.run.state(loc))
     }
 
     /// The attempts of the action at `loc`, if `loc` is an action.
+    #[inline]
     pub fn attempts_at(&self, loc: Loc) -> Option<&[super::Attempt]> {
         let Loc::Action { parent, index } = loc else {
             return None;
@@ -407,86 +415,107 @@ impl Plan {
     /// The attempts of the action at `loc`, to change (with [`state_at_mut`](Self::state_at_mut),
     /// [`run_mut`](Self::run_mut) and [`walk_mut`](Self::walk_mut), the only ways in which code
     /// outside the model changes run state).
+    #[inline]
     pub(crate) fn attempts_mut(&mut self, loc: Loc) -> Option<&mut Vec<super::Attempt>> {
         let Loc::Action { parent, index } = loc else {
             return None;
         };
-        self.action_def(loc)?;
-        self.make_room(loc);
-        Some(&mut self.run.container_mut(parent).action_mut(index).attempts)
+        let (container, len) = self.container_run_mut(parent)?;
+        if index >= len {
+            return None;
+        }
+        room(&mut container.actions, len);
+        Some(&mut container.action_mut(index).attempts)
     }
 
     /// The state of the object at `loc`, to change.
+    #[inline]
     pub(crate) fn state_at_mut(&mut self, loc: Loc) -> Option<&mut super::State> {
-        if !self.defines(loc) {
-            return None;
-        }
-        self.make_room(loc);
-        Some(self.run.state_mut(loc))
+        Some(match loc {
+            Loc::Plan => &mut self.run.state,
+            Loc::Checks { block, slot } => {
+                &mut self
+                    .container_run_mut(Parent::Checks { block, slot })?
+                    .0
+                    .state
+            }
+            Loc::Block(b) => {
+                self.blocks.get(b)?;
+                room(&mut self.run.blocks, self.blocks.len());
+                &mut self.run.block_mut(b).state
+            }
+            Loc::Sequence { block, seq } => {
+                &mut self
+                    .container_run_mut(Parent::Sequence { block, seq })?
+                    .0
+                    .state
+            }
+            Loc::Batch(i) => &mut self.container_run_mut(Parent::Batch(i))?.0.state,
+            Loc::Action { parent, index } => {
+                let (container, len) = self.container_run_mut(parent)?;
+                if index >= len {
+                    return None;
+                }
+                room(&mut container.actions, len);
+                &mut container.action_mut(index).state
+            }
+        })
     }
 
-    /// Sizes the run state's lists on the way to `loc` (which the definition has) to the
-    /// definition's, the first time they are written: the run state grows as it is written,
-    /// and would otherwise keep up to twice the room it needs.
-    fn make_room(&mut self, loc: Loc) {
-        fn room<T>(list: &mut Vec<T>, len: usize) {
-            if list.capacity() < len {
-                list.reserve_exact(len - list.len());
+    /// The run state of the container `parent`, to change, with how many actions its
+    /// definition has; `None` if the definition has no such container. The lists on the way
+    /// are sized to the definition's the first time they are written: the run state grows as
+    /// it is written, and would otherwise keep up to twice the room it needs.
+    #[inline]
+    fn container_run_mut(&mut self, parent: Parent) -> Option<(&mut ContainerRun, usize)> {
+        let run = &mut self.run;
+        Some(match parent {
+            Parent::Checks { block: None, slot } => {
+                let len = self.checks.get(slot)?.actions.len();
+                (run.checks.get_mut(slot), len)
             }
-        }
-        let (block, parent) = match loc {
-            Loc::Plan | Loc::Checks { block: None, .. } => (None, None),
-            Loc::Checks { block, .. } => (block, None),
-            Loc::Block(b) => (Some(b), None),
-            Loc::Sequence { block, .. } => (Some(block), None),
-            Loc::Batch(_) => (None, None),
-            Loc::Action { parent, .. } => match parent {
-                Parent::Checks { block, .. } => (block, Some(parent)),
-                Parent::Sequence { block, .. } => (Some(block), Some(parent)),
-                Parent::Batch(_) => (None, Some(parent)),
-            },
-        };
-        if let Some(b) = block {
-            room(&mut self.run.blocks, self.blocks.len());
-            if matches!(
-                loc,
-                Loc::Sequence { .. }
-                    | Loc::Action {
-                        parent: Parent::Sequence { .. },
-                        ..
-                    }
-            ) {
-                room(
-                    &mut self.run.block_mut(b).sequences,
-                    self.blocks[b].sequences.len(),
-                );
+            Parent::Checks {
+                block: Some(b),
+                slot,
+            } => {
+                let len = self.blocks.get(b)?.checks.get(slot)?.actions.len();
+                room(&mut run.blocks, self.blocks.len());
+                (run.block_mut(b).checks.get_mut(slot), len)
             }
-        }
-        if matches!(
-            loc,
-            Loc::Batch(_)
-                | Loc::Action {
-                    parent: Parent::Batch(_),
-                    ..
-                }
-        ) {
-            room(&mut self.run.deferred, self.deferred.len());
-        }
-        if let Some(parent) = parent {
-            let len = self.actions_def(parent).map_or(0, <[Action]>::len);
-            room(&mut self.run.container_mut(parent).actions, len);
-        }
+            Parent::Sequence { block, seq } => {
+                let def = self.blocks.get(block)?;
+                let len = def.sequences.get(seq)?.actions.len();
+                room(&mut run.blocks, self.blocks.len());
+                let block = run.block_mut(block);
+                room(&mut block.sequences, def.sequences.len());
+                (block.sequence_mut(seq), len)
+            }
+            Parent::Batch(i) => {
+                let len = self.deferred.get(i)?.actions.len();
+                room(&mut run.deferred, self.deferred.len());
+                (run.batch_mut(i), len)
+            }
+        })
     }
 
     /// The id of the object at `loc` (the plan's id for [`Loc::Plan`]).
+    #[inline]
     pub fn id_at(&self, loc: Loc) -> Option<uuid::Uuid> {
         Some(match loc {
             Loc::Plan => self.id.0,
-            Loc::Checks { block, slot } => self.checks_at(block, slot)?.id,
+            Loc::Checks { block, slot } => self.checks_def(block, slot)?.id,
             Loc::Block(b) => self.blocks.get(b)?.id,
-            Loc::Sequence { .. } => self.sequence_at(loc)?.id,
+            Loc::Sequence { block, seq } => self.blocks.get(block)?.sequences.get(seq)?.id,
             Loc::Batch(i) => self.deferred.get(i)?.id,
-            Loc::Action { .. } => self.action(loc)?.id,
+            Loc::Action { .. } => self.action_def(loc)?.id,
         })
+    }
+}
+
+/// Room in `list` for `len` elements in all, made at once (and exactly) when it has less.
+#[inline]
+fn room<T>(list: &mut Vec<T>, len: usize) {
+    if list.capacity() < len {
+        list.reserve_exact(len - list.len());
     }
 }

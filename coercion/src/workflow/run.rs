@@ -38,19 +38,24 @@ pub(crate) struct ContainerRun {
     pub(crate) actions: Vec<ActionRun>,
 }
 
-/// The run state of the five check sections of a plan or a block.
+/// The run state of the five check sections of a plan or a block (a section the JSON leaves
+/// out or gives as `null`, as a definition's `Option` allows, has none).
 #[derive(Clone, Debug, Default, Deserialize)]
 pub(crate) struct CheckSetRun {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_none")]
     bypass: ContainerRun,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_none")]
     pre: ContainerRun,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_none")]
     cont: ContainerRun,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_none")]
     post: ContainerRun,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_none")]
     deferred: ContainerRun,
+}
+
+fn null_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ContainerRun, D::Error> {
+    Ok(Option::<ContainerRun>::deserialize(d)?.unwrap_or_default())
 }
 
 /// A block's run state.
@@ -115,11 +120,13 @@ static NO_BLOCK: BlockRun = BlockRun {
 };
 
 /// The element at `i`, or `none` where nothing was written.
+#[inline]
 fn at<'a, T>(v: &'a [T], i: usize, none: &'a T) -> &'a T {
     v.get(i).unwrap_or(none)
 }
 
 /// The element at `i`, made (with everything before it) if nothing was written there yet.
+#[inline]
 fn at_mut<T: Default>(v: &mut Vec<T>, i: usize) -> &mut T {
     if v.len() <= i {
         v.resize_with(i + 1, T::default);
@@ -128,15 +135,18 @@ fn at_mut<T: Default>(v: &mut Vec<T>, i: usize) -> &mut T {
 }
 
 impl ContainerRun {
+    #[inline]
     pub(crate) fn action(&self, index: usize) -> &ActionRun {
         at(&self.actions, index, &NO_ACTION)
     }
+    #[inline]
     pub(crate) fn action_mut(&mut self, index: usize) -> &mut ActionRun {
         at_mut(&mut self.actions, index)
     }
 }
 
 impl CheckSetRun {
+    #[inline]
     pub(crate) fn get(&self, slot: CheckSlot) -> &ContainerRun {
         match slot {
             CheckSlot::Bypass => &self.bypass,
@@ -146,6 +156,7 @@ impl CheckSetRun {
             CheckSlot::Deferred => &self.deferred,
         }
     }
+    #[inline]
     pub(crate) fn get_mut(&mut self, slot: CheckSlot) -> &mut ContainerRun {
         match slot {
             CheckSlot::Bypass => &mut self.bypass,
@@ -158,9 +169,11 @@ impl CheckSetRun {
 }
 
 impl BlockRun {
+    #[inline]
     pub(crate) fn sequence(&self, seq: usize) -> &ContainerRun {
         at(&self.sequences, seq, &NO_CONTAINER)
     }
+    #[inline]
     pub(crate) fn sequence_mut(&mut self, seq: usize) -> &mut ContainerRun {
         at_mut(&mut self.sequences, seq)
     }
@@ -188,26 +201,32 @@ impl PlanRun {
         }
     }
 
+    #[inline]
     pub(crate) fn block(&self, b: usize) -> &BlockRun {
         at(&self.blocks, b, &NO_BLOCK)
     }
+    #[inline]
     pub(crate) fn block_mut(&mut self, b: usize) -> &mut BlockRun {
         at_mut(&mut self.blocks, b)
     }
+    #[inline]
     pub(crate) fn checks(&self, block: Option<usize>) -> &CheckSetRun {
         match block {
             None => &self.checks,
             Some(b) => &self.block(b).checks,
         }
     }
+    #[inline]
     pub(crate) fn batch(&self, i: usize) -> &ContainerRun {
         at(&self.deferred, i, &NO_CONTAINER)
     }
+    #[inline]
     pub(crate) fn batch_mut(&mut self, i: usize) -> &mut ContainerRun {
         at_mut(&mut self.deferred, i)
     }
 
     /// The run state of the container `parent`.
+    #[inline]
     pub(crate) fn container(&self, parent: Parent) -> &ContainerRun {
         match parent {
             Parent::Checks { block, slot } => self.checks(block).get(slot),
@@ -215,19 +234,9 @@ impl PlanRun {
             Parent::Batch(i) => self.batch(i),
         }
     }
-    pub(crate) fn container_mut(&mut self, parent: Parent) -> &mut ContainerRun {
-        match parent {
-            Parent::Checks { block: None, slot } => self.checks.get_mut(slot),
-            Parent::Checks {
-                block: Some(b),
-                slot,
-            } => self.block_mut(b).checks.get_mut(slot),
-            Parent::Sequence { block, seq } => self.block_mut(block).sequence_mut(seq),
-            Parent::Batch(i) => self.batch_mut(i),
-        }
-    }
 
     /// The state at `loc` (not started where nothing was written).
+    #[inline]
     pub(crate) fn state(&self, loc: Loc) -> State {
         match loc {
             Loc::Plan => self.state,
@@ -236,24 +245,6 @@ impl PlanRun {
             Loc::Sequence { block, seq } => self.container(Parent::Sequence { block, seq }).state,
             Loc::Batch(i) => self.batch(i).state,
             Loc::Action { parent, index } => self.container(parent).action(index).state,
-        }
-    }
-
-    /// The state at `loc`, to change. The caller checks that the definition has an object there.
-    pub(crate) fn state_mut(&mut self, loc: Loc) -> &mut State {
-        match loc {
-            Loc::Plan => &mut self.state,
-            Loc::Checks { block, slot } => {
-                &mut self.container_mut(Parent::Checks { block, slot }).state
-            }
-            Loc::Block(b) => &mut self.block_mut(b).state,
-            Loc::Sequence { block, seq } => {
-                &mut self.container_mut(Parent::Sequence { block, seq }).state
-            }
-            Loc::Batch(i) => &mut self.container_mut(Parent::Batch(i)).state,
-            Loc::Action { parent, index } => {
-                &mut self.container_mut(parent).action_mut(index).state
-            }
         }
     }
 }

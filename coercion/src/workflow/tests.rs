@@ -651,3 +651,16 @@ fn run_state_is_kept_by_location_and_sparse() {
     assert!(sparse.run.blocks.is_empty());
     assert_eq!(sparse, def);
 }
+
+/// A check section given as `null` (as an `Option` may be written by hand) reads as absent, as
+/// it did when the run state was read with the definition.
+#[test]
+fn a_null_check_section_reads_as_absent() {
+    let mut value: serde_json::Value = serde_json::from_str(&full_run().to_json()).unwrap();
+    value["checks"]["bypass"] = serde_json::Value::Null;
+    value["blocks"][0]["checks"]["post"] = serde_json::Value::Null;
+    let plan = Plan::from_json(&value.to_string()).unwrap();
+    assert!(plan.checks().get(CheckSlot::Bypass).is_none());
+    assert!(plan.blocks()[0].checks().get(CheckSlot::Post).is_none());
+    assert!(plan.checks().get(CheckSlot::Pre).is_some());
+}
