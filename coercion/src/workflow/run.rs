@@ -38,10 +38,16 @@ pub(crate) struct ContainerRun {
     pub(crate) actions: Vec<ActionRun>,
 }
 
-/// The run state of the five check sections of a plan or a block (a section the JSON leaves
-/// out or gives as `null`, as a definition's `Option` allows, has none).
+/// The run state of the five check sections of a plan or a block, by slot (in
+/// [`CheckSlot::ALL`]'s order).
 #[derive(Clone, Debug, Default, Deserialize)]
-pub(crate) struct CheckSetRun {
+#[serde(from = "NamedSlots")]
+pub(crate) struct CheckSetRun([ContainerRun; 5]);
+
+/// [`CheckSetRun`] as the JSON names its slots (a section the JSON leaves out or gives as
+/// `null`, as a definition's `Option` allows, has none).
+#[derive(Deserialize)]
+struct NamedSlots {
     #[serde(default, deserialize_with = "null_as_none")]
     bypass: ContainerRun,
     #[serde(default, deserialize_with = "null_as_none")]
@@ -52,6 +58,12 @@ pub(crate) struct CheckSetRun {
     post: ContainerRun,
     #[serde(default, deserialize_with = "null_as_none")]
     deferred: ContainerRun,
+}
+
+impl From<NamedSlots> for CheckSetRun {
+    fn from(s: NamedSlots) -> CheckSetRun {
+        CheckSetRun([s.bypass, s.pre, s.cont, s.post, s.deferred])
+    }
 }
 
 fn null_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ContainerRun, D::Error> {
@@ -109,13 +121,7 @@ const EMPTY_CONTAINER: ContainerRun = ContainerRun {
 
 static NO_BLOCK: BlockRun = BlockRun {
     state: NOT_STARTED,
-    checks: CheckSetRun {
-        bypass: EMPTY_CONTAINER,
-        pre: EMPTY_CONTAINER,
-        cont: EMPTY_CONTAINER,
-        post: EMPTY_CONTAINER,
-        deferred: EMPTY_CONTAINER,
-    },
+    checks: CheckSetRun([EMPTY_CONTAINER; 5]),
     sequences: Vec::new(),
 };
 
@@ -148,23 +154,11 @@ impl ContainerRun {
 impl CheckSetRun {
     #[inline]
     pub(crate) fn get(&self, slot: CheckSlot) -> &ContainerRun {
-        match slot {
-            CheckSlot::Bypass => &self.bypass,
-            CheckSlot::Pre => &self.pre,
-            CheckSlot::Cont => &self.cont,
-            CheckSlot::Post => &self.post,
-            CheckSlot::Deferred => &self.deferred,
-        }
+        &self.0[slot as usize]
     }
     #[inline]
     pub(crate) fn get_mut(&mut self, slot: CheckSlot) -> &mut ContainerRun {
-        match slot {
-            CheckSlot::Bypass => &mut self.bypass,
-            CheckSlot::Pre => &mut self.pre,
-            CheckSlot::Cont => &mut self.cont,
-            CheckSlot::Post => &mut self.post,
-            CheckSlot::Deferred => &mut self.deferred,
-        }
+        &mut self.0[slot as usize]
     }
 }
 

@@ -82,15 +82,20 @@ impl<'a> ActionView<'a> {
         self.run.attempts.last().and_then(Attempt::error)
     }
 
+    /// The response of the last attempt, if it succeeded.
+    fn last_response(&self) -> Result<&'a super::Json, TypedAccessError> {
+        match self.run.attempts.last().and_then(|a| a.outcome.as_ref()) {
+            Some(Outcome::Response(json)) => Ok(json),
+            _ => Err(TypedAccessError::NoResponse),
+        }
+    }
+
     /// The response of the last successful attempt, decoded as plugin `P`'s response type.
     pub fn response<P: Plugin + PluginMeta>(&self) -> Result<P::Response, TypedAccessError> {
         self.def.check_plugin::<P>()?;
-        match self.run.attempts.last().and_then(|a| a.outcome.as_ref()) {
-            Some(Outcome::Response(json)) => json
-                .decode()
-                .map_err(|e| TypedAccessError::Decode(e.to_string())),
-            _ => Err(TypedAccessError::NoResponse),
-        }
+        self.last_response()?
+            .decode()
+            .map_err(|e| TypedAccessError::Decode(e.to_string()))
     }
 
     /// The response of the last successful attempt, decoded as plugin `P`'s response type, its
@@ -102,10 +107,7 @@ impl<'a> ActionView<'a> {
         key: &crate::secret::SecretKey,
     ) -> Result<P::Response, TypedAccessError> {
         self.def.check_plugin::<P>()?;
-        match self.run.attempts.last().and_then(|a| a.outcome.as_ref()) {
-            Some(Outcome::Response(json)) => super::decode_with_key(json, key),
-            _ => Err(TypedAccessError::NoResponse),
-        }
+        super::decode_with_key(self.last_response()?, key)
     }
 }
 
