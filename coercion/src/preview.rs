@@ -580,7 +580,8 @@ pub(crate) async fn run(
                     // Asked below, several at a time: the entry is filled in then.
                     let (group, limit) = match parent {
                         Parent::Sequence { block, .. } => {
-                            (Some(block), plan.blocks()[block].concurrency().get())
+                            let limit = plan.blocks.get(block).map_or(1, |b| b.concurrency.get());
+                            (Some(block), limit)
                         }
                         _ => (None, 1),
                     };

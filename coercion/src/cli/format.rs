@@ -102,7 +102,7 @@ impl Window {
     /// What `page` leaves out of block `block`; `None` if it shows every sequence of it.
     pub fn of(page: &crate::storage::PlanPage, block: usize) -> Option<Window> {
         let spec = page.spec()?;
-        let all = page.plan().blocks().get(block)?.sequences().len();
+        let all = page.plan().blocks.get(block)?.sequences.len();
         let hidden = all.saturating_sub(page.shown(block).len());
         let end = spec.from.saturating_add(spec.len);
         (hidden > 0).then(|| Window {

@@ -13,7 +13,7 @@
 //! | `coercion stop\|pause\|resume ID` | asks the process that runs the plan (see [`control`]) |
 //! | `coercion serve [--addr 127.0.0.1:3030] [--allow-control]` | the web UI (see [`web`]) |
 //!
-//! Ids may be abbreviated to any unique prefix. The library side is usable on its own:
+//! Ids may be abbreviated to any unique prefix or suffix. The library side is usable on its own:
 //! [`html::report`] renders a report from code, [`web::router`] embeds the web UI, and
 //! [`control::listen`] lets the tool stop, pause and resume the plans a program runs.
 
@@ -66,8 +66,12 @@ impl std::error::Error for CliError {}
 #[command(name = "coercion", version, about, long_about = None)]
 pub struct Cli {
     /// The store: a SQLite file, or a PostgreSQL database (`postgres://user@host/db`, TLS as
-    /// libpq's `sslmode`/`sslrootcert` say). Read-only; it may be in use by the processes that
-    /// run the plans.
+    /// libpq's `sslmode`/`sslrootcert` say); it may be in use by the processes that run the
+    /// plans. Read-only but for `prune`, which deletes plans, and the control commands: over
+    /// PostgreSQL, `stop`, `pause`, `resume`, `approve` and `reject` leave their request there
+    /// for the process that holds the plan; over SQLite they go to that process's control
+    /// socket, and `approve`/`reject` of a plan no process runs write the decision in the
+    /// file.
     #[arg(
         long,
         global = true,
@@ -117,7 +121,7 @@ pub enum Command {
         #[arg(long, value_delimiter = ',')]
         status: Vec<Status>,
         /// Only plans of this group (a UUID).
-        #[arg(long)]
+        #[arg(long, value_name = "UUID")]
         group: Option<uuid::Uuid>,
         /// Only plans whose name contains this text.
         #[arg(long)]
@@ -134,7 +138,7 @@ pub enum Command {
     },
     /// Show a plan as a coloured tree: statuses, durations, attempts and last errors.
     Show {
-        /// The plan's id or a unique prefix of it.
+        /// The plan's id, or a unique prefix or suffix of it.
         id: String,
         /// Print JSON (the summary and every object with its path) instead of a tree.
         #[arg(long)]
@@ -156,7 +160,7 @@ pub enum Command {
     },
     /// Print a plan as JSON (the export format; secrets redacted).
     Export {
-        /// The plan's id or a unique prefix of it.
+        /// The plan's id, or a unique prefix or suffix of it.
         id: String,
         /// Write to this file instead of standard output.
         #[arg(short, long, value_name = "FILE")]
@@ -164,7 +168,7 @@ pub enum Command {
     },
     /// Write a self-contained HTML report of a plan.
     Report {
-        /// The plan's id or a unique prefix of it.
+        /// The plan's id, or a unique prefix or suffix of it.
         id: String,
         /// The HTML file to write (`-` for standard output).
         #[arg(short, long, value_name = "FILE.html")]
@@ -188,7 +192,7 @@ pub enum Command {
         #[arg(long, value_delimiter = ',')]
         status: Vec<Status>,
         /// Only plans of this group (a UUID).
-        #[arg(long)]
+        #[arg(long, value_name = "UUID")]
         group: Option<uuid::Uuid>,
         /// Name the plans that would be deleted, and delete nothing.
         #[arg(long)]
@@ -196,30 +200,30 @@ pub enum Command {
     },
     /// Stop a running plan (asks the process that runs it).
     Stop {
-        /// The plan's id or a unique prefix of it.
+        /// The plan's id, or a unique prefix or suffix of it.
         id: String,
     },
     /// Pause a running plan: no new sequence or action starts (asks the process that runs it).
     Pause {
-        /// The plan's id or a unique prefix of it.
+        /// The plan's id, or a unique prefix or suffix of it.
         id: String,
     },
     /// Resume a paused plan (asks the process that runs it).
     Resume {
-        /// The plan's id or a unique prefix of it.
+        /// The plan's id, or a unique prefix or suffix of it.
         id: String,
     },
     /// Run the failed work of an ended plan again, as a new plan in the same group (asks the
     /// process that runs plans from this store; it records who asked).
     Retry {
-        /// The plan's id or a unique prefix of it.
+        /// The plan's id, or a unique prefix or suffix of it.
         id: String,
     },
     /// Approve a gate a plan waits at: asks the process that runs the plan; when none runs it,
     /// records the decision in the store, where the plan finds it when it resumes. You decide as
     /// your Unix user, which the gate's approvers must name.
     Approve {
-        /// The plan's id or a unique prefix of it.
+        /// The plan's id, or a unique prefix or suffix of it.
         id: String,
         /// The gate's name (or key).
         gate: String,
@@ -230,7 +234,7 @@ pub enum Command {
     /// Reject a gate a plan waits at (the gate fails, so its block fails and the plan's
     /// `OnFailure` batches run); reaches the plan as `approve` does.
     Reject {
-        /// The plan's id or a unique prefix of it.
+        /// The plan's id, or a unique prefix or suffix of it.
         id: String,
         /// The gate's name (or key).
         gate: String,
@@ -288,8 +292,6 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Writes `text` to standard output (colours stripped when it is not a terminal); a closed
-/// pipe (`coercion list | head`) is not an error.
 /// `--from`'s value: a sequence number, said plainly when it is not one.
 fn sequence_number(text: &str) -> Result<usize, String> {
     text.parse().map_err(|e: std::num::ParseIntError| {
@@ -300,6 +302,8 @@ fn sequence_number(text: &str) -> Result<usize, String> {
     })
 }
 
+/// Writes `text` to standard output (colours stripped when it is not a terminal); a closed
+/// pipe (`coercion list | head`) is not an error.
 fn print(text: &str) -> Result<(), CliError> {
     let mut out = anstream::stdout();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {

@@ -747,6 +747,10 @@ impl PageQuery {
 }
 
 /// A query string, or the error page that says what is wrong with it.
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the response the handler returns, as from `resolve` and `read_page`"
+)]
 fn query<T>(app: &App, query: Result<Query<T>, QueryRejection>) -> Result<T, Response> {
     query.map(|Query(q)| q).map_err(|e| {
         error_page(

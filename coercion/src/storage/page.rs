@@ -105,12 +105,13 @@ impl PlanPage {
             .iter()
             .map(|b| b.sequences().iter().map(|s| s.status()).collect())
             .collect();
-        for (block, statuses) in plan.blocks.iter_mut().zip(statuses) {
+        for (block, statuses) in statuses.into_iter().enumerate() {
+            let count = statuses.len();
             let (keep, left) = PlanPage::choose(spec, statuses.into_iter().enumerate());
             let mut next = keep.iter().peekable();
-            for (i, seq) in block.sequences.iter_mut().enumerate() {
-                if next.next_if(|k| **k == i).is_none() {
-                    seq.actions = Vec::new();
+            for seq in 0..count {
+                if next.next_if(|k| **k == seq).is_none() {
+                    plan.leave_out_actions(block, seq);
                 }
             }
             shown.push(keep);

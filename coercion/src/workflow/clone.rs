@@ -44,6 +44,26 @@ impl Plan {
         plan
     }
 
+    /// Leaves out the actions of sequence `seq` of block `block` — their definitions and their
+    /// run state; the sequence keeps its own (a page's cut).
+    pub(crate) fn leave_out_actions(&mut self, block: usize, seq: usize) {
+        if let Some(s) = self
+            .blocks
+            .get_mut(block)
+            .and_then(|b| b.sequences.get_mut(seq))
+        {
+            s.actions = Vec::new();
+        }
+        if let Some(s) = self
+            .run
+            .blocks
+            .get_mut(block)
+            .and_then(|b| b.sequences.get_mut(seq))
+        {
+            s.actions = Vec::new();
+        }
+    }
+
     /// A copy of the plan with no blocks and no run state.
     fn without_blocks(&self) -> Plan {
         let Plan {

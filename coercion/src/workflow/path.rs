@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use uuid::Uuid;
 
-use super::run::ContainerRun;
+use super::run::{ContainerRun, room};
 use super::view::{ActionView, BatchView, BlockView, ChecksView, SequenceView};
 use super::{Action, CheckSlot, Checks, Plan};
 
@@ -509,13 +509,5 @@ impl Plan {
             Loc::Batch(i) => self.deferred.get(i)?.id,
             Loc::Action { .. } => self.action_def(loc)?.id,
         })
-    }
-}
-
-/// Room in `list` for `len` elements in all, made at once (and exactly) when it has less.
-#[inline]
-fn room<T>(list: &mut Vec<T>, len: usize) {
-    if list.capacity() < len {
-        list.reserve_exact(len - list.len());
     }
 }

@@ -125,6 +125,15 @@ static NO_BLOCK: BlockRun = BlockRun {
     sequences: Vec::new(),
 };
 
+/// Room in `list` for `len` elements in all, made at once (and exactly) when it has less: run
+/// state grows as it is written, and would otherwise keep up to twice the room it needs.
+#[inline]
+pub(crate) fn room<T>(list: &mut Vec<T>, len: usize) {
+    if list.capacity() < len {
+        list.reserve_exact(len - list.len());
+    }
+}
+
 /// The element at `i`, or `none` where nothing was written.
 #[inline]
 fn at<'a, T>(v: &'a [T], i: usize, none: &'a T) -> &'a T {

@@ -646,6 +646,21 @@ fn run_state_is_kept_by_location_and_sparse() {
     assert!(sparse.state_at_mut(nowhere).is_none());
     assert!(sparse.attempts_mut(nowhere).is_none());
     assert!(sparse.run.blocks[2].sequences.len() <= def.blocks[2].sequences.len());
+    // Written whole (as a display copy is), every list has the definition's size.
+    let whole = def.clone().into_display();
+    assert_eq!(whole.run.blocks.capacity(), def.blocks.len());
+    for (b, block) in def.blocks.iter().enumerate() {
+        assert_eq!(
+            whole.run.blocks[b].sequences.capacity(),
+            block.sequences.len()
+        );
+        for (s, seq) in block.sequences.iter().enumerate() {
+            assert_eq!(
+                whole.run.blocks[b].sequences[s].actions.capacity(),
+                seq.actions.len()
+            );
+        }
+    }
     // Back to the definition drops it all.
     sparse.reset_run_state();
     assert!(sparse.run.blocks.is_empty());
@@ -663,4 +678,38 @@ fn a_null_check_section_reads_as_absent() {
     assert!(plan.checks().get(CheckSlot::Bypass).is_none());
     assert!(plan.blocks()[0].checks().get(CheckSlot::Post).is_none());
     assert!(plan.checks().get(CheckSlot::Pre).is_some());
+}
+
+/// A page's cut leaves out the actions of a sequence with their run state (attempts hold
+/// responses: nothing of them stays in memory), and keeps the sequence's own.
+#[test]
+fn leaving_out_a_sequences_actions_leaves_out_their_run_state() {
+    let mut plan = full_run();
+    let seq = Loc::Sequence { block: 0, seq: 0 };
+    let state = plan.state_at(seq).unwrap();
+    assert!(!plan.run.blocks[0].sequences[0].actions.is_empty());
+    assert!(
+        plan.sequence_at(seq)
+            .unwrap()
+            .actions()
+            .iter()
+            .any(|a| !a.attempts().is_empty()),
+        "the fixture has attempts there"
+    );
+    plan.leave_out_actions(0, 0);
+    assert!(plan.sequence_at(seq).unwrap().actions().is_empty());
+    assert!(plan.run.blocks[0].sequences[0].actions.is_empty());
+    assert_eq!(plan.state_at(seq), Some(state));
+    plan.leave_out_actions(7, 7); // nothing there: nothing happens
+}
+
+/// Errors reading a plan's JSON name a plan, as the derived reader's did (not the type that
+/// reads its definition).
+#[test]
+fn a_plan_that_is_not_an_object_is_named_a_plan() {
+    for text in ["\"x\"", "[]"] {
+        let e = Plan::from_json(text).unwrap_err().to_string();
+        assert!(!e.contains("PlanDefinition"), "{text}: {e}");
+        assert!(e.contains("struct Plan"), "{text}: {e}");
+    }
 }

@@ -470,6 +470,7 @@ impl Serialize for Plan {
 /// A plan's JSON as its definition: every field of the plan but its run state, which the
 /// derived reader passes over (and [`PlanRun`] reads).
 #[derive(Deserialize)]
+#[serde(expecting = "struct Plan")] // what its errors name, as the derived reader's did
 struct PlanDefinition {
     schema_version: SchemaVersion,
     #[serde(default)]

@@ -1,7 +1,7 @@
 //! [`Plan::walk`]: every object of a plan in a fixed order.
 
 use super::path::{Loc, Parent};
-use super::run::{CheckSetRun, ContainerRun, NO_ACTION, PlanRun};
+use super::run::{CheckSetRun, ContainerRun, NO_ACTION, PlanRun, room};
 use super::view::{ActionView, BatchView, BlockView, CheckSetView, ChecksView, SequenceView};
 use super::{Action, CheckSet, CheckSlot, Plan};
 
@@ -329,6 +329,7 @@ impl Plan {
             defs: &mut [Action],
             run: &mut ContainerRun,
         ) {
+            room(&mut run.actions, defs.len());
             for (index, a) in defs.iter_mut().enumerate() {
                 let r = run.action_mut(index);
                 let object = ObjectMut {
@@ -373,8 +374,10 @@ impl Plan {
             None,
             &[Bypass, Pre, Cont],
         );
+        room(&mut run.blocks, self.blocks.len());
         for (b, block) in self.blocks.iter_mut().enumerate() {
             let br = run.block_mut(b);
+            room(&mut br.sequences, block.sequences.len());
             let object = ObjectMut {
                 id: &mut block.id,
                 state: &mut br.state,
@@ -408,6 +411,7 @@ impl Plan {
             );
         }
         checks(&mut f, &mut self.checks, &mut run.checks, None, &[Post]);
+        room(&mut run.deferred, self.deferred.len());
         for (i, batch) in self.deferred.iter_mut().enumerate() {
             let r = run.batch_mut(i);
             let object = ObjectMut {

@@ -240,7 +240,9 @@ impl<'c> Reading<'c> {
         for block in 0..self.plan.blocks.len() {
             let (keep, left) = PlanPage::choose(
                 spec,
-                self.plan.blocks()[block]
+                self.plan
+                    .block_at(Loc::Block(block))
+                    .expect("a block of the plan")
                     .sequences()
                     .iter()
                     .map(|s| s.status())
