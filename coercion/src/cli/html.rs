@@ -437,7 +437,7 @@ fn block_node(index: usize, block: BlockView<'_>, opening: Opening, now: Timesta
 fn block_head(index: usize, block: BlockView<'_>, now: Timestamp) -> Markup {
     let info = format!(
         "{} sequence(s), concurrency {}, tolerates {}",
-        block.sequences().len(),
+        block.sequences.len(),
         block.concurrency(),
         block.tolerated_failures()
     );

@@ -197,10 +197,10 @@ impl PlanPage {
     /// Whether the page holds every sequence whole.
     pub fn is_whole(&self) -> bool {
         self.plan
-            .blocks()
+            .blocks
             .iter()
             .zip(&self.shown)
-            .all(|(b, s)| b.sequences().len() == s.len())
+            .all(|(b, s)| b.sequences.len() == s.len())
     }
 
     /// Every action of the plan counted by status ([`Plan::action_counts`]).
