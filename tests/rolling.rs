@@ -306,15 +306,15 @@ fn invalid_sizes_and_no_hosts_are_reported_at_submit() {
         (vec![], "serial []: serial is empty"),
         (
             vec![BatchSize::Count(1), BatchSize::Count(0)],
-            "serial [1, 0]: batch size 2 is 0: a batch needs at least one host",
+            "serial [1, 0]: batch 2's size is 0: a batch needs at least one host",
         ),
         (
             vec![BatchSize::Percent(120)],
-            "serial [120%]: batch size 1 is 120%: a batch cannot hold more than 100% of the hosts",
+            "serial [120%]: batch 1's size is 120%: a batch cannot hold more than 100% of the hosts",
         ),
         (
             vec![BatchSize::Rest, BatchSize::Count(1)],
-            "serial [rest, 1]: batch size 2 follows `rest`",
+            "serial [rest, 1]: batch 2 follows `rest`",
         ),
     ] {
         let plan = rollout(&hosts, serial, &[]);

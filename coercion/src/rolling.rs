@@ -117,7 +117,7 @@ pub enum SerialError {
     #[error("serial is empty: give at least one batch size, such as [1, 25%, rest]")]
     Empty,
     /// A count or a percentage of zero.
-    #[error("batch size {position} is {size}: a batch needs at least one host")]
+    #[error("batch {position}'s size is {size}: a batch needs at least one host")]
     Zero {
         /// The position of the size in the list, from 1.
         position: usize,
@@ -125,7 +125,9 @@ pub enum SerialError {
         size: BatchSize,
     },
     /// A percentage over 100.
-    #[error("batch size {position} is {percent}%: a batch cannot hold more than 100% of the hosts")]
+    #[error(
+        "batch {position}'s size is {percent}%: a batch cannot hold more than 100% of the hosts"
+    )]
     OverHundred {
         /// The position of the size in the list, from 1.
         position: usize,
@@ -133,9 +135,7 @@ pub enum SerialError {
         percent: u8,
     },
     /// A size after `Rest`, which would never apply.
-    #[error(
-        "batch size {position} follows `rest`, which already takes every remaining host: remove it"
-    )]
+    #[error("batch {position} follows `rest`, which already takes every remaining host: remove it")]
     AfterRest {
         /// The position of the size in the list, from 1.
         position: usize,
@@ -419,7 +419,7 @@ mod tests {
         );
         assert_eq!(
             batch_sizes(4, &[Percent(0)]).unwrap_err().to_string(),
-            "batch size 1 is 0%: a batch needs at least one host"
+            "batch 1's size is 0%: a batch needs at least one host"
         );
         assert_eq!(
             batch_sizes(4, &[Percent(101)]),
@@ -478,7 +478,7 @@ mod tests {
         assert_eq!(block.sequences().len(), 3);
         assert_eq!(
             block.defects,
-            ["serial [0]: batch size 1 is 0: a batch needs at least one host"]
+            ["serial [0]: batch 1's size is 0: a batch needs at least one host"]
         );
 
         let blocks = Rolling::new("deploy", [Rest]).into_blocks();

@@ -76,7 +76,11 @@ fn list_shows_every_plan_newest_first_and_filters() {
     let none = ok(&f.db, &["list", "--status", "running"]);
     assert!(none.starts_with("no plans match in "), "{none}");
 
-    // Paging: one plan a page, with a hint to the next.
+    // Paging: one plan a page, with a hint to the next; a page of none is refused.
+    let zero = coercion(&f.db, &["list", "--limit", "0"]);
+    assert!(!zero.status.success());
+    let zero = String::from_utf8_lossy(&zero.stderr);
+    assert!(zero.contains("0 lists nothing: give 1 or more"), "{zero}");
     let page1 = ok(&f.db, &["list", "--limit", "1"]);
     assert!(
         page1.contains(&f.hostile.to_string()) && page1.contains("--offset 1"),
@@ -2543,12 +2547,16 @@ async fn a_large_plan_page_over_sqlite_shows_the_same_page() {
         first.contains("9798 more sequence(s) not shown (this page: 1–200 of 10000"),
         "{first}"
     );
-    assert!(first.contains(&format!("next 200: coercion show {id} --from 200")));
+    let coercion_db = command_line(&db);
+    assert!(
+        first.contains(&format!("next 200: {coercion_db} show {id} --from 200")),
+        "the commands it suggests reach the same store: {first}"
+    );
     assert!(!first.contains("previous 200"));
     let next = ok(&db, &["show", &id, "--from", "200"]);
     assert!(next.contains("\"host-00200\"") && !next.contains("\"host-00199\""));
     assert!(next.contains("this page: 201–400 of 10000"));
-    assert!(next.contains(&format!("previous 200: coercion show {id} --from 0")));
+    assert!(next.contains(&format!("previous 200: {coercion_db} show {id} --from 0")));
     let all = ok(&db, &["show", &id, "--all"]);
     assert_eq!(hosts(&all), 10_000);
     assert!(!all.contains("not shown"));
@@ -2557,7 +2565,9 @@ async fn a_large_plan_page_over_sqlite_shows_the_same_page() {
     assert_eq!(hosts(&past), 2, "{past}");
     assert!(past.contains("this page: none of 10000"), "{past}");
     assert!(
-        past.contains(&format!("previous 200: coercion show {id} --from 9800")),
+        past.contains(&format!(
+            "previous 200: {coercion_db} show {id} --from 9800"
+        )),
         "{past}"
     );
     // Any sequence number shows the page that holds it, as the web UI's `?from=` does.
@@ -2804,7 +2814,10 @@ fn gates_are_approved_and_rejected_through_the_cli_as_the_unix_user() {
     let id = child.plan.to_string();
     let shown = wait_for_gate(&db, &id);
     assert!(
-        shown.contains(&format!("(coercion approve {id} 'promote canary')")),
+        shown.contains(&format!(
+            "({} approve {id} 'promote canary')",
+            command_line(&db)
+        )),
         "{shown}"
     );
     let listed = ok(&db, &["list"]);

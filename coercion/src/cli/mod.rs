@@ -100,6 +100,23 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// The start of a command line that reaches the same store: `coercion`, with `--db` and
+    /// `--pg-schema` when they are not the defaults (for the commands the output suggests).
+    fn command_line(&self) -> String {
+        let mut line = "coercion".to_owned();
+        if self.db != std::path::Path::new("coercion.db") {
+            line.push_str(" --db ");
+            line.push_str(&format::shell_word(&self.db.to_string_lossy()));
+        }
+        if self.pg_schema != "public" {
+            line.push_str(" --pg-schema ");
+            line.push_str(&format::shell_word(&self.pg_schema));
+        }
+        line
+    }
+}
+
 /// When to colour the terminal output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ColorWhen {
@@ -126,8 +143,8 @@ pub enum Command {
         /// Only plans whose name contains this text.
         #[arg(long)]
         name: Option<String>,
-        /// Show at most this many plans.
-        #[arg(long, default_value_t = 50)]
+        /// Show at most this many plans (1 or more).
+        #[arg(long, default_value_t = 50, value_parser = at_least_one)]
         limit: usize,
         /// Skip this many plans (the next page starts at offset + limit).
         #[arg(long, default_value_t = 0)]
@@ -292,6 +309,15 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `--limit`'s value: a count of one or more (a list of none would say that no plan matches).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("0 lists nothing: give 1 or more".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("`{text}` is not a count: {e}")),
+    }
+}
+
 /// `--from`'s value: a sequence number, said plainly when it is not one.
 fn sequence_number(text: &str) -> Result<usize, String> {
     text.parse().map_err(|e: std::num::ParseIntError| {
@@ -439,6 +465,7 @@ async fn prune_command(
 /// Runs one parsed command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let now = chrono::Utc::now();
+    let command_line = cli.command_line();
     match cli.command {
         Command::List {
             status,
@@ -524,7 +551,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     text::tree_json(plan, retried_by, &live, now)
                 ))
             } else {
-                print(&text::tree(&page, retried_by, &live, now))
+                print(&text::tree(&page, retried_by, &live, now, &command_line))
             }
         }
         Command::Export { id, output } => {
@@ -820,7 +847,10 @@ async fn control_command(cli: &Cli, op: ControlOp, id: &str) -> Result<(), CliEr
     };
     let done = match (op, outcome) {
         (_, control::Outcome::Retried(new)) => {
-            format!("is retried as plan {new}: its failed work runs again (coercion show {new})")
+            format!(
+                "is retried as plan {new}: its failed work runs again ({} show {new})",
+                cli.command_line()
+            )
         }
         (ControlOp::Stop, _) => {
             "is stopping (in-flight actions get their grace period; deferred work still runs)"

@@ -126,12 +126,14 @@ pub(crate) const STRANDED_SHARED: &str = "no process runs it now: no live proces
 /// durations, attempts and the last error of every failed action: every object but the
 /// sequences off the page, of which each block says how many it leaves out and how to see
 /// them; the counts are the whole plan's. `retried_by` is the plan that retries this one, if
-/// any; `live` what is known of the process that runs it.
+/// any; `live` what is known of the process that runs it; `command` the start of the command
+/// lines it suggests (`coercion --db …`).
 pub(crate) fn tree(
     page: &PlanPage,
     retried_by: Option<PlanId>,
     live: &Liveness,
     now: Timestamp,
+    command: &str,
 ) -> String {
     let plan = page.plan();
     let missing = &live.missing_plugins;
@@ -214,7 +216,7 @@ pub(crate) fn tree(
         fact(
             status_style(Status::Running),
             &format!(
-                "{} (coercion approve {} {})",
+                "{} ({command} approve {} {})",
                 clean(&gate.to_string()),
                 plan.id(),
                 clean(&format::shell_word(&gate.name))
@@ -300,26 +302,30 @@ pub(crate) fn tree(
         if let Loc::Block(block) = loc
             && let Some(w) = format::Window::of(page, block)
         {
-            let _ = writeln!(out, "{indent}  {}", paint(DIM, &window_note(plan.id(), &w)));
+            let _ = writeln!(
+                out,
+                "{indent}  {}",
+                paint(DIM, &window_note(command, plan.id(), &w))
+            );
         }
     }
     out
 }
 
 /// What a page leaves out of a block, and the commands that show the rest.
-fn window_note(id: PlanId, w: &format::Window) -> String {
+fn window_note(command: &str, id: PlanId, w: &format::Window) -> String {
     let mut note = w.to_string();
     if let Some(from) = w.previous {
         let _ = write!(
             note,
-            "; previous {}: coercion show {id} --from {from}",
+            "; previous {}: {command} show {id} --from {from}",
             w.spec.len
         );
     }
     if let Some(from) = w.next {
         let _ = write!(
             note,
-            "; next {}: coercion show {id} --from {from}",
+            "; next {}: {command} show {id} --from {from}",
             w.spec.len
         );
     }

@@ -218,6 +218,12 @@ pub fn coercion(db: &Path, args: &[&str]) -> Output {
         .expect("run the coercion binary")
 }
 
+/// The start of the command lines the tool suggests for the store `db` (the test directories'
+/// paths need no quoting).
+pub fn command_line(db: &Path) -> String {
+    format!("coercion --db {}", db.display())
+}
+
 /// Standard output of a run that must succeed.
 pub fn ok(db: &Path, args: &[&str]) -> String {
     let out = coercion(db, args);

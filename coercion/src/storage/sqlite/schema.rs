@@ -337,7 +337,7 @@ fn apply_migrations(conn: &mut Connection, store: &str, current: i64) -> Result<
 pub(super) fn check_readable(store: &str, identity: Identity) -> Result<(), StoreError> {
     match identity {
         Identity::Empty => Err(StoreError::permanent(format!(
-            "{store}: not a coercion store yet (the database is empty); open it for writing first"
+            "{store}: not a coercion store yet (the database is empty); it becomes one when a program that runs plans opens it (`Workstream::open`, `SqliteStore::open`)"
         ))),
         Identity::Coercion(v) if v < latest() => Err(StoreError::permanent(format!(
             "{store}: written with schema version {v}; this build reads version {}: open it for writing once to migrate it",
