@@ -393,18 +393,30 @@ impl PartialEq for StoreError {
 impl Eq for StoreError {}
 
 /// An error and its chain of sources, `: `-separated, for messages that must say everything
-/// in one line (logs, the CLI).
+/// in one line (logs, the CLI). A source whose words are already written, or that its own
+/// source says again in full (a driver's error wrapping the C library's), is left out: the
+/// line keeps every word once.
 pub(crate) struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut links = vec![self.0.to_string()];
         let mut cur = self.0.source();
         while let Some(e) = cur {
-            write!(f, ": {e}")?;
+            links.push(e.to_string());
             cur = e.source();
         }
-        Ok(())
+        let mut line = links[0].clone();
+        for (i, link) in links.iter().enumerate().skip(1) {
+            let said_next = links
+                .get(i + 1)
+                .is_some_and(|next| next.contains(link.as_str()));
+            if !link.is_empty() && !said_next && !line.contains(link.as_str()) {
+                line.push_str(": ");
+                line.push_str(link);
+            }
+        }
+        f.write_str(&line)
     }
 }
 
@@ -858,6 +870,44 @@ mod tests {
     use super::*;
     use crate::storage::contract::{at, sample_plan};
     use crate::workflow::ObjectRef;
+
+    /// A chain keeps every word once: a driver's error that its C library's error repeats in
+    /// full is left out, as is a source the message already quotes; the rest stays in order.
+    #[test]
+    fn a_chain_says_every_word_once() {
+        #[derive(Debug)]
+        struct E(&'static str, Option<Box<E>>);
+        impl fmt::Display for E {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for E {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let e = |text, source: Option<E>| E(text, source.map(Box::new));
+        // As a SQLite file of random bytes was reported.
+        let sqlite = e(
+            "sqlite:/x.db: cannot open: the file is not a SQLite database",
+            Some(e(
+                "file is not a database",
+                Some(e("Error code 26: file is not a database", None)),
+            )),
+        );
+        assert_eq!(
+            Chain(&sqlite).to_string(),
+            "sqlite:/x.db: cannot open: the file is not a SQLite database: Error code 26: file is not a database"
+        );
+        let quoted = e(
+            "reading x: permission denied",
+            Some(e("permission denied", None)),
+        );
+        assert_eq!(Chain(&quoted).to_string(), "reading x: permission denied");
+        let distinct = e("a", Some(e("b", Some(e("c", None)))));
+        assert_eq!(Chain(&distinct).to_string(), "a: b: c");
+    }
 
     fn attempt(index: u32, loc: Loc, id: Uuid) -> Change {
         Change::Attempt {
