@@ -2820,6 +2820,28 @@ fn gates_are_approved_and_rejected_through_the_cli_as_the_unix_user() {
         )),
         "{shown}"
     );
+    // The web page (read-only here) says the same command line.
+    let page = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = coercion::cli::Db::connect(&db, "public").await.unwrap();
+        let options = coercion::cli::web::WebOptions {
+            addr: ([127, 0, 0, 1], 0).into(),
+            ..Default::default()
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(coercion::cli::web::serve(store, options, move |addr| {
+            let _ = tx.send(addr);
+        }));
+        let addr = rx.await.unwrap();
+        let url = format!("http://{addr}/plans/{id}");
+        http().get(url).send().await.unwrap().text().await.unwrap()
+    });
+    assert!(
+        page.contains(&format!(
+            "{} approve {id} 'promote canary'",
+            command_line(&db)
+        )),
+        "{page}"
+    );
     let listed = ok(&db, &["list"]);
     assert!(
         listed.contains("Running, waiting for approval: promote canary"),

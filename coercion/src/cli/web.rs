@@ -746,6 +746,18 @@ impl PageQuery {
     }
 }
 
+/// The start of a command line that reaches this server's store: `coercion --db FILE` for a
+/// SQLite file; `coercion` for PostgreSQL (its URL may hold a password: not shown).
+fn command_line(app: &App) -> String {
+    match app.db.path() {
+        Some(path) => format!(
+            "coercion --db {}",
+            format::shell_word(&path.to_string_lossy())
+        ),
+        None => "coercion".to_owned(),
+    }
+}
+
 /// A query string, or the error page that says what is wrong with it.
 #[allow(
     clippy::result_large_err,
@@ -886,7 +898,7 @@ fn plan_view(
                         button.danger.reject type="submit" formaction={ "/plans/" (id) "/gates/reject" } { "Reject" }
                     }
                 } @else {
-                    p.muted { "Decide with " code { "coercion approve " (id) " " (format::shell_word(&gate.name)) } " or " code { "coercion reject …" } "." }
+                    p.muted { "Decide with " code { (command_line(app)) " approve " (id) " " (format::shell_word(&gate.name)) } " or " code { (command_line(app)) " reject …" } "." }
                 }
             }
         }
