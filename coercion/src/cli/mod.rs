@@ -106,8 +106,9 @@ impl Cli {
     fn command_line(&self) -> String {
         let mut line = "coercion".to_owned();
         if self.db != std::path::Path::new("coercion.db") {
+            let db = self.db.to_string_lossy();
             line.push_str(" --db ");
-            line.push_str(&format::shell_word(&self.db.to_string_lossy()));
+            line.push_str(&format::shell_word(&without_password(&db)));
         }
         if self.pg_schema != "public" {
             line.push_str(" --pg-schema ");
@@ -306,6 +307,30 @@ pub fn main() -> ExitCode {
             let _ = writeln!(anstream::stderr(), "coercion: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `url` without the password of its user, if it is a URL that has one
+/// (`postgres://user:secret@host/db` → `postgres://user@host/db`): what the tool prints of a
+/// store's address (the password comes from the environment or `~/.pgpass` instead).
+fn without_password(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.into();
+    };
+    let rest = &url[scheme_end..];
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let Some(at) = authority.rfind('@') else {
+        return url.into();
+    };
+    match authority[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}{}",
+            &url[..scheme_end],
+            &authority[..colon],
+            &rest[at..]
+        )
+        .into(),
+        None => url.into(),
     }
 }
 
@@ -862,4 +887,30 @@ async fn control_command(cli: &Cli, op: ControlOp, id: &str) -> Result<(), CliEr
         (_, _) => "is resumed".to_owned(),
     };
     print(&format!("plan {id} {done}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    /// The command lines the tool suggests never print a password given in `--db`.
+    #[test]
+    fn a_store_address_is_shown_without_its_password() {
+        for (given, shown) in [
+            (
+                "postgres://ops:s3cr@t@db.example:5432/plans",
+                "postgres://ops@db.example:5432/plans",
+            ),
+            (
+                "postgresql://ops:pw@db/plans?sslmode=require",
+                "postgresql://ops@db/plans?sslmode=require",
+            ),
+            ("postgres://ops@db/plans", "postgres://ops@db/plans"),
+            ("postgres://db/plans", "postgres://db/plans"),
+            ("postgres://db/pl@ns:x", "postgres://db/pl@ns:x"),
+            ("/var/lib/plans:1@x.db", "/var/lib/plans:1@x.db"),
+        ] {
+            assert_eq!(without_password(given), shown, "{given}");
+        }
+    }
 }
