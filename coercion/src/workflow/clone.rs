@@ -24,7 +24,7 @@ impl Plan {
     /// reason; keys and secrets kept; in the same group as this plan (its group, or this plan's
     /// id when it has none), so the two stay tied together.
     pub fn clone_for_resubmit(&self) -> Plan {
-        self.clone().into_fresh()
+        self.definition().into_fresh()
     }
 
     /// A copy for people to look at: everything kept (ids, states, attempts, responses) except
@@ -65,7 +65,7 @@ impl Plan {
     }
 
     /// A copy of the plan with no blocks and no run state.
-    fn without_blocks(&self) -> Plan {
+    pub(super) fn without_blocks(&self) -> Plan {
         let Plan {
             schema_version,
             id,

@@ -529,8 +529,7 @@ pub struct Action {
     pub(crate) defects: Defects,
 }
 
-// Definitions as the builder starts them: no id yet, defaults, and every run state at its
-// start (the builder is outside this module, which alone holds objects' run state).
+// Definitions as the builder starts them: no id yet, and the defaults.
 impl Action {
     pub(crate) fn defined(
         name: Arc<str>,

@@ -433,11 +433,10 @@ impl Plan {
     }
 
     /// A copy of the plan as defined ([`reset_run_state`](Self::reset_run_state)): what a store
-    /// keeps of it apart from its run state.
-    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "testing", test))]
+    /// keeps of it apart from its run state. The run state is not copied.
     pub(crate) fn definition(&self) -> Plan {
-        let mut def = self.clone();
-        def.reset_run_state();
+        let mut def = self.without_blocks();
+        def.blocks = self.blocks.clone();
         def
     }
 
